@@ -1,0 +1,1 @@
+"""headrace: event-driven data and ML pipelines for Python."""

@@ -1,0 +1,133 @@
+"""Settings: where headrace keeps its state, which ledger, storage and executor it uses.
+
+Read from `headrace.toml` in the project folder, then overridden by `HEADRACE_*` environment
+variables. The defaults need no service at all: a `.headrace/` home with a SQLite ledger, local
+folder buckets and a local process pool.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from headrace.errors import ConfigError
+
+CONFIG_FILE = "headrace.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    project_dir: Path
+    app: str | None = None  # "module:attr" of the App
+    home: Path = Path(".headrace")
+    ledger: str = ""  # SQLAlchemy URL; default sqlite:///<home>/ledger.db
+    storage: str = ""  # fsspec URL of the bucket root; default <home>/buckets
+    executor: str = "local"  # "local", "ray", "ray://host:10001" or "auto"
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    poll_interval: float = 1.0  # seconds between list-and-compare passes of the watchers
+    lease_seconds: float = 15.0  # how long a claimed invocation stays ours without renewal
+    metrics: str = "127.0.0.1:0"  # Prometheus endpoint of the coordinator; "" disables it
+    ledger_sync: str = (
+        "normal"  # SQLite synchronous: "normal" survives process crashes, "full" power loss
+    )
+
+    @property
+    def ledger_url(self) -> str:
+        return self.ledger or f"sqlite:///{self.home / 'ledger.db'}"
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or str(self.home / "buckets")
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def tmp_root(self) -> Path:
+        return self.home / "tmp"
+
+
+_ENV = {
+    "HEADRACE_APP": "app",
+    "HEADRACE_HOME": "home",
+    "HEADRACE_LEDGER": "ledger",
+    "HEADRACE_STORAGE": "storage",
+    "HEADRACE_EXECUTOR": "executor",
+    "HEADRACE_WORKERS": "workers",
+    "HEADRACE_POLL_INTERVAL": "poll_interval",
+    "HEADRACE_LEASE_SECONDS": "lease_seconds",
+    "HEADRACE_METRICS": "metrics",
+    "HEADRACE_LEDGER_SYNC": "ledger_sync",
+}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    kinds = {f.name: f.type for f in fields(Settings)}
+    kind = kinds[name]
+    try:
+        if kind == "int":
+            out = int(value)
+            if out < 1:
+                raise ValueError("must be at least 1")
+            return out
+        if kind == "float":
+            out = float(value)
+            if out <= 0:
+                raise ValueError("must be positive")
+            return out
+        if kind == "Path":
+            return Path(value)
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {type(value).__name__}")
+        return value
+    except ValueError as exc:
+        raise ConfigError(
+            f"setting {name!r} from {source}",
+            f"{value!r} is not valid: {exc}",
+            f"set {name} to a valid {kind}",
+        ) from None
+
+
+def load_settings(project_dir: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Settings for the project in `project_dir` (default: the current folder).
+
+    Precedence: keyword overrides, then HEADRACE_* variables, then headrace.toml, then defaults.
+    Relative paths are resolved against the project folder.
+    """
+    root = Path(project_dir or os.environ.get("HEADRACE_PROJECT", ".")).resolve()
+    values: dict[str, Any] = {}
+    path = root / CONFIG_FILE
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(path), f"is not valid TOML: {exc}", "fix the syntax") from None
+        section = data.get("headrace", data)
+        known = {f.name for f in fields(Settings)} - {"project_dir"}
+        for key, value in section.items():
+            if key not in known:
+                raise ConfigError(
+                    str(path), f"unknown setting {key!r}", f"use one of {', '.join(sorted(known))}"
+                )
+            values[key] = _coerce(key, value, str(path))
+    for var, name in _ENV.items():
+        if var in os.environ:
+            values[name] = _coerce(name, os.environ[var], f"${var}")
+    for name, value in overrides.items():
+        if value is not None:
+            values[name] = _coerce(name, value, "arguments")
+    settings = Settings(project_dir=root, **values)
+    home = settings.home if settings.home.is_absolute() else root / settings.home
+    settings = replace(settings, home=home)
+    if settings.ledger_sync not in ("normal", "full"):
+        raise ConfigError(
+            "setting 'ledger_sync'", f"{settings.ledger_sync!r}", "use normal or full"
+        )
+    storage = settings.storage
+    if storage and "://" not in storage and not Path(storage).is_absolute():
+        settings = replace(settings, storage=str(root / storage))
+    return settings

@@ -1,0 +1,75 @@
+"""The exceptions headrace users see.
+
+Every error names the object it is about, the reason, and the fix, so a message read in a log
+or a dead-letter record is enough to act on. This module is a leaf: any module may import it.
+"""
+
+from __future__ import annotations
+
+
+class HeadraceError(Exception):
+    """Base of every error headrace raises on purpose."""
+
+    def __init__(self, subject: str, reason: str, fix: str | None = None) -> None:
+        self.subject = subject
+        self.reason = reason
+        self.fix = fix
+        message = f"{subject}: {reason}"
+        if fix:
+            message += f" (fix: {fix})"
+        super().__init__(message)
+
+    def __reduce__(self):  # keep the three parts when pickled across worker processes
+        return (self.__class__, (self.subject, self.reason, self.fix))
+
+
+class ConfigError(HeadraceError):
+    """headrace.toml or a HEADRACE_* variable is wrong."""
+
+
+class AppError(HeadraceError):
+    """The app registry is inconsistent: unknown function, duplicate name, bad trigger."""
+
+
+class InvalidKey(HeadraceError):
+    """An object key or bucket name is not allowed."""
+
+
+class ObjectNotFound(HeadraceError):
+    """The object does not exist in the bucket."""
+
+
+class LedgerError(HeadraceError):
+    """The ledger cannot be opened or is in an unexpected state."""
+
+
+class MalformedEvent(HeadraceError):
+    """An event does not have the shape the handler expects."""
+
+
+class FunctionError(HeadraceError):
+    """A function could not be loaded or run."""
+
+
+class InvocationTimeout(HeadraceError):
+    """The function ran past its timeout and its worker was stopped."""
+
+
+class MemoryLimitExceeded(HeadraceError):
+    """The function used more memory than its limit and its worker was stopped."""
+
+
+class TmpSpaceExceeded(HeadraceError):
+    """The function wrote more into its scratch folder than its limit allows."""
+
+
+class ExecutorError(HeadraceError):
+    """An executor cannot start or lost a worker."""
+
+
+class UnsupportedGrib(HeadraceError):
+    """A GRIB message is valid but cannot be converted (for example spectral coefficients)."""
+
+
+class CorruptGrib(HeadraceError):
+    """A GRIB file is truncated or damaged."""

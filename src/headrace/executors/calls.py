@@ -1,0 +1,77 @@
+"""Running one `Call` inside a worker: import the target, call it, turn the result into an Outcome.
+
+Shared by every executor so that a function behaves the same in a local process and on Ray.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from headrace.executors.base import Call, Outcome
+
+_targets: dict[str, Callable[..., Any]] = {}
+
+
+def resolve_target(target: str, sys_path: list[str] | None = None) -> Callable[..., Any]:
+    """Import `module:attr` (or `module.attr`) once per worker process."""
+    fn = _targets.get(target)
+    if fn is not None:
+        return fn
+    for entry in reversed(sys_path or []):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    if ":" in target:
+        module_name, _, attr = target.partition(":")
+    else:
+        module_name, _, attr = target.rpartition(".")
+    if not module_name or not attr:
+        raise ImportError(f"target {target!r} is not of the form 'module:attr' or 'module.attr'")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"target {target!r} is not callable")
+    _targets[target] = obj
+    return obj
+
+
+def max_rss_mb() -> float | None:
+    try:
+        import resource
+
+        # ru_maxrss is in KiB on Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    except (ImportError, OSError):
+        return None
+
+
+def run_call(call: Call, worker: str = "") -> Outcome:
+    """Run `call` in this process. Exceptions become an `error` outcome; never raises."""
+    started = time.time()
+    try:
+        fn = resolve_target(call.target, call.sys_path)
+        value = fn(**call.args)
+        status = "ok"
+        error = tb = None
+    except (Exception, SystemExit) as exc:  # a worker reports user failures, it never dies of them
+        value = None
+        status = "error"
+        error = f"{type(exc).__name__}: {exc}"
+        tb = traceback.format_exc()
+    return Outcome(
+        id=call.id,
+        status=status,
+        value=value,
+        error=error,
+        traceback=tb,
+        started_at=started,
+        finished_at=time.time(),
+        worker=worker or f"pid-{os.getpid()}",
+        max_rss_mb=max_rss_mb(),
+    )

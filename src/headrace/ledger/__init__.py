@@ -1,0 +1,535 @@
+"""The ledger: the coordinator's only durable state.
+
+Each method that changes state is one transaction (or runs inside the caller's transaction when
+given a connection), so a crash at any point leaves either the old state or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.engine import Engine
+
+from headrace.ledger import schema
+from headrace.ledger.db import create_ledger_engine, is_postgres
+from headrace.ledger.schema import (
+    attempts,
+    coordinators,
+    dead_letters,
+    events,
+    invocations,
+    metadata,
+    objects,
+)
+
+__all__ = ["Claimed", "Ledger", "NewInvocation", "schema"]
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+@dataclass(slots=True)
+class NewInvocation:
+    function: str
+    payload: Any
+    max_attempts: int
+    source: str = "api"
+    event_id: str | None = None
+    idempotency_key: str | None = None
+    id: str | None = None
+
+
+@dataclass(slots=True)
+class Claimed:
+    id: str
+    function: str
+    payload: str  # JSON text, decoded by the worker
+    attempt: int  # the number this attempt will have (1-based)
+    max_attempts: int
+    created_at: float
+
+
+class Ledger:
+    def __init__(self, url: str, *, sync: str = "normal") -> None:
+        self.url = url
+        self.engine: Engine = create_ledger_engine(url, sync=sync)
+        self.postgres = is_postgres(self.engine)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _tx(self, conn: Connection | None) -> Iterator[Connection]:
+        if conn is not None:
+            yield conn
+        else:
+            with self.engine.begin() as own:
+                yield own
+
+    # -- coordinators -------------------------------------------------------------------------
+
+    def register_coordinator(self, info: dict[str, Any]) -> str:
+        cid = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        now = time.time()
+        with self.begin() as conn:
+            conn.execute(
+                insert(coordinators).values(
+                    id=cid,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    started_at=now,
+                    heartbeat_at=now,
+                    info=_dumps(info),
+                )
+            )
+        return cid
+
+    def heartbeat(self, cid: str, lease_seconds: float, conn: Connection | None = None) -> None:
+        """Keep this coordinator's leases: one statement, however many invocations it holds."""
+        now = time.time()
+        with self._tx(conn) as c:
+            c.execute(update(coordinators).where(coordinators.c.id == cid).values(heartbeat_at=now))
+            c.execute(
+                update(invocations)
+                .where(invocations.c.lease_owner == cid, invocations.c.status == "running")
+                .values(lease_expires_at=now + lease_seconds)
+            )
+
+    def mark_stopped(self, cid: str) -> None:
+        with self.begin() as conn:
+            conn.execute(
+                update(coordinators).where(coordinators.c.id == cid).values(stopped_at=time.time())
+            )
+
+    def live_coordinators(self, stale_after: float) -> list[dict[str, Any]]:
+        cutoff = time.time() - stale_after
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(coordinators).where(
+                    coordinators.c.stopped_at.is_(None), coordinators.c.heartbeat_at >= cutoff
+                )
+            ).mappings()
+            return [
+                dict(r) for r in rows if _pid_alive_if_local(r["host"], r["pid"], r["stopped_at"])
+            ]
+
+    def recover_leases(self, me: str) -> int:
+        """Return to `pending` every running invocation whose owner is gone.
+
+        An owner is gone when its lease expired, or when it ran on this host and its process no
+        longer exists (so a restart after `kill -9` resumes at once instead of waiting out the
+        lease). The interrupted attempt is recorded as `abandoned` and does not use up a retry.
+        """
+        now = time.time()
+        with self.begin() as conn:
+            dead_owners = {
+                r.id
+                for r in conn.execute(
+                    select(coordinators.c.id, coordinators.c.host, coordinators.c.pid).where(
+                        coordinators.c.id != me
+                    )
+                )
+                if not _pid_alive_if_local(r.host, r.pid, None)
+            }
+            cond = or_(
+                invocations.c.lease_expires_at < now, invocations.c.lease_owner.in_(dead_owners)
+            )
+            rows = conn.execute(
+                select(invocations.c.id, invocations.c.function, invocations.c.attempts).where(
+                    invocations.c.status == "running", invocations.c.lease_owner != me, cond
+                )
+            ).all()
+            if not rows:
+                return 0
+            conn.execute(
+                insert(attempts),
+                [
+                    {
+                        "invocation_id": r.id,
+                        "number": r.attempts + 1,
+                        "function": r.function,
+                        "status": "abandoned",
+                        "finished_at": now,
+                        "error": "the coordinator stopped while this attempt ran; it is re-run",
+                    }
+                    for r in rows
+                ],
+            )
+            conn.execute(
+                update(invocations)
+                .where(
+                    invocations.c.id.in_([r.id for r in rows]), invocations.c.status == "running"
+                )
+                .values(status="pending", lease_owner=None, lease_expires_at=None, updated_at=now)
+            )
+            if dead_owners:
+                conn.execute(
+                    update(coordinators)
+                    .where(coordinators.c.id.in_(dead_owners), coordinators.c.stopped_at.is_(None))
+                    .values(stopped_at=now)
+                )
+            return len(rows)
+
+    # -- objects and events -------------------------------------------------------------------
+
+    def seen_versions(self, conn: Connection, keys: Sequence[tuple[str, str, str]]) -> set[tuple]:
+        if not keys:
+            return set()
+        found: set[tuple] = set()
+        for start in range(0, len(keys), 300):
+            chunk = keys[start : start + 300]
+            buckets = {k[0] for k in chunk}
+            names = {k[1] for k in chunk}
+            rows = conn.execute(
+                select(objects.c.bucket, objects.c.key, objects.c.version).where(
+                    objects.c.bucket.in_(buckets), objects.c.key.in_(names)
+                )
+            )
+            found.update(tuple(r) for r in rows)
+        return found & set(keys)
+
+    def record_object(
+        self,
+        conn: Connection,
+        *,
+        bucket: str,
+        key: str,
+        version: str,
+        size: int,
+        etag: str,
+        event_id: str,
+    ) -> None:
+        conn.execute(
+            insert(objects).values(
+                bucket=bucket,
+                key=key,
+                version=version,
+                size=size,
+                etag=etag,
+                seen_at=time.time(),
+                event_id=event_id,
+            )
+        )
+
+    def record_event(
+        self,
+        conn: Connection,
+        *,
+        event_id: str,
+        source: str,
+        detail_type: str,
+        subject: str | None,
+        payload: Any,
+        routed: int,
+    ) -> None:
+        conn.execute(
+            insert(events).values(
+                id=event_id,
+                source=source,
+                detail_type=detail_type,
+                subject=subject,
+                payload=_dumps(payload),
+                created_at=time.time(),
+                routed=routed,
+            )
+        )
+
+    # -- invocations --------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        items: Iterable[NewInvocation],
+        conn: Connection | None = None,
+        *,
+        at: float | None = None,
+    ) -> list[str]:
+        now = time.time()
+        rows = []
+        for item in items:
+            rows.append(
+                {
+                    "id": item.id or new_id(),
+                    "function": item.function,
+                    "payload": _dumps(item.payload),
+                    "status": "pending",
+                    "attempts": 0,
+                    "max_attempts": item.max_attempts,
+                    "next_run_at": at if at is not None else now,
+                    "created_at": now,
+                    "updated_at": now,
+                    "event_id": item.event_id,
+                    "idempotency_key": item.idempotency_key,
+                    "source": item.source,
+                }
+            )
+        if rows:
+            with self._tx(conn) as c:
+                c.execute(insert(invocations), rows)
+        return [r["id"] for r in rows]
+
+    def claim(
+        self, conn: Connection, function: str, limit: int, owner: str, lease_seconds: float
+    ) -> list[Claimed]:
+        """Lease up to `limit` ready invocations of `function` for `owner`."""
+        now = time.time()
+        pick = (
+            select(invocations.c.id)
+            .where(
+                invocations.c.status == "pending",
+                invocations.c.function == function,
+                invocations.c.next_run_at <= now,
+            )
+            .order_by(invocations.c.next_run_at)
+            .limit(limit)
+        )
+        if self.postgres:
+            pick = pick.with_for_update(skip_locked=True)
+        ids = [r[0] for r in conn.execute(pick)]
+        if not ids:
+            return []
+        rows = conn.execute(
+            update(invocations)
+            .where(invocations.c.id.in_(ids), invocations.c.status == "pending")
+            .values(
+                status="running",
+                lease_owner=owner,
+                lease_expires_at=now + lease_seconds,
+                updated_at=now,
+            )
+            .returning(
+                invocations.c.id,
+                invocations.c.function,
+                invocations.c.payload,
+                invocations.c.attempts,
+                invocations.c.max_attempts,
+                invocations.c.created_at,
+                invocations.c.next_run_at,
+            )
+        ).all()
+        rows.sort(key=lambda r: r.next_run_at)
+        return [
+            Claimed(r.id, r.function, r.payload, r.attempts + 1, r.max_attempts, r.created_at)
+            for r in rows
+        ]
+
+    def next_due(self, conn: Connection) -> float | None:
+        """When the earliest pending invocation becomes ready (for the coordinator's timer)."""
+        return conn.execute(
+            select(func.min(invocations.c.next_run_at)).where(invocations.c.status == "pending")
+        ).scalar()
+
+    def pending_functions(self, conn: Connection, now: float) -> set[str]:
+        rows = conn.execute(
+            select(invocations.c.function)
+            .where(invocations.c.status == "pending", invocations.c.next_run_at <= now)
+            .distinct()
+        )
+        return {r[0] for r in rows}
+
+    def record_attempts(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            conn.execute(insert(attempts), rows)
+
+    def finish(self, conn: Connection, owner: str, updates: list[dict[str, Any]]) -> int:
+        """Apply the end of attempts. Each update: id, attempt, status, result, error, traceback,
+        next_run_at. Only rows still leased by `owner` change, so a result can never complete an
+        invocation twice."""
+        if not updates:
+            return 0
+        now = time.time()
+        stmt = (
+            update(invocations)
+            .where(
+                and_(
+                    invocations.c.id == bindparam("b_id"),
+                    invocations.c.lease_owner == owner,
+                    invocations.c.status == "running",
+                )
+            )
+            .values(
+                status=bindparam("b_status"),
+                attempts=bindparam("b_attempts"),
+                next_run_at=bindparam("b_next"),
+                result=bindparam("b_result"),
+                error=bindparam("b_error"),
+                traceback=bindparam("b_tb"),
+                finished_at=bindparam("b_finished"),
+                lease_owner=None,
+                lease_expires_at=None,
+                updated_at=now,
+            )
+        )
+        params = [
+            {
+                "b_id": u["id"],
+                "b_status": u["status"],
+                "b_attempts": u["attempt"] if u.get("counted", True) else u["attempt"] - 1,
+                "b_next": u.get("next_run_at") or now,
+                "b_result": None if u.get("result") is None else _dumps(u["result"]),
+                "b_error": u.get("error"),
+                "b_tb": u.get("traceback"),
+                "b_finished": now if u["status"] in ("succeeded", "dead") else None,
+            }
+            for u in updates
+        ]
+        result = conn.execute(stmt, params)
+        dead = [u for u in updates if u["status"] == "dead"]
+        if dead:
+            conn.execute(
+                insert(dead_letters),
+                [
+                    {
+                        "invocation_id": u["id"],
+                        "function": u["function"],
+                        "payload": u["payload"],
+                        "error": u.get("error"),
+                        "traceback": u.get("traceback"),
+                        "attempts": u["attempt"],
+                        "created_at": now,
+                    }
+                    for u in dead
+                ],
+            )
+        return result.rowcount
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def get_invocation(self, invocation_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(select(invocations).where(invocations.c.id == invocation_id))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                # allow a unique prefix, as people paste the first characters of an id
+                rows = (
+                    conn.execute(
+                        select(invocations)
+                        .where(invocations.c.id.like(f"{invocation_id}%"))
+                        .limit(2)
+                    )
+                    .mappings()
+                    .all()
+                )
+                row = rows[0] if len(rows) == 1 else None
+            return dict(row) if row else None
+
+    def list_invocations(
+        self, *, function: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        query = select(invocations).order_by(invocations.c.created_at.desc()).limit(limit)
+        if function:
+            query = query.where(invocations.c.function == function)
+        if status:
+            query = query.where(invocations.c.status == status)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def count_by_status(self, function: str | None = None) -> dict[str, int]:
+        query = select(invocations.c.status, func.count()).group_by(invocations.c.status)
+        if function:
+            query = query.where(invocations.c.function == function)
+        with self.engine.connect() as conn:
+            return {status: n for status, n in conn.execute(query)}
+
+    def list_attempts(
+        self, *, invocation_id: str | None = None, function: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        query = select(attempts).order_by(attempts.c.id.desc()).limit(limit)
+        if invocation_id:
+            query = query.where(attempts.c.invocation_id == invocation_id)
+        if function:
+            query = query.where(attempts.c.function == function)
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+        rows.reverse()
+        return rows
+
+    def list_dead_letters(
+        self, *, function: str | None = None, include_redriven: bool = False, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        query = select(dead_letters).order_by(dead_letters.c.created_at).limit(limit)
+        if function:
+            query = query.where(dead_letters.c.function == function)
+        if not include_redriven:
+            query = query.where(dead_letters.c.redriven_at.is_(None))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def redrive(self, *, function: str | None = None, ids: Sequence[str] = ()) -> list[str]:
+        """Send dead-lettered invocations back to `pending` with a fresh attempt budget."""
+        now = time.time()
+        with self.begin() as conn:
+            query = select(dead_letters.c.invocation_id).where(dead_letters.c.redriven_at.is_(None))
+            if function:
+                query = query.where(dead_letters.c.function == function)
+            if ids:
+                query = query.where(dead_letters.c.invocation_id.in_(list(ids)))
+            chosen = [r[0] for r in conn.execute(query)]
+            if not chosen:
+                return []
+            conn.execute(
+                update(dead_letters)
+                .where(dead_letters.c.invocation_id.in_(chosen))
+                .values(redriven_at=now)
+            )
+            conn.execute(
+                update(invocations)
+                .where(invocations.c.id.in_(chosen), invocations.c.status == "dead")
+                .values(
+                    status="pending",
+                    attempts=0,
+                    next_run_at=now,
+                    error=None,
+                    traceback=None,
+                    finished_at=None,
+                    updated_at=now,
+                    source="redrive",
+                )
+            )
+            return chosen
+
+    def object_count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(objects)).scalar_one()
+
+
+def _pid_alive_if_local(host: str, pid: int, stopped_at: float | None) -> bool:
+    if stopped_at is not None:
+        return False
+    if host != socket.gethostname():
+        return True  # cannot tell from here; the lease expiry decides
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child its parent has not reaped yet still answers kill(0)
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

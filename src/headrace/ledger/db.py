@@ -1,0 +1,64 @@
+"""Opening the ledger database: SQLite in WAL mode by default, Postgres when machines share it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
+
+from headrace.errors import LedgerError
+
+
+def create_ledger_engine(url: str, *, sync: str = "normal") -> Engine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise LedgerError(
+            f"ledger URL {url!r}", str(exc), "use sqlite:///path or postgresql://…"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            parsed, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=8
+        )
+        _sqlite_pragmas(engine, sync)
+        return engine
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        try:
+            return create_engine(parsed, pool_size=8, pool_pre_ping=True)
+        except ModuleNotFoundError:
+            raise LedgerError(
+                f"ledger URL {url!r}",
+                "the PostgreSQL driver is not installed",
+                "pip install 'headrace[postgres]'",
+            ) from None
+    raise LedgerError(
+        f"ledger URL {url!r}", f"unsupported database {backend!r}", "use sqlite or postgresql"
+    )
+
+
+def _sqlite_pragmas(engine: Engine, sync: str) -> None:
+    # pysqlite's own transaction handling defers BEGIN and would upgrade read locks to write
+    # locks mid-transaction (SQLITE_BUSY under concurrency); take the write lock up front.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={sync.upper()}")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # type: ignore[no-untyped-def]
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"

@@ -1,0 +1,119 @@
+"""The ledger's tables. Every state change that must survive a crash lives here."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# One row per coordinator process that ever ran against this ledger; a heartbeat tells whether
+# it is alive, so a successor can take over the invocations it had leased.
+coordinators = Table(
+    "coordinators",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("stopped_at", Float),
+    Column("info", Text),  # JSON: metrics address, executor, version
+)
+
+# The ingest ledger: which object versions have been seen. Its primary key is what makes a
+# trigger fire exactly once per object version, across restarts.
+objects = Table(
+    "objects",
+    metadata,
+    Column("bucket", String(63), primary_key=True),
+    Column("key", String(1024), primary_key=True),
+    Column("version", String(128), primary_key=True),
+    Column("size", Integer, nullable=False),
+    Column("etag", String(64), nullable=False),
+    Column("seen_at", Float, nullable=False),
+    Column("event_id", String(64), nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("source", String(128), nullable=False),
+    Column("detail_type", String(128), nullable=False),
+    Column("subject", String(1100)),  # bucket/key for object events
+    Column("payload", Text, nullable=False),  # JSON
+    Column("created_at", Float, nullable=False),
+    Column("routed", Integer, nullable=False, default=0),  # invocations created for it
+)
+
+invocations = Table(
+    "invocations",
+    metadata,
+    Column("id", String(64), primary_key=True),  # also the Lambda aws_request_id
+    Column("function", String(128), nullable=False),
+    Column("payload", Text, nullable=False),  # JSON event
+    Column("status", String(16), nullable=False),  # pending | running | succeeded | dead
+    Column("attempts", Integer, nullable=False, default=0),  # attempts that counted
+    Column("max_attempts", Integer, nullable=False),
+    Column("next_run_at", Float, nullable=False),
+    Column("lease_owner", String(64)),
+    Column("lease_expires_at", Float),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("result", Text),  # JSON of what the handler returned
+    Column("error", Text),
+    Column("traceback", Text),
+    Column("event_id", String(64)),
+    Column("idempotency_key", String(255), unique=True),
+    Column("source", String(32), nullable=False),  # object | invoke | redrive | api
+    Index("ix_invocations_ready", "status", "function", "next_run_at"),
+    Index("ix_invocations_function_created", "function", "created_at"),
+    Index("ix_invocations_lease", "lease_owner", "status"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("invocation_id", String(64), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("function", String(128), nullable=False),
+    Column(
+        "status", String(16), nullable=False
+    ),  # ok | error | timeout | memory | crashed | abandoned
+    Column("worker", String(128)),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("duration_ms", Float),
+    Column("max_rss_mb", Float),
+    Column("error", Text),
+    Column("traceback", Text),
+    Column("log_path", Text),
+    Index("ix_attempts_invocation", "invocation_id", "number"),
+    Index("ix_attempts_function", "function", "id"),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("invocation_id", String(64), nullable=False, index=True),
+    Column("function", String(128), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("error", Text),
+    Column("traceback", Text),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("redriven_at", Float),
+    Index("ix_dead_letters_function", "function", "created_at"),
+)
