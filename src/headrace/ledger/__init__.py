@@ -154,41 +154,48 @@ class Ledger:
             cond = or_(
                 invocations.c.lease_expires_at < now, invocations.c.lease_owner.in_(dead_owners)
             )
-            rows = conn.execute(
-                select(invocations.c.id, invocations.c.function, invocations.c.attempts).where(
-                    invocations.c.status == "running", invocations.c.lease_owner != me, cond
-                )
-            ).all()
-            if not rows:
-                return 0
-            conn.execute(
-                insert(attempts),
-                [
-                    {
-                        "invocation_id": r.id,
-                        "number": r.attempts + 1,
-                        "function": r.function,
-                        "status": "abandoned",
-                        "finished_at": now,
-                        "error": "the coordinator stopped while this attempt ran; it is re-run",
-                    }
-                    for r in rows
-                ],
-            )
-            conn.execute(
-                update(invocations)
-                .where(
-                    invocations.c.id.in_([r.id for r in rows]), invocations.c.status == "running"
-                )
-                .values(status="pending", lease_owner=None, lease_expires_at=None, updated_at=now)
-            )
+            released = self._release(conn, and_(invocations.c.lease_owner != me, cond), now)
             if dead_owners:
                 conn.execute(
                     update(coordinators)
                     .where(coordinators.c.id.in_(dead_owners), coordinators.c.stopped_at.is_(None))
                     .values(stopped_at=now)
                 )
-            return len(rows)
+            return released
+
+    def release_leases(self, owner: str) -> int:
+        """Give back what `owner` still holds (a drain that ran out of time)."""
+        with self.begin() as conn:
+            return self._release(conn, invocations.c.lease_owner == owner, time.time())
+
+    def _release(self, conn: Connection, which: Any, now: float) -> int:
+        rows = conn.execute(
+            select(invocations.c.id, invocations.c.function, invocations.c.attempts).where(
+                invocations.c.status == "running", which
+            )
+        ).all()
+        if not rows:
+            return 0
+        conn.execute(
+            insert(attempts),
+            [
+                {
+                    "invocation_id": r.id,
+                    "number": r.attempts + 1,
+                    "function": r.function,
+                    "status": "abandoned",
+                    "finished_at": now,
+                    "error": "the coordinator stopped while this attempt ran; it is re-run",
+                }
+                for r in rows
+            ],
+        )
+        conn.execute(
+            update(invocations)
+            .where(invocations.c.id.in_([r.id for r in rows]), invocations.c.status == "running")
+            .values(status="pending", lease_owner=None, lease_expires_at=None, updated_at=now)
+        )
+        return len(rows)
 
     # -- objects and events -------------------------------------------------------------------
 

@@ -1,0 +1,52 @@
+"""A Lambda-style handler: convert the GRIB file named by an S3 event into Parquet.
+
+It is plain Lambda code (`handler(event, context)` reading `event["Records"]`); the only headrace
+pieces it touches are `context.storage` (where Lambda code would use an S3 client) and the GRIB
+converter. Outputs are keyed by the input key, so a retried invocation overwrites its own output
+atomically instead of adding a second one.
+"""
+
+import json
+import logging
+from pathlib import Path
+from urllib.parse import unquote_plus
+
+from headrace.formats.grib import grib_to_parquet
+
+logger = logging.getLogger()
+logger.setLevel(logging.INFO)
+
+OUTPUT_BUCKET = "curated"
+
+
+def handler(event, context):
+    results = []
+    for record in event["Records"]:
+        bucket = record["s3"]["bucket"]["name"]
+        key = unquote_plus(record["s3"]["object"]["key"])
+        # copy to this invocation's scratch space, as a Lambda copies to /tmp
+        local = Path(context.tmp_dir) / Path(key).name
+        context.storage.bucket(bucket).get_file(key, local)
+        out = local.with_name(local.name + ".parquet")
+        report = grib_to_parquet(local, out)
+        dest_key = f"{key}.parquet"
+        context.storage.bucket(OUTPUT_BUCKET).put_file(dest_key, out)
+        logger.info(
+            "converted %s/%s: %d fields, %d rows -> %s/%s",
+            bucket,
+            key,
+            report.fields,
+            report.rows,
+            OUTPUT_BUCKET,
+            dest_key,
+        )
+        results.append(
+            {
+                "source": f"{bucket}/{key}",
+                "output": f"{OUTPUT_BUCKET}/{dest_key}",
+                "fields": report.fields,
+                "rows": report.rows,
+            }
+        )
+    print(json.dumps({"converted": len(results), "request": context.aws_request_id}))
+    return {"converted": results}

@@ -1,0 +1,402 @@
+"""The `headrace` command line."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.progress import Progress
+from rich.table import Table
+
+from headrace.errors import HeadraceError
+
+app = typer.Typer(help="headrace: event-driven data and ML pipelines.", no_args_is_help=True)
+dlq_app = typer.Typer(help="The dead-letter list: invocations that failed every attempt.")
+app.add_typer(dlq_app, name="dlq")
+console = Console()
+err = Console(stderr=True)
+
+_state: dict[str, Any] = {"project": None}
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@app.callback()
+def _root(
+    project: Annotated[
+        Path | None, typer.Option("--project", "-C", help="Project folder (default: here).")
+    ] = None,
+) -> None:
+    _state["project"] = project
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from headrace.config import load_settings
+
+    return load_settings(_state["project"])
+
+
+def _ledger(settings):  # type: ignore[no-untyped-def]
+    from headrace.ledger import Ledger
+
+    return Ledger(settings.ledger_url, sync=settings.ledger_sync)
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# -- init -------------------------------------------------------------------------------------
+
+_TOML = """# headrace project settings; HEADRACE_* environment variables override them.
+app = "pipeline:app"
+# home = ".headrace"                       # ledger, buckets, logs, scratch
+# ledger = "postgresql://127.0.0.1/headrace" # default: SQLite in the home folder
+# storage = "s3://my-bucket/headrace"      # default: folders in the home folder
+# executor = "local"                       # or "ray", "ray://head:10001"
+# workers = 2                              # default: one per core
+"""
+
+_PIPELINE = '''"""A headrace app: functions and the events that trigger them."""
+
+from urllib.parse import unquote_plus
+
+from headrace import App
+
+app = App("{name}")
+
+
+@app.on_object_created(bucket="landing", suffix=".txt")
+@app.function(timeout=30, retries=2)
+def count_words(event, context):
+    """Count the words of every .txt file that lands in the `landing` bucket."""
+    record = event["Records"][0]["s3"]
+    key = unquote_plus(record["object"]["key"])
+    text = context.storage.bucket(record["bucket"]["name"]).get(key).decode()
+    words = len(text.split())
+    context.storage.bucket("results").put(key + ".json", str(words).encode())
+    print(f"{{key}}: {{words}} words")
+    return {{"key": key, "words": words}}
+'''
+
+
+@app.command()
+def init(
+    folder: Annotated[Path, typer.Argument(help="Where to create the project.")] = Path("."),
+) -> None:
+    """Create a project: headrace.toml and an example pipeline.py."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in (
+        ("headrace.toml", _TOML),
+        ("pipeline.py", _PIPELINE.format(name=folder.resolve().name)),
+    ):
+        path = folder / name
+        if path.exists():
+            err.print(f"[yellow]kept[/] {path} (already there)")
+            continue
+        path.write_text(text)
+        console.print(f"[green]created[/] {path}")
+    console.print(
+        "Next: [bold]headrace up[/] in that folder, then drop a .txt file into "
+        "[bold].headrace/buckets/landing/[/]."
+    )
+
+
+# -- up ---------------------------------------------------------------------------------------
+
+
+class _Summary:
+    def __init__(self, coordinator: Any) -> None:
+        self.c = coordinator
+
+    def __rich__(self) -> Table:
+        s = self.c.stats
+        table = Table(title=f"headrace coordinator · {self.c.executor.name} executor", expand=False)
+        for col in ("up", "objects", "in flight", "succeeded", "retried", "dead-lettered"):
+            table.add_column(col, justify="right")
+        table.add_row(
+            f"{time.time() - s.started_at:.0f}s",
+            str(s.objects),
+            str(s.in_flight),
+            f"[green]{s.succeeded}[/]",
+            f"[yellow]{s.retried}[/]",
+            f"[red]{s.dead}[/]",
+        )
+        if s.last_error:
+            table.caption = f"last error: {s.last_error}"
+        return table
+
+
+@app.command()
+def up(
+    drain_timeout: Annotated[
+        float | None, typer.Option(help="Seconds to let running attempts finish on SIGTERM.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No live summary.")] = False,
+) -> None:
+    """Run the coordinator: watch buckets, trigger functions, record results. Ctrl-C drains."""
+    import logging
+
+    from headrace.app import load_app
+    from headrace.server.coordinator import Coordinator
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = _settings()
+    application = load_app(settings)
+    coordinator = Coordinator(settings, application)
+
+    def _stop(signum: int, _frame: Any) -> None:
+        err.print(f"{signal.Signals(signum).name}: draining, running invocations finish first")
+        coordinator.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    live = console.is_terminal and not quiet
+    if not quiet:
+        threading.Thread(target=_announce, args=(coordinator, settings), daemon=True).start()
+    if live:
+        with Live(_Summary(coordinator), console=console, refresh_per_second=4):
+            coordinator.run(drain_timeout)
+    else:
+        reporter = threading.Thread(target=_report, args=(coordinator,), daemon=True)
+        reporter.start()
+        coordinator.run(drain_timeout)
+    console.print(f"stopped: {coordinator.stats.as_dict()}")
+
+
+def _announce(coordinator: Any, settings: Any) -> None:
+    coordinator.ready.wait()
+    buckets = ", ".join(coordinator.app.buckets) or "none"
+    err.print(
+        f"headrace up: {len(coordinator.app.functions)} functions, watching [{buckets}] in "
+        f"{settings.storage_url}; ledger {settings.ledger_url}; metrics {coordinator.metrics_url}"
+    )
+
+
+def _report(coordinator: Any) -> None:
+    last = None
+    while True:
+        time.sleep(2.0)
+        s = coordinator.stats
+        line = (s.objects, s.in_flight, s.succeeded, s.retried, s.dead)
+        if line != last:
+            err.print(
+                f"objects={s.objects} in_flight={s.in_flight} succeeded={s.succeeded} "
+                f"retried={s.retried} dead={s.dead}"
+            )
+            last = line
+
+
+# -- put --------------------------------------------------------------------------------------
+
+
+@app.command()
+def put(
+    sources: Annotated[list[Path], typer.Argument(help="Local files, then BUCKET/KEY last.")],
+) -> None:
+    """Upload local files atomically: `put FILE BUCKET/KEY` or `put FILE... BUCKET/PREFIX/`."""
+    from headrace.storage import ObjectStore
+
+    if len(sources) < 2:
+        raise typer.BadParameter("give at least one local file and a BUCKET/KEY destination")
+    *files, dest_path = sources
+    dest = str(dest_path)
+    bucket_name, _, key = dest.partition("/")
+    many = len(files) > 1 or dest.endswith("/") or not key
+    for f in files:
+        if not f.is_file():
+            raise typer.BadParameter(f"{f} is not a file")
+    store = ObjectStore(_settings().storage_url)
+    bucket = store.bucket(bucket_name, create=True)
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("uploading", total=len(files))
+        for f in files:
+            target = (key.rstrip("/") + "/" + f.name).lstrip("/") if many else key
+            info = bucket.put_file(target, f)
+            console.print(f"{bucket_name}/{info.key}  {info.size} bytes  etag {info.etag}")
+            progress.advance(task)
+
+
+# -- invoke -----------------------------------------------------------------------------------
+
+
+@app.command()
+def invoke(
+    name: Annotated[str, typer.Argument(help="Function name.")],
+    payload: Annotated[str, typer.Option(help="The event, as JSON.")] = "{}",
+    no_wait: Annotated[bool, typer.Option("--async", help="Queue it and return.")] = False,
+    wait_seconds: Annotated[float, typer.Option("--wait", help="Give up waiting after.")] = 600,
+) -> None:
+    """Invoke a function with a JSON event and print what it returns."""
+    from headrace.app import load_app
+    from headrace.ledger import NewInvocation
+
+    try:
+        event = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--payload is not valid JSON: {exc}") from None
+    settings = _settings()
+    spec = load_app(settings).spec(name)
+    ledger = _ledger(settings)
+    (inv_id,) = ledger.enqueue(
+        [NewInvocation(spec.name, event, max_attempts=spec.max_attempts, source="invoke")]
+    )
+    if not ledger.live_coordinators(stale_after=settings.lease_seconds):
+        err.print("[yellow]no coordinator is running: it runs once `headrace up` starts[/]")
+    if no_wait:
+        console.print(inv_id)
+        return
+    deadline = time.time() + wait_seconds
+    with console.status(f"waiting for {name} ({inv_id})"):
+        while time.time() < deadline:
+            row = ledger.get_invocation(inv_id)
+            if row and row["status"] in ("succeeded", "dead"):
+                break
+            time.sleep(0.02)
+    row = ledger.get_invocation(inv_id) or {}
+    if row.get("status") == "succeeded":
+        console.print_json(row["result"] or "null")
+        return
+    if row.get("status") == "dead":
+        err.print(f"[red]{name} failed[/] after {row['attempts']} attempts: {row['error']}")
+        raise typer.Exit(1)
+    err.print(f"still {row.get('status')} after {wait_seconds:g}s: {inv_id}")
+    raise typer.Exit(2)
+
+
+# -- invocations, logs ------------------------------------------------------------------------
+
+
+@app.command()
+def invocations(
+    function: Annotated[str | None, typer.Option("--function", "-f")] = None,
+    status: Annotated[str | None, typer.Option(help="pending|running|succeeded|dead")] = None,
+    limit: Annotated[int, typer.Option()] = 50,
+    as_json: Json = False,
+) -> None:
+    """List recent invocations, newest first."""
+    rows = _ledger(_settings()).list_invocations(function=function, status=status, limit=limit)
+    if as_json:
+        for row in rows:
+            for k in ("payload", "result"):
+                if row.get(k):
+                    row[k] = json.loads(row[k])
+        sys.stdout.write(json.dumps(rows, default=str, indent=2) + "\n")
+        return
+    table = Table()
+    for col in ("id", "function", "status", "attempts", "created", "took", "error"):
+        table.add_column(col)
+    colour = {"succeeded": "green", "dead": "red", "running": "cyan", "pending": "yellow"}
+    for r in rows:
+        took = f"{(r['finished_at'] - r['created_at']):.2f}s" if r["finished_at"] else "-"
+        table.add_row(
+            r["id"][:8],
+            r["function"],
+            f"[{colour.get(r['status'], 'white')}]{r['status']}[/]",
+            f"{r['attempts']}/{r['max_attempts']}",
+            _when(r["created_at"]),
+            took,
+            (r["error"] or "")[:80],
+        )
+    console.print(table)
+
+
+@app.command()
+def logs(
+    name: Annotated[str, typer.Argument(help="Function name.")],
+    invocation: Annotated[str | None, typer.Option("--invocation", "-i")] = None,
+    limit: Annotated[int, typer.Option(help="Most recent attempts to show.")] = 20,
+) -> None:
+    """Print the log lines of a function's recent invocations (or of one invocation)."""
+    ledger = _ledger(_settings())
+    inv_id = None
+    if invocation:
+        row = ledger.get_invocation(invocation)
+        if row is None:
+            raise typer.BadParameter(f"no invocation {invocation!r}")
+        inv_id = row["id"]
+    for a in ledger.list_attempts(invocation_id=inv_id, function=name, limit=limit):
+        sys.stdout.write(format_attempt_log(a))
+
+
+def format_attempt_log(a: dict[str, Any]) -> str:
+    """An attempt's log as Lambda prints it: START, the lines, END, REPORT."""
+    rid = a["invocation_id"]
+    out = [f"START RequestId: {rid} Version: $LATEST Attempt: {a['number']}\n"]
+    if a.get("log_path") and Path(a["log_path"]).exists():
+        text = Path(a["log_path"]).read_text(errors="replace")
+        out.append(text if text.endswith("\n") else text + "\n")
+    elif a.get("error"):
+        out.append(f"[ERROR] {a['error']}\n")
+    out.append(f"END RequestId: {rid}\n")
+    duration = a.get("duration_ms") or 0.0
+    memory = f"{a['max_rss_mb']:.0f} MB" if a.get("max_rss_mb") else "-"
+    out.append(
+        f"REPORT RequestId: {rid}\tDuration: {duration:.2f} ms\tMax Memory Used: {memory}\t"
+        f"Status: {a['status']}\n"
+    )
+    return "".join(out)
+
+
+# -- dlq --------------------------------------------------------------------------------------
+
+
+@dlq_app.command("list")
+def dlq_list(
+    function: Annotated[str | None, typer.Option("--function", "-f")] = None,
+    as_json: Json = False,
+) -> None:
+    """Invocations parked after their last attempt, with the error."""
+    rows = _ledger(_settings()).list_dead_letters(function=function)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, default=str, indent=2) + "\n")
+        return
+    table = Table()
+    for col in ("invocation", "function", "attempts", "when", "error"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["invocation_id"],
+            r["function"],
+            str(r["attempts"]),
+            _when(r["created_at"]),
+            (r["error"] or "")[:100],
+        )
+    console.print(table)
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    ids: Annotated[list[str] | None, typer.Argument(help="Invocation ids (default: all).")] = None,
+    function: Annotated[str | None, typer.Option("--function", "-f")] = None,
+) -> None:
+    """Send dead-lettered invocations back for new attempts."""
+    chosen = _ledger(_settings()).redrive(function=function, ids=ids or ())
+    console.print(f"redriven: {len(chosen)}")
+    for inv_id in chosen:
+        console.print(f"  {inv_id}")
+
+
+def main() -> None:
+    try:
+        app()
+    except HeadraceError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

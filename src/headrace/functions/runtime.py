@@ -1,0 +1,143 @@
+"""Running one invocation inside a worker: the target every executor calls for a function.
+
+It decodes the event, builds the `Context`, captures what the handler prints or logs into the
+invocation's log file, enforces the scratch-space limit, and returns a JSON-safe result.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from headrace.errors import FunctionError, TmpSpaceExceeded
+from headrace.executors.calls import resolve_target
+from headrace.functions.context import Context
+
+TARGET = "headrace.functions.runtime:run_invocation"
+
+
+class _LazyLog(io.TextIOBase):
+    """A log file created on the first write, so silent invocations cost no file."""
+
+    def __init__(self, path: Path, request_id: str) -> None:
+        self.path = path
+        self.request_id = request_id
+        self._fh: io.TextIOWrapper | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not text:
+            return 0
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        return self._fh.write(text)
+
+    def flush(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class _LambdaFormatter(logging.Formatter):
+    # The Lambda Python runtime's format: level, UTC time, request id, message.
+    def __init__(self, request_id: str) -> None:
+        super().__init__()
+        self.request_id = request_id
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+        text = f"[{record.levelname}]\t{ts}Z\t{self.request_id}\t{record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def run_invocation(
+    *,
+    invocation_id: str,
+    attempt: int,
+    function: str,
+    handler: str,
+    payload: str,
+    version: str,
+    arn: str,
+    memory: int,
+    tmp_size: int,
+    deadline: float,
+    log_path: str,
+    log_stream: str,
+    tmp_root: str,
+    storage_url: str,
+) -> Any:
+    log = _LazyLog(Path(log_path), invocation_id)
+    handler_fn = resolve_target(handler)
+    context = Context(
+        function_name=function,
+        function_version=version,
+        invoked_function_arn=arn,
+        memory_limit_in_mb=memory,
+        aws_request_id=invocation_id,
+        log_stream_name=log_stream,
+        deadline=deadline,
+        tmp_root=Path(tmp_root),
+        tmp_size_mb=tmp_size,
+        storage_url=storage_url,
+        attempt=attempt,
+    )
+    event = json.loads(payload)
+    log_handler = logging.StreamHandler(log)
+    log_handler.setFormatter(_LambdaFormatter(invocation_id))
+    root = logging.getLogger()
+    root.addHandler(log_handler)
+    saved = sys.stdout, sys.stderr
+    sys.stdout = sys.stderr = log
+    try:
+        result = handler_fn(event, context)
+        used = context.tmp_used_bytes()
+        if used > tmp_size * 1024 * 1024:
+            raise TmpSpaceExceeded(
+                f"function {function!r} invocation {invocation_id}",
+                f"wrote {used / 2**20:.1f} MB to its scratch folder, over its {tmp_size} MB limit",
+                "raise tmp_size= in @app.function, or clean up files it no longer needs",
+            )
+        try:
+            json.dumps(result)
+        except (TypeError, ValueError) as exc:
+            raise FunctionError(
+                f"function {function!r}",
+                f"returned a value that is not JSON: {exc}",
+                "return dicts, lists, strings, numbers, booleans or None",
+            ) from None
+        return result
+    except (Exception, SystemExit) as exc:
+        log.write(f"[ERROR] {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        raise
+    finally:
+        sys.stdout, sys.stderr = saved
+        root.removeHandler(log_handler)
+        log.close()
+        context.cleanup()
+
+
+def log_location(
+    logs_dir: Path, function: str, invocation_id: str, attempt: int
+) -> tuple[str, str]:
+    """Where an attempt's log lines go, and its Lambda-style log stream name."""
+    day = time.strftime("%Y/%m/%d", time.gmtime())
+    stream = f"{day}/[$LATEST]{invocation_id[:8]}"
+    path = logs_dir / function / day / f"{invocation_id}-{attempt}.log"
+    return str(path), stream

@@ -1,0 +1,487 @@
+"""The coordinator: watchers → events → rules → invocations → executor → ledger.
+
+One loop does all ledger writes, batching whatever arrived since its last turn (new objects,
+finished attempts, ready invocations) into one transaction; that is what makes thousands of
+durable invocations per second possible on SQLite. Watchers and executors run in their own
+threads and only hand things over and wake the loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from headrace.app import App
+from headrace.config import Settings
+from headrace.events.s3 import object_created_event
+from headrace.executors.base import Call, Executor, Outcome
+from headrace.functions import runtime
+from headrace.functions.spec import FunctionSpec
+from headrace.ledger import Claimed, Ledger, NewInvocation, new_id
+from headrace.server.metrics import Metrics, serve_metrics
+from headrace.storage import ChangeWatcher, ObjectInfo, ObjectStore
+
+log = logging.getLogger("headrace.coordinator")
+
+PENDING_POLL = 0.25  # seconds between looks for work queued by others (CLI, redrive, retries)
+
+
+def make_executor(settings: Settings, preload: list[str] | None = None) -> Executor:
+    kind = settings.executor
+    if kind == "local":
+        from headrace.executors.local import LocalExecutor
+
+        return LocalExecutor(settings.workers, preload=preload)
+    if kind == "ray" or kind == "auto" or kind.startswith("ray://"):
+        from headrace.executors.ray_executor import RayExecutor
+
+        address = None if kind == "ray" else kind
+        return RayExecutor(address, num_cpus=settings.workers)
+    from headrace.errors import ConfigError
+
+    raise ConfigError(
+        f"executor {kind!r}", "is not a known executor", "use local, ray, auto or ray://host:port"
+    )
+
+
+@dataclass
+class _Running:
+    claim: Claimed
+    spec: FunctionSpec
+    log_path: str
+    submitted_at: float
+
+
+@dataclass
+class Stats:
+    started_at: float = field(default_factory=time.time)
+    objects: int = 0
+    succeeded: int = 0
+    retried: int = 0
+    dead: int = 0
+    in_flight: int = 0
+    recovered: int = 0
+    last_error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Coordinator:
+    def __init__(
+        self,
+        settings: Settings,
+        app: App,
+        *,
+        executor: Executor | None = None,
+        watch: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.app = app
+        self.ledger = Ledger(settings.ledger_url, sync=settings.ledger_sync)
+        self.store = ObjectStore(settings.storage_url)
+        preload = [settings.app.partition(":")[0]] if settings.app else []
+        self.executor = executor or make_executor(settings, preload=[runtime.__name__, *preload])
+        self.watch = watch
+        self.metrics = Metrics()
+        self.metrics_url = ""
+        self.stats = Stats()
+        self.id = ""
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._objects: queue.SimpleQueue[ObjectInfo] = queue.SimpleQueue()
+        self._running: dict[str, _Running] = {}
+        self._running_per_fn: dict[str, int] = defaultdict(int)
+        self._maybe_pending: set[str] = set()
+        self._carry: list[Outcome] = []
+        self._watcher: ChangeWatcher | None = None
+        self._logs_dir = settings.logs_dir
+        self._tmp_root = settings.tmp_root
+        self.ready = threading.Event()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to drain: no new work, running attempts finish, then exit."""
+        self._stop.set()
+        self._wake.set()
+
+    def run(self, drain_timeout: float | None = None) -> None:
+        self._start()
+        try:
+            self._loop()
+        finally:
+            self._drain(drain_timeout)
+
+    def _start(self) -> None:
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        self._tmp_root.mkdir(parents=True, exist_ok=True)
+        if self.settings.metrics:
+            _, self.metrics_url = serve_metrics(self.metrics, self.settings.metrics)
+        self.id = self.ledger.register_coordinator(
+            {"metrics": self.metrics_url, "executor": self.executor.name, "pid": os.getpid()}
+        )
+        self.stats.recovered = self.ledger.recover_leases(self.id)
+        self._write_info()
+        self.executor.start(self._wake.set)
+        for bucket in self.app.buckets:
+            self.store.bucket(bucket, create=True)
+        if self.watch and self.app.buckets:
+            self._watcher = ChangeWatcher(
+                self.store, self.app.buckets, poll_interval=self.settings.poll_interval
+            )
+            self._watcher.start(self._on_object)
+        self._maybe_pending.update(self.app.functions)
+        self.ready.set()
+        log.info("coordinator %s started (%s executor)", self.id, self.executor.name)
+
+    def _write_info(self) -> None:
+        info = {"id": self.id, "pid": os.getpid(), "metrics": self.metrics_url}
+        path = self.settings.home / "coordinator.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, path)
+
+    def _on_object(self, info: ObjectInfo) -> None:
+        self._objects.put(info)
+        self._wake.set()
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        next_heartbeat = 0.0
+        next_poll = 0.0
+        while True:
+            now = time.time()
+            timeout = max(0.0, min(next_heartbeat, next_poll) - now)
+            self._wake.wait(timeout)
+            self._wake.clear()
+            stopping = self._stop.is_set()
+            objects = self._drain_objects() if not stopping else []
+            outcomes = self.executor.collect()
+            now = time.time()
+            heartbeat = now >= next_heartbeat
+            poll = now >= next_poll and not stopping
+            if not (
+                objects or outcomes or heartbeat or poll or (self._maybe_pending and not stopping)
+            ):
+                if stopping:
+                    return
+                continue
+            try:
+                claims = self._turn(objects, outcomes, heartbeat, poll, stopping)
+            except Exception as exc:  # the ledger was busy or briefly unreachable: try again
+                log.exception("coordinator turn failed; retrying")
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                for info in objects:
+                    self._objects.put(info)
+                self._requeue_outcomes(outcomes)
+                time.sleep(0.2)
+                continue
+            if heartbeat:
+                next_heartbeat = now + self.settings.lease_seconds / 3
+            if poll:
+                next_poll = now + PENDING_POLL
+            for claim in claims:
+                self._submit(claim)
+            self.stats.in_flight = len(self._running)
+            self.metrics.in_flight.set(len(self._running))
+            if stopping:
+                return
+
+    def _drain_objects(self) -> list[ObjectInfo]:
+        out = []
+        while True:
+            try:
+                out.append(self._objects.get_nowait())
+            except queue.Empty:
+                return out
+
+    def _requeue_outcomes(self, outcomes: list[Outcome]) -> None:
+        # Outcomes that could not be recorded are kept for the next turn, never dropped.
+        self._carry.extend(outcomes)
+
+    def _turn(
+        self,
+        objects: list[ObjectInfo],
+        outcomes: list[Outcome],
+        heartbeat: bool,
+        poll: bool,
+        stopping: bool,
+    ) -> list[Claimed]:
+        outcomes, self._carry = self._carry + outcomes, []
+        updates: list[dict[str, Any]] = []
+        with self.ledger.begin() as conn:
+            if objects:
+                self._ingest(conn, objects)
+            if outcomes:
+                updates = self._record(conn, outcomes)
+            if heartbeat:
+                self.ledger.heartbeat(self.id, self.settings.lease_seconds, conn)
+            if poll:
+                self._maybe_pending |= self.ledger.pending_functions(conn, time.time())
+            claims = [] if stopping else self._claim(conn)
+        self._after_commit(updates, outcomes)
+        return claims
+
+    # -- objects → events → invocations -------------------------------------------------------
+
+    def _ingest(self, conn: Any, objects: list[ObjectInfo]) -> None:
+        unique: dict[tuple[str, str, str], ObjectInfo] = {}
+        for info in objects:
+            unique.setdefault((info.bucket, info.key, info.version), info)
+        seen = self.ledger.seen_versions(conn, list(unique))
+        new: list[NewInvocation] = []
+        for ident, info in unique.items():
+            if ident in seen:
+                continue
+            event_id = new_id()
+            event = object_created_event(
+                bucket=info.bucket,
+                key=info.key,
+                size=info.size,
+                etag=info.etag,
+                sequencer=info.sequencer,
+                event_time=info.last_modified,
+                request_id=event_id,
+            )
+            functions = self.app.routes(info.bucket, info.key)
+            self.ledger.record_object(
+                conn,
+                bucket=info.bucket,
+                key=info.key,
+                version=info.version,
+                size=info.size,
+                etag=info.etag,
+                event_id=event_id,
+            )
+            self.ledger.record_event(
+                conn,
+                event_id=event_id,
+                source="aws:s3",
+                detail_type="Object Created",
+                subject=f"{info.bucket}/{info.key}",
+                payload=event,
+                routed=len(functions),
+            )
+            for name in functions:
+                new.append(
+                    NewInvocation(
+                        function=name,
+                        payload=event,
+                        max_attempts=self.app.functions[name].max_attempts,
+                        source="object",
+                        event_id=event_id,
+                        idempotency_key=f"{event_id}:{name}",
+                    )
+                )
+                self._maybe_pending.add(name)
+            self.stats.objects += 1
+            self.metrics.objects.labels(info.bucket).inc()
+        self.ledger.enqueue(new, conn)
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def _claim(self, conn: Any) -> list[Claimed]:
+        free = self.executor.free_slots()
+        claims: list[Claimed] = []
+        for name in sorted(self._maybe_pending):
+            spec = self.app.functions.get(name)
+            if spec is None:
+                self._reject_unknown(conn, name)
+                self._maybe_pending.discard(name)
+                continue
+            limit = free
+            if spec.concurrency is not None:
+                limit = min(limit, spec.concurrency - self._running_per_fn[name])
+            if limit <= 0:
+                continue
+            got = self.ledger.claim(conn, name, limit, self.id, self._lease_for(spec))
+            if len(got) < limit:
+                self._maybe_pending.discard(name)
+            free -= len(got)
+            claims.extend(got)
+            if free <= 0:
+                break
+        return claims
+
+    def _lease_for(self, spec: FunctionSpec) -> float:
+        return max(self.settings.lease_seconds, spec.timeout + self.settings.lease_seconds)
+
+    def _reject_unknown(self, conn: Any, name: str) -> None:
+        """Invocations of a function the app no longer has go to the dead-letter list at once."""
+        while True:
+            got = self.ledger.claim(conn, name, 500, self.id, self.settings.lease_seconds)
+            if not got:
+                return
+            known = ", ".join(sorted(self.app.functions)) or "none"
+            error = (
+                f"AppError: function {name!r} is not registered in the app (known: {known}) "
+                "(fix: register it, or invoke a registered function)"
+            )
+            self.ledger.finish(
+                conn,
+                self.id,
+                [
+                    {
+                        "id": c.id,
+                        "attempt": c.attempt,
+                        "status": "dead",
+                        "error": error,
+                        "function": name,
+                        "payload": c.payload,
+                    }
+                    for c in got
+                ],
+            )
+            self.stats.dead += len(got)
+
+    def _submit(self, claim: Claimed) -> None:
+        spec = self.app.functions[claim.function]
+        log_path, stream = runtime.log_location(
+            self._logs_dir, claim.function, claim.id, claim.attempt
+        )
+        now = time.time()
+        call = Call(
+            id=claim.id,
+            target=runtime.TARGET,
+            args={
+                "invocation_id": claim.id,
+                "attempt": claim.attempt,
+                "function": spec.name,
+                "handler": spec.handler,
+                "payload": claim.payload,
+                "version": spec.version,
+                "arn": spec.arn,
+                "memory": spec.memory,
+                "tmp_size": spec.tmp_size,
+                "deadline": now + spec.timeout,
+                "log_path": log_path,
+                "log_stream": stream,
+                "tmp_root": str(self._tmp_root),
+                "storage_url": self.store.url,
+            },
+            timeout=spec.timeout,
+            memory_limit_mb=spec.memory,
+            sys_path=[str(self.settings.project_dir)],
+            tag=spec.name,
+        )
+        self._running[claim.id] = _Running(claim, spec, log_path, now)
+        self._running_per_fn[claim.function] += 1
+        self.executor.submit(call)
+
+    # -- results ------------------------------------------------------------------------------
+
+    def _record(self, conn: Any, outcomes: list[Outcome]) -> list[dict[str, Any]]:
+        now = time.time()
+        updates: list[dict[str, Any]] = []
+        attempt_rows: list[dict[str, Any]] = []
+        for outcome in outcomes:
+            running = self._running.get(outcome.id)
+            if running is None:
+                continue
+            claim, spec = running.claim, running.spec
+            started = outcome.started_at or running.submitted_at
+            finished = outcome.finished_at or now
+            if outcome.status != "ok" and outcome.status != "error":
+                # the worker was stopped or died: its log ends without the reason, add it
+                _append_log(running.log_path, f"[ERROR] {outcome.error}\n")
+            attempt_rows.append(
+                {
+                    "invocation_id": claim.id,
+                    "number": claim.attempt,
+                    "function": claim.function,
+                    "status": outcome.status,
+                    "worker": outcome.worker,
+                    "started_at": started,
+                    "finished_at": finished,
+                    "duration_ms": (finished - started) * 1000.0,
+                    "max_rss_mb": outcome.max_rss_mb,
+                    "error": outcome.error,
+                    "traceback": outcome.traceback,
+                    "log_path": running.log_path if os.path.exists(running.log_path) else None,
+                }
+            )
+            update: dict[str, Any] = {
+                "id": claim.id,
+                "attempt": claim.attempt,
+                "function": claim.function,
+                "payload": claim.payload,
+                "error": outcome.error,
+                "traceback": outcome.traceback,
+            }
+            if outcome.status == "ok":
+                update.update(status="succeeded", result=outcome.value)
+            elif claim.attempt < claim.max_attempts:
+                update.update(status="pending", next_run_at=now + spec.retry_delay(claim.attempt))
+            else:
+                update["status"] = "dead"
+            updates.append(update)
+        self.ledger.record_attempts(conn, attempt_rows)
+        self.ledger.finish(conn, self.id, updates)
+        return updates
+
+    def _after_commit(self, updates: list[dict[str, Any]], outcomes: list[Outcome]) -> None:
+        functions = {}
+        for update in updates:
+            name = update["function"]
+            running = self._running.pop(update["id"], None)
+            if running is None:
+                continue
+            functions[update["id"]] = name
+            self._running_per_fn[name] -= 1
+            # a slot freed up: there may be more of this function waiting
+            self._maybe_pending.add(name)
+            status = update["status"]
+            if status == "succeeded":
+                self.stats.succeeded += 1
+            elif status == "pending":
+                self.stats.retried += 1
+            else:
+                self.stats.dead += 1
+                self.metrics.dead.labels(name).inc()
+            self.metrics.invocations.labels(name, status).inc()
+        for outcome in outcomes:
+            name = functions.get(outcome.id)
+            if name and outcome.started_at and outcome.finished_at:
+                self.metrics.duration.labels(name).observe(outcome.finished_at - outcome.started_at)
+
+    # -- shutdown -----------------------------------------------------------------------------
+
+    def _drain(self, timeout: float | None) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+        if timeout is None:
+            timeout = max((s.timeout for s in self.app.functions.values()), default=30.0)
+        deadline = time.time() + timeout
+        while self._running and time.time() < deadline:
+            self._wake.wait(0.05)
+            self._wake.clear()
+            outcomes = self.executor.collect()
+            if outcomes:
+                with self.ledger.begin() as conn:
+                    updates = self._record(conn, outcomes)
+                self._after_commit(updates, outcomes)
+        leftovers = self.executor.shutdown(wait=False)
+        if leftovers and self._running:
+            self.ledger.release_leases(self.id)
+        self.ledger.mark_stopped(self.id)
+        self.ledger.close()
+        log.info("coordinator %s stopped", self.id)
+
+
+def _append_log(path: str, text: str) -> None:
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError:
+        log.warning("could not write to log %s", path)
