@@ -205,15 +205,15 @@ def _report(coordinator: Any) -> None:
 
 @app.command()
 def put(
-    sources: Annotated[list[Path], typer.Argument(help="Local files, then BUCKET/KEY last.")],
+    sources: Annotated[list[str], typer.Argument(help="Local files, then BUCKET/KEY last.")],
 ) -> None:
     """Upload local files atomically: `put FILE BUCKET/KEY` or `put FILE... BUCKET/PREFIX/`."""
     from headrace.storage import ObjectStore
 
     if len(sources) < 2:
         raise typer.BadParameter("give at least one local file and a BUCKET/KEY destination")
-    *files, dest_path = sources
-    dest = str(dest_path)
+    *names, dest = sources
+    files = [Path(n) for n in names]
     bucket_name, _, key = dest.partition("/")
     many = len(files) > 1 or dest.endswith("/") or not key
     for f in files:
