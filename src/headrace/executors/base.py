@@ -53,6 +53,9 @@ class Executor(Protocol):
     def submit(self, call: Call) -> None:
         """Start a call. Never blocks on the call's own work."""
 
+    def submit_many(self, calls: list[Call]) -> None:
+        """Start several calls; executors that can batch the hand-over do so."""
+
     def collect(self) -> list[Outcome]:
         """Outcomes that arrived since the last collect. Never blocks."""
 

@@ -24,27 +24,44 @@ from headrace.executors.calls import run_call
 
 log = logging.getLogger("headrace.executors")
 
-FAST_CALL_SECONDS = 0.01  # calls quicker than this on average may queue behind each other
+QUEUED_WORK_SECONDS = 0.02  # how much expected work may wait in a worker's queue
+MAX_DEPTH = 64
 MONITOR_INTERVAL = 0.05  # how often deadlines and memory are checked
+FLUSH_SECONDS = 0.005  # a worker running a batch reports at least this often
 
 
 def _worker_main(name: str, calls: Connection, outcomes: Connection) -> None:
     os.environ["HEADRACE_WORKER"] = name
     while True:
         try:
-            call = calls.recv()
+            batch = calls.recv()
         except (EOFError, OSError):
             return
-        if call is None:
+        if batch is None:
             return
-        outcome = run_call(call, worker=name)
-        try:
-            outcomes.send(outcome)
-        except Exception as exc:  # the value could not be pickled: report that instead
-            outcome.value = None
-            outcome.status = "error"
-            outcome.error = f"TypeError: the result of {call.target} cannot be sent back: {exc}"
-            outcomes.send(outcome)
+        done: list[Outcome] = []
+        flushed = time.monotonic()
+        for call in batch:
+            done.append(run_call(call, worker=name))
+            if time.monotonic() - flushed > FLUSH_SECONDS:
+                _send(outcomes, done)
+                done, flushed = [], time.monotonic()
+        if done:
+            _send(outcomes, done)
+
+
+def _send(outcomes: Connection, done: list[Outcome]) -> None:
+    try:
+        outcomes.send(done)
+    except Exception:  # some value could not be pickled: find it and report that instead
+        for outcome in done:
+            try:
+                outcomes.send([outcome])
+            except Exception as exc:
+                outcome.value = None
+                outcome.status = "error"
+                outcome.error = f"TypeError: the result cannot be sent back: {exc}"
+                outcomes.send([outcome])
 
 
 @dataclass
@@ -66,7 +83,11 @@ class LocalExecutor:
     name = "local"
 
     def __init__(
-        self, workers: int | None = None, *, max_depth: int = 4, preload: list[str] | None = None
+        self,
+        workers: int | None = None,
+        *,
+        max_depth: int = MAX_DEPTH,
+        preload: list[str] | None = None,
     ) -> None:
         self.size = max(1, workers or os.cpu_count() or 1)
         self.max_depth = max(1, max_depth)
@@ -126,7 +147,7 @@ class LocalExecutor:
                     )
                 w.queue.clear()
                 with contextlib.suppress(OSError):
-                    w.calls.send(None)
+                    w.calls.send(None)  # a worker's loop ends on None
         for w in self._workers:
             w.process.join(timeout=2)
             if w.process.is_alive():
@@ -138,44 +159,56 @@ class LocalExecutor:
 
     # -- submitting ---------------------------------------------------------------------------
 
-    def _accepts(self, w: _Worker) -> bool:
-        if not w.queue:
-            return True
-        if len(w.queue) >= self.max_depth:
-            return False
-        return all(self._speed.get(c.tag, 1.0) < FAST_CALL_SECONDS for c, _ in w.queue)
+    def _depth(self, tag: str) -> int:
+        """How many calls of this kind may wait in one worker's queue: ~20 ms of work."""
+        seconds = self._speed.get(tag)
+        if seconds is None:
+            return 1  # unknown: never queue it behind anything
+        return max(1, min(self.max_depth, int(QUEUED_WORK_SECONDS / max(seconds, 1e-5))))
+
+    def _room(self, w: _Worker, tag: str | None = None) -> int:
+        tags = {c.tag for c, _ in w.queue}
+        if tag is not None:
+            tags.add(tag)
+        if not tags:
+            return max((self._depth(t) for t in self._speed), default=1)
+        return min(self._depth(t) for t in tags) - len(w.queue)
 
     def free_slots(self) -> int:
         with self._lock:
-            free = 0
-            for w in self._workers:
-                if not w.queue:
-                    free += self.max_depth if self._speed else 1
-                elif self._accepts(w):
-                    free += self.max_depth - len(w.queue)
-            return free
+            return sum(max(0, self._room(w)) for w in self._workers)
 
     def in_flight(self) -> int:
         with self._lock:
             return sum(len(w.queue) for w in self._workers)
 
     def submit(self, call: Call) -> None:
-        with self._lock:
-            candidates = [w for w in self._workers if self._accepts(w)] or self._workers
-            w = min(candidates, key=lambda x: len(x.queue))
-            self._send(w, call)
+        self.submit_many([call])
 
-    def _send(self, w: _Worker, call: Call) -> None:
-        now = time.time()
-        if not w.queue:
-            w.head_started = now
-        w.queue.append((call, now))
-        # a dead worker fails the send; the watcher thread then re-routes its queue
-        with contextlib.suppress(OSError, ValueError):
-            w.calls.send(call)
+    def submit_many(self, calls: list[Call]) -> None:
+        """Hand calls to workers, one message per worker, least-loaded first."""
+        batches: dict[int, list[Call]] = {}
+        with self._lock:
+            now = time.time()
+            for call in calls:
+                fits = [w for w in self._workers if self._room(w, call.tag) > 0]
+                w = min(fits or self._workers, key=lambda x: len(x.queue))
+                if not w.queue:
+                    w.head_started = now
+                w.queue.append((call, now))
+                batches.setdefault(w.index, []).append(call)
+            for w in self._workers:
+                batch = batches.get(w.index)
+                # a dead worker fails the send; the watcher thread then re-routes its queue
+                if batch:
+                    with contextlib.suppress(OSError, ValueError):
+                        w.calls.send(batch)
 
     def collect(self) -> list[Outcome]:
         with self._lock:
+            # read the pipes here too: the watcher thread may be waiting for the GIL
+            for w in self._workers:
+                self._receive(w)
             done, self._done = self._done, []
             return done
 
@@ -210,25 +243,27 @@ class LocalExecutor:
                 self._notify()
 
     def _receive(self, w: _Worker) -> bool:
+        """Take every outcome the worker has sent so far (either thread may call this)."""
         got = False
-        while True:
-            try:
-                if not w.outcomes.poll():
+        with self._lock:
+            while True:
+                try:
+                    if not w.outcomes.poll():
+                        break
+                    batch: list[Outcome] = w.outcomes.recv()
+                except (EOFError, OSError):
                     break
-                outcome: Outcome = w.outcomes.recv()
-            except (EOFError, OSError):
-                break
-            with self._lock:
-                if not w.queue:
-                    continue
-                call, _ = w.queue.popleft()
-                w.head_started = time.time()
-                if outcome.started_at and outcome.finished_at:
-                    took = outcome.finished_at - outcome.started_at
-                    prev = self._speed.get(call.tag)
-                    self._speed[call.tag] = took if prev is None else 0.8 * prev + 0.2 * took
-                self._done.append(outcome)
-                got = True
+                for outcome in batch:
+                    if not w.queue:
+                        break
+                    call, _ = w.queue.popleft()
+                    w.head_started = outcome.finished_at or time.time()
+                    if outcome.started_at and outcome.finished_at:
+                        took = outcome.finished_at - outcome.started_at
+                        prev = self._speed.get(call.tag)
+                        self._speed[call.tag] = took if prev is None else 0.8 * prev + 0.2 * took
+                    self._done.append(outcome)
+                    got = True
         return got
 
     def _replace(self, w: _Worker) -> bool:
@@ -264,8 +299,7 @@ class LocalExecutor:
                     stream.close()
             fresh = self._spawn(w.index)
             self._workers[self._workers.index(w)] = fresh
-            for call, _ in queued[1:]:
-                self.submit(call)
+            self.submit_many([call for call, _ in queued[1:]])
             return got
 
     def _enforce_limits(self, now: float) -> None:

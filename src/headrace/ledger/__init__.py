@@ -69,9 +69,14 @@ class Ledger:
         self.engine: Engine = create_ledger_engine(url, sync=sync)
         self.postgres = is_postgres(self.engine)
         metadata.create_all(self.engine)
+        # reads go through their own engine so that, on SQLite, they never take the write lock
+        self.reader: Engine = (
+            self.engine if self.postgres else create_ledger_engine(url, sync=sync, writer=False)
+        )
 
     def close(self) -> None:
         self.engine.dispose()
+        self.reader.dispose()
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -123,7 +128,7 @@ class Ledger:
 
     def live_coordinators(self, stale_after: float) -> list[dict[str, Any]]:
         cutoff = time.time() - stale_after
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(
                 select(coordinators).where(
                     coordinators.c.stopped_at.is_(None), coordinators.c.heartbeat_at >= cutoff
@@ -422,7 +427,7 @@ class Ledger:
     # -- reading ------------------------------------------------------------------------------
 
     def get_invocation(self, invocation_id: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             row = (
                 conn.execute(select(invocations).where(invocations.c.id == invocation_id))
                 .mappings()
@@ -450,14 +455,14 @@ class Ledger:
             query = query.where(invocations.c.function == function)
         if status:
             query = query.where(invocations.c.status == status)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def count_by_status(self, function: str | None = None) -> dict[str, int]:
         query = select(invocations.c.status, func.count()).group_by(invocations.c.status)
         if function:
             query = query.where(invocations.c.function == function)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return {status: n for status, n in conn.execute(query)}
 
     def list_attempts(
@@ -468,7 +473,7 @@ class Ledger:
             query = query.where(attempts.c.invocation_id == invocation_id)
         if function:
             query = query.where(attempts.c.function == function)
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]
         rows.reverse()
         return rows
@@ -481,7 +486,7 @@ class Ledger:
             query = query.where(dead_letters.c.function == function)
         if not include_redriven:
             query = query.where(dead_letters.c.redriven_at.is_(None))
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def redrive(self, *, function: str | None = None, ids: Sequence[str] = ()) -> list[str]:
@@ -518,7 +523,7 @@ class Ledger:
             return chosen
 
     def object_count(self) -> int:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return conn.execute(select(func.count()).select_from(objects)).scalar_one()
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.exc import ArgumentError
 from headrace.errors import LedgerError
 
 
-def create_ledger_engine(url: str, *, sync: str = "normal") -> Engine:
+def create_ledger_engine(url: str, *, sync: str = "normal", writer: bool = True) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -25,7 +25,7 @@ def create_ledger_engine(url: str, *, sync: str = "normal") -> Engine:
         engine = create_engine(
             parsed, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=8
         )
-        _sqlite_pragmas(engine, sync)
+        _sqlite_pragmas(engine, sync, writer)
         return engine
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
@@ -43,9 +43,10 @@ def create_ledger_engine(url: str, *, sync: str = "normal") -> Engine:
     )
 
 
-def _sqlite_pragmas(engine: Engine, sync: str) -> None:
+def _sqlite_pragmas(engine: Engine, sync: str, writer: bool) -> None:
     # pysqlite's own transaction handling defers BEGIN and would upgrade read locks to write
-    # locks mid-transaction (SQLITE_BUSY under concurrency); take the write lock up front.
+    # locks mid-transaction (SQLITE_BUSY under concurrency); writers take the write lock up
+    # front, readers use a plain BEGIN so they never block the coordinator (WAL).
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
         dbapi_conn.isolation_level = None
@@ -55,9 +56,11 @@ def _sqlite_pragmas(engine: Engine, sync: str) -> None:
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
 
+    begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql(begin)
 
 
 def is_postgres(engine: Engine) -> bool:

@@ -190,8 +190,8 @@ class Coordinator:
                 next_heartbeat = now + self.settings.lease_seconds / 3
             if poll:
                 next_poll = now + PENDING_POLL
-            for claim in claims:
-                self._submit(claim)
+            if claims:
+                self.executor.submit_many([self._call(claim) for claim in claims])
             self.stats.in_flight = len(self._running)
             self.metrics.in_flight.set(len(self._running))
             if stopping:
@@ -344,7 +344,7 @@ class Coordinator:
             )
             self.stats.dead += len(got)
 
-    def _submit(self, claim: Claimed) -> None:
+    def _call(self, claim: Claimed) -> Call:
         spec = self.app.functions[claim.function]
         log_path, stream = runtime.log_location(
             self._logs_dir, claim.function, claim.id, claim.attempt
@@ -376,7 +376,7 @@ class Coordinator:
         )
         self._running[claim.id] = _Running(claim, spec, log_path, now)
         self._running_per_fn[claim.function] += 1
-        self.executor.submit(call)
+        return call
 
     # -- results ------------------------------------------------------------------------------
 
