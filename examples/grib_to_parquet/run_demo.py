@@ -76,7 +76,7 @@ def main(count: int = 8) -> int:
     return 0 if outputs and not dead and len(outputs) == count else 1
 
 
-def _show(path: Path, rows: int = 5, columns: int = 8) -> None:
+def _show(path: Path, rows: int = 5, columns: int = 6) -> None:
     table = pq.read_table(path)
     names = table.column_names[:columns]
     view = Table(title=f"{path.name}: {table.num_rows:,} rows x {table.num_columns} columns")

@@ -13,6 +13,7 @@ app.function(
     tmp_size=2048,
     retries=2,
 )
+# NDFD and other services publish GRIB2 as .bin, so that suffix counts too.
 app.on_object_created(
-    "grib_to_parquet", bucket="landing", suffix=(".grib", ".grib2", ".grb", ".grb2")
+    "grib_to_parquet", bucket="landing", suffix=(".grib", ".grib2", ".grb", ".grb2", ".bin")
 )

@@ -304,8 +304,18 @@ class Ledger:
     ) -> list[Claimed]:
         """Lease up to `limit` ready invocations of `function` for `owner`."""
         now = time.time()
+        # Select then update, without RETURNING: SQLite builds older than 3.35 lack it, and
+        # some wheels (ecCodes' eckit) load such a build into the process. The writer lock
+        # (SQLite) or the row locks (Postgres, SKIP LOCKED) keep the pair atomic.
         pick = (
-            select(invocations.c.id)
+            select(
+                invocations.c.id,
+                invocations.c.function,
+                invocations.c.payload,
+                invocations.c.attempts,
+                invocations.c.max_attempts,
+                invocations.c.created_at,
+            )
             .where(
                 invocations.c.status == "pending",
                 invocations.c.function == function,
@@ -316,29 +326,19 @@ class Ledger:
         )
         if self.postgres:
             pick = pick.with_for_update(skip_locked=True)
-        ids = [r[0] for r in conn.execute(pick)]
-        if not ids:
+        rows = conn.execute(pick).all()
+        if not rows:
             return []
-        rows = conn.execute(
+        conn.execute(
             update(invocations)
-            .where(invocations.c.id.in_(ids), invocations.c.status == "pending")
+            .where(invocations.c.id.in_([r.id for r in rows]))
             .values(
                 status="running",
                 lease_owner=owner,
                 lease_expires_at=now + lease_seconds,
                 updated_at=now,
             )
-            .returning(
-                invocations.c.id,
-                invocations.c.function,
-                invocations.c.payload,
-                invocations.c.attempts,
-                invocations.c.max_attempts,
-                invocations.c.created_at,
-                invocations.c.next_run_at,
-            )
-        ).all()
-        rows.sort(key=lambda r: r.next_run_at)
+        )
         return [
             Claimed(r.id, r.function, r.payload, r.attempts + 1, r.max_attempts, r.created_at)
             for r in rows

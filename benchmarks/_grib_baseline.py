@@ -1,0 +1,89 @@
+"""The GRIB -> Parquet script users write today (pygrib + pandas), run as a child process.
+
+Kept in its own file because pygrib bundles its own libeccodes: importing it next to the
+``eccodes`` package in one process crashes at exit, so this script never imports headrace.
+
+    python benchmarks/_grib_baseline.py check FILE...         -> JSON list of files it converts
+    python benchmarks/_grib_baseline.py run SECONDS FILE...   -> JSON throughput measurement
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+import uuid
+
+import numpy as np
+import pandas as pd
+import pygrib
+
+
+def convert(src: str, dst: str) -> None:
+    """Per file: every message's values, stacked into a DataFrame, written with snappy."""
+    columns, names, seen = [], [], {}
+    grbs = pygrib.open(src)
+    try:
+        for grb in grbs:
+            values = grb.values
+            if np.ma.isMaskedArray(values):
+                values = np.ma.filled(values.astype(np.float64), np.nan)
+            columns.append(np.asarray(values, dtype=np.float64).ravel())
+            count = seen.get(grb.shortName, 0)
+            seen[grb.shortName] = count + 1
+            names.append(grb.shortName if count == 0 else f"{grb.shortName}_{count}")
+    finally:
+        grbs.close()
+    frame = pd.DataFrame(np.stack(columns, axis=1), columns=names)
+    frame.to_parquet(dst, compression="snappy")
+
+
+def check(files: list[str]) -> list[str]:
+    ok = []
+    with tempfile.TemporaryDirectory() as folder:
+        for path in files:
+            try:
+                convert(path, os.path.join(folder, "check.parquet"))
+            except Exception as exc:  # report and leave the file out of the comparison
+                print(f"baseline cannot convert {path}: {exc!r}", file=sys.stderr)
+            else:
+                ok.append(path)
+    return ok
+
+
+def run(files: list[str], min_seconds: float) -> dict:
+    """One warm-up pass, then whole passes over ``files`` until ``min_seconds`` have passed."""
+    with tempfile.TemporaryDirectory() as folder:
+
+        def one_pass() -> None:
+            for path in files:
+                dst = os.path.join(folder, f"{uuid.uuid4().hex}.parquet")
+                convert(path, dst)
+                os.unlink(dst)
+
+        one_pass()
+        started, cpu, passes = time.perf_counter(), time.process_time(), 0
+        while passes == 0 or time.perf_counter() - started < min_seconds:
+            one_pass()
+            passes += 1
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    size = sum(os.path.getsize(p) for p in files)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "bytes": size * passes,
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "passes": passes,
+        "peak_rss_mib": [peak_kib / 1024],
+    }
+
+
+if __name__ == "__main__":
+    command, *args = sys.argv[1:]
+    if command == "check":
+        print(json.dumps(check(args)))
+    else:
+        print(json.dumps(run(args[1:], float(args[0]))))

@@ -1,0 +1,147 @@
+"""GRIB edition 1 and 2 to Parquet (or an Arrow table) with ecCodes.
+
+Every field is kept (multi-field GRIB2 messages included), values equal ecCodes' decoded values
+exactly, and missing points (bitmap, grid_complex missing-value management, entirely missing
+fields) become nulls, never sentinel numbers.
+
+Layouts:
+
+* ``wide`` (default): one row per grid point, columns ``lat``, ``lon`` and one column per field.
+  All fields must be on the same grid (same points in the same order; a GRIB1 and a GRIB2
+  encoding of one grid count as the same); otherwise ``UnsupportedGrib`` says to use ``long``.
+* ``long``: one row per (field, point) with columns ``field`` (the wide column name),
+  ``shortName``, ``typeOfLevel``, ``level``, ``level_label``, ``step``, ``number``,
+  ``reference_time``, ``valid_time``, ``lat``, ``lon``, ``value``; works for any mix of grids.
+* ``auto``: ``wide`` when all fields share one grid, else ``long``; the report says which.
+
+Column names (wide) and ``field`` labels (long) are the shortName plus the keys that vary
+within the file, in this order::
+
+    {shortName}[_{typeOfLevel}_{level}][_step_{step}][_number_{number}]
+
+e.g. ``t_isobaricInhPa_500``, ``2t_step_6``, ``t_isobaricInhPa_850_number_3``. Levels of layers
+are ``top-bottom``; steps are in hours, with an ``m``/``s`` suffix when not whole hours, and
+``start-end`` for ranges. Names still shared get ``_{stepType}``, ``_ref_{time}``,
+``_valid_{time}``, ``_param_{paramId}``, ``_edition_{edition}`` (each only where it differs
+within the group), then ``_2``, ``_3``... in file order. See ``headrace.formats.grib_naming``.
+
+Metadata: each wide column carries its GRIB keys (name, shortName, units, paramId, typeOfLevel,
+level, step, stepRange, stepUnits, stepType, number, dataDate/Time, referenceTime, validity
+Date/Time, validTime (ISO, UTC), edition, centre, gridType, numberOfPoints, packingType, message
+and field number) as JSON in the field metadata ``headrace.grib``; the schema metadata
+``headrace.grib`` holds the source, counts and grid description(s) and, for ``long``, the same
+per-field records under ``field_metadata``. Coordinates are always float64; ``dtype`` applies to
+values only.
+
+Spectral fields (gridType ``sh``) and grids whose lat/lon ecCodes cannot compute raise
+``UnsupportedGrib``; truncated, damaged, empty or non-GRIB files raise ``CorruptGrib``. In both
+cases no output file appears: Parquet is written to a hidden temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .grib_grid import clear_grid_cache
+from .grib_io import PathLike, local_source, write_atomically
+from .grib_read import GribContents, read_grib_file
+from .grib_table import VALUE_TYPES, distinct_grids, long_table, wide_table
+
+Layout = Literal["wide", "long", "auto"]
+DType = Literal["float64", "float32"]
+
+__all__ = ["GribReport", "clear_grid_cache", "grib_to_parquet", "read_grib"]
+
+
+@dataclass(frozen=True, slots=True)
+class GribReport:
+    """What one conversion did; ``bytes_in / seconds`` is the throughput users care about."""
+
+    fields: int
+    messages: int
+    rows: int
+    columns: int
+    bytes_in: int
+    bytes_out: int
+    seconds: float
+    layout: str
+    dst: str
+
+
+def read_grib(src: PathLike, *, layout: Layout = "wide", dtype: DType = "float64") -> pa.Table:
+    """Decode a GRIB file (local path or fsspec URL) into an Arrow table with GRIB metadata."""
+    _check_options(layout, dtype)
+    return _table(_read(src), layout, dtype)
+
+
+def grib_to_parquet(
+    src: PathLike,
+    dst: PathLike,
+    *,
+    layout: Layout = "wide",
+    dtype: DType = "float64",
+    compression: str = "zstd",
+) -> GribReport:
+    """Convert one GRIB file to one Parquet file; ``dst`` appears only once complete."""
+    _check_options(layout, dtype)
+    started = time.perf_counter()
+    contents = _read(src)
+    table = _table(contents, layout, dtype)
+    written, bytes_out = write_atomically(dst, _parquet_writer(table, compression))
+    return GribReport(
+        fields=len(contents.fields),
+        messages=contents.messages,
+        rows=table.num_rows,
+        columns=table.num_columns,
+        bytes_in=contents.bytes,
+        bytes_out=bytes_out,
+        seconds=time.perf_counter() - started,
+        layout=_chosen_layout(contents, layout),
+        dst=written,
+    )
+
+
+def _check_options(layout: str, dtype: str) -> None:
+    if layout not in ("wide", "long", "auto"):
+        raise ValueError(f"layout={layout!r} is not supported: use 'wide', 'long' or 'auto'")
+    if dtype not in VALUE_TYPES:
+        raise ValueError(f"dtype={dtype!r} is not supported: use 'float64' or 'float32'")
+
+
+def _read(src: PathLike) -> GribContents:
+    with local_source(src) as path:
+        return read_grib_file(path, str(src))
+
+
+def _chosen_layout(contents: GribContents, layout: str) -> str:
+    if layout != "auto":
+        return layout
+    return "wide" if len(distinct_grids(contents.fields)) == 1 else "long"
+
+
+def _table(contents: GribContents, layout: str, dtype: str) -> pa.Table:
+    if _chosen_layout(contents, layout) == "wide":
+        return wide_table(contents, dtype)
+    return long_table(contents, dtype)
+
+
+def _parquet_writer(table: pa.Table, compression: str) -> Callable[[IO[bytes]], None]:
+    """Dictionary-encode only the repeated label columns of ``long``.
+
+    Decoded GRIB values rarely repeat enough for dictionaries to pay off: without them the
+    files are smaller (about 5% on the shared test data) and written about 20% faster.
+    """
+    dictionary_columns = [
+        f.name for f in table.schema if not pa.types.is_floating(f.type) or f.name == "level"
+    ]
+
+    def write(out: IO[bytes]) -> None:
+        pq.write_table(table, out, compression=compression, use_dictionary=dictionary_columns)
+
+    return write
