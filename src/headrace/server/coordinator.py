@@ -130,7 +130,6 @@ class Coordinator:
             {"metrics": self.metrics_url, "executor": self.executor.name, "pid": os.getpid()}
         )
         self.stats.recovered = self.ledger.recover_leases(self.id)
-        self._write_info()
         self.executor.start(self._wake.set)
         for bucket in self.app.buckets:
             self.store.bucket(bucket, create=True)
@@ -140,6 +139,7 @@ class Coordinator:
             )
             self._watcher.start(self._on_object)
         self._maybe_pending.update(self.app.functions)
+        self._write_info()  # last: its presence tells scripts the coordinator is ready
         self.ready.set()
         log.info("coordinator %s started (%s executor)", self.id, self.executor.name)
 
