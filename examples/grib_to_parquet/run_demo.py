@@ -88,4 +88,4 @@ def _show(path: Path, rows: int = 5, columns: int = 6) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 8))
