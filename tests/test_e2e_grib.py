@@ -9,7 +9,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from headrace.ledger import Ledger
+from headrace.events import object_created_event
+from headrace.ledger import Ledger, NewInvocation
 from tests.e2e_helpers import Up, headrace
 
 pytestmark = pytest.mark.slow
@@ -22,6 +23,12 @@ BAD = {
     "not grib.grib2": "CorruptGrib",
     "spherical_harmonics.grib": "UnsupportedGrib",
 }
+
+
+def s3_event(bucket: str, key: str) -> dict:
+    return object_created_event(
+        bucket=bucket, key=key, size=1, etag="0", sequencer="1", event_time=time.time()
+    )
 
 
 def make_bad_files(src: Path, dst: Path) -> None:
@@ -49,9 +56,25 @@ def test_every_shared_grib_file_lands_as_parquet(shared_data, tmp_path):
         for path in sources:
             shutil.copy(path, landing / path.name)
         ledger = Ledger(f"sqlite:///{home / 'ledger.db'}")
+        # events that name keys outside the bucket, or are not S3 events at all
+        bad_events = {
+            "dotdot": s3_event("landing", "../../etc/passwd"),
+            "absolute": s3_event("landing", "/etc/passwd"),
+            "malformed": {"detail": "not an S3 event"},
+        }
+        invoked = dict(
+            zip(
+                bad_events,
+                ledger.enqueue(
+                    NewInvocation("grib_to_parquet", e, max_attempts=1, source="invoke")
+                    for e in bad_events.values()
+                ),
+                strict=True,
+            )
+        )
         deadline = time.time() + 240
         while time.time() < deadline:
-            rows = ledger.list_invocations(limit=1000)
+            rows = [r for r in ledger.list_invocations(limit=1000) if r["source"] == "object"]
             if len(rows) == len(sources) and all(
                 r["status"] in ("succeeded", "dead") for r in rows
             ):
@@ -84,8 +107,18 @@ def test_every_shared_grib_file_lands_as_parquet(shared_data, tmp_path):
         assert sorted(p.name for p in curated.iterdir()) == sorted(
             f"{p.name}.parquet" for p in good
         )
+        for name, error in (
+            ("dotdot", "InvalidKey"),
+            ("absolute", "InvalidKey"),
+            ("malformed", "MalformedEvent"),
+        ):
+            row = ledger.get_invocation(invoked[name])
+            assert row["status"] == "dead" and row["error"].startswith(error), row
+            assert "fix:" in row["error"]
         dlq = json.loads(headrace("dlq", "list", "--json", project=EXAMPLE, env=env).stdout)
-        assert sorted(d["invocation_id"] for d in dlq) == sorted(by_key[n]["id"] for n in BAD)
+        assert sorted(d["invocation_id"] for d in dlq) == sorted(
+            [by_key[n]["id"] for n in BAD] + list(invoked.values())
+        )
         logs = headrace("logs", "grib_to_parquet", "--limit", "200", project=EXAMPLE, env=env)
         assert "converted landing/gfs.t12z.pgrbf120.2p5deg.grib2" in logs.stdout
         # per-invocation scratch space is gone

@@ -1,16 +1,17 @@
 """A Lambda-style handler: convert the GRIB file named by an S3 event into Parquet.
 
-It is plain Lambda code (`handler(event, context)` reading `event["Records"]`); the only headrace
-pieces it touches are `context.storage` (where Lambda code would use an S3 client) and the GRIB
-converter. Outputs are keyed by the input key, so a retried invocation overwrites its own output
-atomically instead of adding a second one.
+It is plain Lambda code (`handler(event, context)` reading the S3 records of its event); the
+headrace pieces it touches are `context.storage` (where Lambda code would use an S3 client), the
+GRIB converter, and `parse_s3_event`, which decodes the keys and turns a malformed event into an
+error that says what is missing. Outputs are keyed by the input key, so a retried invocation
+overwrites its own output atomically instead of adding a second one.
 """
 
 import json
 import logging
 from pathlib import Path
-from urllib.parse import unquote_plus
 
+from headrace.events import parse_s3_event
 from headrace.formats.grib import grib_to_parquet
 
 logger = logging.getLogger()
@@ -21,9 +22,8 @@ OUTPUT_BUCKET = "curated"
 
 def handler(event, context):
     results = []
-    for record in event["Records"]:
-        bucket = record["s3"]["bucket"]["name"]
-        key = unquote_plus(record["s3"]["object"]["key"])
+    for obj in parse_s3_event(event):
+        bucket, key = obj.bucket, obj.key
         # copy to this invocation's scratch space, as a Lambda copies to /tmp
         local = Path(context.tmp_dir) / Path(key).name
         context.storage.bucket(bucket).get_file(key, local)
