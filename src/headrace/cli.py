@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -133,8 +134,12 @@ class _Summary:
             f"[yellow]{s.retried}[/]",
             f"[red]{s.dead}[/]",
         )
+        caption = [escape(f"watching [{', '.join(self.c.app.buckets) or 'none'}]")]
+        if self.c.metrics_url:
+            caption.append(f"metrics {self.c.metrics_url}")
         if s.last_error:
-            table.caption = f"last error: {s.last_error}"
+            caption.append(f"last error: {s.last_error}")
+        table.caption = " · ".join(caption)
         return table
 
 
@@ -148,11 +153,17 @@ def up(
     """Run the coordinator: watch buckets, trigger functions, record results. Ctrl-C drains."""
     import logging
 
+    from rich.logging import RichHandler
+
     from headrace.app import load_app
     from headrace.server.coordinator import Coordinator
 
+    live = console.is_terminal and not quiet
+    # log through the live summary's console, so the two never overwrite each other
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO,
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=console if live else err)],
     )
     settings = _settings()
     application = load_app(settings)
@@ -164,8 +175,7 @@ def up(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    live = console.is_terminal and not quiet
-    if not quiet:
+    if not live:
         threading.Thread(target=_announce, args=(coordinator, settings), daemon=True).start()
     if live:
         with Live(_Summary(coordinator), console=console, refresh_per_second=4):
@@ -174,7 +184,11 @@ def up(
         reporter = threading.Thread(target=_report, args=(coordinator,), daemon=True)
         reporter.start()
         coordinator.run(drain_timeout)
-    console.print(f"stopped: {coordinator.stats.as_dict()}")
+    s = coordinator.stats
+    console.print(
+        f"stopped after {time.time() - s.started_at:.0f}s: {s.objects} objects, "
+        f"{s.succeeded} succeeded, {s.retried} retried, {s.dead} dead-lettered"
+    )
 
 
 def _announce(coordinator: Any, settings: Any) -> None:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -31,6 +32,8 @@ FLUSH_SECONDS = 0.005  # a worker running a batch reports at least this often
 
 
 def _worker_main(name: str, calls: Connection, outcomes: Connection) -> None:
+    # Ctrl-C reaches the whole process group; the coordinator decides how to stop its workers
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["HEADRACE_WORKER"] = name
     while True:
         try:
