@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from headrace.ledger import Ledger
+from headrace.ledger import Ledger, NewInvocation
 from headrace.ledger.schema import attempts, events, invocations, objects
 from tests.e2e_helpers import Up
 
@@ -92,3 +92,26 @@ def test_kill9_during_ingest_loses_nothing_and_duplicates_nothing(tmp_path):
     # completed once: a re-run after a crash follows an abandoned attempt, never a second ok
     assert len(ok_attempts) == N_OBJECTS and {n for _, n in ok_attempts} == {1}
     assert set(statuses) <= {"ok", "abandoned"}
+
+
+def test_sigterm_lets_running_invocations_finish(tmp_path):
+    home = tmp_path / "home"
+    env = {"HEADRACE_HOME": str(home), "HEADRACE_POLL_INTERVAL": "0.2"}
+    up = Up(APP_DIR, env, tmp_path / "up.log").start()
+    ledger = Ledger(f"sqlite:///{home / 'ledger.db'}")
+    try:
+        (inv,) = ledger.enqueue([NewInvocation("sleepy", {"seconds": 2}, max_attempts=1)])
+        deadline = time.time() + 30
+        while ledger.get_invocation(inv)["status"] != "running" and time.time() < deadline:
+            time.sleep(0.05)
+        started = time.time()
+        assert up.terminate() == 0, up.output()
+        # it waited for the running invocation instead of abandoning it
+        assert time.time() - started > 1.0
+        row = ledger.get_invocation(inv)
+        assert row["status"] == "succeeded", row
+        assert [a["status"] for a in ledger.list_attempts(invocation_id=inv)] == ["ok"]
+    finally:
+        ledger.close()
+        if up.alive():
+            up.kill9()

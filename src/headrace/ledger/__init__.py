@@ -344,12 +344,6 @@ class Ledger:
             for r in rows
         ]
 
-    def next_due(self, conn: Connection) -> float | None:
-        """When the earliest pending invocation becomes ready (for the coordinator's timer)."""
-        return conn.execute(
-            select(func.min(invocations.c.next_run_at)).where(invocations.c.status == "pending")
-        ).scalar()
-
     def pending_functions(self, conn: Connection, now: float) -> set[str]:
         rows = conn.execute(
             select(invocations.c.function)
@@ -521,10 +515,6 @@ class Ledger:
                 )
             )
             return chosen
-
-    def object_count(self) -> int:
-        with self.reader.connect() as conn:
-            return conn.execute(select(func.count()).select_from(objects)).scalar_one()
 
 
 def _pid_alive_if_local(host: str, pid: int, stopped_at: float | None) -> bool:

@@ -71,9 +71,6 @@ class Stats:
     recovered: int = 0
     last_error: str = ""
 
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
 
 class Coordinator:
     def __init__(

@@ -102,3 +102,9 @@ def pid(event, context):
 # Registered by reference: plain_handler.py never imports headrace.
 app.function("plain_handler.handler", name="plain", retries=0)
 app.on_object_created("plain", bucket="inbox", suffix=".txt")
+
+
+@app.function(retries=0, timeout=30)
+def sleepy(event, context):
+    time.sleep(float(event.get("seconds", 1)))
+    return {"slept": event.get("seconds", 1)}
