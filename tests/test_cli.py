@@ -79,10 +79,11 @@ def test_cli_errors_and_dead_letters(project, tmp_path):
     proj, env, up = project
     bad = headrace("invoke", "count_words", "--payload", '{"bogus": 1}', project=proj, env=env)
     assert bad.returncode == 1
-    assert "failed after 3 attempts" in bad.stderr and "KeyError" in bad.stderr
+    assert "failed after 3 attempts" in bad.stderr and "MalformedEvent" in bad.stderr
     dlq = json.loads(headrace("dlq", "list", "--json", project=proj, env=env).stdout)
     assert len(dlq) == 1 and dlq[0]["function"] == "count_words"
-    assert "KeyError" in dlq[0]["error"] and "Traceback" in dlq[0]["traceback"]
+    assert "MalformedEvent" in dlq[0]["error"] and "Traceback" in dlq[0]["traceback"]
+    assert "runtime.py" not in dlq[0]["traceback"]  # starts at the user's code
     redrive = headrace("dlq", "redrive", project=proj, env=env)
     assert "redriven: 1" in redrive.stdout
 

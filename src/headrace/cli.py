@@ -71,9 +71,8 @@ app = "pipeline:app"
 
 _PIPELINE = '''"""A headrace app: functions and the events that trigger them."""
 
-from urllib.parse import unquote_plus
-
 from headrace import App
+from headrace.events import parse_s3_event
 
 app = App("{name}")
 
@@ -82,9 +81,9 @@ app = App("{name}")
 @app.function(timeout=30, retries=2)
 def count_words(event, context):
     """Count the words of every .txt file that lands in the `landing` bucket."""
-    record = event["Records"][0]["s3"]
-    key = unquote_plus(record["object"]["key"])
-    text = context.storage.bucket(record["bucket"]["name"]).get(key).decode()
+    (obj,) = parse_s3_event(event)  # bucket and decoded key; a clear error if malformed
+    key = obj.key
+    text = context.storage.bucket(obj.bucket).get(key).decode()
     words = len(text.split())
     context.storage.bucket("results").put(key + ".json", str(words).encode())
     print(f"{{key}}: {{words}} words")
@@ -193,7 +192,7 @@ def up(
 
 def _announce(coordinator: Any, settings: Any) -> None:
     coordinator.ready.wait()
-    buckets = ", ".join(coordinator.app.buckets) or "none"
+    buckets = escape(", ".join(coordinator.app.buckets) or "none")
     err.print(
         f"headrace up: {len(coordinator.app.functions)} functions, watching [{buckets}] in "
         f"{settings.storage_url}; ledger {settings.ledger_url}; metrics {coordinator.metrics_url}"

@@ -41,6 +41,20 @@ def resolve_target(target: str, sys_path: list[str] | None = None) -> Callable[.
     return obj
 
 
+_RUNTIME_FILES = (
+    __file__,
+    os.path.join(os.path.dirname(os.path.dirname(__file__)), "functions", "runtime.py"),
+)
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback from the user's code on, without headrace's own calling frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename in _RUNTIME_FILES and tb.tb_next:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
 def max_rss_mb() -> float | None:
     try:
         import resource
@@ -63,7 +77,7 @@ def run_call(call: Call, worker: str = "") -> Outcome:
         value = None
         status = "error"
         error = f"{type(exc).__name__}: {exc}"
-        tb = traceback.format_exc()
+        tb = user_traceback(exc)
     return Outcome(
         id=call.id,
         status=status,

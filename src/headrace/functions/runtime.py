@@ -11,13 +11,12 @@ import json
 import logging
 import sys
 import time
-import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from headrace.errors import FunctionError, TmpSpaceExceeded
-from headrace.executors.calls import resolve_target
+from headrace.executors.calls import resolve_target, user_traceback
 from headrace.functions.context import Context
 
 TARGET = "headrace.functions.runtime:run_invocation"
@@ -124,7 +123,7 @@ def run_invocation(
             ) from None
         return result
     except (Exception, SystemExit) as exc:
-        log.write(f"[ERROR] {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        log.write(f"[ERROR] {type(exc).__name__}: {exc}\n{user_traceback(exc)}")
         raise
     finally:
         sys.stdout, sys.stderr = saved
