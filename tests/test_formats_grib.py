@@ -490,3 +490,102 @@ def test_sample_gribs_convert_without_shared_data(tmp_path):
         assert table.column("msl_step_0").null_count == 0
         meta = field_meta(table, "tp_step_0-12")
         assert (meta["stepType"], meta["units"], meta["edition"]) == ("accum", "m", 2)
+
+
+# ----------------------------------------------------------------------------- parameter names
+def _handle_names(path: Path) -> list[tuple[int, str, str, str]]:
+    """paramId, shortName, name, units of every field, evaluated by ecCodes on the field."""
+    names = []
+    with open(path, "rb") as file:
+        eccodes.codes_grib_multi_support_on()
+        try:
+            while (handle := eccodes.codes_grib_new_from_file(file)) is not None:
+                try:
+                    keys = ("paramId", "shortName", "name", "units")
+                    names.append(tuple(eccodes.codes_get(handle, k) for k in keys))
+                finally:
+                    eccodes.codes_release(handle)
+        finally:
+            eccodes.codes_grib_multi_support_reset_file(file)
+            eccodes.codes_grib_multi_support_off()
+    return names
+
+
+def test_names_from_definitions_are_answered_and_equal_eccodes_on_every_file():
+    from headrace.formats.grib_concepts import parameter_names
+    from headrace.formats.grib_keys import KeyReader
+
+    answered = 0
+    for name in sorted(EXPECTED):
+        expected = _handle_names(grib(name))
+        got = []
+        with open(grib(name), "rb") as file:
+            eccodes.codes_grib_multi_support_on()
+            try:
+                while (handle := eccodes.codes_grib_new_from_file(file)) is not None:
+                    try:
+                        keys = KeyReader(handle)
+                        param_id = keys.long("paramId")
+                        names = parameter_names(keys, keys.long("edition"), param_id)
+                        answered += names is not None
+                        got.append((param_id, *names) if names else None)
+                    finally:
+                        eccodes.codes_release(handle)
+            finally:
+                eccodes.codes_grib_multi_support_reset_file(file)
+                eccodes.codes_grib_multi_support_off()
+        for mine, reference_names in zip(got, expected, strict=True):
+            assert mine is None or mine == reference_names, name
+    # on this ecCodes build every field of the shared files is answered from the definitions
+    assert answered == sum(fields for fields, _, _ in EXPECTED.values())
+
+
+def test_names_fall_back_to_eccodes_on_the_field(monkeypatch):
+    from headrace.formats import grib_read
+
+    monkeypatch.setattr(grib_read, "parameter_names", lambda *args: None)
+    table = read_grib(grib("t_on_different_level_types.grib"))
+    got = [
+        tuple(field_meta(table, c)[k] for k in ("paramId", "shortName", "name", "units"))
+        for c in table.column_names[2:]
+    ]
+    assert got == _handle_names(grib("t_on_different_level_types.grib"))
+
+
+def _concept_file(entries: list[tuple[str, str]]) -> str:
+    return "".join(f"#{v}\n'{v}' = {{\n\t {c} ;\n\t}}\n" for v, c in entries)
+
+
+@pytest.mark.parametrize(
+    ("files", "answer"),
+    [
+        # parallel files, one name per paramId: answered
+        ({"a": [("1", "x=1"), ("2", "x=2")], "b": [("1", "x=3")]}, ("s1", "n1", "u1")),
+        # paramId 1 named differently in two directories of one field: not answered
+        ({"a": [("1", "x=1")], "b": [("1", "x=3")], "rename_b": True}, None),
+        # conditions of the name file differ from the paramId file: not answered
+        ({"a": [("1", "x=1")], "b": [("1", "x=3")], "skew_b": True}, None),
+    ],
+)
+def test_names_from_definitions_only_when_certain(files, answer, monkeypatch):
+    from headrace.formats import grib_concepts
+
+    texts = {}
+    for directory in ("a", "b"):
+        entries = files[directory]
+        texts[f"{directory}/paramId.def"] = _concept_file(entries)
+        for concept in ("shortName", "name", "units"):
+            renamed = files.get(f"rename_{directory}")
+            skewed = files.get(f"skew_{directory}")
+            texts[f"{directory}/{concept}.def"] = _concept_file(
+                [
+                    (f"{concept[0]}{v}{'r' if renamed else ''}", c + ("9" if skewed else ""))
+                    for v, c in entries
+                ]
+            )
+    monkeypatch.setattr(grib_concepts, "_groups", {})
+    monkeypatch.setattr(grib_concepts, "_file_sets", {})
+    monkeypatch.setattr(grib_concepts, "_reader", lambda: texts.get)
+    paths = tuple(f"{d}/{c}.def" for d in ("a", "b") for c in grib_concepts._CONCEPTS)
+    monkeypatch.setattr(grib_concepts, "_concept_files", lambda keys, edition: paths)
+    assert grib_concepts.parameter_names(None, 1, 1) == answer  # type: ignore[arg-type]

@@ -87,13 +87,20 @@ def grib_to_parquet(
     layout: Layout = "wide",
     dtype: DType = "float64",
     compression: str = "zstd",
+    byte_stream_split: bool = True,
 ) -> GribReport:
-    """Convert one GRIB file to one Parquet file; ``dst`` appears only once complete."""
+    """Convert one GRIB file to one Parquet file; ``dst`` appears only once complete.
+
+    ``byte_stream_split`` encodes float columns with Parquet's BYTE_STREAM_SPLIT (faster to
+    write with zstd); pass False for readers older than Parquet format 2.8.
+    """
     _check_options(layout, dtype)
     started = time.perf_counter()
     contents = _read(src)
     table = _table(contents, layout, dtype)
-    written, bytes_out = write_atomically(dst, _parquet_writer(table, compression))
+    written, bytes_out = write_atomically(
+        dst, _parquet_writer(table, compression, byte_stream_split)
+    )
     return GribReport(
         fields=len(contents.fields),
         messages=contents.messages,
@@ -131,17 +138,31 @@ def _table(contents: GribContents, layout: str, dtype: str) -> pa.Table:
     return long_table(contents, dtype)
 
 
-def _parquet_writer(table: pa.Table, compression: str) -> Callable[[IO[bytes]], None]:
-    """Dictionary-encode only the repeated label columns of ``long``.
+def _parquet_writer(
+    table: pa.Table, compression: str, byte_stream_split: bool
+) -> Callable[[IO[bytes]], None]:
+    """Dictionary-encode only the repeated label columns of ``long``; split float bytes.
 
     Decoded GRIB values rarely repeat enough for dictionaries to pay off: without them the
     files are smaller (about 5% on the shared test data) and written about 20% faster.
+    BYTE_STREAM_SPLIT groups the exponent bytes of neighbouring floats, which zstd then finds
+    cheaply: on the shared files writing takes 0.25 s instead of 0.33 s per pass for 9% larger
+    files (27.5 MB vs 25.2 MB; snappy: 33.9 MB). Readers need Parquet format 2.8 (pyarrow 2+,
+    DuckDB, polars, Spark 3.4+); ``byte_stream_split=False`` writes plain pages for older ones.
     """
-    dictionary_columns = [
-        f.name for f in table.schema if not pa.types.is_floating(f.type) or f.name == "level"
-    ]
+    floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
+    dictionary_columns = [f.name for f in table.schema if f.name not in floats]
+    if "level" in floats:  # long: the level repeats for every point of a field
+        dictionary_columns.append("level")
+        floats.remove("level")
 
     def write(out: IO[bytes]) -> None:
-        pq.write_table(table, out, compression=compression, use_dictionary=dictionary_columns)
+        pq.write_table(
+            table,
+            out,
+            compression=compression,
+            use_dictionary=dictionary_columns,
+            use_byte_stream_split=floats if byte_stream_split else False,
+        )
 
     return write

@@ -13,12 +13,14 @@ Why it is written this way:
   real data (two points of ``eta.grb`` and one of the GFS file are exactly 9999).
 * ecCodes skips bytes it cannot parse while looking for the next ``GRIB``. A damaged header
   therefore silently drops a message, so the bytes between messages are checked afterwards.
-* Evaluating a parameter "concept" (shortName, name, units) costs more than decoding a small
-  field, and all three follow from the paramId, so they are looked up once per paramId. The
-  paramId itself is evaluated for every field (about 0.2 ms for GRIB2): caching it on a subset of
-  keys would silently mislabel a field whenever ecCodes' concept rules use a key left out.
-  ecCodes loads each concept's tables on first use per edition and centre and keeps them; ``name``
-  is the largest (about 70 MB for a GRIB2 centre), which dominates a worker's memory.
+* Evaluating a parameter "concept" (paramId, shortName, name, units) costs about 0.2 ms per
+  field each, and ecCodes keeps the tables of each one per edition and centre for the life of
+  the process (``name`` alone: 15-70 MB each). The paramId is evaluated for every field:
+  caching it on a subset of keys would silently mislabel a field whenever ecCodes' concept
+  rules use a key left out. shortName, name and units are then read from ecCodes' own
+  definition files for that paramId when those files make them certain (see
+  ``headrace.formats.grib_concepts``), else evaluated on the field. They are never cached per
+  paramId alone: the same paramId has different names under different centres/editions.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import numpy as np
 
 from headrace.errors import CorruptGrib
 
+from .grib_concepts import Names, parameter_names
 from .grib_grid import Grid, grid_of
 from .grib_keys import KeyReader
 
@@ -50,7 +53,6 @@ _ALLOWED_GAP_BYTES = bytes([0, 1, 3, 9, 10, 13, *range(32, 127)])
 _SMALLEST_MESSAGE = 40
 
 _MULTI_LOCK = threading.Lock()
-_PARAM_NAMES: dict[tuple[int, str, int], tuple[str, str, str]] = {}
 
 
 @dataclass(slots=True)
@@ -174,7 +176,7 @@ def _metadata(handle: int, keys: KeyReader) -> tuple[dict[str, Any], str]:
     edition = keys.long("edition")
     centre = keys.string("centre")
     param_id = keys.long("paramId")
-    short_name, name, units = _param_names(handle, edition, centre, param_id)
+    short_name, name, units = _param_names(handle, keys, edition, param_id)
     data_date, data_time = keys.long("dataDate"), keys.long("dataTime")
     valid_date, valid_time = keys.long("validityDate"), keys.long("validityTime")
     step_units = keys.long("stepUnits")
@@ -209,14 +211,14 @@ def _metadata(handle: int, keys: KeyReader) -> tuple[dict[str, Any], str]:
     return meta, _base_name(keys, short_name, edition)
 
 
-def _param_names(handle: int, edition: int, centre: str, param_id: int) -> tuple[str, str, str]:
-    key = (edition, centre, param_id)
-    names = _PARAM_NAMES.get(key)
-    if names is None:
-        names = tuple(eccodes.codes_get_string(handle, k) for k in ("shortName", "name", "units"))
-        if param_id != 0:  # paramId 0 is "unknown": nothing to share
-            _PARAM_NAMES[key] = names  # type: ignore[assignment]
-    return names  # type: ignore[return-value]
+def _param_names(handle: int, keys: KeyReader, edition: int, param_id: int) -> Names:
+    names = parameter_names(keys, edition, param_id)
+    if names is None:  # ecCodes' files leave it open: evaluate on this field, never cached
+        short_name, name, units = (
+            eccodes.codes_get_string(handle, k) for k in ("shortName", "name", "units")
+        )
+        names = (short_name, name, units)
+    return names
 
 
 def _base_name(keys: KeyReader, short_name: str, edition: int) -> str:

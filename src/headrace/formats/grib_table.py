@@ -53,7 +53,10 @@ def wide_table(contents: GribContents, dtype: str) -> pa.Table:
     grid = grids[0]
     value_type = VALUE_TYPES[dtype]
     names = column_names(fields)
-    columns = [pa.array(grid.lat, pa.float64()), pa.array(grid.lon, pa.float64())]
+    columns = [
+        _float_array(grid.lat, pa.float64(), None),
+        _float_array(grid.lon, pa.float64(), None),
+    ]
     schema_fields = [
         pa.field("lat", pa.float64(), nullable=False),
         pa.field("lon", pa.float64(), nullable=False),
@@ -92,7 +95,7 @@ def long_table(contents: GribContents, dtype: str) -> pa.Table:
 
 def _value_array(field: GribField, dtype: str, value_type: pa.DataType) -> pa.Array:
     values = field.values if dtype == "float64" else field.values.astype(np.float32)
-    return pa.array(values, type=value_type, mask=field.missing)
+    return _float_array(values, value_type, field.missing)
 
 
 def _concatenated_values(
@@ -100,8 +103,25 @@ def _concatenated_values(
 ) -> pa.Array:
     values = np.concatenate([f.values for f in fields]).astype(dtype, copy=False)
     if all(f.missing is None for f in fields):
-        return pa.array(values, type=value_type)
-    return pa.array(values, type=value_type, mask=np.isnan(values))
+        return _float_array(values, value_type, None)
+    return _float_array(values, value_type, np.isnan(values))
+
+
+def _float_array(
+    values: np.ndarray, value_type: pa.DataType, missing: np.ndarray | None
+) -> pa.Array:
+    """Wrap the numpy buffer as is; the missing mask becomes the validity bitmap.
+
+    ``pa.array(ndarray)`` is zero-copy too, but it grows the process by about 128 KiB per call
+    (44 MiB over the 343 fields of the GFS file); ``from_buffers`` adds nothing.
+    """
+    values = np.ascontiguousarray(values)
+    buffers: list[pa.Buffer | None] = [None, pa.py_buffer(values)]
+    nulls = 0
+    if missing is not None:
+        buffers[0] = pa.py_buffer(np.packbits(~missing, bitorder="little"))
+        nulls = int(np.count_nonzero(missing))
+    return pa.Array.from_buffers(value_type, values.size, buffers, null_count=nulls)
 
 
 def _repeated_strings(labels: Sequence[str], counts: np.ndarray) -> pa.DictionaryArray:
