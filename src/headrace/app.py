@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from headrace.functions.spec import FunctionSpec
 from headrace.storage.keys import validate_bucket_name
 
 F = TypeVar("F", bound=Callable[..., Any])
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class App:
         self.name = name
         self.functions: dict[str, FunctionSpec] = {}
         self.triggers: list[ObjectTrigger] = []
+        self.state_machines: dict[str, dict[str, Any]] = {}
         self._names: dict[int, str] = {}
 
     # -- functions ----------------------------------------------------------------------------
@@ -123,6 +126,36 @@ class App:
         if function is None:
             return bind
         return bind(function)
+
+    # -- state machines -----------------------------------------------------------------------
+
+    def state_machine(self, name: str, definition: Any) -> dict[str, Any]:
+        """Register an Amazon States Language definition (JSON text, dict, or a file path).
+
+        It is validated now, every problem reported at once; its Task resources are checked
+        against the registered functions when the coordinator starts (`check_state_machines`).
+        """
+        from headrace.workflows.asl import load_definition, parse
+
+        if not _NAME.match(name):
+            raise AppError(
+                f"state machine {name!r}",
+                "names may hold only letters, digits, '-' and '_' (at most 80)",
+                "rename it",
+            )
+        raw = load_definition(definition)
+        parse(raw)
+        self.state_machines[name] = raw
+        return raw
+
+    def check_state_machines(self) -> None:
+        from headrace.workflows.asl import DefinitionError, Problem
+        from headrace.workflows.integrations import unknown_resources
+
+        for name, raw in self.state_machines.items():
+            problems = unknown_resources(raw["States"], set(self.functions))
+            if problems:
+                raise DefinitionError([Problem("$.States", None, f"{name}: {p}") for p in problems])
 
     def routes(self, bucket: str, key: str) -> list[str]:
         """Names of the functions an object-created event in bucket/key triggers."""

@@ -403,6 +403,119 @@ def dlq_redrive(
         console.print(f"  {inv_id}")
 
 
+# -- workflows --------------------------------------------------------------------------------
+
+
+@app.command("start-execution")
+def start_execution_cmd(
+    state_machine: Annotated[str, typer.Argument(help="State machine name.")],
+    input: Annotated[str, typer.Option("--input", help="Execution input, as JSON.")] = "{}",
+    name: Annotated[str | None, typer.Option(help="Execution name (default: a UUID).")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait until it ends and print its output.")] = False,
+) -> None:
+    """Start an execution of a registered state machine."""
+    from headrace.app import load_app
+    from headrace.workflows import api
+
+    try:
+        data = json.loads(input)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--input is not valid JSON: {exc}") from None
+    settings = _settings()
+    ledger = _ledger(settings)
+    arn = api.start_execution(ledger, load_app(settings), state_machine, data, name=name)
+    if not wait:
+        console.print(arn)
+        return
+    with console.status(f"running {arn}"):
+        row = api.wait_for(ledger, arn)
+    sys.stdout.write(json.dumps(row, default=str, indent=2) + "\n")
+    if row["status"] != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+@app.command()
+def executions(
+    state_machine: Annotated[str | None, typer.Option("--state-machine", "-s")] = None,
+    status: Annotated[str | None, typer.Option(help="RUNNING|SUCCEEDED|FAILED|…")] = None,
+    limit: Annotated[int, typer.Option()] = 50,
+    as_json: Json = False,
+) -> None:
+    """List executions, newest first."""
+    from headrace.ledger import executions as store
+
+    ledger = _ledger(_settings())
+    with ledger.reader.connect() as conn:
+        rows = store.list_executions(conn, state_machine=state_machine, status=status, limit=limit)
+    for row in rows:
+        row.pop("definition", None)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, default=str, indent=2) + "\n")
+        return
+    table = Table()
+    for col in ("name", "state machine", "status", "started", "took", "error"):
+        table.add_column(col)
+    for r in rows:
+        took = f"{r['stopped_at'] - r['started_at']:.2f}s" if r["stopped_at"] else "-"
+        table.add_row(
+            r["name"],
+            r["state_machine"],
+            r["status"],
+            _when(r["started_at"]),
+            took,
+            r["error"] or "",
+        )
+    console.print(table)
+
+
+@app.command("describe-execution")
+def describe_execution_cmd(execution: Annotated[str, typer.Argument(help="Name or ARN.")]) -> None:
+    """Status, input, output and error of one execution, as JSON."""
+    from headrace.workflows import api
+
+    row = api.describe_execution(_ledger(_settings()), execution)
+    sys.stdout.write(json.dumps(row, default=str, indent=2) + "\n")
+
+
+@app.command()
+def history(
+    execution: Annotated[str, typer.Argument(help="Name or ARN.")],
+    as_json: Json = False,
+) -> None:
+    """The execution's history events, as GetExecutionHistory lists them."""
+    from headrace.workflows import api
+
+    events = api.get_history(_ledger(_settings()), execution)
+    if as_json:
+        sys.stdout.write(json.dumps(events, default=str, indent=2) + "\n")
+        return
+    table = Table()
+    for col in ("id", "type", "scope", "when", "details"):
+        table.add_column(col)
+    for e in events:
+        table.add_row(
+            str(e["id"]),
+            e["type"],
+            e["scope"] or "-",
+            _when(e["timestamp"]),
+            escape(json.dumps(e["details"], default=str)[:100]),
+        )
+    console.print(table)
+
+
+@app.command("stop-execution")
+def stop_execution_cmd(
+    execution: Annotated[str, typer.Argument(help="Name or ARN.")],
+    error: Annotated[str, typer.Option()] = "",
+    cause: Annotated[str, typer.Option()] = "",
+) -> None:
+    """Abort a running execution."""
+    from headrace.workflows import api
+
+    row = api.stop_execution(_ledger(_settings()), execution, error=error, cause=cause)
+    console.print(f"{row['name']}: {row['status']}")
+
+
 def main() -> None:
     try:
         app()

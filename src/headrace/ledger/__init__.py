@@ -51,6 +51,9 @@ class NewInvocation:
     event_id: str | None = None
     idempotency_key: str | None = None
     id: str | None = None
+    execution_id: str | None = None
+    not_before: float | None = None  # do not run before this time (a delayed retry)
+    timeout: float | None = None
 
 
 @dataclass(slots=True)
@@ -61,6 +64,7 @@ class Claimed:
     attempt: int  # the number this attempt will have (1-based)
     max_attempts: int
     created_at: float
+    timeout: float | None = None
 
 
 class Ledger:
@@ -286,12 +290,14 @@ class Ledger:
                     "status": "pending",
                     "attempts": 0,
                     "max_attempts": item.max_attempts,
-                    "next_run_at": at if at is not None else now,
+                    "next_run_at": item.not_before or (at if at is not None else now),
                     "created_at": now,
                     "updated_at": now,
                     "event_id": item.event_id,
                     "idempotency_key": item.idempotency_key,
                     "source": item.source,
+                    "execution_id": item.execution_id,
+                    "timeout": item.timeout,
                 }
             )
         if rows:
@@ -315,6 +321,7 @@ class Ledger:
                 invocations.c.attempts,
                 invocations.c.max_attempts,
                 invocations.c.created_at,
+                invocations.c.timeout,
             )
             .where(
                 invocations.c.status == "pending",
@@ -340,7 +347,9 @@ class Ledger:
             )
         )
         return [
-            Claimed(r.id, r.function, r.payload, r.attempts + 1, r.max_attempts, r.created_at)
+            Claimed(
+                r.id, r.function, r.payload, r.attempts + 1, r.max_attempts, r.created_at, r.timeout
+            )
             for r in rows
         ]
 
@@ -399,7 +408,8 @@ class Ledger:
             for u in updates
         ]
         result = conn.execute(stmt, params)
-        dead = [u for u in updates if u["status"] == "dead"]
+        # a workflow's failed task is the state machine's to handle (Retry/Catch), not the DLQ's
+        dead = [u for u in updates if u["status"] == "dead" and u.get("dead_letter", True)]
         if dead:
             conn.execute(
                 insert(dead_letters),
@@ -419,6 +429,18 @@ class Ledger:
         return result.rowcount
 
     # -- reading ------------------------------------------------------------------------------
+
+    def invocations_by_key(self, conn: Connection, keys: Sequence[str]) -> dict[str, dict]:
+        """Invocations by idempotency key (a workflow task's token)."""
+        out: dict[str, dict] = {}
+        for start in range(0, len(keys), 500):
+            rows = conn.execute(
+                select(invocations).where(
+                    invocations.c.idempotency_key.in_(list(keys[start : start + 500]))
+                )
+            ).mappings()
+            out.update({r["idempotency_key"]: dict(r) for r in rows})
+        return out
 
     def get_invocation(self, invocation_id: str) -> dict[str, Any] | None:
         with self.reader.connect() as conn:

@@ -75,7 +75,9 @@ invocations = Table(
     Column("traceback", Text),
     Column("event_id", String(64)),
     Column("idempotency_key", String(255), unique=True),
-    Column("source", String(32), nullable=False),  # object | invoke | redrive | api
+    Column("source", String(32), nullable=False),  # object | invoke | redrive | api | workflow
+    Column("execution_id", String(255)),  # set when a workflow Task state runs this invocation
+    Column("timeout", Float),  # a Task state's TimeoutSeconds, when shorter than the function's
     Index("ix_invocations_ready", "status", "function", "next_run_at"),
     Index("ix_invocations_function_created", "function", "created_at"),
     Index("ix_invocations_lease", "lease_owner", "status"),
@@ -116,4 +118,36 @@ dead_letters = Table(
     Column("created_at", Float, nullable=False),
     Column("redriven_at", Float),
     Index("ix_dead_letters_function", "function", "created_at"),
+)
+
+# Workflow executions and their event-sourced history (see headrace.workflows.interpreter).
+executions = Table(
+    "executions",
+    metadata,
+    Column("id", String(255), primary_key=True),  # execution ARN
+    Column("name", String(80), nullable=False),
+    Column("state_machine", String(80), nullable=False),
+    Column("definition", Text, nullable=False),  # the ASL it started with (JSON)
+    Column(
+        "status", String(16), nullable=False
+    ),  # RUNNING | SUCCEEDED | FAILED | TIMED_OUT | ABORTED
+    Column("input", Text, nullable=False),
+    Column("output", Text),
+    Column("error", Text),
+    Column("cause", Text),
+    Column("started_at", Float, nullable=False),
+    Column("stopped_at", Float),
+    Index("ix_executions_status", "status", "started_at"),
+    Index("ix_executions_machine", "state_machine", "started_at"),
+)
+
+history = Table(
+    "history",
+    metadata,
+    Column("execution_id", String(255), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("type", String(64), nullable=False),
+    Column("timestamp", Float, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("details", Text, nullable=False),  # JSON
 )

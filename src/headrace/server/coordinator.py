@@ -28,6 +28,7 @@ from headrace.functions.spec import FunctionSpec
 from headrace.ledger import Claimed, Ledger, NewInvocation, new_id
 from headrace.server.metrics import Metrics, serve_metrics
 from headrace.storage import ChangeWatcher, ObjectInfo, ObjectStore
+from headrace.workflows.driver import WorkflowDriver
 
 log = logging.getLogger("headrace.coordinator")
 
@@ -100,6 +101,7 @@ class Coordinator:
         self._maybe_pending: set[str] = set()
         self._carry: list[Outcome] = []
         self._watcher: ChangeWatcher | None = None
+        self.workflows = WorkflowDriver(self.ledger, app)
         self._logs_dir = settings.logs_dir
         self._tmp_root = settings.tmp_root
         self.ready = threading.Event()
@@ -119,6 +121,7 @@ class Coordinator:
             self._drain(drain_timeout)
 
     def _start(self) -> None:
+        self.app.check_state_machines()
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self._tmp_root.mkdir(parents=True, exist_ok=True)
         if self.settings.metrics:
@@ -158,7 +161,8 @@ class Coordinator:
         next_poll = 0.0
         while True:
             now = time.time()
-            timeout = max(0.0, min(next_heartbeat, next_poll) - now)
+            timer = self.workflows.next_timer() or next_poll
+            timeout = max(0.0, min(next_heartbeat, next_poll, timer) - now)
             self._wake.wait(timeout)
             self._wake.clear()
             stopping = self._stop.is_set()
@@ -178,6 +182,7 @@ class Coordinator:
             except Exception as exc:  # the ledger was busy or briefly unreachable: try again
                 log.exception("coordinator turn failed; retrying")
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                self.workflows.reset()  # its memory may be ahead of the rolled-back ledger
                 for info in objects:
                     self._objects.put(info)
                 self._requeue_outcomes(outcomes)
@@ -225,6 +230,12 @@ class Coordinator:
                 self.ledger.heartbeat(self.id, self.settings.lease_seconds, conn)
             if poll:
                 self._maybe_pending |= self.ledger.pending_functions(conn, time.time())
+                self.workflows.refresh(conn)
+            if not stopping:
+                tasks = self.workflows.advance(conn, time.time())
+                if tasks:
+                    self.ledger.enqueue(tasks, conn)
+                    self._maybe_pending.update(t.function for t in tasks)
             claims = [] if stopping else self._claim(conn)
         self._after_commit(updates, outcomes)
         return claims
@@ -366,7 +377,7 @@ class Coordinator:
                 "tmp_root": str(self._tmp_root),
                 "storage_url": self.store.url,
             },
-            timeout=spec.timeout,
+            timeout=min(spec.timeout, claim.timeout) if claim.timeout else spec.timeout,
             memory_limit_mb=spec.memory,
             sys_path=[str(self.settings.project_dir)],
             tag=spec.name,
@@ -422,6 +433,16 @@ class Coordinator:
             else:
                 update["status"] = "dead"
             updates.append(update)
+            if self.workflows.owns(claim.id) and update["status"] != "pending":
+                update["dead_letter"] = False
+                self.workflows.finished(
+                    conn,
+                    claim.id,
+                    update["status"],
+                    update.get("result"),
+                    outcome.error,
+                    outcome.traceback,
+                )
         self.ledger.record_attempts(conn, attempt_rows)
         self.ledger.finish(conn, self.id, updates)
         return updates

@@ -1,0 +1,140 @@
+"""Workflow executions in the ledger: the execution rows and their append-only history."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from headrace.ledger.schema import executions, history
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def start_execution(
+    conn: Connection,
+    *,
+    execution_id: str,
+    name: str,
+    state_machine: str,
+    definition: dict[str, Any],
+    input: Any,
+    seed: int,
+) -> None:
+    now = time.time()
+    conn.execute(
+        insert(executions).values(
+            id=execution_id,
+            name=name,
+            state_machine=state_machine,
+            definition=_dumps(definition),
+            status="RUNNING",
+            input=_dumps(input),
+            started_at=now,
+        )
+    )
+    append_events(
+        conn,
+        execution_id,
+        [(1, "ExecutionStarted", now, "", {"input": input, "seed": seed})],
+    )
+
+
+def append_events(
+    conn: Connection, execution_id: str, events: list[tuple[int, str, float, str, dict[str, Any]]]
+) -> None:
+    """Append (seq, type, timestamp, scope, details); the primary key refuses a second writer."""
+    if events:
+        conn.execute(
+            insert(history),
+            [
+                {
+                    "execution_id": execution_id,
+                    "seq": seq,
+                    "type": kind,
+                    "timestamp": ts,
+                    "scope": scope,
+                    "details": _dumps(details),
+                }
+                for seq, kind, ts, scope, details in events
+            ],
+        )
+
+
+def finish_execution(
+    conn: Connection,
+    execution_id: str,
+    status: str,
+    output: Any,
+    error: str | None,
+    cause: str | None,
+) -> None:
+    conn.execute(
+        update(executions)
+        .where(executions.c.id == execution_id, executions.c.status == "RUNNING")
+        .values(
+            status=status,
+            output=None if output is None and status != "SUCCEEDED" else _dumps(output),
+            error=error,
+            cause=cause,
+            stopped_at=time.time(),
+        )
+    )
+
+
+def running_ids(conn: Connection) -> list[str]:
+    return [
+        r[0] for r in conn.execute(select(executions.c.id).where(executions.c.status == "RUNNING"))
+    ]
+
+
+def load(conn: Connection, execution_id: str) -> tuple[dict[str, Any], list[tuple]] | None:
+    row = conn.execute(select(executions).where(executions.c.id == execution_id)).mappings().first()
+    if row is None:
+        return None
+    events = conn.execute(
+        select(
+            history.c.seq, history.c.type, history.c.timestamp, history.c.scope, history.c.details
+        )
+        .where(history.c.execution_id == execution_id)
+        .order_by(history.c.seq)
+    ).all()
+    return dict(row), [(s, t, ts, sc, json.loads(d)) for s, t, ts, sc, d in events]
+
+
+def list_executions(
+    conn: Connection,
+    *,
+    state_machine: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    query = select(executions).order_by(executions.c.started_at.desc()).limit(limit)
+    if state_machine:
+        query = query.where(executions.c.state_machine == state_machine)
+    if status:
+        query = query.where(executions.c.status == status)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def find(conn: Connection, name_or_id: str) -> dict[str, Any] | None:
+    row = (
+        conn.execute(
+            select(executions).where(
+                (executions.c.id == name_or_id) | (executions.c.name == name_or_id)
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+def history_length(conn: Connection, execution_id: str) -> int:
+    return conn.execute(
+        select(func.count()).select_from(history).where(history.c.execution_id == execution_id)
+    ).scalar_one()

@@ -1,0 +1,107 @@
+"""Starting, reading and stopping executions in the ledger (what the CLI and scripts call)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from headrace.app import App
+from headrace.errors import AppError, HeadraceError
+from headrace.ledger import Ledger
+from headrace.ledger import executions as store
+
+
+class ExecutionError(HeadraceError):
+    """An execution cannot be started, found or stopped."""
+
+
+def execution_arn(state_machine: str, name: str) -> str:
+    return f"arn:aws:states:local:000000000000:execution:{state_machine}:{name}"
+
+
+def start_execution(
+    ledger: Ledger, app: App, state_machine: str, input: Any = None, *, name: str | None = None
+) -> str:
+    """Record a new execution; the running coordinator picks it up. Returns its ARN."""
+    raw = app.state_machines.get(state_machine)
+    if raw is None:
+        known = ", ".join(sorted(app.state_machines)) or "none"
+        raise AppError(
+            f"state machine {state_machine!r}",
+            f"is not registered (known: {known})",
+            "check the name",
+        )
+    name = name or str(uuid.uuid4())
+    arn = execution_arn(state_machine, name)
+    try:
+        with ledger.begin() as conn:
+            store.start_execution(
+                conn,
+                execution_id=arn,
+                name=name,
+                state_machine=state_machine,
+                definition=raw,
+                input={} if input is None else input,
+                seed=random.randrange(2**31),
+            )
+    except IntegrityError:
+        raise ExecutionError(
+            f"execution {name!r}", "already exists", "choose another --name, or omit it"
+        ) from None
+    return arn
+
+
+def describe_execution(ledger: Ledger, name_or_arn: str) -> dict[str, Any]:
+    with ledger.reader.connect() as conn:
+        row = store.find(conn, name_or_arn)
+    if row is None:
+        raise ExecutionError(
+            f"execution {name_or_arn!r}", "does not exist", "check the name or ARN"
+        )
+    for key in ("input", "output"):
+        if row.get(key) is not None:
+            row[key] = json.loads(row[key])
+    row.pop("definition", None)
+    return row
+
+
+def get_history(ledger: Ledger, name_or_arn: str) -> list[dict[str, Any]]:
+    execution = describe_execution(ledger, name_or_arn)
+    with ledger.reader.connect() as conn:
+        loaded = store.load(conn, execution["id"])
+    assert loaded is not None
+    return [
+        {"id": seq, "type": kind, "timestamp": ts, "scope": scope, "details": details}
+        for seq, kind, ts, scope, details in loaded[1]
+    ]
+
+
+def stop_execution(
+    ledger: Ledger, name_or_arn: str, *, error: str = "", cause: str = ""
+) -> dict[str, Any]:
+    execution = describe_execution(ledger, name_or_arn)
+    if execution["status"] != "RUNNING":
+        return execution
+    with ledger.begin() as conn:
+        seq = store.history_length(conn, execution["id"]) + 1
+        store.append_events(
+            conn,
+            execution["id"],
+            [(seq, "ExecutionAborted", time.time(), "", {"error": error, "cause": cause})],
+        )
+        store.finish_execution(conn, execution["id"], "ABORTED", None, error or None, cause or None)
+    return describe_execution(ledger, execution["id"])
+
+
+def wait_for(ledger: Ledger, name_or_arn: str, timeout: float = 600) -> dict[str, Any]:
+    deadline = time.time() + timeout
+    while True:
+        row = describe_execution(ledger, name_or_arn)
+        if row["status"] != "RUNNING" or time.time() >= deadline:
+            return row
+        time.sleep(0.05)

@@ -1,0 +1,871 @@
+"""Load, validate and parse Amazon States Language definitions (JSONPath query language).
+
+:func:`validate` reports every problem at once and never raises; :func:`parse` raises one
+:class:`DefinitionError` listing them all. Each :class:`Problem` names a JSON path into the
+definition (``$.States.Fetch.Next``) so an editor or a log line points at the spot.
+
+Validation recurses into Parallel ``Branches`` and Map ``ItemProcessor``/``Iterator``: each is
+its own scope, with its own ``StartAt`` and state names, and ``Next`` may not leave it.
+
+Where AWS is silent, or where headrace deliberately narrows what it accepts:
+
+* ``QueryLanguage: "JSONata"``, ``Assign`` (workflow variables), JSONata-only fields
+  (``Arguments``, ``Output``, ``Condition``, ``Items``) are reported as unsupported.
+* ``Parameters``, ``ItemSelector``, ``ResultSelector`` and ``Credentials`` must be JSON objects.
+* ``ResultPath``, ``ItemsPath`` and every ``...Path`` field that names a single value
+  (``SecondsPath``, ``TimeoutSecondsPath``...) must be reference paths; ``InputPath`` and
+  ``OutputPath`` may use full JSONPath (filters, wildcards), as AWS accepts there.
+* An ``ErrorEquals`` entry starting with ``States.`` must be a predefined error name; that catches
+  typos such as ``States.All`` that would otherwise never match.
+* Distributed-Map-only fields (ItemReader, ItemBatcher, ResultWriter, ToleratedFailure*, Label)
+  are checked for shape but accepted in INLINE mode too.
+* State names are at most 80 characters, as AWS's quota says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from headrace.errors import HeadraceError
+from headrace.workflows.choice import (
+    BOOLEAN_OPS,
+    COMPARISON_OPS,
+    NUMERIC_OPS,
+    STRING_OPS,
+    TIMESTAMP_OPS,
+    TYPE_TESTS,
+    is_timestamp,
+)
+from headrace.workflows.errors import ALL, KNOWN_ERRORS
+from headrace.workflows.intrinsics import is_intrinsic, parse_intrinsic
+from headrace.workflows.paths import is_reference_path, is_valid_path
+
+MAX_STATE_NAME = 80
+MAX_SECONDS = 99_999_999
+
+_COMMON = {"Type", "Comment", "QueryLanguage"}
+_IO = {"InputPath", "OutputPath"}
+_FLOW = {"Next", "End"}
+_ALLOWED: dict[str, set[str]] = {
+    "Pass": _COMMON | _IO | _FLOW | {"ResultPath", "Parameters", "Result"},
+    "Task": _COMMON
+    | _IO
+    | _FLOW
+    | {
+        "ResultPath",
+        "Parameters",
+        "ResultSelector",
+        "Resource",
+        "Retry",
+        "Catch",
+        "TimeoutSeconds",
+        "TimeoutSecondsPath",
+        "HeartbeatSeconds",
+        "HeartbeatSecondsPath",
+        "Credentials",
+    },
+    "Choice": _COMMON | _IO | {"Choices", "Default"},
+    "Wait": _COMMON | _IO | _FLOW | {"Seconds", "Timestamp", "SecondsPath", "TimestampPath"},
+    "Succeed": _COMMON | _IO,
+    "Fail": _COMMON | {"Error", "Cause", "ErrorPath", "CausePath"},
+    "Parallel": _COMMON
+    | _IO
+    | _FLOW
+    | {
+        "ResultPath",
+        "Parameters",
+        "ResultSelector",
+        "Branches",
+        "Retry",
+        "Catch",
+    },
+    "Map": _COMMON
+    | _IO
+    | _FLOW
+    | {
+        "ResultPath",
+        "Parameters",
+        "ResultSelector",
+        "ItemsPath",
+        "ItemSelector",
+        "ItemProcessor",
+        "Iterator",
+        "ItemReader",
+        "ItemBatcher",
+        "ResultWriter",
+        "MaxConcurrency",
+        "MaxConcurrencyPath",
+        "ToleratedFailurePercentage",
+        "ToleratedFailurePercentagePath",
+        "ToleratedFailureCount",
+        "ToleratedFailureCountPath",
+        "Label",
+        "Retry",
+        "Catch",
+    },
+}
+_UNSUPPORTED = {
+    "Assign": "workflow variables (Assign) are not supported by headrace",
+    "Arguments": "Arguments belongs to the JSONata query language, which headrace does not run",
+    "Output": "Output belongs to the JSONata query language, which headrace does not run",
+    "Items": "Items belongs to the JSONata query language, which headrace does not run",
+}
+_TOP_LEVEL = {"StartAt", "States", "Comment", "TimeoutSeconds", "Version", "QueryLanguage"}
+_SUB_MACHINE = {"StartAt", "States", "Comment", "ProcessorConfig"}
+_RETRIER = {
+    "ErrorEquals",
+    "IntervalSeconds",
+    "MaxAttempts",
+    "BackoffRate",
+    "MaxDelaySeconds",
+    "JitterStrategy",
+    "Comment",
+}
+_CATCHER = {"ErrorEquals", "Next", "ResultPath", "Comment"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a definition: where (a JSON path), which state, and what."""
+
+    path: str
+    state: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f" (state {self.state!r})" if self.state else ""
+        return f"{self.path}{where}: {self.message}"
+
+
+class DefinitionError(HeadraceError):
+    """A state machine definition is not valid; ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[Problem], subject: str = "state machine definition") -> None:
+        self.problems = list(problems)
+        count = len(self.problems)
+        reason = f"{count} problem{'s' if count != 1 else ''}:\n" + "\n".join(
+            str(p) for p in self.problems
+        )
+        super().__init__(subject, reason, "correct the fields named above")
+
+    def __reduce__(self):
+        return (self.__class__, (self.problems, self.subject))
+
+
+@dataclass
+class StateMachine:
+    """A validated definition: its top-level fields, and the raw JSON for the interpreter."""
+
+    start_at: str
+    states: dict[str, dict]
+    timeout_seconds: float | None
+    comment: str | None
+    raw: dict
+
+    def state(self, name: str) -> dict:
+        try:
+            return self.states[name]
+        except KeyError:
+            raise KeyError(f"no state named {name!r} in this state machine") from None
+
+
+# ---------------------------------------------------------------------------------- loading
+
+
+def load_definition(definition: str | dict | os.PathLike) -> dict:
+    """The definition as a dict, from JSON text, a dict, or a file path."""
+    if isinstance(definition, dict):
+        return definition
+    if isinstance(definition, bytes):
+        definition = definition.decode("utf-8", errors="replace")
+    if isinstance(definition, os.PathLike) or _looks_like_file(definition):
+        try:
+            text = Path(definition).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DefinitionError(
+                [Problem("$", None, f"cannot read {definition}: {exc}")]
+            ) from None
+    elif isinstance(definition, str):
+        text = definition
+    else:
+        raise DefinitionError(
+            [
+                Problem(
+                    "$",
+                    None,
+                    f"a definition is JSON text, a dict or a file path, "
+                    f"not {type(definition).__name__}",
+                )
+            ]
+        )
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DefinitionError(
+            [Problem("$", None, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")]
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise DefinitionError([Problem("$", None, f"invalid JSON: {exc}")]) from None
+    if not isinstance(data, dict):
+        raise DefinitionError(
+            [Problem("$", None, f"a definition is a JSON object, not {_json_type(data)}")]
+        )
+    return data
+
+
+def _looks_like_file(text: Any) -> bool:
+    """A string that names a file rather than holding JSON text."""
+    if not isinstance(text, str) or "\n" in text or len(text) > 4096:
+        return False
+    stripped = text.strip()
+    if not stripped or stripped[0] in "{[":
+        return False
+    try:
+        if Path(text).is_file():
+            return True
+    except (OSError, ValueError):  # e.g. an embedded NUL byte
+        return False
+    # a missing file deserves "cannot read", not "invalid JSON at line 1 column 1"
+    return text.endswith((".json", ".asl")) or os.sep in text
+
+
+# ------------------------------------------------------------------------------- validation
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _key(base: str, name: Any) -> str:
+    if isinstance(name, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        return f"{base}.{name}"
+    return f"{base}[{json.dumps(name) if isinstance(name, str) else name}]"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class _Validator:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def add(self, path: str, state: str | None, message: str) -> None:
+        self.problems.append(Problem(path, state, message))
+
+    # -- top level and scopes
+
+    def machine(self, data: dict) -> None:
+        for key in data:
+            if key not in _TOP_LEVEL:
+                self.add(_key("$", key), None, f"unknown top-level field {key!r}")
+        if "TimeoutSeconds" in data:
+            self.positive_int(data["TimeoutSeconds"], "$.TimeoutSeconds", None)
+        if "Version" in data and not isinstance(data["Version"], str):
+            self.add("$.Version", None, "Version must be a string")
+        if "Comment" in data and not isinstance(data["Comment"], str):
+            self.add("$.Comment", None, "Comment must be a string")
+        self.query_language(data, "$", None)
+        self.scope(data, "$")
+
+    def query_language(self, obj: dict, base: str, state: str | None) -> None:
+        if "QueryLanguage" not in obj:
+            return
+        value = obj["QueryLanguage"]
+        if value == "JSONata":
+            self.add(
+                base + ".QueryLanguage",
+                state,
+                "the JSONata query language is not supported by headrace; use JSONPath",
+            )
+        elif value != "JSONPath":
+            self.add(base + ".QueryLanguage", state, "QueryLanguage must be JSONPath or JSONata")
+
+    def scope(self, data: dict, base: str) -> None:
+        start = data.get("StartAt")
+        states = data.get("States")
+        if "StartAt" not in data:
+            self.add(base, None, "StartAt is required")
+        elif not isinstance(start, str):
+            self.add(base + ".StartAt", None, "StartAt must be a string naming a state")
+        if "States" not in data:
+            self.add(base, None, "States is required")
+            return
+        if not isinstance(states, dict):
+            self.add(base + ".States", None, f"States must be an object, not {_json_type(states)}")
+            return
+        if not states:
+            self.add(base + ".States", None, "States must contain at least one state")
+        names = set(states)
+        if isinstance(start, str) and states and start not in names:
+            self.add(base + ".StartAt", None, f"StartAt names {start!r}, which is not a state")
+        for name, state in states.items():
+            spath = _key(base + ".States", name)
+            if len(name) > MAX_STATE_NAME:
+                self.add(spath, name, f"a state name is at most {MAX_STATE_NAME} characters")
+            if not isinstance(state, dict):
+                self.add(spath, name, f"a state must be an object, not {_json_type(state)}")
+                continue
+            self.state(name, state, spath, names)
+        if isinstance(start, str) and start in names:
+            reachable = self.reachable(start, states)
+            for name in states:
+                if name not in reachable:
+                    self.add(
+                        _key(base + ".States", name),
+                        name,
+                        f"state {name!r} is unreachable from StartAt {start!r}",
+                    )
+
+    @staticmethod
+    def reachable(start: str, states: dict) -> set[str]:
+        seen = {start}
+        todo = [start]
+        while todo:
+            state = states.get(todo.pop())
+            if not isinstance(state, dict):
+                continue
+            for target in _targets(state):
+                if target in states and target not in seen:
+                    seen.add(target)
+                    todo.append(target)
+        return seen
+
+    # -- states
+
+    def state(self, name: str, state: dict, spath: str, names: set[str]) -> None:
+        kind = state.get("Type")
+        if "Type" not in state:
+            self.add(spath, name, "Type is required")
+            return
+        if not isinstance(kind, str) or kind not in _ALLOWED:
+            self.add(
+                spath + ".Type",
+                name,
+                f"unknown Type {kind!r}; expected one of " + ", ".join(_ALLOWED),
+            )
+            return
+        for key in state:
+            if key in _UNSUPPORTED:
+                self.add(_key(spath, key), name, _UNSUPPORTED[key])
+            elif key not in _ALLOWED[kind]:
+                self.add(_key(spath, key), name, f"field {key!r} is not allowed in a {kind} state")
+        if "Comment" in state and not isinstance(state["Comment"], str):
+            self.add(spath + ".Comment", name, "Comment must be a string")
+        self.query_language(state, spath, name)
+        if kind not in ("Choice", "Succeed", "Fail"):
+            self.transition(name, state, spath, names)
+        self.io_paths(name, state, spath)
+        for field in ("Parameters", "ResultSelector", "ItemSelector", "Credentials"):
+            if field in state and field in _ALLOWED[kind]:
+                self.template(name, state[field], _key(spath, field), field)
+        if "Retry" in state and "Retry" in _ALLOWED[kind]:
+            self.retry(name, state["Retry"], spath + ".Retry")
+        if "Catch" in state and "Catch" in _ALLOWED[kind]:
+            self.catch(name, state["Catch"], spath + ".Catch", names)
+        getattr(self, "state_" + kind)(name, state, spath, names)
+
+    def transition(self, name: str, state: dict, spath: str, names: set[str]) -> None:
+        has_next, has_end = "Next" in state, "End" in state
+        if has_next and has_end:
+            self.add(spath, name, "a state has either Next or End, not both")
+        elif not has_next and not has_end:
+            self.add(spath, name, "Next or End is required")
+        if has_end and state["End"] is not True:
+            self.add(spath + ".End", name, "End must be true")
+        if has_next:
+            self.target(name, state["Next"], spath + ".Next", names)
+
+    def target(self, name: str | None, value: Any, path: str, names: set[str]) -> None:
+        if not isinstance(value, str):
+            self.add(
+                path, name, f"a transition target must be a state name, not {_json_type(value)}"
+            )
+        elif value not in names:
+            self.add(path, name, f"{value!r} is not a state in this scope")
+
+    def io_paths(self, name: str, state: dict, spath: str) -> None:
+        for field in ("InputPath", "OutputPath"):
+            if field in state:
+                value = state[field]
+                if value is not None and not is_valid_path(value):
+                    self.add(_key(spath, field), name, f"{field} must be a JSONPath or null")
+        if "ResultPath" in state and "ResultPath" in _ALLOWED[state["Type"]]:
+            self.result_path(name, state["ResultPath"], spath + ".ResultPath")
+
+    def result_path(self, name: str | None, value: Any, path: str) -> None:
+        if value is not None and (not is_reference_path(value) or value.startswith("$$")):
+            self.add(
+                path,
+                name,
+                "ResultPath must be a reference path into the input (like $.result) or null",
+            )
+
+    def reference_path(self, name: str, state: dict, field: str, spath: str) -> None:
+        if field in state and not is_reference_path(state[field]):
+            self.add(_key(spath, field), name, f"{field} must be a reference path like $.value")
+
+    def template(self, name: str, value: Any, path: str, field: str, top: bool = True) -> None:
+        if top and not isinstance(value, dict):
+            self.add(path, name, f"{field} must be an object, not {_json_type(value)}")
+            return
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                kpath = _key(path, key)
+                if isinstance(key, str) and key.endswith(".$"):
+                    self.dynamic(name, sub, kpath)
+                else:
+                    self.template(name, sub, kpath, field, top=False)
+        elif isinstance(value, list):
+            for i, sub in enumerate(value):
+                self.template(name, sub, f"{path}[{i}]", field, top=False)
+
+    def dynamic(self, name: str | None, value: Any, path: str) -> None:
+        if not isinstance(value, str):
+            self.add(
+                path,
+                name,
+                "a field ending in .$ takes a path or an intrinsic function "
+                f"string, not {_json_type(value)}",
+            )
+        elif is_intrinsic(value):
+            try:
+                parse_intrinsic(value)
+            except ValueError as exc:
+                self.add(path, name, str(exc))
+        elif not is_valid_path(value):
+            self.add(path, name, f"{value!r} is neither a JSONPath nor an intrinsic function")
+
+    # -- Retry / Catch
+
+    def error_equals(self, name: str, entry: dict, path: str, last: bool) -> None:
+        names = entry.get("ErrorEquals")
+        if "ErrorEquals" not in entry:
+            self.add(path, name, "ErrorEquals is required")
+            return
+        if not isinstance(names, list) or not names:
+            self.add(path + ".ErrorEquals", name, "ErrorEquals must be a non-empty array")
+            return
+        for i, error in enumerate(names):
+            epath = f"{path}.ErrorEquals[{i}]"
+            if not isinstance(error, str) or not error:
+                self.add(epath, name, "an error name must be a non-empty string")
+            elif error.startswith("States.") and error not in KNOWN_ERRORS:
+                self.add(epath, name, f"{error!r} is not a predefined States error name")
+        if ALL in names:
+            if len(names) != 1:
+                self.add(path + ".ErrorEquals", name, "States.ALL must appear alone in ErrorEquals")
+            if not last:
+                self.add(
+                    path + ".ErrorEquals", name, "States.ALL must be in the last retrier or catcher"
+                )
+
+    def entries(self, name: str, value: Any, path: str, label: str) -> list[tuple[int, dict]]:
+        if not isinstance(value, list):
+            self.add(path, name, f"{label} must be an array, not {_json_type(value)}")
+            return []
+        out = []
+        for i, entry in enumerate(value):
+            if not isinstance(entry, dict):
+                self.add(f"{path}[{i}]", name, f"a {label} entry must be an object")
+            else:
+                out.append((i, entry))
+        return out
+
+    def retry(self, name: str, value: Any, path: str) -> None:
+        count = len(value) if isinstance(value, list) else 0
+        for i, retrier in self.entries(name, value, path, "Retry"):
+            rpath = f"{path}[{i}]"
+            for key in retrier:
+                if key not in _RETRIER:
+                    self.add(_key(rpath, key), name, f"field {key!r} is not allowed in a retrier")
+            self.error_equals(name, retrier, rpath, i == count - 1)
+            if "IntervalSeconds" in retrier:
+                v = retrier["IntervalSeconds"]
+                if not _is_int(v) or not 1 <= v <= MAX_SECONDS:
+                    self.add(
+                        rpath + ".IntervalSeconds",
+                        name,
+                        "IntervalSeconds must be an integer of at least 1",
+                    )
+            if "MaxAttempts" in retrier:
+                v = retrier["MaxAttempts"]
+                if not _is_int(v) or not 0 <= v <= MAX_SECONDS:
+                    self.add(
+                        rpath + ".MaxAttempts", name, "MaxAttempts must be a non-negative integer"
+                    )
+            if "BackoffRate" in retrier:
+                v = retrier["BackoffRate"]
+                if not _is_number(v) or v < 1.0:
+                    self.add(
+                        rpath + ".BackoffRate", name, "BackoffRate must be a number of at least 1.0"
+                    )
+            if "MaxDelaySeconds" in retrier:
+                v = retrier["MaxDelaySeconds"]
+                if not _is_int(v) or not 0 < v < 31_622_401:
+                    self.add(
+                        rpath + ".MaxDelaySeconds",
+                        name,
+                        "MaxDelaySeconds must be a positive integer below 31622401",
+                    )
+            if "JitterStrategy" in retrier and retrier["JitterStrategy"] not in ("FULL", "NONE"):
+                self.add(rpath + ".JitterStrategy", name, "JitterStrategy must be FULL or NONE")
+
+    def catch(self, name: str, value: Any, path: str, names: set[str]) -> None:
+        count = len(value) if isinstance(value, list) else 0
+        for i, catcher in self.entries(name, value, path, "Catch"):
+            cpath = f"{path}[{i}]"
+            for key in catcher:
+                if key not in _CATCHER:
+                    self.add(_key(cpath, key), name, f"field {key!r} is not allowed in a catcher")
+            self.error_equals(name, catcher, cpath, i == count - 1)
+            if "Next" not in catcher:
+                self.add(cpath, name, "a catcher needs Next")
+            else:
+                self.target(name, catcher["Next"], cpath + ".Next", names)
+            if "ResultPath" in catcher:
+                self.result_path(name, catcher["ResultPath"], cpath + ".ResultPath")
+
+    # -- per type
+
+    def positive_int(self, value: Any, path: str, name: str | None, minimum: int = 1) -> bool:
+        if not _is_int(value) or not minimum <= value <= MAX_SECONDS:
+            what = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
+            self.add(path, name, f"must be {what}")
+            return False
+        return True
+
+    def one_of(self, name: str, state: dict, spath: str, fields: tuple[str, ...]) -> None:
+        present = [f for f in fields if f in state]
+        if len(present) > 1:
+            self.add(spath, name, " and ".join(present) + " cannot be used together")
+
+    def state_Pass(self, name: str, state: dict, spath: str, names: set[str]) -> None:
+        pass
+
+    def state_Succeed(self, name: str, state: dict, spath: str, names: set[str]) -> None:
+        pass
+
+    def state_Task(self, name: str, state: dict, spath: str, names: set[str]) -> None:
+        resource = state.get("Resource")
+        if "Resource" not in state:
+            self.add(spath, name, "a Task state needs Resource")
+        elif not isinstance(resource, str) or not resource:
+            self.add(spath + ".Resource", name, "Resource must be a non-empty string")
+        for field in ("TimeoutSeconds", "HeartbeatSeconds"):
+            self.one_of(name, state, spath, (field, field + "Path"))
+            if field in state:
+                self.positive_int(state[field], f"{spath}.{field}", name)
+            self.reference_path(name, state, field + "Path", spath)
+        timeout, heartbeat = state.get("TimeoutSeconds"), state.get("HeartbeatSeconds")
+        if _is_int(timeout) and _is_int(heartbeat) and heartbeat >= timeout:
+            self.add(
+                spath + ".HeartbeatSeconds",
+                name,
+                "HeartbeatSeconds must be smaller than TimeoutSeconds",
+            )
+
+    def state_Wait(self, name: str, state: dict, spath: str, names: set[str]) -> None:
+        fields = ("Seconds", "Timestamp", "SecondsPath", "TimestampPath")
+        present = [f for f in fields if f in state]
+        if len(present) != 1:
+            self.add(spath, name, "a Wait state needs exactly one of " + ", ".join(fields))
+        if "Seconds" in state:
+            self.positive_int(state["Seconds"], spath + ".Seconds", name, minimum=0)
+        if "Timestamp" in state and not is_timestamp(state["Timestamp"]):
+            self.add(
+                spath + ".Timestamp",
+                name,
+                "Timestamp must be an RFC 3339 time like 2016-03-14T01:59:00Z",
+            )
+        for field in ("SecondsPath", "TimestampPath"):
+            self.reference_path(name, state, field, spath)
+
+    def state_Fail(self, name: str, state: dict, spath: str, names: set[str]) -> None:
+        for field in ("Error", "Cause"):
+            self.one_of(name, state, spath, (field, field + "Path"))
+            if field in state and not isinstance(state[field], str):
+                self.add(f"{spath}.{field}", name, f"{field} must be a string")
+            pfield = field + "Path"
+            if pfield in state:
+                value = state[pfield]
+                if isinstance(value, str) and is_intrinsic(value):
+                    self.dynamic(name, value, f"{spath}.{pfield}")
+                elif not is_reference_path(value):
+                    self.add(
+                        f"{spath}.{pfield}",
+                        name,
+                        f"{pfield} must be a reference path or an intrinsic function",
+                    )
+
+    def state_Choice(self, name: str, state: dict, spath: str, names: set[str]) -> None:
+        choices = state.get("Choices")
+        if "Choices" not in state:
+            self.add(spath, name, "a Choice state needs Choices")
+        elif not isinstance(choices, list) or not choices:
+            self.add(spath + ".Choices", name, "Choices must be a non-empty array")
+        else:
+            for i, rule in enumerate(choices):
+                self.rule(name, rule, f"{spath}.Choices[{i}]", names, top=True)
+        if "Default" in state:
+            self.target(name, state["Default"], spath + ".Default", names)
+
+    def rule(self, name: str, rule: Any, path: str, names: set[str], top: bool) -> None:
+        if not isinstance(rule, dict):
+            self.add(path, name, f"a Choice rule must be an object, not {_json_type(rule)}")
+            return
+        if top:
+            if "Next" not in rule:
+                self.add(path, name, "a Choice rule needs Next")
+            else:
+                self.target(name, rule["Next"], path + ".Next", names)
+        elif "Next" in rule:
+            self.add(path + ".Next", name, "only top-level Choice rules have Next")
+        if "Condition" in rule:
+            self.add(
+                path + ".Condition",
+                name,
+                "Condition belongs to the JSONata query language, which headrace does not run",
+            )
+        combinators = [k for k in ("And", "Or", "Not") if k in rule]
+        operators = [k for k in rule if k in COMPARISON_OPS]
+        allowed = {"Next", "Comment", "Variable", "And", "Or", "Not", "Condition", "Assign"}
+        for key in rule:
+            if key not in allowed and key not in COMPARISON_OPS:
+                self.add(_key(path, key), name, f"unknown Choice rule field {key!r}")
+            elif key == "Assign":
+                self.add(path + ".Assign", name, _UNSUPPORTED["Assign"])
+        if combinators:
+            if len(combinators) > 1 or operators or "Variable" in rule:
+                self.add(
+                    path,
+                    name,
+                    "a Choice rule has one of And, Or, Not, or a Variable "
+                    "with one comparison operator",
+                )
+            kind = combinators[0]
+            sub = rule[kind]
+            if kind == "Not":
+                self.rule(name, sub, path + ".Not", names, top=False)
+            elif not isinstance(sub, list) or not sub:
+                self.add(f"{path}.{kind}", name, f"{kind} must be a non-empty array of rules")
+            else:
+                for i, item in enumerate(sub):
+                    self.rule(name, item, f"{path}.{kind}[{i}]", names, top=False)
+            return
+        if "Condition" in rule:
+            return
+        if "Variable" not in rule:
+            self.add(path, name, "a Choice rule needs Variable, or And, Or, Not")
+        elif not is_valid_path(rule["Variable"]):
+            self.add(path + ".Variable", name, "Variable must be a JSONPath like $.value")
+        if len(operators) != 1:
+            self.add(
+                path,
+                name,
+                "a Choice rule needs exactly one comparison operator, found "
+                + (", ".join(operators) or "none"),
+            )
+        for op in operators:
+            self.operand(name, op, rule[op], _key(path, op))
+
+    def operand(self, name: str, op: str, value: Any, path: str) -> None:
+        if op.endswith("Path"):
+            if not is_valid_path(value):
+                self.add(path, name, f"{op} takes a JSONPath like $.other")
+            return
+        if op in STRING_OPS or op == "StringMatches":
+            ok, want = isinstance(value, str), "a string"
+        elif op in NUMERIC_OPS:
+            ok, want = _is_number(value), "a number"
+        elif op in BOOLEAN_OPS or op in TYPE_TESTS:
+            ok, want = isinstance(value, bool), "a boolean"
+        elif op in TIMESTAMP_OPS:
+            ok, want = is_timestamp(value), "an RFC 3339 timestamp like 2016-03-14T01:59:00Z"
+        else:  # pragma: no cover - every operator is listed above
+            ok, want = True, ""
+        if not ok:
+            self.add(path, name, f"{op} takes {want}")
+
+    def sub_machine(self, name: str, value: Any, path: str, label: str) -> None:
+        if not isinstance(value, dict):
+            self.add(path, name, f"{label} must be an object with StartAt and States")
+            return
+        for key in value:
+            if key not in _SUB_MACHINE:
+                self.add(_key(path, key), name, f"unknown field {key!r} in {label}")
+        self.scope(value, path)
+
+    def state_Parallel(self, name: str, state: dict, spath: str, names: set[str]) -> None:
+        branches = state.get("Branches")
+        if "Branches" not in state:
+            self.add(spath, name, "a Parallel state needs Branches")
+        elif not isinstance(branches, list) or not branches:
+            self.add(spath + ".Branches", name, "Branches must be a non-empty array")
+        else:
+            for i, branch in enumerate(branches):
+                self.sub_machine(name, branch, f"{spath}.Branches[{i}]", "a branch")
+                if isinstance(branch, dict) and "ProcessorConfig" in branch:
+                    self.add(
+                        f"{spath}.Branches[{i}].ProcessorConfig",
+                        name,
+                        "ProcessorConfig belongs to Map's ItemProcessor",
+                    )
+
+    def state_Map(self, name: str, state: dict, spath: str, names: set[str]) -> None:
+        if "ItemProcessor" in state and "Iterator" in state:
+            self.add(spath, name, "use ItemProcessor or the legacy Iterator, not both")
+        elif "ItemProcessor" not in state and "Iterator" not in state:
+            self.add(spath, name, "a Map state needs ItemProcessor (or the legacy Iterator)")
+        for field in ("ItemProcessor", "Iterator"):
+            if field in state:
+                self.sub_machine(name, state[field], f"{spath}.{field}", field)
+        processor = state.get("ItemProcessor")
+        if isinstance(processor, dict) and "ProcessorConfig" in processor:
+            self.processor_config(
+                name, processor["ProcessorConfig"], spath + ".ItemProcessor.ProcessorConfig"
+            )
+        self.one_of(name, state, spath, ("ItemSelector", "Parameters"))
+        self.reference_path(name, state, "ItemsPath", spath)
+        for field in ("MaxConcurrency", "ToleratedFailurePercentage", "ToleratedFailureCount"):
+            self.one_of(name, state, spath, (field, field + "Path"))
+            self.reference_path(name, state, field + "Path", spath)
+        if "MaxConcurrency" in state:
+            self.positive_int(state["MaxConcurrency"], spath + ".MaxConcurrency", name, 0)
+        if "ToleratedFailureCount" in state:
+            self.positive_int(
+                state["ToleratedFailureCount"], spath + ".ToleratedFailureCount", name, 0
+            )
+        if "ToleratedFailurePercentage" in state:
+            v = state["ToleratedFailurePercentage"]
+            if not _is_number(v) or not 0 <= v <= 100:
+                self.add(
+                    spath + ".ToleratedFailurePercentage",
+                    name,
+                    "ToleratedFailurePercentage must be a number from 0 to 100",
+                )
+        if "Label" in state and (not isinstance(state["Label"], str) or len(state["Label"]) > 40):
+            self.add(spath + ".Label", name, "Label must be a string of at most 40 characters")
+        self.item_reader(name, state, spath)
+        for field in ("ItemBatcher", "ResultWriter"):
+            if field in state and not isinstance(state[field], dict):
+                self.add(f"{spath}.{field}", name, f"{field} must be an object")
+        batcher = state.get("ItemBatcher")
+        if isinstance(batcher, dict):
+            for key, value in batcher.items():
+                bpath = _key(spath + ".ItemBatcher", key)
+                if key in ("MaxItemsPerBatch", "MaxInputBytesPerBatch"):
+                    self.positive_int(value, bpath, name)
+                elif key in ("MaxItemsPerBatchPath", "MaxInputBytesPerBatchPath"):
+                    if not is_reference_path(value):
+                        self.add(bpath, name, f"{key} must be a reference path")
+                elif key == "BatchInput":
+                    if not isinstance(value, dict):
+                        self.add(bpath, name, "BatchInput must be an object")
+                else:
+                    self.add(bpath, name, f"unknown ItemBatcher field {key!r}")
+        writer = state.get("ResultWriter")
+        if (
+            isinstance(writer, dict)
+            and "Resource" in writer
+            and not isinstance(writer["Resource"], str)
+        ):
+            self.add(spath + ".ResultWriter.Resource", name, "Resource must be a string")
+
+    def item_reader(self, name: str, state: dict, spath: str) -> None:
+        if "ItemReader" not in state:
+            return
+        reader = state["ItemReader"]
+        rpath = spath + ".ItemReader"
+        if not isinstance(reader, dict):
+            self.add(rpath, name, "ItemReader must be an object")
+            return
+        for key in reader:
+            if key not in ("Resource", "ReaderConfig", "Parameters", "Arguments"):
+                self.add(_key(rpath, key), name, f"unknown ItemReader field {key!r}")
+        if not isinstance(reader.get("Resource"), str) or not reader.get("Resource"):
+            self.add(rpath, name, "ItemReader needs a Resource string")
+        if "Parameters" in reader:
+            self.template(name, reader["Parameters"], rpath + ".Parameters", "Parameters")
+        if "ReaderConfig" in reader and not isinstance(reader["ReaderConfig"], dict):
+            self.add(rpath + ".ReaderConfig", name, "ReaderConfig must be an object")
+
+    def processor_config(self, name: str, config: Any, path: str) -> None:
+        if not isinstance(config, dict):
+            self.add(path, name, "ProcessorConfig must be an object")
+            return
+        if "Mode" in config and config["Mode"] not in ("INLINE", "DISTRIBUTED"):
+            self.add(path + ".Mode", name, "Mode must be INLINE or DISTRIBUTED")
+        if "ExecutionType" in config and config["ExecutionType"] not in ("STANDARD", "EXPRESS"):
+            self.add(path + ".ExecutionType", name, "ExecutionType must be STANDARD or EXPRESS")
+        for key in config:
+            if key not in ("Mode", "ExecutionType"):
+                self.add(_key(path, key), name, f"unknown ProcessorConfig field {key!r}")
+
+
+def _targets(state: dict) -> Iterator[str]:
+    """Every state name ``state`` can transition to within its scope."""
+    if isinstance(state.get("Next"), str):
+        yield state["Next"]
+    if isinstance(state.get("Default"), str):
+        yield state["Default"]
+    for key in ("Choices", "Catch"):
+        entries = state.get(key)
+        if isinstance(entries, list):
+            for entry in entries:
+                if isinstance(entry, dict) and isinstance(entry.get("Next"), str):
+                    yield entry["Next"]
+
+
+def validate(definition: Any) -> list[Problem]:
+    """Every problem in ``definition`` (JSON text, dict or file path); never raises."""
+    try:
+        data = load_definition(definition)
+    except DefinitionError as exc:
+        return exc.problems
+    validator = _Validator()
+    try:
+        validator.machine(data)
+    except RecursionError:
+        validator.add("$", None, "the definition is nested too deeply")
+    except Exception as exc:  # a validator bug must not crash callers; report it instead
+        validator.add("$", None, f"internal validation error ({type(exc).__name__}: {exc})")
+    return validator.problems
+
+
+def parse(definition: Any) -> StateMachine:
+    """A :class:`StateMachine`, or :class:`DefinitionError` listing every problem."""
+    data = load_definition(definition)
+    problems = validate(data)
+    if problems:
+        raise DefinitionError(problems)
+    timeout = data.get("TimeoutSeconds")
+    return StateMachine(
+        start_at=data["StartAt"],
+        states=data["States"],
+        timeout_seconds=float(timeout) if timeout is not None else None,
+        comment=data.get("Comment"),
+        raw=data,
+    )

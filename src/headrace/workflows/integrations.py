@@ -1,0 +1,136 @@
+"""Task resources: which ASL `Resource` strings headrace runs, and how results are shaped.
+
+* `arn:aws:states:::lambda:invoke` with `FunctionName` and `Payload`: calls the function with
+  `Payload`; the result is `{"ExecutedVersion", "Payload", "SdkHttpMetadata",
+  "SdkResponseMetadata", "StatusCode": 200}` as the SDK integration returns it.
+* `arn:aws:lambda:<region>:<account>:function:NAME` and `headrace:function:NAME`: call NAME
+  with the state's effective input; the result is what it returns.
+
+A failing function's error name is its exception's class name and the cause is the JSON AWS
+Lambda reports (`errorMessage`, `errorType`, `stackTrace`), so `Catch` rules written for Lambda
+(`"ErrorEquals": ["ValueError"]`) work unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from headrace.workflows.errors import StatesError
+
+LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # "function"
+    name: str  # the function's name
+    shape: str  # "lambda_invoke" wraps the result as the SDK integration does; "raw" does not
+
+
+def resolve(resource: str, parameters: Any = None) -> Target | None:
+    """The target of a Task's Resource, or None when headrace does not know the resource."""
+    if resource in (LAMBDA_INVOKE, f"{LAMBDA_INVOKE}.waitForTaskToken"):
+        name = parameters.get("FunctionName") if isinstance(parameters, dict) else None
+        return Target("function", function_name(name) if name else "", "lambda_invoke")
+    if resource.startswith("arn:aws:lambda:") and ":function:" in resource:
+        return Target("function", function_name(resource), "raw")
+    if resource.startswith("headrace:function:"):
+        return Target("function", resource.removeprefix("headrace:function:"), "raw")
+    return None
+
+
+def function_name(name_or_arn: str) -> str:
+    """`NAME`, `NAME:alias` or a function ARN → NAME."""
+    if ":function:" in name_or_arn:
+        name_or_arn = name_or_arn.split(":function:", 1)[1]
+    return name_or_arn.split(":", 1)[0]
+
+
+def task_resources(states: dict[str, Any]) -> Iterator[tuple[str, dict]]:
+    """Every (state name, Task state) of a machine, nested machines included."""
+    for name, state in states.items():
+        if state.get("Type") == "Task":
+            yield name, state
+        for branch in state.get("Branches", []):
+            yield from task_resources(branch.get("States", {}))
+        processor = state.get("ItemProcessor") or state.get("Iterator")
+        if processor:
+            yield from task_resources(processor.get("States", {}))
+
+
+def unknown_resources(states: dict[str, Any], known_functions: set[str] | None) -> list[str]:
+    """Problems with Task resources: unknown URIs, or functions that are not registered."""
+    problems = []
+    for name, state in task_resources(states):
+        resource = state.get("Resource", "")
+        target = resolve(resource, state.get("Parameters") or state.get("Arguments"))
+        if target is None:
+            problems.append(f"state {name!r}: unknown resource {resource!r}")
+        elif (
+            known_functions is not None
+            and target.name
+            and target.name not in known_functions
+            and "$" not in target.name  # a FunctionName.$ path is resolved at run time
+        ):
+            problems.append(
+                f"state {name!r}: function {target.name!r} is not registered "
+                f"(known: {', '.join(sorted(known_functions)) or 'none'})"
+            )
+    return problems
+
+
+def call_payload(target: Target, parameters: Any) -> Any:
+    """What the function receives."""
+    if target.shape == "lambda_invoke":
+        return parameters.get("Payload", {}) if isinstance(parameters, dict) else {}
+    return parameters
+
+
+def shape_result(target: Target, value: Any) -> Any:
+    if target.shape == "lambda_invoke":
+        return {
+            "ExecutedVersion": "$LATEST",
+            "Payload": value,
+            "SdkHttpMetadata": {"HttpStatusCode": 200},
+            "SdkResponseMetadata": {},
+            "StatusCode": 200,
+        }
+    return value
+
+
+def error_from_exception(exc: BaseException) -> StatesError:
+    """A function's exception as Step Functions reports a Lambda error."""
+    if isinstance(exc, StatesError):
+        return exc
+    cause = {
+        "errorMessage": str(exc),
+        "errorType": type(exc).__name__,
+        "stackTrace": traceback.format_tb(exc.__traceback__),
+    }
+    return StatesError(type(exc).__name__, json.dumps(cause))
+
+
+def error_from_outcome(error_line: str | None, tb: str | None) -> StatesError:
+    """A worker's "Type: message" error line as a Step Functions error."""
+    line = error_line or "States.TaskFailed: the task failed"
+    name, _, message = line.partition(": ")
+    cause = {"errorMessage": message, "errorType": name, "stackTrace": (tb or "").splitlines()}
+    return StatesError(name or "States.TaskFailed", json.dumps(cause))
+
+
+def call_local(target: Target, parameters: Any, functions: dict[str, Callable[..., Any]]) -> Any:
+    """Run a function target in this process (for `execute()` and tests)."""
+    fn = functions.get(target.name)
+    if fn is None:
+        raise StatesError(
+            "States.TaskFailed", f"function {target.name!r} is not among the given resources"
+        )
+    try:
+        value = fn(call_payload(target, parameters))
+    except Exception as exc:
+        raise error_from_exception(exc) from None
+    return shape_result(target, value)

@@ -1,0 +1,645 @@
+"""The interpreter: the state of an execution is a fold over its history, and the next events
+are a pure function of that state and the clock.
+
+`Interpreter.apply(event)` folds one event in; `Interpreter.decide(now)` returns the events that
+should happen next (as `(type, scope, details)` tuples, not yet numbered). A driver appends them
+to the history (the ledger, or a list), applies them, runs the tasks they schedule, and appends
+the tasks' outcomes. Anything non-deterministic (retry jitter, `States.UUID`, the clock) is
+decided once and recorded in an event, so replaying a history always rebuilds the same state
+and a resumed execution continues exactly where it stopped.
+
+Scopes name where an event happened: "" is the top-level state machine, "Fan[3]" is iteration 3
+of the Map state "Fan", "Fan[3]/Inner[0]" nests, "Both{1}" is branch 1 of a Parallel state.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from headrace.workflows import choice, dataflow, paths
+from headrace.workflows.errors import (
+    StatesError,
+    find_catcher,
+    find_retrier,
+    retry_allowed,
+    retry_delay,
+)
+from headrace.workflows.history import STATE_EVENT_PREFIX, Event
+
+Decision = tuple[str, str, dict[str, Any]]
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Frame:
+    """One running state machine: the top level, a Map iteration or a Parallel branch."""
+
+    scope: str
+    machine: dict[str, Any]  # {"StartAt", "States"}
+    parent: str | None = None
+    index: int = 0  # iteration / branch number within the parent
+    item: Any = None  # $$.Map.Item.Value
+    state: str | None = None
+    input: Any = None
+    phase: str = "enter"  # enter, entered, task, task_done, task_failed, map, parallel, done
+    entered_at: float = 0.0
+    status: str = "running"  # running, succeeded, failed, aborted
+    output: Any = None
+    error: str | None = None
+    cause: str | None = None
+    reported: bool = False  # the parent has been told how this frame ended
+    # Task
+    task: dict[str, Any] | None = None
+    task_result: Any = None
+    retries: dict[int, int] = field(default_factory=dict)  # retrier index -> retries used
+    # Map / Parallel
+    effective: Any = None
+    items: list[Any] = field(default_factory=list)
+    started: int = 0
+    running: int = 0
+    results: dict[int, Any] = field(default_factory=dict)
+    failures: list[tuple[int, str, str]] = field(default_factory=list)
+
+
+class Interpreter:
+    def __init__(self, machine: Any, execution: dict[str, Any]) -> None:
+        """`machine` is a parsed StateMachine (or anything with `.raw`), `execution` holds
+        Id, Name, StateMachine Id/Name for the context object."""
+        self.raw = machine.raw if hasattr(machine, "raw") else machine
+        self.execution = execution
+        self.frames: dict[str, Frame] = {}
+        self.history: list[Event] = []
+        self.status = "RUNNING"
+        self.output: Any = None
+        self.error: str | None = None
+        self.cause: str | None = None
+        self.input: Any = None
+        self.start_time = 0.0
+        self.seed = 0
+        # frames whose next step may have changed (an ordered set), and frames in Wait states:
+        # deciding looks only at these, so a 10,000-item Map costs O(items), not O(items^2)
+        self._dirty: dict[str, None] = {}
+        self._waiting: dict[str, None] = {}
+
+    # -- folding ------------------------------------------------------------------------------
+
+    def apply(self, event: Event) -> None:
+        self.history.append(event)
+        self._dirty[event.scope] = None
+        handler = getattr(self, f"_on_{event.type}", None)
+        if handler is not None:
+            handler(event)
+        elif event.type.endswith("StateEntered"):
+            self._on_state_entered(event)
+        elif event.type.endswith("StateExited"):
+            self._on_state_exited(event)
+
+    def _on_ExecutionStarted(self, e: Event) -> None:
+        self.input = e.details["input"]
+        self.start_time = e.timestamp
+        self.seed = int(e.details.get("seed", 0))
+        self.frames[""] = Frame(
+            "", self.raw, state=self.raw["StartAt"], input=self.input, phase="enter"
+        )
+
+    def _on_state_entered(self, e: Event) -> None:
+        f = self.frames[e.scope]
+        f.state = e.details["name"]
+        f.input = e.details["input"]
+        f.entered_at = e.timestamp
+        f.phase = "entered"
+        if f.machine["States"][f.state]["Type"] == "Wait":
+            self._waiting[f.scope] = None
+
+    def _on_state_exited(self, e: Event) -> None:
+        f = self.frames[e.scope]
+        self._waiting.pop(f.scope, None)
+        nxt = e.details.get("next")
+        f.output = e.details.get("output")
+        f.task = None
+        f.task_result = None
+        f.retries = {}
+        if nxt:
+            f.state, f.input, f.phase = nxt, f.output, "enter"
+        else:
+            f.phase, f.status = "done", "succeeded"
+
+    def _on_TaskScheduled(self, e: Event) -> None:
+        f = self.frames[e.scope]
+        f.phase = "task"
+        f.task = dict(e.details)
+        retrier = e.details.get("retrier")
+        if retrier is not None:
+            f.retries[retrier] = f.retries.get(retrier, 0) + 1
+
+    def _on_TaskSucceeded(self, e: Event) -> None:
+        f = self.frames.get(e.scope)
+        if f is None or f.phase != "task" or f.status != "running":
+            return  # a late outcome for a frame that was aborted
+        f.phase, f.task_result = "task_done", e.details.get("output")
+
+    def _task_failed(self, e: Event) -> None:
+        f = self.frames.get(e.scope)
+        if f is None or f.phase != "task" or f.status != "running":
+            return
+        f.phase, f.error, f.cause = "task_failed", e.details["error"], e.details.get("cause", "")
+
+    _on_TaskFailed = _task_failed
+    _on_TaskTimedOut = _task_failed
+
+    def _on_StateFailed(self, e: Event) -> None:
+        """An uncaught error ends a frame (headrace's event; AWS reports it on the parent)."""
+        f = self.frames[e.scope]
+        f.phase, f.status = "done", "failed"
+        f.error, f.cause = e.details["error"], e.details.get("cause", "")
+
+    def _on_MapStateStarted(self, e: Event) -> None:
+        f = self.frames[e.scope]
+        f.phase = "map"
+        f.items = e.details["items"]
+        f.effective = e.details.get("effective")
+        f.started = f.running = 0
+        f.results, f.failures = {}, []
+
+    def _on_ParallelStateStarted(self, e: Event) -> None:
+        f = self.frames[e.scope]
+        f.phase = "parallel"
+        f.items = list(range(e.details["branches"]))
+        f.effective = e.details["input"]
+        f.started = f.running = 0
+        f.results, f.failures = {}, []
+
+    def _on_MapIterationStarted(self, e: Event) -> None:
+        parent = self.frames[e.scope]
+        state = parent.machine["States"][parent.state]
+        processor = state.get("ItemProcessor") or state.get("Iterator")
+        index = e.details["index"]
+        self._start_child(parent, processor, f"{parent.state}[{index}]", index, e.details["input"])
+        parent.results.pop(index, None)
+
+    def _on_ParallelBranchStarted(self, e: Event) -> None:
+        parent = self.frames[e.scope]
+        state = parent.machine["States"][parent.state]
+        index = e.details["index"]
+        branch = state["Branches"][index]
+        self._start_child(parent, branch, f"{parent.state}{{{index}}}", index, e.details["input"])
+
+    def _start_child(self, parent: Frame, machine: dict, name: str, index: int, data: Any) -> None:
+        scope = f"{parent.scope}/{name}" if parent.scope else name
+        item = parent.items[index] if parent.phase == "map" else None
+        self.frames[scope] = Frame(
+            scope,
+            machine,
+            parent=parent.scope,
+            index=index,
+            item=item,
+            state=machine["StartAt"],
+            input=data,
+            phase="enter",
+        )
+        self._dirty[scope] = None
+        parent.started += 1
+        parent.running += 1
+
+    def _child_done(self, e: Event, ok: bool) -> None:
+        parent = self.frames[e.scope]
+        index = e.details["index"]
+        child = self._child(parent, index)
+        if child is not None:
+            child.reported = True
+        if parent.phase not in ("map", "parallel"):
+            return
+        parent.running -= 1
+        if ok:
+            parent.results[index] = e.details.get("output")
+        else:
+            parent.failures.append((index, e.details["error"], e.details.get("cause", "")))
+
+    def _on_MapIterationSucceeded(self, e: Event) -> None:
+        self._child_done(e, True)
+
+    def _on_MapIterationFailed(self, e: Event) -> None:
+        self._child_done(e, False)
+
+    def _on_ParallelBranchSucceeded(self, e: Event) -> None:
+        self._child_done(e, True)
+
+    def _on_ParallelBranchFailed(self, e: Event) -> None:
+        self._child_done(e, False)
+
+    def _on_IterationsAborted(self, e: Event) -> None:
+        parent = self.frames[e.scope]
+        for f in self._children(parent):
+            if f.status == "running":
+                f.status, f.phase, f.reported = "aborted", "done", True
+                self._waiting.pop(f.scope, None)
+
+    def _on_ExecutionSucceeded(self, e: Event) -> None:
+        self.status, self.output = "SUCCEEDED", e.details.get("output")
+
+    def _on_ExecutionFailed(self, e: Event) -> None:
+        self.status, self.error, self.cause = "FAILED", e.details["error"], e.details.get("cause")
+
+    def _on_ExecutionTimedOut(self, e: Event) -> None:
+        self.status, self.error, self.cause = "TIMED_OUT", "States.Timeout", e.details.get("cause")
+
+    def _on_ExecutionAborted(self, e: Event) -> None:
+        self.status, self.error, self.cause = (
+            "ABORTED",
+            e.details.get("error"),
+            e.details.get("cause"),
+        )
+
+    # -- deciding -----------------------------------------------------------------------------
+
+    def decide(self, now: float) -> list[Decision]:
+        """The next events, given the history so far. Empty when waiting on tasks or timers."""
+        if self.status != "RUNNING":
+            return []
+        timeout = self.raw.get("TimeoutSeconds")
+        if timeout and now - self.start_time >= float(timeout):
+            return [
+                (
+                    "ExecutionTimedOut",
+                    "",
+                    {"error": "States.Timeout", "cause": f"execution ran over {timeout} s"},
+                )
+            ]
+        while self._dirty:
+            scope = next(iter(self._dirty))
+            decisions = self._decide_one(self.frames[scope], now)
+            if decisions:
+                return decisions
+            del self._dirty[scope]
+        for scope in list(self._waiting):
+            decisions = self._decide_one(self.frames[scope], now)
+            if decisions:
+                return decisions
+        return []
+
+    def _decide_one(self, frame: Frame, now: float) -> list[Decision]:
+        if frame.status != "running":
+            if frame.parent is None:
+                return [self._end_execution(frame)] if frame.status != "aborted" else []
+            return [] if frame.reported else [self._report_child(frame)]
+        return self._decide_frame(frame, now)
+
+    def _end_execution(self, root: Frame) -> Decision:
+        if root.status == "succeeded":
+            return ("ExecutionSucceeded", "", {"output": root.output})
+        return ("ExecutionFailed", "", {"error": root.error, "cause": root.cause})
+
+    def _report_child(self, f: Frame) -> Decision:
+        assert f.parent is not None
+        parent = self.frames[f.parent]
+        kind = "MapIteration" if parent.phase == "map" else "ParallelBranch"
+        if f.status == "succeeded":
+            return (f"{kind}Succeeded", f.parent, {"index": f.index, "output": f.output})
+        return (
+            f"{kind}Failed",
+            f.parent,
+            {"index": f.index, "error": f.error, "cause": f.cause},
+        )
+
+    def _context(self, f: Frame) -> dict[str, Any]:
+        ctx: dict[str, Any] = {
+            "Execution": {
+                "Id": self.execution.get("Id", ""),
+                "Name": self.execution.get("Name", ""),
+                "StartTime": iso(self.start_time),
+                "Input": self.input,
+                "RoleArn": "arn:aws:iam::000000000000:role/headrace",
+                "RedriveCount": 0,
+            },
+            "StateMachine": {
+                "Id": self.execution.get("StateMachineId", ""),
+                "Name": self.execution.get("StateMachineName", ""),
+            },
+            "State": {
+                "Name": f.state,
+                "EnteredTime": iso(f.entered_at or self.start_time),
+                "RetryCount": sum(f.retries.values()),
+            },
+        }
+        if f.parent is not None and self.frames[f.parent].phase == "map":
+            ctx["Map"] = {"Item": {"Index": f.index, "Value": f.item}}
+        return ctx
+
+    def _decide_frame(self, f: Frame, now: float) -> list[Decision]:
+        state = f.machine["States"][f.state]
+        kind = state["Type"]
+        prefix = STATE_EVENT_PREFIX[kind]
+        if f.phase == "enter":
+            return [(f"{prefix}StateEntered", f.scope, {"name": f.state, "input": f.input})]
+        ctx = self._context(f)
+        try:
+            if f.phase == "entered":
+                return self._on_enter(f, state, kind, ctx, now)
+            if f.phase == "task_done":
+                output = dataflow.state_output(state, f.input, f.task_result, ctx)
+                return [self._exit(f, state, output)]
+            if f.phase == "task_failed":
+                return self._handle_error(f, state, f.error or "States.TaskFailed", f.cause, now)
+            if f.phase == "map":
+                return self._advance_map(f, state, ctx)
+            if f.phase == "parallel":
+                return self._advance_parallel(f, state, ctx)
+        except StatesError as exc:
+            return self._handle_error(f, state, exc.error, exc.cause, now, retry=False)
+        return []  # task or timer pending
+
+    def _exit(self, f: Frame, state: dict, output: Any, nxt: str | None = None) -> Decision:
+        prefix = STATE_EVENT_PREFIX[state["Type"]]
+        if nxt is None and not state.get("End"):
+            nxt = state.get("Next")
+        return (f"{prefix}StateExited", f.scope, {"name": f.state, "output": output, "next": nxt})
+
+    def _on_enter(self, f: Frame, state: dict, kind: str, ctx: dict, now: float) -> list[Decision]:
+        if kind == "Pass":
+            effective = dataflow.state_input(state, f.input, ctx)
+            result = dataflow.pass_result(state, effective)
+            return [self._exit(f, state, dataflow.state_output(state, f.input, result, ctx))]
+        if kind == "Task":
+            effective = dataflow.state_input(state, f.input, ctx)
+            return [self._schedule(f, state, effective, now, attempt=1)]
+        if kind == "Choice":
+            effective = _input_path(state, f.input, ctx)
+            nxt = choice.choose(state, effective, ctx)
+            return [self._exit(f, state, _output_path(state, effective, ctx), nxt)]
+        if kind == "Wait":
+            effective = _input_path(state, f.input, ctx)
+            if now < self._wait_until(f, state, effective, ctx):
+                return []
+            return [self._exit(f, state, _output_path(state, effective, ctx))]
+        if kind == "Succeed":
+            effective = _input_path(state, f.input, ctx)
+            return [self._exit(f, state, _output_path(state, effective, ctx))]
+        if kind == "Fail":
+            error, cause = dataflow.fail_error_cause(state, f.input, ctx)
+            return [("StateFailed", f.scope, {"name": f.state, "error": error, "cause": cause})]
+        if kind == "Map":
+            effective = _input_path(state, f.input, ctx)
+            items = paths.evaluate_path(state.get("ItemsPath", "$"), effective, ctx)
+            if not isinstance(items, list):
+                raise StatesError(
+                    "States.Runtime",
+                    f"the ItemsPath of Map state {f.state!r} did not select a JSON array",
+                )
+            details = {"name": f.state, "items": items, "effective": effective}
+            return [("MapStateStarted", f.scope, details)]
+        if kind == "Parallel":
+            effective = dataflow.state_input(state, f.input, ctx)
+            n = len(state["Branches"])
+            return [("ParallelStateStarted", f.scope, {"branches": n, "input": effective})]
+        raise StatesError("States.Runtime", f"unknown state type {kind!r}")
+
+    def _wait_until(self, f: Frame, state: dict, effective: Any, ctx: dict) -> float:
+        if "Seconds" in state:
+            return f.entered_at + float(state["Seconds"])
+        if "SecondsPath" in state:
+            return f.entered_at + float(paths.evaluate_path(state["SecondsPath"], effective, ctx))
+        stamp = state.get("Timestamp")
+        if "TimestampPath" in state:
+            stamp = paths.evaluate_path(state["TimestampPath"], effective, ctx)
+        try:
+            return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            raise StatesError(
+                "States.Runtime", f"Wait state {f.state!r}: {stamp!r} is not an RFC3339 timestamp"
+            ) from None
+
+    def _schedule(
+        self,
+        f: Frame,
+        state: dict,
+        parameters: Any,
+        now: float,
+        *,
+        attempt: int,
+        retrier: int | None = None,
+        delay: float = 0.0,
+    ) -> Decision:
+        details: dict[str, Any] = {
+            "name": f.state,
+            "resource": state["Resource"],
+            "parameters": parameters,
+            "attempt": attempt,
+            "not_before": now + delay,
+            "timeout": state.get("TimeoutSeconds"),
+            "heartbeat": state.get("HeartbeatSeconds"),
+            # identifies this attempt everywhere: a re-dispatch after a crash reuses it
+            "token": f"{self.execution.get('Id', '')}#{f.scope}#{f.state}#{attempt}",
+        }
+        if retrier is not None:
+            details["retrier"] = retrier
+        return ("TaskScheduled", f.scope, details)
+
+    def _handle_error(
+        self,
+        f: Frame,
+        state: dict,
+        error: str,
+        cause: str | None,
+        now: float,
+        *,
+        retry: bool = True,
+    ) -> list[Decision]:
+        cause = cause or ""
+        if retry and state["Type"] == "Task" and f.task is not None:
+            found = find_retrier(state, error)
+            if found is not None:
+                index, retrier = found
+                used = f.retries.get(index, 0)
+                if retry_allowed(retrier, used):
+                    rng = random.Random(f"{self.seed}:{f.scope}:{f.state}:{index}:{used}")
+                    delay = retry_delay(retrier, used + 1, rng.random())
+                    attempt = int(f.task.get("attempt", 1)) + 1
+                    return [
+                        self._schedule(
+                            f,
+                            state,
+                            f.task["parameters"],
+                            now,
+                            attempt=attempt,
+                            retrier=index,
+                            delay=delay,
+                        )
+                    ]
+        catcher = (
+            find_catcher(state, error) if state["Type"] in ("Task", "Map", "Parallel") else None
+        )
+        if catcher is not None:
+            error_output = {"Error": error, "Cause": cause}
+            try:
+                output = paths.set_result_path(
+                    f.input, catcher.get("ResultPath", "$"), error_output
+                )
+            except StatesError as exc:
+                error, cause = exc.error, exc.cause
+            else:
+                return [self._exit(f, state, output, catcher["Next"])]
+        return [("StateFailed", f.scope, {"name": f.state, "error": error, "cause": cause})]
+
+    def _children(self, parent: Frame) -> list[Frame]:
+        prefix = f"{parent.scope}/" if parent.scope else ""
+        name = f"{prefix}{parent.state}"
+        return [
+            f
+            for s, f in self.frames.items()
+            if f.parent == parent.scope
+            and s.startswith(name)
+            and s[len(name) : len(name) + 1] in "[{"
+        ]
+
+    def _child(self, parent: Frame, index: int) -> Frame | None:
+        prefix = f"{parent.scope}/" if parent.scope else ""
+        for brackets in ("[{}]", "{{{}}}"):
+            f = self.frames.get(f"{prefix}{parent.state}{brackets.format(index)}")
+            if f is not None:
+                return f
+        return None
+
+    def _advance_map(self, f: Frame, state: dict, ctx: dict) -> list[Decision]:
+        total = len(f.items)
+        tolerated = _tolerated(state, f.effective, ctx, total)
+        if len(f.failures) > tolerated:
+            index, error, cause = sorted(f.failures)[0]
+            if tolerated > 0 or "ToleratedFailurePercentage" in state:
+                error = "States.ExceededToleratedFailureThreshold"
+                cause = (
+                    f"Map state {f.state!r}: {len(f.failures)} of {total} iterations failed, "
+                    f"more than the {tolerated} tolerated"
+                )
+            out: list[Decision] = []
+            if f.running:
+                out.append(("IterationsAborted", f.scope, {"name": f.state}))
+            out.append(
+                ("MapStateFailed", f.scope, {"name": f.state, "error": error, "cause": cause})
+            )
+            return out + self._handle_error(f, state, error, cause, 0.0, retry=False)
+        limit = _max_concurrency(state, f.effective, ctx) or total
+        if f.started < total and f.running < limit:
+            index = f.started
+            item = f.items[index]
+            selector = state.get("ItemSelector", state.get("Parameters"))
+            item_ctx = dict(ctx, Map={"Item": {"Index": index, "Value": item}})
+            data = (
+                dataflow.resolve_template(selector, f.effective, item_ctx)
+                if selector is not None
+                else item
+            )
+            return [
+                ("MapIterationStarted", f.scope, {"name": f.state, "index": index, "input": data})
+            ]
+        if f.started == total and f.running == 0:
+            results = [f.results.get(i) for i in range(total)]
+            output = dataflow.state_output(state, f.input, results, ctx)
+            return [
+                ("MapStateSucceeded", f.scope, {"name": f.state}),
+                self._exit(f, state, output),
+            ]
+        return []
+
+    def _advance_parallel(self, f: Frame, state: dict, ctx: dict) -> list[Decision]:
+        if f.failures:
+            _, error, cause = sorted(f.failures)[0]
+            out: list[Decision] = []
+            if f.running:
+                out.append(("IterationsAborted", f.scope, {"name": f.state}))
+            out.append(
+                ("ParallelStateFailed", f.scope, {"name": f.state, "error": error, "cause": cause})
+            )
+            return out + self._handle_error(f, state, error, cause, 0.0, retry=False)
+        total = len(f.items)
+        if f.started < total:
+            return [
+                (
+                    "ParallelBranchStarted",
+                    f.scope,
+                    {"name": f.state, "index": f.started, "input": f.effective},
+                )
+            ]
+        if f.running == 0:
+            results = [f.results.get(i) for i in range(total)]
+            output = dataflow.state_output(state, f.input, results, ctx)
+            return [
+                ("ParallelStateSucceeded", f.scope, {"name": f.state}),
+                self._exit(f, state, output),
+            ]
+        return []
+
+    # -- what the driver needs ------------------------------------------------------------------
+
+    def pending_tasks(self) -> list[tuple[str, dict[str, Any]]]:
+        """(scope, TaskScheduled details) of every task waiting for an outcome."""
+        return [
+            (f.scope, f.task)
+            for f in self.frames.values()
+            if f.phase == "task" and f.status == "running" and f.task is not None
+        ]
+
+    def next_timer(self) -> float | None:
+        """The earliest moment a Wait state or a delayed retry becomes due."""
+        times = []
+        for f in self.frames.values():
+            if f.status != "running":
+                continue
+            if f.phase == "task" and f.task is not None:
+                times.append(float(f.task.get("not_before", 0)))
+            elif f.phase == "entered" and f.state is not None:
+                state = f.machine["States"][f.state]
+                if state["Type"] == "Wait":
+                    try:
+                        ctx = self._context(f)
+                        times.append(
+                            self._wait_until(f, state, _input_path(state, f.input, ctx), ctx)
+                        )
+                    except StatesError:
+                        times.append(0.0)
+        timeout = self.raw.get("TimeoutSeconds")
+        if timeout:
+            times.append(self.start_time + float(timeout))
+        return min(times) if times else None
+
+
+def _input_path(state: dict, data: Any, ctx: dict) -> Any:
+    if "InputPath" not in state:
+        return data
+    if state["InputPath"] is None:
+        return {}
+    return paths.evaluate_path(state["InputPath"], data, ctx)
+
+
+def _output_path(state: dict, data: Any, ctx: dict) -> Any:
+    if "OutputPath" not in state:
+        return data
+    if state["OutputPath"] is None:
+        return {}
+    return paths.evaluate_path(state["OutputPath"], data, ctx)
+
+
+def _max_concurrency(state: dict, effective: Any, ctx: dict) -> int:
+    if "MaxConcurrencyPath" in state:
+        return int(paths.evaluate_path(state["MaxConcurrencyPath"], effective, ctx))
+    return int(state.get("MaxConcurrency", 0))
+
+
+def _tolerated(state: dict, effective: Any, ctx: dict, total: int) -> int:
+    count = state.get("ToleratedFailureCount")
+    if "ToleratedFailureCountPath" in state:
+        count = paths.evaluate_path(state["ToleratedFailureCountPath"], effective, ctx)
+    pct = state.get("ToleratedFailurePercentage")
+    if "ToleratedFailurePercentagePath" in state:
+        pct = paths.evaluate_path(state["ToleratedFailurePercentagePath"], effective, ctx)
+    limits = []
+    if count is not None:
+        limits.append(int(count))
+    if pct is not None:
+        limits.append(int(float(pct) / 100.0 * total))
+    return max(limits) if limits else 0

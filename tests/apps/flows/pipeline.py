@@ -1,0 +1,109 @@
+"""State machines and the functions their Task states call, for the workflow tests."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+from headrace import App
+
+app = App("flows")
+
+
+@app.function(retries=0)
+def double(event, context):
+    return {"value": event["value"] * 2}
+
+
+@app.function(retries=0)
+def record(event, context):
+    """Count how often each item ran: a second completion of an item would show here."""
+    marks = Path(os.environ["FLOWS_MARKS"])
+    marks.mkdir(parents=True, exist_ok=True)
+    time.sleep(float(event.get("sleep", 0)))
+    with open(marks / f"{event['item']}.{context.aws_request_id}", "w") as fh:
+        fh.write(json.dumps(event))
+    return {"item": event["item"], "square": event["item"] ** 2}
+
+
+@app.function(retries=0)
+def flaky(event, context):
+    marks = Path(os.environ["FLOWS_MARKS"]) / "flaky"
+    marks.mkdir(parents=True, exist_ok=True)
+    n = len(list(marks.iterdir()))
+    (marks / str(n)).touch()
+    if n < 2:
+        raise ConnectionError(f"attempt {n + 1} fails")
+    return {"attempts": n + 1}
+
+
+@app.function(retries=0)
+def explode(event, context):
+    raise ValueError(f"cannot handle {event}")
+
+
+app.state_machine(
+    "squares",
+    {
+        "StartAt": "Fan",
+        "States": {
+            "Fan": {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "MaxConcurrency": 8,
+                "ItemSelector": {"item.$": "$$.Map.Item.Value", "sleep.$": "$.sleep"},
+                "ItemProcessor": {
+                    "StartAt": "Record",
+                    "States": {
+                        "Record": {
+                            "Type": "Task",
+                            "Resource": "headrace:function:record",
+                            "End": True,
+                        }
+                    },
+                },
+                "ResultPath": "$.results",
+                "Next": "Done",
+            },
+            "Done": {
+                "Type": "Pass",
+                "Parameters": {"n.$": "States.ArrayLength($.results)", "results.$": "$.results"},
+                "End": True,
+            },
+        },
+    },
+)
+
+app.state_machine(
+    "retry_and_catch",
+    {
+        "StartAt": "Flaky",
+        "States": {
+            "Flaky": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::lambda:invoke",
+                "Parameters": {"FunctionName": "flaky", "Payload.$": "$"},
+                "Retry": [
+                    {
+                        "ErrorEquals": ["ConnectionError"],
+                        "IntervalSeconds": 1,
+                        "BackoffRate": 1.0,
+                        "MaxAttempts": 3,
+                    }
+                ],
+                "ResultSelector": {"attempts.$": "$.Payload.attempts"},
+                "ResultPath": "$.flaky",
+                "Next": "Explode",
+            },
+            "Explode": {
+                "Type": "Task",
+                "Resource": "arn:aws:lambda:local:000000000000:function:explode",
+                "Catch": [
+                    {"ErrorEquals": ["ValueError"], "ResultPath": "$.error", "Next": "Handled"}
+                ],
+                "End": True,
+            },
+            "Handled": {"Type": "Pass", "End": True},
+        },
+    },
+)

@@ -1,0 +1,117 @@
+"""State machines run durably by the coordinator: Task states become invocations."""
+
+import json
+import random
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from headrace.app import load_app
+from headrace.config import load_settings
+from headrace.ledger import Ledger
+from headrace.ledger.schema import attempts, invocations
+from headrace.server.coordinator import Coordinator
+from headrace.workflows import api
+from tests.e2e_helpers import Up
+
+APP_DIR = Path(__file__).parent / "apps" / "flows"
+
+
+@pytest.fixture
+def flows(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLOWS_MARKS", str(tmp_path / "marks"))
+    settings = load_settings(APP_DIR, home=str(tmp_path / "home"), poll_interval=0.2, workers=2)
+    app = load_app(settings)
+    coordinator = Coordinator(settings, app)
+    thread = threading.Thread(target=coordinator.run, kwargs={"drain_timeout": 5})
+    thread.start()
+    assert coordinator.ready.wait(30)
+    ledger = Ledger(settings.ledger_url)
+    yield app, ledger, tmp_path / "marks"
+    coordinator.stop()
+    thread.join(30)
+    ledger.close()
+
+
+def test_map_fans_out_to_invocations(flows):
+    app, ledger, marks = flows
+    arn = api.start_execution(ledger, app, "squares", {"items": list(range(20)), "sleep": 0})
+    row = api.wait_for(ledger, arn, timeout=60)
+    assert row["status"] == "SUCCEEDED", row
+    assert row["output"]["n"] == 20
+    assert row["output"]["results"] == [{"item": i, "square": i * i} for i in range(20)]
+    events = api.get_history(ledger, arn)
+    types = [e["type"] for e in events]
+    assert types[0] == "ExecutionStarted" and types[-1] == "ExecutionSucceeded"
+    assert types.count("MapIterationStarted") == 20 and types.count("MapIterationSucceeded") == 20
+    assert types.count("TaskSucceeded") == 20
+    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+    assert len(list(marks.iterdir())) == 20
+    # workflow tasks are not dead letters even when they fail; they are the machine's to handle
+    assert ledger.list_dead_letters() == []
+
+
+def test_retry_and_catch_through_the_coordinator(flows):
+    app, ledger, _ = flows
+    arn = api.start_execution(ledger, app, "retry_and_catch", {"id": 7}, name="rc-1")
+    row = api.wait_for(ledger, "rc-1", timeout=60)
+    assert row["status"] == "SUCCEEDED", row
+    out = row["output"]
+    assert out["id"] == 7 and out["flaky"] == {"attempts": 3}
+    assert out["error"]["Error"] == "ValueError"
+    assert json.loads(out["error"]["Cause"])["errorMessage"].startswith("cannot handle")
+    types = [e["type"] for e in api.get_history(ledger, arn)]
+    assert types.count("TaskFailed") == 3 and types.count("TaskScheduled") == 4
+    with pytest.raises(api.ExecutionError, match="already exists"):
+        api.start_execution(ledger, app, "retry_and_catch", {}, name="rc-1")
+
+
+@pytest.mark.slow
+def test_kill9_during_a_500_item_map(tmp_path):
+    rng = random.Random(7)
+    home = tmp_path / "home"
+    marks = tmp_path / "marks"
+    env = {
+        "HEADRACE_HOME": str(home),
+        "HEADRACE_POLL_INTERVAL": "0.2",
+        "FLOWS_MARKS": str(marks),
+    }
+    settings = load_settings(APP_DIR, home=str(home))
+    app = load_app(settings)
+    ledger = Ledger(settings.ledger_url)
+    up = Up(APP_DIR, env, tmp_path / "up.log").start()
+    try:
+        arn = api.start_execution(
+            ledger, app, "squares", {"items": list(range(500)), "sleep": 0.005}
+        )
+        for _ in range(4):
+            time.sleep(rng.uniform(0.5, 1.5))
+            up.kill9()
+            up.start()
+        row = api.wait_for(ledger, arn, timeout=240)
+        assert up.terminate() == 0
+    finally:
+        if up.alive():
+            up.kill9()
+    assert row["status"] == "SUCCEEDED", (row, up.output())
+    assert row["output"]["results"] == [{"item": i, "square": i * i} for i in range(500)]
+    with ledger.engine.connect() as conn:
+        per_token = conn.execute(
+            select(invocations.c.idempotency_key, func.count())
+            .where(invocations.c.execution_id == arn)
+            .group_by(invocations.c.idempotency_key)
+        ).all()
+        ok = conn.execute(
+            select(attempts.c.invocation_id, func.count())
+            .where(attempts.c.status == "ok", attempts.c.function == "record")
+            .group_by(attempts.c.invocation_id)
+        ).all()
+    assert len(per_token) == 500 and {n for _, n in per_token} == {1}
+    # no item's task completed twice
+    assert len(ok) == 500 and {n for _, n in ok} == {1}
+    events = api.get_history(ledger, arn)
+    assert [e["type"] for e in events].count("MapIterationSucceeded") == 500
+    ledger.close()

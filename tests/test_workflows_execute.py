@@ -1,0 +1,255 @@
+"""The interpreter, state by state, through `execute()` (in process, no coordinator)."""
+
+import json
+import time
+
+import pytest
+
+from headrace.workflows.asl import DefinitionError
+from headrace.workflows.execute import execute
+
+
+def chain(*states, **extra):
+    names = [s[0] for s in states]
+    out = {}
+    for i, (name, state) in enumerate(states):
+        state = dict(state)
+        if state["Type"] not in ("Choice", "Succeed", "Fail") and "Next" not in state:
+            if i + 1 < len(names):
+                state["Next"] = names[i + 1]
+            else:
+                state["End"] = True
+        out[name] = state
+    return {"StartAt": names[0], "States": out, **extra}
+
+
+def test_pass_chain_with_paths():
+    d = chain(
+        ("A", {"Type": "Pass", "Result": {"x": 1}, "ResultPath": "$.a"}),
+        (
+            "B",
+            {
+                "Type": "Pass",
+                "Parameters": {"sum.$": "States.MathAdd($.a.x, $.n)"},
+                "ResultPath": "$.b",
+            },
+        ),
+        ("C", {"Type": "Pass", "OutputPath": "$.b"}),
+    )
+    r = execute(d, {"n": 41})
+    assert r.status == "SUCCEEDED" and r.output == {"sum": 42}
+    types = [e["type"] for e in r.history]
+    assert types == [
+        "ExecutionStarted",
+        "PassStateEntered",
+        "PassStateExited",
+        "PassStateEntered",
+        "PassStateExited",
+        "PassStateEntered",
+        "PassStateExited",
+        "ExecutionSucceeded",
+    ]
+
+
+def test_choice_default_and_no_match():
+    d = {
+        "StartAt": "C",
+        "States": {
+            "C": {
+                "Type": "Choice",
+                "Choices": [
+                    {"Variable": "$.n", "NumericGreaterThan": 10, "Next": "Big"},
+                    {
+                        "And": [
+                            {"Variable": "$.s", "IsPresent": True},
+                            {"Variable": "$.s", "StringMatches": "a*"},
+                        ],
+                        "Next": "A",
+                    },
+                ],
+                "Default": "Other",
+            },
+            "Big": {"Type": "Pass", "Result": "big", "End": True},
+            "A": {"Type": "Pass", "Result": "a", "End": True},
+            "Other": {"Type": "Succeed"},
+        },
+    }
+    assert execute(d, {"n": 11}).output == "big"
+    assert execute(d, {"n": 1, "s": "abc"}).output == "a"
+    assert execute(d, {"n": 1}).output == {"n": 1}
+    del d["States"]["C"]["Default"], d["States"]["Other"]  # unreachable now: a definition error
+    r = execute(d, {"n": 1})
+    assert r.status == "FAILED" and r.error == "States.NoChoiceMatched"
+
+
+def test_fail_state_and_paths():
+    d = {"StartAt": "F", "States": {"F": {"Type": "Fail", "ErrorPath": "$.e", "CausePath": "$.c"}}}
+    r = execute(d, {"e": "Custom.Error", "c": "because"})
+    assert (r.status, r.error, r.cause) == ("FAILED", "Custom.Error", "because")
+
+
+def test_wait_seconds():
+    d = chain(("W", {"Type": "Wait", "Seconds": 1}), ("P", {"Type": "Pass"}))
+    started = time.time()
+    r = execute(d, {"k": 1})
+    assert r.status == "SUCCEEDED" and r.output == {"k": 1}
+    assert time.time() - started >= 0.95
+
+
+def test_task_functions_and_lambda_invoke_shape():
+    d = chain(
+        ("Plain", {"Type": "Task", "Resource": "headrace:function:inc", "ResultPath": "$.plain"}),
+        (
+            "Sdk",
+            {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::lambda:invoke",
+                "Parameters": {
+                    "FunctionName": "arn:aws:lambda:eu-west-1:1:function:inc",
+                    "Payload": {"v.$": "$.v"},
+                },
+                "ResultSelector": {"v.$": "$.Payload.v", "code.$": "$.StatusCode"},
+                "ResultPath": "$.sdk",
+            },
+        ),
+    )
+    r = execute(d, {"v": 1}, resources={"inc": lambda e: {"v": e["v"] + 1}})
+    assert r.status == "SUCCEEDED"
+    assert r.output == {"v": 1, "plain": {"v": 2}, "sdk": {"v": 2, "code": 200}}
+
+
+def test_retry_then_catch_with_error_output():
+    calls = []
+
+    def flaky(event):
+        calls.append(time.time())
+        raise ConnectionError("down")
+
+    d = {
+        "StartAt": "T",
+        "States": {
+            "T": {
+                "Type": "Task",
+                "Resource": "headrace:function:flaky",
+                "Retry": [
+                    {
+                        "ErrorEquals": ["ConnectionError"],
+                        "IntervalSeconds": 1,
+                        "MaxAttempts": 2,
+                        "BackoffRate": 1.0,
+                    }
+                ],
+                "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.err", "Next": "Caught"}],
+                "End": True,
+            },
+            "Caught": {"Type": "Pass", "End": True},
+        },
+    }
+    r = execute(d, {"id": 1}, resources={"flaky": flaky})
+    assert r.status == "SUCCEEDED" and len(calls) == 3
+    assert calls[1] - calls[0] >= 0.95 and calls[2] - calls[1] >= 0.95
+    assert r.output["id"] == 1 and r.output["err"]["Error"] == "ConnectionError"
+    assert json.loads(r.output["err"]["Cause"])["errorMessage"] == "down"
+
+
+def test_uncaught_task_error_fails_execution():
+    d = chain(("T", {"Type": "Task", "Resource": "headrace:function:boom"}))
+    r = execute(d, {}, resources={"boom": lambda e: 1 / 0})
+    assert r.status == "FAILED" and r.error == "ZeroDivisionError"
+    assert json.loads(r.cause)["errorType"] == "ZeroDivisionError"
+
+
+def test_task_timeout():
+    d = chain(("T", {"Type": "Task", "Resource": "headrace:function:slow", "TimeoutSeconds": 1}))
+    r = execute(d, {}, resources={"slow": lambda e: time.sleep(3)})
+    assert r.status == "FAILED" and r.error == "States.Timeout"
+    assert "TaskTimedOut" in [e["type"] for e in r.history]
+
+
+def test_map_with_concurrency_selector_and_context():
+    running, peak = [0], [0]
+
+    def work(event):
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        time.sleep(0.02)
+        running[0] -= 1
+        return event["i"] * 10 + event["v"]
+
+    d = chain(
+        (
+            "M",
+            {
+                "Type": "Map",
+                "ItemsPath": "$.xs",
+                "MaxConcurrency": 2,
+                "ItemSelector": {"i.$": "$$.Map.Item.Index", "v.$": "$$.Map.Item.Value"},
+                "ItemProcessor": chain(
+                    ("W", {"Type": "Task", "Resource": "headrace:function:work"})
+                ),
+                "ResultPath": "$.out",
+            },
+        ),
+    )
+    r = execute(d, {"xs": [1, 2, 3, 4, 5]}, resources={"work": work})
+    assert r.status == "SUCCEEDED" and r.output["out"] == [1, 12, 23, 34, 45]
+    assert peak[0] <= 2
+    types = [e["type"] for e in r.history]
+    assert types.count("MapIterationStarted") == 5 and "MapStateSucceeded" in types
+
+
+def test_map_failure_and_tolerated_failures():
+    def maybe(event):
+        if event % 2:
+            raise ValueError(f"odd {event}")
+        return event
+
+    inner = chain(("T", {"Type": "Task", "Resource": "headrace:function:maybe"}))
+    d = chain(("M", {"Type": "Map", "ItemProcessor": inner}))
+    r = execute(d, [0, 1, 2], resources={"maybe": maybe})
+    assert r.status == "FAILED" and r.error == "ValueError"
+    d["States"]["M"]["ToleratedFailureCount"] = 1
+    assert execute(d, [0, 1, 2], resources={"maybe": maybe}).output == [0, None, 2]
+    r = execute(d, [1, 3, 4], resources={"maybe": maybe})
+    assert r.status == "FAILED" and r.error == "States.ExceededToleratedFailureThreshold"
+
+
+def test_parallel_branches():
+    branch = lambda v: chain(("P", {"Type": "Pass", "Result": v}))  # noqa: E731
+    d = chain(("Par", {"Type": "Parallel", "Branches": [branch(1), branch("two")]}))
+    r = execute(d, {})
+    assert r.status == "SUCCEEDED" and r.output == [1, "two"]
+
+
+def test_result_path_null_keeps_input():
+    d = chain(("T", {"Type": "Task", "Resource": "headrace:function:f", "ResultPath": None}))
+    r = execute(d, {"keep": True}, resources={"f": lambda e: {"dropped": 1}})
+    assert r.output == {"keep": True}
+
+
+def test_execution_timeout():
+    d = chain(("W", {"Type": "Wait", "Seconds": 5}), TimeoutSeconds=1)
+    r = execute(d, {})
+    assert r.status == "TIMED_OUT" and r.error == "States.Timeout"
+
+
+def test_unknown_resources_are_definition_errors():
+    d = chain(
+        ("A", {"Type": "Task", "Resource": "arn:aws:states:::nope:thing"}),
+        ("B", {"Type": "Task", "Resource": "headrace:function:missing"}),
+    )
+    with pytest.raises(DefinitionError) as info:
+        execute(d, {}, resources={})
+    text = str(info.value)
+    assert "unknown resource 'arn:aws:states:::nope:thing'" in text and "'missing'" in text
+
+
+def test_fail_error_from_an_intrinsic():
+    d = {
+        "StartAt": "F",
+        "States": {
+            "F": {"Type": "Fail", "Error": "Bad", "CausePath": "States.Format('item {}', $.id)"}
+        },
+    }
+    r = execute(d, {"id": 7})
+    assert (r.status, r.error, r.cause) == ("FAILED", "Bad", "item 7")
