@@ -39,6 +39,7 @@ class App:
         self.functions: dict[str, FunctionSpec] = {}
         self.triggers: list[ObjectTrigger] = []
         self.state_machines: dict[str, dict[str, Any]] = {}
+        self.topics: dict[str, list[dict[str, Any]]] = {}
         self._names: dict[int, str] = {}
 
     # -- functions ----------------------------------------------------------------------------
@@ -147,6 +148,26 @@ class App:
         parse(raw)
         self.state_machines[name] = raw
         return raw
+
+    def topic(self, name: str, *subscriptions: dict[str, Any]) -> None:
+        """A notification topic: `sns:publish` tasks and `headrace.notify` deliver to its
+        subscriptions, e.g. `{"kind": "webhook", "url": …}`, `{"kind": "email", "host": …,
+        "to": [...]}`, `{"kind": "file", "path": …}`."""
+        from headrace.notify.subscriptions import subscription_from_dict
+
+        for spec in subscriptions:
+            subscription_from_dict(spec)  # fail now, not at the first message
+        self.topics[name] = [dict(s) for s in subscriptions]
+
+    def register_services(self) -> None:
+        """The built-in functions that run DynamoDB, SNS and Batch tasks of state machines."""
+        from headrace.workflows.services import HANDLERS
+
+        for name, handler in HANDLERS.items():
+            if name not in self.functions:
+                self.functions[name] = FunctionSpec(
+                    name=name, handler=handler, timeout=24 * 3600, retries=0, memory=4096
+                )
 
     def check_state_machines(self) -> None:
         from headrace.workflows.asl import DefinitionError, Problem

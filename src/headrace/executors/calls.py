@@ -47,6 +47,13 @@ _RUNTIME_FILES = (
 )
 
 
+def error_name(exc: BaseException) -> str:
+    """An exception's name for error records: its `error_name` when it has one (Step Functions
+    and DynamoDB errors such as "DynamoDB.ConditionalCheckFailedException"), else its class."""
+    name = getattr(exc, "error_name", None)
+    return name if isinstance(name, str) and name else type(exc).__name__
+
+
 def user_traceback(exc: BaseException) -> str:
     """The traceback from the user's code on, without headrace's own calling frames."""
     tb = exc.__traceback__
@@ -76,7 +83,7 @@ def run_call(call: Call, worker: str = "") -> Outcome:
     except (Exception, SystemExit) as exc:  # a worker reports user failures, it never dies of them
         value = None
         status = "error"
-        error = f"{type(exc).__name__}: {exc}"
+        error = f"{error_name(exc)}: {getattr(exc, 'cause', None) or exc}"
         tb = user_traceback(exc)
     return Outcome(
         id=call.id,

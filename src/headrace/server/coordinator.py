@@ -101,7 +101,9 @@ class Coordinator:
         self._maybe_pending: set[str] = set()
         self._carry: list[Outcome] = []
         self._watcher: ChangeWatcher | None = None
-        self.workflows = WorkflowDriver(self.ledger, app)
+        self.workflows = WorkflowDriver(
+            self.ledger, app, {"topics": app.topics, "home": str(settings.home)}
+        )
         self._logs_dir = settings.logs_dir
         self._tmp_root = settings.tmp_root
         self.ready = threading.Event()
@@ -122,6 +124,7 @@ class Coordinator:
 
     def _start(self) -> None:
         self.app.check_state_machines()
+        self.app.register_services()
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self._tmp_root.mkdir(parents=True, exist_ok=True)
         if self.settings.metrics:

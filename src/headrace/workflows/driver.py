@@ -44,9 +44,10 @@ class _Task:
 
 
 class WorkflowDriver:
-    def __init__(self, ledger: Ledger, app: App) -> None:
+    def __init__(self, ledger: Ledger, app: App, env: dict[str, Any] | None = None) -> None:
         self.ledger = ledger
         self.app = app
+        self.env = {"ledger": ledger.url, **(env or {})}  # what service tasks are told
         self.active: dict[str, Interpreter] = {}
         self.dirty: set[str] = set()
         self.tasks: dict[str, _Task] = {}  # invocation id -> the Task state waiting for it
@@ -181,9 +182,10 @@ class WorkflowDriver:
         inv_id = new_id()
         self.tasks[inv_id] = _Task(execution_id, scope, task["name"], task["token"], target)
         timeout = float(task["timeout"]) if task.get("timeout") else None
+        env = dict(self.env, idempotency_key=task["token"])
         return NewInvocation(
             function=spec.name,
-            payload=call_payload(target, task["parameters"]),
+            payload=call_payload(target, task["parameters"], env),
             max_attempts=1,  # the state's Retry decides about retries, not the function's
             source="workflow",
             idempotency_key=task["token"],

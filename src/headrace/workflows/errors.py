@@ -80,6 +80,11 @@ class StatesError(Exception):
         self.cause = cause
         super().__init__(f"{error}: {cause}" if cause else error)
 
+    @property
+    def error_name(self) -> str:
+        """The name workers report for this error (instead of the class name)."""
+        return self.error
+
     def to_output(self) -> dict[str, str]:
         """The ``{"Error", "Cause"}`` object a Catch passes on as the error output."""
         return {"Error": self.error, "Cause": self.cause}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -42,18 +43,27 @@ def execute(
     name: str | None = None,
     max_workers: int = 8,
     timeout: float | None = None,
+    ledger: str | None = None,
+    topics: dict[str, list[dict[str, Any]]] | None = None,
 ) -> ExecutionResult:
     """Run `definition` on `input` until it ends.
 
     `resources` maps function names to callables: `"arn:aws:states:::lambda:invoke"` with
     `FunctionName: "score"`, `"arn:aws:lambda:…:function:score"` and `"headrace:function:score"`
-    all call `resources["score"](payload)`.
+    all call `resources["score"](payload)`. DynamoDB and SNS tasks use the ledger at the
+    SQLAlchemy URL `ledger` (default: a temporary SQLite file) and the given `topics`
+    (name → subscription dicts, see headrace.notify).
     """
     machine = parse(definition)
     functions = dict(resources or {})
     problems = unknown_resources(machine.states, set(functions))
     if problems:
         raise DefinitionError([Problem("$.States", None, p) for p in problems])
+    scratch = None
+    if ledger is None:
+        scratch = tempfile.TemporaryDirectory(prefix="headrace-execute-")
+        ledger = f"sqlite:///{scratch.name}/ledger.db"
+    env = {"ledger": ledger, "topics": topics or {}}
     name = name or str(uuid.uuid4())
     execution_id = f"arn:aws:states:local:000000000000:execution:inline:{name}"
     interp = Interpreter(
@@ -99,7 +109,7 @@ def execute(
                 started.add(token)
                 emit("TaskStarted", scope, {"name": task["name"], "token": token})
                 target = resolve(task["resource"], task["parameters"])
-                future = pool.submit(call_local, target, task["parameters"], functions)
+                future = pool.submit(call_local, target, task["parameters"], functions, env)
                 limit = float(task["timeout"]) if task.get("timeout") else None
                 running[future] = (scope, task, now + limit if limit else float("inf"))
             wake = [t for t in (interp.next_timer(), deadline) if t]
@@ -136,6 +146,8 @@ def execute(
                             "cause": f"Task timed out after {task['timeout']} seconds",
                         },
                     )
+    if scratch is not None:
+        scratch.cleanup()
     return ExecutionResult(
         status=interp.status,
         output=interp.output,

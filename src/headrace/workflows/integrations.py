@@ -5,6 +5,14 @@
   "SdkResponseMetadata", "StatusCode": 200}` as the SDK integration returns it.
 * `arn:aws:lambda:<region>:<account>:function:NAME` and `headrace:function:NAME`: call NAME
   with the state's effective input; the result is what it returns.
+* `arn:aws:states:::dynamodb:putItem | getItem | updateItem | deleteItem` (and the other
+  DynamoDB actions headrace.tables knows): the request in DynamoDB's JSON, run on headrace's
+  tables; the result is DynamoDB's response.
+* `arn:aws:states:::sns:publish`: `TopicArn` (its last part names the topic), `Message`,
+  `Subject`; publishes to the app's topic; the result is `{"MessageId": …}`.
+* `arn:aws:states:::batch:submitJob.sync`: runs the job definition as a headrace job and
+  waits; the result is the job as `DescribeJobs` shows it. `batch:submitJob` (no `.sync`)
+  queues the job and returns `{"JobId", "JobName"}` at once.
 
 A failing function's error name is its exception's class name and the cause is the JSON AWS
 Lambda reports (`errorMessage`, `errorType`, `stackTrace`), so `Catch` rules written for Lambda
@@ -19,16 +27,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from headrace.workflows import services
 from headrace.workflows.errors import StatesError
 
 LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
+DYNAMODB_PREFIX = "arn:aws:states:::dynamodb:"
+SNS_PUBLISH = "arn:aws:states:::sns:publish"
+BATCH_SUBMIT = "arn:aws:states:::batch:submitJob"
 
 
 @dataclass(frozen=True)
 class Target:
-    kind: str  # "function"
-    name: str  # the function's name
+    kind: str  # "function" (a user's function) or "service" (a built-in integration)
+    name: str  # the function's name (services: a reserved name, see services.py)
     shape: str  # "lambda_invoke" wraps the result as the SDK integration does; "raw" does not
+    action: str = ""  # the service action: DynamoDB's "putItem", Batch's "submitJob.sync"
 
 
 def resolve(resource: str, parameters: Any = None) -> Target | None:
@@ -40,6 +53,14 @@ def resolve(resource: str, parameters: Any = None) -> Target | None:
         return Target("function", function_name(resource), "raw")
     if resource.startswith("headrace:function:"):
         return Target("function", resource.removeprefix("headrace:function:"), "raw")
+    if resource.startswith(DYNAMODB_PREFIX):
+        return Target("service", services.DYNAMODB, "raw", resource.removeprefix(DYNAMODB_PREFIX))
+    if resource == SNS_PUBLISH:
+        return Target("service", services.SNS, "raw", "publish")
+    if resource in (BATCH_SUBMIT, f"{BATCH_SUBMIT}.sync"):
+        return Target(
+            "service", services.BATCH, "raw", resource.removeprefix("arn:aws:states:::batch:")
+        )
     return None
 
 
@@ -72,6 +93,7 @@ def unknown_resources(states: dict[str, Any], known_functions: set[str] | None) 
             problems.append(f"state {name!r}: unknown resource {resource!r}")
         elif (
             known_functions is not None
+            and target.kind == "function"
             and target.name
             and target.name not in known_functions
             and "$" not in target.name  # a FunctionName.$ path is resolved at run time
@@ -83,8 +105,10 @@ def unknown_resources(states: dict[str, Any], known_functions: set[str] | None) 
     return problems
 
 
-def call_payload(target: Target, parameters: Any) -> Any:
-    """What the function receives."""
+def call_payload(target: Target, parameters: Any, env: dict[str, Any] | None = None) -> Any:
+    """What the function receives. Services also get `env`: the ledger URL, topics, jobs."""
+    if target.kind == "service":
+        return {"action": target.action, "params": parameters, **(env or {})}
     if target.shape == "lambda_invoke":
         return parameters.get("Payload", {}) if isinstance(parameters, dict) else {}
     return parameters
@@ -106,6 +130,9 @@ def error_from_exception(exc: BaseException) -> StatesError:
     """A function's exception as Step Functions reports a Lambda error."""
     if isinstance(exc, StatesError):
         return exc
+    name = getattr(exc, "error_name", None)
+    if isinstance(name, str) and name:  # DynamoDB's and other services' own error names
+        return StatesError(name, str(exc))
     cause = {
         "errorMessage": str(exc),
         "errorType": type(exc).__name__,
@@ -122,8 +149,21 @@ def error_from_outcome(error_line: str | None, tb: str | None) -> StatesError:
     return StatesError(name or "States.TaskFailed", json.dumps(cause))
 
 
-def call_local(target: Target, parameters: Any, functions: dict[str, Callable[..., Any]]) -> Any:
-    """Run a function target in this process (for `execute()` and tests)."""
+def call_local(
+    target: Target,
+    parameters: Any,
+    functions: dict[str, Callable[..., Any]],
+    env: dict[str, Any] | None = None,
+) -> Any:
+    """Run a target in this process (for `execute()` and tests)."""
+    if target.kind == "service":
+        from headrace.executors.calls import resolve_target
+
+        handler = resolve_target(services.HANDLERS[target.name])
+        try:
+            return handler(call_payload(target, parameters, env), None)
+        except Exception as exc:
+            raise error_from_exception(exc) from None
     fn = functions.get(target.name)
     if fn is None:
         raise StatesError(
