@@ -21,8 +21,7 @@ APP_DIR = Path(__file__).parent / "apps" / "flows"
 
 
 @pytest.fixture
-def flows(tmp_path, monkeypatch):
-    monkeypatch.setenv("FLOWS_MARKS", str(tmp_path / "marks"))
+def flows(tmp_path):
     settings = load_settings(APP_DIR, home=str(tmp_path / "home"), poll_interval=0.2, workers=2)
     app = load_app(settings)
     coordinator = Coordinator(settings, app)
@@ -38,7 +37,8 @@ def flows(tmp_path, monkeypatch):
 
 def test_map_fans_out_to_invocations(flows):
     app, ledger, marks = flows
-    arn = api.start_execution(ledger, app, "squares", {"items": list(range(20)), "sleep": 0})
+    data = {"items": list(range(20)), "sleep": 0, "marks": str(marks)}
+    arn = api.start_execution(ledger, app, "squares", data)
     row = api.wait_for(ledger, arn, timeout=60)
     assert row["status"] == "SUCCEEDED", row
     assert row["output"]["n"] == 20
@@ -55,18 +55,19 @@ def test_map_fans_out_to_invocations(flows):
 
 
 def test_retry_and_catch_through_the_coordinator(flows):
-    app, ledger, _ = flows
-    arn = api.start_execution(ledger, app, "retry_and_catch", {"id": 7}, name="rc-1")
+    app, ledger, marks = flows
+    data = {"id": 7, "marks": str(marks)}
+    arn = api.start_execution(ledger, app, "retry_and_catch", data, name="rc-1")
     row = api.wait_for(ledger, "rc-1", timeout=60)
     assert row["status"] == "SUCCEEDED", row
     out = row["output"]
-    assert out["id"] == 7 and out["flaky"] == {"attempts": 3}
+    assert out["id"] == 7 and out["flaky"] == {"attempts": 3}, out
     assert out["error"]["Error"] == "ValueError"
     assert json.loads(out["error"]["Cause"])["errorMessage"].startswith("cannot handle")
     types = [e["type"] for e in api.get_history(ledger, arn)]
     assert types.count("TaskFailed") == 3 and types.count("TaskScheduled") == 4
     with pytest.raises(api.ExecutionError, match="already exists"):
-        api.start_execution(ledger, app, "retry_and_catch", {}, name="rc-1")
+        api.start_execution(ledger, app, "retry_and_catch", data, name="rc-1")
 
 
 @pytest.mark.slow
@@ -74,19 +75,14 @@ def test_kill9_during_a_500_item_map(tmp_path):
     rng = random.Random(7)
     home = tmp_path / "home"
     marks = tmp_path / "marks"
-    env = {
-        "HEADRACE_HOME": str(home),
-        "HEADRACE_POLL_INTERVAL": "0.2",
-        "FLOWS_MARKS": str(marks),
-    }
+    env = {"HEADRACE_HOME": str(home), "HEADRACE_POLL_INTERVAL": "0.2"}
     settings = load_settings(APP_DIR, home=str(home))
     app = load_app(settings)
     ledger = Ledger(settings.ledger_url)
     up = Up(APP_DIR, env, tmp_path / "up.log").start()
     try:
-        arn = api.start_execution(
-            ledger, app, "squares", {"items": list(range(500)), "sleep": 0.005}
-        )
+        data = {"items": list(range(500)), "sleep": 0.005, "marks": str(marks)}
+        arn = api.start_execution(ledger, app, "squares", data)
         for _ in range(4):
             time.sleep(rng.uniform(0.5, 1.5))
             up.kill9()

@@ -94,8 +94,7 @@ def test_dynamodb_and_sns_tasks_in_process(tmp_path):
     assert item["n"] == 1
 
 
-def test_dynamodb_and_sns_tasks_through_the_coordinator(tmp_path, monkeypatch):
-    monkeypatch.setenv("FLOWS_MARKS", str(tmp_path / "marks"))
+def test_dynamodb_and_sns_tasks_through_the_coordinator(tmp_path):
     settings = load_settings(APP_DIR, home=str(tmp_path / "home"), poll_interval=0.2, workers=2)
     app = load_app(settings)
     app.topic("done", {"kind": "file", "path": str(tmp_path / "done.jsonl")})

@@ -1,7 +1,6 @@
 """State machines and the functions their Task states call, for the workflow tests."""
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ def double(event, context):
 @app.function(retries=0)
 def record(event, context):
     """Count how often each item ran: a second completion of an item would show here."""
-    marks = Path(os.environ["FLOWS_MARKS"])
+    marks = Path(event["marks"])
     marks.mkdir(parents=True, exist_ok=True)
     time.sleep(float(event.get("sleep", 0)))
     with open(marks / f"{event['item']}.{context.aws_request_id}", "w") as fh:
@@ -28,7 +27,7 @@ def record(event, context):
 
 @app.function(retries=0)
 def flaky(event, context):
-    marks = Path(os.environ["FLOWS_MARKS"]) / "flaky"
+    marks = Path(event["marks"]) / "flaky"
     marks.mkdir(parents=True, exist_ok=True)
     n = len(list(marks.iterdir()))
     (marks / str(n)).touch()
@@ -51,7 +50,11 @@ app.state_machine(
                 "Type": "Map",
                 "ItemsPath": "$.items",
                 "MaxConcurrency": 8,
-                "ItemSelector": {"item.$": "$$.Map.Item.Value", "sleep.$": "$.sleep"},
+                "ItemSelector": {
+                    "item.$": "$$.Map.Item.Value",
+                    "sleep.$": "$.sleep",
+                    "marks.$": "$.marks",
+                },
                 "ItemProcessor": {
                     "StartAt": "Record",
                     "States": {
