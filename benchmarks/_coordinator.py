@@ -14,15 +14,16 @@ APP_DIR = Path(__file__).resolve().parent / "app"
 
 
 class Coordinator:
-    def __init__(self, home: Path, **env: str) -> None:
+    def __init__(self, home: Path, app_dir: Path = APP_DIR, **env: str) -> None:
         self.home = home
+        self.app_dir = app_dir
         self.env = {"HEADRACE_HOME": str(home), **env}
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> Coordinator:
         info = self.home / "coordinator.json"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "headrace.cli", "-C", str(APP_DIR), "up", "--quiet"],
+            [sys.executable, "-m", "headrace.cli", "-C", str(self.app_dir), "up", "--quiet"],
             stdout=subprocess.DEVNULL,
             stderr=open(self.home.parent / f"{self.home.name}-up.log", "w"),
             env={**os.environ, **self.env},

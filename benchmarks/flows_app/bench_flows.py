@@ -1,0 +1,40 @@
+"""State machines for the workflow benchmarks."""
+
+from headrace import App
+
+app = App("bench_flows")
+
+
+@app.function(retries=0)
+def inc(event, context):
+    return event + 1
+
+
+def pass_chain(n: int) -> dict:
+    states = {
+        f"S{i}": {"Type": "Pass", "Result": i, "ResultPath": "$.last", "Next": f"S{i + 1}"}
+        for i in range(n - 1)
+    }
+    states[f"S{n - 1}"] = {"Type": "Pass", "End": True}
+    return {"StartAt": "S0", "States": states}
+
+
+def fan_out(inner: dict) -> dict:
+    return {
+        "StartAt": "Fan",
+        "States": {
+            "Fan": {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "ItemProcessor": {"StartAt": "Inner", "States": {"Inner": inner}},
+                "End": True,
+            }
+        },
+    }
+
+
+app.state_machine("chain", pass_chain(100))
+app.state_machine("map_pass", fan_out({"Type": "Pass", "End": True}))
+app.state_machine(
+    "map_task", fan_out({"Type": "Task", "Resource": "headrace:function:inc", "End": True})
+)
