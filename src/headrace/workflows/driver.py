@@ -51,12 +51,16 @@ class WorkflowDriver:
         self.active: dict[str, Interpreter] = {}
         self.dirty: set[str] = set()
         self.tasks: dict[str, _Task] = {}  # invocation id -> the Task state waiting for it
+        self.linked: set[str] = set()  # tokens of tasks that have an invocation
+        self.saved: dict[str, int] = {}  # execution id -> events already in the ledger
 
     def reset(self) -> None:
         """Forget the in-memory state after a failed transaction; the ledger rebuilds it."""
         self.active.clear()
         self.dirty.clear()
         self.tasks.clear()
+        self.linked.clear()
+        self.saved.clear()
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -84,6 +88,7 @@ class WorkflowDriver:
         for seq, kind, ts, scope, details in events:
             interp.apply(Event(seq, kind, ts, scope, details))
         self.active[execution_id] = interp
+        self.saved[execution_id] = len(events)
         self.dirty.add(execution_id)
         # tasks scheduled before the restart: find their invocations, and outcomes already in
         pending = interp.pending_tasks()
@@ -103,7 +108,8 @@ class WorkflowDriver:
                 )
             else:
                 self.tasks[inv["id"]] = info
-        self._append(conn, execution_id, outcomes)
+                self.linked.add(task["token"])
+        self._append(execution_id, outcomes)
 
     # -- the turn -----------------------------------------------------------------------------
 
@@ -121,33 +127,29 @@ class WorkflowDriver:
             interp = self.active.get(execution_id)
             if interp is None:
                 continue
-            events: list[tuple[str, str, dict[str, Any]]] = []
-            while decisions := interp.decide(now):
-                for decision in decisions:
-                    events.append(decision)
-                    self._apply(interp, decision, now)
-            # tasks waiting without an invocation: new ones, or ones lost before a crash
-            linked = {t.token for t in self.tasks.values() if t.execution_id == execution_id}
-            for scope, task in interp.pending_tasks():
-                if task["token"] in linked:
-                    continue
-                inv = self._invocation(execution_id, scope, task)
-                if inv is None:
+            failed_any = True
+            while failed_any:
+                failed_any = False
+                while decisions := interp.decide(now):
+                    for decision in decisions:
+                        self._apply(interp, decision, now)
+                # tasks waiting without an invocation: new ones, or ones lost before a crash
+                for scope, task in interp.take_new_tasks():
+                    if task["token"] in self.linked:
+                        continue
+                    inv = self._invocation(execution_id, scope, task)
+                    if inv is not None:
+                        new.append(inv)
+                        continue
+                    cause = f"resource {task['resource']!r} names no registered function"
                     failed = (
                         "TaskFailed",
                         scope,
-                        {
-                            "name": task["name"],
-                            "error": "States.Runtime",
-                            "cause": f"resource {task['resource']!r} names no registered function",
-                        },
+                        {"name": task["name"], "error": "States.Runtime", "cause": cause},
                     )
-                    events.append(failed)
                     self._apply(interp, failed, now)
-                    self.dirty.add(execution_id)
-                    continue
-                new.append(inv)
-            self._persist(conn, execution_id, interp, events)
+                    failed_any = True
+            self._persist(conn, execution_id, interp)
         self.dirty.clear()
         return new
 
@@ -155,22 +157,21 @@ class WorkflowDriver:
         kind, scope, details = decision
         interp.apply(Event(len(interp.history) + 1, kind, now, scope, details))
 
-    def _persist(
-        self, conn: Connection, execution_id: str, interp: Interpreter, events: list
-    ) -> None:
-        if not events:
-            return
-        first = len(interp.history) - len(events) + 1
-        rows = [
-            (first + i, kind, interp.history[first - 1 + i].timestamp, scope, details)
-            for i, (kind, scope, details) in enumerate(events)
-        ]
-        store.append_events(conn, execution_id, rows)
+    def _persist(self, conn: Connection, execution_id: str, interp: Interpreter) -> None:
+        """Write the events not yet in the ledger, all in the caller's transaction."""
+        start = self.saved.get(execution_id, 0)
+        fresh = interp.history[start:]
+        if fresh:
+            store.append_events(
+                conn, execution_id, [(e.id, e.type, e.timestamp, e.scope, e.details) for e in fresh]
+            )
+            self.saved[execution_id] = len(interp.history)
         if interp.status != "RUNNING":
             store.finish_execution(
                 conn, execution_id, interp.status, interp.output, interp.error, interp.cause
             )
             del self.active[execution_id]
+            self.saved.pop(execution_id, None)
 
     def _invocation(
         self, execution_id: str, scope: str, task: dict[str, Any]
@@ -181,6 +182,7 @@ class WorkflowDriver:
         spec = self.app.functions[target.name]
         inv_id = new_id()
         self.tasks[inv_id] = _Task(execution_id, scope, task["name"], task["token"], target)
+        self.linked.add(task["token"])
         timeout = float(task["timeout"]) if task.get("timeout") else None
         env = dict(self.env, idempotency_key=task["token"])
         return NewInvocation(
@@ -213,8 +215,9 @@ class WorkflowDriver:
         info = self.tasks.pop(invocation_id, None)
         if info is None:
             return
+        self.linked.discard(info.token)
         event = self._outcome_event(info, status, result, error, traceback)
-        self._append(conn, info.execution_id, [event])
+        self._append(info.execution_id, [event])
 
     def _outcome_event(
         self, info: _Task, status: str, result: Any, error: str | None, tb: str | None
@@ -239,12 +242,12 @@ class WorkflowDriver:
             {"name": info.name, "error": exc.error, "cause": exc.cause},
         )
 
-    def _append(self, conn: Connection, execution_id: str, events: list) -> None:
+    def _append(self, execution_id: str, events: list) -> None:
+        """Apply outcome events; advance() writes them with whatever they lead to."""
         interp = self.active.get(execution_id)
         if interp is None or not events:
             return
         now = time.time()
         for decision in events:
             self._apply(interp, decision, now)
-        self._persist(conn, execution_id, interp, events)
         self.dirty.add(execution_id)

@@ -113,6 +113,11 @@ def execute(
                 limit = float(task["timeout"]) if task.get("timeout") else None
                 running[future] = (scope, task, now + limit if limit else float("inf"))
             wake = [t for t in (interp.next_timer(), deadline) if t]
+            wake += [
+                float(t.get("not_before", 0))
+                for _, t in interp.pending_tasks()
+                if t["token"] not in started
+            ]
             wake += [end for _, _, end in running.values() if end != float("inf")]
             wait_for = max(0.0, min(wake) - time.time()) if wake else None
             if not running and wait_for is None:

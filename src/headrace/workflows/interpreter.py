@@ -86,6 +86,8 @@ class Interpreter:
         # deciding looks only at these, so a 10,000-item Map costs O(items), not O(items^2)
         self._dirty: dict[str, None] = {}
         self._waiting: dict[str, None] = {}
+        self._pending: dict[str, None] = {}  # frames with a scheduled task
+        self._fresh: dict[str, None] = {}  # ... scheduled since the driver last looked
 
     # -- folding ------------------------------------------------------------------------------
 
@@ -132,6 +134,8 @@ class Interpreter:
 
     def _on_TaskScheduled(self, e: Event) -> None:
         f = self.frames[e.scope]
+        self._pending[e.scope] = None
+        self._fresh[e.scope] = None
         f.phase = "task"
         f.task = dict(e.details)
         retrier = e.details.get("retrier")
@@ -142,12 +146,14 @@ class Interpreter:
         f = self.frames.get(e.scope)
         if f is None or f.phase != "task" or f.status != "running":
             return  # a late outcome for a frame that was aborted
+        self._pending.pop(e.scope, None)
         f.phase, f.task_result = "task_done", e.details.get("output")
 
     def _task_failed(self, e: Event) -> None:
         f = self.frames.get(e.scope)
         if f is None or f.phase != "task" or f.status != "running":
             return
+        self._pending.pop(e.scope, None)
         f.phase, f.error, f.cause = "task_failed", e.details["error"], e.details.get("cause", "")
 
     _on_TaskFailed = _task_failed
@@ -239,6 +245,7 @@ class Interpreter:
             if f.status == "running":
                 f.status, f.phase, f.reported = "aborted", "done", True
                 self._waiting.pop(f.scope, None)
+                self._pending.pop(f.scope, None)
 
     def _on_ExecutionSucceeded(self, e: Event) -> None:
         self.status, self.output = "SUCCEEDED", e.details.get("output")
@@ -578,30 +585,38 @@ class Interpreter:
 
     def pending_tasks(self) -> list[tuple[str, dict[str, Any]]]:
         """(scope, TaskScheduled details) of every task waiting for an outcome."""
-        return [
-            (f.scope, f.task)
-            for f in self.frames.values()
-            if f.phase == "task" and f.status == "running" and f.task is not None
-        ]
+        out = []
+        for scope in self._pending:
+            f = self.frames[scope]
+            if f.phase == "task" and f.status == "running" and f.task is not None:
+                out.append((scope, f.task))
+        return out
+
+    def take_new_tasks(self) -> list[tuple[str, dict[str, Any]]]:
+        """Tasks scheduled since the last call (after a replay: every pending task), so a
+        driver with thousands of tasks in flight looks only at what changed."""
+        fresh, self._fresh = self._fresh, {}
+        out = []
+        for scope in fresh:
+            f = self.frames[scope]
+            if scope in self._pending and f.status == "running" and f.task is not None:
+                out.append((scope, f.task))
+        return out
 
     def next_timer(self) -> float | None:
-        """The earliest moment a Wait state or a delayed retry becomes due."""
+        """The earliest moment a Wait state ends or the execution times out. (A delayed retry is
+        the dispatcher's to hold back: its TaskScheduled carries `not_before`.)"""
         times = []
-        for f in self.frames.values():
-            if f.status != "running":
+        for scope in self._waiting:
+            f = self.frames[scope]
+            if f.status != "running" or f.phase != "entered" or f.state is None:
                 continue
-            if f.phase == "task" and f.task is not None:
-                times.append(float(f.task.get("not_before", 0)))
-            elif f.phase == "entered" and f.state is not None:
-                state = f.machine["States"][f.state]
-                if state["Type"] == "Wait":
-                    try:
-                        ctx = self._context(f)
-                        times.append(
-                            self._wait_until(f, state, _input_path(state, f.input, ctx), ctx)
-                        )
-                    except StatesError:
-                        times.append(0.0)
+            state = f.machine["States"][f.state]
+            try:
+                ctx = self._context(f)
+                times.append(self._wait_until(f, state, _input_path(state, f.input, ctx), ctx))
+            except StatesError:
+                times.append(0.0)
         timeout = self.raw.get("TimeoutSeconds")
         if timeout:
             times.append(self.start_time + float(timeout))
