@@ -40,6 +40,7 @@ class App:
         self.triggers: list[ObjectTrigger] = []
         self.state_machines: dict[str, dict[str, Any]] = {}
         self.topics: dict[str, list[dict[str, Any]]] = {}
+        self.job_definitions: dict[str, Any] = {}  # name -> headrace.jobs.JobDefinition
         self._names: dict[int, str] = {}
 
     # -- functions ----------------------------------------------------------------------------
@@ -158,6 +159,17 @@ class App:
         for spec in subscriptions:
             subscription_from_dict(spec)  # fail now, not at the first message
         self.topics[name] = [dict(s) for s in subscriptions]
+
+    def job_definition(self, name: str, command: list[str], **options: Any) -> Any:
+        """A batch job definition (AWS Batch style): `command`, `environment`, `vcpus`,
+        `memory` (MiB), `timeout` (s), `retry_attempts`, `working_dir`, `parameters`. State
+        machines run it with `arn:aws:states:::batch:submitJob.sync`; `headrace jobs submit`
+        runs it from the command line."""
+        from headrace.jobs import JobDefinition
+
+        definition = JobDefinition(name=name, command=list(command), **options)
+        self.job_definitions[name] = definition
+        return definition
 
     def register_services(self) -> None:
         """The built-in functions that run DynamoDB, SNS and Batch tasks of state machines."""

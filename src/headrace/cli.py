@@ -18,11 +18,13 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from headrace.cli_jobs import jobs_app
 from headrace.errors import HeadraceError
 
 app = typer.Typer(help="headrace: event-driven data and ML pipelines.", no_args_is_help=True)
 dlq_app = typer.Typer(help="The dead-letter list: invocations that failed every attempt.")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(jobs_app, name="jobs", help="Batch jobs: submit, run, list, describe, logs.")
 console = Console()
 err = Console(stderr=True)
 

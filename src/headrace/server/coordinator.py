@@ -102,7 +102,14 @@ class Coordinator:
         self._carry: list[Outcome] = []
         self._watcher: ChangeWatcher | None = None
         self.workflows = WorkflowDriver(
-            self.ledger, app, {"topics": app.topics, "home": str(settings.home)}
+            self.ledger,
+            app,
+            {
+                "topics": app.topics,
+                "home": str(settings.home),
+                "storage": settings.storage_url,
+                "definitions": {n: d.to_dict() for n, d in app.job_definitions.items()},
+            },
         )
         self._logs_dir = settings.logs_dir
         self._tmp_root = settings.tmp_root

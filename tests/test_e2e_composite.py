@@ -1,0 +1,96 @@
+"""System 3 end to end on the real Landsat bands: `headrace up` as a subprocess runs the band
+composite state machine; one cell is made to fail (a missing band), so the Catch path and its
+notification run while every other cell's composite and task-log row are present."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import rasterio
+
+from headrace.app import load_app
+from headrace.config import load_settings
+from headrace.ledger import Ledger
+from headrace.tables import Tables
+from headrace.workflows import api
+from tests.e2e_helpers import Up, headrace
+
+pytestmark = pytest.mark.slow
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "band_composite"
+
+
+def test_band_composites_with_one_failing_cell(shared_data, tmp_path):
+    sys.path.insert(0, str(EXAMPLE))
+    from cells import landsat_cells, landsat_scene
+
+    scene = landsat_scene()
+    assert scene is not None
+    home = tmp_path / "home"
+    env = {
+        "HEADRACE_HOME": str(home),
+        "HEADRACE_POLL_INTERVAL": "0.3",
+        "COMPOSITE_NOTICES": str(tmp_path / "notices"),
+    }
+    cells = landsat_cells(scene, tmp_path / "cells")
+    broken = {
+        "cell": "broken",
+        "bands": {**cells[0]["bands"], "red": str(tmp_path / "cells" / "missing" / "red.tif")},
+        "date": "2015-08-04",
+    }
+    up = Up(EXAMPLE, env, tmp_path / "up.log").start()
+    try:
+        started = headrace(
+            "start-execution",
+            "band-composite",
+            "--name",
+            "landsat",
+            "--input",
+            json.dumps({"cells": [*cells, broken], "output_bucket": "composites"}),
+            project=EXAMPLE,
+            env=env,
+        )
+        assert started.returncode == 0, started.stderr
+        ledger = Ledger(load_settings(EXAMPLE, home=str(home)).ledger_url)
+        row = api.wait_for(ledger, "landsat", timeout=240)
+        assert row["status"] == "SUCCEEDED", (row, up.output())
+        results = {r["cell"]: r for r in row["output"]}
+        assert results["broken"]["status"] == "FAILED"
+        assert results["broken"]["error"] == "States.TaskFailed"
+        good = [c["cell"] for c in cells]
+        for name in good:
+            assert results[f"composite-{name}"]["status"] == "SUCCEEDED"
+            path = home / "buckets" / "composites" / "2015-08-04" / f"{name}.tif"
+            with rasterio.open(path) as src:
+                assert src.count == 3 and src.crs.to_epsg() == 32616
+                assert src.overviews(1)  # overviews were built
+                assert src.tags(1)["STATISTICS_MEAN"]
+        log = Tables(ledger).scan("composite-tasklog")["Items"]
+        assert sorted(i["cell"] for i in log) == sorted(good)
+        failures = (tmp_path / "notices" / "failures.jsonl").read_text().splitlines()
+        assert len(failures) == 1 and "cell broken failed" in failures[0]
+        assert len((tmp_path / "notices" / "done.jsonl").read_text().splitlines()) == 1
+        # the failed job's logs say why
+        jobs = json.loads(headrace("jobs", "list", "--json", project=EXAMPLE, env=env).stdout)
+        failed = [j for j in jobs if j["status"] == "FAILED"]
+        assert len(failed) == 1
+        logs = headrace("jobs", "logs", failed[0]["jobId"], project=EXAMPLE, env=env).stdout
+        assert "missing" in logs and "red.tif" in logs
+        history = json.loads(
+            headrace("history", "landsat", "--json", project=EXAMPLE, env=env).stdout
+        )
+        assert [e["type"] for e in history].count("MapIterationSucceeded") == len(good) + 1
+        assert up.terminate() == 0
+        ledger.close()
+    finally:
+        if up.alive():
+            up.kill9()
+        sys.path.remove(str(EXAMPLE))
+
+
+def test_example_definition_is_valid_and_uses_known_resources():
+    app = load_app(load_settings(EXAMPLE))
+    app.register_services()
+    app.check_state_machines()
+    assert "band-composite" in app.job_definitions
