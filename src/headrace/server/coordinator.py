@@ -149,6 +149,8 @@ class Coordinator:
             )
             self._watcher.start(self._on_object)
         self._maybe_pending.update(self.app.functions)
+        if self.app.topics:
+            threading.Thread(target=self._redeliver, name="headrace-notify", daemon=True).start()
         self._write_info()  # last: its presence tells scripts the coordinator is ready
         self.ready.set()
         log.info("coordinator %s started (%s executor)", self.id, self.executor.name)
@@ -481,6 +483,22 @@ class Coordinator:
             name = functions.get(outcome.id)
             if name and outcome.started_at and outcome.finished_at:
                 self.metrics.duration.labels(name).observe(outcome.finished_at - outcome.started_at)
+
+    def _redeliver(self, every: float = 5.0) -> None:
+        """Retry notifications whose delivery failed, off the loop: it waits on the network."""
+        from headrace.notify import Notifier, Topic
+        from headrace.notify.subscriptions import subscription_from_dict
+
+        topics = {
+            name: Topic(name, [subscription_from_dict(s) for s in subs])
+            for name, subs in self.app.topics.items()
+        }
+        notifier = Notifier(self.ledger, topics)
+        while not self._stop.wait(every):
+            try:
+                notifier.deliver_pending()
+            except Exception:  # a broken subscriber must not stop the coordinator
+                log.exception("retrying notifications failed")
 
     # -- shutdown -----------------------------------------------------------------------------
 
