@@ -81,6 +81,11 @@ def test_band_composites_with_one_failing_cell(shared_data, tmp_path):
             headrace("history", "landsat", "--json", project=EXAMPLE, env=env).stdout
         )
         assert [e["type"] for e in history].count("MapIterationSucceeded") == len(good) + 1
+        graph = headrace("graph", "band-composite", "-e", "landsat", project=EXAMPLE, env=env)
+        assert graph.returncode == 0 and graph.stdout.startswith("flowchart TD")
+        assert "done" in graph.stdout  # the Map's iteration counts
+        dot = headrace("graph", "band-composite", "--format", "dot", project=EXAMPLE, env=env)
+        assert dot.stdout.startswith("digraph") and dot.stdout.count("{") == dot.stdout.count("}")
         assert up.terminate() == 0
         ledger.close()
     finally:

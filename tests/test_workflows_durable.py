@@ -111,3 +111,15 @@ def test_kill9_during_a_500_item_map(tmp_path):
     events = api.get_history(ledger, arn)
     assert [e["type"] for e in events].count("MapIterationSucceeded") == 500
     ledger.close()
+
+
+def test_a_task_state_visited_again_runs_again(flows):
+    app, ledger, _ = flows
+    arn = api.start_execution(ledger, app, "doubling", {"value": 3})
+    row = api.wait_for(ledger, arn, timeout=60)
+    assert row["status"] == "SUCCEEDED" and row["output"] == {"value": 192}
+    with ledger.engine.connect() as conn:
+        n = conn.execute(
+            select(func.count()).select_from(invocations).where(invocations.c.execution_id == arn)
+        ).scalar_one()
+    assert n == 6

@@ -211,7 +211,7 @@ def test_map_failure_and_tolerated_failures():
     d["States"]["M"]["ToleratedFailureCount"] = 1
     assert execute(d, [0, 1, 2], resources={"maybe": maybe}).output == [0, None, 2]
     r = execute(d, [1, 3, 4], resources={"maybe": maybe})
-    assert r.status == "FAILED" and r.error == "States.ExceededToleratedFailureThreshold"
+    assert r.status == "FAILED" and r.error == "States.ExceedToleratedFailureThreshold"
 
 
 def test_parallel_branches():
@@ -253,3 +253,22 @@ def test_fail_error_from_an_intrinsic():
     }
     r = execute(d, {"id": 7})
     assert (r.status, r.error, r.cause) == ("FAILED", "Bad", "item 7")
+
+
+def test_a_task_in_a_loop_runs_on_every_visit():
+    d = {
+        "StartAt": "Check",
+        "States": {
+            "Check": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.n", "NumericLessThan": 3, "Next": "Inc"}],
+                "Default": "Done",
+            },
+            "Inc": {"Type": "Task", "Resource": "headrace:function:inc", "Next": "Check"},
+            "Done": {"Type": "Succeed"},
+        },
+    }
+    r = execute(d, {"n": 0}, resources={"inc": lambda e: {"n": e["n"] + 1}})
+    assert r.status == "SUCCEEDED" and r.output == {"n": 3}
+    tokens = [e["details"]["token"] for e in r.history if e["type"] == "TaskScheduled"]
+    assert len(tokens) == 3 and len(set(tokens)) == 3

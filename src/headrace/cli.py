@@ -518,6 +518,31 @@ def stop_execution_cmd(
     console.print(f"{row['name']}: {row['status']}")
 
 
+@app.command()
+def graph(
+    state_machine: Annotated[str, typer.Argument(help="State machine name.")],
+    execution: Annotated[
+        str | None, typer.Option("--execution", "-e", help="Colour states by this execution.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="mermaid or dot")] = "mermaid",
+) -> None:
+    """The state graph as Mermaid or Graphviz DOT, with each state's status for an execution."""
+    from headrace.app import load_app
+    from headrace.workflows import api
+    from headrace.workflows.graph import to_dot, to_mermaid
+
+    if fmt not in ("mermaid", "dot"):
+        raise typer.BadParameter("--format is mermaid or dot")
+    settings = _settings()
+    application = load_app(settings)
+    if state_machine not in application.state_machines:
+        known = ", ".join(sorted(application.state_machines)) or "none"
+        raise typer.BadParameter(f"no state machine {state_machine!r} (known: {known})")
+    events = api.get_history(_ledger(settings), execution) if execution else None
+    render = to_mermaid if fmt == "mermaid" else to_dot
+    sys.stdout.write(render(application.state_machines[state_machine], events) + "\n")
+
+
 def main() -> None:
     try:
         app()

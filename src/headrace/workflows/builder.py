@@ -54,7 +54,7 @@ class _Unset(Enum):
 UNSET: Final = _Unset.UNSET
 
 #: A path field that may be JSON null: a JSONPath string, ``None`` (null) or UNSET (absent).
-NullablePath: TypeAlias = str | None | _Unset
+NullablePath: TypeAlias = str | _Unset | None
 
 
 class BuildError(DefinitionError):
@@ -141,12 +141,12 @@ class Catch:
         self,
         error_equals: Sequence[str] | str = ("States.ALL",),
         *,
-        next: Target,
+        next: Transition,
         result_path: NullablePath = UNSET,
         comment: str | None = None,
     ) -> None:
         self.error_equals = _errors(error_equals)
-        self.target = next
+        self.target = _target(next)
         self.result_path = result_path
         self.comment = comment
 
@@ -595,7 +595,7 @@ class Condition:
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(self.body))
 
-    def then(self, next: Target, *, comment: str | None = None) -> ChoiceRule:
+    def then(self, next: Transition, *, comment: str | None = None) -> ChoiceRule:
         """This condition as a top-level rule that goes to ``next`` when it holds."""
         return ChoiceRule(self, next, comment)
 
@@ -620,9 +620,9 @@ class Condition:
 class ChoiceRule:
     """A top-level Choice rule: a condition and the state to go to."""
 
-    def __init__(self, condition: Condition, next: Target, comment: str | None = None) -> None:
+    def __init__(self, condition: Condition, next: Transition, comment: str | None = None) -> None:
         self.condition = condition
-        self.target = next
+        self.target = _target(next)
         self.comment = comment
 
     def __repr__(self) -> str:
@@ -803,7 +803,7 @@ class Choice(State):
         name: str,
         choices: Sequence[ChoiceRule] = (),
         *,
-        default: Target | None = None,
+        default: Transition | None = None,
         input_path: NullablePath = UNSET,
         output_path: NullablePath = UNSET,
         comment: str | None = None,
@@ -816,16 +816,16 @@ class Choice(State):
                     f"Choice {name!r}: a rule is Condition.then(state), not {type(rule).__name__}"
                 )
             self.choices.append(rule)
-        self.default = default
+        self.default = None if default is None else _target(default)
 
-    def when(self, condition: Condition, next: Target, *, comment: str | None = None) -> Choice:
+    def when(self, condition: Condition, next: Transition, *, comment: str | None = None) -> Choice:
         """Add a rule; returns this state, so calls can be chained."""
         self.choices.append(ChoiceRule(condition, next, comment))
         return self
 
-    def otherwise(self, next: Target) -> Choice:
+    def otherwise(self, next: Transition) -> Choice:
         """Set Default, where the machine goes when no rule holds."""
-        self.default = next
+        self.default = _target(next)
         return self
 
     def _targets(self) -> list[Target]:
@@ -883,6 +883,8 @@ class Chain:
 Chainable: TypeAlias = State | Chain
 #: A transition target: a state, or the name of a state in the same scope.
 Target: TypeAlias = State | str
+#: What a transition argument accepts: a target, or a chain (entered at its first state).
+Transition: TypeAlias = State | Chain | str
 
 
 def _first(part: Chainable) -> State:
@@ -895,6 +897,15 @@ def _first(part: Chainable) -> State:
 
 def _last(part: Chainable) -> State:
     return part.last if isinstance(part, Chain) else _first(part)
+
+
+def _target(target: Transition) -> Target:
+    """A transition target; a chain is entered at its first state."""
+    if isinstance(target, Chain):
+        return target.first
+    if isinstance(target, State | str):
+        return target
+    raise TypeError(f"a transition target is a state, a chain or a name, not {target!r}")
 
 
 def _target_name(target: Target) -> str:
@@ -940,16 +951,21 @@ class _Renderer:
                     stack.append(target)
                 else:
                     self.problem(state, f"a transition target is a state, not {target!r}")
-        states: dict[str, Any] = {}
+        # claim this scope's states before rendering nested scopes, so that a state shared
+        # with a Map processor is reported as belonging here, where it was placed first
+        mine: list[State] = []
         for state in order:
             owner = self.owner.setdefault(id(state), label)
-            if owner != label:
+            if owner == label:
+                mine.append(state)
+            else:
                 self.problem(
                     state,
                     f"state {state.name!r} is reached from both {owner} and {label}; "
                     "transitions cannot cross a Map or Parallel boundary, so use two states",
                 )
-                continue
+        states: dict[str, Any] = {}
+        for state in mine:
             rendered = state._render(self)
             known = self.names.get(state.name)
             if known is None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from headrace.workflows import choice, dataflow, paths
 from headrace.workflows.errors import (
+    EXCEEDED_TOLERATED_FAILURE_THRESHOLD,
     StatesError,
     find_catcher,
     find_retrier,
@@ -49,6 +50,7 @@ class Frame:
     input: Any = None
     phase: str = "enter"  # enter, entered, task, task_done, task_failed, map, parallel, done
     entered_at: float = 0.0
+    entered_id: int = 0  # the id of the StateEntered event: tells visits of a state apart
     status: str = "running"  # running, succeeded, failed, aborted
     output: Any = None
     error: str | None = None
@@ -115,6 +117,7 @@ class Interpreter:
         f.state = e.details["name"]
         f.input = e.details["input"]
         f.entered_at = e.timestamp
+        f.entered_id = e.id
         f.phase = "entered"
         if f.machine["States"][f.state]["Type"] == "Wait":
             self._waiting[f.scope] = None
@@ -441,7 +444,7 @@ class Interpreter:
             "timeout": state.get("TimeoutSeconds"),
             "heartbeat": state.get("HeartbeatSeconds"),
             # identifies this attempt everywhere: a re-dispatch after a crash reuses it
-            "token": f"{self.execution.get('Id', '')}#{f.scope}#{f.state}#{attempt}",
+            "token": f"{self.execution.get('Id', '')}#{f.scope}#{f.state}@{f.entered_id}#{attempt}",
         }
         if retrier is not None:
             details["retrier"] = retrier
@@ -518,7 +521,7 @@ class Interpreter:
         if len(f.failures) > tolerated:
             index, error, cause = sorted(f.failures)[0]
             if tolerated > 0 or "ToleratedFailurePercentage" in state:
-                error = "States.ExceededToleratedFailureThreshold"
+                error = EXCEEDED_TOLERATED_FAILURE_THRESHOLD
                 cause = (
                     f"Map state {f.state!r}: {len(f.failures)} of {total} iterations failed, "
                     f"more than the {tolerated} tolerated"

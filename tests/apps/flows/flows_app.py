@@ -110,3 +110,19 @@ app.state_machine(
         },
     },
 )
+
+app.state_machine(
+    "doubling",
+    {
+        "StartAt": "Check",
+        "States": {
+            "Check": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.value", "NumericLessThan": 100, "Next": "Double"}],
+                "Default": "Done",
+            },
+            "Double": {"Type": "Task", "Resource": "headrace:function:double", "Next": "Check"},
+            "Done": {"Type": "Succeed"},
+        },
+    },
+)
