@@ -75,7 +75,7 @@ def bounded_block_cache() -> Iterator[None]:
         rasterio.env.hasenv() and "GDAL_CACHEMAX" in rasterio.env.getenv()
     )
     previous = rasterio.env.get_gdal_config("GDAL_CACHEMAX")
-    if chosen or not isinstance(previous, int) or previous <= _BLOCK_CACHE:
+    if chosen or (isinstance(previous, int) and previous <= _BLOCK_CACHE):
         yield
         return
     # the cache size is process-wide, not part of rasterio's per-Env state: restore it by hand
@@ -83,6 +83,7 @@ def bounded_block_cache() -> Iterator[None]:
     try:
         yield
     finally:
+        # unset (None) means GDAL's default again
         rasterio.env.set_gdal_config("GDAL_CACHEMAX", previous)
 
 

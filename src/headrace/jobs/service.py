@@ -36,6 +36,7 @@ from headrace.jobs.errors import JobBusy, JobDefinitionNotFound, JobError, JobNo
 from headrace.jobs.records import JobRun
 from headrace.jobs.runners import Attempt, JobRunner, Poll, get_runner
 from headrace.jobs.schema import STATUSES, job_runs, metadata
+from headrace.ledger.db import create_tables
 
 if TYPE_CHECKING:
     from headrace.ledger import Ledger
@@ -75,7 +76,7 @@ class Jobs:
         self._runners: dict[str, JobRunner] = dict(runners or {})
         self.heartbeat_seconds = heartbeat_seconds
         self.stale_after = stale_after
-        metadata.create_all(ledger.engine)
+        create_tables(metadata, ledger.engine)
 
     # -- submitting -------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, u
 from sqlalchemy.engine import Engine
 
 from headrace.ledger import schema
-from headrace.ledger.db import create_ledger_engine, is_postgres
+from headrace.ledger.db import create_ledger_engine, create_tables, is_postgres
 from headrace.ledger.schema import (
     attempts,
     coordinators,
@@ -72,7 +72,7 @@ class Ledger:
         self.url = url
         self.engine: Engine = create_ledger_engine(url, sync=sync)
         self.postgres = is_postgres(self.engine)
-        metadata.create_all(self.engine)
+        create_tables(metadata, self.engine)
         # reads go through their own engine so that, on SQLite, they never take the write lock
         self.reader: Engine = (
             self.engine if self.postgres else create_ledger_engine(url, sync=sync, writer=False)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import MetaData, create_engine, event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 
 from headrace.errors import LedgerError
 
@@ -61,6 +62,21 @@ def _sqlite_pragmas(engine: Engine, sync: str, writer: bool) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # type: ignore[no-untyped-def]
         conn.exec_driver_sql(begin)
+
+
+def create_tables(metadata: MetaData, engine: Engine) -> None:
+    """`create_all`, safe when several processes open a fresh ledger at once: the loser of the
+    race between "does it exist?" and CREATE TABLE finds it there on the next try."""
+    for attempt in range(5):
+        try:
+            metadata.create_all(engine)
+            return
+        except (OperationalError, ProgrammingError, IntegrityError) as exc:
+            if "already exists" not in str(exc) and "duplicate key" not in str(exc):
+                raise
+            if attempt == 4:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def is_postgres(engine: Engine) -> bool:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, and_, insert, or_, select, update
 
+from headrace.ledger.db import create_tables
 from headrace.notify.errors import DeliveryFailed, NotifyError, UnknownTopic
 from headrace.notify.schema import metadata, notify_deliveries, notify_messages
 from headrace.notify.subscriptions import Subscription, subscription_from_dict
@@ -124,7 +125,7 @@ class Notifier:
         self.synchronous = synchronous
         self.max_workers = max_workers
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        metadata.create_all(ledger.engine)
+        create_tables(metadata, ledger.engine)
 
     # -- publishing ---------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from headrace.ledger.db import create_tables
 from headrace.tables import expressions as ex
 from headrace.tables.errors import (
     ConditionalCheckFailed,
@@ -104,7 +105,7 @@ class Tables:
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
         self._postgres = ledger.postgres
-        metadata.create_all(ledger.engine)
+        create_tables(metadata, ledger.engine)
 
     # -- plumbing ---------------------------------------------------------------------------
 
