@@ -31,6 +31,22 @@ def test_make_run_demo(tmp_path):
     assert str(curated) in result.stdout.replace("\n", "")
 
 
+@pytest.mark.slow
+def test_make_run_band_composite_demo(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "band_composite" / "run_demo.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HEADRACE_HOME": str(tmp_path / "home"), "COLUMNS": "160"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "execution SUCCEEDED" in result.stdout
+    composites = list((tmp_path / "home" / "buckets" / "composites").rglob("*.tif"))
+    assert len(composites) == 4
+    assert "done.jsonl: band composites done" in result.stdout
+
+
 def test_getting_started_grib_snippet(shared_data, tmp_path, monkeypatch):
     text = (ROOT / "docs" / "getting-started.md").read_text()
     (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "read_grib" in b]

@@ -8,7 +8,8 @@ from pathlib import Path
 from headrace import App
 
 HERE = Path(__file__).resolve().parent
-NOTICES = Path(os.environ.get("COMPOSITE_NOTICES", HERE / ".headrace" / "notices"))
+HOME = Path(os.environ.get("HEADRACE_HOME") or HERE / ".headrace")
+NOTICES = Path(os.environ.get("COMPOSITE_NOTICES") or HOME / "notices")
 
 app = App("composites")
 
