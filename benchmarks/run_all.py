@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["grib_throughput.py", "trigger_latency.py", "invocation_throughput.py"]
+SCRIPTS = [
+    "grib_throughput.py",
+    "trigger_latency.py",
+    "invocation_throughput.py",
+    "workflow_throughput.py",
+    "band_composite.py",
+    "band_composite_workflow.py",
+]
 
 
 def main() -> int:
