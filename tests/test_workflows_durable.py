@@ -123,3 +123,35 @@ def test_a_task_state_visited_again_runs_again(flows):
             select(func.count()).select_from(invocations).where(invocations.c.execution_id == arn)
         ).scalar_one()
     assert n == 6
+
+
+def test_redrive_reruns_only_what_failed(flows):
+    app, ledger, marks = flows
+    gate = marks / "gate"
+    items = list(range(6))
+    data = {"items": items, "gate": str(gate), "marks": str(marks)}
+    arn = api.start_execution(ledger, app, "gated", data, name="gated-1")
+    row = api.wait_for(ledger, arn, timeout=60)
+    assert row["status"] == "FAILED" and row["error"] == "FileNotFoundError", row
+    done = api.start_execution(ledger, app, "doubling", {"value": 200})
+    api.wait_for(ledger, done, timeout=30)
+    with pytest.raises(api.ExecutionError, match="only failed"):
+        api.redrive_execution(ledger, done)
+    gate.mkdir(parents=True, exist_ok=True)
+    (gate / "open").touch()
+    assert api.redrive_execution(ledger, "gated-1")["status"] == "RUNNING"
+    row = api.wait_for(ledger, arn, timeout=60)
+    assert row["status"] == "SUCCEEDED", row
+    assert row["output"] == [{"item": i, "square": i * i} for i in items]
+    # iterations that had succeeded before the redrive ran once; the gated one ran again
+    # (and so may iterations the failure aborted while they ran)
+    history = api.get_history(ledger, arn)
+    redriven = next(e["id"] for e in history if e["type"] == "ExecutionRedriven")
+    kept = {
+        e["details"]["index"]
+        for e in history
+        if e["type"] == "MapIterationSucceeded" and e["id"] < redriven
+    }
+    runs = {i: len(list(marks.glob(f"{i}.*"))) for i in items}
+    assert 3 not in kept and runs[3] == 2, runs
+    assert kept and all(runs[i] == 1 for i in kept), (kept, runs)

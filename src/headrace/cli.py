@@ -519,6 +519,15 @@ def stop_execution_cmd(
 
 
 @app.command()
+def redrive(execution: Annotated[str, typer.Argument(help="Name or ARN.")]) -> None:
+    """Resume a failed, timed-out or aborted execution from where it stopped."""
+    from headrace.workflows import api
+
+    row = api.redrive_execution(_ledger(_settings()), execution)
+    console.print(f"{row['name']}: {row['status']}")
+
+
+@app.command()
 def graph(
     state_machine: Annotated[str, typer.Argument(help="State machine name.")],
     execution: Annotated[

@@ -86,6 +86,14 @@ def finish_execution(
     )
 
 
+def reopen_execution(conn: Connection, execution_id: str) -> None:
+    conn.execute(
+        update(executions)
+        .where(executions.c.id == execution_id)
+        .values(status="RUNNING", output=None, error=None, cause=None, stopped_at=None)
+    )
+
+
 def running_ids(conn: Connection) -> list[str]:
     return [
         r[0] for r in conn.execute(select(executions.c.id).where(executions.c.status == "RUNNING"))

@@ -98,6 +98,27 @@ def stop_execution(
     return describe_execution(ledger, execution["id"])
 
 
+def redrive_execution(ledger: Ledger, name_or_arn: str) -> dict[str, Any]:
+    """Resume a FAILED, TIMED_OUT or ABORTED execution from where it stopped; the running
+    coordinator picks it up. States that succeeded (and Map iterations) are not run again."""
+    execution = describe_execution(ledger, name_or_arn)
+    if execution["status"] not in ("FAILED", "TIMED_OUT", "ABORTED"):
+        raise ExecutionError(
+            f"execution {execution['name']!r}",
+            f"is {execution['status']}; only failed, timed-out or aborted executions redrive",
+            "start a new execution instead",
+        )
+    with ledger.begin() as conn:
+        seq = store.history_length(conn, execution["id"]) + 1
+        store.append_events(
+            conn,
+            execution["id"],
+            [(seq, "ExecutionRedriven", time.time(), "", {"redriveCount": 1})],
+        )
+        store.reopen_execution(conn, execution["id"])
+    return describe_execution(ledger, execution["id"])
+
+
 def wait_for(ledger: Ledger, name_or_arn: str, timeout: float = 600) -> dict[str, Any]:
     deadline = time.time() + timeout
     while True:

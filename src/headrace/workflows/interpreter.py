@@ -56,6 +56,7 @@ class Frame:
     error: str | None = None
     cause: str | None = None
     reported: bool = False  # the parent has been told how this frame ended
+    failed_phase: str = ""  # the phase it was in when an uncaught error ended it
     # Task
     task: dict[str, Any] | None = None
     task_result: Any = None
@@ -165,8 +166,10 @@ class Interpreter:
     def _on_StateFailed(self, e: Event) -> None:
         """An uncaught error ends a frame (headrace's event; AWS reports it on the parent)."""
         f = self.frames[e.scope]
+        f.failed_phase = f.phase  # a redrive resumes a Map/Parallel here
         f.phase, f.status = "done", "failed"
         f.error, f.cause = e.details["error"], e.details.get("cause", "")
+        self._pending.pop(e.scope, None)
 
     def _on_MapStateStarted(self, e: Event) -> None:
         f = self.frames[e.scope]
@@ -246,9 +249,34 @@ class Interpreter:
         parent = self.frames[e.scope]
         for f in self._children(parent):
             if f.status == "running":
+                parent.running -= 1
                 f.status, f.phase, f.reported = "aborted", "done", True
                 self._waiting.pop(f.scope, None)
                 self._pending.pop(f.scope, None)
+
+    def _on_ExecutionRedriven(self, e: Event) -> None:
+        """Resume a failed, timed-out or aborted execution where it stopped (AWS's
+        RedriveExecution): failed and aborted states run again with the input they had;
+        Map iterations and Parallel branches that succeeded keep their results."""
+        self.status, self.output, self.error, self.cause = "RUNNING", None, None, None
+        self.start_time = e.timestamp  # TimeoutSeconds counts from the redrive
+        for f in self.frames.values():
+            if f.status not in ("failed", "aborted"):
+                continue
+            parent = self.frames.get(f.parent) if f.parent is not None else None
+            if parent is not None and f.reported:
+                parent.failures = [x for x in parent.failures if x[0] != f.index]
+                parent.running += 1
+            resume = f.failed_phase if f.failed_phase in ("map", "parallel") else "enter"
+            if resume in ("map", "parallel"):
+                f.failures = []
+            f.status, f.phase, f.reported, f.failed_phase = "running", resume, False, ""
+            f.error = f.cause = None
+            f.task, f.retries = None, {}
+            self._dirty[f.scope] = None
+        root = self.frames.get("")
+        if root is not None and root.status == "running":
+            self._dirty[""] = None
 
     def _on_ExecutionSucceeded(self, e: Event) -> None:
         self.status, self.output = "SUCCEEDED", e.details.get("output")

@@ -126,3 +126,42 @@ app.state_machine(
         },
     },
 )
+
+
+@app.function(retries=0)
+def gated(event, context):
+    """Item 3 fails until its gate folder holds an `open` file."""
+    result = record(event, context)
+    if event["item"] == 3 and not (Path(event["gate"]) / "open").exists():
+        raise FileNotFoundError(f"{event['gate']}/open")
+    return result
+
+
+app.state_machine(
+    "gated",
+    {
+        "StartAt": "Fan",
+        "States": {
+            "Fan": {
+                "Type": "Map",
+                "ItemsPath": "$.items",
+                "ItemSelector": {
+                    "item.$": "$$.Map.Item.Value",
+                    "gate.$": "$.gate",
+                    "marks.$": "$.marks",
+                },
+                "ItemProcessor": {
+                    "StartAt": "Gated",
+                    "States": {
+                        "Gated": {
+                            "Type": "Task",
+                            "Resource": "headrace:function:gated",
+                            "End": True,
+                        }
+                    },
+                },
+                "End": True,
+            }
+        },
+    },
+)
