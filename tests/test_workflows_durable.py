@@ -155,3 +155,28 @@ def test_redrive_reruns_only_what_failed(flows):
     runs = {i: len(list(marks.glob(f"{i}.*"))) for i in items}
     assert 3 not in kept and runs[3] == 2, runs
     assert kept and all(runs[i] == 1 for i in kept), (kept, runs)
+
+
+@pytest.mark.postgres
+def test_map_on_a_postgres_ledger(tmp_path, pg_url):
+    settings = load_settings(
+        APP_DIR, home=str(tmp_path / "home"), ledger=pg_url, poll_interval=0.2, workers=2
+    )
+    app = load_app(settings)
+    coordinator = Coordinator(settings, app)
+    thread = threading.Thread(target=coordinator.run, kwargs={"drain_timeout": 5})
+    thread.start()
+    try:
+        assert coordinator.ready.wait(30)
+        ledger = Ledger(settings.ledger_url)
+        data = {"items": list(range(30)), "sleep": 0, "marks": str(tmp_path / "marks")}
+        arn = api.start_execution(ledger, app, "squares", data)
+        row = api.wait_for(ledger, arn, timeout=60)
+        assert row["status"] == "SUCCEEDED", row
+        assert row["output"]["results"] == [{"item": i, "square": i * i} for i in range(30)]
+        events = api.get_history(ledger, arn)
+        assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+        ledger.close()
+    finally:
+        coordinator.stop()
+        thread.join(30)

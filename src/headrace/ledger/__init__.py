@@ -16,11 +16,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 
 from headrace.ledger import schema
-from headrace.ledger.db import create_ledger_engine, create_tables, is_postgres
+from headrace.ledger.db import create_ledger_engine, create_tables, insert_rows, is_postgres
 from headrace.ledger.schema import (
     attempts,
     coordinators,
@@ -302,7 +302,7 @@ class Ledger:
             )
         if rows:
             with self._tx(conn) as c:
-                c.execute(insert(invocations), rows)
+                insert_rows(c, invocations, rows)
         return [r["id"] for r in rows]
 
     def claim(
@@ -363,7 +363,7 @@ class Ledger:
 
     def record_attempts(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         if rows:
-            conn.execute(insert(attempts), rows)
+            insert_rows(conn, attempts, rows)
 
     def finish(self, conn: Connection, owner: str, updates: list[dict[str, Any]]) -> int:
         """Apply the end of attempts. Each update: id, attempt, status, result, error, traceback,
@@ -372,42 +372,33 @@ class Ledger:
         if not updates:
             return 0
         now = time.time()
-        stmt = (
-            update(invocations)
-            .where(
-                and_(
-                    invocations.c.id == bindparam("b_id"),
-                    invocations.c.lease_owner == owner,
-                    invocations.c.status == "running",
-                )
-            )
-            .values(
-                status=bindparam("b_status"),
-                attempts=bindparam("b_attempts"),
-                next_run_at=bindparam("b_next"),
-                result=bindparam("b_result"),
-                error=bindparam("b_error"),
-                traceback=bindparam("b_tb"),
-                finished_at=bindparam("b_finished"),
-                lease_owner=None,
-                lease_expires_at=None,
-                updated_at=now,
-            )
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        sets = ", ".join(
+            f"{c} = {mark}"
+            for c in ("status", "attempts", "next_run_at", "result", "error", "traceback")
+        )
+        sql = (
+            f"UPDATE invocations SET {sets}, finished_at = {mark}, lease_owner = NULL, "
+            f"lease_expires_at = NULL, updated_at = {mark} "
+            f"WHERE id = {mark} AND lease_owner = {mark} AND status = 'running'"
         )
         params = [
-            {
-                "b_id": u["id"],
-                "b_status": u["status"],
-                "b_attempts": u["attempt"] if u.get("counted", True) else u["attempt"] - 1,
-                "b_next": u.get("next_run_at") or now,
-                "b_result": None if u.get("result") is None else _dumps(u["result"]),
-                "b_error": u.get("error"),
-                "b_tb": u.get("traceback"),
-                "b_finished": now if u["status"] in ("succeeded", "dead") else None,
-            }
+            (
+                u["status"],
+                u["attempt"] if u.get("counted", True) else u["attempt"] - 1,
+                u.get("next_run_at") or now,
+                None if u.get("result") is None else _dumps(u["result"]),
+                u.get("error"),
+                u.get("traceback"),
+                now if u["status"] in ("succeeded", "dead") else None,
+                now,
+                u["id"],
+                owner,
+            )
             for u in updates
         ]
-        result = conn.execute(stmt, params)
+        # through the driver, like insert_rows: this runs for every finished attempt
+        result = conn.exec_driver_sql(sql, params)
         # a workflow's failed task is the state machine's to handle (Retry/Catch), not the DLQ's
         dead = [u for u in updates if u["status"] == "dead" and u.get("dead_letter", True)]
         if dead:

@@ -57,6 +57,7 @@ class Frame:
     cause: str | None = None
     reported: bool = False  # the parent has been told how this frame ended
     failed_phase: str = ""  # the phase it was in when an uncaught error ended it
+    entered_iso: tuple[float, str] = (-1.0, "")  # entered_at as text, computed once
     # Task
     task: dict[str, Any] | None = None
     task_result: Any = None
@@ -91,6 +92,8 @@ class Interpreter:
         self._waiting: dict[str, None] = {}
         self._pending: dict[str, None] = {}  # frames with a scheduled task
         self._fresh: dict[str, None] = {}  # ... scheduled since the driver last looked
+        self._execution_ctx: tuple[float, dict, dict] | None = None
+        self.redrives = 0
 
     # -- folding ------------------------------------------------------------------------------
 
@@ -260,6 +263,7 @@ class Interpreter:
         Map iterations and Parallel branches that succeeded keep their results."""
         self.status, self.output, self.error, self.cause = "RUNNING", None, None, None
         self.start_time = e.timestamp  # TimeoutSeconds counts from the redrive
+        self.redrives += 1
         for f in self.frames.values():
             if f.status not in ("failed", "aborted"):
                 continue
@@ -346,22 +350,33 @@ class Interpreter:
         )
 
     def _context(self, f: Frame) -> dict[str, Any]:
+        # the execution part is the same for every state: built once (it is read-only)
+        if self._execution_ctx is None or self._execution_ctx[0] != self.start_time:
+            self._execution_ctx = (
+                self.start_time,
+                {
+                    "Id": self.execution.get("Id", ""),
+                    "Name": self.execution.get("Name", ""),
+                    "StartTime": iso(self.start_time),
+                    "Input": self.input,
+                    "RoleArn": "arn:aws:iam::000000000000:role/headrace",
+                    "RedriveCount": self.redrives,
+                },
+                {
+                    "Id": self.execution.get("StateMachineId", ""),
+                    "Name": self.execution.get("StateMachineName", ""),
+                },
+            )
+        _, execution, machine = self._execution_ctx
+        entered = f.entered_at or self.start_time
+        if f.entered_iso[0] != entered:
+            f.entered_iso = (entered, iso(entered))
         ctx: dict[str, Any] = {
-            "Execution": {
-                "Id": self.execution.get("Id", ""),
-                "Name": self.execution.get("Name", ""),
-                "StartTime": iso(self.start_time),
-                "Input": self.input,
-                "RoleArn": "arn:aws:iam::000000000000:role/headrace",
-                "RedriveCount": 0,
-            },
-            "StateMachine": {
-                "Id": self.execution.get("StateMachineId", ""),
-                "Name": self.execution.get("StateMachineName", ""),
-            },
+            "Execution": execution,
+            "StateMachine": machine,
             "State": {
                 "Name": f.state,
-                "EnteredTime": iso(f.entered_at or self.start_time),
+                "EnteredTime": f.entered_iso[1],
                 "RetryCount": sum(f.retries.values()),
             },
         }
