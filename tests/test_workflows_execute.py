@@ -272,3 +272,106 @@ def test_a_task_in_a_loop_runs_on_every_visit():
     assert r.status == "SUCCEEDED" and r.output == {"n": 3}
     tokens = [e["details"]["token"] for e in r.history if e["type"] == "TaskScheduled"]
     assert len(tokens) == 3 and len(set(tokens)) == 3
+
+
+def test_map_item_reader_batcher_and_result_writer(tmp_path):
+    from headrace.storage import ObjectStore
+
+    store = ObjectStore(str(tmp_path / "buckets"))
+    store.bucket("inputs").put("cells.csv", b"cell,value\na,1\nb,2\nc,3\n")
+    store.bucket("inputs").put("list/x.json", b"[1, 2, 3, 4, 5]")
+    d = chain(
+        (
+            "FromCsv",
+            {
+                "Type": "Map",
+                "ItemReader": {
+                    "Resource": "arn:aws:states:::s3:getObject",
+                    "ReaderConfig": {"InputType": "CSV", "CSVHeaderLocation": "FIRST_ROW"},
+                    "Parameters": {"Bucket": "inputs", "Key.$": "$.csv"},
+                },
+                "ItemProcessor": chain(("P", {"Type": "Pass"})),
+                "ResultPath": "$.rows",
+            },
+        ),
+        (
+            "Batched",
+            {
+                "Type": "Map",
+                "ItemReader": {
+                    "Resource": "arn:aws:states:::s3:getObject",
+                    "ReaderConfig": {"InputType": "JSON", "MaxItems": 4},
+                    "Parameters": {"Bucket": "inputs", "Key": "list/x.json"},
+                },
+                "ItemBatcher": {"MaxItemsPerBatch": 3, "BatchInput": {"tag.$": "$.tag"}},
+                "ItemProcessor": chain(
+                    ("Sum", {"Type": "Task", "Resource": "headrace:function:sum"})
+                ),
+                "ResultWriter": {
+                    "Resource": "arn:aws:states:::s3:putObject",
+                    "Parameters": {"Bucket": "results", "Prefix": "sums"},
+                },
+                "ResultPath": "$.written",
+            },
+        ),
+        (
+            "Listed",
+            {
+                "Type": "Map",
+                "ItemReader": {
+                    "Resource": "arn:aws:states:::s3:listObjectsV2",
+                    "Parameters": {"Bucket": "inputs", "Prefix": "list/"},
+                },
+                "ItemSelector": {"key.$": "$$.Map.Item.Value.Key"},
+                "ItemProcessor": chain(("Q", {"Type": "Pass"})),
+                "ResultPath": "$.listed",
+            },
+        ),
+    )
+
+    def total(batch):
+        return {"sum": sum(batch["Items"]), "tag": batch["BatchInput"]["tag"]}
+
+    r = execute(
+        d,
+        {"csv": "cells.csv", "tag": "t"},
+        resources={"sum": total},
+        storage=str(tmp_path / "buckets"),
+        name="run1",
+    )
+    assert r.status == "SUCCEEDED", (r.error, r.cause)
+    assert r.output["rows"] == [
+        {"cell": "a", "value": "1"},
+        {"cell": "b", "value": "2"},
+        {"cell": "c", "value": "3"},
+    ]
+    details = r.output["written"]["ResultWriterDetails"]
+    assert details == {"Bucket": "results", "Key": "sums/run1/manifest.json"}
+    written = json.loads(store.bucket("results").get("sums/run1/SUCCEEDED_0.json"))
+    assert [json.loads(x["Output"]) for x in written] == [
+        {"sum": 6, "tag": "t"},
+        {"sum": 4, "tag": "t"},
+    ]
+    assert r.output["listed"] == [{"key": "list/x.json"}]
+
+
+def test_item_reader_failure_is_catchable(tmp_path):
+    d = chain(
+        (
+            "Read",
+            {
+                "Type": "Map",
+                "ItemReader": {
+                    "Resource": "arn:aws:states:::s3:getObject",
+                    "Parameters": {"Bucket": "inputs", "Key": "missing.json"},
+                },
+                "ItemProcessor": chain(("P", {"Type": "Pass"})),
+                "Catch": [{"ErrorEquals": ["States.ItemReaderFailed"], "Next": "Caught"}],
+            },
+        ),
+        ("Caught", {"Type": "Pass", "Result": "caught"}),
+    )
+    d["States"]["Read"].pop("Next", None)
+    d["States"]["Read"]["End"] = True
+    r = execute(d, {}, storage=str(tmp_path / "b"))
+    assert r.status == "SUCCEEDED" and r.output == "caught"

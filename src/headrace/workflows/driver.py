@@ -30,6 +30,7 @@ from headrace.workflows.integrations import (
     shape_result,
 )
 from headrace.workflows.interpreter import Interpreter
+from headrace.workflows.items import StorageMapIO
 
 log = logging.getLogger("headrace.workflows")
 
@@ -84,6 +85,7 @@ class WorkflowDriver:
                 f"{row['state_machine']}",
                 "StateMachineName": row["state_machine"],
             },
+            StorageMapIO(self.env.get("storage")),
         )
         for seq, kind, ts, scope, details in events:
             interp.apply(Event(seq, kind, ts, scope, details))

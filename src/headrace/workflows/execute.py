@@ -20,6 +20,7 @@ from headrace.workflows.errors import StatesError
 from headrace.workflows.history import Event
 from headrace.workflows.integrations import call_local, resolve, unknown_resources
 from headrace.workflows.interpreter import Interpreter
+from headrace.workflows.items import StorageMapIO
 
 STATUS = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
@@ -45,6 +46,7 @@ def execute(
     timeout: float | None = None,
     ledger: str | None = None,
     topics: dict[str, list[dict[str, Any]]] | None = None,
+    storage: str | None = None,
 ) -> ExecutionResult:
     """Run `definition` on `input` until it ends.
 
@@ -52,7 +54,8 @@ def execute(
     `FunctionName: "score"`, `"arn:aws:lambda:…:function:score"` and `"headrace:function:score"`
     all call `resources["score"](payload)`. DynamoDB and SNS tasks use the ledger at the
     SQLAlchemy URL `ledger` (default: a temporary SQLite file) and the given `topics`
-    (name → subscription dicts, see headrace.notify).
+    (name → subscription dicts, see headrace.notify); Map ItemReader/ResultWriter use the object
+    store at `storage` (an fsspec URL or folder).
     """
     machine = parse(definition)
     functions = dict(resources or {})
@@ -74,6 +77,7 @@ def execute(
             "StateMachineId": "inline",
             "StateMachineName": "inline",
         },
+        StorageMapIO(storage),
     )
 
     def emit(kind: str, scope: str, details: dict[str, Any]) -> None:

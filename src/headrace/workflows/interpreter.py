@@ -14,6 +14,7 @@ of the Map state "Fan", "Fan[3]/Inner[0]" nests, "Both{1}" is branch 1 of a Para
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from headrace.workflows.errors import (
     retry_delay,
 )
 from headrace.workflows.history import STATE_EVENT_PREFIX, Event
+from headrace.workflows.items import StorageMapIO, batches
 
 Decision = tuple[str, str, dict[str, Any]]
 
@@ -72,10 +74,13 @@ class Frame:
 
 
 class Interpreter:
-    def __init__(self, machine: Any, execution: dict[str, Any]) -> None:
+    def __init__(
+        self, machine: Any, execution: dict[str, Any], io: StorageMapIO | None = None
+    ) -> None:
         """`machine` is a parsed StateMachine (or anything with `.raw`), `execution` holds
         Id, Name, StateMachine Id/Name for the context object."""
         self.raw = machine.raw if hasattr(machine, "raw") else machine
+        self.io = io or StorageMapIO(None)  # ItemReader / ResultWriter
         self.execution = execution
         self.frames: dict[str, Frame] = {}
         self.history: list[Event] = []
@@ -438,12 +443,27 @@ class Interpreter:
             return [("StateFailed", f.scope, {"name": f.state, "error": error, "cause": cause})]
         if kind == "Map":
             effective = _input_path(state, f.input, ctx)
-            items = paths.evaluate_path(state.get("ItemsPath", "$"), effective, ctx)
+            if "ItemReader" in state:
+                reader = state["ItemReader"]
+                params = dataflow.resolve_template(reader.get("Parameters", {}), effective, ctx)
+                items = self.io.read_items(reader, params)
+            else:
+                items = paths.evaluate_path(state.get("ItemsPath", "$"), effective, ctx)
             if not isinstance(items, list):
                 raise StatesError(
                     "States.Runtime",
                     f"the ItemsPath of Map state {f.state!r} did not select a JSON array",
                 )
+            if "ItemBatcher" in state:
+                batcher = dict(state["ItemBatcher"])
+                if "MaxItemsPerBatchPath" in batcher:
+                    batcher["MaxItemsPerBatch"] = paths.evaluate_path(
+                        batcher["MaxItemsPerBatchPath"], effective, ctx
+                    )
+                batch_input = batcher.get("BatchInput")
+                if batch_input is not None:
+                    batch_input = dataflow.resolve_template(batch_input, effective, ctx)
+                items = batches(items, batcher, batch_input)
             details = {"name": f.state, "items": items, "effective": effective}
             return [("MapStateStarted", f.scope, details)]
         if kind == "Parallel":
@@ -592,6 +612,20 @@ class Interpreter:
             ]
         if f.started == total and f.running == 0:
             results = [f.results.get(i) for i in range(total)]
+            if "ResultWriter" in state:
+                writer = state["ResultWriter"]
+                params = dataflow.resolve_template(writer.get("Parameters", {}), f.effective, ctx)
+                failed_at = {i for i, _, _ in f.failures}
+                succeeded = [
+                    {"Index": i, "Output": json.dumps(r), "Status": "SUCCEEDED"}
+                    for i, r in enumerate(results)
+                    if i not in failed_at
+                ]
+                failed = [
+                    {"Index": i, "Error": e, "Cause": c, "Status": "FAILED"}
+                    for i, e, c in sorted(f.failures)
+                ]
+                results = self.io.write_results(writer, params, self.execution, succeeded, failed)
             output = dataflow.state_output(state, f.input, results, ctx)
             return [
                 ("MapStateSucceeded", f.scope, {"name": f.state}),

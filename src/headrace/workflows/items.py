@@ -1,0 +1,154 @@
+"""Map states that read their items from a bucket and write their results to one
+(`ItemReader`, `ResultWriter`), on headrace's object store.
+
+* `ItemReader` with `arn:aws:states:::s3:getObject` (`Bucket`, `Key`; `ReaderConfig.InputType`
+  JSON — an array —, JSONL or CSV with `CSVHeaderLocation` FIRST_ROW or GIVEN + `CSVHeaders`,
+  and `MaxItems`), or `arn:aws:states:::s3:listObjectsV2` (`Bucket`, `Prefix`): each object as
+  `{"Key", "Size", "Etag", "LastModified", "StorageClass"}`.
+* `ResultWriter` with `arn:aws:states:::s3:putObject` (`Bucket`, `Prefix`): the iterations'
+  results go to `<Prefix>/<execution name>/SUCCEEDED_0.json` (and `FAILED_0.json` for tolerated
+  failures) with a `manifest.json`, and the Map's result is `{"MapRunArn", "ResultWriterDetails":
+  {"Bucket", "Key"}}`, as on AWS.
+
+What was read is recorded in the history (`MapStateStarted`), so a resumed execution does not
+read the object again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from headrace.workflows.errors import StatesError
+
+GET_OBJECT = "arn:aws:states:::s3:getObject"
+LIST_OBJECTS = "arn:aws:states:::s3:listObjectsV2"
+PUT_OBJECT = "arn:aws:states:::s3:putObject"
+
+
+class StorageMapIO:
+    def __init__(self, storage_url: str | None) -> None:
+        self.storage_url = storage_url
+        self._store: Any = None
+
+    def _bucket(self, name: str) -> Any:
+        if not self.storage_url:
+            raise StatesError(
+                "States.ItemReaderFailed",
+                "no object store is configured for ItemReader/ResultWriter "
+                "(fix: run under `headrace up`, or pass storage= to execute())",
+            )
+        if self._store is None:
+            from headrace.storage import ObjectStore
+
+            self._store = ObjectStore(self.storage_url)
+        return self._store.bucket(name, create=True)
+
+    def read_items(self, reader: dict[str, Any], parameters: dict[str, Any]) -> list[Any]:
+        resource = reader.get("Resource")
+        config = reader.get("ReaderConfig") or {}
+        try:
+            if resource == LIST_OBJECTS:
+                items = [
+                    {
+                        "Key": o.key,
+                        "Size": o.size,
+                        "Etag": f'"{o.etag}"',
+                        "LastModified": datetime.fromtimestamp(o.last_modified, UTC).isoformat(),
+                        "StorageClass": "STANDARD",
+                    }
+                    for o in self._bucket(parameters["Bucket"]).list(parameters.get("Prefix", ""))
+                ]
+            elif resource == GET_OBJECT:
+                raw = self._bucket(parameters["Bucket"]).get(parameters["Key"]).decode("utf-8")
+                items = _parse(raw, config)
+            else:
+                raise StatesError(
+                    "States.ItemReaderFailed", f"ItemReader resource {resource!r} is not supported"
+                )
+        except StatesError:
+            raise
+        except Exception as exc:  # a missing object, bad JSON/CSV: the Map fails, clearly
+            raise StatesError("States.ItemReaderFailed", f"{type(exc).__name__}: {exc}") from None
+        limit = config.get("MaxItems")
+        return items[: int(limit)] if limit else items
+
+    def write_results(
+        self,
+        writer: dict[str, Any],
+        parameters: dict[str, Any],
+        execution: dict[str, Any],
+        succeeded: list[Any],
+        failed: list[Any],
+    ) -> dict[str, Any]:
+        bucket_name = parameters["Bucket"]
+        prefix = str(parameters.get("Prefix", "")).strip("/")
+        run = execution.get("Name", "run")
+        base = f"{prefix}/{run}" if prefix else run
+        bucket = self._bucket(bucket_name)
+        files = []
+        for kind, results in (("SUCCEEDED", succeeded), ("FAILED", failed)):
+            if not results and kind == "FAILED":
+                continue
+            key = f"{base}/{kind}_0.json"
+            bucket.put(key, json.dumps(results).encode())
+            files.append({"Key": key, "Size": len(results)})
+        manifest = {
+            "DestinationBucket": bucket_name,
+            "MapRunArn": f"{execution.get('Id', '')}:map-run",
+            "ResultFiles": {k["Key"].rsplit("/", 1)[1].split("_")[0]: [k] for k in files},
+        }
+        key = f"{base}/manifest.json"
+        bucket.put(key, json.dumps(manifest).encode())
+        return {
+            "MapRunArn": manifest["MapRunArn"],
+            "ResultWriterDetails": {"Bucket": bucket_name, "Key": key},
+        }
+
+
+def _parse(raw: str, config: dict[str, Any]) -> list[Any]:
+    kind = config.get("InputType", "JSON").upper()
+    if kind == "JSON":
+        data = json.loads(raw)
+        if not isinstance(data, list):
+            raise ValueError("the JSON object is not an array")
+        return data
+    if kind == "JSONL":
+        return [json.loads(line) for line in raw.splitlines() if line.strip()]
+    if kind == "CSV":
+        rows = list(csv.reader(io.StringIO(raw), delimiter=config.get("CSVDelimiter", ",")))
+        if config.get("CSVHeaderLocation", "FIRST_ROW") == "GIVEN":
+            headers = list(config["CSVHeaders"])
+        else:
+            headers, rows = rows[0], rows[1:]
+        return [dict(zip(headers, row, strict=False)) for row in rows]
+    raise ValueError(f"ReaderConfig InputType {kind!r} is not supported (JSON, JSONL or CSV)")
+
+
+def batches(items: list[Any], batcher: dict[str, Any], batch_input: Any) -> list[dict[str, Any]]:
+    """ItemBatcher: groups of at most MaxItemsPerBatch items (and MaxInputBytesPerBatch bytes),
+    each as `{"Items": [...], "BatchInput": ...}`."""
+    most = int(batcher.get("MaxItemsPerBatch") or len(items) or 1)
+    max_bytes = batcher.get("MaxInputBytesPerBatch")
+    out: list[dict[str, Any]] = []
+    current: list[Any] = []
+    size = 0
+    for item in items:
+        item_size = len(json.dumps(item))
+        if current and (len(current) >= most or (max_bytes and size + item_size > max_bytes)):
+            out.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += item_size
+    if current:
+        out.append(current)
+    shaped = []
+    for chunk in out:
+        entry: dict[str, Any] = {"Items": chunk}
+        if batch_input is not None:
+            entry["BatchInput"] = batch_input
+        shaped.append(entry)
+    return shaped
