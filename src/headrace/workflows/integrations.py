@@ -46,7 +46,9 @@ class Target:
 
 def resolve(resource: str, parameters: Any = None) -> Target | None:
     """The target of a Task's Resource, or None when headrace does not know the resource."""
-    if resource in (LAMBDA_INVOKE, f"{LAMBDA_INVOKE}.waitForTaskToken"):
+    # `.waitForTaskToken` (callbacks with SendTaskSuccess) is not supported yet: it stays an
+    # unknown resource rather than silently running as a plain invoke
+    if resource == LAMBDA_INVOKE:
         name = parameters.get("FunctionName") if isinstance(parameters, dict) else None
         return Target("function", function_name(name) if name else "", "lambda_invoke")
     if resource.startswith("arn:aws:lambda:") and ":function:" in resource:
