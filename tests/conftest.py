@@ -10,6 +10,20 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 PG_ADMIN = os.environ.get("HEADRACE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def ledger(request, tmp_path):
+    """A ledger on SQLite, and the same test again on a fresh PostgreSQL database."""
+    from headrace.ledger import Ledger
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    led = Ledger(url)
+    yield led
+    led.close()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "grib").is_dir():

@@ -5,22 +5,10 @@ import sys
 import threading
 import time
 
-import pytest
 from sqlalchemy import insert, select, update
 
 from headrace.ledger import Ledger, NewInvocation
 from headrace.ledger.schema import coordinators, invocations
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def ledger(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    led = Ledger(url)
-    yield led
-    led.close()
 
 
 def enqueue(ledger, n, function="f", max_attempts=3):

@@ -25,17 +25,6 @@ from headrace.notify import (
 from headrace.notify.schema import notify_deliveries
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def ledger(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    led = Ledger(url)
-    yield led
-    led.close()
-
-
 @pytest.fixture
 def sqlite_ledger(tmp_path):
     led = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")

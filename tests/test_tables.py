@@ -5,7 +5,6 @@ from decimal import Decimal
 import pytest
 
 from headrace.errors import HeadraceError
-from headrace.ledger import Ledger
 from headrace.tables import (
     ConditionalCheckFailed,
     TableExists,
@@ -17,17 +16,6 @@ from headrace.tables import (
     to_attribute_values,
 )
 from headrace.tables.types import encode_number_key, to_decimal
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def ledger(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    led = Ledger(url)
-    yield led
-    led.close()
 
 
 @pytest.fixture
