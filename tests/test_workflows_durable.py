@@ -180,3 +180,48 @@ def test_map_on_a_postgres_ledger(tmp_path, pg_url):
     finally:
         coordinator.stop()
         thread.join(30)
+
+
+def _token(marks, timeout=20.0):
+    path = marks / "token.txt"
+    deadline = time.time() + timeout
+    while not path.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    return path.read_text()
+
+
+def test_wait_for_task_token_with_heartbeats(flows):
+    app, ledger, marks = flows
+    arn = api.start_execution(ledger, app, "approval", {"marks": str(marks)})
+    token = _token(marks)
+    for _ in range(3):  # longer than HeartbeatSeconds in all, kept alive by heartbeats
+        time.sleep(1.0)
+        api.send_task_heartbeat(ledger, token)
+    assert api.describe_execution(ledger, arn)["status"] == "RUNNING"
+    api.send_task_success(ledger, token, {"approved": True})
+    row = api.wait_for(ledger, arn, timeout=30)
+    assert row["status"] == "SUCCEEDED", row
+    assert row["output"]["approval"] == {"approved": True}
+    types = [e["type"] for e in api.get_history(ledger, arn)]
+    assert types.count("TaskHeartbeat") == 3
+    # a token nobody waits for any more is rejected, not applied
+    api.send_task_success(ledger, token, {"again": True})
+    time.sleep(0.6)
+    assert api.describe_execution(ledger, arn)["output"]["approval"] == {"approved": True}
+
+
+def test_heartbeat_timeout_and_task_failure(flows):
+    app, ledger, marks = flows
+    arn = api.start_execution(ledger, app, "approval", {"marks": str(marks)}, name="silent")
+    row = api.wait_for(ledger, arn, timeout=30)
+    assert row["status"] == "SUCCEEDED" and row["output"]["error"]["Error"] == (
+        "States.HeartbeatTimeout"
+    )
+    (marks / "token.txt").unlink()
+    arn = api.start_execution(ledger, app, "approval", {"marks": str(marks)}, name="refused")
+    api.send_task_failure(ledger, _token(marks), "Rejected", "not approved")
+    row = api.wait_for(ledger, arn, timeout=30)
+    assert row["status"] == "FAILED" and (row["error"], row["cause"]) == (
+        "Rejected",
+        "not approved",
+    )

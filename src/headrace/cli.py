@@ -518,6 +518,41 @@ def stop_execution_cmd(
     console.print(f"{row['name']}: {row['status']}")
 
 
+@app.command("send-task-success")
+def send_task_success_cmd(
+    token: Annotated[str, typer.Argument(help="The task token ($$.Task.Token).")],
+    output: Annotated[str, typer.Option(help="The task's result, as JSON.")] = "{}",
+) -> None:
+    """End a waiting `.waitForTaskToken` task with a result."""
+    from headrace.workflows import api
+
+    try:
+        data = json.loads(output)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--output is not valid JSON: {exc}") from None
+    api.send_task_success(_ledger(_settings()), token, data)
+
+
+@app.command("send-task-failure")
+def send_task_failure_cmd(
+    token: Annotated[str, typer.Argument(help="The task token.")],
+    error: Annotated[str, typer.Option()] = "",
+    cause: Annotated[str, typer.Option()] = "",
+) -> None:
+    """Fail a waiting `.waitForTaskToken` task."""
+    from headrace.workflows import api
+
+    api.send_task_failure(_ledger(_settings()), token, error, cause)
+
+
+@app.command("send-task-heartbeat")
+def send_task_heartbeat_cmd(token: Annotated[str, typer.Argument(help="The task token.")]) -> None:
+    """Keep a waiting task with HeartbeatSeconds alive."""
+    from headrace.workflows import api
+
+    api.send_task_heartbeat(_ledger(_settings()), token)
+
+
 @app.command()
 def redrive(execution: Annotated[str, typer.Argument(help="Name or ARN.")]) -> None:
     """Resume a failed, timed-out or aborted execution from where it stopped."""

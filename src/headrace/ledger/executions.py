@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
-from headrace.ledger.schema import executions, history
+from headrace.ledger.schema import executions, history, task_callbacks
 
 
 def _dumps(value: Any) -> str:
@@ -144,3 +144,41 @@ def history_length(conn: Connection, execution_id: str) -> int:
     return conn.execute(
         select(func.count()).select_from(history).where(history.c.execution_id == execution_id)
     ).scalar_one()
+
+
+def add_callback(
+    conn: Connection,
+    token: str,
+    kind: str,
+    *,
+    output: Any = None,
+    error: str | None = None,
+    cause: str | None = None,
+) -> None:
+    conn.execute(
+        insert(task_callbacks).values(
+            token=token,
+            kind=kind,
+            output=None if output is None else _dumps(output),
+            error=error,
+            cause=cause,
+            created_at=time.time(),
+        )
+    )
+
+
+def pending_callbacks(conn: Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(task_callbacks)
+        .where(task_callbacks.c.applied_at.is_(None))
+        .order_by(task_callbacks.c.id)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def mark_callback(conn: Connection, callback_id: int, outcome: str) -> None:
+    conn.execute(
+        update(task_callbacks)
+        .where(task_callbacks.c.id == callback_id)
+        .values(applied_at=time.time(), outcome=outcome)
+    )

@@ -151,3 +151,20 @@ history = Table(
     Column("scope", Text, nullable=False),
     Column("details", Text, nullable=False),  # JSON
 )
+
+# SendTaskSuccess / SendTaskFailure / SendTaskHeartbeat requests for `.waitForTaskToken` tasks,
+# written by anyone, applied to the execution's history by the coordinator (its only writer).
+task_callbacks = Table(
+    "task_callbacks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("token", String(1100), nullable=False),
+    Column("kind", String(16), nullable=False),  # success | failure | heartbeat
+    Column("output", Text),  # JSON
+    Column("error", Text),
+    Column("cause", Text),
+    Column("created_at", Float, nullable=False),
+    Column("applied_at", Float),
+    Column("outcome", String(16)),  # applied | rejected (no task waits for the token)
+    Index("ix_task_callbacks_pending", "applied_at"),
+)

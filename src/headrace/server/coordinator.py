@@ -243,6 +243,7 @@ class Coordinator:
             if poll:
                 self._maybe_pending |= self.ledger.pending_functions(conn, time.time())
                 self.workflows.refresh(conn)
+                self.workflows.apply_callbacks(conn)
             if not stopping:
                 tasks = self.workflows.advance(conn, time.time())
                 if tasks:

@@ -119,6 +119,24 @@ def redrive_execution(ledger: Ledger, name_or_arn: str) -> dict[str, Any]:
     return describe_execution(ledger, execution["id"])
 
 
+def send_task_success(ledger: Ledger, token: str, output: Any) -> None:
+    """End the `.waitForTaskToken` task holding `token` with `output` (SendTaskSuccess)."""
+    with ledger.begin() as conn:
+        store.add_callback(conn, token, "success", output=output)
+
+
+def send_task_failure(ledger: Ledger, token: str, error: str = "", cause: str = "") -> None:
+    """Fail the task holding `token` with `error` and `cause` (SendTaskFailure)."""
+    with ledger.begin() as conn:
+        store.add_callback(conn, token, "failure", error=error, cause=cause)
+
+
+def send_task_heartbeat(ledger: Ledger, token: str) -> None:
+    """Tell the task holding `token` its worker is alive (SendTaskHeartbeat)."""
+    with ledger.begin() as conn:
+        store.add_callback(conn, token, "heartbeat")
+
+
 def wait_for(ledger: Ledger, name_or_arn: str, timeout: float = 600) -> dict[str, Any]:
     deadline = time.time() + timeout
     while True:

@@ -102,6 +102,9 @@ class WorkflowDriver:
             if inv is None or target is None:
                 continue  # advance() schedules it again under the same token
             info = _Task(execution_id, scope, task["name"], task["token"], target)
+            if target.shape == "callback" and inv["status"] == "succeeded":
+                self.linked.add(task["token"])  # handed out; waiting for SendTaskSuccess
+                continue
             if inv["status"] in ("succeeded", "dead"):
                 outcomes.append(
                     self._outcome_event(
@@ -217,9 +220,43 @@ class WorkflowDriver:
         info = self.tasks.pop(invocation_id, None)
         if info is None:
             return
+        if info.target.shape == "callback" and status == "succeeded":
+            return  # the function handed the token on: SendTaskSuccess/Failure ends the task
         self.linked.discard(info.token)
         event = self._outcome_event(info, status, result, error, traceback)
         self._append(info.execution_id, [event])
+
+    def apply_callbacks(self, conn: Connection) -> None:
+        """SendTaskSuccess/Failure/Heartbeat requests: into the waiting task's history."""
+        for cb in store.pending_callbacks(conn):
+            execution_id = cb["token"].split("#", 1)[0]
+            interp = self.active.get(execution_id)
+            waiting = None
+            if interp is not None:
+                for scope, task in interp.pending_tasks():
+                    base = task["token"].rsplit("#", 1)[0]
+                    if base == cb["token"] and task["resource"].endswith(".waitForTaskToken"):
+                        waiting = (scope, task)
+                        break
+            if waiting is None:
+                store.mark_callback(conn, cb["id"], "rejected")
+                continue
+            scope, task = waiting
+            if cb["kind"] == "heartbeat":
+                event = ("TaskHeartbeat", scope, {"name": task["name"]})
+            elif cb["kind"] == "success":
+                output = json.loads(cb["output"]) if cb["output"] is not None else None
+                event = ("TaskSucceeded", scope, {"name": task["name"], "output": output})
+            else:
+                event = (
+                    "TaskFailed",
+                    scope,
+                    {"name": task["name"], "error": cb["error"] or "", "cause": cb["cause"] or ""},
+                )
+            self._append(execution_id, [event])
+            if cb["kind"] != "heartbeat":
+                self.linked.discard(task["token"])
+            store.mark_callback(conn, cb["id"], "applied")
 
     def _outcome_event(
         self, info: _Task, status: str, result: Any, error: str | None, tb: str | None

@@ -59,7 +59,8 @@ def execute(
     """
     machine = parse(definition)
     functions = dict(resources or {})
-    problems = unknown_resources(machine.states, set(functions))
+    # callbacks (.waitForTaskToken) need SendTaskSuccess from elsewhere: the coordinator's
+    problems = unknown_resources(machine.states, set(functions), callbacks=False)
     if problems:
         raise DefinitionError([Problem("$.States", None, p) for p in problems])
     scratch = None

@@ -46,8 +46,11 @@ class Target:
 
 def resolve(resource: str, parameters: Any = None) -> Target | None:
     """The target of a Task's Resource, or None when headrace does not know the resource."""
-    # `.waitForTaskToken` (callbacks with SendTaskSuccess) is not supported yet: it stays an
-    # unknown resource rather than silently running as a plain invoke
+    if resource == f"{LAMBDA_INVOKE}.waitForTaskToken":
+        # the function hands the token ($$.Task.Token) on; the task ends when someone calls
+        # SendTaskSuccess/SendTaskFailure with it (headrace send-task-success ...)
+        name = parameters.get("FunctionName") if isinstance(parameters, dict) else None
+        return Target("function", function_name(name) if name else "", "callback")
     if resource == LAMBDA_INVOKE:
         name = parameters.get("FunctionName") if isinstance(parameters, dict) else None
         return Target("function", function_name(name) if name else "", "lambda_invoke")
@@ -85,13 +88,15 @@ def task_resources(states: dict[str, Any]) -> Iterator[tuple[str, dict]]:
             yield from task_resources(processor.get("States", {}))
 
 
-def unknown_resources(states: dict[str, Any], known_functions: set[str] | None) -> list[str]:
+def unknown_resources(
+    states: dict[str, Any], known_functions: set[str] | None, *, callbacks: bool = True
+) -> list[str]:
     """Problems with Task resources: unknown URIs, or functions that are not registered."""
     problems = []
     for name, state in task_resources(states):
         resource = state.get("Resource", "")
         target = resolve(resource, state.get("Parameters") or state.get("Arguments"))
-        if target is None:
+        if target is None or (target.shape == "callback" and not callbacks):
             problems.append(f"state {name!r}: unknown resource {resource!r}")
         elif (
             known_functions is not None
@@ -111,7 +116,7 @@ def call_payload(target: Target, parameters: Any, env: dict[str, Any] | None = N
     """What the function receives. Services also get `env`: the ledger URL, topics, jobs."""
     if target.kind == "service":
         return {"action": target.action, "params": parameters, **(env or {})}
-    if target.shape == "lambda_invoke":
+    if target.shape in ("lambda_invoke", "callback"):
         return parameters.get("Payload", {}) if isinstance(parameters, dict) else {}
     return parameters
 

@@ -144,12 +144,18 @@ class Interpreter:
         else:
             f.phase, f.status = "done", "succeeded"
 
+    def _on_TaskHeartbeat(self, e: Event) -> None:
+        f = self.frames.get(e.scope)
+        if f is not None and f.phase == "task" and f.task is not None:
+            f.task["beat"] = e.timestamp
+
     def _on_TaskScheduled(self, e: Event) -> None:
         f = self.frames[e.scope]
         self._pending[e.scope] = None
         self._fresh[e.scope] = None
         f.phase = "task"
         f.task = dict(e.details)
+        f.task["beat"] = max(e.timestamp, float(e.details.get("not_before") or 0))
         retrier = e.details.get("retrier")
         if retrier is not None:
             f.retries[retrier] = f.retries.get(retrier, 0) + 1
@@ -328,6 +334,18 @@ class Interpreter:
             decisions = self._decide_one(self.frames[scope], now)
             if decisions:
                 return decisions
+        for scope in list(self._pending):
+            f = self.frames[scope]
+            deadline = _heartbeat_deadline(f)
+            if deadline is not None and now >= deadline and f.status == "running":
+                cause = f"no heartbeat for {f.task['heartbeat']} s"  # type: ignore[index]
+                return [
+                    (
+                        "TaskTimedOut",
+                        scope,
+                        {"name": f.state, "error": "States.HeartbeatTimeout", "cause": cause},
+                    )
+                ]
         return []
 
     def _decide_one(self, frame: Frame, now: float) -> list[Decision]:
@@ -424,6 +442,7 @@ class Interpreter:
             result = dataflow.pass_result(state, effective)
             return [self._exit(f, state, dataflow.state_output(state, f.input, result, ctx))]
         if kind == "Task":
+            ctx["Task"] = {"Token": self.callback_token(f)}  # $$.Task.Token
             effective = dataflow.state_input(state, f.input, ctx)
             return [self._schedule(f, state, effective, now, attempt=1)]
         if kind == "Choice":
@@ -507,11 +526,16 @@ class Interpreter:
             "timeout": state.get("TimeoutSeconds"),
             "heartbeat": state.get("HeartbeatSeconds"),
             # identifies this attempt everywhere: a re-dispatch after a crash reuses it
-            "token": f"{self.execution.get('Id', '')}#{f.scope}#{f.state}@{f.entered_id}#{attempt}",
+            "token": f"{self.callback_token(f)}#{attempt}",
         }
         if retrier is not None:
             details["retrier"] = retrier
         return ("TaskScheduled", f.scope, details)
+
+    def callback_token(self, f: Frame) -> str:
+        """The task token of this visit of the frame's state (`$$.Task.Token`): what a
+        `.waitForTaskToken` task hands out and SendTaskSuccess/Failure/Heartbeat name."""
+        return f"{self.execution.get('Id', '')}#{f.scope}#{f.state}@{f.entered_id}"
 
     def _handle_error(
         self,
@@ -697,10 +721,20 @@ class Interpreter:
                 times.append(self._wait_until(f, state, _input_path(state, f.input, ctx), ctx))
             except StatesError:
                 times.append(0.0)
+        for scope in self._pending:
+            deadline = _heartbeat_deadline(self.frames[scope])
+            if deadline is not None:
+                times.append(deadline)
         timeout = self.raw.get("TimeoutSeconds")
         if timeout:
             times.append(self.start_time + float(timeout))
         return min(times) if times else None
+
+
+def _heartbeat_deadline(f: Frame) -> float | None:
+    if f.phase != "task" or f.task is None or not f.task.get("heartbeat"):
+        return None
+    return float(f.task.get("beat") or 0) + float(f.task["heartbeat"])
 
 
 def _input_path(state: dict, data: Any, ctx: dict) -> Any:
