@@ -375,3 +375,28 @@ def test_item_reader_failure_is_catchable(tmp_path):
     d["States"]["Read"]["End"] = True
     r = execute(d, {}, storage=str(tmp_path / "b"))
     assert r.status == "SUCCEEDED" and r.output == "caught"
+
+
+def test_retry_on_map_and_parallel_states_starts_them_over():
+    calls = {"n": 0}
+
+    def once_bad(event):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second item of the first try fails
+            raise ValueError("transient")
+        return event
+
+    inner = chain(("T", {"Type": "Task", "Resource": "headrace:function:f"}))
+    retry = [{"ErrorEquals": ["ValueError"], "IntervalSeconds": 1, "MaxAttempts": 1}]
+    d = chain(("M", {"Type": "Map", "MaxConcurrency": 1, "ItemProcessor": inner, "Retry": retry}))
+    r = execute(d, [1, 2, 3], resources={"f": once_bad})
+    assert r.status == "SUCCEEDED" and r.output == [1, 2, 3]
+    types = [e["type"] for e in r.history]
+    assert types.count("StateRetryScheduled") == 1 and types.count("MapStateEntered") == 2
+
+    calls["n"] = 1  # the next call is the failing second one
+    branch = chain(("B", {"Type": "Task", "Resource": "headrace:function:f"}))
+    d = chain(("P", {"Type": "Parallel", "Branches": [branch], "Retry": retry}))
+    r = execute(d, {"v": 1}, resources={"f": once_bad})
+    assert r.status == "SUCCEEDED" and r.output == [{"v": 1}]
+    assert [e["type"] for e in r.history].count("ParallelStateEntered") == 2

@@ -60,6 +60,7 @@ class Frame:
     reported: bool = False  # the parent has been told how this frame ended
     failed_phase: str = ""  # the phase it was in when an uncaught error ended it
     entered_iso: tuple[float, str] = (-1.0, "")  # entered_at as text, computed once
+    retry_at: float = 0.0  # when a retried Map/Parallel state starts over
     # Task
     task: dict[str, Any] | None = None
     task_result: Any = None
@@ -128,6 +129,7 @@ class Interpreter:
         f.entered_at = e.timestamp
         f.entered_id = e.id
         f.phase = "entered"
+        self._waiting.pop(f.scope, None)
         if f.machine["States"][f.state]["Type"] == "Wait":
             self._waiting[f.scope] = None
 
@@ -143,6 +145,13 @@ class Interpreter:
             f.state, f.input, f.phase = nxt, f.output, "enter"
         else:
             f.phase, f.status = "done", "succeeded"
+
+    def _on_StateRetryScheduled(self, e: Event) -> None:
+        f = self.frames[e.scope]
+        index = e.details["retrier"]
+        f.retries[index] = f.retries.get(index, 0) + 1
+        f.phase, f.retry_at = "retry_wait", float(e.details["not_before"])
+        self._waiting[e.scope] = None
 
     def _on_TaskHeartbeat(self, e: Event) -> None:
         f = self.frames.get(e.scope)
@@ -411,8 +420,11 @@ class Interpreter:
         state = f.machine["States"][f.state]
         kind = state["Type"]
         prefix = STATE_EVENT_PREFIX[kind]
-        if f.phase == "enter":
+        if f.phase == "enter" or (f.phase == "retry_wait" and now >= f.retry_at):
+            # a retried Map or Parallel state starts over: entered again with the same input
             return [(f"{prefix}StateEntered", f.scope, {"name": f.state, "input": f.input})]
+        if f.phase == "retry_wait":
+            return []
         ctx = self._context(f)
         try:
             if f.phase == "entered":
@@ -423,9 +435,9 @@ class Interpreter:
             if f.phase == "task_failed":
                 return self._handle_error(f, state, f.error or "States.TaskFailed", f.cause, now)
             if f.phase == "map":
-                return self._advance_map(f, state, ctx)
+                return self._advance_map(f, state, ctx, now)
             if f.phase == "parallel":
-                return self._advance_parallel(f, state, ctx)
+                return self._advance_parallel(f, state, ctx, now)
         except StatesError as exc:
             return self._handle_error(f, state, exc.error, exc.cause, now, retry=False)
         return []  # task or timer pending
@@ -548,6 +560,15 @@ class Interpreter:
         retry: bool = True,
     ) -> list[Decision]:
         cause = cause or ""
+        if retry and state["Type"] in ("Map", "Parallel"):
+            found = find_retrier(state, error)
+            if found is not None and retry_allowed(found[1], f.retries.get(found[0], 0)):
+                index, retrier = found
+                used = f.retries.get(index, 0)
+                rng = random.Random(f"{self.seed}:{f.scope}:{f.state}:{index}:{used}")
+                delay = retry_delay(retrier, used + 1, rng.random())
+                details = {"name": f.state, "retrier": index, "not_before": now + delay}
+                return [("StateRetryScheduled", f.scope, details)]
         if retry and state["Type"] == "Task" and f.task is not None:
             found = find_retrier(state, error)
             if found is not None:
@@ -602,7 +623,7 @@ class Interpreter:
                 return f
         return None
 
-    def _advance_map(self, f: Frame, state: dict, ctx: dict) -> list[Decision]:
+    def _advance_map(self, f: Frame, state: dict, ctx: dict, now: float) -> list[Decision]:
         total = len(f.items)
         tolerated = _tolerated(state, f.effective, ctx, total)
         if len(f.failures) > tolerated:
@@ -619,7 +640,7 @@ class Interpreter:
             out.append(
                 ("MapStateFailed", f.scope, {"name": f.state, "error": error, "cause": cause})
             )
-            return out + self._handle_error(f, state, error, cause, 0.0, retry=False)
+            return out + self._handle_error(f, state, error, cause, now)
         limit = _max_concurrency(state, f.effective, ctx) or total
         if f.started < total and f.running < limit:
             index = f.started
@@ -657,7 +678,7 @@ class Interpreter:
             ]
         return []
 
-    def _advance_parallel(self, f: Frame, state: dict, ctx: dict) -> list[Decision]:
+    def _advance_parallel(self, f: Frame, state: dict, ctx: dict, now: float) -> list[Decision]:
         if f.failures:
             _, error, cause = sorted(f.failures)[0]
             out: list[Decision] = []
@@ -666,7 +687,7 @@ class Interpreter:
             out.append(
                 ("ParallelStateFailed", f.scope, {"name": f.state, "error": error, "cause": cause})
             )
-            return out + self._handle_error(f, state, error, cause, 0.0, retry=False)
+            return out + self._handle_error(f, state, error, cause, now)
         total = len(f.items)
         if f.started < total:
             return [
@@ -713,6 +734,9 @@ class Interpreter:
         times = []
         for scope in self._waiting:
             f = self.frames[scope]
+            if f.status == "running" and f.phase == "retry_wait":
+                times.append(f.retry_at)
+                continue
             if f.status != "running" or f.phase != "entered" or f.state is None:
                 continue
             state = f.machine["States"][f.state]
