@@ -98,6 +98,7 @@ class Interpreter:
         self._waiting: dict[str, None] = {}
         self._pending: dict[str, None] = {}  # frames with a scheduled task
         self._fresh: dict[str, None] = {}  # ... scheduled since the driver last looked
+        self._beating: dict[str, None] = {}  # ... whose state has HeartbeatSeconds
         self._execution_ctx: tuple[float, dict, dict] | None = None
         self.redrives = 0
 
@@ -165,6 +166,8 @@ class Interpreter:
         f.phase = "task"
         f.task = dict(e.details)
         f.task["beat"] = max(e.timestamp, float(e.details.get("not_before") or 0))
+        if e.details.get("heartbeat"):
+            self._beating[e.scope] = None
         retrier = e.details.get("retrier")
         if retrier is not None:
             f.retries[retrier] = f.retries.get(retrier, 0) + 1
@@ -174,6 +177,7 @@ class Interpreter:
         if f is None or f.phase != "task" or f.status != "running":
             return  # a late outcome for a frame that was aborted
         self._pending.pop(e.scope, None)
+        self._beating.pop(e.scope, None)
         f.phase, f.task_result = "task_done", e.details.get("output")
 
     def _task_failed(self, e: Event) -> None:
@@ -181,6 +185,7 @@ class Interpreter:
         if f is None or f.phase != "task" or f.status != "running":
             return
         self._pending.pop(e.scope, None)
+        self._beating.pop(e.scope, None)
         f.phase, f.error, f.cause = "task_failed", e.details["error"], e.details.get("cause", "")
 
     _on_TaskFailed = _task_failed
@@ -193,6 +198,7 @@ class Interpreter:
         f.phase, f.status = "done", "failed"
         f.error, f.cause = e.details["error"], e.details.get("cause", "")
         self._pending.pop(e.scope, None)
+        self._beating.pop(e.scope, None)
 
     def _on_MapStateStarted(self, e: Event) -> None:
         f = self.frames[e.scope]
@@ -276,6 +282,7 @@ class Interpreter:
                 f.status, f.phase, f.reported = "aborted", "done", True
                 self._waiting.pop(f.scope, None)
                 self._pending.pop(f.scope, None)
+                self._beating.pop(f.scope, None)
 
     def _on_ExecutionRedriven(self, e: Event) -> None:
         """Resume a failed, timed-out or aborted execution where it stopped (AWS's
@@ -343,7 +350,7 @@ class Interpreter:
             decisions = self._decide_one(self.frames[scope], now)
             if decisions:
                 return decisions
-        for scope in list(self._pending):
+        for scope in list(self._beating):
             f = self.frames[scope]
             deadline = _heartbeat_deadline(f)
             if deadline is not None and now >= deadline and f.status == "running":
@@ -745,7 +752,7 @@ class Interpreter:
                 times.append(self._wait_until(f, state, _input_path(state, f.input, ctx), ctx))
             except StatesError:
                 times.append(0.0)
-        for scope in self._pending:
+        for scope in self._beating:
             deadline = _heartbeat_deadline(self.frames[scope])
             if deadline is not None:
                 times.append(deadline)
