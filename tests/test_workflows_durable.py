@@ -225,3 +225,29 @@ def test_heartbeat_timeout_and_task_failure(flows):
         "Rejected",
         "not approved",
     )
+
+
+def test_stop_execution_while_it_waits(flows):
+    app, ledger, marks = flows
+    arn = api.start_execution(ledger, app, "approval", {"marks": str(marks)}, name="stopped")
+    token = _token(marks)
+    row = api.stop_execution(ledger, arn, error="Cancelled", cause="by the test")
+    assert row["status"] == "ABORTED" and row["error"] == "Cancelled"
+    time.sleep(3)  # past HeartbeatSeconds: the coordinator must not revive or fail it
+    api.send_task_success(ledger, token, {"late": True})
+    time.sleep(0.6)
+    row = api.describe_execution(ledger, arn)
+    assert row["status"] == "ABORTED" and row["output"] is None
+    assert api.get_history(ledger, arn)[-1]["type"] == "ExecutionAborted"
+    # and the coordinator carries on with other executions
+    other = api.start_execution(ledger, app, "doubling", {"value": 50})
+    assert api.wait_for(ledger, other, timeout=30)["status"] == "SUCCEEDED"
+
+
+def test_execute_refuses_callback_tasks():
+    from headrace.workflows.asl import DefinitionError
+    from headrace.workflows.execute import execute
+
+    machine = load_app(load_settings(APP_DIR)).state_machines["approval"]
+    with pytest.raises(DefinitionError, match="waitForTaskToken"):
+        execute(machine, {}, resources={"ask": lambda e: None})
