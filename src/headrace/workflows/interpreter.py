@@ -465,22 +465,24 @@ class Interpreter:
             effective = dataflow.state_input(state, f.input, ctx)
             return [self._schedule(f, state, effective, now, attempt=1)]
         if kind == "Choice":
-            effective = _input_path(state, f.input, ctx)
+            effective = dataflow.state_input(state, f.input, ctx)
             nxt = choice.choose(state, effective, ctx)
-            return [self._exit(f, state, _output_path(state, effective, ctx), nxt)]
+            return [
+                self._exit(f, state, dataflow.state_output(state, effective, effective, ctx), nxt)
+            ]
         if kind == "Wait":
-            effective = _input_path(state, f.input, ctx)
+            effective = dataflow.state_input(state, f.input, ctx)
             if now < self._wait_until(f, state, effective, ctx):
                 return []
-            return [self._exit(f, state, _output_path(state, effective, ctx))]
+            return [self._exit(f, state, dataflow.state_output(state, effective, effective, ctx))]
         if kind == "Succeed":
-            effective = _input_path(state, f.input, ctx)
-            return [self._exit(f, state, _output_path(state, effective, ctx))]
+            effective = dataflow.state_input(state, f.input, ctx)
+            return [self._exit(f, state, dataflow.state_output(state, effective, effective, ctx))]
         if kind == "Fail":
             error, cause = dataflow.fail_error_cause(state, f.input, ctx)
             return [("StateFailed", f.scope, {"name": f.state, "error": error, "cause": cause})]
         if kind == "Map":
-            effective = _input_path(state, f.input, ctx)
+            effective = dataflow.state_input(state, f.input, ctx)
             if "ItemReader" in state:
                 reader = state["ItemReader"]
                 params = dataflow.resolve_template(reader.get("Parameters", {}), effective, ctx)
@@ -749,7 +751,9 @@ class Interpreter:
             state = f.machine["States"][f.state]
             try:
                 ctx = self._context(f)
-                times.append(self._wait_until(f, state, _input_path(state, f.input, ctx), ctx))
+                times.append(
+                    self._wait_until(f, state, dataflow.state_input(state, f.input, ctx), ctx)
+                )
             except StatesError:
                 times.append(0.0)
         for scope in self._beating:
@@ -766,22 +770,6 @@ def _heartbeat_deadline(f: Frame) -> float | None:
     if f.phase != "task" or f.task is None or not f.task.get("heartbeat"):
         return None
     return float(f.task.get("beat") or 0) + float(f.task["heartbeat"])
-
-
-def _input_path(state: dict, data: Any, ctx: dict) -> Any:
-    if "InputPath" not in state:
-        return data
-    if state["InputPath"] is None:
-        return {}
-    return paths.evaluate_path(state["InputPath"], data, ctx)
-
-
-def _output_path(state: dict, data: Any, ctx: dict) -> Any:
-    if "OutputPath" not in state:
-        return data
-    if state["OutputPath"] is None:
-        return {}
-    return paths.evaluate_path(state["OutputPath"], data, ctx)
 
 
 def _max_concurrency(state: dict, effective: Any, ctx: dict) -> int:
