@@ -6,7 +6,6 @@ given a connection), so a crash at any point leaves either the old state or the 
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -20,7 +19,13 @@ from sqlalchemy import Connection, and_, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 
 from headrace.ledger import schema
-from headrace.ledger.db import create_ledger_engine, create_tables, insert_rows, is_postgres
+from headrace.ledger.db import (
+    create_ledger_engine,
+    create_tables,
+    insert_rows,
+    is_postgres,
+    to_json,
+)
 from headrace.ledger.schema import (
     attempts,
     coordinators,
@@ -36,10 +41,6 @@ __all__ = ["Claimed", "Ledger", "NewInvocation", "schema"]
 
 def new_id() -> str:
     return str(uuid.uuid4())
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
 
 
 @dataclass(slots=True)
@@ -108,7 +109,7 @@ class Ledger:
                     pid=os.getpid(),
                     started_at=now,
                     heartbeat_at=now,
-                    info=_dumps(info),
+                    info=to_json(info),
                 )
             )
         return cid
@@ -264,7 +265,7 @@ class Ledger:
                 source=source,
                 detail_type=detail_type,
                 subject=subject,
-                payload=_dumps(payload),
+                payload=to_json(payload),
                 created_at=time.time(),
                 routed=routed,
             )
@@ -286,7 +287,7 @@ class Ledger:
                 {
                     "id": item.id or new_id(),
                     "function": item.function,
-                    "payload": _dumps(item.payload),
+                    "payload": to_json(item.payload),
                     "status": "pending",
                     "attempts": 0,
                     "max_attempts": item.max_attempts,
@@ -387,7 +388,7 @@ class Ledger:
                 u["status"],
                 u["attempt"] if u.get("counted", True) else u["attempt"] - 1,
                 u.get("next_run_at") or now,
-                None if u.get("result") is None else _dumps(u["result"]),
+                None if u.get("result") is None else to_json(u["result"]),
                 u.get("error"),
                 u.get("traceback"),
                 now if u["status"] in ("succeeded", "dead") else None,

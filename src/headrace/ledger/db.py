@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,11 @@ def create_tables(metadata: MetaData, engine: Engine) -> None:
             if attempt == 4:
                 raise
             time.sleep(0.05 * (attempt + 1))
+
+
+def to_json(value: Any) -> str:
+    """How the ledger stores JSON columns: compact, anything unknown as its string."""
+    return json.dumps(value, separators=(",", ":"), default=str)
 
 
 def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:

@@ -8,11 +8,8 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from headrace.ledger.db import insert_rows, to_json
 from headrace.ledger.schema import executions, history, task_callbacks
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
 
 
 def start_execution(
@@ -31,9 +28,9 @@ def start_execution(
             id=execution_id,
             name=name,
             state_machine=state_machine,
-            definition=_dumps(definition),
+            definition=to_json(definition),
             status="RUNNING",
-            input=_dumps(input),
+            input=to_json(input),
             started_at=now,
         )
     )
@@ -48,19 +45,27 @@ def append_events(
     conn: Connection, execution_id: str, events: list[tuple[int, str, float, str, dict[str, Any]]]
 ) -> None:
     """Append (seq, type, timestamp, scope, details); the primary key refuses a second writer."""
-    if not events:
-        return
-    # straight to the driver: a Map writes tens of thousands of rows, and building SQLAlchemy
-    # parameters per row costs more than the insert itself
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    conn.exec_driver_sql(
-        "INSERT INTO history (execution_id, seq, type, timestamp, scope, details) "
-        f"VALUES ({', '.join([mark] * 6)})",
+    insert_rows(
+        conn,
+        history,
         [
-            (execution_id, seq, kind, ts, scope, _dumps(details))
+            {
+                "execution_id": execution_id,
+                "seq": seq,
+                "type": kind,
+                "timestamp": ts,
+                "scope": scope,
+                "details": to_json(details),
+            }
             for seq, kind, ts, scope, details in events
         ],
     )
+
+
+def append_next(conn: Connection, execution_id: str, kind: str, details: dict[str, Any]) -> None:
+    """Append one event after the last (for requests made outside the coordinator)."""
+    seq = history_length(conn, execution_id) + 1
+    append_events(conn, execution_id, [(seq, kind, time.time(), "", details)])
 
 
 def finish_execution(
@@ -76,7 +81,7 @@ def finish_execution(
         .where(executions.c.id == execution_id, executions.c.status == "RUNNING")
         .values(
             status=status,
-            output=None if output is None and status != "SUCCEEDED" else _dumps(output),
+            output=None if output is None and status != "SUCCEEDED" else to_json(output),
             error=error,
             cause=cause,
             stopped_at=time.time(),
@@ -159,7 +164,7 @@ def add_callback(
         insert(task_callbacks).values(
             token=token,
             kind=kind,
-            output=None if output is None else _dumps(output),
+            output=None if output is None else to_json(output),
             error=error,
             cause=cause,
             created_at=time.time(),

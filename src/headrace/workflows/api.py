@@ -88,11 +88,8 @@ def stop_execution(
     if execution["status"] != "RUNNING":
         return execution
     with ledger.begin() as conn:
-        seq = store.history_length(conn, execution["id"]) + 1
-        store.append_events(
-            conn,
-            execution["id"],
-            [(seq, "ExecutionAborted", time.time(), "", {"error": error, "cause": cause})],
+        store.append_next(
+            conn, execution["id"], "ExecutionAborted", {"error": error, "cause": cause}
         )
         store.finish_execution(conn, execution["id"], "ABORTED", None, error or None, cause or None)
     return describe_execution(ledger, execution["id"])
@@ -109,12 +106,7 @@ def redrive_execution(ledger: Ledger, name_or_arn: str) -> dict[str, Any]:
             "start a new execution instead",
         )
     with ledger.begin() as conn:
-        seq = store.history_length(conn, execution["id"]) + 1
-        store.append_events(
-            conn,
-            execution["id"],
-            [(seq, "ExecutionRedriven", time.time(), "", {"redriveCount": 1})],
-        )
+        store.append_next(conn, execution["id"], "ExecutionRedriven", {"redriveCount": 1})
         store.reopen_execution(conn, execution["id"])
     return describe_execution(ledger, execution["id"])
 
