@@ -54,6 +54,13 @@ def _ledger(settings):  # type: ignore[no-untyped-def]
     return Ledger(settings.ledger_url, sync=settings.ledger_sync)
 
 
+def _json_option(text: str, option: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"{option} is not valid JSON: {exc}") from None
+
+
 def _when(ts: float | None) -> str:
     if not ts:
         return "-"
@@ -259,10 +266,7 @@ def invoke(
     from headrace.app import load_app
     from headrace.ledger import NewInvocation
 
-    try:
-        event = json.loads(payload)
-    except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"--payload is not valid JSON: {exc}") from None
+    event = _json_option(payload, "--payload")
     settings = _settings()
     spec = load_app(settings).spec(name)
     ledger = _ledger(settings)
@@ -419,10 +423,7 @@ def start_execution_cmd(
     from headrace.app import load_app
     from headrace.workflows import api
 
-    try:
-        data = json.loads(input)
-    except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"--input is not valid JSON: {exc}") from None
+    data = _json_option(input, "--input")
     settings = _settings()
     ledger = _ledger(settings)
     arn = api.start_execution(ledger, load_app(settings), state_machine, data, name=name)
@@ -526,10 +527,7 @@ def send_task_success_cmd(
     """End a waiting `.waitForTaskToken` task with a result."""
     from headrace.workflows import api
 
-    try:
-        data = json.loads(output)
-    except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"--output is not valid JSON: {exc}") from None
+    data = _json_option(output, "--output")
     api.send_task_success(_ledger(_settings()), token, data)
 
 
