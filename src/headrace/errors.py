@@ -73,3 +73,15 @@ class UnsupportedGrib(HeadraceError):
 
 class CorruptGrib(HeadraceError):
     """A GRIB file is truncated or damaged."""
+
+
+class PatternError(HeadraceError):
+    """An event-bus rule pattern is not valid EventBridge pattern syntax."""
+
+
+class StreamError(HeadraceError):
+    """A stream, its log backend, a source, an operator or a sink cannot do what was asked."""
+
+
+class FeatureStoreError(HeadraceError):
+    """A feature group, its online or offline store, or a feature query is wrong."""
