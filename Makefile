@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python examples/grib_to_parquet/run_demo.py
 	$(BIN)/python examples/band_composite/run_demo.py
+	$(BIN)/python examples/transactions_features/run_demo.py
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples

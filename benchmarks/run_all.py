@@ -14,6 +14,9 @@ SCRIPTS = [
     "workflow_throughput.py",
     "band_composite.py",
     "band_composite_workflow.py",
+    "stream_log.py",
+    "stream_window.py",
+    "feature_store.py",
 ]
 
 

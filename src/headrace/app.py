@@ -41,6 +41,12 @@ class App:
         self.state_machines: dict[str, dict[str, Any]] = {}
         self.topics: dict[str, list[dict[str, Any]]] = {}
         self.job_definitions: dict[str, Any] = {}  # name -> headrace.jobs.JobDefinition
+        self.streams: dict[str, Any] = {}  # name -> headrace.streams.specs.StreamSpec
+        self.rules: list[Any] = []  # headrace.events.bus.Rule
+        self.sources: dict[str, Any] = {}  # name -> headrace.streams.specs.SourceSpec
+        self.pipelines: dict[str, Any] = {}  # name -> headrace.streams.pipeline.Pipeline
+        self.feature_groups: dict[str, Any] = {}  # name -> headrace.features.FeatureGroup
+        self.schedules: dict[str, Any] = {}  # name -> headrace.streams.specs.ScheduleSpec
         self._names: dict[int, str] = {}
 
     # -- functions ----------------------------------------------------------------------------
@@ -171,11 +177,171 @@ class App:
         self.job_definitions[name] = definition
         return definition
 
+    # -- streams, the bus and features ----------------------------------------------------------
+
+    def stream(
+        self,
+        name: str,
+        *,
+        partitions: int = 1,
+        key: str | None = None,
+        retention_seconds: float | None = 7 * 86400,
+        retention_bytes: int | None = None,
+    ) -> Any:
+        """Declare a stream log (embedded, Redis Streams or NATS JetStream per `streams`)."""
+        from headrace.streams.pipeline import check_name
+        from headrace.streams.specs import StreamSpec
+
+        spec = StreamSpec(
+            check_name("stream", name), partitions, key, retention_seconds, retention_bytes
+        )
+        self.streams[name] = spec
+        return spec
+
+    def rule(self, pattern: dict[str, Any] | str, *, target: str, name: str | None = None) -> Any:
+        """Route bus events matching an EventBridge `pattern` to `target`: "stream:NAME",
+        "function:NAME" or "states:NAME"."""
+        from headrace.events.bus import Rule
+
+        rule = Rule.create(name or f"rule-{len(self.rules) + 1}", pattern, target)
+        if any(r.name == rule.name for r in self.rules):
+            raise AppError(f"rule {rule.name!r}", "is defined twice", "give it another name")
+        self.rules.append(rule)
+        return rule
+
+    def source(
+        self,
+        source: Any,
+        *,
+        event_source: str,
+        detail_type: str,
+        time_field: str | None = None,
+        id_field: str | None = None,
+    ) -> Any:
+        """Poll `source` (see headrace.streams.sources) and publish each record to the bus."""
+        from headrace.streams.specs import SourceSpec
+
+        name = getattr(source, "name", None)
+        if not name or not hasattr(source, "poll"):
+            raise AppError(
+                f"source {source!r}",
+                "is not a source (needs a name and poll())",
+                "use HttpPoller or ObjectSource from headrace.streams",
+            )
+        if name in self.sources:
+            raise AppError(f"source {name!r}", "is registered twice", "give it another name")
+        spec = SourceSpec(name, source, event_source, detail_type, time_field, id_field)
+        self.sources[name] = spec
+        return spec
+
+    def pipeline(self, name: str, *, stream: str, **options: Any) -> Any:
+        """A stream pipeline reading `stream`: chain operators and sinks on what it returns."""
+        from headrace.streams.pipeline import Pipeline
+
+        if name in self.pipelines:
+            raise AppError(f"pipeline {name!r}", "is defined twice", "give it another name")
+        pipe = Pipeline(name, stream, **options)
+        self.pipelines[name] = pipe
+        return pipe
+
+    def feature_group(self, group: Any) -> Any:
+        """Register a headrace.features.FeatureGroup (pipelines write it with to_features)."""
+        if group.name in self.feature_groups:
+            raise AppError(f"feature group {group.name!r}", "is registered twice", "rename it")
+        self.feature_groups[group.name] = group
+        return group
+
+    def schedule(
+        self, name: str, *, every: float, function: str, payload: dict[str, Any] | None = None
+    ) -> Any:
+        """Invoke `function` every `every` seconds, once per period even across restarts."""
+        from headrace.streams.specs import ScheduleSpec
+
+        if not _NAME.match(name) or every <= 0:
+            raise AppError(
+                f"schedule {name!r}", "needs a valid name and every > 0", "e.g. every=3600"
+            )
+        spec = ScheduleSpec(name, float(every), function, dict(payload or {}))
+        self.schedules[name] = spec
+        return spec
+
+    def compaction(self, group: str, *, every: float = 3600, **options: Any) -> Any:
+        """Compact (and vacuum) a feature group's offline table on a schedule."""
+        from headrace.features.jobs import COMPACT_FUNCTION
+
+        return self.schedule(
+            f"compact-{group}",
+            every=every,
+            function=COMPACT_FUNCTION,
+            payload={"group": group, **options},
+        )
+
+    def check_streams(self) -> None:
+        """Every name a rule, pipeline or sink uses must be declared; late streams are added."""
+        from headrace.streams.sinks import FeatureSink, FunctionSink, StreamSink
+
+        self.register_services()  # schedules may target the built-in compaction function
+        for pipe in self.pipelines.values():
+            for late in pipe.late_streams:
+                self.streams.setdefault(late, _late_stream(late))
+        for rule in self.rules:
+            kind, target = rule.target.kind, rule.target.name
+            known = {
+                "stream": self.streams,
+                "function": self.functions,
+                "state_machine": self.state_machines,
+            }[kind]
+            if target not in known:
+                raise AppError(
+                    f"rule {rule.name!r}",
+                    f"targets {kind} {target!r}, which is not registered",
+                    f"register it (app.{'state_machine' if kind == 'state_machine' else kind})",
+                )
+        for pipe in self.pipelines.values():
+            if pipe.stream not in self.streams:
+                raise AppError(
+                    f"pipeline {pipe.name!r}",
+                    f"reads stream {pipe.stream!r}, which is not declared",
+                    f"add app.stream({pipe.stream!r})",
+                )
+            for stage in pipe.stages:
+                sink = stage.template
+                if isinstance(sink, FeatureSink) and sink.group not in self.feature_groups:
+                    raise AppError(
+                        f"pipeline {pipe.name!r}",
+                        f"writes feature group {sink.group!r}, which is not registered",
+                        "add app.feature_group(FeatureGroup(...))",
+                    )
+                if isinstance(sink, FunctionSink) and sink.function not in self.functions:
+                    raise AppError(
+                        f"pipeline {pipe.name!r}",
+                        f"invokes function {sink.function!r}, which is not registered",
+                        "register it with @app.function",
+                    )
+                if isinstance(sink, StreamSink) and sink.stream not in self.streams:
+                    raise AppError(
+                        f"pipeline {pipe.name!r}",
+                        f"writes stream {sink.stream!r}, which is not declared",
+                        f"add app.stream({sink.stream!r})",
+                    )
+        for schedule in self.schedules.values():
+            if schedule.function not in self.functions:
+                raise AppError(
+                    f"schedule {schedule.name!r}",
+                    f"invokes function {schedule.function!r}, which is not registered",
+                    "register it with @app.function",
+                )
+
     def register_services(self) -> None:
         """The built-in functions that run DynamoDB, SNS and Batch tasks of state machines."""
         from headrace.workflows.services import HANDLERS
 
-        for name, handler in HANDLERS.items():
+        handlers = dict(HANDLERS)
+        if self.feature_groups:
+            from headrace.features.jobs import COMPACT_FUNCTION, compact_handler
+
+            handlers[COMPACT_FUNCTION] = compact_handler
+        for name, handler in handlers.items():
             if name not in self.functions:
                 self.functions[name] = FunctionSpec(
                     name=name, handler=handler, timeout=24 * 3600, retries=0, memory=4096
@@ -201,6 +367,12 @@ class App:
     @property
     def buckets(self) -> list[str]:
         return sorted({t.bucket for t in self.triggers})
+
+
+def _late_stream(name: str) -> Any:
+    from headrace.streams.specs import StreamSpec
+
+    return StreamSpec(name, retention_seconds=30 * 86400)
 
 
 def load_app(settings: Settings) -> App:

@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from headrace import cli_streams
 from headrace.cli_jobs import jobs_app
 from headrace.errors import HeadraceError
 
@@ -25,6 +26,8 @@ app = typer.Typer(help="headrace: event-driven data and ML pipelines.", no_args_
 dlq_app = typer.Typer(help="The dead-letter list: invocations that failed every attempt.")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(jobs_app, name="jobs", help="Batch jobs: submit, run, list, describe, logs.")
+app.add_typer(cli_streams.streams_app, name="streams", help="Stream logs and pipelines.")
+app.add_typer(cli_streams.features_app, name="features", help="Feature groups: get, compact.")
 console = Console()
 err = Console(stderr=True)
 
@@ -583,6 +586,16 @@ def graph(
     events = api.get_history(_ledger(settings), execution) if execution else None
     render = to_mermaid if fmt == "mermaid" else to_dot
     sys.stdout.write(render(application.state_machines[state_machine], events) + "\n")
+
+
+@app.command("query")
+def query_cmd(
+    sql: Annotated[str, typer.Argument(help="SQL over feature groups and archives (DuckDB).")],
+    limit: Annotated[int, typer.Option(help="Rows to print at most.")] = 50,
+    as_json: Json = False,
+) -> None:
+    """SQL over the offline feature tables (a view per group) and stream archives."""
+    cli_streams.query(sql, limit=limit, as_json=as_json, project=_state["project"])
 
 
 def main() -> None:

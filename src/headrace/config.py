@@ -30,6 +30,9 @@ class Settings:
     poll_interval: float = 1.0  # seconds between list-and-compare passes of the watchers
     lease_seconds: float = 15.0  # how long a claimed invocation stays ours without renewal
     metrics: str = "127.0.0.1:0"  # Prometheus endpoint of the coordinator; "" disables it
+    streams: str = ""  # stream logs: embedded folder (default <home>/streams), redis:// or nats://
+    features: str = ""  # offline feature store root (fsspec URL or path); default <home>/features
+    online_store: str = ""  # "" (SQLite under the features root) or a redis:// URL
     ledger_sync: str = (
         "normal"  # SQLite synchronous: "normal" survives process crashes, "full" power loss
     )
@@ -41,6 +44,14 @@ class Settings:
     @property
     def storage_url(self) -> str:
         return self.storage or str(self.home / "buckets")
+
+    @property
+    def streams_url(self) -> str:
+        return self.streams or str(self.home / "streams")
+
+    @property
+    def features_url(self) -> str:
+        return self.features or str(self.home / "features")
 
     @property
     def logs_dir(self) -> Path:
@@ -62,6 +73,9 @@ _ENV = {
     "HEADRACE_LEASE_SECONDS": "lease_seconds",
     "HEADRACE_METRICS": "metrics",
     "HEADRACE_LEDGER_SYNC": "ledger_sync",
+    "HEADRACE_STREAMS": "streams",
+    "HEADRACE_FEATURES": "features",
+    "HEADRACE_ONLINE_STORE": "online_store",
 }
 
 
@@ -127,7 +141,8 @@ def load_settings(project_dir: str | os.PathLike[str] | None = None, **overrides
         raise ConfigError(
             "setting 'ledger_sync'", f"{settings.ledger_sync!r}", "use normal or full"
         )
-    storage = settings.storage
-    if storage and "://" not in storage and not Path(storage).is_absolute():
-        settings = replace(settings, storage=str(root / storage))
+    for name in ("storage", "streams", "features"):
+        value = getattr(settings, name)
+        if value and "://" not in value and not Path(value).is_absolute():
+            settings = replace(settings, **{name: str(root / value)})
     return settings

@@ -7,6 +7,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -167,4 +168,49 @@ task_callbacks = Table(
     Column("applied_at", Float),
     Column("outcome", String(16)),  # applied | rejected (no task waits for the token)
     Index("ix_task_callbacks_pending", "applied_at"),
+)
+
+# Stream pipelines: per (pipeline, partition) the next offset to read, the last committed
+# micro-batch and the batch planned next. The plan is written before any sink sees the batch, so a
+# replay after a crash reads exactly the same records and the sinks' idempotency keys stay true.
+stream_checkpoints = Table(
+    "stream_checkpoints",
+    metadata,
+    Column("pipeline", String(128), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("seq", Integer, nullable=False),  # last committed batch, 0 before the first
+    Column("offset", Integer, nullable=False),  # next offset to read
+    Column("planned_seq", Integer),
+    Column("planned_end", Integer),
+    Column("planned_flush", Integer),  # 0 records, 1 flush sink buffers, 2 flush everything
+    Column("watermark", Float),  # epoch seconds
+    Column("log_end", Integer),  # the log's end offset seen at commit, for lag
+    Column("records", Integer, nullable=False, default=0),  # records read in all
+    Column("late", Integer, nullable=False, default=0),  # late records in all
+    Column("updated_at", Float, nullable=False),
+)
+
+# Operator and sink state of a pipeline partition, one row per slot (Arrow IPC bytes), written in
+# the same transaction as the checkpoint it belongs to.
+stream_state = Table(
+    "stream_state",
+    metadata,
+    Column("pipeline", String(128), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("slot", String(255), primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
+
+# Records and bytes in and out of each stage per minute (what `headrace streams stats` shows).
+stream_stats = Table(
+    "stream_stats",
+    metadata,
+    Column("pipeline", String(128), primary_key=True),
+    Column("stage", String(128), primary_key=True),
+    Column("minute", Integer, primary_key=True),  # epoch minute of the commit
+    Column("records_in", Integer, nullable=False, default=0),
+    Column("records_out", Integer, nullable=False, default=0),
+    Column("bytes_in", Integer, nullable=False, default=0),
+    Column("bytes_out", Integer, nullable=False, default=0),
+    Column("late", Integer, nullable=False, default=0),
 )

@@ -3,7 +3,9 @@
 One loop does all ledger writes, batching whatever arrived since its last turn (new objects,
 finished attempts, ready invocations) into one transaction; that is what makes thousands of
 durable invocations per second possible on SQLite. Watchers and executors run in their own
-threads and only hand things over and wake the loop.
+threads and only hand things over and wake the loop. Stream pipelines, sources and schedules
+(`headrace.server.streams`) commit their own checkpoint transactions from their threads and hand
+the functions they queued work for to the loop.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from headrace.functions import runtime
 from headrace.functions.spec import FunctionSpec
 from headrace.ledger import Claimed, Ledger, NewInvocation, new_id
 from headrace.server.metrics import Metrics, serve_metrics
+from headrace.server.streams import StreamService
 from headrace.storage import ChangeWatcher, ObjectInfo, ObjectStore
 from headrace.workflows.driver import WorkflowDriver
 
@@ -111,6 +114,10 @@ class Coordinator:
                 "definitions": {n: d.to_dict() for n, d in app.job_definitions.items()},
             },
         )
+        self._queued: queue.SimpleQueue[str] = queue.SimpleQueue()  # from the stream threads
+        self.streams = StreamService(
+            settings, app, self.ledger, self.store, self.metrics.streams, self._on_queued
+        )
         self._logs_dir = settings.logs_dir
         self._tmp_root = settings.tmp_root
         self.ready = threading.Event()
@@ -149,6 +156,8 @@ class Coordinator:
             )
             self._watcher.start(self._on_object)
         self._maybe_pending.update(self.app.functions)
+        if self.streams.active:
+            self.streams.start()
         if self.app.topics:
             threading.Thread(target=self._redeliver, name="headrace-notify", daemon=True).start()
         self._write_info()  # last: its presence tells scripts the coordinator is ready
@@ -161,6 +170,11 @@ class Coordinator:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(info))
         os.replace(tmp, path)
+
+    def _on_queued(self, functions: set[str]) -> None:
+        for name in functions:
+            self._queued.put(name)
+        self._wake.set()
 
     def _on_object(self, info: ObjectInfo) -> None:
         self._objects.put(info)
@@ -178,6 +192,8 @@ class Coordinator:
             self._wake.wait(timeout)
             self._wake.clear()
             stopping = self._stop.is_set()
+            while not self._queued.empty():
+                self._maybe_pending.add(self._queued.get_nowait())
             objects = self._drain_objects() if not stopping else []
             outcomes = self.executor.collect()
             now = time.time()
@@ -506,6 +522,7 @@ class Coordinator:
     def _drain(self, timeout: float | None) -> None:
         if self._watcher is not None:
             self._watcher.stop()
+        self.streams.stop()
         if timeout is None:
             timeout = max((s.timeout for s in self.app.functions.values()), default=30.0)
         deadline = time.time() + timeout

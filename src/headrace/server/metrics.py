@@ -48,6 +48,67 @@ class Metrics:
             ["function"],
             registry=self.registry,
         )
+        self.streams = StreamMetrics(self.registry)
+
+
+class StreamMetrics:
+    """Stream pipelines, sources and the bus (registered on the coordinator's registry)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.records = Counter(
+            "headrace_stream_records_total",
+            "Records into and out of each pipeline stage",
+            ["pipeline", "stage", "direction"],
+            registry=registry,
+        )
+        self.bytes = Counter(
+            "headrace_stream_bytes_total",
+            "Arrow bytes into and out of each pipeline stage",
+            ["pipeline", "stage", "direction"],
+            registry=registry,
+        )
+        self.late = Counter(
+            "headrace_stream_late_records_total",
+            "Records a window received after it was closed (sent to the late output)",
+            ["pipeline", "stage"],
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "headrace_stream_consumer_lag_records",
+            "Records in the log the pipeline has not processed yet",
+            ["pipeline", "partition"],
+            registry=registry,
+        )
+        self.watermark = Gauge(
+            "headrace_stream_watermark_seconds",
+            "Event-time watermark of the pipeline (epoch seconds)",
+            ["pipeline", "partition"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "headrace_stream_errors_total",
+            "Failed micro-batches (retried from their checkpoint)",
+            ["pipeline"],
+            registry=registry,
+        )
+        self.source_records = Counter(
+            "headrace_source_records_total",
+            "Records polled by each source",
+            ["source"],
+            registry=registry,
+        )
+        self.source_failures = Counter(
+            "headrace_source_failures_total",
+            "Failed polls (errors, 429, malformed bodies)",
+            ["source"],
+            registry=registry,
+        )
+        self.bus_events = Counter(
+            "headrace_bus_events_total",
+            "Envelopes delivered by the bus, per target",
+            ["target"],
+            registry=registry,
+        )
 
 
 class _Quiet(WSGIRequestHandler):

@@ -1,0 +1,267 @@
+"""`headrace streams …`, `headrace query` and `headrace features …`: streams and the store."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+streams_app = typer.Typer(
+    help="Stream logs and pipelines: list, stats, read, reset.", no_args_is_help=True
+)
+features_app = typer.Typer(help="Feature groups: online reads, compaction.", no_args_is_help=True)
+console = Console()
+_state: dict[str, Any] = {"project": None}
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Project = Annotated[
+    Path | None,
+    typer.Option("--project", "-C", help="Project folder (default: $HEADRACE_PROJECT or here)."),
+]
+
+
+def _root(ctx: typer.Context, project: Project = None) -> None:
+    parent = ctx.parent.params.get("project") if ctx.parent is not None else None
+    _state["project"] = project or parent
+
+
+streams_app.callback()(_root)
+features_app.callback()(_root)
+
+
+def _context():  # type: ignore[no-untyped-def]
+    from headrace.app import load_app
+    from headrace.config import load_settings
+    from headrace.ledger import Ledger
+
+    settings = load_settings(_state["project"])
+    application = load_app(settings)
+    application.check_streams()
+    return settings, application, Ledger(settings.ledger_url, sync=settings.ledger_sync)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_json(value: Any) -> None:
+    console.print_json(json.dumps(value, default=str))
+
+
+# -- streams ----------------------------------------------------------------------------------
+
+
+@streams_app.command("list")
+def list_streams(as_json: Json = False) -> None:
+    """Declared streams: partitions, retained offsets and consumer positions."""
+    from headrace.ledger.checkpoints import list_checkpoints
+    from headrace.server.streams import open_stream_log
+
+    settings, application, ledger = _context()
+    with ledger.reader.connect() as conn:
+        checkpoints = list_checkpoints(conn)
+    rows = []
+    for name, spec in sorted(application.streams.items()):
+        stream = open_stream_log(settings, spec)
+        try:
+            for p in range(spec.partitions):
+                readers = {
+                    c["pipeline"]: c["offset"]
+                    for c in checkpoints
+                    if c["partition"] == p
+                    and application.pipelines.get(c["pipeline"]) is not None
+                    and application.pipelines[c["pipeline"]].stream == name
+                }
+                rows.append(
+                    {
+                        "stream": name,
+                        "partition": p,
+                        "start": stream.start_offset(p),
+                        "end": stream.end_offset(p),
+                        "pipelines": readers,
+                    }
+                )
+        finally:
+            stream.close()
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("stream", "partition", "start", "end", "pipelines (next offset)")
+    for r in rows:
+        readers = ", ".join(f"{k}@{v}" for k, v in r["pipelines"].items()) or "-"
+        table.add_row(r["stream"], str(r["partition"]), str(r["start"]), str(r["end"]), readers)
+    console.print(table)
+
+
+@streams_app.command()
+def stats(
+    pipeline: Annotated[str | None, typer.Argument(help="One pipeline (default: all).")] = None,
+    minutes: Annotated[int, typer.Option(help="How many recent minutes to show.")] = 10,
+    as_json: Json = False,
+) -> None:
+    """Records and bytes in/out of every stage per minute, lag, watermark and late records."""
+    from headrace.ledger.checkpoints import list_checkpoints, read_stats
+
+    _, _, ledger = _context()
+    since = int(time.time() // 60) - minutes + 1
+    with ledger.reader.connect() as conn:
+        per_minute = read_stats(conn, pipeline, since)
+        checkpoints = list_checkpoints(conn, pipeline)
+    positions = [
+        {
+            "pipeline": c["pipeline"],
+            "partition": c["partition"],
+            "offset": c["offset"],
+            "lag": max(0, (c["log_end"] or 0) - c["offset"]),
+            "watermark": c["watermark"],
+            "records": c["records"],
+            "late": c["late"],
+            "batches": c["seq"],
+            "updated_at": c["updated_at"],
+        }
+        for c in checkpoints
+    ]
+    if as_json:
+        _print_json({"positions": positions, "per_minute": per_minute})
+        return
+    table = Table("pipeline", "part.", "offset", "lag", "watermark", "records", "late", "batches")
+    for p in positions:
+        table.add_row(
+            p["pipeline"],
+            str(p["partition"]),
+            str(p["offset"]),
+            str(p["lag"]),
+            _when(p["watermark"]),
+            f"{p['records']:,}",
+            f"{p['late']:,}",
+            str(p["batches"]),
+        )
+    console.print(table)
+    flow = Table(
+        "minute", "pipeline", "stage", "records in", "records out", "bytes in", "bytes out", "late"
+    )
+    for r in per_minute:
+        flow.add_row(
+            _when(r["minute"] * 60)[:-3],
+            r["pipeline"],
+            escape(r["stage"]),
+            f"{r['records_in']:,}",
+            f"{r['records_out']:,}",
+            f"{r['bytes_in']:,}",
+            f"{r['bytes_out']:,}",
+            f"{r['late']:,}",
+        )
+    console.print(flow)
+
+
+@streams_app.command()
+def read(
+    stream: Annotated[str, typer.Argument(help="Stream name, e.g. a pipeline's NAME-late.")],
+    partition: Annotated[int, typer.Option(help="Partition.")] = 0,
+    offset: Annotated[
+        int | None, typer.Option(help="First offset (default: last --limit).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many records.")] = 20,
+    as_json: Json = False,
+) -> None:
+    """Print records of a stream (late records of a window live in PIPELINE-late)."""
+    from headrace.server.streams import open_stream_log
+
+    settings, application, _ = _context()
+    spec = application.streams.get(stream)
+    if spec is None:
+        known = ", ".join(sorted(application.streams)) or "none"
+        raise typer.BadParameter(f"stream {stream!r} is not declared (known: {known})")
+    log = open_stream_log(settings, spec)
+    try:
+        end = log.end_offset(partition)
+        start = max(log.start_offset(partition), end - limit if offset is None else offset)
+        records = log.read(partition, start, limit).to_pylist() if end > start else []
+    finally:
+        log.close()
+    if as_json:
+        _print_json(records)
+        return
+    for record in records:
+        console.print(escape(json.dumps(record, default=str)))
+    console.print(f"[dim]{len(records)} records from offset {start} (end {end})[/]")
+
+
+@streams_app.command()
+def reset(pipeline: Annotated[str, typer.Argument(help="Pipeline name.")]) -> None:
+    """Forget a pipeline's offsets and state: it starts over at the log's retention start.
+    Stop the coordinator first."""
+    from headrace.ledger.checkpoints import reset_pipeline
+
+    _, application, ledger = _context()
+    if pipeline not in application.pipelines:
+        raise typer.BadParameter(f"pipeline {pipeline!r} is not defined")
+    with ledger.begin() as conn:
+        reset_pipeline(conn, pipeline)
+    console.print(f"pipeline {pipeline} reset")
+
+
+# -- features and SQL --------------------------------------------------------------------------
+
+
+def _store(settings: Any, application: Any) -> Any:
+    from headrace.server.streams import open_feature_store
+
+    return open_feature_store(settings, application)
+
+
+@features_app.command("get")
+def features_get(
+    group: Annotated[str, typer.Argument(help="Feature group.")],
+    keys: Annotated[list[str], typer.Argument(help="Entity key values (JSON or text).")],
+) -> None:
+    """Online read: the newest features of each entity."""
+    settings, application, _ = _context()
+    store = _store(settings, application)
+    parsed = []
+    for key in keys:
+        try:
+            parsed.append(json.loads(key))
+        except json.JSONDecodeError:
+            parsed.append(key)
+    _print_json(store.get_online(group, parsed))
+
+
+@features_app.command("compact")
+def features_compact(group: Annotated[str, typer.Argument(help="Feature group.")]) -> None:
+    """Compact the group's offline table now and vacuum old files."""
+    settings, application, _ = _context()
+    with console.status(f"compacting {group}"):
+        report = _store(settings, application).compact(group)
+    _print_json(report if isinstance(report, dict) else getattr(report, "__dict__", str(report)))
+
+
+def query(
+    sql: Annotated[str, typer.Argument(help="SQL over feature groups (views by group name).")],
+    limit: Annotated[int, typer.Option(help="Rows to print at most.")] = 50,
+    as_json: Json = False,
+    project: Project = None,
+) -> None:
+    """SQL (DuckDB) over the offline feature tables and registered archives."""
+    if project is not None:
+        _state["project"] = project
+    settings, application, _ = _context()
+    result = _store(settings, application).query(sql)
+    rows = result.slice(0, limit).to_pylist()
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(*result.column_names)
+    for row in rows:
+        table.add_row(*(escape(str(v)) for v in row.values()))
+    console.print(table)
+    console.print(f"[dim]{result.num_rows} rows[/]")

@@ -1,0 +1,218 @@
+"""Stream pipeline checkpoints: offsets, operator state and per-stage counters.
+
+A micro-batch is made durable in two small transactions. `plan_batch` fixes which records batch
+`seq` holds before any sink sees it; `commit_batch` then records the new offset, the operators'
+state and the counters together. A crash in between replays the planned range with the state of
+the previous commit, so every sink receives identical output under the same batch number and can
+skip or overwrite what it already wrote.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from headrace.ledger.schema import stream_checkpoints, stream_state, stream_stats
+
+
+@dataclass
+class Checkpoint:
+    pipeline: str
+    partition: int
+    seq: int = 0  # last committed batch
+    offset: int = 0  # next offset to read
+    planned_seq: int | None = None
+    planned_end: int | None = None
+    planned_flush: int = 0
+    watermark: float | None = None
+    records: int = 0
+    late: int = 0
+    state: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def pending_plan(self) -> int | None:
+        """End offset of a batch planned but not committed (a crash came in between)."""
+        if self.planned_seq is not None and self.planned_seq > self.seq:
+            return self.planned_end
+        return None
+
+
+@dataclass
+class StageCounts:
+    stage: str
+    records_in: int = 0
+    records_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    late: int = 0
+
+
+def _upsert(conn: Connection, table: Table, row: dict[str, Any], keys: Sequence[str], set_: dict):
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(table).values(**row)
+    stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=set_)
+    conn.execute(stmt)
+
+
+def load_checkpoint(conn: Connection, pipeline: str, partition: int) -> Checkpoint:
+    c = stream_checkpoints.c
+    row = (
+        conn.execute(
+            select(stream_checkpoints).where(and_(c.pipeline == pipeline, c.partition == partition))
+        )
+        .mappings()
+        .first()
+    )
+    checkpoint = Checkpoint(pipeline, partition)
+    if row is not None:
+        checkpoint.seq = row["seq"]
+        checkpoint.offset = row["offset"]
+        checkpoint.planned_seq = row["planned_seq"]
+        checkpoint.planned_end = row["planned_end"]
+        checkpoint.planned_flush = row["planned_flush"] or 0
+        checkpoint.watermark = row["watermark"]
+        checkpoint.records = row["records"] or 0
+        checkpoint.late = row["late"] or 0
+    s = stream_state.c
+    for slot, data in conn.execute(
+        select(s.slot, s.data).where(and_(s.pipeline == pipeline, s.partition == partition))
+    ):
+        checkpoint.state[slot] = bytes(data)
+    return checkpoint
+
+
+def plan_batch(
+    conn: Connection, pipeline: str, partition: int, seq: int, end: int, flush: int = 0
+) -> None:
+    """Fix batch `seq`: records up to `end`, or (flush 1/2) a flush of sinks / of everything."""
+    now = time.time()
+    _upsert(
+        conn,
+        stream_checkpoints,
+        {
+            "pipeline": pipeline,
+            "partition": partition,
+            "seq": seq - 1,
+            "offset": 0,
+            "planned_seq": seq,
+            "planned_end": end,
+            "planned_flush": flush,
+            "records": 0,
+            "late": 0,
+            "updated_at": now,
+        },
+        ("pipeline", "partition"),
+        {"planned_seq": seq, "planned_end": end, "planned_flush": flush, "updated_at": now},
+    )
+
+
+def commit_batch(
+    conn: Connection,
+    pipeline: str,
+    partition: int,
+    *,
+    seq: int,
+    offset: int,
+    watermark: float | None,
+    log_end: int | None,
+    records: int,
+    late: int,
+    state: Mapping[str, bytes | None],
+    counts: Sequence[StageCounts] = (),
+) -> None:
+    """Make batch `seq` durable: offset, state slots (None deletes a slot) and counters."""
+    now = time.time()
+    c = stream_checkpoints.c
+    _upsert(
+        conn,
+        stream_checkpoints,
+        {
+            "pipeline": pipeline,
+            "partition": partition,
+            "seq": seq,
+            "offset": offset,
+            "planned_seq": seq,
+            "planned_end": offset,
+            "planned_flush": 0,
+            "watermark": watermark,
+            "log_end": log_end,
+            "records": records,
+            "late": late,
+            "updated_at": now,
+        },
+        ("pipeline", "partition"),
+        {
+            "seq": seq,
+            "offset": offset,
+            "planned_seq": seq,
+            "planned_end": offset,
+            "planned_flush": 0,
+            "watermark": watermark,
+            "log_end": log_end,
+            "records": c.records + records,
+            "late": c.late + late,
+            "updated_at": now,
+        },
+    )
+    s = stream_state.c
+    for slot, data in state.items():
+        where = and_(s.pipeline == pipeline, s.partition == partition, s.slot == slot)
+        if data is None:
+            conn.execute(delete(stream_state).where(where))
+        else:
+            _upsert(
+                conn,
+                stream_state,
+                {"pipeline": pipeline, "partition": partition, "slot": slot, "data": data},
+                ("pipeline", "partition", "slot"),
+                {"data": data},
+            )
+    minute = int(now // 60)
+    t = stream_stats.c
+    for count in counts:
+        values = {
+            "records_in": count.records_in,
+            "records_out": count.records_out,
+            "bytes_in": count.bytes_in,
+            "bytes_out": count.bytes_out,
+            "late": count.late,
+        }
+        _upsert(
+            conn,
+            stream_stats,
+            {"pipeline": pipeline, "stage": count.stage, "minute": minute, **values},
+            ("pipeline", "stage", "minute"),
+            {name: getattr(t, name) + value for name, value in values.items()},
+        )
+
+
+def list_checkpoints(conn: Connection, pipeline: str | None = None) -> list[dict[str, Any]]:
+    query = select(stream_checkpoints).order_by(
+        stream_checkpoints.c.pipeline, stream_checkpoints.c.partition
+    )
+    if pipeline is not None:
+        query = query.where(stream_checkpoints.c.pipeline == pipeline)
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def read_stats(
+    conn: Connection, pipeline: str | None = None, since_minute: int | None = None
+) -> list[dict[str, Any]]:
+    t = stream_stats.c
+    query = select(stream_stats).order_by(t.pipeline, t.minute, t.stage)
+    if pipeline is not None:
+        query = query.where(t.pipeline == pipeline)
+    if since_minute is not None:
+        query = query.where(t.minute >= since_minute)
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def reset_pipeline(conn: Connection, pipeline: str) -> None:
+    """Forget a pipeline's offsets and state (it starts over from the log's retention start)."""
+    for table in (stream_checkpoints, stream_state):
+        conn.execute(delete(table).where(table.c.pipeline == pipeline))

@@ -1,0 +1,221 @@
+"""The contract every stream operator follows, and the helpers operators share.
+
+An operator turns one micro-batch (a pyarrow Table) into an `Emit`: the main output and, for
+event-time windows, a side output of late records. Operators are deterministic: the same
+sequence of batches gives the same outputs, so a pipeline that crashed and replays from its last
+checkpoint reproduces what it would have emitted. Their whole state is a dict of small Arrow
+tables (`snapshot`), written to the ledger together with the source offsets of the same
+micro-batch, and read back with `restore`.
+
+Times are handled internally as int64 microseconds since the Unix epoch (UTC); naive timestamp
+columns are read as UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from headrace.errors import StreamError
+
+Duration = float | int | timedelta
+"""A length of time: seconds (int or float) or a `timedelta`."""
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+TIMESTAMP_UTC = pa.timestamp("us", tz="UTC")
+_MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}
+
+
+@dataclass(frozen=True)
+class Emit:
+    """What an operator produced for one batch.
+
+    `late` holds the records an event-time window could no longer include (their window was
+    already emitted); it is None when there are none, and always None for other operators.
+    """
+
+    main: pa.Table
+    late: pa.Table | None = None
+
+
+@runtime_checkable
+class Operator(Protocol):
+    """A pure, deterministic step of a stream pipeline."""
+
+    name: str
+
+    def process(self, batch: pa.Table) -> Emit: ...
+
+    def flush(self) -> Emit: ...
+
+    def snapshot(self) -> dict[str, pa.Table]: ...
+
+    def restore(self, state: dict[str, pa.Table]) -> None: ...
+
+    @property
+    def watermark(self) -> datetime | None: ...
+
+
+def subject(name: str) -> str:
+    """How errors name an operator."""
+    return f"stream operator {name!r}"
+
+
+def as_table(batch: pa.Table | pa.RecordBatch, name: str) -> pa.Table:
+    """The batch as a Table, or a StreamError naming the operator."""
+    if isinstance(batch, pa.Table):
+        return batch
+    if isinstance(batch, pa.RecordBatch):
+        return pa.Table.from_batches([batch])
+    raise StreamError(
+        subject(name),
+        f"process() received a {type(batch).__name__}, not a pyarrow Table",
+        "pass each micro-batch as a pyarrow.Table",
+    )
+
+
+def require_columns(table: pa.Table, columns: list[str], name: str) -> None:
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise StreamError(
+            subject(name),
+            f"the batch has no column {', '.join(map(repr, missing))} "
+            f"(it has {', '.join(table.column_names) or 'no columns'})",
+            "select or rename the columns upstream, or configure the operator with the right names",
+        )
+
+
+def duration_micros(value: Duration, what: str, name: str, *, positive: bool) -> int:
+    """A duration in whole microseconds; `positive` refuses zero as well as negatives."""
+    if isinstance(value, timedelta):
+        micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+    elif isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value):
+        micros = round(value * 1_000_000)
+    else:
+        raise StreamError(
+            subject(name),
+            f"{what} must be seconds (a number) or a timedelta, not {value!r}",
+            f"pass {what} as e.g. 60 or timedelta(minutes=1)",
+        )
+    if micros < 0 or (positive and micros == 0):
+        bound = "greater than zero" if positive else "zero or more"
+        raise StreamError(subject(name), f"{what} is {value!r}", f"make {what} {bound}")
+    return micros
+
+
+def instant_micros(value: datetime, what: str, name: str) -> int:
+    """A datetime (naive means UTC) as microseconds since the epoch."""
+    if not isinstance(value, datetime):
+        raise StreamError(
+            subject(name), f"{what} must be a datetime, not {value!r}", f"pass {what} as a datetime"
+        )
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    delta = value - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def micros_datetime(micros: int | None) -> datetime | None:
+    return None if micros is None else EPOCH + timedelta(microseconds=int(micros))
+
+
+def time_micros(table: pa.Table, column: str, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The time column as int64 microseconds (floored), and a validity mask when it has nulls."""
+    col = table.column(column)
+    if not pa.types.is_timestamp(col.type):
+        raise StreamError(
+            subject(name),
+            f"time column {column!r} has type {col.type}, not a timestamp",
+            "convert it upstream, e.g. pyarrow.compute.strptime or polars str.to_datetime",
+        )
+    valid = None
+    if col.null_count:
+        valid = pc.is_valid(col).to_numpy(zero_copy_only=False)
+        col = pc.fill_null(col, pa.scalar(0, col.type))
+    raw = pc.cast(col, pa.int64()).to_numpy()
+    factor = _MICROS_PER_UNIT[col.type.unit]
+    micros = raw // 1_000 if factor is None else raw * factor
+    return micros.astype(np.int64, copy=False), valid
+
+
+def decode_dictionaries(table: pa.Table) -> pa.Table:
+    """Dictionary columns as plain values, so equal values hash and group the same way."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(field.type.value_type))
+    return table
+
+
+# Hashes come from polars, which guarantees them only within one polars version. A snapshot
+# records the hashes of these fixed values; restore compares them with the running version
+# so state hashed differently is refused instead of silently mis-deduplicating.
+_CANARY = pl.DataFrame(
+    {
+        "s": ["", "a", "headrace", "ünïcode", None],
+        "i": [0, 1, -1, 2**62, None],
+        "f": [0.0, 1.5, -2.25, 1e300, None],
+    }
+)
+
+
+@cache
+def hash_fingerprint() -> int:
+    """One number that changes whenever polars changes how it hashes values."""
+    hashed = _CANARY.select(
+        pl.col("s").hash(7),
+        pl.col("i").hash(7),
+        pl.col("f").hash(7),
+        pl.struct("s", "i").hash(7).alias("si"),
+        pl.concat_list(pl.col("i"), pl.col("i")).hash(7).alias("list"),
+    )
+    total = np.uint64(0)
+    for column in hashed.iter_columns():
+        values = column.to_numpy()
+        with np.errstate(over="ignore"):
+            total = np.uint64(total * np.uint64(1_000_003)) ^ np.bitwise_xor.reduce(values)
+    # stored in an int64 column: reinterpret the bits rather than overflow
+    return int(np.array([total], dtype=np.uint64).view(np.int64)[0])
+
+
+def meta_table(**values: object) -> pa.Table:
+    """A one-row table of scalars: how operators store their counters in a snapshot."""
+    return pa.table({k: [v] for k, v in values.items()})
+
+
+def read_meta(state: dict[str, pa.Table], name: str) -> dict[str, object]:
+    table = state.get("meta")
+    if table is None or table.num_rows != 1:
+        raise StreamError(
+            subject(name),
+            "the state to restore has no one-row 'meta' table",
+            "restore a dict produced by snapshot() of the same kind of operator",
+        )
+    return {k: v[0] for k, v in table.to_pydict().items()}
+
+
+def check_config(meta: dict[str, object], config: str, name: str) -> None:
+    if meta.get("config") != config:
+        raise StreamError(
+            subject(name),
+            f"the snapshot was taken from an operator configured as {meta.get('config')!r}, "
+            f"this one is {config!r}",
+            "restore into an operator built with the same arguments, or start from empty state",
+        )
+
+
+def check_fingerprint(meta: dict[str, object], name: str) -> None:
+    if meta.get("hash_fingerprint") != hash_fingerprint():
+        raise StreamError(
+            subject(name),
+            f"the snapshot's hashed state was written by another polars version "
+            f"than the running one ({pl.__version__}), which hashes values differently",
+            "restore with the polars version that wrote the snapshot, or replay the stream "
+            "from before the operator's state began",
+        )

@@ -1,0 +1,613 @@
+"""Event-time windows: tumbling, hopping and session, with watermark, grace and late output.
+
+Watermark. After each batch the watermark is `max event time seen - delay` (bounded
+out-of-orderness), never moving back. It is None until a record with a time arrives.
+
+Closing. A window [start, end) is final when `watermark >= end + grace`; it is emitted once, in
+the output of the batch that moved the watermark there, and its state is dropped. Outputs are
+sorted by window_start, then key. Windows that received no record are never emitted.
+
+Lateness. Records are checked against the watermark as it was before their batch (windows are
+closed at the end of a batch). A record whose window is already closed (`end + grace <=
+watermark`) is late: it goes to `Emit.late` with the input's columns plus `_late_reason`
+("window_closed", or "null_time" for a record with no event time) and `_late_window_start` /
+`_late_window_end`, and is counted in `late_count`. Nothing is dropped silently. A record whose
+window is still open, because of `grace`, is included.
+
+- Tumbling: one window per record; `late` has one row per late record.
+- Hopping: a record belongs to every window that covers it and can be late for some and on time
+  for others. It is aggregated into its open windows, and `late` has one row per (record,
+  closed window) pair; `late_count` counts those rows.
+- Session: per key, records less than `gap` apart form one session [first, last + gap). A new
+  batch is merged with the open sessions first (a record can extend or bridge open sessions);
+  a record is late only when the session it would form closes at once (`last + gap + grace <=
+  watermark`) and touches no open session. An emitted session is forgotten: a later record
+  close to it starts a new one (as in Flink without allowed lateness).
+
+`flush()` emits every open window and moves the watermark past them, so a record that arrives
+afterwards for one of them is late rather than emitted twice.
+
+Processing is vectorised in polars: the batch is grouped on (key, window) into partial
+aggregates, which are merged with the open windows' partials (see aggregations.py). A record's
+arrival order (`__seq`, counted across the stream and kept in the state) breaks time ties for
+first/last, so results do not depend on how the stream was cut into batches, except for which
+records are late.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from headrace.errors import StreamError
+from headrace.streams.operators.aggregations import SEQ, TIME, Agg, ApproxDistinct, First, Max, Min
+from headrace.streams.operators.base import (
+    TIMESTAMP_UTC,
+    Duration,
+    Emit,
+    as_table,
+    check_config,
+    check_fingerprint,
+    decode_dictionaries,
+    duration_micros,
+    hash_fingerprint,
+    instant_micros,
+    meta_table,
+    micros_datetime,
+    read_meta,
+    require_columns,
+    subject,
+    time_micros,
+)
+
+LATE_REASON = "_late_reason"
+LATE_START = "_late_window_start"
+LATE_END = "_late_window_end"
+WINDOW_CLOSED = "window_closed"
+NULL_TIME = "null_time"
+
+_ROW = "__row"  # position of a record in its batch
+_WS = "__ws"  # window start (fixed windows)
+_START, _LAST = "__start", "__last"  # first and last event time of a session
+_SID, _SRC = "__sid", "__src"
+_BATCH = "__batch"
+_MAX_PENDING = 32
+_WSTART, _WEND = "__wstart", "__wend"
+_UTC = pl.Datetime("us", "UTC")
+_REASONS = [WINDOW_CLOSED, NULL_TIME]
+_RESERVED = {"window_start", "window_end"}
+
+
+@dataclass(frozen=True)
+class _Late:
+    """Late records of one batch: their rows, and the window each missed (None: no time)."""
+
+    rows: np.ndarray
+    start: np.ndarray | None
+    end: np.ndarray | None
+    reason: str
+
+
+def _names(key: str | list[str] | None, name: str) -> list[str]:
+    keys = [] if key is None else [key] if isinstance(key, str) else list(key)
+    if not all(isinstance(k, str) and k and not k.startswith("__") for k in keys):
+        raise StreamError(
+            subject(name),
+            f"key must be a column name or a list of them (not starting with '__'), got {key!r}",
+            "pass key='sensor' or key=['site', 'sensor']",
+        )
+    return keys
+
+
+class _Window:
+    """What all window kinds share: input checks, watermark, late output, emit, snapshots."""
+
+    kind = "window"
+
+    def __init__(
+        self,
+        *,
+        time_column: str,
+        key: str | list[str] | None,
+        aggs: Mapping[str, Agg],
+        grace: Duration,
+        delay: Duration,
+        name: str,
+    ) -> None:
+        self.name = name
+        if not isinstance(time_column, str) or not time_column:
+            raise StreamError(
+                subject(name), "time_column must name the event-time column",
+                "pass time_column='event_time' (a timestamp column)",
+            )  # fmt: skip
+        self.time_column = time_column
+        self.keys = _names(key, name)
+        self.aggs = self._check_aggs(aggs)
+        self.grace = duration_micros(grace, "grace", name, positive=False)
+        self.delay = duration_micros(delay, "delay", name, positive=False)
+        self.late_count = 0
+        self._prefix = {out: f"__a{i}_" for i, out in enumerate(self.aggs)}
+        self._partial_exprs = [e for k, a in self.aggs.items() for e in a.partial(self._prefix[k])]
+        self._merge_exprs = [e for k, a in self.aggs.items() for e in a.merge(self._prefix[k])]
+        self._finish_exprs = [a.finish(self._prefix[k]).alias(k) for k, a in self.aggs.items()]
+        self._inputs = list(
+            dict.fromkeys([*self.keys, *(c for a in self.aggs.values() for c in a.inputs)])
+        )
+        self._wm: int | None = None
+        self._max_time: int | None = None
+        self._seq = 0
+        self._state: pl.DataFrame | None = None
+        # partial aggregates of recent batches not folded into _state yet (fixed windows)
+        self._pending: list[pl.DataFrame] = []
+        self._pending_min: int | None = None  # earliest window start among them
+        self._schema: pa.Schema | None = None
+        self._empty_cache: tuple[str, pa.Table] | None = None
+
+    # -- public -----------------------------------------------------------------------------
+
+    @property
+    def watermark(self) -> datetime | None:
+        return micros_datetime(self._wm)
+
+    def process(self, batch: pa.Table) -> Emit:
+        table = as_table(batch, self.name)
+        require_columns(table, [self.time_column, *self._inputs], self.name)
+        if self._schema is None:
+            self._schema = table.select([self.time_column, *self._inputs]).schema
+        times, valid = time_micros(table, self.time_column, self.name)
+        n = table.num_rows
+        frame = pl.from_arrow(decode_dictionaries(table.select(self._inputs)))
+        if not isinstance(frame, pl.DataFrame):  # no input columns at all: count() only
+            frame = pl.DataFrame()
+        frame = frame.with_columns(
+            pl.Series(TIME, times), pl.Series(SEQ, np.arange(self._seq, self._seq + n))
+        )
+        self._seq += n
+        rows = np.arange(n)
+        late = []
+        if valid is not None:
+            late.append(_Late(rows[~valid], None, None, NULL_TIME))
+            frame, times, rows = frame.filter(pl.Series(valid)), times[valid], rows[valid]
+        try:
+            if len(times):
+                late.append(self._absorb(frame, times, rows))
+                newest = int(times.max())
+                self._max_time = newest if self._max_time is None else max(self._max_time, newest)
+                candidate = self._max_time - self.delay
+                self._wm = candidate if self._wm is None else max(self._wm, candidate)
+            main = self._emit(self._close(self._wm) if self._wm is not None else None)
+        except pl.exceptions.PolarsError as exc:
+            raise StreamError(
+                subject(self.name),
+                f"cannot aggregate this batch: {exc}",
+                "keep the key and aggregated columns' types the same across the stream",
+            ) from exc
+        return Emit(main, self._late_table(table, late))
+
+    def flush(self) -> Emit:
+        closed = self._close(None)
+        if closed is not None and closed.height:
+            end = int(closed[_WEND].max()) + self.grace
+            self._wm = end if self._wm is None else max(self._wm, end)
+        return Emit(self._emit(closed))
+
+    def snapshot(self) -> dict[str, pa.Table]:
+        state = self._state
+        meta = meta_table(
+            config=self._config(),
+            watermark=self._wm,
+            max_time=self._max_time,
+            seq=self._seq,
+            late_count=self.late_count,
+            has_state=state is not None,
+            schema=None if self._schema is None else self._schema.serialize().to_pybytes(),
+            hash_fingerprint=hash_fingerprint(),
+        )
+        windows = state.to_arrow() if state is not None else pa.table({})
+        pending = pa.table({})
+        if self._pending:
+            numbered = [
+                p.with_columns(pl.lit(i).alias(_BATCH)) for i, p in enumerate(self._pending)
+            ]
+            pending = pl.concat(numbered, how="vertical_relaxed").to_arrow()
+        return {"meta": meta, "windows": windows, "pending": pending}
+
+    def restore(self, state: dict[str, pa.Table]) -> None:
+        meta = read_meta(state, self.name)
+        check_config(meta, self._config(), self.name)
+        windows = state.get("windows")
+        if windows is None:
+            raise StreamError(
+                subject(self.name),
+                "the state to restore has no 'windows' table",
+                "restore a dict produced by snapshot() of the same kind of window",
+            )
+        hashed = any(isinstance(a, ApproxDistinct) for a in self.aggs.values())
+        if hashed and windows.num_rows:
+            check_fingerprint(meta, self.name)
+        self._state = pl.from_arrow(windows) if meta["has_state"] else None
+        pending = state.get("pending")
+        self._pending, self._pending_min = [], None
+        if pending is not None and pending.num_rows:
+            frame = pl.from_arrow(pending)
+            parts = frame.partition_by(_BATCH, maintain_order=True, include_key=False)
+            self._pending, self._pending_min = parts, int(frame[_WS].min())
+        self._wm, self._max_time = meta["watermark"], meta["max_time"]
+        self._seq, self.late_count = int(meta["seq"]), int(meta["late_count"])
+        schema = meta["schema"]
+        self._schema = None if schema is None else pa.ipc.read_schema(pa.py_buffer(schema))
+        self._empty_cache = None
+
+    # -- for the window kinds ----------------------------------------------------------------
+
+    def _absorb(self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray) -> _Late:
+        """Merge a batch's timed records into the state; return the late (row, window) pairs.
+
+        `times` and `rows` (positions in the batch) are aligned with `frame`."""
+        raise NotImplementedError
+
+    def _close(self, watermark: int | None) -> pl.DataFrame | None:
+        """Remove and return the windows final at `watermark` (all when None), with their
+        _WSTART/_WEND columns."""
+        raise NotImplementedError
+
+    def _describe(self) -> str:
+        raise NotImplementedError
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _check_aggs(self, aggs: Mapping[str, Agg]) -> dict[str, Agg]:
+        if not isinstance(aggs, Mapping) or not aggs:
+            raise StreamError(
+                subject(self.name), "aggs must be a non-empty dict of output name -> aggregation",
+                "pass aggs={'n': agg.count(), 'avg': agg.mean('x')}",
+            )  # fmt: skip
+        for out, agg in aggs.items():
+            bad = not isinstance(out, str) or out.startswith("__") or out in _RESERVED
+            if bad or out in self.keys or not isinstance(agg, Agg):
+                raise StreamError(
+                    subject(self.name),
+                    f"aggregation {out!r}: {agg!r} is not allowed (names must be strings not "
+                    "starting with '__', distinct from the keys and window_start/window_end; "
+                    "values must come from headrace.streams.operators.aggregations)",
+                    "rename the output or build it with aggregations.count(), .sum(col), ...",
+                )
+        return dict(aggs)
+
+    def _config(self) -> str:
+        aggs = ", ".join(f"{k}={a.describe()}" for k, a in self.aggs.items())
+        return (
+            f"{self._describe()} time_column={self.time_column!r} key={self.keys} "
+            f"grace_us={self.grace} delay_us={self.delay} aggs=[{aggs}]"
+        )
+
+    def _emit(self, closed: pl.DataFrame | None) -> pa.Table:
+        if closed is None or not closed.height:
+            return self._empty_output(closed)
+        return self._emit_rows(closed)
+
+    def _arrow(self, out: pl.DataFrame) -> pa.Table:
+        """The output with the keys and value-preserving aggregates in their input types."""
+        table = out.to_arrow()
+        schema = self._schema
+        typed = {k: k for k in self.keys}
+        typed.update(
+            {k: a.column for k, a in self.aggs.items() if isinstance(a, Min | Max | First)}
+        )
+        for out_name, source in typed.items():
+            want = schema.field(source).type
+            if pa.types.is_dictionary(want):
+                want = want.value_type
+            i = table.schema.get_field_index(out_name)
+            if table.schema.field(i).type != want:
+                table = table.set_column(i, out_name, table.column(i).cast(want))
+        return table
+
+    def _empty_output(self, closed: pl.DataFrame | None) -> pa.Table:
+        if self._schema is None:
+            fields = [(k, pa.null()) for k in self.keys]
+            fields += [("window_start", TIMESTAMP_UTC), ("window_end", TIMESTAMP_UTC)]
+            fields += [(k, pa.null()) for k in self.aggs]
+            return pa.schema(fields).empty_table()
+        if closed is None:
+            held = [f for f in (self._state, *self._pending) if f is not None]
+            closed = held[0] if held else self._blank_state()
+        key = str(closed.schema)
+        if self._empty_cache is None or self._empty_cache[0] != key:
+            blank = closed.clear().with_columns(
+                pl.lit(0, pl.Int64).alias(_WSTART), pl.lit(0, pl.Int64).alias(_WEND)
+            )
+            self._empty_cache = (key, self._emit_rows(blank))
+        return self._empty_cache[1]
+
+    def _emit_rows(self, rows: pl.DataFrame) -> pa.Table:
+        out = rows.select(
+            *self.keys,
+            pl.col(_WSTART).cast(_UTC).alias("window_start"),
+            pl.col(_WEND).cast(_UTC).alias("window_end"),
+            *self._finish_exprs,
+        )
+        if out.height > 1:
+            out = out.sort(["window_start", *self.keys], nulls_last=True, maintain_order=True)
+        return self._arrow(out)
+
+    def _blank_state(self) -> pl.DataFrame:
+        """A zero-row state with the right types, before any record arrived."""
+        frame = pl.from_arrow(decode_dictionaries(self._schema.empty_table().select(self._inputs)))
+        if not isinstance(frame, pl.DataFrame):
+            frame = pl.DataFrame()
+        frame = frame.with_columns(pl.lit(0, pl.Int64).alias(TIME), pl.lit(0, pl.Int64).alias(SEQ))
+        return frame.clear().group_by(self.keys or pl.lit(0)).agg(self._partial_exprs)
+
+    def _late_table(self, table: pa.Table, parts: list[_Late]) -> pa.Table | None:
+        parts = [p for p in parts if len(p.rows)]
+        if not parts:
+            return None
+        rows = np.concatenate([p.rows for p in parts])
+        no_window = np.zeros(0, np.int64)
+        start = np.concatenate([no_window if p.start is None else p.start for p in parts])
+        end = np.concatenate([no_window if p.end is None else p.end for p in parts])
+        reason = np.concatenate([np.full(len(p.rows), _REASONS.index(p.reason)) for p in parts])
+        timed = np.concatenate([np.full(len(p.rows), p.start is not None) for p in parts])
+        # in batch order, and by window within a record (hopping); records without a time
+        # have no window, their start sorts as 0
+        full_start = np.zeros(len(rows), np.int64)
+        full_end = np.zeros(len(rows), np.int64)
+        full_start[timed], full_end[timed] = start, end
+        order = np.lexsort((full_start, rows))
+        self.late_count += len(rows)
+        out = table.take(pa.array(rows[order]))
+        null = ~timed[order]
+        for column, values in ((LATE_START, full_start), (LATE_END, full_end)):
+            array = pa.array(values[order], pa.int64(), mask=null).cast(TIMESTAMP_UTC)
+            out = out.append_column(column, array)
+        reasons = pa.DictionaryArray.from_arrays(pa.array(reason[order], pa.int32()), _REASONS)
+        return out.append_column(LATE_REASON, reasons.cast(pa.string()))
+
+
+class _FixedWindows(_Window):
+    """Windows of one size starting at align + k * hop: tumbling (hop = size) and hopping."""
+
+    def __init__(self, size: int, hop: int, align: int, **common) -> None:
+        super().__init__(**common)
+        self.size, self.hop, self.align = size, hop, align
+        self._group = [*self.keys, _WS]
+
+    def _describe(self) -> str:
+        return f"{self.kind}(size_us={self.size}, hop_us={self.hop}, align_us={self.align})"
+
+    def _starts(self, times: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """(record index, window start) for every window covering a record; the index is
+        None for tumbling windows, where it is the identity."""
+        latest = ((times - self.align) // self.hop) * self.hop + self.align
+        if self.hop == self.size:
+            return None, latest
+        copies = math.ceil(self.size / self.hop)
+        index = np.tile(np.arange(len(times)), copies)
+        starts = (latest[None, :] - self.hop * np.arange(copies)[:, None]).ravel()
+        covers = starts + self.size > times[index]
+        return index[covers], starts[covers]
+
+    def _absorb(self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray) -> _Late:
+        index, starts = self._starts(times)
+        late = np.zeros(len(starts), bool)
+        if self._wm is not None:
+            late = starts + (self.size + self.grace) <= self._wm
+        missed = starts[late]
+        late_rows = rows[late] if index is None else rows[index[late]]
+        if late.any():
+            on_time = ~late
+            index = np.flatnonzero(on_time) if index is None else index[on_time]
+            starts = starts[on_time]
+        if index is not None:
+            frame = frame[index]
+        if len(starts):
+            frame = frame.with_columns(pl.Series(_WS, starts))
+            self._pending.append(frame.group_by(self._group).agg(self._partial_exprs))
+            earliest = int(starts.min())
+            if self._pending_min is None or earliest < self._pending_min:
+                self._pending_min = earliest
+            if len(self._pending) >= _MAX_PENDING:
+                self._fold()
+        return _Late(late_rows, missed, missed + self.size, WINDOW_CLOSED)
+
+    def _fold(self) -> None:
+        """Merge the pending partials into the open windows, in one group-by.
+
+        Folding happens only at points fixed by the input (a window may close, the pending
+        list is full, flush), never because of a snapshot, which stores the pending partials
+        as they are: float sums are then added in the same order with or without a restore.
+        """
+        parts = [f for f in (self._state, *self._pending) if f is not None and f.height]
+        self._pending, self._pending_min = [], None
+        if len(parts) > 1:
+            both = pl.concat(parts, how="vertical_relaxed")
+            self._state = both.group_by(self._group).agg(self._merge_exprs)
+        elif parts:
+            self._state = parts[0]
+
+    def _close(self, watermark: int | None) -> pl.DataFrame | None:
+        if watermark is not None:
+            earliest = [self._pending_min] if self._pending_min is not None else []
+            if self._state is not None and self._state.height:
+                earliest.append(self._state[_WS].min())
+            if not earliest or min(earliest) + self.size + self.grace > watermark:
+                return None
+        self._fold()
+        state = self._state
+        if state is None:
+            return None
+        if watermark is None:
+            closed, self._state = state, state.clear()
+        else:
+            final = pl.col(_WS) + (self.size + self.grace) <= watermark
+            closed = state.filter(final)
+            self._state = state.filter(final.not_())
+        return closed.with_columns(
+            pl.col(_WS).alias(_WSTART), (pl.col(_WS) + self.size).alias(_WEND)
+        )
+
+
+class TumblingWindow(_FixedWindows):
+    """Consecutive windows of `size`, starting at `align` + k * size (default: the epoch)."""
+
+    kind = "TumblingWindow"
+
+    def __init__(
+        self,
+        size: Duration,
+        *,
+        time_column: str,
+        key: str | list[str] | None = None,
+        aggs: Mapping[str, Agg],
+        grace: Duration = 0,
+        delay: Duration = 0,
+        align: datetime | None = None,
+        name: str = "tumbling_window",
+    ) -> None:
+        size_us = duration_micros(size, "size", name, positive=True)
+        align_us = 0 if align is None else instant_micros(align, "align", name)
+        super().__init__(
+            size_us, size_us, align_us,
+            time_column=time_column, key=key, aggs=aggs, grace=grace, delay=delay, name=name,
+        )  # fmt: skip
+
+
+class HoppingWindow(_FixedWindows):
+    """Windows of `size` starting every `hop` (hop <= size), so they overlap."""
+
+    kind = "HoppingWindow"
+
+    def __init__(
+        self,
+        size: Duration,
+        hop: Duration,
+        *,
+        time_column: str,
+        key: str | list[str] | None = None,
+        aggs: Mapping[str, Agg],
+        grace: Duration = 0,
+        delay: Duration = 0,
+        align: datetime | None = None,
+        name: str = "hopping_window",
+    ) -> None:
+        size_us = duration_micros(size, "size", name, positive=True)
+        hop_us = duration_micros(hop, "hop", name, positive=True)
+        if hop_us > size_us:
+            raise StreamError(
+                subject(name),
+                f"hop ({hop!r}) is longer than size ({size!r}): records between windows "
+                "would belong to no window",
+                "use hop <= size (hop == size is a tumbling window)",
+            )
+        align_us = 0 if align is None else instant_micros(align, "align", name)
+        super().__init__(
+            size_us, hop_us, align_us,
+            time_column=time_column, key=key, aggs=aggs, grace=grace, delay=delay, name=name,
+        )  # fmt: skip
+
+
+class SessionWindow(_Window):
+    """Per key, records less than `gap` apart form a session [first, last + gap)."""
+
+    kind = "SessionWindow"
+
+    def __init__(
+        self,
+        gap: Duration,
+        *,
+        time_column: str,
+        key: str | list[str] | None = None,
+        aggs: Mapping[str, Agg],
+        grace: Duration = 0,
+        delay: Duration = 0,
+        name: str = "session_window",
+    ) -> None:
+        self.gap = duration_micros(gap, "gap", name, positive=True)
+        super().__init__(
+            time_column=time_column, key=key, aggs=aggs, grace=grace, delay=delay, name=name
+        )
+
+    def _describe(self) -> str:
+        return f"{self.kind}(gap_us={self.gap})"
+
+    def _absorb(self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray) -> _Late:
+        keys, state = self.keys, self._state
+        held = state is not None and state.height > 0
+        points = frame.select(*keys, pl.col(TIME).alias(_START), pl.col(TIME).alias(_LAST))
+        points = points.with_columns(pl.Series(_SRC, np.arange(len(times))))
+        parts = [points]
+        if held:
+            spans = state.select(*keys, _START, _LAST, (-1 - pl.int_range(pl.len())).alias(_SRC))
+            parts.insert(0, spans)
+        spans = pl.concat(parts, how="vertical_relaxed").sort(
+            [*keys, _START, _SRC], nulls_last=True, maintain_order=True
+        )
+        # sorted by start, a span opens a new session when it starts `gap` or more after the
+        # latest end of every earlier span of its key
+        reach = pl.col(_LAST).cum_max().shift(1)
+        if keys:
+            reach = reach.over(keys)
+        spans = spans.with_columns(
+            (reach.is_null() | (pl.col(_START) - reach >= self.gap)).cum_sum().alias(_SID)
+        )
+        sessions = spans.group_by(_SID).agg(
+            (pl.col(_SRC) < 0).any().alias("__held"), pl.col(_START).min(), pl.col(_LAST).max()
+        )
+        sid, src = spans[_SID].to_numpy(), spans[_SRC].to_numpy()
+        record = src >= 0
+        record_sid = np.empty(len(times), sid.dtype)
+        record_sid[src[record]] = sid[record]
+        frame = frame.with_columns(pl.Series(_SID, record_sid))
+
+        late = _Late(rows[:0], None, None, WINDOW_CLOSED)
+        if self._wm is not None:
+            closed = sessions.filter(
+                ~pl.col("__held") & (pl.col(_LAST) + (self.gap + self.grace) <= self._wm)
+            ).sort(_SID)
+            if closed.height:
+                closed_sids = closed[_SID].to_numpy()
+                is_late = np.isin(record_sid, closed_sids)
+                at = np.searchsorted(closed_sids, record_sid[is_late])
+                start = closed[_START].to_numpy()[at]
+                end = closed[_LAST].to_numpy()[at] + self.gap
+                late = _Late(rows[is_late], start, end, WINDOW_CLOSED)
+                frame = frame.filter(pl.Series(~is_late))
+        if frame.height:
+            partial = frame.group_by([_SID, *keys]).agg(self._partial_exprs)
+            if held:
+                state_sid = np.empty(state.height, sid.dtype)
+                state_sid[-1 - src[~record]] = sid[~record]
+                before = state.drop(_START, _LAST).with_columns(pl.Series(_SID, state_sid))
+                merged = pl.concat(
+                    [before.select(partial.columns), partial], how="vertical_relaxed"
+                )
+                partial = merged.group_by([_SID, *keys], maintain_order=True).agg(self._merge_exprs)
+            bounds = sessions.select(_SID, _START, _LAST)
+            merged_state = partial.join(bounds, on=_SID, how="left").sort(_SID)
+            self._state = merged_state.select(
+                *keys, _START, _LAST, *(c for c in partial.columns if c.startswith("__a"))
+            )
+        return late
+
+    def _close(self, watermark: int | None) -> pl.DataFrame | None:
+        state = self._state
+        if state is None:
+            return None
+        if watermark is None:
+            closed, self._state = state, state.clear()
+        elif not state.height or state[_LAST].min() + self.gap + self.grace > watermark:
+            return None
+        else:
+            final = pl.col(_LAST) + (self.gap + self.grace) <= watermark
+            closed = state.filter(final)
+            self._state = state.filter(final.not_())
+        return closed.with_columns(
+            pl.col(_START).alias(_WSTART), (pl.col(_LAST) + self.gap).alias(_WEND)
+        )

@@ -1,0 +1,281 @@
+"""What a stream source is, and the parts every source shares.
+
+A source is polled by a runner: `poll()` returns whatever new records are available now as one
+Arrow table (or None), `next_poll_at` says when to call again, and `state()` / `restore()` carry
+the source's JSON-able position across restarts, checkpointed with the rest of the pipeline.
+A source never raises out of `poll()` for a bad response or a bad object: it records a failure
+(`stats`, `failures`) and backs off, so one flaky upstream never stops the coordinator.
+
+Shared here: the failure log and counters (`SourceHealth`), exponential backoff with full jitter
+(`Backoff`), `Retry-After` parsing, and `records_to_table`, which turns decoded JSON records into
+Arrow and names the field and record that do not fit a schema.
+"""
+
+from __future__ import annotations
+
+import collections
+import email.utils
+import math
+import random
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import pyarrow as pa
+
+#: How many failure records a source keeps for inspection.
+FAILURES_KEPT = 100
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A pollable source of records.
+
+    A source that holds connections or files also has `close()`; runners call it if present.
+    """
+
+    name: str
+    #: Seconds between polls when all is well.
+    interval: float
+    #: Counters for people and metrics: requests, records, failures, last_error,
+    #: last_error_at (unix seconds), backoff_until (unix seconds or None), and source-specific
+    #: extras.
+    stats: dict[str, Any]
+
+    @property
+    def next_poll_at(self) -> float:
+        """`time.monotonic()` value at or after which the runner should call `poll()` again."""
+        ...
+
+    def poll(self) -> pa.Table | None:
+        """Records that became available since the last poll; None when there are none."""
+        ...
+
+    def state(self) -> dict[str, Any]:
+        """A JSON-able position; `restore()` of it on a new instance resumes from here."""
+        ...
+
+    def restore(self, state: Mapping[str, Any]) -> None: ...
+
+
+def new_stats(**extra: Any) -> dict[str, Any]:
+    return {
+        "requests": 0,
+        "records": 0,
+        "failures": 0,
+        "consecutive_failures": 0,
+        "last_error": None,
+        "last_error_at": None,
+        "last_success_at": None,
+        "backoff_until": None,
+        **extra,
+    }
+
+
+class SourceHealth:
+    """The failure log of one source: the last `FAILURES_KEPT` failures and the counters in
+    `stats`. Each failure is a JSON-able dict: at, kind, error, plus whatever the source adds
+    (status, url, key, retry_in)."""
+
+    def __init__(self, stats: dict[str, Any]) -> None:
+        self.stats = stats
+        self.failures: collections.deque[dict[str, Any]] = collections.deque(maxlen=FAILURES_KEPT)
+
+    def failed(self, kind: str, error: str, **details: Any) -> dict[str, Any]:
+        now = time.time()
+        record = {"at": now, "kind": kind, "error": error, **details}
+        self.failures.append(record)
+        self.stats["failures"] += 1
+        self.stats["last_error"] = error
+        self.stats["last_error_at"] = now
+        return record
+
+    def state(self) -> dict[str, Any]:
+        return {k: self.stats[k] for k in ("failures", "last_error", "last_error_at")}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        for key in ("failures", "last_error", "last_error_at"):
+            if key in state:
+                self.stats[key] = state[key]
+
+
+class Backoff:
+    """Exponential backoff with full jitter: after the k-th consecutive failure, wait a uniform
+    random time in [0, min(cap, base * 2**(k-1))], but never less than `floor` (the source's
+    normal interval, so a failure never makes a source poll faster) nor less than a server's
+    Retry-After. Full jitter spreads many clients that failed together (AWS architecture blog,
+    "Exponential Backoff And Jitter")."""
+
+    def __init__(
+        self,
+        base: float,
+        cap: float,
+        floor: float = 0.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if base <= 0 or cap <= 0:
+            raise ValueError(f"backoff base and cap must be > 0 seconds, got {base!r}, {cap!r}")
+        self.base = base
+        self.cap = cap
+        self.floor = floor
+        self.consecutive = 0
+        self.until = 0.0  # time.monotonic() before which the source must not be polled
+        self._rng = rng or random.Random()
+
+    def ceiling(self, consecutive: int | None = None) -> float:
+        """The largest jittered delay after `consecutive` failures (default: the current count)."""
+        k = self.consecutive if consecutive is None else consecutive
+        if k <= 0:
+            return 0.0
+        # min() before the power would overflow on a long outage
+        return min(self.cap, self.base * 2.0 ** min(k - 1, 1000))
+
+    def failure(self, retry_after: float | None = None, now: float | None = None) -> float:
+        """Count a failure and return the delay before the next attempt (seconds)."""
+        self.consecutive += 1
+        delay = max(self.floor, self._rng.uniform(0.0, self.ceiling()))
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        self.until = (time.monotonic() if now is None else now) + delay
+        return delay
+
+    def success(self) -> None:
+        self.consecutive = 0
+        self.until = 0.0
+
+    def active(self, now: float | None = None) -> bool:
+        return (time.monotonic() if now is None else now) < self.until
+
+    def until_wall(self) -> float | None:
+        """`until` as unix seconds, for stats and checkpoints (monotonic time does not survive a
+        restart); None when not backing off."""
+        remaining = self.until - time.monotonic()
+        return time.time() + remaining if remaining > 0 else None
+
+    def restore_wall(self, until: float | None, consecutive: int = 0) -> None:
+        self.consecutive = int(consecutive)
+        remaining = (until or 0.0) - time.time()
+        self.until = time.monotonic() + remaining if remaining > 0 else 0.0
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP date (RFC 9110).
+
+    None when the header is absent or unreadable; never negative.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+class RecordsDoNotFit(Exception):
+    """Raised by `records_to_table` when no schema is given and the records cannot be typed
+    together; the message names the field."""
+
+
+def records_to_table(
+    records: Sequence[Any], schema: pa.Schema | None = None
+) -> tuple[pa.Table, list[str]]:
+    """Decoded JSON records (a list of dicts) → an Arrow table, nested lists/objects kept as
+    Arrow list/struct types.
+
+    With a schema, fields are cast to it (keys not in it are dropped, missing ones are null);
+    records that do not fit are left out and described in the returned list of problems
+    ("record 3 field 'fee': ..."), so one bad record does not cost the rest. Without a schema
+    the types are inferred, and a field whose values cannot share one type raises
+    `RecordsDoNotFit` naming it.
+    """
+    problems = _shape_problems(records)
+    if schema is None:
+        if problems:
+            raise RecordsDoNotFit(problems[0])
+        try:
+            return pa.Table.from_pylist(list(records)), []
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise RecordsDoNotFit(_explain_inference_error(records, exc)) from None
+
+    if not problems:
+        try:
+            table = pa.Table.from_pylist(list(records), schema=schema)
+        except (pa.ArrowException, TypeError, ValueError):
+            table = None
+        if table is not None and not _has_forbidden_nulls(table, schema):
+            return table, []
+
+    # The slow path runs only when something does not fit: find each bad record and why.
+    bad: dict[int, str] = {}
+    for i, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            bad[i] = f"record {i} is {type(record).__name__}, not an object"
+    for field in schema:
+        column = [r.get(field.name) if isinstance(r, Mapping) else None for r in records]
+        try:
+            pa.array(column, type=field.type)
+            column_ok = True
+        except (pa.ArrowException, TypeError, ValueError):
+            column_ok = False
+        for i, value in enumerate(column):
+            if i in bad:
+                continue
+            if value is None:
+                if not field.nullable:
+                    bad[i] = f"record {i} field '{field.name}': missing, but the field is not null"
+                continue
+            if column_ok:
+                continue
+            try:
+                pa.array([value], type=field.type)
+            except (pa.ArrowException, TypeError, ValueError) as exc:
+                bad[i] = (
+                    f"record {i} field '{field.name}': {_short(value)} does not fit "
+                    f"{field.type} ({exc})"
+                )
+    good = [r for i, r in enumerate(records) if i not in bad]
+    try:
+        table = pa.Table.from_pylist(good, schema=schema)
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        # each value fits on its own but not together (rare: nested shapes); give up the batch
+        raise RecordsDoNotFit(f"the records do not fit the schema together ({exc})") from None
+    return table, [bad[i] for i in sorted(bad)]
+
+
+def _shape_problems(records: Sequence[Any]) -> list[str]:
+    return [
+        f"record {i} is {type(r).__name__}, not an object"
+        for i, r in enumerate(records)
+        if not isinstance(r, Mapping)
+    ][:10]
+
+
+def _has_forbidden_nulls(table: pa.Table, schema: pa.Schema) -> bool:
+    return any(not f.nullable and table.column(f.name).null_count for f in schema)
+
+
+def _explain_inference_error(records: Sequence[Any], exc: Exception) -> str:
+    names: dict[str, None] = {}
+    for record in records:
+        names.update(dict.fromkeys(record))
+    for name in names:
+        try:
+            pa.array([r.get(name) for r in records])
+        except (pa.ArrowException, TypeError, ValueError) as column_exc:
+            return f"field '{name}' has values of types that cannot share a column ({column_exc})"
+    return f"the records cannot be converted to Arrow ({exc})"
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

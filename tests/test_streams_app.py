@@ -1,0 +1,128 @@
+"""App declarations for streams, the bus routing, and the coordinator's stream service."""
+
+from __future__ import annotations
+
+import time
+
+import pyarrow as pa
+import pytest
+
+from headrace import App
+from headrace.config import load_settings
+from headrace.errors import AppError, PatternError
+from headrace.events.bus import Bus, Rule, Target, parse_target
+from headrace.events.envelope import make_envelope
+from headrace.features import FeatureGroup
+from headrace.ledger import Ledger
+from headrace.server.metrics import Metrics
+from headrace.server.streams import StreamService, open_stream_log
+from headrace.storage import ObjectStore
+from headrace.streams.simulator import Simulator
+from headrace.streams.source_http import HttpPoller
+
+
+def envelope(source: str, kind: str, **detail):
+    return make_envelope(source, kind, detail)
+
+
+def test_bus_routes_each_envelope_once_per_target_in_order():
+    bus = Bus(
+        [
+            Rule.create("big", {"detail": {"fee": [{"numeric": [">", 100]}]}}, "stream:big"),
+            Rule.create("also-big", {"detail": {"fee": [{"numeric": [">=", 500]}]}}, "stream:big"),
+            Rule.create("tx", {"source": [{"prefix": "chain."}]}, "function:score"),
+        ]
+    )
+    events = [
+        envelope("chain.a", "Tx", fee=50),
+        envelope("chain.b", "Tx", fee=900),
+        envelope("other", "Tx", fee=200),
+    ]
+    routed = bus.route(events)
+    assert routed[Target("stream", "big")] == [events[1], events[2]]
+    assert routed[Target("function", "score")] == [events[0], events[1]]
+
+
+def test_targets_and_rules_are_validated():
+    assert parse_target("states:etl") == Target("state_machine", "etl")
+    with pytest.raises(PatternError, match="KIND:NAME"):
+        parse_target("queue:x")
+    with pytest.raises(PatternError):
+        Rule.create("r", {"source": "not-a-list"}, "stream:s")
+
+
+def test_check_streams_names_what_is_missing():
+    app = App()
+    app.rule({"source": ["x"]}, target="stream:nowhere")
+    with pytest.raises(AppError, match="nowhere"):
+        app.check_streams()
+    app = App()
+    app.stream("events")
+    app.pipeline("p", stream="events").to_features("missing")
+    with pytest.raises(AppError, match="feature group 'missing'"):
+        app.check_streams()
+    app = App()
+    app.pipeline("p", stream="undeclared")
+    with pytest.raises(AppError, match=r"add app\.stream"):
+        app.check_streams()
+
+
+def test_window_late_output_gets_its_own_stream():
+    from headrace.streams.operators import aggregations as agg
+
+    app = App()
+    app.stream("events")
+    app.pipeline("p", stream="events").tumbling(60, time_column="ts", aggs={"n": agg.count()})
+    app.check_streams()
+    assert "p-late" in app.streams
+
+
+def test_service_polls_a_source_into_a_stream_and_runs_the_pipeline(tmp_path):
+    settings = load_settings(tmp_path, home=str(tmp_path / "home"))
+    with Simulator(rate_per_s=50, seed=1) as simulator:
+        app = App()
+        app.source(
+            HttpPoller("chain", simulator.url, interval=0.2),
+            event_source="chain.poller",
+            detail_type="Transaction",
+            time_field="time",
+            id_field="hash",
+        )
+        app.stream("tx")
+        app.rule({"detail-type": ["Transaction"]}, target="stream:tx")
+        app.feature_group(
+            FeatureGroup(
+                "tx_count",
+                entity_keys=["chain"],
+                event_time="window_end",
+                features={"n": pa.int64()},
+            )
+        )
+        pipe = app.pipeline("dedup", stream="tx")
+        pipe.dedup("hash", ttl=3600).to_stream("unique")
+        app.stream("unique")
+        ledger = Ledger(settings.ledger_url)
+        service = StreamService(
+            settings,
+            app,
+            ledger,
+            ObjectStore(settings.storage_url),
+            Metrics().streams,
+            lambda functions: None,
+        )
+        service.start()
+        deadline = time.time() + 20
+        while time.time() < deadline and simulator.requests < 4:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        service.stop()
+    raw = open_stream_log(settings, app.streams["tx"])
+    unique = open_stream_log(settings, app.streams["unique"])
+    polled = raw.read(0, 0, raw.end_offset(0))
+    kept = unique.read(0, 0, unique.end_offset(0))
+    assert polled.num_rows > kept.num_rows > 0  # polls overlap; dedup removed the repeats
+    assert kept.num_rows == len(set(polled["hash"].to_pylist()))
+    assert pa.types.is_timestamp(polled.schema.field("_event_time").type)
+    raw.close()
+    unique.close()
+    ledger.close()

@@ -1,0 +1,273 @@
+"""Dedup with a time-to-live: within and across batches, expiry, keys of every kind, state."""
+
+import itertools
+import time
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from headrace.errors import StreamError
+from headrace.streams.operators import Dedup, Operator
+from headrace.streams.operators.dedup import _KeyTable
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def events(*pairs, time_column="_ingest_time") -> pa.Table:
+    """pairs: (key, seconds); a running number in `n` tells the records apart."""
+    return pa.table(
+        {
+            "id": [k for k, _ in pairs],
+            time_column: pa.array(
+                [T0 + timedelta(seconds=s) for _, s in pairs], pa.timestamp("us")
+            ),
+            "n": list(range(len(pairs))),
+        }
+    )
+
+
+def kept(emit) -> list:
+    return emit.main.column("n").to_pylist()
+
+
+def reference(keys: list, times: list[int], ttl: int, cuts: list[int]) -> list[bool]:
+    """The rule, one record at a time; keys expired by the newest time of earlier batches are
+    forgotten at each batch start."""
+    expiry: dict = {}
+    keep = []
+    clock = None
+    for a, b in itertools.pairwise(cuts):
+        if clock is not None:
+            expiry = {k: e for k, e in expiry.items() if e > clock}
+        for key, t in zip(keys[a:b], times[a:b], strict=True):
+            if key in expiry and t < expiry[key]:
+                keep.append(False)
+            else:
+                expiry[key] = t + ttl
+                keep.append(True)
+        newest = max(times[a:b])
+        clock = newest if clock is None else max(clock, newest)
+    return keep
+
+
+def test_drops_duplicates_within_a_batch_keeping_the_first():
+    d = Dedup("id", 60)
+    assert isinstance(d, Operator) and d.watermark is None
+    e = d.process(events(("a", 0), ("b", 1), ("a", 2), ("c", 3), ("b", 4), ("a", 5)))
+    assert kept(e) == [0, 1, 3]
+    assert e.late is None
+    assert e.main.schema == events(("a", 0)).schema
+    assert d.dropped_count == 3
+
+
+def test_drops_duplicates_across_batches_and_lets_a_key_through_after_ttl():
+    d = Dedup("id", timedelta(seconds=10))
+    assert kept(d.process(events(("a", 0), ("b", 5)))) == [0, 1]
+    assert kept(d.process(events(("a", 9), ("b", 9)))) == []
+    # a at 10: ttl passed since 0 (the duplicate at 9 did not extend it); b at 14 is within
+    assert kept(d.process(events(("a", 10), ("b", 14), ("b", 15)))) == [0, 2]
+    # within one batch too: a kept at 10 expires at 20
+    assert kept(d.process(events(("a", 19), ("a", 20), ("a", 21), ("a", 30)))) == [1, 3]
+
+
+def test_expired_keys_are_pruned_as_time_advances():
+    d = Dedup("id", 10)
+    d.process(events(*((f"k{i}", i) for i in range(100))))
+    assert d.held_keys == 10  # k_i expires at i + 10, the newest time is 99
+    assert kept(d.process(events(("k95", 100), ("z", 200)))) == [1]
+    assert d.held_keys == 1
+    # k95 (expiry 105) is forgotten once time reached 200, even for a record before 105
+    assert kept(d.process(events(("k95", 101)))) == [0]
+
+
+def test_out_of_order_records_compare_with_the_held_expiry():
+    d = Dedup("id", 10)
+    d.process(events(("a", 100)))
+    assert kept(d.process(events(("a", 95), ("a", 111)))) == [1]
+
+
+def test_integer_keys_with_nulls_are_exact():
+    table = pa.table(
+        {
+            "id": pa.array([0, None, 0, None, 2**63 - 1, -(2**63), 7], pa.int64()),
+            "_ingest_time": pa.array([T0] * 7, pa.timestamp("us")),
+            "n": range(7),
+        }
+    )
+    assert kept(Dedup("id", 60).process(table)) == [0, 1, 4, 5, 6]
+    unsigned = table.set_column(0, "id", pa.array([0, None, 0, None, 2**64 - 1, 5, 7], pa.uint64()))
+    assert kept(Dedup("id", 60).process(unsigned)) == [0, 1, 4, 5, 6]
+
+
+def test_string_and_composite_keys():
+    table = pa.table(
+        {
+            "src": ["x", "x", "y", None, None, "x"],
+            "id": pa.array([1, 1, 1, 1, 1, None]),
+            "_ingest_time": pa.array([T0] * 6, pa.timestamp("us")),
+            "n": range(6),
+        }
+    )
+    assert kept(Dedup(["src", "id"], 60).process(table)) == [0, 2, 3, 5]
+    assert kept(Dedup("src", 60).process(table)) == [0, 2, 3]
+    dictionary = table.set_column(0, "src", table.column("src").dictionary_encode())
+    d = Dedup("src", 60)
+    assert kept(d.process(dictionary)) == [0, 2, 3]
+    assert kept(d.process(table)) == []  # dictionary and plain strings are the same keys
+
+
+def test_keys_of_other_types_are_hashed():
+    import datetime as dt
+
+    columns = {
+        "day": pa.array([dt.date(2024, 1, 1), dt.date(2024, 1, 2), dt.date(2024, 1, 1)]),
+        "clock": pa.array([dt.time(1), dt.time(2), dt.time(1)], pa.time32("s")),
+        "ratio": pa.array([0.5, 1.5, 0.5]),
+        "flag": pa.array([True, False, True]),
+        "wait": pa.array([dt.timedelta(1), dt.timedelta(2), dt.timedelta(1)]),
+    }
+    for name, column in columns.items():
+        table = pa.table(
+            {name: column, "_ingest_time": pa.array([T0] * 3, pa.timestamp("us")), "n": [0, 1, 2]}
+        )
+        assert kept(Dedup(name, 60).process(table)) == [0, 1], name
+
+
+def test_event_time_column_and_nanosecond_timestamps():
+    table = pa.table(
+        {
+            "id": ["a", "a", "a"],
+            "ts": pa.array([0, 999_999_999, 1_000_000_000], pa.timestamp("ns", "UTC")),
+            "n": [0, 1, 2],
+        }
+    )
+    assert kept(Dedup("id", 1, time_column="ts").process(table)) == [0, 2]
+
+
+def test_matches_the_one_at_a_time_rule_on_a_large_disordered_stream():
+    rng = np.random.default_rng(11)
+    n = 60_000
+    keys = rng.integers(0, 300, n)  # each key every ~300 s: within the ttl or not
+    times = np.cumsum(rng.integers(0, 3, n)) + rng.integers(-20, 20, n)  # seconds, disordered
+    ttl = 400  # so a key is kept several times within one batch (several rounds)
+    table = pa.table(
+        {
+            "id": pa.array(keys.astype(str)),
+            "_ingest_time": pa.array(times * 1_000_000, pa.timestamp("us")),
+            "n": np.arange(n),
+        }
+    )
+    d = Dedup("id", ttl)
+    keep = np.zeros(n, bool)
+    cuts = [0, *np.sort(rng.choice(np.arange(1, n), 30, replace=False)), n]
+    for a, b in itertools.pairwise(cuts):
+        keep[d.process(table.slice(a, b - a)).main.column("n").to_numpy()] = True
+    micros = (times * 1_000_000).tolist()
+    assert keep.tolist() == reference(keys.tolist(), micros, ttl * 1_000_000, cuts)
+    assert d.dropped_count == n - keep.sum()
+    assert 0.1 < keep.mean() < 0.9
+
+
+def test_key_table_grows_and_keeps_every_key():
+    table = _KeyTable(1024)
+    h1 = np.arange(50_000, dtype=np.uint64) * np.uint64(1024)  # all share one home slot mod 1024
+    slots = table.locate(h1[:600], np.zeros(600, np.uint64))
+    assert len(set(slots.tolist())) == 600
+    assert (table.locate(h1[:600], np.zeros(600, np.uint64)) == slots).all()
+    grown = _KeyTable.build(h1, np.ones(50_000, np.uint64), np.arange(50_000), room=10)
+    found = grown.locate(h1, np.ones(50_000, np.uint64))
+    assert (grown.expiry[found] == np.arange(50_000)).all()
+    assert grown.used == 50_000
+
+
+def _ipc(state):
+    out = {}
+    for name, table in state.items():
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        out[name] = pa.ipc.open_stream(sink.getvalue()).read_all()
+    return out
+
+
+@pytest.mark.parametrize("key_type", ["int", "str"])
+def test_restore_in_the_middle_of_a_stream_gives_identical_output(key_type):
+    rng = np.random.default_rng(5)
+    n = 20_000
+    keys = rng.integers(0, 3_000, n)
+    table = pa.table(
+        {
+            "id": pa.array(keys) if key_type == "int" else pa.array(keys.astype(str)),
+            "_ingest_time": pa.array(np.arange(n) * 10_000, pa.timestamp("us")),
+            "n": np.arange(n),
+        }
+    )
+    batches = [table.slice(i, 1_000) for i in range(0, n, 1_000)]
+
+    def run(restore_at=None):
+        d, out = Dedup("id", 15), []
+        for i, b in enumerate(batches):
+            if i == restore_at:
+                state = _ipc(d.snapshot())
+                d = Dedup("id", 15)
+                d.restore(state)
+            out.append(d.process(b).main)
+        return pa.concat_tables(out), d
+
+    whole, d = run()
+    assert 0 < whole.num_rows < n
+    for at in (1, 7, 19):
+        again, d2 = run(at)
+        assert again.equals(whole)
+        assert (d2.dropped_count, d2.held_keys) == (d.dropped_count, d.held_keys)
+
+
+def test_restore_refuses_other_config_and_other_hash_function():
+    d = Dedup("id", 10)
+    d.process(events(("a", 0)))
+    state = d.snapshot()
+    with pytest.raises(StreamError, match="configured"):
+        Dedup("id", 20).restore(state)
+    meta = state["meta"]
+    i = meta.schema.get_field_index("hash_fingerprint")
+    state["meta"] = meta.set_column(i, "hash_fingerprint", pa.array([12345], pa.int64()))
+    with pytest.raises(StreamError, match="polars version"):
+        Dedup("id", 10).restore(state)
+    with pytest.raises(StreamError, match="keys"):
+        Dedup("id", 10).restore({"meta": d.snapshot()["meta"]})
+
+
+def test_errors_name_the_operator_and_the_fix():
+    d = Dedup("id", 10, name="dedup-orders")
+    with pytest.raises(StreamError, match=r"'dedup-orders'.*no column '_ingest_time'"):
+        d.process(pa.table({"id": [1]}))
+    nulls = pa.table({"id": [1, 2], "_ingest_time": pa.array([T0, None], pa.timestamp("us"))})
+    with pytest.raises(StreamError, match="1 records have no value"):
+        d.process(nulls)
+    d.process(pa.table({"id": [1], "_ingest_time": pa.array([T0], pa.timestamp("us"))}))
+    with pytest.raises(StreamError, match="changed type"):
+        d.process(pa.table({"id": ["1"], "_ingest_time": pa.array([T0], pa.timestamp("us"))}))
+    with pytest.raises(StreamError, match="ttl"):
+        Dedup("id", 0)
+    with pytest.raises(StreamError, match="key"):
+        Dedup([], 10)
+    assert d.flush().main.num_rows == 0
+
+
+def test_throughput_is_millions_of_records_per_second():
+    """1M records with 5% duplicates in batches of 100k (the README quotes the full figure)."""
+    rng = np.random.default_rng(1)
+    n = 1_000_000
+    ids = np.arange(n)
+    ids[rng.choice(n, n // 20, replace=False)] = rng.integers(0, n, n // 20)
+    table = pa.table(
+        {"id": ids, "_ingest_time": pa.array(np.arange(n) * 1_000, pa.timestamp("us"))}
+    )
+    d = Dedup("id", 3600)
+    started = time.perf_counter()
+    total = sum(d.process(table.slice(i, 100_000)).main.num_rows for i in range(0, n, 100_000))
+    rate = n / (time.perf_counter() - started)
+    assert total == len(np.unique(ids))
+    assert rate > 500_000, f"{rate:,.0f} records/s"  # loose: the machine is shared
