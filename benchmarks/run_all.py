@@ -17,6 +17,7 @@ SCRIPTS = [
     "stream_log.py",
     "stream_window.py",
     "feature_store.py",
+    "stream_latency.py",
 ]
 
 

@@ -109,6 +109,7 @@ def headrace_side(trace: pa.Table, batch_size: int, runs: int) -> dict:
                 time_column="ts",
                 aggs={"count": agg.count(), "sum": agg.sum("fee"), "mean": agg.mean("fee")},
                 delay=5,
+                late=MemorySink("late"),
             )
             pipe.sink(MemorySink("windows"))
             runner = PartitionRunner(
