@@ -67,3 +67,48 @@ def test_readme_starts_with_the_two_commands():
     lines = [line for line in (ROOT / "README.md").read_text().splitlines() if line.strip()]
     commands = [line.split("#")[0].strip() for line in lines[2:4]]
     assert lines[1] == "```sh" and commands == ["make run", "make test"]
+
+
+def _python_blocks(page: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "docs" / page).read_text(), re.S)
+
+
+def test_streams_page_declarations_load(tmp_path, monkeypatch):
+    (snippet,) = [b for b in _python_blocks("streams.md") if "app.pipeline" in b]
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(snippet, scope)
+    app = scope["app"]
+    app.check_streams()
+    assert app.pipelines["tx"].stage_names == [
+        "dedup",
+        "archive:archive/transactions/",
+        "tumbling",
+        "map:<lambda>",
+        "features:tx_minute",
+    ]
+    assert "tx-late" in app.streams and "compact-tx_minute" in app.schedules
+
+
+def test_streams_page_feature_store_snippet(tmp_path, monkeypatch):
+    (snippet,) = [b for b in _python_blocks("streams.md") if "FeatureStore(" in b]
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(snippet, scope)
+    assert scope["online"][0]["avg_fee"] == 12.5
+    assert scope["training"]["avg_fee"].to_pylist() == [None, 10.0, 12.5]
+    assert scope["minutes"]["n"].to_pylist() == [2]
+
+
+@pytest.mark.slow
+def test_make_run_transactions_demo(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "transactions_features" / "run_demo.py"), "12"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HEADRACE_HOME": str(tmp_path / "home"), "COLUMNS": "160"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "distinct hashes" in result.stdout and "online read tx_minute" in result.stdout
+    assert list((tmp_path / "home" / "buckets" / "archive").rglob("*.parquet"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pyarrow as pa
@@ -125,4 +126,52 @@ def test_service_polls_a_source_into_a_stream_and_runs_the_pipeline(tmp_path):
     assert pa.types.is_timestamp(polled.schema.field("_event_time").type)
     raw.close()
     unique.close()
+    ledger.close()
+
+
+def _service(tmp_path, app):
+    settings = load_settings(tmp_path, home=str(tmp_path / "home"))
+    ledger = Ledger(settings.ledger_url)
+    queued: list[set[str]] = []
+    metrics = Metrics()
+    service = StreamService(
+        settings, app, ledger, ObjectStore(settings.storage_url), metrics.streams, queued.append
+    )
+    return service, ledger, queued, metrics
+
+
+def test_bus_delivers_to_functions_and_state_machines_once_per_envelope(tmp_path):
+    from prometheus_client import generate_latest
+
+    from headrace.ledger.executions import list_executions
+
+    app = App()
+
+    @app.function
+    def score(event, context):
+        return event["detail"]
+
+    app.state_machine("flag", {"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})
+    @app.function
+    def audit(event, context):
+        return None
+
+    app.rule({"detail": {"fee": [{"numeric": [">", 100]}]}}, target="function:score")
+    app.rule({"detail": {"fee": [{"exists": True}]}}, target="function:audit")
+    app.rule({"detail-type": ["Alarm"]}, target="states:flag")
+    service, ledger, queued, metrics = _service(tmp_path, app)
+    cheap = envelope("chain", "Tx", fee=5)
+    dear = envelope("chain", "Tx", fee=500)
+    alarm = envelope("chain", "Alarm", level=3)
+    service.publish([cheap, dear, alarm])
+    service.publish([dear, alarm])  # a redelivery: no second invocation, no second execution
+    rows = ledger.list_invocations(function="score")
+    assert len(rows) == 1 and json.loads(rows[0]["payload"])["id"] == dear["id"]
+    assert len(ledger.list_invocations(function="audit")) == 2  # cheap and dear, once each
+    assert queued == [{"score", "audit"}]
+    with ledger.reader.connect() as conn:
+        executions = list_executions(conn)
+    assert [e["name"] for e in executions] == [f"event-{alarm['id']}"]
+    exposed = generate_latest(metrics.registry).decode()
+    assert 'headrace_bus_events_total{target="function:score"} 2.0' in exposed
     ledger.close()

@@ -271,6 +271,13 @@ class Ledger:
             )
         )
 
+    def known_events(self, conn: Connection, ids: Sequence[str]) -> set[str]:
+        """Which of these event ids the ledger holds already."""
+        if not ids:
+            return set()
+        rows = conn.execute(select(events.c.id).where(events.c.id.in_(list(ids))))
+        return {row[0] for row in rows}
+
     # -- invocations --------------------------------------------------------------------------
 
     def enqueue(

@@ -212,7 +212,15 @@ class StreamService:
         elif target.kind == "function":
             spec = self.app.functions[target.name]
             with self.ledger.begin() as conn:
+                keys = [f"{event['id']}:{spec.name}" for event in events]
+                known = self.ledger.invocations_by_key(conn, keys)
+                events = [e for e, k in zip(events, keys, strict=True) if k not in known]
+                if not events:
+                    return  # every envelope was delivered before: a redelivery
+                recorded = self.ledger.known_events(conn, [e["id"] for e in events])
                 for event in events:
+                    if event["id"] in recorded:  # another rule's target recorded it already
+                        continue
                     self.ledger.record_event(
                         conn,
                         event_id=event["id"],
