@@ -1,9 +1,13 @@
 import os
+import socket
 import sys
 import uuid
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
+
+from headrace.streams.log import StreamLog, open_log
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -71,3 +75,45 @@ def pytest_unconfigure(config):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
+
+
+# -- stream logs on every backend (embedded, and the real Redis and NATS servers) -----------
+
+REDIS_URL = os.environ.get("HEADRACE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+NATS_URL = os.environ.get("HEADRACE_TEST_NATS", "nats://127.0.0.1:4222")
+
+
+def _reachable(url: str) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(params=["embedded", "redis", "nats"])
+def open_stream(request, tmp_path):
+    """open_stream(name=None, **options) → a StreamLog on this backend; all dropped at the end."""
+    backend = request.param
+    url = {"embedded": f"embedded://{tmp_path / 'streams'}", "redis": REDIS_URL, "nats": NATS_URL}[
+        backend
+    ]
+    if backend != "embedded" and not _reachable(url):
+        pytest.skip(f"{backend} server is not reachable at {url}")
+    opened: list[StreamLog] = []
+    names: set[str] = set()
+
+    def factory(name: str | None = None, **options) -> StreamLog:
+        log = open_log(url, name or f"t{uuid.uuid4().hex[:12]}", **options)
+        opened.append(log)
+        names.add(log.name)
+        return log
+
+    factory.url = url
+    factory.backend = backend
+    yield factory
+    for log in opened:
+        log.close()
+    for name in names:
+        open_log(url, name).drop()

@@ -8,16 +8,12 @@ stream names and drops them afterwards. A backend's tests skip only when its ser
 from __future__ import annotations
 
 import multiprocessing
-import os
-import socket
 import sqlite3
 import threading
 import time
-import uuid
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import pyarrow as pa
@@ -28,45 +24,6 @@ from hypothesis import strategies as st
 from headrace.errors import StreamError
 from headrace.streams import Appended, StreamLog, key_partitions, open_log
 from headrace.streams.log import encode_batch, fnv1a_32, stamp_ingest_time
-
-REDIS_URL = os.environ.get("HEADRACE_TEST_REDIS", "redis://127.0.0.1:6379/0")
-NATS_URL = os.environ.get("HEADRACE_TEST_NATS", "nats://127.0.0.1:4222")
-
-
-def _reachable(url: str) -> bool:
-    parsed = urlparse(url)
-    try:
-        with socket.create_connection((parsed.hostname, parsed.port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.fixture(params=["embedded", "redis", "nats"])
-def open_stream(request, tmp_path):
-    """open_stream(name=None, **options) → a StreamLog on this backend; all dropped at the end."""
-    backend = request.param
-    url = {"embedded": f"embedded://{tmp_path / 'streams'}", "redis": REDIS_URL, "nats": NATS_URL}[
-        backend
-    ]
-    if backend != "embedded" and not _reachable(url):
-        pytest.skip(f"{backend} server is not reachable at {url}")
-    opened: list[StreamLog] = []
-    names: set[str] = set()
-
-    def factory(name: str | None = None, **options) -> StreamLog:
-        log = open_log(url, name or f"t{uuid.uuid4().hex[:12]}", **options)
-        opened.append(log)
-        names.add(log.name)
-        return log
-
-    factory.url = url
-    factory.backend = backend
-    yield factory
-    for log in opened:
-        log.close()
-    for name in names:
-        open_log(url, name).drop()
 
 
 def _table(start: int, rows: int) -> pa.Table:
