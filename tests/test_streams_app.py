@@ -152,6 +152,7 @@ def test_bus_delivers_to_functions_and_state_machines_once_per_envelope(tmp_path
         return event["detail"]
 
     app.state_machine("flag", {"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})
+
     @app.function
     def audit(event, context):
         return None
