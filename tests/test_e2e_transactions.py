@@ -86,3 +86,8 @@ def test_transactions_pipeline_survives_kill_9(tmp_path):
     assert online.returncode == 0, online.stderr
     newest = json.loads(online.stdout)[0]
     assert newest is not None and newest["tx_count"] == minutes[-1]["tx_count"]
+
+    # the compaction schedule ran as a function invocation in a worker
+    runs = json.loads(headrace("invocations", "--json", project=EXAMPLE, env=env).stdout)
+    compactions = [r for r in runs if r["function"] == "__compact_features__"]
+    assert compactions and all(r["status"] == "succeeded" for r in compactions), compactions

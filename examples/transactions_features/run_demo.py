@@ -82,6 +82,11 @@ def report(settings, app) -> int:  # type: ignore[no-untyped-def]
     archived = store.query("SELECT count(*) AS n, count(DISTINCT hash) AS d FROM tx_archive")
     n, distinct = archived["n"][0].as_py(), archived["d"][0].as_py()
     console.print(f"archived transactions: {n:,} ({distinct:,} distinct hashes)")
+    compaction = store.compact("tx_minute")  # the schedule does this every 5 minutes
+    console.print(
+        f"compaction: {compaction.files_removed} small offline files → {compaction.files_added} "
+        f"(Delta version {compaction.version_before} → {compaction.version_after})"
+    )
     online = store.get_online("tx_minute", ["bitcoin"])
     console.print(f"online read tx_minute['bitcoin']: {online[0]}")
     root = Path(settings.storage_url)
