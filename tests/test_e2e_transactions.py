@@ -91,3 +91,15 @@ def test_transactions_pipeline_survives_kill_9(tmp_path):
     runs = json.loads(headrace("invocations", "--json", project=EXAMPLE, env=env).stdout)
     compactions = [r for r in runs if r["function"] == "__compact_features__"]
     assert compactions and all(r["status"] == "succeeded" for r in compactions), compactions
+
+    listed = json.loads(headrace("streams", "list", "--json", project=EXAMPLE, env=env).stdout)
+    (transactions,) = [s for s in listed if s["stream"] == "transactions"]
+    assert transactions["end"] == tx["offset"] and transactions["pipelines"] == {"tx": tx["offset"]}
+    late = headrace("streams", "read", "tx-late", "--json", project=EXAMPLE, env=env)
+    assert late.returncode == 0 and isinstance(json.loads(late.stdout), list)
+    raw = json.loads(
+        headrace(
+            "streams", "read", "transactions", "--limit", "3", "--json", project=EXAMPLE, env=env
+        ).stdout
+    )
+    assert len(raw) == 3 and {"hash", "fee", "_event_time", "_offset"} <= set(raw[0])
