@@ -10,7 +10,7 @@ import pytest
 
 from headrace.errors import StreamError
 from headrace.streams.operators import Dedup, Operator
-from headrace.streams.operators.dedup import _KeyTable
+from headrace.streams.operators.dedup import _FREE, _KeyTable, _mix
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -271,3 +271,107 @@ def test_throughput_is_millions_of_records_per_second():
     rate = n / (time.perf_counter() - started)
     assert total == len(np.unique(ids))
     assert rate > 500_000, f"{rate:,.0f} records/s"  # loose: the machine is shared
+
+
+def _unmix(y: int) -> int:
+    """The integer key whose splitmix64 finaliser is `y` (the inverse of dedup._mix)."""
+
+    def unshift(v: int, s: int) -> int:
+        x = v
+        for _ in range(64 // s + 1):
+            x = v ^ (x >> s)
+        return x
+
+    y = unshift(y, 31) * pow(0x94D049BB133111EB, -1, 2**64) % 2**64
+    y = unshift(y, 27) * pow(0xBF58476D1CE4E5B9, -1, 2**64) % 2**64
+    x = unshift(y, 30)
+    return x - 2**64 if x >= 2**63 else x
+
+
+def test_the_integer_keys_next_to_the_free_slot_mark_are_exact():
+    marked, neighbour = _unmix(int(_FREE)), _unmix(int(_FREE) ^ 1)
+    as_words = _mix(np.array([marked, neighbour], np.int64).view(np.uint64))
+    assert as_words.tolist() == [int(_FREE), int(_FREE) ^ 1]
+    d = Dedup("id", 10)
+    pairs = [(marked, 0), (neighbour, 1), (marked, 2), (None, 3), (0, 4), (neighbour, 5)]
+    table = events(*pairs)
+    assert table.column("id").type == pa.int64()
+    assert kept(d.process(table)) == [0, 1, 3, 4]
+    restored = Dedup("id", 10)
+    restored.restore(_ipc(d.snapshot()))
+    assert restored.held_keys == 4
+    later = events((marked, 9), (neighbour, 11), (None, 11), (0, 12), (marked, 13))
+    assert kept(restored.process(later)) == [1, 4]
+
+
+def test_key_table_probes_past_its_end_and_on_from_slot_zero():
+    table = _KeyTable(1024)
+    homes = np.array([1023] * 40 + [0] * 40 + [3] * 10, np.uint64)  # crowds at both ends
+    h1 = homes + np.arange(90, dtype=np.uint64) * np.uint64(1024)
+    h1 = np.concatenate([h1, h1[:5], h1[40:45]])  # ten of them again: found, not added
+    slots = table.locate(h1, np.zeros(len(h1), np.uint64))
+    assert len(set(slots[:90].tolist())) == 90 and table.used == 90
+    assert (slots[90:] == np.concatenate([slots[:5], slots[40:45]])).all()
+    assert slots[0] == 1023 and set(slots[:90].tolist()) == {1023, *range(89)}
+    again = table.locate(h1[::-1].copy(), np.zeros(len(h1), np.uint64))
+    assert (again == slots[::-1]).all() and table.used == 90
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_integer_and_composite_keys_match_the_one_at_a_time_rule(seed):
+    """Small key spaces (many repeats per batch), nulls, extreme values, disorder, batch cuts
+    of every size, and tables that fill up and are rebuilt."""
+    rng = np.random.default_rng(seed)
+    n = 20_000
+    pool = np.array([0, 1, -1, 2**63 - 1, -(2**63), *rng.integers(-(2**62), 2**62, 400)])
+    keys = [None if rng.random() < 0.02 else int(k) for k in rng.choice(pool, n)]
+    times = (np.cumsum(rng.integers(0, 3, n)) + rng.integers(-30, 30, n)) * 1_000_000
+    cuts = [0, *np.sort(rng.choice(np.arange(1, n), 40, replace=False)), n]
+    source = rng.integers(0, 3, n)
+    table = pa.table(
+        {
+            "id": pa.array(keys, pa.int64()),
+            "src": pa.array(np.array(["a", "b", "c"])[source]),
+            "_ingest_time": pa.array(times, pa.timestamp("us")),
+            "n": np.arange(n),
+        }
+    )
+    for key, as_python in (
+        ("id", keys),
+        (["src", "id"], list(zip(source.tolist(), keys, strict=True))),
+    ):
+        d = Dedup(key, 300)
+        keep = np.zeros(n, bool)
+        for a, b in itertools.pairwise(cuts):
+            keep[d.process(table.slice(a, b - a)).main.column("n").to_numpy()] = True
+            occupied = int((d._table.h1 != _FREE).sum())  # rebuilds free what they drop
+            assert occupied == d._table.used <= d._table.capacity // 2
+        assert keep.tolist() == reference(as_python, times.tolist(), 300_000_000, cuts), key
+        assert 0.1 < keep.mean() < 0.9
+
+
+def test_a_stream_of_new_keys_keeps_the_table_small():
+    """Each batch brings new keys and expires old ones: rebuilds reuse the table's arrays."""
+    n, size = 60_000, 1_000
+    rng = np.random.default_rng(3)
+    ids = np.arange(n) // 2  # every key twice in a row
+    ids[rng.choice(n, 600, replace=False)] = rng.integers(0, n // 2, 600)  # and some later
+    table = pa.table(
+        {
+            "id": ids,
+            "_ingest_time": pa.array(np.arange(n) * 100_000, pa.timestamp("us")),  # 10 a second
+            "n": np.arange(n),
+        }
+    )
+    d = Dedup("id", 30)
+    keep = np.zeros(n, bool)
+    tables = set()
+    for start in range(0, n, size):
+        keep[d.process(table.slice(start, size)).main.column("n").to_numpy()] = True
+        tables.add(id(d._table))
+        occupied = int((d._table.h1 != _FREE).sum())  # rebuilds free the slots they drop
+        assert occupied == d._table.used <= d._table.capacity // 2
+        assert d.held_keys <= 160  # 30 s of keys at 5 new keys a second, and a few more
+    micros = (np.arange(n) * 100_000).tolist()
+    assert keep.tolist() == reference(ids.tolist(), micros, 30_000_000, list(range(0, n + 1, size)))
+    assert len(tables) <= 3 and d._table.capacity <= 8192

@@ -15,6 +15,12 @@ timestamp or duration key is stored exactly; other keys (strings, floats, dates,
 two independent 64-bit polars hashes (128 bits: the chance that two of a billion distinct keys
 collide is about 1e-21). polars hashes are stable only within one polars version, so a snapshot
 carries a fingerprint of the hash function and `restore` refuses state hashed by another one.
+
+A batch is handled in the order of its keys' home slots (one sort), which makes probing read
+and write the table in order and puts the records of one key among neighbours with the same
+home slot: records whose key appears once in the batch (nearly all of them) are decided together
+in one step; only the keys seen several times go through rounds that follow the rule record by
+record.
 """
 
 from __future__ import annotations
@@ -42,8 +48,8 @@ from headrace.streams.operators.base import (
     time_micros,
 )
 
-_EMPTY = np.iinfo(np.int64).min  # expiry of a free slot
-_DEAD = _EMPTY + 1  # expiry of an occupied slot whose key is not held (yet)
+_FREE = np.uint64(0x9E37_79B9_7F4A_7C15)  # first word of a free slot; no key has it
+_EMPTY = np.iinfo(np.int64).min  # expiry of a free slot, or of a key that is not held
 _NO_TIME = _EMPTY
 _MIN_CAPACITY = 1024
 _SEEDS = (0x5EED_0001, 0x5EED_0002)
@@ -52,66 +58,148 @@ _SEEDS = (0x5EED_0001, 0x5EED_0002)
 def _mix(x: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser: a bijection on uint64 that spreads integer keys over slots."""
     x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> np.uint64(27))
-    x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def _clear_of_free(h1: np.ndarray, h2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The key words, with a first word of `_FREE` (which marks free slots) moved to
+    `_FREE ^ 1` and bit 2 of the second word flipped to tell it apart from the key that has
+    `_FREE ^ 1` already (an exact key's second word is 0 or 1)."""
+    free = h1 == _FREE
+    if not free.any():
+        return h1, h2
+    return np.where(free, _FREE ^ np.uint64(1), h1), h2 ^ (free.astype(np.uint64) << np.uint64(1))
 
 
 class _KeyTable:
     """Open addressing with linear probing over parallel numpy arrays; every call is batched."""
 
     def __init__(self, capacity: int = _MIN_CAPACITY) -> None:
-        self.h1 = np.zeros(capacity, np.uint64)
+        self.h1 = np.full(capacity, _FREE, np.uint64)
         self.h2 = np.zeros(capacity, np.uint64)
         self.expiry = np.full(capacity, _EMPTY, np.int64)
-        # scratch for insert(); kept because fresh pages cost a page fault on first touch
-        self.owner = np.zeros(capacity, np.int32)
+        # scratch for Dedup._repeats; kept because fresh pages cost a page fault on first touch
+        self.owner = np.zeros(capacity, np.int64)
         self.used = 0
+        # Whether some key has a non-zero second word. Until then every h2 is zero (free slots
+        # too), so probes compare only h1: exact integer keys without nulls never read h2.
+        self.wide = False
 
     @property
     def capacity(self) -> int:
         return len(self.expiry)
 
+    @staticmethod
+    def capacity_for(keys: int) -> int:
+        """Room for `keys` at a load of at most a quarter (a power of two)."""
+        return max(_MIN_CAPACITY, 1 << int(4 * keys - 1).bit_length())
+
+    def home_order(self, h1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The records sorted by home slot (ties in arrival order), and their home slots."""
+        home = (h1 & np.uint64(self.capacity - 1)).view(np.int64)
+        bits = max(1, (len(h1) - 1).bit_length())
+        if self.capacity.bit_length() + bits > 63:
+            order = np.argsort(home, kind="stable")
+            return order, home[order]
+        # numpy's vectorised sort of int64 is several times faster than a stable argsort
+        np.left_shift(home, bits, out=home)
+        home |= np.arange(len(h1))
+        home.sort()
+        order = home & ((1 << bits) - 1)
+        np.right_shift(home, bits, out=home)
+        return order, home
+
     def locate(self, h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
-        """The slot of each key, adding the keys not in the table (as not held)."""
-        mask = self.capacity - 1
+        """The slot of each key, adding the keys not in the table (as not held).
+
+        No key may have `_FREE` as first word (`_clear_of_free` moves it).
+        """
+        order, home = self.home_order(h1)
         slots = np.empty(len(h1), np.int64)
-        todo = np.arange(len(h1))
-        cur = (h1 & np.uint64(mask)).astype(np.int64)
-        while todo.size:
-            empty = self.expiry[cur] == _EMPTY
-            done = ~empty & (self.h1[cur] == h1) & (self.h2[cur] == h2)
-            slots[todo[done]] = cur[done]
+        slots[order] = self.probe(home, h1[order], h2[order])
+        return slots
+
+    def probe(self, cur: np.ndarray, h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
+        """`locate` for keys sorted by their home slot `cur`.
+
+        Probing keeps the keys sorted by the slot they look at (a key moves one slot on, and
+        the keys looking at one slot all move or all stay), so the table is read in order and
+        the keys claiming one free slot are neighbours: the first wins it, the others look at
+        it again next round (it may now hold their own key).
+        """
+        if not self.wide and h2.any():
+            self.wide = True
+        mask = self.capacity - 1
+        slots = cur.copy()
+        todo = None  # positions of the keys still probing; None: all of them
+        while True:
+            there = self.h1[cur]
+            empty = there == _FREE
+            found = there == h1
+            if self.wide:
+                same = np.flatnonzero(found)
+                found[same[self.h2[cur[same]] != h2[same]]] = False
+            step = empty == found  # neither: the slot holds another key, probe the next one
             free = np.flatnonzero(empty)
             if free.size:
-                # several keys may claim one free slot: exactly one write stays, and the
-                # others look at the slot again next round (it may now hold their own key)
-                self.owner[cur[free]] = free
-                won = free[self.owner[cur[free]] == free]
-                at = cur[won]
-                self.h1[at], self.h2[at], self.expiry[at] = h1[won], h2[won], _DEAD
-                slots[todo[won]] = at
-                done[won] = True
+                at = cur[free]
+                first = np.empty(len(at), bool)
+                first[0] = True
+                np.not_equal(at[1:], at[:-1], out=first[1:])
+                at, won = at[first], free[first]
+                self.h1[at] = h1[won]  # its expiry stays _EMPTY: not held
+                if self.wide:
+                    self.h2[at] = h2[won]
+                found[won] = True
                 self.used += len(won)
-            step = ~(empty | done)  # the slot holds another key: probe the next one
-            cur = np.where(step, (cur + 1) & mask, cur)
-            more = ~done
-            todo, cur, h1, h2 = todo[more], cur[more], h1[more], h2[more]
-        return slots
+            if todo is not None:
+                slots[todo] = cur
+            more = np.flatnonzero(~found)
+            if not more.size:
+                return slots
+            cur = cur[more] + step[more]
+            todo = more if todo is None else todo[more]
+            h1 = h1[more]
+            if self.wide:
+                h2 = h2[more]
+            if cur[-1] > mask:  # the last keys walked off the end: on at slot 0, so go first
+                k = len(cur) - int(np.searchsorted(cur, mask + 1))
+                cur, todo, h1, h2 = (np.roll(a, k) for a in (cur & mask, todo, h1, h2))
 
     def held(self, after: int) -> np.ndarray:
         """Slots whose key is held: expiry later than `after`."""
-        return np.flatnonzero(self.expiry > max(after, _DEAD))
+        return np.flatnonzero(self.expiry > after)
 
     @classmethod
     def build(cls, h1: np.ndarray, h2: np.ndarray, expiry: np.ndarray, room: int) -> _KeyTable:
         """A table holding these keys, with `room` more at a load of at most a quarter."""
-        need = 4 * (len(h1) + room)
-        table = cls(max(_MIN_CAPACITY, 1 << int(need - 1).bit_length()))
-        if len(h1):
-            table.expiry[table.locate(h1, h2)] = expiry
+        table = cls(cls.capacity_for(len(h1) + room))
+        table.insert(h1, h2, expiry)
         return table
+
+    def insert(self, h1: np.ndarray, h2: np.ndarray, expiry: np.ndarray) -> None:
+        """Add these keys (not in the table yet) with their expiry."""
+        if len(h1):
+            self.expiry[self.locate(h1, h2)] = expiry
+
+    def compacted(self, after: int, room: int) -> _KeyTable:
+        """This table's keys held after `after`, with `room` more; reuses the arrays if the
+        capacity stays (clearing them is cheaper than the page faults of new ones)."""
+        held = self.held(after)
+        h1, h2, expiry = self.h1[held], self.h2[held], self.expiry[held]
+        if self.capacity_for(len(held) + room) != self.capacity:
+            return self.build(h1, h2, expiry, room)
+        self.h1.fill(_FREE)
+        self.expiry.fill(_EMPTY)
+        if self.wide:
+            self.h2.fill(0)
+        self.used, self.wide = 0, False
+        self.insert(h1, h2, expiry)
+        return self
 
 
 class Dedup:
@@ -166,8 +254,9 @@ class Dedup:
         h1, h2 = self._hash(table)
         keep = self._decide(times, h1, h2)
         self._clock = max(self._clock, int(times.max()))
-        self.dropped_count += int(len(keep) - keep.sum())
-        return Emit(table.filter(pa.array(keep)))
+        dropped = int(len(keep) - keep.sum())
+        self.dropped_count += dropped
+        return Emit(table.filter(pa.array(keep)) if dropped else table)
 
     def flush(self) -> Emit:
         schema = self._schema if self._schema is not None else pa.schema([])
@@ -203,12 +292,9 @@ class Dedup:
             )
         if meta["mode"] == "hashed" and keys.num_rows:
             check_fingerprint(meta, self.name)
-        self._table = _KeyTable.build(
-            keys.column("h1").to_numpy(),
-            keys.column("h2").to_numpy(),
-            keys.column("expiry").to_numpy(),
-            room=0,
-        )
+        # snapshots of earlier versions may hold a key whose first word is now the free mark
+        h1, h2 = _clear_of_free(keys.column("h1").to_numpy(), keys.column("h2").to_numpy())
+        self._table = _KeyTable.build(h1, h2, keys.column("expiry").to_numpy(), room=0)
         self._mode = meta["mode"]
         self._clock = _NO_TIME if meta["clock"] is None else int(meta["clock"])
         self.dropped_count = int(meta["dropped_count"])
@@ -232,37 +318,80 @@ class Dedup:
         if exact:
             column = table.column(self.keys[0])
             width = pa.uint64() if pa.types.is_unsigned_integer(first) else pa.int64()
-            values = column.cast(width).fill_null(0).to_numpy().view(np.uint64)
-            nulls = column.is_null().to_numpy(zero_copy_only=False).astype(np.uint64)
-            # a null key is its own value: word two tells it from the integer 0
-            return _mix(values), nulls
+            if column.type != width:
+                column = column.cast(width)
+            if column.null_count:
+                # a null key is its own value: word two tells it from the integer 0
+                h2 = column.is_null().to_numpy(zero_copy_only=False).astype(np.uint64)
+                column = column.fill_null(0)
+            else:
+                h2 = np.zeros(len(column), np.uint64)
+            return _clear_of_free(_mix(column.to_numpy().view(np.uint64)), h2)
         frame = pl.from_arrow(decode_dictionaries(table.select(self.keys)))
         if len(self.keys) == 1:
             series = frame.to_series()
-            return series.hash(_SEEDS[0]).to_numpy(), series.hash(_SEEDS[1]).to_numpy()
-        return frame.hash_rows(_SEEDS[0]).to_numpy(), frame.hash_rows(_SEEDS[1]).to_numpy()
+            h1, h2 = series.hash(_SEEDS[0]).to_numpy(), series.hash(_SEEDS[1]).to_numpy()
+        else:
+            h1, h2 = frame.hash_rows(_SEEDS[0]).to_numpy(), frame.hash_rows(_SEEDS[1]).to_numpy()
+        return _clear_of_free(h1, h2)
 
     def _decide(self, times: np.ndarray, h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
-        """Which records to keep; updates the held keys. Vectorised in rounds, see below."""
+        """Which records to keep; updates the held keys."""
         table = self._reserve(len(times))
-        # Visit records in the order of their home slots (stable, so a key's records keep their
-        # arrival order): probes then walk the table forwards instead of jumping at random.
-        # A 16-bit radix sort is enough for that; the second sort, by final slot, is nearly
-        # sorted already and makes each key's records adjacent.
-        shift = np.uint64(max(0, table.capacity.bit_length() - 1 - 16))
-        home = ((h1 & np.uint64(table.capacity - 1)) >> shift).astype(np.uint16)
-        order = np.argsort(home, kind="stable")
-        slots = table.locate(h1[order], h2[order])
-        by_slot = np.argsort(slots, kind="stable")
-        order, slots = order[by_slot], slots[by_slot]
+        # In the order of home slots the table is read and written in order; a key's records
+        # keep their arrival order. (h2 is often all zeros, which need no reordering.)
+        order, home = table.home_order(h1)
         times = times[order]
+        slots = table.probe(home, h1[order], h2[order] if h2.any() else h2)
         expiry = table.expiry
+        held = expiry[slots]
+        # a key at or before the clock was pruned: not held, even before a rebuild drops it
+        keep = (times >= held) | (held <= self._clock)
+        repeats = self._repeats(table, home, slots)
+        keep[repeats] = False
+        expiry[slots[keep]] = times[keep] + self.ttl  # each key once: the rule record by record
+        if repeats.size:
+            self._decide_repeats(repeats, slots[repeats], times[repeats], keep)
+        in_arrival_order = np.empty_like(keep)
+        in_arrival_order[order] = keep
+        return in_arrival_order
+
+    @staticmethod
+    def _repeats(table: _KeyTable, home: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """Positions of the records whose key another record of the batch has too, ascending.
+
+        Such records share a home slot, so they are among neighbours with equal `home`.
+        """
+        twins = home[1:] == home[:-1]
+        if not twins.any():
+            return np.empty(0, np.int64)
+        near = np.zeros(len(home), bool)
+        near[1:] = twins
+        near[:-1] |= twins
+        near = np.flatnonzero(near)
+        at = slots[near]
+        owner = table.owner
+        owner[at] = near  # one write per slot stays; the records it overwrote are repeats
+        later = owner[at] != near
+        if not later.any():
+            return near[:0]
+        owner[at[later]] = -1
+        return near[owner[at] == -1]
+
+    def _decide_repeats(
+        self, records: np.ndarray, slots: np.ndarray, times: np.ndarray, keep: np.ndarray
+    ) -> None:
+        """The records of keys seen more than once in the batch, vectorised in rounds.
+
+        Records are grouped by key, in arrival order within a key. Each round drops the
+        undecided records still before their key's expiry and keeps the first of the rest per
+        key, which moves that key's expiry forward. A key kept k times in a batch needs k rounds.
+        """
+        order = np.argsort(slots, kind="stable")
+        records, slots, times = records[order], slots[order], times[order]
+        expiry = self._table.expiry
         stale = slots[expiry[slots] <= self._clock]
-        expiry[stale] = _DEAD  # pruned keys are not held, even before a rebuild drops them
-        # Each round drops the undecided records still before their key's expiry and keeps
-        # the first of the rest per key, which moves that key's expiry forward. Usually one
-        # round decides everything; a key kept k times in one batch needs k rounds.
-        keep = np.zeros(len(times), bool)
+        expiry[stale] = _EMPTY
         todo = np.arange(len(times))
         while todo.size:
             todo = todo[times[todo] >= expiry[slots[todo]]]
@@ -273,20 +402,13 @@ class Dedup:
             first[0] = True
             np.not_equal(key[1:], key[:-1], out=first[1:])
             kept = todo[first]
-            keep[kept] = True
+            keep[records[kept]] = True
             expiry[slots[kept]] = times[kept] + self.ttl
             todo = todo[~first]
-        in_arrival_order = np.empty_like(keep)
-        in_arrival_order[order] = keep
-        return in_arrival_order
 
     def _reserve(self, incoming: int) -> _KeyTable:
         """The table, rebuilt without expired keys when `incoming` new keys would overload it."""
         table = self._table
         if 2 * (table.used + incoming) > table.capacity:
-            held = table.held(self._clock)
-            table = _KeyTable.build(
-                table.h1[held], table.h2[held], table.expiry[held], room=incoming
-            )
-            self._table = table
+            self._table = table = table.compacted(self._clock, room=incoming)
         return table
