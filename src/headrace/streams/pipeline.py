@@ -52,13 +52,13 @@ class Pipeline:
         name: str,
         stream: str,
         *,
-        batch_size: int = 10_000,
+        batch_size: int = 100_000,
         start: str = "earliest",
     ) -> None:
         self.name = check_name("pipeline", name)
         self.stream = check_name("stream", stream)
         if batch_size < 1:
-            raise StreamError(f"pipeline {name!r}", "batch_size must be at least 1", "pass 10000")
+            raise StreamError(f"pipeline {name!r}", "batch_size must be at least 1", "pass 100000")
         if start not in ("earliest", "latest"):
             raise StreamError(
                 f"pipeline {name!r}", f"start={start!r} is unknown", "use 'earliest' or 'latest'"
