@@ -166,14 +166,16 @@ class FeatureStore:
         batch = g.conform(table)
         report = WriteReport(g.name, batch.num_rows)
         if batch.num_rows:
-            if g.offline:
-                version = self.offline.append(g, batch, writer=writer, sequence=sequence)
-                report.offline_version = version
-                report.offline_skipped = version is None
+            # online first: readers of the newest values wait for it, not for the Delta commit
+            # (each store skips a batch it has, so a retry after a failure in between is safe)
             if g.online:
                 sent = self.online.write(g, batch, writer=writer, sequence=sequence)
                 report.online_entities = sent or 0
                 report.online_skipped = sent is None
+            if g.offline:
+                version = self.offline.append(g, batch, writer=writer, sequence=sequence)
+                report.offline_version = version
+                report.offline_skipped = version is None
         report.seconds = time.perf_counter() - started
         return report
 
