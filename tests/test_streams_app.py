@@ -176,3 +176,46 @@ def test_bus_delivers_to_functions_and_state_machines_once_per_envelope(tmp_path
     exposed = generate_latest(metrics.registry).decode()
     assert 'headrace_bus_events_total{target="function:score"} 2.0' in exposed
     ledger.close()
+
+
+def test_a_failing_batch_is_retried_and_reported_never_skipped(tmp_path):
+    from headrace.ledger.checkpoints import list_checkpoints
+
+    broken = {"on": True}
+
+    def fragile(table: pa.Table) -> pa.Table:
+        if broken["on"]:
+            raise ValueError("cannot parse field 'fee'")
+        return table
+
+    app = App()
+    app.stream("events")
+    app.stream("out")
+    app.pipeline("p", stream="events").map(fragile).to_stream("out")
+    service, ledger, _, _ = _service(tmp_path, app)
+    service.start()
+    service.logs["events"].append(pa.table({"x": [1, 2, 3]}))
+    service._wake.set()
+    deadline = time.time() + 10
+    rows = []
+    while time.time() < deadline:
+        with ledger.reader.connect() as conn:
+            rows = list_checkpoints(conn, "p")
+        if rows and rows[0]["failures"] >= 2:
+            break
+        time.sleep(0.05)
+    assert rows and rows[0]["failures"] >= 2, rows
+    assert "cannot parse field 'fee'" in rows[0]["last_error"]
+    assert rows[0]["offset"] == 0  # nothing skipped
+    broken["on"] = False  # the fix is deployed
+    deadline = time.time() + 40  # the retry backs off exponentially
+    while time.time() < deadline and service.logs["out"].end_offset(0) < 3:
+        time.sleep(0.05)
+    service.stop()
+    with ledger.reader.connect() as conn:
+        (row,) = list_checkpoints(conn, "p")
+    assert row["offset"] == 3 and row["failures"] == 0 and row["last_error"] is None
+    out = open_stream_log(load_settings(tmp_path, home=str(tmp_path / "home")), app.streams["out"])
+    assert out.read(0, 0, 10)["x"].to_pylist() == [1, 2, 3]
+    out.close()
+    ledger.close()

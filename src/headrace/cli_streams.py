@@ -127,6 +127,8 @@ def stats(
             "late": c["late"],
             "batches": c["seq"],
             "updated_at": c["updated_at"],
+            "failures": c["failures"],
+            "last_error": c["last_error"],
         }
         for c in checkpoints
     ]
@@ -146,6 +148,12 @@ def stats(
             str(p["batches"]),
         )
     console.print(table)
+    for p in positions:
+        if p["last_error"]:
+            console.print(
+                f"[red]{p['pipeline']}[{p['partition']}] failing ({p['failures']} tries), "
+                f"retried from offset {p['offset']}:[/] {escape(p['last_error'])}"
+            )
     flow = Table(
         "minute", "pipeline", "stage", "records in", "records out", "bytes in", "bytes out", "late"
     )

@@ -132,6 +132,7 @@ def plan_batch(
         "records": 0,
         "late": 0,
         "updated_at": now,
+        "failures": 0,
     }
     update = _excluded(conn, "planned_seq", "planned_end", "planned_flush", "updated_at")
     _upsert(conn, stream_checkpoints, [row], ("pipeline", "partition"), update)
@@ -166,6 +167,8 @@ def commit_batch(
         "records": records,
         "late": late,
         "updated_at": now,
+        "failures": 0,
+        "last_error": None,
     }
     update = {
         **_excluded(
@@ -178,6 +181,8 @@ def commit_batch(
             "watermark",
             "log_end",
             "updated_at",
+            "failures",
+            "last_error",
         ),
         **_added(conn, stream_checkpoints, "records", "late"),
     }
@@ -213,6 +218,26 @@ def commit_batch(
         ("pipeline", "stage", "minute"),
         _added(conn, stream_stats, *values),
     )
+
+
+def record_failure(conn: Connection, pipeline: str, partition: int, error: str) -> None:
+    """A batch failed (it is retried from the last commit): count it and keep why."""
+    row = {
+        "pipeline": pipeline,
+        "partition": partition,
+        "seq": 0,
+        "offset": 0,
+        "records": 0,
+        "late": 0,
+        "updated_at": time.time(),
+        "failures": 1,
+        "last_error": error[:4000],
+    }
+    update = {
+        **_excluded(conn, "last_error", "updated_at"),
+        **_added(conn, stream_checkpoints, "failures"),
+    }
+    _upsert(conn, stream_checkpoints, [row], ("pipeline", "partition"), update)
 
 
 def list_checkpoints(conn: Connection, pipeline: str | None = None) -> list[dict[str, Any]]:

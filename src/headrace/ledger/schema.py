@@ -188,6 +188,8 @@ stream_checkpoints = Table(
     Column("records", Integer, nullable=False, default=0),  # records read in all
     Column("late", Integer, nullable=False, default=0),  # late records in all
     Column("updated_at", Float, nullable=False),
+    Column("failures", Integer, nullable=False, default=0),  # failed tries since the last commit
+    Column("last_error", Text),  # why the batch after `seq` keeps failing, if it does
 )
 
 # Operator and sink state of a pipeline partition, one row per slot (Arrow IPC bytes), written in

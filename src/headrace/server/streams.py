@@ -25,6 +25,7 @@ from headrace.errors import HeadraceError
 from headrace.events.bus import Bus, Target
 from headrace.events.envelope import make_envelope
 from headrace.ledger import Ledger, NewInvocation, new_id
+from headrace.ledger.checkpoints import record_failure
 from headrace.server.metrics import StreamMetrics
 from headrace.storage import ObjectStore
 from headrace.streams.runner import PartitionRunner
@@ -283,6 +284,13 @@ class StreamService:
             self._backoff[index] = (time.time() + delay, delay)
             runner.status.last_error = f"{type(exc).__name__}: {exc}"
             self.metrics.errors.labels(runner.pipeline.name).inc()
+            try:
+                with self.ledger.begin() as conn:
+                    record_failure(
+                        conn, runner.pipeline.name, runner.partition, runner.status.last_error
+                    )
+            except Exception:  # the ledger itself is failing: the log line below still tells
+                log.exception("recording the failure of pipeline %s", runner.pipeline.name)
             if not isinstance(exc, HeadraceError):
                 log.exception("pipeline %s batch failed", runner.pipeline.name)
             else:
