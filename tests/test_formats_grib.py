@@ -568,7 +568,7 @@ def _concept_file(entries: list[tuple[str, str]]) -> str:
     ],
 )
 def test_names_from_definitions_only_when_certain(files, answer, monkeypatch):
-    from headrace.formats import grib_concepts
+    from headrace.formats import grib_concepts, grib_definitions
 
     texts = {}
     for directory in ("a", "b"):
@@ -585,7 +585,152 @@ def test_names_from_definitions_only_when_certain(files, answer, monkeypatch):
             )
     monkeypatch.setattr(grib_concepts, "_groups", {})
     monkeypatch.setattr(grib_concepts, "_file_sets", {})
-    monkeypatch.setattr(grib_concepts, "_reader", lambda: texts.get)
+    monkeypatch.setattr(grib_definitions, "_reader", lambda: texts.get)
     paths = tuple(f"{d}/{c}.def" for d in ("a", "b") for c in grib_concepts._CONCEPTS)
-    monkeypatch.setattr(grib_concepts, "_concept_files", lambda keys, edition: paths)
-    assert grib_concepts.parameter_names(None, 1, 1) == answer  # type: ignore[arg-type]
+    layout = grib_concepts.ConceptLayout(1, ("a", "b", "a", "b"), ".def", paths)
+    assert grib_concepts.parameter_names(None, 1, 1, layout) == answer  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- fast reading
+def _ecodes_multi_field_messages(path: Path) -> list[bytes]:
+    """The message of every field as ecCodes' multi-field reader builds it."""
+    messages = []
+    with open(path, "rb") as file:
+        eccodes.codes_grib_multi_support_on()
+        try:
+            while (handle := eccodes.codes_grib_new_from_file(file)) is not None:
+                try:
+                    messages.append(eccodes.codes_get_message(handle))
+                finally:
+                    eccodes.codes_release(handle)
+        finally:
+            eccodes.codes_grib_multi_support_reset_file(file)
+            eccodes.codes_grib_multi_support_off()
+    return messages
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_fields_are_cut_byte_for_byte_as_ecodes_multi_field_support(name):
+    import hashlib
+
+    from headrace.formats.grib_messages import locate_messages, read_messages
+
+    path = grib(name)
+    with open(path, "rb") as file:
+        fields = [f for m in read_messages(file, locate_messages(str(path))) for f in m.fields]
+    assert [bytes(data) for data, _ in fields] == _ecodes_multi_field_messages(path)
+    # the grid section handed to the grid cache is what ecCodes' md5GridSection hashes
+    for data, section in fields:
+        handle = eccodes.codes_new_from_message(bytes(data))
+        try:
+            md5 = eccodes.codes_get_string(handle, "md5GridSection")
+        finally:
+            eccodes.codes_release(handle)
+        assert section is not None and hashlib.md5(bytes(section)).hexdigest() == md5
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_reading_from_memory_equals_ecodes_multi_field_reader(name):
+    from headrace.formats import grib_read
+
+    path = str(grib(name))
+    fast, fast_spans = grib_read._read_in_memory(path, path)
+    slow, slow_spans = grib_read._read_with_multi_field_support(path, path)
+    assert sorted(fast_spans) == sorted(slow_spans)
+    assert len(fast) == len(slow)
+    for mine, theirs in zip(fast, slow, strict=True):
+        assert (mine.base_name, mine.meta, mine.grid.points) == (
+            theirs.base_name,
+            theirs.meta,
+            theirs.grid.points,
+        )
+        assert np.array_equal(mine.values, theirs.values, equal_nan=True)
+
+
+def test_irregular_messages_go_to_the_ecodes_reader(tmp_path):
+    from headrace.formats.grib_messages import IrregularMessage, locate_messages, read_messages
+
+    data = grib("regular_ll_msl.grib").read_bytes()  # one GRIB2 message
+    assert data[7] == 2
+    # five bytes of padding after section 7, inside the message: ecCodes would read them as
+    # another section; the fast reader refuses and the converter uses ecCodes' reader
+    body = data[:-4] + b"\0" * 5 + data[-4:]
+    padded = body[:8] + len(body).to_bytes(8, "big") + body[16:]
+    path = tmp_path / "padded.grib2"
+    path.write_bytes(padded)
+    with pytest.raises(IrregularMessage), open(path, "rb") as file:
+        list(read_messages(file, locate_messages(str(path))))
+
+
+# ----------------------------------------------------------------------------- concept caches
+def _field_handles(name: str):
+    from headrace.formats.grib_messages import locate_messages, read_messages
+
+    path = grib(name)
+    with open(path, "rb") as file:
+        for message in read_messages(file, locate_messages(str(path))):
+            for data, _ in message.fields:
+                handle = eccodes.codes_new_from_message(bytes(data))
+                try:
+                    yield handle
+                finally:
+                    eccodes.codes_release(handle)
+
+
+def test_cached_concepts_equal_ecodes_on_every_field(monkeypatch):
+    from headrace.formats import grib_concept_cache, grib_concept_dirs, grib_concepts
+    from headrace.formats.grib_keys import KeyReader
+
+    assert grib_concept_cache.declarations_as_analysed()  # ecCodes 2.50 as in the venv
+    # small bounds: trees and caches are dropped and rebuilt while the files are read
+    monkeypatch.setattr(grib_concept_cache, "MAX_TREE_SIZE", 40)
+    monkeypatch.setattr(grib_concept_dirs, "MAX_ENTRIES", 3)
+    grib_concept_cache.clear_concept_cache()
+    for _ in range(2):  # the first pass fills the caches, the second answers from them
+        for name in sorted(EXPECTED):
+            for handle in _field_handles(name):
+                expected = KeyReader(handle)
+                keys = KeyReader(handle)
+                edition = expected.long("edition")
+                centre = keys.string("centre")
+                layout = grib_concepts.concept_layout(keys, edition, centre)
+                assert layout is not None, name
+                if edition == 2:
+                    assert layout.suffix == expected.string("paramIdFilename")[len("paramId") :]
+                    directories = [expected.string(k) for k in ("conceptsDir1", "conceptsDir2")]
+                    assert grib_concept_dirs.grib2_directories(
+                        KeyReader(handle), centre, lambda d: d
+                    )[:2] == tuple(directories)
+                assert grib_concept_cache.param_id(keys, layout) == expected.long("paramId")
+                assert grib_concept_cache.type_of_level(keys, layout) == expected.string(
+                    "typeOfLevel"
+                )
+                assert grib_concept_cache.step_type(keys, layout) == expected.string("stepType")
+
+
+def test_concepts_with_expressions_are_never_cached():
+    from headrace.formats.grib_concept_cache import file_entries
+
+    # ECMWF's MTG2Switch entries use is_one_of(...): such files get no tree, ecCodes answers
+    assert file_entries(("grib2/localConcepts/ecmf/MTG2SwitchConcept.def",)) is None
+    assert file_entries(("grib2/MTG2SwitchConcept.def",)) is not None
+
+
+def test_default_codec_is_lz4_raw_with_byte_stream_split(tmp_path, converted):
+    import duckdb
+
+    def codecs(path: str) -> set[tuple[str, str]]:
+        rows = duckdb.sql(
+            f"select compression, encodings from parquet_metadata('{path}') "
+            f"where path_in_schema = '{column}'"
+        ).fetchall()
+        return set(rows)
+
+    report, table = converted("regular_ll_msl.grib")
+    column = table.column_names[2]
+    assert codecs(report.dst) == {("LZ4_RAW", "RLE, BYTE_STREAM_SPLIT")}  # RLE: validity
+    assert duckdb.sql(f"select count(*) from '{report.dst}'").fetchall() == [(table.num_rows,)]
+    report = grib_to_parquet(
+        grib("regular_ll_msl.grib"), tmp_path / "z.parquet", compression="zstd"
+    )
+    assert codecs(report.dst) == {("ZSTD", "RLE, BYTE_STREAM_SPLIT")}

@@ -2,9 +2,10 @@
 
 Computing lat/lon of a projected grid (Lambert, polar stereographic) costs about as much as
 decoding the values, and every file of one model shares the grid, so the arrays are cached per
-grid in a small LRU (bounded by entries and bytes). The key is ecCodes' ``md5GridSection`` plus
-edition, gridType and point count: the grid section holds everything the geo iterator reads
-(shape of the earth, scanning mode, pl array of reduced grids).
+grid in a small LRU (bounded by entries and bytes). The key is the grid section (GRIB2 section
+3, GRIB1 section 2) plus edition, gridType and point count: the grid section holds everything
+the geo iterator reads (shape of the earth, scanning mode, pl array of reduced grids). Its
+bytes key the cache when the reader has them, else ecCodes' ``md5GridSection`` of the same bytes.
 """
 
 from __future__ import annotations
@@ -117,9 +118,20 @@ def clear_grid_cache() -> None:
 
 
 def grid_of(
-    handle: int, keys: KeyReader, grid_type: str, edition: int, points: int, subject: str
+    handle: int,
+    keys: KeyReader,
+    grid_type: str,
+    edition: int,
+    points: int,
+    subject: str,
+    section: bytes | memoryview | None = None,
 ) -> Grid:
-    """Lat/lon of the field behind ``handle``, from the cache when the grid was seen before."""
+    """Lat/lon of the field behind ``handle``, from the cache when the grid was seen before.
+
+    ``section`` is the field's grid section (GRIB2 section 3, GRIB1 section 2) when the caller
+    has the message bytes: the very bytes ``md5GridSection`` hashes, so they key the cache as
+    exactly, without asking ecCodes for the digest.
+    """
     if grid_type in SPECTRAL_GRID_TYPES:
         raise UnsupportedGrib(
             subject,
@@ -128,7 +140,10 @@ def grid_of(
             "transform the field to a grid first (e.g. `mir --grid=1/1` or `cdo sp2gp`), "
             "then convert the result",
         )
-    key = _grid_key(keys, grid_type, edition, points)
+    if section is not None:
+        key: tuple[Any, ...] | None = (edition, grid_type, points, "section", bytes(section))
+    else:
+        key = _grid_key(keys, grid_type, edition, points)
     if key is not None:
         cached = GRID_CACHE.get(key)
         if cached is not None:
@@ -137,18 +152,24 @@ def grid_of(
         key=key,
         lat=_readonly(_coordinate(handle, "latitudes", grid_type, points, subject)),
         lon=_readonly(_coordinate(handle, "longitudes", grid_type, points, subject)),
-        description=_describe(handle, grid_type, edition, points, key),
+        description=_describe(handle, keys, grid_type, edition, points),
     )
     GRID_CACHE.put(grid)
     return grid
 
 
 def _grid_key(keys: KeyReader, grid_type: str, edition: int, points: int) -> tuple[Any, ...] | None:
-    try:
-        md5 = keys.string("md5GridSection")
-    except eccodes.CodesInternalError:
+    md5 = _md5(keys)
+    if md5 is None:
         return None  # e.g. GRIB1 with a predefined grid and no grid section: never cached
     return (edition, grid_type, points, md5)
+
+
+def _md5(keys: KeyReader) -> str | None:
+    try:
+        return keys.string("md5GridSection")
+    except eccodes.CodesInternalError:
+        return None
 
 
 def _coordinate(handle: int, key: str, grid_type: str, points: int, subject: str) -> np.ndarray:
@@ -176,13 +197,13 @@ def _readonly(array: np.ndarray) -> np.ndarray:
 
 
 def _describe(
-    handle: int, grid_type: str, edition: int, points: int, key: tuple[Any, ...] | None
+    handle: int, keys: KeyReader, grid_type: str, edition: int, points: int
 ) -> dict[str, Any]:
     description: dict[str, Any] = {
         "gridType": grid_type,
         "edition": edition,
         "numberOfPoints": points,
-        "md5GridSection": key[3] if key else None,
+        "md5GridSection": _md5(keys),
     }
     for name in _DESCRIPTION_LONG_KEYS:
         value = _defined(handle, name, eccodes.codes_get_long)

@@ -56,8 +56,12 @@ def local_source(src: PathLike) -> Iterator[str]:
             os.unlink(local)
 
 
-def write_atomically(dst: PathLike, write: Callable[[IO[bytes]], None]) -> tuple[str, int]:
-    """Run ``write`` on a temporary file next to ``dst``, then rename; return (dst, bytes)."""
+def write_atomically(dst: PathLike, write: Callable[[IO[bytes] | str], None]) -> tuple[str, int]:
+    """Run ``write`` on a temporary file next to ``dst``, then rename; return (dst, bytes).
+
+    ``write`` gets the temporary's local path (writers with native file I/O, such as pyarrow,
+    skip Python's file layer that way) or, for remote destinations, an open binary file.
+    """
     if _is_url(dst):
         fs, path = _url_to_fs(str(dst))
         if not _is_local(fs):
@@ -70,12 +74,11 @@ def _temporary_name(name: str) -> str:
     return f".{name}.{uuid.uuid4().hex[:12]}.tmp"  # hidden and not *.parquet: globs skip it
 
 
-def _write_local(dst: Path, write: Callable[[IO[bytes]], None]) -> tuple[str, int]:
+def _write_local(dst: Path, write: Callable[[IO[bytes] | str], None]) -> tuple[str, int]:
     dst.parent.mkdir(parents=True, exist_ok=True)
     temporary = dst.with_name(_temporary_name(dst.name))
     try:
-        with open(temporary, "wb") as out:
-            write(out)
+        write(str(temporary))
         os.replace(temporary, dst)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -84,7 +87,7 @@ def _write_local(dst: Path, write: Callable[[IO[bytes]], None]) -> tuple[str, in
 
 
 def _write_remote(
-    fs: Any, path: str, url: str, write: Callable[[IO[bytes]], None]
+    fs: Any, path: str, url: str, write: Callable[[IO[bytes] | str], None]
 ) -> tuple[str, int]:
     parent, _, name = path.rpartition("/")
     temporary = f"{parent}/{_temporary_name(name)}" if parent else _temporary_name(name)

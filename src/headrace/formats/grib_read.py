@@ -2,11 +2,16 @@
 
 Why it is written this way:
 
-* Multi-field support is switched on, because some GRIB2 messages carry several fields and
-  reading messages would silently drop data. ecCodes keeps that state per process and per open
-  file (keyed on the C ``FILE*``), so it is reset for the file before and after reading, and
-  switched on only around each read, under a lock, so that other ecCodes users in the process
-  (and other threads) keep the default.
+* Every field is read, including all fields of multi-field GRIB2 messages (a reader of messages
+  would silently drop data). Handles are created from the bytes of each field in memory, cut
+  from the messages exactly as ecCodes' multi-field support cuts them
+  (``headrace.formats.grib_messages``); that is about a third cheaper than letting ecCodes
+  read the file with multi-field support on. A file the fast reader does not handle (an
+  irregular message, or any error of ecCodes' scanner) is read again with
+  ``codes_grib_new_from_file`` and multi-field support, whose errors are then reported. ecCodes
+  keeps multi-field state per process and per open file (keyed on the C ``FILE*``), so it is
+  reset for the file before and after reading, and switched on only around each read, under a
+  lock, so that other ecCodes users in the process (and other threads) keep the default.
 * The values are decoded as float64 with ``missingValue`` set to NaN first. GRIB values are never
   NaN, so NaN marks exactly the points ecCodes treats as missing: bitmap, grid_complex
   missing-value management, entirely missing fields. A sentinel such as 9999 would collide with
@@ -15,10 +20,11 @@ Why it is written this way:
   therefore silently drops a message, so the bytes between messages are checked afterwards.
 * Evaluating a parameter "concept" (paramId, shortName, name, units) costs about 0.2 ms per
   field each, and ecCodes keeps the tables of each one per edition and centre for the life of
-  the process (``name`` alone: 15-70 MB each). The paramId is evaluated for every field:
-  caching it on a subset of keys would silently mislabel a field whenever ecCodes' concept
-  rules use a key left out. shortName, name and units are then read from ecCodes' own
-  definition files for that paramId when those files make them certain (see
+  the process (``name`` alone: 15-70 MB each). paramId is ecCodes' own answer, cached by the
+  values of every key its concept files can test on the path to it
+  (``headrace.formats.grib_concept_cache``): never by a subset, which would mislabel a field when a
+  key left out differs. shortName, name and units are then read from ecCodes' own definition
+  files for that paramId when those files make them certain (see
   ``headrace.formats.grib_concepts``), else evaluated on the field. They are never cached per
   paramId alone: the same paramId has different names under different centres/editions.
 """
@@ -31,6 +37,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import IO, Any
 
 import eccodes
@@ -38,9 +45,11 @@ import numpy as np
 
 from headrace.errors import CorruptGrib
 
-from .grib_concepts import Names, parameter_names
+from .grib_concept_cache import param_id, step_type, type_of_level
+from .grib_concepts import ConceptLayout, Names, concept_layout, parameter_names
 from .grib_grid import Grid, grid_of
-from .grib_keys import KeyReader
+from .grib_keys import KeyReader, decode_values, handle_from_message, release
+from .grib_messages import IrregularMessage, locate_messages, read_messages
 
 # GRIB code table 4.4 (also used by ecCodes for GRIB1): seconds per unit; months/years vary.
 _STEP_UNIT_SECONDS = {0: 60, 1: 3600, 2: 86400, 10: 10800, 11: 21600, 12: 43200, 13: 1, 254: 1}
@@ -81,6 +90,79 @@ def read_grib_file(path: str, source: str) -> GribContents:
     size = os.path.getsize(path)
     if size == 0:
         raise CorruptGrib(source, "the file is empty", "re-download or regenerate the file")
+    try:
+        fields, spans = _read_in_memory(path, source)
+        whole_messages = True
+    except IrregularMessage:
+        fields, spans = _read_with_multi_field_support(path, source)
+        whole_messages = False
+    if not fields:
+        raise CorruptGrib(
+            source,
+            "no GRIB message found (not a GRIB file, or its headers are damaged)",
+            "check that the file is GRIB edition 1 or 2 and was fully downloaded",
+        )
+    _check_gaps(path, size, spans, source, whole_messages)
+    return GribContents(source=source, fields=fields, messages=len(spans), bytes=size)
+
+
+def _read_in_memory(path: str, source: str) -> tuple[list[GribField], dict[int, int]]:
+    """Fields from handles on the bytes of each field (see ``grib_messages``)."""
+    with _MULTI_LOCK:  # ecCodes' scanner refuses to run while multi-field support is on
+        spans = locate_messages(path)
+    fields: list[GribField] = []
+    batch: list[tuple[int, bytes | memoryview, memoryview | None]] = []
+    batch_bytes = 0
+    with open(path, "rb") as file:
+        for message in read_messages(file, spans):
+            for data, grid_section in message.fields:
+                batch.append((message.number, data, grid_section))
+                batch_bytes += len(data)
+                if len(batch) == _BATCH or batch_bytes >= _BATCH_BYTES:
+                    fields += _decode_batch(batch, len(fields), source)
+                    batch, batch_bytes = [], 0
+    if batch:
+        fields += _decode_batch(batch, len(fields), source)
+    return fields, dict(spans)
+
+
+# Handles created back to back per batch. Creating a handle walks ecCodes' definition tree,
+# evaluating concepts reads their tables, decoding streams the values: field by field each step
+# evicts from the CPU caches what the next field's same step needs; in phases over a batch it
+# stays warm (about 10% less CPU on the shared files). A handle holds a copy of its packed
+# message, so a batch also stops at 64 MB of messages (the values decoded from them are kept
+# anyway, and take several times that).
+_BATCH = 16
+_BATCH_BYTES = 64 << 20
+
+
+def _decode_batch(
+    batch: list[tuple[int, bytes | memoryview, memoryview | None]], first: int, source: str
+) -> list[GribField]:
+    """Fields of (message number, field bytes, grid section) from handles made together."""
+    handles: list[int] = []
+    try:
+        for number, data, _ in batch:
+            handle = handle_from_message(data)
+            if handle is None:
+                raise IrregularMessage(f"message {number}")
+            handles.append(handle)
+        described = [
+            _describe(handle, first + i, number, source, grid_section)
+            for i, (handle, (number, _, grid_section)) in enumerate(
+                zip(handles, batch, strict=True)
+            )
+        ]
+        return [_decode(h, d) for h, d in zip(handles, described, strict=True)]
+    finally:
+        for handle in handles:
+            release(handle)
+
+
+def _read_with_multi_field_support(
+    path: str, source: str
+) -> tuple[list[GribField], dict[int, int]]:
+    """Fields as ``codes_grib_new_from_file`` returns them; reports ecCodes' reading errors."""
     fields: list[GribField] = []
     spans: dict[int, int] = {}  # message offset -> length, in file order
     with open(path, "rb") as file, _multi_field_reading(file):
@@ -89,14 +171,7 @@ def read_grib_file(path: str, source: str) -> GribContents:
                 fields.append(_decode_field(handle, len(fields), len(spans), source))
             finally:
                 eccodes.codes_release(handle)
-    if not fields:
-        raise CorruptGrib(
-            source,
-            "no GRIB message found (not a GRIB file, or its headers are damaged)",
-            "check that the file is GRIB edition 1 or 2 and was fully downloaded",
-        )
-    _check_gaps(path, size, spans, source)
-    return GribContents(source=source, fields=fields, messages=len(spans), bytes=size)
+    return fields, spans
 
 
 @contextmanager
@@ -142,6 +217,24 @@ def _handles(file: IO[bytes], source: str, spans: dict[int, int]) -> Iterator[in
 
 
 def _decode_field(handle: int, index: int, message: int, source: str) -> GribField:
+    return _decode(handle, _describe(handle, index, message, source))
+
+
+@dataclass(slots=True)
+class _Described:
+    """A field's metadata and grid, before its values are decoded."""
+
+    index: int
+    message: int
+    subject: str
+    base_name: str
+    meta: dict[str, Any]
+    grid: Grid
+
+
+def _describe(
+    handle: int, index: int, message: int, source: str, grid_section: memoryview | None = None
+) -> _Described:
     subject = f"{source} message {message} (field {index + 1})"
     keys = KeyReader(handle)
     try:
@@ -149,52 +242,85 @@ def _decode_field(handle: int, index: int, message: int, source: str) -> GribFie
         meta["message"] = message
         meta["field"] = index + 1
         grid = grid_of(
-            handle, keys, meta["gridType"], meta["edition"], meta["numberOfPoints"], subject
+            handle,
+            keys,
+            meta["gridType"],
+            meta["edition"],
+            meta["numberOfPoints"],
+            subject,
+            grid_section,
         )
-        values, missing = _values(handle, grid.points, subject)
     except eccodes.CodesInternalError as exc:
-        raise CorruptGrib(
-            subject, f"ecCodes cannot decode the field: {exc}", "re-download or regenerate the file"
-        ) from exc
-    return GribField(index, message, base_name, meta, values, missing, grid)
+        raise _decoding_error(subject, exc) from exc
+    return _Described(index, message, subject, base_name, meta, grid)
+
+
+def _decode(handle: int, field: _Described) -> GribField:
+    try:
+        values, missing = _values(handle, field.grid.points, field.subject)
+    except eccodes.CodesInternalError as exc:
+        raise _decoding_error(field.subject, exc) from exc
+    return GribField(
+        field.index, field.message, field.base_name, field.meta, values, missing, field.grid
+    )
+
+
+def _decoding_error(subject: str, exc: Exception) -> CorruptGrib:
+    return CorruptGrib(
+        subject, f"ecCodes cannot decode the field: {exc}", "re-download or regenerate the file"
+    )
 
 
 def _values(handle: int, points: int, subject: str) -> tuple[np.ndarray, np.ndarray | None]:
-    eccodes.codes_set_double(handle, "missingValue", math.nan)
-    values = eccodes.codes_get_double_array(handle, "values")
+    values = decode_values(handle)
     if values.size != points:
         raise CorruptGrib(
             subject,
             f"{values.size} values decoded for a grid of {points} points",
             "re-download or regenerate the file",
         )
-    missing = np.isnan(values)
-    return values, (missing if missing.any() else None)
+    if values.size == 0 or not math.isnan(values.max()):  # max is NaN if any value is
+        return values, None
+    return values, np.isnan(values)
+
+
+_LONG_KEYS = (
+    b"dataDate",
+    b"dataTime",
+    b"validityDate",
+    b"validityTime",
+    b"stepUnits",
+    b"startStep",
+    b"endStep",
+    b"numberOfPoints",
+)
+_LEVEL_KEYS = (b"level", b"topLevel", b"bottomLevel")
 
 
 def _metadata(handle: int, keys: KeyReader) -> tuple[dict[str, Any], str]:
     edition = keys.long("edition")
     centre = keys.string("centre")
-    param_id = keys.long("paramId")
-    short_name, name, units = _param_names(handle, keys, edition, param_id)
-    data_date, data_time = keys.long("dataDate"), keys.long("dataTime")
-    valid_date, valid_time = keys.long("validityDate"), keys.long("validityTime")
-    step_units = keys.long("stepUnits")
-    start_step, end_step = keys.long("startStep"), keys.long("endStep")
+    layout = concept_layout(keys, edition, centre)
+    parameter = param_id(keys, layout)
+    short_name, name, units = _param_names(handle, keys, edition, parameter, layout)
+    data_date, data_time, valid_date, valid_time, step_units, start_step, end_step, points = (
+        keys.longs(_LONG_KEYS)
+    )
+    level, top, bottom = keys.doubles(_LEVEL_KEYS)
     meta: dict[str, Any] = {
         "shortName": short_name,
         "name": name,
         "units": units,
-        "paramId": param_id,
-        "typeOfLevel": keys.string("typeOfLevel"),
-        "level": _clean(keys.double("level")),
-        "topLevel": _clean(keys.double("topLevel")),
-        "bottomLevel": _clean(keys.double("bottomLevel")),
+        "paramId": parameter,
+        "typeOfLevel": type_of_level(keys, layout),
+        "level": _clean(level),
+        "topLevel": _clean(top),
+        "bottomLevel": _clean(bottom),
         "step": _step_label(start_step, end_step, step_units, keys),
         "stepUnits": _STEP_UNIT_NAMES.get(step_units, str(step_units)),
         "startStep": start_step,
         "endStep": end_step,
-        "stepType": keys.string("stepType"),
+        "stepType": step_type(keys, layout),
         "number": keys.optional_long("number"),
         "dataDate": data_date,
         "dataTime": data_time,
@@ -205,14 +331,16 @@ def _metadata(handle: int, keys: KeyReader) -> tuple[dict[str, Any], str]:
         "edition": edition,
         "centre": centre,
         "gridType": keys.string("gridType"),
-        "numberOfPoints": keys.long("numberOfPoints"),
+        "numberOfPoints": points,
         "packingType": keys.string("packingType"),
     }
     return meta, _base_name(keys, short_name, edition)
 
 
-def _param_names(handle: int, keys: KeyReader, edition: int, param_id: int) -> Names:
-    names = parameter_names(keys, edition, param_id)
+def _param_names(
+    handle: int, keys: KeyReader, edition: int, parameter: int, layout: ConceptLayout | None
+) -> Names:
+    names = parameter_names(keys, edition, parameter, layout)
     if names is None:  # ecCodes' files leave it open: evaluate on this field, never cached
         short_name, name, units = (
             eccodes.codes_get_string(handle, k) for k in ("shortName", "name", "units")
@@ -260,6 +388,7 @@ def _duration_label(seconds: int) -> str:
     return f"{seconds}s"
 
 
+@lru_cache(maxsize=4096)  # a file's fields share few reference and validity times
 def _iso(date: int, time: int) -> str:
     return (
         f"{date // 10000:04d}-{date // 100 % 100:02d}-{date % 100:02d}"
@@ -267,12 +396,18 @@ def _iso(date: int, time: int) -> str:
     )
 
 
-def _check_gaps(path: str, size: int, spans: dict[int, int], source: str) -> None:
-    """Fail if bytes ecCodes skipped look like a (damaged) message rather than padding."""
+def _check_gaps(
+    path: str, size: int, spans: dict[int, int], source: str, whole_messages: bool
+) -> None:
+    """Fail if bytes ecCodes skipped look like a (damaged) message rather than padding.
+
+    ``whole_messages``: the lengths in ``spans`` are those of whole messages (ecCodes' scanner),
+    not of fields (ecCodes' multi-field reader), so the headers need not be read again.
+    """
     position = 0
     with open(path, "rb") as file:
         for number, (offset, ecc_length) in enumerate(sorted(spans.items()), start=1):
-            length = _message_length(file, offset, ecc_length)
+            length = ecc_length if whole_messages else _message_length(file, offset, ecc_length)
             if offset < position:
                 raise CorruptGrib(
                     f"{source} message {number} (byte {offset})",

@@ -170,5 +170,8 @@ def _grid_summary(grid: Grid) -> str:
     return f"{description.get('gridType')} {size}"
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
+
+
 def _json(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
+    return _ENCODER.encode(document).encode()

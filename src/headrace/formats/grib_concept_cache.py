@@ -1,0 +1,368 @@
+"""paramId, typeOfLevel and stepType as ecCodes evaluates them, without evaluating every field.
+
+These keys are ecCodes "concepts": ecCodes tests every entry of the concept's files (about
+11,000 entries for the GRIB2 paramId, 0.2 ms per field) and picks the best fully matching one
+(``concept_evaluate`` in ecCodes' ``accessor/Concept.cc``). Each condition of an entry compares
+one key of the field, read with ``grib_get_long``, ``grib_get_double``, ``grib_get_string`` or
+``grib_get_long_array`` (by the type of the literal), with a constant; a failed read is a false
+condition. The answer is therefore a function of what those reads return (and of the concept's
+default), and this module caches ecCodes' own answer keyed by exactly those reads.
+
+Reading every key the files test would cost nearly as much as the concept (a key a field does
+not have costs 4 us to look up), so the reads are chosen by a decision tree built from the
+entries themselves: read the key that most of the remaining entries compare with an integer,
+drop every entry whose comparison is false (its integer differs, or the read failed: ecCodes
+counts both as no match), and repeat until no remaining entry compares a key not yet read; then
+read the keys of the remaining entries' other conditions (``missing()``, negative numbers,
+strings, reals, arrays; reals and ``missing()``/negatives as long and as double, so as not to
+depend on how ecCodes types them) and the keys a default reads. Entries dropped on the way fail
+whatever their other keys hold, and every condition of every remaining entry has been read, so
+two fields with the same reads along the same path get the same answer from ecCodes. Nothing is
+keyed by a subset of what the concept tests; the first field of each path and set of values is
+answered by ecCodes itself, and so is every field whose concept files cannot be read and parsed
+with certainty.
+
+Which accessor a key name finds matters too. paramId is declared once per edition (as the
+existing name lookup in ``grib_concepts`` assumes). For typeOfLevel and stepType every
+declaration in ecCodes 2.50's definitions was checked: typeOfLevel is one concept per edition;
+GRIB2 stepType is the concept of ``section.1.def`` except in the statistical template with more
+than two time ranges, where a constant ``"multiple steps"`` is declared together with
+``stepTypeInternal = "multiple steps"``, a value no other declaration gives stepTypeInternal;
+so stepTypeInternal is read into every stepType key. These two caches (and those of
+``grib_concept_dirs``) are therefore used only with ecCodes 2.50 and the declarations found
+where they were (``declarations_as_analysed``, checked once per process); otherwise ecCodes
+evaluates them on every field.
+
+Trees and answers are bounded (``MAX_TREE_SIZE``); a first conversion builds them from the
+definition files (parsed once per process, about 0.1 s for a GRIB2 centre).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache, partial
+from typing import TYPE_CHECKING, TypeVar
+
+import eccodes
+
+from .grib_definitions import (
+    Entries,
+    definitions_readable,
+    parse_concept,
+    parse_inline_concept,
+    read_definition,
+)
+from .grib_keys import KeyReader
+
+if TYPE_CHECKING:  # grib_concepts uses this module
+    from .grib_concepts import ConceptLayout
+
+T = TypeVar("T")
+
+_PLAIN_INT = re.compile(r"[0-9]+")
+_NEGATIVE_INT = re.compile(r"-[0-9]+")
+_REAL = re.compile(r"-?[0-9]*\.[0-9]*(?:[eE][-+]?[0-9]+)?")
+_INT_ARRAY = re.compile(r"\[-?[0-9]+(?:,-?[0-9]+)*\]")
+_STRING = re.compile(r"\"[^\"]*\"|'[^']*'")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+
+# Each tree keeps at most this many nodes and answers, then starts again (bounded memory).
+MAX_TREE_SIZE = 50_000
+ANALYSED_VERSION = "2.50.0"  # ecCodes whose definitions' declarations were checked
+
+Reader = Callable[[KeyReader, bytes], object]
+_READERS: dict[str, Reader] = {
+    "long": KeyReader.long_or_error,
+    "double": KeyReader.double_or_error,
+    "string": KeyReader.string_or_error,
+    "array": KeyReader.long_array_or_error,
+}
+
+
+# ----------------------------------------------------------------------------- public
+def param_id(keys: KeyReader, layout: ConceptLayout | None) -> int:
+    """The field's paramId, equal to ``keys.long("paramId")``."""
+    if layout is None:
+        return keys.long("paramId")
+    tree_id, load = _sources(layout)[0]
+    return cached_concept(keys, tree_id, load, (), _PARAM_ID)
+
+
+def type_of_level(keys: KeyReader, layout: ConceptLayout | None) -> str:
+    """The field's typeOfLevel, equal to ``keys.string("typeOfLevel")``."""
+    if layout is None or not declarations_as_analysed() or not keys.defined(b"typeOfLevel"):
+        return keys.string("typeOfLevel")
+    tree_id, load = _sources(layout)[1]
+    return cached_concept(keys, tree_id, load, (), _LEVEL)
+
+
+def step_type(keys: KeyReader, layout: ConceptLayout | None) -> str:
+    """The field's stepType, equal to ``keys.string("stepType")``."""
+    if layout is None or not declarations_as_analysed() or not keys.defined(b"stepType"):
+        return keys.string("stepType")
+    tree_id, load = _sources(layout)[2]
+    extra = _GRIB2_STEP if layout.edition == 2 else _GRIB1_STEP
+    return cached_concept(keys, tree_id, load, extra, _STEP)
+
+
+Source = tuple[tuple[str, ...], Callable[[], "list[_Entry] | None"]]
+_layout_sources: dict[ConceptLayout, tuple[Source, Source, Source]] = {}
+
+
+def _sources(layout: ConceptLayout) -> tuple[Source, Source, Source]:
+    """Tree name and entries of paramId, typeOfLevel and stepType for a concept layout."""
+    sources = _layout_sources.get(layout)
+    if sources is None:
+        own, ecmf = layout.directories[:2], layout.directories[2:]
+        param = layout.files[0::4]  # the paramId file of each directory and level
+        if layout.edition == 2:  # concept (unknown, "typeOfLevelConcept.def", Dir2, Dir1)
+            level = tuple(f"{d}/typeOfLevelConcept.def" for d in own)
+            step: Source = (("stepType", "grib2"), _grib2_step_entries)
+        else:  # then typeOfLevelECMF (unknown, "typeOfLevel.def", MasterDir, LocalDirECMF)
+            level = tuple(f"{d}/typeOfLevel.def" for d in (*own, *ecmf))
+            # concept_nofail (timeRangeIndicator, "stepType.def", conceptsDir2, conceptsDir1)
+            paths = tuple(f"{d}/stepType.def" for d in own)
+            step = (("stepType", *paths), partial(file_entries, paths))
+        sources = _layout_sources[layout] = (
+            (("paramId", *param), partial(file_entries, param)),
+            (("typeOfLevel", *level), partial(file_entries, level)),
+            step,
+        )
+    return sources
+
+
+def clear_concept_cache() -> None:
+    with _lock:
+        _trees.clear()
+
+
+# ----------------------------------------------------------------------------- evaluation
+def _PARAM_ID(keys: KeyReader) -> int:
+    return keys.long("paramId")
+
+
+def _LEVEL(keys: KeyReader) -> str:
+    return keys.string("typeOfLevel")
+
+
+def _STEP(keys: KeyReader) -> str:
+    return keys.string("stepType")
+
+
+# reads a default or a branch marker makes, added to every key of that concept
+_GRIB1_STEP = (("timeRangeIndicator", "string"), ("timeRangeIndicator", "long"))
+_GRIB2_STEP = (("stepTypeInternal", "string"),)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    integers: dict[str, int]  # key -> literal, for plain non-negative integer conditions
+    others: frozenset[tuple[str, str]]  # (key, read type) of every other condition
+
+
+class _Node:
+    __slots__ = ("children", "key", "reads", "results", "split", "survivors")
+
+    def __init__(self, survivors: list[_Entry], split: frozenset[str], extra: frozenset) -> None:
+        self.survivors = survivors
+        self.split = split
+        counts = Counter(k for e in survivors for k in e.integers if k not in split)
+        self.key: bytes | None = None
+        self.children: dict[object, _Node] = {}
+        self.reads: tuple[tuple[bytes, Reader], ...] = ()
+        self.results: dict[tuple[object, ...], object] = {}
+        if counts:
+            best = min(counts, key=lambda k: (-counts[k], k))
+            self.key = best.encode()
+        else:
+            pairs = {pair for e in survivors for pair in e.others} | extra
+            self.reads = tuple((k.encode(), _READERS[kind]) for k, kind in sorted(pairs))
+            self.survivors = []  # a leaf needs only its reads
+
+    def child(self, value: object, extra: frozenset) -> _Node:
+        key = self.key.decode()  # type: ignore[union-attr]
+        survivors = [e for e in self.survivors if e.integers.get(key, value) == value]
+        return _Node(survivors, self.split | {key}, extra)
+
+
+class _Tree:
+    __slots__ = ("extra", "root", "size")
+
+    def __init__(self, entries: list[_Entry], extra: frozenset) -> None:
+        self.extra = extra
+        self.root = _Node(entries, frozenset(), extra)
+        self.size = 1
+
+
+_lock = threading.Lock()
+_trees: dict[tuple[str, ...], _Tree | None] = {}
+_entry_lists: dict[tuple[str, ...], list[_Entry] | None] = {}  # parsed once per process
+
+
+def cached_concept(
+    keys: KeyReader,
+    tree_id: tuple[str, ...],
+    load: Callable[[], list[_Entry] | None],
+    extra: tuple[tuple[str, str], ...],
+    evaluate: Callable[[KeyReader], T],
+    known: tuple[object, ...] = (),
+) -> T:
+    """ecCodes' value of a concept, cached by the reads its entries (from ``load``) make.
+
+    ``extra`` are reads (key, "long"/"double"/"string"/"array") its default or a declaration
+    makes; ``known`` are values, already exact, of anything else the answer depends on (such
+    as another concept its default reads). ``tree_id`` names the entries: one tree each.
+    """
+    tree = _trees.get(tree_id)
+    if tree is None:
+        if tree_id in _trees:
+            return evaluate(keys)  # files that cannot be read or parsed with certainty
+        with _lock:
+            if tree_id not in _trees:
+                if tree_id not in _entry_lists:
+                    _entry_lists[tree_id] = load()
+                entries = _entry_lists[tree_id]
+                _trees[tree_id] = None if entries is None else _Tree(entries, frozenset(extra))
+            tree = _trees[tree_id]
+        if tree is None:
+            return evaluate(keys)
+    node = tree.root
+    while node.key is not None:
+        value = keys.long_or_error(node.key)
+        following = node.children.get(value)
+        if following is None:
+            following = node.children.setdefault(value, node.child(value, tree.extra))
+            tree.size += 1
+        node = following
+    signature = (*[read(keys, key) for key, read in node.reads], *known)
+    answer = node.results.get(signature)
+    if answer is None:
+        answer = evaluate(keys)
+        node.results[signature] = answer
+        tree.size += 1
+        if tree.size > MAX_TREE_SIZE:
+            with _lock:
+                _trees.pop(tree_id, None)
+    return answer  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------- entries
+def file_entries(paths: tuple[str, ...]) -> list[_Entry] | None:
+    """Entries of every file in ``paths`` that exists (ecCodes skips the others)."""
+    if not definitions_readable():
+        return None
+    entries: list[_Entry] = []
+    for path in paths:
+        text = read_definition(path)
+        if text is None:
+            continue
+        parsed = _entries(parse_concept(text))
+        if parsed is None:
+            return None
+        entries.extend(parsed)
+    return entries
+
+
+def inline_entries(path: str, declaration: str) -> list[_Entry] | None:
+    """Entries of the inline concept ``declaration { ... }`` of the definition file ``path``."""
+    text = read_definition(path)
+    return None if text is None else _entries(parse_inline_concept(text, declaration))
+
+
+def _grib2_step_entries() -> list[_Entry] | None:
+    return inline_entries("grib2/section.1.def", "concept stepType")
+
+
+def _entries(parsed: Entries | None) -> list[_Entry] | None:
+    if parsed is None:
+        return None
+    entries = []
+    for _, conditions in parsed:
+        entry = _entry(conditions)
+        if entry is None:
+            return None
+        if entry is not _NEVER:
+            entries.append(entry)
+    return entries
+
+
+_NEVER = _Entry({}, frozenset())  # an entry with contradictory conditions never matches
+
+
+def _entry(conditions: frozenset[str]) -> _Entry | None:
+    integers: dict[str, int] = {}
+    others: set[tuple[str, str]] = set()
+    for condition in conditions:
+        key, equals, literal = condition.partition("=")
+        if not equals or not _KEY.fullmatch(key):
+            return None
+        if _PLAIN_INT.fullmatch(literal):
+            if integers.setdefault(key, int(literal)) != int(literal):
+                return _NEVER
+        elif literal == "missing()" or _NEGATIVE_INT.fullmatch(literal) or _REAL.fullmatch(literal):
+            others.update({(key, "long"), (key, "double")})
+        elif _STRING.fullmatch(literal):
+            others.add((key, "string"))
+        elif _INT_ARRAY.fullmatch(literal):
+            others.add((key, "array"))
+        else:
+            return None  # an expression this module does not model: never cache
+    return _Entry(integers, frozenset(others))
+
+
+# ----------------------------------------------------------------------------- declarations
+_DECLARATIONS = {
+    "grib2/section.1.def": (
+        r"concept\s+stepType\s*\{",
+        r"transient\s+stepTypeInternal\s*=\s*\"instant\"",
+        r"meta\s+conceptsDir1\s+g2_concept_dir\(\s*preferLocalConcepts\s*,\s*conceptsMasterDir\s*,"
+        r"\s*conceptsLocalDirAll\s*,\s*datasetForLocal\s*,\s*1\s*\)",
+        r"meta\s+conceptsDir2\s+g2_concept_dir\(\s*preferLocalConcepts\s*,\s*conceptsMasterDir\s*,"
+        r"\s*conceptsLocalDirAll\s*,\s*datasetForLocal\s*,\s*2\s*\)",
+    ),
+    "grib2/section.4.def": (
+        r"concept\s+datasetForLocal\s*\(\s*unknown\s*\)\s*\{",
+        r"concept\s+MTG2SwitchViaTablesVersion\s*\(\s*false\s*,"
+        r"\s*\"MTG2SwitchViaTablesVersionConcept\.def\"\s*,\s*conceptsDir2\s*,\s*conceptsDir1\s*\)",
+        r"meta\s+MTG2SwitchDefault\s+mtg2_switch_default\(\s*tablesVersion\s*,"
+        r"\s*tablesVersionMTG2Switch\s*,\s*marsClass\s*,\s*MTG2SwitchViaTablesVersion\s*\)",
+        r"concept\s+MTG2Switch\s*\(\s*MTG2SwitchDefault\s*,\s*\"MTG2SwitchConcept\.def\"\s*,"
+        r"\s*conceptsDir2\s*,\s*conceptsDir1\s*\)",
+    ),
+    "grib2/parameters.def": (
+        r"meta\s+paramIdFilename\s+g2_param_concept_filename\(\s*\"paramId\"\s*,\s*MTG2Switch\s*,"
+        r"\s*tablesVersionMTG2Switch\s*\)",
+    ),
+    "grib2/templates/template.4.statistical.def": (
+        r"constant\s+stepType\s*=\s*\"multiple steps\"",
+        r"constant\s+stepTypeInternal\s*=\s*\"multiple steps\"",
+    ),
+    "grib2/templates/template.4.horizontal.def": (
+        r"concept\s+vertical\.typeOfLevel\s*\(\s*unknown\s*,\s*\"typeOfLevelConcept\.def\"\s*,"
+        r"\s*conceptsDir2\s*,\s*conceptsDir1\s*\)",
+    ),
+    "grib1/section.1.def": (
+        r"concept\s+typeOfLevelECMF\s*\(\s*unknown\s*,\s*\"typeOfLevel\.def\"\s*,"
+        r"\s*conceptsMasterDir\s*,\s*conceptsLocalDirECMF\s*\)",
+        r"concept\s+vertical\.typeOfLevel\s*\(\s*typeOfLevelECMF\s*,\s*\"typeOfLevel\.def\"\s*,"
+        r"\s*conceptsDir2\s*,\s*conceptsDir1\s*\)",
+        r"concept_nofail\s+stepType\s*\(\s*timeRangeIndicator\s*,\s*\"stepType\.def\"\s*,"
+        r"\s*conceptsDir2\s*,\s*conceptsDir1\s*\)",
+    ),
+}
+
+
+@cache
+def declarations_as_analysed() -> bool:
+    """ecCodes 2.50 with the declarations the caches rely on where they were analysed."""
+    if eccodes.codes_get_api_version() != ANALYSED_VERSION or not definitions_readable():
+        return False
+    for path, patterns in _DECLARATIONS.items():
+        text = read_definition(path)
+        if text is None or any(len(re.findall(p, text)) != 1 for p in patterns):
+            return False
+    return True
