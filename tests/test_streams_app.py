@@ -219,3 +219,33 @@ def test_a_failing_batch_is_retried_and_reported_never_skipped(tmp_path):
     assert out.read(0, 0, 10)["x"].to_pylist() == [1, 2, 3]
     out.close()
     ledger.close()
+
+
+def test_up_summary_shows_the_pipelines(tmp_path):
+    import io
+    import threading
+
+    from rich.console import Console
+
+    from headrace.cli import _Summary
+    from headrace.server.coordinator import Coordinator
+
+    app = App()
+    app.stream("events")
+    app.stream("out")
+    app.pipeline("copy", stream="events").to_stream("out")
+    settings = load_settings(tmp_path, home=str(tmp_path / "home"), workers=1)
+    coordinator = Coordinator(settings, app, watch=False)
+    thread = threading.Thread(target=coordinator.run, daemon=True)
+    thread.start()
+    assert coordinator.ready.wait(30)
+    coordinator.streams.logs["events"].append(pa.table({"x": list(range(5))}))
+    deadline = time.time() + 10
+    while time.time() < deadline and coordinator.streams.runners[0].status.records < 5:
+        time.sleep(0.05)
+    out = io.StringIO()
+    Console(file=out, width=120).print(_Summary(coordinator))
+    coordinator.stop()
+    thread.join(30)
+    text = out.getvalue()
+    assert "stream pipelines" in text and "copy[0]" in text and "ok" in text

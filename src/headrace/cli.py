@@ -132,7 +132,7 @@ class _Summary:
     def __init__(self, coordinator: Any) -> None:
         self.c = coordinator
 
-    def __rich__(self) -> Table:
+    def __rich__(self) -> Table:  # the coordinator's table, and its pipelines' below it
         s = self.c.stats
         table = Table(title=f"headrace coordinator · {self.c.executor.name} executor", expand=False)
         for col in ("up", "objects", "in flight", "succeeded", "retried", "dead-lettered"):
@@ -151,7 +151,26 @@ class _Summary:
         if s.last_error:
             caption.append(f"last error: {s.last_error}")
         table.caption = " · ".join(caption)
-        return table
+        runners = self.c.streams.runners
+        if not runners:
+            return table
+        grid = Table.grid(padding=(0, 0))
+        grid.add_row(table)
+        streams = Table(title="stream pipelines", expand=False)
+        for col in ("pipeline", "records", "lag", "late", "watermark", "status"):
+            streams.add_column(col, justify="left" if col in ("pipeline", "status") else "right")
+        for r in runners:
+            st = r.status
+            streams.add_row(
+                f"{r.pipeline.name}[{r.partition}]",
+                f"{st.records:,}",
+                f"{st.lag:,}",
+                f"[yellow]{st.late:,}[/]" if st.late else "0",
+                _when(st.watermark),
+                f"[red]{escape(st.last_error)}[/]" if st.last_error else "[green]ok[/]",
+            )
+        grid.add_row(streams)
+        return grid
 
 
 @app.command()
