@@ -182,6 +182,10 @@ def _parquet_writer(
             compression=compression,
             use_dictionary=dictionary_columns,
             use_byte_stream_split=floats if byte_stream_split else False,
+            # the writer's page buffers from the C heap, where the decoded values were: Arrow's
+            # default pool (mimalloc) grows its own arenas for them (5 MiB more peak RSS per
+            # process on the benchmark files, no measurable speed difference)
+            memory_pool=pa.system_memory_pool(),
         )
 
     return write

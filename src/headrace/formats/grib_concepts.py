@@ -28,6 +28,7 @@ paramId alone.
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -52,6 +53,7 @@ _file_sets: dict[tuple[str, ...], list[dict[int, object]] | None] = {}
 _layouts: dict[tuple[object, ...], ConceptLayout] = {}
 _recomposed: dict[tuple[object, ...], str] = {}
 _layouts_read: dict[tuple[object, ...], ConceptLayout] = {}  # by the strings read
+_names_met: dict[Names, Names] = {}
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -225,7 +227,9 @@ def _load_group(paths: tuple[str, ...]) -> dict[int, object] | None:
             param_id = int(value)
         except ValueError:
             return None
-        names = tuple(n[position][0] for n in named)  # type: ignore[index]
+        # the same names recur across files and directories: each string and triple kept once
+        names = tuple(sys.intern(n[position][0]) for n in named)  # type: ignore[index]
+        names = _names_met.setdefault(names, names)
         if table.setdefault(param_id, names) != names:
             table[param_id] = _AMBIGUOUS
     return table
