@@ -716,6 +716,44 @@ def test_concepts_with_expressions_are_never_cached():
     assert file_entries(("grib2/MTG2SwitchConcept.def",)) is not None
 
 
+def test_concept_entries_are_parsed_once_and_shared_between_layouts(monkeypatch):
+    import gc
+    import tracemalloc
+
+    from headrace.formats import grib_concept_cache
+
+    monkeypatch.setattr(grib_concept_cache, "_file_entries", {})
+    monkeypatch.setattr(grib_concept_cache, "_shared", {})
+    # the paramId files of two GRIB2 centres: their own local file, then ECMWF's and WMO's
+    ncep = (
+        "grib2/localConcepts/kwbc/paramId.def",
+        "grib2/paramId.def",
+        "grib2/localConcepts/ecmf/paramId.def",
+        "grib2/paramId.def",
+        "grib2/localConcepts/ecmf/paramId.legacy.def",
+        "grib2/paramId.legacy.def",
+    )
+    ndfd = tuple(path.replace("/kwbc/", "/8/") for path in ncep)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        first = grib_concept_cache.file_entries(ncep)
+        second = grib_concept_cache.file_entries(ndfd)
+        gc.collect()
+        retained, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    common = grib_concept_cache.file_entries(ncep[1:])
+    assert first is not None and second is not None and common is not None
+    # the files both layouts read give the same objects, and equal entries are one object
+    assert all(a is b for a, b in zip(first[-len(common) :], common, strict=True))
+    assert all(a is b for a, b in zip(second[-len(common) :], common, strict=True))
+    assert len({id(e) for e in first}) == len(set(first)) < len(first)
+    # 21,733 entries: an object each would keep about 15 MiB, shared they keep about 2.3 MiB
+    assert len(first) + len(second) > 20_000
+    assert retained < 4 << 20
+
+
 def test_default_codec_is_lz4_raw_with_byte_stream_split(tmp_path, converted):
     import duckdb
 

@@ -25,6 +25,11 @@ except ImportError:  # pragma: no cover - depends on the eccodes build
     _ffi = _lib = _raise = None
 
 _buffers = threading.local()
+if _ffi is not None:  # C types resolved once: a type given by name is parsed on every call
+    _HANDLE = _ffi.typeof("grib_handle*")
+    _SIZE = _ffi.typeof("size_t")
+    _SIZE_POINTER = _ffi.typeof("size_t*")
+    _DOUBLES = _ffi.typeof("double[]")
 _NOT_FOUND = getattr(_lib, "GRIB_NOT_FOUND", -10) if _lib is not None else -10
 _STRING_SIZE = 1024
 _NAN = math.nan
@@ -44,7 +49,7 @@ class KeyReader:
         self._longs: dict[bytes, int] = {}  # raw reads: a handle does not change while read
         self._strings: dict[bytes, str | int] = {}
         if _lib is not None:
-            self._handle = _ffi.cast("grib_handle*", handle_id)
+            self._handle = _ffi.cast(_HANDLE, handle_id)
             buffers = getattr(_buffers, "value", None)
             if buffers is None:  # once per thread; a reader is used by one thread at a time
                 buffers = _buffers.value = (
@@ -189,14 +194,14 @@ def decode_values(handle: int) -> np.ndarray:
     if _lib is None:
         eccodes.codes_set_double(handle, "missingValue", _NAN)
         return eccodes.codes_get_double_array(handle, "values")
-    pointer = _ffi.cast("grib_handle*", handle)
+    pointer = _ffi.cast(_HANDLE, handle)
     _check(_lib.grib_set_double(pointer, b"missingValue", _NAN))
-    size = _ffi.new("size_t*")
+    size = _ffi.new(_SIZE_POINTER)
     _check(_lib.grib_get_size(pointer, b"values", size))
     values = np.empty(size[0], dtype=np.float64)
     _check(
         _lib.grib_get_double_array(
-            pointer, b"values", _ffi.from_buffer("double[]", values, require_writable=True), size
+            pointer, b"values", _ffi.from_buffer(_DOUBLES, values, require_writable=True), size
         )
     )
     return values[: size[0]]
@@ -214,14 +219,14 @@ def handle_from_message(message: bytes | memoryview) -> int | None:
     )
     if handle == _ffi.NULL:
         return None
-    return int(_ffi.cast("size_t", handle))
+    return int(_ffi.cast(_SIZE, handle))
 
 
 def release(handle: int) -> None:
     if _lib is None:
         eccodes.codes_release(handle)
     else:
-        _lib.grib_handle_delete(_ffi.cast("grib_handle*", handle))
+        _lib.grib_handle_delete(_ffi.cast(_HANDLE, handle))
 
 
 def extract_offsets_sizes(path: str) -> list[tuple[int, int]] | None:
