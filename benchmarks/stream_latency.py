@@ -74,7 +74,7 @@ def main() -> int:
     from headrace.config import load_settings
     from headrace.ledger import Ledger
     from headrace.server.metrics import Metrics
-    from headrace.server.streams import StreamService
+    from headrace.server.streams import PRECISE_TIME, StreamService
     from headrace.storage import ObjectStore
 
     tmp = Path(tempfile.mkdtemp(prefix="headrace-latency-"))
@@ -106,7 +106,7 @@ def main() -> int:
                         "detail-type": "Tick",
                         "time": datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                         "detail": {"value": value % 1000},
-                        "_time": datetime.fromtimestamp(now, UTC),
+                        PRECISE_TIME: datetime.fromtimestamp(now, UTC),
                     }
                 )
             service.publish(events)

@@ -63,11 +63,6 @@ class Bus:
     def __init__(self, rules: Iterable[Rule] = ()) -> None:
         self.rules: list[Rule] = list(rules)
 
-    def add(self, rule: Rule) -> None:
-        if any(r.name == rule.name for r in self.rules):
-            raise PatternError(f"rule {rule.name!r}", "is defined twice", "give it another name")
-        self.rules.append(rule)
-
     def route(self, events: Iterable[dict[str, Any]]) -> dict[Target, list[dict[str, Any]]]:
         """Each target with the envelopes that some rule sends it, in arrival order.
 

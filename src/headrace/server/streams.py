@@ -34,6 +34,9 @@ from headrace.streams.specs import SourceSpec
 
 log = logging.getLogger("headrace.streams")
 
+# Envelopes carry their sub-second event time under this key on the way to a stream (the
+# EventBridge `time` has whole seconds); it is dropped before delivery anywhere else.
+PRECISE_TIME = "_time"
 IDLE_WAIT = 0.05  # how often an idle pipeline looks at its log
 RETENTION_EVERY = 60.0
 MAX_BACKOFF = 30.0
@@ -206,6 +209,8 @@ class StreamService:
             self.on_invocations(functions)
 
     def _deliver(self, target: Target, events: list[dict[str, Any]], functions: set[str]) -> None:
+        if target.kind != "stream":
+            events = [{k: v for k, v in e.items() if k != PRECISE_TIME} for e in events]
         if target.kind == "stream":
             stream = self.app.streams[target.name]
             self.logs[target.name].append(_stream_records(events), key=stream.key)
@@ -295,7 +300,7 @@ class StreamService:
                 log.exception("pipeline %s batch failed", runner.pipeline.name)
             else:
                 log.warning("pipeline %s: %s", runner.pipeline.name, exc)
-            runner._checkpoint = None  # reopen from the ledger: state may be half-applied
+            runner.reset()
             return False
         self._backoff.pop(index, None)
         if n:
@@ -433,7 +438,7 @@ def _envelopes(spec: SourceSpec, table: pa.Table) -> list[dict[str, Any]]:
             resources=[],
         )
         # keep sub-second event time for windows; the envelope's own `time` has seconds like AWS
-        envelope["_time"] = when or datetime.now(UTC)
+        envelope[PRECISE_TIME] = when or datetime.now(UTC)
         out.append(envelope)
     return out
 
@@ -448,7 +453,7 @@ def _as_text(value: Any) -> str:
 
 def _stream_records(events: list[dict[str, Any]]) -> pa.Table:
     table = pa.Table.from_pylist([e["detail"] for e in events])
-    times = [e.get("_time") or _event_time(e.get("time")) for e in events]
+    times = [e.get(PRECISE_TIME) or _event_time(e.get("time")) for e in events]
     table = table.append_column("_event_time", pa.array(times, pa.timestamp("ms", tz="UTC")))
     table = table.append_column("_event_id", pa.array([e["id"] for e in events], pa.string()))
     return table

@@ -122,6 +122,11 @@ class PartitionRunner:
         self.status.records = checkpoint.records
         self.status.late = checkpoint.late
 
+    def reset(self) -> None:
+        """Forget in-memory state; the next step reopens from the last commit (after a failure,
+        operators and sinks may hold half of a batch that will be replayed)."""
+        self._checkpoint = None
+
     def stage(self, name: str, *, late: bool = False) -> Any:
         """This partition's own copy of a stage's operator or sink (or its late sink)."""
         for built in self._built:
