@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import math
 import threading
+from typing import Any
 
 import eccodes
 import numpy as np
@@ -72,19 +73,15 @@ class KeyReader:
         """Several long keys in one call (fewer Python layers than one ``long`` each)."""
         if _lib is None:
             return [eccodes.codes_get_long(self._id, k.decode()) for k in keys]
-        get, handle, out = _lib.grib_get_long, self._handle, self._long
-        values = []
-        for key in keys:
-            err = get(handle, key, out)
-            if err:
-                _raise(err)
-            values.append(out[0])
-        return values
+        return self._many(_lib.grib_get_long, self._long, keys)
 
     def doubles(self, keys: tuple[bytes, ...]) -> list[float]:
         if _lib is None:
             return [eccodes.codes_get_double(self._id, k.decode()) for k in keys]
-        get, handle, out = _lib.grib_get_double, self._handle, self._double
+        return self._many(_lib.grib_get_double, self._double, keys)
+
+    def _many(self, get: Any, out: Any, keys: tuple[bytes, ...]) -> list[Any]:
+        handle = self._handle
         values = []
         for key in keys:
             err = get(handle, key, out)
