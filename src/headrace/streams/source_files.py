@@ -134,19 +134,14 @@ class ObjectSource:
         try:
             listing = self._list()
         except Exception as exc:  # any store error (network, permissions) is a failed poll
-            delay = self._backoff.failure()
-            self.stats["consecutive_failures"] = self._backoff.consecutive
-            self.stats["backoff_until"] = time.time() + delay
+            delay = self._health.back_off(self._backoff)
             self._health.failed(
                 "list",
                 f"listing {self._url_of(self.prefix)} failed: {type(exc).__name__}: {exc}",
                 retry_in=round(delay, 3),
             )
             return None
-        self._backoff.success()
-        self.stats["consecutive_failures"] = 0
-        self.stats["backoff_until"] = None
-        self.stats["last_success_at"] = time.time()
+        self._health.succeeded(self._backoff)
 
         # Forget keys that are gone, so the state stays as large as the bucket, no larger.
         self._read = {k: v for k, v in self._read.items() if k in listing}

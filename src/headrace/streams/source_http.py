@@ -258,10 +258,7 @@ class HttpPoller:
         return node, None
 
     def _succeeded(self) -> None:
-        self._backoff.success()
-        self.stats["consecutive_failures"] = 0
-        self.stats["backoff_until"] = None
-        self.stats["last_success_at"] = time.time()
+        self._health.succeeded(self._backoff)
 
     def _failed(
         self,
@@ -271,9 +268,7 @@ class HttpPoller:
         status: int | None = None,
         retry_after: float | None = None,
     ) -> None:
-        delay = self._backoff.failure(retry_after=retry_after)
-        self.stats["consecutive_failures"] = self._backoff.consecutive
-        self.stats["backoff_until"] = time.time() + delay
+        delay = self._health.back_off(self._backoff, retry_after)
         self._health.failed(
             kind, error, status=status, url=self._display_url, retry_in=round(delay, 3)
         )

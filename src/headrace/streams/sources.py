@@ -90,6 +90,20 @@ class SourceHealth:
         self.stats["last_error_at"] = now
         return record
 
+    def succeeded(self, backoff: Backoff) -> None:
+        """A poll worked: the backoff and its counters start over."""
+        backoff.success()
+        self.stats["consecutive_failures"] = 0
+        self.stats["backoff_until"] = None
+        self.stats["last_success_at"] = time.time()
+
+    def back_off(self, backoff: Backoff, retry_after: float | None = None) -> float:
+        """A poll failed: count it in the backoff and the stats; returns the delay (seconds)."""
+        delay = backoff.failure(retry_after=retry_after)
+        self.stats["consecutive_failures"] = backoff.consecutive
+        self.stats["backoff_until"] = time.time() + delay
+        return delay
+
     def state(self) -> dict[str, Any]:
         return {k: self.stats[k] for k in ("failures", "last_error", "last_error_at")}
 
