@@ -7,10 +7,10 @@ from pathlib import Path
 
 from headrace.ledger import Ledger
 from headrace.streams.log import open_log
-from headrace.streams.operators import aggregations as agg
 from headrace.streams.pipeline import Pipeline
 from headrace.streams.runner import PartitionRunner
 from headrace.streams.sinks import SinkContext, StreamSink
+from tests.stream_helpers import fee_windows
 
 
 def main(root: Path) -> None:
@@ -20,19 +20,7 @@ def main(root: Path) -> None:
     ledger = Ledger(f"sqlite:///{root / 'ledger.db'}")
     pipe = Pipeline("crash", "events", batch_size=5_000)
     pipe.dedup("id", ttl=600, time_column="ts")
-    pipe.tumbling(
-        60,
-        time_column="ts",
-        aggs={
-            "n": agg.count(),
-            "total": agg.sum("fee"),
-            "lo": agg.min("fee"),
-            "hi": agg.max("fee"),
-        },
-        delay=5,
-        grace=30,
-        late=StreamSink("late"),
-    )
+    fee_windows(pipe, late=StreamSink("late"))
     pipe.to_stream("windows")
     context = SinkContext("crash", 0, ledger=ledger, open_log=streams.__getitem__)
     runner = PartitionRunner(pipe, 0, log=streams["events"], ledger=ledger, context=context)

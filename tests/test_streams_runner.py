@@ -13,10 +13,10 @@ from headrace.errors import StreamError
 from headrace.ledger.checkpoints import list_checkpoints, load_checkpoint, read_stats
 from headrace.storage import ObjectStore
 from headrace.streams.log import open_log
-from headrace.streams.operators import aggregations as agg
 from headrace.streams.pipeline import Pipeline
 from headrace.streams.runner import PartitionRunner
 from headrace.streams.sinks import ArchiveSink, FunctionSink, MemorySink, SinkContext, StreamSink
+from tests.stream_helpers import archived, fee_windows
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -57,19 +57,7 @@ def fill(log, table: pa.Table, chunk: int = 1000) -> None:
 def make_pipeline(batch_size: int = 700) -> Pipeline:
     pipe = Pipeline("fees", "events", batch_size=batch_size)
     pipe.dedup("id", ttl=3600 * 24, time_column="_ingest_time")
-    pipe.tumbling(
-        60,
-        time_column="ts",
-        aggs={
-            "n": agg.count(),
-            "total": agg.sum("fee"),
-            "lo": agg.min("fee"),
-            "hi": agg.max("fee"),
-        },
-        delay=5,
-        grace=30,
-    )
-    return pipe
+    return fee_windows(pipe)
 
 
 def runner_for(pipe, ledger, log, tmp_path, *, streams=None) -> PartitionRunner:
@@ -259,10 +247,7 @@ def test_archive_sink_partitions_by_hour_and_replays_idempotently(ledger, tmp_pa
     again.open()
     again.run_until_caught_up()
     again.flush()
-    con = duckdb.connect()
-    n, distinct = con.execute(
-        f"SELECT count(*), count(DISTINCT _offset) FROM read_parquet('{root}/**/*.parquet')"
-    ).fetchone()
+    n, distinct = archived(root)
     assert n == distinct == data.num_rows
     log.close()
 
@@ -336,10 +321,7 @@ def test_archive_buffer_survives_a_restart(ledger, tmp_path):
     again.open()
     again.run_until_caught_up()
     again.drain()
-    con = duckdb.connect()
-    n, distinct = con.execute(
-        f"SELECT count(*), count(DISTINCT _offset) FROM read_parquet('{root}/**/*.parquet')"
-    ).fetchone()
+    n, distinct = archived(root)
     assert n == distinct == data.num_rows
     log.close()
 
@@ -355,19 +337,7 @@ def test_replay_is_exactly_once_on_every_log_backend(open_stream, tmp_path):
     outputs = {"windows": open_stream(), "late": open_stream()}
     pipe = Pipeline("fees", "events", batch_size=400)
     pipe.dedup("id", ttl=3600 * 24)
-    pipe.tumbling(
-        60,
-        time_column="ts",
-        aggs={
-            "n": agg.count(),
-            "total": agg.sum("fee"),
-            "lo": agg.min("fee"),
-            "hi": agg.max("fee"),
-        },
-        delay=5,
-        grace=30,
-        late=StreamSink(outputs["late"].name),
-    )
+    fee_windows(pipe, late=StreamSink(outputs["late"].name))
     pipe.to_stream(outputs["windows"].name)
     pipe.sink(Explodes(at=4))
     streams = {log.name: log for log in outputs.values()}
