@@ -96,6 +96,7 @@ class StreamService:
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
         self._backoff: dict[int, tuple[float, float]] = {}  # runner index -> (until, delay)
+        self._fired: dict[str, int] = {}  # schedule -> last period known to be in the ledger
 
     @property
     def active(self) -> bool:
@@ -329,9 +330,11 @@ class StreamService:
         if not self.app.schedules:
             return
         now = time.time()
-        items, functions = [], set()
+        items, due = [], {}
         for spec in self.app.schedules.values():
             period = int(now // spec.every)
+            if self._fired.get(spec.name) == period:
+                continue  # this period is in the ledger already: no transaction to find out
             payload = {
                 **spec.payload,
                 "schedule": spec.name,
@@ -349,12 +352,15 @@ class StreamService:
                     idempotency_key=f"schedule:{spec.name}:{period}",
                 )
             )
-            functions.add(spec.function)
+            due[spec.name] = period
+        if not items:
+            return
         with self.ledger.begin() as conn:
             known = self.ledger.invocations_by_key(conn, [i.idempotency_key for i in items])
             fresh = [i for i in items if i.idempotency_key not in known]
             if fresh:
                 self.ledger.enqueue(fresh, conn)
+        self._fired.update(due)
         if fresh:
             self.on_invocations({i.function for i in fresh})
 

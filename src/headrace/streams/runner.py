@@ -331,7 +331,9 @@ class PartitionRunner:
             mark = getattr(built.obj, "watermark", None)
             if isinstance(mark, datetime):
                 marks.append(mark.timestamp())
-        return min(marks) if marks else self._checkpoint.watermark if self._checkpoint else None
+        if marks:
+            return min(marks)
+        return self._checkpoint.watermark if self._checkpoint else None
 
 
 def _call(built: _Built, method: str, *args: Any, target: Any = None) -> Any:

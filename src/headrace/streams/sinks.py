@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import Connection
 
 from headrace.errors import StreamError
+from headrace.ledger import NewInvocation
 
 
 @dataclass(frozen=True)
@@ -269,8 +270,6 @@ class FunctionSink(_Stateless):
     def commit(self, conn: Connection, batch: BatchRef) -> None:
         if not self._pending:
             return
-        from headrace.ledger import NewInvocation
-
         payload = {
             "pipeline": batch.pipeline,
             "partition": batch.partition,
