@@ -78,11 +78,6 @@ class Pipeline:
     def late_streams(self) -> list[str]:
         return [s.late.stream for s in self.stages if isinstance(s.late, StreamSink)]
 
-    @property
-    def output_streams(self) -> list[str]:
-        outs = [s.template.stream for s in self.stages if isinstance(s.template, StreamSink)]
-        return outs + self.late_streams
-
     def _unique(self, name: str) -> str:
         base, n = name, 1
         while name in self.stage_names:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -49,7 +49,6 @@ class RunnerStatus:
     batches: int = 0
     last_batch_at: float | None = None
     last_error: str | None = None
-    counts: dict[str, StageCounts] = field(default_factory=dict)
 
     @property
     def lag(self) -> int:
@@ -290,13 +289,6 @@ class PartitionRunner:
         status.late += late_total
         status.batches += 1
         status.last_batch_at = time.time()
-        for count in counts:
-            total = status.counts.setdefault(count.stage, StageCounts(count.stage))
-            total.records_in += count.records_in
-            total.records_out += count.records_out
-            total.bytes_in += count.bytes_in
-            total.bytes_out += count.bytes_out
-            total.late += count.late
         if self.on_batch is not None:
             self.on_batch(self, counts)
 
