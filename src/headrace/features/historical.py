@@ -10,7 +10,9 @@ every input column unchanged, the features appended.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,17 @@ from headrace.features.group import FeatureGroup
 ROW = "__row"
 TS = "__ts"
 SUBJECT = "historical feature query"
+
+_database: tuple[int, duckdb.DuckDBPyConnection] | None = None
+
+
+def _connection() -> duckdb.DuckDBPyConnection:
+    """A connection of its own (views and registrations are local to it) on one in-memory
+    database per process: opening a database costs ~11 ms, a cursor on it nothing."""
+    global _database
+    if _database is None or _database[0] != os.getpid():  # a forked child starts its own
+        _database = (os.getpid(), duckdb.connect())
+    return _database[1].cursor()
 
 
 @dataclass
@@ -183,6 +196,25 @@ def _expire(
     return columns
 
 
+def _in_input_order(result: pa.Table, n: int) -> pa.Table:
+    """The join result without its row numbers, each row back at its entity row's place.
+
+    ASOF LEFT JOIN yields every entity row once, in no set order. The columns are reordered in
+    parallel: Arrow's take releases the GIL, and one column at a time on one core was a fifth
+    of the whole join's time."""
+    position = result.column(ROW).to_numpy()
+    order = np.empty(n, dtype=np.int64)
+    order[position] = np.arange(n, dtype=np.int64)
+    indices = pa.array(order)
+    features = result.drop_columns([ROW])
+    workers = min(os.cpu_count() or 1, features.num_columns)
+    if workers < 2:
+        return features.take(indices)
+    with ThreadPoolExecutor(workers) as pool:
+        columns = list(pool.map(lambda c: c.take(indices), features.columns))
+    return pa.Table.from_arrays(columns, schema=features.schema)
+
+
 def point_in_time_join(
     entity_rows: Any,
     selections: Sequence[GroupSelection],
@@ -211,14 +243,14 @@ def point_in_time_join(
         [*(rows.column(k) for k in keys), times, pa.array(np.arange(n, dtype=np.int64))],
         names=[*keys, TS, ROW],
     )
-    con = duckdb.connect()
+    con = _connection()
     try:
         con.register("entities", probe)
         for i, sel in enumerate(selections):
             if isinstance(sel.rows, list):
                 files = ", ".join("'" + path.replace("'", "''") + "'" for path in sel.rows)
                 source = f"read_parquet([{files}], union_by_name = true)"
-                con.execute(f"CREATE VIEW g{i} AS SELECT * FROM {source}")
+                con.execute(f"CREATE TEMP VIEW g{i} AS SELECT * FROM {source}")
             else:
                 con.register(f"g{i}", sel.rows)
         result = con.sql(_sql(selections)).to_arrow_table()
@@ -230,11 +262,7 @@ def point_in_time_join(
         ) from exc
     finally:
         con.close()
-    # ASOF LEFT JOIN yields every entity row once, in no set order: put them back in place.
-    position = result.column(ROW).to_numpy()
-    order = np.empty(n, dtype=np.int64)
-    order[position] = np.arange(n, dtype=np.int64)
-    features = result.drop_columns([ROW]).take(pa.array(order))
+    features = _in_input_order(result, n)
     out = rows
     for name, column in zip(names, _expire(features, selections, times), strict=True):
         out = out.append_column(name, column)
