@@ -141,6 +141,10 @@ def _table(contents: GribContents, layout: str, dtype: str) -> pa.Table:
     return long_table(contents, dtype)
 
 
+# values per write batch; pages still close at the default 1 MiB data page size
+_WRITE_BATCH = 64 * 1024
+
+
 def _parquet_writer(
     table: pa.Table, compression: str, byte_stream_split: bool
 ) -> Callable[[IO[bytes] | str], None]:
@@ -168,6 +172,11 @@ def _parquet_writer(
     snappy's (the pygrib/pandas default). LZ4_RAW and BYTE_STREAM_SPLIT need Parquet format
     2.9 readers (pyarrow 7+, DuckDB, polars, Spark 3.4+). pyarrow writes one file on the
     calling thread (no thread pool), so the conversion uses one core.
+
+    Pages are written as data page V2 (levels stored apart from the compressed values, so
+    readers skip decompressing them) from batches of 64 Ki values rather than 1 Ki: the same
+    bytes, about 11% less writing time on the files above (0.123 against 0.138 CPU-s), and
+    faster to read back.
     """
     floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
     dictionary_columns = [f.name for f in table.schema if f.name not in floats]
@@ -182,6 +191,8 @@ def _parquet_writer(
             compression=compression,
             use_dictionary=dictionary_columns,
             use_byte_stream_split=floats if byte_stream_split else False,
+            data_page_version="2.0",
+            write_batch_size=_WRITE_BATCH,
             # the writer's page buffers from the C heap, where the decoded values were: Arrow's
             # default pool (mimalloc) grows its own arenas for them (5 MiB more peak RSS per
             # process on the benchmark files, no measurable speed difference)
