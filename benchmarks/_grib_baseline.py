@@ -5,6 +5,7 @@ Kept in its own file because pygrib bundles its own libeccodes: importing it nex
 
     python benchmarks/_grib_baseline.py check FILE...         -> JSON list of files it converts
     python benchmarks/_grib_baseline.py run SECONDS FILE...   -> JSON throughput measurement
+    python benchmarks/_grib_baseline.py serve FILE...         -> passes on request (see serve)
 """
 
 from __future__ import annotations
@@ -81,9 +82,47 @@ def run(files: list[str], min_seconds: float) -> dict:
     }
 
 
+def serve(files: list[str]) -> None:
+    """One warm-up pass, then ``pass N`` on stdin -> N timed passes; ``exit`` -> peak RSS.
+
+    Each answer is one JSON line on stdout. Kept alive between requests so that the caller can
+    alternate short measurements of this and the converter under test (paired runs).
+    """
+    with tempfile.TemporaryDirectory() as folder:
+
+        def one_pass() -> None:
+            for path in files:
+                dst = os.path.join(folder, f"{uuid.uuid4().hex}.parquet")
+                convert(path, dst)
+                os.unlink(dst)
+
+        one_pass()
+        print(json.dumps({"ready": True}), flush=True)
+        size = sum(os.path.getsize(p) for p in files)
+        for line in sys.stdin:
+            command, *args = line.split()
+            if command != "pass":
+                break
+            passes = int(args[0])
+            started, cpu = time.perf_counter(), time.process_time()
+            for _ in range(passes):
+                one_pass()
+            answer = {
+                "bytes": size * passes,
+                "seconds": time.perf_counter() - started,
+                "cpu_seconds": time.process_time() - cpu,
+                "passes": passes,
+            }
+            print(json.dumps(answer), flush=True)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_rss_mib": [peak_kib / 1024]}), flush=True)
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
     if command == "check":
         print(json.dumps(check(args)))
+    elif command == "serve":
+        serve(args)
     else:
         print(json.dumps(run(args[1:], float(args[0]))))
