@@ -289,6 +289,37 @@ def test_session_closes_after_gap_and_grace_and_late_records_extend_open_session
     ]
 
 
+def test_session_never_emits_a_key_and_start_twice():
+    """A record at the start of an emitted session, bridging to an open one, must not start
+    that session again (found by the property test: (a, 23) was emitted twice)."""
+    w = SessionWindow(7, time_column="ts", key="k", aggs={"n": agg.count()})
+    e = w.process(batch((23, "a", 1.0), (35, "a", 1.0)))  # watermark 35 closes [23, 30)
+    assert rows(e.main, "k", "window_start", "window_end", "n") == [("a", at(23), at(30), 1)]
+    # 23 is inside the emitted [23, 30): late; 29 too (before its end, 30); 31 joins [35, 42)
+    e = w.process(batch((23, "a", 2.0), (29, "a", 3.0), (31, "a", 4.0), (30, "b", 5.0)))
+    assert late_windows(e) == [
+        (2.0, at(23), at(30), "window_closed"),
+        (3.0, at(23), at(30), "window_closed"),
+    ]
+    assert rows(w.flush().main, "k", "window_start", "window_end", "n") == [
+        ("b", at(30), at(37), 1),
+        ("a", at(31), at(42), 2),
+    ]
+    # before an emitted session's start: the record's own (closed) session is reported
+    e = w.process(batch((10, "a", 6.0)))
+    assert late_windows(e) == [(6.0, at(10), at(17), "window_closed")]
+
+
+def test_session_remembers_emitted_sessions_across_restore():
+    w = SessionWindow(7, time_column="ts", key="k", aggs={"n": agg.count()})
+    w.process(batch((23, "a", 1.0), (35, "a", 1.0)))
+    again = SessionWindow(7, time_column="ts", key="k", aggs={"n": agg.count()})
+    again.restore(w.snapshot())
+    e = again.process(batch((23, "a", 2.0), (29, "a", 3.0)))
+    assert [x for x, *_ in late_windows(e)] == [2.0, 3.0]
+    assert rows(again.flush().main, "k", "window_start", "n") == [("a", at(35), 1)]
+
+
 def test_session_without_key_and_null_times():
     w = SessionWindow(timedelta(seconds=3), time_column="ts", aggs={"n": agg.count()})
     e = w.process(batch((1, "a", 1.0), (None, "a", 1.0), (2, "b", 1.0)))

@@ -19,10 +19,14 @@ window is still open, because of `grace`, is included.
   for others. It is aggregated into its open windows, and `late` has one row per (record,
   closed window) pair; `late_count` counts those rows.
 - Session: per key, records less than `gap` apart form one session [first, last + gap). A new
-  batch is merged with the open sessions first (a record can extend or bridge open sessions);
-  a record is late only when the session it would form closes at once (`last + gap + grace <=
-  watermark`) and touches no open session. An emitted session is forgotten: a later record
-  close to it starts a new one (as in Flink without allowed lateness).
+  batch is merged with the open sessions first (a record can extend or bridge open sessions).
+  A record is late when it is earlier than the end of a session of its key that was already
+  emitted (it can no longer join that session; its `_late_window_*` are that session's bounds,
+  or [t, t + gap) when it is earlier than that session's start), or when the session it would
+  form closes at once (`last + gap + grace <= watermark`) and touches no open session. So every
+  later session of a key starts after the end of its emitted ones, and no (key, window_start)
+  is ever emitted twice, which idempotent sinks keyed on it rely on. The operator keeps, per
+  key, the bounds of its latest emitted session for that (one row per key, in its state).
 
 `flush()` emits every open window and moves the watermark past them, so a record that arrives
 afterwards for one of them is late rather than emitted twice.
@@ -76,6 +80,7 @@ _ROW = "__row"  # position of a record in its batch
 _WS = "__ws"  # window start (fixed windows)
 _START, _LAST = "__start", "__last"  # first and last event time of a session
 _SID, _SRC = "__sid", "__src"
+_FSTART, _UNTIL = "__fstart", "__until"  # bounds of a key's latest emitted session
 _BATCH = "__batch"
 _MAX_PENDING = 32
 _WSTART, _WEND = "__wstart", "__wend"
@@ -533,11 +538,78 @@ class SessionWindow(_Window):
         super().__init__(
             time_column=time_column, key=key, aggs=aggs, grace=grace, delay=delay, name=name
         )
+        self._emitted: pl.DataFrame | None = None  # keys, _FSTART, _UNTIL
+
+    def snapshot(self) -> dict[str, pa.Table]:
+        state = super().snapshot()
+        state["emitted"] = pa.table({}) if self._emitted is None else self._emitted.to_arrow()
+        return state
+
+    def restore(self, state: dict[str, pa.Table]) -> None:
+        super().restore(state)
+        emitted = state.get("emitted")
+        frame = None if emitted is None or not emitted.num_rows else pl.from_arrow(emitted)
+        self._emitted = frame if isinstance(frame, pl.DataFrame) else None
 
     def _describe(self) -> str:
         return f"{self.kind}(gap_us={self.gap})"
 
     def _absorb(self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray) -> _Late:
+        before = self._before_emitted(frame, times)
+        if before is None:
+            return self._sessionize(frame, times, rows)
+        inside, start, end = before
+        early = _Late(rows[inside], start, end, WINDOW_CLOSED)
+        keep = ~inside
+        if not keep.any():
+            return early
+        rest = self._sessionize(frame.filter(pl.Series(keep)), times[keep], rows[keep])
+        if not len(rest.rows):
+            return early
+        return _Late(
+            np.concatenate([early.rows, rest.rows]),
+            np.concatenate([early.start, rest.start]),
+            np.concatenate([early.end, rest.end]),
+            WINDOW_CLOSED,
+        )
+
+    def _before_emitted(
+        self, frame: pl.DataFrame, times: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(mask, missed start, missed end) of the records earlier than the end of their key's
+        latest emitted session, or None when there are none."""
+        emitted = self._emitted
+        if emitted is None or not emitted.height:
+            return None
+        if self.keys:
+            bounds = frame.select(self.keys).join(
+                emitted, on=self.keys, how="left", nulls_equal=True, maintain_order="left"
+            )
+            fstart = bounds[_FSTART].fill_null(np.iinfo(np.int64).max).to_numpy()
+            until = bounds[_UNTIL].fill_null(np.iinfo(np.int64).min).to_numpy()
+        else:
+            fstart = np.full(len(times), emitted[_FSTART][0], np.int64)
+            until = np.full(len(times), emitted[_UNTIL][0], np.int64)
+        inside = times < until
+        if not inside.any():
+            return None
+        t, fs, un = times[inside], fstart[inside], until[inside]
+        within = t >= fs
+        return inside, np.where(within, fs, t), np.where(within, un, t + self.gap)
+
+    def _remember_emitted(self, closed: pl.DataFrame) -> None:
+        latest = closed.select(
+            *self.keys, pl.col(_START).alias(_FSTART), (pl.col(_LAST) + self.gap).alias(_UNTIL)
+        )
+        if self._emitted is not None:
+            latest = pl.concat([self._emitted, latest], how="vertical_relaxed")
+        latest = latest.sort(_UNTIL)
+        if self.keys:
+            self._emitted = latest.group_by(self.keys, maintain_order=True).last()
+        else:
+            self._emitted = latest.tail(1)
+
+    def _sessionize(self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray) -> _Late:
         keys, state = self.keys, self._state
         held = state is not None and state.height > 0
         points = frame.select(*keys, pl.col(TIME).alias(_START), pl.col(TIME).alias(_LAST))
@@ -608,6 +680,8 @@ class SessionWindow(_Window):
             final = pl.col(_LAST) + (self.gap + self.grace) <= watermark
             closed = state.filter(final)
             self._state = state.filter(final.not_())
+        if closed.height:
+            self._remember_emitted(closed)
         return closed.with_columns(
             pl.col(_START).alias(_WSTART), (pl.col(_LAST) + self.gap).alias(_WEND)
         )
