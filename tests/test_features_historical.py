@@ -204,3 +204,24 @@ def test_matches_a_brute_force_reference_on_random_data(tmp_path):
                 expected = int(best.v)
         assert got[i] == expected, (i, ea[i], eb[i], eh[i])
     assert sum(v is not None for v in got) > n_rows // 4  # the check saw real matches
+
+
+def test_joins_from_several_threads_do_not_see_each_others_tables(store):
+    """Joins share one DuckDB database per process, each on its own cursor with temporary
+    views: concurrent joins over different groups must each read their own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    users = pa.table({"user_id": [1, 1, 2], "event_timestamp": [at(25), at(35), at(16)]})
+    items = pa.table({"item_id": ["a", "a"], "event_timestamp": [at(11), at(21)]})
+    expected_users = store.get_historical(users, ["users:age"]).column("age").to_pylist()
+    expected_items = store.get_historical(items, ["items:price"]).column("price").to_pylist()
+    assert expected_users == [31, 32, 40] and expected_items == [1.0, 2.0]
+
+    def join(i: int) -> list:
+        if i % 2:
+            return store.get_historical(items, ["items:price"]).column("price").to_pylist()
+        return store.get_historical(users, ["users:age"]).column("age").to_pylist()
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(join, range(40)))
+    assert results == [expected_items if i % 2 else expected_users for i in range(40)]
