@@ -3,9 +3,8 @@
 Kept in its own file because pygrib bundles its own libeccodes: importing it next to the
 ``eccodes`` package in one process crashes at exit, so this script never imports headrace.
 
-    python benchmarks/_grib_baseline.py check FILE...         -> JSON list of files it converts
-    python benchmarks/_grib_baseline.py run SECONDS FILE...   -> JSON throughput measurement
-    python benchmarks/_grib_baseline.py serve FILE...         -> passes on request (see serve)
+    python benchmarks/_grib_baseline.py check FILE...   -> JSON list of files it converts
+    python benchmarks/_grib_baseline.py serve FILE...   -> timed passes on request (see serve)
 """
 
 from __future__ import annotations
@@ -55,31 +54,12 @@ def check(files: list[str]) -> list[str]:
     return ok
 
 
-def run(files: list[str], min_seconds: float) -> dict:
-    """One warm-up pass, then whole passes over ``files`` until ``min_seconds`` have passed."""
-    with tempfile.TemporaryDirectory() as folder:
-
-        def one_pass() -> None:
-            for path in files:
-                dst = os.path.join(folder, f"{uuid.uuid4().hex}.parquet")
-                convert(path, dst)
-                os.unlink(dst)
-
-        one_pass()
-        started, cpu, passes = time.perf_counter(), time.process_time(), 0
-        while passes == 0 or time.perf_counter() - started < min_seconds:
-            one_pass()
-            passes += 1
-        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    size = sum(os.path.getsize(p) for p in files)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {
-        "bytes": size * passes,
-        "seconds": seconds,
-        "cpu_seconds": cpu,
-        "passes": passes,
-        "peak_rss_mib": [peak_kib / 1024],
-    }
+def one_pass(files: list[str], folder: str) -> None:
+    """Convert every file to a new Parquet file in ``folder``, deleted right after."""
+    for path in files:
+        dst = os.path.join(folder, f"{uuid.uuid4().hex}.parquet")
+        convert(path, dst)
+        os.unlink(dst)
 
 
 def serve(files: list[str]) -> None:
@@ -89,14 +69,7 @@ def serve(files: list[str]) -> None:
     alternate short measurements of this and the converter under test (paired runs).
     """
     with tempfile.TemporaryDirectory() as folder:
-
-        def one_pass() -> None:
-            for path in files:
-                dst = os.path.join(folder, f"{uuid.uuid4().hex}.parquet")
-                convert(path, dst)
-                os.unlink(dst)
-
-        one_pass()
+        one_pass(files, folder)
         print(json.dumps({"ready": True}), flush=True)
         size = sum(os.path.getsize(p) for p in files)
         for line in sys.stdin:
@@ -106,7 +79,7 @@ def serve(files: list[str]) -> None:
             passes = int(args[0])
             started, cpu = time.perf_counter(), time.process_time()
             for _ in range(passes):
-                one_pass()
+                one_pass(files, folder)
             answer = {
                 "bytes": size * passes,
                 "seconds": time.perf_counter() - started,
@@ -122,7 +95,5 @@ if __name__ == "__main__":
     command, *args = sys.argv[1:]
     if command == "check":
         print(json.dumps(check(args)))
-    elif command == "serve":
-        serve(args)
     else:
-        print(json.dumps(run(args[1:], float(args[0]))))
+        serve(args)
