@@ -109,16 +109,15 @@ class ObjectSource:
         self._read: dict[str, str] = {}  # key -> version returned by poll()
         self._unreadable: dict[str, str] = {}  # key -> version that failed to parse
         self._last_look: dict[str, str] = {}  # key -> version seen by the previous poll, unread
-        self._next_poll_at = 0.0
-        self._backoff = Backoff(base=self.interval, cap=max_backoff, floor=self.interval)
         self.stats: dict[str, Any] = new_stats(objects_read=0, objects_pending=0, unreadable=0)
-        self._health = SourceHealth(self.stats)
+        backoff = Backoff(base=self.interval, cap=max_backoff, floor=self.interval)
+        self._health = SourceHealth(self.stats, backoff, self.interval)
 
     # ---------------------------------------------------------------- Source protocol
 
     @property
     def next_poll_at(self) -> float:
-        return max(self._next_poll_at, self._backoff.until)
+        return self._health.next_poll_at
 
     @property
     def failures(self) -> list[dict[str, Any]]:
@@ -126,22 +125,20 @@ class ObjectSource:
         return list(self._health.failures)
 
     def poll(self) -> pa.Table | None:
-        started = time.monotonic()
-        if self._backoff.active(started):
+        started = self._health.begin_poll()
+        if started is None:
             return None
-        self._next_poll_at = started + self.interval
-        self.stats["requests"] += 1
         try:
             listing = self._list()
         except Exception as exc:  # any store error (network, permissions) is a failed poll
-            delay = self._health.back_off(self._backoff)
+            delay = self._health.back_off()
             self._health.failed(
                 "list",
                 f"listing {self._url_of(self.prefix)} failed: {type(exc).__name__}: {exc}",
                 retry_in=round(delay, 3),
             )
             return None
-        self._health.succeeded(self._backoff)
+        self._health.succeeded()
 
         # Forget keys that are gone, so the state stays as large as the bucket, no larger.
         self._read = {k: v for k, v in self._read.items() if k in listing}
@@ -165,7 +162,7 @@ class ObjectSource:
         taken = 0
         for _, key, obj in ready:
             if taken == self.max_objects:
-                self._next_poll_at = started  # more are waiting: come back at once
+                self._health.poll_again_at(started)  # more are waiting: come back at once
                 break
             taken += 1
             table = self._read_object(key, obj)
@@ -180,7 +177,7 @@ class ObjectSource:
                     )
                 except (pa.ArrowException, TypeError, ValueError):
                     # its columns clash with an earlier object's: it goes in the next batch
-                    self._next_poll_at = started
+                    self._health.poll_again_at(started)
                     break
                 schema = merged
                 tables.append(table)

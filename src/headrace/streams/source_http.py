@@ -14,7 +14,6 @@ too early cannot hammer a struggling server. A success resets the backoff.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -92,20 +91,19 @@ class HttpPoller:
         self._display_url = display_url
         self._owns_client = client is None
         self._client = client or httpx.Client(timeout=self.timeout, follow_redirects=True)
-        self._backoff = Backoff(
+        backoff = Backoff(
             base=backoff_base if backoff_base is not None else self.interval,
             cap=self.max_backoff,
             floor=min(self.interval, self.max_backoff),
         )
-        self._next_poll_at = 0.0
         self.stats: dict[str, Any] = new_stats(rejected=0)
-        self._health = SourceHealth(self.stats)
+        self._health = SourceHealth(self.stats, backoff, self.interval)
 
     # ---------------------------------------------------------------- Source protocol
 
     @property
     def next_poll_at(self) -> float:
-        return max(self._next_poll_at, self._backoff.until)
+        return self._health.next_poll_at
 
     @property
     def failures(self) -> list[dict[str, Any]]:
@@ -113,11 +111,8 @@ class HttpPoller:
         return list(self._health.failures)
 
     def poll(self) -> pa.Table | None:
-        started = time.monotonic()
-        if self._backoff.active(started):
+        if self._health.begin_poll() is None:
             return None
-        self._next_poll_at = started + self.interval
-        self.stats["requests"] += 1
         try:
             response = self._client.request(
                 self.method,
@@ -194,17 +189,17 @@ class HttpPoller:
         """Failure counters and any backoff in force; an HTTP API has no position to resume."""
         return {
             **self._health.state(),
-            "consecutive_failures": self._backoff.consecutive,
-            "backoff_until": self._backoff.until_wall(),
+            "consecutive_failures": self._health.backoff.consecutive,
+            "backoff_until": self._health.backoff.until_wall(),
         }
 
     def restore(self, state: Mapping[str, Any]) -> None:
         self._health.restore(state)
-        self._backoff.restore_wall(
+        self._health.backoff.restore_wall(
             state.get("backoff_until"), int(state.get("consecutive_failures") or 0)
         )
-        self.stats["consecutive_failures"] = self._backoff.consecutive
-        self.stats["backoff_until"] = self._backoff.until_wall()
+        self.stats["consecutive_failures"] = self._health.backoff.consecutive
+        self.stats["backoff_until"] = self._health.backoff.until_wall()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -258,7 +253,7 @@ class HttpPoller:
         return node, None
 
     def _succeeded(self) -> None:
-        self._health.succeeded(self._backoff)
+        self._health.succeeded()
 
     def _failed(
         self,
@@ -268,7 +263,7 @@ class HttpPoller:
         status: int | None = None,
         retry_after: float | None = None,
     ) -> None:
-        delay = self._health.back_off(self._backoff, retry_after)
+        delay = self._health.back_off(retry_after)
         self._health.failed(
             kind, error, status=status, url=self._display_url, retry_in=round(delay, 3)
         )

@@ -6,7 +6,8 @@ the source's JSON-able position across restarts, checkpointed with the rest of t
 A source never raises out of `poll()` for a bad response or a bad object: it records a failure
 (`stats`, `failures`) and backs off, so one flaky upstream never stops the coordinator.
 
-Shared here: the failure log and counters (`SourceHealth`), exponential backoff with full jitter
+Shared here: the poll schedule, failure log and counters (`SourceHealth`), exponential backoff
+with full jitter
 (`Backoff`), `Retry-After` parsing, and `records_to_table`, which turns decoded JSON records into
 Arrow and names the field and record that do not fit a schema.
 """
@@ -73,13 +74,37 @@ def new_stats(**extra: Any) -> dict[str, Any]:
 
 
 class SourceHealth:
-    """The failure log of one source: the last `FAILURES_KEPT` failures and the counters in
-    `stats`. Each failure is a JSON-able dict: at, kind, error, plus whatever the source adds
-    (status, url, key, retry_in)."""
+    """When a source may poll next, and its failure log: the last `FAILURES_KEPT` failures and
+    the counters in `stats`. Each failure is a JSON-able dict: at, kind, error, plus whatever
+    the source adds (status, url, key, retry_in).
 
-    def __init__(self, stats: dict[str, Any]) -> None:
+    A poll starts with `begin_poll()`, which refuses while a backoff is in force and schedules
+    the next poll `interval` seconds later; it ends with `succeeded()` or `back_off()`."""
+
+    def __init__(self, stats: dict[str, Any], backoff: Backoff, interval: float) -> None:
         self.stats = stats
+        self.backoff = backoff
+        self.interval = interval
         self.failures: collections.deque[dict[str, Any]] = collections.deque(maxlen=FAILURES_KEPT)
+        self._next_poll_at = 0.0
+
+    @property
+    def next_poll_at(self) -> float:
+        return max(self._next_poll_at, self.backoff.until)
+
+    def begin_poll(self) -> float | None:
+        """`time.monotonic()` now, with the next poll scheduled and counted as a request; None
+        while backing off (no request is made then)."""
+        now = time.monotonic()
+        if self.backoff.active(now):
+            return None
+        self._next_poll_at = now + self.interval
+        self.stats["requests"] += 1
+        return now
+
+    def poll_again_at(self, when: float) -> None:
+        """Come back sooner than `interval`: more is waiting."""
+        self._next_poll_at = when
 
     def failed(self, kind: str, error: str, **details: Any) -> dict[str, Any]:
         now = time.time()
@@ -90,17 +115,17 @@ class SourceHealth:
         self.stats["last_error_at"] = now
         return record
 
-    def succeeded(self, backoff: Backoff) -> None:
+    def succeeded(self) -> None:
         """A poll worked: the backoff and its counters start over."""
-        backoff.success()
+        self.backoff.success()
         self.stats["consecutive_failures"] = 0
         self.stats["backoff_until"] = None
         self.stats["last_success_at"] = time.time()
 
-    def back_off(self, backoff: Backoff, retry_after: float | None = None) -> float:
+    def back_off(self, retry_after: float | None = None) -> float:
         """A poll failed: count it in the backoff and the stats; returns the delay (seconds)."""
-        delay = backoff.failure(retry_after=retry_after)
-        self.stats["consecutive_failures"] = backoff.consecutive
+        delay = self.backoff.failure(retry_after=retry_after)
+        self.stats["consecutive_failures"] = self.backoff.consecutive
         self.stats["backoff_until"] = time.time() + delay
         return delay
 
