@@ -181,7 +181,7 @@ class _Window:
             frame, times, rows = frame.filter(pl.Series(valid)), times[valid], rows[valid]
         try:
             if len(times):
-                late.append(self._absorb(frame, times, rows))
+                late.extend(self._absorb(frame, times, rows))
                 newest = int(times.max())
                 self._max_time = newest if self._max_time is None else max(self._max_time, newest)
                 candidate = self._max_time - self.delay
@@ -251,8 +251,9 @@ class _Window:
 
     # -- for the window kinds ----------------------------------------------------------------
 
-    def _absorb(self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray) -> _Late:
-        """Merge a batch's timed records into the state; return the late (row, window) pairs.
+    def _absorb(self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray) -> list[_Late]:
+        """Merge a batch's timed records into the state; return the late (row, window) pairs,
+        in any number of parts (`_late_table` puts them in order).
 
         `times` and `rows` (positions in the batch) are aligned with `frame`."""
         raise NotImplementedError
@@ -399,7 +400,7 @@ class _FixedWindows(_Window):
         covers = starts + self.size > times[index]
         return index[covers], starts[covers]
 
-    def _absorb(self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray) -> _Late:
+    def _absorb(self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray) -> list[_Late]:
         index, starts = self._starts(times)
         late = np.zeros(len(starts), bool)
         if self._wm is not None:
@@ -420,7 +421,7 @@ class _FixedWindows(_Window):
                 self._pending_min = earliest
             if len(self._pending) >= _MAX_PENDING:
                 self._fold()
-        return _Late(late_rows, missed, missed + self.size, WINDOW_CLOSED)
+        return [_Late(late_rows, missed, missed + self.size, WINDOW_CLOSED)]
 
     def _fold(self) -> None:
         """Merge the pending partials into the open windows, in one group-by.
@@ -554,24 +555,16 @@ class SessionWindow(_Window):
     def _describe(self) -> str:
         return f"{self.kind}(gap_us={self.gap})"
 
-    def _absorb(self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray) -> _Late:
+    def _absorb(self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray) -> list[_Late]:
         before = self._before_emitted(frame, times)
         if before is None:
             return self._sessionize(frame, times, rows)
         inside, start, end = before
-        early = _Late(rows[inside], start, end, WINDOW_CLOSED)
+        early = [_Late(rows[inside], start, end, WINDOW_CLOSED)]
         keep = ~inside
         if not keep.any():
             return early
-        rest = self._sessionize(frame.filter(pl.Series(keep)), times[keep], rows[keep])
-        if not len(rest.rows):
-            return early
-        return _Late(
-            np.concatenate([early.rows, rest.rows]),
-            np.concatenate([early.start, rest.start]),
-            np.concatenate([early.end, rest.end]),
-            WINDOW_CLOSED,
-        )
+        return early + self._sessionize(frame.filter(pl.Series(keep)), times[keep], rows[keep])
 
     def _before_emitted(
         self, frame: pl.DataFrame, times: np.ndarray
@@ -609,7 +602,7 @@ class SessionWindow(_Window):
         else:
             self._emitted = latest.tail(1)
 
-    def _sessionize(self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray) -> _Late:
+    def _sessionize(self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray) -> list[_Late]:
         keys, state = self.keys, self._state
         held = state is not None and state.height > 0
         points = frame.select(*keys, pl.col(TIME).alias(_START), pl.col(TIME).alias(_LAST))
@@ -638,7 +631,7 @@ class SessionWindow(_Window):
         record_sid[src[record]] = sid[record]
         frame = frame.with_columns(pl.Series(_SID, record_sid))
 
-        late = _Late(rows[:0], None, None, WINDOW_CLOSED)
+        late: list[_Late] = []
         if self._wm is not None:
             closed = sessions.filter(
                 ~pl.col("__held") & (pl.col(_LAST) + (self.gap + self.grace) <= self._wm)
@@ -649,7 +642,7 @@ class SessionWindow(_Window):
                 at = np.searchsorted(closed_sids, record_sid[is_late])
                 start = closed[_START].to_numpy()[at]
                 end = closed[_LAST].to_numpy()[at] + self.gap
-                late = _Late(rows[is_late], start, end, WINDOW_CLOSED)
+                late = [_Late(rows[is_late], start, end, WINDOW_CLOSED)]
                 frame = frame.filter(pl.Series(~is_late))
         if frame.height:
             partial = frame.group_by([_SID, *keys]).agg(self._partial_exprs)
