@@ -196,6 +196,38 @@ def test_failed_batch_replays_exactly_once(ledger, tmp_path):
         stream.close()
 
 
+class Records(Explodes):
+    """Explodes on the first batch, and keeps the `_offset` of every record it is handed."""
+
+    name = "records"
+    seen: list[int] = []
+
+    def write(self, table, batch):
+        Records.seen.extend(table.column("_offset").to_pylist())
+        super().write(table, batch)
+
+
+def test_a_failed_first_batch_is_replayed_from_where_it_started(ledger, tmp_path):
+    """start="latest": the records already in the log are never read, even when the first
+    planned batch fails and the runner reopens."""
+    log = open_log(str(tmp_path / "streams"), "events")
+    fill(log, trace(10, dup_every=0, late_every=0))
+    pipe = Pipeline("newest", "events", batch_size=100, start="latest")
+    Records.seen = []
+    pipe.sink(Records(at=1))
+    first = runner_for(pipe, ledger, log, tmp_path)
+    first.open()
+    log.append(trace(3, seed=2, dup_every=0, late_every=0))
+    with pytest.raises(StreamError, match="crash between sink writes"):
+        first.step()
+    pipe.stages[-1].template.fired = True  # each runner copies the template
+    again = runner_for(pipe, ledger, log, tmp_path)
+    again.open()
+    assert again.step() == 3
+    assert Records.seen == [10, 11, 12, 10, 11, 12]  # the failed try, then the replay
+    log.close()
+
+
 def test_interrupted_flush_is_replayed_as_a_flush(ledger, tmp_path):
     data = trace(800, seed=5, late_every=0)
     root = str(tmp_path / "streams")

@@ -117,15 +117,24 @@ def load_checkpoint(conn: Connection, pipeline: str, partition: int) -> Checkpoi
 
 
 def plan_batch(
-    conn: Connection, pipeline: str, partition: int, seq: int, end: int, flush: int = 0
+    conn: Connection,
+    pipeline: str,
+    partition: int,
+    seq: int,
+    start: int,
+    end: int,
+    flush: int = 0,
 ) -> None:
-    """Fix batch `seq`: records up to `end`, or (flush 1/2) a flush of sinks / of everything."""
+    """Fix batch `seq`: records [start, end), or (flush 1/2) a flush of sinks / of everything.
+
+    `start` is stored only with the pipeline's first plan (later plans start where the last
+    commit ended): a first batch that fails is replayed from where it began, not from 0."""
     now = time.time()
     row = {
         "pipeline": pipeline,
         "partition": partition,
         "seq": seq - 1,
-        "offset": 0,
+        "offset": start,
         "planned_seq": seq,
         "planned_end": end,
         "planned_flush": flush,

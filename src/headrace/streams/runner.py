@@ -164,7 +164,7 @@ class PartitionRunner:
             if end <= start:
                 return 0
             with self.ledger.begin() as conn:
-                plan_batch(conn, self.pipeline.name, self.partition, seq, end)
+                plan_batch(conn, self.pipeline.name, self.partition, seq, start, end)
         elif checkpoint.planned_flush:  # a crash interrupted a flush: finish it
             self._process(None, seq, end, flushing=checkpoint.planned_flush)
             return 0
@@ -194,7 +194,10 @@ class PartitionRunner:
         assert checkpoint is not None
         seq = checkpoint.seq + 1
         with self.ledger.begin() as conn:
-            plan_batch(conn, self.pipeline.name, self.partition, seq, checkpoint.offset, mode)
+            plan_batch(
+                conn, self.pipeline.name, self.partition, seq, checkpoint.offset,
+                checkpoint.offset, mode,
+            )  # fmt: skip
         self._process(None, seq, checkpoint.offset, flushing=mode)
 
     def run_until_caught_up(self, *, max_batches: int | None = None) -> int:
