@@ -189,11 +189,11 @@ class App:
         retention_bytes: int | None = None,
     ) -> Any:
         """Declare a stream log (embedded, Redis Streams or NATS JetStream per `streams`)."""
-        from headrace.streams.pipeline import check_name
+        from headrace.streams.log import check_stream_name
         from headrace.streams.specs import StreamSpec
 
         spec = StreamSpec(
-            check_name("stream", name), partitions, key, retention_seconds, retention_bytes
+            check_stream_name(name), partitions, key, retention_seconds, retention_bytes
         )
         self.streams[name] = spec
         return spec

@@ -430,13 +430,14 @@ class StreamLog(ABC):
         """Release connections; the data stays."""
 
 
-def check_stream_name(name: str) -> None:
+def check_stream_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise StreamError(
             f"stream {name!r}",
             "the name is not 1-100 letters, digits, '_' or '-'",
             "rename the stream, e.g. 'weather_obs'",
         )
+    return name
 
 
 def check_offset_args(log: StreamLog, group: str, partition: int, offset: int | None) -> None:

@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from headrace.errors import StreamError
+from headrace.streams.log import check_stream_name
 from headrace.streams.sinks import ArchiveSink, FeatureSink, FunctionSink, Sink, StreamSink
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
@@ -56,7 +57,7 @@ class Pipeline:
         start: str = "earliest",
     ) -> None:
         self.name = check_name("pipeline", name)
-        self.stream = check_name("stream", stream)
+        self.stream = check_stream_name(stream)
         if batch_size < 1:
             raise StreamError(f"pipeline {name!r}", "batch_size must be at least 1", "pass 100000")
         if start not in ("earliest", "latest"):
@@ -104,7 +105,7 @@ class Pipeline:
         if late is None:
             return StreamSink(f"{self.name}-late", name=f"late:{stage}")
         if isinstance(late, str):
-            return StreamSink(check_name("stream", late), name=f"late:{stage}")
+            return StreamSink(check_stream_name(late), name=f"late:{stage}")
         return late
 
     def dedup(
@@ -168,7 +169,7 @@ class Pipeline:
         return self.sink(FunctionSink(function))
 
     def to_stream(self, stream: str):
-        return self.sink(StreamSink(check_name("stream", stream)))
+        return self.sink(StreamSink(check_stream_name(stream)))
 
 
 def _is_window(operator: Any) -> bool:
