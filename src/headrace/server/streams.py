@@ -91,7 +91,6 @@ class StreamService:
         self.logs: dict[str, Any] = {}
         self.features: Any = None
         self.runners: list[PartitionRunner] = []
-        self.source_errors: dict[str, str] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -180,7 +179,6 @@ class StreamService:
         try:
             table = source.poll()
         except Exception as exc:  # a source must never stop the others
-            self.source_errors[spec.name] = f"{type(exc).__name__}: {exc}"
             self.metrics.source_failures.labels(spec.name).inc()
             log.warning("source %s failed: %s", spec.name, exc)
             return 0
@@ -201,9 +199,8 @@ class StreamService:
         for target, events in routed.items():
             try:
                 self._deliver(target, events, functions)
-            except Exception as exc:
+            except Exception:
                 log.exception("delivering %d events to %s failed", len(events), target)
-                self.source_errors[str(target)] = f"{type(exc).__name__}: {exc}"
                 continue
             self.metrics.bus_events.labels(str(target)).inc(len(events))
         if functions:
@@ -373,29 +370,6 @@ class StreamService:
                 continue
             if removed:
                 log.info("stream %s: retention removed %d records", name, removed)
-
-    # -- status ---------------------------------------------------------------------------------
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "pipelines": [
-                {
-                    "pipeline": r.pipeline.name,
-                    "partition": r.partition,
-                    "offset": r.status.offset,
-                    "lag": r.status.lag,
-                    "watermark": r.status.watermark,
-                    "records": r.status.records,
-                    "late": r.status.late,
-                    "last_error": r.status.last_error,
-                }
-                for r in self.runners
-            ],
-            "sources": {
-                name: {**getattr(spec.source, "stats", {}), "error": self.source_errors.get(name)}
-                for name, spec in self.app.sources.items()
-            },
-        }
 
 
 def _failures(source: Any) -> int:

@@ -10,7 +10,6 @@ batch yields exactly what the interrupted one did: results are exactly once acro
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,12 +41,10 @@ class RunnerStatus:
     partition: int
     offset: int = 0
     log_end: int = 0
-    seq: int = 0
     watermark: float | None = None
     records: int = 0
     late: int = 0
     batches: int = 0
-    last_batch_at: float | None = None
     last_error: str | None = None
 
     @property
@@ -116,7 +113,6 @@ class PartitionRunner:
                 if state:
                     target.restore(state)
         self.status.offset = checkpoint.offset
-        self.status.seq = checkpoint.seq
         self.status.watermark = checkpoint.watermark
         self.status.records = checkpoint.records
         self.status.late = checkpoint.late
@@ -287,11 +283,10 @@ class PartitionRunner:
         checkpoint.planned_flush = 0
         checkpoint.watermark = watermark
         status = self.status
-        status.offset, status.seq, status.watermark = end, seq, watermark
+        status.offset, status.watermark = end, watermark
         status.records += read
         status.late += late_total
         status.batches += 1
-        status.last_batch_at = time.time()
         if self.on_batch is not None:
             self.on_batch(self, counts)
 

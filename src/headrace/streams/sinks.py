@@ -128,7 +128,6 @@ class ArchiveSink(_Stateless):
         self.name = name or f"archive:{bucket}/{prefix}"
         self._buffer: list[pa.Table] = []
         self._buffered_since = 0.0
-        self.files_written = 0
 
     def bind(self, context: SinkContext) -> None:
         super().bind(context)
@@ -191,7 +190,6 @@ class ArchiveSink(_Stateless):
             out = io.BytesIO()
             pq.write_table(part, out, compression=self.compression)
             self._bucket.put(f"{key}.parquet", out.getvalue())
-            self.files_written += 1
         self._buffer = []
 
     def snapshot(self) -> dict[str, pa.Table]:
