@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from headrace.errors import PatternError
@@ -48,7 +48,6 @@ class Rule:
     name: str
     pattern: EventPattern
     target: Target
-    source: Any = field(default=None, repr=False)  # the pattern as the user wrote it
 
     @classmethod
     def create(cls, name: str, pattern: dict | str, target: str | Target) -> Rule:
@@ -56,7 +55,7 @@ class Rule:
             raise PatternError(
                 f"rule {name!r}", "is not a valid rule name", "use letters, digits, '_', '-', '.'"
             )
-        return cls(name, compile_pattern(pattern), parse_target(target), pattern)
+        return cls(name, compile_pattern(pattern), parse_target(target))
 
 
 class Bus:

@@ -129,7 +129,3 @@ class DeltaOfflineStore:
     def history(self, group: str, limit: int | None = None) -> list[dict[str, Any]]:
         table = self.table(group)
         return [] if table is None else table.history(limit)
-
-    def count(self, group: str) -> int:
-        table = self.table(group)
-        return 0 if table is None else table.count()

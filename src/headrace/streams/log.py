@@ -185,9 +185,7 @@ def format_appended(appended: Iterable[Appended]) -> str:
     return ",".join(f"{a.partition}:{a.first_offset}:{a.end_offset}" for a in appended)
 
 
-def parse_appended(text: str | bytes) -> list[Appended]:
-    if isinstance(text, bytes):
-        text = text.decode()
+def parse_appended(text: str) -> list[Appended]:
     if not text:
         return []
     return [Appended(*map(int, item.split(":"))) for item in text.split(",")]
@@ -348,11 +346,9 @@ class StreamLog(ABC):
             )
         stop = offset + max_records
         batches = self._fetch(partition, offset, stop) if max_records else []
-        start = batches[0][0] if batches else None
-        if start is None or start > offset:
-            start = start if start is not None else self.start_offset(partition)
-            if offset < start:
-                raise self.below_retention(partition, offset, start)
+        start = batches[0][0] if batches else self.start_offset(partition)
+        if offset < start:
+            raise self.below_retention(partition, offset, start)
         if not batches:
             return _EMPTY_READ.empty_table()
         tables = [decode_batch(data) for _, data in batches]

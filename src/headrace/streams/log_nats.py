@@ -40,6 +40,7 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.js import api
+from nats.nuid import NUID
 
 from headrace.errors import StreamError
 from headrace.streams.log import (
@@ -152,6 +153,7 @@ class NatsLog(StreamLog):
         self._index: dict[int, _Index] = {}
         self._loop = _LoopThread(f"headrace-nats-{name}")
         self._nc: nats.NATS | None = None
+        self._nuid = NUID()  # consumer names, as nats-py makes its own
         try:
             self.partitions = self._run(self._open(partitions))
         except BaseException:
@@ -387,12 +389,10 @@ class NatsLog(StreamLog):
     async def _sync_index(self, partition: int) -> _Index:
         """The index of what the server holds now, including purges by other processes."""
         index = self._index.setdefault(partition, _Index())
-        try:
-            first = await self._js.get_msg(
-                self.stream, seq=1, subject=self._subject(partition), next=True
-            )
+        first = await self._first_message(partition)
+        if first is not None:
             index.drop_before(first.seq)
-        except nats.js.errors.NotFoundError:
+        else:
             index.drop_before(index.seqs[-1] + 1 if index.seqs else 0)
         await self._extend_index(partition)
         return index
@@ -407,7 +407,7 @@ class NatsLog(StreamLog):
     ) -> list[Any]:
         """Up to `count` (None: all) messages of `subject` from stream sequence `start_seq`."""
         stream = self.stream if subject.startswith("headrace.") else f"KV_{self.bucket}"
-        name = self._nc._nuid.next().decode()
+        name = self._nuid.next().decode()
         config = api.ConsumerConfig(
             name=name,
             deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
@@ -441,17 +441,16 @@ class NatsLog(StreamLog):
         return self._run(self._start_offset(partition))
 
     async def _start_offset(self, partition: int) -> int:
-        try:
-            first = await self._js.get_msg(
-                self.stream, seq=1, subject=self._subject(partition), next=True
-            )
-        except nats.js.errors.NotFoundError:
-            return 0
-        return int(first.headers[FIRST])
+        first = await self._first_message(partition)
+        return 0 if first is None else int(first.headers[FIRST])
 
-    async def _first_message(self, partition: int) -> api.RawStreamMsg:
+    async def _first_message(self, partition: int) -> api.RawStreamMsg | None:
+        """The oldest message the server holds for the partition; None when it holds none."""
         subject = self._subject(partition)
-        return await self._js.get_msg(self.stream, seq=1, subject=subject, next=True)
+        try:
+            return await self._js.get_msg(self.stream, seq=1, subject=subject, next=True)
+        except nats.js.errors.NotFoundError:
+            return None
 
     def end_offset(self, partition: int) -> int:
         self._check_partition(partition)
