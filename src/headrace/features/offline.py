@@ -71,8 +71,10 @@ class DeltaOfflineStore:
     ) -> int | None:
         """Append a conformed batch; the new table version, or None if (writer, sequence) was
         already committed."""
-        if writer is not None:
-            applied = self.applied_sequence(group.name, writer)
+        # one open of the table serves the idempotency check, the write and the new version
+        table = self.table(group.name)
+        if writer is not None and table is not None:
+            applied = table.transaction_version(writer)
             if applied is not None and applied >= sequence:
                 return None
         day = pc.cast(batch.column(group.event_time), pa.date32())
@@ -83,7 +85,7 @@ class DeltaOfflineStore:
         uri = self.table_uri(group.name)
         try:
             write_deltalake(
-                uri,
+                uri if table is None else table,  # a DeltaTable is brought up to date in place
                 data,
                 mode="append",
                 partition_by=[PARTITION_COLUMN],
@@ -103,8 +105,9 @@ class DeltaOfflineStore:
                 f"the append to {uri} failed: {exc}",
                 "if the group's column types changed, write to a new group name",
             ) from exc
-        table = self.table(group.name)
-        assert table is not None
+        if table is None:
+            table = self.table(group.name)
+            assert table is not None
         return table.version()
 
     def dataset(self, group: FeatureGroup) -> pads.Dataset:
