@@ -234,3 +234,18 @@ def test_sqlite_reads_from_several_threads(tmp_path, sqlite_online):
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda k: xs(store, name, [k])[0], range(100)))
     assert results == [float(i) for i in range(100)]
+
+
+def test_an_undeclared_key_reads_the_same_as_a_declared_one(tmp_path, online):
+    """The key's type is learnt from the first write; reads after it cast keys by that type,
+    as they do for a declared key ("42" finds the entity 42)."""
+    g = FeatureGroup(
+        f"undeclared_{uuid.uuid4().hex[:8]}",
+        "user_id",
+        "ts",
+        {"ts": pa.timestamp("us", tz="UTC"), "x": pa.float64()},
+    )
+    store, name = make_store(tmp_path, online, g)
+    store.write(name, batch([42], [1], [1.5]))
+    assert xs(store, name, [42, "42", 7]) == [1.5, 1.5, None]
+    assert xs(store, name, ["42"]) == [1.5]

@@ -112,8 +112,8 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-def _decode_list(inner: pa.DataType) -> Callable[[Any], Any]:
-    item = _scalar_decoder(inner)
+def decode_list(inner: pa.DataType) -> Callable[[Any], Any]:
+    item = scalar_decoder(inner)
 
     def decode(text: Any) -> Any:
         values = json.loads(text)
@@ -122,7 +122,7 @@ def _decode_list(inner: pa.DataType) -> Callable[[Any], Any]:
     return decode
 
 
-def _scalar_decoder(t: pa.DataType) -> Callable[[Any], Any] | None:
+def scalar_decoder(t: pa.DataType) -> Callable[[Any], Any] | None:
     if pa.types.is_boolean(t):
         return bool
     if pa.types.is_timestamp(t):
@@ -144,9 +144,9 @@ def sqlite_decoders(group: FeatureGroup) -> list[Callable[[Any], Any] | None]:
     for name in group.feature_names:
         t = group.schema.field(name).type
         if pa.types.is_list(t) or pa.types.is_large_list(t):
-            out.append(_decode_list(t.value_type))
+            out.append(decode_list(t.value_type))
         else:
-            out.append(_scalar_decoder(t))
+            out.append(scalar_decoder(t))
     return out
 
 
@@ -236,9 +236,11 @@ def _q(name: str) -> str:
 
 
 class _GroupSQL:
-    """The statements of one group, built once."""
+    """The statements of one group, built once per group schema (an undeclared key's type is
+    only known after the first write)."""
 
     def __init__(self, group: FeatureGroup) -> None:
+        self.schema = group.schema
         table = _q(f"fg_{group.name}")
         self.table = table
         keys = group.entity_keys
@@ -329,7 +331,7 @@ class SQLiteOnlineStore:
 
     def _group_sql(self, group: FeatureGroup) -> _GroupSQL:
         sql = self._sql.get(group.name)
-        if sql is None:
+        if sql is None or sql.schema is not group.schema:
             self.ensure_group(group)
             sql = self._sql[group.name]
         return sql
@@ -387,7 +389,9 @@ class SQLiteOnlineStore:
         return len(rows)
 
     def read(self, group: FeatureGroup, keys: Sequence[Key]) -> list[Record | None]:
-        sql = self._sql.get(group.name) or self._group_sql(group)
+        sql = self._sql.get(group.name)
+        if sql is None or sql.schema is not group.schema:
+            sql = self._group_sql(group)
         conn = getattr(self._local, "conn", None) or self._conn()
         casts = sql.key_casts
         if len(keys) == 1:

@@ -21,11 +21,11 @@ from headrace.features.online import (
     TIME_COLUMN,
     Key,
     Record,
-    _decode_list,
-    _scalar_decoder,
     column_values,
+    decode_list,
     event_times_us,
     newest_per_entity,
+    scalar_decoder,
 )
 
 # KEYS[1] entity hash; ARGV[1] event time (µs); ARGV[2] expire-at (ms, 0 = never);
@@ -56,8 +56,8 @@ def _escape(value: Any) -> str:
 
 def _redis_decoder(t: pa.DataType) -> Callable[[bytes], Any]:
     if pa.types.is_list(t) or pa.types.is_large_list(t):
-        decode_list = _decode_list(t.value_type)
-        return lambda b: decode_list(b.decode())
+        decode = decode_list(t.value_type)
+        return lambda b: decode(b.decode())
     if pa.types.is_boolean(t):
         return lambda b: b == b"1"
     if pa.types.is_integer(t):
@@ -68,7 +68,7 @@ def _redis_decoder(t: pa.DataType) -> Callable[[bytes], Any]:
         return lambda b: b.decode()
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         return bytes
-    scalar = _scalar_decoder(t)  # timestamps and dates, stored as integers
+    scalar = scalar_decoder(t)  # timestamps and dates, stored as integers
     assert scalar is not None, t
     return lambda b: scalar(int(b))
 
