@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, and_, delete, select
 
+from headrace.ledger.db import insert_rows
 from headrace.ledger.schema import stream_checkpoints, stream_state, stream_stats
 
 
@@ -49,34 +50,6 @@ class StageCounts:
     bytes_in: int = 0
     bytes_out: int = 0
     late: int = 0
-
-
-def _upsert(
-    conn: Connection,
-    table: Table,
-    rows: Sequence[dict[str, Any]],
-    keys: Sequence[str],
-    update: Mapping[str, str],
-) -> None:
-    """INSERT … ON CONFLICT (keys) DO UPDATE SET …, through the driver's executemany.
-
-    The same text serves SQLite (3.24+) and Postgres. `update` maps a column to an SQL
-    expression over `excluded` and the stored row. Written by hand because building the
-    statement in SQLAlchemy costs more than running it, ten times per micro-batch.
-    """
-    if not rows:
-        return
-    quote = conn.dialect.identifier_preparer.quote
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    columns = list(rows[0])
-    name = quote(table.name)
-    sets = ", ".join(f"{quote(c)} = {expr}" for c, expr in update.items())
-    sql = (
-        f"INSERT INTO {name} ({', '.join(quote(c) for c in columns)}) "
-        f"VALUES ({', '.join([mark] * len(columns))}) "
-        f"ON CONFLICT ({', '.join(quote(k) for k in keys)}) DO UPDATE SET {sets}"
-    )
-    conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
 
 
 def _excluded(conn: Connection, *columns: str) -> dict[str, str]:
@@ -144,7 +117,7 @@ def plan_batch(
         "failures": 0,
     }
     update = _excluded(conn, "planned_seq", "planned_end", "planned_flush", "updated_at")
-    _upsert(conn, stream_checkpoints, [row], ("pipeline", "partition"), update)
+    insert_rows(conn, stream_checkpoints, [row], on_conflict=(("pipeline", "partition"), update))
 
 
 def commit_batch(
@@ -195,7 +168,7 @@ def commit_batch(
         ),
         **_added(conn, stream_checkpoints, "records", "late"),
     }
-    _upsert(conn, stream_checkpoints, [row], ("pipeline", "partition"), update)
+    insert_rows(conn, stream_checkpoints, [row], on_conflict=(("pipeline", "partition"), update))
     gone = [slot for slot, data in state.items() if data is None]
     if gone:
         s = stream_state.c
@@ -209,10 +182,15 @@ def commit_batch(
         for slot, data in state.items()
         if data is not None
     ]
-    _upsert(conn, stream_state, kept, ("pipeline", "partition", "slot"), _excluded(conn, "data"))
+    insert_rows(
+        conn,
+        stream_state,
+        kept,
+        on_conflict=(("pipeline", "partition", "slot"), _excluded(conn, "data")),
+    )
     minute = int(now // 60)
     values = ("records_in", "records_out", "bytes_in", "bytes_out", "late")
-    _upsert(
+    insert_rows(
         conn,
         stream_stats,
         [
@@ -224,8 +202,7 @@ def commit_batch(
             }
             for count in counts
         ],
-        ("pipeline", "stage", "minute"),
-        _added(conn, stream_stats, *values),
+        on_conflict=(("pipeline", "stage", "minute"), _added(conn, stream_stats, *values)),
     )
 
 
@@ -246,7 +223,7 @@ def record_failure(conn: Connection, pipeline: str, partition: int, error: str) 
         **_excluded(conn, "last_error", "updated_at"),
         **_added(conn, stream_checkpoints, "failures"),
     }
-    _upsert(conn, stream_checkpoints, [row], ("pipeline", "partition"), update)
+    insert_rows(conn, stream_checkpoints, [row], on_conflict=(("pipeline", "partition"), update))
 
 
 def list_checkpoints(conn: Connection, pipeline: str | None = None) -> list[dict[str, Any]]:
