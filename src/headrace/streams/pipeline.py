@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from headrace.errors import StreamError
-from headrace.streams.log import check_stream_name
+from headrace.streams.log import INGEST_TIME, check_stream_name
 from headrace.streams.sinks import ArchiveSink, FeatureSink, FunctionSink, Sink, StreamSink
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
@@ -108,9 +108,7 @@ class Pipeline:
             return StreamSink(check_stream_name(late), name=f"late:{stage}")
         return late
 
-    def dedup(
-        self, key: str | Sequence[str], ttl: float | timedelta, *, time_column="_ingest_time"
-    ):
+    def dedup(self, key: str | Sequence[str], ttl: float | timedelta, *, time_column=INGEST_TIME):
         from headrace.streams.operators import Dedup
 
         return self.apply(Dedup(key, ttl, time_column=time_column), name="dedup")

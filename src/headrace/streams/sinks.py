@@ -26,6 +26,7 @@ from sqlalchemy import Connection
 
 from headrace.errors import StreamError
 from headrace.ledger import NewInvocation
+from headrace.streams.log import INGEST_TIME, OFFSET
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class ArchiveSink(_Stateless):
         bucket: str,
         prefix: str = "",
         *,
-        time_column: str = "_ingest_time",
+        time_column: str = INGEST_TIME,
         max_records: int = 100_000,
         max_bytes: int = 5 * 1024 * 1024,
         max_seconds: float = 60.0,
@@ -145,7 +146,7 @@ class ArchiveSink(_Stateless):
                     f"records have no time column {self.time_column!r} to partition by",
                     f"pass time_column= one of {table.column_names}",
                 )
-            if "_offset" not in table.column_names:
+            if OFFSET not in table.column_names:
                 raise StreamError(
                     f"archive sink {self.name!r}",
                     "records carry no _offset column, so files cannot be named idempotently",
@@ -169,7 +170,7 @@ class ArchiveSink(_Stateless):
         if not self._buffer:
             return
         table = pa.concat_tables(self._buffer, promote_options="permissive")
-        first = pc.min(table["_offset"]).as_py()
+        first = pc.min(table[OFFSET]).as_py()
         stamp = table[self.time_column]
         if not pa.types.is_timestamp(stamp.type):
             raise StreamError(
@@ -241,7 +242,7 @@ class StreamSink(_Stateless):
     def write(self, table: pa.Table, batch: BatchRef) -> None:
         if table.num_rows:
             self._log.append(
-                _without(table, "_offset"),
+                _without(table, OFFSET),
                 producer=f"{batch.writer}/{self.name}",
                 sequence=batch.seq,
             )
@@ -263,7 +264,7 @@ class FunctionSink(_Stateless):
             )
 
     def write(self, table: pa.Table, batch: BatchRef) -> None:
-        self._pending = _without(table, "_offset").to_pylist() if table.num_rows else None
+        self._pending = _without(table, OFFSET).to_pylist() if table.num_rows else None
 
     def commit(self, conn: Connection, batch: BatchRef) -> None:
         if not self._pending:
