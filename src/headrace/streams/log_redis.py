@@ -158,12 +158,9 @@ class RedisLog(StreamLog):
         low = offset + 1
         with self._lock:
             # Every batch whose end offset (its id) lies in [offset + 1, stop - 1] overlaps ...
-            while low < stop:
-                entries = self._redis.xrange(key, f"{low}-0", f"{stop - 1}-0", count=PAGE)
-                found += [(int(fields[b"first"]), fields[b"data"]) for _, fields in entries]
-                if len(entries) < PAGE:
-                    break
-                low = int(entries[-1][0].split(b"-")[0]) + 1
+            if low < stop:
+                for _, fields in self._xrange(key, f"{low}-0", f"{stop - 1}-0"):
+                    found.append((int(fields[b"first"]), fields[b"data"]))
             # ... and so does the next one if it starts before `stop`.
             for _, fields in self._redis.xrange(key, f"{stop}-0", "+", count=1):
                 first = int(fields[b"first"])
@@ -221,15 +218,18 @@ class RedisLog(StreamLog):
         return removed
 
     def _stored_batches(self, partition: int) -> Iterator[StoredBatch]:
-        key = self._key(f"i{partition}")
-        low = "-"
+        for end, fields in self._xrange(self._key(f"i{partition}"), "-", "+"):
+            yield StoredBatch(
+                int(fields[b"first"]), end, int(fields[b"time"]), int(fields[b"size"])
+            )
+
+    def _xrange(self, key: str, low: str, high: str) -> Iterator[tuple[int, dict[bytes, bytes]]]:
+        """(end offset, fields) of the entries from id `low` to `high`, `PAGE` per round trip
+        (an entry's id is its batch's end offset)."""
         while True:
-            entries = self._redis.xrange(key, low, "+", count=PAGE)
+            entries = self._redis.xrange(key, low, high, count=PAGE)
             for entry_id, fields in entries:
-                end = int(entry_id.split(b"-")[0])
-                yield StoredBatch(
-                    int(fields[b"first"]), end, int(fields[b"time"]), int(fields[b"size"])
-                )
+                yield int(entry_id.split(b"-")[0]), fields
             if len(entries) < PAGE:
                 return
             low = f"{int(entries[-1][0].split(b'-')[0]) + 1}-0"
