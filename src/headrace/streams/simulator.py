@@ -124,7 +124,6 @@ class Simulator:
         self._clock = clock
         self._lock = threading.Lock()
         self._faults: collections.deque[_Fault] = collections.deque()
-        self._requests = 0
         #: (time.monotonic() when the request arrived, HTTP status sent) for every request.
         self.request_log: list[tuple[float, int]] = []
 
@@ -162,7 +161,7 @@ class Simulator:
     def requests(self) -> int:
         """How many requests the server has answered (faulted ones included)."""
         with self._lock:
-            return self._requests
+            return len(self.request_log)
 
     def fail_next(self, n: int, status: int = 500, retry_after: float | str | None = None) -> None:
         """Answer the next `n` requests with `status` (and a Retry-After header if given)."""
@@ -211,7 +210,6 @@ class Simulator:
 
     def _respond(self, path: str) -> tuple[int, dict[str, str], bytes]:
         with self._lock:
-            self._requests += 1
             if urlsplit(path).path.rstrip("/") != PATH:
                 return 404, {}, b'{"error": "not found"}'
             fault = self._faults.popleft() if self._faults else None
