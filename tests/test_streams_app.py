@@ -16,7 +16,7 @@ from headrace.events.envelope import make_envelope
 from headrace.features import FeatureGroup
 from headrace.ledger import Ledger
 from headrace.server.metrics import Metrics
-from headrace.server.streams import StreamService, open_stream_log
+from headrace.server.streams import StreamService
 from headrace.storage import ObjectStore
 from headrace.streams.simulator import Simulator
 from headrace.streams.source_http import HttpPoller
@@ -117,8 +117,8 @@ def test_service_polls_a_source_into_a_stream_and_runs_the_pipeline(tmp_path):
             time.sleep(0.1)
         time.sleep(0.5)
         service.stop()
-    raw = open_stream_log(settings, app.streams["tx"])
-    unique = open_stream_log(settings, app.streams["unique"])
+    raw = app.streams["tx"].open(settings.streams_url)
+    unique = app.streams["unique"].open(settings.streams_url)
     polled = raw.read(0, 0, raw.end_offset(0))
     kept = unique.read(0, 0, unique.end_offset(0))
     assert polled.num_rows > kept.num_rows > 0  # polls overlap; dedup removed the repeats
@@ -215,7 +215,7 @@ def test_a_failing_batch_is_retried_and_reported_never_skipped(tmp_path):
     with ledger.reader.connect() as conn:
         (row,) = list_checkpoints(conn, "p")
     assert row["offset"] == 3 and row["failures"] == 0 and row["last_error"] is None
-    out = open_stream_log(load_settings(tmp_path, home=str(tmp_path / "home")), app.streams["out"])
+    out = app.streams["out"].open(load_settings(tmp_path, home=str(tmp_path / "home")).streams_url)
     assert out.read(0, 0, 10)["x"].to_pylist() == [1, 2, 3]
     out.close()
     ledger.close()

@@ -24,8 +24,8 @@ sys.path.insert(0, str(HERE))
 
 from headrace.app import load_app  # noqa: E402
 from headrace.config import load_settings  # noqa: E402
+from headrace.features.store import open_app_store  # noqa: E402
 from headrace.server.coordinator import Coordinator  # noqa: E402
-from headrace.server.streams import open_feature_store  # noqa: E402
 from headrace.streams.simulator import Simulator  # noqa: E402
 
 console = Console()
@@ -68,7 +68,7 @@ def main(seconds: float = 20.0) -> int:
 
 
 def report(settings, app) -> int:  # type: ignore[no-untyped-def]
-    store = open_feature_store(settings, app)
+    store = open_app_store(settings, app)
     minutes = store.query(
         "SELECT window_start, window_end, tx_count, total_fee, round(avg_fee, 1) AS avg_fee "
         "FROM tx_minute ORDER BY window_start"

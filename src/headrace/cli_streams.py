@@ -64,14 +64,13 @@ def _print_json(value: Any) -> None:
 def list_streams(as_json: Json = False) -> None:
     """Declared streams: partitions, retained offsets and consumer positions."""
     from headrace.ledger.checkpoints import list_checkpoints
-    from headrace.server.streams import open_stream_log
 
     settings, application, ledger = _context()
     with ledger.reader.connect() as conn:
         checkpoints = list_checkpoints(conn)
     rows = []
     for name, spec in sorted(application.streams.items()):
-        stream = open_stream_log(settings, spec)
+        stream = spec.open(settings.streams_url)
         try:
             for p in range(spec.partitions):
                 readers = {
@@ -182,14 +181,13 @@ def read(
     as_json: Json = False,
 ) -> None:
     """Print records of a stream (late records of a window live in PIPELINE-late)."""
-    from headrace.server.streams import open_stream_log
 
     settings, application, _ = _context()
     spec = application.streams.get(stream)
     if spec is None:
         known = ", ".join(sorted(application.streams)) or "none"
         raise typer.BadParameter(f"stream {stream!r} is not declared (known: {known})")
-    log = open_stream_log(settings, spec)
+    log = spec.open(settings.streams_url)
     try:
         end = log.end_offset(partition)
         start = max(log.start_offset(partition), end - limit if offset is None else offset)
@@ -222,9 +220,9 @@ def reset(pipeline: Annotated[str, typer.Argument(help="Pipeline name.")]) -> No
 
 
 def _store(settings: Any, application: Any) -> Any:
-    from headrace.server.streams import open_feature_store
+    from headrace.features.store import open_app_store
 
-    return open_feature_store(settings, application)
+    return open_app_store(settings, application)
 
 
 @features_app.command("get")

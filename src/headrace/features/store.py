@@ -290,3 +290,21 @@ class FeatureStore:
             "offline_files": 0 if table is None else len(table.file_uris()),
             "online_entities": self.online.count(g.name) if g.online else 0,
         }
+
+
+def open_app_store(settings: Any, app: Any, objects: Any = None) -> FeatureStore:
+    """The feature store an app declares: its groups registered, and each pipeline's archive
+    queryable as `{pipeline}_archive` ('-' read as '_'). `objects` is the object store the
+    archives are in (default: the settings' storage)."""
+    if objects is None:
+        from headrace.storage import ObjectStore
+
+        objects = ObjectStore(settings.storage_url)
+    store = FeatureStore(settings.features_url, online=settings.online_store or None)
+    for group in app.feature_groups.values():
+        store.register(group)
+    for pipe in app.pipelines.values():
+        for sink in pipe.archives():
+            root = objects.bucket(sink.bucket, create=True).url(sink.prefix.rstrip("/"))
+            store.register_parquet(f"{pipe.name}_archive".replace("-", "_"), root)
+    return store

@@ -42,35 +42,6 @@ RETENTION_EVERY = 60.0
 MAX_BACKOFF = 30.0
 
 
-def open_stream_log(settings: Settings, spec: Any) -> Any:
-    from headrace.streams.log import open_log
-
-    return open_log(
-        settings.streams_url,
-        spec.name,
-        partitions=spec.partitions,
-        retention_seconds=spec.retention_seconds,
-        retention_bytes=spec.retention_bytes,
-    )
-
-
-def open_feature_store(settings: Settings, app: App) -> Any:
-    from headrace.features import FeatureStore
-    from headrace.streams.sinks import ArchiveSink
-
-    store = FeatureStore(settings.features_url, online=settings.online_store or None)
-    for group in app.feature_groups.values():
-        store.register(group)
-    objects = ObjectStore(settings.storage_url)
-    for pipe in app.pipelines.values():
-        for stage in pipe.stages:
-            if isinstance(stage.template, ArchiveSink):
-                sink = stage.template
-                root = objects.bucket(sink.bucket, create=True).url(sink.prefix.rstrip("/"))
-                store.register_parquet(f"{pipe.name}_archive".replace("-", "_"), root)
-    return store
-
-
 class StreamService:
     def __init__(
         self,
@@ -106,9 +77,11 @@ class StreamService:
     def start(self) -> None:
         self.app.check_streams()
         for name, spec in self.app.streams.items():
-            self.logs[name] = open_stream_log(self.settings, spec)
+            self.logs[name] = spec.open(self.settings.streams_url)
         if self.app.feature_groups:
-            self.features = open_feature_store(self.settings, self.app)
+            from headrace.features.store import open_app_store  # deltalake, duckdb: when used
+
+            self.features = open_app_store(self.settings, self.app, self.store)
         for pipe in self.app.pipelines.values():
             stream = self.logs[pipe.stream]
             for partition in range(stream.partitions):

@@ -166,6 +166,10 @@ class Pipeline:
     def to_function(self, function: str):
         return self.sink(FunctionSink(function))
 
+    def archives(self) -> list[ArchiveSink]:
+        """The archive sinks among the stages, in order."""
+        return [stage.template for stage in self.stages if isinstance(stage.template, ArchiveSink)]
+
     def to_stream(self, stream: str):
         return self.sink(StreamSink(check_stream_name(stream)))
 

@@ -26,6 +26,18 @@ class StreamSpec:
                 "pass key= (a record field), or use one partition",
             )
 
+    def open(self, streams_url: str) -> Any:
+        """The declared stream's log at `streams_url` (a folder, redis:// or nats://)."""
+        from headrace.streams.log import open_log
+
+        return open_log(
+            streams_url,
+            self.name,
+            partitions=self.partitions,
+            retention_seconds=self.retention_seconds,
+            retention_bytes=self.retention_bytes,
+        )
+
 
 @dataclass
 class SourceSpec:
