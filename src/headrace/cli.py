@@ -7,7 +7,6 @@ import signal
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,7 +17,8 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from headrace import cli_streams
+from headrace import cli_common, cli_streams
+from headrace.cli_common import Json, Project
 from headrace.cli_jobs import jobs_app
 from headrace.errors import HeadraceError
 
@@ -31,30 +31,10 @@ app.add_typer(cli_streams.features_app, name="features", help="Feature groups: g
 console = Console()
 err = Console(stderr=True)
 
-_state: dict[str, Any] = {"project": None}
-
-Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
 
 @app.callback()
-def _root(
-    project: Annotated[
-        Path | None, typer.Option("--project", "-C", help="Project folder (default: here).")
-    ] = None,
-) -> None:
-    _state["project"] = project
-
-
-def _settings():  # type: ignore[no-untyped-def]
-    from headrace.config import load_settings
-
-    return load_settings(_state["project"])
-
-
-def _ledger(settings):  # type: ignore[no-untyped-def]
-    from headrace.ledger import Ledger
-
-    return Ledger(settings.ledger_url, sync=settings.ledger_sync)
+def _root(project: Project = None) -> None:
+    cli_common.state["project"] = project
 
 
 def _json_option(text: str, option: str) -> Any:
@@ -62,12 +42,6 @@ def _json_option(text: str, option: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"{option} is not valid JSON: {exc}") from None
-
-
-def _when(ts: float | None) -> str:
-    if not ts:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 # -- init -------------------------------------------------------------------------------------
@@ -166,7 +140,7 @@ class _Summary:
                 f"{st.records:,}",
                 f"{st.lag:,}",
                 f"[yellow]{st.late:,}[/]" if st.late else "0",
-                _when(st.watermark),
+                cli_common.when(st.watermark),
                 f"[red]{escape(st.last_error)}[/]" if st.last_error else "[green]ok[/]",
             )
         grid.add_row(streams)
@@ -195,7 +169,7 @@ def up(
         format="%(name)s: %(message)s",
         handlers=[RichHandler(console=console if live else err)],
     )
-    settings = _settings()
+    settings = cli_common.settings()
     application = load_app(settings)
     coordinator = Coordinator(settings, application)
 
@@ -263,7 +237,7 @@ def put(
     for f in files:
         if not f.is_file():
             raise typer.BadParameter(f"{f} is not a file")
-    store = ObjectStore(_settings().storage_url)
+    store = ObjectStore(cli_common.settings().storage_url)
     bucket = store.bucket(bucket_name, create=True)
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task("uploading", total=len(files))
@@ -289,9 +263,9 @@ def invoke(
     from headrace.ledger import NewInvocation
 
     event = _json_option(payload, "--payload")
-    settings = _settings()
+    settings = cli_common.settings()
     spec = load_app(settings).spec(name)
-    ledger = _ledger(settings)
+    ledger = cli_common.ledger(settings)
     (inv_id,) = ledger.enqueue(
         [NewInvocation(spec.name, event, max_attempts=spec.max_attempts, source="invoke")]
     )
@@ -329,7 +303,9 @@ def invocations(
     as_json: Json = False,
 ) -> None:
     """List recent invocations, newest first."""
-    rows = _ledger(_settings()).list_invocations(function=function, status=status, limit=limit)
+    rows = cli_common.ledger(cli_common.settings()).list_invocations(
+        function=function, status=status, limit=limit
+    )
     if as_json:
         for row in rows:
             for k in ("payload", "result"):
@@ -348,7 +324,7 @@ def invocations(
             r["function"],
             f"[{colour.get(r['status'], 'white')}]{r['status']}[/]",
             f"{r['attempts']}/{r['max_attempts']}",
-            _when(r["created_at"]),
+            cli_common.when(r["created_at"]),
             took,
             (r["error"] or "")[:80],
         )
@@ -362,7 +338,7 @@ def logs(
     limit: Annotated[int, typer.Option(help="Most recent attempts to show.")] = 20,
 ) -> None:
     """Print the log lines of a function's recent invocations (or of one invocation)."""
-    ledger = _ledger(_settings())
+    ledger = cli_common.ledger(cli_common.settings())
     inv_id = None
     if invocation:
         row = ledger.get_invocation(invocation)
@@ -401,7 +377,7 @@ def dlq_list(
     as_json: Json = False,
 ) -> None:
     """Invocations parked after their last attempt, with the error."""
-    rows = _ledger(_settings()).list_dead_letters(function=function)
+    rows = cli_common.ledger(cli_common.settings()).list_dead_letters(function=function)
     if as_json:
         sys.stdout.write(json.dumps(rows, default=str, indent=2) + "\n")
         return
@@ -413,7 +389,7 @@ def dlq_list(
             r["invocation_id"],
             r["function"],
             str(r["attempts"]),
-            _when(r["created_at"]),
+            cli_common.when(r["created_at"]),
             (r["error"] or "")[:100],
         )
     console.print(table)
@@ -425,7 +401,7 @@ def dlq_redrive(
     function: Annotated[str | None, typer.Option("--function", "-f")] = None,
 ) -> None:
     """Send dead-lettered invocations back for new attempts."""
-    chosen = _ledger(_settings()).redrive(function=function, ids=ids or ())
+    chosen = cli_common.ledger(cli_common.settings()).redrive(function=function, ids=ids or ())
     console.print(f"redriven: {len(chosen)}")
     for inv_id in chosen:
         console.print(f"  {inv_id}")
@@ -446,8 +422,8 @@ def start_execution_cmd(
     from headrace.workflows import api
 
     data = _json_option(input, "--input")
-    settings = _settings()
-    ledger = _ledger(settings)
+    settings = cli_common.settings()
+    ledger = cli_common.ledger(settings)
     arn = api.start_execution(ledger, load_app(settings), state_machine, data, name=name)
     if not wait:
         console.print(arn)
@@ -469,7 +445,7 @@ def executions(
     """List executions, newest first."""
     from headrace.ledger import executions as store
 
-    ledger = _ledger(_settings())
+    ledger = cli_common.ledger(cli_common.settings())
     with ledger.reader.connect() as conn:
         rows = store.list_executions(conn, state_machine=state_machine, status=status, limit=limit)
     for row in rows:
@@ -486,7 +462,7 @@ def executions(
             r["name"],
             r["state_machine"],
             r["status"],
-            _when(r["started_at"]),
+            cli_common.when(r["started_at"]),
             took,
             r["error"] or "",
         )
@@ -498,7 +474,7 @@ def describe_execution_cmd(execution: Annotated[str, typer.Argument(help="Name o
     """Status, input, output and error of one execution, as JSON."""
     from headrace.workflows import api
 
-    row = api.describe_execution(_ledger(_settings()), execution)
+    row = api.describe_execution(cli_common.ledger(cli_common.settings()), execution)
     sys.stdout.write(json.dumps(row, default=str, indent=2) + "\n")
 
 
@@ -510,7 +486,7 @@ def history(
     """The execution's history events, as GetExecutionHistory lists them."""
     from headrace.workflows import api
 
-    events = api.get_history(_ledger(_settings()), execution)
+    events = api.get_history(cli_common.ledger(cli_common.settings()), execution)
     if as_json:
         sys.stdout.write(json.dumps(events, default=str, indent=2) + "\n")
         return
@@ -522,7 +498,7 @@ def history(
             str(e["id"]),
             e["type"],
             e["scope"] or "-",
-            _when(e["timestamp"]),
+            cli_common.when(e["timestamp"]),
             escape(json.dumps(e["details"], default=str)[:100]),
         )
     console.print(table)
@@ -537,7 +513,9 @@ def stop_execution_cmd(
     """Abort a running execution."""
     from headrace.workflows import api
 
-    row = api.stop_execution(_ledger(_settings()), execution, error=error, cause=cause)
+    row = api.stop_execution(
+        cli_common.ledger(cli_common.settings()), execution, error=error, cause=cause
+    )
     console.print(f"{row['name']}: {row['status']}")
 
 
@@ -550,7 +528,7 @@ def send_task_success_cmd(
     from headrace.workflows import api
 
     data = _json_option(output, "--output")
-    api.send_task_success(_ledger(_settings()), token, data)
+    api.send_task_success(cli_common.ledger(cli_common.settings()), token, data)
 
 
 @app.command("send-task-failure")
@@ -562,7 +540,7 @@ def send_task_failure_cmd(
     """Fail a waiting `.waitForTaskToken` task."""
     from headrace.workflows import api
 
-    api.send_task_failure(_ledger(_settings()), token, error, cause)
+    api.send_task_failure(cli_common.ledger(cli_common.settings()), token, error, cause)
 
 
 @app.command("send-task-heartbeat")
@@ -570,7 +548,7 @@ def send_task_heartbeat_cmd(token: Annotated[str, typer.Argument(help="The task 
     """Keep a waiting task with HeartbeatSeconds alive."""
     from headrace.workflows import api
 
-    api.send_task_heartbeat(_ledger(_settings()), token)
+    api.send_task_heartbeat(cli_common.ledger(cli_common.settings()), token)
 
 
 @app.command()
@@ -578,7 +556,7 @@ def redrive(execution: Annotated[str, typer.Argument(help="Name or ARN.")]) -> N
     """Resume a failed, timed-out or aborted execution from where it stopped."""
     from headrace.workflows import api
 
-    row = api.redrive_execution(_ledger(_settings()), execution)
+    row = api.redrive_execution(cli_common.ledger(cli_common.settings()), execution)
     console.print(f"{row['name']}: {row['status']}")
 
 
@@ -597,12 +575,12 @@ def graph(
 
     if fmt not in ("mermaid", "dot"):
         raise typer.BadParameter("--format is mermaid or dot")
-    settings = _settings()
+    settings = cli_common.settings()
     application = load_app(settings)
     if state_machine not in application.state_machines:
         known = ", ".join(sorted(application.state_machines)) or "none"
         raise typer.BadParameter(f"no state machine {state_machine!r} (known: {known})")
-    events = api.get_history(_ledger(settings), execution) if execution else None
+    events = api.get_history(cli_common.ledger(settings), execution) if execution else None
     render = to_mermaid if fmt == "mermaid" else to_dot
     sys.stdout.write(render(application.state_machines[state_machine], events) + "\n")
 
@@ -614,7 +592,7 @@ def query_cmd(
     as_json: Json = False,
 ) -> None:
     """SQL over the offline feature tables (a view per group) and stream archives."""
-    cli_streams.query(sql, limit=limit, as_json=as_json, project=_state["project"])
+    cli_streams.query(sql, limit=limit, as_json=as_json)
 
 
 def main() -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,15 +12,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from headrace import cli_common
+from headrace.cli_common import Json, group_project
+
 jobs_app = typer.Typer(
     help="Batch jobs: commands run as local processes, recorded in the ledger.",
     no_args_is_help=True,
 )
 console = Console()
 err = Console(stderr=True)
-_state: dict[str, Any] = {"project": None}
-
-Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 _COLOURS = {
     "SUCCEEDED": "green",
     "FAILED": "red",
@@ -32,46 +30,20 @@ _COLOURS = {
 }
 
 
-@jobs_app.callback()
-def _root(
-    ctx: typer.Context,
-    project: Annotated[
-        Path | None,
-        typer.Option(
-            "--project", "-C", help="Project folder (default: $HEADRACE_PROJECT or here)."
-        ),
-    ] = None,
-) -> None:
-    # `headrace -C dir jobs …` sets the parent command's option; honour it too
-    parent = ctx.parent.params.get("project") if ctx.parent is not None else None
-    _state["project"] = project or parent
-
-
-def _settings():  # type: ignore[no-untyped-def]
-    from headrace.config import load_settings
-
-    return load_settings(_state["project"])
+jobs_app.callback()(group_project)
 
 
 def _jobs(settings=None, *, with_app: bool = False):  # type: ignore[no-untyped-def]
     """A `Jobs` over the project's ledger, with the app's job definitions when asked."""
     from headrace.jobs import Jobs
-    from headrace.ledger import Ledger
 
-    settings = settings or _settings()
+    settings = settings or cli_common.settings()
     definitions: dict[str, Any] = {}
     if with_app:
         from headrace.app import load_app
 
         definitions = dict(getattr(load_app(settings), "job_definitions", {}) or {})
-    ledger = Ledger(settings.ledger_url, sync=settings.ledger_sync)
-    return Jobs(ledger, settings.home, definitions)
-
-
-def _when(ts: float | None) -> str:
-    if not ts:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return Jobs(cli_common.ledger(settings), settings.home, definitions)
 
 
 def _parse_env(pairs: list[str]) -> list[dict[str, str]]:
@@ -208,7 +180,7 @@ def list_jobs(
             f"[{_COLOURS.get(r.status, 'white')}]{r.status}[/]",
             f"{r.attempts}/{r.spec.retry_attempts}",
             "-" if r.exit_code is None else str(r.exit_code),
-            _when(r.created_at),
+            cli_common.when(r.created_at),
             took,
         )
     console.print(table)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,44 +11,25 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from headrace import cli_common
+from headrace.cli_common import Json, group_project
+
 streams_app = typer.Typer(
     help="Stream logs and pipelines: list, stats, read, reset.", no_args_is_help=True
 )
 features_app = typer.Typer(help="Feature groups: online reads, compaction.", no_args_is_help=True)
 console = Console()
-_state: dict[str, Any] = {"project": None}
-
-Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-Project = Annotated[
-    Path | None,
-    typer.Option("--project", "-C", help="Project folder (default: $HEADRACE_PROJECT or here)."),
-]
-
-
-def _root(ctx: typer.Context, project: Project = None) -> None:
-    parent = ctx.parent.params.get("project") if ctx.parent is not None else None
-    _state["project"] = project or parent
-
-
-streams_app.callback()(_root)
-features_app.callback()(_root)
+streams_app.callback()(group_project)
+features_app.callback()(group_project)
 
 
 def _context():  # type: ignore[no-untyped-def]
     from headrace.app import load_app
-    from headrace.config import load_settings
-    from headrace.ledger import Ledger
 
-    settings = load_settings(_state["project"])
+    settings = cli_common.settings()
     application = load_app(settings)
     application.check_streams()
-    return settings, application, Ledger(settings.ledger_url, sync=settings.ledger_sync)
-
-
-def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return settings, application, cli_common.ledger(settings)
 
 
 def _print_json(value: Any) -> None:
@@ -141,7 +120,7 @@ def stats(
             str(p["partition"]),
             str(p["offset"]),
             str(p["lag"]),
-            _when(p["watermark"]),
+            cli_common.when(p["watermark"]),
             f"{p['records']:,}",
             f"{p['late']:,}",
             str(p["batches"]),
@@ -158,7 +137,7 @@ def stats(
     )
     for r in per_minute:
         flow.add_row(
-            _when(r["minute"] * 60)[:-3],
+            cli_common.when(r["minute"] * 60)[:-3],
             r["pipeline"],
             escape(r["stage"]),
             f"{r['records_in']:,}",
@@ -255,11 +234,8 @@ def query(
     sql: Annotated[str, typer.Argument(help="SQL over feature groups (views by group name).")],
     limit: Annotated[int, typer.Option(help="Rows to print at most.")] = 50,
     as_json: Json = False,
-    project: Project = None,
 ) -> None:
     """SQL (DuckDB) over the offline feature tables and registered archives."""
-    if project is not None:
-        _state["project"] = project
     settings, application, _ = _context()
     result = _store(settings, application).query(sql)
     rows = result.slice(0, limit).to_pylist()

@@ -1,0 +1,42 @@
+"""What every `headrace` command group shares: the project option, settings, ledger, times."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+#: The project folder chosen with `-C` on `headrace` or on a command group.
+state: dict[str, Any] = {"project": None}
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Project = Annotated[
+    Path | None,
+    typer.Option("--project", "-C", help="Project folder (default: $HEADRACE_PROJECT or here)."),
+]
+
+
+def group_project(project: Project = None) -> None:
+    """A command group's own `-C`; without one, `headrace -C dir group …` still applies."""
+    if project is not None:
+        state["project"] = project
+
+
+def settings():  # type: ignore[no-untyped-def]
+    from headrace.config import load_settings
+
+    return load_settings(state["project"])
+
+
+def ledger(settings):  # type: ignore[no-untyped-def]
+    from headrace.ledger import Ledger
+
+    return Ledger(settings.ledger_url, sync=settings.ledger_sync)
+
+
+def when(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
