@@ -252,16 +252,14 @@ class FeatureGroup:
             if key not in table.column_names:
                 continue  # conform reports the missing column
             t = table.schema.field(key).type
-            if pa.types.is_integer(t) and not pa.types.is_uint64(t):
-                resolved = pa.int64()
-            elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-                resolved = pa.string()
-            else:
+            # a string_view column is read as string; a declared key may not be one
+            if not (_is_key_type(t) or pa.types.is_string_view(t)):
                 raise FeatureStoreError(
                     f"feature group {self.name!r}",
                     f"entity key {key!r} has type {t}",
                     "send entity keys as integers (up to int64) or strings",
                 )
+            resolved = pa.int64() if pa.types.is_integer(t) else pa.string()
             index = schema.get_field_index(key)
             schema = schema.set(index, schema.field(key).with_type(resolved))
         object.__setattr__(self, "schema", schema)  # the group's key types, from now on
