@@ -27,6 +27,9 @@ Why it is written this way:
   files for that paramId when those files make them certain (see
   ``headrace.formats.grib_concepts``), else evaluated on the field. They are never cached per
   paramId alone: the same paramId has different names under different centres/editions.
+* The step and validity keys, stepType and the concept layout of most GRIB2 fields are
+  functions of a few header bytes (``headrace.formats.grib_field_class``): ecCodes answers for
+  the first field of each class and the answer serves the rest (about 6% of a conversion).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from headrace.errors import CorruptGrib
 
 from .grib_concept_cache import param_id, step_type, type_of_level
 from .grib_concepts import ConceptLayout, Names, concept_layout, parameter_names
+from .grib_field_class import ClassCache, field_class
 from .grib_grid import Grid, grid_of
 from .grib_keys import KeyReader, decode_values, handle_from_message, release
 from .grib_messages import IrregularMessage, locate_messages, read_messages
@@ -148,8 +152,8 @@ def _decode_batch(
                 raise IrregularMessage(f"message {number}")
             handles.append(handle)
         described = [
-            _describe(handle, first + i, number, source, grid_section)
-            for i, (handle, (number, _, grid_section)) in enumerate(
+            _describe(handle, first + i, number, source, grid_section, data)
+            for i, (handle, (number, data, grid_section)) in enumerate(
                 zip(handles, batch, strict=True)
             )
         ]
@@ -233,12 +237,18 @@ class _Described:
 
 
 def _describe(
-    handle: int, index: int, message: int, source: str, grid_section: memoryview | None = None
+    handle: int,
+    index: int,
+    message: int,
+    source: str,
+    grid_section: memoryview | None = None,
+    data: bytes | memoryview | None = None,
 ) -> _Described:
+    """``data``: the field's single-field message when at hand (it keys the step cache)."""
     subject = f"{source} message {message} (field {index + 1})"
     keys = KeyReader(handle)
     try:
-        meta, base_name = _metadata(handle, keys)
+        meta, base_name = _metadata(handle, keys, data)
         meta["message"] = message
         meta["field"] = index + 1
         grid = grid_of(
@@ -284,7 +294,8 @@ def _values(handle: int, points: int, subject: str) -> tuple[np.ndarray, np.ndar
     return values, np.isnan(values)
 
 
-_LONG_KEYS = (
+_LEVEL_KEYS = (b"level", b"topLevel", b"bottomLevel")
+_STEP_KEYS = (
     b"dataDate",
     b"dataTime",
     b"validityDate",
@@ -292,20 +303,27 @@ _LONG_KEYS = (
     b"stepUnits",
     b"startStep",
     b"endStep",
-    b"numberOfPoints",
 )
-_LEVEL_KEYS = (b"level", b"topLevel", b"bottomLevel")
+# per field class (see grib_field_class): what ecCodes answered for its first field
+_LAYOUTS: ClassCache = ClassCache()
+_STEPS: ClassCache = ClassCache()
+_STEP_TYPES: ClassCache = ClassCache()
 
 
-def _metadata(handle: int, keys: KeyReader) -> tuple[dict[str, Any], str]:
+def _metadata(
+    handle: int, keys: KeyReader, data: bytes | memoryview | None
+) -> tuple[dict[str, Any], str]:
     edition = keys.long("edition")
     centre = keys.string("centre")
-    layout = concept_layout(keys, edition, centre)
+    klass = field_class(data, centre) if edition == 2 else None
+    layout_key, timing_key = (None, None) if klass is None else klass
+    layout = _LAYOUTS.get(layout_key, lambda: concept_layout(keys, edition, centre))
     parameter = param_id(keys, layout)
     short_name, name, units = _param_names(handle, keys, edition, parameter, layout)
-    data_date, data_time, valid_date, valid_time, step_units, start_step, end_step, points = (
-        keys.longs(_LONG_KEYS)
+    data_date, data_time, valid_date, valid_time, step_units, start_step, end_step = _STEPS.get(
+        timing_key, lambda: tuple(keys.longs(_STEP_KEYS))
     )
+    points = keys.long("numberOfPoints")
     level, top, bottom = keys.doubles(_LEVEL_KEYS)
     meta: dict[str, Any] = {
         "shortName": short_name,
@@ -320,7 +338,7 @@ def _metadata(handle: int, keys: KeyReader) -> tuple[dict[str, Any], str]:
         "stepUnits": _STEP_UNIT_NAMES.get(step_units, str(step_units)),
         "startStep": start_step,
         "endStep": end_step,
-        "stepType": step_type(keys, layout),
+        "stepType": _STEP_TYPES.get(timing_key, lambda: step_type(keys, layout)),
         "number": keys.optional_long("number"),
         "dataDate": data_date,
         "dataTime": data_time,

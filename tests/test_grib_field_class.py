@@ -1,0 +1,192 @@
+"""Field classes: what the converter reuses per class equals what ecCodes reads on each field.
+
+Variants of real fields are made with ecCodes (time, production status, centre, tables
+version, generating process, statistics, parameter, level, local section) and read twice: by the
+converter's in-memory reader, which reuses the step keys, stepType and concept layout within a
+class, and by ecCodes' own multi-field reader path, which reads every key on every field.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import eccodes
+import pytest
+
+from headrace.formats import grib_field_class, grib_read
+from headrace.formats.grib_messages import locate_messages, read_messages
+
+GRIB_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "grib"
+GFS = GRIB_DIR / "gfs.t12z.pgrbf120.2p5deg.grib2"
+ECMWF_WITH_LOCAL_SECTION = GRIB_DIR / "regular_gg_ml_g2.grib"
+WITH_SECTION_2 = GRIB_DIR / "step_60m.grib"  # centre cnmc: a section 2, no local definition
+
+
+def _fields(path: Path) -> list[bytes]:
+    with open(path, "rb") as file:
+        return [
+            bytes(data)
+            for message in read_messages(file, locate_messages(str(path)))
+            for data, _ in message.fields
+        ]
+
+
+def _first(template: int) -> bytes:
+    for data in _fields(GFS):
+        handle = eccodes.codes_new_from_message(data)
+        try:
+            if eccodes.codes_get_long(handle, "productDefinitionTemplateNumber") == template:
+                return data
+        finally:
+            eccodes.codes_release(handle)
+    raise AssertionError(f"no template {template} field in {GFS.name}")
+
+
+def _variant(data: bytes, **keys: int) -> bytes:
+    handle = eccodes.codes_new_from_message(data)
+    try:
+        for key, value in keys.items():  # in order: some keys only exist after others
+            eccodes.codes_set_long(handle, key, value)
+        return eccodes.codes_get_message(handle)
+    finally:
+        eccodes.codes_release(handle)
+
+
+def _variants() -> list[bytes]:
+    point, statistics = _first(0), _first(8)
+    made = []
+    for base, time, status, level in itertools.product(
+        (point, statistics),
+        ({"forecastTime": 6}, {"forecastTime": 90, "indicatorOfUnitOfTimeRange": 0}, {}),
+        (0, 2, 6, 12),
+        (500, 850),
+    ):
+        made.append(_variant(base, **time, productionStatusOfProcessedData=status, level=level))
+    for tables, process in itertools.product((30, 34), (96, 161)):
+        # ECMWF's MTG2Switch concept tests tables version and generating process
+        made.append(
+            _variant(point, centre=98, tablesVersion=tables, generatingProcessIdentifier=process)
+        )
+    for processing, length in itertools.product((0, 1, 2), (6, 12)):
+        made.append(
+            _variant(statistics, typeOfStatisticalProcessing=processing, lengthOfTimeRange=length)
+        )
+    made.append(_variant(point, parameterNumber=2))
+    made.append(_variant(point, subCentre=98))
+    return made
+
+
+def _read_both(path: Path) -> tuple[list, list]:
+    fast, _ = grib_read._read_in_memory(str(path), str(path))
+    slow, _ = grib_read._read_with_multi_field_support(str(path), str(path))
+    return fast, slow
+
+
+def _clear() -> None:
+    for cache in (grib_read._LAYOUTS, grib_read._STEPS, grib_read._STEP_TYPES):
+        cache.clear()
+
+
+def test_definitions_are_the_analysed_ones():
+    assert grib_field_class._definitions_as_analysed()  # ecCodes 2.50 as pinned in the venv
+
+
+@pytest.mark.parametrize("path", [GFS, WITH_SECTION_2, ECMWF_WITH_LOCAL_SECTION])
+def test_shared_files_read_per_class_equal_ecodes_per_field(path):
+    _clear()
+    fast, slow = _read_both(path)
+    assert [f.meta for f in fast] == [f.meta for f in slow]
+    assert [f.base_name for f in fast] == [f.base_name for f in slow]
+
+
+def test_classes_are_shared_by_the_fields_of_a_run():
+    _clear()
+    fast, _ = _read_both(GFS)
+    assert len(fast) == 343
+    # 303 point-in-time fields and 40 statistics over 4 disciplines: a handful of classes
+    assert 0 < len(grib_read._STEPS) <= 10
+    assert 0 < len(grib_read._LAYOUTS) <= 10
+
+
+def test_variants_read_per_class_equal_ecodes_per_field(tmp_path):
+    path = tmp_path / "variants.grib2"
+    path.write_bytes(b"".join(_variants()))
+    _clear()
+    fast, slow = _read_both(path)
+    assert len(fast) == len(slow) == 60
+    for mine, theirs in zip(fast, slow, strict=True):
+        assert (mine.base_name, mine.meta) == (theirs.base_name, theirs.meta)
+    assert len(grib_read._STEPS) < len(fast)  # classes were reused, not one per field
+
+
+def test_a_key_without_the_forecast_time_would_give_wrong_valid_times(tmp_path, monkeypatch):
+    """The check above can fail: drop the forecast-time octets from the key and it does."""
+    path = tmp_path / "steps.grib2"
+    point = _first(0)
+    path.write_bytes(b"".join(_variant(point, forecastTime=t) for t in (0, 6, 12)))
+    real = grib_field_class.field_class
+
+    def without_forecast_time(field, centre):  # type: ignore[no-untyped-def]
+        found = real(field, centre)
+        if found is None:
+            return None
+        *head, section4_middle, tail = found.timing
+        return found._replace(timing=(*head, section4_middle[:7], tail))
+
+    monkeypatch.setattr(grib_read, "field_class", without_forecast_time)
+    _clear()
+    fast, slow = _read_both(path)
+    assert [f.meta["validTime"] for f in fast] != [f.meta["validTime"] for f in slow]
+    _clear()
+
+
+@pytest.mark.parametrize(
+    ("change", "in_class"),
+    [
+        ({}, True),
+        ({"productionStatusOfProcessedData": 4}, False),  # TIGGE products file
+        ({"productionStatusOfProcessedData": 6}, False),  # S2S: re-aliases mars.step
+        ({"productionStatusOfProcessedData": 12}, False),  # DestinE post-metadata hook
+        ({"productionStatusOfProcessedData": 3}, True),
+        ({"centre": 98, "setLocalDefinition": 1}, False),  # ECMWF local section: MARS keys
+        ({"productDefinitionTemplateNumber": 15}, False),  # a template not analysed
+    ],
+)
+def test_fields_outside_the_analysed_conditions_are_in_no_class(change, in_class):
+    data = _variant(_first(0), **change)
+    handle = eccodes.codes_new_from_message(data)
+    try:
+        centre = eccodes.codes_get_string(handle, "centre")
+    finally:
+        eccodes.codes_release(handle)
+    assert (grib_field_class.field_class(data, centre) is not None) is in_class
+
+
+def test_ecmwf_fields_with_a_local_section_are_in_no_class():
+    for data in _fields(ECMWF_WITH_LOCAL_SECTION):
+        assert grib_field_class.field_class(data, "ecmf") is None
+
+
+def test_section_2_without_a_local_definition_keeps_the_class():
+    assert all(grib_field_class.field_class(d, "cnmc") is not None for d in _fields(WITH_SECTION_2))
+
+
+def test_other_definitions_disable_the_classes(monkeypatch):
+    real = grib_field_class.read_definition
+
+    def edited(path: str) -> str | None:
+        text = real(path)
+        if path == "grib2/templates/template.4.point_in_time.def" and text is not None:
+            return text + "\nalias step=endStep;\n"
+        return text
+
+    monkeypatch.setattr(grib_field_class, "read_definition", edited)
+    grib_field_class._definitions_as_analysed.cache_clear()
+    try:
+        assert not grib_field_class._definitions_as_analysed()
+        assert grib_field_class.field_class(_first(0), "kwbc") is None
+    finally:
+        monkeypatch.undo()
+        grib_field_class._definitions_as_analysed.cache_clear()
+    assert grib_field_class.field_class(_first(0), "kwbc") is not None
