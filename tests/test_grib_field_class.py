@@ -14,6 +14,7 @@ from pathlib import Path
 import eccodes
 import pytest
 
+from headrace.errors import UnsupportedGrib
 from headrace.formats import grib_field_class, grib_read
 from headrace.formats.grib_messages import locate_messages, read_messages
 
@@ -86,6 +87,13 @@ def _read_both(path: Path) -> tuple[list, list]:
 def _clear() -> None:
     for cache in (grib_read._LAYOUTS, grib_read._STEPS, grib_read._STEP_TYPES):
         cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    _clear()  # the caches live for the process: start and leave them empty
+    yield
+    _clear()
 
 
 def test_definitions_are_the_analysed_ones():
@@ -190,3 +198,49 @@ def test_other_definitions_disable_the_classes(monkeypatch):
         monkeypatch.undo()
         grib_field_class._definitions_as_analysed.cache_clear()
     assert grib_field_class.field_class(_first(0), "kwbc") is not None
+
+
+def _sample(**keys: int) -> bytes:
+    handle = eccodes.codes_grib_new_from_samples("GRIB2")  # regular lat/lon, 2007-03-23
+    try:
+        for key, value in keys.items():
+            eccodes.codes_set_long(handle, key, value)
+        return eccodes.codes_get_message(handle)
+    finally:
+        eccodes.codes_release(handle)
+
+
+def test_a_grid_declaring_its_own_dates_is_in_no_class(tmp_path):
+    """Hovmoeller grids (3.1100) declare year..second in section 3, and ecCodes' dataDate reads
+    those. Such a file fails later (no lat/lon), after its metadata was read: had it been
+    classed, the next file with the same sections 1 and 4 would get its dates."""
+    regular = _sample()
+    hovmoller = bytearray(_sample(gridDefinitionTemplateNumber=1100))
+    handle = eccodes.codes_new_from_message(bytes(hovmoller))
+    try:
+        offset = eccodes.codes_get_offset(handle, "year")  # section 3's year
+    finally:
+        eccodes.codes_release(handle)
+    hovmoller[offset : offset + 2] = (2020).to_bytes(2, "big")
+    assert grib_field_class.field_class(bytes(hovmoller), "consensus") is None
+    first, second = tmp_path / "hovmoller.grib2", tmp_path / "regular.grib2"
+    first.write_bytes(bytes(hovmoller))
+    second.write_bytes(regular)
+    with pytest.raises(UnsupportedGrib):
+        grib_read._read_in_memory(str(first), str(first))
+    fast, slow = _read_both(second)
+    assert fast[0].meta == slow[0].meta
+    assert fast[0].meta["dataDate"] == 20070323
+
+
+def test_preferring_local_concepts_is_part_of_the_class(tmp_path, monkeypatch):
+    """ecCodes reads ECCODES_GRIB_PREFER_LOCAL_CONCEPTS on every handle: the same DWD field
+    then has another paramId (500000 "PS" rather than 134 "sp")."""
+    path = tmp_path / "edzw.grib2"
+    path.write_bytes(_sample(centre=78, parameterCategory=3, parameterNumber=0))
+    monkeypatch.setenv("ECCODES_GRIB_PREFER_LOCAL_CONCEPTS", "0")
+    before, _ = grib_read._read_in_memory(str(path), str(path))
+    monkeypatch.setenv("ECCODES_GRIB_PREFER_LOCAL_CONCEPTS", "1")
+    fast, slow = _read_both(path)
+    assert fast[0].meta == slow[0].meta
+    assert fast[0].meta["paramId"] != before[0].meta["paramId"]

@@ -33,6 +33,10 @@ later one. A field is in a class when (each condition read from its bytes):
   ensemble): their files declare the step chain over section-1 and section-4 keys, name no
   other files but their parts, and hold the generating-process keys at octets 12-14;
 * its section 1 has the standard 21 bytes (no calendar template);
+* its grid template (section 3) declares none of the keys the cached values are computed from:
+  the Hovmoeller and time-section grids (3.1100, 3.1200) declare their own year to second,
+  which then make ``dataDate``/``dataTime``; every grid template's file (and what it includes)
+  is scanned for those names once per process;
 * the ``MTG2Switch`` concept files of its centre test only keys of section 1, the generating
   process octets, ``marsClass`` and keys of templates other than these (both undefined here,
   which ecCodes counts as no match), and constants.
@@ -43,14 +47,18 @@ namespaced alias is found by its plain name), and which any later ``alias mars.s
 re-points. The conditions above exclude every file that does (checked by scanning all of
 ecCodes 2.50's GRIB2 and MARS definitions); the masked octets only choose names and levels.
 
-The definition files this rests on are fingerprinted (ecCodes 2.50.0) and checked once per
-process; with any other ecCodes or definitions, no field is in a class and everything is read
-from ecCodes on every field, as it is for every field outside the conditions.
+``ECCODES_GRIB_PREFER_LOCAL_CONCEPTS``, which ecCodes reads on every handle and which swaps the
+concept directories, is part of both keys. The definition files this rests on are
+fingerprinted (ecCodes 2.50.0) and checked once per process; with any other ecCodes or
+definitions, no field is in a class and everything is read from ecCodes on every field, as it
+is for every field outside the conditions.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import threading
 from collections.abc import Callable
 from functools import cache
@@ -115,7 +123,49 @@ _SWITCH_KEYS = frozenset(
         "dummy",
     }
 )
-_MAX_ENTRIES = 100_000
+# keys the cached values are computed from, directly or through the concepts: a grid
+# template that names one of them (outside comments and quoted file names) is not classed
+_INPUTS = frozenset(
+    {
+        *(_SWITCH_KEYS - {"true", "dummy"}),  # constants, used as values everywhere
+        "year",
+        "month",
+        "day",
+        "hour",
+        "minute",
+        "second",
+        "date",
+        "dataDate",
+        "dataTime",
+        "forecastTime",
+        "indicatorOfUnitOfTimeRange",
+        "indicatorOfUnitForTimeRange",
+        "lengthOfTimeRange",
+        "typeOfStatisticalProcessing",
+        "typeOfTimeIncrement",
+        "numberOfTimeRanges",
+        "step",
+        "stepUnits",
+        "startStep",
+        "endStep",
+        "stepRange",
+        "stepType",
+        "stepTypeInternal",
+        "validityDate",
+        "validityTime",
+        "marsStream",
+        "marsType",
+        "datasetForLocal",
+        "MTG2Switch",
+        "MTG2SwitchViaTablesVersion",
+        "preferLocalConcepts",
+        "conceptsDir1",
+        "conceptsDir2",
+    }
+)
+_PREFER_LOCAL = "ECCODES_GRIB_PREFER_LOCAL_CONCEPTS"  # read by ecCodes' boot.def
+_MAX_KEY_BYTES = 64 << 10  # a larger header (a long pv array) is not worth keeping as a key
+_MAX_ENTRIES = 10_000
 
 _lock = threading.Lock()
 
@@ -127,7 +177,7 @@ def field_class(field: bytes | memoryview | None, centre: str) -> FieldClass | N
     """
     if field is None or len(field) < 16 or field[7] != 2 or not _definitions_as_analysed():
         return None
-    section1 = section4 = None
+    section1 = section3 = section4 = None
     section2 = b""
     position, end = 16, len(field) - 4
     while position + 5 <= end:
@@ -139,15 +189,23 @@ def field_class(field: bytes | memoryview | None, centre: str) -> FieldClass | N
             section1 = field[position : position + length]
         elif number == 2:
             section2 = bytes(field[position : position + length])
+        elif number == 3:
+            section3 = field[position : position + length]
         elif number == 4:
             section4 = field[position : position + length]
             break
         position += length
-    if section1 is None or section4 is None or len(section1) != 21 or len(section4) < 34:
+    if section1 is None or section3 is None or section4 is None:
+        return None
+    if len(section1) != 21 or len(section3) < 14 or len(section4) < 34:
+        return None
+    if len(section2) + len(section4) > _MAX_KEY_BYTES:
         return None
     if section1[19] not in _PRODUCTION_STATUSES:
         return None
     if int.from_bytes(section4[7:9], "big") not in _TEMPLATES or not _centre_is_plain(centre):
+        return None
+    if not _grid_template_is_plain(int.from_bytes(section3[12:14], "big")):
         return None
     if section2:
         sub_centre = int.from_bytes(section1[7:9], "big")
@@ -155,9 +213,11 @@ def field_class(field: bytes | memoryview | None, centre: str) -> FieldClass | N
         if not _no_local_definition(local):
             return None  # MARS keywords and dataset files may load
     header = bytes(section1)
+    prefer_local = os.environ.get(_PREFER_LOCAL, "0").encode()
     return FieldClass(
-        layout=(header, section2, bytes(section4[7:9]), bytes(section4[11:14])),
+        layout=(prefer_local, header, section2, bytes(section4[7:9]), bytes(section4[11:14])),
         timing=(
+            prefer_local,
             bytes(field[6:7]),
             header,
             section2,
@@ -235,3 +295,36 @@ def _centre_is_plain(centre: str) -> bool:
 @cache
 def _no_local_definition(centre_for_local: int) -> bool:
     return read_definition(f"grib2/local.{centre_for_local}.def") is None
+
+
+@cache
+def _grid_template_is_plain(number: int) -> bool:
+    """The grid template's definitions (with what they include) name none of ``_INPUTS``."""
+    if number >= 32768:
+        return False  # a centre's own template, in its local directory
+    code = _definition_code(f"grib2/templates/template.3.{number}.def", set())
+    if code is None:
+        return False
+    names = set(re.findall(r"(?<![\w.])[A-Za-z_]\w*", code))
+    return not names & _INPUTS
+
+
+def _definition_code(path: str, seen: set[str]) -> str | None:
+    """The file's text and its includes', without comments and quoted names; None if a file is
+    missing or loads another by a computed name (``template``), which cannot be followed."""
+    if path in seen:
+        return ""
+    seen.add(path)
+    text = read_definition(path)
+    if text is None:
+        return None
+    code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    parts = [re.sub(r"'[^']*'|\"[^\"]*\"", "", code)]
+    if re.search(r"\btemplate(?:_nofail)?\s", parts[0]):
+        return None
+    for included in re.findall(r'include\s+"([^"]+)"', code):
+        found = _definition_code(included, seen)
+        if found is None:
+            return None
+        parts.append(found)
+    return "\n".join(parts)
