@@ -73,6 +73,11 @@ def _variants() -> list[bytes]:
         made.append(
             _variant(statistics, typeOfStatisticalProcessing=processing, lengthOfTimeRange=length)
         )
+    for member in (3, 5):  # ensemble templates: number is perturbationNumber
+        made.append(_variant(point, productDefinitionTemplateNumber=1, perturbationNumber=member))
+        made.append(
+            _variant(statistics, productDefinitionTemplateNumber=11, perturbationNumber=member)
+        )
     made.append(_variant(point, parameterNumber=2))
     made.append(_variant(point, subCentre=98))
     return made
@@ -122,7 +127,7 @@ def test_variants_read_per_class_equal_ecodes_per_field(tmp_path):
     path.write_bytes(b"".join(_variants()))
     _clear()
     fast, slow = _read_both(path)
-    assert len(fast) == len(slow) == 60
+    assert len(fast) == len(slow) == 64
     for mine, theirs in zip(fast, slow, strict=True):
         assert (mine.base_name, mine.meta) == (theirs.base_name, theirs.meta)
     assert len(grib_read._STEPS) < len(fast)  # classes were reused, not one per field

@@ -8,7 +8,10 @@ seventh of a conversion, although they rarely change within a file:
   ``validity_date``/``validity_time``), with ``dataDate`` and ``dataTime``;
 * the concept layout (``conceptsDir1/2`` through the ``datasetForLocal`` concept,
   ``paramIdFilename`` through the ``MTG2Switch`` concepts; see ``grib_concept_dirs``);
-* ``stepType`` (a concept over the product template and ``stepTypeInternal``).
+* ``stepType`` (a concept over the product template and ``stepTypeInternal``);
+* ``number`` (the ensemble member: ``perturbationNumber`` of the ensemble templates, octet 36,
+  else undefined, which costs a search of the whole handle; only local definitions, MARS files
+  and other templates declare it otherwise).
 
 This module names a **class** of fields for which all of them are determined by a few header
 bytes, and ``field_class`` returns those bytes as two keys: ``timing`` (the step chain and
@@ -151,6 +154,8 @@ _INPUTS = frozenset(
         "stepRange",
         "stepType",
         "stepTypeInternal",
+        "number",
+        "perturbationNumber",
         "validityDate",
         "validityTime",
         "marsStream",

@@ -320,8 +320,8 @@ def _metadata(
     layout = _LAYOUTS.get(layout_key, lambda: concept_layout(keys, edition, centre))
     parameter = param_id(keys, layout)
     short_name, name, units = _param_names(handle, keys, edition, parameter, layout)
-    data_date, data_time, valid_date, valid_time, step_units, start_step, end_step = _STEPS.get(
-        timing_key, lambda: tuple(keys.longs(_STEP_KEYS))
+    data_date, data_time, valid_date, valid_time, step_units, start_step, end_step, number = (
+        _STEPS.get(timing_key, lambda: (*keys.longs(_STEP_KEYS), keys.optional_long("number")))
     )
     points = keys.long("numberOfPoints")
     level, top, bottom = keys.doubles(_LEVEL_KEYS)
@@ -339,7 +339,7 @@ def _metadata(
         "startStep": start_step,
         "endStep": end_step,
         "stepType": _STEP_TYPES.get(timing_key, lambda: step_type(keys, layout)),
-        "number": keys.optional_long("number"),
+        "number": number,
         "dataDate": data_date,
         "dataTime": data_time,
         "referenceTime": _iso(data_date, data_time),
