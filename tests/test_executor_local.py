@@ -88,3 +88,34 @@ def test_shutdown_waits_for_running(executor):
     time.sleep(0.05)
     outcomes = executor.shutdown(wait=True, timeout=5)
     assert [o.status for o in outcomes] == ["ok"]
+
+
+@pytest.fixture
+def one_worker():
+    ex = LocalExecutor(1)
+    ex.start(lambda: None)
+    yield ex
+    ex.shutdown(wait=False)
+
+
+def test_calls_up_to_half_a_second_are_prefetched_behind_a_busy_worker(one_worker):
+    one_worker.submit(call("learn", "sleep", seconds=0.1))
+    wait_for(one_worker, 1)
+    assert one_worker.free_slots() == 2  # known to take ~0.1 s: one may wait behind another
+    one_worker.submit(call("a", "sleep", seconds=0.3))
+    assert one_worker.free_slots() == 1
+    # queued behind "a": its timeout counts from its own start, not from when it was sent
+    one_worker.submit(call("b", "sleep", seconds=0.2, timeout=0.45))
+    assert one_worker.free_slots() == 0
+    out = wait_for(one_worker, 2)
+    assert [out[c].status for c in ("a", "b")] == ["ok", "ok"]
+    assert out["b"].started_at >= out["a"].finished_at
+
+
+def test_slow_calls_are_never_queued_behind_each_other(one_worker):
+    one_worker.submit(call("learn", "sleep", seconds=0.6))
+    wait_for(one_worker, 1)
+    assert one_worker.free_slots() == 1
+    one_worker.submit(call("a", "sleep", seconds=0.6))
+    assert one_worker.free_slots() == 0
+    wait_for(one_worker, 1)
