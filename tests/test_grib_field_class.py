@@ -90,7 +90,7 @@ def _read_both(path: Path) -> tuple[list, list]:
 
 
 def _clear() -> None:
-    for cache in (grib_read._LAYOUTS, grib_read._STEPS, grib_read._STEP_TYPES):
+    for cache in (grib_read._LAYOUTS, grib_read._TIMINGS):
         cache.clear()
 
 
@@ -118,7 +118,7 @@ def test_classes_are_shared_by_the_fields_of_a_run():
     fast, _ = _read_both(GFS)
     assert len(fast) == 343
     # 303 point-in-time fields and 40 statistics over 4 disciplines: a handful of classes
-    assert 0 < len(grib_read._STEPS) <= 10
+    assert 0 < len(grib_read._TIMINGS) <= 10
     assert 0 < len(grib_read._LAYOUTS) <= 10
 
 
@@ -130,7 +130,7 @@ def test_variants_read_per_class_equal_ecodes_per_field(tmp_path):
     assert len(fast) == len(slow) == 64
     for mine, theirs in zip(fast, slow, strict=True):
         assert (mine.base_name, mine.meta) == (theirs.base_name, theirs.meta)
-    assert len(grib_read._STEPS) < len(fast)  # classes were reused, not one per field
+    assert len(grib_read._TIMINGS) < len(fast)  # classes were reused, not one per field
 
 
 def test_a_key_without_the_forecast_time_would_give_wrong_valid_times(tmp_path, monkeypatch):

@@ -306,8 +306,7 @@ _STEP_KEYS = (
 )
 # per field class (see grib_field_class): what ecCodes answered for its first field
 _LAYOUTS: ClassCache = ClassCache()
-_STEPS: ClassCache = ClassCache()
-_STEP_TYPES: ClassCache = ClassCache()
+_TIMINGS: ClassCache = ClassCache()  # step keys, number and stepType
 
 
 def _metadata(
@@ -320,8 +319,19 @@ def _metadata(
     layout = _LAYOUTS.get(layout_key, lambda: concept_layout(keys, edition, centre))
     parameter = param_id(keys, layout)
     short_name, name, units = _param_names(handle, keys, edition, parameter, layout)
-    data_date, data_time, valid_date, valid_time, step_units, start_step, end_step, number = (
-        _STEPS.get(timing_key, lambda: (*keys.longs(_STEP_KEYS), keys.optional_long("number")))
+    (
+        data_date,
+        data_time,
+        valid_date,
+        valid_time,
+        step_units,
+        start_step,
+        end_step,
+        number,
+        kind_of_step,
+    ) = _TIMINGS.get(
+        timing_key,
+        lambda: (*keys.longs(_STEP_KEYS), keys.optional_long("number"), step_type(keys, layout)),
     )
     points = keys.long("numberOfPoints")
     level, top, bottom = keys.doubles(_LEVEL_KEYS)
@@ -338,7 +348,7 @@ def _metadata(
         "stepUnits": _STEP_UNIT_NAMES.get(step_units, str(step_units)),
         "startStep": start_step,
         "endStep": end_step,
-        "stepType": _STEP_TYPES.get(timing_key, lambda: step_type(keys, layout)),
+        "stepType": kind_of_step,
         "number": number,
         "dataDate": data_date,
         "dataTime": data_time,
