@@ -71,6 +71,7 @@ import eccodes
 
 from .grib_concept_cache import ANALYSED_VERSION
 from .grib_definitions import definitions_readable, parse_concept, read_definition
+from .grib_messages import field_sections
 
 T = TypeVar("T")
 
@@ -180,26 +181,13 @@ def field_class(field: bytes | memoryview | None, centre: str) -> FieldClass | N
 
     ``centre`` is the field's ``centre`` key as ecCodes reads it.
     """
-    if field is None or len(field) < 16 or field[7] != 2 or not _definitions_as_analysed():
+    if field is None or not _definitions_as_analysed():
         return None
-    section1 = section3 = section4 = None
-    section2 = b""
-    position, end = 16, len(field) - 4
-    while position + 5 <= end:
-        length = int.from_bytes(field[position : position + 4], "big")
-        number = field[position + 4]
-        if length < 5 or position + length > end:
-            return None
-        if number == 1:
-            section1 = field[position : position + length]
-        elif number == 2:
-            section2 = bytes(field[position : position + length])
-        elif number == 3:
-            section3 = field[position : position + length]
-        elif number == 4:
-            section4 = field[position : position + length]
-            break
-        position += length
+    sections = field_sections(field)
+    if sections is None:
+        return None
+    section1, section3, section4 = sections.get(1), sections.get(3), sections.get(4)
+    section2 = bytes(sections.get(2, b""))
     if section1 is None or section3 is None or section4 is None:
         return None
     if len(section1) != 21 or len(section3) < 14 or len(section4) < 34:

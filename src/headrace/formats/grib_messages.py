@@ -141,6 +141,23 @@ class _MultiFieldState:
         return parts
 
 
+def field_sections(field: bytes | memoryview) -> dict[int, memoryview] | None:
+    """Sections 1-7 of a single-field GRIB2 message by number (views, nothing copied), or None
+    if it is not GRIB2 or its section lengths do not add up."""
+    view = memoryview(field)
+    if len(view) < 16 or view[7] != 2:
+        return None
+    sections: dict[int, memoryview] = {}
+    position, end = 16, len(view) - 4
+    while position + 5 <= end:
+        length = int.from_bytes(view[position : position + 4], "big")
+        if length < 5 or position + length > end:
+            return None
+        sections[view[position + 4]] = view[position : position + length]
+        position += length
+    return sections
+
+
 def _position(parts: list[bytes | memoryview], number: int) -> int:
     """Index in ``parts`` (section 0, then the sections present in order) of ``number``."""
     return next(i for i, part in enumerate(parts) if i and part[4] == number)
