@@ -1,7 +1,7 @@
 """GRIB -> Parquet throughput: headrace (1 and 2 workers, direct and through ``headrace up``)
 against the pygrib baseline.
 
-Run: ``.venv/bin/python benchmarks/grib_throughput.py [--quick] [--repeats 3] [--min-seconds 3]``
+Run: ``.venv/bin/python benchmarks/grib_throughput.py [--quick] [--rounds 8] [--modes M1,M2]``
 
 Every measurement runs in its own child process (pygrib and the eccodes package crash when
 used in one process), on the files of ../shared/data/grib that both converters read (the
