@@ -72,9 +72,10 @@ def main() -> int:
     args = parser.parse_args()
 
     from headrace.config import load_settings
+    from headrace.events.envelope import PRECISE_TIME
     from headrace.ledger import Ledger
     from headrace.server.metrics import Metrics
-    from headrace.server.streams import PRECISE_TIME, StreamService
+    from headrace.server.streams import StreamService
     from headrace.storage import ObjectStore
 
     tmp = Path(tempfile.mkdtemp(prefix="headrace-latency-"))

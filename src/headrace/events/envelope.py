@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_ACCOUNT",
     "DEFAULT_REGION",
     "MAX_ENTRY_BYTES",
+    "PRECISE_TIME",
     "envelope_from_put_events_entry",
     "envelope_size",
     "make_envelope",
@@ -40,6 +41,10 @@ MAX_RESOURCE_CHARS = 2048
 _TIME_BYTES = 14  # how PutEvents counts the Time field, whatever its text
 
 _SUBJECT = "event envelope"
+
+# Envelopes carry their sub-second event time under this key on the way to a stream (the
+# EventBridge `time` has whole seconds); it is dropped before delivery anywhere else.
+PRECISE_TIME = "_time"
 
 
 def make_envelope(

@@ -23,7 +23,7 @@ from headrace.app import App
 from headrace.config import Settings
 from headrace.errors import HeadraceError
 from headrace.events.bus import Bus, Target
-from headrace.events.envelope import make_envelope
+from headrace.events.envelope import PRECISE_TIME, make_envelope
 from headrace.ledger import Ledger, NewInvocation, new_id
 from headrace.ledger.checkpoints import record_failure
 from headrace.server.metrics import StreamMetrics
@@ -34,9 +34,6 @@ from headrace.streams.specs import SourceSpec
 
 log = logging.getLogger("headrace.streams")
 
-# Envelopes carry their sub-second event time under this key on the way to a stream (the
-# EventBridge `time` has whole seconds); it is dropped before delivery anywhere else.
-PRECISE_TIME = "_time"
 IDLE_WAIT = 0.05  # how often an idle pipeline looks at its log
 RETENTION_EVERY = 60.0
 MAX_BACKOFF = 30.0
@@ -180,13 +177,13 @@ class StreamService:
             self.on_invocations(functions)
 
     def _deliver(self, target: Target, events: list[dict[str, Any]], functions: set[str]) -> None:
-        if target.kind != "stream":
-            events = [{k: v for k, v in e.items() if k != PRECISE_TIME} for e in events]
         if target.kind == "stream":
             stream = self.app.streams[target.name]
             self.logs[target.name].append(_stream_records(events), key=stream.key)
             self._wake.set()
-        elif target.kind == "function":
+            return
+        events = [{k: v for k, v in e.items() if k != PRECISE_TIME} for e in events]
+        if target.kind == "function":
             spec = self.app.functions[target.name]
             with self.ledger.begin() as conn:
                 keys = [f"{event['id']}:{spec.name}" for event in events]
