@@ -37,13 +37,6 @@ def _root(project: Project = None) -> None:
     cli_common.state["project"] = project
 
 
-def _json_option(text: str, option: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"{option} is not valid JSON: {exc}") from None
-
-
 # -- init -------------------------------------------------------------------------------------
 
 _TOML = """# headrace project settings; HEADRACE_* environment variables override them.
@@ -262,7 +255,7 @@ def invoke(
     from headrace.app import load_app
     from headrace.ledger import NewInvocation
 
-    event = _json_option(payload, "--payload")
+    event = cli_common.json_option(payload, "--payload")
     settings = cli_common.settings()
     spec = load_app(settings).spec(name)
     ledger = cli_common.ledger(settings)
@@ -421,7 +414,7 @@ def start_execution_cmd(
     from headrace.app import load_app
     from headrace.workflows import api
 
-    data = _json_option(input, "--input")
+    data = cli_common.json_option(input, "--input")
     settings = cli_common.settings()
     ledger = cli_common.ledger(settings)
     arn = api.start_execution(ledger, load_app(settings), state_machine, data, name=name)
@@ -527,7 +520,7 @@ def send_task_success_cmd(
     """End a waiting `.waitForTaskToken` task with a result."""
     from headrace.workflows import api
 
-    data = _json_option(output, "--output")
+    data = cli_common.json_option(output, "--output")
     api.send_task_success(cli_common.ledger(cli_common.settings()), token, data)
 
 

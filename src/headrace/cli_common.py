@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,6 +35,14 @@ def ledger(settings):  # type: ignore[no-untyped-def]
     from headrace.ledger import Ledger
 
     return Ledger(settings.ledger_url, sync=settings.ledger_sync)
+
+
+def json_option(text: str, option: str) -> Any:
+    """The JSON value of a command-line option, or a usage error naming the option."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"{option} is not valid JSON: {exc}") from None
 
 
 def when(ts: float | None) -> str:

@@ -103,10 +103,7 @@ def submit(
     """Submit a job from one of the app's job definitions; with --wait, run it to the end."""
     overrides: dict[str, Any] = {}
     if command is not None:
-        try:
-            overrides["Command"] = json.loads(command)
-        except json.JSONDecodeError as exc:
-            raise typer.BadParameter(f"--command is not valid JSON: {exc}") from None
+        overrides["Command"] = cli_common.json_option(command, "--command")
     if env:
         overrides["Environment"] = _parse_env(env)
     resources = []
