@@ -389,9 +389,7 @@ class SQLiteOnlineStore:
         return len(rows)
 
     def read(self, group: FeatureGroup, keys: Sequence[Key]) -> list[Record | None]:
-        sql = self._sql.get(group.name)
-        if sql is None or sql.schema is not group.schema:
-            sql = self._group_sql(group)
+        sql = self._group_sql(group)
         conn = getattr(self._local, "conn", None) or self._conn()
         casts = sql.key_casts
         if len(keys) == 1:
