@@ -160,9 +160,13 @@ def test_bad_entity_rows(store):
         store.get_historical(pa.table({"user_id": [1], "event_timestamp": ["x"]}), ["users:age"])
 
 
-def test_matches_a_brute_force_reference_on_random_data(tmp_path):
+@pytest.mark.parametrize("parallel_from_rows", [0, 10**9], ids=["parallel", "serial"])
+def test_matches_a_brute_force_reference_on_random_data(tmp_path, monkeypatch, parallel_from_rows):
     """Many entities, ties between feature and entity times, composite keys, TTL: every row
-    checked against a direct scan."""
+    checked against a direct scan (rows put back in order by threads, and without)."""
+    from headrace.features import historical
+
+    monkeypatch.setattr(historical, "_PARALLEL_TAKE_ROWS", parallel_from_rows)
     rng = np.random.default_rng(3)
     s = FeatureStore(tmp_path / "random")
     ttl = timedelta(hours=30)

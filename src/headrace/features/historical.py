@@ -196,6 +196,9 @@ def _expire(
     return columns
 
 
+_PARALLEL_TAKE_ROWS = 100_000
+
+
 def _in_input_order(result: pa.Table, n: int) -> pa.Table:
     """The join result without its row numbers, each row back at its entity row's place.
 
@@ -208,7 +211,7 @@ def _in_input_order(result: pa.Table, n: int) -> pa.Table:
     indices = pa.array(order)
     features = result.drop_columns([ROW])
     workers = min(os.cpu_count() or 1, features.num_columns)
-    if workers < 2:
+    if workers < 2 or n < _PARALLEL_TAKE_ROWS:  # starting threads costs more than small takes
         return features.take(indices)
     with ThreadPoolExecutor(workers) as pool:
         columns = list(pool.map(lambda c: c.take(indices), features.columns))
