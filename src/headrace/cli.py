@@ -578,14 +578,7 @@ def graph(
     sys.stdout.write(render(application.state_machines[state_machine], events) + "\n")
 
 
-@app.command("query")
-def query_cmd(
-    sql: Annotated[str, typer.Argument(help="SQL over feature groups and archives (DuckDB).")],
-    limit: Annotated[int, typer.Option(help="Rows to print at most.")] = 50,
-    as_json: Json = False,
-) -> None:
-    """SQL over the offline feature tables (a view per group) and stream archives."""
-    cli_streams.query(sql, limit=limit, as_json=as_json)
+app.command("query")(cli_streams.query)
 
 
 def main() -> None:

@@ -231,11 +231,11 @@ def features_compact(group: Annotated[str, typer.Argument(help="Feature group.")
 
 
 def query(
-    sql: Annotated[str, typer.Argument(help="SQL over feature groups (views by group name).")],
+    sql: Annotated[str, typer.Argument(help="SQL over feature groups and archives (DuckDB).")],
     limit: Annotated[int, typer.Option(help="Rows to print at most.")] = 50,
     as_json: Json = False,
 ) -> None:
-    """SQL (DuckDB) over the offline feature tables and registered archives."""
+    """SQL over the offline feature tables (a view per group) and stream archives."""
     settings, application, _ = _context()
     result = _store(settings, application).query(sql)
     rows = result.slice(0, limit).to_pylist()
