@@ -140,7 +140,7 @@ class HttpPoller:
             self._failed(kind, error, status=status, retry_after=retry_after)
             return None
         if status == 204 or not response.content:
-            self._succeeded()
+            self._health.succeeded()
             return None
 
         try:
@@ -157,7 +157,7 @@ class HttpPoller:
         if problem is not None:
             self._failed("malformed", f"{self._request_line()}: {problem}", status=status)
             return None
-        self._succeeded()
+        self._health.succeeded()
         if not records:
             return None
         try:
@@ -187,19 +187,11 @@ class HttpPoller:
 
     def state(self) -> dict[str, Any]:
         """Failure counters and any backoff in force; an HTTP API has no position to resume."""
-        return {
-            **self._health.state(),
-            "consecutive_failures": self._health.backoff.consecutive,
-            "backoff_until": self._health.backoff.until_wall(),
-        }
+        return {**self._health.state(), **self._health.backoff_state()}
 
     def restore(self, state: Mapping[str, Any]) -> None:
         self._health.restore(state)
-        self._health.backoff.restore_wall(
-            state.get("backoff_until"), int(state.get("consecutive_failures") or 0)
-        )
-        self.stats["consecutive_failures"] = self._health.backoff.consecutive
-        self.stats["backoff_until"] = self._health.backoff.until_wall()
+        self._health.restore_backoff(state)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -251,9 +243,6 @@ class HttpPoller:
             shown = f"'{self.records_path}'" if self._path else "the body"
             return [], f"{shown} is {type(node).__name__}, not a list of records"
         return node, None
-
-    def _succeeded(self) -> None:
-        self._health.succeeded()
 
     def _failed(
         self,

@@ -137,6 +137,19 @@ class SourceHealth:
             if key in state:
                 self.stats[key] = state[key]
 
+    def backoff_state(self) -> dict[str, Any]:
+        """The backoff in force, for sources that keep it across restarts (wall-clock time)."""
+        return {
+            "consecutive_failures": self.backoff.consecutive,
+            "backoff_until": self.backoff.until_wall(),
+        }
+
+    def restore_backoff(self, state: Mapping[str, Any]) -> None:
+        self.backoff.restore_wall(
+            state.get("backoff_until"), int(state.get("consecutive_failures") or 0)
+        )
+        self.stats.update(self.backoff_state())
+
 
 class Backoff:
     """Exponential backoff with full jitter: after the k-th consecutive failure, wait a uniform
