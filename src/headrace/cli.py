@@ -296,9 +296,7 @@ def invocations(
     as_json: Json = False,
 ) -> None:
     """List recent invocations, newest first."""
-    rows = cli_common.ledger(cli_common.settings()).list_invocations(
-        function=function, status=status, limit=limit
-    )
+    rows = cli_common.ledger().list_invocations(function=function, status=status, limit=limit)
     if as_json:
         for row in rows:
             for k in ("payload", "result"):
@@ -331,7 +329,7 @@ def logs(
     limit: Annotated[int, typer.Option(help="Most recent attempts to show.")] = 20,
 ) -> None:
     """Print the log lines of a function's recent invocations (or of one invocation)."""
-    ledger = cli_common.ledger(cli_common.settings())
+    ledger = cli_common.ledger()
     inv_id = None
     if invocation:
         row = ledger.get_invocation(invocation)
@@ -370,7 +368,7 @@ def dlq_list(
     as_json: Json = False,
 ) -> None:
     """Invocations parked after their last attempt, with the error."""
-    rows = cli_common.ledger(cli_common.settings()).list_dead_letters(function=function)
+    rows = cli_common.ledger().list_dead_letters(function=function)
     if as_json:
         sys.stdout.write(json.dumps(rows, default=str, indent=2) + "\n")
         return
@@ -394,7 +392,7 @@ def dlq_redrive(
     function: Annotated[str | None, typer.Option("--function", "-f")] = None,
 ) -> None:
     """Send dead-lettered invocations back for new attempts."""
-    chosen = cli_common.ledger(cli_common.settings()).redrive(function=function, ids=ids or ())
+    chosen = cli_common.ledger().redrive(function=function, ids=ids or ())
     console.print(f"redriven: {len(chosen)}")
     for inv_id in chosen:
         console.print(f"  {inv_id}")
@@ -438,7 +436,7 @@ def executions(
     """List executions, newest first."""
     from headrace.ledger import executions as store
 
-    ledger = cli_common.ledger(cli_common.settings())
+    ledger = cli_common.ledger()
     with ledger.reader.connect() as conn:
         rows = store.list_executions(conn, state_machine=state_machine, status=status, limit=limit)
     for row in rows:
@@ -467,7 +465,7 @@ def describe_execution_cmd(execution: Annotated[str, typer.Argument(help="Name o
     """Status, input, output and error of one execution, as JSON."""
     from headrace.workflows import api
 
-    row = api.describe_execution(cli_common.ledger(cli_common.settings()), execution)
+    row = api.describe_execution(cli_common.ledger(), execution)
     sys.stdout.write(json.dumps(row, default=str, indent=2) + "\n")
 
 
@@ -479,7 +477,7 @@ def history(
     """The execution's history events, as GetExecutionHistory lists them."""
     from headrace.workflows import api
 
-    events = api.get_history(cli_common.ledger(cli_common.settings()), execution)
+    events = api.get_history(cli_common.ledger(), execution)
     if as_json:
         sys.stdout.write(json.dumps(events, default=str, indent=2) + "\n")
         return
@@ -506,9 +504,7 @@ def stop_execution_cmd(
     """Abort a running execution."""
     from headrace.workflows import api
 
-    row = api.stop_execution(
-        cli_common.ledger(cli_common.settings()), execution, error=error, cause=cause
-    )
+    row = api.stop_execution(cli_common.ledger(), execution, error=error, cause=cause)
     console.print(f"{row['name']}: {row['status']}")
 
 
@@ -521,7 +517,7 @@ def send_task_success_cmd(
     from headrace.workflows import api
 
     data = cli_common.json_option(output, "--output")
-    api.send_task_success(cli_common.ledger(cli_common.settings()), token, data)
+    api.send_task_success(cli_common.ledger(), token, data)
 
 
 @app.command("send-task-failure")
@@ -533,7 +529,7 @@ def send_task_failure_cmd(
     """Fail a waiting `.waitForTaskToken` task."""
     from headrace.workflows import api
 
-    api.send_task_failure(cli_common.ledger(cli_common.settings()), token, error, cause)
+    api.send_task_failure(cli_common.ledger(), token, error, cause)
 
 
 @app.command("send-task-heartbeat")
@@ -541,7 +537,7 @@ def send_task_heartbeat_cmd(token: Annotated[str, typer.Argument(help="The task 
     """Keep a waiting task with HeartbeatSeconds alive."""
     from headrace.workflows import api
 
-    api.send_task_heartbeat(cli_common.ledger(cli_common.settings()), token)
+    api.send_task_heartbeat(cli_common.ledger(), token)
 
 
 @app.command()
@@ -549,7 +545,7 @@ def redrive(execution: Annotated[str, typer.Argument(help="Name or ARN.")]) -> N
     """Resume a failed, timed-out or aborted execution from where it stopped."""
     from headrace.workflows import api
 
-    row = api.redrive_execution(cli_common.ledger(cli_common.settings()), execution)
+    row = api.redrive_execution(cli_common.ledger(), execution)
     console.print(f"{row['name']}: {row['status']}")
 
 

@@ -31,10 +31,12 @@ def settings():  # type: ignore[no-untyped-def]
     return load_settings(state["project"])
 
 
-def ledger(settings):  # type: ignore[no-untyped-def]
+def ledger(loaded=None):  # type: ignore[no-untyped-def]
+    """The project's ledger; ``loaded``: the settings, when the caller has them already."""
     from headrace.ledger import Ledger
 
-    return Ledger(settings.ledger_url, sync=settings.ledger_sync)
+    loaded = loaded or settings()
+    return Ledger(loaded.ledger_url, sync=loaded.ledger_sync)
 
 
 def json_option(text: str, option: str) -> Any:
