@@ -20,13 +20,13 @@ from headrace.jobs import (
     InvalidJobDefinition,
     JobDefinition,
     JobDefinitionNotFound,
+    JobFailed,
     Jobs,
     RunnerNotAvailable,
     SubprocessRunner,
     handle_batch_task,
 )
 from headrace.ledger import Ledger
-from headrace.workflows.errors import StatesError
 
 PY = sys.executable
 
@@ -357,9 +357,9 @@ def test_handle_batch_task(ledger, tmp_path):
         {"JobName": "composite", "JobDefinition": "ok"}, idempotency_key="exec-1/Map/0", **context
     )
     assert again["jobId"] == out["jobId"]
-    with pytest.raises(StatesError) as info:
+    with pytest.raises(JobFailed) as info:
         handle_batch_task({"JobName": "b", "JobDefinition": "bad", **context})
-    assert info.value.error == "States.TaskFailed"
+    assert info.value.error_name == "States.TaskFailed"
     cause = json.loads(info.value.cause)
     assert cause["status"] == "FAILED" and cause["container"]["exitCode"] == 2
 

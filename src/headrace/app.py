@@ -7,12 +7,19 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from headrace.config import Settings
 from headrace.errors import AppError, ConfigError
 from headrace.functions.spec import FunctionSpec
 from headrace.storage.keys import validate_bucket_name
+
+if TYPE_CHECKING:  # the registry's types only: importing streams or features costs seconds
+    from headrace.events.bus import Rule
+    from headrace.features.group import FeatureGroup
+    from headrace.jobs.definition import JobDefinition
+    from headrace.streams.pipeline import Pipeline
+    from headrace.streams.specs import ScheduleSpec, SourceSpec, StreamSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
@@ -34,19 +41,22 @@ class ObjectTrigger:
 
 
 class App:
+    """The registry: what a project declares, by name. Nothing below it imports it; the
+    coordinator hands each part what it needs (the workflow driver gets `functions`)."""
+
     def __init__(self, name: str = "headrace") -> None:
         self.name = name
         self.functions: dict[str, FunctionSpec] = {}
         self.triggers: list[ObjectTrigger] = []
-        self.state_machines: dict[str, dict[str, Any]] = {}
-        self.topics: dict[str, list[dict[str, Any]]] = {}
-        self.job_definitions: dict[str, Any] = {}  # name -> headrace.jobs.JobDefinition
-        self.streams: dict[str, Any] = {}  # name -> headrace.streams.specs.StreamSpec
-        self.rules: list[Any] = []  # headrace.events.bus.Rule
-        self.sources: dict[str, Any] = {}  # name -> headrace.streams.specs.SourceSpec
-        self.pipelines: dict[str, Any] = {}  # name -> headrace.streams.pipeline.Pipeline
-        self.feature_groups: dict[str, Any] = {}  # name -> headrace.features.FeatureGroup
-        self.schedules: dict[str, Any] = {}  # name -> headrace.streams.specs.ScheduleSpec
+        self.state_machines: dict[str, dict[str, Any]] = {}  # name -> ASL definition
+        self.topics: dict[str, list[dict[str, Any]]] = {}  # name -> subscription dicts
+        self.job_definitions: dict[str, JobDefinition] = {}
+        self.streams: dict[str, StreamSpec] = {}
+        self.rules: list[Rule] = []
+        self.sources: dict[str, SourceSpec] = {}
+        self.pipelines: dict[str, Pipeline] = {}
+        self.feature_groups: dict[str, FeatureGroup] = {}
+        self.schedules: dict[str, ScheduleSpec] = {}
         self._names: dict[int, str] = {}
 
     # -- functions ----------------------------------------------------------------------------
@@ -166,7 +176,7 @@ class App:
             subscription_from_dict(spec)  # fail now, not at the first message
         self.topics[name] = [dict(s) for s in subscriptions]
 
-    def job_definition(self, name: str, command: list[str], **options: Any) -> Any:
+    def job_definition(self, name: str, command: list[str], **options: Any) -> JobDefinition:
         """A batch job definition (AWS Batch style): `command`, `environment`, `vcpus`,
         `memory` (MiB), `timeout` (s), `retry_attempts`, `working_dir`, `parameters`. State
         machines run it with `arn:aws:states:::batch:submitJob.sync`; `headrace jobs submit`
@@ -187,7 +197,7 @@ class App:
         key: str | None = None,
         retention_seconds: float | None = 7 * 86400,
         retention_bytes: int | None = None,
-    ) -> Any:
+    ) -> StreamSpec:
         """Declare a stream log (embedded, Redis Streams or NATS JetStream per `streams`)."""
         from headrace.streams.log import check_stream_name
         from headrace.streams.specs import StreamSpec
@@ -198,7 +208,7 @@ class App:
         self.streams[name] = spec
         return spec
 
-    def rule(self, pattern: dict[str, Any] | str, *, target: str, name: str | None = None) -> Any:
+    def rule(self, pattern: dict[str, Any] | str, *, target: str, name: str | None = None) -> Rule:
         """Route bus events matching an EventBridge `pattern` to `target`: "stream:NAME",
         "function:NAME" or "states:NAME"."""
         from headrace.events.bus import Rule
@@ -217,7 +227,7 @@ class App:
         detail_type: str,
         time_field: str | None = None,
         id_field: str | None = None,
-    ) -> Any:
+    ) -> SourceSpec:
         """Poll `source` (see headrace.streams.sources) and publish each record to the bus."""
         from headrace.streams.specs import SourceSpec
 
@@ -234,7 +244,7 @@ class App:
         self.sources[name] = spec
         return spec
 
-    def pipeline(self, name: str, *, stream: str, **options: Any) -> Any:
+    def pipeline(self, name: str, *, stream: str, **options: Any) -> Pipeline:
         """A stream pipeline reading `stream`: chain operators and sinks on what it returns."""
         from headrace.streams.pipeline import Pipeline
 
@@ -244,7 +254,7 @@ class App:
         self.pipelines[name] = pipe
         return pipe
 
-    def feature_group(self, group: Any) -> Any:
+    def feature_group(self, group: FeatureGroup) -> FeatureGroup:
         """Register a headrace.features.FeatureGroup (pipelines write it with to_features)."""
         if group.name in self.feature_groups:
             raise AppError(f"feature group {group.name!r}", "is registered twice", "rename it")
@@ -253,7 +263,7 @@ class App:
 
     def schedule(
         self, name: str, *, every: float, function: str, payload: dict[str, Any] | None = None
-    ) -> Any:
+    ) -> ScheduleSpec:
         """Invoke `function` every `every` seconds, once per period even across restarts."""
         from headrace.streams.specs import ScheduleSpec
 
@@ -265,7 +275,7 @@ class App:
         self.schedules[name] = spec
         return spec
 
-    def compaction(self, group: str, *, every: float = 3600, **options: Any) -> Any:
+    def compaction(self, group: str, *, every: float = 3600, **options: Any) -> ScheduleSpec:
         """Compact (and vacuum) a feature group's offline table on a schedule."""
         from headrace.features.jobs import COMPACT_FUNCTION
 
@@ -369,7 +379,7 @@ class App:
         return sorted({t.bucket for t in self.triggers})
 
 
-def _late_stream(name: str) -> Any:
+def _late_stream(name: str) -> StreamSpec:
     from headrace.streams.specs import StreamSpec
 
     return StreamSpec(name, retention_seconds=30 * 86400)

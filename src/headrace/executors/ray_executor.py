@@ -258,9 +258,8 @@ class RayExecutor:
             return ray
         runtime_env = dict(self.runtime_env)
         if self.ship_headrace:
-            import headrace
-
-            package = os.path.dirname(os.path.abspath(headrace.__file__))
+            # the headrace package folder (this file is headrace/executors/ray_executor.py)
+            package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             modules = list(runtime_env.get("py_modules") or [])
             if package not in modules:
                 modules.append(package)

@@ -13,8 +13,10 @@ from headrace.jobs.errors import (
     JobBusy,
     JobDefinitionNotFound,
     JobError,
+    JobFailed,
     JobNotFound,
     RunnerNotAvailable,
+    RuntimeNotAvailable,
 )
 from headrace.jobs.records import JobRun
 from headrace.jobs.runners import Attempt, JobRunner, Poll, get_runner
@@ -28,12 +30,14 @@ __all__ = [
     "JobDefinition",
     "JobDefinitionNotFound",
     "JobError",
+    "JobFailed",
     "JobNotFound",
     "JobRun",
     "JobRunner",
     "Jobs",
     "Poll",
     "RunnerNotAvailable",
+    "RuntimeNotAvailable",
     "SubprocessRunner",
     "apply_overrides",
     "get_runner",

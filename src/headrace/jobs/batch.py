@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from headrace.jobs.definition import JobDefinition
-from headrace.jobs.errors import InvalidJobDefinition
+from headrace.jobs.errors import InvalidJobDefinition, JobFailed
 
 _SUBMIT_KEYS = {
     "JobName",
@@ -21,6 +20,7 @@ _SUBMIT_KEYS = {
 # accepted for compatibility and ignored: they change nothing about how the job runs here
 _IGNORED_KEYS = {"Tags", "PropagateTags", "ShareIdentifier", "SchedulingPriorityOverride"}
 _CONTEXT_KEYS = {"ledger_url", "home", "definitions", "idempotency_key"}
+LOG_TAIL_LINES = 20  # how much of a failed job's output its error carries
 
 
 def handle_batch_task(
@@ -40,12 +40,11 @@ def handle_batch_task(
     idempotency key a re-dispatched task finds the job already submitted, and waits for it or
     returns its recorded outcome instead of running it again.
 
-    A FAILED job raises `StatesError("States.TaskFailed", <the job description as JSON>)`, as
-    Step Functions reports a failed `.sync` Batch job.
+    A FAILED job raises `JobFailed` (error name `States.TaskFailed`, as Step Functions reports
+    a failed `.sync` Batch job), carrying the job's description and the last lines of its log.
     """
     from headrace.jobs.service import Jobs
     from headrace.ledger import Ledger
-    from headrace.workflows.errors import StatesError
 
     given = dict(payload)
     unknown = set(given) - _SUBMIT_KEYS - _CONTEXT_KEYS - _IGNORED_KEYS
@@ -86,9 +85,10 @@ def handle_batch_task(
             timeout=timeout.get("AttemptDurationSeconds"),
             idempotency_key=idempotency_key,
         )
+        described = job.describe()
+        if job.status != "SUCCEEDED":
+            lines = jobs.logs(job.id, job.attempt_log[-1]["number"] if job.attempt_log else None)
+            raise JobFailed({**described, "logTail": lines.splitlines()[-LOG_TAIL_LINES:]})
     finally:
         ledger.close()
-    described = job.describe()
-    if job.status != "SUCCEEDED":
-        raise StatesError("States.TaskFailed", json.dumps(described))
     return described

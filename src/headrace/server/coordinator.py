@@ -106,7 +106,7 @@ class Coordinator:
         self._watcher: ChangeWatcher | None = None
         self.workflows = WorkflowDriver(
             self.ledger,
-            app,
+            app.functions,
             {
                 "topics": app.topics,
                 "home": str(settings.home),

@@ -6,11 +6,11 @@ import json
 import random
 import time
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from sqlalchemy.exc import IntegrityError
 
-from headrace.app import App
 from headrace.errors import AppError, HeadraceError
 from headrace.ledger import Ledger
 from headrace.ledger import executions as store
@@ -20,17 +20,33 @@ class ExecutionError(HeadraceError):
     """An execution cannot be started, found or stopped."""
 
 
+class HasStateMachines(Protocol):
+    """Anything holding registered state machines by name, such as a `headrace.App`."""
+
+    @property
+    def state_machines(self) -> Mapping[str, dict[str, Any]]: ...
+
+
 def execution_arn(state_machine: str, name: str) -> str:
     return f"arn:aws:states:local:000000000000:execution:{state_machine}:{name}"
 
 
 def start_execution(
-    ledger: Ledger, app: App, state_machine: str, input: Any = None, *, name: str | None = None
+    ledger: Ledger,
+    state_machines: Mapping[str, dict[str, Any]] | HasStateMachines,
+    state_machine: str,
+    input: Any = None,
+    *,
+    name: str | None = None,
 ) -> str:
-    """Record a new execution; the running coordinator picks it up. Returns its ARN."""
-    raw = app.state_machines.get(state_machine)
+    """Record a new execution of `state_machine`, one of `state_machines` (a name → definition
+    mapping, or an App); the running coordinator picks it up. Returns its ARN."""
+    machines = (
+        state_machines if isinstance(state_machines, Mapping) else state_machines.state_machines
+    )
+    raw = machines.get(state_machine)
     if raw is None:
-        known = ", ".join(sorted(app.state_machines)) or "none"
+        known = ", ".join(sorted(machines)) or "none"
         raise AppError(
             f"state machine {state_machine!r}",
             f"is not registered (known: {known})",

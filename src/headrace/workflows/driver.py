@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
 
-from headrace.app import App
+from headrace.functions.spec import FunctionSpec
 from headrace.ledger import Ledger, NewInvocation, new_id
 from headrace.ledger import executions as store
 from headrace.workflows.asl import parse
@@ -45,9 +46,14 @@ class _Task:
 
 
 class WorkflowDriver:
-    def __init__(self, ledger: Ledger, app: App, env: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        functions: Mapping[str, FunctionSpec],
+        env: dict[str, Any] | None = None,
+    ) -> None:
         self.ledger = ledger
-        self.app = app
+        self.functions = functions  # the app's registry itself: later registrations count
         self.env = {"ledger": ledger.url, **(env or {})}  # what service tasks are told
         self.active: dict[str, Interpreter] = {}
         self.dirty: set[str] = set()
@@ -182,9 +188,9 @@ class WorkflowDriver:
         self, execution_id: str, scope: str, task: dict[str, Any]
     ) -> NewInvocation | None:
         target = resolve(task["resource"], task["parameters"])
-        if target is None or target.name not in self.app.functions:
+        if target is None or target.name not in self.functions:
             return None
-        spec = self.app.functions[target.name]
+        spec = self.functions[target.name]
         inv_id = new_id()
         self.tasks[inv_id] = _Task(execution_id, scope, task["name"], task["token"], target)
         self.linked.add(task["token"])

@@ -16,7 +16,10 @@
 
 A failing function's error name is its exception's class name and the cause is the JSON AWS
 Lambda reports (`errorMessage`, `errorType`, `stackTrace`), so `Catch` rules written for Lambda
-(`"ErrorEquals": ["ValueError"]`) work unchanged.
+(`"ErrorEquals": ["ValueError"]`) work unchanged. An error with a dotted name (`States.TaskFailed`
+of a failed Batch job, `DynamoDB.ConditionalCheckFailedException`, `SNS.NotFoundException`,
+`Batch.ClientException`) is a service's or Step Functions' own: its cause is the service's
+message as is (a failed job's description), not wrapped in a Lambda error and a traceback.
 """
 
 from __future__ import annotations
@@ -139,7 +142,8 @@ def error_from_exception(exc: BaseException) -> StatesError:
         return exc
     name = getattr(exc, "error_name", None)
     if isinstance(name, str) and name:  # DynamoDB's and other services' own error names
-        return StatesError(name, str(exc))
+        cause = getattr(exc, "cause", None)
+        return StatesError(name, cause if isinstance(cause, str) else str(exc))
     cause = {
         "errorMessage": str(exc),
         "errorType": type(exc).__name__,
@@ -152,6 +156,8 @@ def error_from_outcome(error_line: str | None, tb: str | None) -> StatesError:
     """A worker's "Type: message" error line as a Step Functions error."""
     line = error_line or "States.TaskFailed: the task failed"
     name, _, message = line.partition(": ")
+    if "." in name:  # a service's error (Python class names have no dot): its message is the cause
+        return StatesError(name, message)
     cause = {"errorMessage": message, "errorType": name, "stackTrace": (tb or "").splitlines()}
     return StatesError(name or "States.TaskFailed", json.dumps(cause))
 

@@ -50,7 +50,7 @@ def sns(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
 def batch(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """`submitJob.sync` runs the job here and returns it as DescribeJobs shows it;
     `submitJob` records it, starts it in a process of its own and returns at once."""
-    from headrace.jobs import JobDefinition, Jobs, handle_batch_task
+    from headrace.jobs import JobDefinition, JobFailed, Jobs, handle_batch_task
     from headrace.jobs.records import job_arn
 
     settings = {
@@ -63,8 +63,8 @@ def batch(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     if event["action"].endswith(".sync"):
         try:
             return _pascal(handle_batch_task(params, **settings))
-        except StatesError as exc:  # the failed job's description, as Step Functions shows it
-            raise StatesError(exc.error, json.dumps(_pascal(json.loads(exc.cause)))) from None
+        except JobFailed as exc:  # the failed job's description, as Step Functions shows it
+            raise StatesError(exc.error_name, json.dumps(_pascal(exc.description))) from None
     jobs = Jobs(
         _ledger(event["ledger"]),
         event["home"],
