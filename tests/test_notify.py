@@ -313,3 +313,48 @@ def test_configuration_errors_and_publish_request(sqlite_ledger, tmp_path):
         Webhook("ftp://x/")
     with pytest.raises(NotifyError, match="not supported"):
         notifier.publish_request({"TopicArn": "t", "Message": "m", "MessageGroupId": "g"})
+
+
+def test_envelope_carries_the_topic_arn_the_publisher_wrote(sqlite_ledger, tmp_path):
+    out = tmp_path / "alerts.jsonl"
+    arn = "arn:aws:sns:us-east-1:123456789012:alerts"
+    notifier = Notifier(sqlite_ledger, {"alerts": [File(out)]})
+    notifier.publish_request({"TopicArn": arn, "Message": "now"})
+    # deferred: the envelope is rebuilt from the ledger by deliver_pending
+    later = Notifier(sqlite_ledger, {"alerts": [File(out)]}, synchronous=False)
+    later.publish_request({"TopicArn": "arn:aws-cn:sns:cn-north-1:999:alerts", "Message": "l"})
+    assert later.deliver_pending() == {"delivered": 1}
+    notifier.publish("alerts", "by name")  # no ARN written: the topic's own, an AWS-shaped one
+    notifier.publish_request({"TopicArn": "alerts", "Message": "bare name"})
+    arns = [json.loads(line)["TopicArn"] for line in out.read_text().splitlines()]
+    local = "arn:aws:sns:local:000000000000:alerts"
+    assert arns == [arn, "arn:aws-cn:sns:cn-north-1:999:alerts", local, local]
+    with pytest.raises(NotifyError, match="not an SNS topic ARN") as err:
+        notifier.publish_request({"TopicArn": "arn:aws:sqs:us-east-1:1:alerts", "Message": "m"})
+    assert err.value.error_name == "SNS.InvalidParameterException"
+    with pytest.raises(NotifyError, match="does not name topic"):
+        notifier.publish("alerts", "m", topic_arn="arn:aws:sns:us-east-1:1:other")
+    with pytest.raises(NotifyError, match="TopicArn is required"):
+        notifier.publish_request({"Message": "m"})
+
+
+def test_a_ledger_from_before_topic_arn_gets_the_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # notify_messages as earlier versions created it
+        db.execute(
+            "CREATE TABLE notify_messages (id VARCHAR(64) PRIMARY KEY, topic VARCHAR(256) NOT "
+            "NULL, subject TEXT, message TEXT NOT NULL, attributes TEXT NOT NULL, created_at "
+            "FLOAT NOT NULL)"
+        )
+        db.execute("INSERT INTO notify_messages VALUES ('old', 't', NULL, 'm', '{}', 0)")
+    ledger = Ledger(f"sqlite:///{path}")
+    try:
+        out = tmp_path / "t.jsonl"
+        notifier = Notifier(ledger, {"t": [File(out)]})
+        notifier.publish_request({"TopicArn": "arn:aws:sns:us-east-1:1:t", "Message": "m"})
+        assert json.loads(out.read_text())["TopicArn"] == "arn:aws:sns:us-east-1:1:t"
+        assert notifier.get_message("old")["topic_arn"] is None
+    finally:
+        ledger.close()

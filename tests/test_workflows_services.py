@@ -81,7 +81,8 @@ def task_log_machine(topic_arn: str) -> dict:
 def test_dynamodb_and_sns_tasks_in_process(tmp_path):
     ledger = f"sqlite:///{tmp_path / 'l.db'}"
     topics = {"done": [{"kind": "file", "path": str(tmp_path / "done.jsonl")}]}
-    machine = task_log_machine("arn:aws:sns:local:000000000000:done")
+    arn = "arn:aws:sns:us-east-1:123456789012:done"  # the ARN the envelope must carry
+    machine = task_log_machine(arn)
     first = execute(machine, {"cell": "c1"}, ledger=ledger, topics=topics)
     assert first.status == "SUCCEEDED", (first.error, first.cause)
     assert first.output["got"] == {"n": "1"} and "MessageId" in first.output["sns"]
@@ -90,6 +91,7 @@ def test_dynamodb_and_sns_tasks_in_process(tmp_path):
     assert second.output["duplicate"]["Error"] == "DynamoDB.ConditionalCheckFailedException"
     lines = [json.loads(x) for x in (tmp_path / "done.jsonl").read_text().splitlines()]
     assert len(lines) == 2 and "cell c1 logged" in json.dumps(lines[0])
+    assert [line["TopicArn"] for line in lines] == [arn, arn]
     item = Tables(Ledger(ledger)).get_item("tasklog", {"cell": "c1"})
     assert item["n"] == 1
 
@@ -98,7 +100,8 @@ def test_dynamodb_and_sns_tasks_through_the_coordinator(tmp_path):
     settings = load_settings(APP_DIR, home=str(tmp_path / "home"), poll_interval=0.2, workers=2)
     app = load_app(settings)
     app.topic("done", {"kind": "file", "path": str(tmp_path / "done.jsonl")})
-    app.state_machine("tasklog", task_log_machine("arn:aws:sns:local:000000000000:done"))
+    arn = "arn:aws:sns:eu-west-1:210987654321:done"
+    app.state_machine("tasklog", task_log_machine(arn))
     coordinator = Coordinator(settings, app)
     thread = threading.Thread(target=coordinator.run, kwargs={"drain_timeout": 5})
     thread.start()
@@ -110,7 +113,8 @@ def test_dynamodb_and_sns_tasks_through_the_coordinator(tmp_path):
         assert [r["status"] for r in rows] == ["SUCCEEDED"] * 3, rows
         duplicates = [r for r in rows if "duplicate" in r["output"]]
         assert len(duplicates) == 1
-        assert len((tmp_path / "done.jsonl").read_text().splitlines()) == 3
+        lines = (tmp_path / "done.jsonl").read_text().splitlines()
+        assert [json.loads(line)["TopicArn"] for line in lines] == [arn] * 3
         scan = Tables(ledger).scan("tasklog")
         assert sorted(i["cell"] for i in scan["Items"]) == ["a", "b"]
         ledger.close()

@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, insert, inspect, or_, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from headrace.ledger.db import create_tables
 from headrace.notify.errors import DeliveryFailed, NotifyError, UnknownTopic
@@ -35,6 +36,10 @@ if TYPE_CHECKING:
 __all__ = ["Notifier", "Topic"]
 
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,256}$")
+# arn:<partition>:sns:<region>:<account>:<topic>, as SNS writes it
+_TOPIC_ARN = re.compile(r"^arn:[a-z-]+:sns:[a-z0-9-]*:[0-9]*:([A-Za-z0-9_\-]{1,256})$")
+LOCAL_ARN_PREFIX = "arn:aws:sns:local:000000000000"
+_HAS_TOPIC_ARN: set[str] = set()  # ledger URLs whose notify_messages has the column
 _LEASE_MARGIN = 30.0  # seconds beyond a delivery's own timeout before another notifier takes over
 _MAX_MESSAGE_BYTES = 256 * 1024  # as SNS
 
@@ -63,7 +68,22 @@ class Topic:
 
     @property
     def arn(self) -> str:
-        return f"arn:headrace:sns:local:000000000000:{self.name}"
+        """The topic's ARN when a publisher names it without one."""
+        return f"{LOCAL_ARN_PREFIX}:{self.name}"
+
+
+def topic_name(topic_arn: str) -> str:
+    """The topic an SNS `TopicArn` names (its last part); a bare topic name is accepted too."""
+    if _TOPIC_NAME.match(topic_arn):
+        return topic_arn
+    found = _TOPIC_ARN.match(topic_arn)
+    if found is None:
+        raise NotifyError(
+            f"TopicArn {topic_arn!r}",
+            "is not an SNS topic ARN",
+            "write arn:aws:sns:<region>:<account>:<topic>, or the topic's name",
+        )
+    return found.group(1)
 
 
 def _topics(topics: Mapping[str, Any] | Iterable[Topic]) -> dict[str, Topic]:
@@ -126,6 +146,7 @@ class Notifier:
         self.max_workers = max_workers
         self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         create_tables(metadata, ledger.engine)
+        _add_topic_arn_column(ledger)
 
     # -- publishing ---------------------------------------------------------------------------
 
@@ -136,12 +157,19 @@ class Notifier:
         *,
         subject: str | None = None,
         attributes: Mapping[str, Any] | None = None,
+        topic_arn: str | None = None,
     ) -> str:
         """Record a message for every subscription of `topic` and return its MessageId.
 
         A message that is not a string is sent as its JSON, as SNS does for a state machine's
         `Message` object. Delivery failures are recorded in the ledger, not raised.
+        `topic_arn` is the ARN the publisher wrote (the envelope's `TopicArn`); it must name
+        `topic`. Without it the envelope carries `Topic.arn`.
         """
+        if topic_arn is not None and topic_name(topic_arn) != topic:
+            raise NotifyError(
+                f"TopicArn {topic_arn!r}", f"does not name topic {topic!r}", "publish to its topic"
+            )
         if topic not in self.topics:
             raise UnknownTopic(
                 f"topic {topic!r}",
@@ -187,13 +215,14 @@ class Notifier:
                     subject=subject,
                     message=text,
                     attributes=json.dumps(attrs),
+                    topic_arn=topic_arn,
                     created_at=now,
                 )
             )
             if rows:
                 conn.execute(insert(notify_deliveries), rows)
         if self.synchronous and rows:
-            envelope = self._envelope(spec, message_id, text, subject, attrs, now)
+            envelope = self._envelope(spec, message_id, text, subject, attrs, now, topic_arn)
             jobs = [
                 (sub, envelope, 0, row["max_attempts"])
                 for sub, row in zip(spec.subscriptions, rows, strict=True)
@@ -210,7 +239,12 @@ class Notifier:
             raise NotifyError(
                 "SNS Publish request", f"parameters {sorted(unknown)} are not supported"
             )
-        target = params.get("TopicName") or str(params.get("TopicArn") or "").rsplit(":", 1)[-1]
+        arn = params.get("TopicArn")
+        if arn is not None and not isinstance(arn, str):
+            raise NotifyError("SNS Publish request", "TopicArn must be a string")
+        if not arn and not params.get("TopicName"):
+            raise NotifyError("SNS Publish request", "TopicArn is required")
+        target = params.get("TopicName") or topic_name(arn)
         if "Message" not in params:
             raise NotifyError("SNS Publish request", "Message is required")
         message_id = self.publish(
@@ -218,6 +252,8 @@ class Notifier:
             params["Message"],
             subject=params.get("Subject"),
             attributes=params.get("MessageAttributes"),
+            # a bare name in TopicArn is no ARN: the envelope then shows the topic's own
+            topic_arn=arn if arn and _TOPIC_ARN.match(arn) else None,
         )
         return {"MessageId": message_id}
 
@@ -259,6 +295,7 @@ class Notifier:
                 row["subject"],
                 json.loads(row["attributes"]),
                 row["created_at"],
+                row["topic_arn"],
             )
             jobs.append((sub, envelope, row["attempts"], row["max_attempts"]))
         for status in self._run(jobs, retry=False):
@@ -277,6 +314,7 @@ class Notifier:
                 m.c.message,
                 m.c.subject,
                 m.c.attributes,
+                m.c.topic_arn,
                 m.c.created_at,
             )
             .join(m, m.c.id == d.c.message_id)
@@ -400,12 +438,13 @@ class Notifier:
         subject: str | None,
         attributes: Mapping[str, Mapping[str, str]],
         at: float,
+        topic_arn: str | None = None,
     ) -> dict[str, Any]:
         """The SNS HTTP notification document (what an SNS webhook receiver parses)."""
         envelope: dict[str, Any] = {
             "Type": "Notification",
             "MessageId": message_id,
-            "TopicArn": topic.arn,
+            "TopicArn": topic_arn or topic.arn,
             "Topic": topic.name,
             "Message": message,
             "Timestamp": _timestamp(at),
@@ -453,3 +492,20 @@ class Notifier:
         out = dict(row)
         out["attributes"] = json.loads(out["attributes"])
         return out
+
+
+def _add_topic_arn_column(ledger: Ledger) -> None:
+    """Ledgers made before `topic_arn` existed get the column (nullable: old rows keep None)."""
+    if ledger.url in _HAS_TOPIC_ARN:
+        return
+    columns = {c["name"] for c in inspect(ledger.engine).get_columns("notify_messages")}
+    if "topic_arn" in columns:
+        _HAS_TOPIC_ARN.add(ledger.url)
+        return
+    try:
+        with ledger.begin() as conn:
+            conn.execute(text("ALTER TABLE notify_messages ADD COLUMN topic_arn TEXT"))
+    except SQLAlchemyError as exc:  # another notifier added it first
+        if "duplicate" not in str(exc).lower() and "already exists" not in str(exc).lower():
+            raise
+    _HAS_TOPIC_ARN.add(ledger.url)

@@ -14,6 +14,7 @@ notify_messages = Table(
     Column("subject", Text),
     Column("message", Text, nullable=False),
     Column("attributes", Text, nullable=False),  # JSON, SNS MessageAttributes shape
+    Column("topic_arn", Text),  # the ARN the publisher wrote (None: the topic's own)
     Column("created_at", Float, nullable=False),
     Index("ix_notify_messages_topic", "topic", "created_at"),
 )
