@@ -178,9 +178,11 @@ class App:
 
     def job_definition(self, name: str, command: list[str], **options: Any) -> JobDefinition:
         """A batch job definition (AWS Batch style): `command`, `environment`, `vcpus`,
-        `memory` (MiB), `timeout` (s), `retry_attempts`, `working_dir`, `parameters`. State
-        machines run it with `arn:aws:states:::batch:submitJob.sync`; `headrace jobs submit`
-        runs it from the command line."""
+        `memory` (MiB), `timeout` (s), `retry_attempts`, `working_dir`, `parameters`, and its
+        runtime: the project's environment by default, `venv=` another virtualenv's folder, or
+        `image=` a container image (docker or podman). State machines run it with
+        `arn:aws:states:::batch:submitJob.sync`; `headrace jobs submit` runs it from the
+        command line."""
         from headrace.jobs import JobDefinition
 
         definition = JobDefinition(name=name, command=list(command), **options)

@@ -1,8 +1,10 @@
 """`JobDefinition` and AWS Batch `ContainerOverrides` applied to it.
 
-A definition is image-less: the command runs on the worker's host, with the worker's own
-environment plus the definition's `environment` and the submission's overrides. vCPUs are advisory
-for the subprocess runner (a future scheduler or the Ray runner can use them); memory is enforced.
+The command runs on the worker's host in the definition's runtime (see `headrace.jobs.runtime`):
+the project's environment by default, another virtualenv (`venv`), or a container image
+(`image`, with docker or podman). It sees the worker's environment (in a container: only the
+job's own variables) plus the definition's `environment` and the submission's overrides. vCPUs
+are advisory for the subprocess runner (a container engine enforces them); memory is enforced.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ MAX_RETRY_ATTEMPTS = 10  # AWS Batch's bound for RetryStrategy.Attempts
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")  # registry/name:tag@digest
 _REF = re.compile(r"Ref::([A-Za-z0-9_.-]+)")
 _OVERRIDE_KEYS = {"Command", "Environment", "ResourceRequirements", "Vcpus", "Memory"}
 
@@ -81,7 +84,9 @@ class JobDefinition:
     `retry_attempts` counts all attempts, as AWS Batch's `RetryStrategy.Attempts` does: 1 means
     no retry. `timeout` (seconds) applies to each attempt; as on AWS Batch a timed-out attempt is
     not retried. `memory` is in MiB. `parameters` are the defaults for `Ref::name` placeholders
-    in the command.
+    in the command. `venv` (a Python environment's folder) or `image` (a container image) choose
+    where the command runs instead of the project's environment; Python interpreters the
+    command names (`python3`, `/usr/bin/python3`, ...) are the chosen environment's.
     """
 
     name: str
@@ -94,6 +99,8 @@ class JobDefinition:
     working_dir: str | None = None
     runner: str = "subprocess"
     parameters: dict[str, str] = field(default_factory=dict)
+    venv: str | None = None
+    image: str | None = None
 
     def __post_init__(self) -> None:
         subject = f"job definition {self.name!r}"
@@ -123,6 +130,22 @@ class JobDefinition:
         if self.runner not in RUNNERS:
             raise _invalid(
                 subject, f"unknown runner {self.runner!r}", f"use one of {', '.join(RUNNERS)}"
+            )
+        if self.venv is not None and self.image is not None:
+            raise _invalid(
+                subject,
+                "has both venv and image",
+                "choose one runtime: a virtualenv, or a container image",
+            )
+        if self.venv is not None:
+            if not isinstance(self.venv, str | Path) or not str(self.venv):
+                raise _invalid(subject, f"venv must be a folder path, got {self.venv!r}", "")
+            object.__setattr__(self, "venv", str(self.venv))
+        if self.image is not None and (
+            not isinstance(self.image, str) or not _IMAGE.match(self.image)
+        ):
+            raise _invalid(
+                subject, f"image must be an image reference, got {self.image!r}", "e.g. python:3.11"
             )
         params = self.parameters
         if not isinstance(params, dict) or not all(

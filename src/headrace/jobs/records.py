@@ -82,6 +82,8 @@ class JobRun:
             "exitCode": self.exit_code,
             "logStreamName": last.get("log_path"),
         }
+        if spec.image:
+            container["image"] = spec.image
         if last.get("reason"):
             container["reason"] = last["reason"]
         out: dict[str, Any] = {

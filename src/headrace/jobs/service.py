@@ -25,6 +25,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from headrace.errors import HeadraceError
+from headrace.jobs import runtime
 from headrace.jobs.definition import (
     JobDefinition,
     apply_overrides,
@@ -113,6 +114,7 @@ class Jobs:
             retry_attempts=retry_attempts,
         )
         self._runner(spec.runner)  # an unavailable runner fails the submission, not the run
+        runtime.check(spec, spec.working_dir)  # so does a missing virtualenv or engine
         job_id = str(uuid.uuid4())
         row = {
             "id": job_id,
@@ -304,6 +306,7 @@ class Jobs:
             values: dict[str, Any] = {"owner": owner, "heartbeat_at": time.time()}
             if took_over:
                 _sweep(job.id)
+                runtime.remove_leftover_containers(job.spec, job.id, len(job.attempt_log))
                 values["status"] = "RUNNABLE"
                 values["attempt_log"] = _dumps(
                     _close(job.attempt_log, time.time(), None, INTERRUPTED_REASON, "interrupted")

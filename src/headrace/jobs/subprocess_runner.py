@@ -1,5 +1,9 @@
 """`SubprocessRunner`: a job attempt as a local process group, like a container without an image.
 
+* The command runs in the definition's runtime (`headrace.jobs.runtime`): the project's
+  environment, another virtualenv, or a container image through the docker/podman client (whose
+  container is removed when the attempt ends or is stopped).
+
 * The command runs as an argv list (no shell) in a new session, so its process group holds
   everything it spawns; stopping the job signals the whole group (SIGTERM, then SIGKILL after
   `kill_grace` seconds), and when the main process exits the rest of the group is killed, as a
@@ -33,6 +37,7 @@ from pathlib import Path
 
 import psutil
 
+from headrace.jobs import runtime
 from headrace.jobs.errors import InvalidJobDefinition
 from headrace.jobs.runners import Attempt, Poll
 
@@ -53,6 +58,7 @@ class SubprocessHandle:
     pgid: int
     result: Poll | None = None
     last_memory_check: float = 0.0
+    launch: runtime.Launch | None = None
 
 
 def exit_code_of(returncode: int) -> int:
@@ -95,16 +101,20 @@ class SubprocessRunner:
                 f"working_dir {cwd} is not a folder",
                 "create it or fix the path",
             )
+        name = runtime.container_name(attempt.job_id, attempt.number)
+        launch = runtime.launch(definition, env, container=name, cwd=cwd)
         limit = definition.memory * 2**20 if self.memory_limit == "address-space" else None
         preexec = _child_setup(os.getpid(), limit)
         with open(attempt.log_path, "ab", buffering=0) as log:
+            if launch.note:  # which interpreter or image the job got, for whoever reads its log
+                log.write(f"{launch.note}\n".encode())
             try:
                 process = subprocess.Popen(
-                    definition.command,
+                    launch.argv,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env=env,
+                    env=launch.env,
                     cwd=cwd,
                     start_new_session=True,
                     preexec_fn=preexec,
@@ -112,9 +122,9 @@ class SubprocessRunner:
                 )
             except OSError as exc:
                 # a missing executable is the job's failure, not the worker's: exit 127 as sh does
-                log.write(f"headrace: cannot start {definition.command[0]!r}: {exc}\n".encode())
+                log.write(f"headrace: cannot start {launch.argv[0]!r}: {exc}\n".encode())
                 return _failed_to_start(attempt, str(exc))
-        return SubprocessHandle(process, attempt, time.time(), pgid=process.pid)
+        return SubprocessHandle(process, attempt, time.time(), pgid=process.pid, launch=launch)
 
     # -- watching ---------------------------------------------------------------------------
 
@@ -138,6 +148,10 @@ class SubprocessRunner:
     def stop(self, handle: SubprocessHandle, reason: str) -> Poll:
         if handle.result is not None:
             return handle.result
+        if handle.launch is not None:
+            # the engine client forwards SIGTERM to the container; SIGKILL it cannot forward
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                runtime.stop_container(handle.launch, self.kill_grace)
         _signal_group(handle.pgid, signal.SIGTERM)
         deadline = time.monotonic() + self.kill_grace
         # wait for the whole group, not only the main process: a grandchild may ignore SIGTERM
@@ -152,6 +166,9 @@ class SubprocessRunner:
         # group: nothing can reuse it before we kill the leftovers and reap.
         _signal_group(handle.pgid, signal.SIGKILL)
         returncode = handle.process.wait()
+        if handle.launch is not None:
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                runtime.remove_container(handle.launch)
         # SIGKILL is delivered asynchronously: give the group a moment to be gone, so that
         # "stopped" means stopped (bounded, as zombies may wait on an init that never reaps)
         deadline = time.monotonic() + 1.0
