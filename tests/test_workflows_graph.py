@@ -213,23 +213,39 @@ def test_succeeded_execution_colours_and_map_counts():
         "Done": "succeeded",
         "Small": "not run",
         "Oops": "not run",
+        # inside the Map, per item: cell 3's error was caught, cell 4's failed its iteration
+        "Cells[*]/Composite cell": "failed",
+        'Cells[*]/Notify "failure"': "succeeded",
+        "Both{0}/L": "succeeded",
+        "Both{1}/R": "succeeded",
+        "Both{1}/Nap": "succeeded",
     }
     cells = statuses["Cells"]
     assert (cells.total, cells.succeeded, cells.failed) == (5, 4, 1)
-    assert cells.note == "4/5 done, 1 failed"
-    assert statuses["Both"].note == "2/2 done"
+    assert cells.note == "4 succeeded · 1 failed"
+    assert statuses["Both"].note == "2 succeeded"
+    job = statuses["Cells[*]/Composite cell"]
+    assert job.items == {"succeeded": 3, "caught": 1, "failed": 1, "aborted": 0, "running": 0}
+    assert job.note == "3 succeeded · 1 caught (ValueError) · 1 failed (KeyError)"
+    assert statuses['Cells[*]/Notify "failure"'].note == "1 succeeded"
 
     mermaid = to_mermaid(data, r.history)
     check_mermaid(mermaid)
     cells_id, cells_label = mermaid_node(mermaid, "Cells")
-    assert cells_label == "Map<br/>4/5 done, 1 failed"
+    assert cells_label == "Map<br/>4 succeeded · 1 failed"
     assert mermaid_class(mermaid, cells_id) == "succeeded"
     assert mermaid_class(mermaid, mermaid_node(mermaid, "Small")[0]) == "notrun"
+    job_id, job_label = mermaid_node(mermaid, "Composite cell")
+    assert job_label == "Task<br/>3 succeeded · 1 caught (ValueError) · 1 failed (KeyError)"
+    assert mermaid_class(mermaid, job_id) == "failed"
+    for inner in ("Notify #quot;failure#quot;", "L", "R", "Nap"):  # nested states coloured too
+        assert mermaid_class(mermaid, mermaid_node(mermaid, inner)[0]) == "succeeded"
     dot = to_dot(data, r.history)
     check_dot(dot)
     assert re.search(
-        r'"Cells" \[label="Cells\\nMap\\n4/5 done, 1 failed".*fillcolor="#d4edda"', dot
+        r'"Cells" \[label="Cells\\nMap\\n4 succeeded · 1 failed".*fillcolor="#d4edda"', dot
     )
+    assert re.search(r'"Both\{1\}/Nap" \[.*fillcolor="#d4edda"', dot)
     assert re.search(r'"Oops" \[.*style="rounded,filled,dashed"', dot)
 
 
@@ -238,16 +254,84 @@ def test_caught_and_failed_states():
     r = execute(data, {"n": 11, "tag": "a|b", "cells": []}, resources=resources(fail_init=True))
     assert (r.status, r.error) == ("FAILED", "InitFailed")
     statuses = state_statuses(data, r.history)
-    assert statuses["Init"].status == "failed" and statuses["Init"].caught
+    assert statuses["Init"].status == "caught" and statuses["Init"].caught
     assert statuses["Init"].note == "caught RuntimeError"
     assert statuses["Oops"].status == "failed" and statuses["Oops"].note == "InitFailed"
     assert statuses["Route"].status == "not run"
+    assert statuses["Cells[*]/Composite cell"].status == "not run"
     mermaid = to_mermaid(data, r.history)
     check_mermaid(mermaid)
     init_id, label = mermaid_node(mermaid, "Init")
     assert label == "Task<br/>caught RuntimeError"
-    assert mermaid_class(mermaid, init_id) == "failed"
+    assert mermaid_class(mermaid, init_id) == "caught"
+    assert mermaid_class(mermaid, mermaid_node(mermaid, "Oops")[0]) == "failed"
+    assert "classDef caught fill:#fff3cd" in mermaid
     check_dot(to_dot(data, r.history))
+
+
+def test_a_caught_error_in_a_succeeded_execution_is_not_red():
+    def load(_):
+        raise ConnectionError("ledger busy")
+
+    sm = StateMachine(Task("Load", "headrace:function:load", catch=[Catch(next=Pass("Fallback"))]))
+    r = execute(sm.to_dict(), {}, resources={"load": load})
+    assert r.status == "SUCCEEDED"
+    load_status = state_statuses(sm, r.history)["Load"]
+    assert (load_status.status, load_status.note) == ("caught", "caught ConnectionError")
+    mermaid = to_mermaid(sm, r.history)
+    assert mermaid_class(mermaid, mermaid_node(mermaid, "Load")[0]) == "caught"
+    assert " failed" not in "\n".join(
+        line for line in mermaid.splitlines() if line.strip().startswith("class ")
+    )
+    dot = to_dot(sm, r.history)
+    check_dot(dot)
+    assert re.search(r'"Load" \[.*fillcolor="#fff3cd", color="#b26a00"', dot)
+
+
+def test_nested_maps_and_odd_state_names_are_located():
+    # state names holding the characters scopes are made of: "[", "]", "{", "/"
+    leaf = Task("Leaf [x]/y", "headrace:function:leaf")
+    inner = Map("In{0}/[1]", leaf, items_path="$.xs")
+    outer = Map("Out[2]", inner, items_path="$.rows", max_concurrency=1)
+    sm = StateMachine(outer)
+
+    def leaf_fn(x):
+        if x < 0:
+            raise ValueError("negative")
+        return x
+
+    rows = [{"xs": [1, 2]}, {"xs": [3]}, {"xs": [4, -1, 5]}]
+    r = execute(sm.to_dict(), {"rows": rows}, resources={"leaf": leaf_fn})
+    assert r.status == "FAILED" and r.error == "ValueError"
+    statuses = state_statuses(sm, r.history)
+    assert statuses["Out[2]"].status == "failed"
+    assert statuses["Out[2]"].note.startswith("2 succeeded · 1 failed")
+    assert statuses["Out[2][*]/In{0}/[1]"].items["succeeded"] == 2
+    assert statuses["Out[2][*]/In{0}/[1]"].items["failed"] == 1
+    leaf_status = statuses["Out[2][*]/In{0}/[1][*]/Leaf [x]/y"]
+    assert leaf_status.items["succeeded"] >= 4 and leaf_status.items["failed"] == 1
+    assert leaf_status.status == "failed" and "(ValueError)" in leaf_status.note
+    check_dot(to_dot(sm, r.history))
+    mermaid = to_mermaid(sm, r.history)
+    check_mermaid(mermaid)
+    assert mermaid_class(mermaid, mermaid_node(mermaid, "Leaf [x]/y")[0]) == "failed"
+
+
+def test_a_running_map_counts_what_is_running_and_waiting():
+    sm = StateMachine(Map("Fan", Task("Work", "headrace:function:work"), max_concurrency=2))
+    r = execute(sm.to_dict(), [1, 2, 3, 4, 5], resources={"work": lambda n: n})
+    assert r.status == "SUCCEEDED"
+    # cut the history after the first iteration succeeded: others are running or waiting
+    cut = next(i for i, e in enumerate(r.history) if e["type"] == "MapIterationSucceeded")
+    statuses = state_statuses(sm, r.history[: cut + 1])
+    fan = statuses["Fan"]
+    assert fan.status == "running"
+    running = sum(1 for v in fan.iterations.values() if v == "running")
+    assert fan.note == f"1 succeeded · {running} running · {5 - 1 - running} waiting"
+    work = statuses["Fan[*]/Work"]
+    assert work.status == "running" and work.items["succeeded"] == 1
+    mermaid = to_mermaid(sm, r.history[: cut + 1])
+    assert mermaid_class(mermaid, mermaid_node(mermaid, "Work")[0]) == "running"
 
 
 def test_uncaught_map_failure():
@@ -257,7 +341,9 @@ def test_uncaught_map_failure():
     assert (r.status, r.error) == ("FAILED", "ZeroDivisionError")
     fan = state_statuses(sm, r.history)["Fan"]
     assert fan.status == "failed" and not fan.caught
-    assert fan.note == "1/3 done, 1 failed, ZeroDivisionError"
+    assert fan.note == "1 succeeded · 1 failed · 1 not started, ZeroDivisionError"
+    work = state_statuses(sm, r.history)["Fan[*]/Work"]
+    assert work.note == "1 succeeded · 1 failed (ZeroDivisionError)"
     check_dot(to_dot(sm, r.history))
 
 

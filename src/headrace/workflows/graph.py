@@ -7,9 +7,11 @@ shortened form of the rule), ``Default``, ``Catch`` (dashed, labelled with ``Err
 next to its state with a dotted edge into it.
 
 With ``history`` (the event dicts of :class:`ExecutionResult.history`, or ``Event`` objects),
-each top-level state is coloured by :func:`state_statuses`: succeeded, failed (an uncaught
-error, or an error a Catch handled), running, or not run; Map and Parallel states also show how
-many iterations or branches finished ("12/20 done, 1 failed").
+every state is coloured by :func:`state_statuses`, the states inside Map processors and
+Parallel branches too: succeeded, caught (it failed and a ``Catch`` handled the error), failed
+(the error was not caught), running, or not run. Map and Parallel states show how their
+iterations or branches fared ("12 succeeded · 2 failed · 6 waiting"); a state inside a Map
+shows the same counts over the items that reached it ("11 succeeded · 1 caught (ValueError)").
 
 Node identifiers are generated (Mermaid) or scope paths like ``Cells[*]/Composite`` (DOT), so
 any state name, spaces and quotes included, is safe: names only ever appear inside quoted,
@@ -26,7 +28,7 @@ from typing import Any, Literal
 
 from headrace.workflows.asl import load_definition
 
-Status = Literal["succeeded", "failed", "running", "not run"]
+Status = Literal["succeeded", "caught", "failed", "running", "not run"]
 
 #: How long a Choice rule or Catch label may grow before it is cut with an ellipsis.
 MAX_LABEL = 40
@@ -37,33 +39,57 @@ _TERMINAL_EXECUTION = {
     "ExecutionTimedOut",
     "ExecutionAborted",
 }
+# the order counts are listed in; "aborted": stopped when its Map or Parallel failed
+_COUNTED = ("succeeded", "caught", "failed", "aborted", "running")
 
 
 @dataclass
 class StateStatus:
-    """How a top-level state fared in one execution."""
+    """How a state fared in one execution.
+
+    A state inside a Map processor runs once per item: its `items` count the items by how the
+    state fared for each (`"succeeded"`, `"caught"`, `"failed"`, `"aborted"`, `"running"`), and
+    `status` is the worst of them. Map and Parallel states count their iterations or branches
+    (`total`, `started`, `succeeded`, `failed`).
+    """
 
     status: Status = "not run"
     visits: int = 0
     error: str | None = None  # the uncaught error, or the error a Catch handled
     caught: bool = False
     total: int | None = None  # Map items / Parallel branches of the latest visit
-    started: int = 0
-    succeeded: int = 0
-    failed: int = 0
+    iterations: dict[int, str] = field(default_factory=dict)  # index -> running/succeeded/...
+    items: dict[str, int] | None = None  # states inside a Map: items by outcome
+    item_errors: dict[str, list[str]] = field(default_factory=dict)  # outcome -> error names
+
+    @property
+    def started(self) -> int:
+        return len(self.iterations)
+
+    @property
+    def succeeded(self) -> int:
+        return sum(1 for v in self.iterations.values() if v == "succeeded")
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for v in self.iterations.values() if v == "failed")
 
     @property
     def note(self) -> str:
         """A short annotation for the diagram: counts, error, visits."""
+        if self.items is not None:
+            return _counts(self.items, self.item_errors)
         parts = []
         if self.total is not None:
-            done = f"{self.succeeded}/{self.total} done"
-            if self.failed:
-                done += f", {self.failed} failed"
-            running = self.started - self.succeeded - self.failed
-            if running > 0 and self.status == "running":
-                done += f", {running} running"
-            parts.append(done)
+            counts = {k: 0 for k in _COUNTED}
+            for outcome in self.iterations.values():
+                counts[outcome] = counts.get(outcome, 0) + 1
+            waiting = self.total - self.started
+            text = _counts(counts, {}) if self.started else ""
+            if waiting > 0:
+                rest = "waiting" if self.status == "running" else "not started"
+                text = f"{text} · {waiting} {rest}" if text else f"{waiting} {rest}"
+            parts.append(text or "no items")
         if self.error:
             parts.append(("caught " if self.caught else "") + self.error)
         if self.visits > 1:
@@ -71,33 +97,111 @@ class StateStatus:
         return ", ".join(parts)
 
 
+def _counts(counts: Mapping[str, int], errors: Mapping[str, list[str]]) -> str:
+    parts = []
+    for outcome in _COUNTED:
+        n = counts.get(outcome, 0)
+        if n:
+            names = errors.get(outcome) or []
+            shown = f" ({', '.join(names[:2])}{', …' if len(names) > 2 else ''})" if names else ""
+            parts.append(f"{n} {outcome}{shown}")
+    return " · ".join(parts)
+
+
 def _as_dict(event: Any) -> Mapping[str, Any]:
     return event.as_dict() if hasattr(event, "as_dict") else event
 
 
+def _children(machine: Any) -> Iterable[tuple[str, str, dict[str, Any], bool]]:
+    """(state name, scope marker, sub-machine, is a Map) for each Map and Parallel state."""
+    states = machine.get("States") if isinstance(machine, dict) else None
+    for name, state in (states or {}).items():
+        if not isinstance(state, dict):
+            continue
+        if state.get("Type") == "Map":
+            processor = state.get("ItemProcessor") or state.get("Iterator")
+            if isinstance(processor, dict):
+                yield name, "[", processor, True
+        elif state.get("Type") == "Parallel" and isinstance(state.get("Branches"), list):
+            for i, branch in enumerate(state["Branches"]):
+                if isinstance(branch, dict):
+                    yield name, f"{{{i}}}", branch, False
+
+
+def _all_states(machine: Any, prefix: str = "", in_map: bool = False):  # type: ignore[no-untyped-def]
+    """(path, in a Map) of every state, nested ones as ``Cells[*]/Composite``."""
+    states = machine.get("States") if isinstance(machine, dict) else None
+    for name in states or {}:
+        yield prefix + name, in_map
+    for name, marker, sub, is_map in _children(machine):
+        inner = f"{prefix}{name}[*]/" if is_map else f"{prefix}{name}{marker}/"
+        yield from _all_states(sub, inner, in_map or is_map)
+
+
+def _locate(data: dict[str, Any], scope: str) -> tuple[str, dict[str, Any]] | None:
+    """The path prefix (``Cells[*]/``) and the sub-machine of a history scope (``Cells[3]``).
+
+    Scopes join ``State[index]`` (Map iterations) and ``State{index}`` (Parallel branches) with
+    "/"; state names may hold those characters too, so the scope is matched against the
+    definition rather than split."""
+    prefix, machine, rest = "", data, scope
+    while rest:
+        for name, marker, sub, is_map in _children(machine):
+            if not rest.startswith(name):
+                continue
+            tail = rest[len(name) :]
+            if is_map:
+                close = tail.find("]")
+                if not tail.startswith("[") or not tail[1:close].isdigit():
+                    continue
+                after = tail[close + 1 :]
+            elif tail.startswith(marker):
+                after = tail[len(marker) :]
+            else:
+                continue
+            if after and not after.startswith("/"):
+                continue
+            prefix += f"{name}[*]/" if is_map else f"{name}{marker}/"
+            machine, rest = sub, after[1:]
+            break
+        else:
+            return None
+    return prefix, machine
+
+
 def state_statuses(definition: Any, history: Iterable[Any]) -> dict[str, StateStatus]:
-    """The status of every top-level state of ``definition`` after the events in ``history``."""
+    """The status of every state of ``definition`` after the events in ``history``: top-level
+    states by name, nested ones by path (``Cells[*]/Composite``, ``Both{1}/Nap``)."""
     data = _load(definition)
-    states = data.get("States") if isinstance(data.get("States"), dict) else {}
-    out = {name: StateStatus() for name in states}
-    current: str | None = None  # Map/Parallel events name no state; only one runs per scope
+    instances: dict[tuple[str, str], StateStatus] = {}  # (scope, state) -> one run of it
+    located: dict[str, tuple[str, dict[str, Any]] | None] = {}
+    current: dict[str, str] = {}  # scope -> its running state: Map/Parallel events name none
     ended: str | None = None
     for event in map(_as_dict, history):
         kind, details = event.get("type", ""), event.get("details") or {}
         if kind in _TERMINAL_EXECUTION:
             ended = kind
-        if event.get("scope", "") != "":
+        scope = event.get("scope", "") or ""
+        if scope not in located:
+            located[scope] = _locate(data, scope)
+        where = located[scope]
+        if where is None:
             continue
-        name = details.get("name", current)
-        st = out.get(name) if isinstance(name, str) else None
-        if kind.endswith("StateEntered") and st is not None:
-            current = name
+        states = where[1].get("States") or {}
+        name = details.get("name", current.get(scope))
+        if not isinstance(name, str) or name not in states:
+            continue
+        if kind.endswith("StateEntered"):
+            current[scope] = name
+            st = instances.setdefault((scope, name), StateStatus())
             st.visits += 1
             st.status, st.error, st.caught = "running", None, False
-            st.total, st.started, st.succeeded, st.failed = None, 0, 0, 0
-        elif st is None:
+            st.total, st.iterations = None, {}
             continue
-        elif kind.endswith("StateExited"):
+        st = instances.get((scope, name))
+        if st is None:
+            continue
+        if kind.endswith("StateExited"):
             state = states.get(name) or {}
             nxt = details.get("next")
             # a catcher's Next differs from the state's own Next; a failure event before the
@@ -107,7 +211,7 @@ def state_statuses(definition: Any, history: Iterable[Any]) -> dict[str, StateSt
                 state.get("Next"),
             )
             st.caught = st.caught or (st.error is not None) or jumped
-            st.status = "failed" if st.caught else "succeeded"
+            st.status = "caught" if st.caught else "succeeded"
         elif kind == "StateFailed":
             st.status, st.caught = "failed", False
             st.error = details.get("error") or st.error
@@ -116,21 +220,69 @@ def state_statuses(definition: Any, history: Iterable[Any]) -> dict[str, StateSt
         elif kind == "TaskSucceeded":
             st.error = None  # a retry worked
         elif kind == "MapStateStarted":
-            st.total = len(details.get("items") or [])
+            st.total, st.iterations = len(details.get("items") or []), {}
         elif kind == "ParallelStateStarted":
-            st.total = int(details.get("branches") or 0)
+            st.total, st.iterations = int(details.get("branches") or 0), {}
         elif kind in ("MapIterationStarted", "ParallelBranchStarted"):
-            st.started += 1
+            st.iterations[int(details.get("index", -1))] = "running"
         elif kind in ("MapIterationSucceeded", "ParallelBranchSucceeded"):
-            st.succeeded += 1
+            st.iterations[int(details.get("index", -1))] = "succeeded"
         elif kind in ("MapIterationFailed", "ParallelBranchFailed"):
-            st.failed += 1
+            st.iterations[int(details.get("index", -1))] = "failed"
+        elif kind == "IterationsAborted":
+            st.iterations = {
+                i: "aborted" if v == "running" else v for i, v in st.iterations.items()
+            }
+            base = f"{scope}/{name}" if scope else name
+            for (inner_scope, _), inner in instances.items():
+                marker = inner_scope[len(base) : len(base) + 1]
+                below = inner_scope.startswith(base) and marker in ("[", "{")
+                if below and inner.status == "running":
+                    inner.status, inner.error = "failed", "aborted"
     if ended in ("ExecutionTimedOut", "ExecutionAborted"):
         # the execution stopped under these states: they will never finish
-        for st in out.values():
+        for st in instances.values():
             if st.status == "running":
                 st.status = "failed"
                 st.error = st.error or ("timed out" if ended == "ExecutionTimedOut" else "aborted")
+    return _by_path(data, instances, located)
+
+
+def _by_path(
+    data: dict[str, Any],
+    instances: dict[tuple[str, str], StateStatus],
+    located: dict[str, tuple[str, dict[str, Any]] | None],
+) -> dict[str, StateStatus]:
+    runs: dict[str, list[StateStatus]] = {}
+    for (scope, name), st in instances.items():
+        where = located.get(scope)
+        if where is not None:
+            runs.setdefault(where[0] + name, []).append(st)
+    out: dict[str, StateStatus] = {}
+    for path, in_map in _all_states(data):
+        found = runs.get(path, [])
+        if not in_map:  # one run at most: the top level, or a Parallel branch outside any Map
+            out[path] = found[-1] if found else StateStatus()
+            continue
+        items = {k: 0 for k in _COUNTED}
+        errors: dict[str, list[str]] = {}
+        for st in found:
+            outcome = "aborted" if st.error == "aborted" and st.status == "failed" else st.status
+            items[outcome] = items.get(outcome, 0) + 1
+            if st.error and st.error != "aborted" and st.error not in errors.get(outcome, []):
+                errors.setdefault(outcome, []).append(st.error)
+        status: Status = "not run"
+        for outcome, shown in (
+            ("running", "running"),
+            ("failed", "failed"),
+            ("aborted", "failed"),
+            ("caught", "caught"),
+            ("succeeded", "succeeded"),
+        ):
+            if items[outcome]:
+                status = shown  # type: ignore[assignment]
+                break
+        out[path] = StateStatus(status=status, items=items, item_errors=errors)
     return out
 
 
@@ -246,8 +398,8 @@ def _build(data: dict[str, Any], statuses: dict[str, StateStatus] | None) -> _Gr
         for name, state in states.items():
             kind = state.get("Type", "?") if isinstance(state, dict) else "?"
             ids[name] = node(cluster, prefix + name, name, kind)
-            if top and statuses is not None:
-                st = statuses.get(name, StateStatus())
+            if statuses is not None:
+                st = statuses.get(prefix + name, StateStatus())
                 ids[name].status, ids[name].note = st.status, st.note
         end: list[_Node] = []
 
@@ -322,11 +474,18 @@ _MERMAID_EDGES = {"solid": "-->", "dashed": "-.->", "dotted": "-.->"}
 # fill, stroke: readable on light and dark themes alike
 _COLOURS: dict[str, tuple[str, str]] = {
     "succeeded": ("#d4edda", "#2e7d32"),
+    "caught": ("#fff3cd", "#b26a00"),  # amber: an error happened and was handled
     "failed": ("#f8d7da", "#c62828"),
     "running": ("#cce5ff", "#1565c0"),
     "not run": ("#eeeeee", "#9e9e9e"),
 }
-_CLASS = {"succeeded": "succeeded", "failed": "failed", "running": "running", "not run": "notrun"}
+_CLASS = {
+    "succeeded": "succeeded",
+    "caught": "caught",
+    "failed": "failed",
+    "running": "running",
+    "not run": "notrun",
+}
 
 
 def _mermaid_text(text: str) -> str:
