@@ -3,6 +3,7 @@ composite state machine; one cell is made to fail (a missing band), so the Catch
 notification run while every other cell's composite and task-log row are present."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -83,7 +84,12 @@ def test_band_composites_with_one_failing_cell(shared_data, tmp_path):
         assert [e["type"] for e in history].count("MapIterationSucceeded") == len(good) + 1
         graph = headrace("graph", "band-composite", "-e", "landsat", project=EXAMPLE, env=env)
         assert graph.returncode == 0 and graph.stdout.startswith("flowchart TD")
-        assert "done" in graph.stdout  # the Map's iteration counts
+        # the Map's iteration counts, and the job state inside it coloured per item: the
+        # broken cell's failure was caught (NotifyFailure ran), so it is caught, not failed
+        assert f"Map<br/>{len(good) + 1} succeeded" in graph.stdout
+        job = re.search(r"^\s+(s\d+)\[\"Composite<br/>Task<br/>([^\"]*)\"\]$", graph.stdout, re.M)
+        assert job and job.group(2) == f"{len(good)} succeeded · 1 caught (States.TaskFailed)"
+        assert re.search(rf"^\s+class [s\d,]*\b{job.group(1)}\b[s\d,]* caught$", graph.stdout, re.M)
         dot = headrace("graph", "band-composite", "--format", "dot", project=EXAMPLE, env=env)
         assert dot.stdout.startswith("digraph") and dot.stdout.count("{") == dot.stdout.count("}")
         assert up.terminate() == 0
