@@ -2,7 +2,6 @@
 task-log table, and notifies on failure and at the end."""
 
 import os
-import sys
 from pathlib import Path
 
 from headrace import App
@@ -15,7 +14,9 @@ app = App("composites")
 
 app.job_definition(
     "band-composite",
-    command=[sys.executable, str(HERE / "composite_cell.py")],
+    # "python" is the job's runtime's interpreter: here the project's environment (the
+    # default); venv="/path/to/env" or image="..." would run it elsewhere
+    command=["python", str(HERE / "composite_cell.py")],
     vcpus=1,
     memory=2048,
     timeout=600,
