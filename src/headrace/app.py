@@ -6,11 +6,11 @@ import importlib
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from headrace.config import Settings
 from headrace.errors import AppError, ConfigError
+from headrace.events.bus import Rule, object_created_rule
 from headrace.functions.spec import FunctionSpec
 from headrace.storage.keys import validate_bucket_name
 
@@ -18,31 +18,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 
 
-@dataclass(frozen=True)
-class ObjectTrigger:
-    """Fire `function` for every object created in `bucket` whose key matches."""
-
-    function: str
-    bucket: str
-    prefix: str = ""
-    suffix: tuple[str, ...] = ()
-
-    def matches(self, bucket: str, key: str) -> bool:
-        if bucket != self.bucket or not key.startswith(self.prefix):
-            return False
-        return not self.suffix or key.lower().endswith(self.suffix)
-
-
 class App:
     def __init__(self, name: str = "headrace") -> None:
         self.name = name
         self.functions: dict[str, FunctionSpec] = {}
-        self.triggers: list[ObjectTrigger] = []
         self.state_machines: dict[str, dict[str, Any]] = {}
         self.topics: dict[str, list[dict[str, Any]]] = {}
         self.job_definitions: dict[str, Any] = {}  # name -> headrace.jobs.JobDefinition
         self.streams: dict[str, Any] = {}  # name -> headrace.streams.specs.StreamSpec
-        self.rules: list[Any] = []  # headrace.events.bus.Rule
+        self.rules: list[Rule] = []  # bus rules; object triggers are rules too
         self.sources: dict[str, Any] = {}  # name -> headrace.streams.specs.SourceSpec
         self.pipelines: dict[str, Any] = {}  # name -> headrace.streams.pipeline.Pipeline
         self.feature_groups: dict[str, Any] = {}  # name -> headrace.features.FeatureGroup
@@ -128,7 +112,9 @@ class App:
                 if id(target) not in self._names:
                     self.function(target)
                 name = self._names[id(target)]
-            self.triggers.append(ObjectTrigger(name, bucket, prefix, suffixes))
+            rule = object_created_rule(name, bucket=bucket, prefix=prefix, suffixes=suffixes)
+            rule.name = f"{rule.name[:75]}-{len(self.rules) + 1}"
+            self.rules.append(rule)
             return target
 
         if function is None:
@@ -201,8 +187,6 @@ class App:
     def rule(self, pattern: dict[str, Any] | str, *, target: str, name: str | None = None) -> Any:
         """Route bus events matching an EventBridge `pattern` to `target`: "stream:NAME",
         "function:NAME" or "states:NAME"."""
-        from headrace.events.bus import Rule
-
         rule = Rule.create(name or f"rule-{len(self.rules) + 1}", pattern, target)
         if any(r.name == rule.name for r in self.rules):
             raise AppError(f"rule {rule.name!r}", "is defined twice", "give it another name")
@@ -356,17 +340,10 @@ class App:
             if problems:
                 raise DefinitionError([Problem("$.States", None, f"{name}: {p}") for p in problems])
 
-    def routes(self, bucket: str, key: str) -> list[str]:
-        """Names of the functions an object-created event in bucket/key triggers."""
-        seen: list[str] = []
-        for trigger in self.triggers:
-            if trigger.matches(bucket, key) and trigger.function not in seen:
-                seen.append(trigger.function)
-        return seen
-
     @property
     def buckets(self) -> list[str]:
-        return sorted({t.bucket for t in self.triggers})
+        """The buckets object triggers watch."""
+        return sorted({bucket for rule in self.rules for bucket in rule.buckets})
 
 
 def _late_stream(name: str) -> Any:
