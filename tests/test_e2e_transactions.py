@@ -27,6 +27,13 @@ def accelerated(speed: float):
     return lambda: start + (time.time() - start) * speed
 
 
+def _polled(simulator: Simulator, at_least: int, timeout: float = 90.0) -> None:
+    deadline = time.time() + timeout
+    while simulator.requests < at_least:
+        assert time.time() < deadline, f"only {simulator.requests} polls in {timeout} s"
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_transactions_pipeline_survives_kill_9(tmp_path):
     home = tmp_path / "home"
@@ -37,12 +44,12 @@ def test_transactions_pipeline_survives_kill_9(tmp_path):
             "TX_GRACE_SECONDS": "5",
         }
         up = Up(EXAMPLE, env, tmp_path / "up.log").start()
-        time.sleep(6)
+        _polled(simulator, at_least=5)  # mid-stream, however slow the machine is today
         up.kill9()
         up = Up(EXAMPLE, env, tmp_path / "up.log").start()
-        time.sleep(8)
+        _polled(simulator, at_least=simulator.requests + 8)
+        time.sleep(2)
         assert up.terminate() == 0, up.output()
-        assert simulator.requests > 10
 
     stats = headrace("streams", "stats", "--json", project=EXAMPLE, env=env)
     assert stats.returncode == 0, stats.stderr

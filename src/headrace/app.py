@@ -6,16 +6,15 @@ import importlib
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from headrace.config import Settings
 from headrace.errors import AppError, ConfigError
+from headrace.events.bus import Rule, object_created_rule
 from headrace.functions.spec import FunctionSpec
 from headrace.storage.keys import validate_bucket_name
 
 if TYPE_CHECKING:  # the registry's types only: importing streams or features costs seconds
-    from headrace.events.bus import Rule
     from headrace.features.group import FeatureGroup
     from headrace.jobs.definition import JobDefinition
     from headrace.streams.pipeline import Pipeline
@@ -25,21 +24,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 
 
-@dataclass(frozen=True)
-class ObjectTrigger:
-    """Fire `function` for every object created in `bucket` whose key matches."""
-
-    function: str
-    bucket: str
-    prefix: str = ""
-    suffix: tuple[str, ...] = ()
-
-    def matches(self, bucket: str, key: str) -> bool:
-        if bucket != self.bucket or not key.startswith(self.prefix):
-            return False
-        return not self.suffix or key.lower().endswith(self.suffix)
-
-
 class App:
     """The registry: what a project declares, by name. Nothing below it imports it; the
     coordinator hands each part what it needs (the workflow driver gets `functions`)."""
@@ -47,12 +31,11 @@ class App:
     def __init__(self, name: str = "headrace") -> None:
         self.name = name
         self.functions: dict[str, FunctionSpec] = {}
-        self.triggers: list[ObjectTrigger] = []
         self.state_machines: dict[str, dict[str, Any]] = {}  # name -> ASL definition
         self.topics: dict[str, list[dict[str, Any]]] = {}  # name -> subscription dicts
         self.job_definitions: dict[str, JobDefinition] = {}
         self.streams: dict[str, StreamSpec] = {}
-        self.rules: list[Rule] = []
+        self.rules: list[Rule] = []  # bus rules; object triggers are rules too
         self.sources: dict[str, SourceSpec] = {}
         self.pipelines: dict[str, Pipeline] = {}
         self.feature_groups: dict[str, FeatureGroup] = {}
@@ -138,7 +121,9 @@ class App:
                 if id(target) not in self._names:
                     self.function(target)
                 name = self._names[id(target)]
-            self.triggers.append(ObjectTrigger(name, bucket, prefix, suffixes))
+            rule = object_created_rule(name, bucket=bucket, prefix=prefix, suffixes=suffixes)
+            rule.name = f"{rule.name[:75]}-{len(self.rules) + 1}"
+            self.rules.append(rule)
             return target
 
         if function is None:
@@ -213,8 +198,6 @@ class App:
     def rule(self, pattern: dict[str, Any] | str, *, target: str, name: str | None = None) -> Rule:
         """Route bus events matching an EventBridge `pattern` to `target`: "stream:NAME",
         "function:NAME" or "states:NAME"."""
-        from headrace.events.bus import Rule
-
         rule = Rule.create(name or f"rule-{len(self.rules) + 1}", pattern, target)
         if any(r.name == rule.name for r in self.rules):
             raise AppError(f"rule {rule.name!r}", "is defined twice", "give it another name")
@@ -368,17 +351,10 @@ class App:
             if problems:
                 raise DefinitionError([Problem("$.States", None, f"{name}: {p}") for p in problems])
 
-    def routes(self, bucket: str, key: str) -> list[str]:
-        """Names of the functions an object-created event in bucket/key triggers."""
-        seen: list[str] = []
-        for trigger in self.triggers:
-            if trigger.matches(bucket, key) and trigger.function not in seen:
-                seen.append(trigger.function)
-        return seen
-
     @property
     def buckets(self) -> list[str]:
-        return sorted({t.bucket for t in self.triggers})
+        """The buckets object triggers watch."""
+        return sorted({bucket for rule in self.rules for bucket in rule.buckets})
 
 
 def _late_stream(name: str) -> StreamSpec:

@@ -8,12 +8,18 @@ stays free of the ledger and the stream logs.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from headrace.errors import PatternError
-from headrace.events.patterns import EventPattern, compile_pattern
+from headrace.events.envelope import PRECISE_TIME
+from headrace.events.patterns import compile_pattern
+from headrace.events.s3 import (
+    OBJECT_CREATED_SOURCE,
+    OBJECT_CREATED_TYPE,
+    notification_from_envelope,
+)
 
 TARGET_KINDS = {"stream": "stream", "function": "function", "states": "state_machine"}
 TARGET_KINDS["state_machine"] = "state_machine"
@@ -43,11 +49,30 @@ def parse_target(target: str | Target) -> Target:
     return Target(TARGET_KINDS[kind], name)
 
 
+class Matcher(Protocol):
+    def matches(self, event: Any) -> bool: ...
+
+
+@dataclass(frozen=True)
+class AllOf:
+    """Every pattern matches. S3 notification filters AND a key prefix with a key suffix, which
+    one EventBridge pattern cannot say of one field (its values are alternatives)."""
+
+    patterns: tuple[Matcher, ...]
+
+    def matches(self, event: Any) -> bool:
+        return all(p.matches(event) for p in self.patterns)
+
+
 @dataclass
 class Rule:
     name: str
-    pattern: EventPattern
+    pattern: Matcher
     target: Target
+    # what the target receives instead of the envelope (EventBridge's input transformer)
+    input: Callable[[dict[str, Any]], Any] | None = None
+    # buckets whose created objects this rule selects by name: the coordinator watches them
+    buckets: tuple[str, ...] = ()
 
     @classmethod
     def create(cls, name: str, pattern: dict | str, target: str | Target) -> Rule:
@@ -55,7 +80,52 @@ class Rule:
             raise PatternError(
                 f"rule {name!r}", "is not a valid rule name", "use letters, digits, '_', '-', '.'"
             )
-        return cls(name, compile_pattern(pattern), parse_target(target))
+        compiled = compile_pattern(pattern)
+        return cls(name, compiled, parse_target(target), buckets=_watched(compiled.pattern))
+
+    def payload(self, envelope: dict[str, Any]) -> Any:
+        if self.input is not None:
+            return self.input(envelope)
+        return {k: v for k, v in envelope.items() if k != PRECISE_TIME}
+
+
+def object_created_rule(
+    function: str, *, bucket: str, prefix: str = "", suffixes: tuple[str, ...] = ()
+) -> Rule:
+    """An object trigger as a bus rule: objects created in `bucket` whose key starts with
+    `prefix` and ends with one of `suffixes` (case-insensitive) invoke `function` with the S3
+    notification event a Lambda handler expects."""
+    key: list[Any] = [{"prefix": prefix}] if prefix else []
+    base: dict[str, Any] = {
+        "source": [OBJECT_CREATED_SOURCE],
+        "detail-type": [OBJECT_CREATED_TYPE],
+        "detail": {"bucket": {"name": [bucket]}},
+    }
+    if key:
+        base["detail"]["object"] = {"key": key}
+    patterns: list[Matcher] = [compile_pattern(base)]
+    if suffixes:
+        ends = [{"suffix": {"equals-ignore-case": s}} for s in suffixes]
+        patterns.append(compile_pattern({"detail": {"object": {"key": ends}}}))
+    return Rule(
+        name=f"s3-{bucket}-{function}"[:80],
+        pattern=AllOf(tuple(patterns)),
+        target=Target("function", function),
+        input=notification_from_envelope,
+        buckets=(bucket,),
+    )
+
+
+def _watched(pattern: dict[str, Any]) -> tuple[str, ...]:
+    """The bucket names an object-created pattern selects exactly (a rule written for S3's
+    EventBridge events, e.g. {"source": ["aws.s3"], "detail": {"bucket": {"name": ["in"]}}})."""
+    sources = pattern.get("source")
+    if not isinstance(sources, list) or OBJECT_CREATED_SOURCE not in sources:
+        return ()
+    names = ((pattern.get("detail") or {}).get("bucket") or {}).get("name")
+    if not isinstance(names, list):
+        return ()
+    return tuple(n for n in names if isinstance(n, str))
 
 
 class Bus:
@@ -67,10 +137,21 @@ class Bus:
 
         An envelope matched by two rules with the same target is delivered once to it.
         """
+        routed = self.deliveries(events)
+        return {target: [envelope for envelope, _ in pairs] for target, pairs in routed.items()}
+
+    def deliveries(
+        self, events: Iterable[dict[str, Any]]
+    ) -> dict[Target, list[tuple[dict[str, Any], Any]]]:
+        """Like `route`, with what each target receives: the envelope, or its rule's input
+        (the first matching rule's, in rule order, when several send it to one target)."""
         events = list(events)
-        chosen: dict[Target, set[int]] = {}
+        chosen: dict[Target, dict[int, Rule]] = {}
         for rule in self.rules:
             for index, event in enumerate(events):
                 if rule.pattern.matches(event):
-                    chosen.setdefault(rule.target, set()).add(index)
-        return {target: [events[i] for i in sorted(ix)] for target, ix in chosen.items()}
+                    chosen.setdefault(rule.target, {}).setdefault(index, rule)
+        return {
+            target: [(events[i], rules[i].payload(events[i])) for i in sorted(rules)]
+            for target, rules in chosen.items()
+        }

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
 from headrace.errors import MalformedEvent
+from headrace.events.envelope import DEFAULT_ACCOUNT, PRECISE_TIME
 
 REGION = "local"
 
@@ -122,3 +123,67 @@ def _describe(value: Any) -> str:
         keys = ", ".join(list(map(str, value))[:5])
         return f"an object with keys [{keys}]"
     return type(value).__name__
+
+
+# -- the same object-created event as a bus envelope ----------------------------------------
+
+OBJECT_CREATED_SOURCE = "aws.s3"
+OBJECT_CREATED_TYPE = "Object Created"
+
+
+def object_created_envelope(
+    *,
+    event_id: str,
+    bucket: str,
+    key: str,
+    size: int,
+    etag: str,
+    sequencer: str,
+    event_time: float,
+    version_id: str | None = None,
+) -> dict[str, Any]:
+    """The bus envelope of an object created, shaped like S3's EventBridge "Object Created".
+
+    Object triggers are bus rules over these envelopes (one event path); a function behind an
+    object trigger still receives the Lambda notification form (`notification_from_envelope`).
+    The key is not URL-encoded here, as in S3's EventBridge events.
+    """
+    obj: dict[str, Any] = {"key": key, "size": size, "etag": etag, "sequencer": sequencer}
+    if version_id:
+        obj["version-id"] = version_id
+    return {
+        "version": "0",
+        "id": event_id,
+        "detail-type": OBJECT_CREATED_TYPE,
+        "source": OBJECT_CREATED_SOURCE,
+        "account": DEFAULT_ACCOUNT,
+        "time": datetime.fromtimestamp(event_time, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGION,
+        "resources": [f"arn:aws:s3:::{bucket}"],
+        "detail": {
+            "version": "0",
+            "bucket": {"name": bucket},
+            "object": obj,
+            "request-id": event_id,
+            "requester": "headrace",
+            "reason": "PutObject",
+        },
+        # the envelope's `time` has whole seconds; the notification's eventTime has ms
+        PRECISE_TIME: datetime.fromtimestamp(event_time, UTC),
+    }
+
+
+def notification_from_envelope(envelope: dict[str, Any]) -> dict[str, Any]:
+    """The S3 notification event a Lambda handler expects, for an "Object Created" envelope."""
+    detail = envelope["detail"]
+    obj = detail["object"]
+    return object_created_event(
+        bucket=detail["bucket"]["name"],
+        key=obj["key"],
+        size=obj["size"],
+        etag=obj["etag"],
+        sequencer=obj["sequencer"],
+        event_time=envelope[PRECISE_TIME].timestamp(),
+        version_id=obj.get("version-id"),
+        request_id=detail["request-id"],
+    )

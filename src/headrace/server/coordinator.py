@@ -23,11 +23,12 @@ from typing import Any
 
 from headrace.app import App
 from headrace.config import Settings
-from headrace.events.s3 import object_created_event
+from headrace.events.s3 import object_created_envelope
 from headrace.executors.base import Call, Executor, Outcome
 from headrace.functions import runtime
 from headrace.functions.spec import FunctionSpec
-from headrace.ledger import Claimed, Ledger, NewInvocation, new_id
+from headrace.ledger import Claimed, Ledger, new_id
+from headrace.server.delivery import deliver
 from headrace.server.metrics import Metrics, serve_metrics
 from headrace.server.streams import StreamService
 from headrace.storage import ChangeWatcher, ObjectInfo, ObjectStore
@@ -118,6 +119,7 @@ class Coordinator:
         self.streams = StreamService(
             settings, app, self.ledger, self.store, self.metrics.streams, self._on_queued
         )
+        self.bus = self.streams.bus  # one set of rules: object triggers are rules too
         self._logs_dir = settings.logs_dir
         self._tmp_root = settings.tmp_root
         self.ready = threading.Event()
@@ -276,21 +278,24 @@ class Coordinator:
         for info in objects:
             unique.setdefault((info.bucket, info.key, info.version), info)
         seen = self.ledger.seen_versions(conn, list(unique))
-        new: list[NewInvocation] = []
+        envelopes: list[dict[str, Any]] = []
+        subjects: dict[str, str] = {}
         for ident, info in unique.items():
             if ident in seen:
                 continue
             event_id = new_id()
-            event = object_created_event(
-                bucket=info.bucket,
-                key=info.key,
-                size=info.size,
-                etag=info.etag,
-                sequencer=info.sequencer,
-                event_time=info.last_modified,
-                request_id=event_id,
+            envelopes.append(
+                object_created_envelope(
+                    event_id=event_id,
+                    bucket=info.bucket,
+                    key=info.key,
+                    size=info.size,
+                    etag=info.etag,
+                    sequencer=info.sequencer,
+                    event_time=info.last_modified,
+                )
             )
-            functions = self.app.routes(info.bucket, info.key)
+            subjects[event_id] = f"{info.bucket}/{info.key}"
             self.ledger.record_object(
                 conn,
                 bucket=info.bucket,
@@ -300,30 +305,27 @@ class Coordinator:
                 etag=info.etag,
                 event_id=event_id,
             )
-            self.ledger.record_event(
-                conn,
-                event_id=event_id,
-                source="aws:s3",
-                detail_type="Object Created",
-                subject=f"{info.bucket}/{info.key}",
-                payload=event,
-                routed=len(functions),
-            )
-            for name in functions:
-                new.append(
-                    NewInvocation(
-                        function=name,
-                        payload=event,
-                        max_attempts=self.app.functions[name].max_attempts,
-                        source="object",
-                        event_id=event_id,
-                        idempotency_key=f"{event_id}:{name}",
-                    )
-                )
-                self._maybe_pending.add(name)
             self.stats.objects += 1
             self.metrics.objects.labels(info.bucket).inc()
-        self.ledger.enqueue(new, conn)
+        if not envelopes:
+            return
+        routed = self.bus.deliveries(envelopes)
+        for target, pairs in routed.items():
+            if target.kind == "stream":  # before the commit: a crash re-appends, never loses
+                self.streams.append(target.name, [envelope for envelope, _ in pairs])
+        delivered = deliver(
+            self.ledger,
+            conn,
+            routed,
+            functions=self.app.functions,
+            state_machines=self.app.state_machines,
+            invocation_source="object",
+            subjects=subjects,
+            record=envelopes,
+        )
+        self._maybe_pending |= delivered.functions
+        if delivered.executions:
+            self.workflows.refresh(conn)
 
     # -- dispatch -----------------------------------------------------------------------------
 

@@ -22,10 +22,11 @@ import pyarrow as pa
 from headrace.app import App
 from headrace.config import Settings
 from headrace.errors import HeadraceError
-from headrace.events.bus import Bus, Target
+from headrace.events.bus import Bus
 from headrace.events.envelope import PRECISE_TIME, make_envelope
 from headrace.ledger import Ledger, NewInvocation, new_id
 from headrace.ledger.checkpoints import record_failure
+from headrace.server.delivery import deliver
 from headrace.server.metrics import StreamMetrics
 from headrace.storage import ObjectStore
 from headrace.streams.runner import PartitionRunner
@@ -164,69 +165,40 @@ class StreamService:
 
     def publish(self, envelopes: list[dict[str, Any]]) -> None:
         """Route envelopes to their targets: the bus's PutEvents."""
-        routed = self.bus.route(envelopes)
-        functions: set[str] = set()
-        for target, events in routed.items():
-            try:
-                self._deliver(target, events, functions)
-            except Exception:
-                log.exception("delivering %d events to %s failed", len(events), target)
+        routed = self.bus.deliveries(envelopes)
+        for target, pairs in routed.items():
+            if target.kind != "stream":
                 continue
-            self.metrics.bus_events.labels(str(target)).inc(len(events))
-        if functions:
-            self.on_invocations(functions)
-
-    def _deliver(self, target: Target, events: list[dict[str, Any]], functions: set[str]) -> None:
-        if target.kind == "stream":
-            stream = self.app.streams[target.name]
-            self.logs[target.name].append(_stream_records(events), key=stream.key)
-            self._wake.set()
+            try:
+                self.append(target.name, [envelope for envelope, _ in pairs])
+            except Exception:
+                log.exception("delivering %d events to %s failed", len(pairs), target)
+                continue
+            self.metrics.bus_events.labels(str(target)).inc(len(pairs))
+        others = {t: pairs for t, pairs in routed.items() if t.kind != "stream"}
+        if not others:
             return
-        events = [{k: v for k, v in e.items() if k != PRECISE_TIME} for e in events]
-        if target.kind == "function":
-            spec = self.app.functions[target.name]
+        try:
             with self.ledger.begin() as conn:
-                keys = [f"{event['id']}:{spec.name}" for event in events]
-                known = self.ledger.invocations_by_key(conn, keys)
-                events = [e for e, k in zip(events, keys, strict=True) if k not in known]
-                if not events:
-                    return  # every envelope was delivered before: a redelivery
-                recorded = self.ledger.known_events(conn, [e["id"] for e in events])
-                for event in events:
-                    if event["id"] in recorded:  # another rule's target recorded it already
-                        continue
-                    self.ledger.record_event(
-                        conn,
-                        event_id=event["id"],
-                        source=event["source"],
-                        detail_type=event["detail-type"],
-                        subject=None,
-                        payload=event,
-                        routed=1,
-                    )
-                self.ledger.enqueue(
-                    [
-                        NewInvocation(
-                            function=spec.name,
-                            payload=event,
-                            max_attempts=spec.max_attempts,
-                            source="bus",
-                            event_id=event["id"],
-                            idempotency_key=f"{event['id']}:{spec.name}",
-                        )
-                        for event in events
-                    ],
+                delivered = deliver(
+                    self.ledger,
                     conn,
+                    others,
+                    functions=self.app.functions,
+                    state_machines=self.app.state_machines,
                 )
-            functions.add(spec.name)
-        else:
-            from headrace.workflows.api import ExecutionError, start_execution
+        except Exception:
+            log.exception("delivering %d events failed", len(envelopes))
+            return
+        for target, pairs in others.items():
+            self.metrics.bus_events.labels(str(target)).inc(len(pairs))
+        if delivered.functions:
+            self.on_invocations(delivered.functions)
 
-            for event in events:
-                with contextlib.suppress(ExecutionError):  # this event started it already
-                    start_execution(
-                        self.ledger, self.app, target.name, event, name=f"event-{event['id']}"
-                    )
+    def append(self, stream: str, envelopes: list[dict[str, Any]]) -> None:
+        """Append envelopes to a declared stream's log (its records are their details)."""
+        self.logs[stream].append(_stream_records(envelopes), key=self.app.streams[stream].key)
+        self._wake.set()
 
     # -- pipelines and schedules ----------------------------------------------------------------
 

@@ -108,3 +108,29 @@ app.on_object_created("plain", bucket="inbox", suffix=".txt")
 def sleepy(event, context):
     time.sleep(float(event.get("seconds", 1)))
     return {"slept": event.get("seconds", 1)}
+
+
+# A rule written for S3's EventBridge events: objects created in `drop` start an execution whose
+# input is the envelope. Object triggers are bus rules too, so both take one event path.
+app.state_machine(
+    "on_object",
+    {
+        "StartAt": "Name",
+        "States": {
+            "Name": {
+                "Type": "Pass",
+                "Parameters": {"bucket.$": "$.detail.bucket.name", "key.$": "$.detail.object.key"},
+                "End": True,
+            }
+        },
+    },
+)
+app.rule(
+    {
+        "source": ["aws.s3"],
+        "detail-type": ["Object Created"],
+        "detail": {"bucket": {"name": ["drop"]}},
+    },
+    target="states:on_object",
+    name="drop-objects",
+)

@@ -1,0 +1,133 @@
+"""Delivery: the one place where a routed event becomes invocations and executions.
+
+Every event — an object created in a bucket, a source record, a scheduled tick — is an envelope
+routed by the bus's rules (object triggers are rules too), then delivered here inside the
+caller's ledger transaction: the event is recorded once in the outbox, each function target gets
+an invocation whose idempotency key is `<event id>:<function>`, and each state machine target an
+execution named `event-<event id>`. A redelivery after a crash therefore adds nothing. Stream
+targets are appended by the caller (their logs live outside the ledger).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection
+
+from headrace.events.bus import Target
+from headrace.events.envelope import PRECISE_TIME
+from headrace.functions.spec import FunctionSpec
+from headrace.ledger import Ledger, NewInvocation
+from headrace.ledger import executions as execution_store
+from headrace.workflows.api import execution_arn
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,74}$")  # within Step Functions' 80-character names
+
+Routed = Mapping[Target, list[tuple[dict[str, Any], Any]]]  # Bus.deliveries
+
+
+@dataclass
+class Delivered:
+    functions: set[str] = field(default_factory=set)  # functions that got new invocations
+    invocations: int = 0
+    executions: list[str] = field(default_factory=list)  # ids of executions started
+
+
+def deliver(
+    ledger: Ledger,
+    conn: Connection,
+    routed: Routed,
+    *,
+    functions: Mapping[str, FunctionSpec],
+    state_machines: Mapping[str, dict[str, Any]],
+    invocation_source: str = "bus",
+    subjects: Mapping[str, str] | None = None,
+    record: list[dict[str, Any]] | None = None,
+) -> Delivered:
+    """Deliver `routed` (from `Bus.deliveries`) to its function and state machine targets.
+
+    Events delivered to at least one of those are recorded in the outbox with the number of
+    targets; `record` lists envelopes to record even when nothing was delivered (every object
+    created is recorded, so the ledger says it was seen). `subjects` names an event's object.
+    """
+    out = Delivered()
+    targets: dict[str, int] = {}
+    envelopes: dict[str, dict[str, Any]] = {e["id"]: e for e in record or ()}
+    new: list[NewInvocation] = []
+    for target, pairs in routed.items():
+        if target.kind == "function":
+            spec = functions[target.name]
+            keys = [f"{envelope['id']}:{spec.name}" for envelope, _ in pairs]
+            known = ledger.invocations_by_key(conn, keys)
+            for (envelope, payload), key in zip(pairs, keys, strict=True):
+                if key in known:  # delivered before: a redelivery
+                    continue
+                new.append(
+                    NewInvocation(
+                        function=spec.name,
+                        payload=payload,
+                        max_attempts=spec.max_attempts,
+                        source=invocation_source,
+                        event_id=envelope["id"],
+                        idempotency_key=key,
+                    )
+                )
+                out.functions.add(spec.name)
+                envelopes[envelope["id"]] = envelope
+                targets[envelope["id"]] = targets.get(envelope["id"], 0) + 1
+        elif target.kind == "state_machine":
+            for envelope, payload in pairs:
+                started = _start_execution(
+                    conn, target.name, state_machines[target.name], envelope["id"], payload
+                )
+                if started:
+                    out.executions.append(started)
+                    envelopes[envelope["id"]] = envelope
+                    targets[envelope["id"]] = targets.get(envelope["id"], 0) + 1
+    recorded = ledger.known_events(conn, list(envelopes))
+    for event_id, envelope in envelopes.items():
+        if event_id in recorded:  # an earlier delivery recorded it already
+            continue
+        ledger.record_event(
+            conn,
+            event_id=event_id,
+            source=envelope["source"],
+            detail_type=envelope["detail-type"],
+            subject=(subjects or {}).get(event_id),
+            payload={k: v for k, v in envelope.items() if k != PRECISE_TIME},
+            routed=targets.get(event_id, 0),
+        )
+    ledger.enqueue(new, conn)
+    out.invocations = len(new)
+    return out
+
+
+def execution_name(event_id: str) -> str:
+    """`event-<id>`; an id that would not make a valid execution name is hashed instead."""
+    if _SAFE_ID.match(event_id):
+        return f"event-{event_id}"
+    return f"event-{hashlib.sha256(event_id.encode()).hexdigest()[:40]}"
+
+
+def _start_execution(
+    conn: Connection, state_machine: str, definition: dict[str, Any], event_id: str, input: Any
+) -> str | None:
+    name = execution_name(event_id)
+    arn = execution_arn(state_machine, name)
+    if execution_store.find(conn, arn) is not None:  # this event started it already
+        return None
+    execution_store.start_execution(
+        conn,
+        execution_id=arn,
+        name=name,
+        state_machine=state_machine,
+        definition=definition,
+        input=input,
+        seed=random.randrange(2**31),
+    )
+    return arn
