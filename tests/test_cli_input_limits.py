@@ -131,3 +131,8 @@ def test_parse_json_limits():
     cyclic.append(cyclic)
     with pytest.raises(JsonInputError):
         check_depth(cyclic)
+
+
+def test_features_get_with_a_huge_integer_key_is_a_usage_error(tmp_path):
+    result = headrace("features", "get", "g", "9" * 5000, project=tmp_path)
+    assert "has an integer of 5000 digits; the limit is 4300 digits" in _usage_error(result)
