@@ -7,14 +7,20 @@ polling) and `headrace put`."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
+from headrace.app import load_app
+from headrace.config import load_settings
 from headrace.errors import InvalidKey, ObjectNotFound
+from headrace.ledger import Ledger
+from headrace.server.coordinator import Coordinator
 from headrace.storage import ChangeWatcher, ObjectStore
 from tests.e2e_helpers import headrace
 
@@ -227,3 +233,44 @@ def test_headrace_put_through_a_linked_folder_is_refused(tmp_path):
     assert "Traceback" not in result.stderr
     assert "lies under 'linkdir', which is a symbolic link" in " ".join(result.stderr.split())
     assert list(outside.iterdir()) == []
+
+
+# -- the coordinator ---------------------------------------------------------------------------
+
+
+def test_the_coordinator_triggers_nothing_for_links(tmp_path):
+    """A link to a system file in a watched bucket was ingested and its content read."""
+    app_dir = Path(__file__).parent / "apps" / "basic"
+    settings = load_settings(app_dir, home=str(tmp_path / "home"), poll_interval=0.1, workers=1)
+    buckets = Path(settings.storage_url)
+    inbox = buckets / "inbox" / "echo"
+    inbox.mkdir(parents=True)
+    os.symlink("/etc/passwd", inbox / "system-file.txt")  # there before the start
+    coordinator = Coordinator(settings, load_app(settings))
+    thread = threading.Thread(target=coordinator.run, kwargs={"drain_timeout": 5})
+    thread.start()
+    ledger = Ledger(settings.ledger_url)
+    try:
+        assert coordinator.ready.wait(30)
+        os.symlink("/etc", inbox / "etc", target_is_directory=True)  # made while watching
+        os.symlink("/etc/hostname", inbox / "hostname.txt")
+        (inbox / "real.txt").write_bytes(b"real")
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            rows = ledger.list_invocations(function="echo", limit=100)
+            if rows and all(r["status"] in ("succeeded", "dead") for r in rows):
+                break
+            time.sleep(0.05)
+        time.sleep(1.0)  # ten more polls
+        rows = ledger.list_invocations(function="echo", limit=100)
+        keys = [
+            json.loads(r["payload"])["Records"][0]["s3"]["object"]["key"]
+            if isinstance(r["payload"], str)
+            else r["payload"]["Records"][0]["s3"]["object"]["key"]
+            for r in rows
+        ]
+        assert keys == ["echo/real.txt"]
+    finally:
+        coordinator.stop()
+        thread.join(30)
+        ledger.close()
