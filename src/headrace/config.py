@@ -8,6 +8,7 @@ folder buckets and a local process pool.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -37,11 +38,6 @@ class Settings:
     ledger_sync: str = (
         "normal"  # SQLite synchronous: "normal" survives process crashes, "full" power loss
     )
-
-    @property
-    def metrics_address(self) -> tuple[str, int] | None:
-        """(host, port) of the metrics endpoint, or None when it is disabled."""
-        return listen_address(self.metrics) if self.metrics else None
 
     @property
     def ledger_url(self) -> str:
@@ -132,18 +128,22 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             return out
         if kind == "float":
             out = float(value)
-            if out <= 0:
-                raise ValueError("must be positive")
+            # nan passes `<= 0`, and nan or inf seconds would stall the loops that wait on it
+            if not math.isfinite(out) or out <= 0:
+                raise ValueError("must be a positive, finite number of seconds")
             return out
         if kind == "Path":
             return Path(value)
         if not isinstance(value, str):
             raise ValueError(f"expected a string, got {type(value).__name__}")
         return value
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:  # TypeError: e.g. a TOML list where a number goes
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else f"{shown[:40]}…({len(shown)} characters)"
+        reason = str(exc) if len(str(exc)) <= 200 else str(exc)[:200] + "…"
         raise ConfigError(
             f"setting {name!r} from {source}",
-            f"{value!r} is not valid: {exc}",
+            f"{shown} is not valid: {reason}",
             f"set {name} to a valid {kind}",
         ) from None
 
