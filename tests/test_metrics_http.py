@@ -59,7 +59,7 @@ def test_an_idle_connection_does_not_block_other_clients(endpoint):
         idle.close()
 
 
-def test_an_idle_connection_is_closed_after_the_socket_timeout(endpoint, monkeypatch):
+def test_an_idle_connection_is_closed_after_the_socket_timeout(endpoint, monkeypatch, capfd):
     monkeypatch.setattr(metrics_module._Handler, "timeout", 0.3)
     server, _ = endpoint()
     with socket.create_connection(("127.0.0.1", server.server_port)) as idle:
@@ -67,6 +67,30 @@ def test_an_idle_connection_is_closed_after_the_socket_timeout(endpoint, monkeyp
         started = time.monotonic()
         assert idle.recv(100) == b""  # the server hung up on us
         assert time.monotonic() - started < 3
+    with socket.create_connection(("127.0.0.1", server.server_port)) as slow:
+        slow.sendall(b"GET /metrics HTTP/1.1\r\n")  # and never finishes the request
+        slow.settimeout(5)
+        assert slow.recv(100) == b""
+    assert _get(server.server_port)[0].status == 200
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_flood_of_idle_connections_is_capped_and_recovers(endpoint, monkeypatch):
+    monkeypatch.setattr(metrics_module._Handler, "timeout", 0.5)
+    server, _ = endpoint()
+    idle = [
+        socket.create_connection(("127.0.0.1", server.server_port))
+        for _ in range(metrics_module.MAX_CONNECTIONS + 10)
+    ]
+    try:
+        extra = idle[-1]
+        extra.settimeout(5)
+        assert extra.recv(100) == b""  # beyond the cap: closed at once, no thread for it
+        time.sleep(1.0)  # the others time out and free their slots
+        assert _get(server.server_port)[0].status == 200
+    finally:
+        for s in idle:
+            s.close()
 
 
 @pytest.fixture

@@ -142,6 +142,7 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 64  # listen backlog; socketserver's 5 drops SYNs under a burst
 
     def __init__(self, family: int, sockaddr: tuple, handler: type[_Handler]) -> None:
         self.address_family = family
