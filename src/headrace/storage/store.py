@@ -381,6 +381,8 @@ class Bucket:
         return self.store.fs.unstrip_protocol(self._path(key))
 
     def local_path(self, key: str) -> pathlib.Path | None:
+        """The file path of the object on a local store (None elsewhere). Opening it by path
+        follows links, which the bucket's own methods never do: read objects through those."""
         path = self._path(key)  # validates the key on every store kind
         return pathlib.Path(path) if self.store.is_local else None
 
