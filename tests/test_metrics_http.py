@@ -75,6 +75,28 @@ def test_an_idle_connection_is_closed_after_the_socket_timeout(endpoint, monkeyp
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_a_trickling_client_is_cut_off_at_the_request_deadline(endpoint, monkeypatch, capfd):
+    monkeypatch.setattr(metrics_module, "REQUEST_DEADLINE", 1.0)
+    server, _ = endpoint()
+    with socket.create_connection(("127.0.0.1", server.server_port)) as slow:
+        slow.settimeout(0.2)
+        started = time.monotonic()
+        cut = False
+        while time.monotonic() - started < 10:
+            try:
+                slow.sendall(b"X")  # one byte at a time: each read succeeds within the timeout
+                if slow.recv(100) == b"":
+                    cut = True
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                cut = True
+                break
+        assert cut and time.monotonic() - started < 3
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_a_flood_of_idle_connections_is_capped_and_recovers(endpoint, monkeypatch):
     monkeypatch.setattr(metrics_module._Handler, "timeout", 0.5)
     server, _ = endpoint()

@@ -7,6 +7,7 @@ deliberate choice. A set token is required on loopback too.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import logging
@@ -130,8 +131,28 @@ MAX_CONNECTIONS = 32
 MIN_TOKEN_LENGTH = 16
 
 
+#: The whole exchange of one connection must end within this: the socket timeout bounds each
+#: read, not a client that trickles a byte every few seconds.
+REQUEST_DEADLINE = 30.0
+
+
 class _Handler(WSGIRequestHandler):
     timeout = SOCKET_TIMEOUT  # StreamRequestHandler applies it to the socket
+
+    def setup(self) -> None:
+        super().setup()
+        self._deadline = threading.Timer(REQUEST_DEADLINE, self._expire)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _expire(self) -> None:
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)  # unblocks the handler's read or write
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        with contextlib.suppress(OSError):  # the client may be gone (or cut off above)
+            super().finish()
 
     def log_message(self, *args: object) -> None:
         pass
