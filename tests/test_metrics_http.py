@@ -256,6 +256,7 @@ def test_up_with_a_blank_token_beyond_loopback_is_a_one_line_error(tmp_path):
     assert "HEADRACE_TOKEN is blank" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback")
 def test_up_serves_metrics_on_ipv6_loopback(tmp_path):
     env = {"HEADRACE_HOME": str(tmp_path / "home"), "HEADRACE_METRICS": "[::1]:0"}
