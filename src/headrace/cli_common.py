@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from headrace.jsontext import JsonInputError, parse_json
 
 #: The project folder chosen with `-C` on `headrace` or on a command group.
 state: dict[str, Any] = {"project": None}
@@ -40,11 +41,12 @@ def ledger(loaded=None):  # type: ignore[no-untyped-def]
 
 
 def json_option(text: str, option: str) -> Any:
-    """The JSON value of a command-line option, or a usage error naming the option."""
+    """The JSON value of a command-line option, or a usage error naming the option and the
+    problem (syntax, or a limit such as nesting depth)."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise typer.BadParameter(f"{option} is not valid JSON: {exc}") from None
+        return parse_json(text)
+    except JsonInputError as exc:
+        raise typer.BadParameter(f"{option} {exc}") from None
 
 
 def when(ts: float | None) -> str:

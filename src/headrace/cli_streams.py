@@ -13,6 +13,7 @@ from rich.table import Table
 
 from headrace import cli_common
 from headrace.cli_common import Json, group_project
+from headrace.jsontext import JsonInputError, parse_json
 
 streams_app = typer.Typer(
     help="Stream logs and pipelines: list, stats, read, reset.", no_args_is_help=True
@@ -210,14 +211,17 @@ def features_get(
     keys: Annotated[list[str], typer.Argument(help="Entity key values (JSON or text).")],
 ) -> None:
     """Online read: the newest features of each entity."""
-    settings, application, _ = _context()
-    store = _store(settings, application)
     parsed = []
     for key in keys:
         try:
-            parsed.append(json.loads(key))
-        except json.JSONDecodeError:
+            parsed.append(parse_json(key))
+        except JsonInputError as exc:
+            if exc.syntax is None:  # JSON, but past a limit: not meant as text either
+                shown = key if len(key) <= 40 else key[:40] + "…"
+                raise typer.BadParameter(f"entity key {shown!r} {exc}") from None
             parsed.append(key)
+    settings, application, _ = _context()
+    store = _store(settings, application)
     _print_json(store.get_online(group, parsed))
 
 

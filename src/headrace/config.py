@@ -7,6 +7,8 @@ folder buckets and a local process pool.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
@@ -79,6 +81,42 @@ _ENV = {
 }
 
 
+def listen_address(value: str, setting: str = "metrics") -> tuple[str, int]:
+    """(host, port) of a "host:port" listen address; raises ConfigError naming what is wrong.
+
+    IPv6 addresses go in brackets ("[::1]:9100"), as in URLs; an empty host means 127.0.0.1
+    and port 0 any free port.
+    """
+
+    def bad(reason: str) -> ConfigError:
+        return ConfigError(
+            f"setting {setting!r} ({value!r})",
+            reason,
+            "write HOST:PORT with a port from 0 to 65535, e.g. 127.0.0.1:9100 or [::1]:9100",
+        )
+
+    host, colon, port_text = value.rpartition(":")
+    if not colon:
+        raise bad("has no ':PORT'")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            if ipaddress.ip_address(host).version != 6:
+                raise ValueError
+        except ValueError:
+            raise bad(f"{host!r} in brackets is not an IPv6 address") from None
+    elif ":" in host:
+        raise bad("an IPv6 address must be written in brackets, e.g. [::1]:9100")
+    if not port_text.isascii() or not port_text.isdigit():
+        raise bad(f"the port {port_text!r} is not a number")
+    port = int(port_text) if len(port_text) <= 5 else 65536
+    if port > 65535:
+        raise bad(f"the port {port_text} is above 65535")
+    if any(c.isspace() for c in host) or "/" in host:
+        raise bad(f"{host!r} is not a host name or IP address")
+    return host or "127.0.0.1", port
+
+
 def _coerce(name: str, value: Any, source: str) -> Any:
     kinds = {f.name: f.type for f in fields(Settings)}
     kind = kinds[name]
@@ -90,18 +128,22 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             return out
         if kind == "float":
             out = float(value)
-            if out <= 0:
-                raise ValueError("must be positive")
+            # nan passes `<= 0`, and nan or inf seconds would stall the loops that wait on it
+            if not math.isfinite(out) or out <= 0:
+                raise ValueError("must be a positive, finite number of seconds")
             return out
         if kind == "Path":
             return Path(value)
         if not isinstance(value, str):
             raise ValueError(f"expected a string, got {type(value).__name__}")
         return value
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:  # TypeError: e.g. a TOML list where a number goes
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else f"{shown[:40]}…({len(shown)} characters)"
+        reason = str(exc) if len(str(exc)) <= 200 else str(exc)[:200] + "…"
         raise ConfigError(
             f"setting {name!r} from {source}",
-            f"{value!r} is not valid: {exc}",
+            f"{shown} is not valid: {reason}",
             f"set {name} to a valid {kind}",
         ) from None
 
@@ -137,6 +179,8 @@ def load_settings(project_dir: str | os.PathLike[str] | None = None, **overrides
     settings = Settings(project_dir=root, **values)
     home = settings.home if settings.home.is_absolute() else root / settings.home
     settings = replace(settings, home=home)
+    if settings.metrics:
+        listen_address(settings.metrics)  # a bad address fails here, not when `up` binds it
     if settings.ledger_sync not in ("normal", "full"):
         raise ConfigError(
             "setting 'ledger_sync'", f"{settings.ledger_sync!r}", "use normal or full"

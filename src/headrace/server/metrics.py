@@ -1,20 +1,29 @@
 """The coordinator's Prometheus endpoint.
 
-Bound to 127.0.0.1 by default; any other address requires a bearer token (HEADRACE_TOKEN), so
-exposing it on a network is a deliberate choice.
+Bound to 127.0.0.1 by default; any other address requires a bearer token (HEADRACE_TOKEN, at
+least 16 characters, sent as `Authorization: Bearer <token>`), so exposing it on a network is a
+deliberate choice. A set token is required on loopback too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
+import logging
 import os
+import socket
+import socketserver
 import threading
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
+from headrace.config import listen_address
 from headrace.errors import ConfigError
+
+logger = logging.getLogger("headrace.metrics")
 
 
 class Metrics:
@@ -111,36 +120,169 @@ class StreamMetrics:
         )
 
 
-class _Quiet(WSGIRequestHandler):
+#: A client gets this long to send its request and to read the answer; an idle or slow
+#: connection then is closed instead of holding a thread.
+SOCKET_TIMEOUT = 5.0
+
+#: Connections served at once; more are closed at once, so a flood cannot pile up threads.
+MAX_CONNECTIONS = 32
+
+#: Shortest HEADRACE_TOKEN accepted: a token guards a port open to the network.
+MIN_TOKEN_LENGTH = 16
+
+
+#: The whole exchange of one connection must end within this: the socket timeout bounds each
+#: read, not a client that trickles a byte every few seconds.
+REQUEST_DEADLINE = 30.0
+
+
+class _Handler(WSGIRequestHandler):
+    timeout = SOCKET_TIMEOUT  # StreamRequestHandler applies it to the socket
+
+    def setup(self) -> None:
+        super().setup()
+        self._deadline = threading.Timer(REQUEST_DEADLINE, self._expire)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _expire(self) -> None:
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)  # unblocks the handler's read or write
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        with contextlib.suppress(OSError):  # the client may be gone (or cut off above)
+            super().finish()
+
     def log_message(self, *args: object) -> None:
         pass
 
 
-def serve_metrics(metrics: Metrics, address: str) -> tuple[WSGIServer, str]:
-    """Start the endpoint in a daemon thread; returns the server and its URL."""
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    """One thread per connection (bounded), so one idle client cannot block the endpoint."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 64  # listen backlog; socketserver's 5 drops SYNs under a burst
+
+    def __init__(self, family: int, sockaddr: tuple, handler: type[_Handler]) -> None:
+        self.address_family = family
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(sockaddr[:2] if family == socket.AF_INET else sockaddr, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints a traceback to stderr; a broken client is not worth one.
+        logger.debug("metrics request from %s failed", client_address, exc_info=True)
+
+
+def check_token(token: str, *, required: bool) -> bytes | None:
+    """HEADRACE_TOKEN as bytes (None when unset and not `required`), or ConfigError.
+
+    A token must be printable ASCII (it travels in an HTTP header) without spaces, and at
+    least MIN_TOKEN_LENGTH characters long.
+    """
+    fix = (
+        f"set HEADRACE_TOKEN to at least {MIN_TOKEN_LENGTH} random printable ASCII characters,"
+        " e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+    )
+    if not token:
+        if required:
+            raise ConfigError("HEADRACE_TOKEN", "is not set", fix)
+        return None
+    if not token.strip():
+        raise ConfigError("HEADRACE_TOKEN", "is blank", fix)
+    if not all("!" <= c <= "~" for c in token):
+        raise ConfigError("HEADRACE_TOKEN", "holds spaces, control or non-ASCII characters", fix)
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(
+            "HEADRACE_TOKEN",
+            f"is {len(token)} characters long, shorter than {MIN_TOKEN_LENGTH}",
+            fix,
+        )
+    return token.encode("ascii")
+
+
+def _bearer(header: str) -> bytes | None:
+    """The credentials of an `Authorization: Bearer <token>` header, else None."""
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return None
     try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    token = os.environ.get("HEADRACE_TOKEN", "")
-    if not loopback and not token:
+        # wsgiref decodes headers as latin-1; encoding back gives the bytes that were sent.
+        return credentials.strip().encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+
+
+def _unauthorized(start_response: Any) -> list[bytes]:
+    start_response(
+        "401 Unauthorized",
+        [("Content-Type", "text/plain"), ("WWW-Authenticate", 'Bearer realm="headrace"')],
+    )
+    return [b"missing or wrong bearer token\n"]
+
+
+def serve_metrics(metrics: Metrics, address: str) -> tuple[WSGIServer, str]:
+    """Start the endpoint in a daemon thread; returns the server and its URL.
+
+    Raises ConfigError for a malformed address, for a non-loopback address without a good
+    HEADRACE_TOKEN, and for a set but unusable token.
+    """
+    host, port = listen_address(address)
+    try:
+        family, _, _, _, sockaddr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(
+            f"metrics address {address!r}", f"cannot be resolved: {exc}", "use an IP address"
+        ) from None
+    loopback = ipaddress.ip_address(sockaddr[0]).is_loopback
+    try:
+        token = check_token(os.environ.get("HEADRACE_TOKEN", ""), required=not loopback)
+    except ConfigError as exc:
+        if loopback:
+            raise
         raise ConfigError(
             f"metrics address {address!r}",
-            "listens beyond this machine without a token",
-            "set HEADRACE_TOKEN, or bind 127.0.0.1",
-        )
+            f"listens beyond this machine, and HEADRACE_TOKEN {exc.reason}",
+            f"{exc.fix}, or bind 127.0.0.1",
+        ) from None
     inner = make_wsgi_app(metrics.registry)
 
     def app(environ, start_response):  # type: ignore[no-untyped-def]
-        if token:
-            given = environ.get("HTTP_AUTHORIZATION", "").removeprefix("Bearer ")
-            if not hmac.compare_digest(given, token):
-                start_response("401 Unauthorized", [("Content-Type", "text/plain")])
-                return [b"missing or wrong bearer token\n"]
+        if token is not None:
+            given = _bearer(environ.get("HTTP_AUTHORIZATION", ""))
+            if given is None or not hmac.compare_digest(given, token):
+                return _unauthorized(start_response)
         return inner(environ, start_response)
 
-    server = make_server(host, int(port or 0), app, handler_class=_Quiet)
+    try:
+        server = _Server(family, sockaddr, _Handler)
+    except OSError as exc:
+        raise ConfigError(
+            f"metrics address {address!r}",
+            f"cannot be bound: {exc.strerror or exc}",
+            "choose a free port and an address of this machine, or port 0 for any free port",
+        ) from None
+    server.set_app(app)
     threading.Thread(target=server.serve_forever, name="headrace-metrics", daemon=True).start()
-    return server, f"http://{host}:{server.server_port}/metrics"
+    bound = server.server_address[0]
+    shown = f"[{bound}]" if family == socket.AF_INET6 else bound
+    return server, f"http://{shown}:{server.server_port}/metrics"

@@ -1,7 +1,8 @@
 """Buckets of objects over fsspec: atomic writes, key validation and change detection.
 
 Works on local folders (`file://` or a plain path), `memory://` (tests) and, with the matching
-fsspec package installed, object stores such as `s3://`.
+fsspec package installed, object stores such as `s3://`. Symbolic links inside a local bucket
+are not objects and are never followed (`headrace.storage.beneath`).
 """
 
 from headrace.storage.keys import validate_bucket_name, validate_key

@@ -31,6 +31,14 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from headrace.errors import InvalidKey, ObjectNotFound
+from headrace.storage.beneath import (
+    SymlinkInBucket,
+    lstat_at,
+    open_at,
+    open_file,
+    open_parent,
+    walk,
+)
 from headrace.storage.keys import RESERVED_PREFIX, validate_bucket_name, validate_key
 
 logger = logging.getLogger("headrace.storage")
@@ -133,19 +141,48 @@ def info_from_stat(bucket: str, key: str, st: os.stat_result, etag: str) -> Obje
     )
 
 
-def hash_local_file(path: str, cancel: threading.Event | None = None) -> tuple[os.stat_result, str]:
-    """Stat and MD5 of the file at `path`, read through one descriptor so both describe the
-    same inode; uses the cache when that exact version was hashed (or written) before.
-
-    Raises ObjectChanged if the file was modified while being read, FileNotFoundError if gone.
-    """
+def open_local_object(root: str, key: str) -> int:
+    """Read descriptor of the regular file `key` under the bucket folder `root`, reached
+    without following links (SymlinkInBucket otherwise; IsADirectoryError for anything that
+    is not a regular file, FileNotFoundError if missing)."""
     # O_NONBLOCK: a FIFO dropped into a bucket must not block the opener forever; it has no
     # effect on regular files.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    fd = open_file(root, key, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not _stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IsADirectoryError(f"{root}/{key}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def hash_local_file(
+    root: str, key: str, cancel: threading.Event | None = None
+) -> tuple[os.stat_result, str]:
+    """Stat and MD5 of the object `key` in the bucket folder `root`, read through one
+    descriptor so both describe the same inode; uses the cache when that exact version was
+    hashed (or written) before. No link is followed (see `headrace.storage.beneath`).
+
+    Raises ObjectChanged if the file was modified while being read, FileNotFoundError if gone,
+    SymlinkInBucket if the key is or lies under a link.
+    """
+    return _hash_descriptor(open_local_object(root, key), f"{root}/{key}", cancel)
+
+
+def cached_etag(path: str, st: os.stat_result) -> str | None:
+    """The MD5 of the file version `st` at `path` if it was hashed or written before."""
+    return _MD5_CACHE.get(_stat_cache_key(path, st))
+
+
+def _hash_descriptor(
+    fd: int, path: str, cancel: threading.Event | None
+) -> tuple[os.stat_result, str]:
+    """hash_local_file on a descriptor of a regular file; closes it."""
     with open(fd, "rb", buffering=0) as f:
         before = os.fstat(f.fileno())
         if not _stat.S_ISREG(before.st_mode):
-            raise IsADirectoryError(path)
+            raise IsADirectoryError(path)  # swapped for a folder or FIFO since it was listed
         cache_key = _stat_cache_key(path, before)
         cached = _MD5_CACHE.get(cache_key)
         if cached is not None:
@@ -344,6 +381,8 @@ class Bucket:
         return self.store.fs.unstrip_protocol(self._path(key))
 
     def local_path(self, key: str) -> pathlib.Path | None:
+        """The file path of the object on a local store (None elsewhere). Opening it by path
+        follows links, which the bucket's own methods never do: read objects through those."""
         path = self._path(key)  # validates the key on every store kind
         return pathlib.Path(path) if self.store.is_local else None
 
@@ -352,6 +391,28 @@ class Bucket:
             f"object {key!r} in bucket {self.name!r}",
             why,
             f"check the key with `list` on {self.store.url}/{self.name}, or write it first",
+        )
+
+    def _link_reason(self, key: str, link: str) -> str:
+        where = (
+            "is a symbolic link"
+            if link == key
+            else f"lies under {link!r}, which is a symbolic link"
+        )
+        return f"{where}; headrace never follows links inside a bucket (one could lead out of it)"
+
+    def _linked(self, key: str, exc: SymlinkInBucket) -> ObjectNotFound:
+        return ObjectNotFound(
+            f"object {key!r} in bucket {self.name!r}",
+            self._link_reason(key, exc.link),
+            "copy the file into the bucket instead of linking to it",
+        )
+
+    def _link_in_the_way(self, key: str, exc: SymlinkInBucket) -> InvalidKey:
+        return InvalidKey(
+            f"object key {key!r} in bucket {self.name!r}",
+            self._link_reason(key, exc.link),
+            f"remove the link {exc.link!r} from the bucket folder, or choose another key",
         )
 
     # -- writes
@@ -368,8 +429,10 @@ class Bucket:
             raise ValueError(f"Bucket.open supports mode 'rb' or 'wb', not {mode!r}")
         try:
             if self.store.is_local:
-                return open(path, "rb")
+                return open(open_local_object(self.root, key), "rb")
             return _open_remote(self.store.fs, path)
+        except SymlinkInBucket as exc:
+            raise self._linked(key, exc) from None
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise self._not_found(key) from None
 
@@ -397,9 +460,11 @@ class Bucket:
         path = self._path(key)
         try:
             if self.store.is_local:
-                with open(path, "rb") as f:
+                with open(open_local_object(self.root, key), "rb") as f:
                     return f.read()
             return self.store.fs.cat_file(path)
+        except SymlinkInBucket as exc:
+            raise self._linked(key, exc) from None
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise self._not_found(key) from None
 
@@ -413,7 +478,9 @@ class Bucket:
         if self.store.is_local:
             for _ in range(5):
                 try:
-                    st, etag = hash_local_file(path)
+                    st, etag = hash_local_file(self.root, key)
+                except SymlinkInBucket as exc:
+                    raise self._linked(key, exc) from None
                 except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
                     raise self._not_found(key) from None
                 except ObjectChanged:
@@ -456,7 +523,16 @@ class Bucket:
     def exists(self, key: str) -> bool:
         path = self._path(key)
         if self.store.is_local:
-            return os.path.isfile(path)
+            try:
+                parent, name = open_parent(self.root, key)
+            except OSError:  # missing, a file on the way, or a link: no such object
+                return False
+            try:
+                return _stat.S_ISREG(lstat_at(parent, name).st_mode)
+            except OSError:
+                return False
+            finally:
+                os.close(parent)
         return self.store.fs.isfile(path)
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
@@ -468,13 +544,18 @@ class Bucket:
         base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         out: list[ObjectInfo] = []
         if self.store.is_local:
-            for key, path in self._walk_local(base):
-                if not key.startswith(prefix):
+            for key, st, folder in walk(self.root, base, skip_name=_is_reserved):
+                if not (_stat.S_ISREG(st.st_mode) and key.startswith(prefix)):
+                    continue  # links and other non-files are not objects
+                if not _is_valid_key(key):
                     continue
-                try:
-                    st, etag = hash_local_file(path)
-                except (OSError, ObjectChanged):
-                    continue  # vanished or being rewritten in place: not a settled object
+                etag = cached_etag(f"{self.root}/{key}", st)
+                if etag is None:
+                    try:
+                        fd = open_at(folder, key.rsplit("/", 1)[-1], os.O_RDONLY | os.O_NONBLOCK)
+                        st, etag = _hash_descriptor(fd, f"{self.root}/{key}", None)
+                    except (OSError, ObjectChanged):
+                        continue  # vanished or being rewritten in place: not a settled object
                 out.append(info_from_stat(self.name, key, st, etag))
         else:
             for key, path, info in self._walk_remote(base):
@@ -483,32 +564,6 @@ class Bucket:
                         out.append(self.remote_info(key, path, info))
         out.sort(key=lambda i: i.key)
         return out
-
-    def _walk_local(self, base: str = "") -> Iterator[tuple[str, str]]:
-        """(key, path) of the valid-key regular files under the bucket."""
-        start = f"{self.root}/{base}" if base else self.root
-        stack = [(start, base)]
-        while stack:
-            folder, rel = stack.pop()
-            try:
-                it = os.scandir(folder)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            with it:
-                for entry in it:
-                    if entry.name.lower().startswith(RESERVED_PREFIX):
-                        continue
-                    key = f"{rel}/{entry.name}" if rel else entry.name
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append((entry.path, key))
-                            continue
-                        if not entry.is_file():
-                            continue
-                    except OSError:
-                        continue
-                    if _is_valid_key(key):
-                        yield key, entry.path
 
     def _walk_remote(self, base: str = "") -> Iterator[tuple[str, str, Mapping[str, Any]]]:
         fs = self.store.fs
@@ -533,11 +588,23 @@ class Bucket:
         path = self._path(key)
         if self.store.is_local:
             try:
-                if os.path.isdir(path):
-                    raise FileNotFoundError(path)
-                os.remove(path)
+                parent, name = open_parent(self.root, key)
+            except SymlinkInBucket as exc:
+                raise self._linked(key, exc) from None
             except (FileNotFoundError, NotADirectoryError):
                 raise self._not_found(key) from None
+            try:
+                mode = lstat_at(parent, name).st_mode
+                if _stat.S_ISLNK(mode):
+                    raise self._linked(key, SymlinkInBucket(key))
+                if _stat.S_ISDIR(mode):
+                    raise FileNotFoundError(path)
+                # unlink never follows a link, so a swap after the lstat cannot reach out.
+                os.unlink(name, dir_fd=parent)
+            except (FileNotFoundError, NotADirectoryError):
+                raise self._not_found(key) from None
+            finally:
+                os.close(parent)
             return
         fs = self.store.fs
         if not fs.isfile(path):
@@ -546,6 +613,10 @@ class Bucket:
             fs.rm_file(path)
         except FileNotFoundError:
             raise self._not_found(key) from None
+
+
+def _is_reserved(name: str) -> bool:
+    return name.lower().startswith(RESERVED_PREFIX)
 
 
 def _is_valid_key(key: str) -> bool:
@@ -661,51 +732,75 @@ def _prefix_conflict(bucket: Bucket, key: str) -> InvalidKey:
 
 
 class _LocalAtomicWriter(_AtomicWriter):
+    """Temp file and rename inside the target folder, all through one descriptor of that
+    folder reached without following links: nothing is written outside the bucket."""
+
     def __init__(self, bucket: Bucket, key: str, path: str) -> None:
         super().__init__(bucket, key, path)
-        folder, final_name = os.path.split(path)
+        self._file: io.BufferedWriter | None = None
+        self._dir: int | None = None
         try:
-            os.makedirs(folder, exist_ok=True)
+            self._dir, self._final = open_parent(bucket.root, key, create=True)
+        except SymlinkInBucket as exc:
+            raise bucket._link_in_the_way(key, exc) from None
         except (FileExistsError, NotADirectoryError):
             raise _prefix_conflict(bucket, key) from None
-        self._tmp = os.path.join(folder, _temp_name(final_name))
-        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        self._file: io.BufferedWriter | None = open(fd, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115
+        self._tmp = _temp_name(self._final)
+        try:
+            fd = open_at(self._dir, self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except BaseException:
+            self._close_dir()
+            raise
+        self._file = open(fd, "wb", buffering=_WRITE_BUFFER)  # noqa: SIM115
 
     def _raw_write(self, view: memoryview) -> None:
         assert self._file is not None
         self._file.write(view)
 
     def _commit(self, etag: str) -> ObjectInfo:
-        f = self._file
-        assert f is not None
+        f, folder = self._file, self._dir
+        assert f is not None and folder is not None
         f.flush()
         # Data on disk before the name points at it: no empty object after a crash.
         os.fsync(f.fileno())
         written = os.fstat(f.fileno())
         f.close()
         self._file = None
+        with contextlib.suppress(FileNotFoundError):
+            if _stat.S_ISLNK(lstat_at(folder, self._final).st_mode):
+                # Renaming over it would not follow it, but would silently destroy someone's
+                # link; say so instead.
+                raise self.bucket._link_in_the_way(self.key, SymlinkInBucket(self.key))
         try:
-            os.replace(self._tmp, self.name)
+            os.replace(self._tmp, self._final, src_dir_fd=folder, dst_dir_fd=folder)
         except (IsADirectoryError, NotADirectoryError):
             raise _prefix_conflict(self.bucket, self.key) from None
         # Rename moves ctime, so stat again for the identity a later `head` will see; if a
         # concurrent writer already replaced the file, describe our own (now gone) version.
         st = written
         with contextlib.suppress(OSError):
-            now = os.stat(self.name)
+            now = lstat_at(folder, self._final)
             if _same_content(now, written):
                 st = now
+        self._close_dir()
         _MD5_CACHE.put(_stat_cache_key(self.name, st), etag)
         return info_from_stat(self.bucket.name, self.key, st, etag)
+
+    def _close_dir(self) -> None:
+        if self._dir is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._dir)
+            self._dir = None
 
     def _cleanup(self) -> None:
         if self._file is not None:
             with contextlib.suppress(OSError):
                 self._file.close()
             self._file = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._tmp)
+        if self._dir is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp, dir_fd=self._dir)
+        self._close_dir()
 
 
 class _RemoteAtomicWriter(_AtomicWriter):

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from headrace.errors import InvalidKey
+from headrace.storage.beneath import walk
 from headrace.storage.keys import validate_bucket_name, validate_key
 from headrace.storage.store import (
     Bucket,
@@ -291,9 +292,12 @@ class ChangeWatcher:
         if target is None:
             return
         try:
-            st = os.stat(path)
+            st = os.lstat(path)
         except OSError:
             return  # already gone
+        if _stat.S_ISLNK(st.st_mode):
+            self._warn_link(path)
+            return
         if st.st_size <= INLINE_HASH_MAX or not self._threads:
             self._report_local(*target, st)
         else:
@@ -303,6 +307,9 @@ class ChangeWatcher:
         """A folder renamed into place: its files are as complete as the rename."""
         if self._classify(folder + "/x") is None:
             return  # the folder itself is hidden or out of scope
+        if os.path.islink(folder):
+            self._warn_link(folder)
+            return
         for dirpath, dirnames, filenames in os.walk(folder):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in filenames:
@@ -340,6 +347,14 @@ class ChangeWatcher:
             self._warn_once(where, "ignoring %s: %s", where, exc)
             return False
         return True
+
+    def _warn_link(self, path: str) -> None:
+        self._warn_once(
+            f"link:{path}",
+            "ignoring %s: a symbolic link is not an object, and headrace never follows links"
+            " inside a bucket (copy the file in instead)",
+            path,
+        )
 
     def _warn_once(self, token: str, msg: str, *args: object) -> None:
         # Polls see the same bad name every pass; one warning per name is enough.
@@ -428,7 +443,7 @@ class ChangeWatcher:
         k = (bucket, key)
         if st is None:
             try:
-                st = os.stat(path)
+                st = os.lstat(path)
             except OSError:
                 return None  # gone already (deleted or renamed on): nothing to report
         if not _stat.S_ISREG(st.st_mode):
@@ -437,10 +452,12 @@ class ChangeWatcher:
         if not self._claim(k, version):
             return None
         try:
-            st, etag = hash_local_file(path, cancel=self._stop)
+            # Reads through descriptors from the bucket folder down, refusing any link: the
+            # path may have been swapped for one (or a folder on it) since it was listed.
+            st, etag = hash_local_file(self._bucket(bucket).root, key, cancel=self._stop)
         except (ObjectChanged, OSError):
             # Rewritten while we read it (its writer's close or rename brings a new event,
-            # and the poller backs that up), or gone: either way this version is no more.
+            # and the poller backs that up), gone, or now a link: this version is no more.
             self._release(k, version)
             return None
         except BaseException:
@@ -450,7 +467,7 @@ class ChangeWatcher:
 
         def still_current() -> bool:
             try:
-                return local_version(os.stat(path)) == info.version
+                return local_version(os.lstat(path)) == info.version
             except OSError:
                 return False
 
@@ -569,35 +586,21 @@ class ChangeWatcher:
                 yield _Listed(target[0], target[1], version, mtime, (path, entry))
 
     def _list_local(self, bucket: str) -> Iterator[_Listed]:
-        stack = [(f"{self.store.root}/{bucket}", "")]
-        while stack:
-            folder, rel = stack.pop()
-            try:
-                it = os.scandir(folder)
-            except (FileNotFoundError, NotADirectoryError):
-                continue  # removed while we walked
-            except OSError as exc:  # EACCES, EMFILE...: its objects are not known to be gone
-                self._partial_listing = True
-                self._warn_once(f"scan:{folder}", "cannot list %s: %s", folder, exc)
+        root = f"{self.store.root}/{bucket}"
+
+        def failed(rel: str, exc: OSError) -> None:
+            # EACCES, EMFILE...: its objects are not known to be gone
+            self._partial_listing = True
+            self._warn_once(f"scan:{root}/{rel}", "cannot list %s/%s: %s", root, rel, exc)
+
+        for key, st, _ in walk(root, skip_name=lambda name: name.startswith("."), on_error=failed):
+            path = f"{root}/{key}"
+            if _stat.S_ISLNK(st.st_mode):
+                self._warn_link(path)
                 continue
-            with it:
-                for entry in it:
-                    if entry.name.startswith("."):
-                        continue
-                    key = f"{rel}/{entry.name}" if rel else entry.name
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append((entry.path, key))
-                            continue
-                        st = entry.stat()  # follows a symlink to the file it names
-                    except FileNotFoundError:
-                        continue
-                    except OSError:
-                        self._partial_listing = True
-                        continue
-                    if not _stat.S_ISREG(st.st_mode) or not self._key_ok(key, entry.path):
-                        continue
-                    yield _Listed(bucket, key, local_version(st), st.st_mtime, entry.path)
+            if not _stat.S_ISREG(st.st_mode) or not self._key_ok(key, path):
+                continue
+            yield _Listed(bucket, key, local_version(st), st.st_mtime, path)
 
 
 def _stop_observer(observer: Any) -> None:

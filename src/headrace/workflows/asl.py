@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from headrace.errors import HeadraceError
+from headrace.jsontext import JsonInputError, check_depth, parse_json
 from headrace.workflows.choice import (
     BOOLEAN_OPS,
     COMPARISON_OPS,
@@ -143,15 +144,29 @@ class Problem:
         return f"{self.path}{where}: {self.message}"
 
 
+#: Problems spelled out in a DefinitionError's message; the rest are counted.
+MAX_LISTED_PROBLEMS = 20
+
+#: Longest problem line in the message (a problem may quote a long value).
+MAX_PROBLEM_CHARS = 300
+
+
+def _clip(line: str) -> str:
+    return line if len(line) <= MAX_PROBLEM_CHARS else line[: MAX_PROBLEM_CHARS - 1] + "…"
+
+
 class DefinitionError(HeadraceError):
     """A state machine definition is not valid; ``problems`` lists every problem found."""
 
     def __init__(self, problems: list[Problem], subject: str = "state machine definition") -> None:
         self.problems = list(problems)
         count = len(self.problems)
-        reason = f"{count} problem{'s' if count != 1 else ''}:\n" + "\n".join(
-            str(p) for p in self.problems
-        )
+        # The message goes to terminals, logs and ledger rows: a generated definition with
+        # 150,000 broken states must not make a 12 MB message. `problems` keeps them all.
+        lines = [_clip(str(p)) for p in self.problems[:MAX_LISTED_PROBLEMS]]
+        if count > MAX_LISTED_PROBLEMS:
+            lines.append(f"… and {count - MAX_LISTED_PROBLEMS} more")
+        reason = f"{count} problem{'s' if count != 1 else ''}:\n" + "\n".join(lines)
         super().__init__(subject, reason, "correct the fields named above")
 
     def __reduce__(self):
@@ -181,6 +196,10 @@ class StateMachine:
 def load_definition(definition: str | dict | os.PathLike) -> dict:
     """The definition as a dict, from JSON text, a dict, or a file path."""
     if isinstance(definition, dict):
+        try:
+            check_depth(definition)
+        except JsonInputError as exc:
+            raise DefinitionError([Problem("$", None, f"the definition {exc}")]) from None
         return definition
     if isinstance(definition, bytes):
         definition = definition.decode("utf-8", errors="replace")
@@ -205,13 +224,15 @@ def load_definition(definition: str | dict | os.PathLike) -> dict:
             ]
         )
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DefinitionError(
-            [Problem("$", None, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")]
-        ) from None
-    except (ValueError, RecursionError) as exc:
-        raise DefinitionError([Problem("$", None, f"invalid JSON: {exc}")]) from None
+        data = parse_json(text)
+    except JsonInputError as exc:
+        syntax = exc.syntax
+        message = (
+            f"the definition {exc}"
+            if syntax is None
+            else f"invalid JSON at line {syntax.lineno} column {syntax.colno}: {syntax.msg}"
+        )
+        raise DefinitionError([Problem("$", None, message)]) from None
     if not isinstance(data, dict):
         raise DefinitionError(
             [Problem("$", None, f"a definition is a JSON object, not {_json_type(data)}")]
