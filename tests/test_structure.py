@@ -1,14 +1,18 @@
 """The layout docs/architecture.md describes stays true: backends of one kind side by side (one
-interface module, one file per backend)."""
+interface module, one file per backend), and every dependency declared in pyproject.toml is one
+something uses."""
 
 from __future__ import annotations
 
 import ast
 import importlib
 import inspect
+import tomllib
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,3 +79,37 @@ def test_each_backend_lives_in_its_own_module_beside_the_interface(kind):
         assert class_name not in defined_here
         # the interface module does not import its backends at import time
         assert module_name not in _module_imports(Path(interface.__file__))
+
+
+def _distribution(requirement: str) -> str:
+    return Requirement(requirement).name.lower().replace("_", "-")
+
+
+# Declared but never imported by name, and why they are still needed.
+NOT_IMPORTED = {
+    "eccodeslib": "the ecCodes C library the eccodes package loads",
+    "pytest-timeout": "a pytest plugin (the timeout setting in pyproject.toml)",
+    "ruff": "the linter and formatter `make test` runs",
+}
+
+
+def _imported_distributions() -> set[str]:
+    owners = packages_distributions()
+    top_level: set[str] = set()
+    for folder in ("src", "tests", "examples", "benchmarks"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    top_level.update(alias.name.split(".")[0] for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    top_level.add(node.module.split(".")[0])
+    return {dist.lower().replace("_", "-") for name in top_level for dist in owners.get(name, [])}
+
+
+def test_every_declared_dependency_is_imported_somewhere():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_distribution(r) for r in project["dependencies"]}
+    for requirements in project["optional-dependencies"].values():
+        declared |= {_distribution(r) for r in requirements if not r.startswith("headrace[")}
+    unused = declared - _imported_distributions() - set(NOT_IMPORTED)
+    assert not unused, f"declared in pyproject.toml, imported nowhere: {sorted(unused)}"
