@@ -112,3 +112,21 @@ def test_make_run_transactions_demo(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "distinct hashes" in result.stdout and "online read tx_minute" in result.stdout
     assert list((tmp_path / "home" / "buckets" / "archive").rglob("*.parquet"))
+
+
+_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def test_every_relative_link_in_readme_and_docs_resolves_inside_the_repo():
+    """A clone has only the repository: no link may point beside it (../shared) or nowhere."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in _LINK.findall(page.read_text()):
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+                continue  # a URL or an anchor on the same page
+            path = (page.parent / target.split("#")[0]).resolve()
+            if not path.is_relative_to(ROOT) or not path.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert not broken, broken
+    assert "docs/architecture.md" in (ROOT / "README.md").read_text()

@@ -113,3 +113,57 @@ def test_every_declared_dependency_is_imported_somewhere():
         declared |= {_distribution(r) for r in requirements if not r.startswith("headrace[")}
     unused = declared - _imported_distributions() - set(NOT_IMPORTED)
     assert not unused, f"declared in pyproject.toml, imported nowhere: {sorted(unused)}"
+
+
+# -- package dependency direction ------------------------------------------------------------
+
+# Cycles that exist today, closed by imports inside functions (docs/architecture.md, "Where the
+# code differs from the design"); no others may appear.
+KNOWN_CYCLES = {frozenset({"app", "workflows"}), frozenset({"jobs", "workflows"})}
+LEAVES = {"formats", "events", "ledger", "storage", "executors", "config", "errors"}
+
+
+def _package(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "headrace" or len(parts) < 2:
+        return None
+    return "cli" if parts[1].startswith("cli") else parts[1]
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """package -> the headrace packages it imports, inside functions too."""
+    edges: dict[str, set[str]] = {}
+    src = ROOT / "src"
+    for path in (src / "headrace").rglob("*.py"):
+        module = ".".join(path.relative_to(src).with_suffix("").parts).removesuffix(".__init__")
+        me = _package(module)
+        if me is None:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: resolve against this module's package
+                    base = module.split(".")
+                    base = base[: len(base) - node.level + (path.name == "__init__.py")]
+                    names = [".".join([*base, node.module] if node.module else base)]
+                else:
+                    names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                other = _package(name)
+                if other and other != me:
+                    edges.setdefault(me, set()).add(other)
+    return edges
+
+
+def test_packages_depend_one_way():
+    edges = _package_imports()
+    cycles = {
+        frozenset({a, b}) for a, targets in edges.items() for b in targets if a in edges.get(b, ())
+    }
+    assert cycles <= KNOWN_CYCLES, f"new cycles between packages: {cycles - KNOWN_CYCLES}"
+    for leaf in LEAVES:
+        assert edges.get(leaf, set()) <= {"errors", "config"}, (leaf, edges.get(leaf))
+    assert edges["executors"] == {"errors"}  # workers know nothing of functions or the ledger
