@@ -1,5 +1,6 @@
 """Test data made here with the real libraries, so a fresh clone without ../shared/data still
-tests GRIB conversion (and its fast path), band composites and streams.
+tests GRIB conversion (and its fast path) and band composites. (Stream tests need nothing from
+../shared: they generate their traces with the transactions simulator and hypothesis.)
 
 GRIB files are encoded with ecCodes from its own samples: GRIB1 and GRIB2, several parameters,
 levels, steps and ensemble members, statistics (accumulation) fields, bitmaps of missing points,
