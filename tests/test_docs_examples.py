@@ -63,6 +63,22 @@ def test_getting_started_grib_snippet(shared_data, tmp_path, monkeypatch):
     assert scope["table"].num_rows == 160 * 7320
 
 
+def test_getting_started_grib_snippet_on_generated_files(generated_gribs, tmp_path, monkeypatch):
+    """The same snippet on GRIB files generated with ecCodes, so a fresh clone runs it too."""
+    text = (ROOT / "docs" / "getting-started.md").read_text()
+    (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "read_grib" in b]
+    monkeypatch.chdir(tmp_path)
+    gfs_like = generated_gribs["multi_field.grib2"]  # GRIB2 with multi-field messages
+    era5_like = generated_gribs["levels_members_steps.grib1"]  # GRIB1 levels and members
+    (tmp_path / "gfs.grib2").write_bytes(gfs_like.path.read_bytes())
+    (tmp_path / "era5.grib").write_bytes(era5_like.path.read_bytes())
+    scope: dict = {}
+    exec(snippet, scope)
+    assert scope["report"].fields == gfs_like.fields > gfs_like.messages
+    assert scope["table"].num_rows == era5_like.fields * era5_like.points
+    assert (tmp_path / "gfs.parquet").is_file()
+
+
 def test_readme_starts_with_the_two_commands():
     lines = [line for line in (ROOT / "README.md").read_text().splitlines() if line.strip()]
     commands = [line.split("#")[0].strip() for line in lines[2:4]]
