@@ -63,6 +63,22 @@ def test_getting_started_grib_snippet(shared_data, tmp_path, monkeypatch):
     assert scope["table"].num_rows == 160 * 7320
 
 
+def test_getting_started_grib_snippet_on_generated_files(generated_gribs, tmp_path, monkeypatch):
+    """The same snippet on GRIB files generated with ecCodes, so a fresh clone runs it too."""
+    text = (ROOT / "docs" / "getting-started.md").read_text()
+    (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "read_grib" in b]
+    monkeypatch.chdir(tmp_path)
+    gfs_like = generated_gribs["multi_field.grib2"]  # GRIB2 with multi-field messages
+    era5_like = generated_gribs["levels_members_steps.grib1"]  # GRIB1 levels and members
+    (tmp_path / "gfs.grib2").write_bytes(gfs_like.path.read_bytes())
+    (tmp_path / "era5.grib").write_bytes(era5_like.path.read_bytes())
+    scope: dict = {}
+    exec(snippet, scope)
+    assert scope["report"].fields == gfs_like.fields > gfs_like.messages
+    assert scope["table"].num_rows == era5_like.fields * era5_like.points
+    assert (tmp_path / "gfs.parquet").is_file()
+
+
 def test_readme_starts_with_the_two_commands():
     lines = [line for line in (ROOT / "README.md").read_text().splitlines() if line.strip()]
     commands = [line.split("#")[0].strip() for line in lines[2:4]]
@@ -112,3 +128,21 @@ def test_make_run_transactions_demo(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "distinct hashes" in result.stdout and "online read tx_minute" in result.stdout
     assert list((tmp_path / "home" / "buckets" / "archive").rglob("*.parquet"))
+
+
+_LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def test_every_relative_link_in_readme_and_docs_resolves_inside_the_repo():
+    """A clone has only the repository: no link may point beside it (../shared) or nowhere."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in _LINK.findall(page.read_text()):
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+                continue  # a URL or an anchor on the same page
+            path = (page.parent / target.split("#")[0]).resolve()
+            if not path.is_relative_to(ROOT) or not path.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert not broken, broken
+    assert "docs/architecture.md" in (ROOT / "README.md").read_text()

@@ -1,13 +1,15 @@
 """Field classes: what the converter reuses per class equals what ecCodes reads on each field.
 
-Variants of real fields are made with ecCodes (time, production status, centre, tables
-version, generating process, statistics, parameter, level, local section) and read twice: by the
+Variants of fields generated with ecCodes (tests/generated_data.py: NCEP-like GRIB2) are made
+with ecCodes (time, production status, centre, tables version, generating process, statistics,
+parameter, level, local section) and read twice: by the
 converter's in-memory reader, which reuses the step keys, stepType and concept layout within a
 class, and by ecCodes' own multi-field reader path, which reads every key on every field.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from pathlib import Path
 
@@ -17,11 +19,11 @@ import pytest
 from headrace.errors import UnsupportedGrib
 from headrace.formats import grib_field_class, grib_read
 from headrace.formats.grib_messages import locate_messages, read_messages
+from tests.generated_data import grib2_parameters_levels_steps, grib2_sections
 
-GRIB_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "grib"
-GFS = GRIB_DIR / "gfs.t12z.pgrbf120.2p5deg.grib2"
-ECMWF_WITH_LOCAL_SECTION = GRIB_DIR / "regular_gg_ml_g2.grib"
-WITH_SECTION_2 = GRIB_DIR / "step_60m.grib"  # centre cnmc: a section 2, no local definition
+GFS = "gfs.t12z.pgrbf120.2p5deg.grib2"
+ECMWF_WITH_LOCAL_SECTION = "regular_gg_ml_g2.grib"
+WITH_SECTION_2 = "step_60m.grib"  # centre cnmc: a section 2, no local definition
 
 
 def _fields(path: Path) -> list[bytes]:
@@ -33,15 +35,17 @@ def _fields(path: Path) -> list[bytes]:
         ]
 
 
+@functools.cache
 def _first(template: int) -> bytes:
-    for data in _fields(GFS):
+    """The first generated NCEP field (centre kwbc) with this product definition template."""
+    for data in grib2_parameters_levels_steps()[0]:
         handle = eccodes.codes_new_from_message(data)
         try:
             if eccodes.codes_get_long(handle, "productDefinitionTemplateNumber") == template:
                 return data
         finally:
             eccodes.codes_release(handle)
-    raise AssertionError(f"no template {template} field in {GFS.name}")
+    raise AssertionError(f"no template {template} field among the generated ones")
 
 
 def _variant(data: bytes, **keys: int) -> bytes:
@@ -105,17 +109,18 @@ def test_definitions_are_the_analysed_ones():
     assert grib_field_class._definitions_as_analysed()  # ecCodes 2.50 as pinned in the venv
 
 
-@pytest.mark.parametrize("path", [GFS, WITH_SECTION_2, ECMWF_WITH_LOCAL_SECTION])
-def test_shared_files_read_per_class_equal_ecodes_per_field(path):
+@pytest.mark.parametrize("name", [GFS, WITH_SECTION_2, ECMWF_WITH_LOCAL_SECTION])
+def test_shared_files_read_per_class_equal_ecodes_per_field(name, shared_data):
+    path = shared_data / "grib" / name
     _clear()
     fast, slow = _read_both(path)
     assert [f.meta for f in fast] == [f.meta for f in slow]
     assert [f.base_name for f in fast] == [f.base_name for f in slow]
 
 
-def test_classes_are_shared_by_the_fields_of_a_run():
+def test_classes_are_shared_by_the_fields_of_a_run(shared_data):
     _clear()
-    fast, _ = _read_both(GFS)
+    fast, _ = _read_both(shared_data / "grib" / GFS)
     assert len(fast) == 343
     # 303 point-in-time fields and 40 statistics over 4 disciplines: a handful of classes
     assert 0 < len(grib_read._TIMINGS) <= 10
@@ -176,13 +181,66 @@ def test_fields_outside_the_analysed_conditions_are_in_no_class(change, in_class
     assert (grib_field_class.field_class(data, centre) is not None) is in_class
 
 
-def test_ecmwf_fields_with_a_local_section_are_in_no_class():
-    for data in _fields(ECMWF_WITH_LOCAL_SECTION):
+def test_ecmwf_fields_with_a_local_section_are_in_no_class(shared_data):
+    for data in _fields(shared_data / "grib" / ECMWF_WITH_LOCAL_SECTION):
         assert grib_field_class.field_class(data, "ecmf") is None
 
 
-def test_section_2_without_a_local_definition_keeps_the_class():
-    assert all(grib_field_class.field_class(d, "cnmc") is not None for d in _fields(WITH_SECTION_2))
+def test_section_2_without_a_local_definition_keeps_the_class(shared_data):
+    fields = _fields(shared_data / "grib" / WITH_SECTION_2)
+    assert all(grib_field_class.field_class(d, "cnmc") is not None for d in fields)
+
+
+def _with_section_2(data: bytes, content: bytes) -> bytes:
+    """The message with a section 2 (local use) of `content` inserted after section 1."""
+    sections = grib2_sections(data)
+    local = (5 + len(content)).to_bytes(4, "big") + b"\x02" + content
+    body = b"".join(s for n, s in sections if n == 1) + local
+    body += b"".join(s for n, s in sections if n > 1)
+    return data[:8] + (16 + len(body) + 4).to_bytes(8, "big") + body + b"7777"
+
+
+def test_generated_section_2_without_a_local_definition_keeps_the_class(tmp_path):
+    """As step_60m.grib (centre cnmc): a section 2 that no local definition reads."""
+    data = _with_section_2(_variant(_first(0), centre=80), b"\x01\x02\x03\x04")
+    handle = eccodes.codes_new_from_message(data)
+    try:
+        assert eccodes.codes_get_long(handle, "section2Length") == 9
+        centre = eccodes.codes_get_string(handle, "centre")
+    finally:
+        eccodes.codes_release(handle)
+    assert centre == "cnmc"
+    assert grib_field_class.field_class(data, centre) is not None
+    path = tmp_path / "section2.grib2"
+    path.write_bytes(data + _with_section_2(_variant(_first(8), centre=80), b"\x05\x06"))
+    _clear()
+    fast, slow = _read_both(path)
+    assert [(f.base_name, f.meta) for f in fast] == [(f.base_name, f.meta) for f in slow]
+
+
+def test_generated_ecmwf_fields_with_a_local_section_are_in_no_class(tmp_path):
+    """As regular_gg_ml_g2.grib: ECMWF's local section sets MARS keys the class cannot hold."""
+    data = _variant(_first(0), centre=98, setLocalDefinition=1)
+    assert grib_field_class.field_class(data, "ecmf") is None
+    path = tmp_path / "ecmf.grib2"
+    path.write_bytes(data)
+    _clear()
+    fast, slow = _read_both(path)
+    assert [(f.base_name, f.meta) for f in fast] == [(f.base_name, f.meta) for f in slow]
+
+
+def test_generated_classes_are_shared_by_the_fields_of_a_run(tmp_path):
+    """As the GFS file: point-in-time and statistics fields of one run fall into few classes."""
+    messages = grib2_parameters_levels_steps()[0]
+    path = tmp_path / "run.grib2"
+    path.write_bytes(b"".join(messages))
+    _clear()
+    fast, slow = _read_both(path)
+    assert [(f.base_name, f.meta) for f in fast] == [(f.base_name, f.meta) for f in slow]
+    assert len(fast) == len(messages)
+    # 34 fields: three steps, two accumulation periods, an ensemble template; a class each
+    assert 0 < len(grib_read._TIMINGS) <= 8 < len(fast)
+    assert 0 < len(grib_read._LAYOUTS) <= 8
 
 
 def test_other_definitions_disable_the_classes(monkeypatch):

@@ -11,8 +11,9 @@ offline (a Delta Lake table per group), read by key, as point-in-time training s
 from headrace.features.compaction import CompactionReport
 from headrace.features.group import FeatureGroup
 from headrace.features.offline import DeltaOfflineStore
-from headrace.features.online import OnlineStore, SQLiteOnlineStore
+from headrace.features.online import OnlineStore
 from headrace.features.online_redis import RedisOnlineStore
+from headrace.features.online_sqlite import SQLiteOnlineStore
 from headrace.features.store import FeatureStore, WriteReport
 
 __all__ = [

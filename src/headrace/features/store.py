@@ -22,13 +22,9 @@ from headrace.features.compaction import CompactionReport, compact
 from headrace.features.group import FeatureGroup
 from headrace.features.historical import GroupSelection, parse_feature_refs, point_in_time_join
 from headrace.features.offline import DeltaOfflineStore
-from headrace.features.online import (
-    EPOCH,
-    OnlineStore,
-    SQLiteOnlineStore,
-    normalise_keys,
-    writer_args,
-)
+from headrace.features.online import EPOCH, OnlineStore, normalise_keys, writer_args
+from headrace.features.online_redis import RedisOnlineStore
+from headrace.features.online_sqlite import SQLiteOnlineStore
 from headrace.features.query import check_view_name, run_sql
 
 
@@ -46,6 +42,8 @@ class WriteReport:
 
 
 def open_online_store(online: OnlineStore | str | None, root: str, local: bool) -> OnlineStore:
+    """The online store `online=` names: an `OnlineStore` as given, a `redis://` URL, a SQLite
+    path, or (None) `<root>/online.sqlite` when the root is a local folder."""
     if online is None:
         if not local:
             raise FeatureStoreError(
@@ -57,8 +55,6 @@ def open_online_store(online: OnlineStore | str | None, root: str, local: bool) 
         return SQLiteOnlineStore(os.path.join(root, "online.sqlite"))
     if isinstance(online, str):
         if online.startswith(("redis://", "rediss://", "unix://")):
-            from headrace.features.online_redis import RedisOnlineStore
-
             return RedisOnlineStore(online)
         return SQLiteOnlineStore(online)
     if not isinstance(online, OnlineStore):

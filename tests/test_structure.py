@@ -1,0 +1,169 @@
+"""The layout docs/architecture.md describes stays true: backends of one kind side by side (one
+interface module, one file per backend), and every dependency declared in pyproject.toml is one
+something uses."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import tomllib
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# kind: (interface module, the contract, {backend module: backend class})
+BACKENDS = {
+    "online store": (
+        "headrace.features.online",
+        "OnlineStore",
+        {
+            "headrace.features.online_sqlite": "SQLiteOnlineStore",
+            "headrace.features.online_redis": "RedisOnlineStore",
+        },
+    ),
+    "stream log": (
+        "headrace.streams.log",
+        "StreamLog",
+        {
+            "headrace.streams.log_embedded": "EmbeddedLog",
+            "headrace.streams.log_redis": "RedisLog",
+            "headrace.streams.log_nats": "NatsLog",
+        },
+    ),
+    "executor": (
+        "headrace.executors.base",
+        "Executor",
+        {
+            "headrace.executors.local": "LocalExecutor",
+            "headrace.executors.ray_executor": "RayExecutor",
+        },
+    ),
+    "job runner": (
+        "headrace.jobs.runners",
+        "JobRunner",
+        {"headrace.jobs.subprocess_runner": "SubprocessRunner"},
+    ),
+}
+
+
+def _module_imports(path: Path) -> set[str]:
+    """Modules imported at the top level of a file (not inside functions)."""
+    found: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("kind", sorted(BACKENDS))
+def test_each_backend_lives_in_its_own_module_beside_the_interface(kind):
+    interface_name, contract, backends = BACKENDS[kind]
+    interface = importlib.import_module(interface_name)
+    assert inspect.isclass(getattr(interface, contract))
+    defined_here = {
+        name
+        for name, value in vars(interface).items()
+        if inspect.isclass(value) and value.__module__ == interface_name
+    }
+    for module_name, class_name in backends.items():
+        backend = importlib.import_module(module_name)
+        cls = getattr(backend, class_name)
+        assert cls.__module__ == module_name, f"{class_name} is defined in {cls.__module__}"
+        assert class_name not in defined_here
+        # the interface module does not import its backends at import time
+        assert module_name not in _module_imports(Path(interface.__file__))
+
+
+def _distribution(requirement: str) -> str:
+    return Requirement(requirement).name.lower().replace("_", "-")
+
+
+# Declared but never imported by name, and why they are still needed.
+NOT_IMPORTED = {
+    "eccodeslib": "the ecCodes C library the eccodes package loads",
+    "pytest-timeout": "a pytest plugin (the timeout setting in pyproject.toml)",
+    "ruff": "the linter and formatter `make test` runs",
+}
+
+
+def _imported_distributions() -> set[str]:
+    owners = packages_distributions()
+    top_level: set[str] = set()
+    for folder in ("src", "tests", "examples", "benchmarks"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    top_level.update(alias.name.split(".")[0] for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                    top_level.add(node.module.split(".")[0])
+    return {dist.lower().replace("_", "-") for name in top_level for dist in owners.get(name, [])}
+
+
+def test_every_declared_dependency_is_imported_somewhere():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {_distribution(r) for r in project["dependencies"]}
+    for requirements in project["optional-dependencies"].values():
+        declared |= {_distribution(r) for r in requirements if not r.startswith("headrace[")}
+    unused = declared - _imported_distributions() - set(NOT_IMPORTED)
+    assert not unused, f"declared in pyproject.toml, imported nowhere: {sorted(unused)}"
+
+
+# -- package dependency direction ------------------------------------------------------------
+
+# Cycles that exist today, closed by imports inside functions (docs/architecture.md, "Where the
+# code differs from the design"); no others may appear.
+KNOWN_CYCLES = {frozenset({"app", "workflows"}), frozenset({"jobs", "workflows"})}
+LEAVES = {"formats", "events", "ledger", "storage", "executors", "config", "errors"}
+
+
+def _package(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "headrace" or len(parts) < 2:
+        return None
+    return "cli" if parts[1].startswith("cli") else parts[1]
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """package -> the headrace packages it imports, inside functions too."""
+    edges: dict[str, set[str]] = {}
+    src = ROOT / "src"
+    for path in (src / "headrace").rglob("*.py"):
+        module = ".".join(path.relative_to(src).with_suffix("").parts).removesuffix(".__init__")
+        me = _package(module)
+        if me is None:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:  # relative: resolve against this module's package
+                    base = module.split(".")
+                    base = base[: len(base) - node.level + (path.name == "__init__.py")]
+                    names = [".".join([*base, node.module] if node.module else base)]
+                else:
+                    names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                other = _package(name)
+                if other and other != me:
+                    edges.setdefault(me, set()).add(other)
+    return edges
+
+
+def test_packages_depend_one_way():
+    edges = _package_imports()
+    cycles = {
+        frozenset({a, b}) for a, targets in edges.items() for b in targets if a in edges.get(b, ())
+    }
+    assert cycles <= KNOWN_CYCLES, f"new cycles between packages: {cycles - KNOWN_CYCLES}"
+    for leaf in LEAVES:
+        assert edges.get(leaf, set()) <= {"errors", "config"}, (leaf, edges.get(leaf))
+    assert edges["executors"] == {"errors"}  # workers know nothing of functions or the ledger
