@@ -29,7 +29,7 @@ from tests.test_formats_grib import (
 )
 
 NAMES = [
-    "levels_members_steps.grib1",
+    "levels_members_steps.grib",
     "parameters_levels_steps.grib2",
     "multi_field.grib2",
     "mixed_editions.grib",
@@ -128,7 +128,7 @@ def test_generated_metadata_matches_eccodes(name, generated_gribs, converted):
 
 
 def test_generated_column_names_say_level_step_and_member(converted):
-    grib1 = converted["levels_members_steps.grib1"][1].column_names
+    grib1 = converted["levels_members_steps.grib"][1].column_names
     assert len(grib1) == 2 + 26
     assert "t_isobaricInhPa_850_step_6_number_2" in grib1
     assert "z_isobaricInhPa_500_step_0_number_0" in grib1
@@ -275,7 +275,7 @@ def test_damaged_generated_grib2_raises_corrupt_grib_and_writes_nothing(
 
 
 def test_damaged_generated_grib1_raises_corrupt_grib(generated_gribs, tmp_path):
-    data = generated_gribs["levels_members_steps.grib1"].path.read_bytes()
+    data = generated_gribs["levels_members_steps.grib"].path.read_bytes()
     second = data.find(b"GRIB", 1)
     for kind, broken in {
         "truncated": data[: second + 100],
