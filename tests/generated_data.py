@@ -306,6 +306,17 @@ def mixed_editions() -> list[bytes]:
     return [grib1, grib2]
 
 
+def spectral_grib() -> bytes:
+    """Spherical-harmonic coefficients (gridType sh): not a grid, so not convertible."""
+    import eccodes
+
+    handle = eccodes.codes_grib_new_from_samples("sh_ml_grib2")
+    try:
+        return eccodes.codes_get_message(handle)
+    finally:
+        eccodes.codes_release(handle)
+
+
 def write_generated_gribs(folder: Path) -> dict[str, GeneratedGrib]:
     """Write every generated GRIB file into `folder`; name -> what it holds."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -317,7 +328,7 @@ def write_generated_gribs(folder: Path) -> dict[str, GeneratedGrib]:
         made[name] = GeneratedGrib(path, edition, fields, len(messages), POINTS, missing)
 
     grib1, missing1 = grib1_levels_members_steps()
-    write("levels_members_steps.grib1", grib1, "1", len(grib1), missing1)
+    write("levels_members_steps.grib", grib1, "1", len(grib1), missing1)
     grib2, missing2 = grib2_parameters_levels_steps()
     write("parameters_levels_steps.grib2", grib2, "2", len(grib2), missing2)
     multi, multi_fields, multi_missing = grib2_multi_field()

@@ -69,7 +69,7 @@ def test_getting_started_grib_snippet_on_generated_files(generated_gribs, tmp_pa
     (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "read_grib" in b]
     monkeypatch.chdir(tmp_path)
     gfs_like = generated_gribs["multi_field.grib2"]  # GRIB2 with multi-field messages
-    era5_like = generated_gribs["levels_members_steps.grib1"]  # GRIB1 levels and members
+    era5_like = generated_gribs["levels_members_steps.grib"]  # GRIB1 levels and members
     (tmp_path / "gfs.grib2").write_bytes(gfs_like.path.read_bytes())
     (tmp_path / "era5.grib").write_bytes(era5_like.path.read_bytes())
     scope: dict = {}

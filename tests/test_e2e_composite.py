@@ -22,19 +22,33 @@ pytestmark = pytest.mark.slow
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "band_composite"
 
 
-def test_band_composites_with_one_failing_cell(shared_data, tmp_path):
+@pytest.fixture(params=["landsat", "generated"])
+def cells(request, tmp_path):
+    """The real Landsat bands cut into cells (../shared/data), or the example's generated cells
+    (rasterio-written, Landsat-like) so a fresh clone runs this test too."""
     sys.path.insert(0, str(EXAMPLE))
-    from cells import landsat_cells, landsat_scene
+    try:
+        from cells import landsat_cells, landsat_scene
+        from rasters import write_sample_cells
 
-    scene = landsat_scene()
-    assert scene is not None
+        if request.param == "landsat":
+            request.getfixturevalue("shared_data")
+            scene = landsat_scene()
+            assert scene is not None
+            yield landsat_cells(scene, tmp_path / "cells")
+        else:
+            yield write_sample_cells(tmp_path / "cells", cells=4, size=(300, 320))
+    finally:
+        sys.path.remove(str(EXAMPLE))
+
+
+def test_band_composites_with_one_failing_cell(cells, tmp_path):
     home = tmp_path / "home"
     env = {
         "HEADRACE_HOME": str(home),
         "HEADRACE_POLL_INTERVAL": "0.3",
         "COMPOSITE_NOTICES": str(tmp_path / "notices"),
     }
-    cells = landsat_cells(scene, tmp_path / "cells")
     broken = {
         "cell": "broken",
         "bands": {**cells[0]["bands"], "red": str(tmp_path / "cells" / "missing" / "red.tif")},
@@ -97,7 +111,6 @@ def test_band_composites_with_one_failing_cell(shared_data, tmp_path):
     finally:
         if up.alive():
             up.kill9()
-        sys.path.remove(str(EXAMPLE))
 
 
 def test_example_definition_is_valid_and_uses_known_resources():

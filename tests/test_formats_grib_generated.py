@@ -11,13 +11,16 @@ from __future__ import annotations
 import hashlib
 
 import eccodes
+import fsspec
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from headrace.errors import CorruptGrib
+from headrace.errors import CorruptGrib, UnsupportedGrib
 from headrace.formats import grib_read
 from headrace.formats.grib import grib_to_parquet, read_grib
+from headrace.formats.grib_grid import GRID_CACHE, clear_grid_cache
 from headrace.formats.grib_messages import locate_messages, read_messages
 from tests.test_formats_grib import (
     _ecodes_multi_field_messages,
@@ -29,7 +32,7 @@ from tests.test_formats_grib import (
 )
 
 NAMES = [
-    "levels_members_steps.grib1",
+    "levels_members_steps.grib",
     "parameters_levels_steps.grib2",
     "multi_field.grib2",
     "mixed_editions.grib",
@@ -128,7 +131,7 @@ def test_generated_metadata_matches_eccodes(name, generated_gribs, converted):
 
 
 def test_generated_column_names_say_level_step_and_member(converted):
-    grib1 = converted["levels_members_steps.grib1"][1].column_names
+    grib1 = converted["levels_members_steps.grib"][1].column_names
     assert len(grib1) == 2 + 26
     assert "t_isobaricInhPa_850_step_6_number_2" in grib1
     assert "z_isobaricInhPa_500_step_0_number_0" in grib1
@@ -275,7 +278,7 @@ def test_damaged_generated_grib2_raises_corrupt_grib_and_writes_nothing(
 
 
 def test_damaged_generated_grib1_raises_corrupt_grib(generated_gribs, tmp_path):
-    data = generated_gribs["levels_members_steps.grib1"].path.read_bytes()
+    data = generated_gribs["levels_members_steps.grib"].path.read_bytes()
     second = data.find(b"GRIB", 1)
     for kind, broken in {
         "truncated": data[: second + 100],
@@ -287,3 +290,52 @@ def test_damaged_generated_grib1_raises_corrupt_grib(generated_gribs, tmp_path):
         with pytest.raises(CorruptGrib):
             grib_to_parquet(bad, tmp_path / f"{kind}.parquet")
     assert not list(tmp_path.glob("*.parquet")) and not list(tmp_path.glob(".*.tmp"))
+
+
+# ----------------------------------------------------------------------------- options and grids
+def test_float32_option_casts_eccodes_values(generated_gribs, tmp_path):
+    made = generated_gribs["parameters_levels_steps.grib2"]
+    report = grib_to_parquet(made.path, tmp_path / "f32.parquet", dtype="float32")
+    table = pq.read_table(report.dst)
+    assert table.schema.field("lat").type == pa.float64()
+    for column, ref in zip(table.column_names[2:], _reference(made.path), strict=True):
+        assert table.schema.field(column).type == pa.float32()
+        array = table.column(column).combine_chunks()
+        nulls = array.is_null().to_numpy(zero_copy_only=False)
+        assert np.array_equal(nulls, ref.missing)
+        expected = ref.values.astype(np.float32)[~ref.missing]
+        assert np.array_equal(array.fill_null(0.0).to_numpy()[~nulls], expected)
+
+
+def test_fields_on_different_grids_need_long_layout(generated_gribs, tmp_path):
+    regular, lambert = generated_gribs["mixed_editions.grib"], generated_gribs["lambert.grib2"]
+    mixed = tmp_path / "mixed.grib"
+    mixed.write_bytes(regular.path.read_bytes() + lambert.path.read_bytes())
+    with pytest.raises(UnsupportedGrib, match="layout='long'"):
+        read_grib(mixed)
+    report = grib_to_parquet(mixed, tmp_path / "mixed.parquet", layout="auto")
+    assert report.layout == "long"
+    assert report.rows == regular.fields * regular.points + lambert.points
+    assert len(file_meta(pq.read_table(report.dst))["grids"]) == 2
+
+
+def test_grid_cache_reuses_latlon_of_a_known_grid(generated_gribs):
+    made = generated_gribs["parameters_levels_steps.grib2"]
+    clear_grid_cache()
+    first = read_grib(made.path)
+    assert (GRID_CACHE.misses, GRID_CACHE.hits) == (1, made.fields - 1)  # one grid
+    second = read_grib(made.path)
+    assert (GRID_CACHE.misses, GRID_CACHE.hits) == (1, 2 * made.fields - 1)
+    assert second.column("lat").equals(first.column("lat"))
+
+
+def test_memory_urls_for_source_and_destination(generated_gribs):
+    fs = fsspec.filesystem("memory")
+    made = generated_gribs["multi_field.grib2"]
+    fs.pipe("/generated-in/wind.grib2", made.path.read_bytes())
+    report = grib_to_parquet("memory://generated-in/wind.grib2", "memory://generated-out/w.parquet")
+    assert report.rows == made.points and report.fields == made.fields
+    fs.pipe("/generated-in/bad.grib", b"GRIB" + b"\0" * 40)
+    with pytest.raises(CorruptGrib):
+        grib_to_parquet("memory://generated-in/bad.grib", "memory://generated-out/bad.parquet")
+    assert fs.ls("/generated-out", detail=False) == ["/generated-out/w.parquet"]

@@ -163,3 +163,86 @@ def test_truncated_band_fails_and_keeps_the_previous_composite(generated_bands, 
     assert info.value.subject == str(damaged)
     assert dst.read_bytes() == b"previous composite"
     assert _leftovers(out_folder) == ["rgb.tif"]
+
+
+def test_plain_tiled_geotiff_names_and_no_statistics(generated_bands, tmp_path):
+    plain = composite(
+        generated_bands.geotiff,
+        tmp_path / "plain.tif",
+        cog=False,
+        overviews=(2, 4),
+        compress="lzw",
+        block_size=256,
+    )
+    assert plain.overviews == (2, 4)
+    with rasterio.open(tmp_path / "plain.tif") as out:
+        assert (out.profile["tiled"], out.profile["blockxsize"]) == (True, 256)
+        assert out.profile["compress"] == "lzw"
+        assert out.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") != "COG"
+        np.testing.assert_array_equal(out.read(2), generated_bands.arrays[1])
+    bare = composite(
+        generated_bands.geotiff,
+        tmp_path / "named.tif",
+        names=["blue", "green", "red"],
+        statistics=False,
+        overviews=(),
+    )
+    assert (bare.statistics, bare.overviews) == ((), ())
+    with rasterio.open(tmp_path / "named.tif") as out:
+        assert out.descriptions == ("blue", "green", "red")
+        assert out.overviews(1) == []
+        assert not any(k.startswith("STATISTICS_") for k in out.tags(1))
+
+
+def test_float_bands_with_nan_and_nodata(generated_bands, tmp_path):
+    reflectance = (generated_bands.arrays[0].astype(np.float32) * 2e-5 - 0.1).astype(np.float32)
+    reflectance[:40, :50] = np.nan
+    reflectance[100:110, :] = -9999.0
+    path = tmp_path / "reflectance.tif"
+    profile = {**generated_bands.profile, "dtype": "float32", "nodata": -9999.0}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(reflectance, 1)
+    report = composite([path], tmp_path / "out.tif", block_size=256)
+    valid = reflectance[~np.isnan(reflectance) & (reflectance != -9999.0)].astype(np.float64)
+    stats = report.statistics[0]
+    assert stats.valid_count == valid.size
+    assert stats.min == valid.min() and stats.max == valid.max()
+    assert stats.mean == pytest.approx(valid.mean(), rel=1e-9)
+    with rasterio.open(tmp_path / "out.tif") as out:
+        np.testing.assert_array_equal(out.read(1), reflectance)  # NaN equal NaN here
+
+
+def test_bad_options_and_paths_are_refused(generated_bands, tmp_path):
+    bands = generated_bands.geotiff
+    for kwargs, subject in (
+        ({"block_size": 500}, "block_size"),
+        ({"compress": "jpeg2000"}, "compress"),
+        ({"overviews": (1, 2)}, "overviews"),
+        ({"resampling": "smooth"}, "resampling"),
+        ({"nodata": -1}, "nodata"),
+    ):
+        with pytest.raises(RasterError) as info:
+            composite(bands, tmp_path / "out.tif", **kwargs)
+        assert info.value.subject.startswith(subject)
+    missing = tmp_path / "nope" / "B9.tif"
+    with pytest.raises(RasterError) as info:
+        composite([bands[0], missing], tmp_path / "out.tif")
+    assert info.value.subject == str(missing) and "does not exist" in info.value.reason
+    text = tmp_path / "MTL.tif"
+    text.write_text("GROUP = L1_METADATA_FILE\n")
+    with pytest.raises(RasterError, match="not a raster"):
+        composite([text], tmp_path / "out.tif")
+    assert _leftovers(tmp_path) == ["MTL.tif"]
+
+
+def test_gtiff_fallback_without_the_cog_driver_gives_the_same_layout(
+    generated_bands, tmp_path, monkeypatch
+):
+    from headrace.formats import raster_write
+
+    monkeypatch.setattr(raster_write, "has_cog_driver", lambda: False)
+    report = composite(generated_bands.geotiff, tmp_path / "fallback.tif")
+    assert report.overviews == FACTORS
+    _assert_cog_layout(tmp_path / "fallback.tif", COLUMNS, len(FACTORS))
+    with rasterio.open(tmp_path / "fallback.tif") as out:
+        np.testing.assert_array_equal(out.read(3), generated_bands.arrays[2])
