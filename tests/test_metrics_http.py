@@ -241,7 +241,9 @@ def test_up_with_a_bad_metrics_address_is_a_one_line_error(tmp_path, address, re
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines[0].startswith("error: setting 'metrics'") and reason in result.stderr
+    assert len(lines) == 1, result.stderr  # not wrapped at the terminal width either
+    assert lines[0].startswith(f"error: setting 'metrics' ({address!r})") and reason in lines[0]
+    assert "e.g. 127.0.0.1:9100 or [::1]:9100" in lines[0]  # brackets are not rich markup
 
 
 def test_up_with_a_blank_token_beyond_loopback_is_a_one_line_error(tmp_path):
@@ -253,7 +255,9 @@ def test_up_with_a_blank_token_beyond_loopback_is_a_one_line_error(tmp_path):
     result = headrace("up", "--quiet", project=tmp_path, env=env, timeout=60)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
-    assert "HEADRACE_TOKEN is blank" in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith("error: metrics address '0.0.0.0:0'")
+    assert "HEADRACE_TOKEN is blank" in line
 
 
 @pytest.mark.slow
