@@ -272,3 +272,19 @@ def test_up_serves_metrics_on_ipv6_loopback(tmp_path):
         assert _get(port, host="::1")[0].status == 200
     finally:
         assert up.terminate() == 0, up.output()
+
+
+def test_an_address_that_is_not_on_this_machine_is_a_config_error(endpoint, with_token):
+    with pytest.raises(ConfigError, match="cannot be bound"):
+        endpoint("192.0.2.1:0")  # TEST-NET-1: never assigned to this machine
+
+
+def test_an_unresolvable_host_is_a_config_error(endpoint):
+    with pytest.raises(ConfigError, match="cannot be resolved"):
+        endpoint("no-such-host.invalid:0")
+
+
+def test_a_busy_port_is_a_config_error(endpoint):
+    server, _ = endpoint()
+    with pytest.raises(ConfigError, match="cannot be bound: Address already in use"):
+        endpoint(f"127.0.0.1:{server.server_port}")
