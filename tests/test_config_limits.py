@@ -26,7 +26,8 @@ def test_workers_with_5000_digits_is_a_config_error(tmp_path, monkeypatch):
 def test_the_cli_reports_a_nan_poll_interval_in_one_line(tmp_path):
     result = headrace("invocations", project=tmp_path, env={"HEADRACE_POLL_INTERVAL": "nan"})
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: setting 'poll_interval' from $HEADRACE_POLL_INTERVAL")
+    [line] = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith("error: setting 'poll_interval' from $HEADRACE_POLL_INTERVAL")
 
 
 def test_a_list_where_a_number_goes_is_a_config_error(tmp_path):

@@ -241,7 +241,9 @@ def test_up_with_a_bad_metrics_address_is_a_one_line_error(tmp_path, address, re
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines[0].startswith("error: setting 'metrics'") and reason in result.stderr
+    assert len(lines) == 1, result.stderr  # not wrapped at the terminal width either
+    assert lines[0].startswith(f"error: setting 'metrics' ({address!r})") and reason in lines[0]
+    assert "e.g. 127.0.0.1:9100 or [::1]:9100" in lines[0]  # brackets are not rich markup
 
 
 def test_up_with_a_blank_token_beyond_loopback_is_a_one_line_error(tmp_path):
@@ -253,7 +255,9 @@ def test_up_with_a_blank_token_beyond_loopback_is_a_one_line_error(tmp_path):
     result = headrace("up", "--quiet", project=tmp_path, env=env, timeout=60)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
-    assert "HEADRACE_TOKEN is blank" in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith("error: metrics address '0.0.0.0:0'")
+    assert "HEADRACE_TOKEN is blank" in line
 
 
 @pytest.mark.slow
@@ -268,3 +272,19 @@ def test_up_serves_metrics_on_ipv6_loopback(tmp_path):
         assert _get(port, host="::1")[0].status == 200
     finally:
         assert up.terminate() == 0, up.output()
+
+
+def test_an_address_that_is_not_on_this_machine_is_a_config_error(endpoint, with_token):
+    with pytest.raises(ConfigError, match="cannot be bound"):
+        endpoint("192.0.2.1:0")  # TEST-NET-1: never assigned to this machine
+
+
+def test_an_unresolvable_host_is_a_config_error(endpoint):
+    with pytest.raises(ConfigError, match="cannot be resolved"):
+        endpoint("no-such-host.invalid:0")
+
+
+def test_a_busy_port_is_a_config_error(endpoint):
+    server, _ = endpoint()
+    with pytest.raises(ConfigError, match="cannot be bound: Address already in use"):
+        endpoint(f"127.0.0.1:{server.server_port}")

@@ -581,7 +581,9 @@ def main() -> None:
     try:
         app()
     except HeadraceError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        # Unwrapped (one line per line of the message, whatever the terminal width, so logs and
+        # grep see it whole) and escaped (a value in it such as "[::1]" is not rich markup).
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)
 
 

@@ -127,13 +127,12 @@ SOCKET_TIMEOUT = 5.0
 #: Connections served at once; more are closed at once, so a flood cannot pile up threads.
 MAX_CONNECTIONS = 32
 
-#: Shortest HEADRACE_TOKEN accepted: a token guards a port open to the network.
-MIN_TOKEN_LENGTH = 16
-
-
 #: The whole exchange of one connection must end within this: the socket timeout bounds each
 #: read, not a client that trickles a byte every few seconds.
 REQUEST_DEADLINE = 30.0
+
+#: Shortest HEADRACE_TOKEN accepted: a token guards a port open to the network.
+MIN_TOKEN_LENGTH = 16
 
 
 class _Handler(WSGIRequestHandler):

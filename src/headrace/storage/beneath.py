@@ -19,6 +19,7 @@ import errno
 import os
 import stat as _stat
 from collections.abc import Callable, Iterator
+from typing import Any
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
@@ -134,37 +135,59 @@ def walk(
     that vanishes while walked is skipped; any other error opening or reading one goes to
     `on_error(folder key, error)` (default: skipped too).
     """
-    stack = [base]
-    while stack:
-        rel = stack.pop()
+
+    def failed(rel: str, exc: OSError) -> None:
+        if on_error is not None:
+            on_error(rel, exc)
+
+    # Depth first, each folder opened from its parent's descriptor: one open per folder, and
+    # only as many descriptors held as the tree is deep.
+    stack: list[tuple[str, int, Any]] = []
+
+    def enter(rel: str, fd: int) -> None:
         try:
-            fd = open_dir(root, rel)
-        except (FileNotFoundError, NotADirectoryError, SymlinkInBucket):
-            continue  # removed, or replaced by a link, since its parent was listed
+            entries = os.scandir(fd)
         except OSError as exc:
-            if on_error is not None:
-                on_error(rel, exc)
-            continue
-        try:
-            with os.scandir(fd) as entries:
-                for entry in entries:
-                    if skip_name(entry.name):
-                        continue
-                    key = f"{rel}/{entry.name}" if rel else entry.name
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(key)
-                            continue
-                        st = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    except OSError as exc:
-                        if on_error is not None:
-                            on_error(key, exc)
-                        continue
-                    yield key, st, fd
-        except OSError as exc:
-            if on_error is not None:
-                on_error(rel, exc)
-        finally:
+            os.close(fd)
+            failed(rel, exc)
+            return
+        stack.append((rel, fd, entries))
+
+    try:
+        enter(base, open_dir(root, base))
+    except (FileNotFoundError, NotADirectoryError, SymlinkInBucket):
+        return
+    except OSError as exc:
+        failed(base, exc)
+        return
+    try:
+        while stack:
+            rel, fd, entries = stack[-1]
+            try:
+                entry = next(entries, None)
+            except OSError as exc:
+                failed(rel, exc)
+                entry = None
+            if entry is None:
+                stack.pop()
+                entries.close()
+                os.close(fd)
+                continue
+            if skip_name(entry.name):
+                continue
+            key = f"{rel}/{entry.name}" if rel else entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    enter(key, open_at(fd, entry.name, os.O_RDONLY | os.O_DIRECTORY, key=key))
+                    continue
+                st = entry.stat(follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError, SymlinkInBucket):
+                continue  # gone, or swapped for a file or a link since it was listed
+            except OSError as exc:
+                failed(key, exc)
+                continue
+            yield key, st, fd
+    finally:
+        for _, fd, entries in stack:
+            entries.close()
             os.close(fd)
