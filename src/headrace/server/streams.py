@@ -221,12 +221,13 @@ class StreamService:
             functions.add(spec.name)
         else:
             from headrace.workflows.api import ExecutionError, start_execution
+            from headrace.workflows.names import name_for
 
             for event in events:
+                # an event id is the sender's: any characters, so the name may be its hash
+                name = name_for("event-", str(event["id"]))
                 with contextlib.suppress(ExecutionError):  # this event started it already
-                    start_execution(
-                        self.ledger, self.app, target.name, event, name=f"event-{event['id']}"
-                    )
+                    start_execution(self.ledger, self.app, target.name, event, name=name)
 
     # -- pipelines and schedules ----------------------------------------------------------------
 

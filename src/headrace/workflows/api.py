@@ -14,6 +14,8 @@ from headrace.app import App
 from headrace.errors import AppError, HeadraceError
 from headrace.ledger import Ledger
 from headrace.ledger import executions as store
+from headrace.workflows.history import HISTORY_QUOTA
+from headrace.workflows.names import check_execution_name
 
 
 class ExecutionError(HeadraceError):
@@ -36,7 +38,7 @@ def start_execution(
             f"is not registered (known: {known})",
             "check the name",
         )
-    name = name or str(uuid.uuid4())
+    name = str(uuid.uuid4()) if name is None else check_execution_name(name)
     arn = execution_arn(state_machine, name)
     try:
         with ledger.begin() as conn:
@@ -103,6 +105,15 @@ def redrive_execution(ledger: Ledger, name_or_arn: str) -> dict[str, Any]:
         raise ExecutionError(
             f"execution {execution['name']!r}",
             f"is {execution['status']}; only failed, timed-out or aborted executions redrive",
+            "start a new execution instead",
+        )
+    with ledger.reader.connect() as conn:
+        length = store.history_length(conn, execution["id"])
+    if length >= HISTORY_QUOTA - 1:  # as on AWS: room for ExecutionRedriven and one more
+        raise ExecutionError(
+            f"execution {execution['name']!r}",
+            f"has {length} history events; one that reached the quota of {HISTORY_QUOTA} "
+            "cannot be redriven",
             "start a new execution instead",
         )
     with ledger.begin() as conn:

@@ -16,23 +16,30 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from headrace.errors import HeadraceError
 from headrace.workflows import choice, dataflow, paths
 from headrace.workflows.errors import (
     EXCEEDED_TOLERATED_FAILURE_THRESHOLD,
+    RUNTIME,
     StatesError,
     find_catcher,
     find_retrier,
     retry_allowed,
     retry_delay,
 )
-from headrace.workflows.history import STATE_EVENT_PREFIX, Event
+from headrace.workflows.history import HISTORY_QUOTA, STATE_EVENT_PREFIX, Event
 from headrace.workflows.items import StorageMapIO, batches
 
 Decision = tuple[str, str, dict[str, Any]]
+
+
+class UnknownEvent(HeadraceError):
+    """A history holds an event type this interpreter cannot fold in."""
 
 
 def iso(ts: float) -> str:
@@ -84,7 +91,10 @@ class Interpreter:
         self.io = io or StorageMapIO(None)  # ItemReader / ResultWriter
         self.execution = execution
         self.frames: dict[str, Frame] = {}
+        # the events applied, in order; a driver that has stored them may clear the list (the
+        # state is in the frames), so an execution's memory does not grow with its history
         self.history: list[Event] = []
+        self.length = 0  # events applied in all: the next event's id is length + 1
         self.status = "RUNNING"
         self.output: Any = None
         self.error: str | None = None
@@ -101,19 +111,24 @@ class Interpreter:
         self._beating: dict[str, None] = {}  # ... whose state has HeartbeatSeconds
         self._execution_ctx: tuple[float, dict, dict] | None = None
         self.redrives = 0
+        self._deciding = ""  # the scope decide() is looking at: named when it fails
 
     # -- folding ------------------------------------------------------------------------------
 
     def apply(self, event: Event) -> None:
+        handler = _HANDLERS.get(event.type)
+        if handler is None:
+            raise UnknownEvent(
+                f"history event {event.id} ({event.type!r}) of execution "
+                f"{self.execution.get('Name', '')!r}",
+                "is not an event type this version of headrace knows",
+                "run the headrace version that wrote this history",
+            )
         self.history.append(event)
+        self.length += 1
         self._dirty[event.scope] = None
-        handler = getattr(self, f"_on_{event.type}", None)
-        if handler is not None:
-            handler(event)
-        elif event.type.endswith("StateEntered"):
-            self._on_state_entered(event)
-        elif event.type.endswith("StateExited"):
-            self._on_state_exited(event)
+        if handler is not _record_only:
+            handler(self, event)
 
     def _on_ExecutionStarted(self, e: Event) -> None:
         self.input = e.details["input"]
@@ -328,9 +343,25 @@ class Interpreter:
     # -- deciding -----------------------------------------------------------------------------
 
     def decide(self, now: float) -> list[Decision]:
-        """The next events, given the history so far. Empty when waiting on tasks or timers."""
+        """The next events, given the history so far. Empty when waiting on tasks or timers.
+
+        Never raises: an error the interpreter did not foresee (a bug, or input no check
+        caught) fails the execution with States.Runtime and the error as its cause."""
         if self.status != "RUNNING":
             return []
+        if self.length >= HISTORY_QUOTA - 1:  # the failure event is the last one
+            cause = f"The execution reached the maximum number of history events ({HISTORY_QUOTA})."
+            return [("ExecutionFailed", "", {"error": RUNTIME, "cause": cause})]
+        try:
+            return self._decide(now)
+        except Exception as exc:
+            f = self.frames.get(self._deciding)
+            where = f" in state {f.state!r}" if f is not None and f.state else ""
+            cause = f"unexpected {type(exc).__name__}{where}: {exc}"
+            return [("ExecutionFailed", "", {"error": RUNTIME, "cause": cause})]
+
+    def _decide(self, now: float) -> list[Decision]:
+        self._deciding = ""
         timeout = self.raw.get("TimeoutSeconds")
         if timeout and now - self.start_time >= float(timeout):
             return [
@@ -341,12 +372,13 @@ class Interpreter:
                 )
             ]
         while self._dirty:
-            scope = next(iter(self._dirty))
+            scope = self._deciding = next(iter(self._dirty))
             decisions = self._decide_one(self.frames[scope], now)
             if decisions:
                 return decisions
             del self._dirty[scope]
         for scope in list(self._waiting):
+            self._deciding = scope
             decisions = self._decide_one(self.frames[scope], now)
             if decisions:
                 return decisions
@@ -496,10 +528,10 @@ class Interpreter:
                 )
             if "ItemBatcher" in state:
                 batcher = dict(state["ItemBatcher"])
-                if "MaxItemsPerBatchPath" in batcher:
-                    batcher["MaxItemsPerBatch"] = paths.evaluate_path(
-                        batcher["MaxItemsPerBatchPath"], effective, ctx
-                    )
+                for field in ("MaxItemsPerBatchPath", "MaxInputBytesPerBatchPath"):
+                    if field in batcher:
+                        number = _path_number(batcher, field, effective, ctx, integer=True)
+                        batcher[field.removesuffix("Path")] = int(number)
                 batch_input = batcher.get("BatchInput")
                 if batch_input is not None:
                     batch_input = dataflow.resolve_template(batch_input, effective, ctx)
@@ -516,7 +548,7 @@ class Interpreter:
         if "Seconds" in state:
             return f.entered_at + float(state["Seconds"])
         if "SecondsPath" in state:
-            return f.entered_at + float(paths.evaluate_path(state["SecondsPath"], effective, ctx))
+            return f.entered_at + _path_number(state, "SecondsPath", effective, ctx, integer=True)
         stamp = state.get("Timestamp")
         if "TimestampPath" in state:
             stamp = paths.evaluate_path(state["TimestampPath"], effective, ctx)
@@ -766,25 +798,72 @@ class Interpreter:
         return min(times) if times else None
 
 
+def _record_only(interp: Interpreter, e: Event) -> None:
+    """Events kept for the history's reader (graph, describe) that change no state."""
+
+
+_HANDLERS: dict[str, Callable[[Interpreter, Event], None]] = {
+    **{f"{p}StateEntered": Interpreter._on_state_entered for p in STATE_EVENT_PREFIX.values()},
+    **{f"{p}StateExited": Interpreter._on_state_exited for p in STATE_EVENT_PREFIX.values()},
+    **{
+        name[len("_on_") :]: method
+        for name, method in vars(Interpreter).items()
+        if name.startswith("_on_") and name[len("_on_") :][:1].isupper()
+    },
+    **{
+        name: _record_only
+        for name in (
+            "TaskStarted",
+            "MapStateSucceeded",
+            "MapStateFailed",
+            "ParallelStateSucceeded",
+            "ParallelStateFailed",
+        )
+    },
+}
+
+
 def _heartbeat_deadline(f: Frame) -> float | None:
     if f.phase != "task" or f.task is None or not f.task.get("heartbeat"):
         return None
     return float(f.task.get("beat") or 0) + float(f.task["heartbeat"])
 
 
+def _path_number(
+    state: dict, field: str, effective: Any, ctx: dict, *, integer: bool, most: float | None = None
+) -> float:
+    """The number a `...Path` field selects; anything else fails the execution (States.Runtime,
+    as on AWS), naming the field and the value."""
+    value = paths.evaluate_path(state[field], effective, ctx)
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+    if ok and integer:
+        ok = float(value).is_integer()
+    if ok and most is not None:
+        ok = value <= most
+    if not ok:
+        kind = "a non-negative integer" if integer else f"a number from 0 to {most:g}"
+        shown = json.dumps(value)
+        shown = shown if len(shown) <= 200 else shown[:200] + "…"
+        raise StatesError(RUNTIME, f"{field} {state[field]!r} selected {shown}, not {kind}")
+    return value
+
+
 def _max_concurrency(state: dict, effective: Any, ctx: dict) -> int:
     if "MaxConcurrencyPath" in state:
-        return int(paths.evaluate_path(state["MaxConcurrencyPath"], effective, ctx))
+        field = "MaxConcurrencyPath"
+        return int(_path_number(state, field, effective, ctx, integer=True))
     return int(state.get("MaxConcurrency", 0))
 
 
 def _tolerated(state: dict, effective: Any, ctx: dict, total: int) -> int:
     count = state.get("ToleratedFailureCount")
     if "ToleratedFailureCountPath" in state:
-        count = paths.evaluate_path(state["ToleratedFailureCountPath"], effective, ctx)
+        field = "ToleratedFailureCountPath"
+        count = _path_number(state, field, effective, ctx, integer=True)
     pct = state.get("ToleratedFailurePercentage")
     if "ToleratedFailurePercentagePath" in state:
-        pct = paths.evaluate_path(state["ToleratedFailurePercentagePath"], effective, ctx)
+        field = "ToleratedFailurePercentagePath"
+        pct = _path_number(state, field, effective, ctx, integer=False, most=100)
     limits = []
     if count is not None:
         limits.append(int(count))
