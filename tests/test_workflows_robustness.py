@@ -123,6 +123,30 @@ def test_a_machine_that_never_ends_fails_at_the_history_quota(definition):
     assert len(result.history) == 25_000 and result.history[-1]["type"] == "ExecutionFailed"
 
 
+def _fan_out(inner: dict, mode: str | None) -> dict:
+    processor = {"StartAt": "Inner", "States": {"Inner": inner}}
+    if mode:
+        processor["ProcessorConfig"] = {"Mode": mode}
+    return {
+        "StartAt": "Fan",
+        "States": {
+            "Fan": {"Type": "Map", "ItemsPath": "$.items", "ItemProcessor": processor, "End": True}
+        },
+    }
+
+
+def test_distributed_map_iterations_have_histories_of_their_own():
+    items = {"items": list(range(7000))}  # 4 events an item: 28,000 in all
+    inline = execute(_fan_out({"Type": "Pass", "End": True}, None), items)
+    assert (inline.status, inline.cause) == ("FAILED", QUOTA_CAUSE)
+    distributed = execute(_fan_out({"Type": "Pass", "End": True}, "DISTRIBUTED"), items)
+    assert distributed.status == "SUCCEEDED" and len(distributed.history) > 28_000
+    # and a loop inside one iteration still ends, at that iteration's quota
+    looping = execute(_fan_out({"Type": "Pass", "Next": "Inner"}, "DISTRIBUTED"), {"items": [1]})
+    assert looping.status == "FAILED" and looping.error == "States.Runtime"
+    assert looping.cause == f"Map iteration 'Fan[0]': {QUOTA_CAUSE}"
+
+
 # -- interpreter errors become execution failures ----------------------------------------------
 
 
@@ -323,7 +347,8 @@ def test_looping_machines_beside_a_file_trigger(running):
 
 
 def test_stop_execution_while_a_machine_loops(running):
-    arn = api.start_execution(running.ledger, running.app, "pass_self", {}, name="spinning")
+    data = {"pad": "x" * 4000}  # a few KB a step: seconds to the history quota
+    arn = api.start_execution(running.ledger, running.app, "pass_self", data, name="spinning")
     time.sleep(0.5)
     assert api.describe_execution(running.ledger, arn)["status"] == "RUNNING"
     started = time.monotonic()

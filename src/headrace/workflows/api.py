@@ -107,13 +107,10 @@ def redrive_execution(ledger: Ledger, name_or_arn: str) -> dict[str, Any]:
             f"is {execution['status']}; only failed, timed-out or aborted executions redrive",
             "start a new execution instead",
         )
-    with ledger.reader.connect() as conn:
-        length = store.history_length(conn, execution["id"])
-    if length >= HISTORY_QUOTA - 1:  # as on AWS: room for ExecutionRedriven and one more
-        raise ExecutionError(
+    if f"maximum number of history events ({HISTORY_QUOTA})" in (execution["cause"] or ""):
+        raise ExecutionError(  # as on AWS: its history has no room left
             f"execution {execution['name']!r}",
-            f"has {length} history events; one that reached the quota of {HISTORY_QUOTA} "
-            "cannot be redriven",
+            f"reached the history quota of {HISTORY_QUOTA} events and cannot be redriven",
             "start a new execution instead",
         )
     with ledger.begin() as conn:

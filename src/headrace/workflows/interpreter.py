@@ -68,6 +68,9 @@ class Frame:
     failed_phase: str = ""  # the phase it was in when an uncaught error ended it
     entered_iso: tuple[float, str] = (-1.0, "")  # entered_at as text, computed once
     retry_at: float = 0.0  # when a retried Map/Parallel state starts over
+    # whose history quota its events count against: "" (the execution), or the scope of a
+    # DISTRIBUTED Map iteration (a child workflow execution on AWS, with a history of its own)
+    unit: str = ""
     # Task
     task: dict[str, Any] | None = None
     task_result: Any = None
@@ -112,6 +115,8 @@ class Interpreter:
         self._execution_ctx: tuple[float, dict, dict] | None = None
         self.redrives = 0
         self._deciding = ""  # the scope decide() is looking at: named when it fails
+        self._counts: dict[str, int] = {"": 0}  # events per history-quota unit (Frame.unit)
+        self._fullest = ""  # the unit with the most events
 
     # -- folding ------------------------------------------------------------------------------
 
@@ -129,6 +134,19 @@ class Interpreter:
         self._dirty[event.scope] = None
         if handler is not _record_only:
             handler(self, event)
+        unit = self._unit(event)
+        count = self._counts[unit] = self._counts.get(unit, 0) + 1
+        if count > self._counts[self._fullest]:
+            self._fullest = unit
+
+    def _unit(self, e: Event) -> str:
+        f = self.frames.get(e.scope)
+        if f is None:
+            return ""
+        if e.type.startswith("MapIteration"):  # the child's, as on AWS for DISTRIBUTED
+            child = self._child(f, e.details["index"])
+            return child.unit if child is not None else f.unit
+        return f.unit
 
     def _on_ExecutionStarted(self, e: Event) -> None:
         self.input = e.details["input"]
@@ -249,6 +267,8 @@ class Interpreter:
     def _start_child(self, parent: Frame, machine: dict, name: str, index: int, data: Any) -> None:
         scope = f"{parent.scope}/{name}" if parent.scope else name
         item = parent.items[index] if parent.phase == "map" else None
+        config = machine.get("ProcessorConfig") or {}
+        distributed = parent.phase == "map" and config.get("Mode") == "DISTRIBUTED"
         self.frames[scope] = Frame(
             scope,
             machine,
@@ -258,6 +278,7 @@ class Interpreter:
             state=machine["StartAt"],
             input=data,
             phase="enter",
+            unit=scope if distributed else parent.unit,
         )
         self._dirty[scope] = None
         parent.started += 1
@@ -349,8 +370,10 @@ class Interpreter:
         caught) fails the execution with States.Runtime and the error as its cause."""
         if self.status != "RUNNING":
             return []
-        if self.length >= HISTORY_QUOTA - 1:  # the failure event is the last one
+        if self._counts[self._fullest] >= HISTORY_QUOTA - 1:  # the failure event is the last
             cause = f"The execution reached the maximum number of history events ({HISTORY_QUOTA})."
+            if self._fullest:
+                cause = f"Map iteration {self._fullest!r}: {cause}"
             return [("ExecutionFailed", "", {"error": RUNTIME, "cause": cause})]
         try:
             return self._decide(now)
