@@ -270,9 +270,9 @@ def test_valid_execution_names():
 
 
 class Running:
-    def __init__(self, tmp_path: Path):
+    def __init__(self, tmp_path: Path, ledger_url: str | None = None):
         self.settings = load_settings(
-            APP_DIR, home=str(tmp_path / "home"), poll_interval=0.1, workers=2
+            APP_DIR, home=str(tmp_path / "home"), ledger=ledger_url, poll_interval=0.1, workers=2
         )
         self.app = load_app(self.settings)
         self.coordinator = Coordinator(self.settings, self.app)
@@ -301,9 +301,10 @@ class Running:
         return time.monotonic() - started
 
 
-@pytest.fixture
-def running(tmp_path):
-    r = Running(tmp_path)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def running(request, tmp_path):
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    r = Running(tmp_path, url)
     (r.buckets / "inbox").mkdir(parents=True, exist_ok=True)
     r.convert_within("warm-up.txt", 30.0)  # the first object starts a worker
     yield r

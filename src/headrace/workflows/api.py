@@ -17,6 +17,8 @@ from headrace.ledger import executions as store
 from headrace.workflows.history import HISTORY_QUOTA
 from headrace.workflows.names import check_execution_name
 
+STOP_TIMEOUT = 10.0  # seconds stop_execution keeps trying while the coordinator writes
+
 
 class ExecutionError(HeadraceError):
     """An execution cannot be started, found or stopped."""
@@ -87,13 +89,29 @@ def stop_execution(
     ledger: Ledger, name_or_arn: str, *, error: str = "", cause: str = ""
 ) -> dict[str, Any]:
     execution = describe_execution(ledger, name_or_arn)
-    if execution["status"] != "RUNNING":
-        return execution
-    with ledger.begin() as conn:
-        store.append_next(
-            conn, execution["id"], "ExecutionAborted", {"error": error, "cause": cause}
-        )
-        store.finish_execution(conn, execution["id"], "ABORTED", None, error or None, cause or None)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while execution["status"] == "RUNNING":
+        try:
+            with ledger.begin() as conn:
+                if not store.lock_running(conn, execution["id"]):
+                    break  # it ended meanwhile
+                store.append_next(
+                    conn, execution["id"], "ExecutionAborted", {"error": error, "cause": cause}
+                )
+                store.finish_execution(
+                    conn, execution["id"], "ABORTED", None, error or None, cause or None
+                )
+            break
+        except IntegrityError:
+            # a writer that does not take lock_running appended first: count again
+            if time.monotonic() >= deadline:
+                raise ExecutionError(
+                    f"execution {execution['name']!r}",
+                    f"could not be stopped within {STOP_TIMEOUT:g} s: the coordinator kept "
+                    "appending to its history",
+                    "try again",
+                ) from None
+            time.sleep(0.01)
     return describe_execution(ledger, execution["id"])
 
 

@@ -213,6 +213,9 @@ class WorkflowDriver:
     def _step(self, conn: Connection, execution_id: str, now: float) -> list[NewInvocation]:
         """Decide and write what one execution does next, until it waits or its share of the
         turn (SLICE_SECONDS, writing included; at most SLICE_EVENTS events) is used up."""
+        if not store.lock_running(conn, execution_id):
+            self._forget(execution_id)  # stopped by someone else (stop-execution)
+            return []
         interp = self.active[execution_id]
         new: list[NewInvocation] = []
         stop_at = time.monotonic() + SLICE_SECONDS
@@ -277,8 +280,7 @@ class WorkflowDriver:
         holds (what was in memory only is dropped with the interpreter)."""
         self._forget(execution_id)
         with conn.begin_nested():
-            row = store.find(conn, execution_id)
-            if row is None or row["status"] != "RUNNING":
+            if not store.lock_running(conn, execution_id):
                 return  # stopped meanwhile: nothing to fail
             seq = store.history_length(conn, execution_id)
             cause = f"headrace could not run this execution: {reason}"
