@@ -375,6 +375,17 @@ def test_a_failing_write_fails_its_execution_not_the_turn(running):
     assert running.coordinator.stats.last_error == ""
 
 
+def test_a_function_name_selected_at_run_time_that_is_no_string(running):
+    arn = api.start_execution(running.ledger, running.app, "dynamic_function", {"fn": {"a": 1}})
+    row = api.wait_for(running.ledger, arn, timeout=10)
+    assert row["status"] == "FAILED" and row["error"] == "States.Runtime", row
+    assert row["cause"].endswith("names no registered function (FunctionName is {'a': 1})")
+    ok = api.start_execution(running.ledger, running.app, "dynamic_function", {"fn": "double"})
+    assert api.wait_for(running.ledger, ok, timeout=10)["output"]["Payload"] == {"value": 2}
+    running.convert_within("after-function-name.txt", 1.0)
+    assert running.coordinator.stats.last_error == ""
+
+
 def test_a_history_the_interpreter_cannot_read_fails_that_execution_only(tmp_path):
     settings = load_settings(APP_DIR, home=str(tmp_path / "home"), poll_interval=0.1, workers=2)
     app = load_app(settings)

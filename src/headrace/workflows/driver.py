@@ -66,6 +66,7 @@ class WorkflowDriver:
         self.linked: set[str] = set()  # tokens of tasks that have an invocation
         self.saved: dict[str, int] = {}  # execution id -> events already in the ledger
         self.broken: dict[str, str] = {}  # execution id -> why it must fail (found off-turn)
+        self._created: list[str] = []  # invocation ids made in the current savepoint
 
     def reset(self) -> None:
         """Forget the in-memory state after a failed transaction; the ledger rebuilds it."""
@@ -193,13 +194,24 @@ class WorkflowDriver:
             new.extend(tasks or [])
         return new
 
+    def _savepoint(self, conn: Connection, execution_id: str, work: Any, *args: Any) -> Any:
+        self._created = []
+        try:
+            with conn.begin_nested():
+                return work(conn, execution_id, *args)
+        except BaseException:
+            for inv_id in self._created:  # rolled back: these invocations never existed
+                self.tasks.pop(inv_id, None)
+            raise
+        finally:
+            self._created = []
+
     def _guarded(self, conn: Connection, execution_id: str, work: Any, *args: Any) -> Any:
         """Run `work(conn, execution_id, ...)` in a savepoint. If it fails, its writes are
         undone and that execution alone pays: it fails with States.Runtime (or, when another
         writer got to its history first, it is reloaded from the ledger)."""
         try:
-            with conn.begin_nested():
-                return work(conn, execution_id, *args)
+            return self._savepoint(conn, execution_id, work, *args)
         except IntegrityError:  # e.g. stop-execution appended to the history meanwhile
             log.info("execution %s changed in the ledger meanwhile; reloading it", execution_id)
             self._forget(execution_id)
@@ -240,6 +252,9 @@ class WorkflowDriver:
                     new.append(inv)
                     continue
                 cause = f"resource {task['resource']!r} names no registered function"
+                params = task["parameters"]
+                if isinstance(params, dict) and "FunctionName" in params:
+                    cause += f" (FunctionName is {params['FunctionName']!r})"
                 failed = (
                     "TaskFailed",
                     scope,
@@ -300,6 +315,7 @@ class WorkflowDriver:
         spec = self.app.functions[target.name]
         inv_id = new_id()
         self.tasks[inv_id] = _Task(execution_id, scope, task["name"], task["token"], target)
+        self._created.append(inv_id)
         self.linked.add(task["token"])
         timeout = float(task["timeout"]) if task.get("timeout") else None
         env = dict(self.env, idempotency_key=task["token"])

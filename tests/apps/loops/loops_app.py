@@ -80,3 +80,17 @@ app.state_machine(
         },
     },
 )
+app.state_machine(
+    "dynamic_function",
+    {
+        "StartAt": "Call",
+        "States": {
+            "Call": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:::lambda:invoke",
+                "Parameters": {"FunctionName.$": "$.fn", "Payload": {"value": 1}},
+                "End": True,
+            }
+        },
+    },
+)
