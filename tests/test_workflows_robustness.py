@@ -428,19 +428,30 @@ def test_invalid_names_are_refused_by_the_api_and_the_cli(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_stops_up_while_a_machine_loops(tmp_path):
+def test_stop_execution_command_and_sigterm_while_machines_loop(tmp_path):
     home = tmp_path / "home"
     env = {"HEADRACE_HOME": str(home), "HEADRACE_POLL_INTERVAL": "0.1"}
     settings = load_settings(APP_DIR, home=str(home))
     ledger = Ledger(settings.ledger_url)
     up = e2e_helpers.Up(APP_DIR, env, tmp_path / "up.log").start()
     try:
-        # a few KB a step: the loop would take seconds to reach the history quota
-        arn = api.start_execution(ledger, load_app(settings), "ping_pong", {"pad": "x" * 4000})
-        deadline = time.time() + 10
-        while len(api.get_history(ledger, arn)) < 1000:
-            assert time.time() < deadline, up.output()
-            time.sleep(0.05)
+        # a few KB a step: the loops would take seconds to reach the history quota
+        data = {"pad": "x" * 4000}
+
+        def started_looping(machine: str, name: str, events: int) -> str:
+            arn = api.start_execution(ledger, load_app(settings), machine, data, name=name)
+            deadline = time.time() + 10
+            while len(api.get_history(ledger, arn)) < events:
+                assert time.time() < deadline, up.output()
+                time.sleep(0.05)
+            return arn
+
+        started_looping("pass_self", "to-stop", 200)
+        stopped = e2e_helpers.headrace(
+            "stop-execution", "to-stop", project=APP_DIR, env=env, timeout=10
+        )
+        assert stopped.returncode == 0 and "to-stop: ABORTED" in stopped.stdout, stopped
+        arn = started_looping("ping_pong", "to-terminate", 1000)
         started = time.monotonic()
         assert up.terminate(timeout=10) == 0, up.output()
         assert time.monotonic() - started < 2
