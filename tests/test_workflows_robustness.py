@@ -266,6 +266,31 @@ def test_valid_execution_names():
     )
 
 
+def test_a_bus_rule_names_executions_validly_whatever_the_event_id(tmp_path):
+    from headrace import App
+    from headrace.events.envelope import make_envelope
+    from headrace.server.metrics import Metrics
+    from headrace.server.streams import StreamService
+    from headrace.storage import ObjectStore
+
+    app = App()
+    app.state_machine("flag", {"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})
+    app.rule({"detail-type": ["Alarm"]}, target="states:flag")
+    settings = load_settings(tmp_path, home=str(tmp_path / "home"))
+    ledger = Ledger(settings.ledger_url)
+    service = StreamService(
+        settings, app, ledger, ObjectStore(settings.storage_url), Metrics().streams, print
+    )
+    alarm = make_envelope(source="chain", detail_type="Alarm", detail={}, id="../../a b:c")
+    service.publish([alarm])
+    service.publish([alarm])  # a redelivery starts no second execution
+    with ledger.reader.connect() as conn:
+        (execution,) = store.list_executions(conn)
+    assert execution["name"] == name_for("event-", "../../a b:c")
+    assert check_execution_name(execution["name"]).startswith("event-")
+    ledger.close()
+
+
 # -- under the coordinator ----------------------------------------------------------------------
 
 
