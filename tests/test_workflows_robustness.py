@@ -483,6 +483,12 @@ def test_stop_execution_command_and_sigterm_while_machines_loop(tmp_path):
         # it stopped between two slices of the loop, not after it: the loop resumes next start
         assert api.describe_execution(ledger, arn)["status"] == "RUNNING"
         assert len(api.get_history(ledger, arn)) < 20_000
+        up.start()  # and runs on to the quota, where it ends (a restart no longer hangs)
+        row = api.wait_for(ledger, arn, timeout=60)
+        assert (row["status"], row["cause"]) == ("FAILED", QUOTA_CAUSE), up.output()
+        history = api.get_history(ledger, arn)
+        assert len(history) == 25_000 and [e["id"] for e in history] == list(range(1, 25_001))
+        assert up.terminate(timeout=10) == 0, up.output()
     finally:
         if up.alive():
             up.kill9()
