@@ -114,6 +114,24 @@ def test_execute_timeout_bounds_the_wall_time_of_a_hung_task_and_of_a_loop():
     assert time.monotonic() - started < 1.5
 
 
+def test_tasks_beyond_max_workers_wait_without_spinning():
+    definition = _map(ItemsPath="$.items")
+    definition["States"]["Fan"]["ItemProcessor"] = {
+        "StartAt": "T",
+        "States": {"T": {"Type": "Task", "Resource": "headrace:function:nap", "End": True}},
+    }
+    started, cpu = time.monotonic(), time.process_time()
+    result = execute(
+        definition,
+        {"items": list(range(8))},
+        resources={"nap": lambda e: time.sleep(0.4) or e},
+        max_workers=2,
+    )
+    assert result.status == "SUCCEEDED" and result.output == list(range(8))
+    assert 1.6 <= time.monotonic() - started < 3.0  # 4 rounds of 2
+    assert time.process_time() - cpu < 0.5  # waited, did not poll
+
+
 @pytest.mark.parametrize(
     "definition", [PASS_SELF, PING_PONG, CHOICE_SELF], ids=lambda d: d["StartAt"]
 )

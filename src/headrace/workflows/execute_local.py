@@ -165,10 +165,11 @@ def _run(
                 daemon=True,
             ).start()
         wake = [t for t in (interp.next_timer(), deadline) if t]
+        # delayed retries; a task held back only by max_workers waits for a running one to end
         wake += [
-            float(t.get("not_before", 0))
+            not_before
             for _, t in interp.pending_tasks()
-            if t["token"] not in started
+            if t["token"] not in started and (not_before := float(t.get("not_before", 0))) > now
         ]
         wake += [c.ends_at for c in running.values() if c.ends_at != float("inf")]
         wait_for = max(0.0, min(wake) - time.time()) if wake else None
