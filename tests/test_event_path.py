@@ -11,7 +11,8 @@ from headrace.events.s3 import object_created_envelope, object_created_event
 from headrace.ledger import Ledger
 from headrace.ledger.executions import find, list_executions
 from headrace.ledger.schema import events
-from headrace.server.delivery import deliver, execution_name
+from headrace.server.delivery import deliver
+from headrace.workflows.names import name_for
 from tests.test_coordinator import Running
 
 
@@ -81,7 +82,7 @@ def test_delivery_is_idempotent_per_event_and_target(tmp_path):
     assert delivered.invocations == 0 and delivered.executions == []
     (row,) = ledger.list_invocations(function="convert")
     assert row["source"] == "object" and json.loads(row["payload"])["Records"]
-    name = execution_name("x" * 90)
+    name = name_for("event-", "x" * 90)
     assert len(name) <= 80
     with ledger.reader.connect() as conn:
         assert find(conn, name) is not None

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from headrace.workflows import asl
+from headrace.workflows import asl, execute
 from headrace.workflows.builder import (
     BuildError,
     Catch,
@@ -22,7 +22,6 @@ from headrace.workflows.builder import (
     Task,
     Wait,
 )
-from headrace.workflows.execute import execute
 
 
 def built(sm: StateMachine) -> dict:

@@ -245,8 +245,8 @@ def test_stop_execution_while_it_waits(flows):
 
 
 def test_execute_refuses_callback_tasks():
+    from headrace.workflows import execute
     from headrace.workflows.asl import DefinitionError
-    from headrace.workflows.execute import execute
 
     machine = load_app(load_settings(APP_DIR)).state_machines["approval"]
     with pytest.raises(DefinitionError, match="waitForTaskToken"):

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
+from headrace.workflows import execute
 from headrace.workflows.asl import DefinitionError
-from headrace.workflows.execute import execute
 
 
 def chain(*states, **extra):

@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 
+from headrace.workflows import execute
 from headrace.workflows.builder import (
     Catch,
     Choice,
@@ -19,7 +20,6 @@ from headrace.workflows.builder import (
     Task,
     Wait,
 )
-from headrace.workflows.execute import execute
 from headrace.workflows.graph import describe_rule, state_statuses, to_dot, to_mermaid
 
 

@@ -8,8 +8,7 @@ from headrace.config import load_settings
 from headrace.ledger import Ledger
 from headrace.server.coordinator import Coordinator
 from headrace.tables import Tables
-from headrace.workflows import api
-from headrace.workflows.execute import execute
+from headrace.workflows import api, execute
 from tests.test_workflows_durable import APP_DIR
 
 DDB = "arn:aws:states:::dynamodb:"

@@ -97,6 +97,18 @@ def reopen_execution(conn: Connection, execution_id: str) -> None:
     )
 
 
+def lock_running(conn: Connection, execution_id: str) -> bool:
+    """Whether the execution is still RUNNING, holding its row until the transaction ends.
+
+    Whoever appends to a running execution's history (the coordinator, stop-execution) takes
+    this lock first, so on PostgreSQL they take turns instead of racing for the same `seq`.
+    (SQLite has one writer at a time anyway; there it is a plain read.)"""
+    status = conn.execute(
+        select(executions.c.status).where(executions.c.id == execution_id).with_for_update()
+    ).scalar_one_or_none()
+    return status == "RUNNING"
+
+
 def running_ids(conn: Connection) -> list[str]:
     return [
         r[0] for r in conn.execute(select(executions.c.id).where(executions.c.status == "RUNNING"))

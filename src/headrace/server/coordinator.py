@@ -191,6 +191,8 @@ class Coordinator:
             now = time.time()
             timer = self.workflows.next_timer() or next_poll
             timeout = max(0.0, min(next_heartbeat, next_poll, timer) - now)
+            if self.workflows.has_work():
+                timeout = 0.0  # executions that used up their share of the last turn
             self._wake.wait(timeout)
             self._wake.clear()
             stopping = self._stop.is_set()
@@ -201,8 +203,14 @@ class Coordinator:
             now = time.time()
             heartbeat = now >= next_heartbeat
             poll = now >= next_poll and not stopping
+            workflows = self.workflows.has_work() and not stopping
             if not (
-                objects or outcomes or heartbeat or poll or (self._maybe_pending and not stopping)
+                objects
+                or outcomes
+                or heartbeat
+                or poll
+                or workflows
+                or (self._maybe_pending and not stopping)
             ):
                 if stopping:
                     return

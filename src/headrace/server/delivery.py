@@ -10,9 +10,7 @@ targets are appended by the caller (their logs live outside the ledger).
 
 from __future__ import annotations
 
-import hashlib
 import random
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,8 +23,7 @@ from headrace.functions.spec import FunctionSpec
 from headrace.ledger import Ledger, NewInvocation
 from headrace.ledger import executions as execution_store
 from headrace.workflows.api import execution_arn
-
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,74}$")  # within Step Functions' 80-character names
+from headrace.workflows.names import name_for
 
 Routed = Mapping[Target, list[tuple[dict[str, Any], Any]]]  # Bus.deliveries
 
@@ -107,17 +104,10 @@ def deliver(
     return out
 
 
-def execution_name(event_id: str) -> str:
-    """`event-<id>`; an id that would not make a valid execution name is hashed instead."""
-    if _SAFE_ID.match(event_id):
-        return f"event-{event_id}"
-    return f"event-{hashlib.sha256(event_id.encode()).hexdigest()[:40]}"
-
-
 def _start_execution(
     conn: Connection, state_machine: str, definition: dict[str, Any], event_id: str, input: Any
 ) -> str | None:
-    name = execution_name(event_id)
+    name = name_for("event-", event_id)  # an id is the sender's: any characters
     arn = execution_arn(state_machine, name)
     if execution_store.find(conn, arn) is not None:  # this event started it already
         return None

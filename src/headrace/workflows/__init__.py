@@ -1,1 +1,8 @@
-"""Workflows: Amazon States Language state machines, run durably."""
+"""Workflows: Amazon States Language state machines, run durably.
+
+`headrace.workflows.execute(definition, input)` runs one in this process (for scripts and tests).
+"""
+
+from headrace.workflows.execute_local import ExecutionResult, execute
+
+__all__ = ["ExecutionResult", "execute"]

@@ -14,6 +14,10 @@ from sqlalchemy.exc import IntegrityError
 from headrace.errors import AppError, HeadraceError
 from headrace.ledger import Ledger
 from headrace.ledger import executions as store
+from headrace.workflows.history import HISTORY_QUOTA
+from headrace.workflows.names import check_execution_name
+
+STOP_TIMEOUT = 10.0  # seconds stop_execution keeps trying while the coordinator writes
 
 
 class ExecutionError(HeadraceError):
@@ -52,7 +56,7 @@ def start_execution(
             f"is not registered (known: {known})",
             "check the name",
         )
-    name = name or str(uuid.uuid4())
+    name = str(uuid.uuid4()) if name is None else check_execution_name(name)
     arn = execution_arn(state_machine, name)
     try:
         with ledger.begin() as conn:
@@ -101,13 +105,29 @@ def stop_execution(
     ledger: Ledger, name_or_arn: str, *, error: str = "", cause: str = ""
 ) -> dict[str, Any]:
     execution = describe_execution(ledger, name_or_arn)
-    if execution["status"] != "RUNNING":
-        return execution
-    with ledger.begin() as conn:
-        store.append_next(
-            conn, execution["id"], "ExecutionAborted", {"error": error, "cause": cause}
-        )
-        store.finish_execution(conn, execution["id"], "ABORTED", None, error or None, cause or None)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while execution["status"] == "RUNNING":
+        try:
+            with ledger.begin() as conn:
+                if not store.lock_running(conn, execution["id"]):
+                    break  # it ended meanwhile
+                store.append_next(
+                    conn, execution["id"], "ExecutionAborted", {"error": error, "cause": cause}
+                )
+                store.finish_execution(
+                    conn, execution["id"], "ABORTED", None, error or None, cause or None
+                )
+            break
+        except IntegrityError:
+            # a writer that does not take lock_running appended first: count again
+            if time.monotonic() >= deadline:
+                raise ExecutionError(
+                    f"execution {execution['name']!r}",
+                    f"could not be stopped within {STOP_TIMEOUT:g} s: the coordinator kept "
+                    "appending to its history",
+                    "try again",
+                ) from None
+            time.sleep(0.01)
     return describe_execution(ledger, execution["id"])
 
 
@@ -119,6 +139,12 @@ def redrive_execution(ledger: Ledger, name_or_arn: str) -> dict[str, Any]:
         raise ExecutionError(
             f"execution {execution['name']!r}",
             f"is {execution['status']}; only failed, timed-out or aborted executions redrive",
+            "start a new execution instead",
+        )
+    if f"maximum number of history events ({HISTORY_QUOTA})" in (execution["cause"] or ""):
+        raise ExecutionError(  # as on AWS: its history has no room left
+            f"execution {execution['name']!r}",
+            f"reached the history quota of {HISTORY_QUOTA} events and cannot be redriven",
             "start a new execution instead",
         )
     with ledger.begin() as conn:

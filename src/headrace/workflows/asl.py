@@ -814,6 +814,8 @@ class _Validator:
             and not isinstance(writer["Resource"], str)
         ):
             self.add(spath + ".ResultWriter.Resource", name, "Resource must be a string")
+        if isinstance(writer, dict):
+            self.location(name, writer, spath + ".ResultWriter", ("Bucket",))
 
     def item_reader(self, name: str, state: dict, spath: str) -> None:
         if "ItemReader" not in state:
@@ -832,6 +834,18 @@ class _Validator:
             self.template(name, reader["Parameters"], rpath + ".Parameters", "Parameters")
         if "ReaderConfig" in reader and not isinstance(reader["ReaderConfig"], dict):
             self.add(rpath + ".ReaderConfig", name, "ReaderConfig must be an object")
+        resource = reader.get("Resource")
+        get_object = isinstance(resource, str) and resource.endswith(":getObject")
+        self.location(name, reader, rpath, ("Bucket", "Key") if get_object else ("Bucket",))
+
+    def location(self, name: str, spec: dict, path: str, fields: tuple[str, ...]) -> None:
+        """ItemReader/ResultWriter Parameters must say which bucket (and object) to use."""
+        params = spec.get("Parameters", spec.get("Arguments"))
+        if not isinstance(params, dict):
+            return  # no Parameters at all, or not an object: reported elsewhere / at run time
+        for field in fields:
+            if field not in params and f"{field}.$" not in params:
+                self.add(path + ".Parameters", name, f"Parameters need {field!r} (or {field}.$)")
 
     def processor_config(self, name: str, config: Any, path: str) -> None:
         if not isinstance(config, dict):

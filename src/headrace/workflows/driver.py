@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from headrace.functions.spec import FunctionSpec
 from headrace.ledger import Ledger, NewInvocation, new_id
 from headrace.ledger import executions as store
 from headrace.workflows.asl import parse
+from headrace.workflows.errors import RUNTIME
 from headrace.workflows.history import Event
 from headrace.workflows.integrations import (
     Target,
@@ -34,6 +36,14 @@ from headrace.workflows.interpreter import Interpreter
 from headrace.workflows.items import StorageMapIO
 
 log = logging.getLogger("headrace.workflows")
+
+# One execution's share of a coordinator turn. A state machine may loop forever (legal ASL) or
+# fan out thousands of iterations; past its share it yields to the others (executions, objects,
+# streams) and carries on next turn, at the back of the queue. Until the history quota ends it.
+SLICE_SECONDS = 0.05
+SLICE_EVENTS = 5000
+WRITE_EVERY = 250  # events written in batches of this many while a slice runs
+TURN_SECONDS = 0.1  # all executions' work in one turn; what is left waits for the next
 
 
 @dataclass(slots=True)
@@ -56,10 +66,13 @@ class WorkflowDriver:
         self.functions = functions  # the app's registry itself: later registrations count
         self.env = {"ledger": ledger.url, **(env or {})}  # what service tasks are told
         self.active: dict[str, Interpreter] = {}
-        self.dirty: set[str] = set()
+        # executions with something to decide, in the order they get their turn (a run queue)
+        self.dirty: dict[str, None] = {}
         self.tasks: dict[str, _Task] = {}  # invocation id -> the Task state waiting for it
         self.linked: set[str] = set()  # tokens of tasks that have an invocation
         self.saved: dict[str, int] = {}  # execution id -> events already in the ledger
+        self.broken: dict[str, str] = {}  # execution id -> why it must fail (found off-turn)
+        self._created: list[str] = []  # invocation ids made in the current savepoint
 
     def reset(self) -> None:
         """Forget the in-memory state after a failed transaction; the ledger rebuilds it."""
@@ -68,20 +81,44 @@ class WorkflowDriver:
         self.tasks.clear()
         self.linked.clear()
         self.saved.clear()
+        self.broken.clear()
+
+    def has_work(self) -> bool:
+        """Executions left with work by the last turn (they used up their share of it)."""
+        return bool(self.dirty or self.broken)
+
+    def _drop(self, execution_id: str) -> None:
+        self.active.pop(execution_id, None)
+        self.saved.pop(execution_id, None)
+        self.dirty.pop(execution_id, None)
+        self.broken.pop(execution_id, None)
+
+    def _forget(self, execution_id: str) -> None:
+        """Drop an execution whose memory may be ahead of the ledger; if the ledger still
+        says RUNNING, refresh() loads it again from its history. (Its tasks stay known, so
+        their invocations' outcomes still go to it, not to the dead-letter list.)"""
+        self._drop(execution_id)
+        prefix = f"{execution_id}#"
+        self.linked = {t for t in self.linked if not t.startswith(prefix)}
 
     # -- loading ------------------------------------------------------------------------------
 
     def refresh(self, conn: Connection) -> None:
-        """Pick up executions started by others (CLI, API) or left running by a crash."""
-        for execution_id in store.running_ids(conn):
+        """Pick up executions started by others (CLI, API) or left running by a crash, and
+        drop those others stopped (stop-execution)."""
+        running = set(store.running_ids(conn))
+        for execution_id in [e for e in self.active if e not in running]:
+            self._forget(execution_id)
+        for execution_id in sorted(running):
             if execution_id not in self.active:
-                self._load(conn, execution_id)
+                self._guarded(conn, execution_id, self._load)
 
     def _load(self, conn: Connection, execution_id: str) -> None:
         loaded = store.load(conn, execution_id)
         if loaded is None:
             return
         row, events = loaded
+        self.saved[execution_id] = len(events)  # first: a failure below is numbered after them
         interp = Interpreter(
             parse(json.loads(row["definition"])),
             {
@@ -95,9 +132,9 @@ class WorkflowDriver:
         )
         for seq, kind, ts, scope, details in events:
             interp.apply(Event(seq, kind, ts, scope, details))
+        interp.history.clear()  # in the ledger already
         self.active[execution_id] = interp
-        self.saved[execution_id] = len(events)
-        self.dirty.add(execution_id)
+        self.dirty[execution_id] = None
         # tasks scheduled before the restart: find their invocations, and outcomes already in
         pending = interp.pending_tasks()
         found = self.ledger.invocations_by_key(conn, [t["token"] for _, t in pending])
@@ -125,64 +162,155 @@ class WorkflowDriver:
     # -- the turn -----------------------------------------------------------------------------
 
     def next_timer(self) -> float | None:
-        times = [t for i in self.active.values() if (t := i.next_timer()) is not None]
+        """The earliest timer of any execution (the coordinator loop's wake-up)."""
+        times = self._timers().values()
         return min(times) if times else None
 
-    def advance(self, conn: Connection, now: float) -> list[NewInvocation]:
-        """Decide and record what every changed execution does next; return its new tasks."""
-        due = {
-            eid for eid, i in self.active.items() if (t := i.next_timer()) is not None and t <= now
-        }
-        new: list[NewInvocation] = []
-        for execution_id in sorted(self.dirty | due):
-            interp = self.active.get(execution_id)
-            if interp is None:
+    def _timers(self) -> dict[str, float]:
+        out = {}
+        for execution_id, interp in self.active.items():
+            if execution_id in self.broken:
                 continue
-            failed_any = True
-            while failed_any:
-                failed_any = False
-                while decisions := interp.decide(now):
-                    for decision in decisions:
-                        self._apply(interp, decision, now)
-                # tasks waiting without an invocation: new ones, or ones lost before a crash
-                for scope, task in interp.take_new_tasks():
-                    if task["token"] in self.linked:
-                        continue
-                    inv = self._invocation(execution_id, scope, task)
-                    if inv is not None:
-                        new.append(inv)
-                        continue
-                    cause = f"resource {task['resource']!r} names no registered function"
-                    failed = (
-                        "TaskFailed",
-                        scope,
-                        {"name": task["name"], "error": "States.Runtime", "cause": cause},
-                    )
-                    self._apply(interp, failed, now)
-                    failed_any = True
-            self._persist(conn, execution_id, interp)
-        self.dirty.clear()
+            try:
+                t = interp.next_timer()
+            except Exception as exc:  # never into the coordinator's loop: advance() fails it
+                self.broken[execution_id] = f"{type(exc).__name__}: {exc}"
+                continue
+            if t is not None:
+                out[execution_id] = t
+        return out
+
+    def advance(self, conn: Connection, now: float) -> list[NewInvocation]:
+        """Decide and record what changed executions do next, each within its share of the
+        turn; return their new tasks. Executions left with work stay queued (`has_work`)."""
+        for execution_id, t in self._timers().items():
+            if t <= now and execution_id not in self.dirty:
+                self.dirty[execution_id] = None
+        for execution_id in list(self.broken):
+            self._fail(conn, execution_id, self.broken.pop(execution_id))
+        new: list[NewInvocation] = []
+        turn_ends = time.monotonic() + TURN_SECONDS
+        for execution_id in list(self.dirty):
+            if time.monotonic() >= turn_ends:
+                break  # the rest go first next turn
+            del self.dirty[execution_id]
+            if execution_id not in self.active:
+                continue
+            tasks = self._guarded(conn, execution_id, self._step, now)
+            new.extend(tasks or [])
+        return new
+
+    def _savepoint(self, conn: Connection, execution_id: str, work: Any, *args: Any) -> Any:
+        self._created = []
+        try:
+            with conn.begin_nested():
+                return work(conn, execution_id, *args)
+        except BaseException:
+            for inv_id in self._created:  # rolled back: these invocations never existed
+                self.tasks.pop(inv_id, None)
+            raise
+        finally:
+            self._created = []
+
+    def _guarded(self, conn: Connection, execution_id: str, work: Any, *args: Any) -> Any:
+        """Run `work(conn, execution_id, ...)` in a savepoint. If it fails, its writes are
+        undone and that execution alone pays: it fails with States.Runtime (or, when another
+        writer got to its history first, it is reloaded from the ledger)."""
+        try:
+            return self._savepoint(conn, execution_id, work, *args)
+        except IntegrityError:  # e.g. stop-execution appended to the history meanwhile
+            log.info("execution %s changed in the ledger meanwhile; reloading it", execution_id)
+            self._forget(execution_id)
+        except DBAPIError:
+            raise  # the ledger itself is in trouble: the turn is retried
+        except Exception as exc:
+            log.exception("execution %s failed inside headrace", execution_id)
+            self._fail(conn, execution_id, f"{type(exc).__name__}: {exc}")
+        return None
+
+    def _step(self, conn: Connection, execution_id: str, now: float) -> list[NewInvocation]:
+        """Decide and write what one execution does next, until it waits or its share of the
+        turn (SLICE_SECONDS, writing included; at most SLICE_EVENTS events) is used up."""
+        if not store.lock_running(conn, execution_id):
+            self._forget(execution_id)  # stopped by someone else (stop-execution)
+            return []
+        interp = self.active[execution_id]
+        new: list[NewInvocation] = []
+        stop_at = time.monotonic() + SLICE_SECONDS
+        budget = SLICE_EVENTS
+        more = True
+        while more and budget > 0:
+            more = False
+            while budget > 0 and (decisions := interp.decide(now)):
+                for decision in decisions:
+                    self._apply(interp, decision, now)
+                budget -= len(decisions)
+                if len(interp.history) >= WRITE_EVERY:
+                    self._write(conn, execution_id, interp)  # so the clock counts the writes
+                if time.monotonic() >= stop_at:
+                    budget = 0
+            # tasks waiting without an invocation: new ones, or ones lost before a crash
+            for scope, task in interp.take_new_tasks():
+                if task["token"] in self.linked:
+                    continue
+                inv = self._invocation(execution_id, scope, task)
+                if inv is not None:
+                    new.append(inv)
+                    continue
+                cause = f"resource {task['resource']!r} names no registered function"
+                params = task["parameters"]
+                if isinstance(params, dict) and "FunctionName" in params:
+                    cause += f" (FunctionName is {params['FunctionName']!r})"
+                failed = (
+                    "TaskFailed",
+                    scope,
+                    {"name": task["name"], "error": "States.Runtime", "cause": cause},
+                )
+                self._apply(interp, failed, now)
+                more = True
+        if budget <= 0 and interp.status == "RUNNING":
+            self.dirty[execution_id] = None  # its share is used up: back of the queue
+        self._persist(conn, execution_id, interp)
         return new
 
     def _apply(self, interp: Interpreter, decision: tuple[str, str, dict], now: float) -> None:
         kind, scope, details = decision
-        interp.apply(Event(len(interp.history) + 1, kind, now, scope, details))
+        interp.apply(Event(interp.length + 1, kind, now, scope, details))
 
-    def _persist(self, conn: Connection, execution_id: str, interp: Interpreter) -> None:
-        """Write the events not yet in the ledger, all in the caller's transaction."""
-        start = self.saved.get(execution_id, 0)
-        fresh = interp.history[start:]
+    def _write(self, conn: Connection, execution_id: str, interp: Interpreter) -> None:
+        """Write the events not yet in the ledger, in the caller's transaction."""
+        fresh = interp.history
         if fresh:
             store.append_events(
                 conn, execution_id, [(e.id, e.type, e.timestamp, e.scope, e.details) for e in fresh]
             )
-            self.saved[execution_id] = len(interp.history)
+            self.saved[execution_id] = interp.length
+            interp.history = []  # stored: memory stays flat however long the history grows
+
+    def _persist(self, conn: Connection, execution_id: str, interp: Interpreter) -> None:
+        """Write the events not yet in the ledger and, if it ended, the execution's end."""
+        self._write(conn, execution_id, interp)
         if interp.status != "RUNNING":
             store.finish_execution(
                 conn, execution_id, interp.status, interp.output, interp.error, interp.cause
             )
-            del self.active[execution_id]
-            self.saved.pop(execution_id, None)
+            self._drop(execution_id)
+
+    def _fail(self, conn: Connection, execution_id: str, reason: str) -> None:
+        """End an execution headrace could not run on: ExecutionFailed after what the ledger
+        holds (what was in memory only is dropped with the interpreter)."""
+        self._forget(execution_id)
+        with conn.begin_nested():
+            if not store.lock_running(conn, execution_id):
+                return  # stopped meanwhile: nothing to fail
+            seq = store.history_length(conn, execution_id)
+            cause = f"headrace could not run this execution: {reason}"
+            store.append_events(
+                conn,
+                execution_id,
+                [(seq + 1, "ExecutionFailed", time.time(), "", {"error": RUNTIME, "cause": cause})],
+            )
+            store.finish_execution(conn, execution_id, "FAILED", None, RUNTIME, cause)
 
     def _invocation(
         self, execution_id: str, scope: str, task: dict[str, Any]
@@ -193,6 +321,7 @@ class WorkflowDriver:
         spec = self.functions[target.name]
         inv_id = new_id()
         self.tasks[inv_id] = _Task(execution_id, scope, task["name"], task["token"], target)
+        self._created.append(inv_id)
         self.linked.add(task["token"])
         timeout = float(task["timeout"]) if task.get("timeout") else None
         env = dict(self.env, idempotency_key=task["token"])
@@ -293,6 +422,11 @@ class WorkflowDriver:
         if interp is None or not events:
             return
         now = time.time()
-        for decision in events:
-            self._apply(interp, decision, now)
-        self.dirty.add(execution_id)
+        try:
+            for decision in events:
+                self._apply(interp, decision, now)
+        except Exception as exc:  # the interpreter is in doubt now: advance() fails it
+            log.exception("execution %s failed inside headrace", execution_id)
+            self.broken[execution_id] = f"{type(exc).__name__}: {exc}"
+            return
+        self.dirty[execution_id] = None

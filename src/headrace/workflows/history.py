@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# Step Functions fails a Standard execution whose history reaches this many events; it also
+# bounds what a state machine that loops forever (legal ASL) costs in ledger rows
+HISTORY_QUOTA = 25_000
+
 
 @dataclass(slots=True)
 class Event:

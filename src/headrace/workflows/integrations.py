@@ -53,10 +53,12 @@ def resolve(resource: str, parameters: Any = None) -> Target | None:
         # the function hands the token ($$.Task.Token) on; the task ends when someone calls
         # SendTaskSuccess/SendTaskFailure with it (headrace send-task-success ...)
         name = parameters.get("FunctionName") if isinstance(parameters, dict) else None
-        return Target("function", function_name(name) if name else "", "callback")
+        return Target("function", function_name(name) if isinstance(name, str) else "", "callback")
     if resource == LAMBDA_INVOKE:
         name = parameters.get("FunctionName") if isinstance(parameters, dict) else None
-        return Target("function", function_name(name) if name else "", "lambda_invoke")
+        # a FunctionName.$ may select anything: only a string names a function
+        name = function_name(name) if isinstance(name, str) else ""
+        return Target("function", name, "lambda_invoke")
     if resource.startswith("arn:aws:lambda:") and ":function:" in resource:
         return Target("function", function_name(resource), "raw")
     if resource.startswith("headrace:function:"):

@@ -16,23 +16,30 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from headrace.errors import HeadraceError
 from headrace.workflows import choice, dataflow, paths
 from headrace.workflows.errors import (
     EXCEEDED_TOLERATED_FAILURE_THRESHOLD,
+    RUNTIME,
     StatesError,
     find_catcher,
     find_retrier,
     retry_allowed,
     retry_delay,
 )
-from headrace.workflows.history import STATE_EVENT_PREFIX, Event
+from headrace.workflows.history import HISTORY_QUOTA, STATE_EVENT_PREFIX, Event
 from headrace.workflows.items import StorageMapIO, batches
 
 Decision = tuple[str, str, dict[str, Any]]
+
+
+class UnknownEvent(HeadraceError):
+    """A history holds an event type this interpreter cannot fold in."""
 
 
 def iso(ts: float) -> str:
@@ -61,6 +68,9 @@ class Frame:
     failed_phase: str = ""  # the phase it was in when an uncaught error ended it
     entered_iso: tuple[float, str] = (-1.0, "")  # entered_at as text, computed once
     retry_at: float = 0.0  # when a retried Map/Parallel state starts over
+    # whose history quota its events count against: "" (the execution), or the scope of a
+    # DISTRIBUTED Map iteration (a child workflow execution on AWS, with a history of its own)
+    unit: str = ""
     # Task
     task: dict[str, Any] | None = None
     task_result: Any = None
@@ -84,7 +94,10 @@ class Interpreter:
         self.io = io or StorageMapIO(None)  # ItemReader / ResultWriter
         self.execution = execution
         self.frames: dict[str, Frame] = {}
+        # the events applied, in order; a driver that has stored them may clear the list (the
+        # state is in the frames), so an execution's memory does not grow with its history
         self.history: list[Event] = []
+        self.length = 0  # events applied in all: the next event's id is length + 1
         self.status = "RUNNING"
         self.output: Any = None
         self.error: str | None = None
@@ -101,19 +114,39 @@ class Interpreter:
         self._beating: dict[str, None] = {}  # ... whose state has HeartbeatSeconds
         self._execution_ctx: tuple[float, dict, dict] | None = None
         self.redrives = 0
+        self._deciding = ""  # the scope decide() is looking at: named when it fails
+        self._counts: dict[str, int] = {"": 0}  # events per history-quota unit (Frame.unit)
+        self._fullest = ""  # the unit with the most events
 
     # -- folding ------------------------------------------------------------------------------
 
     def apply(self, event: Event) -> None:
+        handler = _HANDLERS.get(event.type)
+        if handler is None:
+            raise UnknownEvent(
+                f"history event {event.id} ({event.type!r}) of execution "
+                f"{self.execution.get('Name', '')!r}",
+                "is not an event type this version of headrace knows",
+                "run the headrace version that wrote this history",
+            )
         self.history.append(event)
+        self.length += 1
         self._dirty[event.scope] = None
-        handler = getattr(self, f"_on_{event.type}", None)
-        if handler is not None:
-            handler(event)
-        elif event.type.endswith("StateEntered"):
-            self._on_state_entered(event)
-        elif event.type.endswith("StateExited"):
-            self._on_state_exited(event)
+        if handler is not _record_only:
+            handler(self, event)
+        unit = self._unit(event)
+        count = self._counts[unit] = self._counts.get(unit, 0) + 1
+        if count > self._counts[self._fullest]:
+            self._fullest = unit
+
+    def _unit(self, e: Event) -> str:
+        f = self.frames.get(e.scope)
+        if f is None:
+            return ""
+        if e.type.startswith("MapIteration"):  # the child's, as on AWS for DISTRIBUTED
+            child = self._child(f, e.details["index"])
+            return child.unit if child is not None else f.unit
+        return f.unit
 
     def _on_ExecutionStarted(self, e: Event) -> None:
         self.input = e.details["input"]
@@ -234,6 +267,8 @@ class Interpreter:
     def _start_child(self, parent: Frame, machine: dict, name: str, index: int, data: Any) -> None:
         scope = f"{parent.scope}/{name}" if parent.scope else name
         item = parent.items[index] if parent.phase == "map" else None
+        config = machine.get("ProcessorConfig") or {}
+        distributed = parent.phase == "map" and config.get("Mode") == "DISTRIBUTED"
         self.frames[scope] = Frame(
             scope,
             machine,
@@ -243,6 +278,7 @@ class Interpreter:
             state=machine["StartAt"],
             input=data,
             phase="enter",
+            unit=scope if distributed else parent.unit,
         )
         self._dirty[scope] = None
         parent.started += 1
@@ -328,9 +364,27 @@ class Interpreter:
     # -- deciding -----------------------------------------------------------------------------
 
     def decide(self, now: float) -> list[Decision]:
-        """The next events, given the history so far. Empty when waiting on tasks or timers."""
+        """The next events, given the history so far. Empty when waiting on tasks or timers.
+
+        Never raises: an error the interpreter did not foresee (a bug, or input no check
+        caught) fails the execution with States.Runtime and the error as its cause."""
         if self.status != "RUNNING":
             return []
+        if self._counts[self._fullest] >= HISTORY_QUOTA - 1:  # the failure event is the last
+            cause = f"The execution reached the maximum number of history events ({HISTORY_QUOTA})."
+            if self._fullest:
+                cause = f"Map iteration {self._fullest!r}: {cause}"
+            return [("ExecutionFailed", "", {"error": RUNTIME, "cause": cause})]
+        try:
+            return self._decide(now)
+        except Exception as exc:
+            f = self.frames.get(self._deciding)
+            where = f" in state {f.state!r}" if f is not None and f.state else ""
+            cause = f"unexpected {type(exc).__name__}{where}: {exc}"
+            return [("ExecutionFailed", "", {"error": RUNTIME, "cause": cause})]
+
+    def _decide(self, now: float) -> list[Decision]:
+        self._deciding = ""
         timeout = self.raw.get("TimeoutSeconds")
         if timeout and now - self.start_time >= float(timeout):
             return [
@@ -341,12 +395,13 @@ class Interpreter:
                 )
             ]
         while self._dirty:
-            scope = next(iter(self._dirty))
+            scope = self._deciding = next(iter(self._dirty))
             decisions = self._decide_one(self.frames[scope], now)
             if decisions:
                 return decisions
             del self._dirty[scope]
         for scope in list(self._waiting):
+            self._deciding = scope
             decisions = self._decide_one(self.frames[scope], now)
             if decisions:
                 return decisions
@@ -496,10 +551,10 @@ class Interpreter:
                 )
             if "ItemBatcher" in state:
                 batcher = dict(state["ItemBatcher"])
-                if "MaxItemsPerBatchPath" in batcher:
-                    batcher["MaxItemsPerBatch"] = paths.evaluate_path(
-                        batcher["MaxItemsPerBatchPath"], effective, ctx
-                    )
+                for field in ("MaxItemsPerBatchPath", "MaxInputBytesPerBatchPath"):
+                    if field in batcher:
+                        number = _path_number(batcher, field, effective, ctx, integer=True)
+                        batcher[field.removesuffix("Path")] = int(number)
                 batch_input = batcher.get("BatchInput")
                 if batch_input is not None:
                     batch_input = dataflow.resolve_template(batch_input, effective, ctx)
@@ -516,7 +571,7 @@ class Interpreter:
         if "Seconds" in state:
             return f.entered_at + float(state["Seconds"])
         if "SecondsPath" in state:
-            return f.entered_at + float(paths.evaluate_path(state["SecondsPath"], effective, ctx))
+            return f.entered_at + _path_number(state, "SecondsPath", effective, ctx, integer=True)
         stamp = state.get("Timestamp")
         if "TimestampPath" in state:
             stamp = paths.evaluate_path(state["TimestampPath"], effective, ctx)
@@ -766,25 +821,72 @@ class Interpreter:
         return min(times) if times else None
 
 
+def _record_only(interp: Interpreter, e: Event) -> None:
+    """Events kept for the history's reader (graph, describe) that change no state."""
+
+
+_HANDLERS: dict[str, Callable[[Interpreter, Event], None]] = {
+    **{f"{p}StateEntered": Interpreter._on_state_entered for p in STATE_EVENT_PREFIX.values()},
+    **{f"{p}StateExited": Interpreter._on_state_exited for p in STATE_EVENT_PREFIX.values()},
+    **{
+        name[len("_on_") :]: method
+        for name, method in vars(Interpreter).items()
+        if name.startswith("_on_") and name[len("_on_") :][:1].isupper()
+    },
+    **{
+        name: _record_only
+        for name in (
+            "TaskStarted",
+            "MapStateSucceeded",
+            "MapStateFailed",
+            "ParallelStateSucceeded",
+            "ParallelStateFailed",
+        )
+    },
+}
+
+
 def _heartbeat_deadline(f: Frame) -> float | None:
     if f.phase != "task" or f.task is None or not f.task.get("heartbeat"):
         return None
     return float(f.task.get("beat") or 0) + float(f.task["heartbeat"])
 
 
+def _path_number(
+    state: dict, field: str, effective: Any, ctx: dict, *, integer: bool, most: float | None = None
+) -> float:
+    """The number a `...Path` field selects; anything else fails the execution (States.Runtime,
+    as on AWS), naming the field and the value."""
+    value = paths.evaluate_path(state[field], effective, ctx)
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+    if ok and integer:
+        ok = float(value).is_integer()
+    if ok and most is not None:
+        ok = value <= most
+    if not ok:
+        kind = "a non-negative integer" if integer else f"a number from 0 to {most:g}"
+        shown = json.dumps(value)
+        shown = shown if len(shown) <= 200 else shown[:200] + "…"
+        raise StatesError(RUNTIME, f"{field} {state[field]!r} selected {shown}, not {kind}")
+    return value
+
+
 def _max_concurrency(state: dict, effective: Any, ctx: dict) -> int:
     if "MaxConcurrencyPath" in state:
-        return int(paths.evaluate_path(state["MaxConcurrencyPath"], effective, ctx))
+        field = "MaxConcurrencyPath"
+        return int(_path_number(state, field, effective, ctx, integer=True))
     return int(state.get("MaxConcurrency", 0))
 
 
 def _tolerated(state: dict, effective: Any, ctx: dict, total: int) -> int:
     count = state.get("ToleratedFailureCount")
     if "ToleratedFailureCountPath" in state:
-        count = paths.evaluate_path(state["ToleratedFailureCountPath"], effective, ctx)
+        field = "ToleratedFailureCountPath"
+        count = _path_number(state, field, effective, ctx, integer=True)
     pct = state.get("ToleratedFailurePercentage")
     if "ToleratedFailurePercentagePath" in state:
-        pct = paths.evaluate_path(state["ToleratedFailurePercentagePath"], effective, ctx)
+        field = "ToleratedFailurePercentagePath"
+        pct = _path_number(state, field, effective, ctx, integer=False, most=100)
     limits = []
     if count is not None:
         limits.append(int(count))

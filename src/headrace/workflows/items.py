@@ -22,7 +22,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from headrace.workflows.errors import StatesError
+from headrace.workflows.errors import ITEM_READER_FAILURE, RESULT_WRITER_FAILED, StatesError
 
 GET_OBJECT = "arn:aws:states:::s3:getObject"
 LIST_OBJECTS = "arn:aws:states:::s3:listObjectsV2"
@@ -50,6 +50,8 @@ class StorageMapIO:
     def read_items(self, reader: dict[str, Any], parameters: dict[str, Any]) -> list[Any]:
         resource = reader.get("Resource")
         config = reader.get("ReaderConfig") or {}
+        needed = ("Bucket", "Key") if resource == GET_OBJECT else ("Bucket",)
+        _require(parameters, needed, "ItemReader")
         try:
             if resource == LIST_OBJECTS:
                 items = [
@@ -84,6 +86,21 @@ class StorageMapIO:
         succeeded: list[Any],
         failed: list[Any],
     ) -> dict[str, Any]:
+        _require(parameters, ("Bucket",), "ResultWriter")
+        try:
+            return self._write_results(parameters, execution, succeeded, failed)
+        except StatesError:
+            raise
+        except Exception as exc:  # a bad bucket or key, a full disk: the Map fails, clearly
+            raise StatesError(RESULT_WRITER_FAILED, f"{type(exc).__name__}: {exc}") from None
+
+    def _write_results(
+        self,
+        parameters: dict[str, Any],
+        execution: dict[str, Any],
+        succeeded: list[Any],
+        failed: list[Any],
+    ) -> dict[str, Any]:
         bucket_name = parameters["Bucket"]
         prefix = str(parameters.get("Prefix", "")).strip("/")
         run = execution.get("Name", "run")
@@ -107,6 +124,23 @@ class StorageMapIO:
             "MapRunArn": manifest["MapRunArn"],
             "ResultWriterDetails": {"Bucket": bucket_name, "Key": key},
         }
+
+
+def _require(parameters: Any, fields: tuple[str, ...], which: str) -> None:
+    """ItemReader/ResultWriter Parameters name where to read or write: say so when they don't."""
+    error = RESULT_WRITER_FAILED if which == "ResultWriter" else ITEM_READER_FAILURE
+    if not isinstance(parameters, dict):
+        raise StatesError(error, f"{which} Parameters must be an object, not {parameters!r}")
+    for name in fields:
+        value = parameters.get(name)
+        if not isinstance(value, str) or not value:
+            got = "is missing" if name not in parameters else f"is {value!r}"
+            raise StatesError(
+                error,
+                f"{which} Parameters.{name} {got} (fix: give the {name.lower()} to "
+                f'{"write to" if which == "ResultWriter" else "read from"} as "{name}": "..." '
+                f'or "{name}.$": "<path>")',
+            )
 
 
 def _parse(raw: str, config: dict[str, Any]) -> list[Any]:
