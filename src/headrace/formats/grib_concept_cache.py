@@ -28,10 +28,10 @@ declaration in ecCodes 2.50's definitions was checked: typeOfLevel is one concep
 GRIB2 stepType is the concept of ``section.1.def`` except in the statistical template with more
 than two time ranges, where a constant ``"multiple steps"`` is declared together with
 ``stepTypeInternal = "multiple steps"``, a value no other declaration gives stepTypeInternal;
-so stepTypeInternal is read into every stepType key. These two caches (and those of
-``grib_concept_dirs``) are therefore used only with ecCodes 2.50 and the declarations found
-where they were (``declarations_as_analysed``, checked once per process); otherwise ecCodes
-evaluates them on every field.
+so stepTypeInternal is read into every stepType key. These caches (and those of
+``grib_concept_dirs``) are therefore used only with ecCodes 2.50's definitions, as fingerprinted
+by ``grib_fast_path`` (checked once per process); otherwise ecCodes evaluates them on every
+field.
 
 Trees and answers are bounded (``MAX_TREE_SIZE``); a first conversion builds them from the
 definition files (parsed once per process, about 0.1 s for a GRIB2 centre). Trees grow only
@@ -47,10 +47,8 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
-from functools import cache, partial
+from functools import partial
 from typing import TYPE_CHECKING, TypeVar
-
-import eccodes
 
 from .grib_definitions import (
     Entries,
@@ -59,6 +57,7 @@ from .grib_definitions import (
     parse_inline_concept,
     read_definition,
 )
+from .grib_fast_path import fast_path_enabled
 from .grib_keys import KeyReader
 
 if TYPE_CHECKING:  # grib_concepts uses this module
@@ -75,7 +74,6 @@ _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
 # Each tree keeps at most this many nodes and answers, then starts again (bounded memory).
 MAX_TREE_SIZE = 50_000
-ANALYSED_VERSION = "2.50.0"  # ecCodes whose definitions' declarations were checked
 
 Reader = Callable[[KeyReader, bytes], object]
 _READERS: dict[str, Reader] = {
@@ -97,7 +95,7 @@ def param_id(keys: KeyReader, layout: ConceptLayout | None) -> int:
 
 def type_of_level(keys: KeyReader, layout: ConceptLayout | None) -> str:
     """The field's typeOfLevel, equal to ``keys.string("typeOfLevel")``."""
-    if layout is None or not declarations_as_analysed() or not keys.defined(b"typeOfLevel"):
+    if layout is None or not fast_path_enabled() or not keys.defined(b"typeOfLevel"):
         return keys.string("typeOfLevel")
     tree_id, load = _sources(layout)[1]
     return cached_concept(keys, tree_id, load, (), _LEVEL)
@@ -105,7 +103,7 @@ def type_of_level(keys: KeyReader, layout: ConceptLayout | None) -> str:
 
 def step_type(keys: KeyReader, layout: ConceptLayout | None) -> str:
     """The field's stepType, equal to ``keys.string("stepType")``."""
-    if layout is None or not declarations_as_analysed() or not keys.defined(b"stepType"):
+    if layout is None or not fast_path_enabled() or not keys.defined(b"stepType"):
         return keys.string("stepType")
     tree_id, load = _sources(layout)[2]
     extra = _GRIB2_STEP if layout.edition == 2 else _GRIB1_STEP
@@ -346,57 +344,3 @@ def _entry(conditions: frozenset[str]) -> _Entry | None:
     shared_others = _shared.setdefault(frozenset(others), frozenset(others))
     entry = _Entry(integers, shared_others)  # type: ignore[arg-type]
     return _shared.setdefault(entry, entry)  # type: ignore[return-value]
-
-
-# ----------------------------------------------------------------------------- declarations
-_DECLARATIONS = {
-    "grib2/section.1.def": (
-        r"concept\s+stepType\s*\{",
-        r"transient\s+stepTypeInternal\s*=\s*\"instant\"",
-        r"meta\s+conceptsDir1\s+g2_concept_dir\(\s*preferLocalConcepts\s*,\s*conceptsMasterDir\s*,"
-        r"\s*conceptsLocalDirAll\s*,\s*datasetForLocal\s*,\s*1\s*\)",
-        r"meta\s+conceptsDir2\s+g2_concept_dir\(\s*preferLocalConcepts\s*,\s*conceptsMasterDir\s*,"
-        r"\s*conceptsLocalDirAll\s*,\s*datasetForLocal\s*,\s*2\s*\)",
-    ),
-    "grib2/section.4.def": (
-        r"concept\s+datasetForLocal\s*\(\s*unknown\s*\)\s*\{",
-        r"concept\s+MTG2SwitchViaTablesVersion\s*\(\s*false\s*,"
-        r"\s*\"MTG2SwitchViaTablesVersionConcept\.def\"\s*,\s*conceptsDir2\s*,\s*conceptsDir1\s*\)",
-        r"meta\s+MTG2SwitchDefault\s+mtg2_switch_default\(\s*tablesVersion\s*,"
-        r"\s*tablesVersionMTG2Switch\s*,\s*marsClass\s*,\s*MTG2SwitchViaTablesVersion\s*\)",
-        r"concept\s+MTG2Switch\s*\(\s*MTG2SwitchDefault\s*,\s*\"MTG2SwitchConcept\.def\"\s*,"
-        r"\s*conceptsDir2\s*,\s*conceptsDir1\s*\)",
-    ),
-    "grib2/parameters.def": (
-        r"meta\s+paramIdFilename\s+g2_param_concept_filename\(\s*\"paramId\"\s*,\s*MTG2Switch\s*,"
-        r"\s*tablesVersionMTG2Switch\s*\)",
-    ),
-    "grib2/templates/template.4.statistical.def": (
-        r"constant\s+stepType\s*=\s*\"multiple steps\"",
-        r"constant\s+stepTypeInternal\s*=\s*\"multiple steps\"",
-    ),
-    "grib2/templates/template.4.horizontal.def": (
-        r"concept\s+vertical\.typeOfLevel\s*\(\s*unknown\s*,\s*\"typeOfLevelConcept\.def\"\s*,"
-        r"\s*conceptsDir2\s*,\s*conceptsDir1\s*\)",
-    ),
-    "grib1/section.1.def": (
-        r"concept\s+typeOfLevelECMF\s*\(\s*unknown\s*,\s*\"typeOfLevel\.def\"\s*,"
-        r"\s*conceptsMasterDir\s*,\s*conceptsLocalDirECMF\s*\)",
-        r"concept\s+vertical\.typeOfLevel\s*\(\s*typeOfLevelECMF\s*,\s*\"typeOfLevel\.def\"\s*,"
-        r"\s*conceptsDir2\s*,\s*conceptsDir1\s*\)",
-        r"concept_nofail\s+stepType\s*\(\s*timeRangeIndicator\s*,\s*\"stepType\.def\"\s*,"
-        r"\s*conceptsDir2\s*,\s*conceptsDir1\s*\)",
-    ),
-}
-
-
-@cache
-def declarations_as_analysed() -> bool:
-    """ecCodes 2.50 with the declarations the caches rely on where they were analysed."""
-    if eccodes.codes_get_api_version() != ANALYSED_VERSION or not definitions_readable():
-        return False
-    for path, patterns in _DECLARATIONS.items():
-        text = read_definition(path)
-        if text is None or any(len(re.findall(p, text)) != 1 for p in patterns):
-            return False
-    return True

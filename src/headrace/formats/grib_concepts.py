@@ -32,9 +32,9 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from .grib_concept_cache import declarations_as_analysed
 from .grib_concept_dirs import grib2_directories
 from .grib_definitions import definitions_readable, parse_concept, read_definition
+from .grib_fast_path import fast_path_enabled
 from .grib_keys import KeyReader
 
 Names = tuple[str, str, str]  # shortName, name, units
@@ -111,12 +111,15 @@ def concept_layout(
     GRIB2 the file name comes from ``g2_param_concept_filename(<concept>, MTG2Switch,
     tablesVersionMTG2Switch)`` for all four, so the suffix of ``paramIdFilename`` (e.g.
     ``.lte33.def``) is theirs too; reading it once saves three evaluations of MTG2Switch.
-    With ecCodes 2.50's declarations, GRIB2 ``conceptsDir1/2`` and ``paramIdFilename`` come
-    from the exact caches of ``grib_concept_dirs`` (60 us per field less).
+    GRIB2 ``conceptsDir1/2`` and ``paramIdFilename`` come from the exact caches of
+    ``grib_concept_dirs`` (60 us per field less). None whenever the fast path is off
+    (``grib_fast_path``).
     """
+    if not fast_path_enabled():
+        return None  # every concept is evaluated by ecCodes on the field
     try:
         known = {} if centre is None else {"centre": centre}
-        if edition == 2 and declarations_as_analysed():
+        if edition == 2:
             dir1, dir2, filename = grib2_directories(
                 keys, centre, lambda d: _recompose(keys, d, known)
             )
