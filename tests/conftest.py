@@ -28,6 +28,19 @@ def ledger(request, tmp_path):
     led.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_folder(tmp_path_factory):
+    """headrace's cache (GRIB concepts) in the session's folder, not the user's ~/.cache; set
+    in os.environ so that the processes tests start use it too."""
+    previous = os.environ.get("HEADRACE_CACHE_DIR")
+    os.environ["HEADRACE_CACHE_DIR"] = str(tmp_path_factory.mktemp("headrace-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("HEADRACE_CACHE_DIR", None)
+    else:
+        os.environ["HEADRACE_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "grib").is_dir():

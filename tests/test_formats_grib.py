@@ -568,7 +568,7 @@ def _concept_file(entries: list[tuple[str, str]]) -> str:
     ],
 )
 def test_names_from_definitions_only_when_certain(files, answer, monkeypatch):
-    from headrace.formats import grib_concepts, grib_definitions
+    from headrace.formats import grib_concepts, grib_definitions, grib_disk_cache
 
     texts = {}
     for directory in ("a", "b"):
@@ -585,6 +585,7 @@ def test_names_from_definitions_only_when_certain(files, answer, monkeypatch):
             )
     monkeypatch.setattr(grib_concepts, "_groups", {})
     monkeypatch.setattr(grib_concepts, "_file_sets", {})
+    monkeypatch.setattr(grib_disk_cache, "_memo", {})  # these files change between the cases
     monkeypatch.setattr(grib_definitions, "_reader", lambda: texts.get)
     paths = tuple(f"{d}/{c}.def" for d in ("a", "b") for c in grib_concepts._CONCEPTS)
     layout = grib_concepts.ConceptLayout(1, ("a", "b", "a", "b"), ".def", paths)

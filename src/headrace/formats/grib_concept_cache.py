@@ -57,6 +57,13 @@ from .grib_definitions import (
     parse_inline_concept,
     read_definition,
 )
+from .grib_disk_cache import (
+    Sources,
+    derived,
+    recording_files,
+    remember_answer,
+    stored_answers,
+)
 from .grib_fast_path import fast_path_enabled
 from .grib_keys import KeyReader
 
@@ -184,11 +191,18 @@ class _Entry:
 
 
 class _Node:
-    __slots__ = ("children", "key", "reads", "results", "split", "survivors")
+    __slots__ = ("children", "key", "path", "reads", "results", "split", "survivors")
 
-    def __init__(self, survivors: list[_Entry], split: frozenset[str], extra: frozenset) -> None:
+    def __init__(
+        self,
+        survivors: list[_Entry],
+        split: frozenset[str],
+        extra: frozenset,
+        path: tuple[object, ...] = (),
+    ) -> None:
         self.survivors = survivors
         self.split = split
+        self.path = path  # the values read on the way here: with the tree, names this node
         counts = Counter(k for e in survivors for k in e.integers if k not in split)
         self.key: bytes | None = None
         self.children: dict[object, _Node] = {}
@@ -205,21 +219,24 @@ class _Node:
     def child(self, value: object, extra: frozenset) -> _Node:
         key = self.key.decode()  # type: ignore[union-attr]
         survivors = [e for e in self.survivors if e.integers.get(key, value) == value]
-        return _Node(survivors, self.split | {key}, extra)
+        return _Node(survivors, self.split | {key}, extra, (*self.path, value))
 
 
 class _Tree:
-    __slots__ = ("extra", "root", "size")
+    __slots__ = ("extra", "root", "size", "sources", "stored")
 
-    def __init__(self, entries: list[_Entry], extra: frozenset) -> None:
+    def __init__(self, entries: list[_Entry], extra: frozenset, sources: Sources, stored: dict):
         self.extra = extra
         self.root = _Node(entries, frozenset(), extra)
         self.size = 1
+        self.sources = sources  # (path, sha256) of the files the entries came from
+        self.stored = stored  # answers earlier processes got from ecCodes (grib_disk_cache)
 
 
 _lock = threading.Lock()
 _trees: dict[tuple[str, ...], _Tree | None] = {}
-_entry_lists: dict[tuple[str, ...], list[_Entry] | None] = {}  # parsed once per process
+# parsed once per process, with the files they came from
+_entry_lists: dict[tuple[str, ...], tuple[list[_Entry] | None, Sources]] = {}
 
 
 def cached_concept(
@@ -243,9 +260,15 @@ def cached_concept(
         with _lock:
             if tree_id not in _trees:
                 if tree_id not in _entry_lists:
-                    _entry_lists[tree_id] = load()
-                entries = _entry_lists[tree_id]
-                _trees[tree_id] = None if entries is None else _Tree(entries, frozenset(extra))
+                    with recording_files() as files:
+                        loaded = load()
+                    _entry_lists[tree_id] = (loaded, tuple(sorted(set(files))))
+                entries, sources = _entry_lists[tree_id]
+                _trees[tree_id] = (
+                    None
+                    if entries is None
+                    else _Tree(entries, frozenset(extra), sources, stored_answers(tree_id, sources))
+                )
             tree = _trees[tree_id]
         if tree is None:
             return evaluate(keys)
@@ -260,7 +283,10 @@ def cached_concept(
     signature = (*[read(keys, key) for key, read in node.reads], *known)
     answer = node.results.get(signature)
     if answer is None:
-        answer = evaluate(keys)
+        answer = tree.stored.get((node.path, signature))
+        if answer is None:
+            answer = evaluate(keys)
+            remember_answer(tree_id, tree.sources, (node.path, signature), answer)
         node.results[signature] = answer
         tree.size += 1
         if tree.size > MAX_TREE_SIZE:
@@ -281,18 +307,43 @@ def file_entries(paths: tuple[str, ...]) -> list[_Entry] | None:
         return None
     entries: list[_Entry] = []
     for path in paths:
+        # the conditions sorted into reads, kept on disk between processes (grib_disk_cache)
+        data = derived("tree entries", (path,), _entry_data)
         if path not in _file_entries:
-            text = read_definition(path)
-            if text is None:
-                _file_entries[path] = _ABSENT
-            else:
-                parsed = _entries(parse_concept(text))
-                _file_entries[path] = None if parsed is None else tuple(parsed)
+            _file_entries[path] = _from_data(data)
         found = _file_entries[path]
         if found is None:
             return None
         entries.extend(found)
     return entries
+
+
+EntryData = tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]
+
+
+def _entry_data(texts: list[str | None]) -> bool | list[EntryData] | None:
+    """False for a missing file, None if not parsed with certainty, else each entry's reads."""
+    if texts[0] is None:
+        return False
+    entries = _entries(parse_concept(texts[0]))
+    if entries is None:
+        return None
+    return [(tuple(e.integers.items()), tuple(sorted(e.others))) for e in entries]
+
+
+def _from_data(data: bool | list[EntryData] | None) -> tuple[_Entry, ...] | None:
+    if data is False:
+        return _ABSENT
+    if data is None:
+        return None
+    found = []
+    for integers, others in data:
+        key_names = {sys.intern(k): v for k, v in integers}
+        shared_others = frozenset((sys.intern(k), kind) for k, kind in others)
+        shared_others = _shared.setdefault(shared_others, shared_others)  # type: ignore[assignment]
+        entry = _Entry(key_names, shared_others)
+        found.append(_shared.setdefault(entry, entry))
+    return tuple(found)  # type: ignore[arg-type]
 
 
 def inline_entries(path: str, declaration: str) -> list[_Entry] | None:
