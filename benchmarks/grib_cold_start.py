@@ -13,10 +13,13 @@ loaded). Imports are timed apart. Modes, run in turn ``--repeats`` times in a sh
   headrace never ran: the concept files are parsed and ecCodes answers the first field of each
   concept path, then both are saved (``headrace.formats.grib_disk_cache``);
 * ``headrace``: the cache folder the previous processes filled, as every later process finds it;
-* ``baseline``: ``benchmarks/_grib_baseline.py cold`` (pygrib + pandas, snappy).
+* ``baseline``: ``benchmarks/_grib_baseline.py cold`` (pygrib + pandas, snappy);
+* ``before`` (with ``--before-src DIR``): headrace imported from another source tree, e.g. a
+  checkout of the commit before a change, in the same rounds.
 
-Reports medians (min-max) of the import time, first pass, second pass, and the ratio of the
-baseline's first pass to headrace's first pass. Writes ``results/grib_cold_start.json``.
+Reports medians (min-max) of the import time, first pass, second pass (wall clock, and CPU
+seconds of the process: on a busy machine the CPU time is the steadier figure), and the ratio
+of the baseline's first (second) pass to each mode's. Writes ``results/grib_cold_start.json``.
 This orchestrating process imports neither pygrib nor eccodes.
 """
 
@@ -47,18 +50,23 @@ from headrace.formats.grib import grib_to_parquet
 imported = time.perf_counter()
 files = sys.argv[1:]
 with tempfile.TemporaryDirectory() as folder:
-    passes = []
+    passes, cpu = [], []
     for _ in range(2):
-        begin = time.perf_counter()
+        begin, begin_cpu = time.perf_counter(), time.process_time()
         for path in files:
             grib_to_parquet(path, os.path.join(folder, "out.parquet"))
         passes.append(time.perf_counter() - begin)
-print(json.dumps({"imports": imported - started, "first": passes[0], "second": passes[1]}))
+        cpu.append(time.process_time() - begin_cpu)
+print(json.dumps({"imports": imported - started, "first": passes[0], "second": passes[1],
+                  "first_cpu": cpu[0], "second_cpu": cpu[1]}))
 """
 
 
-def _run(mode: str, files: list[str], cache: str) -> dict:
+def _run(mode: str, files: list[str], cache: str, before: Path | None = None) -> dict:
     env = dict(os.environ)
+    if mode == "before":
+        env["PYTHONPATH"] = str(before)
+        env["HEADRACE_CACHE_DIR"] = tempfile.mkdtemp()
     if mode == "baseline":
         command = [sys.executable, str(HERE / "_grib_baseline.py"), "cold", *files]
     else:
@@ -76,24 +84,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--grib-dir", type=Path, default=GRIB_DIR)
+    parser.add_argument("--before-src", type=Path, help="another headrace src/ to compare")
     args = parser.parse_args()
     if not args.grib_dir.is_dir():
         raise SystemExit(f"no GRIB files in {args.grib_dir} (needs ../shared/data)")
     files = sorted(str(p) for p in args.grib_dir.iterdir() if p.name not in EXCLUDED)
     modes = ["headrace_first_run", "headrace", "baseline"]
+    if args.before_src:
+        modes.append("before")
     cache = tempfile.mkdtemp(prefix="headrace-cache-")
     _run("headrace", files, cache)  # fills the cache as any first run would
     runs: dict[str, list[dict]] = {mode: [] for mode in modes}
     rng = random.Random(7)
     for _ in range(args.repeats):
         for mode in rng.sample(modes, len(modes)):
-            runs[mode].append(_run(mode, files, cache))
+            runs[mode].append(_run(mode, files, cache, args.before_src))
     size = sum(os.path.getsize(p) for p in files)
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "files": len(files),
         "bytes": size,
         "repeats": args.repeats,
+        "command": " ".join(sys.argv),
         "modes": {
             mode: {part: _summary([r[part] for r in found]) for part in found[0]}
             for mode, found in runs.items()
@@ -103,6 +115,10 @@ def main() -> None:
     second = {m: report["modes"][m]["second"]["median"] for m in modes}
     report["speedup_cold"] = {m: first["baseline"] / first[m] for m in modes}
     report["speedup_warm"] = {m: second["baseline"] / second[m] for m in modes}
+    first_cpu = {m: report["modes"][m]["first_cpu"]["median"] for m in modes}
+    second_cpu = {m: report["modes"][m]["second_cpu"]["median"] for m in modes}
+    report["speedup_cold_cpu"] = {m: first_cpu["baseline"] / first_cpu[m] for m in modes}
+    report["speedup_warm_cpu"] = {m: second_cpu["baseline"] / second_cpu[m] for m in modes}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2))
     print(f"{len(files)} files, {size / 1e6:.1f} MB, {args.repeats} fresh processes per mode")
@@ -114,10 +130,14 @@ def main() -> None:
         parts = report["modes"][mode]
         cells = [
             f"{parts[p]['median']:.2f} ({parts[p]['min']:.2f}-{parts[p]['max']:.2f})"
-            for p in ("imports", "first", "second")
+            for p in ("imports", "first", "second", "first_cpu", "second_cpu")
         ]
         ratio = f"{report['speedup_cold'][mode]:.2f}x / {report['speedup_warm'][mode]:.2f}x"
+        cpu_ratio = (
+            f"{report['speedup_cold_cpu'][mode]:.2f}x / {report['speedup_warm_cpu'][mode]:.2f}x"
+        )
         print(f"{mode:<20} {cells[0]:>10} {cells[1]:>18} {cells[2]:>18} {ratio:>22}")
+        print(f"{'  CPU seconds':<20} {'':>10} {cells[3]:>18} {cells[4]:>18} {cpu_ratio:>22}")
 
 
 if __name__ == "__main__":
