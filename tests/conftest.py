@@ -29,6 +29,19 @@ def ledger(request, tmp_path):
     led.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_folder(tmp_path_factory):
+    """headrace's cache (GRIB concepts) in the session's folder, not the user's ~/.cache; set
+    in os.environ so that the processes tests start use it too."""
+    previous = os.environ.get("HEADRACE_CACHE_DIR")
+    os.environ["HEADRACE_CACHE_DIR"] = str(tmp_path_factory.mktemp("headrace-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("HEADRACE_CACHE_DIR", None)
+    else:
+        os.environ["HEADRACE_CACHE_DIR"] = previous
+
+
 # Tests on the real third-party files skip without ../shared/data (a fresh clone); CI has it.
 # Every such skip names "../shared/data" in its reason, so the summary line below counts them;
 # tests/generated_data.py makes the data that still covers their behaviours on a fresh clone.

@@ -102,6 +102,9 @@ def test_every_shared_grib_file_lands_as_parquet(shared_data, tmp_path):
             row = by_key[name]
             assert row["status"] == "dead" and row["error"].startswith(error), (name, row)
             assert "fix:" in row["error"]
+            # the object the user put, not the handler's deleted scratch copy
+            assert row["error"].startswith(f"{error}: s3://landing/{name}"), row["error"]
+            assert ".headrace" not in row["error"] and "/tmp/" not in row["error"], row["error"]
             assert not (curated / f"{name}.parquet").exists()
         # no partial or temporary output is ever left in the curated bucket
         assert sorted(p.name for p in curated.iterdir()) == sorted(

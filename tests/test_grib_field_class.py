@@ -17,7 +17,7 @@ import eccodes
 import pytest
 
 from headrace.errors import UnsupportedGrib
-from headrace.formats import grib_field_class, grib_read
+from headrace.formats import grib_fast_path, grib_field_class, grib_read
 from headrace.formats.grib_messages import locate_messages, read_messages
 from tests.generated_data import grib2_parameters_levels_steps, grib2_sections
 
@@ -106,7 +106,7 @@ def _fresh_caches():
 
 
 def test_definitions_are_the_analysed_ones():
-    assert grib_field_class._definitions_as_analysed()  # ecCodes 2.50 as pinned in the venv
+    assert grib_fast_path.fast_path_enabled()  # ecCodes 2.50 as the grib extra pins
 
 
 @pytest.mark.parametrize("name", [GFS, WITH_SECTION_2, ECMWF_WITH_LOCAL_SECTION])
@@ -244,7 +244,7 @@ def test_generated_classes_are_shared_by_the_fields_of_a_run(tmp_path):
 
 
 def test_other_definitions_disable_the_classes(monkeypatch):
-    real = grib_field_class.read_definition
+    real = grib_fast_path.read_definition
 
     def edited(path: str) -> str | None:
         text = real(path)
@@ -252,14 +252,14 @@ def test_other_definitions_disable_the_classes(monkeypatch):
             return text + "\nalias step=endStep;\n"
         return text
 
-    monkeypatch.setattr(grib_field_class, "read_definition", edited)
-    grib_field_class._definitions_as_analysed.cache_clear()
+    monkeypatch.setattr(grib_fast_path, "read_definition", edited)
+    grib_fast_path.reset()
     try:
-        assert not grib_field_class._definitions_as_analysed()
+        assert not grib_fast_path.fast_path_enabled()
         assert grib_field_class.field_class(_first(0), "kwbc") is None
     finally:
         monkeypatch.undo()
-        grib_field_class._definitions_as_analysed.cache_clear()
+        grib_fast_path.reset()
     assert grib_field_class.field_class(_first(0), "kwbc") is not None
 
 

@@ -28,7 +28,8 @@ def handler(event, context):
         local = Path(context.tmp_dir) / Path(key).name
         context.storage.bucket(bucket).get_file(key, local)
         out = local.with_name(local.name + ".parquet")
-        report = grib_to_parquet(local, out)
+        # errors and the Parquet metadata name the object, not the scratch copy
+        report = grib_to_parquet(local, out, source_name=f"s3://{bucket}/{key}")
         dest_key = f"{key}.parquet"
         context.storage.bucket(OUTPUT_BUCKET).put_file(dest_key, out)
         logger.info(

@@ -33,9 +33,14 @@ and field number) as JSON in the field metadata ``headrace.grib``; the schema me
 per-field records under ``field_metadata``. Coordinates are always float64; ``dtype`` applies to
 values only.
 
+NCEP's rotated lat/lon template 3.32769 (gridType ``ncep_32769``), which ecCodes cannot locate,
+gets lat/lon computed by ``headrace.formats.grib_ncep_rotated``; the grid description says how
+(``latlonComputedBy``) and so do the ``lat``/``lon`` columns' field metadata.
+
 Spectral fields (gridType ``sh``) and grids whose lat/lon ecCodes cannot compute raise
-``UnsupportedGrib``; truncated, damaged, empty or non-GRIB files raise ``CorruptGrib``. In both
-cases no output file appears: Parquet is written to a hidden temporary name and renamed.
+``UnsupportedGrib``; truncated, damaged, empty or non-GRIB files (including a grid header
+ecCodes cannot make sense of on a grid type it supports) raise ``CorruptGrib``. In both cases
+no output file appears: Parquet is written to a hidden temporary name and renamed.
 """
 
 from __future__ import annotations
@@ -74,10 +79,20 @@ class GribReport:
     dst: str
 
 
-def read_grib(src: PathLike, *, layout: Layout = "wide", dtype: DType = "float64") -> pa.Table:
-    """Decode a GRIB file (local path or fsspec URL) into an Arrow table with GRIB metadata."""
+def read_grib(
+    src: PathLike,
+    *,
+    layout: Layout = "wide",
+    dtype: DType = "float64",
+    source_name: str | None = None,
+) -> pa.Table:
+    """Decode a GRIB file (local path or fsspec URL) into an Arrow table with GRIB metadata.
+
+    ``source_name`` is what errors and the ``source`` metadata call the file (default: ``src``);
+    pass the object's name (``s3://bucket/key``) when ``src`` is a scratch copy of it.
+    """
     _check_options(layout, dtype)
-    return _table(_read(src), layout, dtype)
+    return _table(_read(src, source_name), layout, dtype)
 
 
 def grib_to_parquet(
@@ -88,6 +103,7 @@ def grib_to_parquet(
     dtype: DType = "float64",
     compression: str = "lz4_raw",
     byte_stream_split: bool = True,
+    source_name: str | None = None,
 ) -> GribReport:
     """Convert one GRIB file to one Parquet file; ``dst`` appears only once complete.
 
@@ -95,11 +111,13 @@ def grib_to_parquet(
     fastest to write and read, ``zstd`` makes files about 14% smaller for about 25% more
     writing time (see ``_parquet_writer``). ``byte_stream_split`` encodes float columns with
     Parquet's BYTE_STREAM_SPLIT (smaller and faster with either codec); pass False, and
-    ``compression="snappy"``, for readers older than Parquet format 2.9.
+    ``compression="snappy"``, for readers older than Parquet format 2.9. ``source_name`` is
+    what errors and metadata call the input (default: ``src``): a handler converting a scratch
+    copy of an object passes the object's name, e.g. ``s3://bucket/key``.
     """
     _check_options(layout, dtype)
     started = time.perf_counter()
-    contents = _read(src)
+    contents = _read(src, source_name)
     table = _table(contents, layout, dtype)
     written, bytes_out = write_atomically(
         dst, _parquet_writer(table, compression, byte_stream_split)
@@ -124,9 +142,9 @@ def _check_options(layout: str, dtype: str) -> None:
         raise ValueError(f"dtype={dtype!r} is not supported: use 'float64' or 'float32'")
 
 
-def _read(src: PathLike) -> GribContents:
+def _read(src: PathLike, source_name: str | None) -> GribContents:
     with local_source(src) as path:
-        return read_grib_file(path, str(src))
+        return read_grib_file(path, source_name or str(src))
 
 
 def _chosen_layout(contents: GribContents, layout: str) -> str:

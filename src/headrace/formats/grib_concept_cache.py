@@ -28,10 +28,10 @@ declaration in ecCodes 2.50's definitions was checked: typeOfLevel is one concep
 GRIB2 stepType is the concept of ``section.1.def`` except in the statistical template with more
 than two time ranges, where a constant ``"multiple steps"`` is declared together with
 ``stepTypeInternal = "multiple steps"``, a value no other declaration gives stepTypeInternal;
-so stepTypeInternal is read into every stepType key. These two caches (and those of
-``grib_concept_dirs``) are therefore used only with ecCodes 2.50 and the declarations found
-where they were (``declarations_as_analysed``, checked once per process); otherwise ecCodes
-evaluates them on every field.
+so stepTypeInternal is read into every stepType key. These caches (and those of
+``grib_concept_dirs``) are therefore used only with ecCodes 2.50's definitions, as fingerprinted
+by ``grib_fast_path`` (checked once per process); otherwise ecCodes evaluates them on every
+field.
 
 Trees and answers are bounded (``MAX_TREE_SIZE``); a first conversion builds them from the
 definition files (parsed once per process, about 0.1 s for a GRIB2 centre). Trees grow only
@@ -47,10 +47,8 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
-from functools import cache, partial
+from functools import partial
 from typing import TYPE_CHECKING, TypeVar
-
-import eccodes
 
 from .grib_definitions import (
     Entries,
@@ -59,6 +57,14 @@ from .grib_definitions import (
     parse_inline_concept,
     read_definition,
 )
+from .grib_disk_cache import (
+    Sources,
+    derived,
+    recording_files,
+    remember_answer,
+    stored_answers,
+)
+from .grib_fast_path import fast_path_enabled
 from .grib_keys import KeyReader
 
 if TYPE_CHECKING:  # grib_concepts uses this module
@@ -75,7 +81,6 @@ _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
 # Each tree keeps at most this many nodes and answers, then starts again (bounded memory).
 MAX_TREE_SIZE = 50_000
-ANALYSED_VERSION = "2.50.0"  # ecCodes whose definitions' declarations were checked
 
 Reader = Callable[[KeyReader, bytes], object]
 _READERS: dict[str, Reader] = {
@@ -97,7 +102,7 @@ def param_id(keys: KeyReader, layout: ConceptLayout | None) -> int:
 
 def type_of_level(keys: KeyReader, layout: ConceptLayout | None) -> str:
     """The field's typeOfLevel, equal to ``keys.string("typeOfLevel")``."""
-    if layout is None or not declarations_as_analysed() or not keys.defined(b"typeOfLevel"):
+    if layout is None or not fast_path_enabled() or not keys.defined(b"typeOfLevel"):
         return keys.string("typeOfLevel")
     tree_id, load = _sources(layout)[1]
     return cached_concept(keys, tree_id, load, (), _LEVEL)
@@ -105,7 +110,7 @@ def type_of_level(keys: KeyReader, layout: ConceptLayout | None) -> str:
 
 def step_type(keys: KeyReader, layout: ConceptLayout | None) -> str:
     """The field's stepType, equal to ``keys.string("stepType")``."""
-    if layout is None or not declarations_as_analysed() or not keys.defined(b"stepType"):
+    if layout is None or not fast_path_enabled() or not keys.defined(b"stepType"):
         return keys.string("stepType")
     tree_id, load = _sources(layout)[2]
     extra = _GRIB2_STEP if layout.edition == 2 else _GRIB1_STEP
@@ -186,11 +191,18 @@ class _Entry:
 
 
 class _Node:
-    __slots__ = ("children", "key", "reads", "results", "split", "survivors")
+    __slots__ = ("children", "key", "path", "reads", "results", "split", "survivors")
 
-    def __init__(self, survivors: list[_Entry], split: frozenset[str], extra: frozenset) -> None:
+    def __init__(
+        self,
+        survivors: list[_Entry],
+        split: frozenset[str],
+        extra: frozenset,
+        path: tuple[object, ...] = (),
+    ) -> None:
         self.survivors = survivors
         self.split = split
+        self.path = path  # the values read on the way here: with the tree, names this node
         counts = Counter(k for e in survivors for k in e.integers if k not in split)
         self.key: bytes | None = None
         self.children: dict[object, _Node] = {}
@@ -207,21 +219,24 @@ class _Node:
     def child(self, value: object, extra: frozenset) -> _Node:
         key = self.key.decode()  # type: ignore[union-attr]
         survivors = [e for e in self.survivors if e.integers.get(key, value) == value]
-        return _Node(survivors, self.split | {key}, extra)
+        return _Node(survivors, self.split | {key}, extra, (*self.path, value))
 
 
 class _Tree:
-    __slots__ = ("extra", "root", "size")
+    __slots__ = ("extra", "root", "size", "sources", "stored")
 
-    def __init__(self, entries: list[_Entry], extra: frozenset) -> None:
+    def __init__(self, entries: list[_Entry], extra: frozenset, sources: Sources, stored: dict):
         self.extra = extra
         self.root = _Node(entries, frozenset(), extra)
         self.size = 1
+        self.sources = sources  # (path, sha256) of the files the entries came from
+        self.stored = stored  # answers earlier processes got from ecCodes (grib_disk_cache)
 
 
 _lock = threading.Lock()
 _trees: dict[tuple[str, ...], _Tree | None] = {}
-_entry_lists: dict[tuple[str, ...], list[_Entry] | None] = {}  # parsed once per process
+# parsed once per process, with the files they came from
+_entry_lists: dict[tuple[str, ...], tuple[list[_Entry] | None, Sources]] = {}
 
 
 def cached_concept(
@@ -245,9 +260,15 @@ def cached_concept(
         with _lock:
             if tree_id not in _trees:
                 if tree_id not in _entry_lists:
-                    _entry_lists[tree_id] = load()
-                entries = _entry_lists[tree_id]
-                _trees[tree_id] = None if entries is None else _Tree(entries, frozenset(extra))
+                    with recording_files() as files:
+                        loaded = load()
+                    _entry_lists[tree_id] = (loaded, tuple(sorted(set(files))))
+                entries, sources = _entry_lists[tree_id]
+                _trees[tree_id] = (
+                    None
+                    if entries is None
+                    else _Tree(entries, frozenset(extra), sources, stored_answers(tree_id, sources))
+                )
             tree = _trees[tree_id]
         if tree is None:
             return evaluate(keys)
@@ -262,7 +283,10 @@ def cached_concept(
     signature = (*[read(keys, key) for key, read in node.reads], *known)
     answer = node.results.get(signature)
     if answer is None:
-        answer = evaluate(keys)
+        answer = tree.stored.get((node.path, signature))
+        if answer is None:
+            answer = evaluate(keys)
+            remember_answer(tree_id, tree.sources, (node.path, signature), answer)
         node.results[signature] = answer
         tree.size += 1
         if tree.size > MAX_TREE_SIZE:
@@ -283,18 +307,43 @@ def file_entries(paths: tuple[str, ...]) -> list[_Entry] | None:
         return None
     entries: list[_Entry] = []
     for path in paths:
+        # the conditions sorted into reads, kept on disk between processes (grib_disk_cache)
+        data = derived("tree entries", (path,), _entry_data)
         if path not in _file_entries:
-            text = read_definition(path)
-            if text is None:
-                _file_entries[path] = _ABSENT
-            else:
-                parsed = _entries(parse_concept(text))
-                _file_entries[path] = None if parsed is None else tuple(parsed)
+            _file_entries[path] = _from_data(data)
         found = _file_entries[path]
         if found is None:
             return None
         entries.extend(found)
     return entries
+
+
+EntryData = tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]
+
+
+def _entry_data(texts: list[str | None]) -> bool | list[EntryData] | None:
+    """False for a missing file, None if not parsed with certainty, else each entry's reads."""
+    if texts[0] is None:
+        return False
+    entries = _entries(parse_concept(texts[0]))
+    if entries is None:
+        return None
+    return [(tuple(e.integers.items()), tuple(sorted(e.others))) for e in entries]
+
+
+def _from_data(data: bool | list[EntryData] | None) -> tuple[_Entry, ...] | None:
+    if data is False:
+        return _ABSENT
+    if data is None:
+        return None
+    found = []
+    for integers, others in data:
+        key_names = {sys.intern(k): v for k, v in integers}
+        shared_others = frozenset((sys.intern(k), kind) for k, kind in others)
+        shared_others = _shared.setdefault(shared_others, shared_others)  # type: ignore[assignment]
+        entry = _Entry(key_names, shared_others)
+        found.append(_shared.setdefault(entry, entry))
+    return tuple(found)  # type: ignore[arg-type]
 
 
 def inline_entries(path: str, declaration: str) -> list[_Entry] | None:
@@ -346,57 +395,3 @@ def _entry(conditions: frozenset[str]) -> _Entry | None:
     shared_others = _shared.setdefault(frozenset(others), frozenset(others))
     entry = _Entry(integers, shared_others)  # type: ignore[arg-type]
     return _shared.setdefault(entry, entry)  # type: ignore[return-value]
-
-
-# ----------------------------------------------------------------------------- declarations
-_DECLARATIONS = {
-    "grib2/section.1.def": (
-        r"concept\s+stepType\s*\{",
-        r"transient\s+stepTypeInternal\s*=\s*\"instant\"",
-        r"meta\s+conceptsDir1\s+g2_concept_dir\(\s*preferLocalConcepts\s*,\s*conceptsMasterDir\s*,"
-        r"\s*conceptsLocalDirAll\s*,\s*datasetForLocal\s*,\s*1\s*\)",
-        r"meta\s+conceptsDir2\s+g2_concept_dir\(\s*preferLocalConcepts\s*,\s*conceptsMasterDir\s*,"
-        r"\s*conceptsLocalDirAll\s*,\s*datasetForLocal\s*,\s*2\s*\)",
-    ),
-    "grib2/section.4.def": (
-        r"concept\s+datasetForLocal\s*\(\s*unknown\s*\)\s*\{",
-        r"concept\s+MTG2SwitchViaTablesVersion\s*\(\s*false\s*,"
-        r"\s*\"MTG2SwitchViaTablesVersionConcept\.def\"\s*,\s*conceptsDir2\s*,\s*conceptsDir1\s*\)",
-        r"meta\s+MTG2SwitchDefault\s+mtg2_switch_default\(\s*tablesVersion\s*,"
-        r"\s*tablesVersionMTG2Switch\s*,\s*marsClass\s*,\s*MTG2SwitchViaTablesVersion\s*\)",
-        r"concept\s+MTG2Switch\s*\(\s*MTG2SwitchDefault\s*,\s*\"MTG2SwitchConcept\.def\"\s*,"
-        r"\s*conceptsDir2\s*,\s*conceptsDir1\s*\)",
-    ),
-    "grib2/parameters.def": (
-        r"meta\s+paramIdFilename\s+g2_param_concept_filename\(\s*\"paramId\"\s*,\s*MTG2Switch\s*,"
-        r"\s*tablesVersionMTG2Switch\s*\)",
-    ),
-    "grib2/templates/template.4.statistical.def": (
-        r"constant\s+stepType\s*=\s*\"multiple steps\"",
-        r"constant\s+stepTypeInternal\s*=\s*\"multiple steps\"",
-    ),
-    "grib2/templates/template.4.horizontal.def": (
-        r"concept\s+vertical\.typeOfLevel\s*\(\s*unknown\s*,\s*\"typeOfLevelConcept\.def\"\s*,"
-        r"\s*conceptsDir2\s*,\s*conceptsDir1\s*\)",
-    ),
-    "grib1/section.1.def": (
-        r"concept\s+typeOfLevelECMF\s*\(\s*unknown\s*,\s*\"typeOfLevel\.def\"\s*,"
-        r"\s*conceptsMasterDir\s*,\s*conceptsLocalDirECMF\s*\)",
-        r"concept\s+vertical\.typeOfLevel\s*\(\s*typeOfLevelECMF\s*,\s*\"typeOfLevel\.def\"\s*,"
-        r"\s*conceptsDir2\s*,\s*conceptsDir1\s*\)",
-        r"concept_nofail\s+stepType\s*\(\s*timeRangeIndicator\s*,\s*\"stepType\.def\"\s*,"
-        r"\s*conceptsDir2\s*,\s*conceptsDir1\s*\)",
-    ),
-}
-
-
-@cache
-def declarations_as_analysed() -> bool:
-    """ecCodes 2.50 with the declarations the caches rely on where they were analysed."""
-    if eccodes.codes_get_api_version() != ANALYSED_VERSION or not definitions_readable():
-        return False
-    for path, patterns in _DECLARATIONS.items():
-        text = read_definition(path)
-        if text is None or any(len(re.findall(p, text)) != 1 for p in patterns):
-            return False
-    return True

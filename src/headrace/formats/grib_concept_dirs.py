@@ -21,7 +21,7 @@ and the three ``meta`` accessors (``G2ConceptDir``, ``Mtg2SwitchDefault``,
 ``G2ParamConceptFilename`` in ecCodes' sources) read nothing but their arguments. So each value
 is ecCodes' own answer cached by exactly what it reads: the concepts through
 ``grib_concept_cache`` (their entries' reads, their defaults' reads), the metas by their
-arguments' values. Used only where ``declarations_as_analysed()`` holds; otherwise, and for
+arguments' values. Used only where ``grib_fast_path.fast_path_enabled()`` holds; otherwise, and for
 any value these caches cannot vouch for, ecCodes is read directly.
 """
 

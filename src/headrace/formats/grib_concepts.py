@@ -32,9 +32,10 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from .grib_concept_cache import declarations_as_analysed
 from .grib_concept_dirs import grib2_directories
-from .grib_definitions import definitions_readable, parse_concept, read_definition
+from .grib_definitions import definitions_readable, parse_concept
+from .grib_disk_cache import derived
+from .grib_fast_path import fast_path_enabled
 from .grib_keys import KeyReader
 
 Names = tuple[str, str, str]  # shortName, name, units
@@ -43,7 +44,7 @@ _NAME_CONCEPTS = ("shortName", "name", "units")
 _CONCEPTS = ("paramId", *_NAME_CONCEPTS)
 _DIRECTORY_KEYS = ("conceptsDir1", "conceptsDir2", "conceptsLocalDirECMF", "conceptsMasterDir")
 _RECOMPOSE = re.compile(r"\[(\w+)(?::([sld]))?\]")
-_AMBIGUOUS = object()
+_AMBIGUOUS = ("(ambiguous)",)  # not a names triple; a tuple so that tables can be cached
 _UNSET = object()
 
 _lock = threading.Lock()
@@ -111,12 +112,15 @@ def concept_layout(
     GRIB2 the file name comes from ``g2_param_concept_filename(<concept>, MTG2Switch,
     tablesVersionMTG2Switch)`` for all four, so the suffix of ``paramIdFilename`` (e.g.
     ``.lte33.def``) is theirs too; reading it once saves three evaluations of MTG2Switch.
-    With ecCodes 2.50's declarations, GRIB2 ``conceptsDir1/2`` and ``paramIdFilename`` come
-    from the exact caches of ``grib_concept_dirs`` (60 us per field less).
+    GRIB2 ``conceptsDir1/2`` and ``paramIdFilename`` come from the exact caches of
+    ``grib_concept_dirs`` (60 us per field less). None whenever the fast path is off
+    (``grib_fast_path``).
     """
+    if not fast_path_enabled():
+        return None  # every concept is evaluated by ecCodes on the field
     try:
         known = {} if centre is None else {"centre": centre}
-        if edition == 2 and declarations_as_analysed():
+        if edition == 2:
             dir1, dir2, filename = grib2_directories(
                 keys, centre, lambda d: _recompose(keys, d, known)
             )
@@ -209,7 +213,19 @@ def _load(files: tuple[str, ...]) -> list[dict[int, object]] | None:
 def _load_group(paths: tuple[str, ...]) -> dict[int, object] | None:
     if not definitions_readable():
         return None
-    texts = [read_definition(path) for path in paths]
+    # the table, kept on disk between processes (grib_disk_cache)
+    table = derived("names table", paths, _names_table)
+    if table is None:
+        return None
+    # the same names recur across files and directories: each string and triple kept once
+    for param_id, names in table.items():
+        names = tuple(sys.intern(n) for n in names)
+        table[param_id] = _names_met.setdefault(names, names)
+    return table
+
+
+def _names_table(texts: list[str | None]) -> dict[int, tuple[str, ...]] | None:
+    """paramId -> (shortName, name, units) of one directory's four files, or None if unsure."""
     if all(t is None for t in texts):
         return {}  # ecCodes skips a directory without these files, e.g. no local concepts
     if any(t is None for t in texts):
@@ -221,15 +237,13 @@ def _load_group(paths: tuple[str, ...]) -> dict[int, object] | None:
     conditions = [c for _, c in params]  # type: ignore[union-attr]
     if any([c for _, c in n] != conditions for n in named):  # type: ignore[union-attr]
         return None
-    table: dict[int, object] = {}
+    table: dict[int, tuple[str, ...]] = {}
     for position, (value, _) in enumerate(params):  # type: ignore[arg-type]
         try:
             param_id = int(value)
         except ValueError:
             return None
-        # the same names recur across files and directories: each string and triple kept once
-        names = tuple(sys.intern(n[position][0]) for n in named)  # type: ignore[index]
-        names = _names_met.setdefault(names, names)
+        names = tuple(n[position][0] for n in named)  # type: ignore[index]
         if table.setdefault(param_id, names) != names:
             table[param_id] = _AMBIGUOUS
     return table

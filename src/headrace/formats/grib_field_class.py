@@ -52,14 +52,13 @@ ecCodes 2.50's GRIB2 and MARS definitions); the masked octets only choose names 
 
 ``ECCODES_GRIB_PREFER_LOCAL_CONCEPTS``, which ecCodes reads on every handle and which swaps the
 concept directories, is part of both keys. The definition files this rests on are
-fingerprinted (ecCodes 2.50.0) and checked once per process; with any other ecCodes or
-definitions, no field is in a class and everything is read from ecCodes on every field, as it
-is for every field outside the conditions.
+fingerprinted (ecCodes 2.50.0) and checked once per process (``grib_fast_path``); with any
+other ecCodes or definitions, no field is in a class and everything is read from ecCodes on
+every field, as it is for every field outside the conditions.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import threading
@@ -67,10 +66,8 @@ from collections.abc import Callable
 from functools import cache
 from typing import NamedTuple, TypeVar
 
-import eccodes
-
-from .grib_concept_cache import ANALYSED_VERSION
-from .grib_definitions import definitions_readable, parse_concept, read_definition
+from .grib_definitions import parse_concept, read_definition
+from .grib_fast_path import fast_path_enabled
 from .grib_messages import field_sections
 
 T = TypeVar("T")
@@ -83,30 +80,6 @@ class FieldClass(NamedTuple):
 
 _TEMPLATES = frozenset({0, 1, 8, 11})
 _PRODUCTION_STATUSES = range(4)
-_ANALYSED_FILES = (
-    "grib2/sections.def",
-    "grib2/section.1.def",
-    "grib2/section.2.def",
-    "grib2/section.4.def",
-    "grib2/parameters.def",
-    "grib2/stepUnits.def",
-    *(f"grib2/products_{status}.def" for status in _PRODUCTION_STATUSES),
-    *(
-        f"grib2/templates/template.4.{name}.def"
-        for name in (
-            *map(str, sorted(_TEMPLATES)),
-            "parameter",
-            "generating_process",
-            "forecast_time",
-            "point_in_time",
-            "horizontal",
-            "eps",
-            "statistical",
-        )
-    ),
-)
-# sha256 of the files above as ecCodes 2.50.0 ships them, joined by NUL
-_ANALYSED_FINGERPRINT = "7e300f44264ab7c177aa6ddcb9d4d9d4f963201587e450fdc3384a72bfcbadd0"
 # keys the MTG2Switch concepts may test: section 1, the generating-process octets, keys no
 # file of a class declares (marsClass: section 2; the others: post-processing templates)
 # and constants
@@ -181,7 +154,7 @@ def field_class(field: bytes | memoryview | None, centre: str) -> FieldClass | N
 
     ``centre`` is the field's ``centre`` key as ecCodes reads it.
     """
-    if field is None or not _definitions_as_analysed():
+    if field is None or not fast_path_enabled():
         return None
     sections = field_sections(field)
     if sections is None:
@@ -247,20 +220,6 @@ class ClassCache:
 
 
 _MISSING = object()
-
-
-@cache
-def _definitions_as_analysed() -> bool:
-    if eccodes.codes_get_api_version() != ANALYSED_VERSION or not definitions_readable():
-        return False
-    texts = [read_definition(path) for path in _ANALYSED_FILES]
-    if any(text is None for text in texts):
-        return False
-    hooks = (f"grib2/post_meta_data.hook.products_{s}.def" for s in _PRODUCTION_STATUSES)
-    if any(read_definition(path) is not None for path in hooks):
-        return False
-    digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()  # type: ignore[arg-type]
-    return digest == _ANALYSED_FINGERPRINT
 
 
 @cache

@@ -18,11 +18,19 @@ from typing import Any
 import eccodes
 import numpy as np
 
-from headrace.errors import UnsupportedGrib
+from headrace.errors import CorruptGrib, UnsupportedGrib
 
+from . import grib_ncep_rotated
 from .grib_keys import KeyReader
 
 SPECTRAL_GRID_TYPES = frozenset({"sh", "rotated_sh", "stretched_sh", "stretched_rotated_sh"})
+ECCODES_METHOD = "ecCodes (latitudes/longitudes keys)"
+# ecCodes' answers when it has no geometry for a grid (no geoiterator): the grid is unsupported.
+# Any other failure, on a grid type it does locate, means the grid header is inconsistent.
+_NO_GEOMETRY_ERRORS = (
+    eccodes.KeyValueNotFoundError,
+    eccodes.FunctionNotImplementedError,
+)
 
 CACHE_MAX_GRIDS = 16
 CACHE_MAX_BYTES = 512 * 1024 * 1024
@@ -148,12 +156,16 @@ def grid_of(
         cached = GRID_CACHE.get(key)
         if cached is not None:
             return cached
-    grid = Grid(
-        key=key,
-        lat=_readonly(_coordinate(handle, "latitudes", grid_type, points, subject)),
-        lon=_readonly(_coordinate(handle, "longitudes", grid_type, points, subject)),
-        description=_describe(handle, keys, grid_type, edition, points),
-    )
+    description = _describe(handle, keys, grid_type, edition, points)
+    if grid_type == grib_ncep_rotated.GRID_TYPE:
+        lat, lon = grib_ncep_rotated.ncep_32769_latlon(keys, points, subject)
+        description.update(grib_ncep_rotated.description(keys))
+    else:
+        lat = _coordinate(handle, "latitudes", grid_type, points, subject)
+        lon = _coordinate(handle, "longitudes", grid_type, points, subject)
+        description["latlonComputedBy"] = ECCODES_METHOD
+    _check_latitudes(lat, grid_type, subject)
+    grid = Grid(key=key, lat=_readonly(lat), lon=_readonly(lon), description=description)
     GRID_CACHE.put(grid)
     return grid
 
@@ -175,20 +187,39 @@ def _md5(keys: KeyReader) -> str | None:
 def _coordinate(handle: int, key: str, grid_type: str, points: int, subject: str) -> np.ndarray:
     try:
         array = eccodes.codes_get_double_array(handle, key)
-    except eccodes.CodesInternalError as exc:
+    except _NO_GEOMETRY_ERRORS as exc:
         raise UnsupportedGrib(
             subject,
             f"ecCodes cannot compute {key} for gridType {grid_type!r} ({exc})",
             "regrid the file to a grid ecCodes supports (e.g. regular_ll with `cdo` or `mir`), "
             "or upgrade ecCodes if a newer version supports this grid template",
         ) from exc
-    if array.size != points:
-        raise UnsupportedGrib(
+    except eccodes.CodesInternalError as exc:
+        raise CorruptGrib(
             subject,
-            f"ecCodes returned {array.size} {key} for {points} points (gridType {grid_type!r})",
-            "regrid the file to a grid ecCodes supports, e.g. regular_ll",
+            f"the file is damaged: ecCodes cannot compute {key} for gridType {grid_type!r} "
+            f"because the grid header is inconsistent ({exc})",
+            "re-download or regenerate the file",
+        ) from exc
+    if array.size != points:
+        raise CorruptGrib(
+            subject,
+            f"the file is damaged: its grid header gives {array.size} {key} for the "
+            f"{points} points of the message (gridType {grid_type!r})",
+            "re-download or regenerate the file",
         )
     return array
+
+
+def _check_latitudes(lat: np.ndarray, grid_type: str, subject: str) -> None:
+    """ecCodes computes whatever a damaged header says, e.g. a first latitude of 2141 degrees."""
+    if lat.size and not (lat.min() >= -90.000001 and lat.max() <= 90.000001):  # NaN fails too
+        raise CorruptGrib(
+            subject,
+            f"the file is damaged: its grid header (gridType {grid_type!r}) puts points at "
+            f"latitudes from {lat.min():g} to {lat.max():g}, outside -90..90",
+            "re-download or regenerate the file",
+        )
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:

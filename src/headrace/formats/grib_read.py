@@ -50,6 +50,8 @@ from headrace.errors import CorruptGrib
 
 from .grib_concept_cache import param_id, step_type, type_of_level
 from .grib_concepts import ConceptLayout, Names, concept_layout, parameter_names
+from .grib_disk_cache import save as save_disk_cache
+from .grib_fast_path import count_conversion
 from .grib_field_class import ClassCache, field_class
 from .grib_grid import Grid, grid_of
 from .grib_keys import KeyReader, decode_values, handle_from_message, release
@@ -107,6 +109,8 @@ def read_grib_file(path: str, source: str) -> GribContents:
             "check that the file is GRIB edition 1 or 2 and was fully downloaded",
         )
     _check_gaps(path, size, spans, source, whole_messages)
+    count_conversion()
+    save_disk_cache()  # the next process starts with what this one learnt
     return GribContents(source=source, fields=fields, messages=len(spans), bytes=size)
 
 

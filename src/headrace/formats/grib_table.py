@@ -57,9 +57,10 @@ def wide_table(contents: GribContents, dtype: str) -> pa.Table:
         _float_array(grid.lat, pa.float64(), None),
         _float_array(grid.lon, pa.float64(), None),
     ]
+    coordinates = _coordinate_metadata([grid])
     schema_fields = [
-        pa.field("lat", pa.float64(), nullable=False),
-        pa.field("lon", pa.float64(), nullable=False),
+        pa.field("lat", pa.float64(), nullable=False, metadata=coordinates),
+        pa.field("lon", pa.float64(), nullable=False, metadata=coordinates),
     ]
     for name, field in zip(names, fields, strict=True):
         columns.append(_value_array(field, dtype, value_type))
@@ -89,8 +90,20 @@ def long_table(contents: GribContents, dtype: str) -> pa.Table:
         "value": _concatenated_values(fields, dtype, value_type),
     }
     records = [{"column": name, **f.meta} for name, f in zip(names, fields, strict=True)]
-    metadata = _file_metadata(contents, "long", distinct_grids(fields), records)
-    return pa.table(columns).replace_schema_metadata(metadata)
+    grids = distinct_grids(fields)
+    table = pa.table(columns)
+    coordinates = _coordinate_metadata(grids)
+    schema = pa.schema(
+        [f.with_metadata(coordinates) if f.name in ("lat", "lon") else f for f in table.schema],
+        metadata=_file_metadata(contents, "long", grids, records),
+    )
+    return table.cast(schema)
+
+
+def _coordinate_metadata(grids: Sequence[Grid]) -> dict[bytes, bytes]:
+    """How lat/lon were computed: by ecCodes, or by headrace where ecCodes cannot."""
+    methods = sorted({g.description.get("latlonComputedBy", "") for g in grids} - {""})
+    return {METADATA_KEY: _json({"computedBy": methods[0] if len(methods) == 1 else methods})}
 
 
 def _value_array(field: GribField, dtype: str, value_type: pa.DataType) -> pa.Array:

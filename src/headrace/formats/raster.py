@@ -19,6 +19,12 @@ source). Every source must match the first in shape, CRS, transform and dtype; o
 ``RasterError`` names the offending file, what differs and how to fix it. Missing, unreadable
 and non-raster paths raise ``RasterError`` too.
 
+Any GDAL error while reading a source or writing the output raises ``RasterError`` naming the
+file: GDAL decodes on the calling thread during a composite (``GDAL_NUM_THREADS=1``), because
+errors raised in GDAL's decoder threads only reach stderr and the damaged pixels come back as if
+they were good (a truncated JPEG 2000 band composited "successfully" with 46% of its pixels
+wrong).
+
 I/O is windowed: memory stays bounded for any tile size (see ``raster_write``). The output is
 written under a hidden temporary name in the destination folder and renamed when complete, so a
 failure never leaves a partial file at ``dst``.
@@ -34,8 +40,16 @@ from pathlib import Path
 
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
 
-from .raster_sources import PathLike, RasterError, close_sources, open_sources, resolve_nodata
+from .raster_sources import (
+    PathLike,
+    RasterError,
+    close_sources,
+    gdal_message,
+    open_sources,
+    resolve_nodata,
+)
 from .raster_stats import BandStatistics
 from .raster_write import (
     COMPRESSIONS,
@@ -97,34 +111,29 @@ def composite(
     target = Path(os.fspath(dst)).absolute()
     if target.is_dir():
         raise RasterError(str(target), "is a folder", "pass the path of the GeoTIFF to write")
-    sources = open_sources(band_paths, band, names)
-    try:
-        first = sources[0]
-        ref = first.dataset
-        layout = Layout(
-            width=ref.width,
-            height=ref.height,
-            dtype=ref.dtypes[first.band - 1],
-            crs=ref.crs,
-            transform=ref.transform,
-            nodata=resolve_nodata(sources, nodata, ref.dtypes[first.band - 1]),
-            block_size=block_size,
-            compress=compress.lower(),
-            overviews=factors,
-            resampling=resampling,
-            cog=cog,
-        )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = temporary_name(target, "tmp")
+    # GDAL's decoder threads report errors only to stderr: decode on this thread (module doc)
+    with rasterio.Env(GDAL_NUM_THREADS="1"):
+        sources = open_sources(band_paths, band, names)
         try:
-            with bounded_block_cache():
-                stats = write_composite(sources, layout, temporary, statistics)
-            os.replace(temporary, target)
-        except BaseException:
-            remove_quietly(temporary)
-            raise
-    finally:
-        close_sources(sources)
+            first = sources[0]
+            ref = first.dataset
+            layout = Layout(
+                width=ref.width,
+                height=ref.height,
+                dtype=ref.dtypes[first.band - 1],
+                crs=ref.crs,
+                transform=ref.transform,
+                nodata=resolve_nodata(sources, nodata, ref.dtypes[first.band - 1]),
+                block_size=block_size,
+                compress=compress.lower(),
+                overviews=factors,
+                resampling=resampling,
+                cog=cog,
+            )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            stats = _write(sources, layout, target, statistics)
+        finally:
+            close_sources(sources)
     # metadata beside the file would shadow what is now inside it
     remove_quietly(f"{target}.aux.xml")
     found = _overview_factors(target, layout.width, layout.height, factors)
@@ -144,6 +153,26 @@ def composite(
         bytes_out=target.stat().st_size,
         sources=tuple(s.path for s in sources),
     )
+
+
+def _write(sources: list, layout: Layout, target: Path, statistics: bool) -> list[BandStatistics]:
+    """Write under a temporary name and rename: a failure never leaves a partial ``target``."""
+    temporary = temporary_name(target, "tmp")
+    try:
+        with bounded_block_cache():
+            stats = write_composite(sources, layout, temporary, statistics)
+        os.replace(temporary, target)
+    except RasterioError as exc:  # a failed read is a RasterError naming its source already
+        remove_quietly(temporary)
+        raise RasterError(
+            str(target),
+            f"could not be written ({gdal_message(exc)})",
+            "check that the destination folder is writable and has free space",
+        ) from exc
+    except BaseException:
+        remove_quietly(temporary)
+        raise
+    return stats
 
 
 def _overview_factors(

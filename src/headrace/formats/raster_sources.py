@@ -84,6 +84,19 @@ def close_sources(sources: Sequence[Source]) -> None:
         source.dataset.close()
 
 
+def gdal_message(exc: BaseException) -> str:
+    """GDAL's own words for an error: rasterio chains them as causes behind a generic message
+    ("Read failed. See previous exception for details.")."""
+    messages = []
+    seen = exc
+    while seen is not None and len(messages) < 4:
+        text = str(seen).strip()
+        if text and "See previous exception" not in text and text not in messages:
+            messages.append(text)
+        seen = seen.__cause__
+    return "; ".join(reversed(messages)) or type(exc).__name__
+
+
 def _per_source(what: str, value: Any, count: int) -> list[Any]:
     if value is None or isinstance(value, int | str):
         return [value] * count

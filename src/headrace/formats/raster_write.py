@@ -32,7 +32,7 @@ from rasterio.errors import RasterioError
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
-from .raster_sources import RasterError, Source
+from .raster_sources import RasterError, Source, gdal_message
 from .raster_stats import BandStatistics, accumulator
 
 # Pixels per window: 2 Mi pixels is 16 MiB as float64/intp, the widest temporary (statistics).
@@ -185,7 +185,7 @@ def _read(source: Source, window: Window) -> np.ndarray:
         raise RasterError(
             source.path,
             f"band {source.band} could not be read at rows {window.row_off}.."
-            f"{window.row_off + window.height} ({exc})",
+            f"{window.row_off + window.height} ({gdal_message(exc)})",
             "the file is probably truncated or damaged: fetch or write it again",
         ) from exc
 
