@@ -63,6 +63,7 @@ def _worker_main(
     # fd 2 itself, so that what native code writes (abort messages, ecCodes) is captured too
     os.dup2(stderr.fileno(), 2)
     stderr.close()
+    name = f"{name}-{os.getpid()}"
     os.environ["HEADRACE_WORKER"] = name
     while True:
         try:
@@ -110,9 +111,7 @@ class _Worker:
     stderr_partial: bytes = b""
     scratch_checked: float = 0.0
 
-    @property
-    def name(self) -> str:
-        return f"local-{self.index}-{self.process.pid}"
+    name: str = ""  # what the worker calls itself in the outcomes it sends
 
 
 class LocalExecutor:
@@ -156,9 +155,10 @@ class LocalExecutor:
         out_r, out_w = self._ctx.Pipe(duplex=False)
         err_r, err_w = self._ctx.Pipe(duplex=False)
         self._spawned += 1
+        name = f"local-{index}-{self._spawned}"
         process = self._ctx.Process(
             target=_worker_main,
-            args=(f"local-{index}-{self._spawned}", calls_r, out_w, err_w, _fork_server_pid()),
+            args=(name, calls_r, out_w, err_w, _fork_server_pid()),
             name=f"headrace-worker-{index}",
             daemon=True,
         )
@@ -167,7 +167,7 @@ class LocalExecutor:
         out_w.close()
         err_w.close()
         os.set_blocking(err_r.fileno(), False)
-        return _Worker(index, process, calls_w, out_r, stderr=err_r)
+        return _Worker(index, process, calls_w, out_r, stderr=err_r, name=f"{name}-{process.pid}")
 
     def shutdown(self, *, wait: bool = True, timeout: float | None = None) -> list[Outcome]:
         deadline = None if timeout is None else time.monotonic() + timeout
