@@ -13,7 +13,8 @@ Checks, and prints as one JSON line:
 * every output is there and right; no scratch folder is left.
 
 * no handler finished after its coordinator was killed (`finished_after_coordinator_died`, from
-  the marks handlers leave with their coordinator's pid and the time).
+  the marks handlers leave with their coordinator's pid and the time), allowing DEATH_TOLERANCE
+  for the kernel to deliver the kills (`latest_finish_after_kill_s` shows the actual figure).
 
 It also counts handlers that ran to completion twice (`completed_twice`): a handler whose
 coordinator was killed after the handler wrote its output but before the coordinator recorded it
@@ -43,6 +44,9 @@ from sqlalchemy import select
 
 HERE = Path(__file__).resolve().parent
 APP_DIR = HERE / "kill9_app"
+# A SIGKILL is not instantaneous: the kernel tears the coordinator down, then the fork server
+# (PR_SET_PDEATHSIG), then the workers. A handler in its last milliseconds may still finish.
+DEATH_TOLERANCE = 0.1
 PG_ADMIN = os.environ.get("HEADRACE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -251,7 +255,8 @@ def run(kind: str, n_objects: int, kills: int, seed: int, workdir: Path) -> dict
         ),
         "slowest_death_s": round(max(deaths, default=0.0), 3),
         "outlived": len(outlived),
-        "finished_after_coordinator_died": after_death,
+        "finished_after_coordinator_died": [a for a in after_death if a[1] > DEATH_TOLERANCE],
+        "latest_finish_after_kill_s": max((d for _, d in after_death), default=None),
         "failed_attempts_with_output": failed_with_output,
         "dead_with_output": dead_with_output,
         "completed_twice": sum(1 for v in done.values() if len(v) > 1),

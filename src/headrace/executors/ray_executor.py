@@ -17,6 +17,7 @@ import itertools
 import logging
 import os
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ MEMORY_SAMPLE_INTERVAL = 0.05
 MEMORY_RECORD_TIMEOUT = 3.0  # how long a worker over its limit waits to record that, then dies
 MEMORY_EXIT_CODE = 86  # only shows up in Ray's worker logs, which helps someone reading them
 RECORDER_TIMEOUT = 5.0
+RAY_EXIT_GRACE = 5.0  # how long Ray's own processes get to exit after ray.shutdown()
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -212,6 +214,7 @@ class RayExecutor:
         self._stopping = False
         self._closed = False
         self._seq = itertools.count()
+        self._ray_processes: list[Any] = []  # what our ray.init started (psutil.Process)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -268,8 +271,10 @@ class RayExecutor:
         kwargs: dict[str, Any] = {"runtime_env": runtime_env or None}
         if self.address is None:
             kwargs.update(num_cpus=self.num_cpus, include_dashboard=False)
+        before = _children()
         try:
-            ray.init(address=self.address, **kwargs)
+            with _keep_signal_handlers():
+                ray.init(address=self.address, **kwargs)
         except Exception as exc:
             where = self.address or "a new local Ray"
             raise ExecutorError(
@@ -278,6 +283,8 @@ class RayExecutor:
                 "check the address, or start the cluster with `ray start --head`",
             ) from exc
         self._owns_ray = True
+        if self.address is None:
+            self._ray_processes = [p for p in _children() if p.pid not in before]
         return ray
 
     def shutdown(self, *, wait: bool = True, timeout: float | None = None) -> list[Outcome]:
@@ -317,8 +324,10 @@ class RayExecutor:
                 self._ray.kill(self._recorder)
             self._recorder = None
         if self._owns_ray:
+            started = _with_descendants(self._ray_processes)
             self._ray.shutdown()
             self._owns_ray = False
+            _reap(started, RAY_EXIT_GRACE)
         return self.collect()
 
     # -- submitting ---------------------------------------------------------------------------
@@ -561,3 +570,50 @@ def _label(call: Call) -> str:
 def _plain(text: str) -> str:
     """Ray colours its task headers; a ledger or log file wants plain text."""
     return _ANSI.sub("", text)
+
+
+@contextlib.contextmanager
+def _keep_signal_handlers() -> Any:
+    """`ray.init` replaces the SIGTERM handler with one that exits the process at once: the
+    coordinator's handler (drain, then exit) must stay."""
+    main = threading.current_thread() is threading.main_thread()
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
+def _children() -> list[Any]:
+    try:
+        import psutil
+
+        return psutil.Process().children()
+    except Exception:  # psutil missing or /proc unreadable: nothing to clean up after
+        return []
+
+
+def _with_descendants(processes: list[Any]) -> list[Any]:
+    out = list(processes)
+    for process in processes:
+        with contextlib.suppress(Exception):
+            out.extend(process.children(recursive=True))
+    return out
+
+
+def _reap(processes: list[Any], grace: float) -> None:
+    """Wait for the processes a local Ray started to exit after ray.shutdown(); kill what is left
+    (its agents otherwise linger for up to a minute, until they notice the raylet is gone)."""
+    if not processes:
+        return
+    import psutil
+
+    _, alive = psutil.wait_procs(processes, timeout=grace)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=grace)
+    if alive:
+        log.info("stopped %d Ray processes that outlived ray.shutdown()", len(alive))
