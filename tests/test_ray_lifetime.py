@@ -40,6 +40,16 @@ def test_sigterm_drains_the_ray_executor_and_leaves_no_ray_process(tmp_path):
         _wait_for(marks / f"{inv}.pid", 120)
         ray_processes = psutil.Process(up.proc.pid).children(recursive=True)
         assert any("raylet" in " ".join(p.cmdline()) for p in ray_processes)
+        # nothing Ray started (nor the coordinator) listens beyond loopback
+        pids = {up.proc.pid, *(p.pid for p in ray_processes)}
+        listening = [
+            (c.laddr.ip, c.laddr.port, c.pid)
+            for c in psutil.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN and c.pid in pids
+        ]
+        assert len(listening) > 3
+        beyond = [x for x in listening if x[0] not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")]
+        assert not beyond, beyond
         assert up.terminate(timeout=120) == 0, up.output()
         assert "draining" in up.output()
         row = ledger.get_invocation(inv)

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +37,10 @@ MEMORY_SAMPLE_INTERVAL = 0.05
 MEMORY_RECORD_TIMEOUT = 3.0  # how long a worker over its limit waits to record that, then dies
 MEMORY_EXIT_CODE = 86  # only shows up in Ray's worker logs, which helps someone reading them
 RECORDER_TIMEOUT = 5.0
+# Ray's switch for a loopback-only node (its default on macOS and Windows): every server of the
+# local Ray we start (GCS, raylet, agents, workers) then listens on 127.0.0.1 only; otherwise
+# they listen on all interfaces, which HEADRACE_TOKEN does not cover.
+RAY_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 RAY_EXIT_GRACE = 5.0  # how long Ray's own processes get to exit after ray.shutdown()
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -249,6 +254,8 @@ class RayExecutor:
             self.max_in_flight = max(1, int(cpus // self.task_cpus))
 
     def _connect(self) -> Any:
+        if self.address is None:
+            _loopback_only()
         ray = _import_ray()
         self._ray = ray
         if ray.is_initialized():
@@ -570,6 +577,17 @@ def _label(call: Call) -> str:
 def _plain(text: str) -> str:
     """Ray colours its task headers; a ledger or log file wants plain text."""
     return _ANSI.sub("", text)
+
+
+def _loopback_only() -> None:
+    """Make a local Ray started from this process listen on 127.0.0.1 only (unless the user set
+    Ray's switch). Read by Ray at import and by the processes it starts."""
+    if RAY_LOOPBACK_ENV in os.environ:
+        return
+    os.environ[RAY_LOOPBACK_ENV] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:  # Ray was imported already: it read the switch then
+        constants.ENABLE_RAY_CLUSTER = False
 
 
 @contextlib.contextmanager
