@@ -121,6 +121,27 @@ def test_kill9_of_the_coordinator_kills_its_workers_and_the_ledger_agrees(tmp_pa
             up.kill9()
 
 
+def test_kill9_of_the_coordinator_kills_the_job_processes_its_workers_started(tmp_path):
+    home = tmp_path / "home"
+    up = Up(APP_DIR, _env(home), tmp_path / "up.log").start()
+    url = f"sqlite:///{home / 'ledger.db'}"
+    ledger = Ledger(url)
+    try:
+        payload = {"ledger": url, "home": str(tmp_path / "jobs"), "pidfile": str(tmp_path / "job")}
+        ledger.enqueue([NewInvocation("runs_a_job", payload, max_attempts=1)])
+        job = int(_wait_for(tmp_path / "job"))
+        assert _alive(job)
+        up.kill9()
+        killed = time.time()
+        while _alive(job) and time.time() - killed < 5:
+            time.sleep(0.01)
+        assert time.time() - killed < 1.0, "the job process outlived its coordinator"
+    finally:
+        ledger.close()
+        if up.alive():
+            up.kill9()
+
+
 def test_sigterm_to_the_process_group_drains_like_sigterm_to_the_coordinator(tmp_path):
     home, marks = tmp_path / "home", tmp_path / "marks"
     up = SessionUp(APP_DIR, _env(home), tmp_path / "up.log").start()

@@ -75,3 +75,26 @@ def scratch_hog(event, context):
             time.sleep(0.01)
     (marks / f"{context.aws_request_id}.finished").write_text("wrote 2 GiB")
     return {"written_mb": 2048}
+
+
+JOB_SCRIPT = """
+import os, sys, time
+with open(sys.argv[1] + ".tmp", "w") as fh:
+    fh.write(str(os.getpid()))
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(60)
+"""
+
+
+@app.function(timeout=120, retries=0)
+def runs_a_job(event, context):
+    """Run a batch job in a process of its own, as a `batch:submitJob.sync` task does."""
+    import sys
+
+    from headrace.jobs import JobDefinition, Jobs
+    from headrace.ledger import Ledger
+
+    definition = JobDefinition("sleeper", [sys.executable, "-c", JOB_SCRIPT, event["pidfile"]])
+    jobs = Jobs(Ledger(event["ledger"]), event["home"], {"sleeper": definition})
+    job_id = jobs.submit("sleeper", job_name="sleeper")
+    return jobs.run(job_id).status
