@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import psutil
 import pytest
 
 from headrace.ledger import Ledger, NewInvocation
-from tests.e2e_helpers import Up
+from tests.test_workers_lifetime import SessionUp
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -23,7 +24,8 @@ def _wait_for(path: Path, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def test_sigterm_drains_the_ray_executor_and_leaves_no_ray_process(tmp_path):
+@pytest.mark.parametrize("to_group", [False, True], ids=["coordinator", "process-group"])
+def test_sigterm_drains_the_ray_executor_and_leaves_no_ray_process(tmp_path, to_group):
     home, marks = tmp_path / "home", tmp_path / "marks"
     env = {
         "HEADRACE_HOME": str(home),
@@ -31,7 +33,7 @@ def test_sigterm_drains_the_ray_executor_and_leaves_no_ray_process(tmp_path):
         "HEADRACE_WORKERS": "1",
         "HEADRACE_POLL_INTERVAL": "0.2",
     }
-    up = Up(APP_DIR, env, tmp_path / "up.log").start()
+    up = SessionUp(APP_DIR, env, tmp_path / "up.log").start()
     ledger = Ledger(f"sqlite:///{home / 'ledger.db'}")
     try:
         (inv,) = ledger.enqueue(
@@ -50,7 +52,11 @@ def test_sigterm_drains_the_ray_executor_and_leaves_no_ray_process(tmp_path):
         assert len(listening) > 3
         beyond = [x for x in listening if x[0] not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")]
         assert not beyond, beyond
-        assert up.terminate(timeout=120) == 0, up.output()
+        if to_group:
+            up.signal_group(signal.SIGTERM)  # systemd, `timeout`, `kill -TERM -PGID`
+            assert up.proc.wait(120) == 0, up.output()
+        else:
+            assert up.terminate(timeout=120) == 0, up.output()
         assert "draining" in up.output()
         row = ledger.get_invocation(inv)
         assert row["status"] == "succeeded", (row, up.output()[-3000:])
