@@ -167,7 +167,17 @@ def up(
     coordinator = Coordinator(settings, application)
 
     def _stop(signum: int, _frame: Any) -> None:
-        err.print(f"{signal.Signals(signum).name}: draining, running invocations finish first")
+        if signum == signal.SIGINT and coordinator.stopping:
+            err.print(
+                "SIGINT again: stopping now; running invocations are abandoned and run again "
+                "by the next coordinator"
+            )
+            coordinator.stop(force=True)
+            return
+        err.print(
+            f"{signal.Signals(signum).name}: draining, running invocations finish first "
+            "(Ctrl-C again to stop now)"
+        )
         coordinator.stop()
 
     signal.signal(signal.SIGTERM, _stop)

@@ -24,6 +24,8 @@ class Call:
     memory_limit_mb: int | None = None  # resident memory before the worker is stopped
     sys_path: list[str] = field(default_factory=list)  # prepended in the worker (project folder)
     tag: str = ""  # groups calls of one kind (the function name) for scheduling statistics
+    scratch_dir: str | None = None  # a folder the call writes to, measured while it runs
+    scratch_limit_mb: int | None = None  # its size before the worker is stopped
 
 
 @dataclass(slots=True)

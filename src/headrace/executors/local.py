@@ -9,6 +9,14 @@ wait ~4 ms for the coordinator to record the first and hand it the next (8% of a
 conversion). Longer calls are never queued behind each other. Only busy workers get a second
 call (calls go to the least-loaded worker first), and a queued call's timeout starts when the
 call before it ends.
+
+Workers never outlive the coordinator: they are forked by multiprocessing's fork server, which
+exits when the coordinator's process does (even after `kill -9`), and each worker asks the kernel
+to SIGKILL it when the fork server exits. The fork server and the workers are out of the
+coordinator's process group and ignore SIGTERM/SIGINT, so a signal to the whole group (systemd,
+`timeout`, Ctrl-C) reaches only the coordinator, which drains them. A worker's stderr (native
+libraries write there directly) goes through a pipe to the coordinator's stderr; its last lines
+are kept and attached to the error of a call whose worker died.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -25,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
+from headrace.errors import TmpSpaceExceeded
+from headrace.executors import lifetime
 from headrace.executors.base import Call, Outcome
 from headrace.executors.calls import run_call
 
@@ -35,11 +46,24 @@ PREFETCH_SECONDS = 0.5  # calls expected to take at most this long may wait behi
 MAX_DEPTH = 64
 MONITOR_INTERVAL = 0.05  # how often deadlines and memory are checked
 FLUSH_SECONDS = 0.005  # a worker running a batch reports at least this often
+SCRATCH_INTERVAL = 0.1  # how often a running call's scratch folder is measured
+STDERR_LINES = 20  # the last lines of a worker's stderr kept for the error of a call it dies in
 
 
-def _worker_main(name: str, calls: Connection, outcomes: Connection) -> None:
-    # Ctrl-C reaches the whole process group; the coordinator decides how to stop its workers
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _worker_main(
+    name: str,
+    calls: Connection,
+    outcomes: Connection,
+    stderr: Connection,
+    parent: int | None,
+) -> None:
+    lifetime.die_with_parent(parent)
+    lifetime.release_fork_server(keep={calls.fileno(), outcomes.fileno(), stderr.fileno()})
+    lifetime.shield_from_group_signals()
+    # fd 2 itself, so that what native code writes (abort messages, ecCodes) is captured too
+    os.dup2(stderr.fileno(), 2)
+    stderr.close()
+    name = f"{name}-{os.getpid()}"
     os.environ["HEADRACE_WORKER"] = name
     while True:
         try:
@@ -82,10 +106,12 @@ class _Worker:
     queue: deque[tuple[Call, float]] = field(default_factory=deque)  # (call, submitted_at)
     head_started: float = 0.0  # when the call at the head of the queue began running
     kill_reason: tuple[str, str] | None = None  # (status, error) when we stopped it
+    stderr: Connection | None = None  # the read end of the worker's fd 2
+    stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_LINES))
+    stderr_partial: bytes = b""
+    scratch_checked: float = 0.0
 
-    @property
-    def name(self) -> str:
-        return f"local-{self.index}-{self.process.pid}"
+    name: str = ""  # what the worker calls itself in the outcomes it sends
 
 
 class LocalExecutor:
@@ -101,7 +127,9 @@ class LocalExecutor:
         self.size = max(1, workers or os.cpu_count() or 1)
         self.max_depth = max(1, max_depth)
         self._ctx = mp.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["headrace.executors.calls", *(preload or [])])
+        self._ctx.set_forkserver_preload(
+            ["headrace.executors.forkserver_init", "headrace.executors.calls", *(preload or [])]
+        )
         self._workers: list[_Worker] = []
         self._lock = threading.RLock()
         self._done: list[Outcome] = []
@@ -125,17 +153,21 @@ class LocalExecutor:
     def _spawn(self, index: int) -> _Worker:
         calls_r, calls_w = self._ctx.Pipe(duplex=False)
         out_r, out_w = self._ctx.Pipe(duplex=False)
+        err_r, err_w = self._ctx.Pipe(duplex=False)
         self._spawned += 1
+        name = f"local-{index}-{self._spawned}"
         process = self._ctx.Process(
             target=_worker_main,
-            args=(f"local-{index}-{self._spawned}", calls_r, out_w),
+            args=(name, calls_r, out_w, err_w, _fork_server_pid()),
             name=f"headrace-worker-{index}",
             daemon=True,
         )
         process.start()
         calls_r.close()
         out_w.close()
-        return _Worker(index, process, calls_w, out_r)
+        err_w.close()
+        os.set_blocking(err_r.fileno(), False)
+        return _Worker(index, process, calls_w, out_r, stderr=err_r, name=f"{name}-{process.pid}")
 
     def shutdown(self, *, wait: bool = True, timeout: float | None = None) -> list[Outcome]:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -145,6 +177,8 @@ class LocalExecutor:
         self._stopping = True
         with self._lock:
             for w in self._workers:
+                if w.queue and not wait:
+                    lifetime.kill_group(w.process.pid)  # stopping now: do not wait for its call
                 for call, _ in w.queue:
                     self._done.append(
                         Outcome(
@@ -160,10 +194,14 @@ class LocalExecutor:
         for w in self._workers:
             w.process.join(timeout=2)
             if w.process.is_alive():
-                w.process.kill()
+                lifetime.kill_group(w.process.pid)
                 w.process.join(timeout=2)
         if self._thread:
             self._thread.join(timeout=2)
+        for w in self._workers:
+            self._read_stderr(w)
+            if w.stderr is not None:
+                w.stderr.close()
         return self.collect()
 
     # -- submitting ---------------------------------------------------------------------------
@@ -234,6 +272,8 @@ class LocalExecutor:
                 for w in self._workers:
                     handles[w.outcomes] = w
                     handles[w.process.sentinel] = w
+                    if w.stderr is not None:
+                        handles[w.stderr] = w
             try:
                 ready = wait(list(handles), timeout=MONITOR_INTERVAL)
             except OSError:
@@ -241,11 +281,15 @@ class LocalExecutor:
             got = False
             for handle in ready:
                 w = handles[handle]
+                if handle is w.stderr:
+                    self._read_stderr(w)
+            for handle in ready:
+                w = handles[handle]
                 if handle is w.outcomes:
                     got |= self._receive(w)
             for handle in ready:
                 w = handles[handle]
-                if handle is not w.outcomes and not w.process.is_alive():
+                if handle is w.process.sentinel and not w.process.is_alive():
                     got |= self._replace(w)
             now = time.time()
             if now >= next_check:
@@ -275,12 +319,42 @@ class LocalExecutor:
                         prev = self._speed.get(call.tag)
                         self._speed[call.tag] = took if prev is None else 0.8 * prev + 0.2 * took
                     self._done.append(outcome)
+                    w.stderr_tail.clear()  # what follows belongs to the next call
                     got = True
         return got
+
+    def _read_stderr(self, w: _Worker) -> None:
+        """Pass what the worker wrote to fd 2 on to ours, keeping its last lines."""
+        if w.stderr is None:
+            return
+        fd = w.stderr.fileno()
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                w.stderr.close()
+                w.stderr = None
+                if w.stderr_partial:
+                    w.stderr_tail.append(_line(w.stderr_partial))
+                    w.stderr_partial = b""
+                return
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.flush()
+                os.write(sys.stderr.fileno(), data)
+            *lines, w.stderr_partial = (w.stderr_partial + data).split(b"\n")
+            w.stderr_tail.extend(_line(x) for x in lines if x.strip())
+            if len(w.stderr_partial) > 4096:
+                w.stderr_tail.append(_line(w.stderr_partial))
+                w.stderr_partial = b""
 
     def _replace(self, w: _Worker) -> bool:
         """A worker exited: report its running call, requeue the ones that never started."""
         self._receive(w)  # outcomes it managed to send before dying
+        self._read_stderr(w)  # its last words, up to EOF (or what is there, if a child holds it)
         with self._lock:
             if w not in self._workers or self._stopping:
                 return False
@@ -292,23 +366,29 @@ class LocalExecutor:
                 call, _ = queued[0]
                 status, error = w.kill_reason or (
                     "crashed",
-                    f"WorkerCrashed: the worker running {call.tag or call.target} exited "
-                    f"with code {code}",
+                    f"WorkerCrashed: the worker running {call.tag or call.target} "
+                    f"{_exit_description(code)}",
                 )
+                tail = [line for line in w.stderr_tail if line.strip()]
+                if tail and not w.kill_reason:
+                    error += f"; its last stderr lines: {' | '.join(tail[-5:])}"
                 self._done.append(
                     Outcome(
                         call.id,
                         status,  # type: ignore[arg-type]
                         error=error,
+                        traceback="\n".join(tail) + "\n" if tail else None,
                         started_at=w.head_started,
                         finished_at=time.time(),
                         worker=w.name,
                     )
                 )
                 got = True
-            for stream in (w.calls, w.outcomes):
-                with contextlib.suppress(OSError):
-                    stream.close()
+            for stream in (w.calls, w.outcomes, w.stderr):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+            lifetime.kill_group(w.process.pid)  # what its handler started dies with it
             fresh = self._spawn(w.index)
             self._workers[self._workers.index(w)] = fresh
             self.submit_many([call for call, _ in queued[1:]])
@@ -326,8 +406,11 @@ class LocalExecutor:
                         f"InvocationTimeout: {call.tag or call.target} ran longer than its "
                         f"timeout of {call.timeout:g} s and its worker was stopped",
                     )
-                    w.process.kill()
-                elif call.memory_limit_mb:
+                    lifetime.kill_group(w.process.pid)
+                    continue
+                if self._scratch_over(w, call, now):
+                    continue
+                if call.memory_limit_mb:
                     rss = _rss_mb(w.process.pid)
                     if rss is not None and rss > call.memory_limit_mb:
                         w.kill_reason = (
@@ -336,7 +419,28 @@ class LocalExecutor:
                             f"over its limit of {call.memory_limit_mb} MB; raise memory= or "
                             "process the input in smaller pieces",
                         )
-                        w.process.kill()
+                        lifetime.kill_group(w.process.pid)
+
+    def _scratch_over(self, w: _Worker, call: Call, now: float) -> bool:
+        """Measure the running call's scratch folder; stop the worker when it is over the limit
+        (while it writes: a 2 GiB write would otherwise only be noticed when it finished)."""
+        if not call.scratch_dir or call.scratch_limit_mb is None:
+            return False
+        if now - w.scratch_checked < SCRATCH_INTERVAL:
+            return False
+        w.scratch_checked = now
+        used = _folder_bytes(call.scratch_dir)
+        if used <= call.scratch_limit_mb * 2**20:
+            return False
+        exc = TmpSpaceExceeded(
+            f"function {call.tag or call.target!r} invocation {call.id.partition('@')[0]}",
+            f"wrote {used / 2**20:.1f} MB to its scratch folder, over its "
+            f"{call.scratch_limit_mb} MB limit, and its worker was stopped",
+            "raise tmp_size= in @app.function, or clean up files it no longer needs",
+        )
+        w.kill_reason = ("error", f"TmpSpaceExceeded: {exc}")
+        lifetime.kill_group(w.process.pid)
+        return True
 
 
 def _rss_mb(pid: int | None) -> float | None:
@@ -353,3 +457,46 @@ def _rss_mb(pid: int | None) -> float | None:
             return psutil.Process(pid).memory_info().rss / (1024 * 1024)
         except Exception:
             return None
+
+
+def _fork_server_pid() -> int | None:
+    """The fork server's pid: the parent of every worker (started here if it is not running)."""
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    return pid if isinstance(pid, int) else None
+
+
+def _exit_description(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name} (exit code {code})"
+    return f"exited with code {code}"
+
+
+def _line(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace").rstrip("\r")[:500]
+
+
+def _folder_bytes(path: str) -> int:
+    """Bytes in the files under `path` (0 when it does not exist yet)."""
+    total = 0
+    stack = [path]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+                        elif entry.is_file(follow_symlinks=False):
+                            total += entry.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+    return total

@@ -17,6 +17,8 @@ import itertools
 import logging
 import os
 import re
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +37,11 @@ MEMORY_SAMPLE_INTERVAL = 0.05
 MEMORY_RECORD_TIMEOUT = 3.0  # how long a worker over its limit waits to record that, then dies
 MEMORY_EXIT_CODE = 86  # only shows up in Ray's worker logs, which helps someone reading them
 RECORDER_TIMEOUT = 5.0
+# Ray's switch for a loopback-only node (its default on macOS and Windows): every server of the
+# local Ray we start (GCS, raylet, agents, workers) then listens on 127.0.0.1 only; otherwise
+# they listen on all interfaces, which HEADRACE_TOKEN does not cover.
+RAY_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+RAY_EXIT_GRACE = 5.0  # how long Ray's own processes get to exit after ray.shutdown()
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -212,6 +219,7 @@ class RayExecutor:
         self._stopping = False
         self._closed = False
         self._seq = itertools.count()
+        self._ray_processes: list[Any] = []  # what our ray.init started (psutil.Process)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -246,6 +254,8 @@ class RayExecutor:
             self.max_in_flight = max(1, int(cpus // self.task_cpus))
 
     def _connect(self) -> Any:
+        if self.address is None:
+            _loopback_only()
         ray = _import_ray()
         self._ray = ray
         if ray.is_initialized():
@@ -267,8 +277,10 @@ class RayExecutor:
         kwargs: dict[str, Any] = {"runtime_env": runtime_env or None}
         if self.address is None:
             kwargs.update(num_cpus=self.num_cpus, include_dashboard=False)
+        before = _children()
         try:
-            ray.init(address=self.address, **kwargs)
+            with _keep_signal_handlers():
+                ray.init(address=self.address, **kwargs)
         except Exception as exc:
             where = self.address or "a new local Ray"
             raise ExecutorError(
@@ -277,6 +289,8 @@ class RayExecutor:
                 "check the address, or start the cluster with `ray start --head`",
             ) from exc
         self._owns_ray = True
+        if self.address is None:
+            self._ray_processes = [p for p in _children() if p.pid not in before]
         return ray
 
     def shutdown(self, *, wait: bool = True, timeout: float | None = None) -> list[Outcome]:
@@ -316,8 +330,10 @@ class RayExecutor:
                 self._ray.kill(self._recorder)
             self._recorder = None
         if self._owns_ray:
+            started = _with_descendants(self._ray_processes)
             self._ray.shutdown()
             self._owns_ray = False
+            _reap(started, RAY_EXIT_GRACE)
         return self.collect()
 
     # -- submitting ---------------------------------------------------------------------------
@@ -560,3 +576,61 @@ def _label(call: Call) -> str:
 def _plain(text: str) -> str:
     """Ray colours its task headers; a ledger or log file wants plain text."""
     return _ANSI.sub("", text)
+
+
+def _loopback_only() -> None:
+    """Make a local Ray started from this process listen on 127.0.0.1 only (unless the user set
+    Ray's switch). Read by Ray at import and by the processes it starts."""
+    if RAY_LOOPBACK_ENV in os.environ:
+        return
+    os.environ[RAY_LOOPBACK_ENV] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:  # Ray was imported already: it read the switch then
+        constants.ENABLE_RAY_CLUSTER = False
+
+
+@contextlib.contextmanager
+def _keep_signal_handlers() -> Any:
+    """`ray.init` replaces the SIGTERM handler with one that exits the process at once: the
+    coordinator's handler (drain, then exit) must stay."""
+    main = threading.current_thread() is threading.main_thread()
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
+def _children() -> list[Any]:
+    try:
+        import psutil
+
+        return psutil.Process().children()
+    except Exception:  # psutil missing or /proc unreadable: nothing to clean up after
+        return []
+
+
+def _with_descendants(processes: list[Any]) -> list[Any]:
+    out = list(processes)
+    for process in processes:
+        with contextlib.suppress(Exception):
+            out.extend(process.children(recursive=True))
+    return out
+
+
+def _reap(processes: list[Any], grace: float) -> None:
+    """Wait for the processes a local Ray started to exit after ray.shutdown(); kill what is left
+    (its agents otherwise linger for up to a minute, until they notice the raylet is gone)."""
+    if not processes:
+        return
+    import psutil
+
+    _, alive = psutil.wait_procs(processes, timeout=grace)
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(alive, timeout=grace)
+    if alive:
+        log.info("stopped %d Ray processes that outlived ray.shutdown()", len(alive))

@@ -14,6 +14,17 @@ if TYPE_CHECKING:
 _stores: dict[str, Any] = {}
 
 
+def scratch_path(tmp_root: Path, invocation_id: str, attempt: int) -> Path:
+    """The scratch folder of one attempt: the coordinator measures and removes it from outside."""
+    return tmp_root / f"{invocation_id}-{attempt}"
+
+
+def scratch_owner(folder_name: str) -> tuple[str, int] | None:
+    """(invocation id, attempt) of a scratch folder's name, None for anything else."""
+    invocation_id, _, attempt = folder_name.rpartition("-")
+    return (invocation_id, int(attempt)) if invocation_id and attempt.isdigit() else None
+
+
 class Context:
     """Attributes match AWS Lambda's Python context, so handlers written for Lambda run as-is."""
 
@@ -53,7 +64,7 @@ class Context:
     @cached_property
     def tmp_dir(self) -> Path:
         """A scratch folder for this invocation only; removed when the invocation ends."""
-        path = self._tmp_root / f"{self.aws_request_id}-{self.attempt}"
+        path = scratch_path(self._tmp_root, self.aws_request_id, self.attempt)
         path.mkdir(parents=True, exist_ok=True)
         return path
 

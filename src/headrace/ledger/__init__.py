@@ -66,6 +66,7 @@ class Claimed:
     max_attempts: int
     created_at: float
     timeout: float | None = None
+    leased_at: float | None = None  # the lease's fence: a result counts only under this lease
 
 
 class Ledger:
@@ -172,6 +173,16 @@ class Ledger:
                     .values(stopped_at=now)
                 )
             return released
+
+    def running_attempts(self) -> set[tuple[str, int]]:
+        """(invocation id, attempt number) of every attempt running now, whoever leased it."""
+        with self.reader.connect() as conn:
+            rows = conn.execute(
+                select(invocations.c.id, invocations.c.attempts).where(
+                    invocations.c.status == "running"
+                )
+            )
+            return {(r.id, r.attempts + 1) for r in rows}
 
     def release_leases(self, owner: str) -> int:
         """Give back what `owner` still holds (a drain that ran out of time)."""
@@ -356,7 +367,14 @@ class Ledger:
         )
         return [
             Claimed(
-                r.id, r.function, r.payload, r.attempts + 1, r.max_attempts, r.created_at, r.timeout
+                r.id,
+                r.function,
+                r.payload,
+                r.attempts + 1,
+                r.max_attempts,
+                r.created_at,
+                r.timeout,
+                leased_at=now,
             )
             for r in rows
         ]
@@ -369,14 +387,33 @@ class Ledger:
         )
         return {r[0] for r in rows}
 
+    def held(self, conn: Connection, owner: str, leases: dict[str, float]) -> set[str]:
+        """Which of `leases` (invocation id → the `leased_at` of its claim) `owner` still holds.
+
+        A lease is lost when another coordinator took the invocation over (this one looked dead
+        or its lease expired); the attempt's result then must not be recorded: the ledger says
+        the attempt was abandoned, and another attempt runs or ran."""
+        held: set[str] = set()
+        ids = list(leases)
+        for start in range(0, len(ids), 500):
+            pick = select(invocations.c.id, invocations.c.updated_at).where(
+                invocations.c.id.in_(ids[start : start + 500]),
+                invocations.c.lease_owner == owner,
+                invocations.c.status == "running",
+            )
+            if self.postgres:
+                pick = pick.with_for_update()
+            held.update(r.id for r in conn.execute(pick) if r.updated_at == leases[r.id])
+        return held
+
     def record_attempts(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         if rows:
             insert_rows(conn, attempts, rows)
 
     def finish(self, conn: Connection, owner: str, updates: list[dict[str, Any]]) -> int:
         """Apply the end of attempts. Each update: id, attempt, status, result, error, traceback,
-        next_run_at. Only rows still leased by `owner` change, so a result can never complete an
-        invocation twice."""
+        next_run_at, and `leased_at` from the claim when known. Only rows still leased by `owner`
+        (under that very lease) change, so a result can never complete an invocation twice."""
         if not updates:
             return 0
         now = time.time()
@@ -388,7 +425,8 @@ class Ledger:
         sql = (
             f"UPDATE invocations SET {sets}, finished_at = {mark}, lease_owner = NULL, "
             f"lease_expires_at = NULL, updated_at = {mark} "
-            f"WHERE id = {mark} AND lease_owner = {mark} AND status = 'running'"
+            f"WHERE id = {mark} AND lease_owner = {mark} AND status = 'running' "
+            f"AND updated_at = COALESCE({mark}, updated_at)"
         )
         params = [
             (
@@ -402,6 +440,7 @@ class Ledger:
                 now,
                 u["id"],
                 owner,
+                u.get("leased_at"),
             )
             for u in updates
         ]

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 from collections import defaultdict
@@ -26,6 +27,7 @@ from headrace.config import Settings
 from headrace.events.s3 import object_created_envelope
 from headrace.executors.base import Call, Executor, Outcome
 from headrace.functions import runtime
+from headrace.functions.context import scratch_owner, scratch_path
 from headrace.functions.spec import FunctionSpec
 from headrace.ledger import Claimed, Ledger, new_id
 from headrace.server.delivery import deliver
@@ -63,6 +65,7 @@ class _Running:
     spec: FunctionSpec
     log_path: str
     submitted_at: float
+    call_id: str  # the invocation id and its lease: outcomes of an older lease are stale
 
 
 @dataclass
@@ -99,6 +102,7 @@ class Coordinator:
         self.id = ""
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._force = threading.Event()
         self._objects: queue.SimpleQueue[ObjectInfo] = queue.SimpleQueue()
         self._running: dict[str, _Running] = {}
         self._running_per_fn: dict[str, int] = defaultdict(int)
@@ -126,10 +130,19 @@ class Coordinator:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        """Ask the loop to drain: no new work, running attempts finish, then exit."""
+    def stop(self, *, force: bool = False) -> None:
+        """Ask the loop to drain: no new work, running attempts finish, then exit.
+
+        `force` (a second Ctrl-C): stop the workers now; their attempts are recorded abandoned
+        and run again by the next coordinator, without using up a retry."""
+        if force:
+            self._force.set()
         self._stop.set()
         self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     def run(self, drain_timeout: float | None = None) -> None:
         self._start()
@@ -149,6 +162,7 @@ class Coordinator:
             {"metrics": self.metrics_url, "executor": self.executor.name, "pid": os.getpid()}
         )
         self.stats.recovered = self.ledger.recover_leases(self.id)
+        self._sweep_scratch()
         self.executor.start(self._wake.set)
         for bucket in self.app.buckets:
             self.store.bucket(bucket, create=True)
@@ -165,6 +179,30 @@ class Coordinator:
         self._write_info()  # last: its presence tells scripts the coordinator is ready
         self.ready.set()
         log.info("coordinator %s started (%s executor)", self.id, self.executor.name)
+
+    def _sweep_scratch(self) -> None:
+        """Remove the scratch folders of attempts no longer running (workers that crashed or were
+        killed with their coordinator). Folders of attempts running under another live
+        coordinator sharing this home are kept, and so are folders created after the look."""
+        cutoff = time.time()
+        running = self.ledger.running_attempts()
+        try:
+            entries = list(os.scandir(self._tmp_root))
+        except OSError:
+            return
+        removed = 0
+        for entry in entries:
+            if scratch_owner(entry.name) in running:
+                continue
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                    continue
+            except OSError:
+                continue
+            _remove(entry.path)
+            removed += 1
+        if removed:
+            log.info("removed %d scratch folders left by stopped workers", removed)
 
     def _write_info(self) -> None:
         info = {"id": self.id, "pid": os.getpid(), "metrics": self.metrics_url}
@@ -397,8 +435,9 @@ class Coordinator:
             self._logs_dir, claim.function, claim.id, claim.attempt
         )
         now = time.time()
+        call_id = f"{claim.id}@{claim.attempt}:{claim.leased_at!r}"
         call = Call(
-            id=claim.id,
+            id=call_id,
             target=runtime.TARGET,
             args={
                 "invocation_id": claim.id,
@@ -420,8 +459,10 @@ class Coordinator:
             memory_limit_mb=spec.memory,
             sys_path=[str(self.settings.project_dir)],
             tag=spec.name,
+            scratch_dir=str(scratch_path(self._tmp_root, claim.id, claim.attempt)),
+            scratch_limit_mb=spec.tmp_size,
         )
-        self._running[claim.id] = _Running(claim, spec, log_path, now)
+        self._running[claim.id] = _Running(claim, spec, log_path, now, call_id)
         self._running_per_fn[claim.function] += 1
         return call
 
@@ -431,16 +472,31 @@ class Coordinator:
         now = time.time()
         updates: list[dict[str, Any]] = []
         attempt_rows: list[dict[str, Any]] = []
+        current = self._current(outcomes)
+        leases = {r.claim.id: r.claim.leased_at for r in current.values()}
+        held = self.ledger.held(conn, self.id, leases) if leases else set()  # type: ignore[arg-type]
         for outcome in outcomes:
-            running = self._running.get(outcome.id)
+            running = current.get(outcome.id)
             if running is None:
                 continue
             claim, spec = running.claim, running.spec
+            if claim.id not in held:
+                # another coordinator took it over: the ledger has it abandoned, keep it so
+                log.warning(
+                    "attempt %d of %s (%s) finished after its lease was lost; result discarded",
+                    claim.attempt,
+                    claim.id,
+                    claim.function,
+                )
+                self._lost(claim)
+                continue
             started = outcome.started_at or running.submitted_at
             finished = outcome.finished_at or now
-            if outcome.status != "ok" and outcome.status != "error":
-                # the worker was stopped or died: its log ends without the reason, add it
+            if outcome.status != "ok" and (outcome.status != "error" or not outcome.traceback):
+                # the worker was stopped or died: its log ends without the reason, add it;
+                # its scratch folder was not removed by the runtime
                 _append_log(running.log_path, f"[ERROR] {outcome.error}\n")
+                _remove(scratch_path(self._tmp_root, claim.id, claim.attempt))
             attempt_rows.append(
                 {
                     "invocation_id": claim.id,
@@ -459,6 +515,7 @@ class Coordinator:
             )
             update: dict[str, Any] = {
                 "id": claim.id,
+                "leased_at": claim.leased_at,
                 "attempt": claim.attempt,
                 "function": claim.function,
                 "payload": claim.payload,
@@ -486,6 +543,20 @@ class Coordinator:
         self.ledger.finish(conn, self.id, updates)
         return updates
 
+    def _current(self, outcomes: list[Outcome]) -> dict[str, _Running]:
+        """Outcome id → the running attempt it belongs to, for outcomes of the current lease."""
+        out: dict[str, _Running] = {}
+        for outcome in outcomes:
+            running = self._running.get(outcome.id.partition("@")[0])
+            if running is not None and running.call_id == outcome.id:
+                out[outcome.id] = running
+        return out
+
+    def _lost(self, claim: Claimed) -> None:
+        if self._running.pop(claim.id, None) is not None:
+            self._running_per_fn[claim.function] -= 1
+            self._maybe_pending.add(claim.function)
+
     def _after_commit(self, updates: list[dict[str, Any]], outcomes: list[Outcome]) -> None:
         functions = {}
         for update in updates:
@@ -507,7 +578,7 @@ class Coordinator:
                 self.metrics.dead.labels(name).inc()
             self.metrics.invocations.labels(name, status).inc()
         for outcome in outcomes:
-            name = functions.get(outcome.id)
+            name = functions.get(outcome.id.partition("@")[0])
             if name and outcome.started_at and outcome.finished_at:
                 self.metrics.duration.labels(name).observe(outcome.finished_at - outcome.started_at)
 
@@ -536,7 +607,7 @@ class Coordinator:
         if timeout is None:
             timeout = max((s.timeout for s in self.app.functions.values()), default=30.0)
         deadline = time.time() + timeout
-        while self._running and time.time() < deadline:
+        while self._running and time.time() < deadline and not self._force.is_set():
             self._wake.wait(0.05)
             self._wake.clear()
             outcomes = self.executor.collect()
@@ -547,6 +618,8 @@ class Coordinator:
         leftovers = self.executor.shutdown(wait=False)
         if leftovers and self._running:
             self.ledger.release_leases(self.id)
+        for running in self._running.values():
+            _remove(scratch_path(self._tmp_root, running.claim.id, running.claim.attempt))
         self.ledger.mark_stopped(self.id)
         self.ledger.close()
         log.info("coordinator %s stopped", self.id)
@@ -559,3 +632,7 @@ def _append_log(path: str, text: str) -> None:
             fh.write(text)
     except OSError:
         log.warning("could not write to log %s", path)
+
+
+def _remove(path: str | os.PathLike[str]) -> None:
+    shutil.rmtree(path, ignore_errors=True)
