@@ -119,3 +119,26 @@ def test_slow_calls_are_never_queued_behind_each_other(one_worker):
     one_worker.submit(call("a", "sleep", seconds=0.6))
     assert one_worker.free_slots() == 0
     wait_for(one_worker, 1)
+
+
+def _run_one(label: str) -> None:
+    ex = LocalExecutor(1)
+    ex.start(lambda: None)
+    try:
+        ex.submit(call(label, "add", a=1, b=1))
+        assert wait_for(ex, 1)[label].value == 2
+    finally:
+        ex.shutdown(wait=True)
+
+
+def test_a_fork_server_reaped_by_someone_else_is_started_anew():
+    import os
+    import signal
+    from multiprocessing import forkserver
+
+    _run_one("before")
+    pid = forkserver._forkserver._forkserver_pid
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)  # what psutil.wait_procs or a waitpid(-1) elsewhere in the process does
+    _run_one("after")
+    assert forkserver._forkserver._forkserver_pid != pid

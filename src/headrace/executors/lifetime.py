@@ -70,3 +70,25 @@ def kill_group(pid: int | None) -> None:
         os.killpg(pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGKILL)
+
+
+def fork_server_pid() -> int | None:
+    """The fork server's pid: the parent of every worker (started if it is not running)."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    try:
+        forkserver.ensure_running()
+    except ChildProcessError:
+        # the server's pid was reaped by someone else (a waitpid on all children, psutil's
+        # wait_procs): multiprocessing cannot tell it is gone, so forget it and start anew
+        with server._lock:
+            if isinstance(server._forkserver_alive_fd, int):
+                with contextlib.suppress(OSError):
+                    os.close(server._forkserver_alive_fd)
+            server._forkserver_alive_fd = None
+            server._forkserver_address = None
+            server._forkserver_pid = None
+        forkserver.ensure_running()
+    pid = getattr(server, "_forkserver_pid", None)
+    return pid if isinstance(pid, int) else None

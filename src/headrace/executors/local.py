@@ -158,7 +158,7 @@ class LocalExecutor:
         name = f"local-{index}-{self._spawned}"
         process = self._ctx.Process(
             target=_worker_main,
-            args=(name, calls_r, out_w, err_w, _fork_server_pid()),
+            args=(name, calls_r, out_w, err_w, lifetime.fork_server_pid()),
             name=f"headrace-worker-{index}",
             daemon=True,
         )
@@ -457,15 +457,6 @@ def _rss_mb(pid: int | None) -> float | None:
             return psutil.Process(pid).memory_info().rss / (1024 * 1024)
         except Exception:
             return None
-
-
-def _fork_server_pid() -> int | None:
-    """The fork server's pid: the parent of every worker (started here if it is not running)."""
-    from multiprocessing import forkserver
-
-    forkserver.ensure_running()
-    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
-    return pid if isinstance(pid, int) else None
 
 
 def _exit_description(code: int | None) -> str:
