@@ -103,7 +103,21 @@ def _imported_distributions() -> set[str]:
                     top_level.update(alias.name.split(".")[0] for alias in node.names)
                 elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                     top_level.add(node.module.split(".")[0])
+                elif _is_importorskip(node):
+                    top_level.add(node.args[0].value.split(".")[0])
     return {dist.lower().replace("_", "-") for name in top_level for dist in owners.get(name, [])}
+
+
+def _is_importorskip(node: ast.AST) -> bool:
+    """`pytest.importorskip("name")`: an import that skips the test where the package is absent."""
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "importorskip"
+        and bool(node.args)
+        and isinstance(node.args[0], ast.Constant)
+        and isinstance(node.args[0].value, str)
+    )
 
 
 def test_every_declared_dependency_is_imported_somewhere():
