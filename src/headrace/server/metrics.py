@@ -15,6 +15,7 @@ import os
 import socket
 import socketserver
 import threading
+from collections import OrderedDict
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
@@ -124,8 +125,10 @@ class StreamMetrics:
 #: connection then is closed instead of holding a thread.
 SOCKET_TIMEOUT = 5.0
 
-#: Connections served at once; more are closed at once, so a flood cannot pile up threads.
-MAX_CONNECTIONS = 32
+#: Connections served at once. A new one beyond this closes the oldest open connection, so a
+#: flood of idle or trickling clients cannot pile up threads nor lock out a scrape (a scrape
+#: takes milliseconds: it is never the oldest for long).
+MAX_CONNECTIONS = 64
 
 #: The whole exchange of one connection must end within this: the socket timeout bounds each
 #: read, not a client that trickles a byte every few seconds.
@@ -166,24 +169,33 @@ class _Server(socketserver.ThreadingMixIn, WSGIServer):
 
     def __init__(self, family: int, sockaddr: tuple, handler: type[_Handler]) -> None:
         self.address_family = family
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._open: OrderedDict[int, socket.socket] = OrderedDict()  # oldest first
+        self._open_lock = threading.Lock()
         super().__init__(sockaddr[:2] if family == socket.AF_INET else sockaddr, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
+        with self._open_lock:
+            while len(self._open) >= MAX_CONNECTIONS:
+                _, oldest = self._open.popitem(last=False)
+                with contextlib.suppress(OSError):  # unblocks its thread, which then ends
+                    oldest.shutdown(socket.SHUT_RDWR)
+            self._open[id(request)] = request
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self._forget(request)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._forget(request)
+
+    def _forget(self, request: Any) -> None:
+        with self._open_lock:
+            if self._open.get(id(request)) is request:
+                del self._open[id(request)]
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver prints a traceback to stderr; a broken client is not worth one.
