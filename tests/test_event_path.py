@@ -65,7 +65,9 @@ def test_delivery_is_idempotent_per_event_and_target(tmp_path):
         return None
 
     app.state_machine("flow", {"StartAt": "Done", "States": {"Done": {"Type": "Succeed"}}})
-    app.rule({"source": ["aws.s3"]}, target="states:flow")
+    app.rule(
+        {"source": ["aws.s3"], "detail": {"bucket": {"name": ["landing"]}}}, target="states:flow"
+    )
     ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
     bus = Bus(app.rules)
     envelope = _object("a.grib", event_id="x" * 90)  # too long for an execution name as it is
@@ -114,3 +116,17 @@ def test_an_object_created_rule_starts_an_execution_and_its_bucket_is_watched(tm
 
 def _executions(conn):
     return list_executions(conn)
+
+
+def test_a_rule_on_s3_events_must_name_its_buckets_exactly():
+    import pytest
+
+    from headrace.errors import PatternError
+
+    app = App()
+    for detail in ({"bucket": {"name": [{"prefix": "pre"}]}}, {"object": {"key": ["a"]}}, None):
+        pattern = {"source": ["aws.s3"], "detail-type": ["Object Created"]}
+        if detail is not None:
+            pattern["detail"] = detail
+        with pytest.raises(PatternError, match="does not name its buckets exactly"):
+            app.rule(pattern, target="stream:s")

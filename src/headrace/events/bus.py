@@ -117,15 +117,24 @@ def object_created_rule(
 
 
 def _watched(pattern: dict[str, Any]) -> tuple[str, ...]:
-    """The bucket names an object-created pattern selects exactly (a rule written for S3's
-    EventBridge events, e.g. {"source": ["aws.s3"], "detail": {"bucket": {"name": ["in"]}}})."""
+    """The buckets an object-created rule selects (a rule written for S3's EventBridge events,
+    e.g. {"source": ["aws.s3"], "detail": {"bucket": {"name": ["in"]}}}): the coordinator watches
+    them, so they must be named exactly — a bucket matched by prefix would never be watched and
+    the rule would never fire."""
     sources = pattern.get("source")
     if not isinstance(sources, list) or OBJECT_CREATED_SOURCE not in sources:
         return ()
-    names = ((pattern.get("detail") or {}).get("bucket") or {}).get("name")
-    if not isinstance(names, list):
-        return ()
-    return tuple(n for n in names if isinstance(n, str))
+    detail = pattern.get("detail")
+    bucket = detail.get("bucket") if isinstance(detail, dict) else None
+    names = bucket.get("name") if isinstance(bucket, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise PatternError(
+            "rule on aws.s3 events",
+            f"does not name its buckets exactly (detail.bucket.name is {names!r}), so headrace "
+            "cannot tell which bucket folders to watch and the rule would never fire",
+            'list the bucket names, e.g. "detail": {"bucket": {"name": ["landing", "reports"]}}',
+        )
+    return tuple(names)
 
 
 class Bus:
