@@ -190,13 +190,15 @@ class WorkflowDriver:
             self._fail(conn, execution_id, self.broken.pop(execution_id))
         new: list[NewInvocation] = []
         turn_ends = time.monotonic() + TURN_SECONDS
+        # fair shares of the turn: an execution alone may use all of it
+        share = max(SLICE_SECONDS, TURN_SECONDS / max(1, len(self.dirty)))
         for execution_id in list(self.dirty):
             if time.monotonic() >= turn_ends:
                 break  # the rest go first next turn
             del self.dirty[execution_id]
             if execution_id not in self.active:
                 continue
-            tasks = self._guarded(conn, execution_id, self._step, now)
+            tasks = self._guarded(conn, execution_id, self._step, now, share)
             new.extend(tasks or [])
         return new
 
@@ -228,7 +230,9 @@ class WorkflowDriver:
             self._fail(conn, execution_id, f"{type(exc).__name__}: {exc}")
         return None
 
-    def _step(self, conn: Connection, execution_id: str, now: float) -> list[NewInvocation]:
+    def _step(
+        self, conn: Connection, execution_id: str, now: float, share: float = SLICE_SECONDS
+    ) -> list[NewInvocation]:
         """Decide and write what one execution does next, until it waits or its share of the
         turn (SLICE_SECONDS, writing included; at most SLICE_EVENTS events) is used up."""
         if not store.lock_running(conn, execution_id):
@@ -236,7 +240,7 @@ class WorkflowDriver:
             return []
         interp = self.active[execution_id]
         new: list[NewInvocation] = []
-        stop_at = time.monotonic() + SLICE_SECONDS
+        stop_at = time.monotonic() + share
         budget = SLICE_EVENTS
         more = True
         while more and budget > 0:
