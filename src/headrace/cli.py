@@ -82,10 +82,10 @@ def init(
     ):
         path = folder / name
         if path.exists():
-            err.print(f"[yellow]kept[/] {path} (already there)")
+            err.print(f"[yellow]kept[/] {escape(str(path))} (already there)")
             continue
         path.write_text(text)
-        console.print(f"[green]created[/] {path}")
+        console.print(f"[green]created[/] {escape(str(path))}")
     console.print(
         "Next: [bold]headrace up[/] in that folder, then drop a .txt file into "
         "[bold].headrace/buckets/landing/[/]."
@@ -116,7 +116,7 @@ class _Summary:
         if self.c.metrics_url:
             caption.append(f"metrics {self.c.metrics_url}")
         if s.last_error:
-            caption.append(f"last error: {s.last_error}")
+            caption.append(escape(f"last error: {s.last_error}"))
         table.caption = " · ".join(caption)
         runners = self.c.streams.runners
         if not runners:
@@ -129,7 +129,7 @@ class _Summary:
         for r in runners:
             st = r.status
             streams.add_row(
-                f"{r.pipeline.name}[{r.partition}]",
+                escape(f"{r.pipeline.name}[{r.partition}]"),
                 f"{st.records:,}",
                 f"{st.lag:,}",
                 f"[yellow]{st.late:,}[/]" if st.late else "0",
@@ -200,11 +200,26 @@ def up(
 
 def _announce(coordinator: Any, settings: Any) -> None:
     coordinator.ready.wait()
-    buckets = escape(", ".join(coordinator.app.buckets) or "none")
+    buckets = ", ".join(coordinator.app.buckets) or "none"
     err.print(
-        f"headrace up: {len(coordinator.app.functions)} functions, watching [{buckets}] in "
-        f"{settings.storage_url}; ledger {settings.ledger_url}; metrics {coordinator.metrics_url}"
+        f"headrace up: {_count_functions(coordinator.app)}, watching [{buckets}] in "
+        f"{settings.storage_url}; ledger {settings.ledger_url}; metrics {coordinator.metrics_url}",
+        markup=False,
     )
+
+
+def _count_functions(application: Any) -> str:
+    """ "2 functions", or "1 function (+3 built-in)": the user's functions, then the built-in
+    ones (DynamoDB, SNS, Batch tasks, feature compaction) that register_services adds."""
+    from headrace.features.jobs import compact_handler
+    from headrace.workflows.services import HANDLERS
+
+    builtin_handlers = {*HANDLERS.values(), compact_handler}
+    specs = application.functions.values()
+    builtin = sum(1 for spec in specs if spec.handler in builtin_handlers)
+    own = len(application.functions) - builtin
+    text = f"{own} function{'' if own == 1 else 's'}"
+    return f"{text} (+{builtin} built-in)" if builtin else text
 
 
 def _report(coordinator: Any) -> None:
@@ -242,12 +257,15 @@ def put(
             raise typer.BadParameter(f"{f} is not a file")
     store = ObjectStore(cli_common.settings().storage_url)
     bucket = store.bucket(bucket_name, create=True)
-    with Progress(console=err, transient=True) as progress:
+    # on a terminal only: elsewhere a transient bar still ends in a blank line on stderr
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("uploading", total=len(files))
         for f in files:
             target = (key.rstrip("/") + "/" + f.name).lstrip("/") if many else key
             info = bucket.put_file(target, f)
-            console.print(f"{bucket_name}/{info.key}  {info.size} bytes  etag {info.etag}")
+            console.print(
+                f"{bucket_name}/{info.key}  {info.size} bytes  etag {info.etag}", markup=False
+            )
             progress.advance(task)
 
 
@@ -278,7 +296,7 @@ def invoke(
         console.print(inv_id)
         return
     deadline = time.time() + wait_seconds
-    with console.status(f"waiting for {name} ({inv_id})"):
+    with console.status(escape(f"waiting for {name} ({inv_id})")):
         while time.time() < deadline:
             row = ledger.get_invocation(inv_id)
             if row and row["status"] in ("succeeded", "dead"):
@@ -289,9 +307,13 @@ def invoke(
         console.print_json(row["result"] or "null")
         return
     if row.get("status") == "dead":
-        err.print(f"[red]{name} failed[/] after {row['attempts']} attempts: {row['error']}")
+        err.print(
+            f"[red]{escape(name)} failed[/] after {row['attempts']} attempts: "
+            f"{escape(str(row['error']))}",
+            soft_wrap=True,  # one line whatever the width, so scripts and grep see it whole
+        )
         raise typer.Exit(1)
-    err.print(f"still {row.get('status')} after {wait_seconds:g}s: {inv_id}")
+    err.print(f"still {row.get('status')} after {wait_seconds:g}s: {inv_id}", markup=False)
     raise typer.Exit(2)
 
 
@@ -322,12 +344,12 @@ def invocations(
         took = f"{(r['finished_at'] - r['created_at']):.2f}s" if r["finished_at"] else "-"
         table.add_row(
             r["id"][:8],
-            r["function"],
+            escape(r["function"]),
             f"[{colour.get(r['status'], 'white')}]{r['status']}[/]",
             f"{r['attempts']}/{r['max_attempts']}",
             cli_common.when(r["created_at"]),
             took,
-            (r["error"] or "")[:80],
+            escape((r["error"] or "")[:80]),
         )
     console.print(table)
 
@@ -388,10 +410,10 @@ def dlq_list(
     for r in rows:
         table.add_row(
             r["invocation_id"],
-            r["function"],
+            escape(r["function"]),
             str(r["attempts"]),
             cli_common.when(r["created_at"]),
-            (r["error"] or "")[:100],
+            escape((r["error"] or "")[:100]),
         )
     console.print(table)
 
@@ -405,7 +427,7 @@ def dlq_redrive(
     chosen = cli_common.ledger().redrive(function=function, ids=ids or ())
     console.print(f"redriven: {len(chosen)}")
     for inv_id in chosen:
-        console.print(f"  {inv_id}")
+        console.print(f"  {inv_id}", markup=False)
 
 
 # -- workflows --------------------------------------------------------------------------------
@@ -427,9 +449,9 @@ def start_execution_cmd(
     ledger = cli_common.ledger(settings)
     arn = api.start_execution(ledger, load_app(settings), state_machine, data, name=name)
     if not wait:
-        console.print(arn)
+        console.print(arn, markup=False)
         return
-    with console.status(f"running {arn}"):
+    with console.status(escape(f"running {arn}")):
         row = api.wait_for(ledger, arn)
     sys.stdout.write(json.dumps(row, default=str, indent=2) + "\n")
     if row["status"] != "SUCCEEDED":
@@ -460,12 +482,12 @@ def executions(
     for r in rows:
         took = f"{r['stopped_at'] - r['started_at']:.2f}s" if r["stopped_at"] else "-"
         table.add_row(
-            r["name"],
-            r["state_machine"],
+            escape(r["name"]),
+            escape(r["state_machine"]),
             r["status"],
             cli_common.when(r["started_at"]),
             took,
-            r["error"] or "",
+            escape(r["error"] or ""),
         )
     console.print(table)
 
@@ -498,7 +520,7 @@ def history(
         table.add_row(
             str(e["id"]),
             e["type"],
-            e["scope"] or "-",
+            escape(e["scope"] or "-"),
             cli_common.when(e["timestamp"]),
             escape(json.dumps(e["details"], default=str)[:100]),
         )
@@ -515,7 +537,7 @@ def stop_execution_cmd(
     from headrace.workflows import api
 
     row = api.stop_execution(cli_common.ledger(), execution, error=error, cause=cause)
-    console.print(f"{row['name']}: {row['status']}")
+    console.print(f"{row['name']}: {row['status']}", markup=False)
 
 
 @app.command("send-task-success")
@@ -556,7 +578,7 @@ def redrive(execution: Annotated[str, typer.Argument(help="Name or ARN.")]) -> N
     from headrace.workflows import api
 
     row = api.redrive_execution(cli_common.ledger(), execution)
-    console.print(f"{row['name']}: {row['status']}")
+    console.print(f"{row['name']}: {row['status']}", markup=False)
 
 
 @app.command()
