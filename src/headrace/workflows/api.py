@@ -15,7 +15,7 @@ from headrace.errors import AppError, HeadraceError
 from headrace.ledger import Ledger
 from headrace.ledger import executions as store
 from headrace.workflows.history import HISTORY_QUOTA
-from headrace.workflows.names import check_execution_name
+from headrace.workflows.names import check_execution_input, check_execution_name
 
 STOP_TIMEOUT = 10.0  # seconds stop_execution keeps trying while the coordinator writes
 
@@ -57,6 +57,7 @@ def start_execution(
             "check the name",
         )
     name = str(uuid.uuid4()) if name is None else check_execution_name(name)
+    check_execution_input(input)
     arn = execution_arn(state_machine, name)
     try:
         with ledger.begin() as conn:
