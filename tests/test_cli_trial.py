@@ -73,3 +73,109 @@ def test_up_banner_and_invoke_failure_print_brackets(tmp_path):
         assert "headrace up: 1 function (+3 built-in), watching [landing" in banner, banner
     finally:
         up.terminate()
+
+
+# -- 2. Ctrl-C during `headrace up`'s start-up ------------------------------------------------
+
+
+def _start_up(proj, env) -> subprocess.Popen:
+    """`headrace up` in its own process group, as a shell runs it (Ctrl-C reaches the group)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "headrace.cli", "-C", str(proj), "up", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **env},
+        start_new_session=True,
+    )
+
+
+def _assert_stopped_cleanly(proc: subprocess.Popen) -> str:
+    out, _ = proc.communicate(timeout=60)
+    assert "Traceback" not in out and "Aborted" not in out, out
+    assert "stopped" in out, out
+    assert proc.returncode == 130, out
+    return out
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_app_loads_stops_cleanly(tmp_path):
+    proj, env = _project(tmp_path, "import time\n\ntime.sleep(30)\n" + _FAILING_APP)
+    proc = _start_up(proj, env)
+    time.sleep(2.0)  # well inside the 30 s import of pipeline.py
+    os.killpg(proc.pid, signal.SIGINT)
+    assert "interrupted during start-up" in _assert_stopped_cleanly(proc)
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_fork_server_starts_stops_cleanly(tmp_path):
+    import psutil
+
+    proj, env = _project(tmp_path)
+    proc = _start_up(proj, env)
+    parent = psutil.Process(proc.pid)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # the moment the fork server exists, before its setsid
+        if any("forkserver" in " ".join(c.cmdline()) for c in _children(parent)):
+            break
+        time.sleep(0.005)
+    else:
+        raise AssertionError("no fork server started")
+    os.killpg(proc.pid, signal.SIGINT)
+    _assert_stopped_cleanly(proc)
+
+
+def _children(parent):
+    import psutil
+
+    found = []
+    for child in parent.children():
+        try:
+            child.cmdline()
+            found.append(child)
+        except psutil.Error:
+            pass
+    return found
+
+
+@pytest.mark.parametrize("where", ["afile", "afile/sub"])
+def test_init_on_a_file_is_a_one_line_error(tmp_path, where):
+    (tmp_path / "afile").write_text("not a folder")
+    result = headrace("init", str(tmp_path / where), project=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    message = _one_line(result.stderr)
+    assert "afile" in message and (
+        "is a file, not a folder" in message or "Not a directory" in message
+    )
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+def _nested(depth: int) -> dict:
+    value: dict = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+_PASS = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+
+
+def test_execute_refuses_input_nested_past_the_limit():
+    from headrace.jsontext import MAX_DEPTH
+    from headrace.workflows import execute
+    from headrace.workflows.names import InvalidExecutionInput
+
+    with pytest.raises(InvalidExecutionInput, match=f"the limit is {MAX_DEPTH} levels"):
+        execute(_PASS, _nested(5000))
+    assert execute(_PASS, _nested(MAX_DEPTH - 1)).status == "SUCCEEDED"
+
+
+def test_start_execution_refuses_input_nested_past_the_limit(tmp_path):
+    from headrace.ledger import Ledger
+    from headrace.workflows import api
+    from headrace.workflows.names import InvalidExecutionInput
+
+    ledger = Ledger(f"sqlite:///{tmp_path}/ledger.db")
+    with pytest.raises(InvalidExecutionInput, match="the limit is 128 levels"):
+        api.start_execution(ledger, {"m": _PASS}, "m", _nested(5000))

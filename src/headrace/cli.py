@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -75,7 +75,12 @@ def init(
     folder: Annotated[Path, typer.Argument(help="Where to create the project.")] = Path("."),
 ) -> None:
     """Create a project: headrace.toml and an example pipeline.py."""
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise typer.BadParameter(f"{folder} is a file, not a folder: give a new or existing folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent is a file, no permission, read-only file system …
+        raise typer.BadParameter(f"cannot create the folder {folder}: {exc.strerror}") from None
     for name, text in (
         ("headrace.toml", _TOML),
         ("pipeline.py", _PIPELINE.format(name=folder.resolve().name)),
@@ -148,25 +153,32 @@ def up(
     quiet: Annotated[bool, typer.Option(help="No live summary.")] = False,
 ) -> None:
     """Run the coordinator: watch buckets, trigger functions, record results. Ctrl-C drains."""
-    import logging
+    # Ctrl-C while the app loads: nothing runs yet, so stop at once (no traceback, no "Aborted.")
+    try:
+        import logging
 
-    from rich.logging import RichHandler
+        from rich.logging import RichHandler
 
-    from headrace.app import load_app
-    from headrace.server.coordinator import Coordinator
+        from headrace.app import load_app
+        from headrace.server.coordinator import Coordinator
 
-    live = console.is_terminal and not quiet
-    # log through the live summary's console, so the two never overwrite each other
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=console if live else err)],
-    )
-    settings = cli_common.settings()
-    application = load_app(settings)
-    coordinator = Coordinator(settings, application)
+        live = console.is_terminal and not quiet
+        # log through the live summary's console, so the two never overwrite each other
+        logging.basicConfig(
+            level=logging.INFO,
+            format="%(name)s: %(message)s",
+            handlers=[RichHandler(console=console if live else err)],
+        )
+        settings = cli_common.settings()
+        application = load_app(settings)
+        coordinator = Coordinator(settings, application)
+    except KeyboardInterrupt:
+        _stopped_during_start_up()
+    interrupted_start_up = threading.Event()
 
     def _stop(signum: int, _frame: Any) -> None:
+        if signum == signal.SIGINT and not coordinator.ready.is_set():
+            interrupted_start_up.set()
         if signum == signal.SIGINT and coordinator.stopping:
             err.print(
                 "SIGINT again: stopping now; running invocations are abandoned and run again "
@@ -191,11 +203,20 @@ def up(
         reporter = threading.Thread(target=_report, args=(coordinator,), daemon=True)
         reporter.start()
         coordinator.run(drain_timeout)
+    if interrupted_start_up.is_set():
+        _stopped_during_start_up()
     s = coordinator.stats
     console.print(
         f"stopped after {time.time() - s.started_at:.0f}s: {s.objects} objects, "
         f"{s.succeeded} succeeded, {s.retried} retried, {s.dead} dead-lettered"
     )
+
+
+def _stopped_during_start_up() -> NoReturn:
+    """Ctrl-C before the coordinator was ready: say so, and exit as an interrupted command
+    does (128 + SIGINT), so scripts do not take it for a clean run."""
+    err.print("stopped: interrupted during start-up")
+    raise typer.Exit(128 + signal.SIGINT)
 
 
 def _announce(coordinator: Any, settings: Any) -> None:

@@ -136,7 +136,8 @@ def stats(
     for p in positions:
         if p["last_error"]:
             console.print(
-                f"[red]{escape(p['pipeline'])}\\[{p['partition']}] failing ({p['failures']} tries), "
+                f"[red]{escape(p['pipeline'])}[{p['partition']}] failing "
+                f"({p['failures']} tries), "
                 f"retried from offset {p['offset']}:[/] {escape(p['last_error'])}"
             )
     flow = Table(
