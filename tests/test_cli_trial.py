@@ -179,3 +179,61 @@ def test_start_execution_refuses_input_nested_past_the_limit(tmp_path):
     ledger = Ledger(f"sqlite:///{tmp_path}/ledger.db")
     with pytest.raises(InvalidExecutionInput, match="the limit is 128 levels"):
         api.start_execution(ledger, {"m": _PASS}, "m", _nested(5000))
+
+
+# -- 3. task tokens nobody waits on are refused ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["send-task-success", "bogus-token", "--output", '{"a":1}'],
+        ["send-task-failure", "bogus-token", "--error", "E"],
+        ["send-task-heartbeat", "bogus-token"],
+    ],
+    ids=["success", "failure", "heartbeat"],
+)
+def test_send_task_commands_refuse_an_unknown_token(tmp_path, command):
+    env = {"HEADRACE_HOME": str(tmp_path / "home")}
+    result = headrace(*command, project=tmp_path, env=env)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: task token 'bogus-token': TaskDoesNotExist")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_send_task_success_ends_the_task_once(tmp_path):
+    from pathlib import Path
+
+    flows = Path(__file__).parent / "apps" / "flows"
+    env = {"HEADRACE_HOME": str(tmp_path / "home"), "HEADRACE_POLL_INTERVAL": "0.2"}
+    up = Up(flows, env, tmp_path / "up.log").start()
+    try:
+        marks = tmp_path / "marks"
+        started = headrace(
+            "start-execution", "approval", "--name", "ask1", "--input",
+            f'{{"marks": "{marks}"}}', project=flows, env=env,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        deadline = time.time() + 30
+        while not (marks / "token.txt").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        token = (marks / "token.txt").read_text()
+        beat = headrace("send-task-heartbeat", token, project=flows, env=env)
+        assert beat.returncode == 0, beat.stderr
+        done = headrace("send-task-success", token, "--output", '{"ok": 1}', project=flows, env=env)
+        assert done.returncode == 0, done.stderr
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            row = headrace("describe-execution", "ask1", project=flows, env=env)
+            if '"SUCCEEDED"' in row.stdout:
+                break
+            time.sleep(0.2)
+        again = headrace("send-task-success", token, project=flows, env=env)
+        assert again.returncode == 2 and "TaskTimedOut" in again.stderr, again.stderr
+        for wrong in (token + "x", token.split("#", 1)[0] + "#nope"):
+            other = headrace("send-task-failure", wrong, project=flows, env=env)
+            assert other.returncode == 2 and "TaskDoesNotExist" in other.stderr, other.stderr
+    finally:
+        up.terminate()
