@@ -237,3 +237,35 @@ def test_send_task_success_ends_the_task_once(tmp_path):
             assert other.returncode == 2 and "TaskDoesNotExist" in other.stderr, other.stderr
     finally:
         up.terminate()
+
+
+# -- 4. arguments that are not UTF-8; definition files that cannot be read -------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["invoke", "fails", "--async", "--payload"], ["start-execution", "m", "--input"]],
+    ids=["payload", "input"],
+)
+def test_json_options_refuse_bytes_that_are_not_utf8(tmp_path, command):
+    proj, env = _project(tmp_path)
+    result = headrace(*command, b'{"a": "\xff.txt"}', project=proj, env=env)
+    message = _one_line(result.stderr)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert f"{command[-1]} is not valid UTF-8 (byte 0xff at character 8)" in message
+    assert (
+        not (proj / ".headrace").exists()
+        or "dcff" not in headrace("invocations", "--json", project=proj, env=env).stdout
+    )
+
+
+def test_a_missing_definition_file_is_not_told_to_correct_fields(tmp_path):
+    proj, env = _project(
+        tmp_path, _FAILING_APP + "\napp.state_machine('m', 'machines/nowhere.asl.json')\n"
+    )
+    result = headrace("graph", "m", project=proj, env=env)
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "cannot read machines/nowhere.asl.json" in message
+    assert "correct the fields named above" not in message
+    assert "check the file's path" in message

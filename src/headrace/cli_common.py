@@ -43,6 +43,14 @@ def ledger(loaded=None):  # type: ignore[no-untyped-def]
 def json_option(text: str, option: str) -> Any:
     """The JSON value of a command-line option, or a usage error naming the option and the
     problem (syntax, or a limit such as nesting depth)."""
+    # Python turns bytes of an argument that are not UTF-8 into lone surrogates (\udcff):
+    # refuse them here, or they end up in the ledger and in every JSON written from it
+    bad = next((i for i, ch in enumerate(text) if "\udc80" <= ch <= "\udcff"), None)
+    if bad is not None:
+        raise typer.BadParameter(
+            f"{option} is not valid UTF-8 (byte 0x{ord(text[bad]) - 0xDC00:02x} at character "
+            f"{bad + 1}): pass UTF-8 text"
+        )
     try:
         return parse_json(text)
     except JsonInputError as exc:
