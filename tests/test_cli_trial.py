@@ -269,3 +269,78 @@ def test_a_missing_definition_file_is_not_told_to_correct_fields(tmp_path):
     assert "cannot read machines/nowhere.asl.json" in message
     assert "correct the fields named above" not in message
     assert "check the file's path" in message
+
+
+# -- 5. unknown values are refused, not answered with nothing --------------------------------
+
+_TWO_MACHINES = (
+    _FAILING_APP
+    + """
+_PASS = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+app.state_machine("first", _PASS)
+app.state_machine("second", _PASS)
+"""
+)
+
+
+def test_graph_refuses_an_execution_of_another_state_machine(tmp_path):
+    proj, env = _project(tmp_path, _TWO_MACHINES)
+    started = headrace("start-execution", "first", "--name", "run1", project=proj, env=env)
+    assert started.returncode == 0, started.stderr
+    assert headrace("graph", "first", "-e", "run1", project=proj, env=env).returncode == 0
+    result = headrace("graph", "second", "-e", "run1", project=proj, env=env)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    message = _one_line(result.stderr)
+    assert "execution 'run1' is of state machine 'first', not 'second'" in message
+
+
+def test_logs_refuses_an_unknown_function(tmp_path):
+    proj, env = _project(tmp_path)
+    result = headrace("logs", "nosuch", project=proj, env=env)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "no function 'nosuch' (known: fails)" in _one_line(result.stderr)
+    quiet = headrace("logs", "fails", project=proj, env=env)  # known, never run: no lines
+    assert quiet.returncode == 0 and quiet.stdout == "", quiet.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "known"),
+    [
+        ("invocations", "pending, running, succeeded, dead"),
+        ("executions", "RUNNING, SUCCEEDED, FAILED, TIMED_OUT, ABORTED"),
+    ],
+)
+def test_list_commands_refuse_an_unknown_status(tmp_path, command, known):
+    proj, env = _project(tmp_path)
+    result = headrace(command, "--status", "bogus", project=proj, env=env)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert f"no status 'bogus': use one of {known}" in _one_line(result.stderr)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["invocations"], ["executions"], ["logs", "fails"], ["jobs", "list"], ["query", "select 1"]],
+)
+def test_limits_below_one_are_refused(tmp_path, command):
+    proj, env = _project(tmp_path)
+    result = headrace(*command, "--limit", "-5", project=proj, env=env)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "--limit" in result.stderr and "greater than or equal to 1" in result.stderr
+
+
+def test_up_without_a_project_warns_and_names_init(tmp_path):
+    env = {"HEADRACE_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "headrace.cli", "-C", str(tmp_path), "up", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **env},
+    )
+    try:
+        first = proc.stdout.readline()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+    assert first.startswith(f"warning: there is no {tmp_path / 'headrace.toml'}"), first
+    assert "headrace init" in first

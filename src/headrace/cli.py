@@ -170,6 +170,8 @@ def up(
             handlers=[RichHandler(console=console if live else err)],
         )
         settings = cli_common.settings()
+        if not settings.app:
+            _warn_no_app(settings)
         application = load_app(settings)
         coordinator = Coordinator(settings, application)
     except KeyboardInterrupt:
@@ -209,6 +211,19 @@ def up(
     console.print(
         f"stopped after {time.time() - s.started_at:.0f}s: {s.objects} objects, "
         f"{s.succeeded} succeeded, {s.retried} retried, {s.dead} dead-lettered"
+    )
+
+
+def _warn_no_app(settings: Any) -> None:
+    from headrace.config import CONFIG_FILE
+
+    config = settings.project_dir / CONFIG_FILE
+    why = f"{config} sets no app" if config.exists() else f"there is no {config}"
+    err.print(
+        f"warning: {why}: running with no functions, buckets or state machines "
+        "(create a project with `headrace init`, or run `headrace -C PROJECT up`)",
+        markup=False,
+        soft_wrap=True,
     )
 
 
@@ -340,15 +355,25 @@ def invoke(
 
 # -- invocations, logs ------------------------------------------------------------------------
 
+#: What the ledger records (headrace.ledger.schema): invocations, and executions as AWS names them.
+INVOCATION_STATUSES = ("pending", "running", "succeeded", "dead")
+EXECUTION_STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+
+
+def _check_status(status: str | None, known: tuple[str, ...]) -> None:
+    if status is not None and status not in known:
+        raise typer.BadParameter(f"no status {status!r}: use one of {', '.join(known)}")
+
 
 @app.command()
 def invocations(
     function: Annotated[str | None, typer.Option("--function", "-f")] = None,
     status: Annotated[str | None, typer.Option(help="pending|running|succeeded|dead")] = None,
-    limit: Annotated[int, typer.Option()] = 50,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
     as_json: Json = False,
 ) -> None:
     """List recent invocations, newest first."""
+    _check_status(status, INVOCATION_STATUSES)
     rows = cli_common.ledger().list_invocations(function=function, status=status, limit=limit)
     if as_json:
         for row in rows:
@@ -379,7 +404,7 @@ def invocations(
 def logs(
     name: Annotated[str, typer.Argument(help="Function name.")],
     invocation: Annotated[str | None, typer.Option("--invocation", "-i")] = None,
-    limit: Annotated[int, typer.Option(help="Most recent attempts to show.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="Most recent attempts to show.")] = 20,
 ) -> None:
     """Print the log lines of a function's recent invocations (or of one invocation)."""
     ledger = cli_common.ledger()
@@ -388,9 +413,26 @@ def logs(
         row = ledger.get_invocation(invocation)
         if row is None:
             raise typer.BadParameter(f"no invocation {invocation!r}")
+        if row["function"] != name:
+            raise typer.BadParameter(
+                f"invocation {invocation!r} is of function {row['function']!r}, not {name!r}"
+            )
         inv_id = row["id"]
-    for a in ledger.list_attempts(invocation_id=inv_id, function=name, limit=limit):
+    attempts = ledger.list_attempts(invocation_id=inv_id, function=name, limit=limit)
+    if not attempts and inv_id is None:
+        _check_function(name)
+    for a in attempts:
         sys.stdout.write(format_attempt_log(a))
+
+
+def _check_function(name: str) -> None:
+    """A usage error unless `name` is one of the app's functions (which may not have run yet)."""
+    from headrace.app import load_app
+
+    functions = load_app(cli_common.settings()).functions
+    if name not in functions:
+        known = ", ".join(sorted(functions)) or "none"
+        raise typer.BadParameter(f"no function {name!r} (known: {known})")
 
 
 def format_attempt_log(a: dict[str, Any]) -> str:
@@ -482,11 +524,12 @@ def start_execution_cmd(
 @app.command()
 def executions(
     state_machine: Annotated[str | None, typer.Option("--state-machine", "-s")] = None,
-    status: Annotated[str | None, typer.Option(help="RUNNING|SUCCEEDED|FAILED|…")] = None,
-    limit: Annotated[int, typer.Option()] = 50,
+    status: Annotated[str | None, typer.Option(help="|".join(EXECUTION_STATUSES))] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
     as_json: Json = False,
 ) -> None:
     """List executions, newest first."""
+    _check_status(status, EXECUTION_STATUSES)
     from headrace.ledger import executions as store
 
     ledger = cli_common.ledger()
@@ -622,7 +665,16 @@ def graph(
     if state_machine not in application.state_machines:
         known = ", ".join(sorted(application.state_machines)) or "none"
         raise typer.BadParameter(f"no state machine {state_machine!r} (known: {known})")
-    events = api.get_history(cli_common.ledger(settings), execution) if execution else None
+    events = None
+    if execution:
+        ledger = cli_common.ledger(settings)
+        row = api.describe_execution(ledger, execution)
+        if row["state_machine"] != state_machine:
+            raise typer.BadParameter(
+                f"execution {execution!r} is of state machine {row['state_machine']!r}, "
+                f"not {state_machine!r}"
+            )
+        events = api.get_history(ledger, execution)
     render = to_mermaid if fmt == "mermaid" else to_dot
     sys.stdout.write(render(application.state_machines[state_machine], events) + "\n")
 

@@ -164,7 +164,7 @@ def read(
     offset: Annotated[
         int | None, typer.Option(help="First offset (default: last --limit).")
     ] = None,
-    limit: Annotated[int, typer.Option(help="How many records.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="How many records.")] = 20,
     as_json: Json = False,
 ) -> None:
     """Print records of a stream (late records of a window live in PIPELINE-late)."""
@@ -243,7 +243,7 @@ def features_compact(group: Annotated[str, typer.Argument(help="Feature group.")
 
 def query(
     sql: Annotated[str, typer.Argument(help="SQL over feature groups and archives (DuckDB).")],
-    limit: Annotated[int, typer.Option(help="Rows to print at most.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="Rows to print at most.")] = 50,
     as_json: Json = False,
 ) -> None:
     """SQL over the offline feature tables (a view per group) and stream archives."""
