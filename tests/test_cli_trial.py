@@ -344,3 +344,23 @@ def test_up_without_a_project_warns_and_names_init(tmp_path):
         proc.communicate(timeout=60)
     assert first.startswith(f"warning: there is no {tmp_path / 'headrace.toml'}"), first
     assert "headrace init" in first
+
+
+# -- 6. version and help ------------------------------------------------------------------
+
+
+def test_version_comes_from_the_package_metadata(tmp_path):
+    from importlib.metadata import version
+
+    result = headrace("--version", project=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"headrace {version('headrace')}\n"
+
+
+@pytest.mark.parametrize("command", [[], ["invocations"], ["start-execution"], ["jobs", "list"]])
+def test_help_shows_no_value_type_for_flags(tmp_path, command):
+    result = headrace(*command, "--help", project=tmp_path, env={"COLUMNS": "120"})
+    assert result.returncode == 0, result.stderr
+    assert "--help" in result.stdout and "<bool>" not in result.stdout, result.stdout
+    if command == ["invocations"]:  # options that take a value keep their type
+        assert "<int" in result.stdout and "<str>" in result.stdout

@@ -32,8 +32,24 @@ console = Console()
 err = Console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"headrace {version('headrace')}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(project: Project = None) -> None:
+def _root(
+    project: Project = None,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     cli_common.state["project"] = project
 
 

@@ -10,6 +10,28 @@ import typer
 
 from headrace.jsontext import JsonInputError, parse_json
 
+
+def _flags_without_a_type() -> None:
+    """typer 0.2x's rich help gives every option its value type, flags too (`--help <bool>`,
+    `--json <bool>`), though a flag takes no value; click's plain help leaves it out. Do the
+    same in the rich help. (Guarded: a typer without this method is left alone.)"""
+    from typer.core import TyperOption
+
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_headrace_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: typer.Context) -> str | None:
+        if self.is_flag or self.count:
+            return None
+        return original(self, ctx)
+
+    display_type_rich._headrace_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_a_type()
+
 #: The project folder chosen with `-C` on `headrace` or on a command group.
 state: dict[str, Any] = {"project": None}
 
