@@ -65,6 +65,10 @@ def test_up_banner_and_invoke_failure_print_brackets(tmp_path):
         assert failed.returncode == 1, failed.stderr
         assert "fails failed after 1 attempts" in failed.stderr
         assert "got an object with keys [a] (fix: send [b])" in failed.stderr
+        wide = {**env, "COLUMNS": "300"}
+        for table in (["invocations"], ["dlq", "list"]):  # error cells of tables too
+            listed = headrace(*table, project=proj, env=wide)
+            assert "keys [a] (fix: send [b])" in listed.stdout, listed.stdout
         deadline = time.time() + 10
         while "headrace up:" not in up.output() and time.time() < deadline:
             time.sleep(0.1)
