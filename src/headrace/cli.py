@@ -197,6 +197,10 @@ def up(
     def _stop(signum: int, _frame: Any) -> None:
         if signum == signal.SIGINT and not coordinator.ready.is_set():
             interrupted_start_up.set()
+            if not coordinator.stopping:
+                err.print("SIGINT during start-up: stopping as soon as it is safe")
+                coordinator.stop()
+                return
         if signum == signal.SIGINT and coordinator.stopping:
             err.print(
                 "SIGINT again: stopping now; running invocations are abandoned and run again "
