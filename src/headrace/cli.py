@@ -135,7 +135,7 @@ class _Summary:
         )
         caption = [escape(f"watching [{', '.join(self.c.app.buckets) or 'none'}]")]
         if self.c.metrics_url:
-            caption.append(f"metrics {self.c.metrics_url}")
+            caption.append(escape(f"metrics {self.c.metrics_url}"))
         if s.last_error:
             caption.append(escape(f"last error: {s.last_error}"))
         table.caption = " · ".join(caption)
