@@ -204,8 +204,9 @@ def test_wait_for_task_token_with_heartbeats(flows):
     assert row["output"]["approval"] == {"approved": True}
     types = [e["type"] for e in api.get_history(ledger, arn)]
     assert types.count("TaskHeartbeat") == 3
-    # a token nobody waits for any more is rejected, not applied
-    api.send_task_success(ledger, token, {"again": True})
+    # a token nobody waits for any more is refused, as Step Functions does, and not applied
+    with pytest.raises(api.TaskTokenError, match="TaskTimedOut"):
+        api.send_task_success(ledger, token, {"again": True})
     time.sleep(0.6)
     assert api.describe_execution(ledger, arn)["output"]["approval"] == {"approved": True}
 
@@ -234,7 +235,8 @@ def test_stop_execution_while_it_waits(flows):
     row = api.stop_execution(ledger, arn, error="Cancelled", cause="by the test")
     assert row["status"] == "ABORTED" and row["error"] == "Cancelled"
     time.sleep(3)  # past HeartbeatSeconds: the coordinator must not revive or fail it
-    api.send_task_success(ledger, token, {"late": True})
+    with pytest.raises(api.TaskTokenError, match="TaskTimedOut"):
+        api.send_task_success(ledger, token, {"late": True})
     time.sleep(0.6)
     row = api.describe_execution(ledger, arn)
     assert row["status"] == "ABORTED" and row["output"] is None

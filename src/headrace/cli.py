@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -32,8 +32,24 @@ console = Console()
 err = Console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"headrace {version('headrace')}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(project: Project = None) -> None:
+def _root(
+    project: Project = None,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     cli_common.state["project"] = project
 
 
@@ -75,17 +91,22 @@ def init(
     folder: Annotated[Path, typer.Argument(help="Where to create the project.")] = Path("."),
 ) -> None:
     """Create a project: headrace.toml and an example pipeline.py."""
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise typer.BadParameter(f"{folder} is a file, not a folder: give a new or existing folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent is a file, no permission, read-only file system …
+        raise typer.BadParameter(f"cannot create the folder {folder}: {exc.strerror}") from None
     for name, text in (
         ("headrace.toml", _TOML),
         ("pipeline.py", _PIPELINE.format(name=folder.resolve().name)),
     ):
         path = folder / name
         if path.exists():
-            err.print(f"[yellow]kept[/] {path} (already there)")
+            err.print(f"[yellow]kept[/] {escape(str(path))} (already there)")
             continue
         path.write_text(text)
-        console.print(f"[green]created[/] {path}")
+        console.print(f"[green]created[/] {escape(str(path))}")
     console.print(
         "Next: [bold]headrace up[/] in that folder, then drop a .txt file into "
         "[bold].headrace/buckets/landing/[/]."
@@ -114,9 +135,9 @@ class _Summary:
         )
         caption = [escape(f"watching [{', '.join(self.c.app.buckets) or 'none'}]")]
         if self.c.metrics_url:
-            caption.append(f"metrics {self.c.metrics_url}")
+            caption.append(escape(f"metrics {self.c.metrics_url}"))
         if s.last_error:
-            caption.append(f"last error: {s.last_error}")
+            caption.append(escape(f"last error: {s.last_error}"))
         table.caption = " · ".join(caption)
         runners = self.c.streams.runners
         if not runners:
@@ -129,7 +150,7 @@ class _Summary:
         for r in runners:
             st = r.status
             streams.add_row(
-                f"{r.pipeline.name}[{r.partition}]",
+                escape(f"{r.pipeline.name}[{r.partition}]"),
                 f"{st.records:,}",
                 f"{st.lag:,}",
                 f"[yellow]{st.late:,}[/]" if st.late else "0",
@@ -148,25 +169,38 @@ def up(
     quiet: Annotated[bool, typer.Option(help="No live summary.")] = False,
 ) -> None:
     """Run the coordinator: watch buckets, trigger functions, record results. Ctrl-C drains."""
-    import logging
+    # Ctrl-C while the app loads: nothing runs yet, so stop at once (no traceback, no "Aborted.")
+    try:
+        import logging
 
-    from rich.logging import RichHandler
+        from rich.logging import RichHandler
 
-    from headrace.app import load_app
-    from headrace.server.coordinator import Coordinator
+        from headrace.app import load_app
+        from headrace.server.coordinator import Coordinator
 
-    live = console.is_terminal and not quiet
-    # log through the live summary's console, so the two never overwrite each other
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=console if live else err)],
-    )
-    settings = cli_common.settings()
-    application = load_app(settings)
-    coordinator = Coordinator(settings, application)
+        live = console.is_terminal and not quiet
+        # log through the live summary's console, so the two never overwrite each other
+        logging.basicConfig(
+            level=logging.INFO,
+            format="%(name)s: %(message)s",
+            handlers=[RichHandler(console=console if live else err)],
+        )
+        settings = cli_common.settings()
+        if not settings.app:
+            _warn_no_app(settings)
+        application = load_app(settings)
+        coordinator = Coordinator(settings, application)
+    except KeyboardInterrupt:
+        _stopped_during_start_up()
+    interrupted_start_up = threading.Event()
 
     def _stop(signum: int, _frame: Any) -> None:
+        if signum == signal.SIGINT and not coordinator.ready.is_set():
+            interrupted_start_up.set()
+            if not coordinator.stopping:
+                err.print("SIGINT during start-up: stopping as soon as it is safe")
+                coordinator.stop()
+                return
         if signum == signal.SIGINT and coordinator.stopping:
             err.print(
                 "SIGINT again: stopping now; running invocations are abandoned and run again "
@@ -191,6 +225,8 @@ def up(
         reporter = threading.Thread(target=_report, args=(coordinator,), daemon=True)
         reporter.start()
         coordinator.run(drain_timeout)
+    if interrupted_start_up.is_set():
+        _stopped_during_start_up()
     s = coordinator.stats
     console.print(
         f"stopped after {time.time() - s.started_at:.0f}s: {s.objects} objects, "
@@ -198,13 +234,48 @@ def up(
     )
 
 
+def _warn_no_app(settings: Any) -> None:
+    from headrace.config import CONFIG_FILE
+
+    config = settings.project_dir / CONFIG_FILE
+    why = f"{config} sets no app" if config.exists() else f"there is no {config}"
+    err.print(
+        f"warning: {why}: running with no functions, buckets or state machines "
+        "(create a project with `headrace init`, or run `headrace -C PROJECT up`)",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def _stopped_during_start_up() -> NoReturn:
+    """Ctrl-C before the coordinator was ready: say so, and exit as an interrupted command
+    does (128 + SIGINT), so scripts do not take it for a clean run."""
+    err.print("stopped: interrupted during start-up")
+    raise typer.Exit(128 + signal.SIGINT)
+
+
 def _announce(coordinator: Any, settings: Any) -> None:
     coordinator.ready.wait()
-    buckets = escape(", ".join(coordinator.app.buckets) or "none")
+    buckets = ", ".join(coordinator.app.buckets) or "none"
     err.print(
-        f"headrace up: {len(coordinator.app.functions)} functions, watching [{buckets}] in "
-        f"{settings.storage_url}; ledger {settings.ledger_url}; metrics {coordinator.metrics_url}"
+        f"headrace up: {_count_functions(coordinator.app)}, watching [{buckets}] in "
+        f"{settings.storage_url}; ledger {settings.ledger_url}; metrics {coordinator.metrics_url}",
+        markup=False,
     )
+
+
+def _count_functions(application: Any) -> str:
+    """ "2 functions", or "1 function (+3 built-in)": the user's functions, then the built-in
+    ones (DynamoDB, SNS, Batch tasks, feature compaction) that register_services adds."""
+    from headrace.features.jobs import compact_handler
+    from headrace.workflows.services import HANDLERS
+
+    builtin_handlers = {*HANDLERS.values(), compact_handler}
+    specs = application.functions.values()
+    builtin = sum(1 for spec in specs if spec.handler in builtin_handlers)
+    own = len(application.functions) - builtin
+    text = f"{own} function{'' if own == 1 else 's'}"
+    return f"{text} (+{builtin} built-in)" if builtin else text
 
 
 def _report(coordinator: Any) -> None:
@@ -242,12 +313,15 @@ def put(
             raise typer.BadParameter(f"{f} is not a file")
     store = ObjectStore(cli_common.settings().storage_url)
     bucket = store.bucket(bucket_name, create=True)
-    with Progress(console=err, transient=True) as progress:
+    # on a terminal only: elsewhere a transient bar still ends in a blank line on stderr
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("uploading", total=len(files))
         for f in files:
             target = (key.rstrip("/") + "/" + f.name).lstrip("/") if many else key
             info = bucket.put_file(target, f)
-            console.print(f"{bucket_name}/{info.key}  {info.size} bytes  etag {info.etag}")
+            console.print(
+                f"{bucket_name}/{info.key}  {info.size} bytes  etag {info.etag}", markup=False
+            )
             progress.advance(task)
 
 
@@ -278,7 +352,7 @@ def invoke(
         console.print(inv_id)
         return
     deadline = time.time() + wait_seconds
-    with console.status(f"waiting for {name} ({inv_id})"):
+    with console.status(escape(f"waiting for {name} ({inv_id})")):
         while time.time() < deadline:
             row = ledger.get_invocation(inv_id)
             if row and row["status"] in ("succeeded", "dead"):
@@ -289,23 +363,37 @@ def invoke(
         console.print_json(row["result"] or "null")
         return
     if row.get("status") == "dead":
-        err.print(f"[red]{name} failed[/] after {row['attempts']} attempts: {row['error']}")
+        err.print(
+            f"[red]{escape(name)} failed[/] after {row['attempts']} attempts: "
+            f"{escape(str(row['error']))}",
+            soft_wrap=True,  # one line whatever the width, so scripts and grep see it whole
+        )
         raise typer.Exit(1)
-    err.print(f"still {row.get('status')} after {wait_seconds:g}s: {inv_id}")
+    err.print(f"still {row.get('status')} after {wait_seconds:g}s: {inv_id}", markup=False)
     raise typer.Exit(2)
 
 
 # -- invocations, logs ------------------------------------------------------------------------
+
+#: What the ledger records (headrace.ledger.schema): invocations, and executions as AWS names them.
+INVOCATION_STATUSES = ("pending", "running", "succeeded", "dead")
+EXECUTION_STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+
+
+def _check_status(status: str | None, known: tuple[str, ...]) -> None:
+    if status is not None and status not in known:
+        raise typer.BadParameter(f"no status {status!r}: use one of {', '.join(known)}")
 
 
 @app.command()
 def invocations(
     function: Annotated[str | None, typer.Option("--function", "-f")] = None,
     status: Annotated[str | None, typer.Option(help="pending|running|succeeded|dead")] = None,
-    limit: Annotated[int, typer.Option()] = 50,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
     as_json: Json = False,
 ) -> None:
     """List recent invocations, newest first."""
+    _check_status(status, INVOCATION_STATUSES)
     rows = cli_common.ledger().list_invocations(function=function, status=status, limit=limit)
     if as_json:
         for row in rows:
@@ -322,12 +410,12 @@ def invocations(
         took = f"{(r['finished_at'] - r['created_at']):.2f}s" if r["finished_at"] else "-"
         table.add_row(
             r["id"][:8],
-            r["function"],
+            escape(r["function"]),
             f"[{colour.get(r['status'], 'white')}]{r['status']}[/]",
             f"{r['attempts']}/{r['max_attempts']}",
             cli_common.when(r["created_at"]),
             took,
-            (r["error"] or "")[:80],
+            escape((r["error"] or "")[:80]),
         )
     console.print(table)
 
@@ -336,7 +424,7 @@ def invocations(
 def logs(
     name: Annotated[str, typer.Argument(help="Function name.")],
     invocation: Annotated[str | None, typer.Option("--invocation", "-i")] = None,
-    limit: Annotated[int, typer.Option(help="Most recent attempts to show.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="Most recent attempts to show.")] = 20,
 ) -> None:
     """Print the log lines of a function's recent invocations (or of one invocation)."""
     ledger = cli_common.ledger()
@@ -345,9 +433,26 @@ def logs(
         row = ledger.get_invocation(invocation)
         if row is None:
             raise typer.BadParameter(f"no invocation {invocation!r}")
+        if row["function"] != name:
+            raise typer.BadParameter(
+                f"invocation {invocation!r} is of function {row['function']!r}, not {name!r}"
+            )
         inv_id = row["id"]
-    for a in ledger.list_attempts(invocation_id=inv_id, function=name, limit=limit):
+    attempts = ledger.list_attempts(invocation_id=inv_id, function=name, limit=limit)
+    if not attempts and inv_id is None:
+        _check_function(name)
+    for a in attempts:
         sys.stdout.write(format_attempt_log(a))
+
+
+def _check_function(name: str) -> None:
+    """A usage error unless `name` is one of the app's functions (which may not have run yet)."""
+    from headrace.app import load_app
+
+    functions = load_app(cli_common.settings()).functions
+    if name not in functions:
+        known = ", ".join(sorted(functions)) or "none"
+        raise typer.BadParameter(f"no function {name!r} (known: {known})")
 
 
 def format_attempt_log(a: dict[str, Any]) -> str:
@@ -388,10 +493,10 @@ def dlq_list(
     for r in rows:
         table.add_row(
             r["invocation_id"],
-            r["function"],
+            escape(r["function"]),
             str(r["attempts"]),
             cli_common.when(r["created_at"]),
-            (r["error"] or "")[:100],
+            escape((r["error"] or "")[:100]),
         )
     console.print(table)
 
@@ -405,7 +510,7 @@ def dlq_redrive(
     chosen = cli_common.ledger().redrive(function=function, ids=ids or ())
     console.print(f"redriven: {len(chosen)}")
     for inv_id in chosen:
-        console.print(f"  {inv_id}")
+        console.print(f"  {inv_id}", markup=False)
 
 
 # -- workflows --------------------------------------------------------------------------------
@@ -427,9 +532,9 @@ def start_execution_cmd(
     ledger = cli_common.ledger(settings)
     arn = api.start_execution(ledger, load_app(settings), state_machine, data, name=name)
     if not wait:
-        console.print(arn)
+        console.print(arn, markup=False)
         return
-    with console.status(f"running {arn}"):
+    with console.status(escape(f"running {arn}")):
         row = api.wait_for(ledger, arn)
     sys.stdout.write(json.dumps(row, default=str, indent=2) + "\n")
     if row["status"] != "SUCCEEDED":
@@ -439,11 +544,12 @@ def start_execution_cmd(
 @app.command()
 def executions(
     state_machine: Annotated[str | None, typer.Option("--state-machine", "-s")] = None,
-    status: Annotated[str | None, typer.Option(help="RUNNING|SUCCEEDED|FAILED|…")] = None,
-    limit: Annotated[int, typer.Option()] = 50,
+    status: Annotated[str | None, typer.Option(help="|".join(EXECUTION_STATUSES))] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
     as_json: Json = False,
 ) -> None:
     """List executions, newest first."""
+    _check_status(status, EXECUTION_STATUSES)
     from headrace.ledger import executions as store
 
     ledger = cli_common.ledger()
@@ -460,12 +566,12 @@ def executions(
     for r in rows:
         took = f"{r['stopped_at'] - r['started_at']:.2f}s" if r["stopped_at"] else "-"
         table.add_row(
-            r["name"],
-            r["state_machine"],
+            escape(r["name"]),
+            escape(r["state_machine"]),
             r["status"],
             cli_common.when(r["started_at"]),
             took,
-            r["error"] or "",
+            escape(r["error"] or ""),
         )
     console.print(table)
 
@@ -498,7 +604,7 @@ def history(
         table.add_row(
             str(e["id"]),
             e["type"],
-            e["scope"] or "-",
+            escape(e["scope"] or "-"),
             cli_common.when(e["timestamp"]),
             escape(json.dumps(e["details"], default=str)[:100]),
         )
@@ -515,7 +621,7 @@ def stop_execution_cmd(
     from headrace.workflows import api
 
     row = api.stop_execution(cli_common.ledger(), execution, error=error, cause=cause)
-    console.print(f"{row['name']}: {row['status']}")
+    console.print(f"{row['name']}: {row['status']}", markup=False)
 
 
 @app.command("send-task-success")
@@ -556,7 +662,7 @@ def redrive(execution: Annotated[str, typer.Argument(help="Name or ARN.")]) -> N
     from headrace.workflows import api
 
     row = api.redrive_execution(cli_common.ledger(), execution)
-    console.print(f"{row['name']}: {row['status']}")
+    console.print(f"{row['name']}: {row['status']}", markup=False)
 
 
 @app.command()
@@ -579,7 +685,16 @@ def graph(
     if state_machine not in application.state_machines:
         known = ", ".join(sorted(application.state_machines)) or "none"
         raise typer.BadParameter(f"no state machine {state_machine!r} (known: {known})")
-    events = api.get_history(cli_common.ledger(settings), execution) if execution else None
+    events = None
+    if execution:
+        ledger = cli_common.ledger(settings)
+        row = api.describe_execution(ledger, execution)
+        if row["state_machine"] != state_machine:
+            raise typer.BadParameter(
+                f"execution {execution!r} is of state machine {row['state_machine']!r}, "
+                f"not {state_machine!r}"
+            )
+        events = api.get_history(ledger, execution)
     render = to_mermaid if fmt == "mermaid" else to_dot
     sys.stdout.write(render(application.state_machines[state_machine], events) + "\n")
 

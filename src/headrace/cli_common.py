@@ -10,6 +10,28 @@ import typer
 
 from headrace.jsontext import JsonInputError, parse_json
 
+
+def _flags_without_a_type() -> None:
+    """typer 0.2x's rich help gives every option its value type, flags too (`--help <bool>`,
+    `--json <bool>`), though a flag takes no value; click's plain help leaves it out. Do the
+    same in the rich help. (Guarded: a typer without this method is left alone.)"""
+    from typer.core import TyperOption
+
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_headrace_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: typer.Context) -> str | None:
+        if self.is_flag or self.count:
+            return None
+        return original(self, ctx)
+
+    display_type_rich._headrace_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_a_type()
+
 #: The project folder chosen with `-C` on `headrace` or on a command group.
 state: dict[str, Any] = {"project": None}
 
@@ -43,6 +65,14 @@ def ledger(loaded=None):  # type: ignore[no-untyped-def]
 def json_option(text: str, option: str) -> Any:
     """The JSON value of a command-line option, or a usage error naming the option and the
     problem (syntax, or a limit such as nesting depth)."""
+    # Python turns bytes of an argument that are not UTF-8 into lone surrogates (\udcff):
+    # refuse them here, or they end up in the ledger and in every JSON written from it
+    bad = next((i for i, ch in enumerate(text) if "\udc80" <= ch <= "\udcff"), None)
+    if bad is not None:
+        raise typer.BadParameter(
+            f"{option} is not valid UTF-8 (byte 0x{ord(text[bad]) - 0xDC00:02x} at character "
+            f"{bad + 1}): pass UTF-8 text"
+        )
     try:
         return parse_json(text)
     except JsonInputError as exc:

@@ -146,7 +146,7 @@ def list_jobs(
         str | None, typer.Option(help="SUBMITTED|RUNNABLE|RUNNING|SUCCEEDED|FAILED")
     ] = None,
     queue: Annotated[str | None, typer.Option(help="Only this job queue.")] = None,
-    limit: Annotated[int, typer.Option()] = 50,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
     as_json: Json = False,
 ) -> None:
     """List jobs, newest first."""

@@ -77,7 +77,13 @@ def list_streams(as_json: Json = False) -> None:
     table = Table("stream", "partition", "start", "end", "pipelines (next offset)")
     for r in rows:
         readers = ", ".join(f"{k}@{v}" for k, v in r["pipelines"].items()) or "-"
-        table.add_row(r["stream"], str(r["partition"]), str(r["start"]), str(r["end"]), readers)
+        table.add_row(
+            escape(r["stream"]),
+            str(r["partition"]),
+            str(r["start"]),
+            str(r["end"]),
+            escape(readers),
+        )
     console.print(table)
 
 
@@ -117,7 +123,7 @@ def stats(
     table = Table("pipeline", "part.", "offset", "lag", "watermark", "records", "late", "batches")
     for p in positions:
         table.add_row(
-            p["pipeline"],
+            escape(p["pipeline"]),
             str(p["partition"]),
             str(p["offset"]),
             str(p["lag"]),
@@ -130,7 +136,8 @@ def stats(
     for p in positions:
         if p["last_error"]:
             console.print(
-                f"[red]{p['pipeline']}[{p['partition']}] failing ({p['failures']} tries), "
+                f"[red]{escape(p['pipeline'])}[{p['partition']}] failing "
+                f"({p['failures']} tries), "
                 f"retried from offset {p['offset']}:[/] {escape(p['last_error'])}"
             )
     flow = Table(
@@ -139,7 +146,7 @@ def stats(
     for r in per_minute:
         flow.add_row(
             cli_common.when(r["minute"] * 60)[:-3],
-            r["pipeline"],
+            escape(r["pipeline"]),
             escape(r["stage"]),
             f"{r['records_in']:,}",
             f"{r['records_out']:,}",
@@ -157,7 +164,7 @@ def read(
     offset: Annotated[
         int | None, typer.Option(help="First offset (default: last --limit).")
     ] = None,
-    limit: Annotated[int, typer.Option(help="How many records.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="How many records.")] = 20,
     as_json: Json = False,
 ) -> None:
     """Print records of a stream (late records of a window live in PIPELINE-late)."""
@@ -193,7 +200,7 @@ def reset(pipeline: Annotated[str, typer.Argument(help="Pipeline name.")]) -> No
         raise typer.BadParameter(f"pipeline {pipeline!r} is not defined")
     with ledger.begin() as conn:
         reset_pipeline(conn, pipeline)
-    console.print(f"pipeline {pipeline} reset")
+    console.print(f"pipeline {pipeline} reset", markup=False)
 
 
 # -- features and SQL --------------------------------------------------------------------------
@@ -229,14 +236,14 @@ def features_get(
 def features_compact(group: Annotated[str, typer.Argument(help="Feature group.")]) -> None:
     """Compact the group's offline table now and vacuum old files."""
     settings, application, _ = _context()
-    with console.status(f"compacting {group}"):
+    with console.status(escape(f"compacting {group}")):
         report = _store(settings, application).compact(group)
     _print_json(report if isinstance(report, dict) else getattr(report, "__dict__", str(report)))
 
 
 def query(
     sql: Annotated[str, typer.Argument(help="SQL over feature groups and archives (DuckDB).")],
-    limit: Annotated[int, typer.Option(help="Rows to print at most.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="Rows to print at most.")] = 50,
     as_json: Json = False,
 ) -> None:
     """SQL over the offline feature tables (a view per group) and stream archives."""
@@ -246,7 +253,7 @@ def query(
     if as_json:
         _print_json(rows)
         return
-    table = Table(*result.column_names)
+    table = Table(*(escape(name) for name in result.column_names))
     for row in rows:
         table.add_row(*(escape(str(v)) for v in row.values()))
     console.print(table)

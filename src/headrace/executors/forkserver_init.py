@@ -37,3 +37,6 @@ if _inside_fork_server():
     with contextlib.suppress(OSError):  # already a session leader
         os.setsid()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # started with both blocked (LocalExecutor.start); pending ones are discarded, now ignored
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})

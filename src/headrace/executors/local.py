@@ -143,8 +143,21 @@ class LocalExecutor:
 
     def start(self, notify: Callable[[], None]) -> None:
         self._notify = notify
-        with self._lock:
-            self._workers = [self._spawn(i) for i in range(self.size)]
+        # The first spawn starts the fork server, in our process group until it calls setsid: a
+        # Ctrl-C meanwhile would kill it mid-import (a traceback, then EOFError here). It
+        # inherits this thread's signal mask, so hold SIGINT/SIGTERM back while it starts;
+        # forkserver_init discards them once it ignores them. This process still gets them.
+        # The resource tracker starts first: its own start unblocks both when it is done.
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+        held = {signal.SIGINT, signal.SIGTERM}
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            with self._lock:
+                self._workers = [self._spawn(i) for i in range(self.size)]
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         self._thread = threading.Thread(
             target=self._watch, name="headrace-local-executor", daemon=True
         )

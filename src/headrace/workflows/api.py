@@ -15,7 +15,7 @@ from headrace.errors import AppError, HeadraceError
 from headrace.ledger import Ledger
 from headrace.ledger import executions as store
 from headrace.workflows.history import HISTORY_QUOTA
-from headrace.workflows.names import check_execution_name
+from headrace.workflows.names import check_execution_input, check_execution_name
 
 STOP_TIMEOUT = 10.0  # seconds stop_execution keeps trying while the coordinator writes
 
@@ -57,6 +57,7 @@ def start_execution(
             "check the name",
         )
     name = str(uuid.uuid4()) if name is None else check_execution_name(name)
+    check_execution_input(input)
     arn = execution_arn(state_machine, name)
     try:
         with ledger.begin() as conn:
@@ -153,20 +154,86 @@ def redrive_execution(ledger: Ledger, name_or_arn: str) -> dict[str, Any]:
     return describe_execution(ledger, execution["id"])
 
 
+class TaskTokenError(HeadraceError):
+    """SendTaskSuccess/Failure/Heartbeat named a token no task waits on; `code` is the error
+    Step Functions returns: InvalidToken, TaskDoesNotExist or TaskTimedOut."""
+
+    def __init__(self, subject: str, reason: str, fix: str | None = None) -> None:
+        super().__init__(subject, reason, fix)
+        self.code = reason.split(":", 1)[0]
+
+
+#: Longest task token Step Functions accepts.
+MAX_TOKEN_LENGTH = 1024
+
+#: History events that close a task (in the scope that scheduled it).
+_TASK_CLOSED = ("TaskSucceeded", "TaskFailed", "TaskTimedOut")
+
+
+def check_task_token(ledger: Ledger, token: str) -> None:
+    """Raise TaskTokenError unless a `.waitForTaskToken` task is waiting on `token`, as
+    Step Functions answers SendTaskSuccess/Failure/Heartbeat: InvalidToken for a malformed
+    token, TaskDoesNotExist for one no task handed out, TaskTimedOut for one whose task (or
+    execution) has ended. The coordinator checks again when it applies the request."""
+    shown = token if len(token) <= 120 else token[:120] + "…"
+    subject = f"task token {shown!r}"
+    if not 1 <= len(token) <= MAX_TOKEN_LENGTH:
+        raise TaskTokenError(
+            subject,
+            f"InvalidToken: a token has 1 to {MAX_TOKEN_LENGTH} characters (it has {len(token)})",
+            "pass the token exactly as the task received it ($$.Task.Token)",
+        )
+    with ledger.reader.connect() as conn:
+        loaded = store.load(conn, token.split("#", 1)[0])
+    scheduled = None
+    for seq, kind, _ts, scope, details in loaded[1] if loaded else ():
+        if (
+            kind == "TaskScheduled"
+            and str(details.get("token", "")).rsplit("#", 1)[0] == token
+            and str(details.get("resource", "")).endswith(".waitForTaskToken")
+        ):
+            scheduled = (seq, scope)
+    if loaded is None or scheduled is None:
+        raise TaskTokenError(
+            subject,
+            "TaskDoesNotExist: no .waitForTaskToken task was given this token",
+            "pass the token exactly as the task received it ($$.Task.Token)",
+        )
+    execution, events = loaded
+    closed = execution["status"] != "RUNNING" or any(
+        seq > scheduled[0] and scope == scheduled[1] and kind in _TASK_CLOSED
+        for seq, kind, _ts, scope, _details in events
+    )
+    if closed:
+        raise TaskTokenError(
+            subject,
+            "TaskTimedOut: its task has already ended"
+            + (
+                f" (execution {execution['name']} is {execution['status']})"
+                if execution["status"] != "RUNNING"
+                else ""
+            ),
+            "nothing waits on this token any more; check the execution's history",
+        )
+
+
 def send_task_success(ledger: Ledger, token: str, output: Any) -> None:
     """End the `.waitForTaskToken` task holding `token` with `output` (SendTaskSuccess)."""
+    check_task_token(ledger, token)
     with ledger.begin() as conn:
         store.add_callback(conn, token, "success", output=output)
 
 
 def send_task_failure(ledger: Ledger, token: str, error: str = "", cause: str = "") -> None:
     """Fail the task holding `token` with `error` and `cause` (SendTaskFailure)."""
+    check_task_token(ledger, token)
     with ledger.begin() as conn:
         store.add_callback(conn, token, "failure", error=error, cause=cause)
 
 
 def send_task_heartbeat(ledger: Ledger, token: str) -> None:
     """Tell the task holding `token` its worker is alive (SendTaskHeartbeat)."""
+    check_task_token(ledger, token)
     with ledger.begin() as conn:
         store.add_callback(conn, token, "heartbeat")
 

@@ -158,7 +158,12 @@ def _clip(line: str) -> str:
 class DefinitionError(HeadraceError):
     """A state machine definition is not valid; ``problems`` lists every problem found."""
 
-    def __init__(self, problems: list[Problem], subject: str = "state machine definition") -> None:
+    def __init__(
+        self,
+        problems: list[Problem],
+        subject: str = "state machine definition",
+        fix: str = "correct the fields named above",
+    ) -> None:
         self.problems = list(problems)
         count = len(self.problems)
         # The message goes to terminals, logs and ledger rows: a generated definition with
@@ -167,10 +172,10 @@ class DefinitionError(HeadraceError):
         if count > MAX_LISTED_PROBLEMS:
             lines.append(f"… and {count - MAX_LISTED_PROBLEMS} more")
         reason = f"{count} problem{'s' if count != 1 else ''}:\n" + "\n".join(lines)
-        super().__init__(subject, reason, "correct the fields named above")
+        super().__init__(subject, reason, fix)
 
     def __reduce__(self):
-        return (self.__class__, (self.problems, self.subject))
+        return (self.__class__, (self.problems, self.subject, self.fix))
 
 
 @dataclass
@@ -207,8 +212,10 @@ def load_definition(definition: str | dict | os.PathLike) -> dict:
         try:
             text = Path(definition).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise DefinitionError(
-                [Problem("$", None, f"cannot read {definition}: {exc}")]
+            raise DefinitionError(  # no fields to correct: the file itself is the problem
+                [Problem("$", None, f"cannot read {definition}: {exc}")],
+                fix="check the file's path (relative to the current folder) and that it is a "
+                "readable UTF-8 JSON file",
             ) from None
     elif isinstance(definition, str):
         text = definition

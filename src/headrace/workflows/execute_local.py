@@ -22,7 +22,7 @@ from headrace.workflows.history import Event
 from headrace.workflows.integrations import call_local, resolve, unknown_resources
 from headrace.workflows.interpreter import Interpreter
 from headrace.workflows.items import StorageMapIO
-from headrace.workflows.names import check_execution_name
+from headrace.workflows.names import check_execution_input, check_execution_name
 
 STATUS = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
@@ -60,6 +60,7 @@ def execute(
     store at `storage` (an fsspec URL or folder).
     """
     name = str(uuid.uuid4()) if name is None else check_execution_name(name)
+    check_execution_input(input)
     machine = parse(definition)
     functions = dict(resources or {})
     # callbacks (.waitForTaskToken) need SendTaskSuccess from elsewhere: the coordinator's

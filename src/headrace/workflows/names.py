@@ -1,4 +1,4 @@
-"""Execution names, checked as Step Functions checks them.
+"""Execution names (and inputs), checked as Step Functions checks them at StartExecution.
 
 A name becomes part of the execution's ARN and of the keys a Map `ResultWriter` writes
 (`<Prefix>/<name>/manifest.json`), so a name like `../../x` must never get that far.
@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Any
 
 from headrace.errors import HeadraceError
+from headrace.jsontext import MAX_DEPTH, JsonInputError, check_depth
 
 MAX_LENGTH = 80
 # StartExecution's rules: no whitespace, brackets, wildcards, these special characters, or
@@ -19,6 +21,22 @@ _FORBIDDEN = re.compile(r"[\s<>{}\[\]?*\"#%\\^|~`$&,;:/\x00-\x1f\x7f-\x9f]")
 
 class InvalidExecutionName(HeadraceError):
     """An execution name that Step Functions would refuse."""
+
+
+class InvalidExecutionInput(HeadraceError):
+    """An execution input that cannot be run (Step Functions' InvalidExecutionInput)."""
+
+
+def check_execution_input(value: Any) -> Any:
+    """Return `value` if its nesting is within headrace.jsontext's limit, else raise
+    InvalidExecutionInput: deeper values break the recursive code that reads them."""
+    try:
+        check_depth(value)
+    except JsonInputError as exc:
+        raise InvalidExecutionInput(
+            "execution input", str(exc), f"flatten it to at most {MAX_DEPTH} levels"
+        ) from None
+    return value
 
 
 def problem(name: object) -> str | None:
