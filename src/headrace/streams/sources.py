@@ -6,10 +6,10 @@ the source's JSON-able position across restarts, checkpointed with the rest of t
 A source never raises out of `poll()` for a bad response or a bad object: it records a failure
 (`stats`, `failures`) and backs off, so one flaky upstream never stops the coordinator.
 
-Shared here: the poll schedule, failure log and counters (`SourceHealth`), exponential backoff
-with full jitter
-(`Backoff`), `Retry-After` parsing, and `records_to_table`, which turns decoded JSON records into
-Arrow and names the field and record that do not fit a schema.
+Shared here: the poll schedule, failure log and counters (`SourceHealth`, with its
+`headrace.retry.Backoff`: exponential backoff with full jitter), `Retry-After` parsing, and
+`records_to_table`, which turns decoded JSON records into Arrow and names the field and record
+that do not fit a schema.
 """
 
 from __future__ import annotations
@@ -17,12 +17,23 @@ from __future__ import annotations
 import collections
 import email.utils
 import math
-import random
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import pyarrow as pa
+
+from headrace.retry import Backoff
+
+__all__ = [
+    "Backoff",
+    "RecordsDoNotFit",
+    "Source",
+    "SourceHealth",
+    "new_stats",
+    "parse_retry_after",
+    "records_to_table",
+]
 
 #: How many failure records a source keeps for inspection.
 FAILURES_KEPT = 100
@@ -149,65 +160,6 @@ class SourceHealth:
             state.get("backoff_until"), int(state.get("consecutive_failures") or 0)
         )
         self.stats.update(self.backoff_state())
-
-
-class Backoff:
-    """Exponential backoff with full jitter: after the k-th consecutive failure, wait a uniform
-    random time in [0, min(cap, base * 2**(k-1))], but never less than `floor` (the source's
-    normal interval, so a failure never makes a source poll faster) nor less than a server's
-    Retry-After. Full jitter spreads many clients that failed together (AWS architecture blog,
-    "Exponential Backoff And Jitter")."""
-
-    def __init__(
-        self,
-        base: float,
-        cap: float,
-        floor: float = 0.0,
-        rng: random.Random | None = None,
-    ) -> None:
-        if base <= 0 or cap <= 0:
-            raise ValueError(f"backoff base and cap must be > 0 seconds, got {base!r}, {cap!r}")
-        self.base = base
-        self.cap = cap
-        self.floor = floor
-        self.consecutive = 0
-        self.until = 0.0  # time.monotonic() before which the source must not be polled
-        self._rng = rng or random.Random()
-
-    def ceiling(self, consecutive: int | None = None) -> float:
-        """The largest jittered delay after `consecutive` failures (default: the current count)."""
-        k = self.consecutive if consecutive is None else consecutive
-        if k <= 0:
-            return 0.0
-        # min() before the power would overflow on a long outage
-        return min(self.cap, self.base * 2.0 ** min(k - 1, 1000))
-
-    def failure(self, retry_after: float | None = None, now: float | None = None) -> float:
-        """Count a failure and return the delay before the next attempt (seconds)."""
-        self.consecutive += 1
-        delay = max(self.floor, self._rng.uniform(0.0, self.ceiling()))
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        self.until = (time.monotonic() if now is None else now) + delay
-        return delay
-
-    def success(self) -> None:
-        self.consecutive = 0
-        self.until = 0.0
-
-    def active(self, now: float | None = None) -> bool:
-        return (time.monotonic() if now is None else now) < self.until
-
-    def until_wall(self) -> float | None:
-        """`until` as unix seconds, for stats and checkpoints (monotonic time does not survive a
-        restart); None when not backing off."""
-        remaining = self.until - time.monotonic()
-        return time.time() + remaining if remaining > 0 else None
-
-    def restore_wall(self, until: float | None, consecutive: int = 0) -> None:
-        self.consecutive = int(consecutive)
-        remaining = (until or 0.0) - time.time()
-        self.until = time.monotonic() + remaining if remaining > 0 else 0.0
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
