@@ -131,9 +131,8 @@ def _hash_bytes(values: pa.Array, seeds: Sequence[int]) -> list[np.ndarray]:
         for h in hs:
             if isinstance(rows, slice):
                 _round(h, words)
-            else:
-                part = h[rows]
-                h[rows] = _round(part, words)
+            else:  # rows: where the value still has bytes; the others keep their hash
+                h[:] = np.where(rows, _round(h.copy(), words), h)
     return [_fmix64(h) for h in hs]
 
 
@@ -162,21 +161,22 @@ def _words(starts: np.ndarray, lengths: np.ndarray, data: np.ndarray, longest: i
         for j in range(count):
             yield slice(None), matrix[:, j].astype(np.uint64)
         return
-    # every 8-byte window of the data, read little-endian at any byte offset (unaligned)
-    padded = np.zeros(len(data) + 8, np.uint8)
-    padded[: len(data)] = data
-    windows = np.ndarray((len(data),), dtype="<u8", buffer=padded, strides=(1,))
+    # any 8 bytes at byte offset o, as two aligned words shifted together (little-endian)
+    aligned = np.zeros(len(data) // 8 + 2, np.uint64)
+    aligned.view(np.uint8)[: len(data)] = data
+    last = len(aligned) - 2
     for j in range(count):
         remaining = lengths - 8 * j
         live = remaining > 0
-        rows: slice | np.ndarray = slice(None) if live.all() else np.flatnonzero(live)
-        rem = remaining[rows]
-        words = windows[starts[rows] + 8 * j].astype(np.uint64)
-        short = rem < 8
-        if short.any():  # the last word of a value: only its own bytes
-            bits = (rem[short] * 8).astype(np.uint64)
-            words[short] &= (_U64(1) << bits) - _U64(1)
-        yield rows, words
+        at = starts + 8 * j
+        index = np.minimum(at >> 3, last)
+        shift = ((at & 7) * 8).astype(np.uint64)
+        words = aligned[index] >> shift
+        high = aligned[index + 1] << ((_U64(64) - shift) & _U64(63))
+        words |= np.where(shift == 0, _U64(0), high)
+        size = np.clip(remaining, 0, 8).astype(np.uint64)  # only the value's own bytes
+        words &= np.where(size >= 8, _U64(_MASK), (_U64(1) << (size * _U64(8) & _U64(63))) - 1)
+        yield (slice(None) if live.all() else live), words
 
 
 def _as_words(values: pa.Array) -> np.ndarray:
