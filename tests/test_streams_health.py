@@ -221,3 +221,39 @@ class _NoSource:
 
     def poll(self):
         return None
+
+
+def test_a_failing_source_shows_failing_once_per_failure_and_ok_again(tmp_path):
+    from headrace.ledger.checkpoints import list_health
+    from headrace.streams.source_http import HttpPoller
+
+    with Simulator(rate_per_s=5, seed=8) as simulator:
+        app = App()
+        poller = HttpPoller("chain", simulator.url, interval=0.1, max_backoff=0.3)
+        app.source(poller, event_source="chain.poller", detail_type="Transaction")
+        settings = load_settings(tmp_path, home=str(tmp_path / "home"))
+        ledger = Ledger(settings.ledger_url)
+        metrics = Metrics()
+        service = StreamService(
+            settings, app, ledger, ObjectStore(settings.storage_url), metrics.streams, print
+        )
+        service.start()
+        try:
+            simulator.fail_next(3, status=503)
+            failing = _wait(
+                lambda: (h := service.health.get("source:chain")) and not h.ok and h,
+                what="the source to show failing",
+            )
+            assert "503" in failing.last_error
+            healed = _wait(
+                lambda: (h := service.health.get("source:chain")) and h.ok and h,
+                what="the source to recover",
+            )
+            assert healed.failures == 0
+            with ledger.reader.connect() as conn:
+                (row,) = [r for r in list_health(conn) if r["component"] == "source:chain"]
+            assert row["status"] == "ok"
+            assert poller.stats["failures"] == 3  # counted once each, not once per loop turn
+        finally:
+            service.stop()
+            ledger.close()

@@ -222,10 +222,10 @@ class StreamService:
         component = f"source:{spec.name}"
         if failed > 0:
             self.metrics.source_failures.labels(spec.name).inc(failed)
-        if _backing_off(source):
-            self.health.failed(component, str(source.stats.get("last_error") or "failing"))
-        else:
+        if not _backing_off(source):
             self.health.succeeded(component)
+        elif failed > 0:  # a new failure (not a poll skipped while the backoff lasts)
+            self.health.failed(component, str(source.stats.get("last_error") or "failing"))
         take_rejected = getattr(source, "take_rejected", None)
         if take_rejected is not None:
             rejected = take_rejected()
