@@ -3,6 +3,7 @@
 import itertools
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -11,6 +12,7 @@ import pytest
 from headrace.errors import StreamError
 from headrace.streams.operators import Dedup, Operator
 from headrace.streams.operators.dedup import _FREE, _KeyTable, _mix
+from tests.polars_hash_state import as_old_state
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -233,7 +235,7 @@ def test_restore_refuses_other_config_and_other_hash_function():
     meta = state["meta"]
     i = meta.schema.get_field_index("hash_fingerprint")
     state["meta"] = meta.set_column(i, "hash_fingerprint", pa.array([12345], pa.int64()))
-    with pytest.raises(StreamError, match="polars version"):
+    with pytest.raises(StreamError, match="unknown hash"):
         Dedup("id", 10).restore(state)
     with pytest.raises(StreamError, match="keys"):
         Dedup("id", 10).restore({"meta": d.snapshot()["meta"]})
@@ -375,3 +377,53 @@ def test_a_stream_of_new_keys_keeps_the_table_small():
     micros = (np.arange(n) * 100_000).tolist()
     assert keep.tolist() == reference(ids.tolist(), micros, 30_000_000, list(range(0, n + 1, size)))
     assert len(tables) <= 3 and d._table.capacity <= 8192
+
+
+def test_state_hashed_by_polars_is_refused_with_the_way_out():
+    # what headrace wrote before the stable hash: keys hashed with polars' (version-bound) hash
+    d = Dedup("id", 10)
+    d.process(events(("a", 0)))
+    old = as_old_state(d.snapshot(), keys=["a"])
+    with pytest.raises(StreamError, match="polars' hash") as info:
+        Dedup("id", 10).restore(old)
+    assert "headrace streams reset PIPELINE" in str(info.value)
+    exact = Dedup("id", 10)  # integer keys were never hashed: their old state still restores
+    exact.process(events((7, 0)))
+    restored = Dedup("id", 10)
+    restored.restore(as_old_state(exact.snapshot()))
+    assert restored.process(events((7, 1))).main.num_rows == 0
+
+
+def test_string_keys_dedup_the_same_after_a_restore_in_another_process(tmp_path):
+    # the state is stable: a process that is not this one (another polars, another machine)
+    # keeps dropping the keys this one saw
+    import subprocess
+    import sys
+
+    from headrace.streams.log import encode_batch
+
+    d = Dedup(["src", "id"], 3600)
+    first = events(("a", 0), ("b", 1))
+    first = first.append_column("src", pa.array(["x", "y"]))
+    d.process(first)
+    for name, table in d.snapshot().items():
+        (tmp_path / f"{name}.arrow").write_bytes(encode_batch(table))
+    child = f"""
+import sys
+from pathlib import Path
+import pyarrow as pa
+sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+from headrace.streams.log import decode_batch
+from headrace.streams.operators import Dedup
+from tests.test_streams_dedup import events
+folder = Path({str(tmp_path)!r})
+state = {{n: decode_batch((folder / (n + ".arrow")).read_bytes()) for n in ("meta", "keys")}}
+d = Dedup(["src", "id"], 3600)
+d.restore(state)
+again = events(("a", 5), ("b", 6), ("c", 7)).append_column("src", pa.array(["x", "y", "z"]))
+print(d.process(again).main.column("id").to_pylist())
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "['c']"

@@ -308,17 +308,58 @@ def test_parse_retry_after():
     assert parse_retry_after(email.utils.formatdate(now - 60, usegmt=True)) == 0.0
 
 
-def test_records_to_table_without_schema_names_the_mixed_field():
-    from headrace.streams.sources import RecordsDoNotFit
-
-    with pytest.raises(RecordsDoNotFit, match="field 'b'"):
-        records_to_table([{"a": 1, "b": 1}, {"a": 2, "b": "two"}])
-    with pytest.raises(RecordsDoNotFit, match="record 1 is int, not an object"):
-        records_to_table([{"a": 1}, 5])
+def test_records_to_table_without_schema_sets_aside_the_record_that_disagrees():
+    table, rejected = records_to_table([{"a": 1, "b": 1}, {"a": 2, "b": "two"}, {"a": 3}])
+    assert table.to_pylist() == [{"a": 1, "b": 1}, {"a": 3, "b": None}]
+    ((index, record, reason),) = rejected
+    assert index == 1 and record == {"a": 2, "b": "two"}
+    assert "field 'b'" in reason and "text" in reason and "a number" in reason
+    table, rejected = records_to_table([{"a": 1}, 5])
+    assert table.num_rows == 1 and rejected[0].reason == "record 1 is int, not an object"
     table, problems = records_to_table([{"a": 1}, 5, {"a": "x"}], pa.schema([("a", pa.int64())]))
     assert table.column("a").to_pylist() == [1]
-    assert problems[0] == "record 1 is int, not an object"
-    assert problems[1].startswith("record 2 field 'a': 'x' does not fit int64")
+    assert problems[0].reason == "record 1 is int, not an object"
+    assert problems[1].reason.startswith("record 2 field 'a': 'x' does not fit int64")
+
+
+def test_records_to_table_without_schema_keeps_fields_the_first_record_lacks():
+    # the trial: a 300 KB field on the second record of a poll vanished without a failure
+    big = "x" * 300_000
+    records = [{"id": "a"}, {"id": "b", "blob": big, "meta": {"k": 1}}, {"id": "c", "n": 2.5}]
+    table, rejected = records_to_table(records)
+    assert rejected == []
+    assert table.column_names == ["id", "blob", "meta", "n"]
+    assert table.column("blob").to_pylist() == [None, big, None]
+    assert table.to_pylist()[2] == {"id": "c", "blob": None, "meta": None, "n": 2.5}
+    nested, _ = records_to_table([{"m": {"x": 1}}, {"m": {"y": "z"}}])
+    assert nested.column("m").to_pylist() == [{"x": 1, "y": None}, {"x": None, "y": "z"}]
+
+
+def test_records_to_table_sets_aside_conflicting_nested_shapes_and_huge_ints():
+    table, rejected = records_to_table(
+        [{"m": {"x": [1]}}, {"m": {"x": {"y": 1}}}, {"m": {"x": [2]}}, {"m": {"x": 2**70}}]
+    )
+    assert table.column("m").to_pylist() == [{"x": [1]}, {"x": [2]}]
+    assert [r.index for r in rejected] == [1, 3]
+    assert all(r.reason.startswith(f"record {r.index} ") for r in rejected)
+
+
+def test_poller_without_schema_keeps_late_fields_and_sets_aside_conflicts(sim):
+    sim.serve_next([{"hash": "a", "fee": 1}, {"hash": "b", "fee": 2, "memo": "m" * 300_000}])
+    sim.serve_next([{"hash": "c", "fee": 3}, {"hash": "d", "fee": "lots"}])
+    with HttpPoller("tx", sim.url) as poller:
+        first = poller.poll()
+        assert first.column("memo").to_pylist() == [None, "m" * 300_000]
+        assert poller.failures == [] and poller.take_rejected() == []
+        poller._health.poll_again_at(0.0)
+        second = poller.poll()
+        (rejected,) = poller.take_rejected()
+        assert poller.take_rejected() == []  # taken once
+    assert second.column("hash").to_pylist() == ["c"]
+    assert rejected.record == {"hash": "d", "fee": "lots"} and "field 'fee'" in rejected.reason
+    assert poller.stats["rejected"] == 1
+    (failure,) = poller.failures
+    assert failure["kind"] == "records" and "1 of 2 records do not fit" in failure["error"]
 
 
 # ------------------------------------------------------------------ object source

@@ -272,13 +272,16 @@ class App:
         )
 
     def check_streams(self) -> None:
-        """Every name a rule, pipeline or sink uses must be declared; late streams are added."""
+        """Every name a rule, pipeline or sink uses must be declared; late streams and the
+        sources' error streams are added."""
         from headrace.streams.sinks import FeatureSink, FunctionSink, StreamSink
 
         self.register_services()  # schedules may target the built-in compaction function
         for pipe in self.pipelines.values():
             for late in pipe.late_streams:
                 self.streams.setdefault(late, _late_stream(late))
+        for source in self.sources.values():  # records a source could not deliver
+            self.streams.setdefault(source.errors_stream, source.errors_stream_spec())
         for rule in self.rules:
             kind, target = rule.target.kind, rule.target.name
             known = {

@@ -140,10 +140,15 @@ class _Summary:
             caption.append(escape(f"last error: {s.last_error}"))
         table.caption = " · ".join(caption)
         runners = self.c.streams.runners
-        if not runners:
+        health = self.c.streams.health.snapshot()
+        if not runners and not health:
             return table
         grid = Table.grid(padding=(0, 0))
         grid.add_row(table)
+        if health:
+            grid.add_row(cli_streams.health_table(health))
+        if not runners:
+            return grid
         streams = Table(title="stream pipelines", expand=False)
         for col in ("pipeline", "records", "lag", "late", "watermark", "status"):
             streams.add_column(col, justify="left" if col in ("pipeline", "status") else "right")
@@ -283,12 +288,19 @@ def _report(coordinator: Any) -> None:
     while True:
         time.sleep(2.0)
         s = coordinator.stats
-        line = (s.objects, s.in_flight, s.succeeded, s.retried, s.dead)
+        failing = [
+            f"{h.component} failing: {h.last_error}"
+            for h in coordinator.streams.health.snapshot()
+            if not h.ok
+        ]
+        line = (s.objects, s.in_flight, s.succeeded, s.retried, s.dead, *failing)
         if line != last:
             err.print(
                 f"objects={s.objects} in_flight={s.in_flight} succeeded={s.succeeded} "
                 f"retried={s.retried} dead={s.dead}"
             )
+            for text in failing:
+                err.print(f"[red]{escape(text)}[/]")
             last = line
 
 

@@ -37,6 +37,29 @@ def _print_json(value: Any) -> None:
     console.print_json(json.dumps(value, default=str))
 
 
+def health_table(rows: list[Any]) -> Table:
+    """Sources and stream threads: ok or failing, restarts, records sent to error streams.
+    `rows` are dicts (from the ledger) or objects with the same attributes."""
+    table = Table(title="stream sources and threads", expand=False)
+    for col in ("component", "status", "failures", "restarts", "rejected", "last error"):
+        table.add_column(
+            col, justify="left" if col in ("component", "status", "last error") else "right"
+        )
+    for row in rows:
+        get = row.get if isinstance(row, dict) else lambda key, r=row: getattr(r, key)
+        ok = get("status") == "ok"
+        rejected = get("rejected") or 0
+        table.add_row(
+            escape(get("component")),
+            "[green]ok[/]" if ok else "[red]failing[/]",
+            str(get("failures") or 0),
+            str(get("restarts") or 0),
+            f"[yellow]{rejected:,}[/]" if rejected else "0",
+            escape((get("last_error") or "")[:200]),
+        )
+    return table
+
+
 # -- streams ----------------------------------------------------------------------------------
 
 
@@ -93,14 +116,16 @@ def stats(
     minutes: Annotated[int, typer.Option(help="How many recent minutes to show.")] = 10,
     as_json: Json = False,
 ) -> None:
-    """Records and bytes in/out of every stage per minute, lag, watermark and late records."""
-    from headrace.ledger.checkpoints import list_checkpoints, read_stats
+    """Records and bytes in/out of every stage per minute, lag, watermark and late records;
+    which sources and stream threads are failing, and records sent to error streams."""
+    from headrace.ledger.checkpoints import list_checkpoints, list_health, read_stats
 
     _, _, ledger = _context()
     since = int(time.time() // 60) - minutes + 1
     with ledger.reader.connect() as conn:
         per_minute = read_stats(conn, pipeline, since)
         checkpoints = list_checkpoints(conn, pipeline)
+        health = list_health(conn) if pipeline is None else []
     positions = [
         {
             "pipeline": c["pipeline"],
@@ -118,8 +143,10 @@ def stats(
         for c in checkpoints
     ]
     if as_json:
-        _print_json({"positions": positions, "per_minute": per_minute})
+        _print_json({"positions": positions, "per_minute": per_minute, "health": health})
         return
+    if health:
+        console.print(health_table(health))
     table = Table("pipeline", "part.", "offset", "lag", "watermark", "records", "late", "batches")
     for p in positions:
         table.add_row(

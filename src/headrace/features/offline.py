@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
@@ -111,11 +112,33 @@ class DeltaOfflineStore:
         return table.version()
 
     def dataset(self, group: FeatureGroup) -> pads.Dataset:
-        """The group's rows as an Arrow dataset (an empty one before the first write)."""
+        """The group's rows as an Arrow dataset (an empty one before the first write).
+
+        A local table whose files are its rows (reader version 1) is read through Arrow's own
+        local filesystem. deltalake's dataset reads through a Python filesystem handler, so
+        Arrow's I/O threads call into Python; one still reading ahead when the interpreter
+        exits (DuckDB stops at a LIMIT) is killed taking the GIL, inside C++ code that may not
+        unwind: "terminate called without an active exception", exit -6, after correct output.
+        """
         table = self.table(group.name)
         if table is None:
             return pads.dataset(offline_schema(group).empty_table())
-        return table.to_pyarrow_dataset()
+        delta = table.to_pyarrow_dataset()  # for its schema; no file is read here
+        protocol = table.protocol()
+        if not (
+            self.is_local and protocol.min_reader_version == 1 and not protocol.reader_features
+        ):
+            return delta
+        partitions = table.metadata().partition_columns
+        return pads.dataset(
+            [uri.removeprefix("file://") for uri in table.file_uris()],
+            schema=delta.schema,
+            format="parquet",
+            partitioning=pads.partitioning(
+                pa.schema([delta.schema.field(name) for name in partitions]), flavor="hive"
+            ),
+            filesystem=pafs.LocalFileSystem(),
+        )
 
     def scan_source(self, group: FeatureGroup) -> pads.Dataset | list[str]:
         """What a DuckDB join should read: the Parquet files of the current version when they

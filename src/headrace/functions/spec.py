@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from headrace.errors import AppError
+from headrace.retry import equal_jitter, exponential
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -57,8 +58,8 @@ class FunctionSpec:
         Exponential backoff with "equal jitter": half the delay is fixed, half random, so
         retries of many invocations that failed together spread out instead of stampeding.
         """
-        delay = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
-        return delay / 2 + random.uniform(0, delay / 2)
+        delay = exponential(attempt, self.backoff, cap=self.max_backoff)
+        return equal_jitter(delay, random.random())
 
     @property
     def arn(self) -> str:

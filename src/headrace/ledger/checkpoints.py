@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, and_, delete, select
 
 from headrace.ledger.db import insert_rows
-from headrace.ledger.schema import stream_checkpoints, stream_state, stream_stats
+from headrace.ledger.schema import stream_checkpoints, stream_health, stream_state, stream_stats
 
 
 @dataclass
@@ -224,6 +224,21 @@ def record_failure(conn: Connection, pipeline: str, partition: int, error: str) 
         **_added(conn, stream_checkpoints, "failures"),
     }
     insert_rows(conn, stream_checkpoints, [row], on_conflict=(("pipeline", "partition"), update))
+
+
+def record_health(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Replace the health rows of stream components (see `schema.stream_health`)."""
+    columns = ("status", "failures", "restarts", "rejected", "last_error", "since", "updated_at")
+    rows = [
+        {**row, "last_error": (row.get("last_error") or None) and row["last_error"][:4000]}
+        for row in rows
+    ]
+    insert_rows(conn, stream_health, rows, on_conflict=(("component",), _excluded(conn, *columns)))
+
+
+def list_health(conn: Connection) -> list[dict[str, Any]]:
+    query = select(stream_health).order_by(stream_health.c.component)
+    return [dict(row) for row in conn.execute(query).mappings()]
 
 
 def list_checkpoints(conn: Connection, pipeline: str | None = None) -> list[dict[str, Any]]:

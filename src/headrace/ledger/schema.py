@@ -216,3 +216,19 @@ stream_stats = Table(
     Column("bytes_out", Integer, nullable=False, default=0),
     Column("late", Integer, nullable=False, default=0),
 )
+
+# Health of the coordinator's stream side, one row per component ("source:NAME",
+# "thread:sources", "thread:pipelines"), written when its status changes; what `headrace streams
+# stats` shows beside the pipelines' checkpoints.
+stream_health = Table(
+    "stream_health",
+    metadata,
+    Column("component", String(255), primary_key=True),
+    Column("status", String(16), nullable=False),  # ok | failing
+    Column("failures", Integer, nullable=False, default=0),  # consecutive, 0 when ok
+    Column("restarts", Integer, nullable=False, default=0),  # of a thread, since start
+    Column("rejected", Integer, nullable=False, default=0),  # records sent to its error stream
+    Column("last_error", Text),
+    Column("since", Float, nullable=False),  # when the status began
+    Column("updated_at", Float, nullable=False),
+)

@@ -29,6 +29,7 @@ from headrace.ledger.db import create_tables
 from headrace.notify.errors import DeliveryFailed, NotifyError, UnknownTopic
 from headrace.notify.schema import metadata, notify_deliveries, notify_messages
 from headrace.notify.subscriptions import Subscription, subscription_from_dict
+from headrace.retry import exponential
 
 if TYPE_CHECKING:
     from headrace.ledger import Ledger
@@ -376,7 +377,7 @@ class Notifier:
             if attempts >= max_attempts:
                 self._record(message_id, sub.id, "failed", attempts, error, None)
                 return "failed"
-            delay = min(self.max_backoff, self.backoff * 2 ** (attempts - 1))
+            delay = exponential(attempts, self.backoff, cap=self.max_backoff)
             # keep the lease while sleeping in-process; give it up when a later call retries
             lease = delay + self._lease(sub, attempts=1) if retry else None
             if not self._record(message_id, sub.id, "pending", attempts, error, delay, lease):
@@ -427,7 +428,7 @@ class Notifier:
     def _lease(self, sub: Subscription, attempts: int | None = None) -> float:
         """How long a delivery may take before another notifier may assume this one died."""
         n = attempts or sub.max_attempts or self.max_attempts
-        sleeps = sum(min(self.max_backoff, self.backoff * 2**i) for i in range(n - 1))
+        sleeps = sum(exponential(i, self.backoff, cap=self.max_backoff) for i in range(1, n))
         return n * float(getattr(sub, "timeout", 10.0)) + sleeps + _LEASE_MARGIN
 
     @staticmethod

@@ -358,7 +358,9 @@ class Coordinator:
         routed = self.bus.deliveries(envelopes)
         for target, pairs in routed.items():
             if target.kind == "stream":  # before the commit: a crash re-appends, never loses
-                self.streams.append(target.name, [envelope for envelope, _ in pairs])
+                refused = self.streams.append(target.name, [envelope for envelope, _ in pairs])
+                for envelope, reason in refused:
+                    log.warning("object event %s not appended: %s", envelope["id"], reason)
         delivered = deliver(
             self.ledger,
             conn,

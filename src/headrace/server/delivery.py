@@ -33,6 +33,7 @@ class Delivered:
     functions: set[str] = field(default_factory=set)  # functions that got new invocations
     invocations: int = 0
     executions: list[str] = field(default_factory=list)  # ids of executions started
+    refused: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # with the reason
 
 
 def deliver(
@@ -79,9 +80,15 @@ def deliver(
                 targets[envelope["id"]] = targets.get(envelope["id"], 0) + 1
         elif target.kind == "state_machine":
             for envelope, payload in pairs:
-                started = _start_execution(
-                    conn, target.name, state_machines[target.name], envelope["id"], payload
-                )
+                try:
+                    with conn.begin_nested():  # one event's execution never costs the others
+                        started = _start_execution(
+                            conn, target.name, state_machines[target.name], envelope["id"], payload
+                        )
+                except Exception as exc:
+                    reason = f"starting {target} failed: {type(exc).__name__}: {exc}"
+                    out.refused.append((envelope, reason))
+                    continue
                 if started:
                     out.executions.append(started)
                     envelopes[envelope["id"]] = envelope

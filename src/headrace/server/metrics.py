@@ -113,6 +113,24 @@ class StreamMetrics:
             ["source"],
             registry=registry,
         )
+        self.source_rejected = Counter(
+            "headrace_source_rejected_records_total",
+            "Records a source could not deliver, written to its error stream with the reason",
+            ["source"],
+            registry=registry,
+        )
+        self.component_up = Gauge(
+            "headrace_stream_component_up",
+            "1 while a source or stream thread works, 0 while it is failing",
+            ["component"],
+            registry=registry,
+        )
+        self.thread_restarts = Counter(
+            "headrace_stream_thread_restarts_total",
+            "Stream threads (sources, pipelines) that died and were restarted",
+            ["thread"],
+            registry=registry,
+        )
         self.bus_events = Counter(
             "headrace_bus_events_total",
             "Envelopes delivered by the bus, per target",

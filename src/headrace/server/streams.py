@@ -4,6 +4,13 @@ Two daemon threads, so a slow HTTP poll never holds up a pipeline: one polls the
 delivers what the bus routes (stream appends, invocations, executions); one steps every pipeline
 partition through its checkpointed micro-batches and fires due schedules. Neither may take the
 coordinator down: a failing source or batch is recorded, counted and retried with backoff.
+
+Nothing a source polls is lost without a trace. A record that cannot become a bus event (an
+empty id, over 256 KiB), does not fit its table, or is refused by its target goes to the
+source's error stream (`SOURCE-errors`, see `headrace.streams.dead_letters`) with the reason,
+and the records beside it are delivered. A thread that dies anyway is restarted with backoff.
+Sources and threads report to the `HealthBoard`: `headrace up`, `headrace streams stats` and
+`headrace_stream_component_up` show what is failing.
 """
 
 from __future__ import annotations
@@ -21,23 +28,30 @@ import pyarrow as pa
 
 from headrace.app import App
 from headrace.config import Settings
-from headrace.errors import HeadraceError
+from headrace.errors import HeadraceError, MalformedEvent
 from headrace.events.bus import Bus
 from headrace.events.envelope import PRECISE_TIME, make_envelope
 from headrace.ledger import Ledger, NewInvocation, new_id
 from headrace.ledger.checkpoints import record_failure
+from headrace.retry import Backoff
 from headrace.server.delivery import deliver
 from headrace.server.metrics import StreamMetrics
+from headrace.server.stream_health import HealthBoard
 from headrace.storage import ObjectStore
+from headrace.streams.dead_letters import error_records
+from headrace.streams.log import OFFSET
 from headrace.streams.runner import PartitionRunner
 from headrace.streams.sinks import SinkContext
+from headrace.streams.sources import RecordsDoNotFit, records_to_table
 from headrace.streams.specs import SourceSpec
 
 log = logging.getLogger("headrace.streams")
 
 IDLE_WAIT = 0.05  # how often an idle pipeline looks at its log
 RETENTION_EVERY = 60.0
-MAX_BACKOFF = 30.0
+BATCH_RETRY_BASE, BATCH_RETRY_CAP = 0.5, 30.0  # a failed micro-batch is retried after
+RESTART_BASE, RESTART_CAP = 1.0, 60.0  # a stream thread that died is restarted after
+SOURCE_RETRY_CAP = 60.0  # a source whose poll raised is polled again after at most
 
 
 class StreamService:
@@ -63,7 +77,11 @@ class StreamService:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._backoff: dict[int, tuple[float, float]] = {}  # runner index -> (until, delay)
+        self._batch_backoff: dict[int, Backoff] = {}  # runner index -> its failed batch's retry
+        self._source_backoff: dict[str, Backoff] = {}  # source name -> when poll() raised
+        self._restart_backoff: dict[str, Backoff] = {}  # thread -> its restarts
+        self._schemas: dict[str, pa.Schema] = {}  # stream -> what the bus appended to it
+        self.health = HealthBoard(ledger, metrics)
         self._fired: dict[str, int] = {}  # schedule -> last period known to be in the ledger
 
     @property
@@ -98,15 +116,49 @@ class StreamService:
                 runner.on_batch = self._on_batch
                 runner.open()
                 self.runners.append(runner)
+        threads = []
         if self.app.sources:
-            self._spawn("headrace-sources", self._sources_loop)
+            threads.append(("sources", self._sources_loop))
         if self.runners or self.app.schedules or self.logs:
-            self._spawn("headrace-pipelines", self._pipelines_loop)
+            threads.append(("pipelines", self._pipelines_loop))
+        self.health.register(
+            *(f"source:{name}" for name in self.app.sources),
+            *(f"thread:{name}" for name, _ in threads),
+        )
+        for name, loop in threads:
+            self._spawn(name, loop)
 
-    def _spawn(self, name: str, target: Callable[[], None]) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
+    def _spawn(self, name: str, loop: Callable[[], None]) -> None:
+        thread = threading.Thread(
+            target=self._supervise, args=(name, loop), name=f"headrace-{name}", daemon=True
+        )
         thread.start()
         self._threads.append(thread)
+
+    def _supervise(self, name: str, loop: Callable[[], None]) -> None:
+        """Run `loop` until stopped; when it dies, report it and restart it with backoff."""
+        backoff = self._restart_backoff[name] = Backoff(RESTART_BASE, RESTART_CAP)
+        while not self._stop.is_set():
+            try:
+                loop()
+                return  # the loop returns when the service stops
+            except Exception as exc:
+                delay = backoff.failure()
+                log.exception("stream thread %s died; restarting it in %.1fs", name, delay)
+                self.metrics.thread_restarts.labels(name).inc()
+                self.health.failed(
+                    f"thread:{name}",
+                    f"{type(exc).__name__}: {exc} (restarting in {delay:.1f}s)",
+                    restarted=True,
+                )
+                self._stop.wait(delay)
+
+    def _turn_done(self, name: str) -> None:
+        """A loop finished a whole turn: a thread restarted after dying works again."""
+        backoff = self._restart_backoff.get(name)
+        if backoff is not None and backoff.consecutive:
+            backoff.success()
+            self.health.succeeded(f"thread:{name}")
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -138,43 +190,98 @@ class StreamService:
         while not self._stop.is_set():
             for name, spec in self.app.sources.items():
                 if time.monotonic() >= due[name]:
-                    self.poll_source(spec)
-                    due[name] = _next_poll(spec.source, time.monotonic())
+                    due[name] = self._poll_due(spec)
+            self._turn_done("sources")
             wait = max(0.0, min(due.values()) - time.monotonic())
             self._stop.wait(min(wait, 1.0))
 
+    def _poll_due(self, spec: SourceSpec) -> float:
+        """Poll one source; when its next poll is due. A source that raises (from poll() or
+        next_poll_at: a bug in it) is failing and is retried with backoff; the others go on."""
+        backoff = self._source_backoff.setdefault(
+            spec.name, Backoff(max(0.1, _interval(spec.source)), SOURCE_RETRY_CAP)
+        )
+        try:
+            self.poll_source(spec)
+            due = _next_poll(spec.source, time.monotonic())
+        except Exception as exc:
+            delay = backoff.failure()
+            self.metrics.source_failures.labels(spec.name).inc()
+            log.exception("source %s failed; polling it again in %.1fs", spec.name, delay)
+            self.health.failed(f"source:{spec.name}", f"{type(exc).__name__}: {exc}")
+            return time.monotonic() + delay
+        backoff.success()
+        return due
+
     def poll_source(self, spec: SourceSpec) -> int:
-        """Poll once and deliver what the bus routes; returns the records polled."""
+        """Poll once and deliver what the bus routes; returns the records polled. Records the
+        source set aside, and records that cannot become events, go to its error stream."""
         source = spec.source
         failures_before = _failures(source)
-        try:
-            table = source.poll()
-        except Exception as exc:  # a source must never stop the others
-            self.metrics.source_failures.labels(spec.name).inc()
-            log.warning("source %s failed: %s", spec.name, exc)
-            return 0
+        table = source.poll()
         failed = _failures(source) - failures_before
+        component = f"source:{spec.name}"
         if failed > 0:
             self.metrics.source_failures.labels(spec.name).inc(failed)
+        if not _backing_off(source):
+            self.health.succeeded(component)
+        elif failed > 0:  # a new failure (not a poll skipped while the backoff lasts)
+            self.health.failed(component, str(source.stats.get("last_error") or "failing"))
+        take_rejected = getattr(source, "take_rejected", None)
+        if take_rejected is not None:
+            rejected = take_rejected()
+            if rejected:
+                self.reject(spec, "records", [(r.record, r.reason) for r in rejected])
         if table is None or table.num_rows == 0:
             return 0
         self.metrics.source_records.labels(spec.name).inc(table.num_rows)
-        envelopes = _envelopes(spec, table)
-        self.publish(envelopes)
+        envelopes, refused = _envelopes(spec, table)
+        if refused:
+            self.reject(spec, "envelope", refused)
+        self.publish(envelopes, origin=spec)
         return table.num_rows
 
-    def publish(self, envelopes: list[dict[str, Any]]) -> None:
-        """Route envelopes to their targets: the bus's PutEvents."""
+    def reject(self, spec: SourceSpec, stage: str, items: list[tuple[Any, str]]) -> None:
+        """Write records a source could not deliver to its error stream, with the reasons."""
+        log.warning(
+            "source %s: %d records to %s (%s): %s",
+            spec.name,
+            len(items),
+            spec.errors_stream,
+            stage,
+            items[0][1],
+        )
+        self.metrics.source_rejected.labels(spec.name).inc(len(items))
+        self.health.rejected(f"source:{spec.name}", len(items), items[0][1])
+        try:
+            self.logs[spec.errors_stream].append(error_records(spec.name, stage, items))
+        except Exception:  # the error stream itself fails: the log line is all that is left
+            log.exception(
+                "source %s: writing %d records to %s failed; the records were: %s",
+                spec.name,
+                len(items),
+                spec.errors_stream,
+                [record for record, _ in items],
+            )
+        self._wake.set()
+
+    def publish(self, envelopes: list[dict[str, Any]], origin: SourceSpec | None = None) -> None:
+        """Route envelopes to their targets: the bus's PutEvents. Events a target refuses go
+        to the error stream of `origin`, the source they came from."""
         routed = self.bus.deliveries(envelopes)
         for target, pairs in routed.items():
             if target.kind != "stream":
                 continue
+            events = [envelope for envelope, _ in pairs]
             try:
-                self.append(target.name, [envelope for envelope, _ in pairs])
-            except Exception:
-                log.exception("delivering %d events to %s failed", len(pairs), target)
-                continue
-            self.metrics.bus_events.labels(str(target)).inc(len(pairs))
+                refused = self.append(target.name, events)
+            except Exception as exc:
+                log.exception("delivering %d events to %s failed", len(events), target)
+                reason = f"delivering to {target} failed: {type(exc).__name__}: {exc}"
+                refused = [(event, reason) for event in events]
+            self._set_aside(origin, refused)
+            if len(events) > len(refused):
+                self.metrics.bus_events.labels(str(target)).inc(len(events) - len(refused))
         others = {t: pairs for t, pairs in routed.items() if t.kind != "stream"}
         if not others:
             return
@@ -187,18 +294,92 @@ class StreamService:
                     functions=self.app.functions,
                     state_machines=self.app.state_machines,
                 )
-        except Exception:
+        except Exception as exc:  # the ledger refused the batch: each event goes aside
             log.exception("delivering %d events failed", len(envelopes))
+            reason = f"delivering failed: {type(exc).__name__}: {exc}"
+            unique = {e["id"]: e for pairs in others.values() for e, _ in pairs}
+            self._set_aside(origin, [(e, reason) for e in unique.values()])
             return
+        self._set_aside(origin, delivered.refused)
         for target, pairs in others.items():
             self.metrics.bus_events.labels(str(target)).inc(len(pairs))
         if delivered.functions:
             self.on_invocations(delivered.functions)
 
-    def append(self, stream: str, envelopes: list[dict[str, Any]]) -> None:
-        """Append envelopes to a declared stream's log (its records are their details)."""
-        self.logs[stream].append(_stream_records(envelopes), key=self.app.streams[stream].key)
-        self._wake.set()
+    def _set_aside(self, origin: SourceSpec | None, refused: list[tuple[dict, str]]) -> None:
+        if not refused:
+            return
+        if origin is None:  # not from a source (an object created): its log is the record
+            for event, reason in refused:
+                log.warning("event %s was not delivered: %s", event.get("id"), reason)
+            return
+        details = [(_without_precise_time(e), reason) for e, reason in refused]
+        self.reject(origin, "deliver", details)
+
+    def append(self, stream_name: str, events: list[dict[str, Any]]) -> list[tuple[dict, str]]:
+        """Append envelopes to a declared stream's log (its records are their details);
+        returns the envelopes it refused, with the reason."""
+        stream = self.app.streams[stream_name]
+        table, refused = _stream_records(events)
+        kept = [i for i in range(len(events)) if i not in dict(refused)]
+        table, unfit = self._conform(stream_name, table)
+        refused += [(kept[row], reason) for row, reason in unfit]
+        if table.num_rows:
+            self.logs[stream_name].append(table, key=stream.key)
+            self._wake.set()
+        return [(events[i], f"stream {stream_name!r}: {why}") for i, why in sorted(refused)]
+
+    def _conform(self, name: str, table: pa.Table) -> tuple[pa.Table, list[tuple[int, str]]]:
+        """Keep each column of a stream one type across appends: the log's reads widen batches
+        (int to double, structs gain fields) but cannot put text and numbers in one column.
+        A value of another kind is cast to the stream's type where that is exact (the text
+        "12" into an int64 column); a row whose value cannot be is left out and returned
+        (row, reason)."""
+        known = self._schemas.get(name)
+        if known is None:
+            known = self._stored_schema(name)
+        unfit: dict[int, str] = {}
+        for position, field in enumerate(table.schema):
+            if known is None or field.name not in known.names:
+                continue
+            want = known.field(field.name)
+            if field.type == want.type or _widens(want, field):
+                continue
+            values = table.column(position).to_pylist()
+            for row, value in enumerate(values):
+                if value is None or row in unfit:
+                    continue
+                try:
+                    pa.array([value], type=field.type).cast(want.type)  # exact casts only
+                except (pa.ArrowException, TypeError, ValueError, OverflowError):
+                    unfit[row] = (
+                        f"field '{field.name}' is {field.type} here, but the stream holds "
+                        f"{want.type} there ({_short(value)})"
+                    )
+            kept = pa.array(
+                [None if row in unfit else v for row, v in enumerate(values)], field.type
+            )
+            table = table.set_column(position, want.name, kept.cast(want.type))
+        if unfit:
+            table = table.filter(pa.array([row not in unfit for row in range(table.num_rows)]))
+        schemas = [table.schema] if known is None else [known, table.schema]
+        self._schemas[name] = pa.unify_schemas(schemas, promote_options="permissive")
+        return table, sorted(unfit.items())
+
+    def _stored_schema(self, name: str) -> pa.Schema | None:
+        """The schema of the newest record in each partition of a stream, unified (None when
+        empty): what the log held before this process appended to it."""
+        stream = self.logs[name]
+        schemas = []
+        try:
+            for partition in range(stream.partitions):
+                end = stream.end_offset(partition)
+                if end > stream.start_offset(partition):
+                    schemas.append(stream.read(partition, end - 1, 1).drop_columns([OFFSET]).schema)
+            return pa.unify_schemas(schemas, promote_options="permissive") if schemas else None
+        except Exception:  # an unreadable tail: appends are typed by what comes next
+            log.exception("reading the schema of stream %s", name)
+            return None
 
     # -- pipelines and schedules ----------------------------------------------------------------
 
@@ -214,19 +395,21 @@ class StreamService:
             if time.time() >= next_retention:
                 self._retention()
                 next_retention = time.time() + RETENTION_EVERY
+            self._turn_done("pipelines")
             if not busy:
                 self._wake.wait(IDLE_WAIT)
                 self._wake.clear()
 
     def _step(self, index: int, runner: PartitionRunner) -> bool:
-        until, delay = self._backoff.get(index, (0.0, 0.0))
-        if time.time() < until:
+        backoff = self._batch_backoff.setdefault(
+            index, Backoff(BATCH_RETRY_BASE, BATCH_RETRY_CAP, jitter=False)
+        )
+        if backoff.active():
             return False
         try:
             n = runner.step()
         except Exception as exc:
-            delay = min(MAX_BACKOFF, max(0.5, delay * 2))
-            self._backoff[index] = (time.time() + delay, delay)
+            backoff.failure()
             runner.status.last_error = f"{type(exc).__name__}: {exc}"
             self.metrics.errors.labels(runner.pipeline.name).inc()
             try:
@@ -242,7 +425,7 @@ class StreamService:
                 log.warning("pipeline %s: %s", runner.pipeline.name, exc)
             runner.reset()
             return False
-        self._backoff.pop(index, None)
+        backoff.success()
         if n:
             runner.status.last_error = None
         status = runner.status
@@ -314,6 +497,19 @@ class StreamService:
                 log.info("stream %s: retention removed %d records", name, removed)
 
 
+def _backing_off(source: Any) -> bool:
+    """The source's last poll failed and it waits before the next (SourceHealth's stats)."""
+    stats = getattr(source, "stats", None)
+    return isinstance(stats, dict) and bool(stats.get("consecutive_failures"))
+
+
+def _interval(source: Any) -> float:
+    try:
+        return float(getattr(source, "interval", 1.0) or 1.0)
+    except (TypeError, ValueError):
+        return 1.0
+
+
 def _failures(source: Any) -> int:
     stats = getattr(source, "stats", None)
     if isinstance(stats, dict):
@@ -344,25 +540,59 @@ def _event_time(value: Any) -> datetime | None:
     return None
 
 
-def _envelopes(spec: SourceSpec, table: pa.Table) -> list[dict[str, Any]]:
-    out = []
+def _envelopes(
+    spec: SourceSpec, table: pa.Table
+) -> tuple[list[dict[str, Any]], list[tuple[Any, str]]]:
+    """An envelope per record, and the records that cannot be one (record, reason)."""
+    out, refused = [], []
     for raw in table.to_pylist():
-        when = _event_time(raw.get(spec.time_field)) if spec.time_field else None
-        # detail must be JSON: timestamps, decimals and bytes become their text
-        record = json.loads(json.dumps(raw, default=_as_text))
-        ident = record.get(spec.id_field) if spec.id_field else None
-        envelope = make_envelope(
-            spec.event_source,
-            spec.detail_type,
-            record,
-            time=when,
-            id=str(ident) if ident is not None else new_id(),
-            resources=[],
+        try:
+            out.append(_envelope(spec, raw))
+        except (HeadraceError, TypeError, ValueError, RecursionError) as exc:
+            refused.append((raw, str(exc)))
+    return out, refused
+
+
+def _envelope(spec: SourceSpec, raw: dict[str, Any]) -> dict[str, Any]:
+    when = _event_time(raw.get(spec.time_field)) if spec.time_field else None
+    # detail must be JSON: timestamps, decimals and bytes become their text
+    record = json.loads(json.dumps(raw, default=_as_text))
+    ident = record.get(spec.id_field) if spec.id_field else None
+    if ident is not None and not str(ident).strip():
+        raise MalformedEvent(
+            f"record of source {spec.name!r}",
+            f"its id field {spec.id_field!r} is {ident!r}; an event needs a non-empty id",
+            "fix the upstream record, or give the source another id_field",
         )
-        # keep sub-second event time for windows; the envelope's own `time` has seconds like AWS
-        envelope[PRECISE_TIME] = when or datetime.now(UTC)
-        out.append(envelope)
-    return out
+    envelope = make_envelope(
+        spec.event_source,
+        spec.detail_type,
+        record,
+        time=when,
+        id=str(ident) if ident is not None else new_id(),
+        resources=[],
+    )
+    # keep sub-second event time for windows; the envelope's own `time` has seconds like AWS
+    envelope[PRECISE_TIME] = when or datetime.now(UTC)
+    return envelope
+
+
+def _without_precise_time(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in event.items() if k != PRECISE_TIME}
+
+
+def _widens(stored: pa.Field, new: pa.Field) -> bool:
+    """Whether the log's reads unify the two types (promote_options="permissive")."""
+    try:
+        pa.unify_schemas([pa.schema([stored]), pa.schema([new])], promote_options="permissive")
+    except (pa.ArrowException, TypeError, ValueError):
+        return False
+    return True
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _as_text(value: Any) -> str:
@@ -373,9 +603,17 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def _stream_records(events: list[dict[str, Any]]) -> pa.Table:
-    table = pa.Table.from_pylist([e["detail"] for e in events])
-    times = [e.get(PRECISE_TIME) or _event_time(e.get("time")) for e in events]
+def _stream_records(events: list[dict[str, Any]]) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """The events' details as one table with `_event_time` and `_event_id`, typed over all of
+    them; the events whose detail does not fit the others are left out (index, reason)."""
+    try:
+        table, rejected = records_to_table([e["detail"] for e in events])
+    except RecordsDoNotFit as exc:
+        return pa.table({}), [(i, str(exc)) for i in range(len(events))]
+    refused = [(r.index, r.reason) for r in rejected]
+    skip = {i for i, _ in refused}
+    kept = [e for i, e in enumerate(events) if i not in skip]
+    times = [e.get(PRECISE_TIME) or _event_time(e.get("time")) for e in kept]
     table = table.append_column("_event_time", pa.array(times, pa.timestamp("ms", tz="UTC")))
-    table = table.append_column("_event_id", pa.array([e["id"] for e in events], pa.string()))
-    return table
+    table = table.append_column("_event_id", pa.array([e["id"] for e in kept], pa.string()))
+    return table, refused

@@ -15,7 +15,7 @@ Key routing: with `append(..., key="col")` each row goes to partition
 (integers as decimal digits, strings as themselves; binary columns hash their raw bytes) and a null
 key hashes like the empty string. FNV-1a 32-bit: start at 0x811C9DC5, for each byte
 `h = (h ^ byte) * 0x01000193 mod 2**32`. It depends on nothing but the bytes, so every process,
-machine and backend routes a key to the same partition.
+machine and backend routes a key to the same partition (`headrace.streams.hashing`).
 """
 
 from __future__ import annotations
@@ -33,12 +33,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from headrace.errors import StreamError
+from headrace.streams.hashing import fnv1a_32
 
 INGEST_TIME = "_ingest_time"
 OFFSET = "_offset"
 INGEST_TIME_TYPE = pa.timestamp("ms", tz="UTC")
-FNV_OFFSET_BASIS = 0x811C9DC5
-FNV_PRIME = 0x01000193
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 _EMPTY_READ = pa.schema([(OFFSET, pa.int64())])
 
@@ -84,32 +83,6 @@ def encode_batch(table: pa.Table) -> bytes:
 
 def decode_batch(data: bytes) -> pa.Table:
     return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
-
-
-def fnv1a_32(values: pa.Array) -> np.ndarray:
-    """FNV-1a 32-bit hash of each value of a string or binary array (null → empty bytes).
-
-    Vectorised over rows: one numpy step per byte position of the longest value.
-    """
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-        values = values.cast(pa.large_string())
-    else:
-        values = values.cast(pa.large_binary())
-    values = pc.fill_null(values, pa.scalar(b"" if pa.types.is_large_binary(values.type) else ""))
-    n = len(values)
-    hashes = np.full(n, FNV_OFFSET_BASIS, dtype=np.uint32)
-    if n == 0:
-        return hashes
-    buffers = values.buffers()
-    offsets = np.frombuffer(buffers[1], dtype=np.int64)[values.offset : values.offset + n + 1]
-    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else None
-    starts = offsets[:-1]
-    lengths = offsets[1:] - starts
-    prime = np.uint32(FNV_PRIME)
-    for position in range(int(lengths.max())):
-        live = np.flatnonzero(lengths > position)
-        hashes[live] = (hashes[live] ^ data[starts[live] + position]) * prime
-    return hashes
 
 
 def key_partitions(column: pa.Array | pa.ChunkedArray, partitions: int) -> np.ndarray:

@@ -8,7 +8,8 @@ same bytes. Consecutive polls overlap (the newest 100 shift by whatever arrived 
 a consumer sees duplicates and has to deduplicate, as with the real API.
 
 Faults for tests: `fail_next(n, status=500 | 429, retry_after=...)` and `malformed_next(n)` make
-the next n requests fail, in the order they were asked for.
+the next n requests fail, and `serve_next(records)` answers the next one with exactly those
+records, in the order they were asked for.
 
 The server is the standard library's ThreadingHTTPServer on a background thread rather than
 uvicorn: it binds in the constructor (so `port=0` gives a known port before any request), has
@@ -42,11 +43,14 @@ _TRUNCATED_BODY = b'{"txs": [{"hash": "0e3e2357e806b6cdb1f70b54c3a3a17b6714ee1f0
 
 
 class _Fault:
-    __slots__ = ("retry_after", "status")
+    __slots__ = ("body", "retry_after", "status")
 
-    def __init__(self, status: int | None, retry_after: float | str | None) -> None:
+    def __init__(
+        self, status: int | None, retry_after: float | str | None, body: bytes | None = None
+    ) -> None:
         self.status = status  # None: a malformed 200 body
         self.retry_after = retry_after
+        self.body = body  # a 200 with this body instead of the window
 
 
 def make_transaction(seed: int, index: int, arrived_at: float) -> dict[str, Any]:
@@ -175,6 +179,12 @@ class Simulator:
         with self._lock:
             self._faults.extend(_Fault(None, None) for _ in range(n))
 
+    def serve_next(self, records: list[Any]) -> None:
+        """Answer the next request with 200 and `{"txs": records}` exactly (records a test
+        wrote: a bad id, a field only one record has, a value of the wrong kind)."""
+        with self._lock:
+            self._faults.append(_Fault(200, None, body=json.dumps({"txs": records}).encode()))
+
     def transactions(self) -> list[dict[str, Any]]:
         """The newest (up to) 100 transactions as of now, newest first, as the endpoint serves."""
         with self._lock:
@@ -217,6 +227,8 @@ class Simulator:
                 return 200, {}, json.dumps({"txs": self._window()}).encode()
         if fault.status is None:
             return 200, {}, _TRUNCATED_BODY
+        if fault.body is not None:
+            return 200, {}, fault.body
         headers = {}
         if fault.retry_after is not None:
             value = fault.retry_after

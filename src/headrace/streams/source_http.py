@@ -9,10 +9,17 @@ that is not JSON or has no list at the path are recorded (kind, status, URL, mes
 start exponential backoff with full jitter capped at `max_backoff`; a 429 waits at least its
 Retry-After. While backing off, `poll()` returns None without a request, so a runner that polls
 too early cannot hammer a struggling server. A success resets the backoff.
+
+Records that cannot join the table (a value that does not fit the schema, or without a schema a
+value of another kind than the field's earlier values) are set aside with the reason: counted in
+`stats["rejected"]`, recorded as a failure, and handed to the coordinator by `take_rejected()`,
+which writes them to the source's error stream. Without a schema the table has the union of all
+records' fields, so a field that only a later record has is kept.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +31,7 @@ from headrace.errors import StreamError
 from headrace.streams.sources import (
     Backoff,
     RecordsDoNotFit,
+    Rejected,
     SourceHealth,
     new_stats,
     parse_retry_after,
@@ -31,6 +39,8 @@ from headrace.streams.sources import (
 )
 
 _BODY_SNIPPET = 200
+#: Rejected records kept for the coordinator between two polls (it takes them after each).
+REJECTED_KEPT = 10_000
 
 
 class HttpPoller:
@@ -98,6 +108,7 @@ class HttpPoller:
         )
         self.stats: dict[str, Any] = new_stats(rejected=0)
         self._health = SourceHealth(self.stats, backoff, self.interval)
+        self._rejected: collections.deque[Rejected] = collections.deque(maxlen=REJECTED_KEPT)
 
     # ---------------------------------------------------------------- Source protocol
 
@@ -163,27 +174,32 @@ class HttpPoller:
         try:
             table, rejected = records_to_table(records, self.schema)
         except RecordsDoNotFit as exc:
-            self._health.failed(
-                "schema" if self.schema is not None else "records",
-                f"{self._request_line()}: {len(records)} records dropped: {exc}",
-                status=status,
-                url=self._display_url,
-            )
-            return None
+            table = None
+            reason = f"{len(records)} records do not fit together: {exc}"
+            rejected = [Rejected(i, r, reason) for i, r in enumerate(records)]
         if rejected:
             self.stats["rejected"] += len(rejected)
+            self._rejected.extend(rejected)
+            against = "the schema" if self.schema is not None else "the other records"
             self._health.failed(
-                "schema",
+                "schema" if self.schema is not None else "records",
                 f"{self._request_line()}: {len(rejected)} of {len(records)} records do not fit "
-                f"the schema and were dropped; first: {rejected[0]}",
+                f"{against} and were set aside; first: {rejected[0].reason}",
                 status=status,
                 url=self._display_url,
-                rejected=rejected[:10],
+                rejected=[r.reason for r in rejected[:10]],
             )
-        if table.num_rows == 0:
+        if table is None or table.num_rows == 0:
             return None
         self.stats["records"] += table.num_rows
         return table
+
+    def take_rejected(self) -> list[Rejected]:
+        """The records polled but left out of a table since the last call, with the reason;
+        the coordinator writes them to the source's error stream."""
+        taken = list(self._rejected)
+        self._rejected.clear()
+        return taken
 
     def state(self) -> dict[str, Any]:
         """Failure counters and any backoff in force; an HTTP API has no position to resume."""

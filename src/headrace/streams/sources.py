@@ -6,10 +6,10 @@ the source's JSON-able position across restarts, checkpointed with the rest of t
 A source never raises out of `poll()` for a bad response or a bad object: it records a failure
 (`stats`, `failures`) and backs off, so one flaky upstream never stops the coordinator.
 
-Shared here: the poll schedule, failure log and counters (`SourceHealth`), exponential backoff
-with full jitter
-(`Backoff`), `Retry-After` parsing, and `records_to_table`, which turns decoded JSON records into
-Arrow and names the field and record that do not fit a schema.
+Shared here: the poll schedule, failure log and counters (`SourceHealth`, with its
+`headrace.retry.Backoff`: exponential backoff with full jitter), `Retry-After` parsing, and
+`records_to_table`, which turns decoded JSON records into Arrow and names the field and record
+that do not fit a schema.
 """
 
 from __future__ import annotations
@@ -17,12 +17,24 @@ from __future__ import annotations
 import collections
 import email.utils
 import math
-import random
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import pyarrow as pa
+
+from headrace.retry import Backoff
+
+__all__ = [
+    "Backoff",
+    "RecordsDoNotFit",
+    "Rejected",
+    "Source",
+    "SourceHealth",
+    "new_stats",
+    "parse_retry_after",
+    "records_to_table",
+]
 
 #: How many failure records a source keeps for inspection.
 FAILURES_KEPT = 100
@@ -33,6 +45,8 @@ class Source(Protocol):
     """A pollable source of records.
 
     A source that holds connections or files also has `close()`; runners call it if present.
+    A source that sets records aside (they do not fit its schema) also has `take_rejected()`,
+    returning them as `Rejected`; the coordinator writes them to the source's error stream.
     """
 
     name: str
@@ -151,65 +165,6 @@ class SourceHealth:
         self.stats.update(self.backoff_state())
 
 
-class Backoff:
-    """Exponential backoff with full jitter: after the k-th consecutive failure, wait a uniform
-    random time in [0, min(cap, base * 2**(k-1))], but never less than `floor` (the source's
-    normal interval, so a failure never makes a source poll faster) nor less than a server's
-    Retry-After. Full jitter spreads many clients that failed together (AWS architecture blog,
-    "Exponential Backoff And Jitter")."""
-
-    def __init__(
-        self,
-        base: float,
-        cap: float,
-        floor: float = 0.0,
-        rng: random.Random | None = None,
-    ) -> None:
-        if base <= 0 or cap <= 0:
-            raise ValueError(f"backoff base and cap must be > 0 seconds, got {base!r}, {cap!r}")
-        self.base = base
-        self.cap = cap
-        self.floor = floor
-        self.consecutive = 0
-        self.until = 0.0  # time.monotonic() before which the source must not be polled
-        self._rng = rng or random.Random()
-
-    def ceiling(self, consecutive: int | None = None) -> float:
-        """The largest jittered delay after `consecutive` failures (default: the current count)."""
-        k = self.consecutive if consecutive is None else consecutive
-        if k <= 0:
-            return 0.0
-        # min() before the power would overflow on a long outage
-        return min(self.cap, self.base * 2.0 ** min(k - 1, 1000))
-
-    def failure(self, retry_after: float | None = None, now: float | None = None) -> float:
-        """Count a failure and return the delay before the next attempt (seconds)."""
-        self.consecutive += 1
-        delay = max(self.floor, self._rng.uniform(0.0, self.ceiling()))
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        self.until = (time.monotonic() if now is None else now) + delay
-        return delay
-
-    def success(self) -> None:
-        self.consecutive = 0
-        self.until = 0.0
-
-    def active(self, now: float | None = None) -> bool:
-        return (time.monotonic() if now is None else now) < self.until
-
-    def until_wall(self) -> float | None:
-        """`until` as unix seconds, for stats and checkpoints (monotonic time does not survive a
-        restart); None when not backing off."""
-        remaining = self.until - time.monotonic()
-        return time.time() + remaining if remaining > 0 else None
-
-    def restore_wall(self, until: float | None, consecutive: int = 0) -> None:
-        self.consecutive = int(consecutive)
-        remaining = (until or 0.0) - time.time()
-        self.until = time.monotonic() + remaining if remaining > 0 else 0.0
-
-
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a Retry-After header: delay-seconds or an HTTP date (RFC 9110).
 
@@ -234,44 +189,141 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 class RecordsDoNotFit(Exception):
-    """Raised by `records_to_table` when no schema is given and the records cannot be typed
-    together; the message names the field."""
+    """Raised by `records_to_table` when the records that fit one by one cannot share a table
+    (conflicting nested shapes); the message says why. The whole batch failed."""
+
+
+class Rejected(NamedTuple):
+    """A record left out of a table: its position in the batch, the record, and why."""
+
+    index: int
+    record: Any
+    reason: str
+
+
+#: Above this many records, conflicting nested shapes fail the batch instead of being sorted
+#: out record by record (a quadratic search).
+_GREEDY_LIMIT = 1000
 
 
 def records_to_table(
     records: Sequence[Any], schema: pa.Schema | None = None
-) -> tuple[pa.Table, list[str]]:
+) -> tuple[pa.Table, list[Rejected]]:
     """Decoded JSON records (a list of dicts) → an Arrow table, nested lists/objects kept as
-    Arrow list/struct types.
+    Arrow list/struct types, and the records left out with the reason.
 
-    With a schema, fields are cast to it (keys not in it are dropped, missing ones are null);
-    records that do not fit are left out and described in the returned list of problems
-    ("record 3 field 'fee': ..."), so one bad record does not cost the rest. Without a schema
-    the types are inferred, and a field whose values cannot share one type raises
-    `RecordsDoNotFit` naming it.
+    With a schema, fields are cast to it (keys not in it are dropped, missing ones are null).
+    Without one, the schema is the union of every record's fields, inferred over the whole
+    batch (a field only the last record has is kept; nested objects are widened the same way).
+    Either way a record that does not fit is left out and returned as `Rejected`
+    ("record 3 field 'fee': ..."), so one bad record does not cost the rest and nothing is
+    dropped without a reason. Without a schema, a field whose values have different kinds
+    (number and text, say) keeps the kind of its first value; the records that disagree are
+    rejected.
     """
-    problems = _shape_problems(records)
-    if schema is None:
-        if problems:
-            raise RecordsDoNotFit(problems[0])
+    rejected = {
+        i: f"record {i} is {type(r).__name__}, not an object"
+        for i, r in enumerate(records)
+        if not isinstance(r, Mapping)
+    }
+    if not rejected:  # the fast path: everything fits
         try:
-            return pa.Table.from_pylist(list(records)), []
-        except (pa.ArrowException, TypeError, ValueError) as exc:
-            raise RecordsDoNotFit(_explain_inference_error(records, exc)) from None
-
-    if not problems:
-        try:
-            table = pa.Table.from_pylist(list(records), schema=schema)
-        except (pa.ArrowException, TypeError, ValueError):
+            table = _table(records, schema)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
             table = None
-        if table is not None and not _has_forbidden_nulls(table, schema):
+        if table is not None and (schema is None or not _has_forbidden_nulls(table, schema)):
             return table, []
-
     # The slow path runs only when something does not fit: find each bad record and why.
-    bad: dict[int, str] = {}
+    if schema is None:
+        bad = _inference_problems(records, rejected)
+    else:
+        bad = _schema_problems(records, schema, rejected)
+    good = [r for i, r in enumerate(records) if i not in bad]
+    try:
+        table = _table(good, schema)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+        if schema is not None or len(good) > _GREEDY_LIMIT:
+            raise RecordsDoNotFit(f"the records do not fit together ({exc})") from None
+        bad.update(_greedy_problems(records, bad))
+        good = [r for i, r in enumerate(records) if i not in bad]
+        table = _table(good, None)
+    return table, [Rejected(i, records[i], bad[i]) for i in sorted(bad)]
+
+
+def _table(records: Sequence[Any], schema: pa.Schema | None) -> pa.Table:
+    if schema is not None:
+        return pa.Table.from_pylist(list(records), schema=schema)
+    if not records:
+        return pa.table({})
+    # pa.array unions the keys of all records (Table.from_pylist takes the first record's)
+    return pa.Table.from_struct_array(pa.array(list(records)))
+
+
+def _inference_problems(records: Sequence[Any], bad: dict[int, str]) -> dict[int, str]:
+    names: dict[str, None] = {}
     for i, record in enumerate(records):
-        if not isinstance(record, Mapping):
-            bad[i] = f"record {i} is {type(record).__name__}, not an object"
+        if i not in bad:
+            names.update(dict.fromkeys(record))
+    for name in names:
+        column = [(i, r.get(name)) for i, r in enumerate(records) if i not in bad]
+        try:
+            pa.array([v for _, v in column])
+            continue
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            pass
+        first_kind = None
+        for i, value in column:
+            if value is None:
+                continue
+            kind = _kind(value)
+            if first_kind is None:
+                first_kind = kind
+            elif kind != first_kind:
+                bad[i] = (
+                    f"record {i} field '{name}': {_short(value)} is {kind}, but earlier records "
+                    f"have {first_kind} there"
+                )
+                continue
+            try:
+                pa.array([value])
+            except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+                bad[i] = f"record {i} field '{name}': {_short(value)} has no Arrow type ({exc})"
+    return bad
+
+
+def _greedy_problems(records: Sequence[Any], bad: dict[int, str]) -> dict[int, str]:
+    """Records whose nested shapes conflict with those before them, found one by one."""
+    kept: list[Any] = []
+    found: dict[int, str] = {}
+    for i, record in enumerate(records):
+        if i in bad:
+            continue
+        try:
+            pa.array([*kept, record])
+        except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+            found[i] = f"record {i} does not fit the records before it ({exc})"
+            continue
+        kept.append(record)
+    return found
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return type(value).__name__
+
+
+def _schema_problems(
+    records: Sequence[Any], schema: pa.Schema, bad: dict[int, str]
+) -> dict[int, str]:
     for field in schema:
         column = [r.get(field.name) if isinstance(r, Mapping) else None for r in records]
         try:
@@ -295,37 +347,11 @@ def records_to_table(
                     f"record {i} field '{field.name}': {_short(value)} does not fit "
                     f"{field.type} ({exc})"
                 )
-    good = [r for i, r in enumerate(records) if i not in bad]
-    try:
-        table = pa.Table.from_pylist(good, schema=schema)
-    except (pa.ArrowException, TypeError, ValueError) as exc:
-        # each value fits on its own but not together (rare: nested shapes); give up the batch
-        raise RecordsDoNotFit(f"the records do not fit the schema together ({exc})") from None
-    return table, [bad[i] for i in sorted(bad)]
-
-
-def _shape_problems(records: Sequence[Any]) -> list[str]:
-    return [
-        f"record {i} is {type(r).__name__}, not an object"
-        for i, r in enumerate(records)
-        if not isinstance(r, Mapping)
-    ][:10]
+    return bad
 
 
 def _has_forbidden_nulls(table: pa.Table, schema: pa.Schema) -> bool:
     return any(not f.nullable and table.column(f.name).null_count for f in schema)
-
-
-def _explain_inference_error(records: Sequence[Any], exc: Exception) -> str:
-    names: dict[str, None] = {}
-    for record in records:
-        names.update(dict.fromkeys(record))
-    for name in names:
-        try:
-            pa.array([r.get(name) for r in records])
-        except (pa.ArrowException, TypeError, ValueError) as column_exc:
-            return f"field '{name}' has values of types that cannot share a column ({column_exc})"
-    return f"the records cannot be converted to Arrow ({exc})"
 
 
 def _short(value: Any, limit: int = 80) -> str:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from headrace.errors import StreamError
+from headrace.streams.dead_letters import RETENTION_SECONDS as ERRORS_RETENTION_SECONDS
+from headrace.streams.dead_letters import error_stream_name
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,14 @@ class SourceSpec:
     detail_type: str
     time_field: str | None = None
     id_field: str | None = None
+
+    @property
+    def errors_stream(self) -> str:
+        """The stream of records this source could not deliver (headrace.streams.dead_letters)."""
+        return error_stream_name(self.name)
+
+    def errors_stream_spec(self) -> StreamSpec:
+        return StreamSpec(self.errors_stream, retention_seconds=ERRORS_RETENTION_SECONDS)
 
 
 @dataclass(frozen=True)

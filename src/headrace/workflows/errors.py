@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from headrace.retry import exponential, full_jitter
+
 ALL = "States.ALL"
 TASK_FAILED = "States.TaskFailed"
 TIMEOUT = "States.Timeout"
@@ -137,13 +139,7 @@ def retry_delay(retrier: dict, attempt: int, rand: float) -> float:
     """Seconds to wait before retry number ``attempt`` (1-based); ``rand`` is in [0, 1)."""
     interval = retrier.get("IntervalSeconds", DEFAULT_INTERVAL_SECONDS)
     backoff = retrier.get("BackoffRate", DEFAULT_BACKOFF_RATE)
-    try:
-        delay = float(interval) * float(backoff) ** max(attempt - 1, 0)
-    except OverflowError:
-        delay = float("inf")
-    cap = retrier.get("MaxDelaySeconds")
-    if cap is not None:
-        delay = min(delay, float(cap))
+    delay = exponential(attempt, interval, backoff, retrier.get("MaxDelaySeconds"))
     if retrier.get("JitterStrategy", "NONE") == "FULL":
-        delay *= rand
+        delay = full_jitter(delay, rand)
     return delay

@@ -173,8 +173,14 @@ class ApproxDistinct(Agg):
     def __post_init__(self) -> None:
         hll.check_precision(self.precision, f"approx_distinct({self.column!r})")
 
+    @property
+    def hashed_column(self) -> str:
+        """The column of the values' stable hashes, added to a batch before grouping."""
+        return f"__hll_{self.column}"
+
     def partial(self, p: str) -> list[pl.Expr]:
-        return [hll.reduce_codes(hll.codes(pl.col(self.column), self.precision)).alias(f"{p}r")]
+        codes = hll.codes(pl.col(self.hashed_column), self.precision)
+        return [hll.reduce_codes(codes).alias(f"{p}r")]
 
     def merge(self, p: str) -> list[pl.Expr]:
         return [hll.reduce_codes(pl.col(f"{p}r").explode()).alias(f"{p}r")]

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from headrace.errors import StreamError
+from headrace.streams.hashing import FINGERPRINT
 
 Duration = float | int | timedelta
 """A length of time: seconds (int or float) or a `timedelta`."""
@@ -153,37 +152,6 @@ def decode_dictionaries(table: pa.Table) -> pa.Table:
     return table
 
 
-# Hashes come from polars, which guarantees them only within one polars version. A snapshot
-# records the hashes of these fixed values; restore compares them with the running version
-# so state hashed differently is refused instead of silently mis-deduplicating.
-_CANARY = pl.DataFrame(
-    {
-        "s": ["", "a", "headrace", "ünïcode", None],
-        "i": [0, 1, -1, 2**62, None],
-        "f": [0.0, 1.5, -2.25, 1e300, None],
-    }
-)
-
-
-@cache
-def hash_fingerprint() -> int:
-    """One number that changes whenever polars changes how it hashes values."""
-    hashed = _CANARY.select(
-        pl.col("s").hash(7),
-        pl.col("i").hash(7),
-        pl.col("f").hash(7),
-        pl.struct("s", "i").hash(7).alias("si"),
-        pl.concat_list(pl.col("i"), pl.col("i")).hash(7).alias("list"),
-    )
-    total = np.uint64(0)
-    for column in hashed.iter_columns():
-        values = column.to_numpy()
-        with np.errstate(over="ignore"):
-            total = np.uint64(total * np.uint64(1_000_003)) ^ np.bitwise_xor.reduce(values)
-    # stored in an int64 column: reinterpret the bits rather than overflow
-    return int(np.array([total], dtype=np.uint64).view(np.int64)[0])
-
-
 def meta_table(**values: object) -> pa.Table:
     """A one-row table of scalars: how operators store their counters in a snapshot."""
     return pa.table({k: [v] for k, v in values.items()})
@@ -211,11 +179,18 @@ def check_config(meta: dict[str, object], config: str, name: str) -> None:
 
 
 def check_fingerprint(meta: dict[str, object], name: str) -> None:
-    if meta.get("hash_fingerprint") != hash_fingerprint():
-        raise StreamError(
-            subject(name),
-            f"the snapshot's hashed state was written by another polars version "
-            f"than the running one ({pl.__version__}), which hashes values differently",
-            "restore with the polars version that wrote the snapshot, or replay the stream "
-            "from before the operator's state began",
-        )
+    """Hashed state must come from headrace's stable hash (`headrace.streams.hashing`).
+
+    headrace before it hashed with polars, whose hashes may change with the polars version;
+    such hashes cannot be converted (the values are not in the state), so that state is
+    refused with the way out rather than silently mis-deduplicated or miscounted."""
+    if meta.get("hash_fingerprint") == FINGERPRINT:
+        return
+    raise StreamError(
+        subject(name),
+        "its saved state holds values hashed with polars' hash (written by a headrace version "
+        "before the stable hash) or by an unknown hash; those hashes cannot be converted",
+        "stop the coordinator, run `headrace streams reset PIPELINE` for the pipeline that holds "
+        "this operator (it then starts over at the log's retention start and rebuilds the state),"
+        " and start it again",
+    )

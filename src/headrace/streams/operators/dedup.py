@@ -12,9 +12,11 @@ older than that is compared only with the keys still held.
 Keys live in a vectorised open-addressing hash table (numpy arrays, linear probing), so a batch
 costs time in proportion to its own size, not to the number of keys held. A single integer,
 timestamp or duration key is stored exactly; other keys (strings, floats, dates, composites) as
-two independent 64-bit polars hashes (128 bits: the chance that two of a billion distinct keys
-collide is about 1e-21). polars hashes are stable only within one polars version, so a snapshot
-carries a fingerprint of the hash function and `restore` refuses state hashed by another one.
+two independent 64-bit hashes (128 bits: the chance that two of a billion distinct keys collide
+is about 1e-21) from headrace's stable hash (`headrace.streams.hashing`), which is the same in
+every version, process and machine. A snapshot carries the hash's fingerprint; state written by
+earlier headrace versions, hashed with polars, is refused with the way out (see
+`base.check_fingerprint`).
 
 A batch is handled in the order of its keys' home slots (one sort), which makes probing read
 and write the table in order and puts the records of one key among neighbours with the same
@@ -28,19 +30,17 @@ from __future__ import annotations
 from datetime import datetime
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 
 from headrace.errors import StreamError
+from headrace.streams.hashing import FINGERPRINT, hash64_rows_seeds, hash64_seeds
 from headrace.streams.operators.base import (
     Duration,
     Emit,
     as_table,
     check_config,
     check_fingerprint,
-    decode_dictionaries,
     duration_micros,
-    hash_fingerprint,
     meta_table,
     read_meta,
     require_columns,
@@ -276,7 +276,7 @@ class Dedup:
             mode=self._mode,
             clock=None if self._clock == _NO_TIME else self._clock,
             dropped_count=self.dropped_count,
-            hash_fingerprint=hash_fingerprint(),
+            hash_fingerprint=FINGERPRINT,
         )
         return {"meta": meta, "keys": keys}
 
@@ -327,12 +327,16 @@ class Dedup:
             else:
                 h2 = np.zeros(len(column), np.uint64)
             return _clear_of_free(_mix(column.to_numpy().view(np.uint64)), h2)
-        frame = pl.from_arrow(decode_dictionaries(table.select(self.keys)))
-        if len(self.keys) == 1:
-            series = frame.to_series()
-            h1, h2 = series.hash(_SEEDS[0]).to_numpy(), series.hash(_SEEDS[1]).to_numpy()
-        else:
-            h1, h2 = frame.hash_rows(_SEEDS[0]).to_numpy(), frame.hash_rows(_SEEDS[1]).to_numpy()
+        try:
+            if len(self.keys) == 1:
+                h1, h2 = hash64_seeds(table.column(self.keys[0]), _SEEDS)
+            else:
+                h1, h2 = hash64_rows_seeds([table.column(k) for k in self.keys], _SEEDS)
+        except TypeError as exc:
+            raise StreamError(
+                subject(self.name), f"cannot hash the key: {exc}",
+                "dedup on text, number, date/time or struct columns (join a list into text)",
+            ) from None  # fmt: skip
         return _clear_of_free(h1, h2)
 
     def _decide(self, times: np.ndarray, h1: np.ndarray, h2: np.ndarray) -> np.ndarray:

@@ -1,7 +1,9 @@
 """HyperLogLog for approximate distinct counts, mergeable across micro-batches.
 
-Each value is hashed to 64 bits (polars `hash`, stable within one polars version only: window
-snapshots record a fingerprint of it, see base.hash_fingerprint). The top `precision` bits pick
+Each value is hashed to 64 bits with headrace's stable hash (`headrace.streams.hashing.hash64`,
+the same in every version and process, so registers in a checkpoint stay valid after an
+upgrade; `hashed_values` adds the hashes as a column before grouping). The top `precision` bits
+pick
 one of m = 2**precision registers; the register keeps the largest rank (position of the first
 1-bit in the remaining bits). Registers merge by element-wise max, so partial windows built from
 different batches merge exactly, in any order.
@@ -19,8 +21,10 @@ import math
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from headrace.errors import StreamError
+from headrace.streams.hashing import hash64
 
 DEFAULT_PRECISION = 12
 SEED = 0x484C4C  # fixed, so registers written by different operators merge
@@ -40,9 +44,23 @@ def _alpha(m: int) -> float:
     return {16: 0.673, 32: 0.697, 64: 0.709}.get(m, 0.7213 / (1 + 1.079 / m))
 
 
-def codes(values: pl.Expr, precision: int) -> pl.Expr:
-    """One code per non-null value: its register and the rank of its hash."""
-    hashed = values.hash(SEED)
+def hashed_values(values: pa.Array | pa.ChunkedArray) -> pl.Series:
+    """The stable 64-bit hash of each value (UInt64), null where the value is null."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    try:
+        hashes = hash64(values, SEED)
+    except TypeError as exc:
+        raise StreamError(
+            "approx_distinct", f"cannot count distinct values: {exc}",
+            "count a text, number, date/time or struct column (cast lists upstream)",
+        ) from None  # fmt: skip
+    mask = values.is_null().to_numpy(zero_copy_only=False) if values.null_count else None
+    return pl.from_arrow(pa.array(hashes, pa.uint64(), mask=mask))
+
+
+def codes(hashed: pl.Expr, precision: int) -> pl.Expr:
+    """One code per non-null hash (see `hashed_values`): its register and the rank."""
     rest_bits = 64 - precision
     register = hashed // (1 << rest_bits)
     rest = hashed % (1 << rest_bits)
@@ -51,7 +69,7 @@ def codes(values: pl.Expr, precision: int) -> pl.Expr:
         upper_bound=rest_bits + 1
     )
     code = (register.cast(pl.Int64) * _RANK_BITS + rank).cast(pl.UInt32)
-    return pl.when(values.is_not_null()).then(code)
+    return pl.when(hashed.is_not_null()).then(code)
 
 
 def reduce_codes(codes_expr: pl.Expr) -> pl.Expr:
@@ -83,9 +101,10 @@ class HyperLogLog:
         self.precision = precision
         self.registers = np.zeros(1 << precision, np.uint8)
 
-    def add(self, values: pl.Series | list | np.ndarray) -> None:
+    def add(self, values: pl.Series | pa.Array | list | np.ndarray) -> None:
         series = values if isinstance(values, pl.Series) else pl.Series(values)
-        code = pl.select(codes(pl.lit(series), self.precision)).to_series().drop_nulls()
+        hashed = hashed_values(series.to_arrow())
+        code = pl.select(codes(pl.lit(hashed), self.precision)).to_series().drop_nulls()
         code = code.to_numpy().astype(np.int64)
         np.maximum.at(self.registers, code // _RANK_BITS, (code % _RANK_BITS).astype(np.uint8))
 

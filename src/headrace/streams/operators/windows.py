@@ -50,6 +50,8 @@ import polars as pl
 import pyarrow as pa
 
 from headrace.errors import StreamError
+from headrace.streams.hashing import FINGERPRINT
+from headrace.streams.operators import hll
 from headrace.streams.operators.aggregations import SEQ, TIME, Agg, ApproxDistinct, First, Max, Min
 from headrace.streams.operators.base import (
     TIMESTAMP_UTC,
@@ -60,7 +62,6 @@ from headrace.streams.operators.base import (
     check_fingerprint,
     decode_dictionaries,
     duration_micros,
-    hash_fingerprint,
     instant_micros,
     meta_table,
     micros_datetime,
@@ -167,10 +168,7 @@ class _Window:
             self._schema = table.select([self.time_column, *self._inputs]).schema
         times, valid = time_micros(table, self.time_column, self.name)
         n = table.num_rows
-        frame = pl.from_arrow(decode_dictionaries(table.select(self._inputs)))
-        if not isinstance(frame, pl.DataFrame):  # no input columns at all: count() only
-            frame = pl.DataFrame()
-        frame = frame.with_columns(
+        frame = self._frame(table).with_columns(
             pl.Series(TIME, times), pl.Series(SEQ, np.arange(self._seq, self._seq + n))
         )
         self._seq += n
@@ -212,7 +210,7 @@ class _Window:
             late_count=self.late_count,
             has_state=state is not None,
             schema=None if self._schema is None else self._schema.serialize().to_pybytes(),
-            hash_fingerprint=hash_fingerprint(),
+            hash_fingerprint=FINGERPRINT,
         )
         windows = state.to_arrow() if state is not None else pa.table({})
         pending = pa.table({})
@@ -345,11 +343,21 @@ class _Window:
 
     def _blank_state(self) -> pl.DataFrame:
         """A zero-row state with the right types, before any record arrived."""
-        frame = pl.from_arrow(decode_dictionaries(self._schema.empty_table().select(self._inputs)))
-        if not isinstance(frame, pl.DataFrame):
-            frame = pl.DataFrame()
+        frame = self._frame(self._schema.empty_table())
         frame = frame.with_columns(pl.lit(0, pl.Int64).alias(TIME), pl.lit(0, pl.Int64).alias(SEQ))
         return frame.clear().group_by(self.keys or pl.lit(0)).agg(self._partial_exprs)
+
+    def _frame(self, table: pa.Table) -> pl.DataFrame:
+        """The input columns as polars, with the stable hashes approx_distinct counts."""
+        frame = pl.from_arrow(decode_dictionaries(table.select(self._inputs)))
+        if not isinstance(frame, pl.DataFrame):  # no input columns at all: count() only
+            frame = pl.DataFrame()
+        hashed = {
+            a.hashed_column: hll.hashed_values(table.column(a.column))
+            for a in self.aggs.values()
+            if isinstance(a, ApproxDistinct)
+        }
+        return frame.with_columns(**hashed) if hashed else frame
 
     def _late_table(self, table: pa.Table, parts: list[_Late]) -> pa.Table | None:
         parts = [p for p in parts if len(p.rows)]
