@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from headrace.errors import PatternError
-from headrace.events.envelope import PRECISE_TIME
+from headrace.events.envelope import without_precise_time
 from headrace.events.patterns import compile_pattern
 from headrace.events.s3 import (
     OBJECT_CREATED_SOURCE,
@@ -86,7 +86,7 @@ class Rule:
     def payload(self, envelope: dict[str, Any]) -> Any:
         if self.input is not None:
             return self.input(envelope)
-        return {k: v for k, v in envelope.items() if k != PRECISE_TIME}
+        return without_precise_time(envelope)
 
 
 def object_created_rule(

@@ -30,6 +30,7 @@ __all__ = [
     "envelope_size",
     "make_envelope",
     "validate_envelope",
+    "without_precise_time",
 ]
 
 DEFAULT_ACCOUNT = "000000000000"
@@ -45,6 +46,11 @@ _SUBJECT = "event envelope"
 # Envelopes carry their sub-second event time under this key on the way to a stream (the
 # EventBridge `time` has whole seconds); it is dropped before delivery anywhere else.
 PRECISE_TIME = "_time"
+
+
+def without_precise_time(envelope: Mapping[str, Any]) -> dict[str, Any]:
+    """The envelope as EventBridge has it: without the sub-second time carried for streams."""
+    return {k: v for k, v in envelope.items() if k != PRECISE_TIME}
 
 
 def make_envelope(

@@ -10,7 +10,6 @@ targets are appended by the caller (their logs live outside the ledger).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,11 +17,11 @@ from typing import Any
 from sqlalchemy import Connection
 
 from headrace.events.bus import Target
-from headrace.events.envelope import PRECISE_TIME
+from headrace.events.envelope import without_precise_time
 from headrace.functions.spec import FunctionSpec
 from headrace.ledger import Ledger, NewInvocation
 from headrace.ledger import executions as execution_store
-from headrace.workflows.api import execution_arn
+from headrace.workflows.api import execution_arn, record_execution
 from headrace.workflows.names import name_for
 
 Routed = Mapping[Target, list[tuple[dict[str, Any], Any]]]  # Bus.deliveries
@@ -103,7 +102,7 @@ def deliver(
             source=envelope["source"],
             detail_type=envelope["detail-type"],
             subject=(subjects or {}).get(event_id),
-            payload={k: v for k, v in envelope.items() if k != PRECISE_TIME},
+            payload=without_precise_time(envelope),
             routed=targets.get(event_id, 0),
         )
     ledger.enqueue(new, conn)
@@ -115,16 +114,6 @@ def _start_execution(
     conn: Connection, state_machine: str, definition: dict[str, Any], event_id: str, input: Any
 ) -> str | None:
     name = name_for("event-", event_id)  # an id is the sender's: any characters
-    arn = execution_arn(state_machine, name)
-    if execution_store.find(conn, arn) is not None:  # this event started it already
-        return None
-    execution_store.start_execution(
-        conn,
-        execution_id=arn,
-        name=name,
-        state_machine=state_machine,
-        definition=definition,
-        input=input,
-        seed=random.randrange(2**31),
-    )
-    return arn
+    if execution_store.find(conn, execution_arn(state_machine, name)) is not None:
+        return None  # this event started it already
+    return record_execution(conn, state_machine, definition, input, name=name)

@@ -30,7 +30,7 @@ from headrace.app import App
 from headrace.config import Settings
 from headrace.errors import HeadraceError, MalformedEvent
 from headrace.events.bus import Bus
-from headrace.events.envelope import PRECISE_TIME, make_envelope
+from headrace.events.envelope import PRECISE_TIME, make_envelope, without_precise_time
 from headrace.ledger import Ledger, NewInvocation, new_id
 from headrace.ledger.checkpoints import record_failure
 from headrace.retry import Backoff
@@ -313,7 +313,7 @@ class StreamService:
             for event, reason in refused:
                 log.warning("event %s was not delivered: %s", event.get("id"), reason)
             return
-        details = [(_without_precise_time(e), reason) for e, reason in refused]
+        details = [(without_precise_time(e), reason) for e, reason in refused]
         self.reject(origin, "deliver", details)
 
     def append(self, stream_name: str, events: list[dict[str, Any]]) -> list[tuple[dict, str]]:
@@ -321,7 +321,8 @@ class StreamService:
         returns the envelopes it refused, with the reason."""
         stream = self.app.streams[stream_name]
         table, refused = _stream_records(events)
-        kept = [i for i in range(len(events)) if i not in dict(refused)]
+        refused_rows = {row for row, _ in refused}
+        kept = [i for i in range(len(events)) if i not in refused_rows]
         table, unfit = self._conform(stream_name, table)
         refused += [(kept[row], reason) for row, reason in unfit]
         if table.num_rows:
@@ -575,10 +576,6 @@ def _envelope(spec: SourceSpec, raw: dict[str, Any]) -> dict[str, Any]:
     # keep sub-second event time for windows; the envelope's own `time` has seconds like AWS
     envelope[PRECISE_TIME] = when or datetime.now(UTC)
     return envelope
-
-
-def _without_precise_time(event: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in event.items() if k != PRECISE_TIME}
 
 
 def _widens(stored: pa.Field, new: pa.Field) -> bool:

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from headrace.errors import AppError, HeadraceError
@@ -57,23 +58,31 @@ def start_execution(
             "check the name",
         )
     name = str(uuid.uuid4()) if name is None else check_execution_name(name)
-    check_execution_input(input)
-    arn = execution_arn(state_machine, name)
     try:
         with ledger.begin() as conn:
-            store.start_execution(
-                conn,
-                execution_id=arn,
-                name=name,
-                state_machine=state_machine,
-                definition=raw,
-                input={} if input is None else input,
-                seed=random.randrange(2**31),
-            )
+            return record_execution(conn, state_machine, raw, input, name=name)
     except IntegrityError:
         raise ExecutionError(
             f"execution {name!r}", "already exists", "choose another --name, or omit it"
         ) from None
+
+
+def record_execution(
+    conn: Connection, state_machine: str, definition: dict[str, Any], input: Any, *, name: str
+) -> str:
+    """Write a new execution (its ExecutionStarted event) in the caller's transaction; returns
+    its ARN. `name` must be valid (check_execution_name); the input is checked here."""
+    check_execution_input(input)
+    arn = execution_arn(state_machine, name)
+    store.start_execution(
+        conn,
+        execution_id=arn,
+        name=name,
+        state_machine=state_machine,
+        definition=definition,
+        input={} if input is None else input,
+        seed=random.randrange(2**31),
+    )
     return arn
 
 
