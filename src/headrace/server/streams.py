@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +39,12 @@ from headrace.server.metrics import StreamMetrics
 from headrace.server.stream_health import HealthBoard
 from headrace.storage import ObjectStore
 from headrace.streams.dead_letters import error_records
+from headrace.streams.event_time import (
+    EVENT_TIME,
+    event_time_column,
+    nanosecond_columns_as_text,
+    parse_event_time,
+)
 from headrace.streams.log import OFFSET
 from headrace.streams.runner import PartitionRunner
 from headrace.streams.sinks import SinkContext
@@ -91,6 +97,12 @@ class StreamService:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.open()
+        self._spawn_threads()
+
+    def open(self, pipelines: Iterable[str] | None = None) -> None:
+        """Open the stream logs, the feature store and a runner for every partition of
+        `pipelines` (default: all), without starting a thread."""
         self.app.check_streams()
         for name, spec in self.app.streams.items():
             self.logs[name] = spec.open(self.settings.streams_url)
@@ -98,7 +110,10 @@ class StreamService:
             from headrace.features.store import open_app_store  # deltalake, duckdb: when used
 
             self.features = open_app_store(self.settings, self.app, self.store)
+        chosen = self.app.pipelines if pipelines is None else set(pipelines)
         for pipe in self.app.pipelines.values():
+            if pipe.name not in chosen:
+                continue
             stream = self.logs[pipe.stream]
             for partition in range(stream.partitions):
                 context = SinkContext(
@@ -116,6 +131,8 @@ class StreamService:
                 runner.on_batch = self._on_batch
                 runner.open()
                 self.runners.append(runner)
+
+    def _spawn_threads(self) -> None:
         threads = []
         if self.app.sources:
             threads.append(("sources", self._sources_loop))
@@ -525,28 +542,12 @@ def _next_poll(source: Any, now: float) -> float:
     return now + float(getattr(source, "interval", 1.0) or 1.0)
 
 
-def _event_time(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(float(value), UTC)
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return None
-
-
 def _envelopes(
     spec: SourceSpec, table: pa.Table
 ) -> tuple[list[dict[str, Any]], list[tuple[Any, str]]]:
     """An envelope per record, and the records that cannot be one (record, reason)."""
     out, refused = [], []
-    for raw in table.to_pylist():
+    for raw in nanosecond_columns_as_text(table).to_pylist():
         try:
             out.append(_envelope(spec, raw))
         except (HeadraceError, TypeError, ValueError, RecursionError) as exc:
@@ -555,7 +556,7 @@ def _envelopes(
 
 
 def _envelope(spec: SourceSpec, raw: dict[str, Any]) -> dict[str, Any]:
-    when = _event_time(raw.get(spec.time_field)) if spec.time_field else None
+    when = parse_event_time(raw.get(spec.time_field), spec.time_field) if spec.time_field else None
     # detail must be JSON: timestamps, decimals and bytes become their text
     record = json.loads(json.dumps(raw, default=_as_text))
     ident = record.get(spec.id_field) if spec.id_field else None
@@ -610,7 +611,7 @@ def _stream_records(events: list[dict[str, Any]]) -> tuple[pa.Table, list[tuple[
     refused = [(r.index, r.reason) for r in rejected]
     skip = {i for i, _ in refused}
     kept = [e for i, e in enumerate(events) if i not in skip]
-    times = [e.get(PRECISE_TIME) or _event_time(e.get("time")) for e in kept]
-    table = table.append_column("_event_time", pa.array(times, pa.timestamp("ms", tz="UTC")))
+    times = [e.get(PRECISE_TIME) or parse_event_time(e.get("time")) for e in kept]
+    table = table.append_column(EVENT_TIME, event_time_column(times))
     table = table.append_column("_event_id", pa.array([e["id"] for e in kept], pa.string()))
     return table, refused
