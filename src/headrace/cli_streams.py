@@ -16,7 +16,7 @@ from headrace.cli_common import Json, group_project
 from headrace.jsontext import JsonInputError, parse_json
 
 streams_app = typer.Typer(
-    help="Stream logs and pipelines: list, stats, read, reset.", no_args_is_help=True
+    help="Stream logs and pipelines: list, stats, read, flush, reset.", no_args_is_help=True
 )
 features_app = typer.Typer(help="Feature groups: online reads, compaction.", no_args_is_help=True)
 console = Console()
@@ -214,6 +214,40 @@ def read(
     for record in records:
         console.print(escape(json.dumps(record, default=str)))
     console.print(f"[dim]{len(records)} records from offset {start} (end {end})[/]")
+
+
+@streams_app.command()
+def flush(
+    pipeline: Annotated[str, typer.Argument(help="Pipeline name.")],
+    timeout: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait for a running coordinator's flush.")
+    ] = 600.0,
+    as_json: Json = False,
+) -> None:
+    """End of input: process every record the pipeline's stream holds, then close its open
+    windows (a backfill's final answer). A running coordinator does it between two of its
+    batches; without one it runs here. Records that arrive later for a closed window are late."""
+    from headrace.app import load_app
+    from headrace.server.pipeline_flush import flush_pipeline
+
+    settings = cli_common.settings()
+    application = load_app(settings)
+    if pipeline not in application.pipelines:
+        known = ", ".join(sorted(application.pipelines)) or "none"
+        raise typer.BadParameter(f"pipeline {pipeline!r} is not defined (known: {known})")
+    with console.status(escape(f"flushing {pipeline}")):
+        result = flush_pipeline(pipeline, app=application, settings=settings, timeout=timeout)
+    if as_json:
+        _print_json(result)
+        return
+    offsets = ", ".join(f"{p['partition']}@{p['offset']}" for p in result["partitions"])
+    console.print(
+        f"pipeline {pipeline} flushed by {result['by']}: read {result['records']:,} records "
+        f"(now at {offsets or '-'}), closed {result['windows']:,} windows, "
+        f"{result['late']:,} late",
+        markup=False,
+        soft_wrap=True,  # one line, whatever the terminal's width
+    )
 
 
 @streams_app.command()
