@@ -129,6 +129,9 @@ def test_flush_closes_the_open_window_through_the_coordinator_or_without_one(tmp
         assert result["by"].startswith(f"the coordinator pid {up.proc.pid} ")  # not beside it
         assert (result["records"], result["windows"], result["late"]) == (0, 1, 0)
         assert _minutes(project, env)["12:04"] == 1
+        refused = _cli(project, env, "streams", "reset", "minutes")  # not under its runner
+        assert refused.returncode == 2
+        assert f"is being run by the coordinator pid {up.proc.pid}" in refused.stderr
 
         # after the flush, a record for the flushed minute is late; a new minute opens
         _drop(drop, "later", LATER)
@@ -158,6 +161,8 @@ def test_flush_closes_the_open_window_through_the_coordinator_or_without_one(tmp
     assert again.returncode == 0, again.stderr
     assert "flushed by this process: read 0 records" in again.stdout
     assert "closed 0 windows" in again.stdout
+    reset = _cli(project, env, "streams", "reset", "minutes")
+    assert reset.returncode == 0 and "pipeline minutes reset" in reset.stdout, reset.stderr
 
 
 def test_flush_of_an_unknown_pipeline_is_a_usage_error(tmp_path, monkeypatch):

@@ -253,14 +253,26 @@ def flush(
 @streams_app.command()
 def reset(pipeline: Annotated[str, typer.Argument(help="Pipeline name.")]) -> None:
     """Forget a pipeline's offsets and state: it starts over at the log's retention start.
-    Stop the coordinator first."""
+    Refused while a coordinator (or a flush) runs the pipeline: stop it first."""
+    from headrace.errors import StreamError
     from headrace.ledger.checkpoints import reset_pipeline
+    from headrace.ledger.pipeline_leases import acquire, ensure_tables, new_owner, release
 
     _, application, ledger = _context()
     if pipeline not in application.pipelines:
         raise typer.BadParameter(f"pipeline {pipeline!r} is not defined")
-    with ledger.begin() as conn:
+    ensure_tables(ledger)
+    owner = new_owner()
+    with ledger.begin() as conn:  # under the pipeline's lease: no runner of it is running
+        running = acquire(conn, pipeline, owner, ttl=60.0, purpose="reset")
+        if running is not None:
+            raise StreamError(
+                f"pipeline {pipeline!r}",
+                f"is being run by {running.describe()}",
+                "stop it first (a reset under a running pipeline would be overwritten)",
+            )
         reset_pipeline(conn, pipeline)
+        release(conn, [pipeline], owner)
     console.print(f"pipeline {pipeline} reset", markup=False)
 
 
