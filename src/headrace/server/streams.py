@@ -540,8 +540,12 @@ class StreamService:
         if not self._held or time.time() < self._next_flush_poll:
             return
         self._next_flush_poll = time.time() + FLUSH_POLL
-        with self.ledger.reader.connect() as conn:
-            requests = pending_flushes(conn, self._held)
+        try:
+            with self.ledger.reader.connect() as conn:
+                requests = pending_flushes(conn, self._held)
+        except Exception:  # the pipelines go on; the asker waits for the next look
+            log.exception("reading the flushes asked for failed")
+            return
         for ident, name in requests:
             try:
                 result, error = self.flush(name), None
