@@ -116,6 +116,17 @@ def test_streams_page_feature_store_snippet(tmp_path, monkeypatch):
     assert scope["minutes"]["n"].to_pylist() == [2]
 
 
+def test_streams_page_flush_snippet(tmp_path, monkeypatch):
+    (snippet,) = [b for b in _python_blocks("streams.md") if "flush_pipeline" in b]
+    monkeypatch.chdir(ROOT)  # the snippet names the example by its path in the repository
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path / "home"))
+    scope: dict = {}
+    exec(snippet, scope)
+    result = scope["result"]
+    assert (result["pipeline"], result["by"]) == ("tx", "this process")
+    assert (result["records"], result["windows"]) == (0, 0)  # an empty stream: nothing open
+
+
 @pytest.mark.slow
 def test_make_run_transactions_demo(tmp_path):
     result = subprocess.run(

@@ -59,7 +59,7 @@ def test_round_trip_of_several_schemas(open_stream):
     assert table.column("score").to_pylist() == [None, None, 0.25, None]
     assert table.column("blob").to_pylist() == [None, None, None, b"\x00\xff"]
     assert table.column("at").type == pa.timestamp("us", tz="UTC")
-    assert table.column("_ingest_time").type == pa.timestamp("ms", tz="UTC")
+    assert table.column("_ingest_time").type == pa.timestamp("us", tz="UTC")
     ingest = table.column("_ingest_time").to_pylist()
     assert all(abs(datetime.now(UTC) - t) < timedelta(minutes=1) for t in ingest)
     assert log.read(0, 1, 2).column("_offset").to_pylist() == [1, 2]

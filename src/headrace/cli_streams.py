@@ -16,7 +16,7 @@ from headrace.cli_common import Json, group_project
 from headrace.jsontext import JsonInputError, parse_json
 
 streams_app = typer.Typer(
-    help="Stream logs and pipelines: list, stats, read, reset.", no_args_is_help=True
+    help="Stream logs and pipelines: list, stats, read, flush, reset.", no_args_is_help=True
 )
 features_app = typer.Typer(help="Feature groups: online reads, compaction.", no_args_is_help=True)
 console = Console()
@@ -217,16 +217,62 @@ def read(
 
 
 @streams_app.command()
+def flush(
+    pipeline: Annotated[str, typer.Argument(help="Pipeline name.")],
+    timeout: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait for a running coordinator's flush.")
+    ] = 600.0,
+    as_json: Json = False,
+) -> None:
+    """End of input: process every record the pipeline's stream holds, then close its open
+    windows (a backfill's final answer). A running coordinator does it between two of its
+    batches; without one it runs here. Records that arrive later for a closed window are late."""
+    from headrace.app import load_app
+    from headrace.server.pipeline_flush import flush_pipeline
+
+    settings = cli_common.settings()
+    application = load_app(settings)
+    if pipeline not in application.pipelines:
+        known = ", ".join(sorted(application.pipelines)) or "none"
+        raise typer.BadParameter(f"pipeline {pipeline!r} is not defined (known: {known})")
+    with console.status(escape(f"flushing {pipeline}")):
+        result = flush_pipeline(pipeline, app=application, settings=settings, timeout=timeout)
+    if as_json:
+        _print_json(result)
+        return
+    offsets = ", ".join(f"{p['partition']}@{p['offset']}" for p in result["partitions"])
+    console.print(
+        f"pipeline {pipeline} flushed by {result['by']}: read {result['records']:,} records "
+        f"(now at {offsets or '-'}), closed {result['windows']:,} windows, "
+        f"{result['late']:,} late",
+        markup=False,
+        soft_wrap=True,  # one line, whatever the terminal's width
+    )
+
+
+@streams_app.command()
 def reset(pipeline: Annotated[str, typer.Argument(help="Pipeline name.")]) -> None:
     """Forget a pipeline's offsets and state: it starts over at the log's retention start.
-    Stop the coordinator first."""
+    Refused while a coordinator (or a flush) runs the pipeline: stop it first."""
+    from headrace.errors import StreamError
     from headrace.ledger.checkpoints import reset_pipeline
+    from headrace.ledger.pipeline_leases import acquire, ensure_tables, new_owner, release
 
     _, application, ledger = _context()
     if pipeline not in application.pipelines:
         raise typer.BadParameter(f"pipeline {pipeline!r} is not defined")
-    with ledger.begin() as conn:
+    ensure_tables(ledger)
+    owner = new_owner()
+    with ledger.begin() as conn:  # under the pipeline's lease: no runner of it is running
+        running = acquire(conn, pipeline, owner, ttl=60.0, purpose="reset")
+        if running is not None:
+            raise StreamError(
+                f"pipeline {pipeline!r}",
+                f"is being run by {running.describe()}",
+                "stop it first (a reset under a running pipeline would be overwritten)",
+            )
         reset_pipeline(conn, pipeline)
+        release(conn, [pipeline], owner)
     console.print(f"pipeline {pipeline} reset", markup=False)
 
 

@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,12 +33,26 @@ from headrace.events.bus import Bus
 from headrace.events.envelope import PRECISE_TIME, make_envelope, without_precise_time
 from headrace.ledger import Ledger, NewInvocation, new_id
 from headrace.ledger.checkpoints import record_failure
+from headrace.ledger.pipeline_leases import (
+    acquire,
+    ensure_tables,
+    finish_flush,
+    new_owner,
+    pending_flushes,
+    release,
+)
 from headrace.retry import Backoff
 from headrace.server.delivery import deliver
 from headrace.server.metrics import StreamMetrics
 from headrace.server.stream_health import HealthBoard
 from headrace.storage import ObjectStore
 from headrace.streams.dead_letters import error_records
+from headrace.streams.event_time import (
+    EVENT_TIME,
+    event_time_column,
+    nanosecond_columns_as_text,
+    parse_event_time,
+)
 from headrace.streams.log import OFFSET
 from headrace.streams.runner import PartitionRunner
 from headrace.streams.sinks import SinkContext
@@ -52,6 +66,9 @@ RETENTION_EVERY = 60.0
 BATCH_RETRY_BASE, BATCH_RETRY_CAP = 0.5, 30.0  # a failed micro-batch is retried after
 RESTART_BASE, RESTART_CAP = 1.0, 60.0  # a stream thread that died is restarted after
 SOURCE_RETRY_CAP = 60.0  # a source whose poll raised is polled again after at most
+LEASE_TTL_MIN = 60.0  # a pipeline lease not renewed for this long is free (holders elsewhere)
+LEASE_RETRY = 1.0  # how often a pipeline whose lease another process holds is asked for again
+FLUSH_POLL = 0.5  # how often the ledger is asked for flushes of the pipelines held
 
 
 class StreamService:
@@ -83,6 +100,14 @@ class StreamService:
         self._schemas: dict[str, pa.Schema] = {}  # stream -> what the bus appended to it
         self.health = HealthBoard(ledger, metrics)
         self._fired: dict[str, int] = {}  # schedule -> last period known to be in the ledger
+        # pipelines are stepped only under their lease (headrace.ledger.pipeline_leases)
+        self.owner = new_owner()
+        self.purpose = "coordinator"
+        self._wanted: set[str] = set()  # pipelines whose lease this service asks for
+        self._held: set[str] = set()  # ... and holds
+        self._lease_ttl = max(LEASE_TTL_MIN, 4 * settings.lease_seconds)
+        self._next_renewal = 0.0
+        self._next_flush_poll = 0.0
 
     @property
     def active(self) -> bool:
@@ -91,6 +116,16 @@ class StreamService:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.app.pipelines:
+            ensure_tables(self.ledger)
+            self.want(self.app.pipelines, purpose="coordinator")
+            self.claim_leases()  # before the runners load their checkpoints
+        self.open()
+        self._spawn_threads()
+
+    def open(self, pipelines: Iterable[str] | None = None) -> None:
+        """Open the stream logs, the feature store and a runner for every partition of
+        `pipelines` (default: all), without starting a thread."""
         self.app.check_streams()
         for name, spec in self.app.streams.items():
             self.logs[name] = spec.open(self.settings.streams_url)
@@ -98,7 +133,10 @@ class StreamService:
             from headrace.features.store import open_app_store  # deltalake, duckdb: when used
 
             self.features = open_app_store(self.settings, self.app, self.store)
+        chosen = self.app.pipelines if pipelines is None else set(pipelines)
         for pipe in self.app.pipelines.values():
+            if pipe.name not in chosen:
+                continue
             stream = self.logs[pipe.stream]
             for partition in range(stream.partitions):
                 context = SinkContext(
@@ -116,6 +154,8 @@ class StreamService:
                 runner.on_batch = self._on_batch
                 runner.open()
                 self.runners.append(runner)
+
+    def _spawn_threads(self) -> None:
         threads = []
         if self.app.sources:
             threads.append(("sources", self._sources_loop))
@@ -167,10 +207,18 @@ class StreamService:
             thread.join(timeout)
         stopped = not any(t.is_alive() for t in self._threads)
         for runner in self.runners if stopped else ():  # archive buffers out; windows stay open
+            if runner.pipeline.name not in self._held:
+                continue  # another process runs it now
             try:
                 runner.drain()
             except Exception:
                 log.exception("draining pipeline %s failed", runner.pipeline.name)
+        if stopped:
+            self.release_leases()
+        self.close()
+
+    def close(self) -> None:
+        """Close the sources and stream logs (no drain: `stop` drains first)."""
         for spec in self.app.sources.values():
             close = getattr(spec.source, "close", None)
             if close is not None:
@@ -388,10 +436,13 @@ class StreamService:
         next_retention = time.time() + RETENTION_EVERY
         while not self._stop.is_set():
             busy = False
+            self._renew_leases()
+            self._run_flush_requests()
             for index, runner in enumerate(self.runners):
                 if self._stop.is_set():
                     break
-                busy |= self._step(index, runner)
+                if runner.pipeline.name in self._held:
+                    busy |= self._step(index, runner)
             self._fire_schedules()
             if time.time() >= next_retention:
                 self._retention()
@@ -436,7 +487,118 @@ class StreamService:
             self.metrics.watermark.labels(*labels).set(status.watermark)
         return n > 0
 
+    # -- leases and flushes ----------------------------------------------------------------------
+
+    def want(self, pipelines: Iterable[str], *, purpose: str) -> None:
+        """Run only `pipelines`, under leases taken for `purpose` ("coordinator", "flush")."""
+        self._wanted = set(pipelines)
+        self.purpose = purpose
+
+    def claim_leases(self) -> set[str]:
+        """Take or renew the leases of the wanted pipelines; returns those newly taken."""
+        taken: set[str] = set()
+        with self.ledger.begin() as conn:
+            for name in sorted(self._wanted):
+                holder = acquire(conn, name, self.owner, ttl=self._lease_ttl, purpose=self.purpose)
+                if holder is None:
+                    if name not in self._held:
+                        taken.add(name)
+                    self._held.add(name)
+                else:
+                    if name in self._held:
+                        log.warning("pipeline %s: its lease went to %s", name, holder.describe())
+                    self._held.discard(name)
+        self._next_renewal = time.time() + (
+            self._lease_ttl / 4 if self._held == self._wanted else LEASE_RETRY
+        )
+        return taken
+
+    def release_leases(self) -> None:
+        if not self._held:
+            return
+        try:
+            with self.ledger.begin() as conn:
+                release(conn, self._held, self.owner)
+        except Exception:  # the lease expires or its holder's death frees it anyway
+            log.exception("releasing the pipeline leases failed")
+        self._held.clear()
+
+    def _renew_leases(self) -> None:
+        if not self._wanted or time.time() < self._next_renewal:
+            return
+        try:
+            taken = self.claim_leases()
+        except Exception:
+            log.exception("renewing the pipeline leases failed")
+            self._next_renewal = time.time() + LEASE_RETRY
+            return
+        for runner in self.runners:  # another process ran it meanwhile: reload its checkpoint
+            if runner.pipeline.name in taken:
+                runner.reset()
+
+    def _run_flush_requests(self) -> None:
+        if not self._held or time.time() < self._next_flush_poll:
+            return
+        self._next_flush_poll = time.time() + FLUSH_POLL
+        try:
+            with self.ledger.reader.connect() as conn:
+                requests = pending_flushes(conn, self._held)
+        except Exception:  # the pipelines go on; the asker waits for the next look
+            log.exception("reading the flushes asked for failed")
+            return
+        for ident, name in requests:
+            try:
+                result, error = self.flush(name), None
+            except Exception as exc:
+                log.exception("flushing pipeline %s failed", name)
+                result, error = None, f"{type(exc).__name__}: {exc}"
+            with self.ledger.begin() as conn:
+                finish_flush(conn, ident, result=result, error=error)
+
+    def flush(self, pipeline: str) -> dict[str, Any]:
+        """End of input for `pipeline`: process every record its stream holds now, then close
+        every open window and write every buffer, partition by partition (the caller holds the
+        pipeline's lease). Returns what it did: records read, windows closed, late records."""
+        windows = {s.name for s in self.app.pipelines[pipeline].stages if s.late is not None}
+        parts = []
+        for runner in self.runners:
+            if runner.pipeline.name != pipeline:
+                continue
+            runner.open()  # from the ledger: whoever ran it last committed there
+            records, late = runner.status.records, runner.status.late
+            last: list[Any] = []
+
+            def capture(r: PartitionRunner, counts: list[Any], last: list[Any] = last) -> None:
+                self._on_batch(r, counts)
+                last[:] = counts
+
+            runner.on_batch = capture
+            try:
+                runner.flush()
+            except Exception:
+                runner.reset()
+                raise
+            finally:
+                runner.on_batch = self._on_batch
+            parts.append(
+                {
+                    "partition": runner.partition,
+                    "offset": runner.status.offset,
+                    "records": runner.status.records - records,
+                    "windows": sum(c.records_out for c in last if c.stage in windows),
+                    "late": runner.status.late - late,
+                }
+            )
+        return {
+            "pipeline": pipeline,
+            "records": sum(p["records"] for p in parts),
+            "windows": sum(p["windows"] for p in parts),
+            "late": sum(p["late"] for p in parts),
+            "partitions": parts,
+        }
+
     def _on_batch(self, runner: PartitionRunner, counts: list[Any]) -> None:
+        self._renew_leases()  # a long flush or catch-up keeps its lease
         name = runner.pipeline.name
         for count in counts:
             for direction, records, size in (
@@ -525,28 +687,12 @@ def _next_poll(source: Any, now: float) -> float:
     return now + float(getattr(source, "interval", 1.0) or 1.0)
 
 
-def _event_time(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(float(value), UTC)
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return None
-
-
 def _envelopes(
     spec: SourceSpec, table: pa.Table
 ) -> tuple[list[dict[str, Any]], list[tuple[Any, str]]]:
     """An envelope per record, and the records that cannot be one (record, reason)."""
     out, refused = [], []
-    for raw in table.to_pylist():
+    for raw in nanosecond_columns_as_text(table).to_pylist():
         try:
             out.append(_envelope(spec, raw))
         except (HeadraceError, TypeError, ValueError, RecursionError) as exc:
@@ -555,7 +701,7 @@ def _envelopes(
 
 
 def _envelope(spec: SourceSpec, raw: dict[str, Any]) -> dict[str, Any]:
-    when = _event_time(raw.get(spec.time_field)) if spec.time_field else None
+    when = parse_event_time(raw.get(spec.time_field), spec.time_field) if spec.time_field else None
     # detail must be JSON: timestamps, decimals and bytes become their text
     record = json.loads(json.dumps(raw, default=_as_text))
     ident = record.get(spec.id_field) if spec.id_field else None
@@ -610,7 +756,7 @@ def _stream_records(events: list[dict[str, Any]]) -> tuple[pa.Table, list[tuple[
     refused = [(r.index, r.reason) for r in rejected]
     skip = {i for i, _ in refused}
     kept = [e for i, e in enumerate(events) if i not in skip]
-    times = [e.get(PRECISE_TIME) or _event_time(e.get("time")) for e in kept]
-    table = table.append_column("_event_time", pa.array(times, pa.timestamp("ms", tz="UTC")))
+    times = [e.get(PRECISE_TIME) or parse_event_time(e.get("time")) for e in kept]
+    table = table.append_column(EVENT_TIME, event_time_column(times))
     table = table.append_column("_event_id", pa.array([e["id"] for e in kept], pa.string()))
     return table, refused

@@ -26,7 +26,7 @@ SCHEMA = pa.schema(
         ("stage", pa.string()),
         ("reason", pa.string()),
         ("record", pa.large_string()),
-        ("failed_at", pa.timestamp("ms", tz="UTC")),
+        ("failed_at", pa.timestamp("us", tz="UTC")),
     ]
 )
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_-]")

@@ -24,7 +24,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -37,9 +37,10 @@ from headrace.streams.hashing import fnv1a_32
 
 INGEST_TIME = "_ingest_time"
 OFFSET = "_offset"
-INGEST_TIME_TYPE = pa.timestamp("ms", tz="UTC")
+INGEST_TIME_TYPE = pa.timestamp("us", tz="UTC")  # the unit the operators compute in
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 _EMPTY_READ = pa.schema([(OFFSET, pa.int64())])
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,19 +102,25 @@ def key_partitions(column: pa.Array | pa.ChunkedArray, partitions: int) -> np.nd
 
 
 def stamp_ingest_time(table: pa.Table, now: datetime) -> pa.Table:
-    """Add `_ingest_time` (the append time, ms, UTC) unless the batch already has it."""
+    """Add `_ingest_time` (the append time, µs, UTC) unless the batch already has it."""
     if OFFSET in table.column_names:  # offsets are the log's to assign
         table = table.drop_columns([OFFSET])
     if INGEST_TIME in table.column_names:
         return table
-    millis = np.full(table.num_rows, to_millis(now), dtype=np.int64)
-    return table.append_column(INGEST_TIME, pa.array(millis, type=INGEST_TIME_TYPE))
+    micros = np.full(table.num_rows, to_micros(now), dtype=np.int64)
+    return table.append_column(INGEST_TIME, pa.array(micros, type=INGEST_TIME_TYPE))
+
+
+def to_micros(moment: datetime) -> int:
+    """Microseconds since the epoch, exactly (naive means UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def to_millis(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+    """Milliseconds since the epoch (floored): the ingest time retention compares."""
+    return to_micros(moment) // 1000
 
 
 def retention_cut(
