@@ -40,6 +40,7 @@ records are late.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -86,6 +87,8 @@ _BATCH = "__batch"
 _MAX_PENDING = 32
 _WSTART, _WEND = "__wstart", "__wend"
 _UTC = pl.Datetime("us", "UTC")
+_NO_MARK = np.iinfo(np.int64).min  # no watermark yet: no record with a time came before
+_NEVER = np.iinfo(np.int64).max
 _REASONS = [WINDOW_CLOSED, NULL_TIME]
 _RESERVED = {"window_start", "window_end"}
 
@@ -179,7 +182,7 @@ class _Window:
             frame, times, rows = frame.filter(pl.Series(valid)), times[valid], rows[valid]
         try:
             if len(times):
-                late.extend(self._absorb(frame, times, rows))
+                late.extend(self._absorb(frame, times, rows, self._marks(times)))
                 newest = int(times.max())
                 self._max_time = newest if self._max_time is None else max(self._max_time, newest)
                 candidate = self._max_time - self.delay
@@ -249,11 +252,30 @@ class _Window:
 
     # -- for the window kinds ----------------------------------------------------------------
 
-    def _absorb(self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray) -> list[_Late]:
+    def _marks(self, times: np.ndarray) -> np.ndarray:
+        """The watermark each timed record of the batch is judged against: the largest time
+        of the records before it (earlier batches included) minus the delay, and never below
+        the watermark the batch started with. `_NO_MARK` where no record came before."""
+        before = np.empty_like(times)
+        before[0] = _NO_MARK if self._max_time is None else self._max_time
+        if len(times) > 1:
+            np.maximum.accumulate(times[:-1], out=before[1:])
+            if self._max_time is not None:
+                np.maximum(before[1:], self._max_time, out=before[1:])
+        marks = before - self.delay
+        marks[before == _NO_MARK] = _NO_MARK
+        if self._wm is not None:
+            np.maximum(marks, self._wm, out=marks)
+        return marks
+
+    def _absorb(
+        self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray, marks: np.ndarray
+    ) -> list[_Late]:
         """Merge a batch's timed records into the state; return the late (row, window) pairs,
         in any number of parts (`_late_table` puts them in order).
 
-        `times` and `rows` (positions in the batch) are aligned with `frame`."""
+        `times`, `rows` (positions in the batch) and `marks` (each record's watermark, see
+        `_marks`) are aligned with `frame`."""
         raise NotImplementedError
 
     def _close(self, watermark: int | None) -> pl.DataFrame | None:
@@ -408,11 +430,12 @@ class _FixedWindows(_Window):
         covers = starts + self.size > times[index]
         return index[covers], starts[covers]
 
-    def _absorb(self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray) -> list[_Late]:
+    def _absorb(
+        self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray, marks: np.ndarray
+    ) -> list[_Late]:
         index, starts = self._starts(times)
-        late = np.zeros(len(starts), bool)
-        if self._wm is not None:
-            late = starts + (self.size + self.grace) <= self._wm
+        # a window closed before the record arrived when its end + grace <= the record's mark
+        late = starts + (self.size + self.grace) <= (marks if index is None else marks[index])
         missed = starts[late]
         late_rows = rows[late] if index is None else rows[index[late]]
         if late.any():
@@ -563,16 +586,114 @@ class SessionWindow(_Window):
     def _describe(self) -> str:
         return f"{self.kind}(gap_us={self.gap})"
 
-    def _absorb(self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray) -> list[_Late]:
+    def _absorb(
+        self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray, marks: np.ndarray
+    ) -> list[_Late]:
+        n = len(times)
+        late = np.zeros(n, bool)
+        start = np.zeros(n, np.int64)
+        end = np.zeros(n, np.int64)
         before = self._before_emitted(frame, times)
-        if before is None:
-            return self._sessionize(frame, times, rows)
-        inside, start, end = before
-        early = [_Late(rows[inside], start, end, WINDOW_CLOSED)]
-        keep = ~inside
-        if not keep.any():
-            return early
-        return early + self._sessionize(frame.filter(pl.Series(keep)), times[keep], rows[keep])
+        if before is not None:
+            inside, start[inside], end[inside] = before
+            late = inside
+        # Only a stale record (older than its mark by more than grace) can be late: a fresh one
+        # is at least `gap` after every session closed so far, so it neither touches one nor
+        # falls before the end of the latest emitted (see the module docstring).
+        stale = (marks != _NO_MARK) & (times < marks - self.grace)
+        if stale.any():
+            self._replay_stale(frame, times, marks, stale, late, start, end)
+        if late.any():
+            keep = ~late
+            if keep.any():
+                self._sessionize(frame.filter(pl.Series(keep)), times[keep])
+            return [_Late(rows[late], start[late], end[late], WINDOW_CLOSED)]
+        self._sessionize(frame, times)
+        return []
+
+    def _replay_stale(
+        self,
+        frame: pl.DataFrame,
+        times: np.ndarray,
+        marks: np.ndarray,
+        stale: np.ndarray,
+        late: np.ndarray,
+        start: np.ndarray,
+        end: np.ndarray,
+    ) -> None:
+        """Decide exactly, in `late`/`start`/`end`, the records of the keys where a session may
+        have closed before one of their stale records arrived.
+
+        A key is safe when at each of its stale records the smallest `last` its sessions can
+        have (the minimum of its open sessions' `last` and of the times of its records so far
+        that are not before its emitted session's end) is more than `gap + grace` above the
+        record's mark: then no session of the key closed before the record, and the record is
+        late exactly when it is before the emitted session's end (already in `late`). The other
+        keys replay their records in arrival order, in Python, up to their last stale record.
+        """
+        span = self.gap + self.grace
+        cols = self.keys or ["__k"]
+        recs = (
+            frame.select(self.keys)
+            if self.keys
+            else pl.DataFrame({"__k": np.zeros(len(times), np.int8)})
+        )
+        # a session closes before a record when its last <= the record's mark - gap - grace
+        limit = marks - span  # wraps where there is no mark, which only stale records read
+        recs = recs.with_columns(
+            pl.Series("__i", np.arange(len(times))),
+            pl.Series("__c", np.where(late, _NEVER, times)),
+            pl.Series("__lim", np.where(stale, limit, _NO_MARK)),
+            pl.Series("__stale", stale),
+        )
+        state, held = self._state, None
+        if state is not None and state.height:
+            held = state.select(*self.keys, _START, _LAST)
+            if not self.keys:
+                held = held.with_columns(pl.lit(0, pl.Int8).alias("__k"))
+            lowest = held.group_by(cols).agg(pl.col(_LAST).min().alias("__om"))
+            recs = recs.join(lowest, on=cols, how="left", nulls_equal=True, maintain_order="left")
+            floor = pl.min_horizontal(pl.col("__c").cum_min().over(cols), pl.col("__om"))
+        else:
+            floor = pl.col("__c").cum_min().over(cols)
+        fails = recs.filter(pl.col("__stale") & (floor <= pl.col("__lim")))
+        if not fails.height:
+            return
+        ids = fails.select(cols).unique(maintain_order=True).with_row_index("__kid")
+        mine = recs.join(ids, on=cols, how="inner", nulls_equal=True).sort("__kid", "__i")
+        k_bounds = np.searchsorted(mine["__kid"].to_numpy(), np.arange(ids.height + 1))
+        ki = mine["__i"].to_numpy()  # the records of those keys, in arrival order per key
+        kt, kw, kstale = times[ki], marks[ki], stale[ki]
+        s_bounds = np.zeros(ids.height + 1, np.int64)
+        sess_start = sess_last = np.zeros(0, np.int64)
+        if held is not None:
+            sess = held.join(ids, on=cols, how="inner", nulls_equal=True).sort("__kid", _START)
+            s_bounds = np.searchsorted(sess["__kid"].to_numpy(), np.arange(ids.height + 1))
+            sess_start, sess_last = sess[_START].to_numpy(), sess[_LAST].to_numpy()
+        e_from = np.full(ids.height, _NO_MARK, np.int64)
+        e_until = np.full(ids.height, _NO_MARK, np.int64)
+        if self._emitted is not None and self._emitted.height:
+            emitted = self._emitted
+            if not self.keys:
+                emitted = emitted.with_columns(pl.lit(0, pl.Int8).alias("__k"))
+            found = ids.join(emitted, on=cols, how="inner", nulls_equal=True)
+            at = found["__kid"].to_numpy()
+            e_from[at], e_until[at] = found[_FSTART].to_numpy(), found[_UNTIL].to_numpy()
+        for k in range(ids.height):
+            a, b = int(k_bounds[k]), int(k_bounds[k + 1])
+            b = a + 1 + int(np.flatnonzero(kstale[a:b])[-1])  # later records are fresh
+            verdicts = _replay_key(
+                sess_start[s_bounds[k] : s_bounds[k + 1]].tolist(),
+                sess_last[s_bounds[k] : s_bounds[k + 1]].tolist(),
+                int(e_from[k]),
+                int(e_until[k]),
+                kt[a:b].tolist(),
+                kw[a:b].tolist(),
+                self.gap,
+                span,
+            )
+            at = ki[a:b]
+            late[at], start[at], end[at] = verdicts
 
     def _before_emitted(
         self, frame: pl.DataFrame, times: np.ndarray
@@ -610,7 +731,8 @@ class SessionWindow(_Window):
         else:
             self._emitted = latest.tail(1)
 
-    def _sessionize(self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray) -> list[_Late]:
+    def _sessionize(self, frame: pl.DataFrame, times: np.ndarray) -> None:
+        """Merge records (none of them late) with the open sessions of their keys."""
         keys, state = self.keys, self._state
         held = state is not None and state.height > 0
         points = frame.select(*keys, pl.col(TIME).alias(_START), pl.col(TIME).alias(_LAST))
@@ -639,19 +761,6 @@ class SessionWindow(_Window):
         record_sid[src[record]] = sid[record]
         frame = frame.with_columns(pl.Series(_SID, record_sid))
 
-        late: list[_Late] = []
-        if self._wm is not None:
-            closed = sessions.filter(
-                ~pl.col("__held") & (pl.col(_LAST) + (self.gap + self.grace) <= self._wm)
-            ).sort(_SID)
-            if closed.height:
-                closed_sids = closed[_SID].to_numpy()
-                is_late = np.isin(record_sid, closed_sids)
-                at = np.searchsorted(closed_sids, record_sid[is_late])
-                start = closed[_START].to_numpy()[at]
-                end = closed[_LAST].to_numpy()[at] + self.gap
-                late = [_Late(rows[is_late], start, end, WINDOW_CLOSED)]
-                frame = frame.filter(pl.Series(~is_late))
         if frame.height:
             partial = frame.group_by([_SID, *keys]).agg(self._partial_exprs)
             if held:
@@ -667,7 +776,6 @@ class SessionWindow(_Window):
             self._state = merged_state.select(
                 *keys, _START, _LAST, *(c for c in partial.columns if c.startswith("__a"))
             )
-        return late
 
     def _close(self, watermark: int | None) -> pl.DataFrame | None:
         state = self._state
@@ -686,3 +794,49 @@ class SessionWindow(_Window):
         return closed.with_columns(
             pl.col(_START).alias(_WSTART), (pl.col(_LAST) + self.gap).alias(_WEND)
         )
+
+
+def _replay_key(
+    starts: list[int],
+    lasts: list[int],
+    emitted_from: int,
+    emitted_until: int,
+    times: list[int],
+    marks: list[int],
+    gap: int,
+    span: int,
+) -> tuple[list[bool], list[int], list[int]]:
+    """The session rule record by record for one key: (late, missed start, missed end) of each
+    record. `starts`/`lasts` are the key's open sessions sorted by start (disjoint, so `lasts`
+    is sorted too); `emitted_*` bound its latest emitted session (`_NO_MARK`: none); `span`
+    is gap + grace."""
+    late, miss_from, miss_until = [], [], []
+    closed = 0  # sessions[:closed] have closed
+    for t, mark in zip(times, marks, strict=True):
+        if mark != _NO_MARK:
+            while closed < len(lasts) and lasts[closed] + span <= mark:
+                emitted_from, emitted_until = starts[closed], lasts[closed] + gap
+                closed += 1
+        if t < emitted_until:
+            late.append(True)
+            inside = t >= emitted_from
+            miss_from.append(emitted_from if inside else t)
+            miss_until.append(emitted_until if inside else t + gap)
+            continue
+        lo = bisect.bisect_right(lasts, t - gap, closed)  # first session with last > t - gap
+        hi = bisect.bisect_left(starts, t + gap, closed)  # first with start >= t + gap
+        if lo < hi:  # touches sessions lo..hi-1: they merge into one
+            starts[lo:hi] = [min(starts[lo], t)]
+            lasts[lo:hi] = [max(lasts[hi - 1], t)]
+        elif mark != _NO_MARK and t + span <= mark:  # alone, and closed at once
+            late.append(True)
+            miss_from.append(t)
+            miss_until.append(t + gap)
+            continue
+        else:
+            starts.insert(lo, t)
+            lasts.insert(lo, t)
+        late.append(False)
+        miss_from.append(0)
+        miss_until.append(0)
+    return late, miss_from, miss_until
