@@ -13,6 +13,7 @@ from headrace.errors import StreamError
 from headrace.streams.operators import Dedup, Operator
 from headrace.streams.operators.dedup import _FREE, _KeyTable, _mix
 from tests.polars_hash_state import as_old_state
+from tests.stream_reference import dedup as reference
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -32,23 +33,6 @@ def events(*pairs, time_column="_ingest_time") -> pa.Table:
 
 def kept(emit) -> list:
     return emit.main.column("n").to_pylist()
-
-
-def reference(keys: list, times: list[int], ttl: int) -> list[bool]:
-    """The rule, one record at a time; a key is held while its expiry is after the newest time
-    of the records before (so how the stream is cut into batches does not matter)."""
-    expiry: dict = {}
-    keep = []
-    clock = None
-    for key, t in zip(keys, times, strict=True):
-        held = key in expiry and (clock is None or expiry[key] > clock)
-        if held and t < expiry[key]:
-            keep.append(False)
-        else:
-            expiry[key] = t + ttl
-            keep.append(True)
-        clock = t if clock is None else max(clock, t)
-    return keep
 
 
 def test_drops_duplicates_within_a_batch_keeping_the_first():
