@@ -6,8 +6,11 @@ held and its time is before the key's expiry; otherwise it is kept and the key's
 once per `ttl`. Time is read from `time_column` (event or ingest time, never the wall clock),
 so a replay makes the same decisions.
 
-Keys whose expiry is at or before the newest time seen so far are pruned; an out-of-order record
-older than that is compared only with the keys still held.
+A record sees a clock: the newest time of the records before it (earlier batches included;
+a running maximum inside a batch). Keys whose expiry is at or before that clock are forgotten,
+so an out-of-order record older than them is compared only with the keys still held. Every
+decision depends on the records before it only, so dedup keeps the same records whatever the
+batch cuts.
 
 Keys live in a vectorised open-addressing hash table (numpy arrays, linear probing), so a batch
 costs time in proportion to its own size, not to the number of keys held. A single integer,

@@ -1,41 +1,57 @@
 """Event-time windows: tumbling, hopping and session, with watermark, grace and late output.
 
-Watermark. After each batch the watermark is `max event time seen - delay` (bounded
-out-of-orderness), never moving back. It is None until a record with a time arrives.
+Watermark. Records are judged in arrival (log) order. The watermark a record is judged against
+is the largest event time of the records that arrived before it (earlier batches included)
+minus `delay` (bounded out-of-orderness); records without a time do not move it. The first
+record with a time has none, so it is never late. It never moves back; `flush()` moves it past
+the windows it emits. Inside a batch it is a running maximum over the batch in arrival order
+(`np.maximum.accumulate`, `_marks`), no Python per record.
 
-Closing. A window [start, end) is final when `watermark >= end + grace`; it is emitted once, in
-the output of the batch that moved the watermark there, and its state is dropped. Outputs are
-sorted by window_start, then key. Windows that received no record are never emitted.
+Closing. A window [start, end) closes as soon as the watermark reaches `end + grace`, also
+between two records of one batch: a record arriving after that cannot join it. It is emitted
+once, in the output of the batch in which that happened (output is handed out at the batch
+end), and its state is dropped. Outputs are sorted by window_start, then key. Windows that
+received no record are never emitted. So which windows are emitted, their values and which
+records are late are the same for every cut of the stream into batches and every crash point;
+only the batch that hands a window out depends on the cuts.
 
-Lateness. Records are checked against the watermark as it was before their batch (windows are
-closed at the end of a batch). A record whose window is already closed (`end + grace <=
-watermark`) is late: it goes to `Emit.late` with the input's columns plus `_late_reason`
-("window_closed", or "null_time" for a record with no event time) and `_late_window_start` /
-`_late_window_end`, and is counted in `late_count`. Nothing is dropped silently. A record whose
-window is still open, because of `grace`, is included.
+Lateness. A record is late for a window when the window had closed before it arrived
+(`end + grace <= its watermark`): it goes to `Emit.late` with the input's columns plus
+`_late_reason` ("window_closed", or "null_time" for a record with no event time) and
+`_late_window_start` / `_late_window_end`, and is counted in `late_count`. Nothing is dropped
+silently. A record whose window is still open, because of `grace`, is included.
 
 - Tumbling: one window per record; `late` has one row per late record.
 - Hopping: a record belongs to every window that covers it and can be late for some and on time
   for others. It is aggregated into its open windows, and `late` has one row per (record,
   closed window) pair; `late_count` counts those rows.
-- Session: per key, records less than `gap` apart form one session [first, last + gap). A new
-  batch is merged with the open sessions first (a record can extend or bridge open sessions).
-  A record is late when it is earlier than the end of a session of its key that was already
-  emitted (it can no longer join that session; its `_late_window_*` are that session's bounds,
-  or [t, t + gap) when it is earlier than that session's start), or when the session it would
-  form closes at once (`last + gap + grace <= watermark`) and touches no open session. So every
-  later session of a key starts after the end of its emitted ones, and no (key, window_start)
-  is ever emitted twice, which idempotent sinks keyed on it rely on. The operator keeps, per
-  key, the bounds of its latest emitted session for that (one row per key, in its state).
+- Session: per key, records less than `gap` apart form one session [first, last + gap), which
+  closes when the watermark reaches `last + gap + grace`. A record merges with every open
+  session of its key less than `gap` away (it can extend or bridge them). It is late when it is
+  earlier than the end of its key's latest closed session (it can no longer join that session;
+  its `_late_window_*` are that session's bounds, or [t, t + gap) when it is earlier than that
+  session's start), or when it touches no open session and the session it would form closes at
+  once (`t + gap + grace <= its watermark`). So every later session of a key starts after the
+  end of its emitted ones, and no (key, window_start) is ever emitted twice, which idempotent
+  sinks keyed on it rely on. The operator keeps, per key, the bounds of its latest emitted
+  session for that (one row per key, in its state).
 
-`flush()` emits every open window and moves the watermark past them, so a record that arrives
-afterwards for one of them is late rather than emitted twice.
+Cost. Fixed windows: one comparison per (record, window). Sessions: a record no older than its
+watermark minus `grace` ("fresh") is never late: every session closed before it has
+`last <= watermark - gap - grace`, so the record is at least `gap` after it. Late records never
+change sessions, so the sessions are those the batch-level grouping forms from the open
+sessions and the records that are not late; only which records are late needs the record
+order, and only stale records can be. A batch without stale records (the usual case when
+`delay` covers the disorder) costs one comparison per record. With stale records, a key is
+checked in polars (a running minimum over its records in arrival order, `_replay_stale`);
+only keys where a session may have closed before a stale record are replayed record by
+record in Python (`_replay_key`, about a microsecond per record), up to their last stale
+record.
 
 Processing is vectorised in polars: the batch is grouped on (key, window) into partial
 aggregates, which are merged with the open windows' partials (see aggregations.py). A record's
 arrival order (`__seq`, counted across the stream and kept in the state) breaks time ties for
-first/last, so results do not depend on how the stream was cut into batches, except for which
-records are late.
+first/last, so results do not depend on how the stream was cut into batches.
 """
 
 from __future__ import annotations
