@@ -105,6 +105,7 @@ _WSTART, _WEND = "__wstart", "__wend"
 _UTC = pl.Datetime("us", "UTC")
 _NO_MARK = np.iinfo(np.int64).min  # no watermark yet: no record with a time came before
 _NEVER = np.iinfo(np.int64).max
+_REPLAY_BELOW = 64  # keys with fewer records in a batch are replayed without the second test
 _REASONS = [WINDOW_CLOSED, NULL_TIME]
 _RESERVED = {"window_start", "window_end"}
 
@@ -675,17 +676,33 @@ class SessionWindow(_Window):
         fails = recs.filter(pl.col("__stale") & (floor <= pl.col("__lim")))
         if not fails.height:
             return
+        # Replaying costs Python per record; the second test costs a few polars passes per
+        # batch, which only pays for keys with many records in the batch.
+        counts = recs.join(fails.select(cols).unique(), on=cols, how="semi", nulls_equal=True)
+        counts = counts.group_by(cols).agg(pl.len().alias("__n"))
+        busy = counts.filter(pl.col("__n") >= _REPLAY_BELOW).select(cols)
+        if busy.height:
+            still = self._unconnected(recs, held, cols, busy, marks)
+            few = counts.filter(pl.col("__n") < _REPLAY_BELOW).select(cols)
+            fails = pl.concat([few, still], how="vertical_relaxed")
+            if not fails.height:
+                return
         ids = fails.select(cols).unique(maintain_order=True).with_row_index("__kid")
         mine = recs.join(ids, on=cols, how="inner", nulls_equal=True).sort("__kid", "__i")
-        k_bounds = np.searchsorted(mine["__kid"].to_numpy(), np.arange(ids.height + 1))
-        ki = mine["__i"].to_numpy()  # the records of those keys, in arrival order per key
-        kt, kw, kstale = times[ki], marks[ki], stale[ki]
-        s_bounds = np.zeros(ids.height + 1, np.int64)
-        sess_start = sess_last = np.zeros(0, np.int64)
+        kid = mine["__kid"].to_numpy()
+        k_from = np.searchsorted(kid, np.arange(ids.height)).tolist()
+        k_to = np.zeros(ids.height, np.int64)  # after the key's last stale record: the rest
+        ki = mine["__i"].to_numpy()  # is fresh, never late
+        at = np.flatnonzero(stale[ki])
+        np.maximum.at(k_to, kid[at], at + 1)
+        s_bounds = [0] * (ids.height + 1)
+        sess_start: list[int] = []
+        sess_last: list[int] = []
         if held is not None:
             sess = held.join(ids, on=cols, how="inner", nulls_equal=True).sort("__kid", _START)
-            s_bounds = np.searchsorted(sess["__kid"].to_numpy(), np.arange(ids.height + 1))
-            sess_start, sess_last = sess[_START].to_numpy(), sess[_LAST].to_numpy()
+            sb = np.searchsorted(sess["__kid"].to_numpy(), np.arange(ids.height + 1))
+            s_bounds = sb.tolist()
+            sess_start, sess_last = sess[_START].to_list(), sess[_LAST].to_list()
         e_from = np.full(ids.height, _NO_MARK, np.int64)
         e_until = np.full(ids.height, _NO_MARK, np.int64)
         if self._emitted is not None and self._emitted.height:
@@ -693,23 +710,112 @@ class SessionWindow(_Window):
             if not self.keys:
                 emitted = emitted.with_columns(pl.lit(0, pl.Int8).alias("__k"))
             found = ids.join(emitted, on=cols, how="inner", nulls_equal=True)
-            at = found["__kid"].to_numpy()
-            e_from[at], e_until[at] = found[_FSTART].to_numpy(), found[_UNTIL].to_numpy()
+            where = found["__kid"].to_numpy()
+            e_from[where], e_until[where] = found[_FSTART].to_numpy(), found[_UNTIL].to_numpy()
+        kt, kw = times[ki].tolist(), marks[ki].tolist()
+        ef, eu, k_to_list = e_from.tolist(), e_until.tolist(), k_to.tolist()
+        verdict: list[bool] = []
+        missed_from: list[int] = []
+        missed_until: list[int] = []
         for k in range(ids.height):
-            a, b = int(k_bounds[k]), int(k_bounds[k + 1])
-            b = a + 1 + int(np.flatnonzero(kstale[a:b])[-1])  # later records are fresh
-            verdicts = _replay_key(
-                sess_start[s_bounds[k] : s_bounds[k + 1]].tolist(),
-                sess_last[s_bounds[k] : s_bounds[k + 1]].tolist(),
-                int(e_from[k]),
-                int(e_until[k]),
-                kt[a:b].tolist(),
-                kw[a:b].tolist(),
-                self.gap,
-                span,
+            a, b, s0, s1 = k_from[k], k_to_list[k], s_bounds[k], s_bounds[k + 1]
+            _replay_key(
+                sess_start[s0:s1], sess_last[s0:s1], ef[k], eu[k], kt[a:b], kw[a:b],
+                self.gap, span, verdict, missed_from, missed_until,
+            )  # fmt: skip
+        replayed = ki[np.arange(len(ki)) < k_to[kid]]
+        late[replayed] = verdict
+        start[replayed], end[replayed] = missed_from, missed_until
+
+    def _unconnected(
+        self,
+        recs: pl.DataFrame,
+        held: pl.DataFrame | None,
+        cols: list[str],
+        keys: pl.DataFrame,
+        marks: np.ndarray,
+    ) -> pl.DataFrame:
+        """Of `keys`, those for which the second safe case below does not hold.
+
+        Take the sessions the batch-level grouping forms from a key's open sessions and its
+        records not before its emitted session's end. Nothing closes early for the key when,
+        for each such session: it holds at most one open session, and each of its records
+        arrives while the part that arrived before it is one open session it touches (`last`
+        + gap + grace above the record's mark, and the record less than `gap` from it; the
+        first record of a new session must not close at once); and every later session of the
+        key, and for a record before the emitted session's end every session of the key, is
+        still open when its records arrive. This holds for long sessions fed in near time
+        order, which the running-minimum test refuses.
+        """
+        span, gap = self.gap + self.grace, self.gap
+        mine = recs.join(keys, on=cols, how="semi", nulls_equal=True)
+        parts = [
+            mine.filter(pl.col("__c") != _NEVER).select(
+                *cols,
+                pl.col("__c").alias(_START),
+                pl.col("__c").alias(_LAST),
+                pl.col("__i"),
             )
-            at = ki[a:b]
-            late[at], start[at], end[at] = verdicts
+        ]
+        if held is not None:
+            mine_held = held.join(keys, on=cols, how="semi", nulls_equal=True)
+            parts.insert(
+                0,
+                mine_held.select(
+                    *cols, _START, _LAST, pl.lit(-1, pl.Int64).alias("__i")
+                ),
+            )  # fmt: skip
+        spans = pl.concat(parts, how="vertical_relaxed").sort([*cols, _START, "__i"])
+        reach = pl.col(_LAST).cum_max().shift(1).over(cols)
+        spans = spans.with_columns(
+            (reach.is_null() | (pl.col(_START) - reach >= gap)).cum_sum().alias(_SID)
+        )
+        index = spans["__i"].to_numpy()
+        spans = spans.with_columns(
+            pl.Series("__w", np.where(index >= 0, marks[np.maximum(index, 0)], _NO_MARK))
+        )
+        is_held = pl.col("__i") < 0
+        sessions = spans.group_by(_SID).agg(
+            pl.col(cols).first(),
+            is_held.sum().alias("__nh"),
+            pl.col(_START).filter(is_held).min().alias("__hs"),
+            pl.col(_LAST).filter(is_held).max().alias("__hl"),
+            pl.col(_LAST).max().alias("__last"),
+            pl.col("__i").max().alias("__a"),
+        )
+        # each record touches the open part that arrived before it
+        members = (
+            spans.filter(~is_held)
+            .join(sessions.select(_SID, "__hs", "__hl"), on=_SID, how="left")
+            .sort(_SID, "__i")
+        )
+        top = pl.max_horizontal(pl.col(_LAST).cum_max().shift(1).over(_SID), pl.col("__hl"))
+        bottom = pl.min_horizontal(pl.col(_START).cum_min().shift(1).over(_SID), pl.col("__hs"))
+        t, w = pl.col(_START), pl.col("__w")
+        ok = (
+            pl.when(top.is_null())
+            .then(t + span > w)
+            .otherwise((top + span > w) & (bottom - gap < t) & (t < top + gap))
+        )
+        bad_members = members.filter(~ok).select(cols)
+        # when each session closes: the first record whose mark reaches last + gap + grace,
+        # after its own last record
+        sessions = sessions.sort(_SID)
+        last, arrived = sessions["__last"].to_numpy(), sessions["__a"].to_numpy()
+        closes = np.maximum(np.searchsorted(marks, last + span), arrived + 1)
+        sessions = sessions.with_columns(pl.Series("__cl", closes))
+        later = pl.col("__cl").reverse().cum_min().reverse().shift(-1).over(cols)
+        bad_sessions = sessions.filter(
+            (pl.col("__nh") > 1) | (later.is_not_null() & (pl.col("__a") >= later))
+        ).select(cols)
+        first_close = sessions.group_by(cols).agg(pl.col("__cl").min())
+        bad_early = (
+            mine.filter(pl.col("__c") == _NEVER)
+            .join(first_close, on=cols, how="inner", nulls_equal=True)
+            .filter(pl.col("__i") >= pl.col("__cl"))
+            .select(cols)
+        )
+        return pl.concat([bad_members, bad_sessions, bad_early], how="vertical_relaxed")
 
     def _before_emitted(
         self, frame: pl.DataFrame, times: np.ndarray
@@ -821,12 +927,14 @@ def _replay_key(
     marks: list[int],
     gap: int,
     span: int,
-) -> tuple[list[bool], list[int], list[int]]:
-    """The session rule record by record for one key: (late, missed start, missed end) of each
-    record. `starts`/`lasts` are the key's open sessions sorted by start (disjoint, so `lasts`
-    is sorted too); `emitted_*` bound its latest emitted session (`_NO_MARK`: none); `span`
-    is gap + grace."""
-    late, miss_from, miss_until = [], [], []
+    late: list[bool],
+    miss_from: list[int],
+    miss_until: list[int],
+) -> None:
+    """The session rule record by record for one key: appends (late, missed start, missed end)
+    of each record to the three lists. `starts`/`lasts` are the key's open sessions sorted by
+    start (disjoint, so `lasts` is sorted too); `emitted_*` bound its latest emitted session
+    (`_NO_MARK`: none); `span` is gap + grace."""
     closed = 0  # sessions[:closed] have closed
     for t, mark in zip(times, marks, strict=True):
         if mark != _NO_MARK:
@@ -855,4 +963,3 @@ def _replay_key(
         late.append(False)
         miss_from.append(0)
         miss_until.append(0)
-    return late, miss_from, miss_until
