@@ -42,11 +42,14 @@ watermark minus `grace` ("fresh") is never late: every session closed before it 
 change sessions, so the sessions are those the batch-level grouping forms from the open
 sessions and the records that are not late; only which records are late needs the record
 order, and only stale records can be. A batch without stale records (the usual case when
-`delay` covers the disorder) costs one comparison per record. With stale records, a key is
-checked in polars (a running minimum over its records in arrival order, `_replay_stale`);
-only keys where a session may have closed before a stale record are replayed record by
-record in Python (`_replay_key`, about a microsecond per record), up to their last stale
-record.
+`delay` covers the disorder) costs one comparison per record. With stale records, the keys
+that have them are tested in polars: a running minimum over their records in arrival order
+(`_replay_stale`), then, for keys with many records in the batch, the sessions' arrival
+pattern (`_unconnected`, which passes long sessions fed in near time order). Keys that pass
+either test cannot have had a session close before one of their stale records, and their
+stale records are late exactly when they are before the emitted session's end. The others are
+replayed record by record in Python (`_replay_key`, a few microseconds per record), up to
+their last stale record.
 
 Processing is vectorised in polars: the batch is grouped on (key, window) into partial
 aggregates, which are merged with the open windows' partials (see aggregations.py). A record's
@@ -682,7 +685,9 @@ class SessionWindow(_Window):
         counts = counts.group_by(cols).agg(pl.len().alias("__n"))
         busy = counts.filter(pl.col("__n") >= _REPLAY_BELOW).select(cols)
         if busy.height:
-            still = self._unconnected(recs, held, cols, busy, marks)
+            still, alone = self._unconnected(recs, held, cols, busy, marks)
+            # (records of keys replayed below are decided again there)
+            late[alone], start[alone], end[alone] = True, times[alone], times[alone] + self.gap
             few = counts.filter(pl.col("__n") < _REPLAY_BELOW).select(cols)
             fails = pl.concat([few, still], how="vertical_relaxed")
             if not fails.height:
@@ -734,8 +739,9 @@ class SessionWindow(_Window):
         cols: list[str],
         keys: pl.DataFrame,
         marks: np.ndarray,
-    ) -> pl.DataFrame:
-        """Of `keys`, those for which the second safe case below does not hold.
+    ) -> tuple[pl.DataFrame, np.ndarray]:
+        """Of `keys`, those for which the second safe case below does not hold; and the
+        records that are late because they are alone in a session that closes at once.
 
         Take the sessions the batch-level grouping forms from a key's open sessions and its
         records not before its emitted session's end. Nothing closes early for the key when,
@@ -745,7 +751,10 @@ class SessionWindow(_Window):
         first record of a new session must not close at once); and every later session of the
         key, and for a record before the emitted session's end every session of the key, is
         still open when its records arrive. This holds for long sessions fed in near time
-        order, which the running-minimum test refuses.
+        order, which the running-minimum test refuses. A record that is a session of its own
+        (no open session, no other record touches it) closing at once is late with [t, t + gap)
+        in any case: it cannot touch a session closed in the batch (whose records are in the
+        grouping), so it is below every session that closed before it, or touches none.
         """
         span, gap = self.gap + self.grace, self.gap
         mine = recs.join(keys, on=cols, how="semi", nulls_equal=True)
@@ -782,11 +791,18 @@ class SessionWindow(_Window):
             pl.col(_LAST).filter(is_held).max().alias("__hl"),
             pl.col(_LAST).max().alias("__last"),
             pl.col("__i").max().alias("__a"),
+            pl.len().alias("__m"),
+            pl.col("__w").max().alias("__wa"),
         )
+        # a record alone in its session, which closes at once, is late whatever came before
+        alone = (pl.col("__nh") == 0) & (pl.col("__m") == 1)
+        alone = alone & (pl.col("__last") + span <= pl.col("__wa"))
+        lonely = sessions.filter(alone)
+        sessions = sessions.filter(~alone)
         # each record touches the open part that arrived before it
         members = (
             spans.filter(~is_held)
-            .join(sessions.select(_SID, "__hs", "__hl"), on=_SID, how="left")
+            .join(sessions.select(_SID, "__hs", "__hl"), on=_SID, how="inner")
             .sort(_SID, "__i")
         )
         top = pl.max_horizontal(pl.col(_LAST).cum_max().shift(1).over(_SID), pl.col("__hl"))
@@ -815,7 +831,8 @@ class SessionWindow(_Window):
             .filter(pl.col("__i") >= pl.col("__cl"))
             .select(cols)
         )
-        return pl.concat([bad_members, bad_sessions, bad_early], how="vertical_relaxed")
+        bad = pl.concat([bad_members, bad_sessions, bad_early], how="vertical_relaxed")
+        return bad, lonely["__a"].to_numpy()
 
     def _before_emitted(
         self, frame: pl.DataFrame, times: np.ndarray
