@@ -751,10 +751,12 @@ class SessionWindow(_Window):
         first record of a new session must not close at once); and every later session of the
         key, and for a record before the emitted session's end every session of the key, is
         still open when its records arrive. This holds for long sessions fed in near time
-        order, which the running-minimum test refuses. A record that is a session of its own
-        (no open session, no other record touches it) closing at once is late with [t, t + gap)
-        in any case: it cannot touch a session closed in the batch (whose records are in the
-        grouping), so it is below every session that closed before it, or touches none.
+        order, which the running-minimum test refuses. Records grouped into a session without
+        an open session, each of which would close at once on its own (`t + gap + grace <=`
+        its mark), are late with [t, t + gap) in any case: by induction in arrival order none
+        of them ever joins a session (the only sessions they could touch are each other), and
+        none touches a session closed in the batch (its records would be in the group), so
+        each is below every session closed before it, or touches none.
         """
         span, gap = self.gap + self.grace, self.gap
         mine = recs.join(keys, on=cols, how="semi", nulls_equal=True)
@@ -791,13 +793,12 @@ class SessionWindow(_Window):
             pl.col(_LAST).filter(is_held).max().alias("__hl"),
             pl.col(_LAST).max().alias("__last"),
             pl.col("__i").max().alias("__a"),
-            pl.len().alias("__m"),
-            pl.col("__w").max().alias("__wa"),
+            (pl.col(_LAST) + span > pl.col("__w")).any().alias("__open"),
         )
-        # a record alone in its session, which closes at once, is late whatever came before
-        alone = (pl.col("__nh") == 0) & (pl.col("__m") == 1)
-        alone = alone & (pl.col("__last") + span <= pl.col("__wa"))
-        lonely = sessions.filter(alone)
+        # records that would each form a session closing at once, and touch only each other,
+        # are late whatever came before
+        alone = (pl.col("__nh") == 0) & ~pl.col("__open")
+        lonely = spans.join(sessions.filter(alone).select(_SID), on=_SID, how="semi")
         sessions = sessions.filter(~alone)
         # each record touches the open part that arrived before it
         members = (
@@ -832,7 +833,7 @@ class SessionWindow(_Window):
             .select(cols)
         )
         bad = pl.concat([bad_members, bad_sessions, bad_early], how="vertical_relaxed")
-        return bad, lonely["__a"].to_numpy()
+        return bad, lonely["__i"].to_numpy()
 
     def _before_emitted(
         self, frame: pl.DataFrame, times: np.ndarray
