@@ -648,8 +648,9 @@ class SessionWindow(_Window):
         have (the minimum of its open sessions' `last` and of the times of its records so far
         that are not before its emitted session's end) is more than `gap + grace` above the
         record's mark: then no session of the key closed before the record, and the record is
-        late exactly when it is before the emitted session's end (already in `late`). The other
-        keys replay their records in arrival order, in Python, up to their last stale record.
+        late exactly when it is before the emitted session's end (already in `late`). Keys
+        with many records that fail it get a second test (`_unconnected`). The other keys
+        replay their records in arrival order, in Python, up to their last stale record.
         """
         span = self.gap + self.grace
         cols = self.keys or ["__k"]
