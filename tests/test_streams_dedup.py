@@ -13,6 +13,7 @@ from headrace.errors import StreamError
 from headrace.streams.operators import Dedup, Operator
 from headrace.streams.operators.dedup import _FREE, _KeyTable, _mix
 from tests.polars_hash_state import as_old_state
+from tests.stream_reference import dedup as reference
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -32,26 +33,6 @@ def events(*pairs, time_column="_ingest_time") -> pa.Table:
 
 def kept(emit) -> list:
     return emit.main.column("n").to_pylist()
-
-
-def reference(keys: list, times: list[int], ttl: int, cuts: list[int]) -> list[bool]:
-    """The rule, one record at a time; keys expired by the newest time of earlier batches are
-    forgotten at each batch start."""
-    expiry: dict = {}
-    keep = []
-    clock = None
-    for a, b in itertools.pairwise(cuts):
-        if clock is not None:
-            expiry = {k: e for k, e in expiry.items() if e > clock}
-        for key, t in zip(keys[a:b], times[a:b], strict=True):
-            if key in expiry and t < expiry[key]:
-                keep.append(False)
-            else:
-                expiry[key] = t + ttl
-                keep.append(True)
-        newest = max(times[a:b])
-        clock = newest if clock is None else max(clock, newest)
-    return keep
 
 
 def test_drops_duplicates_within_a_batch_keeping_the_first():
@@ -167,7 +148,7 @@ def test_matches_the_one_at_a_time_rule_on_a_large_disordered_stream():
     for a, b in itertools.pairwise(cuts):
         keep[d.process(table.slice(a, b - a)).main.column("n").to_numpy()] = True
     micros = (times * 1_000_000).tolist()
-    assert keep.tolist() == reference(keys.tolist(), micros, ttl * 1_000_000, cuts)
+    assert keep.tolist() == reference(keys.tolist(), micros, ttl * 1_000_000)
     assert d.dropped_count == n - keep.sum()
     assert 0.1 < keep.mean() < 0.9
 
@@ -348,7 +329,7 @@ def test_integer_and_composite_keys_match_the_one_at_a_time_rule(seed):
             keep[d.process(table.slice(a, b - a)).main.column("n").to_numpy()] = True
             occupied = int((d._table.h1 != _FREE).sum())  # rebuilds free what they drop
             assert occupied == d._table.used <= d._table.capacity // 2
-        assert keep.tolist() == reference(as_python, times.tolist(), 300_000_000, cuts), key
+        assert keep.tolist() == reference(as_python, times.tolist(), 300_000_000), key
         assert 0.1 < keep.mean() < 0.9
 
 
@@ -375,7 +356,7 @@ def test_a_stream_of_new_keys_keeps_the_table_small():
         assert occupied == d._table.used <= d._table.capacity // 2
         assert d.held_keys <= 160  # 30 s of keys at 5 new keys a second, and a few more
     micros = (np.arange(n) * 100_000).tolist()
-    assert keep.tolist() == reference(ids.tolist(), micros, 30_000_000, list(range(0, n + 1, size)))
+    assert keep.tolist() == reference(ids.tolist(), micros, 30_000_000)
     assert len(tables) <= 3 and d._table.capacity <= 8192
 
 

@@ -6,8 +6,11 @@ held and its time is before the key's expiry; otherwise it is kept and the key's
 once per `ttl`. Time is read from `time_column` (event or ingest time, never the wall clock),
 so a replay makes the same decisions.
 
-Keys whose expiry is at or before the newest time seen so far are pruned; an out-of-order record
-older than that is compared only with the keys still held.
+A record sees a clock: the newest time of the records before it (earlier batches included;
+a running maximum inside a batch). Keys whose expiry is at or before that clock are forgotten,
+so an out-of-order record older than them is compared only with the keys still held. Every
+decision depends on the records before it only, so dedup keeps the same records whatever the
+batch cuts.
 
 Keys live in a vectorised open-addressing hash table (numpy arrays, linear probing), so a batch
 costs time in proportion to its own size, not to the number of keys held. A single integer,
@@ -339,23 +342,35 @@ class Dedup:
             ) from None  # fmt: skip
         return _clear_of_free(h1, h2)
 
+    def _clocks(self, times: np.ndarray) -> np.ndarray:
+        """The clock each record sees: the newest time of the records before it (earlier
+        batches included), `_NO_TIME` before the first."""
+        clocks = np.empty_like(times)
+        clocks[0] = self._clock
+        if len(times) > 1:
+            np.maximum.accumulate(times[:-1], out=clocks[1:])
+            np.maximum(clocks[1:], self._clock, out=clocks[1:])
+        return clocks
+
     def _decide(self, times: np.ndarray, h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
         """Which records to keep; updates the held keys."""
         table = self._reserve(len(times))
+        clocks = self._clocks(times)
         # In the order of home slots the table is read and written in order; a key's records
         # keep their arrival order. (h2 is often all zeros, which need no reordering.)
         order, home = table.home_order(h1)
-        times = times[order]
+        times, clocks = times[order], clocks[order]
         slots = table.probe(home, h1[order], h2[order] if h2.any() else h2)
         expiry = table.expiry
         held = expiry[slots]
-        # a key at or before the clock was pruned: not held, even before a rebuild drops it
-        keep = (times >= held) | (held <= self._clock)
+        # a key at or before the record's clock was pruned: not held, even before a rebuild
+        # drops it
+        keep = (times >= held) | (held <= clocks)
         repeats = self._repeats(table, home, slots)
         keep[repeats] = False
         expiry[slots[keep]] = times[keep] + self.ttl  # each key once: the rule record by record
         if repeats.size:
-            self._decide_repeats(repeats, slots[repeats], times[repeats], keep)
+            self._decide_repeats(repeats, slots[repeats], times[repeats], clocks[repeats], keep)
         in_arrival_order = np.empty_like(keep)
         in_arrival_order[order] = keep
         return in_arrival_order
@@ -383,22 +398,29 @@ class Dedup:
         return near[owner[at] == -1]
 
     def _decide_repeats(
-        self, records: np.ndarray, slots: np.ndarray, times: np.ndarray, keep: np.ndarray
+        self,
+        records: np.ndarray,
+        slots: np.ndarray,
+        times: np.ndarray,
+        clocks: np.ndarray,
+        keep: np.ndarray,
     ) -> None:
         """The records of keys seen more than once in the batch, vectorised in rounds.
 
         Records are grouped by key, in arrival order within a key. Each round drops the
-        undecided records still before their key's expiry and keeps the first of the rest per
-        key, which moves that key's expiry forward. A key kept k times in a batch needs k rounds.
+        undecided records that the key's current expiry holds (before it, and it after their
+        clock) and keeps the first of the rest per key, which sets that key's expiry. A key kept
+        k times in a batch needs k rounds. Dropping early is exact: a record held by one expiry
+        is held by the next, which is later unless the kept record's clock had passed the
+        first, and then every later record's clock has passed it too, so none was dropped.
         """
         order = np.argsort(slots, kind="stable")
-        records, slots, times = records[order], slots[order], times[order]
+        records, slots, times, clocks = records[order], slots[order], times[order], clocks[order]
         expiry = self._table.expiry
-        stale = slots[expiry[slots] <= self._clock]
-        expiry[stale] = _EMPTY
         todo = np.arange(len(times))
         while todo.size:
-            todo = todo[times[todo] >= expiry[slots[todo]]]
+            held = expiry[slots[todo]]
+            todo = todo[(times[todo] >= held) | (held <= clocks[todo])]
             if not todo.size:
                 break
             key = slots[todo]

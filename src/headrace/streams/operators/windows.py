@@ -1,45 +1,65 @@
 """Event-time windows: tumbling, hopping and session, with watermark, grace and late output.
 
-Watermark. After each batch the watermark is `max event time seen - delay` (bounded
-out-of-orderness), never moving back. It is None until a record with a time arrives.
+Watermark. Records are judged in arrival (log) order. The watermark a record is judged against
+is the largest event time of the records that arrived before it (earlier batches included)
+minus `delay` (bounded out-of-orderness); records without a time do not move it. The first
+record with a time has none, so it is never late. It never moves back; `flush()` moves it past
+the windows it emits. Inside a batch it is a running maximum over the batch in arrival order
+(`np.maximum.accumulate`, `_marks`), no Python per record.
 
-Closing. A window [start, end) is final when `watermark >= end + grace`; it is emitted once, in
-the output of the batch that moved the watermark there, and its state is dropped. Outputs are
-sorted by window_start, then key. Windows that received no record are never emitted.
+Closing. A window [start, end) closes as soon as the watermark reaches `end + grace`, also
+between two records of one batch: a record arriving after that cannot join it. It is emitted
+once, in the output of the batch in which that happened (output is handed out at the batch
+end), and its state is dropped. Outputs are sorted by window_start, then key. Windows that
+received no record are never emitted. So which windows are emitted, their values and which
+records are late are the same for every cut of the stream into batches and every crash point;
+only the batch that hands a window out depends on the cuts.
 
-Lateness. Records are checked against the watermark as it was before their batch (windows are
-closed at the end of a batch). A record whose window is already closed (`end + grace <=
-watermark`) is late: it goes to `Emit.late` with the input's columns plus `_late_reason`
-("window_closed", or "null_time" for a record with no event time) and `_late_window_start` /
-`_late_window_end`, and is counted in `late_count`. Nothing is dropped silently. A record whose
-window is still open, because of `grace`, is included.
+Lateness. A record is late for a window when the window had closed before it arrived
+(`end + grace <= its watermark`): it goes to `Emit.late` with the input's columns plus
+`_late_reason` ("window_closed", or "null_time" for a record with no event time) and
+`_late_window_start` / `_late_window_end`, and is counted in `late_count`. Nothing is dropped
+silently. A record whose window is still open, because of `grace`, is included.
 
 - Tumbling: one window per record; `late` has one row per late record.
 - Hopping: a record belongs to every window that covers it and can be late for some and on time
   for others. It is aggregated into its open windows, and `late` has one row per (record,
   closed window) pair; `late_count` counts those rows.
-- Session: per key, records less than `gap` apart form one session [first, last + gap). A new
-  batch is merged with the open sessions first (a record can extend or bridge open sessions).
-  A record is late when it is earlier than the end of a session of its key that was already
-  emitted (it can no longer join that session; its `_late_window_*` are that session's bounds,
-  or [t, t + gap) when it is earlier than that session's start), or when the session it would
-  form closes at once (`last + gap + grace <= watermark`) and touches no open session. So every
-  later session of a key starts after the end of its emitted ones, and no (key, window_start)
-  is ever emitted twice, which idempotent sinks keyed on it rely on. The operator keeps, per
-  key, the bounds of its latest emitted session for that (one row per key, in its state).
+- Session: per key, records less than `gap` apart form one session [first, last + gap), which
+  closes when the watermark reaches `last + gap + grace`. A record merges with every open
+  session of its key less than `gap` away (it can extend or bridge them). It is late when it is
+  earlier than the end of its key's latest closed session (it can no longer join that session;
+  its `_late_window_*` are that session's bounds, or [t, t + gap) when it is earlier than that
+  session's start), or when it touches no open session and the session it would form closes at
+  once (`t + gap + grace <= its watermark`). So every later session of a key starts after the
+  end of its emitted ones, and no (key, window_start) is ever emitted twice, which idempotent
+  sinks keyed on it rely on. The operator keeps, per key, the bounds of its latest emitted
+  session for that (one row per key, in its state).
 
-`flush()` emits every open window and moves the watermark past them, so a record that arrives
-afterwards for one of them is late rather than emitted twice.
+Cost. Fixed windows: one comparison per (record, window). Sessions: a record no older than its
+watermark minus `grace` ("fresh") is never late: every session closed before it has
+`last <= watermark - gap - grace`, so the record is at least `gap` after it. Late records never
+change sessions, so the sessions are those the batch-level grouping forms from the open
+sessions and the records that are not late; only which records are late needs the record
+order, and only stale records can be. A batch without stale records (the usual case when
+`delay` covers the disorder) costs one comparison per record. With stale records, the keys
+that have them are tested in polars: a running minimum over their records in arrival order
+(`_replay_stale`), then, for keys with many records in the batch, the sessions' arrival
+pattern (`_unconnected`, which passes long sessions fed in near time order). Keys that pass
+either test cannot have had a session close before one of their stale records, and their
+stale records are late exactly when they are before the emitted session's end. The others are
+replayed record by record in Python (`_replay_key`, a few microseconds per record), up to
+their last stale record.
 
 Processing is vectorised in polars: the batch is grouped on (key, window) into partial
 aggregates, which are merged with the open windows' partials (see aggregations.py). A record's
 arrival order (`__seq`, counted across the stream and kept in the state) breaks time ties for
-first/last, so results do not depend on how the stream was cut into batches, except for which
-records are late.
+first/last, so results do not depend on how the stream was cut into batches.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -86,6 +106,9 @@ _BATCH = "__batch"
 _MAX_PENDING = 32
 _WSTART, _WEND = "__wstart", "__wend"
 _UTC = pl.Datetime("us", "UTC")
+_NO_MARK = np.iinfo(np.int64).min  # no watermark yet: no record with a time came before
+_NEVER = np.iinfo(np.int64).max
+_REPLAY_BELOW = 64  # keys with fewer records in a batch are replayed without the second test
 _REASONS = [WINDOW_CLOSED, NULL_TIME]
 _RESERVED = {"window_start", "window_end"}
 
@@ -179,7 +202,7 @@ class _Window:
             frame, times, rows = frame.filter(pl.Series(valid)), times[valid], rows[valid]
         try:
             if len(times):
-                late.extend(self._absorb(frame, times, rows))
+                late.extend(self._absorb(frame, times, rows, self._marks(times)))
                 newest = int(times.max())
                 self._max_time = newest if self._max_time is None else max(self._max_time, newest)
                 candidate = self._max_time - self.delay
@@ -249,11 +272,30 @@ class _Window:
 
     # -- for the window kinds ----------------------------------------------------------------
 
-    def _absorb(self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray) -> list[_Late]:
+    def _marks(self, times: np.ndarray) -> np.ndarray:
+        """The watermark each timed record of the batch is judged against: the largest time
+        of the records before it (earlier batches included) minus the delay, and never below
+        the watermark the batch started with. `_NO_MARK` where no record came before."""
+        before = np.empty_like(times)
+        before[0] = _NO_MARK if self._max_time is None else self._max_time
+        if len(times) > 1:
+            np.maximum.accumulate(times[:-1], out=before[1:])
+            if self._max_time is not None:
+                np.maximum(before[1:], self._max_time, out=before[1:])
+        marks = before - self.delay
+        marks[before == _NO_MARK] = _NO_MARK
+        if self._wm is not None:
+            np.maximum(marks, self._wm, out=marks)
+        return marks
+
+    def _absorb(
+        self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray, marks: np.ndarray
+    ) -> list[_Late]:
         """Merge a batch's timed records into the state; return the late (row, window) pairs,
         in any number of parts (`_late_table` puts them in order).
 
-        `times` and `rows` (positions in the batch) are aligned with `frame`."""
+        `times`, `rows` (positions in the batch) and `marks` (each record's watermark, see
+        `_marks`) are aligned with `frame`."""
         raise NotImplementedError
 
     def _close(self, watermark: int | None) -> pl.DataFrame | None:
@@ -408,11 +450,12 @@ class _FixedWindows(_Window):
         covers = starts + self.size > times[index]
         return index[covers], starts[covers]
 
-    def _absorb(self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray) -> list[_Late]:
+    def _absorb(
+        self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray, marks: np.ndarray
+    ) -> list[_Late]:
         index, starts = self._starts(times)
-        late = np.zeros(len(starts), bool)
-        if self._wm is not None:
-            late = starts + (self.size + self.grace) <= self._wm
+        # a window closed before the record arrived when its end + grace <= the record's mark
+        late = starts + (self.size + self.grace) <= (marks if index is None else marks[index])
         missed = starts[late]
         late_rows = rows[late] if index is None else rows[index[late]]
         if late.any():
@@ -563,16 +606,235 @@ class SessionWindow(_Window):
     def _describe(self) -> str:
         return f"{self.kind}(gap_us={self.gap})"
 
-    def _absorb(self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray) -> list[_Late]:
+    def _absorb(
+        self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray, marks: np.ndarray
+    ) -> list[_Late]:
+        n = len(times)
+        late = np.zeros(n, bool)
+        start = np.zeros(n, np.int64)
+        end = np.zeros(n, np.int64)
         before = self._before_emitted(frame, times)
-        if before is None:
-            return self._sessionize(frame, times, rows)
-        inside, start, end = before
-        early = [_Late(rows[inside], start, end, WINDOW_CLOSED)]
-        keep = ~inside
-        if not keep.any():
-            return early
-        return early + self._sessionize(frame.filter(pl.Series(keep)), times[keep], rows[keep])
+        if before is not None:
+            inside, start[inside], end[inside] = before
+            late = inside
+        # Only a stale record (older than its mark by more than grace) can be late: a fresh one
+        # is at least `gap` after every session closed so far, so it neither touches one nor
+        # falls before the end of the latest emitted (see the module docstring).
+        stale = (marks != _NO_MARK) & (times < marks - self.grace)
+        if stale.any():
+            self._replay_stale(frame, times, marks, stale, late, start, end)
+        if late.any():
+            keep = ~late
+            if keep.any():
+                self._sessionize(frame.filter(pl.Series(keep)), times[keep])
+            return [_Late(rows[late], start[late], end[late], WINDOW_CLOSED)]
+        self._sessionize(frame, times)
+        return []
+
+    def _replay_stale(
+        self,
+        frame: pl.DataFrame,
+        times: np.ndarray,
+        marks: np.ndarray,
+        stale: np.ndarray,
+        late: np.ndarray,
+        start: np.ndarray,
+        end: np.ndarray,
+    ) -> None:
+        """Decide exactly, in `late`/`start`/`end`, the records of the keys where a session may
+        have closed before one of their stale records arrived.
+
+        A key is safe when at each of its stale records the smallest `last` its sessions can
+        have (the minimum of its open sessions' `last` and of the times of its records so far
+        that are not before its emitted session's end) is more than `gap + grace` above the
+        record's mark: then no session of the key closed before the record, and the record is
+        late exactly when it is before the emitted session's end (already in `late`). Keys
+        with many records that fail it get a second test (`_unconnected`). The other keys
+        replay their records in arrival order, in Python, up to their last stale record.
+        """
+        span = self.gap + self.grace
+        cols = self.keys or ["__k"]
+        recs = (
+            frame.select(self.keys)
+            if self.keys
+            else pl.DataFrame({"__k": np.zeros(len(times), np.int8)})
+        )
+        # a session closes before a record when its last <= the record's mark - gap - grace
+        limit = marks - span  # wraps where there is no mark, which only stale records read
+        recs = recs.with_columns(
+            pl.Series("__i", np.arange(len(times))),
+            pl.Series("__c", np.where(late, _NEVER, times)),
+            pl.Series("__lim", np.where(stale, limit, _NO_MARK)),
+            pl.Series("__stale", stale),
+        )
+        state, held = self._state, None
+        if state is not None and state.height:
+            held = state.select(*self.keys, _START, _LAST)
+            if not self.keys:
+                held = held.with_columns(pl.lit(0, pl.Int8).alias("__k"))
+            lowest = held.group_by(cols).agg(pl.col(_LAST).min().alias("__om"))
+            recs = recs.join(lowest, on=cols, how="left", nulls_equal=True, maintain_order="left")
+            floor = pl.min_horizontal(pl.col("__c").cum_min().over(cols), pl.col("__om"))
+        else:
+            floor = pl.col("__c").cum_min().over(cols)
+        fails = recs.filter(pl.col("__stale") & (floor <= pl.col("__lim")))
+        if not fails.height:
+            return
+        # Replaying costs Python per record; the second test costs a few polars passes per
+        # batch, which only pays for keys with many records in the batch.
+        counts = recs.join(fails.select(cols).unique(), on=cols, how="semi", nulls_equal=True)
+        counts = counts.group_by(cols).agg(pl.len().alias("__n"))
+        busy = counts.filter(pl.col("__n") >= _REPLAY_BELOW).select(cols)
+        if busy.height:
+            still, alone = self._unconnected(recs, held, cols, busy, marks)
+            # (records of keys replayed below are decided again there)
+            late[alone], start[alone], end[alone] = True, times[alone], times[alone] + self.gap
+            few = counts.filter(pl.col("__n") < _REPLAY_BELOW).select(cols)
+            fails = pl.concat([few, still], how="vertical_relaxed")
+            if not fails.height:
+                return
+        ids = fails.select(cols).unique(maintain_order=True).with_row_index("__kid")
+        mine = recs.join(ids, on=cols, how="inner", nulls_equal=True).sort("__kid", "__i")
+        kid = mine["__kid"].to_numpy()
+        k_from = np.searchsorted(kid, np.arange(ids.height)).tolist()
+        k_to = np.zeros(ids.height, np.int64)  # after the key's last stale record: the rest
+        ki = mine["__i"].to_numpy()  # is fresh, never late
+        at = np.flatnonzero(stale[ki])
+        np.maximum.at(k_to, kid[at], at + 1)
+        s_bounds = [0] * (ids.height + 1)
+        sess_start: list[int] = []
+        sess_last: list[int] = []
+        if held is not None:
+            sess = held.join(ids, on=cols, how="inner", nulls_equal=True).sort("__kid", _START)
+            sb = np.searchsorted(sess["__kid"].to_numpy(), np.arange(ids.height + 1))
+            s_bounds = sb.tolist()
+            sess_start, sess_last = sess[_START].to_list(), sess[_LAST].to_list()
+        e_from = np.full(ids.height, _NO_MARK, np.int64)
+        e_until = np.full(ids.height, _NO_MARK, np.int64)
+        if self._emitted is not None and self._emitted.height:
+            emitted = self._emitted
+            if not self.keys:
+                emitted = emitted.with_columns(pl.lit(0, pl.Int8).alias("__k"))
+            found = ids.join(emitted, on=cols, how="inner", nulls_equal=True)
+            where = found["__kid"].to_numpy()
+            e_from[where], e_until[where] = found[_FSTART].to_numpy(), found[_UNTIL].to_numpy()
+        kt, kw = times[ki].tolist(), marks[ki].tolist()
+        ef, eu, k_to_list = e_from.tolist(), e_until.tolist(), k_to.tolist()
+        verdict: list[bool] = []
+        missed_from: list[int] = []
+        missed_until: list[int] = []
+        for k in range(ids.height):
+            a, b, s0, s1 = k_from[k], k_to_list[k], s_bounds[k], s_bounds[k + 1]
+            _replay_key(
+                sess_start[s0:s1], sess_last[s0:s1], ef[k], eu[k], kt[a:b], kw[a:b],
+                self.gap, span, verdict, missed_from, missed_until,
+            )  # fmt: skip
+        replayed = ki[np.arange(len(ki)) < k_to[kid]]
+        late[replayed] = verdict
+        start[replayed], end[replayed] = missed_from, missed_until
+
+    def _unconnected(
+        self,
+        recs: pl.DataFrame,
+        held: pl.DataFrame | None,
+        cols: list[str],
+        keys: pl.DataFrame,
+        marks: np.ndarray,
+    ) -> tuple[pl.DataFrame, np.ndarray]:
+        """Of `keys`, those for which the second safe case below does not hold; and the
+        records that are late because they are alone in a session that closes at once.
+
+        Take the sessions the batch-level grouping forms from a key's open sessions and its
+        records not before its emitted session's end. Nothing closes early for the key when,
+        for each such session: it holds at most one open session, and each of its records
+        arrives while the part that arrived before it is one open session it touches (`last`
+        + gap + grace above the record's mark, and the record less than `gap` from it; the
+        first record of a new session must not close at once); and every later session of the
+        key, and for a record before the emitted session's end every session of the key, is
+        still open when its records arrive. This holds for long sessions fed in near time
+        order, which the running-minimum test refuses. Records grouped into a session without
+        an open session, each of which would close at once on its own (`t + gap + grace <=`
+        its mark), are late with [t, t + gap) in any case: by induction in arrival order none
+        of them ever joins a session (the only sessions they could touch are each other), and
+        none touches a session closed in the batch (its records would be in the group), so
+        each is below every session closed before it, or touches none.
+        """
+        span, gap = self.gap + self.grace, self.gap
+        mine = recs.join(keys, on=cols, how="semi", nulls_equal=True)
+        parts = [
+            mine.filter(pl.col("__c") != _NEVER).select(
+                *cols,
+                pl.col("__c").alias(_START),
+                pl.col("__c").alias(_LAST),
+                pl.col("__i"),
+            )
+        ]
+        if held is not None:
+            mine_held = held.join(keys, on=cols, how="semi", nulls_equal=True)
+            parts.insert(
+                0,
+                mine_held.select(
+                    *cols, _START, _LAST, pl.lit(-1, pl.Int64).alias("__i")
+                ),
+            )  # fmt: skip
+        spans = pl.concat(parts, how="vertical_relaxed").sort([*cols, _START, "__i"])
+        reach = pl.col(_LAST).cum_max().shift(1).over(cols)
+        spans = spans.with_columns(
+            (reach.is_null() | (pl.col(_START) - reach >= gap)).cum_sum().alias(_SID)
+        )
+        index = spans["__i"].to_numpy()
+        spans = spans.with_columns(
+            pl.Series("__w", np.where(index >= 0, marks[np.maximum(index, 0)], _NO_MARK))
+        )
+        is_held = pl.col("__i") < 0
+        sessions = spans.group_by(_SID).agg(
+            pl.col(cols).first(),
+            is_held.sum().alias("__nh"),
+            pl.col(_START).filter(is_held).min().alias("__hs"),
+            pl.col(_LAST).filter(is_held).max().alias("__hl"),
+            pl.col(_LAST).max().alias("__last"),
+            pl.col("__i").max().alias("__a"),
+            (pl.col(_LAST) + span > pl.col("__w")).any().alias("__open"),
+        )
+        # records that would each form a session closing at once, and touch only each other,
+        # are late whatever came before
+        alone = (pl.col("__nh") == 0) & ~pl.col("__open")
+        lonely = spans.join(sessions.filter(alone).select(_SID), on=_SID, how="semi")
+        sessions = sessions.filter(~alone)
+        # each record touches the open part that arrived before it
+        members = (
+            spans.filter(~is_held)
+            .join(sessions.select(_SID, "__hs", "__hl"), on=_SID, how="inner")
+            .sort(_SID, "__i")
+        )
+        top = pl.max_horizontal(pl.col(_LAST).cum_max().shift(1).over(_SID), pl.col("__hl"))
+        bottom = pl.min_horizontal(pl.col(_START).cum_min().shift(1).over(_SID), pl.col("__hs"))
+        t, w = pl.col(_START), pl.col("__w")
+        ok = (
+            pl.when(top.is_null())
+            .then(t + span > w)
+            .otherwise((top + span > w) & (bottom - gap < t) & (t < top + gap))
+        )
+        bad_members = members.filter(~ok).select(cols)
+        # when each session closes: the first record whose mark reaches last + gap + grace,
+        # after its own last record
+        sessions = sessions.sort(_SID)
+        last, arrived = sessions["__last"].to_numpy(), sessions["__a"].to_numpy()
+        closes = np.maximum(np.searchsorted(marks, last + span), arrived + 1)
+        sessions = sessions.with_columns(pl.Series("__cl", closes))
+        later = pl.col("__cl").reverse().cum_min().reverse().shift(-1).over(cols)
+        bad_sessions = sessions.filter(
+            (pl.col("__nh") > 1) | (later.is_not_null() & (pl.col("__a") >= later))
+        ).select(cols)
+        first_close = sessions.group_by(cols).agg(pl.col("__cl").min())
+        bad_early = (
+            mine.filter(pl.col("__c") == _NEVER)
+            .join(first_close, on=cols, how="inner", nulls_equal=True)
+            .filter(pl.col("__i") >= pl.col("__cl"))
+            .select(cols)
+        )
+        bad = pl.concat([bad_members, bad_sessions, bad_early], how="vertical_relaxed")
+        return bad, lonely["__i"].to_numpy()
 
     def _before_emitted(
         self, frame: pl.DataFrame, times: np.ndarray
@@ -610,7 +872,8 @@ class SessionWindow(_Window):
         else:
             self._emitted = latest.tail(1)
 
-    def _sessionize(self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray) -> list[_Late]:
+    def _sessionize(self, frame: pl.DataFrame, times: np.ndarray) -> None:
+        """Merge records (none of them late) with the open sessions of their keys."""
         keys, state = self.keys, self._state
         held = state is not None and state.height > 0
         points = frame.select(*keys, pl.col(TIME).alias(_START), pl.col(TIME).alias(_LAST))
@@ -639,19 +902,6 @@ class SessionWindow(_Window):
         record_sid[src[record]] = sid[record]
         frame = frame.with_columns(pl.Series(_SID, record_sid))
 
-        late: list[_Late] = []
-        if self._wm is not None:
-            closed = sessions.filter(
-                ~pl.col("__held") & (pl.col(_LAST) + (self.gap + self.grace) <= self._wm)
-            ).sort(_SID)
-            if closed.height:
-                closed_sids = closed[_SID].to_numpy()
-                is_late = np.isin(record_sid, closed_sids)
-                at = np.searchsorted(closed_sids, record_sid[is_late])
-                start = closed[_START].to_numpy()[at]
-                end = closed[_LAST].to_numpy()[at] + self.gap
-                late = [_Late(rows[is_late], start, end, WINDOW_CLOSED)]
-                frame = frame.filter(pl.Series(~is_late))
         if frame.height:
             partial = frame.group_by([_SID, *keys]).agg(self._partial_exprs)
             if held:
@@ -667,7 +917,6 @@ class SessionWindow(_Window):
             self._state = merged_state.select(
                 *keys, _START, _LAST, *(c for c in partial.columns if c.startswith("__a"))
             )
-        return late
 
     def _close(self, watermark: int | None) -> pl.DataFrame | None:
         state = self._state
@@ -686,3 +935,50 @@ class SessionWindow(_Window):
         return closed.with_columns(
             pl.col(_START).alias(_WSTART), (pl.col(_LAST) + self.gap).alias(_WEND)
         )
+
+
+def _replay_key(
+    starts: list[int],
+    lasts: list[int],
+    emitted_from: int,
+    emitted_until: int,
+    times: list[int],
+    marks: list[int],
+    gap: int,
+    span: int,
+    late: list[bool],
+    miss_from: list[int],
+    miss_until: list[int],
+) -> None:
+    """The session rule record by record for one key: appends (late, missed start, missed end)
+    of each record to the three lists. `starts`/`lasts` are the key's open sessions sorted by
+    start (disjoint, so `lasts` is sorted too); `emitted_*` bound its latest emitted session
+    (`_NO_MARK`: none); `span` is gap + grace."""
+    closed = 0  # sessions[:closed] have closed
+    for t, mark in zip(times, marks, strict=True):
+        if mark != _NO_MARK:
+            while closed < len(lasts) and lasts[closed] + span <= mark:
+                emitted_from, emitted_until = starts[closed], lasts[closed] + gap
+                closed += 1
+        if t < emitted_until:
+            late.append(True)
+            inside = t >= emitted_from
+            miss_from.append(emitted_from if inside else t)
+            miss_until.append(emitted_until if inside else t + gap)
+            continue
+        lo = bisect.bisect_right(lasts, t - gap, closed)  # first session with last > t - gap
+        hi = bisect.bisect_left(starts, t + gap, closed)  # first with start >= t + gap
+        if lo < hi:  # touches sessions lo..hi-1: they merge into one
+            starts[lo:hi] = [min(starts[lo], t)]
+            lasts[lo:hi] = [max(lasts[hi - 1], t)]
+        elif mark != _NO_MARK and t + span <= mark:  # alone, and closed at once
+            late.append(True)
+            miss_from.append(t)
+            miss_until.append(t + gap)
+            continue
+        else:
+            starts.insert(lo, t)
+            lasts.insert(lo, t)
+        late.append(False)
+        miss_from.append(0)
+        miss_until.append(0)
