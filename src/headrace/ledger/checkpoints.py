@@ -1,10 +1,17 @@
 """Stream pipeline checkpoints: offsets, operator state and per-stage counters.
 
-A micro-batch is made durable in two small transactions. `plan_batch` fixes which records batch
-`seq` holds before any sink sees it; `commit_batch` then records the new offset, the operators'
-state and the counters together. A crash in between replays the planned range with the state of
-the previous commit, so every sink receives identical output under the same batch number and can
-skip or overwrite what it already wrote.
+Which records batch `seq` holds is fixed in the ledger (its plan) before any sink sees it;
+`commit_batch` then records the new offset, the operators' state and the counters together. A
+crash in between replays the planned range with the state of the previous commit, so every sink
+receives identical output under the same batch number and can skip or overwrite what it already
+wrote. The plan is written by `plan_batch` in a transaction of its own, or, in the common case,
+by the commit of the batch before (`next_end`): then a batch costs one transaction.
+
+Operator state is kept in slots. A small slot is stored whole (`stream_state`, rewritten when it
+changed); a keyed slot is a base (its `stream_state` row) plus one delta per batch that changed
+it (`stream_state_changes`), so a commit writes what changed. `compact_slot` folds a slot's
+deltas into a new base in its own transaction, never in a batch's: the base and the deltas it
+replaces change together, so a crash leaves either the old base with its deltas or the new one.
 """
 
 from __future__ import annotations
@@ -17,7 +24,13 @@ from typing import Any
 from sqlalchemy import Connection, Table, and_, delete, select
 
 from headrace.ledger.db import insert_rows
-from headrace.ledger.schema import stream_checkpoints, stream_health, stream_state, stream_stats
+from headrace.ledger.schema import (
+    stream_checkpoints,
+    stream_health,
+    stream_state,
+    stream_state_changes,
+    stream_stats,
+)
 
 
 @dataclass
@@ -32,7 +45,8 @@ class Checkpoint:
     watermark: float | None = None
     records: int = 0
     late: int = 0
-    state: dict[str, bytes] = field(default_factory=dict)
+    state: dict[str, bytes] = field(default_factory=dict)  # whole slots and keyed slots' bases
+    changes: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)  # (seq, delta)
 
     @property
     def pending_plan(self) -> int | None:
@@ -86,6 +100,13 @@ def load_checkpoint(conn: Connection, pipeline: str, partition: int) -> Checkpoi
         select(s.slot, s.data).where(and_(s.pipeline == pipeline, s.partition == partition))
     ):
         checkpoint.state[slot] = bytes(data)
+    d = stream_state_changes.c
+    for slot, seq, data in conn.execute(
+        select(d.slot, d.seq, d.data)
+        .where(and_(d.pipeline == pipeline, d.partition == partition))
+        .order_by(d.slot, d.seq)
+    ):
+        checkpoint.changes.setdefault(slot, []).append((seq, bytes(data)))
     return checkpoint
 
 
@@ -132,17 +153,20 @@ def commit_batch(
     records: int,
     late: int,
     state: Mapping[str, bytes | None],
+    deltas: Mapping[str, bytes] | None = None,
     counts: Sequence[StageCounts] = (),
+    next_end: int | None = None,
 ) -> None:
-    """Make batch `seq` durable: offset, state slots (None deletes a slot) and counters."""
+    """Make batch `seq` durable: offset, whole state slots (None deletes a slot), the deltas of
+    keyed slots and counters; with `next_end`, also plan batch seq + 1 as [offset, next_end)."""
     now = time.time()
     row = {
         "pipeline": pipeline,
         "partition": partition,
         "seq": seq,
         "offset": offset,
-        "planned_seq": seq,
-        "planned_end": offset,
+        "planned_seq": seq if next_end is None else seq + 1,
+        "planned_end": offset if next_end is None else next_end,
         "planned_flush": 0,
         "watermark": watermark,
         "log_end": log_end,
@@ -171,11 +195,21 @@ def commit_batch(
     insert_rows(conn, stream_checkpoints, [row], on_conflict=(("pipeline", "partition"), update))
     gone = [slot for slot, data in state.items() if data is None]
     if gone:
-        s = stream_state.c
-        conn.execute(
-            delete(stream_state).where(
-                and_(s.pipeline == pipeline, s.partition == partition, s.slot.in_(gone))
+        for table in (stream_state, stream_state_changes):
+            s = table.c
+            conn.execute(
+                delete(table).where(
+                    and_(s.pipeline == pipeline, s.partition == partition, s.slot.in_(gone))
+                )
             )
+    if deltas:
+        insert_rows(
+            conn,
+            stream_state_changes,
+            [
+                {"pipeline": pipeline, "partition": partition, "slot": slot, "seq": seq, "data": d}
+                for slot, d in deltas.items()
+            ],
         )
     kept = [
         {"pipeline": pipeline, "partition": partition, "slot": slot, "data": data}
@@ -262,7 +296,57 @@ def read_stats(
     return [dict(row) for row in conn.execute(query).mappings()]
 
 
+def read_slot(
+    conn: Connection, pipeline: str, partition: int, slot: str, upto: int
+) -> tuple[bytes | None, list[tuple[int, bytes]]]:
+    """A keyed slot's base and its deltas up to batch `upto`, in seq order (for compaction)."""
+    s, d = stream_state.c, stream_state_changes.c
+    base = conn.execute(
+        select(s.data).where(and_(s.pipeline == pipeline, s.partition == partition, s.slot == slot))
+    ).scalar()
+    rows = conn.execute(
+        select(d.seq, d.data)
+        .where(
+            and_(d.pipeline == pipeline, d.partition == partition, d.slot == slot, d.seq <= upto)
+        )
+        .order_by(d.seq)
+    )
+    return (None if base is None else bytes(base)), [(seq, bytes(data)) for seq, data in rows]
+
+
+def compact_slot(
+    conn: Connection,
+    pipeline: str,
+    partition: int,
+    slot: str,
+    folded: Sequence[int],
+    base: bytes,
+) -> bool:
+    """Replace a keyed slot's base by `base`, which folds in its deltas of batches `folded`
+    (read with `read_slot`), and delete those deltas. Changes nothing and returns False when the
+    deltas up to the last of them are no longer exactly those (another compaction or a reset
+    came first): then `base` was computed from state that is gone."""
+    if not folded:
+        return False
+    d = stream_state_changes.c
+    where = and_(
+        d.pipeline == pipeline, d.partition == partition, d.slot == slot, d.seq <= max(folded)
+    )
+    present = conn.execute(select(d.seq).where(where).order_by(d.seq)).scalars().all()
+    if list(present) != sorted(folded):
+        return False
+    if conn.execute(delete(stream_state_changes).where(where)).rowcount != len(folded):
+        raise RuntimeError("the changelog changed during compaction")  # rolls the transaction back
+    insert_rows(
+        conn,
+        stream_state,
+        [{"pipeline": pipeline, "partition": partition, "slot": slot, "data": base}],
+        on_conflict=(("pipeline", "partition", "slot"), _excluded(conn, "data")),
+    )
+    return True
+
+
 def reset_pipeline(conn: Connection, pipeline: str) -> None:
     """Forget a pipeline's offsets and state (it starts over from the log's retention start)."""
-    for table in (stream_checkpoints, stream_state):
+    for table in (stream_checkpoints, stream_state, stream_state_changes):
         conn.execute(delete(table).where(table.c.pipeline == pipeline))

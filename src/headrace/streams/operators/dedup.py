@@ -35,6 +35,7 @@ import pyarrow as pa
 from headrace.errors import StreamError
 from headrace.streams.hashing import FINGERPRINT, hash64_rows_seeds, hash64_seeds
 from headrace.streams.operators.base import (
+    Delta,
     Duration,
     Emit,
     as_table,
@@ -170,6 +171,22 @@ class _KeyTable:
                 k = len(cur) - int(np.searchsorted(cur, mask + 1))
                 cur, todo, h1, h2 = (np.roll(a, k) for a in (cur & mask, todo, h1, h2))
 
+    def lookup(self, h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
+        """The expiry of each key (`_EMPTY` for a key not in the table); changes nothing."""
+        mask = np.uint64(self.capacity - 1)
+        cur = (h1 & mask).astype(np.int64)
+        out = np.full(len(h1), _EMPTY, np.int64)
+        todo = np.arange(len(h1))
+        while todo.size:
+            there = self.h1[cur]
+            found = there == h1[todo]
+            if self.wide:
+                found &= self.h2[cur] == h2[todo]
+            out[todo[found]] = self.expiry[cur[found]]
+            more = ~found & (there != _FREE)
+            todo, cur = todo[more], (cur[more] + 1) & (self.capacity - 1)
+        return out
+
     def held(self, after: int) -> np.ndarray:
         """Slots whose key is held: expiry later than `after`."""
         return np.flatnonzero(self.expiry > after)
@@ -227,6 +244,7 @@ class Dedup:
         self._clock = _NO_TIME  # newest time seen, in microseconds
         self._mode: str | None = None  # "exact" (one integer key) or "hashed"
         self._schema: pa.Schema | None = None
+        self._kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # since changes()
 
     @property
     def watermark(self) -> datetime | None:
@@ -253,6 +271,7 @@ class Dedup:
             )
         h1, h2 = self._hash(table)
         keep = self._decide(times, h1, h2)
+        self._note_kept(h1, h2, keep)
         self._clock = max(self._clock, int(times.max()))
         dropped = int(len(keep) - keep.sum())
         self.dropped_count += dropped
@@ -271,14 +290,42 @@ class Dedup:
                 "expiry": pa.array(self._table.expiry[held], pa.int64()),
             }
         )
-        meta = meta_table(
+        return {"meta": self._meta(), "keys": keys}
+
+    def _meta(self) -> pa.Table:
+        return meta_table(
             config=self._config(),
             mode=self._mode,
             clock=None if self._clock == _NO_TIME else self._clock,
             dropped_count=self.dropped_count,
             hash_fingerprint=FINGERPRINT,
         )
-        return {"meta": meta, "keys": keys}
+
+    def changes(self) -> dict[str, pa.Table | Delta]:
+        """`snapshot()` as changes: the keys whose expiry was set since the last call (a key
+        kept again overwrites its row; expired keys drop out by the clock as horizon)."""
+        kept, self._kept = self._kept, []
+        if kept:
+            h1, h2, expiry = (np.concatenate(parts) for parts in zip(*kept, strict=True))
+        else:
+            h1 = h2 = np.zeros(0, np.uint64)
+            expiry = np.zeros(0, np.int64)
+        keys = pa.table(
+            {
+                "h1": pa.array(h1, pa.uint64()),
+                "h2": pa.array(h2, pa.uint64()),
+                "expiry": pa.array(expiry, pa.int64()),
+            }
+        )
+        horizon = None if self._clock == _NO_TIME else self._clock
+        delta = Delta(("h1", "h2"), keys, expires="expiry", horizon=horizon)
+        return {"meta": self._meta(), "keys": delta}
+
+    def _note_kept(self, h1: np.ndarray, h2: np.ndarray, keep: np.ndarray) -> None:
+        """Remember the kept records' keys with their expiry as the batch left it."""
+        if keep.any():
+            h1, h2 = h1[keep], h2[keep]
+            self._kept.append((h1, h2, self._table.lookup(h1, h2)))
 
     def restore(self, state: dict[str, pa.Table]) -> None:
         meta = read_meta(state, self.name)
@@ -298,6 +345,7 @@ class Dedup:
         self._mode = meta["mode"]
         self._clock = _NO_TIME if meta["clock"] is None else int(meta["clock"])
         self.dropped_count = int(meta["dropped_count"])
+        self._kept = []
 
     def _config(self) -> str:
         return f"Dedup(key={self.keys}, ttl_us={self.ttl}, time_column={self.time_column!r})"

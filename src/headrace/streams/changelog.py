@@ -1,0 +1,83 @@
+"""Keyed operator state as a changelog: a base table plus the deltas of later batches.
+
+A checkpoint writes, for a keyed state table (dedup keys, open windows), only the `Delta` of its
+batch: one Arrow IPC blob holding the upserted rows and, flagged in `DELETE`, the deleted keys;
+its schema metadata carries the key columns, a reset flag and the expiry horizon. The ledger
+keeps the blobs by (slot, seq) beside the slot's base (`ledger.checkpoints`).
+
+The state is the base with the deltas applied in seq order (`merge`): a reset drops what came
+before it, a key's latest row wins, deleted keys and rows expired at the latest horizon are
+dropped. Applying deltas is associative (folding a prefix of them into the base and then the
+rest gives the same table as applying them all), which is what lets compaction fold deltas into
+a new base while batches keep committing, and lets a restore read any mix of the two. The merge
+is vectorised: the deltas are deduplicated among themselves (they are small), then the base
+keeps its rows whose key no delta names (one anti-join), so restoring a large base with a few
+deltas costs one pass over it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import polars as pl
+import pyarrow as pa
+
+from headrace.streams.log import decode_batch, encode_batch
+from headrace.streams.operators.base import Delta
+
+DELETE = "__delete"
+_KEYS, _RESET = b"headrace.keys", b"headrace.reset"
+_EXPIRES, _HORIZON = b"headrace.expires", b"headrace.horizon"
+
+
+def encode_delta(delta: Delta) -> bytes:
+    table = delta.upserts
+    if delta.deletes is not None and delta.deletes.num_rows:
+        flag = pa.array([True] * delta.deletes.num_rows)
+        deletes = delta.deletes.append_column(DELETE, flag)
+        if table.num_columns:
+            table = table.append_column(DELETE, pa.nulls(table.num_rows, pa.bool_()))
+            table = pa.concat_tables([table, deletes], promote_options="permissive")
+        else:
+            table = deletes
+    meta = {_KEYS: json.dumps(list(delta.keys)).encode()}
+    if delta.reset:
+        meta[_RESET] = b"1"
+    if delta.expires is not None and delta.horizon is not None:
+        meta[_EXPIRES] = delta.expires.encode()
+        meta[_HORIZON] = str(int(delta.horizon)).encode()
+    return encode_batch(table.replace_schema_metadata(meta))
+
+
+def merge(base: bytes | None, deltas: Sequence[bytes]) -> pa.Table:
+    """The table that `base` followed by `deltas` (in seq order) stand for."""
+    if not deltas:
+        return decode_batch(base) if base is not None else pa.table({})
+    tables = [decode_batch(d) for d in deltas]
+    metas = [t.schema.metadata or {} for t in tables]
+    first = max((i for i, m in enumerate(metas) if _RESET in m), default=-1)
+    start = None if first >= 0 or base is None else pl.from_arrow(decode_batch(base))
+    tables, metas = tables[max(first, 0) :], metas[max(first, 0) :]
+    keys = json.loads(metas[-1][_KEYS])
+    horizons = [(m[_EXPIRES].decode(), int(m[_HORIZON])) for m in metas if _HORIZON in m]
+    changes = [pl.from_arrow(t.replace_schema_metadata(None)) for t in tables if t.num_columns]
+    if not changes:
+        return _expire(start, horizons) if start is not None else pa.table({})
+    delta = pl.concat(changes, how="diagonal_relaxed") if len(changes) > 1 else changes[0]
+    if len(changes) > 1 or delta.height > 1:
+        delta = delta.unique(subset=keys, keep="last", maintain_order=True)
+    if start is not None and start.width:
+        kept = start.join(delta.select(keys), on=keys, how="anti", nulls_equal=True)
+        delta = pl.concat([kept, delta], how="diagonal_relaxed")
+    if DELETE in delta.columns:
+        delta = delta.filter(pl.col(DELETE).is_null() | ~pl.col(DELETE)).drop(DELETE)
+    return _expire(delta, horizons)
+
+
+def _expire(frame: pl.DataFrame, horizons: list[tuple[str, int]]) -> pa.Table:
+    if horizons:
+        column, horizon = horizons[-1]  # horizons only move forward: the latest is the largest
+        if column in frame.columns:
+            frame = frame.filter(pl.col(column) > horizon)
+    return frame.to_arrow()
