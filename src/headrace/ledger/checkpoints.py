@@ -16,12 +16,14 @@ replaces change together, so a crash leaves either the old base with its deltas 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Table, and_, delete, select
+from sqlalchemy.engine import Dialect
 
 from headrace.ledger.db import insert_rows
 from headrace.ledger.schema import (
@@ -67,13 +69,21 @@ class StageCounts:
 
 
 def _excluded(conn: Connection, *columns: str) -> dict[str, str]:
-    quote = conn.dialect.identifier_preparer.quote
-    return {c: f"excluded.{quote(c)}" for c in columns}
+    return _updates(conn.dialect, None, columns)
 
 
 def _added(conn: Connection, table: Table, *columns: str) -> dict[str, str]:
-    quote = conn.dialect.identifier_preparer.quote
-    return {c: f"{quote(table.name)}.{quote(c)} + excluded.{quote(c)}" for c in columns}
+    return _updates(conn.dialect, table.name, columns)
+
+
+@functools.lru_cache(maxsize=64)
+def _updates(dialect: Dialect, added_to: str | None, columns: tuple[str, ...]) -> dict[str, str]:
+    """SET expressions: take the new value, or (`added_to`) add it to the stored one. Made
+    once per statement, which runs with every batch."""
+    quote = dialect.identifier_preparer.quote
+    if added_to is None:
+        return {c: f"excluded.{quote(c)}" for c in columns}
+    return {c: f"{quote(added_to)}.{quote(c)} + excluded.{quote(c)}" for c in columns}
 
 
 def load_checkpoint(conn: Connection, pipeline: str, partition: int) -> Checkpoint:
@@ -192,7 +202,10 @@ def commit_batch(
         ),
         **_added(conn, stream_checkpoints, "records", "late"),
     }
-    insert_rows(conn, stream_checkpoints, [row], on_conflict=(("pipeline", "partition"), update))
+    insert_rows(
+        conn, stream_checkpoints, [row], on_conflict=(("pipeline", "partition"), update),
+        driver=True,
+    )  # fmt: skip
     gone = [slot for slot, data in state.items() if data is None]
     if gone:
         for table in (stream_state, stream_state_changes):
@@ -210,6 +223,7 @@ def commit_batch(
                 {"pipeline": pipeline, "partition": partition, "slot": slot, "seq": seq, "data": d}
                 for slot, d in deltas.items()
             ],
+            driver=True,
         )
     kept = [
         {"pipeline": pipeline, "partition": partition, "slot": slot, "data": data}
@@ -221,6 +235,7 @@ def commit_batch(
         stream_state,
         kept,
         on_conflict=(("pipeline", "partition", "slot"), _excluded(conn, "data")),
+        driver=True,
     )
     minute = int(now // 60)
     values = ("records_in", "records_out", "bytes_in", "bytes_out", "late")
@@ -237,6 +252,7 @@ def commit_batch(
             for count in counts
         ],
         on_conflict=(("pipeline", "stage", "minute"), _added(conn, stream_stats, *values)),
+        driver=True,
     )
 
 

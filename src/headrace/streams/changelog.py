@@ -23,12 +23,23 @@ from collections.abc import Sequence
 import polars as pl
 import pyarrow as pa
 
-from headrace.streams.log import decode_batch, encode_batch
+from headrace.streams.log import decode_batch
 from headrace.streams.operators.base import Delta
 
 DELETE = "__delete"
 _KEYS, _RESET = b"headrace.keys", b"headrace.reset"
 _EXPIRES, _HORIZON = b"headrace.expires", b"headrace.horizon"
+
+
+_WRITE = pa.ipc.IpcWriteOptions()  # made once: pyarrow reads environment variables for each
+
+
+def encode_table(table: pa.Table) -> bytes:
+    """A table as Arrow IPC stream bytes (what `decode_batch` reads)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=_WRITE) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
 
 
 def encode_delta(delta: Delta) -> bytes:
@@ -47,7 +58,7 @@ def encode_delta(delta: Delta) -> bytes:
     if delta.expires is not None and delta.horizon is not None:
         meta[_EXPIRES] = delta.expires.encode()
         meta[_HORIZON] = str(int(delta.horizon)).encode()
-    return encode_batch(table.replace_schema_metadata(meta))
+    return encode_table(table.replace_schema_metadata(meta))
 
 
 def merge(base: bytes | None, deltas: Sequence[bytes]) -> pa.Table:

@@ -23,8 +23,7 @@ from collections.abc import Mapping
 
 from headrace.ledger import Ledger
 from headrace.ledger.checkpoints import Checkpoint, compact_slot, read_slot
-from headrace.streams.changelog import merge
-from headrace.streams.log import encode_batch
+from headrace.streams.changelog import encode_table, merge
 
 log = logging.getLogger("headrace.streams")
 
@@ -102,7 +101,7 @@ class Compactor:
             base, deltas = read_slot(conn, self.pipeline, self.partition, slot, upto)
         if not deltas:
             return False
-        data = encode_batch(merge(base, [d for _, d in deltas]))
+        data = encode_table(merge(base, [d for _, d in deltas]))
         folded = [seq for seq, _ in deltas]
         with self.ledger.begin() as conn:
             done = compact_slot(conn, self.pipeline, self.partition, slot, folded, data)

@@ -32,10 +32,9 @@ from headrace.ledger.checkpoints import (
     load_checkpoint,
     plan_batch,
 )
-from headrace.streams.changelog import encode_delta, merge
+from headrace.streams.changelog import encode_delta, encode_table, merge
 from headrace.streams.compaction import Compactor
 from headrace.streams.log import decode_batch as bytes_to_table
-from headrace.streams.log import encode_batch as table_to_bytes
 from headrace.streams.operators.base import Delta
 from headrace.streams.pipeline import Pipeline, Stage
 from headrace.streams.sinks import BatchRef, SinkContext
@@ -362,7 +361,7 @@ class PartitionRunner:
                     if not value.empty:
                         deltas[slot] = encode_delta(value)
                 else:
-                    current[slot] = table_to_bytes(value)
+                    current[slot] = encode_table(value)
         changed: dict[str, bytes | None] = {
             slot: data for slot, data in current.items() if self._written.get(slot) != data
         }

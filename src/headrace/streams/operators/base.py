@@ -178,12 +178,14 @@ class FramesChanges:
             a is b for a, b in zip(before, frames, strict=False)
         )
         start = len(before) if kept else 0
-        new = [
-            f.with_columns(pl.lit(i).alias(self.column)) for i, f in enumerate(frames) if i >= start
+        new = [  # numbered as the snapshot numbers them (`pl.lit(i)`: Int32)
+            f.to_arrow().append_column(self.column, pa.array(np.full(f.height, i, np.int32)))
+            for i, f in enumerate(frames)
+            if i >= start
         ]
         if not new:
             return Delta(self.keys, pa.table({}), reset=not kept)
-        table = pl.concat(new, how="vertical_relaxed").to_arrow()
+        table = new[0] if len(new) == 1 else pa.concat_tables(new, promote_options="permissive")
         return Delta(self.keys, table, reset=not kept)
 
 
@@ -277,9 +279,24 @@ def decode_dictionaries(table: pa.Table) -> pa.Table:
     return table
 
 
+_META_SCHEMAS: dict[tuple[tuple[str, type], ...], pa.Schema] = {}
+
+
 def meta_table(**values: object) -> pa.Table:
     """A one-row table of scalars: how operators store their counters in a snapshot."""
-    return pa.table({k: [v] for k, v in values.items()})
+    # inferring the types costs most of the time, every batch: the types Python values of
+    # the same kinds were given last time are reused
+    names = tuple((k, type(v)) for k, v in values.items())
+    schema = _META_SCHEMAS.get(names)
+    if schema is not None:
+        try:
+            return pa.Table.from_pylist([values], schema=schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            pass
+    table = pa.table({k: [v] for k, v in values.items()})
+    if not any(pa.types.is_null(f.type) for f in table.schema):
+        _META_SCHEMAS[names] = table.schema
+    return table
 
 
 def read_meta(state: dict[str, pa.Table], name: str) -> dict[str, object]:

@@ -159,6 +159,7 @@ class _Window:
         self._schema: pa.Schema | None = None
         self._empty_cache: tuple[str, pa.Table] | None = None
         self._trackers: dict[str, Any] | None = None  # see changes()
+        self._meta_cache: tuple[str, pa.Schema | None, bytes | None] | None = None
 
     # -- public -----------------------------------------------------------------------------
 
@@ -240,15 +241,18 @@ class _Window:
         raise NotImplementedError
 
     def _meta(self) -> pa.Table:
-        state = self._state
+        schema = self._schema
+        if self._meta_cache is None or self._meta_cache[1] is not schema:  # once, not per batch
+            serialized = None if schema is None else schema.serialize().to_pybytes()
+            self._meta_cache = (self._config(), schema, serialized)
         return meta_table(
-            config=self._config(),
+            config=self._meta_cache[0],
             watermark=self._wm,
             max_time=self._max_time,
             seq=self._seq,
             late_count=self.late_count,
-            has_state=state is not None,
-            schema=None if self._schema is None else self._schema.serialize().to_pybytes(),
+            has_state=self._state is not None,
+            schema=self._meta_cache[2],
             hash_fingerprint=FINGERPRINT,
         )
 
