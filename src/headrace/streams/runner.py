@@ -264,14 +264,14 @@ class PartitionRunner:
             counts.append(count)
             if current is not None:
                 count.records_in = current.num_rows
-                count.bytes_in = current.nbytes
+                count.bytes_in = counts[-2].bytes_out  # what the stage before gave
             if built.stage.kind == "sink":
                 if current is not None:
                     _call(built, "write", current, batch)
                 if flushing:  # sinks flush in both modes
                     _call(built, "flush", batch)
                 if current is not None:
-                    count.records_out, count.bytes_out = current.num_rows, current.nbytes
+                    count.records_out, count.bytes_out = current.num_rows, count.bytes_in
                 continue
             outputs, lates = [], []
             if current is not None and current.num_rows:
