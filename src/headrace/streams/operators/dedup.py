@@ -253,7 +253,7 @@ class Dedup:
     @property
     def held_keys(self) -> int:
         """How many keys are held now (not yet expired)."""
-        return len(self._table.held(self._clock))
+        return len(self._table.held(self._held_after()))
 
     def process(self, batch: pa.Table) -> Emit:
         table = as_table(batch, self.name)
@@ -282,7 +282,7 @@ class Dedup:
         return Emit(schema.empty_table())
 
     def snapshot(self) -> dict[str, pa.Table]:
-        held = self._table.held(self._clock)
+        held = self._table.held(self._held_after())
         keys = pa.table(
             {
                 "h1": pa.array(self._table.h1[held], pa.uint64()),
@@ -317,9 +317,14 @@ class Dedup:
                 "expiry": pa.array(expiry, pa.int64()),
             }
         )
-        horizon = None if self._clock == _NO_TIME else self._clock
+        horizon = None if self._clock == _NO_TIME else self._held_after()
         delta = Delta(("h1", "h2"), keys, expires="expiry", horizon=horizon)
         return {"meta": self._meta(), "keys": delta}
+
+    def _held_after(self) -> int:
+        """Keys whose expiry is at or before this are not held: a snapshot leaves them out, and
+        `changes()` gives it as the horizon below which a restore drops them."""
+        return self._clock
 
     def _note_kept(self, h1: np.ndarray, h2: np.ndarray, keep: np.ndarray) -> None:
         """Remember the kept records' keys with their expiry as the batch left it."""
