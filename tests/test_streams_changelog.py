@@ -29,6 +29,7 @@ from headrace.ledger.schema import stream_state_changes
 from headrace.streams.changelog import encode_delta, merge
 from headrace.streams.log import encode_batch, open_log
 from headrace.streams.operators.base import Delta
+from headrace.streams.operators.dedup import Dedup
 from headrace.streams.runner import PartitionRunner
 from headrace.streams.sinks import MemorySink, SinkContext
 from tests import stream_changelog_child as child
@@ -288,3 +289,30 @@ def test_kill_9_inside_a_compaction_restores_the_same_state(tmp_path):
     compacted.open()
     assert _state(compacted) == before
     ledger.close()
+
+
+# -- an operator's own changes ----------------------------------------------------------------
+
+
+def _ids(start: int, n: int) -> pa.Table:
+    ids = np.arange(start, start + n, dtype=np.int64) % 30_000  # keys come back after a while
+    times = 1_704_067_200_000_000 + np.arange(start, start + n, dtype=np.int64) * 10_000
+    return pa.table({"id": ids, "ts": pa.array(times, pa.timestamp("us", tz="UTC"))})
+
+
+def _keys(table: pa.Table) -> list:
+    return sorted(zip(*(table[c].to_pylist() for c in ("h1", "h2", "expiry")), strict=True))
+
+
+def test_dedup_changes_rebuild_its_keys_and_stay_bounded_when_nobody_reads_them():
+    read, unread = (Dedup("id", ttl=120, time_column="ts") for _ in range(2))
+    blobs = []
+    for i in range(200):
+        batch = _ids(i * 2_000, 2_000)
+        read.process(batch)
+        unread.process(batch)
+        blobs.append(encode_delta(read.changes()["keys"]))
+    assert _keys(merge(None, blobs)) == _keys(read.snapshot()["keys"])
+    late = unread.changes()["keys"]  # 400,000 keys kept, never asked for: not recorded
+    assert late.reset
+    assert _keys(late.upserts) == _keys(read.snapshot()["keys"])

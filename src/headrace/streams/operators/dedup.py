@@ -171,22 +171,6 @@ class _KeyTable:
                 k = len(cur) - int(np.searchsorted(cur, mask + 1))
                 cur, todo, h1, h2 = (np.roll(a, k) for a in (cur & mask, todo, h1, h2))
 
-    def lookup(self, h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
-        """The expiry of each key (`_EMPTY` for a key not in the table); changes nothing."""
-        mask = np.uint64(self.capacity - 1)
-        cur = (h1 & mask).astype(np.int64)
-        out = np.full(len(h1), _EMPTY, np.int64)
-        todo = np.arange(len(h1))
-        while todo.size:
-            there = self.h1[cur]
-            found = there == h1[todo]
-            if self.wide:
-                found &= self.h2[cur] == h2[todo]
-            out[todo[found]] = self.expiry[cur[found]]
-            more = ~found & (there != _FREE)
-            todo, cur = todo[more], (cur[more] + 1) & (self.capacity - 1)
-        return out
-
     def held(self, after: int) -> np.ndarray:
         """Slots whose key is held: expiry later than `after`."""
         return np.flatnonzero(self.expiry > after)
@@ -244,7 +228,9 @@ class Dedup:
         self._clock = _NO_TIME  # newest time seen, in microseconds
         self._mode: str | None = None  # "exact" (one integer key) or "hashed"
         self._schema: pa.Schema | None = None
-        self._kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # since changes()
+        # keys kept since the last changes() (None: too many, not recorded)
+        self._kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = []
+        self._kept_rows = 0
 
     @property
     def watermark(self) -> datetime | None:
@@ -271,7 +257,7 @@ class Dedup:
             )
         h1, h2 = self._hash(table)
         keep = self._decide(times, h1, h2)
-        self._note_kept(h1, h2, keep)
+        self._note_kept(h1, h2, times, keep)
         self._clock = max(self._clock, int(times.max()))
         dropped = int(len(keep) - keep.sum())
         self.dropped_count += dropped
@@ -304,12 +290,20 @@ class Dedup:
     def changes(self) -> dict[str, pa.Table | Delta]:
         """`snapshot()` as changes: the keys whose expiry was set since the last call (a key
         kept again overwrites its row; expired keys drop out by the clock as horizon)."""
-        kept, self._kept = self._kept, []
+        kept, self._kept, self._kept_rows = self._kept, [], 0
+        if kept is None:  # not recorded (no one asked for a while): the whole state
+            keys = self.snapshot()["keys"]
+            return {"meta": self._meta(), "keys": Delta(("h1", "h2"), keys, reset=True)}
         if kept:
             h1, h2, expiry = (np.concatenate(parts) for parts in zip(*kept, strict=True))
         else:
             h1 = h2 = np.zeros(0, np.uint64)
             expiry = np.zeros(0, np.int64)
+        horizon = None if self._clock == _NO_TIME else self._held_after()
+        if horizon is not None:  # keys that expired within the batch are not held: left out
+            held = expiry > horizon
+            if not held.all():
+                h1, h2, expiry = h1[held], h2[held], expiry[held]
         keys = pa.table(
             {
                 "h1": pa.array(h1, pa.uint64()),
@@ -317,7 +311,6 @@ class Dedup:
                 "expiry": pa.array(expiry, pa.int64()),
             }
         )
-        horizon = None if self._clock == _NO_TIME else self._held_after()
         delta = Delta(("h1", "h2"), keys, expires="expiry", horizon=horizon)
         return {"meta": self._meta(), "keys": delta}
 
@@ -326,11 +319,19 @@ class Dedup:
         `changes()` gives it as the horizon below which a restore drops them."""
         return self._clock
 
-    def _note_kept(self, h1: np.ndarray, h2: np.ndarray, keep: np.ndarray) -> None:
-        """Remember the kept records' keys with their expiry as the batch left it."""
-        if keep.any():
-            h1, h2 = h1[keep], h2[keep]
-            self._kept.append((h1, h2, self._table.lookup(h1, h2)))
+    def _note_kept(
+        self, h1: np.ndarray, h2: np.ndarray, times: np.ndarray, keep: np.ndarray
+    ) -> None:
+        """Remember the kept records' keys with the expiry each set (time + ttl, by the rule),
+        in arrival order, so a key kept twice ends with its later expiry; until they outnumber
+        the table's slots four times: a Dedup used without `changes()`, outside a runner, does
+        not grow; its next `changes()` gives the whole state."""
+        if self._kept is None or not keep.any():
+            return
+        self._kept.append((h1[keep], h2[keep], times[keep] + self.ttl))
+        self._kept_rows += len(self._kept[-1][0])
+        if self._kept_rows > 4 * self._table.capacity:
+            self._kept = None
 
     def restore(self, state: dict[str, pa.Table]) -> None:
         meta = read_meta(state, self.name)
@@ -350,7 +351,7 @@ class Dedup:
         self._mode = meta["mode"]
         self._clock = _NO_TIME if meta["clock"] is None else int(meta["clock"])
         self.dropped_count = int(meta["dropped_count"])
-        self._kept = []
+        self._kept, self._kept_rows = [], 0
 
     def _config(self) -> str:
         return f"Dedup(key={self.keys}, ttl_us={self.ttl}, time_column={self.time_column!r})"
