@@ -65,7 +65,7 @@ def _sqlite_pragmas(engine: Engine, sync: str, writer: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql(begin)
+        conn.connection.driver_connection.execute(begin)  # on the driver: no statement bookkeeping
 
 
 def create_tables(metadata: MetaData, engine: Engine) -> None:
