@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 from headrace.ledger import Ledger
-from headrace.ledger.checkpoints import compact_slot, load_checkpoint, read_slot
-from headrace.streams.changelog import merge
-from headrace.streams.log import encode_batch, open_log
+from headrace.ledger.checkpoints import compact_changes, load_checkpoint, read_bases, read_changes
+from headrace.streams.changelog import by_slot, encode_table, merge
+from headrace.streams.log import open_log
 from headrace.streams.runner import PartitionRunner
 from headrace.streams.sinks import SinkContext, StreamSink
 from tests.stream_helpers import changelog_pipeline
@@ -35,13 +35,13 @@ def main(root: Path, kind: str, mode: str) -> None:
     runner, ledger = runner_for(root, kind)
     if mode == "compact-kill":
         with ledger.reader.connect() as conn:
-            checkpoint = load_checkpoint(conn, runner.pipeline.name, 0)
-        slot = max(checkpoint.changes, key=lambda s: len(checkpoint.changes[s]))
-        with ledger.reader.connect() as conn:
-            base, deltas = read_slot(conn, runner.pipeline.name, 0, slot, checkpoint.seq)
-        data = encode_batch(merge(base, [d for _, d in deltas]))
+            upto = load_checkpoint(conn, runner.pipeline.name, 0).seq
+            rows = read_changes(conn, runner.pipeline.name, 0, upto)
+            deltas = by_slot(rows)
+            bases = read_bases(conn, runner.pipeline.name, 0, list(deltas))
+        new = {slot: encode_table(merge(bases.get(slot), d)) for slot, d in deltas.items()}
         with ledger.begin() as conn:
-            compact_slot(conn, runner.pipeline.name, 0, slot, [s for s, _ in deltas], data)
+            compact_changes(conn, runner.pipeline.name, 0, [seq for seq, _ in rows], new)
             os.kill(os.getpid(), signal.SIGKILL)
     runner.compactor.min_bytes = 1  # every batch makes a compaction due
     runner.compactor.per_delta = 1

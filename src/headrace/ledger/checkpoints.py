@@ -8,10 +8,12 @@ wrote. The plan is written by `plan_batch` in a transaction of its own, or, in t
 by the commit of the batch before (`next_end`): then a batch costs one transaction.
 
 Operator state is kept in slots. A small slot is stored whole (`stream_state`, rewritten when it
-changed); a keyed slot is a base (its `stream_state` row) plus one delta per batch that changed
-it (`stream_state_changes`), so a commit writes what changed. `compact_slot` folds a slot's
-deltas into a new base in its own transaction, never in a batch's: the base and the deltas it
-replaces change together, so a crash leaves either the old base with its deltas or the new one.
+changed); a keyed slot is a base (its `stream_state` row) plus the deltas of the batches that
+changed it, one `stream_state_changes` row per batch holding all of that batch's deltas (one row
+costs the commit less than one per slot), so a commit writes what changed. `compact_changes`
+folds rows into new bases in a transaction of its own, never in a batch's: the bases and the
+rows they replace change together, so a crash leaves either the old bases with their rows or
+the new ones. What a row's bytes hold is the stream side's business (`streams.changelog`).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Checkpoint:
     records: int = 0
     late: int = 0
     state: dict[str, bytes] = field(default_factory=dict)  # whole slots and keyed slots' bases
-    changes: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)  # (seq, delta)
+    changes: list[tuple[int, bytes]] = field(default_factory=list)  # (seq, the batch's deltas)
 
     @property
     def pending_plan(self) -> int | None:
@@ -111,12 +113,14 @@ def load_checkpoint(conn: Connection, pipeline: str, partition: int) -> Checkpoi
     ):
         checkpoint.state[slot] = bytes(data)
     d = stream_state_changes.c
-    for slot, seq, data in conn.execute(
-        select(d.slot, d.seq, d.data)
-        .where(and_(d.pipeline == pipeline, d.partition == partition))
-        .order_by(d.slot, d.seq)
-    ):
-        checkpoint.changes.setdefault(slot, []).append((seq, bytes(data)))
+    checkpoint.changes = [
+        (seq, bytes(data))
+        for seq, data in conn.execute(
+            select(d.seq, d.data)
+            .where(and_(d.pipeline == pipeline, d.partition == partition))
+            .order_by(d.seq)
+        )
+    ]
     return checkpoint
 
 
@@ -163,12 +167,13 @@ def commit_batch(
     records: int,
     late: int,
     state: Mapping[str, bytes | None],
-    deltas: Mapping[str, bytes] | None = None,
+    changes: bytes | None = None,
     counts: Sequence[StageCounts] = (),
     next_end: int | None = None,
 ) -> None:
     """Make batch `seq` durable: offset, whole state slots (None deletes a slot), the deltas of
-    keyed slots and counters; with `next_end`, also plan batch seq + 1 as [offset, next_end)."""
+    its keyed slots (`changes`) and counters; with `next_end`, also plan batch seq + 1 as
+    [offset, next_end)."""
     now = time.time()
     row = {
         "pipeline": pipeline,
@@ -208,23 +213,15 @@ def commit_batch(
     )  # fmt: skip
     gone = [slot for slot, data in state.items() if data is None]
     if gone:
-        for table in (stream_state, stream_state_changes):
-            s = table.c
-            conn.execute(
-                delete(table).where(
-                    and_(s.pipeline == pipeline, s.partition == partition, s.slot.in_(gone))
-                )
+        s = stream_state.c
+        conn.execute(
+            delete(stream_state).where(
+                and_(s.pipeline == pipeline, s.partition == partition, s.slot.in_(gone))
             )
-    if deltas:
-        insert_rows(
-            conn,
-            stream_state_changes,
-            [
-                {"pipeline": pipeline, "partition": partition, "slot": slot, "seq": seq, "data": d}
-                for slot, d in deltas.items()
-            ],
-            driver=True,
         )
+    if changes is not None:
+        change = {"pipeline": pipeline, "partition": partition, "seq": seq, "data": changes}
+        insert_rows(conn, stream_state_changes, [change], driver=True)
     kept = [
         {"pipeline": pipeline, "partition": partition, "slot": slot, "data": data}
         for slot, data in state.items()
@@ -312,42 +309,44 @@ def read_stats(
     return [dict(row) for row in conn.execute(query).mappings()]
 
 
-def read_slot(
-    conn: Connection, pipeline: str, partition: int, slot: str, upto: int
-) -> tuple[bytes | None, list[tuple[int, bytes]]]:
-    """A keyed slot's base and its deltas up to batch `upto`, in seq order (for compaction)."""
-    s, d = stream_state.c, stream_state_changes.c
-    base = conn.execute(
-        select(s.data).where(and_(s.pipeline == pipeline, s.partition == partition, s.slot == slot))
-    ).scalar()
+def read_changes(
+    conn: Connection, pipeline: str, partition: int, upto: int
+) -> list[tuple[int, bytes]]:
+    """The changelog rows of batches up to `upto`, in seq order (for compaction)."""
+    d = stream_state_changes.c
+    where = and_(d.pipeline == pipeline, d.partition == partition, d.seq <= upto)
+    rows = conn.execute(select(d.seq, d.data).where(where).order_by(d.seq))
+    return [(seq, bytes(data)) for seq, data in rows]
+
+
+def read_bases(
+    conn: Connection, pipeline: str, partition: int, slots: Sequence[str]
+) -> dict[str, bytes]:
+    """The `stream_state` rows of these slots that exist."""
+    s = stream_state.c
     rows = conn.execute(
-        select(d.seq, d.data)
-        .where(
-            and_(d.pipeline == pipeline, d.partition == partition, d.slot == slot, d.seq <= upto)
+        select(s.slot, s.data).where(
+            and_(s.pipeline == pipeline, s.partition == partition, s.slot.in_(list(slots)))
         )
-        .order_by(d.seq)
     )
-    return (None if base is None else bytes(base)), [(seq, bytes(data)) for seq, data in rows]
+    return {slot: bytes(data) for slot, data in rows}
 
 
-def compact_slot(
+def compact_changes(
     conn: Connection,
     pipeline: str,
     partition: int,
-    slot: str,
     folded: Sequence[int],
-    base: bytes,
+    bases: Mapping[str, bytes],
 ) -> bool:
-    """Replace a keyed slot's base by `base`, which folds in its deltas of batches `folded`
-    (read with `read_slot`), and delete those deltas. Changes nothing and returns False when the
-    deltas up to the last of them are no longer exactly those (another compaction or a reset
-    came first): then `base` was computed from state that is gone."""
+    """Replace keyed slots' bases by `bases`, which fold in the changelog rows of batches
+    `folded` (read with `read_changes`), and delete those rows. Changes nothing and returns
+    False when the rows up to the last of them are no longer exactly those (another compaction
+    or a reset came first): then `bases` were computed from state that is gone."""
     if not folded:
         return False
     d = stream_state_changes.c
-    where = and_(
-        d.pipeline == pipeline, d.partition == partition, d.slot == slot, d.seq <= max(folded)
-    )
+    where = and_(d.pipeline == pipeline, d.partition == partition, d.seq <= max(folded))
     present = conn.execute(select(d.seq).where(where).order_by(d.seq)).scalars().all()
     if list(present) != sorted(folded):
         return False
@@ -356,7 +355,10 @@ def compact_slot(
     insert_rows(
         conn,
         stream_state,
-        [{"pipeline": pipeline, "partition": partition, "slot": slot, "data": base}],
+        [
+            {"pipeline": pipeline, "partition": partition, "slot": slot, "data": data}
+            for slot, data in bases.items()
+        ],
         on_conflict=(("pipeline", "partition", "slot"), _excluded(conn, "data")),
     )
     return True

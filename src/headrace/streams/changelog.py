@@ -2,8 +2,9 @@
 
 A checkpoint writes, for a keyed state table (dedup keys, open windows), only the `Delta` of its
 batch: one Arrow IPC blob holding the upserted rows and, flagged in `DELETE`, the deleted keys;
-its schema metadata carries the key columns, a reset flag and the expiry horizon. The ledger
-keeps the blobs by (slot, seq) beside the slot's base (`ledger.checkpoints`).
+its schema metadata carries the key columns, a reset flag and the expiry horizon. A batch's
+deltas go to the ledger as one row (`bundle`: slot names and their deltas), beside the slots'
+bases (`ledger.checkpoints`).
 
 The state is the base with the deltas applied in seq order (`merge`): a reset drops what came
 before it, a key's latest row wins, deleted keys and rows expired at the latest horizon are
@@ -18,7 +19,7 @@ deltas costs one pass over it.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import polars as pl
 import pyarrow as pa
@@ -59,6 +60,26 @@ def encode_delta(delta: Delta) -> bytes:
         meta[_EXPIRES] = delta.expires.encode()
         meta[_HORIZON] = str(int(delta.horizon)).encode()
     return encode_table(table.replace_schema_metadata(meta))
+
+
+def bundle(deltas: Mapping[str, bytes]) -> bytes:
+    """A batch's deltas, by slot, as one blob."""
+    slots = pa.array(list(deltas), pa.string())
+    return encode_table(pa.table({"slot": slots, "delta": pa.array(list(deltas.values()))}))
+
+
+def unbundle(data: bytes) -> dict[str, bytes]:
+    table = decode_batch(data)
+    return dict(zip(table["slot"].to_pylist(), table["delta"].to_pylist(), strict=True))
+
+
+def by_slot(rows: Sequence[tuple[int, bytes]]) -> dict[str, list[bytes]]:
+    """Changelog rows (seq order) as each slot's deltas, in seq order."""
+    slots: dict[str, list[bytes]] = {}
+    for _, data in rows:
+        for slot, delta in unbundle(data).items():
+            slots.setdefault(slot, []).append(delta)
+    return slots
 
 
 def merge(base: bytes | None, deltas: Sequence[bytes]) -> pa.Table:

@@ -32,7 +32,7 @@ from headrace.ledger.checkpoints import (
     load_checkpoint,
     plan_batch,
 )
-from headrace.streams.changelog import encode_delta, encode_table, merge
+from headrace.streams.changelog import bundle, by_slot, encode_delta, encode_table, merge
 from headrace.streams.compaction import Compactor
 from headrace.streams.log import decode_batch as bytes_to_table
 from headrace.streams.operators.base import Delta
@@ -104,13 +104,11 @@ class PartitionRunner:
             checkpoint.offset = max(checkpoint.offset, start)
         self._checkpoint = checkpoint
         # keyed slots: the base with its deltas applied; other slots are whole
-        keyed = checkpoint.changes
+        keyed = by_slot(checkpoint.changes)
         self._written = {s: data for s, data in checkpoint.state.items() if s not in keyed}
         tables = {slot: bytes_to_table(data) for slot, data in self._written.items()}
         for slot, deltas in keyed.items():
-            tables[slot] = merge(checkpoint.state.get(slot), [d for _, d in deltas])
-        self.compactor.loaded(checkpoint)
-        checkpoint.state, checkpoint.changes = {}, {}  # restored; no need to hold the bytes
+            tables[slot] = merge(checkpoint.state.get(slot), deltas)
         self._built, self._targets = [], []
         for stage in self.pipeline.stages:
             obj, late = stage.build()
@@ -131,6 +129,8 @@ class PartitionRunner:
                 }
                 if state:
                     target.restore(state)
+        self.compactor.loaded(checkpoint)
+        checkpoint.state, checkpoint.changes = {}, []  # restored; no need to hold the bytes
         self.status.offset = checkpoint.offset
         self.status.watermark = checkpoint.watermark
         self.status.records = checkpoint.records
@@ -294,6 +294,7 @@ class PartitionRunner:
             if current is not None:
                 count.records_out, count.bytes_out = current.num_rows, current.nbytes
         state, deltas = self._changed_state()
+        changes = bundle(deltas) if deltas else None
         watermark = self._watermark()
         log_end = self.log.end_offset(self.partition)
         self.status.log_end = log_end
@@ -317,7 +318,7 @@ class PartitionRunner:
                 records=read,
                 late=late_total,
                 state=state,
-                deltas=deltas,
+                changes=changes,
                 counts=counts,
                 next_end=next_end,
             )
@@ -337,8 +338,8 @@ class PartitionRunner:
         status.records += read
         status.late += late_total
         status.batches += 1
-        if deltas:
-            self.compactor.committed(seq, deltas)
+        if changes is not None:
+            self.compactor.committed(seq, changes, list(deltas))
         if self.on_batch is not None:
             self.on_batch(self, counts)
 
