@@ -1,7 +1,7 @@
 """What a micro-batch's checkpoint costs as the state grows, and how long a restore takes.
 
     .venv/bin/python benchmarks/stream_checkpoint.py [--keys 10000,100000,1000000] [--batches 50]
-        [--before PATH_TO_SRC]
+        [--before PATH_TO_SRC] [--ledger postgresql://postgres@127.0.0.1:5432/postgres]
 
 A pipeline `dedup("id")` → sink over an embedded log, checkpointing to a SQLite ledger. The log
 holds `keys` distinct ids first (read in micro-batches of 100,000, not timed), so the dedup holds
@@ -14,8 +14,10 @@ For those it reports, per batch (median):
 
 and the time to open a fresh runner on that ledger (load the checkpoint, restore the dedup).
 
-With `--before PATH` the same measurements also run with headrace imported from PATH (a checkout
-of an earlier version's `src`), in a subprocess, in the same run: the ratio is the figure.
+With `--ledger` the ledger is that PostgreSQL server instead, a fresh database per measurement
+(made and dropped by the script). With `--before PATH` the same measurements also run with
+headrace imported from PATH (a checkout of an earlier version's `src`), in a subprocess, in the
+same run: the ratio is the figure.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,18 +53,36 @@ def events(start: int, n: int) -> pa.Table:
     )
 
 
-def measure(keys: int, batches: int) -> dict:
+@contextmanager
+def ledger_url(tmp: str, server: str | None):
+    """SQLite in `tmp`, or a fresh database on the PostgreSQL `server`, dropped afterwards."""
+    if server is None:
+        yield f"sqlite:///{tmp}/ledger.db"
+        return
+    import psycopg
+
+    name = f"headrace_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{server.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def measure(keys: int, batches: int, server: str | None = None) -> dict:
     from headrace.ledger import Ledger
     from headrace.streams.log import open_log
     from headrace.streams.pipeline import Pipeline
     from headrace.streams.runner import PartitionRunner
     from headrace.streams.sinks import MemorySink, SinkContext
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ledger_url(tmp, server) as url:
         log = open_log(str(Path(tmp) / "streams"), "events")
         for start in range(0, keys, FILL_BATCH):
             log.append(events(start, min(FILL_BATCH, keys - start)))
-        ledger = Ledger(f"sqlite:///{tmp}/ledger.db")
+        ledger = Ledger(url)
 
         def runner(batch_size: int) -> PartitionRunner:
             pipe = Pipeline("bench", "events", batch_size=batch_size)
@@ -128,17 +149,18 @@ def main() -> int:
     parser.add_argument("--keys", default="10000,100000,1000000")
     parser.add_argument("--batches", type=int, default=50)
     parser.add_argument("--before", help="an earlier version's src directory, measured too")
+    parser.add_argument("--ledger", help="a PostgreSQL server's URL (default: SQLite)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = [int(k) for k in args.keys.split(",")]
     if args.json:
-        print(json.dumps([measure(k, args.batches) for k in sizes]))
+        print(json.dumps([measure(k, args.batches, args.ledger) for k in sizes]))
         return 0
-    sides = {"after": [measure(k, args.batches) for k in sizes]}
+    sides = {"after": [measure(k, args.batches, args.ledger) for k in sizes]}
     if args.before:
         out = subprocess.run(
             [sys.executable, __file__, "--json", "--keys", args.keys, "--batches",
-             str(args.batches)],
+             str(args.batches), *(["--ledger", args.ledger] if args.ledger else [])],
             env={**os.environ, "PYTHONPATH": args.before},
             check=True, capture_output=True, text=True,
         )  # fmt: skip
