@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import func, select
 
 from headrace.ledger import Ledger
-from headrace.ledger.checkpoints import commit_batch
+from headrace.ledger.checkpoints import commit_batch, reset_pipeline
 from headrace.ledger.schema import stream_state_changes
 from headrace.streams.changelog import encode_delta, merge
 from headrace.streams.log import encode_batch, open_log
@@ -149,6 +149,18 @@ def test_whole_slot_checkpoints_of_earlier_versions_restore(ledger, tmp_path, ev
     got = _outputs(first, second, third)
     _same_outputs(got, _outputs(_reference(tmp_path, events, kind)))
     old.close()
+
+
+def test_reset_forgets_the_changelog_too(ledger, tmp_path, events):
+    first = _runner(ledger, events, "tumbling")
+    first.run_until_caught_up(max_batches=5)
+    assert _deltas(ledger) == 5
+    with ledger.begin() as conn:
+        reset_pipeline(conn, first.pipeline.name)
+    assert _deltas(ledger) == 0
+    again = _runner(ledger, events, "tumbling")
+    assert again.status.offset == 0
+    assert again.stage("dedup").held_keys == 0
 
 
 # -- the changelog's merge rules --------------------------------------------------------------
