@@ -97,8 +97,8 @@ def merge(base: bytes | None, deltas: Sequence[bytes]) -> pa.Table:
     if not changes:
         return _expire(start, horizons) if start is not None else pa.table({})
     delta = pl.concat(changes, how="diagonal_relaxed") if len(changes) > 1 else changes[0]
-    if len(changes) > 1 or delta.height > 1:
-        delta = delta.unique(subset=keys, keep="last", maintain_order=True)
+    if len(changes) > 1 or delta.height > 1:  # rows come out in any order: state is keyed
+        delta = delta.unique(subset=keys, keep="last")
     if start is not None and start.width:
         kept = start.join(delta.select(keys), on=keys, how="anti", nulls_equal=True)
         delta = pl.concat([kept, delta], how="diagonal_relaxed")

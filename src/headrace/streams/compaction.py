@@ -27,7 +27,7 @@ from headrace.streams.changelog import by_slot, encode_table, merge
 
 log = logging.getLogger("headrace.streams")
 
-MIN_BYTES = 1 << 20
+MIN_BYTES = 8 << 20
 PER_DELTA = 4096
 
 

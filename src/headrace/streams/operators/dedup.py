@@ -304,6 +304,10 @@ class Dedup:
             held = expiry > horizon
             if not held.all():
                 h1, h2, expiry = h1[held], h2[held], expiry[held]
+        if len(h1) and 4 * len(h1) >= self._table.used:  # perhaps most of the keys held
+            whole = self.snapshot()["keys"]
+            if whole.num_rows <= 2 * len(h1):  # cheaper whole: no changes to fold later
+                return {"meta": self._meta(), "keys": Delta(("h1", "h2"), whole, reset=True)}
         keys = pa.table(
             {
                 "h1": pa.array(h1, pa.uint64()),
