@@ -110,10 +110,10 @@ def measure(keys: int, batches: int, server: str | None = None) -> dict:
                 yield conn
             spent[0] += time.perf_counter() - start
 
-        def timed_changed():
+        def timed_changed(*args):
             start = time.perf_counter()
             try:
-                return changed()
+                return changed(*args)
             finally:
                 spent[0] += time.perf_counter() - start
 

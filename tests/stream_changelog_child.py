@@ -14,7 +14,8 @@ from pathlib import Path
 
 from headrace.ledger import Ledger
 from headrace.ledger.checkpoints import compact_changes, load_checkpoint, read_bases, read_changes
-from headrace.streams.changelog import by_slot, encode_table, merge
+from headrace.streams.changelog import by_slot
+from headrace.streams.compaction import fold
 from headrace.streams.log import open_log
 from headrace.streams.runner import PartitionRunner
 from headrace.streams.sinks import SinkContext, StreamSink
@@ -39,7 +40,7 @@ def main(root: Path, kind: str, mode: str) -> None:
             rows = read_changes(conn, runner.pipeline.name, 0, upto)
             deltas = by_slot(rows)
             bases = read_bases(conn, runner.pipeline.name, 0, list(deltas))
-        new = {slot: encode_table(merge(bases.get(slot), d)) for slot, d in deltas.items()}
+        new = fold(rows, deltas, bases)
         with ledger.begin() as conn:
             compact_changes(conn, runner.pipeline.name, 0, [seq for seq, _ in rows], new)
             os.kill(os.getpid(), signal.SIGKILL)

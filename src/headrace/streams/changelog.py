@@ -4,7 +4,10 @@ A checkpoint writes, for a keyed state table (dedup keys, open windows), only th
 batch: one Arrow IPC blob holding the upserted rows and, flagged in `DELETE`, the deleted keys;
 its schema metadata carries the key columns, a reset flag and the expiry horizon. A batch's
 deltas go to the ledger as one row (`bundle`: slot names and their deltas), beside the slots'
-bases (`ledger.checkpoints`).
+bases (`ledger.checkpoints`). A base records the batch it is valid from (`encode_base`): an
+operator that rewrote a table whole (a reset, when most of it changed or it is small) has it
+written in place as the new base, which costs less than a new changelog row of the same size,
+and the deltas of earlier batches no longer apply to it.
 
 The state is the base with the deltas applied in seq order (`merge`): a reset drops what came
 before it, a key's latest row wins, deleted keys and rows expired at the latest horizon are
@@ -30,6 +33,7 @@ from headrace.streams.operators.base import Delta
 DELETE = "__delete"
 _KEYS, _RESET = b"headrace.keys", b"headrace.reset"
 _EXPIRES, _HORIZON = b"headrace.expires", b"headrace.horizon"
+_SEQ = b"headrace.seq"
 
 
 _WRITE = pa.ipc.IpcWriteOptions()  # made once: pyarrow reads environment variables for each
@@ -73,13 +77,35 @@ def unbundle(data: bytes) -> dict[str, bytes]:
     return dict(zip(table["slot"].to_pylist(), table["delta"].to_pylist(), strict=True))
 
 
-def by_slot(rows: Sequence[tuple[int, bytes]]) -> dict[str, list[bytes]]:
-    """Changelog rows (seq order) as each slot's deltas, in seq order."""
-    slots: dict[str, list[bytes]] = {}
-    for _, data in rows:
+def by_slot(rows: Sequence[tuple[int, bytes]]) -> dict[str, list[tuple[int, bytes]]]:
+    """Changelog rows (seq order) as each slot's (seq, delta), in seq order."""
+    slots: dict[str, list[tuple[int, bytes]]] = {}
+    for seq, data in rows:
         for slot, delta in unbundle(data).items():
-            slots.setdefault(slot, []).append(delta)
+            slots.setdefault(slot, []).append((seq, delta))
     return slots
+
+
+def encode_base(table: pa.Table, seq: int) -> bytes:
+    """A keyed slot's whole table as its base, valid from batch `seq` on: the deltas of
+    batches up to `seq` are in it already."""
+    meta = {**(table.schema.metadata or {}), _SEQ: str(int(seq)).encode()}
+    return encode_table(table.replace_schema_metadata(meta))
+
+
+def base_seq(base: bytes | pa.Table | None) -> int:
+    """The batch a base is valid from (0 for none, and for a slot written whole by earlier
+    versions: every delta applies to it)."""
+    if base is None:
+        return 0
+    table = decode_batch(base) if isinstance(base, bytes) else base
+    return int((table.schema.metadata or {}).get(_SEQ, b"0"))
+
+
+def restore_slot(base: bytes | None, deltas: Sequence[tuple[int, bytes]]) -> pa.Table:
+    """A keyed slot's table: its base with the deltas of later batches applied."""
+    after = base_seq(base)
+    return merge(base, [d for seq, d in deltas if seq > after])
 
 
 def merge(base: bytes | None, deltas: Sequence[bytes]) -> pa.Table:

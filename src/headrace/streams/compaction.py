@@ -23,7 +23,7 @@ import threading
 
 from headrace.ledger import Ledger
 from headrace.ledger.checkpoints import Checkpoint, compact_changes, read_bases, read_changes
-from headrace.streams.changelog import by_slot, encode_table, merge
+from headrace.streams.changelog import base_seq, by_slot, encode_base, restore_slot
 
 log = logging.getLogger("headrace.streams")
 
@@ -49,6 +49,10 @@ class Compactor:
         self.min_bytes = min_bytes
         self.per_delta = per_delta
         self.compactions = 0
+        # held by the runner around a commit that writes bases, and here around the commit of
+        # new bases: a base the runner wrote after this read its slot is not overwritten
+        self.bases_lock = threading.Lock()
+        self._versions: dict[str, int] = {}
         self._lock = threading.Lock()
         self._base: dict[str, int] = {}  # slot -> bytes of its base
         self._rows: list[tuple[int, int]] = []  # (seq, weight) of the changelog rows
@@ -82,6 +86,11 @@ class Compactor:
             )  # fmt: skip
             self._thread.start()
 
+    def bases_written(self, slots: list[str]) -> None:
+        """The runner committed new bases of these slots (call it holding `bases_lock`)."""
+        for slot in slots:
+            self._versions[slot] = self._versions.get(slot, 0) + 1
+
     def compact(self, upto: int) -> int:
         """Fold the changelog up to batch `upto` into new bases, now; returns how many slots
         got a new base."""
@@ -94,15 +103,18 @@ class Compactor:
             thread.join()
 
     def _compact(self, upto: int) -> int:
+        with self.bases_lock:
+            versions = dict(self._versions)
         with self.ledger.reader.connect() as conn:
             rows = read_changes(conn, self.pipeline, self.partition, upto)
             if not rows:
                 return 0
             deltas = by_slot(rows)
             bases = read_bases(conn, self.pipeline, self.partition, list(deltas))
-        new = {slot: encode_table(merge(bases.get(slot), d)) for slot, d in deltas.items()}
+        new = fold(rows, deltas, bases)
         folded = [seq for seq, _ in rows]
-        with self.ledger.begin() as conn:
+        with self.bases_lock, self.ledger.begin() as conn:
+            new = {s: d for s, d in new.items() if self._versions.get(s, 0) == versions.get(s, 0)}
             if not compact_changes(conn, self.pipeline, self.partition, folded, new):
                 return 0
         with self._lock:
@@ -117,3 +129,19 @@ class Compactor:
             self._compact(upto)
         except Exception:  # the rows stay and restore the same state; retried when due
             log.exception("compacting the state of pipeline %s failed", self.pipeline)
+
+
+def fold(
+    rows: list[tuple[int, bytes]],
+    deltas: dict[str, list[tuple[int, bytes]]],
+    bases: dict[str, bytes],
+) -> dict[str, bytes]:
+    """The new bases of the slots that changelog `rows` (with their `deltas` by slot) change,
+    valid from the last of the rows' batches."""
+    upto = rows[-1][0]
+    new = {}
+    for slot, changes in deltas.items():
+        base = bases.get(slot)
+        if changes[-1][0] > base_seq(base):  # else the base was rewritten whole since
+            new[slot] = encode_base(restore_slot(base, changes), upto)
+    return new

@@ -16,6 +16,7 @@ into new bases in the background (`streams.compaction`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,7 +33,15 @@ from headrace.ledger.checkpoints import (
     load_checkpoint,
     plan_batch,
 )
-from headrace.streams.changelog import bundle, by_slot, encode_delta, encode_table, merge
+from headrace.streams.changelog import (
+    base_seq,
+    bundle,
+    by_slot,
+    encode_base,
+    encode_delta,
+    encode_table,
+    restore_slot,
+)
 from headrace.streams.compaction import Compactor
 from headrace.streams.log import decode_batch as bytes_to_table
 from headrace.streams.operators.base import Delta
@@ -103,12 +112,18 @@ class PartitionRunner:
                 start = self.log.end_offset(self.partition)
             checkpoint.offset = max(checkpoint.offset, start)
         self._checkpoint = checkpoint
-        # keyed slots: the base with its deltas applied; other slots are whole
+        # keyed slots (with deltas, or a base that says from which batch it is valid): the
+        # base with its later deltas applied; other slots are whole
         keyed = by_slot(checkpoint.changes)
-        self._written = {s: data for s, data in checkpoint.state.items() if s not in keyed}
-        tables = {slot: bytes_to_table(data) for slot, data in self._written.items()}
+        tables, self._written = {}, {}
+        for slot, data in checkpoint.state.items():
+            table = bytes_to_table(data)
+            if slot in keyed or base_seq(table):
+                keyed.setdefault(slot, [])
+            else:
+                tables[slot], self._written[slot] = table, data
         for slot, deltas in keyed.items():
-            tables[slot] = merge(checkpoint.state.get(slot), deltas)
+            tables[slot] = restore_slot(checkpoint.state.get(slot), deltas)
         self._built, self._targets = [], []
         for stage in self.pipeline.stages:
             obj, late = stage.build()
@@ -293,7 +308,7 @@ class PartitionRunner:
                 _call(built, "flush", batch, target=built.late)
             if current is not None:
                 count.records_out, count.bytes_out = current.num_rows, current.nbytes
-        state, deltas = self._changed_state()
+        state, bases, deltas = self._changed_state(seq)
         changes = bundle(deltas) if deltas else None
         watermark = self._watermark()
         log_end = self.log.end_offset(self.partition)
@@ -301,27 +316,31 @@ class PartitionRunner:
         next_end = None
         if not flushing and log_end > end:
             next_end = min(log_end, end + self.pipeline.batch_size)
-        with self.ledger.begin() as conn:
-            for built in self._built:
-                if built.stage.kind == "sink":
-                    built.obj.commit(conn, batch)
-                if built.late is not None:
-                    built.late.commit(conn, batch)
-            commit_batch(
-                conn,
-                self.pipeline.name,
-                self.partition,
-                seq=seq,
-                offset=end,
-                watermark=watermark,
-                log_end=log_end,
-                records=read,
-                late=late_total,
-                state=state,
-                changes=changes,
-                counts=counts,
-                next_end=next_end,
-            )
+        # new bases must not cross a compaction's commit of older ones (see Compactor)
+        with self.compactor.bases_lock if bases else contextlib.nullcontext():
+            with self.ledger.begin() as conn:
+                for built in self._built:
+                    if built.stage.kind == "sink":
+                        built.obj.commit(conn, batch)
+                    if built.late is not None:
+                        built.late.commit(conn, batch)
+                commit_batch(
+                    conn,
+                    self.pipeline.name,
+                    self.partition,
+                    seq=seq,
+                    offset=end,
+                    watermark=watermark,
+                    log_end=log_end,
+                    records=read,
+                    late=late_total,
+                    state={**state, **bases},
+                    changes=changes,
+                    counts=counts,
+                    next_end=next_end,
+                )
+            if bases:
+                self.compactor.bases_written(list(bases))
         for slot, data in state.items():
             if data is None:
                 self._written.pop(slot, None)
@@ -343,9 +362,13 @@ class PartitionRunner:
         if self.on_batch is not None:
             self.on_batch(self, counts)
 
-    def _changed_state(self) -> tuple[dict[str, bytes | None], dict[str, bytes]]:
-        """Whole slots whose bytes changed (None: the slot is gone), and keyed slots' deltas."""
+    def _changed_state(
+        self, seq: int
+    ) -> tuple[dict[str, bytes | None], dict[str, bytes], dict[str, bytes]]:
+        """Whole slots whose bytes changed (None: the slot is gone), keyed slots rewritten
+        whole (new bases, valid from batch `seq`) and keyed slots' deltas."""
         current: dict[str, bytes] = {}
+        bases: dict[str, bytes] = {}
         deltas: dict[str, bytes] = {}
         keyed: list[str] = []
         for prefix, target in self._targets:
@@ -359,7 +382,9 @@ class PartitionRunner:
                 slot = f"{prefix}/{name}"
                 if isinstance(value, Delta):
                     keyed.append(slot)
-                    if not value.empty:
+                    if value.reset:  # written in place: less than a changelog row as large
+                        bases[slot] = encode_base(value.upserts, seq)
+                    elif not value.empty:
                         deltas[slot] = encode_delta(value)
                 else:
                     current[slot] = encode_table(value)
@@ -371,7 +396,7 @@ class PartitionRunner:
         for slot in self._written:
             if slot not in current:
                 changed[slot] = None
-        return changed, deltas
+        return changed, bases, deltas
 
     def _watermark(self) -> float | None:
         marks = []
