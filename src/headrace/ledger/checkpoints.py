@@ -8,9 +8,10 @@ wrote. The plan is written by `plan_batch` in a transaction of its own, or, in t
 by the commit of the batch before (`next_end`): then a batch costs one transaction.
 
 Operator state is kept in slots. A small slot is stored whole (`stream_state`, rewritten when it
-changed); a keyed slot is a base (its `stream_state` row) plus the deltas of the batches that
-changed it, one `stream_state_changes` row per batch holding all of that batch's deltas (one row
-costs the commit less than one per slot), so a commit writes what changed. `compact_changes`
+changed); a keyed slot is a base (its `stream_state` row, which records the batch it is valid
+from) plus the deltas of the later batches that changed it, one `stream_state_changes` row per
+batch holding all of that batch's deltas (one row costs the commit less than one per slot), so
+a commit writes what changed. `compact_changes`
 folds rows into new bases in a transaction of its own, never in a batch's: the bases and the
 rows they replace change together, so a crash leaves either the old bases with their rows or
 the new ones. What a row's bytes hold is the stream side's business (`streams.changelog`).
