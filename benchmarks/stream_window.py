@@ -125,6 +125,7 @@ def headrace_side(trace: pa.Table, batch_size: int, runs: int) -> dict:
             out = runner.stage("windows").table().sort_by("window_start")
             late = runner.status.late
             batches = runner.status.batches
+            runner.close()  # a background compaction finishes before the ledger goes
             ledger.close()
             log.close()
         print(f"  headrace batch={batch_size:,} run {run + 1}: {times[-1]:.3f} s", flush=True)

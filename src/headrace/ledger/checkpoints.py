@@ -1,23 +1,41 @@
 """Stream pipeline checkpoints: offsets, operator state and per-stage counters.
 
-A micro-batch is made durable in two small transactions. `plan_batch` fixes which records batch
-`seq` holds before any sink sees it; `commit_batch` then records the new offset, the operators'
-state and the counters together. A crash in between replays the planned range with the state of
-the previous commit, so every sink receives identical output under the same batch number and can
-skip or overwrite what it already wrote.
+Which records batch `seq` holds is fixed in the ledger (its plan) before any sink sees it;
+`commit_batch` then records the new offset, the operators' state and the counters together. A
+crash in between replays the planned range with the state of the previous commit, so every sink
+receives identical output under the same batch number and can skip or overwrite what it already
+wrote. The plan is written by `plan_batch` in a transaction of its own, or, in the common case,
+by the commit of the batch before (`next_end`): then a batch costs one transaction.
+
+Operator state is kept in slots. A small slot is stored whole (`stream_state`, rewritten when it
+changed); a keyed slot is a base (its `stream_state` row, which records the batch it is valid
+from) plus the deltas of the later batches that changed it, one `stream_state_changes` row per
+batch holding all of that batch's deltas (one row costs the commit less than one per slot), so
+a commit writes what changed. `compact_changes`
+folds rows into new bases in a transaction of its own, never in a batch's: the bases and the
+rows they replace change together, so a crash leaves either the old bases with their rows or
+the new ones. What a row's bytes hold is the stream side's business (`streams.changelog`).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Table, and_, delete, select
+from sqlalchemy.engine import Dialect
 
 from headrace.ledger.db import insert_rows
-from headrace.ledger.schema import stream_checkpoints, stream_health, stream_state, stream_stats
+from headrace.ledger.schema import (
+    stream_checkpoints,
+    stream_health,
+    stream_state,
+    stream_state_changes,
+    stream_stats,
+)
 
 
 @dataclass
@@ -32,7 +50,8 @@ class Checkpoint:
     watermark: float | None = None
     records: int = 0
     late: int = 0
-    state: dict[str, bytes] = field(default_factory=dict)
+    state: dict[str, bytes] = field(default_factory=dict)  # whole slots and keyed slots' bases
+    changes: list[tuple[int, bytes]] = field(default_factory=list)  # (seq, the batch's deltas)
 
     @property
     def pending_plan(self) -> int | None:
@@ -53,13 +72,21 @@ class StageCounts:
 
 
 def _excluded(conn: Connection, *columns: str) -> dict[str, str]:
-    quote = conn.dialect.identifier_preparer.quote
-    return {c: f"excluded.{quote(c)}" for c in columns}
+    return _updates(conn.dialect, None, columns)
 
 
 def _added(conn: Connection, table: Table, *columns: str) -> dict[str, str]:
-    quote = conn.dialect.identifier_preparer.quote
-    return {c: f"{quote(table.name)}.{quote(c)} + excluded.{quote(c)}" for c in columns}
+    return _updates(conn.dialect, table.name, columns)
+
+
+@functools.lru_cache(maxsize=64)
+def _updates(dialect: Dialect, added_to: str | None, columns: tuple[str, ...]) -> dict[str, str]:
+    """SET expressions: take the new value, or (`added_to`) add it to the stored one. Made
+    once per statement, which runs with every batch."""
+    quote = dialect.identifier_preparer.quote
+    if added_to is None:
+        return {c: f"excluded.{quote(c)}" for c in columns}
+    return {c: f"{quote(added_to)}.{quote(c)} + excluded.{quote(c)}" for c in columns}
 
 
 def load_checkpoint(conn: Connection, pipeline: str, partition: int) -> Checkpoint:
@@ -86,6 +113,15 @@ def load_checkpoint(conn: Connection, pipeline: str, partition: int) -> Checkpoi
         select(s.slot, s.data).where(and_(s.pipeline == pipeline, s.partition == partition))
     ):
         checkpoint.state[slot] = bytes(data)
+    d = stream_state_changes.c
+    checkpoint.changes = [
+        (seq, bytes(data))
+        for seq, data in conn.execute(
+            select(d.seq, d.data)
+            .where(and_(d.pipeline == pipeline, d.partition == partition))
+            .order_by(d.seq)
+        )
+    ]
     return checkpoint
 
 
@@ -132,17 +168,21 @@ def commit_batch(
     records: int,
     late: int,
     state: Mapping[str, bytes | None],
+    changes: bytes | None = None,
     counts: Sequence[StageCounts] = (),
+    next_end: int | None = None,
 ) -> None:
-    """Make batch `seq` durable: offset, state slots (None deletes a slot) and counters."""
+    """Make batch `seq` durable: offset, whole state slots (None deletes a slot), the deltas of
+    its keyed slots (`changes`) and counters; with `next_end`, also plan batch seq + 1 as
+    [offset, next_end)."""
     now = time.time()
     row = {
         "pipeline": pipeline,
         "partition": partition,
         "seq": seq,
         "offset": offset,
-        "planned_seq": seq,
-        "planned_end": offset,
+        "planned_seq": seq if next_end is None else seq + 1,
+        "planned_end": offset if next_end is None else next_end,
         "planned_flush": 0,
         "watermark": watermark,
         "log_end": log_end,
@@ -168,7 +208,10 @@ def commit_batch(
         ),
         **_added(conn, stream_checkpoints, "records", "late"),
     }
-    insert_rows(conn, stream_checkpoints, [row], on_conflict=(("pipeline", "partition"), update))
+    insert_rows(
+        conn, stream_checkpoints, [row], on_conflict=(("pipeline", "partition"), update),
+        driver=True,
+    )  # fmt: skip
     gone = [slot for slot, data in state.items() if data is None]
     if gone:
         s = stream_state.c
@@ -177,6 +220,9 @@ def commit_batch(
                 and_(s.pipeline == pipeline, s.partition == partition, s.slot.in_(gone))
             )
         )
+    if changes is not None:
+        change = {"pipeline": pipeline, "partition": partition, "seq": seq, "data": changes}
+        insert_rows(conn, stream_state_changes, [change], driver=True)
     kept = [
         {"pipeline": pipeline, "partition": partition, "slot": slot, "data": data}
         for slot, data in state.items()
@@ -187,6 +233,7 @@ def commit_batch(
         stream_state,
         kept,
         on_conflict=(("pipeline", "partition", "slot"), _excluded(conn, "data")),
+        driver=True,
     )
     minute = int(now // 60)
     values = ("records_in", "records_out", "bytes_in", "bytes_out", "late")
@@ -203,6 +250,7 @@ def commit_batch(
             for count in counts
         ],
         on_conflict=(("pipeline", "stage", "minute"), _added(conn, stream_stats, *values)),
+        driver=True,
     )
 
 
@@ -262,7 +310,62 @@ def read_stats(
     return [dict(row) for row in conn.execute(query).mappings()]
 
 
+def read_changes(
+    conn: Connection, pipeline: str, partition: int, upto: int
+) -> list[tuple[int, bytes]]:
+    """The changelog rows of batches up to `upto`, in seq order (for compaction)."""
+    d = stream_state_changes.c
+    where = and_(d.pipeline == pipeline, d.partition == partition, d.seq <= upto)
+    rows = conn.execute(select(d.seq, d.data).where(where).order_by(d.seq))
+    return [(seq, bytes(data)) for seq, data in rows]
+
+
+def read_bases(
+    conn: Connection, pipeline: str, partition: int, slots: Sequence[str]
+) -> dict[str, bytes]:
+    """The `stream_state` rows of these slots that exist."""
+    s = stream_state.c
+    rows = conn.execute(
+        select(s.slot, s.data).where(
+            and_(s.pipeline == pipeline, s.partition == partition, s.slot.in_(list(slots)))
+        )
+    )
+    return {slot: bytes(data) for slot, data in rows}
+
+
+def compact_changes(
+    conn: Connection,
+    pipeline: str,
+    partition: int,
+    folded: Sequence[int],
+    bases: Mapping[str, bytes],
+) -> bool:
+    """Replace keyed slots' bases by `bases`, which fold in the changelog rows of batches
+    `folded` (read with `read_changes`), and delete those rows. Changes nothing and returns
+    False when the rows up to the last of them are no longer exactly those (another compaction
+    or a reset came first): then `bases` were computed from state that is gone."""
+    if not folded:
+        return False
+    d = stream_state_changes.c
+    where = and_(d.pipeline == pipeline, d.partition == partition, d.seq <= max(folded))
+    present = conn.execute(select(d.seq).where(where).order_by(d.seq)).scalars().all()
+    if list(present) != sorted(folded):
+        return False
+    if conn.execute(delete(stream_state_changes).where(where)).rowcount != len(folded):
+        raise RuntimeError("the changelog changed during compaction")  # rolls the transaction back
+    insert_rows(
+        conn,
+        stream_state,
+        [
+            {"pipeline": pipeline, "partition": partition, "slot": slot, "data": data}
+            for slot, data in bases.items()
+        ],
+        on_conflict=(("pipeline", "partition", "slot"), _excluded(conn, "data")),
+    )
+    return True
+
+
 def reset_pipeline(conn: Connection, pipeline: str) -> None:
     """Forget a pipeline's offsets and state (it starts over from the log's retention start)."""
-    for table in (stream_checkpoints, stream_state):
+    for table in (stream_checkpoints, stream_state, stream_state_changes):
         conn.execute(delete(table).where(table.c.pipeline == pipeline))

@@ -203,6 +203,20 @@ stream_state = Table(
     Column("data", LargeBinary, nullable=False),
 )
 
+# The changelog of keyed operator state (dedup keys, open windows): one row per batch that changed
+# some, holding the deltas of every slot it changed (rows gained, changed or lost; Arrow IPC, see
+# streams.changelog), written in the same transaction as the checkpoint of batch `seq`. A keyed
+# slot's state is its `stream_state` row (the base) with its deltas applied in seq order;
+# compaction folds the rows into new bases and deletes them, in one transaction of its own.
+stream_state_changes = Table(
+    "stream_state_changes",
+    metadata,
+    Column("pipeline", String(128), primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
+
 # Records and bytes in and out of each stage per minute (what `headrace streams stats` shows).
 stream_stats = Table(
     "stream_stats",

@@ -1,14 +1,22 @@
 """Runs one partition of a pipeline, one checkpointed micro-batch at a time.
 
-A step: plan the batch's offset range in the ledger (unless a crash left a plan to replay), read
+A step: take the batch's offset range as planned in the ledger (by the commit of the batch
+before, or by a crash's interrupted batch; else plan it now in a transaction of its own), read
 it from the log, run the operators, hand the output to the sinks (idempotent under the batch
-number), then commit offset, operator and sink state and counters in one ledger transaction.
-Operators are deterministic and their state is restored from the last commit, so a replayed
-batch yields exactly what the interrupted one did: results are exactly once across `kill -9`.
+number), then commit offset, operator and sink state and counters in one ledger transaction,
+which also plans the next batch when the log already holds records after this one. A plan is
+thus always durable before any sink sees its batch. Operators are deterministic and their state
+is restored from the last commit, so a replayed batch yields exactly what the interrupted one
+did: results are exactly once across `kill -9`.
+
+State is written as it changed: operators with `changes()` give their keyed tables as deltas
+(`streams.changelog`), other slots are written whole when their bytes changed. Deltas are folded
+into new bases in the background (`streams.compaction`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,8 +33,18 @@ from headrace.ledger.checkpoints import (
     load_checkpoint,
     plan_batch,
 )
+from headrace.streams.changelog import (
+    base_seq,
+    bundle,
+    by_slot,
+    encode_base,
+    encode_delta,
+    encode_table,
+    restore_slot,
+)
+from headrace.streams.compaction import Compactor
 from headrace.streams.log import decode_batch as bytes_to_table
-from headrace.streams.log import encode_batch as table_to_bytes
+from headrace.streams.operators.base import Delta
 from headrace.streams.pipeline import Pipeline, Stage
 from headrace.streams.sinks import BatchRef, SinkContext
 
@@ -76,8 +94,10 @@ class PartitionRunner:
         self.context = context
         self.status = RunnerStatus(pipeline.name, partition)
         self._built: list[_Built] = []
-        self._written: dict[str, bytes] = {}
+        self._targets: list[tuple[str, Any]] = []  # (slot prefix, operator or sink)
+        self._written: dict[str, bytes] = {}  # whole slots as last committed
         self._checkpoint: Checkpoint | None = None
+        self.compactor = Compactor(ledger, pipeline.name, partition)
         self.on_batch: Any = None  # called with the StageCounts of each committed batch
 
     # -- opening --------------------------------------------------------------------------------
@@ -92,8 +112,19 @@ class PartitionRunner:
                 start = self.log.end_offset(self.partition)
             checkpoint.offset = max(checkpoint.offset, start)
         self._checkpoint = checkpoint
-        self._written = dict(checkpoint.state)
-        self._built = []
+        # keyed slots (with deltas, or a base that says from which batch it is valid): the
+        # base with its later deltas applied; other slots are whole
+        keyed = by_slot(checkpoint.changes)
+        tables, self._written = {}, {}
+        for slot, data in checkpoint.state.items():
+            table = bytes_to_table(data)
+            if slot in keyed or base_seq(table):
+                keyed.setdefault(slot, [])
+            else:
+                tables[slot], self._written[slot] = table, data
+        for slot, deltas in keyed.items():
+            tables[slot] = restore_slot(checkpoint.state.get(slot), deltas)
+        self._built, self._targets = [], []
         for stage in self.pipeline.stages:
             obj, late = stage.build()
             if stage.kind == "sink":
@@ -104,14 +135,17 @@ class PartitionRunner:
             for prefix, target in ((stage.name, obj), (f"{stage.name}#late", late)):
                 if target is None:
                     continue
+                self._targets.append((prefix, target))
                 # slots are "<stage>/<name>": stage names may hold "/", state names do not
                 state = {
-                    slot.rpartition("/")[2]: bytes_to_table(data)
-                    for slot, data in checkpoint.state.items()
+                    slot.rpartition("/")[2]: table
+                    for slot, table in tables.items()
                     if slot.rpartition("/")[0] == prefix
                 }
                 if state:
                     target.restore(state)
+        self.compactor.loaded(checkpoint)
+        checkpoint.state, checkpoint.changes = {}, []  # restored; no need to hold the bytes
         self.status.offset = checkpoint.offset
         self.status.watermark = checkpoint.watermark
         self.status.records = checkpoint.records
@@ -121,6 +155,18 @@ class PartitionRunner:
         """Forget in-memory state; the next step reopens from the last commit (after a failure,
         operators and sinks may hold half of a batch that will be replayed)."""
         self._checkpoint = None
+
+    def compact(self) -> int:
+        """Fold every keyed slot's deltas into its base now (as the background compaction does
+        when they grow); returns how many slots were compacted."""
+        if self._checkpoint is None:
+            self.open()
+        assert self._checkpoint is not None
+        return self.compactor.compact(self._checkpoint.seq)
+
+    def close(self) -> None:
+        """Wait for a background compaction to finish (the ledger may be closed after)."""
+        self.compactor.wait()
 
     def stage(self, name: str, *, late: bool = False) -> Any:
         """This partition's own copy of a stage's operator or sink (or its late sink)."""
@@ -144,18 +190,10 @@ class PartitionRunner:
         seq = checkpoint.seq + 1
         start = checkpoint.offset
         end = checkpoint.pending_plan
-        log_end = self.log.end_offset(self.partition)
-        self.status.log_end = log_end
         if end is None:
-            earliest = self.log.start_offset(self.partition)
-            if start < earliest:
-                raise StreamError(
-                    f"pipeline {self.pipeline.name!r} partition {self.partition}",
-                    f"its next offset {start} was removed by the retention of stream "
-                    f"{self.pipeline.stream!r} (earliest kept: {earliest})",
-                    "raise the stream's retention, or reset the pipeline with "
-                    f"`headrace streams reset {self.pipeline.name}`",
-                )
+            log_end = self.log.end_offset(self.partition)
+            self.status.log_end = log_end
+            self._check_retention(start)
             end = min(log_end, start + self.pipeline.batch_size)
             if end <= start:
                 return 0
@@ -166,6 +204,7 @@ class PartitionRunner:
             return 0
         table = self.log.read(self.partition, start, end - start)
         if table is not None and table.num_rows != end - start:
+            self._check_retention(start)
             raise StreamError(
                 f"pipeline {self.pipeline.name!r} partition {self.partition}",
                 f"the log returned {table.num_rows} records for offsets [{start}, {end})",
@@ -173,6 +212,17 @@ class PartitionRunner:
             )
         self._process(table, seq, end, flushing=NO_FLUSH)
         return end - start
+
+    def _check_retention(self, start: int) -> None:
+        earliest = self.log.start_offset(self.partition)
+        if start < earliest:
+            raise StreamError(
+                f"pipeline {self.pipeline.name!r} partition {self.partition}",
+                f"its next offset {start} was removed by the retention of stream "
+                f"{self.pipeline.stream!r} (earliest kept: {earliest})",
+                "raise the stream's retention, or reset the pipeline with "
+                f"`headrace streams reset {self.pipeline.name}`",
+            )
 
     def flush(self) -> None:
         """End of input: close every open window and write every buffer (a checkpointed batch)."""
@@ -185,7 +235,7 @@ class PartitionRunner:
     def _flush(self, mode: int) -> None:
         if self._checkpoint is None:
             self.open()
-        self.run_until_caught_up()
+        self.run_until_caught_up()  # ends with no plan pending: the flush is planned next
         checkpoint = self._checkpoint
         assert checkpoint is not None
         seq = checkpoint.seq + 1
@@ -207,6 +257,14 @@ class PartitionRunner:
         return total
 
     def _process(self, table: pa.Table | None, seq: int, end: int, *, flushing: int) -> None:
+        try:
+            self._run_batch(table, seq, end, flushing)
+        except BaseException:
+            # operators and sinks may hold part of the batch: reopen from the last commit
+            self._checkpoint = None
+            raise
+
+    def _run_batch(self, table: pa.Table | None, seq: int, end: int, flushing: int) -> None:
         checkpoint = self._checkpoint
         assert checkpoint is not None
         batch = BatchRef(self.pipeline.name, self.partition, seq)
@@ -221,14 +279,14 @@ class PartitionRunner:
             counts.append(count)
             if current is not None:
                 count.records_in = current.num_rows
-                count.bytes_in = current.nbytes
+                count.bytes_in = counts[-2].bytes_out  # what the stage before gave
             if built.stage.kind == "sink":
                 if current is not None:
                     _call(built, "write", current, batch)
                 if flushing:  # sinks flush in both modes
                     _call(built, "flush", batch)
                 if current is not None:
-                    count.records_out, count.bytes_out = current.num_rows, current.nbytes
+                    count.records_out, count.bytes_out = current.num_rows, count.bytes_in
                 continue
             outputs, lates = [], []
             if current is not None and current.num_rows:
@@ -250,27 +308,39 @@ class PartitionRunner:
                 _call(built, "flush", batch, target=built.late)
             if current is not None:
                 count.records_out, count.bytes_out = current.num_rows, current.nbytes
-        state = self._changed_state()
+        state, bases, deltas = self._changed_state(seq)
+        changes = bundle(deltas) if deltas else None
         watermark = self._watermark()
-        with self.ledger.begin() as conn:
-            for built in self._built:
-                if built.stage.kind == "sink":
-                    built.obj.commit(conn, batch)
-                if built.late is not None:
-                    built.late.commit(conn, batch)
-            commit_batch(
-                conn,
-                self.pipeline.name,
-                self.partition,
-                seq=seq,
-                offset=end,
-                watermark=watermark,
-                log_end=self.status.log_end,
-                records=read,
-                late=late_total,
-                state=state,
-                counts=counts,
-            )
+        log_end = self.log.end_offset(self.partition)
+        self.status.log_end = log_end
+        next_end = None
+        if not flushing and log_end > end:
+            next_end = min(log_end, end + self.pipeline.batch_size)
+        # new bases must not cross a compaction's commit of older ones (see Compactor)
+        with self.compactor.bases_lock if bases else contextlib.nullcontext():
+            with self.ledger.begin() as conn:
+                for built in self._built:
+                    if built.stage.kind == "sink":
+                        built.obj.commit(conn, batch)
+                    if built.late is not None:
+                        built.late.commit(conn, batch)
+                commit_batch(
+                    conn,
+                    self.pipeline.name,
+                    self.partition,
+                    seq=seq,
+                    offset=end,
+                    watermark=watermark,
+                    log_end=log_end,
+                    records=read,
+                    late=late_total,
+                    state={**state, **bases},
+                    changes=changes,
+                    counts=counts,
+                    next_end=next_end,
+                )
+            if bases:
+                self.compactor.bases_written(list(bases))
         for slot, data in state.items():
             if data is None:
                 self._written.pop(slot, None)
@@ -278,8 +348,8 @@ class PartitionRunner:
                 self._written[slot] = data
         checkpoint.seq = seq
         checkpoint.offset = end
-        checkpoint.planned_seq = seq
-        checkpoint.planned_end = end
+        checkpoint.planned_seq = seq if next_end is None else seq + 1
+        checkpoint.planned_end = end if next_end is None else next_end
         checkpoint.planned_flush = 0
         checkpoint.watermark = watermark
         status = self.status
@@ -287,33 +357,46 @@ class PartitionRunner:
         status.records += read
         status.late += late_total
         status.batches += 1
+        if changes is not None:
+            self.compactor.committed(seq, changes, list(deltas))
         if self.on_batch is not None:
             self.on_batch(self, counts)
 
-    def _changed_state(self) -> dict[str, bytes | None]:
+    def _changed_state(
+        self, seq: int
+    ) -> tuple[dict[str, bytes | None], dict[str, bytes], dict[str, bytes]]:
+        """Whole slots whose bytes changed (None: the slot is gone), keyed slots rewritten
+        whole (new bases, valid from batch `seq`) and keyed slots' deltas."""
         current: dict[str, bytes] = {}
-        for built in self._built:
-            for prefix, target in (
-                (built.stage.name, built.obj),
-                (f"{built.stage.name}#late", built.late),
-            ):
-                if target is None:
-                    continue
-                for name, table in target.snapshot().items():
-                    if "/" in name:
-                        raise StreamError(
-                            f"stage {built.stage.name!r}",
-                            f"state name {name!r} contains '/'",
-                            "name state without '/'",
-                        )
-                    current[f"{prefix}/{name}"] = table_to_bytes(table)
+        bases: dict[str, bytes] = {}
+        deltas: dict[str, bytes] = {}
+        keyed: list[str] = []
+        for prefix, target in self._targets:
+            changes = getattr(target, "changes", None)
+            for name, value in (changes() if changes is not None else target.snapshot()).items():
+                if "/" in name:
+                    raise StreamError(
+                        f"stage {prefix!r}", f"state name {name!r} contains '/'",
+                        "name state without '/'",
+                    )  # fmt: skip
+                slot = f"{prefix}/{name}"
+                if isinstance(value, Delta):
+                    keyed.append(slot)
+                    if value.reset:  # written in place: less than a changelog row as large
+                        bases[slot] = encode_base(value.upserts, seq)
+                    elif not value.empty:
+                        deltas[slot] = encode_delta(value)
+                else:
+                    current[slot] = encode_table(value)
         changed: dict[str, bytes | None] = {
             slot: data for slot, data in current.items() if self._written.get(slot) != data
         }
+        for slot in keyed:  # a slot written whole by an earlier version is now a base
+            self._written.pop(slot, None)
         for slot in self._written:
             if slot not in current:
                 changed[slot] = None
-        return changed
+        return changed, bases, deltas
 
     def _watermark(self) -> float | None:
         marks = []

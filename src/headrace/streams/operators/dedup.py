@@ -38,6 +38,7 @@ import pyarrow as pa
 from headrace.errors import StreamError
 from headrace.streams.hashing import FINGERPRINT, hash64_rows_seeds, hash64_seeds
 from headrace.streams.operators.base import (
+    Delta,
     Duration,
     Emit,
     as_table,
@@ -230,6 +231,9 @@ class Dedup:
         self._clock = _NO_TIME  # newest time seen, in microseconds
         self._mode: str | None = None  # "exact" (one integer key) or "hashed"
         self._schema: pa.Schema | None = None
+        # keys kept since the last changes() (None: too many, not recorded)
+        self._kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = []
+        self._kept_rows = 0
 
     @property
     def watermark(self) -> datetime | None:
@@ -238,7 +242,7 @@ class Dedup:
     @property
     def held_keys(self) -> int:
         """How many keys are held now (not yet expired)."""
-        return len(self._table.held(self._clock))
+        return len(self._table.held(self._held_after()))
 
     def process(self, batch: pa.Table) -> Emit:
         table = as_table(batch, self.name)
@@ -256,6 +260,7 @@ class Dedup:
             )
         h1, h2 = self._hash(table)
         keep = self._decide(times, h1, h2)
+        self._note_kept(h1, h2, times, keep)
         self._clock = max(self._clock, int(times.max()))
         dropped = int(len(keep) - keep.sum())
         self.dropped_count += dropped
@@ -266,7 +271,7 @@ class Dedup:
         return Emit(schema.empty_table())
 
     def snapshot(self) -> dict[str, pa.Table]:
-        held = self._table.held(self._clock)
+        held = self._table.held(self._held_after())
         keys = pa.table(
             {
                 "h1": pa.array(self._table.h1[held], pa.uint64()),
@@ -274,14 +279,66 @@ class Dedup:
                 "expiry": pa.array(self._table.expiry[held], pa.int64()),
             }
         )
-        meta = meta_table(
+        return {"meta": self._meta(), "keys": keys}
+
+    def _meta(self) -> pa.Table:
+        return meta_table(
             config=self._config(),
             mode=self._mode,
             clock=None if self._clock == _NO_TIME else self._clock,
             dropped_count=self.dropped_count,
             hash_fingerprint=FINGERPRINT,
         )
-        return {"meta": meta, "keys": keys}
+
+    def changes(self) -> dict[str, pa.Table | Delta]:
+        """`snapshot()` as changes: the keys whose expiry was set since the last call (a key
+        kept again overwrites its row; expired keys drop out by the clock as horizon)."""
+        kept, self._kept, self._kept_rows = self._kept, [], 0
+        if kept is None:  # not recorded (no one asked for a while): the whole state
+            keys = self.snapshot()["keys"]
+            return {"meta": self._meta(), "keys": Delta(("h1", "h2"), keys, reset=True)}
+        if kept:
+            h1, h2, expiry = (np.concatenate(parts) for parts in zip(*kept, strict=True))
+        else:
+            h1 = h2 = np.zeros(0, np.uint64)
+            expiry = np.zeros(0, np.int64)
+        horizon = None if self._clock == _NO_TIME else self._held_after()
+        if horizon is not None:  # keys that expired within the batch are not held: left out
+            held = expiry > horizon
+            if not held.all():
+                h1, h2, expiry = h1[held], h2[held], expiry[held]
+        if len(h1) and 4 * len(h1) >= self._table.used:  # perhaps most of the keys held
+            whole = self.snapshot()["keys"]
+            if whole.num_rows <= 2 * len(h1):  # cheaper whole: no changes to fold later
+                return {"meta": self._meta(), "keys": Delta(("h1", "h2"), whole, reset=True)}
+        keys = pa.table(
+            {
+                "h1": pa.array(h1, pa.uint64()),
+                "h2": pa.array(h2, pa.uint64()),
+                "expiry": pa.array(expiry, pa.int64()),
+            }
+        )
+        delta = Delta(("h1", "h2"), keys, expires="expiry", horizon=horizon)
+        return {"meta": self._meta(), "keys": delta}
+
+    def _held_after(self) -> int:
+        """Keys whose expiry is at or before this are not held: a snapshot leaves them out, and
+        `changes()` gives it as the horizon below which a restore drops them."""
+        return self._clock
+
+    def _note_kept(
+        self, h1: np.ndarray, h2: np.ndarray, times: np.ndarray, keep: np.ndarray
+    ) -> None:
+        """Remember the kept records' keys with the expiry each set (time + ttl, by the rule),
+        in arrival order, so a key kept twice ends with its later expiry; until they outnumber
+        the table's slots four times: a Dedup used without `changes()`, outside a runner, does
+        not grow; its next `changes()` gives the whole state."""
+        if self._kept is None or not keep.any():
+            return
+        self._kept.append((h1[keep], h2[keep], times[keep] + self.ttl))
+        self._kept_rows += len(self._kept[-1][0])
+        if self._kept_rows > 4 * self._table.capacity:
+            self._kept = None
 
     def restore(self, state: dict[str, pa.Table]) -> None:
         meta = read_meta(state, self.name)
@@ -301,6 +358,7 @@ class Dedup:
         self._mode = meta["mode"]
         self._clock = _NO_TIME if meta["clock"] is None else int(meta["clock"])
         self.dropped_count = int(meta["dropped_count"])
+        self._kept, self._kept_rows = [], 0
 
     def _config(self) -> str:
         return f"Dedup(key={self.keys}, ttl_us={self.ttl}, time_column={self.time_column!r})"

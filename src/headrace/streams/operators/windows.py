@@ -64,6 +64,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -75,8 +76,11 @@ from headrace.streams.operators import hll
 from headrace.streams.operators.aggregations import SEQ, TIME, Agg, ApproxDistinct, First, Max, Min
 from headrace.streams.operators.base import (
     TIMESTAMP_UTC,
+    Delta,
     Duration,
     Emit,
+    FrameChanges,
+    FramesChanges,
     as_table,
     check_config,
     check_fingerprint,
@@ -177,6 +181,8 @@ class _Window:
         self._pending_min: int | None = None  # earliest window start among them
         self._schema: pa.Schema | None = None
         self._empty_cache: tuple[str, pa.Table] | None = None
+        self._trackers: dict[str, Any] | None = None  # see changes()
+        self._meta_cache: tuple[str, pa.Schema | None, bytes | None] | None = None
 
     # -- public -----------------------------------------------------------------------------
 
@@ -224,25 +230,54 @@ class _Window:
         return Emit(self._emit(closed))
 
     def snapshot(self) -> dict[str, pa.Table]:
-        state = self._state
-        meta = meta_table(
-            config=self._config(),
-            watermark=self._wm,
-            max_time=self._max_time,
-            seq=self._seq,
-            late_count=self.late_count,
-            has_state=state is not None,
-            schema=None if self._schema is None else self._schema.serialize().to_pybytes(),
-            hash_fingerprint=FINGERPRINT,
-        )
-        windows = state.to_arrow() if state is not None else pa.table({})
+        windows = self._state.to_arrow() if self._state is not None else pa.table({})
         pending = pa.table({})
         if self._pending:
             numbered = [
                 p.with_columns(pl.lit(i).alias(_BATCH)) for i, p in enumerate(self._pending)
             ]
             pending = pl.concat(numbered, how="vertical_relaxed").to_arrow()
-        return {"meta": meta, "windows": windows, "pending": pending}
+        return {"meta": self._meta(), "windows": windows, "pending": pending}
+
+    def changes(self) -> dict[str, pa.Table | Delta]:
+        """`snapshot()` as changes: the open windows added, changed or closed, and the
+        partial aggregates of batches not folded yet (see `FrameChanges`, `FramesChanges`)."""
+        tracked = self._tracked()
+        return {
+            "meta": self._meta(),
+            "windows": tracked["windows"].delta(self._state),
+            "pending": tracked["pending"].delta(self._pending),
+        }
+
+    def _tracked(self) -> dict[str, Any]:
+        """The change trackers of the state tables (made on first use, after __init__)."""
+        tracked = self._trackers
+        if tracked is None:
+            tracked = self._trackers = {
+                "windows": FrameChanges(self._state_keys()),
+                "pending": FramesChanges(_BATCH, self._state_keys()),
+            }
+        return tracked
+
+    def _state_keys(self) -> list[str]:
+        """The columns that identify an open window in `_state`."""
+        raise NotImplementedError
+
+    def _meta(self) -> pa.Table:
+        schema = self._schema
+        if self._meta_cache is None or self._meta_cache[1] is not schema:  # once, not per batch
+            serialized = None if schema is None else schema.serialize().to_pybytes()
+            self._meta_cache = (self._config(), schema, serialized)
+        return meta_table(
+            config=self._meta_cache[0],
+            watermark=self._wm,
+            max_time=self._max_time,
+            seq=self._seq,
+            late_count=self.late_count,
+            has_state=self._state is not None,
+            schema=self._meta_cache[2],
+            hash_fingerprint=FINGERPRINT,
+        )
 
     def restore(self, state: dict[str, pa.Table]) -> None:
         meta = read_meta(state, self.name)
@@ -261,9 +296,12 @@ class _Window:
         pending = state.get("pending")
         self._pending, self._pending_min = [], None
         if pending is not None and pending.num_rows:
-            frame = pl.from_arrow(pending)
+            frame = pl.from_arrow(pending).sort(_BATCH, maintain_order=True)
             parts = frame.partition_by(_BATCH, maintain_order=True, include_key=False)
             self._pending, self._pending_min = parts, int(frame[_WS].min())
+        tracked = self._tracked()
+        tracked["windows"].baseline(self._state)
+        tracked["pending"].baseline(self._pending)
         self._wm, self._max_time = meta["watermark"], meta["max_time"]
         self._seq, self.late_count = int(meta["seq"]), int(meta["late_count"])
         schema = meta["schema"]
@@ -438,6 +476,9 @@ class _FixedWindows(_Window):
     def _describe(self) -> str:
         return f"{self.kind}(size_us={self.size}, hop_us={self.hop}, align_us={self.align})"
 
+    def _state_keys(self) -> list[str]:
+        return self._group
+
     def _starts(self, times: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         """(record index, window start) for every window covering a record; the index is
         None for tumbling windows, where it is the identity."""
@@ -591,10 +632,16 @@ class SessionWindow(_Window):
             time_column=time_column, key=key, aggs=aggs, grace=grace, delay=delay, name=name
         )
         self._emitted: pl.DataFrame | None = None  # keys, _FSTART, _UNTIL
+        self._emitted_changes = FrameChanges(self.keys)  # see changes()
 
     def snapshot(self) -> dict[str, pa.Table]:
         state = super().snapshot()
         state["emitted"] = pa.table({}) if self._emitted is None else self._emitted.to_arrow()
+        return state
+
+    def changes(self) -> dict[str, pa.Table | Delta]:
+        state = super().changes()
+        state["emitted"] = self._emitted_changes.delta(self._emitted)
         return state
 
     def restore(self, state: dict[str, pa.Table]) -> None:
@@ -602,6 +649,11 @@ class SessionWindow(_Window):
         emitted = state.get("emitted")
         frame = None if emitted is None or not emitted.num_rows else pl.from_arrow(emitted)
         self._emitted = frame if isinstance(frame, pl.DataFrame) else None
+        self._emitted_changes = FrameChanges(self.keys)
+        self._emitted_changes.baseline(self._emitted)
+
+    def _state_keys(self) -> list[str]:
+        return [*self.keys, _START]
 
     def _describe(self) -> str:
         return f"{self.kind}(gap_us={self.gap})"
