@@ -120,19 +120,25 @@ def sessions(records: list[dict], *, gap: int, grace: int, delay: int) -> tuple[
     return {w: (end, aggregate(records, m)) for w, (end, m) in emitted.items()}, late
 
 
-def dedup(keys: list, times: list[int], ttl: int) -> list[bool]:
+BEGINNING = -(2**63)  # the clock before any record with a time (microseconds)
+
+
+def dedup(keys: list, times: list[int | None], ttl: int) -> list[bool]:
     """Which records dedup keeps. A key is held while its expiry is after the clock, the
     newest time of the records before; a record is dropped when its key is held and its time
-    is before the expiry, else kept with expiry = time + ttl."""
+    is before the expiry, else kept with expiry = time + ttl. A record without a time is
+    judged at the clock (at BEGINNING before any time) and does not move it."""
     expiry: dict = {}
     keep = []
     clock = None
-    for key, t in zip(keys, times, strict=True):
+    for key, timed in zip(keys, times, strict=True):
+        t = timed if timed is not None else BEGINNING if clock is None else clock
         held = key in expiry and (clock is None or expiry[key] > clock)
         if held and t < expiry[key]:
             keep.append(False)
         else:
             expiry[key] = t + ttl
             keep.append(True)
-        clock = t if clock is None else max(clock, t)
+        if timed is not None:
+            clock = t if clock is None else max(clock, t)
     return keep

@@ -226,9 +226,6 @@ def test_errors_name_the_operator_and_the_fix():
     d = Dedup("id", 10, name="dedup-orders")
     with pytest.raises(StreamError, match=r"'dedup-orders'.*no column '_ingest_time'"):
         d.process(pa.table({"id": [1]}))
-    nulls = pa.table({"id": [1, 2], "_ingest_time": pa.array([T0, None], pa.timestamp("us"))})
-    with pytest.raises(StreamError, match="1 records have no value"):
-        d.process(nulls)
     d.process(pa.table({"id": [1], "_ingest_time": pa.array([T0], pa.timestamp("us"))}))
     with pytest.raises(StreamError, match="changed type"):
         d.process(pa.table({"id": ["1"], "_ingest_time": pa.array([T0], pa.timestamp("us"))}))
@@ -408,3 +405,33 @@ print(d.process(again).main.column("id").to_pylist())
         [sys.executable, "-c", child], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == "['c']"
+
+
+def test_a_record_without_a_time_is_judged_at_the_clock_and_the_stream_goes_on():
+    d = Dedup("id", 10, time_column="t")
+    t = pa.timestamp("us")
+    first = d.process(pa.table({"id": [1, 1, 2], "t": pa.array([None, None, T0], t)}))
+    # before any time the clock is the beginning: the second untimed 1 is a duplicate
+    assert first.main.column("id").to_pylist() == [1, 2]
+    later = T0 + timedelta(seconds=5)
+    out = d.process(pa.table({"id": [2, 3, 3, 4], "t": pa.array([None, None, later, later], t)}))
+    # at the clock (T0) 2 is held; 3 is kept untimed and held until T0 + 10 s
+    assert out.main.column("id").to_pylist() == [3, 4]
+
+
+def test_a_number_key_widened_from_integer_to_double_keeps_its_keys():
+    d = Dedup("k", 60, time_column="t")
+    t = pa.timestamp("us")
+    d.process(pa.table({"k": pa.array([1, 2], pa.int64()), "t": pa.array([T0, T0], t)}))
+    out = d.process(
+        pa.table(
+            {
+                "k": pa.array([1.0, 2.5, 2.5, None, -0.0, 2.0**70], pa.float64()),
+                "t": pa.array([T0] * 6, t),
+            }
+        )
+    )
+    # 1.0 is the integer 1 seen before; 2.5 once; null, 0 and 2**70 are new keys
+    assert out.main.column("k").to_pylist() == [2.5, None, 0.0, 2.0**70]
+    again = d.process(pa.table({"k": pa.array([0, 2], pa.int64()), "t": pa.array([T0, T0], t)}))
+    assert again.main.num_rows == 0

@@ -214,7 +214,7 @@ def test_sessions_equal_the_reference_at_every_cut_and_crash(trace, opts, gap, k
 
 
 @PROPERTY
-@given(traces(nulls=False), st.integers(1, 20))
+@given(traces(), st.integers(1, 20))
 def test_dedup_equals_the_reference_at_every_cut_and_crash(trace, ttl):
     records, spans, crashes = trace
     ids = [None if r["x"] is None else r["x"] % 7 for r in records]  # few keys, null among them

@@ -69,6 +69,20 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _number_words(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """A floating-point key's words: a whole number has the words of the same integer key
+    (1.0 is 1), any other value its bits with 4 in word two; word two's 1 marks a null."""
+    values = column.cast(pa.float64()).fill_null(0.0).to_numpy()
+    values = np.where(np.isnan(values), np.nan, values + 0.0)  # one NaN, -0.0 is 0.0
+    whole = (np.floor(values) == values) & (np.abs(values) < 2.0**63)
+    ints = np.where(whole, values, 0.0).astype(np.int64)
+    words = np.where(whole, ints.view(np.uint64), values.view(np.uint64))
+    h2 = np.where(whole, np.uint64(0), np.uint64(4))
+    if column.null_count:
+        h2 |= column.is_null().to_numpy(zero_copy_only=False).astype(np.uint64)
+    return _mix(words), h2
+
+
 def _clear_of_free(h1: np.ndarray, h2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The key words, with a first word of `_FREE` (which marks free slots) moved to
     `_FREE ^ 1` and bit 2 of the second word flipped to tell it apart from the key that has
@@ -252,12 +266,7 @@ class Dedup:
             return Emit(table)
         times, valid = time_micros(table, self.time_column, self.name)
         if valid is not None:
-            raise StreamError(
-                subject(self.name),
-                f"{int((~valid).sum())} records have no value in time column "
-                f"{self.time_column!r}, so their expiry cannot be computed",
-                "fill the column upstream (e.g. with the ingest time) or dedup on _ingest_time",
-            )
+            times = self._untimed_at_clock(times, valid)
         h1, h2 = self._hash(table)
         keep = self._decide(times, h1, h2)
         self._note_kept(h1, h2, times, keep)
@@ -367,7 +376,11 @@ class Dedup:
         """Two uint64 words per record that identify its key."""
         first = table.column(self.keys[0]).type
         integral = pa.types.is_integer(first) or pa.types.is_timestamp(first)
-        exact = len(self.keys) == 1 and (integral or pa.types.is_duration(first))
+        # A stream widens an integer field to double when a later record has a fraction, so
+        # a number key is keyed by its value whatever its type; state of versions that hashed
+        # double keys keeps that hash.
+        floating = pa.types.is_floating(first) and self._mode != "hashed"
+        exact = len(self.keys) == 1 and (integral or floating or pa.types.is_duration(first))
         mode = "exact" if exact else "hashed"
         if self._mode not in (None, mode):
             raise StreamError(
@@ -376,6 +389,8 @@ class Dedup:
                 "keep the key columns' types the same across the stream (cast upstream)",
             )
         self._mode = mode
+        if floating:
+            return _clear_of_free(*_number_words(table.column(self.keys[0])))
         if exact:
             column = table.column(self.keys[0])
             width = pa.uint64() if pa.types.is_unsigned_integer(first) else pa.int64()
@@ -399,6 +414,12 @@ class Dedup:
                 "dedup on text, number, date/time or struct columns (join a list into text)",
             ) from None  # fmt: skip
         return _clear_of_free(h1, h2)
+
+    def _untimed_at_clock(self, times: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Records without a time take the clock they see (`_NO_TIME` before any time): a
+        record stopping the stream for good would be worse than judging it where it stands."""
+        times = np.where(valid, times, _NO_TIME)
+        return np.where(valid, times, self._clocks(times))
 
     def _clocks(self, times: np.ndarray) -> np.ndarray:
         """The clock each record sees: the newest time of the records before it (earlier
