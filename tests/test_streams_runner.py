@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -388,3 +389,36 @@ def test_replay_is_exactly_once_on_every_log_backend(open_stream, tmp_path):
     late = outputs["late"].read(0, 0, outputs["late"].end_offset(0))
     assert sorted(late["id"].to_pylist()) == sorted(late_ids)
     ledger.close()
+
+
+def test_a_window_ending_past_the_year_9999_flushes_and_reads(ledger, tmp_path):
+    """A record of 9999-12-31 falls in a window that ends in year 10000, past Python's
+    datetimes: the flush, the watermark, a function payload and `streams read` still work."""
+    from headrace.streams.operators import aggregations as agg
+    from headrace.streams.rows import python_rows
+
+    root = str(tmp_path / "streams")
+    log = open_log(root, "events")
+    times = [datetime(2024, 5, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 30, tzinfo=UTC)]
+    log.append(pa.table({"id": [1, 2], "t": pa.array(times, pa.timestamp("us", tz="UTC"))}))
+    outputs = {name: open_log(root, name) for name in ("windows", "future-late")}
+    pipe = Pipeline("future", "events")
+    pipe.tumbling(60, time_column="t", aggs={"n": agg.count()})
+    pipe.to_stream("windows")
+    pipe.sink(FunctionSink("on_windows"))
+    runner = runner_for(pipe, ledger, log, tmp_path, streams=outputs)
+    runner.open()
+    runner.run_until_caught_up()
+    runner.flush()
+    assert runner.status.watermark is not None
+    rows = python_rows(outputs["windows"].read(0, 0, 10))
+    assert [r["n"] for r in rows] == [1, 1]
+    assert rows[-1]["window_end"] == "10000-01-01T00:00:00.000000+0000"
+    calls = ledger.list_invocations(function="on_windows")
+    payloads = [
+        c["payload"] if isinstance(c["payload"], dict) else json.loads(c["payload"]) for c in calls
+    ]
+    sent = [record["window_end"] for payload in payloads for record in payload["records"]]
+    assert sorted(sent) == ["10000-01-01T00:00:00.000000+0000", "2024-05-01 00:01:00+00:00"]
+    for stream in (log, *outputs.values()):
+        stream.close()

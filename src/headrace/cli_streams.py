@@ -14,6 +14,7 @@ from rich.table import Table
 from headrace import cli_common
 from headrace.cli_common import Json, group_project
 from headrace.jsontext import JsonInputError, parse_json
+from headrace.streams.rows import python_rows
 
 streams_app = typer.Typer(
     help="Stream logs and pipelines: list, stats, read, flush, reset.", no_args_is_help=True
@@ -205,7 +206,7 @@ def read(
     try:
         end = log.end_offset(partition)
         start = max(log.start_offset(partition), end - limit if offset is None else offset)
-        records = log.read(partition, start, limit).to_pylist() if end > start else []
+        records = python_rows(log.read(partition, start, limit)) if end > start else []
     finally:
         log.close()
     if as_json:
@@ -322,7 +323,7 @@ def query(
     """SQL over the offline feature tables (a view per group) and stream archives."""
     settings, application, _ = _context()
     result = _store(settings, application).query(sql)
-    rows = result.slice(0, limit).to_pylist()
+    rows = python_rows(result.slice(0, limit))
     if as_json:
         _print_json(rows)
         return

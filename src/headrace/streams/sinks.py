@@ -27,6 +27,7 @@ from sqlalchemy import Connection
 from headrace.errors import StreamError
 from headrace.ledger import NewInvocation
 from headrace.streams.log import INGEST_TIME, OFFSET
+from headrace.streams.rows import python_rows
 
 
 @dataclass(frozen=True)
@@ -264,7 +265,7 @@ class FunctionSink(_Stateless):
             )
 
     def write(self, table: pa.Table, batch: BatchRef) -> None:
-        self._pending = _without(table, OFFSET).to_pylist() if table.num_rows else None
+        self._pending = python_rows(_without(table, OFFSET)) if table.num_rows else None
 
     def commit(self, conn: Connection, batch: BatchRef) -> None:
         if not self._pending:

@@ -248,8 +248,15 @@ def instant_micros(value: datetime, what: str, name: str) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+_LAST_MICROS = instant_micros(datetime.max, "the last instant", "base")
+
+
 def micros_datetime(micros: int | None) -> datetime | None:
-    return None if micros is None else EPOCH + timedelta(microseconds=int(micros))
+    """As a datetime; past the last one Python has (a window of year 9999 ends in 10000), the
+    last one, which still orders after every event time a record can carry."""
+    if micros is None:
+        return None
+    return EPOCH + timedelta(microseconds=min(int(micros), _LAST_MICROS))
 
 
 def time_micros(table: pa.Table, column: str, name: str) -> tuple[np.ndarray, np.ndarray | None]:
