@@ -204,6 +204,18 @@ def test_empty_batch_is_a_no_op(open_stream):
     assert log.append(_table(0, 2), producer="p", sequence=1) == [Appended(0, 0, 2)]
 
 
+def test_an_append_no_read_could_combine_is_refused_and_the_log_stays_readable(open_stream):
+    log = open_stream()
+    log.append(pa.table({"k": pa.array([1, 2], pa.int64())}))
+    log.append(pa.table({"k": [2.5]}))  # widened, as reads promote it
+    with pytest.raises(StreamError, match=r"column 'k' is string here, but the stream holds"):
+        log.append(pa.table({"k": ["x"]}))
+    again = open_stream(log.name)  # a fresh instance learns the stream's types from its tail
+    with pytest.raises(StreamError, match=r"cast 'k' to double"):
+        again.append(pa.table({"k": ["1"]}))
+    assert log.read(0, 0, 10).column("k").to_pylist() == [1.0, 2.0, 2.5]
+
+
 def test_reopen_after_close_keeps_data_and_offsets(open_stream):
     log = open_stream(partitions=2)
     log.append(_table(0, 5), partition=1)

@@ -207,6 +207,7 @@ class StreamLog(ABC):
         self.retention_seconds = retention_seconds
         self.retention_bytes = retention_bytes
         self._next_round_robin = 0
+        self._known_schema: pa.Schema | None = None  # what reads of this log unify to
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, partitions={self.partitions})"
@@ -243,11 +244,55 @@ class StreamLog(ABC):
             return []
         now = datetime.now(UTC)
         table = stamp_ingest_time(batch, now)
+        known = self._fits(table.schema)
         parts = [
             EncodedPart(p, rows.num_rows, encode_batch(rows))
             for p, rows in self._route(table, partition, key)
         ]
-        return self._write(parts, producer, sequence, to_millis(now))
+        appended = self._write(parts, producer, sequence, to_millis(now))
+        self._known_schema = known
+        return appended
+
+    def stored_schema(self) -> pa.Schema | None:
+        """The schema of the newest record of each partition, unified (None when empty)."""
+        schemas = []
+        for partition in range(self.partitions):
+            end = self.end_offset(partition)
+            if end > self.start_offset(partition):
+                schemas.append(self.read(partition, end - 1, 1).drop_columns([OFFSET]).schema)
+        return pa.unify_schemas(schemas, promote_options="permissive") if schemas else None
+
+    def _fits(self, schema: pa.Schema) -> pa.Schema:
+        """The log's schema with `schema` joined, or a StreamError naming the column whose
+        type no read could unify with what the stream holds (every later read would fail)."""
+        known = self._known_schema
+        if known is None:
+            known = self.stored_schema()
+        if known is None:
+            return schema
+        try:
+            return pa.unify_schemas([known, schema], promote_options="permissive")
+        except (pa.ArrowException, TypeError, ValueError):
+            pass
+        for field in schema:
+            if field.name not in known.names:
+                continue
+            stored = known.field(field.name)
+            try:
+                pa.unify_schemas([pa.schema([stored]), pa.schema([field])], "permissive")
+            except (pa.ArrowException, TypeError, ValueError):
+                raise StreamError(
+                    f"append to stream {self.name!r}",
+                    f"column {field.name!r} is {field.type} here, but the stream holds "
+                    f"{stored.type} (no read could combine them)",
+                    f"cast {field.name!r} to {stored.type} before appending, or write to a "
+                    "new stream",
+                ) from None
+        raise StreamError(
+            f"append to stream {self.name!r}",
+            f"the batch's schema cannot be combined with the stream's ({known})",
+            "append batches whose columns keep their types",
+        )
 
     def _check_append_args(
         self,
