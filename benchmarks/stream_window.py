@@ -153,9 +153,18 @@ def main() -> int:
             "late": ours[batch]["late"],
         }
     # record-order semantics: every batch size gives the same windows and the same late records
+    # (float sums may differ in the last bits: the order of additions follows the cuts)
     first = ours[batches[0]]
+
+    def same_windows(table: pa.Table) -> bool:
+        keys = ("window_start", "window_end", "count")
+        if not all(table[k].equals(first["table"][k]) for k in keys):
+            return False
+        mine, theirs = np.asarray(table["sum"]), np.asarray(first["table"]["sum"])
+        return bool(np.allclose(mine, theirs, rtol=1e-12, atol=0))
+
     results["same_at_every_batch_size"] = {
-        "windows_identical": all(ours[b]["table"].equals(first["table"]) for b in batches),
+        "windows_identical": all(same_windows(ours[b]["table"]) for b in batches),
         "late_identical": all(ours[b]["late"] == first["late"] for b in batches),
     }
     if not args.no_bytewax and (ANCHORS / "bytewax_window.py").exists():

@@ -21,7 +21,7 @@ from headrace.streams.operators import (
     HoppingWindow,
     SessionWindow,
     TumblingWindow,
-    windows,
+    sessions,
 )
 from headrace.streams.operators import aggregations as agg
 from tests import stream_reference as reference
@@ -206,11 +206,11 @@ def test_sessions_equal_the_reference_at_every_cut_and_crash(trace, opts, gap, k
     check(make, records, single, [], want)  # record by record
     # keys with few records are replayed straight away; here every key takes the vectorised
     # test first
-    replay_below, windows._REPLAY_BELOW = windows._REPLAY_BELOW, 0
+    replay_below, sessions._REPLAY_BELOW = sessions._REPLAY_BELOW, 0
     try:
         check(make, records, spans, crashes, want)
     finally:
-        windows._REPLAY_BELOW = replay_below
+        sessions._REPLAY_BELOW = replay_below
 
 
 @PROPERTY

@@ -10,13 +10,13 @@ from headrace.streams.operators.aggregations import Agg
 from headrace.streams.operators.base import Emit, Operator
 from headrace.streams.operators.dedup import Dedup
 from headrace.streams.operators.hll import HyperLogLog
+from headrace.streams.operators.sessions import SessionWindow
 from headrace.streams.operators.transform import Filter, Map
 from headrace.streams.operators.windows import (
     LATE_END,
     LATE_REASON,
     LATE_START,
     HoppingWindow,
-    SessionWindow,
     TumblingWindow,
 )
 
