@@ -692,12 +692,32 @@ def _envelopes(
 ) -> tuple[list[dict[str, Any]], list[tuple[Any, str]]]:
     """An envelope per record, and the records that cannot be one (record, reason)."""
     out, refused = [], []
-    for raw in nanosecond_columns_as_text(table).to_pylist():
+    for raw in _rows(nanosecond_columns_as_text(table), refused):
         try:
             out.append(_envelope(spec, raw))
         except (HeadraceError, TypeError, ValueError, RecursionError) as exc:
             refused.append((raw, str(exc)))
+        except Exception as exc:  # whatever else one record raises costs that record only
+            refused.append((raw, f"{type(exc).__name__}: {exc}"))
     return out, refused
+
+
+def _rows(table: pa.Table, refused: list[tuple[Any, str]]) -> list[dict[str, Any]]:
+    """The table's rows as dicts; a row Python cannot hold (a timestamp past year 9999) goes to
+    `refused` as its columns' text, and the rows beside it are kept."""
+    try:
+        return table.to_pylist()
+    except Exception:  # find the rows that fail, one by one: the rest must not be lost
+        pass
+    rows = []
+    for index in range(table.num_rows):
+        row = table.slice(index, 1)
+        try:
+            rows.extend(row.to_pylist())
+        except Exception as exc:
+            text = {n: str(c[0]) for n, c in zip(row.column_names, row.columns, strict=True)}
+            refused.append((text, f"record {index} cannot be read: {type(exc).__name__}: {exc}"))
+    return rows
 
 
 def _envelope(spec: SourceSpec, raw: dict[str, Any]) -> dict[str, Any]:
