@@ -257,3 +257,55 @@ def test_a_failing_source_shows_failing_once_per_failure_and_ok_again(tmp_path):
         finally:
             service.stop()
             ledger.close()
+
+
+STUCK_APP = """
+from headrace import App
+
+app = App()
+app.stream("ev")
+app.stream("out")
+
+
+def refuse(table):
+    raise ValueError("this pipeline refuses every batch")
+
+
+app.pipeline("stuck", stream="ev").map(refuse).to_stream("out")
+"""
+
+
+def test_stats_shows_the_lag_of_a_pipeline_failing_every_batch(tmp_path):
+    """A pipeline that fails every batch at offset 0 commits nothing; `streams stats` still
+    shows it behind every record its stream holds."""
+    from headrace.app import load_app
+    from headrace.ledger.pipeline_leases import ensure_tables
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "headrace.toml").write_text('app = "stuckapp:app"\nhome = ".headrace"\n')
+    (project / "stuckapp.py").write_text(textwrap.dedent(STUCK_APP))
+    env = {"HEADRACE_HOME": str(tmp_path / "home")}
+    settings = load_settings(project, home=env["HEADRACE_HOME"])
+    app = load_app(settings)
+    ledger = Ledger(settings.ledger_url)
+    service = StreamService(
+        settings, app, ledger, ObjectStore(settings.storage_url), Metrics().streams, print
+    )
+    ensure_tables(ledger)
+    service.want(app.pipelines, purpose="coordinator")
+    service.claim_leases()
+    service.open()
+    try:
+        service.logs["ev"].append(pa.table({"x": list(range(5))}))
+        for _ in range(2):
+            service._batch_backoff.clear()  # no waiting out the retry delay
+            service._step(0, service.runners[0])
+    finally:
+        service.stop()
+        ledger.close()
+    result = headrace("streams", "stats", "--json", project=project, env=env)
+    assert result.returncode == 0, result.stderr
+    (position,) = json.loads(result.stdout)["positions"]
+    assert position["failures"] == 2 and "refuses every batch" in position["last_error"]
+    assert (position["offset"], position["lag"]) == (0, 5)

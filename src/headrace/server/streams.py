@@ -583,6 +583,11 @@ class StreamService:
             else:
                 log.warning("pipeline %s: %s", runner.pipeline.name, exc)
             runner.reset()
+            with contextlib.suppress(Exception):  # stuck behind records: the lag says how many
+                end = runner.log.end_offset(runner.partition)
+                self.metrics.lag.labels(runner.pipeline.name, str(runner.partition)).set(
+                    max(0, end - runner.status.offset)
+                )
             return False
         backoff.success()
         if n:
