@@ -15,9 +15,12 @@ Sources and threads report to the `HealthBoard`: `headrace up`, `headrace stream
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import hashlib
 import json
 import logging
+import re
 import threading
 import time
 import uuid
@@ -63,6 +66,7 @@ from headrace.streams.sources import RecordsDoNotFit, records_to_table
 from headrace.streams.specs import SourceSpec
 
 log = logging.getLogger("headrace.streams")
+_RECORD_PLACE = re.compile(r"^record \d+ ")
 
 IDLE_WAIT = 0.05  # how often an idle pipeline looks at its log
 RETENTION_EVERY = 60.0
@@ -72,6 +76,8 @@ SOURCE_RETRY_CAP = 60.0  # a source whose poll raised is polled again after at m
 LEASE_TTL_MIN = 60.0  # a pipeline lease not renewed for this long is free (holders elsewhere)
 LEASE_RETRY = 1.0  # how often a pipeline whose lease another process holds is asked for again
 FLUSH_POLL = 0.5  # how often the ledger is asked for flushes of the pipelines held
+ERRORS_REMEMBERED = 10_000  # per source: bad records written lately, not written again
+_REJECTED_KINDS = {"records", "schema"}  # source failures that are records set aside
 
 
 class StreamService:
@@ -102,6 +108,7 @@ class StreamService:
         self._restart_backoff: dict[str, Backoff] = {}  # thread -> its restarts
         self._schemas: dict[str, pa.Schema] = {}  # stream -> what the bus appended to it
         self._positions: dict[str, _SourcePosition] = {}  # source -> where it is (ledger)
+        self._errors_seen: dict[str, collections.OrderedDict[str, None]] = {}  # source -> digests
         self.health = HealthBoard(ledger, metrics)
         self._fired: dict[str, int] = {}  # schedule -> last period known to be in the ledger
         # pipelines are stepped only under their lease (headrace.ledger.pipeline_leases)
@@ -280,13 +287,23 @@ class StreamService:
         failures_before = _failures(source)
         table = source.poll()
         failed = _failures(source) - failures_before
-        component = f"source:{spec.name}"
         if failed > 0:
             self.metrics.source_failures.labels(spec.name).inc(failed)
-        if not _backing_off(source):
-            self.health.succeeded(component)
-        elif failed > 0:  # a new failure (not a poll skipped while the backoff lasts)
+        polled = self._deliver_polled(spec, position, table)
+        # told once the poll is delivered: one that raises (in _poll_due) counts as failing too,
+        # so consecutive failing polls are counted as such
+        component = f"source:{spec.name}"
+        if _poll_failed(source, failed):
             self.health.failed(component, str(source.stats.get("last_error") or "failing"))
+        elif not _backing_off(source):
+            self.health.succeeded(component)
+        return polled
+
+    def _deliver_polled(
+        self, spec: SourceSpec, position: _SourcePosition, table: pa.Table | None
+    ) -> int:
+        """Write the poll down with the source's state after it, then deliver it."""
+        source = spec.source
         take_rejected = getattr(source, "take_rejected", None)
         rejected = [(r.record, r.reason) for r in take_rejected()] if take_rejected else []
         if table is not None and table.num_rows == 0:
@@ -354,7 +371,16 @@ class StreamService:
         sequence: int | None = None,
     ) -> None:
         """Write records a source could not deliver to its error stream, with the reasons;
-        under (`producer`, `sequence`) the append is idempotent, once per stage."""
+        under (`producer`, `sequence`) the append is idempotent, once per stage. A record the
+        source's error stream got lately with the same reason is not written again (an HTTP
+        API serves a bad record on every poll)."""
+        seen = self._errors_seen.setdefault(spec.name, collections.OrderedDict())
+        digests = [_error_digest(stage, record, reason) for record, reason in items]
+        fresh = [i for i, digest in enumerate(digests) if digest not in seen]
+        if not fresh:
+            return
+        if len(fresh) < len(items):
+            items, digests = [items[i] for i in fresh], [digests[i] for i in fresh]
         log.warning(
             "source %s: %d records to %s (%s): %s",
             spec.name,
@@ -371,6 +397,10 @@ class StreamService:
                 producer=None if producer is None else f"{producer}:{stage}",
                 sequence=sequence,
             )
+            for digest in digests:
+                seen[digest] = None
+            while len(seen) > ERRORS_REMEMBERED:
+                seen.popitem(last=False)
         except Exception:  # the error stream itself fails: the log line is all that is left
             log.exception(
                 "source %s: writing %d records to %s failed; the records were: %s",
@@ -770,6 +800,24 @@ class StreamService:
                 continue
             if removed:
                 log.info("stream %s: retention removed %d records", name, removed)
+
+
+def _poll_failed(source: Any, failed: int) -> bool:
+    """The poll recorded a failure of its own (not only records set aside, which the error
+    stream and the rejected count show while the source works)."""
+    if failed <= 0:
+        return False
+    recent = list(getattr(source, "failures", None) or [])[-failed:]
+    if not recent:
+        return True
+    return any(f.get("kind") not in _REJECTED_KINDS for f in recent if isinstance(f, dict))
+
+
+def _error_digest(stage: str, record: Any, reason: str) -> str:
+    # "record 3 field 'x': ..." names the record's place in its poll, which moves between polls
+    why = _RECORD_PLACE.sub("", reason, count=1)
+    text = json.dumps(record, sort_keys=True, default=str)
+    return hashlib.sha256(f"{stage}\0{why}\0{text}".encode()).hexdigest()
 
 
 def _backing_off(source: Any) -> bool:
