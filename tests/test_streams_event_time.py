@@ -225,6 +225,13 @@ def test_overflowing_times_cost_only_their_records_on_file_and_http_sources(tmp_
             for i, at in enumerate(["2024-05-01T12:00:00Z", *OVERFLOWING])
         )
     )
+    # only ISO text: Arrow reads the column as timestamps, one of them before year 1 in UTC
+    (folder / "b.jsonl").write_text(
+        json.dumps({"id": "t0", "at": "2024-05-01T12:00:00Z"})
+        + "\n"
+        + json.dumps({"id": "t1", "at": OVERFLOWING[0]})
+        + "\n"
+    )
     with Simulator(rate_per_s=1, seed=3) as simulator:
         simulator.serve_next(
             [
@@ -251,16 +258,16 @@ def test_overflowing_times_cost_only_their_records_on_file_and_http_sources(tmp_
         app.rule({"source": ["files", "chain"]}, target=f"stream:{stream.name}")
         service, ledger = _service(tmp_path, open_stream.url, app)
         try:
-            assert service.poll_source(files) == 4
+            assert service.poll_source(files) + service.poll_source(files) == 6
             assert service.poll_source(web) == 4
             table = stream.read(0, 0, 10)
             refused = [log.read(0, 0, 10) for log in (file_errors, web_errors)]
         finally:
             service.stop()
             ledger.close()
-    assert sorted(table.column("_event_id").to_pylist()) == ["f0", "h0"]
+    assert sorted(table.column("_event_id").to_pylist()) == ["f0", "h0", "t0"]
     for errors, field in zip(refused, ("id", "hash"), strict=True):
-        assert errors.num_rows == 3
-        assert all("out of the range of dates" in r for r in errors.column("reason").to_pylist())
+        reasons = errors.column("reason").to_pylist()
+        assert all("range of dates" in r or "years 1 to 9999" in r for r in reasons)
         ids = sorted(json.loads(r)[field] for r in errors.column("record").to_pylist())
-        assert ids == ["f1", "f2", "f3"] if field == "id" else ["h1", "h2", "h3"]
+        assert ids == (["f1", "f2", "f3", "t1"] if field == "id" else ["h1", "h2", "h3"])

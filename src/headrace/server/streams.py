@@ -902,9 +902,23 @@ def _rows(table: pa.Table, refused: list[tuple[Any, str]]) -> list[dict[str, Any
         try:
             rows.extend(row.to_pylist())
         except Exception as exc:
-            text = {n: str(c[0]) for n, c in zip(row.column_names, row.columns, strict=True)}
-            refused.append((text, f"record {index} cannot be read: {type(exc).__name__}: {exc}"))
+            reason = (
+                f"record {index} cannot be read: {type(exc).__name__}: {exc} (a time must fall "
+                "in years 1 to 9999 in UTC)"
+            )
+            refused.append((_row_text(row), reason))
     return rows
+
+
+def _row_text(row: pa.Table) -> dict[str, Any]:
+    """A one-row table's values as Arrow writes them as text (Arrow holds dates Python cannot)."""
+    text: dict[str, Any] = {}
+    for name, column in zip(row.column_names, row.columns, strict=True):
+        try:
+            text[name] = column.cast(pa.string())[0].as_py()
+        except Exception:  # a type with no text form: its type says what it was
+            text[name] = f"<{column.type}>"
+    return text
 
 
 def _envelope(spec: SourceSpec, raw: dict[str, Any], fallback_id: str | None) -> dict[str, Any]:
