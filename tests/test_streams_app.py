@@ -249,3 +249,57 @@ def test_up_summary_shows_the_pipelines(tmp_path):
     thread.join(30)
     text = out.getvalue()
     assert "stream pipelines" in text and "copy[0]" in text and "ok" in text
+
+
+NAMES_APP = """
+from headrace import App
+from headrace.streams import ObjectSource
+from headrace.streams.operators import aggregations as agg
+
+app = App()
+app.stream("ev")
+app.stream("out")
+app.stream({declared!r})
+app.source(ObjectSource("drop", "drop"), event_source="files", detail_type="Row")
+p = app.pipeline({pipeline!r}, stream="ev")
+p.tumbling(10, time_column="t", aggs={{"n": agg.count()}})
+p.to_stream("out")
+"""
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "declared", "expected"),
+    [
+        ("tx.v2", "other", "pipeline 'tx.v2': the late records of its tumbling window go to"),
+        ("tx", "tx-late", "stream 'tx-late': is declared, but pipeline 'tx' writes its late"),
+        ("tx", "drop-errors", "stream 'drop-errors': is declared, but source 'drop' writes"),
+    ],
+)
+def test_names_derived_from_pipelines_and_sources_are_checked_when_the_app_loads(
+    tmp_path, pipeline, declared, expected
+):
+    """A pipeline whose late stream would get an invalid name, and a declared stream that takes
+    the name of a pipeline's late stream or a source's error stream, are refused with the
+    pipeline or stream named — not later, at run time, about a stream nobody declared."""
+    from tests.e2e_helpers import headrace
+
+    (tmp_path / "drop").mkdir()
+    (tmp_path / "headrace.toml").write_text('app = "namesapp:app"\nhome = ".headrace"\n')
+    (tmp_path / "namesapp.py").write_text(NAMES_APP.format(pipeline=pipeline, declared=declared))
+    for args in (("streams", "list"), ("streams", "flush", pipeline)):
+        result = headrace(*args, project=tmp_path)
+        assert result.returncode != 0
+        assert expected in " ".join(result.stderr.split()), result.stderr
+
+
+def test_checking_the_streams_twice_finds_no_clash_with_what_it_added():
+    from headrace.streams import ObjectSource
+    from headrace.streams.operators import aggregations as agg
+
+    app = App()
+    app.stream("ev")
+    app.source(ObjectSource("drop", "."), event_source="files", detail_type="Row")
+    app.pipeline("p", stream="ev").tumbling(10, time_column="t", aggs={"n": agg.count()})
+    app.check_streams()
+    app.check_streams()
+    assert {"p-late", "drop-errors"} <= set(app.streams)

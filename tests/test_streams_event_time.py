@@ -199,3 +199,75 @@ def test_epoch_seconds_from_an_http_source_keep_their_microseconds(tmp_path, ope
     assert refused.num_rows == 1
     assert "out of the range of dates" in refused.column("reason")[0].as_py()
     assert json.loads(refused.column("record")[0].as_py())["hash"] == "d"
+
+
+OVERFLOWING = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-02:00", "1e999999"]
+
+
+@pytest.mark.parametrize("value", OVERFLOWING)
+def test_a_time_that_overflows_in_conversion_is_a_malformed_event(value):
+    with pytest.raises(MalformedEvent, match="out of the range of dates"):
+        parse_event_time(value, "at")
+
+
+def test_overflowing_times_cost_only_their_records_on_file_and_http_sources(tmp_path, open_stream):
+    """Times at the edge of the calendar that overflow once converted (an offset at year 1 or
+    9999, numeric text past any date) go to the error stream; the valid records beside them,
+    in the same object or the same response, reach the stream."""
+    stream = open_stream()
+    file_errors = open_stream(f"{stream.name}f-errors")
+    web_errors = open_stream(f"{stream.name}w-errors")
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text(
+        "".join(
+            json.dumps({"id": f"f{i}", "at": at}) + "\n"
+            for i, at in enumerate(["2024-05-01T12:00:00Z", *OVERFLOWING])
+        )
+    )
+    # only ISO text: Arrow reads the column as timestamps, one of them before year 1 in UTC
+    (folder / "b.jsonl").write_text(
+        json.dumps({"id": "t0", "at": "2024-05-01T12:00:00Z"})
+        + "\n"
+        + json.dumps({"id": "t1", "at": OVERFLOWING[0]})
+        + "\n"
+    )
+    with Simulator(rate_per_s=1, seed=3) as simulator:
+        simulator.serve_next(
+            [
+                {"hash": f"h{i}", "time": t}
+                for i, t in enumerate(["2024-05-01T12:00:00Z", *OVERFLOWING])
+            ]
+        )
+        app = App()
+        files = app.source(
+            ObjectSource(f"{stream.name}f", str(folder), settle_seconds=0),
+            event_source="files",
+            detail_type="Row",
+            time_field="at",
+            id_field="id",
+        )
+        web = app.source(
+            HttpPoller(f"{stream.name}w", simulator.url),
+            event_source="chain",
+            detail_type="Transaction",
+            time_field="time",
+            id_field="hash",
+        )
+        app.stream(stream.name)
+        app.rule({"source": ["files", "chain"]}, target=f"stream:{stream.name}")
+        service, ledger = _service(tmp_path, open_stream.url, app)
+        try:
+            assert service.poll_source(files) + service.poll_source(files) == 6
+            assert service.poll_source(web) == 4
+            table = stream.read(0, 0, 10)
+            refused = [log.read(0, 0, 10) for log in (file_errors, web_errors)]
+        finally:
+            service.stop()
+            ledger.close()
+    assert sorted(table.column("_event_id").to_pylist()) == ["f0", "h0", "t0"]
+    for errors, field in zip(refused, ("id", "hash"), strict=True):
+        reasons = errors.column("reason").to_pylist()
+        assert all("range of dates" in r or "years 1 to 9999" in r for r in reasons)
+        ids = sorted(json.loads(r)[field] for r in errors.column("record").to_pylist())
+        assert ids == (["f1", "f2", "f3", "t1"] if field == "id" else ["h1", "h2", "h3"])

@@ -257,3 +257,135 @@ def test_a_failing_source_shows_failing_once_per_failure_and_ok_again(tmp_path):
         finally:
             service.stop()
             ledger.close()
+
+
+STUCK_APP = """
+from headrace import App
+
+app = App()
+app.stream("ev")
+app.stream("out")
+
+
+def refuse(table):
+    raise ValueError("this pipeline refuses every batch")
+
+
+app.pipeline("stuck", stream="ev").map(refuse).to_stream("out")
+"""
+
+
+def test_stats_shows_the_lag_of_a_pipeline_failing_every_batch(tmp_path):
+    """A pipeline that fails every batch at offset 0 commits nothing; `streams stats` still
+    shows it behind every record its stream holds."""
+    from headrace.app import load_app
+    from headrace.ledger.pipeline_leases import ensure_tables
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "headrace.toml").write_text('app = "stuckapp:app"\nhome = ".headrace"\n')
+    (project / "stuckapp.py").write_text(textwrap.dedent(STUCK_APP))
+    env = {"HEADRACE_HOME": str(tmp_path / "home")}
+    settings = load_settings(project, home=env["HEADRACE_HOME"])
+    app = load_app(settings)
+    ledger = Ledger(settings.ledger_url)
+    service = StreamService(
+        settings, app, ledger, ObjectStore(settings.storage_url), Metrics().streams, print
+    )
+    ensure_tables(ledger)
+    service.want(app.pipelines, purpose="coordinator")
+    service.claim_leases()
+    service.open()
+    try:
+        service.logs["ev"].append(pa.table({"x": list(range(5))}))
+        for _ in range(2):
+            service._batch_backoff.clear()  # no waiting out the retry delay
+            service._step(0, service.runners[0])
+    finally:
+        service.stop()
+        ledger.close()
+    result = headrace("streams", "stats", "--json", project=project, env=env)
+    assert result.returncode == 0, result.stderr
+    (position,) = json.loads(result.stdout)["positions"]
+    assert position["failures"] == 2 and "refuses every batch" in position["last_error"]
+    assert (position["offset"], position["lag"]) == (0, 5)
+
+
+class _UnsavableSource:
+    """A source whose records arrive but whose state() is broken: every poll fails after it."""
+
+    name = "unsavable"
+    interval = 0.01
+    next_poll_at = 0.0
+
+    def __init__(self) -> None:
+        self.stats: dict = {"failures": 0, "consecutive_failures": 0}
+
+    def poll(self):
+        return pa.table({"id": ["a"]})
+
+    def state(self):
+        raise RuntimeError("this source cannot say where it is")
+
+    def restore(self, state):
+        pass
+
+
+def test_a_source_failing_every_poll_counts_each_failing_poll(tmp_path):
+    app = App()
+    spec = app.source(_UnsavableSource(), event_source="s", detail_type="T", id_field="id")
+    app.stream("events")
+    app.rule({"detail-type": ["T"]}, target="stream:events")
+    settings = load_settings(tmp_path, home=str(tmp_path / "home"))
+    ledger = Ledger(settings.ledger_url)
+    service = StreamService(
+        settings, app, ledger, ObjectStore(settings.storage_url), Metrics().streams, print
+    )
+    service.open()
+    try:
+        for _ in range(3):
+            service._poll_due(spec)
+        health = service.health.get("source:unsavable")
+    finally:
+        service.stop()
+        ledger.close()
+    assert health is not None and health.status == "failing"
+    assert health.failures == 3 and "cannot say where it is" in health.last_error
+
+
+def test_a_bad_record_served_on_every_poll_goes_to_the_error_stream_once(tmp_path):
+    from headrace.streams.source_http import HttpPoller
+
+    with Simulator(rate_per_s=1, seed=3) as simulator:
+        app = App()
+        spec = app.source(
+            HttpPoller("web", simulator.url, interval=0.01),
+            event_source="web",
+            detail_type="T",
+            time_field="time",
+            id_field="hash",
+        )
+        app.stream("events")
+        app.rule({"detail-type": ["T"]}, target="stream:events")
+        settings = load_settings(tmp_path, home=str(tmp_path / "home"))
+        ledger = Ledger(settings.ledger_url)
+        service = StreamService(
+            settings, app, ledger, ObjectStore(settings.storage_url), Metrics().streams, print
+        )
+        service.open()
+        try:
+            for bad in ("yesterday", "yesterday", "yesterday", "tomorrow"):
+                good = {"hash": "g", "time": "2024-05-01T12:00:00Z"}
+                simulator.serve_next([good, {"hash": "b", "time": bad}])
+                time.sleep(0.02)
+                assert service.poll_source(spec) == 2
+            errors = service.logs["web-errors"].read(0, 0, 100)
+            health = service.health.get("source:web")
+        finally:
+            service.stop()
+            ledger.close()
+    assert [json.loads(r)["time"] for r in errors.column("record").to_pylist()] == [
+        "yesterday",
+        "tomorrow",
+    ]
+    assert health is not None and health.status == "ok" and health.rejected == 2

@@ -35,6 +35,7 @@ class App:
         self.topics: dict[str, list[dict[str, Any]]] = {}  # name -> subscription dicts
         self.job_definitions: dict[str, JobDefinition] = {}
         self.streams: dict[str, StreamSpec] = {}
+        self._derived_streams: set[str] = set()  # added by check_streams, not declared
         self.rules: list[Rule] = []  # bus rules; object triggers are rules too
         self.sources: dict[str, SourceSpec] = {}
         self.pipelines: dict[str, Pipeline] = {}
@@ -271,6 +272,17 @@ class App:
             payload={"group": group, **options},
         )
 
+    def _derive(self, stream: str, owner: str, what: str) -> None:
+        """`owner` puts `what` in `stream`, a name made from its own: one the user declared
+        too would mix two kinds of records in one stream."""
+        if stream in self.streams and stream not in self._derived_streams:
+            raise AppError(
+                f"stream {stream!r}",
+                f"is declared, but {owner} writes {what} to a stream of that name",
+                f"rename the stream you declared, or rename the {owner.split()[0]}",
+            )
+        self._derived_streams.add(stream)
+
     def check_streams(self) -> None:
         """Every name a rule, pipeline or sink uses must be declared; late streams and the
         sources' error streams are added."""
@@ -279,8 +291,13 @@ class App:
         self.register_services()  # schedules may target the built-in compaction function
         for pipe in self.pipelines.values():
             for late in pipe.late_streams:
+                if late in pipe.derived_streams:
+                    self._derive(late, f"pipeline {pipe.name!r}", "its late records")
                 self.streams.setdefault(late, _late_stream(late))
         for source in self.sources.values():  # records a source could not deliver
+            self._derive(
+                source.errors_stream, f"source {source.name!r}", "the records it cannot deliver"
+            )
             self.streams.setdefault(source.errors_stream, source.errors_stream_spec())
         for rule in self.rules:
             kind, target = rule.target.kind, rule.target.name

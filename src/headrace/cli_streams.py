@@ -111,6 +111,25 @@ def list_streams(as_json: Json = False) -> None:
     console.print(table)
 
 
+def _log_ends(settings: Any, application: Any, pipelines: set[str]) -> dict[tuple[str, int], int]:
+    """(pipeline, partition) -> the end offset of the partition of the stream it reads."""
+    ends: dict[tuple[str, int], int] = {}
+    for name in pipelines:
+        pipe = application.pipelines.get(name)
+        if pipe is None or pipe.stream not in application.streams:
+            continue  # a pipeline no longer declared: its checkpoint's own end stands
+        try:
+            stream = application.streams[pipe.stream].open(settings.streams_url)
+        except Exception:  # an unreachable log: the checkpoint's end is the best known
+            continue
+        try:
+            for partition in range(stream.partitions):
+                ends[(name, partition)] = stream.end_offset(partition)
+        finally:
+            stream.close()
+    return ends
+
+
 @streams_app.command()
 def stats(
     pipeline: Annotated[str | None, typer.Argument(help="One pipeline (default: all).")] = None,
@@ -121,18 +140,22 @@ def stats(
     which sources and stream threads are failing, and records sent to error streams."""
     from headrace.ledger.checkpoints import list_checkpoints, list_health, read_stats
 
-    _, _, ledger = _context()
+    settings, application, ledger = _context()
     since = int(time.time() // 60) - minutes + 1
     with ledger.reader.connect() as conn:
         per_minute = read_stats(conn, pipeline, since)
         checkpoints = list_checkpoints(conn, pipeline)
         health = list_health(conn) if pipeline is None else []
+    ends = _log_ends(settings, application, {c["pipeline"] for c in checkpoints})
     positions = [
         {
             "pipeline": c["pipeline"],
             "partition": c["partition"],
             "offset": c["offset"],
-            "lag": max(0, (c["log_end"] or 0) - c["offset"]),
+            # the log's end now: a pipeline failing every batch commits no newer end of its own
+            "lag": max(
+                0, ends.get((c["pipeline"], c["partition"]), c["log_end"] or 0) - c["offset"]
+            ),
             "watermark": c["watermark"],
             "records": c["records"],
             "late": c["late"],

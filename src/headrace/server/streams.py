@@ -15,12 +15,17 @@ Sources and threads report to the `HealthBoard`: `headrace up`, `headrace stream
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import hashlib
 import json
 import logging
+import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,8 +36,9 @@ from headrace.config import Settings
 from headrace.errors import HeadraceError, MalformedEvent
 from headrace.events.bus import Bus
 from headrace.events.envelope import PRECISE_TIME, make_envelope, without_precise_time
-from headrace.ledger import Ledger, NewInvocation, new_id
+from headrace.ledger import Ledger, NewInvocation, new_id, source_positions
 from headrace.ledger.checkpoints import record_failure
+from headrace.ledger.db import to_json
 from headrace.ledger.pipeline_leases import (
     acquire,
     ensure_tables,
@@ -53,13 +59,14 @@ from headrace.streams.event_time import (
     nanosecond_columns_as_text,
     parse_event_time,
 )
-from headrace.streams.log import OFFSET
+from headrace.streams.log import OFFSET, decode_batch, encode_batch
 from headrace.streams.runner import PartitionRunner
 from headrace.streams.sinks import SinkContext
 from headrace.streams.sources import RecordsDoNotFit, records_to_table
 from headrace.streams.specs import SourceSpec
 
 log = logging.getLogger("headrace.streams")
+_RECORD_PLACE = re.compile(r"^record \d+ ")
 
 IDLE_WAIT = 0.05  # how often an idle pipeline looks at its log
 RETENTION_EVERY = 60.0
@@ -69,6 +76,8 @@ SOURCE_RETRY_CAP = 60.0  # a source whose poll raised is polled again after at m
 LEASE_TTL_MIN = 60.0  # a pipeline lease not renewed for this long is free (holders elsewhere)
 LEASE_RETRY = 1.0  # how often a pipeline whose lease another process holds is asked for again
 FLUSH_POLL = 0.5  # how often the ledger is asked for flushes of the pipelines held
+ERRORS_REMEMBERED = 10_000  # per source: bad records written lately, not written again
+_REJECTED_KINDS = {"records", "schema"}  # source failures that are records set aside
 
 
 class StreamService:
@@ -98,6 +107,8 @@ class StreamService:
         self._source_backoff: dict[str, Backoff] = {}  # source name -> when poll() raised
         self._restart_backoff: dict[str, Backoff] = {}  # thread -> its restarts
         self._schemas: dict[str, pa.Schema] = {}  # stream -> what the bus appended to it
+        self._positions: dict[str, _SourcePosition] = {}  # source -> where it is (ledger)
+        self._errors_seen: dict[str, collections.OrderedDict[str, None]] = {}  # source -> digests
         self.health = HealthBoard(ledger, metrics)
         self._fired: dict[str, int] = {}  # schedule -> last period known to be in the ledger
         # pipelines are stepped only under their lease (headrace.ledger.pipeline_leases)
@@ -263,34 +274,113 @@ class StreamService:
 
     def poll_source(self, spec: SourceSpec) -> int:
         """Poll once and deliver what the bus routes; returns the records polled. Records the
-        source set aside, and records that cannot become events, go to its error stream."""
+        source set aside, and records that cannot become events, go to its error stream.
+
+        A poll that returned records is written to the ledger with the source's state after it
+        before any record is delivered, and its appends are idempotent under its sequence
+        (`headrace.ledger.source_positions`): one interrupted by a crash or a failing delivery
+        is delivered again, first thing, and the source never reads its records twice."""
         source = spec.source
+        position = self._position(spec)
+        if position.pending is not None:
+            self._deliver_poll(spec, position)
         failures_before = _failures(source)
         table = source.poll()
         failed = _failures(source) - failures_before
-        component = f"source:{spec.name}"
         if failed > 0:
             self.metrics.source_failures.labels(spec.name).inc(failed)
-        if not _backing_off(source):
-            self.health.succeeded(component)
-        elif failed > 0:  # a new failure (not a poll skipped while the backoff lasts)
+        polled = self._deliver_polled(spec, position, table)
+        # told once the poll is delivered: one that raises (in _poll_due) counts as failing too,
+        # so consecutive failing polls are counted as such
+        component = f"source:{spec.name}"
+        if _poll_failed(source, failed):
             self.health.failed(component, str(source.stats.get("last_error") or "failing"))
-        take_rejected = getattr(source, "take_rejected", None)
-        if take_rejected is not None:
-            rejected = take_rejected()
-            if rejected:
-                self.reject(spec, "records", [(r.record, r.reason) for r in rejected])
-        if table is None or table.num_rows == 0:
-            return 0
-        self.metrics.source_records.labels(spec.name).inc(table.num_rows)
-        envelopes, refused = _envelopes(spec, table)
-        if refused:
-            self.reject(spec, "envelope", refused)
-        self.publish(envelopes, origin=spec)
-        return table.num_rows
+        elif not _backing_off(source):
+            self.health.succeeded(component)
+        return polled
 
-    def reject(self, spec: SourceSpec, stage: str, items: list[tuple[Any, str]]) -> None:
-        """Write records a source could not deliver to its error stream, with the reasons."""
+    def _deliver_polled(
+        self, spec: SourceSpec, position: _SourcePosition, table: pa.Table | None
+    ) -> int:
+        """Write the poll down with the source's state after it, then deliver it."""
+        source = spec.source
+        take_rejected = getattr(source, "take_rejected", None)
+        rejected = [(r.record, r.reason) for r in take_rejected()] if take_rejected else []
+        if table is not None and table.num_rows == 0:
+            table = None
+        state = _source_state(source)
+        if table is None and not rejected:
+            if state != position.state:
+                with self.ledger.begin() as conn:
+                    source_positions.save(conn, spec.name, state)
+                position.state = state
+            return 0
+        pending = source_positions.PendingPoll(
+            position.sequence, None if table is None else encode_batch(table), rejected
+        )
+        try:
+            with self.ledger.begin() as conn:
+                source_positions.begin_poll(
+                    conn, spec.name, pending.sequence, state, pending.records, rejected
+                )
+        except Exception:  # not written down: the source reads these records again next time
+            _restore(source, position.state)
+            raise
+        position.sequence, position.state, position.pending = pending.sequence + 1, state, pending
+        self._deliver_poll(spec, position)
+        return 0 if table is None else table.num_rows
+
+    def _position(self, spec: SourceSpec) -> _SourcePosition:
+        """The source's position, restored from the ledger on first use."""
+        found = self._positions.get(spec.name)
+        if found is None:
+            source_positions.ensure_tables(self.ledger)
+            with self.ledger.begin() as conn:
+                saved = source_positions.load(conn, spec.name)
+            if saved.state is not None:
+                _restore(spec.source, saved.state)
+            found = _SourcePosition(saved.producer, saved.sequence, saved.state, saved.pending)
+            self._positions[spec.name] = found
+        return found
+
+    def _deliver_poll(self, spec: SourceSpec, position: _SourcePosition) -> None:
+        """Deliver the records of the poll written down last, under its sequence, and clear it."""
+        pending = position.pending
+        assert pending is not None
+        producer, sequence = position.producer, pending.sequence
+        if pending.rejected:
+            self.reject(spec, "records", pending.rejected, producer=producer, sequence=sequence)
+        if pending.records is not None:
+            table = decode_batch(pending.records)
+            self.metrics.source_records.labels(spec.name).inc(table.num_rows)
+            envelopes, refused = _envelopes(spec, table, _poll_ids(producer, sequence))
+            if refused:
+                self.reject(spec, "envelope", refused, producer=producer, sequence=sequence)
+            self.publish(envelopes, origin=spec, producer=producer, sequence=sequence)
+        with self.ledger.begin() as conn:
+            source_positions.finish_poll(conn, spec.name, sequence)
+        position.pending = None
+
+    def reject(
+        self,
+        spec: SourceSpec,
+        stage: str,
+        items: list[tuple[Any, str]],
+        *,
+        producer: str | None = None,
+        sequence: int | None = None,
+    ) -> None:
+        """Write records a source could not deliver to its error stream, with the reasons;
+        under (`producer`, `sequence`) the append is idempotent, once per stage. A record the
+        source's error stream got lately with the same reason is not written again (an HTTP
+        API serves a bad record on every poll)."""
+        seen = self._errors_seen.setdefault(spec.name, collections.OrderedDict())
+        digests = [_error_digest(stage, record, reason) for record, reason in items]
+        fresh = [i for i, digest in enumerate(digests) if digest not in seen]
+        if not fresh:
+            return
+        if len(fresh) < len(items):
+            items, digests = [items[i] for i in fresh], [digests[i] for i in fresh]
         log.warning(
             "source %s: %d records to %s (%s): %s",
             spec.name,
@@ -302,7 +392,15 @@ class StreamService:
         self.metrics.source_rejected.labels(spec.name).inc(len(items))
         self.health.rejected(f"source:{spec.name}", len(items), items[0][1])
         try:
-            self.logs[spec.errors_stream].append(error_records(spec.name, stage, items))
+            self.logs[spec.errors_stream].append(
+                error_records(spec.name, stage, items),
+                producer=None if producer is None else f"{producer}:{stage}",
+                sequence=sequence,
+            )
+            for digest in digests:
+                seen[digest] = None
+            while len(seen) > ERRORS_REMEMBERED:
+                seen.popitem(last=False)
         except Exception:  # the error stream itself fails: the log line is all that is left
             log.exception(
                 "source %s: writing %d records to %s failed; the records were: %s",
@@ -313,21 +411,44 @@ class StreamService:
             )
         self._wake.set()
 
-    def publish(self, envelopes: list[dict[str, Any]], origin: SourceSpec | None = None) -> None:
+    def publish(
+        self,
+        envelopes: list[dict[str, Any]],
+        origin: SourceSpec | None = None,
+        *,
+        producer: str | None = None,
+        sequence: int | None = None,
+    ) -> None:
         """Route envelopes to their targets: the bus's PutEvents. Events a target refuses go
-        to the error stream of `origin`, the source they came from."""
+        to the error stream of `origin`, the source they came from. Under (`producer`,
+        `sequence`) the stream appends are idempotent: publishing the same poll again writes
+        nothing twice."""
         routed = self.bus.deliveries(envelopes)
+        set_aside: list[tuple[dict, str]] = []
+        try:
+            self._publish(routed, envelopes, set_aside, producer, sequence)
+        finally:
+            self._set_aside(origin, set_aside, producer, sequence)
+
+    def _publish(
+        self,
+        routed: dict[Any, Any],
+        envelopes: list[dict[str, Any]],
+        set_aside: list[tuple[dict, str]],
+        producer: str | None,
+        sequence: int | None,
+    ) -> None:
         for target, pairs in routed.items():
             if target.kind != "stream":
                 continue
             events = [envelope for envelope, _ in pairs]
             try:
-                refused = self.append(target.name, events)
+                refused = self.append(target.name, events, producer=producer, sequence=sequence)
             except Exception as exc:
                 log.exception("delivering %d events to %s failed", len(events), target)
                 reason = f"delivering to {target} failed: {type(exc).__name__}: {exc}"
                 refused = [(event, reason) for event in events]
-            self._set_aside(origin, refused)
+            set_aside.extend(refused)
             if len(events) > len(refused):
                 self.metrics.bus_events.labels(str(target)).inc(len(events) - len(refused))
         others = {t: pairs for t, pairs in routed.items() if t.kind != "stream"}
@@ -346,15 +467,21 @@ class StreamService:
             log.exception("delivering %d events failed", len(envelopes))
             reason = f"delivering failed: {type(exc).__name__}: {exc}"
             unique = {e["id"]: e for pairs in others.values() for e, _ in pairs}
-            self._set_aside(origin, [(e, reason) for e in unique.values()])
+            set_aside.extend((e, reason) for e in unique.values())
             return
-        self._set_aside(origin, delivered.refused)
+        set_aside.extend(delivered.refused)
         for target, pairs in others.items():
             self.metrics.bus_events.labels(str(target)).inc(len(pairs))
         if delivered.functions:
             self.on_invocations(delivered.functions)
 
-    def _set_aside(self, origin: SourceSpec | None, refused: list[tuple[dict, str]]) -> None:
+    def _set_aside(
+        self,
+        origin: SourceSpec | None,
+        refused: list[tuple[dict, str]],
+        producer: str | None = None,
+        sequence: int | None = None,
+    ) -> None:
         if not refused:
             return
         if origin is None:  # not from a source (an object created): its log is the record
@@ -362,11 +489,19 @@ class StreamService:
                 log.warning("event %s was not delivered: %s", event.get("id"), reason)
             return
         details = [(without_precise_time(e), reason) for e, reason in refused]
-        self.reject(origin, "deliver", details)
+        self.reject(origin, "deliver", details, producer=producer, sequence=sequence)
 
-    def append(self, stream_name: str, events: list[dict[str, Any]]) -> list[tuple[dict, str]]:
+    def append(
+        self,
+        stream_name: str,
+        events: list[dict[str, Any]],
+        *,
+        producer: str | None = None,
+        sequence: int | None = None,
+    ) -> list[tuple[dict, str]]:
         """Append envelopes to a declared stream's log (its records are their details);
-        returns the envelopes it refused, with the reason."""
+        returns the envelopes it refused, with the reason. With `producer` and `sequence` the
+        append is idempotent (`StreamLog.append`)."""
         stream = self.app.streams[stream_name]
         table, refused = _stream_records(events)
         refused_rows = {row for row, _ in refused}
@@ -374,7 +509,9 @@ class StreamService:
         table, unfit = self._conform(stream_name, table)
         refused += [(kept[row], reason) for row, reason in unfit]
         if table.num_rows:
-            self.logs[stream_name].append(table, key=stream.key)
+            self.logs[stream_name].append(
+                table, key=stream.key, producer=producer, sequence=sequence
+            )
             self._wake.set()
         return [(events[i], f"stream {stream_name!r}: {why}") for i, why in sorted(refused)]
 
@@ -476,6 +613,11 @@ class StreamService:
             else:
                 log.warning("pipeline %s: %s", runner.pipeline.name, exc)
             runner.reset()
+            with contextlib.suppress(Exception):  # stuck behind records: the lag says how many
+                end = runner.log.end_offset(runner.partition)
+                self.metrics.lag.labels(runner.pipeline.name, str(runner.partition)).set(
+                    max(0, end - runner.status.offset)
+                )
             return False
         backoff.success()
         if n:
@@ -660,6 +802,24 @@ class StreamService:
                 log.info("stream %s: retention removed %d records", name, removed)
 
 
+def _poll_failed(source: Any, failed: int) -> bool:
+    """The poll recorded a failure of its own (not only records set aside, which the error
+    stream and the rejected count show while the source works)."""
+    if failed <= 0:
+        return False
+    recent = list(getattr(source, "failures", None) or [])[-failed:]
+    if not recent:
+        return True
+    return any(f.get("kind") not in _REJECTED_KINDS for f in recent if isinstance(f, dict))
+
+
+def _error_digest(stage: str, record: Any, reason: str) -> str:
+    # "record 3 field 'x': ..." names the record's place in its poll, which moves between polls
+    why = _RECORD_PLACE.sub("", reason, count=1)
+    text = json.dumps(record, sort_keys=True, default=str)
+    return hashlib.sha256(f"{stage}\0{why}\0{text}".encode()).hexdigest()
+
+
 def _backing_off(source: Any) -> bool:
     """The source's last poll failed and it waits before the next (SourceHealth's stats)."""
     stats = getattr(source, "stats", None)
@@ -687,20 +847,81 @@ def _next_poll(source: Any, now: float) -> float:
     return now + float(getattr(source, "interval", 1.0) or 1.0)
 
 
+@dataclass
+class _SourcePosition:
+    producer: str  # of the source's idempotent appends
+    sequence: int  # of its next poll
+    state: dict[str, Any] | None  # as the ledger holds it
+    pending: source_positions.PendingPoll | None  # written down, not yet delivered
+
+
+def _source_state(source: Any) -> dict[str, Any]:
+    state = getattr(source, "state", None)
+    # a round trip through JSON: what the ledger will give back, to compare with
+    return json.loads(to_json(state())) if callable(state) else {}
+
+
+def _restore(source: Any, state: dict[str, Any] | None) -> None:
+    restore = getattr(source, "restore", None)
+    if callable(restore) and state is not None:
+        restore(state)
+
+
+def _poll_ids(producer: str, sequence: int) -> Callable[[int], str]:
+    """Event ids for the records of a source without `id_field`: the same when the poll is
+    delivered again, so a function target is not invoked twice for one record."""
+    return lambda row: str(uuid.uuid5(uuid.NAMESPACE_URL, f"{producer}:{sequence}:{row}"))
+
+
 def _envelopes(
-    spec: SourceSpec, table: pa.Table
+    spec: SourceSpec, table: pa.Table, ids: Callable[[int], str] | None = None
 ) -> tuple[list[dict[str, Any]], list[tuple[Any, str]]]:
-    """An envelope per record, and the records that cannot be one (record, reason)."""
+    """An envelope per record, and the records that cannot be one (record, reason). `ids`
+    names the event of a record (by its row) when the source has no `id_field`."""
     out, refused = [], []
-    for raw in nanosecond_columns_as_text(table).to_pylist():
+    for row, raw in enumerate(_rows(nanosecond_columns_as_text(table), refused)):
         try:
-            out.append(_envelope(spec, raw))
+            out.append(_envelope(spec, raw, ids(row) if ids else None))
         except (HeadraceError, TypeError, ValueError, RecursionError) as exc:
             refused.append((raw, str(exc)))
+        except Exception as exc:  # whatever else one record raises costs that record only
+            refused.append((raw, f"{type(exc).__name__}: {exc}"))
     return out, refused
 
 
-def _envelope(spec: SourceSpec, raw: dict[str, Any]) -> dict[str, Any]:
+def _rows(table: pa.Table, refused: list[tuple[Any, str]]) -> list[dict[str, Any]]:
+    """The table's rows as dicts; a row Python cannot hold (a timestamp past year 9999) goes to
+    `refused` as its columns' text, and the rows beside it are kept."""
+    try:
+        return table.to_pylist()
+    except Exception:  # find the rows that fail, one by one: the rest must not be lost
+        pass
+    rows = []
+    for index in range(table.num_rows):
+        row = table.slice(index, 1)
+        try:
+            rows.extend(row.to_pylist())
+        except Exception as exc:
+            reason = (
+                f"record {index} cannot be read: {type(exc).__name__}: {exc} (a time must fall "
+                "in years 1 to 9999 in UTC)"
+            )
+            refused.append((_row_text(row), reason))
+    return rows
+
+
+def _row_text(row: pa.Table) -> dict[str, Any]:
+    """A one-row table's values as Arrow writes them as text (Arrow holds dates Python cannot)."""
+    text: dict[str, Any] = {}
+    for name, column in zip(row.column_names, row.columns, strict=True):
+        try:
+            text[name] = column.cast(pa.string())[0].as_py()
+        except Exception:  # a type with no text form: its type says what it was
+            text[name] = f"<{column.type}>"
+    return text
+
+
+def _envelope(spec: SourceSpec, raw: dict[str, Any], fallback_id: str | None) -> dict[str, Any]:
     when = parse_event_time(raw.get(spec.time_field), spec.time_field) if spec.time_field else None
     # detail must be JSON: timestamps, decimals and bytes become their text
     record = json.loads(json.dumps(raw, default=_as_text))
@@ -716,7 +937,7 @@ def _envelope(spec: SourceSpec, raw: dict[str, Any]) -> dict[str, Any]:
         spec.detail_type,
         record,
         time=when,
-        id=str(ident) if ident is not None else new_id(),
+        id=str(ident) if ident is not None else fallback_id or new_id(),
         resources=[],
     )
     # keep sub-second event time for windows; the envelope's own `time` has seconds like AWS

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -40,6 +40,7 @@ EVENT_TIME = "_event_time"
 EVENT_TIME_TYPE = pa.timestamp("us", tz="UTC")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_OUT_OF_RANGE = "is out of the range of dates (years 1 to 9999)"
 _FIX = (
     "give epoch seconds (a number) or ISO 8601 text such as '2024-05-01T12:00:00.123456Z' "
     "or '2024-05-01T14:00:00.123456789+02:00'"
@@ -55,7 +56,7 @@ def parse_event_time(value: Any, field: str = "time") -> datetime | None:
     if isinstance(value, datetime):
         # a pandas Timestamp is a datetime too: rebuilding it drops its nanoseconds (floor)
         moment = datetime.combine(value.date(), value.timetz())
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        return _in_utc(moment, value, field)
     if isinstance(value, int):
         return _from_seconds(Decimal(value), value, field)
     if isinstance(value, float):
@@ -73,7 +74,7 @@ def parse_event_time(value: Any, field: str = "time") -> datetime | None:
             moment = datetime.fromisoformat(text)  # Python 3.11: 'Z', offsets, > 6 digits cut
         except ValueError:
             raise _bad(value, field, "is neither epoch seconds nor ISO 8601") from None
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        return _in_utc(moment, value, field)
     raise _bad(value, field, f"is a {type(value).__name__}")
 
 
@@ -104,12 +105,21 @@ def nanosecond_columns_as_text(table: pa.Table) -> pa.Table:
     return table
 
 
+def _in_utc(moment: datetime, value: Any, field: str) -> datetime:
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # year 1 east of UTC, year 9999 west of it
+        raise _bad(value, field, _OUT_OF_RANGE + " once converted to UTC") from None
+
+
 def _from_seconds(seconds: Decimal, value: Any, field: str) -> datetime:
     try:
         micros = math.floor(seconds.scaleb(6))
         return EPOCH + timedelta(microseconds=micros)
-    except (OverflowError, InvalidOperation, ValueError):
-        raise _bad(value, field, "is out of the range of dates (years 1 to 9999)") from None
+    except (ArithmeticError, ValueError):  # OverflowError, decimal.Overflow, InvalidOperation
+        raise _bad(value, field, _OUT_OF_RANGE) from None
 
 
 def _bad(value: Any, field: str, why: str) -> MalformedEvent:

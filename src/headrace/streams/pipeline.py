@@ -37,6 +37,10 @@ class Stage:
         return copy.deepcopy(self.template), copy.deepcopy(self.late)
 
 
+def _as_stream_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)
+
+
 def check_name(kind: str, name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise StreamError(
@@ -67,6 +71,8 @@ class Pipeline:
         self.batch_size = batch_size
         self.start = start
         self.stages: list[Stage] = []
+        #: Streams named after the pipeline rather than by the user: `NAME-late`.
+        self.derived_streams: set[str] = set()
 
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}, stream={self.stream!r}, stages={self.stage_names})"
@@ -103,7 +109,19 @@ class Pipeline:
 
     def _late_sink(self, stage: str, late: Sink | str | None) -> Sink:
         if late is None:
-            return StreamSink(f"{self.name}-late", name=f"late:{stage}")
+            derived = f"{self.name}-late"
+            try:
+                check_stream_name(derived)
+            except StreamError:
+                raise StreamError(
+                    f"pipeline {self.name!r}",
+                    f"the late records of its {stage} window go to stream {derived!r}, named "
+                    "after the pipeline, and stream names hold only letters, digits, '_' and '-'",
+                    f"rename the pipeline (e.g. {_as_stream_name(self.name)!r}), or name the late "
+                    "stream yourself with late='STREAM'",
+                ) from None
+            self.derived_streams.add(derived)
+            return StreamSink(derived, name=f"late:{stage}")
         if isinstance(late, str):
             return StreamSink(check_stream_name(late), name=f"late:{stage}")
         return late
