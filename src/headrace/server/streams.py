@@ -59,7 +59,7 @@ from headrace.streams.event_time import (
     nanosecond_columns_as_text,
     parse_event_time,
 )
-from headrace.streams.log import OFFSET, decode_batch, encode_batch
+from headrace.streams.log import decode_batch, encode_batch
 from headrace.streams.runner import PartitionRunner
 from headrace.streams.sinks import SinkContext
 from headrace.streams.sources import RecordsDoNotFit, records_to_table
@@ -555,14 +555,8 @@ class StreamService:
     def _stored_schema(self, name: str) -> pa.Schema | None:
         """The schema of the newest record in each partition of a stream, unified (None when
         empty): what the log held before this process appended to it."""
-        stream = self.logs[name]
-        schemas = []
         try:
-            for partition in range(stream.partitions):
-                end = stream.end_offset(partition)
-                if end > stream.start_offset(partition):
-                    schemas.append(stream.read(partition, end - 1, 1).drop_columns([OFFSET]).schema)
-            return pa.unify_schemas(schemas, promote_options="permissive") if schemas else None
+            return self.logs[name].stored_schema()
         except Exception:  # an unreadable tail: appends are typed by what comes next
             log.exception("reading the schema of stream %s", name)
             return None
@@ -886,6 +880,10 @@ def _envelopes(
             refused.append((raw, str(exc)))
         except Exception as exc:  # whatever else one record raises costs that record only
             refused.append((raw, f"{type(exc).__name__}: {exc}"))
+    # A poll's records arrive together; the order an API lists them in (newest first) is not
+    # an arrival order. In event-time order, windows judge none of them late for a later
+    # record of the same poll.
+    out.sort(key=lambda envelope: envelope[PRECISE_TIME])
     return out, refused
 
 
