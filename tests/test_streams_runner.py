@@ -422,3 +422,42 @@ def test_a_window_ending_past_the_year_9999_flushes_and_reads(ledger, tmp_path):
     assert sorted(sent) == ["10000-01-01T00:00:00.000000+0000", "2024-05-01 00:01:00+00:00"]
     for stream in (log, *outputs.values()):
         stream.close()
+
+
+@pytest.mark.parametrize("operator", ["dedup", "tumbling", "session"])
+def test_a_checkpoint_taken_before_the_operator_saw_a_record_restores(ledger, tmp_path, operator):
+    """A first batch that a filter empties commits before the next operator kept anything; a
+    fresh runner (a restart, a flush) restores that checkpoint and goes on."""
+    from headrace.streams.operators import aggregations as agg
+
+    root = str(tmp_path / "streams")
+    log = open_log(root, "events")
+    at = pa.timestamp("us", tz="UTC")
+    t0 = datetime(2024, 5, 1, tzinfo=UTC)
+    log.append(pa.table({"id": [1, 2, 3], "t": pa.array([t0] * 3, at)}))
+    outputs = {name: open_log(root, name) for name in ("out", "p-late")}
+
+    def pipeline() -> Pipeline:
+        pipe = Pipeline("p", "events")
+        pipe.filter(lambda table: pa.compute.greater(table["id"], 100))
+        if operator == "dedup":
+            pipe.dedup("id", ttl=60, time_column="t")
+        elif operator == "tumbling":
+            pipe.tumbling(60, time_column="t", aggs={"n": agg.count()})
+        else:
+            pipe.session(60, time_column="t", key="id", aggs={"n": agg.count()})
+        pipe.to_stream("out")
+        return pipe
+
+    first = runner_for(pipeline(), ledger, log, tmp_path, streams=outputs)
+    first.open()
+    assert first.run_until_caught_up() == 3
+    log.append(pa.table({"id": [200, 201], "t": pa.array([t0] * 2, at)}))
+    again = runner_for(pipeline(), ledger, log, tmp_path, streams=outputs)
+    again.open()
+    assert again.run_until_caught_up() == 2
+    again.flush()
+    out = outputs["out"].read(0, 0, 10)
+    assert out.num_rows == (2 if operator != "tumbling" else 1)
+    for stream in (log, *outputs.values()):
+        stream.close()

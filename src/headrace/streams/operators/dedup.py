@@ -57,6 +57,13 @@ _EMPTY = np.iinfo(np.int64).min  # expiry of a free slot, or of a key that is no
 _NO_TIME = _EMPTY
 _MIN_CAPACITY = 1024
 _SEEDS = (0x5EED_0001, 0x5EED_0002)
+_NO_KEYS = pa.table(
+    {
+        "h1": pa.array([], pa.uint64()),
+        "h2": pa.array([], pa.uint64()),
+        "expiry": pa.array([], pa.int64()),
+    }
+)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -352,8 +359,9 @@ class Dedup:
     def restore(self, state: dict[str, pa.Table]) -> None:
         meta = read_meta(state, self.name)
         check_config(meta, self._config(), self.name)
-        keys = state.get("keys")
-        if keys is None or keys.column_names != ["h1", "h2", "expiry"]:
+        # a checkpoint taken before the first kept record wrote no keys: none are held
+        keys = state.get("keys", _NO_KEYS)
+        if keys.column_names != ["h1", "h2", "expiry"]:
             raise StreamError(
                 subject(self.name),
                 "the state to restore has no 'keys' table with columns h1, h2, expiry",

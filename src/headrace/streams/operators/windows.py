@@ -256,6 +256,8 @@ class _Window:
         meta = read_meta(state, self.name)
         check_config(meta, self._config(), self.name)
         windows = state.get("windows")
+        if windows is None and not meta["has_state"]:  # no record came: nothing was written
+            windows = pa.table({})
         if windows is None:
             raise StreamError(
                 subject(self.name),
