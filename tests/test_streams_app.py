@@ -286,8 +286,9 @@ def test_names_derived_from_pipelines_and_sources_are_checked_when_the_app_loads
     (tmp_path / "drop").mkdir()
     (tmp_path / "headrace.toml").write_text('app = "namesapp:app"\nhome = ".headrace"\n')
     (tmp_path / "namesapp.py").write_text(NAMES_APP.format(pipeline=pipeline, declared=declared))
-    for args in (("streams", "list"), ("streams", "flush", pipeline)):
-        result = headrace(*args, project=tmp_path)
+    # `up` refuses too, and exits: a start that fails stops the workers it started
+    for args in (("streams", "list"), ("streams", "flush", pipeline), ("up", "--quiet")):
+        result = headrace(*args, project=tmp_path, timeout=60)
         assert result.returncode != 0
         assert expected in " ".join(result.stderr.split()), result.stderr
 

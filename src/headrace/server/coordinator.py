@@ -145,10 +145,10 @@ class Coordinator:
         return self._stop.is_set()
 
     def run(self, drain_timeout: float | None = None) -> None:
-        self._start()
         try:
+            self._start()
             self._loop()
-        finally:
+        finally:  # also after a failed start: its executor's workers must not outlive it
             self._drain(drain_timeout)
 
     def _start(self) -> None:
@@ -622,7 +622,8 @@ class Coordinator:
             self.ledger.release_leases(self.id)
         for running in self._running.values():
             _remove(scratch_path(self._tmp_root, running.claim.id, running.claim.attempt))
-        self.ledger.mark_stopped(self.id)
+        if self.id:
+            self.ledger.mark_stopped(self.id)
         self.ledger.close()
         log.info("coordinator %s stopped", self.id)
 
