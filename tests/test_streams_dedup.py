@@ -218,8 +218,12 @@ def test_restore_refuses_other_config_and_other_hash_function():
     state["meta"] = meta.set_column(i, "hash_fingerprint", pa.array([12345], pa.int64()))
     with pytest.raises(StreamError, match="unknown hash"):
         Dedup("id", 10).restore(state)
-    with pytest.raises(StreamError, match="keys"):
-        Dedup("id", 10).restore({"meta": d.snapshot()["meta"]})
+    with pytest.raises(StreamError, match="keys"):  # a keys table of another shape
+        Dedup("id", 10).restore({"meta": d.snapshot()["meta"], "keys": pa.table({"h1": [1]})})
+    # no keys table: a checkpoint taken before a record was kept holds none
+    empty = Dedup("id", 10)
+    empty.restore({"meta": d.snapshot()["meta"]})
+    assert empty.held_keys == 0
 
 
 def test_errors_name_the_operator_and_the_fix():

@@ -175,3 +175,15 @@ def test_leaf_packages_depend_only_on_config_and_errors():
     for leaf in LEAVES:
         assert edges.get(leaf, set()) <= {"errors", "config"}, (leaf, edges.get(leaf))
     assert edges["executors"] == {"errors"}  # workers know nothing of functions or the ledger
+
+
+def test_the_cli_imports_no_data_library_until_a_command_needs_one():
+    """Every `headrace` command (and the workers a coordinator starts) pays for what the CLI
+    imports up front: pyarrow and the stream package cost over a second there."""
+    import subprocess
+    import sys
+
+    heavy = ("pyarrow", "polars", "numpy", "sqlalchemy", "headrace.streams")
+    code = f"import sys, headrace.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -14,7 +14,6 @@ from rich.table import Table
 from headrace import cli_common
 from headrace.cli_common import Json, group_project
 from headrace.jsontext import JsonInputError, parse_json
-from headrace.streams.rows import python_rows
 
 streams_app = typer.Typer(
     help="Stream logs and pipelines: list, stats, read, flush, reset.", no_args_is_help=True
@@ -220,6 +219,8 @@ def read(
 ) -> None:
     """Print records of a stream (late records of a window live in PIPELINE-late)."""
 
+    from headrace.streams.rows import python_rows  # pyarrow: only when records are printed
+
     settings, application, _ = _context()
     spec = application.streams.get(stream)
     if spec is None:
@@ -344,6 +345,8 @@ def query(
     as_json: Json = False,
 ) -> None:
     """SQL over the offline feature tables (a view per group) and stream archives."""
+    from headrace.streams.rows import python_rows
+
     settings, application, _ = _context()
     result = _store(settings, application).query(sql)
     rows = python_rows(result.slice(0, limit))
