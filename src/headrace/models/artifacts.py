@@ -81,10 +81,9 @@ def serialise(model: Any, serializer: str, work: Path) -> Packed:
     target = work / filename
     try:
         if serializer == "joblib":
-            joblib = _require("joblib")
-            joblib.dump(model, target)
+            _joblib().dump(model, target)
         else:
-            cloudpickle = _require("cloudpickle")
+            cloudpickle = _cloudpickle()
             with open(target, "wb") as f:
                 cloudpickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
@@ -245,20 +244,33 @@ def extract_folder(archive: Path, target: Path) -> None:
 def load_file(path: Path, fmt: str) -> Any:
     """The model in a verified local copy: the object for pickles, else the path itself."""
     if fmt == "joblib":
-        return _require("joblib").load(path)
+        return _joblib().load(path)
     if fmt == "cloudpickle":
-        _require("cloudpickle")  # its pickles name its functions
+        _cloudpickle()  # its pickles name its functions
         with open(path, "rb") as f:
             return pickle.load(f)
     return path
 
 
-def _require(module: str) -> Any:
+def _joblib() -> Any:
     try:
-        return __import__(module)
+        import joblib
     except ModuleNotFoundError:
-        raise InvalidModel(
-            f"the {module} package",
-            "is not installed, and this model's format needs it",
-            "pip install 'headrace[ml]'",
-        ) from None
+        raise _missing("joblib") from None
+    return joblib
+
+
+def _cloudpickle() -> Any:
+    try:
+        import cloudpickle
+    except ModuleNotFoundError:
+        raise _missing("cloudpickle") from None
+    return cloudpickle
+
+
+def _missing(module: str) -> InvalidModel:
+    return InvalidModel(
+        f"the {module} package",
+        "is not installed, and this model's format needs it",
+        "pip install 'headrace[ml]'",
+    )
