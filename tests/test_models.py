@@ -319,3 +319,46 @@ def test_an_object_store_that_is_not_a_folder(ledger, tmp_path):
     registry.set_alias("m", "production", 2)
     registry.delete_version("m", 1)
     assert [o.key for o in registry.bucket.list()] == [registry.get("m", 2).artifact]
+
+
+def test_a_scorer_pins_the_alias_and_ships_only_its_reference(tmp_path, monkeypatch, digits):
+    import pickle
+
+    import pyarrow as pa
+
+    from headrace import models
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path / "home"))
+    clf, X, _ = digits
+    models.push("digits", clf, alias="production")
+    models.push("digits", {"not": "a model"})
+    scorer = models.ModelScorer("digits", alias="production", output="digit")
+    assert (scorer.version, scorer.features) == (1, list(X.columns))
+    models.set_alias("digits", "production", 2)  # moved while the job runs: not followed
+
+    shipped = pickle.dumps(scorer)
+    assert len(shipped) < 4096  # the reference, not the model
+    table = pa.Table.from_pandas(X[1500:], preserve_index=False)
+    # a worker process: the model loads there, from the project's registry
+    code = (
+        "import pickle, sys, pyarrow as pa\n"
+        "scorer = pickle.loads(sys.stdin.buffer.read())\n"
+        "table = pa.ipc.open_stream(open(sys.argv[1], 'rb')).read_all()\n"
+        "print(scorer(table).column('digit').to_pylist())\n"
+    )
+    with (
+        pa.OSFile(str(tmp_path / "batch.arrow"), "wb") as sink,
+        pa.ipc.new_stream(sink, table.schema) as writer,
+    ):
+        writer.write_table(table)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "batch.arrow")],
+        input=shipped,
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr.decode()
+    assert json.loads(out.stdout) == clf.predict(X[1500:]).tolist()
+    assert scorer(X[1500:])["digit"].tolist() == clf.predict(X[1500:]).tolist()

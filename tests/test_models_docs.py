@@ -29,6 +29,7 @@ def test_models_page_snippets_run_in_order(tmp_path, monkeypatch, capsys):
     assert (production.predict(X) == clf.predict(X)).all()
     assert scope["scored"].column("digit").to_pylist() == clf.predict(X).tolist()
     assert scope["frame"]["digit"].tolist() == clf.predict(X).tolist()
+    assert printed[4] == "ModelScorer(digits:1)"
     # everything went to the project's own home folder
     assert list((tmp_path / ".headrace" / "buckets" / "models" / "digits").iterdir())
     assert (tmp_path / ".headrace" / "ledger.db").is_file()

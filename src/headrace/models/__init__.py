@@ -14,7 +14,6 @@ The functions here use the project's registry (its `headrace.toml` and `HEADRACE
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,7 +27,8 @@ from headrace.models.errors import (
 )
 from headrace.models.metadata import LibraryMismatch
 from headrace.models.records import AliasMove, ModelRef, ModelVersion, parse_ref
-from headrace.models.registry import ModelRegistry, ModelSummary
+from headrace.models.registry import ModelRegistry, ModelSummary, default_registry
+from headrace.models.scorer import ModelScorer
 
 __all__ = [
     "AliasMove",
@@ -40,6 +40,7 @@ __all__ = [
     "ModelNotFound",
     "ModelRef",
     "ModelRegistry",
+    "ModelScorer",
     "ModelSummary",
     "ModelVersion",
     "PredictionError",
@@ -57,23 +58,6 @@ __all__ = [
     "set_alias",
     "versions",
 ]
-
-_registries: dict[tuple[str, str, str], ModelRegistry] = {}
-_lock = threading.Lock()
-
-
-def default_registry() -> ModelRegistry:
-    """The registry of the project in the current folder (or `$HEADRACE_PROJECT`), opened once
-    per process for each ledger, store and home."""
-    from headrace.config import load_settings
-
-    settings = load_settings()
-    key = (settings.ledger_url, settings.storage_url, os.fspath(settings.home))
-    with _lock:
-        found = _registries.get(key)
-        if found is None:
-            found = _registries[key] = ModelRegistry.from_settings(settings)
-        return found
 
 
 def push(

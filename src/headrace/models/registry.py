@@ -20,17 +20,20 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from headrace.config import Settings, load_settings
 from headrace.errors import ObjectNotFound
+from headrace.ledger import Ledger
 from headrace.ledger.db import create_tables, to_json
 from headrace.models import artifacts
 from headrace.models.errors import ChecksumMismatch, InvalidModel, ModelInUse, ModelNotFound
@@ -52,13 +55,9 @@ from headrace.models.records import (
     parse_ref,
 )
 from headrace.models.schema import alias_moves, metadata, model_aliases, model_versions, models
+from headrace.storage import Bucket, ObjectStore
 
-if TYPE_CHECKING:
-    from headrace.config import Settings
-    from headrace.ledger import Ledger
-    from headrace.storage import Bucket, ObjectStore
-
-__all__ = ["ModelRegistry", "ModelSummary"]
+__all__ = ["ModelRegistry", "ModelSummary", "default_registry"]
 
 logger = logging.getLogger("headrace.models")
 
@@ -104,10 +103,6 @@ class ModelRegistry:
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> ModelRegistry:
         """The project's registry: its ledger, its object store, a cache in its home."""
-        from headrace.config import load_settings
-        from headrace.ledger import Ledger
-        from headrace.storage import ObjectStore
-
         settings = settings or load_settings()
         return cls(
             Ledger(settings.ledger_url, sync=settings.ledger_sync),
@@ -621,3 +616,19 @@ def _load_pushed(path: Path, name: str) -> Any:
             "give the file joblib.dump wrote, or push it under a name without .joblib/.pkl"
             " to store it as a plain file",
         ) from None
+
+
+_registries: dict[tuple[str, str, str], ModelRegistry] = {}
+_registries_lock = threading.Lock()
+
+
+def default_registry() -> ModelRegistry:
+    """The registry of the project in the current folder (or `$HEADRACE_PROJECT`), opened once
+    per process for each ledger, store and home."""
+    settings = load_settings()
+    key = (settings.ledger_url, settings.storage_url, os.fspath(settings.home))
+    with _registries_lock:
+        found = _registries.get(key)
+        if found is None:
+            found = _registries[key] = ModelRegistry.from_settings(settings)
+        return found
