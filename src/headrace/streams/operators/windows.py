@@ -166,8 +166,7 @@ class _Window:
     def process(self, batch: pa.Table) -> Emit:
         table = as_table(batch, self.name)
         require_columns(table, [self.time_column, *self._inputs], self.name)
-        if self._schema is None:
-            self._schema = table.select([self.time_column, *self._inputs]).schema
+        self._note_schema(table.select([self.time_column, *self._inputs]).schema)
         times, valid = time_micros(table, self.time_column, self.name)
         n = table.num_rows
         # hstack, not with_columns: no query to plan, which is most of a small batch's cost
@@ -195,6 +194,23 @@ class _Window:
                 "keep the key and aggregated columns' types the same across the stream",
             ) from exc
         return Emit(main, self._late_table(table, late))
+
+    def _note_schema(self, schema: pa.Schema) -> None:
+        """The input types the output keeps, widened when a batch widens one (integers then
+        floats: the stream log accepts that, and the window then emits floats)."""
+        known = self._schema
+        if known is None:
+            self._schema = schema
+        elif not schema.equals(known):
+            try:
+                self._schema = pa.unify_schemas([known, schema], promote_options="permissive")
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise StreamError(
+                    subject(self.name),
+                    f"a batch's column types ({schema}) do not combine with the earlier ones "
+                    f"({known}): {exc}",
+                    "keep the key and aggregated columns' types the same across the stream",
+                ) from None
 
     def flush(self) -> Emit:
         closed = self._close(None)
@@ -509,8 +525,11 @@ class _FixedWindows(_Window):
         parts = [f for f in (self._state, *self._pending) if f is not None and f.height]
         self._pending, self._pending_min = [], None
         if len(parts) > 1:
-            both = pl.concat(parts, how="vertical_relaxed").lazy()
-            merged = both.group_by(self._group).agg(self._merge_exprs)
+            try:  # relaxed only when a column's type changed (int sums widened): it costs
+                both = pl.concat(parts, how="vertical")
+            except pl.exceptions.SchemaError:
+                both = pl.concat(parts, how="vertical_relaxed")
+            merged = both.lazy().group_by(self._group).agg(self._merge_exprs)
             # in output order (window, then key): closing takes a prefix, emitting needs no sort
             self._state = merged.sort(self._order, nulls_last=True).collect()
         elif parts:
