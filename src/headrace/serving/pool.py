@@ -170,7 +170,12 @@ class ReplicaPool:
             raise RuntimeError(
                 f"replica {number} did not start ({exc or 'timed out'}); see its log above"
             ) from None
-        logger.info("replica %d ready (pid %s) %s", number, info.get("pid"), generation or "")
+        logger.info(
+            "replica %d ready (pid %s) %s",
+            number,
+            info.get("pid"),
+            generation.get("HEADRACE_MODEL", ""),
+        )
         if serve:
             self._serve(replica)
         return replica
