@@ -211,6 +211,7 @@ def serve(
     )
     options = ServeOptions(
         host=host,
+        timeout=timeout,
         port=port,
         token=token,
         max_body=max_body,

@@ -53,6 +53,7 @@ class FrontConfig:
         token: bytes | None,
         max_body: int,
         max_concurrency: int,
+        timeouts: list[float],
         observe: Callable[[int, str, int, float, int], None],
         metrics_text: Callable[[], bytes],
         access: Callable[[str], None] | None,
@@ -64,6 +65,7 @@ class FrontConfig:
         self.token = b"Bearer " + token if token else None
         self.max_body = max_body
         self.max_concurrency = max_concurrency
+        self.timeouts = timeouts  # seconds, by route index
         self.observe = observe  # (route index, method, status, seconds, body bytes)
         self.metrics_text = metrics_text
         self.access = access
@@ -225,7 +227,7 @@ class HttpConnection(asyncio.Protocol):
         def done(status: int, out: list[tuple[bytes, bytes]], data: bytes) -> None:
             self._finish(index, method, path, started, keep, status, out, data)
 
-        if not cfg.pool.submit(payload, done):
+        if not cfg.pool.submit(payload, done, cfg.timeouts[index]):
             self._finish(index, method, path, started, keep, *UNAVAILABLE)
 
     def _has_token(self, headers: list[bytes]) -> bool:

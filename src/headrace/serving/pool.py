@@ -42,7 +42,7 @@ class PoolOptions:
     replicas: int = 2
     min_replicas: int | None = None  # autoscaling bounds; both default to `replicas`
     max_replicas: int | None = None
-    timeout: float = 30.0  # per request, seconds; past it the client gets 504
+    timeout: float = 30.0  # the longest request timeout: a health check waits as long
     start_timeout: float = 120.0  # a replica's import and model load
     health_interval: float = 1.0
     scale_up_at: float = 8.0  # outstanding requests per replica that add one
@@ -202,9 +202,9 @@ class ReplicaPool:
 
     # -- requests ---------------------------------------------------------------------------------
 
-    def submit(self, payload: bytes, callback: Callback) -> bool:
+    def submit(self, payload: bytes, callback: Callback, timeout: float) -> bool:
         """Send a request to the replica with the fewest outstanding; False when none is
-        ready."""
+        ready. Past `timeout` seconds the client gets a 504 and the replica is replaced."""
         ready = self.ready
         if not ready:
             return False
@@ -216,7 +216,7 @@ class ReplicaPool:
                 if n < best:
                     replica, best = other, n
         request_id = next(self._ids) & 0xFFFFFFFF
-        timer = self.loop.call_later(self.options.timeout, self._timed_out, replica, request_id)
+        timer = self.loop.call_later(timeout, self._timed_out, replica, request_id)
         replica.outstanding[request_id] = (callback, timer)
         self.in_flight += 1
         assert replica.transport is not None
@@ -251,9 +251,7 @@ class ReplicaPool:
         self.in_flight -= 1
         entry[0](*TIMED_OUT)
         # its one thread is stuck in a handler (or behind one): replace it
-        logger.warning(
-            "replica %d: a request ran past %gs; replacing it", replica.number, self.options.timeout
-        )
+        logger.warning("replica %d: a request ran past its timeout; replacing it", replica.number)
         self._kill(replica)
 
     def on_lost(self, replica: Replica) -> None:

@@ -10,6 +10,7 @@ only parses HTTP and moves bytes.
 from __future__ import annotations
 
 import struct
+from urllib.parse import unquote
 
 from headrace.serving.apigateway import Request, Response
 
@@ -63,7 +64,8 @@ def decode_request(payload: bytes) -> tuple[int, Request]:
     route, method, path, query, ip, time_ms, nparams = fields[:7]
     n = int(nparams)
     rest = fields[7:]
-    params = dict(zip(rest[0:n:2], rest[1:n:2], strict=True))
+    # path parameters reach handlers decoded, as API Gateway hands them over
+    params = {k: unquote(v) for k, v in zip(rest[0:n:2], rest[1:n:2], strict=True)}
     heads = rest[n:]
     headers = list(zip(heads[0::2], heads[1::2], strict=True))
     request = Request(

@@ -32,6 +32,7 @@ class ServeOptions:
     max_body: int = 6 * 1024 * 1024  # bytes; Lambda's synchronous payload limit
     max_concurrency: int = 256  # requests in flight at once; more get 503 + Retry-After
     drain_timeout: float = 30.0
+    timeout: float | None = None  # per request, seconds; default: each function's timeout
     model_poll: float = 1.0  # seconds between looks at a bound model's alias
     access_log: TextIO | None = field(default_factory=lambda: sys.stderr)
     pool: PoolOptions = field(default_factory=PoolOptions)
@@ -247,6 +248,7 @@ async def serve_async(
         token=options.token,
         max_body=options.max_body,
         max_concurrency=options.max_concurrency,
+        timeouts=[options.timeout or r["timeout"] for r in config["routes"]],
         observe=metrics.observe,
         metrics_text=metrics.text,
         access=access,
