@@ -155,6 +155,9 @@ def test_routes_errors_limits_and_drain(serve):
         assert 'headrace_http_requests_total{code="502",route="GET /malformed"} 1.0' in metrics
         assert "headrace_http_request_duration_seconds_bucket" in metrics
         assert s.metric("headrace_serving_replicas") == 2
+    deadline = time.time() + 5  # the access log is written every half second
+    while not re.search(r'"POST /items/a%20b" 200 \d+ ', s.text()) and time.time() < deadline:
+        time.sleep(0.1)
     assert re.search(r'"POST /items/a%20b" 200 \d+ ', s.text()), "an access log line"
     # SIGTERM while a request runs: it finishes, then everything stops
     pids = s.replica_pids()
