@@ -1,7 +1,9 @@
 """The HTTP front: an asyncio protocol on httptools (the parser uvicorn uses), one process,
 that matches routes, checks the token, body size and concurrency, and hands each request to
-a replica as one frame. Measured faster than Starlette on uvicorn for this job (see
-docs/benchmarks.md): the front does no per-request Python beyond parsing and routing.
+a replica as one frame. Chosen over Starlette on uvicorn so that the one front process does
+no per-request Python beyond parsing and routing (uvicorn's ASGI layer adds a scope dict,
+receive/send coroutines and header lists per request); that comparison is still to be
+measured side by side.
 """
 
 from __future__ import annotations
