@@ -132,9 +132,15 @@ def test_the_registry_is_imported_by_nothing_below_it():
     # engine, jobs and the rest are handed what they need
     graph = import_graph(SRC)
     importers = {a for a, targets in graph.items() if "app" in targets}
-    assert importers <= {"headrace", "server", "cli", "cli_common", "cli_jobs", "cli_streams"}, (
-        importers
-    )
+    assert importers <= {
+        "headrace",
+        "server",
+        "cli",
+        "cli_common",
+        "cli_jobs",
+        "cli_streams",
+        "cli_serve",
+    }, importers
 
 
 def test_a_cycle_hidden_in_a_function_is_found(tmp_path):

@@ -12,6 +12,7 @@ from headrace.config import Settings
 from headrace.errors import AppError, ConfigError
 from headrace.events.bus import Rule, object_created_rule
 from headrace.functions.spec import FunctionSpec
+from headrace.serving.routes import RouteSpec, parse_route
 from headrace.storage.keys import validate_bucket_name
 
 if TYPE_CHECKING:  # the registry's types only: importing streams or features costs seconds
@@ -41,6 +42,7 @@ class App:
         self.pipelines: dict[str, Pipeline] = {}
         self.feature_groups: dict[str, FeatureGroup] = {}
         self.schedules: dict[str, ScheduleSpec] = {}
+        self.routes: list[RouteSpec] = []  # HTTP routes `headrace serve` answers
         self._names: dict[int, str] = {}
 
     # -- functions ----------------------------------------------------------------------------
@@ -125,6 +127,50 @@ class App:
             rule = object_created_rule(name, bucket=bucket, prefix=prefix, suffixes=suffixes)
             rule.name = f"{rule.name[:75]}-{len(self.rules) + 1}"
             self.rules.append(rule)
+            return target
+
+        if function is None:
+            return bind
+        return bind(function)
+
+    # -- HTTP routes ----------------------------------------------------------------------------
+
+    def http(
+        self, route: str, function: str | Callable[..., Any] | None = None, /, **options: Any
+    ) -> Any:
+        """Answer `route` ("POST /classify_digit", "GET /items/{id}", "ANY /{proxy+}") with a
+        function, as an API Gateway Lambda proxy integration does.
+
+        `app.http("POST /classify_digit", "inference")` binds a registered function (or a
+        handler reference such as "app.lambda_handler"); as a decorator, `@app.http("POST /x")`
+        registers the function below it too. Options: payload ("v1" REST proxy events, the
+        default; "v2" HTTP API events; "json" the body alone), max_batch_size and max_wait_ms
+        (the handler takes a list and returns a list), model ("NAME@ALIAS": replicas load that
+        version and roll over when the alias moves), model_env, api_key.
+        """
+        method, path = parse_route(route)
+
+        def bind(target: Any) -> Any:
+            if isinstance(target, str):
+                if target in self.functions:
+                    name = target
+                elif "." in target or ":" in target:
+                    name = self.function(target).name
+                else:
+                    name = self.spec(target).name  # raises, naming the known functions
+            else:
+                if id(target) not in self._names:
+                    self.function(target)
+                name = self._names[id(target)]
+            spec = RouteSpec(method, path, name, **options)
+            for other in self.routes:
+                if other.method == spec.method and other.segments == spec.segments:
+                    raise AppError(
+                        f"route {spec.key}",
+                        f"is bound twice (to {other.function!r} and {name!r})",
+                        "remove one of them",
+                    )
+            self.routes.append(spec)
             return target
 
         if function is None:

@@ -21,6 +21,7 @@ from headrace import cli_common, cli_streams
 from headrace.cli_common import Json, Project
 from headrace.cli_jobs import jobs_app
 from headrace.cli_models import models_app
+from headrace.cli_serve import register as register_serving
 from headrace.errors import HeadraceError
 
 app = typer.Typer(help="headrace: event-driven data and ML pipelines.", no_args_is_help=True)
@@ -32,6 +33,7 @@ app.add_typer(cli_streams.streams_app, name="streams", help="Stream logs and pip
 app.add_typer(cli_streams.features_app, name="features", help="Feature groups: get, compact.")
 console = Console()
 err = Console(stderr=True)
+register_serving(app)
 
 
 def _print_version(value: bool) -> None:
@@ -346,6 +348,15 @@ def put(
 def invoke(
     name: Annotated[str, typer.Argument(help="Function name.")],
     payload: Annotated[str, typer.Option(help="The event, as JSON.")] = "{}",
+    event_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--event",
+            "-e",
+            help="Run once here with the event in this JSON file ('-' for stdin), like "
+            "`sam local invoke`: no coordinator, no ledger.",
+        ),
+    ] = None,
     no_wait: Annotated[bool, typer.Option("--async", help="Queue it and return.")] = False,
     wait_seconds: Annotated[float, typer.Option("--wait", help="Give up waiting after.")] = 600,
 ) -> None:
@@ -353,8 +364,13 @@ def invoke(
     from headrace.app import load_app
     from headrace.ledger import NewInvocation
 
-    event = cli_common.json_option(payload, "--payload")
     settings = cli_common.settings()
+    if event_file is not None:
+        from headrace.cli_serve import invoke_here
+
+        invoke_here(load_app(settings).spec(name), event_file, settings)
+        return
+    event = cli_common.json_option(payload, "--payload")
     spec = load_app(settings).spec(name)
     ledger = cli_common.ledger(settings)
     (inv_id,) = ledger.enqueue(

@@ -219,11 +219,28 @@ def alias(
 
 
 @models_app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[int, typer.Argument(help="The version to serve.")],
+    alias_name: Annotated[str, typer.Option("--alias", help="The alias to move.")] = "production",
+) -> None:
+    """Point ALIAS (production) at VERSION: `headrace serve` rolls its replicas over to it, and
+    moves the alias back by itself when the new version fails its health check or answers
+    with errors."""
+    move = _registry().set_alias(name, alias_name, version)
+    if move is None:
+        err.print(f"{escape(name)}@{escape(alias_name)} already points at version {version}")
+    else:
+        was = f" (was {move.previous})" if move.previous is not None else ""
+        err.print(f"{escape(name)}@{escape(alias_name)} → version {version}{was}")
+
+
+@models_app.command()
 def rollback(
     name: Annotated[str, typer.Argument(help="Model name.")],
-    alias_name: Annotated[str, typer.Argument(metavar="ALIAS")],
+    alias_name: Annotated[str, typer.Argument(metavar="[ALIAS]")] = "production",
 ) -> None:
-    """Move ALIAS back to the version it pointed at before its last move."""
+    """Move ALIAS (production) back to the version it pointed at before its last move."""
     move = _registry().rollback(name, alias_name)
     err.print(f"{escape(name)}@{escape(alias_name)} → version {move.version} (was {move.previous})")
 

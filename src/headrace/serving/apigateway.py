@@ -1,0 +1,285 @@
+"""API Gateway's side of a Lambda proxy integration: the event a request becomes (REST API
+proxy events, "v1", and HTTP API payload 2.0, "v2") and the HTTP response a handler's return
+value becomes, refused with a 502 as API Gateway refuses a malformed one."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+ACCOUNT_ID = "000000000000"
+API_ID = "headrace"
+STAGE = "$default"
+
+#: Bodies of these types reach the handler as text; every other body is base64-encoded with
+#: isBase64Encoded, as API Gateway does for binary media types.
+_TEXT_TYPES = (
+    "text/",
+    "application/json",
+    "application/xml",
+    "application/javascript",
+    "application/x-www-form-urlencoded",
+    "application/graphql",
+)
+
+
+@dataclass(slots=True)
+class Request:
+    """One HTTP request as the front hands it to a replica."""
+
+    method: str
+    path: str  # as sent, percent-encoded
+    query: str = ""  # the raw query string, without '?'
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    source_ip: str = "127.0.0.1"
+    route_key: str = ""  # "POST /items/{id}"
+    resource: str = ""  # "/items/{id}"
+    params: dict[str, str] = field(default_factory=dict)
+    request_id: str = ""
+    time_ms: int = 0
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for key, value in reversed(self.headers):
+            if key.lower() == name:
+                return value
+        return None
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def is_text(content_type: str | None) -> bool:
+    kind = (content_type or "").split(";", 1)[0].strip().lower()
+    return not kind or kind.startswith(_TEXT_TYPES) or kind.endswith(("+json", "+xml"))
+
+
+def _body(request: Request) -> tuple[str | None, bool]:
+    if not request.body:
+        return None, False
+    if is_text(request.header("content-type")):
+        try:
+            return request.body.decode("utf-8"), False
+        except UnicodeDecodeError:
+            pass
+    return base64.b64encode(request.body).decode("ascii"), True
+
+
+def _ids(request: Request) -> tuple[str, int]:
+    return request.request_id or str(uuid.uuid4()), request.time_ms or int(time.time() * 1000)
+
+
+def rest_event(request: Request) -> dict[str, Any]:
+    """An API Gateway REST API (v1) Lambda proxy event."""
+    headers: dict[str, str] = {}
+    multi_headers: dict[str, list[str]] = {}
+    for name, value in request.headers:
+        headers[name] = value
+        multi_headers.setdefault(name, []).append(value)
+    query: dict[str, str] = {}
+    multi_query: dict[str, list[str]] = {}
+    for name, value in parse_qsl(request.query, keep_blank_values=True):
+        query[name] = value
+        multi_query.setdefault(name, []).append(value)
+    body, encoded = _body(request)
+    request_id, epoch_ms = _ids(request)
+    path = unquote(request.path)
+    resource = request.resource or path
+    user_agent = request.header("user-agent")
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": request.method,
+        "headers": headers or None,
+        "multiValueHeaders": multi_headers or None,
+        "queryStringParameters": query or None,
+        "multiValueQueryStringParameters": multi_query or None,
+        "pathParameters": request.params or None,
+        "stageVariables": None,
+        "requestContext": {
+            "accountId": ACCOUNT_ID,
+            "apiId": API_ID,
+            "resourceId": resource,
+            "resourcePath": resource,
+            "httpMethod": request.method,
+            "path": path,
+            "stage": STAGE,
+            "protocol": "HTTP/1.1",
+            "requestId": request_id,
+            "extendedRequestId": request_id,
+            "requestTime": _clf_time(epoch_ms),
+            "requestTimeEpoch": epoch_ms,
+            "domainName": request.header("host") or "localhost",
+            "identity": {
+                "sourceIp": request.source_ip,
+                "userAgent": user_agent,
+                "apiKey": request.header("x-api-key"),
+            },
+        },
+        "body": body,
+        "isBase64Encoded": encoded,
+    }
+
+
+def http_api_event(request: Request) -> dict[str, Any]:
+    """An API Gateway HTTP API payload 2.0 event: lower-case headers, repeated ones joined
+    with commas, cookies apart."""
+    headers: dict[str, str] = {}
+    cookies: list[str] = []
+    for name, value in request.headers:
+        key = name.lower()
+        if key == "cookie":
+            cookies.extend(c.strip() for c in value.split(";") if c.strip())
+            continue
+        headers[key] = f"{headers[key]},{value}" if key in headers else value
+    query: dict[str, str] = {}
+    for name, value in parse_qsl(request.query, keep_blank_values=True):
+        query[name] = f"{query[name]},{value}" if name in query else value
+    body, encoded = _body(request)
+    request_id, epoch_ms = _ids(request)
+    path = unquote(request.path)
+    route_key = request.route_key or "$default"
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": route_key,
+        "rawPath": path,
+        "rawQueryString": request.query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": ACCOUNT_ID,
+            "apiId": API_ID,
+            "domainName": headers.get("host", "localhost"),
+            "domainPrefix": headers.get("host", "localhost").split(".")[0],
+            "http": {
+                "method": request.method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": request.source_ip,
+                "userAgent": headers.get("user-agent", ""),
+            },
+            "requestId": request_id,
+            "routeKey": route_key,
+            "stage": STAGE,
+            "time": _clf_time(epoch_ms),
+            "timeEpoch": epoch_ms,
+        },
+        "isBase64Encoded": encoded,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    if query:
+        event["queryStringParameters"] = query
+    if request.params:
+        event["pathParameters"] = request.params
+    if body is not None:
+        event["body"] = body
+    return event
+
+
+def _clf_time(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+
+
+# -- responses ---------------------------------------------------------------------------------
+
+
+class MalformedResponse(ValueError):
+    """A handler's return value API Gateway would refuse (it answers 502)."""
+
+
+_V1_KEYS = {"statusCode", "headers", "multiValueHeaders", "body", "isBase64Encoded"}
+_SCALARS = (str, int, float, bool)
+
+
+def error_response(
+    status: int, message: str, extra: list[tuple[str, str]] | None = None
+) -> Response:
+    """An error as API Gateway writes it: {"message": ...} in JSON."""
+    body = json.dumps({"message": message}).encode()
+    headers = [("content-type", "application/json"), *(extra or [])]
+    return Response(status, headers, body)
+
+
+def internal_error() -> Response:
+    return error_response(502, "Internal server error")
+
+
+def _header_value(name: str, value: Any) -> str:
+    if not isinstance(value, _SCALARS) or value is None:
+        raise MalformedResponse(f"header {name!r} has a {type(value).__name__} value")
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    if "\r" in text or "\n" in text or "\0" in text:
+        raise MalformedResponse(f"header {name!r} holds a line break")
+    return text
+
+
+def _header_name(name: Any) -> str:
+    if not isinstance(name, str) or not name or any(c in name for c in " \t\r\n:\0"):
+        raise MalformedResponse(f"header name {name!r} is not a token")
+    return name
+
+
+def proxy_response(result: Any, payload: str) -> Response:
+    """The HTTP response for a handler's return value; MalformedResponse when API Gateway
+    would refuse it. HTTP APIs (v2) also take a value without statusCode as a 200 JSON body."""
+    if payload == "v2" and not (isinstance(result, dict) and "statusCode" in result):
+        if isinstance(result, str):
+            return Response(200, [("content-type", "application/json")], result.encode())
+        try:
+            body = json.dumps(result).encode()
+        except (TypeError, ValueError) as exc:
+            raise MalformedResponse(f"the return value is not JSON: {exc}") from None
+        return Response(200, [("content-type", "application/json")], body)
+    if not isinstance(result, dict):
+        raise MalformedResponse(f"the handler returned a {type(result).__name__}, not a dict")
+    if payload == "v1":
+        unknown = set(result) - _V1_KEYS
+        if unknown:
+            raise MalformedResponse(f"unknown keys {sorted(unknown)}")
+    status = result.get("statusCode")
+    if isinstance(status, str) and status.isdigit():
+        status = int(status)
+    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+        raise MalformedResponse(f"statusCode {status!r} is not an HTTP status")
+    headers: list[tuple[str, str]] = []
+    single = result.get("headers") or {}
+    multi = result.get("multiValueHeaders") or {}
+    if not isinstance(single, dict) or not isinstance(multi, dict):
+        raise MalformedResponse("headers and multiValueHeaders must be objects")
+    for name, value in single.items():
+        if name not in multi:
+            headers.append((_header_name(name), _header_value(name, value)))
+    for name, values in multi.items():
+        if not isinstance(values, list):
+            raise MalformedResponse(f"multiValueHeaders[{name!r}] is not a list")
+        headers.extend((_header_name(name), _header_value(name, v)) for v in values)
+    for cookie in result.get("cookies") or () if payload == "v2" else ():
+        headers.append(("set-cookie", _header_value("set-cookie", cookie)))
+    body = result.get("body")
+    if body is None:
+        data = b""
+    elif isinstance(body, str):
+        data = body.encode("utf-8")
+    elif payload == "v2":
+        data = json.dumps(body).encode()
+    else:
+        raise MalformedResponse(f"body is a {type(body).__name__}, not a string")
+    if result.get("isBase64Encoded"):
+        try:
+            data = base64.b64decode(data, validate=True)
+        except ValueError:
+            raise MalformedResponse("isBase64Encoded is set but body is not base64") from None
+    if payload == "v2" and not any(k.lower() == "content-type" for k, _ in headers):
+        headers.append(("content-type", "application/json"))
+    return Response(status, headers, data)

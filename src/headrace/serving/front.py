@@ -1,0 +1,310 @@
+"""The HTTP front: an asyncio protocol on httptools (the parser uvicorn uses), one process,
+that matches routes, checks the token, body size and concurrency, and hands each request to
+a replica as one frame. Chosen over Starlette on uvicorn so that the one front process does
+no per-request Python beyond parsing and routing (uvicorn's ASGI layer adds a scope dict,
+receive/send coroutines and header lists per request); that comparison is still to be
+measured side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections import deque
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote
+
+import httptools
+
+from headrace.serving import protocol
+from headrace.serving.pool import ReplicaPool
+from headrace.serving.routes import RouteTable
+
+_JSON = [(b"content-type", b"application/json")]
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+HEALTH_PATH = b"/_headrace/health"
+METRICS_PATH = b"/_headrace/metrics"
+
+
+def _message(status: int, text: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    return status, _JSON, b'{"message": "' + text.encode() + b'"}'
+
+
+NOT_FOUND = _message(404, "Not Found")
+FORBIDDEN = _message(403, "Forbidden")
+UNAUTHORIZED = _message(401, "Unauthorized")
+TOO_LARGE = _message(413, "Request Entity Too Large")
+BAD_REQUEST = _message(400, "Bad Request")
+UNAVAILABLE = (503, [*_JSON, (b"retry-after", b"1")], b'{"message": "Service Unavailable"}')
+DRAINING = (
+    503,
+    [*_JSON, (b"retry-after", b"1"), (b"connection", b"close")],
+    b'{"message": "Service Unavailable"}',
+)
+
+
+class FrontConfig:
+    def __init__(
+        self,
+        routes: RouteTable,
+        pool: ReplicaPool,
+        *,
+        token: bytes | None,
+        max_body: int,
+        max_concurrency: int,
+        timeouts: list[float],
+        observe: Callable[[int, str, int, float, int], None],
+        metrics_text: Callable[[], bytes],
+        access: Callable[[str], None] | None,
+    ) -> None:
+        self.routes = routes
+        self.route_index = {id(r): i for i, r in enumerate(routes.routes)}
+        self.api_keys = {i: r.api_key.encode() for i, r in enumerate(routes.routes) if r.api_key}
+        self.pool = pool
+        self.token = b"Bearer " + token if token else None
+        self.max_body = max_body
+        self.max_concurrency = max_concurrency
+        self.timeouts = timeouts  # seconds, by route index
+        self.observe = observe  # (route index, method, status, seconds, body bytes)
+        self.metrics_text = metrics_text
+        self.access = access
+        self.draining = False
+        self.connections: set[HttpConnection] = set()
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection; requests on it are answered in order (pipelining included)."""
+
+    __slots__ = (
+        "body",
+        "busy",
+        "cfg",
+        "headers",
+        "parser",
+        "peer",
+        "queue",
+        "size",
+        "too_large",
+        "transport",
+        "url",
+    )
+
+    def __init__(self, cfg: FrontConfig) -> None:
+        self.cfg = cfg
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.peer = b"127.0.0.1"
+        self.busy = False
+        self.queue: deque[tuple[Any, ...]] = deque()
+        self.url = b""
+        self.headers: list[bytes] = []
+        self.body: list[bytes] = []
+        self.size = 0
+        self.too_large = False
+
+    # -- connection -------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = str(peer[0]).encode()
+        self.cfg.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.cfg.connections.discard(self)
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._reply_now(*BAD_REQUEST, close=True)
+        except httptools.HttpParserError:
+            self._reply_now(*BAD_REQUEST, close=True)
+
+    def close_if_idle(self) -> None:
+        if not self.busy and self.transport is not None:
+            self.transport.close()
+
+    # -- parser callbacks ------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.body = []
+        self.size = 0
+        self.too_large = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers += (name, value)
+        if (
+            len(name) == 14
+            and name.lower() == b"content-length"
+            and value.isdigit()
+            and int(value) > self.cfg.max_body
+        ):
+            self.too_large = True
+
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size > self.cfg.max_body:
+            self.too_large = True
+        elif not self.too_large:
+            self.body.append(body)
+
+    def on_headers_complete(self) -> None:
+        if self.too_large:  # refuse before the body is sent
+            self._reply_now(*TOO_LARGE, close=True)
+
+    def on_message_complete(self) -> None:
+        if self.too_large:
+            return
+        item = (
+            self.parser.get_method(),
+            self.url,
+            self.headers,
+            b"".join(self.body),
+            self.parser.should_keep_alive(),
+            time.perf_counter(),
+        )
+        if self.busy:
+            self.queue.append(item)
+        else:
+            self._dispatch(*item)
+
+    # -- requests ----------------------------------------------------------------------------------
+
+    def _dispatch(
+        self,
+        method: bytes,
+        url: bytes,
+        headers: list[bytes],
+        body: bytes,
+        keep: bool,
+        started: float,
+    ) -> None:
+        cfg = self.cfg
+        self.busy = True
+        path, _, query = url.partition(b"?")
+        if cfg.token is not None and not self._has_token(headers):
+            self._finish(-1, method, path, started, keep, *UNAUTHORIZED)
+            return
+        if path.startswith(b"/_headrace/"):
+            self._internal(method, path, started, keep)
+            return
+        if b"." in path or b"%" in path:
+            text = unquote(path.decode("latin-1"))
+            if any(p in (".", "..") for p in text.split("/")) or "\0" in text:
+                self._finish(-1, method, path, started, keep, *BAD_REQUEST)
+                return
+        found = cfg.routes.find(method.decode(), path.decode("latin-1"))
+        if found is None:
+            self._finish(-1, method, path, started, keep, *NOT_FOUND)
+            return
+        route, params = found
+        index = cfg.route_index[id(route)]
+        if index in cfg.api_keys and not self._has_api_key(headers, cfg.api_keys[index]):
+            self._finish(index, method, path, started, keep, *FORBIDDEN)
+            return
+        if cfg.draining:
+            self._finish(index, method, path, started, False, *DRAINING)
+            return
+        if cfg.pool.in_flight >= cfg.max_concurrency:
+            self._finish(index, method, path, started, keep, *UNAVAILABLE)
+            return
+        flat = []
+        for name, value in params.items():
+            flat += (name.encode(), value.encode("latin-1"))
+        payload = protocol.encode_request(
+            index, method, path, query, self.peer, int(time.time() * 1000), flat, headers, body
+        )
+
+        def done(status: int, out: list[tuple[bytes, bytes]], data: bytes) -> None:
+            self._finish(index, method, path, started, keep, status, out, data)
+
+        if not cfg.pool.submit(payload, done, cfg.timeouts[index]):
+            self._finish(index, method, path, started, keep, *UNAVAILABLE)
+
+    def _has_token(self, headers: list[bytes]) -> bool:
+        token = self.cfg.token
+        for i in range(0, len(headers), 2):
+            if headers[i].lower() == b"authorization":
+                return hmac.compare_digest(headers[i + 1], token)  # type: ignore[arg-type]
+        return False
+
+    @staticmethod
+    def _has_api_key(headers: list[bytes], key: bytes) -> bool:
+        for i in range(0, len(headers), 2):
+            if headers[i].lower() == b"x-api-key":
+                return hmac.compare_digest(headers[i + 1], key)
+        return False
+
+    def _internal(self, method: bytes, path: bytes, started: float, keep: bool) -> None:
+        if path == HEALTH_PATH:
+            ok = bool(self.cfg.pool.ready) and not self.cfg.draining
+            body = b'{"status": "ok"}' if ok else b'{"status": "unavailable"}'
+            self._finish(-1, method, path, started, keep, 200 if ok else 503, _JSON, body)
+        elif path == METRICS_PATH:
+            out = [(b"content-type", b"text/plain; version=0.0.4")]
+            self._finish(-1, method, path, started, keep, 200, out, self.cfg.metrics_text())
+        else:
+            self._finish(-1, method, path, started, keep, *NOT_FOUND)
+
+    def _finish(
+        self,
+        index: int,
+        method: bytes,
+        path: bytes,
+        started: float,
+        keep: bool,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+    ) -> None:
+        cfg = self.cfg
+        keep = keep and not cfg.draining
+        elapsed = time.perf_counter() - started
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            reason = _REASONS.get(status, b"Unknown")
+            head = [b"HTTP/1.1 %d %s\r\ncontent-length: %d\r\n" % (status, reason, len(body))]
+            for name, value in headers:
+                head.append(name + b": " + value + b"\r\n")
+            if not keep:
+                head.append(b"connection: close\r\n")
+            head.append(b"\r\n")
+            transport.write(b"".join(head) + body if len(body) < 65536 else b"".join(head))
+            if len(body) >= 65536:
+                transport.write(body)
+            if not keep:
+                transport.close()
+        cfg.observe(index, method.decode(), status, elapsed, len(body))
+        if cfg.access is not None:
+            cfg.access(
+                f'{self.peer.decode()} "{method.decode()} {path.decode("latin-1")}" '
+                f"{status} {len(body)} {elapsed * 1000:.1f}ms"
+            )
+        self.busy = False
+        if self.queue and self.transport is not None:
+            self._dispatch(*self.queue.popleft())
+
+    def _reply_now(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, close: bool
+    ) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        reason = _REASONS.get(status, b"Unknown")
+        head = b"HTTP/1.1 %d %s\r\ncontent-length: %d\r\n" % (status, reason, len(body))
+        head += b"".join(n + b": " + v + b"\r\n" for n, v in headers)
+        head += b"connection: close\r\n\r\n" if close else b"\r\n"
+        transport.write(head + body)
+        if close:
+            transport.close()

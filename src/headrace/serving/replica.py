@@ -1,0 +1,255 @@
+"""A replica: one process that imports the handlers once and answers the front's frames.
+
+Started by the front (`python -m headrace.serving.replica CONFIG FD`). It dies with the front
+(the kernel's parent-death signal) and ignores the terminal's and group's signals: the front
+decides when it stops, by closing its socket. Requests that arrived together and whose route
+opts into batching go to the handler as one list.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import socket
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from headrace.executors import lifetime
+from headrace.executors.calls import resolve_target
+from headrace.functions.context import Context
+from headrace.serving import protocol
+from headrace.serving.apigateway import (
+    MalformedResponse,
+    Request,
+    Response,
+    error_response,
+    http_api_event,
+    internal_error,
+    proxy_response,
+    rest_event,
+)
+
+logger = logging.getLogger("headrace.serving.replica")
+_JSON = [("content-type", "application/json")]
+
+
+class Route:
+    """One route as a replica runs it."""
+
+    def __init__(self, spec: dict[str, Any], handler: Callable[..., Any]) -> None:
+        self.function: str = spec["function"]
+        self.payload: str = spec["payload"]
+        self.key: str = spec["key"]
+        self.resource: str = spec["resource"]
+        self.batch: int = spec["max_batch_size"]
+        self.wait: float = spec["max_wait_ms"] / 1000.0
+        self.timeout: float = spec["timeout"]
+        self.memory: int = spec["memory"]
+        self.arn: str = spec["arn"]
+        self.handler = handler
+
+
+class Replica:
+    def __init__(self, config: dict[str, Any], sock: socket.socket) -> None:
+        self.sock = sock
+        self.tmp_root = Path(tempfile.mkdtemp(prefix="headrace-replica-"))
+        self.storage_url: str = config["storage_url"]
+        self.routes = [
+            Route(spec, resolve_target(spec["handler"], config["sys_path"]))
+            for spec in config["routes"]
+        ]
+        self.buffer = bytearray()
+
+    def context(self, route: Route) -> Context:
+        request_id = str(uuid.uuid4())
+        return Context(
+            function_name=route.function,
+            function_version="$LATEST",
+            invoked_function_arn=route.arn,
+            memory_limit_in_mb=route.memory,
+            aws_request_id=request_id,
+            log_stream_name=f"serve/{os.getpid()}",
+            deadline=time.time() + route.timeout,
+            tmp_root=self.tmp_root,
+            tmp_size_mb=512,
+            storage_url=self.storage_url,
+        )
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        while True:
+            frames = self.read(block=True)
+            if frames is None:
+                return
+            out: list[bytes] = []
+            requests: dict[int, list[tuple[int, Request]]] = {}
+            for request_id, kind, payload in frames:
+                if kind == protocol.PING:
+                    out.append(protocol.frame(protocol.PONG, request_id))
+                elif kind == protocol.REQUEST:
+                    index, request = protocol.decode_request(payload)
+                    requests.setdefault(index, []).append((request_id, request))
+            for index, items in requests.items():
+                route = self.routes[index]
+                if route.batch > 1:
+                    self.fill(route, index, items, out)
+                    for start in range(0, len(items), route.batch):
+                        out.extend(self.answer_batch(route, items[start : start + route.batch]))
+                else:
+                    for request_id, request in items:
+                        out.append(self.answer(route, request_id, request))
+            if out:
+                self.sock.sendall(b"".join(out))
+
+    def read(self, *, block: bool) -> list[tuple[int, int, bytes]] | None:
+        """Frames that arrived: waits for one when `block`, then takes whatever else is there
+        without waiting. None when the front closed the socket."""
+        frames = self._parse()
+        while True:
+            wait = block and not frames
+            try:
+                data = self.sock.recv(1 << 20, 0 if wait else socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                data = None
+            if data == b"":
+                return frames or None
+            if data:
+                self.buffer += data
+                frames += self._parse()
+                if len(data) == 1 << 20 or (block and not frames):
+                    continue
+            return frames
+
+    def _parse(self) -> list[tuple[int, int, bytes]]:
+        frames = []
+        buf = self.buffer
+        pos = 0
+        while len(buf) - pos >= protocol.HEADER_SIZE:
+            size, request_id, kind = protocol.HEADER.unpack_from(buf, pos)
+            end = pos + protocol.HEADER_SIZE + size
+            if len(buf) < end:
+                break
+            frames.append((request_id, kind, bytes(buf[pos + protocol.HEADER_SIZE : end])))
+            pos = end
+        if pos:
+            del buf[:pos]
+        return frames
+
+    def fill(self, route: Route, index: int, items: list, out: list[bytes]) -> None:
+        """Adaptive batching: a batch that is not full waits up to max_wait_ms for more
+        requests of its route; under load the batch is whatever queued meanwhile."""
+        deadline = time.monotonic() + route.wait
+        while len(items) < route.batch:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                return
+            frames = self.read(block=False)
+            if frames is None:
+                return
+            for request_id, kind, payload in frames:
+                if kind == protocol.PING:
+                    out.append(protocol.frame(protocol.PONG, request_id))
+                elif kind == protocol.REQUEST:
+                    other, request = protocol.decode_request(payload)
+                    if other == index:
+                        items.append((request_id, request))
+                    else:
+                        out.append(self.answer(self.routes[other], request_id, request))
+
+    # -- one request, or a batch ---------------------------------------------------------------
+
+    def _input(self, route: Route, request: Request) -> Any:
+        request.route_key = route.key
+        request.resource = route.resource
+        if route.payload == "v1":
+            return rest_event(request)
+        if route.payload == "v2":
+            return http_api_event(request)
+        return json.loads(request.body) if request.body else None
+
+    def _output(self, route: Route, result: Any) -> Response:
+        if route.payload == "json":
+            return Response(200, _JSON, json.dumps(result).encode())
+        return proxy_response(result, route.payload)
+
+    def answer(self, route: Route, request_id: int, request: Request) -> bytes:
+        try:
+            value = self._input(route, request)
+        except ValueError as exc:
+            response = error_response(400, f"the body is not JSON: {exc}")
+        else:
+            response = self._call(route, lambda: route.handler(value, self.context(route)))
+        return protocol.frame(protocol.RESPONSE, request_id, protocol.encode_response(response))
+
+    def _call(self, route: Route, call: Callable[[], Any]) -> Response:
+        try:
+            return self._output(route, call())
+        except MalformedResponse as exc:
+            logger.error("%s: malformed handler response: %s", route.function, exc)
+        except Exception:
+            logger.error("%s failed:\n%s", route.function, traceback.format_exc())
+        return internal_error()
+
+    def answer_batch(self, route: Route, items: list[tuple[int, Request]]) -> list[bytes]:
+        values: list[Any] = []
+        ready: list[tuple[int, Response | None]] = []
+        for request_id, request in items:
+            try:
+                values.append(self._input(route, request))
+                ready.append((request_id, None))
+            except ValueError as exc:
+                ready.append((request_id, error_response(400, f"the body is not JSON: {exc}")))
+        responses: list[Response] = []
+        if values:
+            try:
+                results = route.handler(values, self.context(route))
+                if not isinstance(results, list | tuple) or len(results) != len(values):
+                    got = len(results) if isinstance(results, list | tuple) else results
+                    raise MalformedResponse(f"a batch of {len(values)} returned {got!r:.40}")
+                responses = [self._call(route, lambda r=r: r) for r in results]
+            except MalformedResponse as exc:
+                logger.error("%s: malformed batch response: %s", route.function, exc)
+                responses = [internal_error()] * len(values)
+            except Exception:
+                logger.error("%s failed:\n%s", route.function, traceback.format_exc())
+                responses = [internal_error()] * len(values)
+        it = iter(responses)
+        return [
+            protocol.frame(
+                protocol.RESPONSE, request_id, protocol.encode_response(resp or next(it))
+            )
+            for request_id, resp in ready
+        ]
+
+
+def main() -> None:
+    config_path, fd = sys.argv[1], int(sys.argv[2])
+    config = json.loads(Path(config_path).read_text())
+    lifetime.die_with_parent(config["parent"])
+    lifetime.shield_from_group_signals()
+    logging.basicConfig(
+        level=logging.INFO, format=f"replica {os.getpid()} %(levelname)s %(message)s"
+    )
+    sys.stdout = sys.stderr  # what handlers print goes to the front's log
+    for name, value in config.get("environment", {}).items():
+        os.environ[name] = value
+    sock = socket.socket(fileno=fd)
+    replica = Replica(config, sock)
+    ready = json.dumps({"pid": os.getpid(), "model": config.get("environment", {})}).encode()
+    sock.sendall(protocol.frame(protocol.READY, 0, ready))
+    with contextlib.suppress(ConnectionError, OSError):  # the front went away
+        replica.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""`headrace serve`: the HTTP front, its replicas, metrics, access logs, the model alias
+watch and a graceful drain on SIGTERM, on one event loop (uvloop when installed)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from headrace.errors import AppError
+from headrace.functions.spec import FunctionSpec
+from headrace.serving.front import FrontConfig, HttpConnection
+from headrace.serving.pool import PoolOptions, ReplicaPool
+from headrace.serving.routes import RouteSpec, RouteTable
+
+logger = logging.getLogger("headrace.serving")
+
+
+@dataclass
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: bytes | None = None  # required of every request when set
+    max_body: int = 6 * 1024 * 1024  # bytes; Lambda's synchronous payload limit
+    max_concurrency: int = 256  # requests in flight at once; more get 503 + Retry-After
+    drain_timeout: float = 30.0
+    timeout: float | None = None  # per request, seconds; default: each function's timeout
+    model_poll: float = 1.0  # seconds between looks at a bound model's alias
+    access_log: TextIO | None = field(default_factory=lambda: sys.stderr)
+    pool: PoolOptions = field(default_factory=PoolOptions)
+
+
+class ServingMetrics:
+    def __init__(self, routes: list[RouteSpec], pool: ReplicaPool) -> None:
+        self.registry = CollectorRegistry()
+        self.keys = [r.key for r in routes]
+        self.requests = Counter(
+            "headrace_http_requests_total",
+            "HTTP requests answered, by route and status",
+            ["route", "code"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "headrace_http_errors_total", "5xx answers by route", ["route"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "headrace_http_request_duration_seconds",
+            "Time from request to response, by route",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 30),
+        )
+        g = Gauge(
+            "headrace_http_in_flight",
+            "Requests sent to replicas and not yet answered",
+            registry=self.registry,
+        )
+        g.set_function(lambda: pool.in_flight)
+        g = Gauge(
+            "headrace_http_queue_depth",
+            "Requests waiting behind another one in their replica",
+            registry=self.registry,
+        )
+        g.set_function(lambda: max(0, pool.in_flight - len(pool.ready)))
+        g = Gauge("headrace_serving_replicas", "Replicas taking requests", registry=self.registry)
+        g.set_function(lambda: len(pool.ready))
+        g = Gauge(
+            "headrace_serving_replicas_replaced",
+            "Replicas replaced after a crash or hang",
+            registry=self.registry,
+        )
+        g.set_function(lambda: pool.replaced)
+        self._children: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
+
+    def observe(self, index: int, method: str, status: int, seconds: float, size: int) -> None:
+        key = (index, status)
+        children = self._children.get(key)
+        if children is None:
+            route = self.keys[index] if index >= 0 else "-"
+            children = self._children[key] = (
+                self.requests.labels(route, str(status)),
+                self.latency.labels(route),
+                self.errors.labels(route) if status >= 500 else None,
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+        if children[2] is not None:
+            children[2].inc()
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class AccessLog:
+    """Lines gathered in memory and written every half second: no write per request."""
+
+    def __init__(self, stream: TextIO, loop: asyncio.AbstractEventLoop) -> None:
+        self.stream = stream
+        self.lines: list[str] = []
+        self.loop = loop
+        loop.call_later(0.5, self.flush)
+
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
+
+    def flush(self, again: bool = True) -> None:
+        if self.lines:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+            lines, self.lines = self.lines, []
+            self.stream.write("".join(f"{stamp} {line}\n" for line in lines))
+            self.stream.flush()
+        if again:
+            self.loop.call_later(0.5, self.flush)
+
+
+def replica_config(
+    routes: list[RouteSpec],
+    functions: dict[str, FunctionSpec],
+    sys_path: list[str],
+    storage_url: str,
+) -> dict[str, Any]:
+    """What each replica needs to import and run the routes' handlers."""
+    out = []
+    for route in routes:
+        spec = functions[route.function]
+        out.append(
+            {
+                "function": spec.name,
+                "handler": spec.handler,
+                "payload": route.payload,
+                "key": route.key,
+                "resource": route.path,
+                "max_batch_size": route.max_batch_size,
+                "max_wait_ms": route.max_wait_ms,
+                "timeout": spec.timeout,
+                "memory": spec.memory,
+                "arn": spec.arn,
+            }
+        )
+    return {"routes": out, "sys_path": sys_path, "storage_url": storage_url}
+
+
+class ModelBinding:
+    """The one model alias the routes bind, and the environment a replica gets for a version."""
+
+    def __init__(self, routes: list[RouteSpec], registry_factory: Callable[[], Any]) -> None:
+        refs = {r.model for r in routes if r.model}
+        if len(refs) > 1:
+            raise AppError(
+                "routes",
+                f"bind several models ({', '.join(sorted(refs))})",
+                "serve one model per app, or run one `headrace serve` per model",
+            )
+        self.ref = refs.pop() if refs else None
+        self.env_names = sorted({r.model_env for r in routes if r.model_env})
+        self.registry_factory = registry_factory
+        self.refused: set[int] = set()  # versions that failed a roll-over
+        if self.ref:
+            from headrace.models import parse_ref
+
+            parsed = parse_ref(self.ref)
+            self.name, self.alias, self.pinned = parsed.name, parsed.alias, parsed.version
+
+    def target(self) -> int | None:
+        """The version the alias points at now (None: no model bound)."""
+        if not self.ref:
+            return None
+        registry = self.registry_factory()
+        return registry.get(self.name, self.pinned, alias=self.alias).version
+
+    def generation(self, version: int | None) -> dict[str, str]:
+        if version is None:
+            return {}
+        found, path = self.registry_factory().fetch(self.name, version)
+        env = {
+            "HEADRACE_MODEL": found.ref,
+            "HEADRACE_MODEL_PATH": str(path),
+            "HEADRACE_MODEL_FORMAT": found.format,
+        }
+        for name in self.env_names:
+            env[name] = str(path)
+        return env
+
+    def roll_back(self, failed: int) -> None:
+        """Move the alias off `failed` if it still points there."""
+        self.refused.add(failed)
+        if self.alias is None:
+            return
+        registry = self.registry_factory()
+        if registry.get(self.name, alias=self.alias).version == failed:
+            move = registry.rollback(self.name, self.alias)
+            logger.error("rolled %s@%s back to version %s", self.name, self.alias, move.version)
+
+
+async def _watch_model(binding: ModelBinding, pool: ReplicaPool, current: int, poll: float) -> None:
+    while not pool.stopping:
+        await asyncio.sleep(poll)
+        try:
+            target = await asyncio.to_thread(binding.target)
+        except Exception as exc:  # the ledger may be briefly unreachable; keep serving
+            logger.warning("cannot read %s: %s", binding.ref, exc)
+            continue
+        if target is None or target == current or target in binding.refused:
+            continue
+        logger.info("%s moved to version %s: rolling replicas over", binding.ref, target)
+        try:
+            generation = await asyncio.to_thread(binding.generation, target)
+            ok = await pool.roll_over(generation)
+        except Exception as exc:
+            logger.error("version %s cannot be served: %s", target, exc)
+            ok = False
+        if ok:
+            current = target
+            logger.info("serving %s:%s", binding.name, target)
+        else:
+            await asyncio.to_thread(binding.roll_back, target)
+
+
+async def serve_async(
+    routes: list[RouteSpec],
+    config: dict[str, Any],
+    binding: ModelBinding,
+    options: ServeOptions,
+    *,
+    announce: Callable[[str], None] = print,
+) -> None:
+    loop = asyncio.get_running_loop()
+    table = RouteTable(routes)
+    ordered = table.routes  # the order replicas index routes by
+    config = {**config, "routes": [config["routes"][routes.index(r)] for r in ordered]}
+    pool = ReplicaPool(config, options.pool)
+    version = await asyncio.to_thread(binding.target)
+    generation = await asyncio.to_thread(binding.generation, version)
+    await pool.start(generation)
+    metrics = ServingMetrics(ordered, pool)
+    access = AccessLog(options.access_log, loop) if options.access_log else None
+    cfg = FrontConfig(
+        table,
+        pool,
+        token=options.token,
+        max_body=options.max_body,
+        max_concurrency=options.max_concurrency,
+        timeouts=[options.timeout or r["timeout"] for r in config["routes"]],
+        observe=metrics.observe,
+        metrics_text=metrics.text,
+        access=access,
+    )
+    sock = socket.create_server(
+        (options.host, options.port),
+        backlog=1024,
+        family=socket.AF_INET6 if ":" in options.host else socket.AF_INET,
+    )
+    server = await loop.create_server(lambda: HttpConnection(cfg), sock=sock)
+    port = sock.getsockname()[1]
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    watcher = None
+    if version is not None:
+        watcher = loop.create_task(_watch_model(binding, pool, version, options.model_poll))
+    model = f", model {binding.name}:{version}" if version is not None else ""
+    announce(
+        f"serving {len(routes)} routes on http://{options.host}:{port} "
+        f"with {len(pool.ready)} replicas{model}"
+    )
+    await stop.wait()
+    announce(f"draining: {pool.in_flight} requests in flight")
+    cfg.draining = True
+    if watcher is not None:
+        watcher.cancel()
+    server.close()
+    for conn in list(cfg.connections):
+        conn.close_if_idle()
+    await pool.shutdown(options.drain_timeout)
+    for conn in list(cfg.connections):
+        if conn.transport is not None:
+            conn.transport.close()
+    if access is not None:
+        access.flush(again=False)
+    announce("stopped")
+
+
+def run(
+    routes: list[RouteSpec],
+    config: dict[str, Any],
+    binding: ModelBinding,
+    options: ServeOptions,
+    *,
+    announce: Callable[[str], None] = print,
+) -> None:
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    runner(serve_async(routes, config, binding, options, announce=announce))
