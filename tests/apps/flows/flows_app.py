@@ -188,7 +188,7 @@ app.state_machine(
                     "FunctionName": "ask",
                     "Payload": {"token.$": "$$.Task.Token", "marks.$": "$.marks"},
                 },
-                "HeartbeatSeconds": 2,
+                "HeartbeatSeconds": 6,  # room for two CLI calls on a loaded machine
                 "ResultPath": "$.approval",
                 "Catch": [
                     {
