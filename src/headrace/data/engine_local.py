@@ -177,6 +177,10 @@ class LocalEngine(Engine):
         if not any(_in_worker(o) for o in ops):
             return self._inline(blocks, ops, stats.stage(name), upstream)
         actor = next((o for o in ops if _is_actor(o)), None)
+        first = ops[0]
+        if isinstance(first, MapBatches) and first.batch_size:
+            # whole batches of a few thousand rows per task, so that a pool spreads them
+            blocks = _rechunk(blocks, first.batch_size * max(1, _TASK_ROWS // first.batch_size))
         offsets = _Offsets(upstream)
         inputs = (("block", b, offsets.describe(b)) for b in blocks)
         if actor is None:
@@ -432,6 +436,18 @@ def _label(node: Node) -> str:
     return node.label()
 
 
+_TASK_ROWS = 4096
+
+
+def _rechunk(blocks: Iterator[pa.Table], rows: int) -> Iterator[pa.Table]:
+    for block in blocks:
+        if block.num_rows <= rows:
+            yield block
+            continue
+        for start in range(0, block.num_rows, rows):
+            yield block.slice(start, rows)
+
+
 class _Offsets:
     """Descriptions of the blocks a stage gets from the one before it, for error messages."""
 
@@ -460,10 +476,10 @@ def _sort(table: pa.Table, node: Sort) -> pa.Table:
             "sort by existing columns",
         )
     order = [
-        (k, "descending" if d else "ascending")
+        (k, "descending" if d else "ascending", "at_end")
         for k, d in zip(node.keys, node.descending, strict=True)
     ]
-    indices = pc.sort_indices(table, sort_keys=order, null_placement="at_end")
+    indices = pc.sort_indices(table, sort_keys=order)
     return table.take(indices)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import pyarrow as pa
+
 from headrace.data.ops import Columns, Op
 from headrace.data.sources import Source
 
@@ -134,8 +136,12 @@ def _needed(node: Node, required: set[str] | None) -> Node:
     if isinstance(node, Read):
         if required is None:
             return node
-        names = node.source.schema().names
-        return replace(node, columns=tuple(n for n in names if n in required))
+        schema = node.source.schema()
+        if not required & set(schema.names):
+            # a block with no columns has no rows in Arrow: keep the cheapest column
+            fixed = [f.name for f in schema if pa.types.is_primitive(f.type)]
+            required = {(fixed or schema.names)[0]}
+        return replace(node, columns=tuple(n for n in schema.names if n in required))
     if isinstance(node, MapOp):
         child_required = node.op.columns_needed(required, columns_of(node.input))
         return replace(node, input=_needed(node.input, child_required))

@@ -65,11 +65,18 @@ class Source:
         return f"input {file}"
 
 
-def _with_partitions(table: pa.Table, file: InputFile, columns: list[str] | None) -> pa.Table:
+def _with_partitions(
+    table: pa.Table, file: InputFile, columns: list[str] | None, num_rows: int | None = None
+) -> pa.Table:
+    rows = table.num_rows if num_rows is None else num_rows
     for key, value in file.partitions.items():
         if key in table.column_names or (columns is not None and key not in columns):
             continue
-        table = table.append_column(key, pa.array([value] * table.num_rows, pa.string()))
+        column = pa.repeat(pa.scalar(value, pa.string()), rows)
+        if table.num_columns == 0:
+            table = pa.table({key: column})
+        else:
+            table = table.append_column(key, column)
     if columns is not None and table.column_names != columns:
         table = table.select([c for c in columns if c in table.column_names])
     return table
@@ -169,14 +176,16 @@ class ParquetSource(Source):
         wanted = None if columns is None else [c for c in columns if c not in file.partitions]
         try:
             with self.filesystem.open_input_file(file.path) as handle:
-                table = pq.ParquetFile(handle).read_row_groups(
+                parquet = pq.ParquetFile(handle)
+                table = parquet.read_row_groups(
                     list(fragment.row_groups), columns=wanted, use_threads=False
                 )
+                rows = sum(parquet.metadata.row_group(g).num_rows for g in fragment.row_groups)
         except (OSError, pa.ArrowInvalid) as exc:
             raise DatasetError(
                 file.display, f"could not be read: {exc}", "check the file is complete"
             ) from None
-        return _with_partitions(table.replace_schema_metadata(None), file, columns)
+        return _with_partitions(table.replace_schema_metadata(None), file, columns, rows)
 
 
 def _schema_difference(a: pa.Schema, b: pa.Schema) -> str:
