@@ -18,7 +18,7 @@ from tests.data_helpers import DROP, expected_notebook_output, reviews_module
 @pytest.fixture(scope="module")
 def reviews(tmp_path_factory):
     folder = tmp_path_factory.mktemp("reviews") / "parquet"
-    reviews_module().generate(str(folder), rows=6_000, files_per_category=2, seed=1)
+    reviews_module().generate(str(folder), rows=4_000, files_per_category=2, seed=1)
     return folder
 
 
@@ -41,7 +41,7 @@ class HelpfulVotes:
 
 def test_notebook_steps_as_written(reviews, tmp_path):
     ds = data.read_parquet(str(reviews))
-    assert ds.count() == 6_000
+    assert ds.count() == 4_000
     schema = ds.schema()
     assert schema.names[:3] == ["marketplace", "customer_id", "review_id"]
     assert schema.names[-1] == "product_category"  # the hive partition
@@ -125,7 +125,7 @@ def test_concurrency_tuple_and_positional_pool(reviews):
     ds = data.read_parquet(str(reviews)).select_columns(["review_id", "helpful_votes"])
     ds = ds.add_column("helpful_votes_ratio", lambda df: df["helpful_votes"] * 1.0)
     out = ds.map_batches(HelpfulVotes, concurrency=(2, 3), batch_size=500).to_arrow()
-    assert out.num_rows == 6_000
+    assert out.num_rows == 4_000
     assert 2 <= len(set(out.column("worker_pid").to_pylist())) <= 3
     assert out.column("review_id").to_pylist() == ds.to_arrow().column("review_id").to_pylist()
     fixed = ds.map_batches(HelpfulVotes, compute=ActorPoolStrategy(size=2)).to_arrow()

@@ -40,6 +40,7 @@ from headrace.data.plan import (
     columns_of,
     describe,
     metadata_count,
+    metadata_schema,
     metadata_schema_node,
 )
 from headrace.data.schema import Schema
@@ -272,12 +273,9 @@ class Dataset:
         return engine.count(self._plan, self._last_stats)
 
     def schema(self, fetch_if_missing: bool = True) -> Schema | None:
-        read = metadata_schema_node(self._plan)
-        if read is not None:
-            names = columns_of(self._plan)
-            base = read.source.schema()
-            assert names is not None
-            return Schema(pa.schema([base.field(n) for n in names]))
+        known = metadata_schema(self._plan)
+        if known is not None:
+            return Schema(known)
         if not fetch_if_missing:
             return None
         for block in self._execute(Limit(self._plan, 1)):
@@ -309,9 +307,8 @@ class Dataset:
         return files
 
     def num_blocks(self) -> int:
-        read = metadata_schema_node(self._plan)
-        if read is not None:
-            return len(read.source.fragments())
+        if isinstance(self._plan, Read):
+            return len(self._plan.source.fragments())
         return sum(1 for _ in self._execute())
 
     def stats(self) -> str:

@@ -180,7 +180,8 @@ class LocalEngine(Engine):
         first = ops[0]
         if isinstance(first, MapBatches) and first.batch_size:
             # whole batches of a few thousand rows per task, so that a pool spreads them
-            blocks = _rechunk(blocks, first.batch_size * max(1, _TASK_ROWS // first.batch_size))
+            per_task = _ACTOR_TASK_ROWS if actor is not None else _TASK_ROWS
+            blocks = _rechunk(blocks, first.batch_size * max(1, per_task // first.batch_size))
         offsets = _Offsets(upstream)
         inputs = (("block", b, offsets.describe(b)) for b in blocks)
         if actor is None:
@@ -404,7 +405,13 @@ class LocalEngine(Engine):
                 seed = 0.5 if node.seed is None else (node.seed % 1000) / 1000
                 con.execute(f"SELECT setseed({seed})")
                 query += " ORDER BY random()"
-            reader = con.execute(query).fetch_record_batch(self.context.target_block_rows)
+            result = con.sql(query)
+            rows = self.context.target_block_rows
+            reader = (
+                result.to_arrow_reader(rows)
+                if hasattr(result, "to_arrow_reader")
+                else result.fetch_record_batch(rows)  # duckdb 1.x
+            )
             for batch in reader:
                 piece = pa.Table.from_batches([batch])
                 stage.tasks += 1
@@ -437,6 +444,7 @@ def _label(node: Node) -> str:
 
 
 _TASK_ROWS = 4096
+_ACTOR_TASK_ROWS = 256  # actors often hold models: spread small batches over the whole pool
 
 
 def _rechunk(blocks: Iterator[pa.Table], rows: int) -> Iterator[pa.Table]:

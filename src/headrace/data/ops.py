@@ -10,10 +10,11 @@ from __future__ import annotations
 import dis
 import inspect
 import itertools
+import linecache
 import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
@@ -65,14 +66,39 @@ class Where:
 
     text: str
     task: int = 0
+    source: str | None = None
+
+
+def source_file(fn: Any) -> str | None:
+    """The file a user function or class was written in (for tracebacks in workers, where
+    functions sent by value report their file as `<dynamic-code>`)."""
+    try:
+        return inspect.getsourcefile(
+            fn if inspect.isfunction(fn) or isinstance(fn, type) else type(fn)
+        )
+    except TypeError:
+        return None
+
+
+def _format_user_traceback(exc: BaseException, source: str | None) -> str:
+    tb = exc.__traceback__
+    frames = traceback.extract_tb(tb.tb_next if tb else None)
+    for frame in frames:
+        if frame.filename == "<dynamic-code>" and source:
+            frame.filename = source
+            frame._line = None  # read again from the real file
+            linecache.checkcache(source)
+            frame._line = linecache.getline(source, frame.lineno or 0).rstrip("\n")
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
+    lines.extend(traceback.format_exception_only(type(exc), exc))
+    return "".join(lines)
 
 
 def _call_user(operation: str, where: Where, fn: Callable, *args: Any, **kwargs: Any) -> Any:
     try:
         return fn(*args, **kwargs)
     except Exception as exc:
-        tb = exc.__traceback__
-        lines = traceback.format_exception(type(exc), exc, tb.tb_next if tb else None)
+        lines = [_format_user_traceback(exc, where.source)]
         raise UserFunctionError(
             operation,
             f"the function raised {type(exc).__name__}: {exc} (input: {where.text})",
@@ -113,6 +139,7 @@ class AddColumn(Op):
         super().__post_init__()
         self.name = f"AddColumn({self.column})"
         self.reads = columns_read(self.fn)
+        self.source_file = source_file(self.fn)
 
     def columns_out(self, columns: Columns) -> Columns:
         if columns is None:
@@ -131,8 +158,9 @@ class AddColumn(Op):
         if self.reads is not None and self.reads <= set(table.column_names):
             view = table.select([c for c in table.column_names if c in self.reads])
         batch = to_batch(view, self.batch_format)
+        where = replace(where, source=self.source_file)
         value = _call_user(self.name, where, self.fn, batch)
-        if self.batch_format == "pandas" and hasattr(value, "index"):
+        if self.batch_format in ("pandas", "default") and type(value).__name__ == "Series":
             value.index = batch.index
         column = column_from(value, table.num_rows, self.column, self.name)
         if self.column in table.column_names:
@@ -240,6 +268,7 @@ class MapBatches(Op):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.name = f"MapBatches({function_name(self.fn)})"
+        self.source_file = source_file(self.fn)
 
     @property
     def is_actor(self) -> bool:
@@ -248,14 +277,14 @@ class MapBatches(Op):
     def columns_out(self, columns: Columns) -> Columns:
         return None
 
-    def callable(self, state: dict[str, Any]) -> Callable:
+    def callable(self, state: dict[str, Any], where: Where) -> Callable:
         if not isinstance(self.fn, type):
             return self.fn
         instance = state.get(self.uid)
         if instance is None:  # one instance per worker, made on its first batch
             instance = _call_user(
                 f"{self.name} constructor",
-                Where("constructing the class"),
+                replace(where, text="constructing the class"),
                 self.fn,
                 *self.fn_constructor_args,
                 **self.fn_constructor_kwargs,
@@ -264,13 +293,14 @@ class MapBatches(Op):
         return instance
 
     def apply(self, table: pa.Table, where: Where, state: dict[str, Any]) -> pa.Table:
-        fn = self.callable(state)
+        where = replace(where, source=self.source_file)
+        fn = self.callable(state, where)
         out = []
         for start, piece in _slices(table, self.batch_size):
             batch = to_batch(piece, self.batch_format)
             if not self.zero_copy_batch and self.batch_format is None:
                 batch = pa.concat_tables([batch]).combine_chunks()
-            here = Where(_rows(where, start, piece.num_rows))
+            here = replace(where, text=_rows(where, start, piece.num_rows))
             result = _call_user(self.name, here, fn, batch, *self.fn_args, **self.fn_kwargs)
             if inspect.isgenerator(result):
                 out.extend(from_batch(r, self.name) for r in result)
@@ -314,6 +344,7 @@ class MapRows(Op):
         super().__post_init__()
         label = {"map": "Map", "flat_map": "FlatMap", "filter": "Filter"}[self.kind]
         self.name = f"{label}({function_name(self.fn)})"
+        self.source_file = source_file(self.fn)
 
     @property
     def is_actor(self) -> bool:
@@ -323,17 +354,18 @@ class MapRows(Op):
         return columns if self.kind == "filter" else None
 
     def apply(self, table: pa.Table, where: Where, state: dict[str, Any]) -> pa.Table:
-        fn = MapBatches.callable(self, state)  # type: ignore[arg-type]
+        where = replace(where, source=self.source_file)
+        fn = MapBatches.callable(self, state, where)  # type: ignore[arg-type]
         rows = table.to_pylist()
         if self.kind == "filter":
             keep = []
             for i, row in enumerate(rows):
-                here = Where(f"row {i} of the block read from {where.text}")
+                here = replace(where, text=f"row {i} of the block read from {where.text}")
                 keep.append(bool(_call_user(self.name, here, fn, row)))
             return table.filter(pa.array(keep, pa.bool_())) if rows else table
         out: list[Any] = []
         for i, row in enumerate(rows):
-            here = Where(f"row {i} of the block read from {where.text}")
+            here = replace(where, text=f"row {i} of the block read from {where.text}")
             result = _call_user(self.name, here, fn, row, *self.fn_args, **self.fn_kwargs)
             if self.kind == "map":
                 out.append(result)

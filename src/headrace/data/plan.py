@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from headrace.data.ops import Columns, Op
+from headrace.data.ops import Columns, Op, Where
 from headrace.data.sources import Source
 
 
@@ -193,3 +193,21 @@ def metadata_schema_node(node: Node) -> Any:
             return None
         node = node.children()[0]
     return node if isinstance(node, Read) else None
+
+
+def metadata_schema(node: Node) -> pa.Schema | None:
+    """The output schema when no user code runs between the read and `node`: the source's
+    schema through the column operations, applied to an empty table."""
+    if metadata_schema_node(node) is None:
+        return None
+    chain: list[Op] = []
+    while not isinstance(node, Read):
+        if isinstance(node, MapOp):
+            chain.insert(0, node.op)
+        node = node.children()[0]
+    table = node.source.schema().empty_table()
+    if node.columns is not None:
+        table = table.select(list(node.columns))
+    for op in chain:
+        table = op.apply(table, Where("the schema"), {})
+    return table.schema
