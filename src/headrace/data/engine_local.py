@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 
 from headrace.data.engine import Engine, ExecutionStats, StageStats
 from headrace.data.errors import DatasetError
-from headrace.data.ops import MapBatches, MapRows, Op, Where
+from headrace.data.ops import MapBatches, MapRows, Op, Where, apply_chain
 from headrace.data.plan import (
     Agg,
     Aggregate,
@@ -160,8 +160,7 @@ class LocalEngine(Engine):
                     if nxt is not None:
                         futures.append((nxt, pool.submit(source.read, nxt, columns)))
                     where = Where(fragment.describe(source), fragment.index)
-                    for op in ops:
-                        table = op.apply(table, where, {})
+                    table = apply_chain(table, ops, where, {})
                     stage.tasks += 1
                     stage.rows += table.num_rows
                     stage.seconds = time.perf_counter() - start
@@ -195,8 +194,7 @@ class LocalEngine(Engine):
         offsets = _Offsets(upstream)
         for i, block in enumerate(blocks):
             where = Where(offsets.describe(block), i)
-            for op in ops:
-                block = op.apply(block, where, {})
+            block = apply_chain(block, ops, where, {})
             stage.tasks += 1
             stage.rows += block.num_rows
             yield block

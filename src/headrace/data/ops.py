@@ -21,6 +21,8 @@ import pyarrow as pa
 
 from headrace.data.batches import column_from, from_batch, table_of_rows, to_batch
 from headrace.data.errors import DatasetError, UserFunctionError
+from headrace.data.rowfilters import apply_filter, apply_filters, row_filter
+from headrace.data.rowfilters import columns_of as filter_columns
 from headrace.data.strategy import ActorPoolStrategy, TaskPoolStrategy
 
 Columns = list[str] | None  # None: not known before running
@@ -269,13 +271,22 @@ class MapBatches(Op):
         super().__post_init__()
         self.name = f"MapBatches({function_name(self.fn)})"
         self.source_file = source_file(self.fn)
+        plain = not (self.fn_args or self.fn_kwargs)
+        self.row_filter = (
+            row_filter(self.fn) if plain and self.batch_format in ("default", "pandas") else None
+        )
 
     @property
     def is_actor(self) -> bool:
         return isinstance(self.compute, ActorPoolStrategy)
 
     def columns_out(self, columns: Columns) -> Columns:
-        return None
+        return columns if self.row_filter is not None else None
+
+    def columns_needed(self, required: set[str] | None, columns_in: Columns) -> set[str] | None:
+        if self.row_filter is None or required is None:
+            return None
+        return required | filter_columns(self.row_filter)
 
     def callable(self, state: dict[str, Any], where: Where) -> Callable:
         if not isinstance(self.fn, type):
@@ -294,6 +305,10 @@ class MapBatches(Op):
 
     def apply(self, table: pa.Table, where: Where, state: dict[str, Any]) -> pa.Table:
         where = replace(where, source=self.source_file)
+        if self.row_filter is not None and self.batch_format == "default":
+            kept = apply_filter(self.row_filter, table)
+            if kept is not None:
+                return kept
         fn = self.callable(state, where)
         out = []
         for start, piece in _slices(table, self.batch_size):
@@ -378,3 +393,34 @@ class MapRows(Op):
                     )
                 out.extend(itertools.chain(result))
         return table_of_rows(out, self.name)
+
+
+def apply_chain(table: pa.Table, ops: list[Op], where: Where, state: dict[str, Any]) -> pa.Table:
+    """Run `ops` on one block. Consecutive row filters on the default batch (see
+    `rowfilters`) are combined into one mask, so the block is copied once, not per filter."""
+    i = 0
+    while i < len(ops):
+        op = ops[i]
+        if (
+            isinstance(op, MapBatches)
+            and op.row_filter is not None
+            and op.batch_format == "default"
+        ):
+            exprs = [op.row_filter]
+            j = i + 1
+            while (
+                j < len(ops)
+                and isinstance(ops[j], MapBatches)
+                and ops[j].row_filter is not None  # type: ignore[attr-defined]
+                and ops[j].batch_format == "default"  # type: ignore[attr-defined]
+            ):
+                exprs.append(ops[j].row_filter)  # type: ignore[attr-defined]
+                j += 1
+            kept = apply_filters(exprs, table)
+            if kept is not None:
+                table = kept
+                i = j
+                continue
+        table = op.apply(table, where, state)
+        i += 1
+    return table

@@ -158,8 +158,26 @@ def _needed(node: Node, required: set[str] | None) -> Node:
     return node
 
 
+def _filters_before_sorts(node: Node) -> Node:
+    """Row-local filters (`ops.MapBatches.row_filter`) that follow a sort run before it: the
+    same rows come out, in the same (stable) order, and the sort has fewer to sort."""
+    if isinstance(node, Read):
+        return node
+    if isinstance(node, Union):
+        return replace(node, inputs=tuple(_filters_before_sorts(c) for c in node.inputs))
+    child = _filters_before_sorts(node.children()[0])
+    if (
+        isinstance(node, MapOp)
+        and getattr(node.op, "row_filter", None) is not None
+        and isinstance(child, Sort)
+    ):
+        return replace(child, input=MapOp(child.input, node.op))
+    field_name = "input"
+    return replace(node, **{field_name: child})  # type: ignore[arg-type]
+
+
 def optimize(node: Node) -> Node:
-    return _needed(node, None)
+    return _needed(_filters_before_sorts(node), None)
 
 
 def describe(node: Node, indent: int = 0) -> str:

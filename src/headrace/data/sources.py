@@ -170,10 +170,20 @@ class ParquetSource(Source):
         return out
 
     def read(self, fragment: Fragment, columns: list[str] | None) -> pa.Table:
+        file = self.files[fragment.file]
+        wanted = None if columns is None else [c for c in columns if c not in file.partitions]
+        if isinstance(self.filesystem, pafs.LocalFileSystem) and wanted and fragment.num_rows:
+            table = _read_with_polars(file.path, fragment, wanted)
+            if table is not None:
+                return _with_partitions(table, file, columns, fragment.num_rows)
+        return self._read_with_pyarrow(fragment, columns, wanted)
+
+    def _read_with_pyarrow(
+        self, fragment: Fragment, columns: list[str] | None, wanted: list[str] | None
+    ) -> pa.Table:
         import pyarrow.parquet as pq
 
         file = self.files[fragment.file]
-        wanted = None if columns is None else [c for c in columns if c not in file.partitions]
         try:
             with self.filesystem.open_input_file(file.path) as handle:
                 parquet = pq.ParquetFile(handle)
@@ -186,6 +196,31 @@ class ParquetSource(Source):
                 file.display, f"could not be read: {exc}", "check the file is complete"
             ) from None
         return _with_partitions(table.replace_schema_metadata(None), file, columns, rows)
+
+
+def _read_with_polars(path: str, fragment: Fragment, columns: list[str]) -> pa.Table | None:
+    """The fragment's rows read by Polars' Parquet decoder (about twice pyarrow's speed on one
+    core here), cast back to the file's own Arrow types; None when Polars cannot give exactly
+    those (then pyarrow reads it)."""
+    import pyarrow.parquet as pq
+
+    try:
+        import polars as pl
+
+        frame = (
+            pl.scan_parquet(path)
+            .select(columns)
+            .slice(fragment.first_row, fragment.num_rows)
+            .collect()
+        )
+        table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
+        schema = pq.read_schema(path)
+        target = pa.schema([schema.field(c).remove_metadata() for c in columns])
+        if table.column_names != columns or table.num_rows != fragment.num_rows:
+            return None
+        return table.cast(target)
+    except Exception:  # any type Polars maps differently: pyarrow reads the fragment
+        return None
 
 
 def _schema_difference(a: pa.Schema, b: pa.Schema) -> str:

@@ -27,7 +27,7 @@ def _run(conn: Connection) -> None:
     import pyarrow as pa
 
     from headrace.data.errors import DatasetError
-    from headrace.data.ops import Where
+    from headrace.data.ops import Where, apply_chain
     from headrace.data.transport import put_block, take_block
 
     stages: dict[str, Any] = {}
@@ -67,8 +67,7 @@ def _run(conn: Connection) -> None:
             else:
                 table = take_block(payload)
             where = Where(where_text, task_index)
-            for op in ops:
-                table = op.apply(table, where, state)
+            table = apply_chain(table, ops, where, state)
             if not isinstance(table, pa.Table):
                 raise DatasetError("dataset worker", f"an operation gave {type(table)}", None)
             path = put_block(table, folder)
