@@ -185,7 +185,7 @@ def test_metadata_questions_read_no_data_pages(tmp_path):
     assert ds.drop_columns(["text"]).count() == 2_000_000  # no user code: still metadata
     elapsed = time.perf_counter() - start
     assert sum(read_bytes) < size / 50, (sum(read_bytes), size)
-    assert elapsed < 1.0
+    assert elapsed < 2.0
     before = sum(read_bytes)
     assert ds.select_columns(["id"]).take(1) == [{"id": 0}]
     assert sum(read_bytes) > before  # reading data does go through the same counter

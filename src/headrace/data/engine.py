@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from headrace.data.plan import Node
+from headrace.data.progress import Progress
 from headrace.data.sinks import WriteTarget
 
 
@@ -35,6 +36,7 @@ class ExecutionStats:
     stages: list[StageStats] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
+    progress: Progress = field(default_factory=lambda: Progress(False), repr=False)
 
     def stage(self, name: str) -> StageStats:
         stats = StageStats(name)

@@ -49,6 +49,7 @@ from headrace.data.plan import (
     metadata_count,
     optimize,
 )
+from headrace.data.progress import Progress
 from headrace.data.sinks import WriteFiles, WriteTarget
 from headrace.data.sources import Fragment, Source, TablesSource
 from headrace.data.transport import block_folder, discard_block, put_block, take_block
@@ -75,9 +76,11 @@ class LocalEngine(Engine):
 
     def execute(self, plan: Node, stats: ExecutionStats) -> Iterator[pa.Table]:
         plan = optimize(plan)
+        stats.progress = Progress(self.context.enable_progress_bars)
         try:
             yield from self._stream(plan, stats)
         finally:
+            stats.progress.close()
             stats.seconds = time.perf_counter() - stats.started
 
     def count(self, plan: Node, stats: ExecutionStats) -> int:
@@ -131,7 +134,8 @@ class LocalEngine(Engine):
         if any(_in_worker(o) for o in ops) and not isinstance(source, TablesSource):
             pool = task_pool(self.context.num_cpus)
             inputs = (("fragment", f, f.describe(source)) for f in fragments)
-            return self._pool_stage(pool, source, columns, ops, inputs, stats.stage(name))
+            bar = stats.progress.stage(name, len(fragments))
+            return self._pool_stage(pool, source, columns, ops, inputs, stats.stage(name), bar)
         if any(_in_worker(o) for o in ops):
             blocks = (source.read(f, columns) for f in fragments)
             return self._block_stage(blocks, ops, stats, source.name)
@@ -185,8 +189,10 @@ class LocalEngine(Engine):
         inputs = (("block", b, offsets.describe(b)) for b in blocks)
         if actor is None:
             pool = task_pool(self.context.num_cpus)
-            return self._pool_stage(pool, None, None, ops, inputs, stats.stage(name))
-        return self._actor_stage(actor, ops, inputs, stats.stage(name))
+            bar = stats.progress.stage(name, None)
+            return self._pool_stage(pool, None, None, ops, inputs, stats.stage(name), bar)
+        bar = stats.progress.stage(name, None)
+        return self._actor_stage(actor, ops, inputs, stats.stage(name), bar)
 
     def _inline(
         self, blocks: Iterator[pa.Table], ops: list[Op], stage: StageStats, upstream: str
@@ -200,7 +206,7 @@ class LocalEngine(Engine):
             yield block
 
     def _actor_stage(
-        self, actor: Op, ops: list[Op], inputs: Iterator, stage: StageStats
+        self, actor: Op, ops: list[Op], inputs: Iterator, stage: StageStats, bar: Any
     ) -> Iterator[pa.Table]:
         strategy = actor.compute  # type: ignore[attr-defined]
         pool = Pool(
@@ -210,7 +216,7 @@ class LocalEngine(Engine):
         )
         pool.min_size = strategy.min_size
         try:
-            yield from self._pool_stage(pool, None, None, ops, inputs, stage, autoscale=True)
+            yield from self._pool_stage(pool, None, None, ops, inputs, stage, bar, autoscale=True)
         finally:
             pool.close()
 
@@ -222,6 +228,7 @@ class LocalEngine(Engine):
         ops: list[Op],
         inputs: Iterator[tuple[str, Any, str]],
         stage: StageStats,
+        bar: Any,
         *,
         autoscale: bool = False,
     ) -> Iterator[pa.Table]:
@@ -275,6 +282,7 @@ class LocalEngine(Engine):
                     stage.tasks += 1
                     stage.rows += table.num_rows
                     stage.seconds = time.perf_counter() - start
+                    bar.advance(stage.rows)
                     yield table
                     continue
                 if exhausted and not backlog and not pending:
@@ -313,6 +321,12 @@ class LocalEngine(Engine):
         left = node.n
         if left <= 0:
             return
+        if isinstance(node.input, Read) and left <= self.context.target_block_rows:
+            # show()/take() of a read: the first rows only, not whole row groups
+            head = node.input.source.head(left, list(node.input.columns or []) or None)
+            if head is not None:
+                yield head
+                return
         upstream = self._stream(node.input, stats)
         try:
             for block in upstream:
@@ -322,7 +336,9 @@ class LocalEngine(Engine):
                 left -= block.num_rows
                 yield block
         finally:
-            upstream.close()  # type: ignore[attr-defined]
+            close = getattr(upstream, "close", None)
+            if close is not None:
+                close()
 
     def _collect(self, node: Node, stats: ExecutionStats) -> tuple[list[pa.Table], str | None]:
         """All blocks of `node`, in memory, or spilled to Parquet files in a folder."""

@@ -315,7 +315,7 @@ class MapBatches(Op):
             batch = to_batch(piece, self.batch_format)
             if not self.zero_copy_batch and self.batch_format is None:
                 batch = pa.concat_tables([batch]).combine_chunks()
-            here = replace(where, text=_rows(where, start, piece.num_rows))
+            here = replace(where, text=_rows(where, start, piece.num_rows, table.num_rows))
             result = _call_user(self.name, here, fn, batch, *self.fn_args, **self.fn_kwargs)
             if inspect.isgenerator(result):
                 out.extend(from_batch(r, self.name) for r in result)
@@ -324,8 +324,10 @@ class MapBatches(Op):
         return _concat(out, self.name)
 
 
-def _rows(where: Where, start: int, rows: int) -> str:
-    return f"batch of rows {start}-{start + rows - 1} of the block read from {where.text}"
+def _rows(where: Where, start: int, rows: int, total: int) -> str:
+    if start == 0 and rows == total:
+        return where.text
+    return f"the batch of rows {start}-{start + rows - 1} within {where.text}"
 
 
 def _concat(tables: list[pa.Table], operation: str) -> pa.Table:

@@ -58,6 +58,10 @@ class Source:
     def fragments(self) -> list[Fragment]:
         raise NotImplementedError
 
+    def head(self, n: int, columns: list[str] | None) -> pa.Table | None:
+        """The first `n` rows, when the format can read fewer than a fragment; else None."""
+        return None
+
     def read(self, fragment: Fragment, columns: list[str] | None) -> pa.Table:
         raise NotImplementedError
 
@@ -168,6 +172,27 @@ class ParquetSource(Source):
                 out.append(Fragment(len(out), i, (g,), first, rows))
                 first += rows
         return out
+
+    def head(self, n: int, columns: list[str] | None) -> pa.Table | None:
+        import pyarrow.parquet as pq
+
+        self.schema()
+        pieces, left = [], n
+        for i, file in enumerate(self.files):
+            wanted = None if columns is None else [c for c in columns if c not in file.partitions]
+            if wanted == []:
+                return None  # partition columns only: the row count comes from the fragments
+            with self.filesystem.open_input_file(file.path) as handle:
+                parquet = pq.ParquetFile(handle)
+                for batch in parquet.iter_batches(batch_size=min(left, 65536), columns=wanted):
+                    table = pa.Table.from_batches([batch]).slice(0, left)
+                    pieces.append(_with_partitions(table, self.files[i], columns, table.num_rows))
+                    left -= table.num_rows
+                    if left <= 0:
+                        break
+            if left <= 0:
+                break
+        return pa.concat_tables(pieces) if pieces else None
 
     def read(self, fragment: Fragment, columns: list[str] | None) -> pa.Table:
         file = self.files[fragment.file]
