@@ -129,22 +129,26 @@ class LocalEngine(Engine):
 
     def _read_stage(self, node: Read, ops: list[Op], stats: ExecutionStats) -> Iterator[pa.Table]:
         source, columns = node.source, list(node.columns) if node.columns is not None else None
+        prefilters = node.prefilters
         fragments = source.fragments()
         name = "->".join([source.name, *(o.name for o in ops)])
         if any(_in_worker(o) for o in ops) and not isinstance(source, TablesSource):
             pool = task_pool(self.context.num_cpus)
             inputs = (("fragment", f, f.describe(source)) for f in fragments)
             bar = stats.progress.stage(name, len(fragments))
-            return self._pool_stage(pool, source, columns, ops, inputs, stats.stage(name), bar)
+            return self._pool_stage(
+                pool, source, (columns, prefilters), ops, inputs, stats.stage(name), bar
+            )
         if any(_in_worker(o) for o in ops):
             blocks = (source.read(f, columns) for f in fragments)
             return self._block_stage(blocks, ops, stats, source.name)
-        return self._driver_read(source, columns, fragments, ops, stats.stage(name))
+        return self._driver_read(source, columns, prefilters, fragments, ops, stats.stage(name))
 
     def _driver_read(
         self,
         source: Source,
         columns: list[str] | None,
+        prefilters: tuple,
         fragments: list[Fragment],
         ops: list[Op],
         stage: StageStats,
@@ -156,13 +160,15 @@ class LocalEngine(Engine):
             queue = iter(fragments)
             try:
                 for fragment in itertools.islice(queue, threads):
-                    futures.append((fragment, pool.submit(source.read, fragment, columns)))
+                    futures.append(
+                        (fragment, pool.submit(source.read, fragment, columns, prefilters))
+                    )
                 while futures:
                     fragment, future = futures.popleft()
                     table = future.result()
                     nxt = next(queue, None)
                     if nxt is not None:
-                        futures.append((nxt, pool.submit(source.read, nxt, columns)))
+                        futures.append((nxt, pool.submit(source.read, nxt, columns, prefilters)))
                     where = Where(fragment.describe(source), fragment.index)
                     table = apply_chain(table, ops, where, {})
                     stage.tasks += 1
@@ -224,7 +230,7 @@ class LocalEngine(Engine):
         self,
         pool: Pool,
         source: Source | None,
-        columns: list[str] | None,
+        columns: tuple | None,
         ops: list[Op],
         inputs: Iterator[tuple[str, Any, str]],
         stage: StageStats,

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from headrace.data.batches import column_from, from_batch, table_of_rows, to_batch
 from headrace.data.errors import DatasetError, UserFunctionError
-from headrace.data.rowfilters import apply_filter, apply_filters, row_filter
+from headrace.data.rowfilters import apply_filter, apply_filters, elementwise, row_filter
 from headrace.data.rowfilters import columns_of as filter_columns
 from headrace.data.strategy import ActorPoolStrategy, TaskPoolStrategy
 
@@ -141,6 +141,7 @@ class AddColumn(Op):
         super().__post_init__()
         self.name = f"AddColumn({self.column})"
         self.reads = columns_read(self.fn)
+        self.elementwise = elementwise(self.fn)
         self.source_file = source_file(self.fn)
 
     def columns_out(self, columns: Columns) -> Columns:

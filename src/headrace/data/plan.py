@@ -30,6 +30,9 @@ class Node:
 class Read(Node):
     source: Source
     columns: tuple[str, ...] | None = None
+    prefilters: tuple[Any, ...] = ()
+    """Row filters the source may apply while reading (a hint: the filter operations stay in
+    the plan above, and applying a row filter twice keeps the same rows)."""
 
     def label(self) -> str:
         return self.source.name
@@ -158,26 +161,51 @@ def _needed(node: Node, required: set[str] | None) -> Node:
     return node
 
 
-def _filters_before_sorts(node: Node) -> Node:
-    """Row-local filters (`ops.MapBatches.row_filter`) that follow a sort run before it: the
-    same rows come out, in the same (stable) order, and the sort has fewer to sort."""
+def _is_row_filter(node: Node) -> bool:
+    return isinstance(node, MapOp) and getattr(node.op, "row_filter", None) is not None
+
+
+def _sink(node: MapOp) -> Node:
+    """Move the row filter `node` as far down as it keeps its meaning: before a sort (the
+    same rows in the same, stable, order), before an element-wise add_column whose column it
+    does not read and before column selections; into the read as a prefilter hint."""
+    from headrace.data.ops import AddColumn, DropColumns, SelectColumns
+    from headrace.data.rowfilters import columns_of as filter_columns
+
+    child = node.input
+    reads = filter_columns(node.op.row_filter)  # type: ignore[attr-defined]
+    if isinstance(child, Sort):
+        return replace(child, input=_sink(MapOp(child.input, node.op)))
+    if _is_row_filter(child):  # row filters commute: sink past it, into the read
+        return replace(child, input=_sink(MapOp(child.input, node.op)))  # type: ignore[attr-defined]
+    if isinstance(child, MapOp):
+        op = child.op
+        movable = (
+            (isinstance(op, AddColumn) and op.elementwise and op.column not in reads)
+            or (isinstance(op, DropColumns) and not reads & set(op.columns))
+            or (isinstance(op, SelectColumns) and reads <= set(op.columns))
+        )
+        if movable:
+            return replace(child, input=_sink(MapOp(child.input, node.op)))
+    if isinstance(child, Read):
+        hint = (*child.prefilters, node.op.row_filter)  # type: ignore[attr-defined]
+        return replace(node, input=replace(child, prefilters=hint))
+    return node
+
+
+def _push_filters(node: Node) -> Node:
     if isinstance(node, Read):
         return node
     if isinstance(node, Union):
-        return replace(node, inputs=tuple(_filters_before_sorts(c) for c in node.inputs))
-    child = _filters_before_sorts(node.children()[0])
-    if (
-        isinstance(node, MapOp)
-        and getattr(node.op, "row_filter", None) is not None
-        and isinstance(child, Sort)
-    ):
-        return replace(child, input=MapOp(child.input, node.op))
-    field_name = "input"
-    return replace(node, **{field_name: child})  # type: ignore[arg-type]
+        return replace(node, inputs=tuple(_push_filters(c) for c in node.inputs))
+    node = replace(node, input=_push_filters(node.children()[0]))  # type: ignore[call-arg]
+    if _is_row_filter(node):
+        return _sink(node)  # type: ignore[arg-type]
+    return node
 
 
 def optimize(node: Node) -> Node:
-    return _needed(_filters_before_sorts(node), None)
+    return _needed(_push_filters(node), None)
 
 
 def describe(node: Node, indent: int = 0) -> str:

@@ -118,6 +118,76 @@ def row_filter(fn: Any) -> Any:
     return None
 
 
+_ARITHMETIC = {"+", "-", "*", "/", "//", "%", "**"}
+
+
+def elementwise(fn: Any) -> bool:
+    """Whether a function of a batch only combines its columns element by element: column
+    subscripts, constants, arithmetic, comparisons and `& | ~` (each output row depends on that
+    input row alone), such as `lambda df: df["helpful_votes"] / df["total_votes"]`."""
+    if not inspect.isfunction(fn) or fn.__closure__:
+        return False
+    code = fn.__code__
+    if code.co_argcount != 1 or code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS):
+        return False
+    param = code.co_varnames[0]
+    stack: list[str] = []  # "batch", "const", "column"
+    try:
+        for ins in dis.get_instructions(code):
+            name = ins.opname
+            if name in ("RESUME", "NOP", "CACHE"):
+                continue
+            if name == "LOAD_FAST" and ins.argval == param:
+                stack.append("batch")
+            elif name == "LOAD_CONST" and isinstance(ins.argval, _CONSTANT_TYPES):
+                stack.append("const")
+            elif name == "BINARY_SUBSCR":
+                key, target = stack.pop(), stack.pop()
+                if target != "batch" or key != "const":
+                    return False
+                stack.append("column")
+            elif (name == "BINARY_OP" and ins.argrepr in _ARITHMETIC | set(_LOGICAL)) or (
+                name == "COMPARE_OP" and ins.argval in _COMPARE
+            ):
+                right, left = stack.pop(), stack.pop()
+                if "batch" in (left, right):
+                    return False
+                stack.append("column" if "column" in (left, right) else "const")
+            elif name in ("UNARY_INVERT", "UNARY_NEGATIVE"):
+                if stack[-1] == "batch":
+                    return False
+            elif name == "RETURN_VALUE":
+                return stack == ["column"]
+            else:
+                return False
+    except IndexError:
+        return False
+    return False
+
+
+def to_polars(expr: Any) -> Any:
+    import polars as pl
+
+    if isinstance(expr, Column):
+        return pl.col(expr.name)
+    if isinstance(expr, Constant):
+        return pl.lit(expr.value)
+    if isinstance(expr, Compare):
+        left, right = to_polars(expr.left), to_polars(expr.right)
+        return {
+            "<": left.__lt__,
+            "<=": left.__le__,
+            "==": left.__eq__,
+            "!=": left.__ne__,
+            ">": left.__gt__,
+            ">=": left.__ge__,
+        }[expr.op](right)
+    if expr.op == "~":
+        return ~to_polars(expr.left)
+    left, right = to_polars(expr.left), to_polars(expr.right)
+    return left & right if expr.op == "&" else left | right
+
+
 def _operand(value: Any) -> bool:
     return isinstance(value, Column | Constant)
 

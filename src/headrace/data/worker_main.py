@@ -61,9 +61,10 @@ def _run(conn: Connection) -> None:
                         f"could not load the operations: {type(exc).__name__}: {exc}",
                         "make the functions' modules importable from the script's folder",
                     ) from None
-            source, columns, ops = stage
+            source, reading, ops = stage
             if input_kind == "fragment":
-                table = source.read(payload, columns)
+                columns, prefilters = reading
+                table = source.read(payload, columns, prefilters)
             else:
                 table = take_block(payload)
             where = Where(where_text, task_index)
