@@ -381,11 +381,13 @@ class LocalEngine(Engine):
             blocks = []
             if table is None:
                 return
+            order: pa.Array | None = None  # rows are gathered part by part, as they are asked for
             if isinstance(node, Sort):
-                table = _sort(table, node)
+                order = _sort_order(table, node)
             elif isinstance(node, RandomShuffle):
-                order = np.random.default_rng(node.seed).permutation(table.num_rows)
-                table = table.take(pa.array(order))
+                order = pa.array(np.random.default_rng(node.seed).permutation(table.num_rows))
+            else:
+                table = table.combine_chunks()
             parts = (
                 node.num_blocks
                 if isinstance(node, Repartition)
@@ -394,11 +396,19 @@ class LocalEngine(Engine):
             if not isinstance(node, Repartition):
                 parts = max(parts, min(4 * self.context.num_cpus, -(-table.num_rows // 65536)))
             size = -(-table.num_rows // parts) if table.num_rows else 0
+            if order is not None and table.num_columns:
+                table = table.combine_chunks()  # one gather per part, not per input block
             stage.seconds = time.perf_counter() - start
             for i in range(parts):
-                piece = table.slice(i * size, size) if size else table.slice(0, 0)
+                if not size:
+                    piece = table.slice(0, 0)
+                elif order is None:
+                    piece = table.slice(i * size, size)
+                else:
+                    piece = table.take(order.slice(i * size, size))
                 stage.tasks += 1
                 stage.rows += piece.num_rows
+                stage.seconds = time.perf_counter() - start
                 yield piece
         finally:
             if spill is not None:
@@ -495,7 +505,7 @@ def _spill(block: pa.Table, folder: str, index: int) -> None:
     pq.write_table(block, os.path.join(folder, f"{index:08d}.parquet"), compression="lz4")
 
 
-def _sort(table: pa.Table, node: Sort) -> pa.Table:
+def _sort_order(table: pa.Table, node: Sort) -> pa.Array:
     missing = [k for k in node.keys if k not in table.column_names]
     if missing:
         raise DatasetError(
@@ -507,8 +517,7 @@ def _sort(table: pa.Table, node: Sort) -> pa.Table:
         (k, "descending" if d else "ascending", "at_end")
         for k, d in zip(node.keys, node.descending, strict=True)
     ]
-    indices = pc.sort_indices(table, sort_keys=order)
-    return table.take(indices)
+    return pc.sort_indices(table.select(list(node.keys)), sort_keys=order)
 
 
 _PARTIAL = {
