@@ -140,3 +140,47 @@ def test_sort_larger_than_its_memory_spills_to_disk(tmp_path):
         assert not list(tmp_path.iterdir())  # the spill folder is removed afterwards
     finally:
         ctx.sort_memory_bytes, ctx.spill_dir = saved
+
+
+def test_concurrency_and_num_cpus_cap_the_tasks_running_at_once(tmp_path):
+    import os
+    import time
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+
+    def slow(df):
+        (marks / f"{os.getpid()}-{time.monotonic_ns()}-start").touch()
+        time.sleep(0.2)
+        (marks / f"{os.getpid()}-{time.monotonic_ns()}-end").touch()
+        return df
+
+    ds = data.from_arrow([pa.table({"a": [i]}) for i in range(4)])
+    assert ds.map_batches(slow, concurrency=1).count() == 4
+    events = sorted(marks.iterdir(), key=lambda p: int(p.name.split("-")[1]))
+    running = peak = 0
+    for event in events:
+        running += 1 if event.name.endswith("start") else -1
+        peak = max(peak, running)
+    assert peak == 1
+    for p in marks.iterdir():
+        p.unlink()
+    assert ds.map_batches(slow, num_cpus=64).count() == 4  # more than the machine: one at a time
+    events = sorted(marks.iterdir(), key=lambda p: int(p.name.split("-")[1]))
+    running = peak = 0
+    for event in events:
+        running += 1 if event.name.endswith("start") else -1
+        peak = max(peak, running)
+    assert peak == 1
+
+
+def test_datasets_consumed_from_two_threads_share_the_workers():
+    from concurrent.futures import ThreadPoolExecutor
+
+    def total(n):
+        ds = data.range(n * 1000).map_batches(lambda df: df.assign(x=df["id"] * 2))
+        return ds.sum("x")
+
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(total, [3, 5, 7, 9]))
+    assert got == [n * 1000 * (n * 1000 - 1) for n in (3, 5, 7, 9)]

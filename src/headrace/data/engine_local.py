@@ -238,6 +238,7 @@ class LocalEngine(Engine):
         *,
         autoscale: bool = False,
     ) -> Iterator[pa.Table]:
+        limit = _task_limit(ops, self.context.num_cpus)
         import cloudpickle
 
         key = uuid.uuid4().hex
@@ -275,7 +276,7 @@ class LocalEngine(Engine):
                     sequence += 1
                 if autoscale and backlog and not pool.has_room() and pool.grow():
                     stage.workers = max(stage.workers, len(pool.workers))
-                while backlog and pool.has_room():
+                while backlog and pool.has_room() and len(pending) < limit:
                     seq, kind, payload, where = backlog.popleft()
                     task_id = next(_task_ids)
                     pool.submit(task_id, key, kind, payload, where, seq, folder)
@@ -471,6 +472,20 @@ def _label(node: Node) -> str:
     if isinstance(node, Sort):
         return f"Sort({', '.join(node.keys)})"
     return node.label()
+
+
+def _task_limit(ops: list[Op], cpus: int) -> int:
+    """How many tasks of a stage may run at once: `concurrency=n` of its map_batches, and as
+    many as `num_cpus=` each fit in the CPUs the engine has (Ray's scheduling by resources)."""
+    limit = 1 << 30
+    for op in ops:
+        size = getattr(getattr(op, "compute", None), "size", None)
+        if isinstance(op, MapBatches | MapRows) and not op.is_actor and size:
+            limit = min(limit, size)
+        need = getattr(op, "num_cpus", None)
+        if need:
+            limit = min(limit, max(1, int(cpus // need)))
+    return limit
 
 
 _TASK_ROWS = 4096

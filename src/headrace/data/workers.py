@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from headrace.data.errors import WorkerLost
+from headrace.data.transport import discard_block
 
 
 @dataclass
@@ -85,7 +86,9 @@ class Pool:
         self.max_size = max_size or size
         self.per_worker = per_worker
         self.workers: list[Worker] = []
-        self.lock = threading.Lock()
+        # datasets consumed from several threads share the pool: one talks to it at a time,
+        # and waits are short so that the others get their turn
+        self.lock = threading.RLock()
         self.stage_blobs: dict[str, bytes] = {}
         self._task_worker: dict[int, Worker] = {}
         self._buffered: dict[int, Answer] = {}
@@ -172,9 +175,13 @@ class Pool:
                 answers.append(Answer(task_id, False, error=message[2]))
         return answers
 
-    def collect(self, ids: set[int], timeout: float | None = None) -> list[Answer]:
+    def collect(self, ids: set[int], timeout: float | None = 0.05) -> list[Answer]:
         """Answers to the tasks `ids` (of one execution); answers to other executions' tasks
-        that arrive meanwhile are kept for them."""
+        that arrive meanwhile are kept for them. Returns empty-handed after `timeout`."""
+        with self.lock:
+            return self._collect(ids, timeout)
+
+    def _collect(self, ids: set[int], timeout: float | None) -> list[Answer]:
         mine = [self._buffered.pop(i) for i in list(ids) if i in self._buffered]
         if mine:
             return mine
@@ -182,8 +189,6 @@ class Pool:
             if answer.task_id in self._abandoned:
                 self._abandoned.discard(answer.task_id)
                 if answer.ok:
-                    from headrace.data.transport import discard_block
-
                     discard_block(answer.path)
             elif answer.task_id in ids:
                 mine.append(answer)
@@ -193,8 +198,10 @@ class Pool:
 
     def abandon(self, ids: set[int]) -> None:
         """Forget tasks whose results nobody will read (their blocks are deleted on arrival)."""
-        from headrace.data.transport import discard_block
+        with self.lock:
+            self._abandon(ids, discard_block)
 
+    def _abandon(self, ids: set[int], discard_block: Any) -> None:
         for task_id in ids:
             answer = self._buffered.pop(task_id, None)
             if answer is None:
