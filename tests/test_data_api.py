@@ -184,3 +184,20 @@ def test_datasets_consumed_from_two_threads_share_the_workers():
     with ThreadPoolExecutor(2) as pool:
         got = list(pool.map(total, [3, 5, 7, 9]))
     assert got == [n * 1000 * (n * 1000 - 1) for n in (3, 5, 7, 9)]
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path, monkeypatch):
+    import io
+    import sys
+
+    pq.write_table(pa.table({"a": list(range(1000))}), tmp_path / "t.parquet", row_group_size=100)
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, shown in ((io.StringIO(), False), (Terminal(), True)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        ds = data.read_parquet(str(tmp_path)).map_batches(lambda df: df.assign(b=df["a"] + 1))
+        assert ds.count() == 1000
+        assert ("ReadParquet->MapBatches" in stream.getvalue()) is shown
