@@ -19,6 +19,7 @@ def _blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "datasets.md").read_text(), re.S)
 
 
+@pytest.mark.slow
 def test_notebook_snippet_on_the_projects_buckets(tmp_path, monkeypatch):
     monkeypatch.setenv("HEADRACE_HOME", str(tmp_path / "home"))
     buckets = tmp_path / "home" / "buckets"

@@ -39,6 +39,7 @@ class HelpfulVotes:
         return df
 
 
+@pytest.mark.slow
 def test_notebook_steps_as_written(reviews, tmp_path):
     ds = data.read_parquet(str(reviews))
     assert ds.count() == 4_000
