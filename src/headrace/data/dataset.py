@@ -85,9 +85,6 @@ class Dataset:
         self._last_stats = ExecutionStats(engine.name)
         return engine.execute(plan or self._plan, self._last_stats)
 
-    def iter_internal_ref_bundles(self) -> Iterator[pa.Table]:
-        return self._execute()
-
     # -- transformations -------------------------------------------------------------------
 
     def map_batches(
