@@ -18,6 +18,7 @@ SCRIPTS = [
     "stream_window.py",
     "feature_store.py",
     "stream_latency.py",
+    "data_pipeline.py",
 ]
 
 

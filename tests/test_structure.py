@@ -43,6 +43,11 @@ BACKENDS = {
             "headrace.executors.ray_executor": "RayExecutor",
         },
     ),
+    "dataset engine": (
+        "headrace.data.engine",
+        "Engine",
+        {"headrace.data.engine_local": "LocalEngine"},
+    ),
     "job runner": (
         "headrace.jobs.runners",
         "JobRunner",

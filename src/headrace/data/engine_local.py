@@ -1,0 +1,635 @@
+"""The local engine: a streaming executor on Arrow, with user functions in worker processes.
+
+A plan is cut into stages at the operations that need all their input (sort, shuffle,
+repartition, aggregate) and at actor-pool map_batches. Within a stage the per-block
+operations are fused: a worker reads a Parquet row group itself, runs the stage's operations
+on it and hands the result back through shared memory. At most a few blocks per worker are in
+flight, and results are yielded in input order, so memory stays bounded by the blocks in
+flight, not the dataset. A stage without user code (column selection, renames) runs in this
+process; reads there use pyarrow's threads.
+
+Sort, shuffle and repartition hold their input in memory up to `DataContext.sort_memory_bytes`;
+past that the blocks go to Parquet files in a spill folder and DuckDB sorts them with that
+memory limit and its own temp folder, streaming the result back. Aggregations fold each block
+into partial results as it arrives.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from headrace.data.engine import Engine, ExecutionStats, StageStats
+from headrace.data.errors import DatasetError
+from headrace.data.ops import MapBatches, MapRows, Op, Where, apply_chain
+from headrace.data.plan import (
+    Agg,
+    Aggregate,
+    Limit,
+    MapOp,
+    Node,
+    RandomShuffle,
+    Read,
+    Repartition,
+    Sort,
+    Union,
+    metadata_count,
+    optimize,
+)
+from headrace.data.progress import Progress
+from headrace.data.sinks import WriteFiles, WriteTarget
+from headrace.data.sources import Fragment, Source, TablesSource
+from headrace.data.transport import block_folder, discard_block, put_block, take_block
+from headrace.data.workers import Pool, task_pool
+
+_task_ids = itertools.count(1)
+
+
+def _in_worker(op: Op) -> bool:
+    return op.user_code or isinstance(op, WriteFiles)
+
+
+def _is_actor(op: Op) -> bool:
+    return isinstance(op, MapBatches | MapRows) and op.is_actor
+
+
+class LocalEngine(Engine):
+    name = "local"
+
+    def __init__(self, context: Any) -> None:
+        self.context = context
+
+    # -- the three entry points ------------------------------------------------------------
+
+    def execute(self, plan: Node, stats: ExecutionStats) -> Iterator[pa.Table]:
+        plan = optimize(plan)
+        stats.progress = Progress(self.context.enable_progress_bars)
+        try:
+            yield from self._stream(plan, stats)
+        finally:
+            stats.progress.close()
+            stats.seconds = time.perf_counter() - stats.started
+
+    def count(self, plan: Node, stats: ExecutionStats) -> int:
+        known = metadata_count(plan)
+        if known is not None:
+            return known
+        return sum(block.num_rows for block in self.execute(plan, stats))
+
+    def write(self, plan: Node, target: WriteTarget, stats: ExecutionStats) -> list[str]:
+        if target.skip:
+            return []
+        op = target.begin()
+        try:
+            for _ in self.execute(MapOp(plan, op), stats):
+                pass
+            return target.commit()
+        except BaseException:
+            target.abort()
+            raise
+
+    # -- stages ----------------------------------------------------------------------------
+
+    def _stream(self, node: Node, stats: ExecutionStats) -> Iterator[pa.Table]:
+        ops: list[Op] = []
+        while isinstance(node, MapOp):
+            ops.insert(0, node.op)
+            node = node.input
+        segments: list[list[Op]] = [[]]
+        for op in ops:
+            if _is_actor(op):
+                segments.extend([[op], []])
+            else:
+                segments[-1].append(op)
+        segments = [s for s in segments if s] or [[]]
+        if isinstance(node, Read):
+            first, rest = segments[0], segments[1:]
+            if _is_actor(first[0]) if first else False:
+                first, rest = [], segments
+            blocks = self._read_stage(node, first, stats)
+        else:
+            rest = segments
+            blocks = self._barrier(node, stats)
+        for segment in rest:
+            blocks = self._block_stage(blocks, segment, stats, _label(node))
+        return blocks
+
+    def _read_stage(self, node: Read, ops: list[Op], stats: ExecutionStats) -> Iterator[pa.Table]:
+        source, columns = node.source, list(node.columns) if node.columns is not None else None
+        prefilters = node.prefilters
+        fragments = source.fragments()
+        name = "->".join([source.name, *(o.name for o in ops)])
+        if any(_in_worker(o) for o in ops) and not isinstance(source, TablesSource):
+            pool = task_pool(self.context.num_cpus)
+            inputs = (("fragment", f, f.describe(source)) for f in fragments)
+            bar = stats.progress.stage(name, len(fragments))
+            return self._pool_stage(
+                pool, source, (columns, prefilters), ops, inputs, stats.stage(name), bar
+            )
+        if any(_in_worker(o) for o in ops):
+            blocks = (source.read(f, columns) for f in fragments)
+            return self._block_stage(blocks, ops, stats, source.name)
+        return self._driver_read(source, columns, prefilters, fragments, ops, stats.stage(name))
+
+    def _driver_read(
+        self,
+        source: Source,
+        columns: list[str] | None,
+        prefilters: tuple,
+        fragments: list[Fragment],
+        ops: list[Op],
+        stage: StageStats,
+    ) -> Iterator[pa.Table]:
+        start = time.perf_counter()
+        threads = max(1, min(4, self.context.num_cpus))
+        with ThreadPoolExecutor(threads) as pool:
+            futures: deque = deque()
+            queue = iter(fragments)
+            try:
+                for fragment in itertools.islice(queue, threads):
+                    futures.append(
+                        (fragment, pool.submit(source.read, fragment, columns, prefilters))
+                    )
+                while futures:
+                    fragment, future = futures.popleft()
+                    table = future.result()
+                    nxt = next(queue, None)
+                    if nxt is not None:
+                        futures.append((nxt, pool.submit(source.read, nxt, columns, prefilters)))
+                    where = Where(fragment.describe(source), fragment.index)
+                    table = apply_chain(table, ops, where, {})
+                    stage.tasks += 1
+                    stage.rows += table.num_rows
+                    stage.seconds = time.perf_counter() - start
+                    yield table
+            finally:
+                for _, future in futures:
+                    future.cancel()
+
+    def _block_stage(
+        self, blocks: Iterator[pa.Table], ops: list[Op], stats: ExecutionStats, upstream: str
+    ) -> Iterator[pa.Table]:
+        name = "->".join(o.name for o in ops)
+        if not any(_in_worker(o) for o in ops):
+            return self._inline(blocks, ops, stats.stage(name), upstream)
+        actor = next((o for o in ops if _is_actor(o)), None)
+        first = ops[0]
+        if isinstance(first, MapBatches) and first.batch_size:
+            # whole batches of a few thousand rows per task, so that a pool spreads them
+            per_task = _ACTOR_TASK_ROWS if actor is not None else _TASK_ROWS
+            blocks = _rechunk(blocks, first.batch_size * max(1, per_task // first.batch_size))
+        offsets = _Offsets(upstream)
+        inputs = (("block", b, offsets.describe(b)) for b in blocks)
+        if actor is None:
+            pool = task_pool(self.context.num_cpus)
+            bar = stats.progress.stage(name, None)
+            return self._pool_stage(pool, None, None, ops, inputs, stats.stage(name), bar)
+        bar = stats.progress.stage(name, None)
+        return self._actor_stage(actor, ops, inputs, stats.stage(name), bar)
+
+    def _inline(
+        self, blocks: Iterator[pa.Table], ops: list[Op], stage: StageStats, upstream: str
+    ) -> Iterator[pa.Table]:
+        offsets = _Offsets(upstream)
+        for i, block in enumerate(blocks):
+            where = Where(offsets.describe(block), i)
+            block = apply_chain(block, ops, where, {})
+            stage.tasks += 1
+            stage.rows += block.num_rows
+            yield block
+
+    def _actor_stage(
+        self, actor: Op, ops: list[Op], inputs: Iterator, stage: StageStats, bar: Any
+    ) -> Iterator[pa.Table]:
+        strategy = actor.compute  # type: ignore[attr-defined]
+        pool = Pool(
+            strategy.initial_size,
+            max_size=strategy.max_size,
+            per_worker=strategy.max_tasks_in_flight_per_actor,
+        )
+        pool.min_size = strategy.min_size
+        try:
+            yield from self._pool_stage(pool, None, None, ops, inputs, stage, bar, autoscale=True)
+        finally:
+            pool.close()
+
+    def _pool_stage(
+        self,
+        pool: Pool,
+        source: Source | None,
+        columns: tuple | None,
+        ops: list[Op],
+        inputs: Iterator[tuple[str, Any, str]],
+        stage: StageStats,
+        bar: Any,
+        *,
+        autoscale: bool = False,
+    ) -> Iterator[pa.Table]:
+        limit = _task_limit(ops, self.context.num_cpus)
+        import cloudpickle
+
+        key = uuid.uuid4().hex
+        try:
+            blob = cloudpickle.dumps((source, columns, ops))
+        except Exception as exc:
+            names = ", ".join(o.name for o in ops)
+            raise DatasetError(
+                names,
+                f"its function cannot be sent to a worker process: {type(exc).__name__}: {exc}",
+                "use functions and classes that can be pickled (no open files, locks or "
+                "connections captured; create those in a class's __init__)",
+            ) from None
+        pool.add_stage(key, blob)
+        folder = block_folder(os.getpid())
+        start = time.perf_counter()
+        backlog: deque = deque()
+        pending: dict[int, tuple[int, str]] = {}  # task id -> (sequence, description)
+        ready: dict[int, Any] = {}
+        next_out = 0
+        sequence = 0
+        exhausted = False
+        window = max(4, pool.max_size * pool.per_worker * 2)
+        try:
+            while True:
+                while not exhausted and len(backlog) + len(pending) + len(ready) < window:
+                    item = next(inputs, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    kind, payload, where = item
+                    if kind == "block":
+                        payload = put_block(payload, folder)
+                    backlog.append((sequence, kind, payload, where))
+                    sequence += 1
+                if autoscale and backlog and not pool.has_room() and pool.grow():
+                    stage.workers = max(stage.workers, len(pool.workers))
+                while backlog and pool.has_room() and len(pending) < limit:
+                    seq, kind, payload, where = backlog.popleft()
+                    task_id = next(_task_ids)
+                    pool.submit(task_id, key, kind, payload, where, seq, folder)
+                    pending[task_id] = (seq, where)
+                stage.workers = max(stage.workers, len(pool.workers))
+                if next_out in ready:
+                    answer = ready.pop(next_out)
+                    next_out += 1
+                    table = take_block(answer.path)
+                    stage.tasks += 1
+                    stage.rows += table.num_rows
+                    stage.seconds = time.perf_counter() - start
+                    bar.advance(stage.rows)
+                    yield table
+                    continue
+                if exhausted and not backlog and not pending:
+                    return
+                if autoscale and exhausted and not backlog:
+                    pool.shrink_idle()
+                for answer in pool.collect(set(pending)):
+                    seq, where = pending.pop(answer.task_id)
+                    if not answer.ok:
+                        raise answer.error  # type: ignore[misc]
+                    ready[seq] = answer
+        finally:
+            pool.abandon(set(pending))
+            for answer in ready.values():
+                discard_block(answer.path)
+            for _, kind, payload, _ in backlog:
+                if kind == "block":
+                    discard_block(payload)
+            pool.drop_stage(key)
+            stage.seconds = time.perf_counter() - start
+
+    # -- operations that need all their input ----------------------------------------------
+
+    def _barrier(self, node: Node, stats: ExecutionStats) -> Iterator[pa.Table]:
+        if isinstance(node, Union):
+            return itertools.chain.from_iterable(self._stream(c, stats) for c in node.inputs)
+        if isinstance(node, Limit):
+            return self._limit(node, stats)
+        if isinstance(node, Aggregate):
+            return self._aggregate(node, stats)
+        if isinstance(node, Sort | RandomShuffle | Repartition):
+            return self._reorder(node, stats)
+        raise DatasetError(_label(node), "is not an operation this engine runs", None)
+
+    def _limit(self, node: Limit, stats: ExecutionStats) -> Iterator[pa.Table]:
+        left = node.n
+        if left <= 0:
+            return
+        if isinstance(node.input, Read) and left <= self.context.target_block_rows:
+            # show()/take() of a read: the first rows only, not whole row groups
+            head = node.input.source.head(left, list(node.input.columns or []) or None)
+            if head is not None:
+                yield head
+                return
+        upstream = self._stream(node.input, stats)
+        try:
+            for block in upstream:
+                if block.num_rows >= left:
+                    yield block.slice(0, left)
+                    return
+                left -= block.num_rows
+                yield block
+        finally:
+            close = getattr(upstream, "close", None)
+            if close is not None:
+                close()
+
+    def _collect(self, node: Node, stats: ExecutionStats) -> tuple[list[pa.Table], str | None]:
+        """All blocks of `node`, in memory, or spilled to Parquet files in a folder."""
+        blocks: list[pa.Table] = []
+        held = 0
+        spill: str | None = None
+        written = 0
+        for block in self._stream(node, stats):
+            if spill is None:
+                blocks.append(block)
+                held += block.nbytes
+                if held > self.context.sort_memory_bytes:
+                    spill = tempfile.mkdtemp(
+                        prefix="headrace-spill-", dir=self.context.spill_dir or None
+                    )
+                    for b in blocks:
+                        _spill(b, spill, written)
+                        written += 1
+                    blocks = []
+            else:
+                _spill(block, spill, written)
+                written += 1
+        return blocks, spill
+
+    def _reorder(self, node: Node, stats: ExecutionStats) -> Iterator[pa.Table]:
+        blocks, spill = self._collect(node.children()[0], stats)
+        stage = stats.stage(_label(node))
+        start = time.perf_counter()
+        try:
+            if spill is not None:
+                yield from self._reorder_spilled(node, spill, stage)
+                return
+            table = pa.concat_tables(blocks) if blocks else None
+            blocks = []
+            if table is None:
+                return
+            order: pa.Array | None = None  # rows are gathered part by part, as they are asked for
+            if isinstance(node, Sort):
+                order = _sort_order(table, node)
+            elif isinstance(node, RandomShuffle):
+                order = pa.array(np.random.default_rng(node.seed).permutation(table.num_rows))
+            else:
+                table = table.combine_chunks()
+            parts = (
+                node.num_blocks
+                if isinstance(node, Repartition)
+                else max(1, -(-table.num_rows // self.context.target_block_rows))
+            )
+            if not isinstance(node, Repartition):
+                parts = max(parts, min(4 * self.context.num_cpus, -(-table.num_rows // 65536)))
+            size = -(-table.num_rows // parts) if table.num_rows else 0
+            if order is not None and table.num_columns:
+                table = table.combine_chunks()  # one gather per part, not per input block
+            stage.seconds = time.perf_counter() - start
+            for i in range(parts):
+                if not size:
+                    piece = table.slice(0, 0)
+                elif order is None:
+                    piece = table.slice(i * size, size)
+                else:
+                    piece = table.take(order.slice(i * size, size))
+                stage.tasks += 1
+                stage.rows += piece.num_rows
+                stage.seconds = time.perf_counter() - start
+                yield piece
+        finally:
+            if spill is not None:
+                shutil.rmtree(spill, ignore_errors=True)
+
+    def _reorder_spilled(self, node: Node, spill: str, stage: StageStats) -> Iterator[pa.Table]:
+        import duckdb
+
+        con = duckdb.connect()
+        try:
+            limit = max(64 << 20, self.context.sort_memory_bytes)
+            con.execute(f"SET memory_limit = '{limit // (1 << 20)}MB'")
+            con.execute(f"SET temp_directory = '{os.path.join(spill, 'duckdb')}'")
+            con.execute("SET preserve_insertion_order = true")
+            files = os.path.join(spill, "*.parquet").replace("'", "''")
+            query = f"SELECT * FROM read_parquet('{files}')"
+            if isinstance(node, Sort):
+                keys = ", ".join(
+                    f'"{k}" {"DESC" if d else "ASC"} NULLS LAST'
+                    for k, d in zip(node.keys, node.descending, strict=True)
+                )
+                query += f" ORDER BY {keys}"
+            elif isinstance(node, RandomShuffle):
+                seed = 0.5 if node.seed is None else (node.seed % 1000) / 1000
+                con.execute(f"SELECT setseed({seed})")
+                query += " ORDER BY random()"
+            result = con.sql(query)
+            rows = self.context.target_block_rows
+            reader = (
+                result.to_arrow_reader(rows)
+                if hasattr(result, "to_arrow_reader")
+                else result.fetch_record_batch(rows)  # duckdb 1.x
+            )
+            for batch in reader:
+                piece = pa.Table.from_batches([batch])
+                stage.tasks += 1
+                stage.rows += piece.num_rows
+                yield piece
+        finally:
+            con.close()
+
+    def _aggregate(self, node: Aggregate, stats: ExecutionStats) -> Iterator[pa.Table]:
+        partials: list[pa.Table] = []
+        keys = list(node.keys)
+        stage = stats.stage(_label(node))
+        for block in self._stream(node.input, stats):
+            partials.append(_partial(block, keys, node.aggs))
+            if len(partials) > 64:
+                partials = [_merge(partials, keys, node.aggs, final=False)]
+        result = _merge(partials, keys, node.aggs, final=True)
+        stage.tasks += 1
+        stage.rows += result.num_rows
+        yield result
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _label(node: Node) -> str:
+    if isinstance(node, Sort):
+        return f"Sort({', '.join(node.keys)})"
+    return node.label()
+
+
+def _task_limit(ops: list[Op], cpus: int) -> int:
+    """How many tasks of a stage may run at once: `concurrency=n` of its map_batches, and as
+    many as `num_cpus=` each fit in the CPUs the engine has (Ray's scheduling by resources)."""
+    limit = 1 << 30
+    for op in ops:
+        size = getattr(getattr(op, "compute", None), "size", None)
+        if isinstance(op, MapBatches | MapRows) and not op.is_actor and size:
+            limit = min(limit, size)
+        need = getattr(op, "num_cpus", None)
+        if need:
+            limit = min(limit, max(1, int(cpus // need)))
+    return limit
+
+
+_TASK_ROWS = 4096
+_ACTOR_TASK_ROWS = 256  # actors often hold models: spread small batches over the whole pool
+
+
+def _rechunk(blocks: Iterator[pa.Table], rows: int) -> Iterator[pa.Table]:
+    for block in blocks:
+        if block.num_rows <= rows:
+            yield block
+            continue
+        for start in range(0, block.num_rows, rows):
+            yield block.slice(start, rows)
+
+
+class _Offsets:
+    """Descriptions of the blocks a stage gets from the one before it, for error messages."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.first = 0
+
+    def describe(self, block: pa.Table) -> str:
+        first = self.first
+        self.first += block.num_rows
+        return f"rows {first}-{self.first - 1} of the output of {self.upstream}"
+
+
+def _spill(block: pa.Table, folder: str, index: int) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(block, os.path.join(folder, f"{index:08d}.parquet"), compression="lz4")
+
+
+def _sort_order(table: pa.Table, node: Sort) -> pa.Array:
+    missing = [k for k in node.keys if k not in table.column_names]
+    if missing:
+        raise DatasetError(
+            f"sort({', '.join(node.keys)})",
+            f"no column(s) {missing} (columns: {table.column_names})",
+            "sort by existing columns",
+        )
+    order = [
+        (k, "descending" if d else "ascending", "at_end")
+        for k, d in zip(node.keys, node.descending, strict=True)
+    ]
+    return pc.sort_indices(table.select(list(node.keys)), sort_keys=order)
+
+
+_PARTIAL = {
+    "count": [("count", "sum")],
+    "sum": [("sum", "sum")],
+    "min": [("min", "min")],
+    "max": [("max", "max")],
+    "mean": [("sum", "sum"), ("count", "sum")],
+    "std": [("sum", "sum"), ("count", "sum"), ("sumsq", "sum")],
+}
+
+
+def _partial(block: pa.Table, keys: list[str], aggs: tuple[Agg, ...]) -> pa.Table:
+    for column in [*keys, *(a.on for a in aggs if a.on)]:
+        if column not in block.column_names:
+            raise DatasetError(
+                "groupby/aggregate",
+                f"no column {column!r} (columns: {block.column_names})",
+                "check the names",
+            )
+    columns: dict[str, Any] = {k: block.column(k) for k in keys}
+    specs = []
+    for i, agg in enumerate(aggs):
+        if agg.kind == "count":
+            columns[f"_c{i}"] = pa.array(np.ones(block.num_rows, dtype=np.int64))
+            specs.append((f"_c{i}", "sum", f"{i}_count"))
+            continue
+        values = block.column(agg.on)
+        if agg.kind in ("min", "max"):
+            columns[f"_v{i}"] = values
+            specs.append((f"_v{i}", agg.kind, f"{i}_{agg.kind}"))
+            continue
+        numeric = pc.cast(values, pa.float64()) if agg.kind in ("mean", "std") else values
+        columns[f"_v{i}"] = numeric
+        columns[f"_n{i}"] = pc.cast(pc.is_valid(values), pa.int64())
+        specs.append((f"_v{i}", "sum", f"{i}_sum"))
+        if agg.kind in ("mean", "std"):
+            specs.append((f"_n{i}", "sum", f"{i}_count"))
+        if agg.kind == "std":
+            columns[f"_q{i}"] = pc.multiply(numeric, numeric)
+            specs.append((f"_q{i}", "sum", f"{i}_sumsq"))
+    table = pa.table(columns)
+    if not keys:
+        out = {}
+        for column, fn, name in specs:
+            value = getattr(pc, fn)(table.column(column))
+            out[name] = pa.array([value.as_py()], value.type)
+        return pa.table(out)
+    grouped = table.group_by(keys, use_threads=False).aggregate([(c, f) for c, f, _ in specs])
+    rename = {f"{c}_{f}": n for c, f, n in specs}
+    return grouped.rename_columns([rename.get(c, c) for c in grouped.column_names])
+
+
+def _merge(
+    partials: list[pa.Table], keys: list[str], aggs: tuple[Agg, ...], *, final: bool
+) -> pa.Table:
+    if not partials:
+        empty = {k: pa.array([], pa.null()) for k in keys}
+        return pa.table({**empty, **{a.output: pa.array([], pa.null()) for a in aggs}})
+    table = pa.concat_tables(partials, promote_options="permissive")
+    merges = []
+    for name in table.column_names:
+        if name in keys:
+            continue
+        kind = name.split("_", 1)[1]
+        merges.append((name, {"count": "sum", "sum": "sum", "sumsq": "sum"}.get(kind, kind)))
+    if keys:
+        merged = table.group_by(keys, use_threads=False).aggregate(merges)
+        merged = merged.rename_columns(
+            [c.rsplit("_", 1)[0] if c not in keys else c for c in merged.column_names]
+        )
+    else:
+        merged = pa.table({n: [getattr(pc, f)(table.column(n)).as_py()] for n, f in merges})
+    if not final:
+        return merged
+    out: dict[str, Any] = {k: merged.column(k) for k in keys}
+    for i, agg in enumerate(aggs):
+        col = merged.column
+        if agg.kind == "count":
+            out[agg.output] = col(f"{i}_count")
+        elif agg.kind in ("sum", "min", "max"):
+            out[agg.output] = col(f"{i}_{agg.kind}")
+        elif agg.kind == "mean":
+            out[agg.output] = pc.divide(col(f"{i}_sum"), pc.cast(col(f"{i}_count"), pa.float64()))
+        else:
+            n = pc.cast(col(f"{i}_count"), pa.float64())
+            mean = pc.divide(col(f"{i}_sum"), n)
+            var = pc.divide(
+                pc.subtract(col(f"{i}_sumsq"), pc.multiply(n, pc.multiply(mean, mean))),
+                pc.subtract(n, agg.ddof),
+            )
+            out[agg.output] = pc.sqrt(pc.max_element_wise(var, 0.0))
+    result = pa.table(out)
+    if keys:
+        result = result.sort_by([(k, "ascending") for k in keys])
+    return result
+
+
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()

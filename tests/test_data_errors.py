@@ -1,0 +1,110 @@
+"""Bad input: each error names the operation or file, the reason and the fix; writes that
+fail leave nothing behind."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from headrace import data
+from headrace.data import DatasetError, UserFunctionError
+
+
+def _files(tmp_path, n=2, rows=100):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(n):
+        pq.write_table(
+            pa.table({"a": list(range(i * rows, (i + 1) * rows))}), folder / f"p{i}.parquet"
+        )
+    return folder
+
+
+def test_missing_path_and_empty_glob(tmp_path):
+    with pytest.raises(DatasetError, match="no such file or folder"):
+        data.read_parquet(str(tmp_path / "nope"))
+    with pytest.raises(DatasetError, match="glob matches no file"):
+        data.read_parquet(str(tmp_path / "*.parquet"))
+
+
+def test_unreadable_file_is_named(tmp_path):
+    folder = _files(tmp_path)
+    (folder / "broken.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(DatasetError, match=r"broken\.parquet.*not a readable Parquet file"):
+        data.read_parquet(str(folder)).count()
+
+
+def test_schema_differing_between_files(tmp_path):
+    folder = _files(tmp_path)
+    pq.write_table(pa.table({"a": ["text"]}), folder / "p9.parquet")
+    with pytest.raises(DatasetError, match=r"p9\.parquet: has another schema.*'a' is string"):
+        data.read_parquet(str(folder)).take(1)
+
+
+def test_user_function_error_names_operator_file_rows_and_traceback(tmp_path):
+    folder = _files(tmp_path)
+
+    def explode(df):
+        if df["a"].max() >= 150:
+            raise ValueError("value too large")
+        return df
+
+    with pytest.raises(UserFunctionError) as caught:
+        data.read_parquet(str(folder)).map_batches(explode).take_all()
+    text = str(caught.value)
+    assert "MapBatches(explode)" in text
+    assert "p1.parquet" in text and "rows 0-99" in text
+    assert "ValueError: value too large" in text
+    assert 'in explode\n    raise ValueError("value too large")' in caught.value.user_traceback
+
+
+def test_wrong_return_type_and_columns(tmp_path):
+    folder = _files(tmp_path)
+    with pytest.raises(DatasetError, match=r"MapBatches\(<lambda>\): returned int, not a batch"):
+        data.read_parquet(str(folder)).map_batches(lambda df: 3).count()
+    with pytest.raises(DatasetError, match="columns of different lengths"):
+        data.read_parquet(str(folder)).map_batches(lambda df: {"x": [1], "y": [1, 2]}).count()
+    with pytest.raises(DatasetError, match="no column"):
+        data.read_parquet(str(folder)).drop_columns(["missing"])
+    with pytest.raises(DatasetError, match="returned 1 values for a batch of 100 rows"):
+        data.read_parquet(str(folder)).add_column("x", lambda df: [1]).count()
+    with pytest.raises(DatasetError, match="needs an actor pool"):
+
+        class Model:
+            def __call__(self, batch):
+                return batch
+
+        data.range(3).map_batches(Model, compute=data.TaskPoolStrategy())
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    folder = _files(tmp_path, n=4)
+
+    def fail_late(df):
+        if df["a"].min() >= 300:
+            raise RuntimeError("disk on fire")
+        return df
+
+    target = tmp_path / "out"
+    with pytest.raises(UserFunctionError, match="disk on fire"):
+        data.read_parquet(str(folder)).map_batches(fail_late).write_parquet(str(target))
+    assert not target.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no temporary folder left
+    data.read_parquet(str(folder)).write_parquet(str(target))
+    assert data.read_parquet(str(target)).count() == 400
+    with pytest.raises(DatasetError, match="already exists"):
+        data.read_parquet(str(folder)).write_parquet(str(target), mode="error")
+    data.read_parquet(str(folder)).write_parquet(str(target), mode="overwrite")
+    assert data.read_parquet(str(target)).count() == 400
+
+
+def test_a_worker_that_dies_is_reported(tmp_path):
+    import os
+
+    def die(df):
+        os._exit(3)
+
+    with pytest.raises(data.WorkerLost, match="exited"):
+        data.range(10).map_batches(die).count()
+    assert data.range(10).map_batches(lambda df: df).count() == 10  # the pool recovered
