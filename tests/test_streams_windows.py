@@ -495,3 +495,28 @@ def test_errors_name_the_operator_and_the_problem():
     w2.process(pa.table({"ts": pa.array([at(1)]), "x": [1.0]}))
     with pytest.raises(StreamError, match="types the same"):
         w2.process(pa.table({"ts": pa.array([at(2)]), "x": ["text"]}))
+
+
+@pytest.mark.parametrize("kind", [TumblingWindow, SessionWindow])
+def test_a_column_whose_type_widens_between_batches_folds_into_one_window(kind):
+    # integer values in one batch, floats in the next (the stream log accepts that): their
+    # partial sums have different types and must still merge into the same open window, which
+    # is emitted with the wider type
+    w = kind(10, time_column="ts", key="k", aggs={"s": agg.sum("x"), "hi": agg.max("x")})
+
+    def typed(x_type, *events):
+        return pa.table(
+            {
+                "ts": pa.array([at(s) for s, _, _ in events], pa.timestamp("us")),
+                "k": pa.array([k for _, k, _ in events], pa.string()),
+                "x": pa.array([x for _, _, x in events], x_type),
+            }
+        )
+
+    w.process(typed(pa.int64(), (1, "a", 2), (2, "a", 3)))
+    w.process(typed(pa.float64(), (3, "a", 0.5), (4, "b", 1.5)))
+    out = w.process(typed(pa.float64(), (30, "a", 1.0))).main
+    assert out.select(["k", "s", "hi"]).to_pylist() == [
+        {"k": "a", "s": 5.5, "hi": 3.0},
+        {"k": "b", "s": 1.5, "hi": 1.5},
+    ]

@@ -20,12 +20,14 @@ from rich.table import Table
 from headrace import cli_common, cli_streams
 from headrace.cli_common import Json, Project
 from headrace.cli_jobs import jobs_app
+from headrace.cli_models import models_app
 from headrace.errors import HeadraceError
 
 app = typer.Typer(help="headrace: event-driven data and ML pipelines.", no_args_is_help=True)
 dlq_app = typer.Typer(help="The dead-letter list: invocations that failed every attempt.")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(jobs_app, name="jobs", help="Batch jobs: submit, run, list, describe, logs.")
+app.add_typer(models_app, name="models", help="The model registry: push, list, show, alias.")
 app.add_typer(cli_streams.streams_app, name="streams", help="Stream logs and pipelines.")
 app.add_typer(cli_streams.features_app, name="features", help="Feature groups: get, compact.")
 console = Console()

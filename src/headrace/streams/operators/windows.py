@@ -166,12 +166,12 @@ class _Window:
     def process(self, batch: pa.Table) -> Emit:
         table = as_table(batch, self.name)
         require_columns(table, [self.time_column, *self._inputs], self.name)
-        if self._schema is None:
-            self._schema = table.select([self.time_column, *self._inputs]).schema
+        self._note_schema(table.select([self.time_column, *self._inputs]).schema)
         times, valid = time_micros(table, self.time_column, self.name)
         n = table.num_rows
-        frame = self._frame(table).with_columns(
-            pl.Series(TIME, times), pl.Series(SEQ, np.arange(self._seq, self._seq + n))
+        # hstack, not with_columns: no query to plan, which is most of a small batch's cost
+        frame = self._frame(table).hstack(
+            [pl.Series(TIME, times), pl.Series(SEQ, np.arange(self._seq, self._seq + n))]
         )
         self._seq += n
         rows = np.arange(n)
@@ -194,6 +194,23 @@ class _Window:
                 "keep the key and aggregated columns' types the same across the stream",
             ) from exc
         return Emit(main, self._late_table(table, late))
+
+    def _note_schema(self, schema: pa.Schema) -> None:
+        """The input types the output keeps, widened when a batch widens one (integers then
+        floats: the stream log accepts that, and the window then emits floats)."""
+        known = self._schema
+        if known is None:
+            self._schema = schema
+        elif not schema.equals(known):
+            try:
+                self._schema = pa.unify_schemas([known, schema], promote_options="permissive")
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise StreamError(
+                    subject(self.name),
+                    f"a batch's column types ({schema}) do not combine with the earlier ones "
+                    f"({known}): {exc}",
+                    "keep the key and aggregated columns' types the same across the stream",
+                ) from None
 
     def flush(self) -> Emit:
         closed = self._close(None)
@@ -385,14 +402,16 @@ class _Window:
             self._empty_cache = (key, self._emit_rows(blank))
         return self._empty_cache[1]
 
-    def _emit_rows(self, rows: pl.DataFrame) -> pa.Table:
+    def _emit_rows(self, rows: pl.DataFrame, *, ordered: bool = False) -> pa.Table:
+        """The emitted table of closed windows; `ordered`: `rows` already come by window
+        start, then key (nulls last)."""
         out = rows.select(
             *self.keys,
             pl.col(_WSTART).cast(_UTC).alias("window_start"),
             pl.col(_WEND).cast(_UTC).alias("window_end"),
             *self._finish_exprs,
         )
-        if out.height > 1:
+        if out.height > 1 and not ordered:
             out = out.sort(["window_start", *self.keys], nulls_last=True, maintain_order=True)
         return self._arrow(out)
 
@@ -447,12 +466,18 @@ class _FixedWindows(_Window):
         super().__init__(**common)
         self.size, self.hop, self.align = size, hop, align
         self._group = [*self.keys, _WS]
+        self._order = [_WS, *self.keys]  # output order: window, then key
 
     def _describe(self) -> str:
         return f"{self.kind}(size_us={self.size}, hop_us={self.hop}, align_us={self.align})"
 
     def _state_keys(self) -> list[str]:
         return self._group
+
+    def restore(self, state: dict[str, pa.Table]) -> None:
+        super().restore(state)
+        if self._state is not None:  # `_close` takes closed windows as a prefix of this order
+            self._state = self._state.sort(self._order, nulls_last=True)
 
     def _starts(self, times: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         """(record index, window start) for every window covering a record; the index is
@@ -481,7 +506,7 @@ class _FixedWindows(_Window):
         if index is not None:
             frame = frame[index]
         if len(starts):
-            frame = frame.with_columns(pl.Series(_WS, starts))
+            frame = frame.hstack([pl.Series(_WS, starts)])
             self._pending.append(frame.group_by(self._group).agg(self._partial_exprs))
             earliest = int(starts.min())
             if self._pending_min is None or earliest < self._pending_min:
@@ -500,10 +525,15 @@ class _FixedWindows(_Window):
         parts = [f for f in (self._state, *self._pending) if f is not None and f.height]
         self._pending, self._pending_min = [], None
         if len(parts) > 1:
-            both = pl.concat(parts, how="vertical_relaxed")
-            self._state = both.group_by(self._group).agg(self._merge_exprs)
+            try:  # relaxed only when a column's type changed (int sums widened): it costs
+                both = pl.concat(parts, how="vertical")
+            except pl.exceptions.SchemaError:
+                both = pl.concat(parts, how="vertical_relaxed")
+            merged = both.lazy().group_by(self._group).agg(self._merge_exprs)
+            # in output order (window, then key): closing takes a prefix, emitting needs no sort
+            self._state = merged.sort(self._order, nulls_last=True).collect()
         elif parts:
-            self._state = parts[0]
+            self._state = parts[0].sort(self._order, nulls_last=True)
 
     def _close(self, watermark: int | None) -> pl.DataFrame | None:
         if watermark is not None:
@@ -518,13 +548,15 @@ class _FixedWindows(_Window):
             return None
         if watermark is None:
             closed, self._state = state, state.clear()
-        else:
-            final = pl.col(_WS) + (self.size + self.grace) <= watermark
-            closed = state.filter(final)
-            self._state = state.filter(final.not_())
-        return closed.with_columns(
-            pl.col(_WS).alias(_WSTART), (pl.col(_WS) + self.size).alias(_WEND)
-        )
+        else:  # the state is sorted by window start (`_fold`): the closed ones are a prefix
+            starts = state[_WS].to_numpy()
+            final = int(np.searchsorted(starts, watermark - (self.size + self.grace), "right"))
+            closed, self._state = state.head(final), state.slice(final)
+        starts = closed[_WS]
+        return closed.hstack([starts.alias(_WSTART), (starts + self.size).alias(_WEND)])
+
+    def _emit_rows(self, rows: pl.DataFrame) -> pa.Table:
+        return super()._emit_rows(rows, ordered=True)
 
 
 class TumblingWindow(_FixedWindows):
