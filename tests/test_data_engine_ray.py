@@ -42,7 +42,8 @@ def engine(request):
 
 def notebook(folder, out):
     """The notebook's steps, as a user writes them (functions and the class defined here, so
-    Ray ships them by value to its workers)."""
+    Ray ships them by value to its workers). Its pool of 2 to 4 actors is larger than the 2
+    CPUs Ray has here: actors then get a share of a CPU, or the reads feeding them never run."""
 
     class Scale:
         def __init__(self, factor):
@@ -59,7 +60,7 @@ def notebook(folder, out):
     ds = ds.sort("total_votes")
     ds = ds.map_batches(lambda df: df[df["total_votes"] < 100])
     ds = ds.map_batches(
-        Scale, compute=ActorPoolStrategy(1, 2), batch_size=64, fn_constructor_args=(1.0,)
+        Scale, compute=ActorPoolStrategy(2, 4), batch_size=64, fn_constructor_args=(1.0,)
     )
     ds = ds.map_batches(lambda df: df[(df["total_votes"] > 0) & (df["marketplace"] == "US")])
     ds.write_parquet(str(out))

@@ -110,6 +110,18 @@ def _ray() -> Any:
     return ray
 
 
+def _actor_cpus(min_size: int, max_size: int) -> dict[str, float]:
+    """CPUs per actor when the user gave none: Ray's one each, unless the pool's minimum
+    would take every CPU of the cluster; then a share that leaves room for the tasks feeding
+    it (on 2 CPUs, `ActorPoolStrategy(2, 4)` at one CPU each waits forever for its reads)."""
+    import ray
+
+    total = float(ray.cluster_resources().get("CPU", 0.0))
+    if total and min_size >= total:
+        return {"num_cpus": total / (max_size + 1)}
+    return {}
+
+
 class RayEngine(Engine):
     name = "ray"
 
@@ -221,6 +233,8 @@ class RayEngine(Engine):
             options["num_cpus"] = num_cpus
         if isinstance(op, MapBatches | MapRows) and op.is_actor:
             pool = op.compute
+            if num_cpus is None:
+                options.update(_actor_cpus(pool.min_size, pool.max_size))
             return dataset.map_batches(
                 _OpActor,
                 fn_constructor_args=(op,),
