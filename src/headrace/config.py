@@ -35,6 +35,7 @@ class Settings:
     streams: str = ""  # stream logs: embedded folder (default <home>/streams), redis:// or nats://
     features: str = ""  # offline feature store root (fsspec URL or path); default <home>/features
     online_store: str = ""  # "" (SQLite under the features root) or a redis:// URL
+    data_engine: str = "local"  # datasets: "local", "ray" or "ray://host:10001"
     ledger_sync: str = (
         "normal"  # SQLite synchronous: "normal" survives process crashes, "full" power loss
     )
@@ -78,6 +79,7 @@ _ENV = {
     "HEADRACE_STREAMS": "streams",
     "HEADRACE_FEATURES": "features",
     "HEADRACE_ONLINE_STORE": "online_store",
+    "HEADRACE_DATA_ENGINE": "data_engine",
 }
 
 

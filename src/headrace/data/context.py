@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from headrace.config import load_settings
 from headrace.data.engine import Engine
 from headrace.data.engine_local import LocalEngine
+from headrace.data.engine_ray import RayEngine
 from headrace.data.errors import DatasetError
 
 
@@ -16,9 +18,15 @@ def _default_memory() -> int:
     return psutil.virtual_memory().total
 
 
+def _default_engine() -> str:
+    """HEADRACE_DATA_ENGINE, else `data_engine` in the project's headrace.toml, else local."""
+    return load_settings().data_engine
+
+
 @dataclass
 class DataContext:
-    engine: str = "local"
+    engine: str = field(default_factory=lambda: _default_engine())
+    """'local', 'ray' or 'ray://head:10001'."""
     num_cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
     """Worker processes of the shared task pool."""
     target_block_rows: int = 1 << 20
@@ -41,10 +49,16 @@ class DataContext:
 
 def get_engine(context: DataContext | None = None) -> Engine:
     context = context or DataContext.get_current()
-    if context.engine == "local":
+    engine = context.engine
+    if engine == "local":
         return LocalEngine(context)
+    if engine == "ray":
+        return RayEngine(context)
+    if isinstance(engine, str) and engine.startswith("ray://"):
+        return RayEngine(context, address=engine)
     raise DatasetError(
-        f"engine {context.engine!r}",
-        "is not available",
-        "use engine='local' (DataContext.get_current().engine)",
+        f"engine {engine!r}",
+        "is not an engine headrace has",
+        "use 'local', 'ray' or 'ray://head:10001' (DataContext.get_current().engine, "
+        "HEADRACE_DATA_ENGINE or data_engine in headrace.toml)",
     )
