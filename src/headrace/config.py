@@ -35,6 +35,8 @@ class Settings:
     streams: str = ""  # stream logs: embedded folder (default <home>/streams), redis:// or nats://
     features: str = ""  # offline feature store root (fsspec URL or path); default <home>/features
     online_store: str = ""  # "" (SQLite under the features root) or a redis:// URL
+    ray_address: str = ""  # Ray jobs' cluster (http://host:8265); "" starts a head per job
+    spark_master: str = ""  # Spark jobs' master (spark://host:7077); "" is local[*]
     ledger_sync: str = (
         "normal"  # SQLite synchronous: "normal" survives process crashes, "full" power loss
     )
@@ -78,6 +80,8 @@ _ENV = {
     "HEADRACE_STREAMS": "streams",
     "HEADRACE_FEATURES": "features",
     "HEADRACE_ONLINE_STORE": "online_store",
+    "HEADRACE_RAY_ADDRESS": "ray_address",
+    "HEADRACE_SPARK_MASTER": "spark_master",
 }
 
 
