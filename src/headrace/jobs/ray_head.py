@@ -8,6 +8,9 @@ SIGTERM it shuts every Ray process down. That is what ties the cluster to whoeve
 
 * `stop()` sends it SIGTERM, waits, then kills whatever Ray process is left (its agents can
   otherwise linger for a minute) and removes the folder;
+* it requires a token of its own (Ray's token authentication, `RAY_AUTH_MODE=token`) from
+  every client, its job API included (`headers`): other users of the machine cannot submit
+  to it, and a token in `~/.ray` (which turns token mode on) does not lock us out;
 * `ray start` gets `PR_SET_PDEATHSIG(SIGTERM)` on Linux, so if the process that started it dies
   (a coordinator's worker killed with the coordinator), the cluster goes with it. The kernel
   ties this to the starting *thread*, as for job processes (see `subprocess_runner`).
@@ -22,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -82,6 +86,7 @@ class LocalRayHead:
         self.env = dict(env or {})
         self.start_timeout = start_timeout
         self.address: str | None = None
+        self.token = secrets.token_hex(32)
         self.process: subprocess.Popen | None = None
         self.folder: str | None = None
 
@@ -115,7 +120,15 @@ class LocalRayHead:
             f"--temp-dir={self.folder}",
             "--disable-usage-stats",
         ]
-        env = {**os.environ, **self.env, RAY_LOOPBACK_ENV: "0", "RAY_USAGE_STATS_ENABLED": "0"}
+        env = {
+            **os.environ,
+            **self.env,
+            RAY_LOOPBACK_ENV: "0",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": self.token,
+        }
+        env.pop("RAY_AUTH_TOKEN_PATH", None)
         log = open(Path(self.folder, "ray-start.log"), "wb")  # noqa: SIM115 (the child owns it)
         with log:
             self.process = subprocess.Popen(
@@ -149,7 +162,7 @@ class LocalRayHead:
                     "read the log above; free memory or ports and try again",
                 )
             try:
-                JobSubmissionClient(self.address).list_jobs()
+                JobSubmissionClient(self.address, headers=self.headers).list_jobs()
                 return
             except Exception as exc:  # not up yet: connection refused, 503 while it loads
                 problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -159,6 +172,11 @@ class LocalRayHead:
             f"did not answer at {self.address} within {self.start_timeout:.0f}s ({problem})",
             f"check the machine's load; `ray start` logged: {self.log_tail()}",
         )
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What a client sends to be let in (`JobSubmissionClient(address, headers=...)`)."""
+        return {"Authorization": f"Bearer {self.token}"}
 
     def log_tail(self, lines: int = 5) -> str:
         if self.folder is None:

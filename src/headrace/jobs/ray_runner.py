@@ -88,7 +88,9 @@ class RayJobsRunner:
             _append(attempt, f"headrace: started a local Ray head at {address}\n")
         try:
             try:
-                client = JobSubmissionClient(address)
+                client = JobSubmissionClient(
+                    address, headers=head.headers if head is not None else None
+                )
             except Exception as exc:
                 raise RunnerNotAvailable(
                     f"Ray cluster {address!r}",
