@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 
 pytest.importorskip("pyspark")
 
-from headrace.jobs import JobDefinition, Jobs  # noqa: E402
-from headrace.jobs.spark_standalone import StandaloneCluster  # noqa: E402
-from headrace.jobs.steps import Steps, parse_steps  # noqa: E402
-from headrace.ledger import Ledger  # noqa: E402
+from headrace.jobs import JobDefinition, Jobs
+from headrace.jobs.spark_standalone import StandaloneCluster
+from headrace.jobs.steps import Steps, parse_steps
+from headrace.ledger import Ledger
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,7 +212,6 @@ def test_state_machine_batch_job_on_the_spark_runner(tmp_path):
     from headrace.config import load_settings
     from headrace.server.coordinator import Coordinator
     from headrace.workflows import api
-
     from tests.test_workflows_durable import APP_DIR
 
     (tmp_path / "job.py").write_text(EXIT_WITH)
