@@ -4,6 +4,7 @@ termination and bucket paths, on the local runner (real processes, no engine nee
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 import time
@@ -291,3 +292,17 @@ def test_cli_add_steps_list_steps_and_bad_input(tmp_path, monkeypatch):
     malformed = cli.invoke(jobs_app, ["add-steps", "--steps", "Type=Spark,Args=[a.py"], env=env)
     assert malformed.exit_code != 0
     assert "not closed with ']'" in str(malformed.exception or malformed.output)
+
+
+def test_the_steps_in_the_docs_parse_and_the_documented_error_is_the_real_one():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "jobs.md").read_text()
+    quoted = re.findall(r"'(Type=[^']+)'", text)
+    assert len(quoted) >= 3
+    for step in parse_steps(quoted):
+        assert step.args
+    with pytest.raises(ShorthandError) as info:
+        parse_steps(["Type=Spark,Args=[a.py,--x"])
+    shown = str(info.value).split(" (fix:")[0]
+    assert shown in text, shown
