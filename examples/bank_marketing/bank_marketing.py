@@ -122,15 +122,15 @@ def main() -> None:
     scored.select("age", "job", "month", "month_int", "y", "sklearn_prediction").write.mode(
         "overwrite"
     ).parquet(f"{args.output_path.rstrip('/')}/sklearn_scored")
-    sklearn_accuracy = (
-        scored.where(F.col("sklearn_prediction") == F.col("label")).count() / max(rows, 1)
-    )
+    right = scored.where(F.col("sklearn_prediction") == F.col("label")).count()
+    sklearn_accuracy = right / max(rows, 1)
 
     # 3. feature engineering + LogisticRegression, as a Spark ML pipeline
     stages = [
         StringIndexer(inputCols=CATEGORICAL, outputCols=[f"{c}_idx" for c in CATEGORICAL]),
         OneHotEncoder(
-            inputCols=[f"{c}_idx" for c in CATEGORICAL], outputCols=[f"{c}_vec" for c in CATEGORICAL]
+            inputCols=[f"{c}_idx" for c in CATEGORICAL],
+            outputCols=[f"{c}_vec" for c in CATEGORICAL],
         ),
         VectorAssembler(
             inputCols=[f for f in FEATURES if f not in ("contact_cellular", "poutcome_success")]

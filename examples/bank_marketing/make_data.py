@@ -58,5 +58,6 @@ def write(path: str, rows: int, seed: int = 7) -> None:
         for _ in range(rows):
             out.writerow(row(rng))
 
+
 if __name__ == "__main__":
     write(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 5000)
