@@ -306,3 +306,32 @@ def test_the_steps_in_the_docs_parse_and_the_documented_error_is_the_real_one():
         parse_steps(["Type=Spark,Args=[a.py,--x"])
     shown = str(info.value).split(" (fix:")[0]
     assert shown in text, shown
+
+
+def test_cli_submit_engine_local_resolves_bucket_paths_and_streams(tmp_path, monkeypatch):
+    from headrace.cli_jobs import jobs_app
+
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "home"
+    (home / "buckets" / "raw").mkdir(parents=True)
+    (home / "buckets" / "raw" / "in.txt").write_text("from the bucket")
+    (tmp_path / "show.py").write_text(
+        "import sys\nprint('first line', flush=True)\nprint(open(sys.argv[1]).read())\n"
+        "sys.exit(int(sys.argv[2]))\n"
+    )
+    env = {"HEADRACE_HOME": str(home), "COLUMNS": "200"}
+    cli = CliRunner()
+    args = ["submit", "--engine", "local", "show.py", "--wait", "--", "s3://raw/in.txt"]
+    ok = cli.invoke(jobs_app, [*args, "0"], env=env, catch_exceptions=False)
+    assert ok.exit_code == 0, ok.output
+    assert "first line" in ok.output and "from the bucket" in ok.output
+    failed = cli.invoke(jobs_app, [*args, "4"], env=env, catch_exceptions=False)
+    assert failed.exit_code == 1 and "exit code 4" in failed.output
+    listed = cli.invoke(jobs_app, ["list", "--json"], env=env, catch_exceptions=False)
+    described = json.loads(listed.output)
+    assert [d["container"]["exitCode"] for d in described] == [4, 0]
+    assert described[0]["container"]["command"][2] == str(home / "buckets" / "raw" / "in.txt")
+    missing = cli.invoke(jobs_app, ["submit", "--engine", "local", "nope.py"], env=env)
+    assert missing.exit_code != 0 and "does not exist" in missing.output
+    bad = cli.invoke(jobs_app, ["submit", "--engine", "flink", "show.py"], env=env)
+    assert bad.exit_code != 0 and "use local, ray, spark" in bad.output

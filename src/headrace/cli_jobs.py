@@ -223,8 +223,12 @@ def _script_definition(  # type: ignore[no-untyped-def]
         raise typer.BadParameter(f"--engine {engine!r}: use {', '.join(ENGINES)}")
     if not script.startswith(("s3://", "s3a://")) and not Path(script).is_file():
         raise typer.BadParameter(f"script {script!r} does not exist (looked in {Path.cwd()})")
+    from headrace.jobs.bucket_paths import resolve_args
+
     runner = ENGINES[engine]
     head = [script] if runner == "spark-submit" else ["python", script]
+    if runner == "subprocess":  # the Ray and Spark runners resolve them as they start
+        args = resolve_args(args, settings.storage_url, runner)
     stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(script).stem).strip("-_") or "script"
     definition = JobDefinition(
         name=f"{engine}-{stem}"[:128],

@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
+from headrace.jobs.bucket_paths import resolve_args
 from headrace.jobs.definition import JobDefinition, check_name
 from headrace.jobs.emr_shorthand import parse
 from headrace.jobs.errors import InvalidJobDefinition, JobError
@@ -285,6 +286,9 @@ class Steps:
         for i, step in enumerate(steps):
             step_id = "s-" + "".join(secrets.choice(_ID_CHARS) for _ in range(13))
             runner, command = step.command()
+            if runner == "subprocess":  # the Ray and Spark runners resolve them as they start
+                storage = (environment or {}).get("HEADRACE_STORAGE")
+                command = [command[0], *resolve_args(command[1:], storage, runner)]
             definition = JobDefinition(
                 name=f"step-{step_id}",
                 command=command,
