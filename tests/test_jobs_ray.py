@@ -3,6 +3,7 @@ the module), and a head started for a job and gone after it. Slow: Ray starts pr
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 
@@ -32,7 +33,9 @@ sys.exit(int(sys.argv[1]))
 
 @pytest.fixture(scope="module")
 def head():
-    with LocalRayHead(num_cpus=2) as running:
+    with LocalRayHead(num_cpus=2) as running, pytest.MonkeyPatch.context() as patch:
+        # the cluster wants its token from every client, as one with token auth on does
+        patch.setenv("RAY_AUTH_TOKEN", running.token)
         yield running
     assert not ray_processes()
 
@@ -126,3 +129,37 @@ def test_an_unreachable_cluster_fails_the_job_with_the_fix(jobs, tmp_path):
     assert job.status == "FAILED"
     assert "Ray cluster 'http://127.0.0.1:9'" in job.status_reason
     assert "does not answer" in job.status_reason and "ray start --head" in job.status_reason
+
+
+def test_a_head_dies_with_the_process_that_started_it(tmp_path):
+    """A coordinator's worker killed with its coordinator takes its job's Ray head along."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    ready = tmp_path / "ready"
+    code = (
+        "import sys, time\n"
+        "from headrace.jobs.ray_head import LocalRayHead\n"
+        "head = LocalRayHead(num_cpus=1)\n"
+        "head.start()\n"
+        f"open({str(ready)!r}, 'w').write(head.folder)\n"
+        "time.sleep(600)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.time() + 120
+        while not ready.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        folder = ready.read_text()
+        mine = [p for p in ray_processes() if any(folder in a for a in p.cmdline())]
+        assert mine
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait()
+        _, alive = psutil.wait_procs(mine, timeout=60)
+        assert not alive, [p.cmdline()[:2] for p in alive]
+    finally:
+        owner.kill()
+        if ready.exists():  # nobody was left to remove the head's folder
+            shutil.rmtree(ready.read_text(), ignore_errors=True)

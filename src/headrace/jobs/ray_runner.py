@@ -88,15 +88,14 @@ class RayJobsRunner:
             _append(attempt, f"headrace: started a local Ray head at {address}\n")
         try:
             try:
-                client = JobSubmissionClient(
-                    address, headers=head.headers if head is not None else None
-                )
+                client = JobSubmissionClient(address, headers=_headers(head))
             except Exception as exc:
                 raise RunnerNotAvailable(
                     f"Ray cluster {address!r}",
                     f"does not answer ({_first_line(exc)})",
                     "start it (`ray start --head --dashboard-host=127.0.0.1`), fix the job's "
-                    "cluster / the ray_address setting, or leave both unset for a local head",
+                    "cluster / the ray_address setting, or leave both unset for a local head; "
+                    "a cluster with token authentication needs $RAY_AUTH_TOKEN",
                 ) from None
             self._stop_earlier(client, attempt)
             submission_id = f"{attempt.job_id}-{attempt.number}"
@@ -213,6 +212,14 @@ class RayJobsRunner:
 
     def pid(self, handle: RayHandle) -> int | None:
         return handle.head.pid() if handle.head is not None else None
+
+
+def _headers(head: LocalRayHead | None) -> dict[str, str] | None:
+    """The head's own token, or the user's (`$RAY_AUTH_TOKEN`) for a cluster that wants one."""
+    if head is not None:
+        return head.headers
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else None
 
 
 def _append(attempt: Attempt, text: str) -> None:
