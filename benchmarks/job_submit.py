@@ -102,6 +102,7 @@ def submit_latency(repeats: int, folder: str) -> dict[str, dict[str, float]]:
         print(f"  {name}: {seconds:.3f}s", flush=True)
 
     with LocalRayHead(num_cpus=2) as head:
+        os.environ["RAY_AUTH_TOKEN"] = head.token  # what a client of a token-auth cluster sets
         for _ in range(repeats):
             local = JobDefinition("first", ["python", "first.py"], working_dir=folder)
             add("local", headrace_job(jobs, local)[0])
@@ -119,6 +120,7 @@ def submit_latency(repeats: int, folder: str) -> dict[str, dict[str, float]]:
             add("spark", headrace_job(jobs, spark)[0])
             argv = [spark_submit, "--master", "local[*]", "spark_first.py"]
             add("spark_baseline", plain(argv, folder, SPARK_ENV)[0])
+    os.environ.pop("RAY_AUTH_TOKEN")
     for _ in range(repeats):
         own = JobDefinition("first", ["python", "first.py"], runner="ray", working_dir=folder)
         add("ray_own_head", headrace_job(jobs, own)[0])

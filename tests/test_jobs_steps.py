@@ -4,6 +4,7 @@ termination and bucket paths, on the local runner (real processes, no engine nee
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import threading
@@ -335,3 +336,39 @@ def test_cli_submit_engine_local_resolves_bucket_paths_and_streams(tmp_path, mon
     assert missing.exit_code != 0 and "does not exist" in missing.output
     bad = cli.invoke(jobs_app, ["submit", "--engine", "flink", "show.py"], env=env)
     assert bad.exit_code != 0 and "use local, ray, spark" in bad.output
+
+
+def test_cli_cancel_and_follow_a_background_job(tmp_path, monkeypatch):
+    """`submit --engine` without --wait starts the job in the background; `logs --follow`
+    streams it and `cancel` ends it FAILED with the reason, its process gone."""
+    import subprocess
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "slow.py").write_text(
+        "import time\nprint('working', flush=True)\ntime.sleep(600)\n"
+    )
+    env = {**os.environ, "HEADRACE_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    headrace = [sys.executable, "-m", "headrace.cli_jobs"]
+    submitted = subprocess.run(
+        [*headrace, "submit", "--engine", "local", "slow.py"],
+        capture_output=True, text=True, env=env, check=True, timeout=60,
+    )  # fmt: skip
+    job_id = submitted.stdout.strip()
+    follower = subprocess.Popen(
+        [*headrace, "logs", "--follow", job_id], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert follower.stdout.readline().startswith("headrace: python is")  # the runtime's note
+    assert follower.stdout.readline().strip() == "working"
+    cancelled = subprocess.run(
+        [*headrace, "cancel", job_id, "--reason", "enough"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert "FAILED" in cancelled.stderr and "enough" in cancelled.stderr
+    assert follower.wait(30) == 1  # the followed job did not succeed
+    ledger = Ledger(f"sqlite:///{tmp_path / 'home' / 'ledger.db'}")
+    try:
+        job = Jobs(ledger, tmp_path / "home").get(job_id)
+        assert job.status == "FAILED" and job.status_reason.startswith("enough")
+        assert job.exit_code == 143  # SIGTERM
+    finally:
+        ledger.close()
