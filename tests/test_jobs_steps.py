@@ -357,12 +357,14 @@ def test_cli_cancel_and_follow_a_background_job(tmp_path, monkeypatch):
     follower = subprocess.Popen(
         [*headrace, "logs", "--follow", job_id], stdout=subprocess.PIPE, text=True, env=env
     )
-    assert follower.stdout.readline().startswith("headrace: python is")  # the runtime's note
-    assert follower.stdout.readline().strip() == "working"
-    cancelled = subprocess.run(
-        [*headrace, "cancel", job_id, "--reason", "enough"],
-        capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
+    try:
+        assert follower.stdout.readline().startswith("headrace: python is")  # the runtime's
+        assert follower.stdout.readline().strip() == "working"
+    finally:  # the job sleeps for ten minutes: whatever happened above, end it
+        cancelled = subprocess.run(
+            [*headrace, "cancel", job_id, "--reason", "enough"],
+            capture_output=True, text=True, env=env, timeout=60,
+        )  # fmt: skip
     assert "FAILED" in cancelled.stderr and "enough" in cancelled.stderr
     assert follower.wait(30) == 1  # the followed job did not succeed
     ledger = Ledger(f"sqlite:///{tmp_path / 'home' / 'ledger.db'}")

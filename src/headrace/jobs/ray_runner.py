@@ -59,6 +59,7 @@ class RayJobsRunner:
         head_cpus: int = 2,
         log_interval: float = 0.5,
         stop_timeout: float = 30.0,
+        submit_timeout: float = 120.0,
     ) -> None:
         try:
             from ray.job_submission import JobSubmissionClient  # noqa: F401
@@ -72,6 +73,7 @@ class RayJobsRunner:
         self.head_cpus = head_cpus
         self.log_interval = log_interval
         self.stop_timeout = stop_timeout
+        self.submit_timeout = submit_timeout
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -100,16 +102,33 @@ class RayJobsRunner:
             self._stop_earlier(client, attempt)
             submission_id = f"{attempt.job_id}-{attempt.number}"
             kwargs = self._submission(attempt, _is_local(address))
-            try:
-                client.submit_job(submission_id=submission_id, **kwargs)
-            except RuntimeError as exc:
-                if "already exists" not in str(exc):
-                    raise
+            self._submit(client, address, submission_id, kwargs)
             return RayHandle(client, submission_id, attempt, head)
         except BaseException:
             if head is not None:
                 head.stop()
             raise
+
+    def _submit(self, client: Any, address: str, submission_id: str, kwargs: dict) -> None:
+        # a head that has just come up answers before its job agent is ready ("No available
+        # agent to submit job, please try again later"): Ray asks to retry, so we do
+        deadline = time.monotonic() + self.submit_timeout
+        while True:
+            try:
+                client.submit_job(submission_id=submission_id, **kwargs)
+                return
+            except Exception as exc:
+                text = str(exc)
+                if "already exists" in text:  # a re-dispatched start: Ray has the job
+                    return
+                if "try again later" in text and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    continue
+                raise RunnerNotAvailable(
+                    f"Ray cluster {address!r}",
+                    f"refused the job: {_first_line(exc)}",
+                    "check the cluster's dashboard and logs (`ray status`), then run it again",
+                ) from None
 
     def _submission(self, attempt: Attempt, local: bool) -> dict[str, Any]:
         definition = attempt.definition
