@@ -209,10 +209,12 @@ def main() -> None:
         if not options.skip_udf:
             print(f"pandas UDF job over {options.rows:,} rows:", flush=True)
             udf = pandas_udf_job(options.repeats, options.rows, folder)
-    print("\nsubmit to first line (median, min-max):")
+    if latency:
+        print("\nsubmit to first line (median, min-max):")
     for name, s in latency.items():
         print(f"  {name:16s} {s['median']:.3f}s ({s['min']:.3f}-{s['max']:.3f})")
     if udf is not None:
+        print("\npandas UDF job (median, min-max):")
         for mode in ("headrace", "spark-submit"):
             wall, cpu = udf[mode], udf[f"{mode}_cpu"]
             print(
