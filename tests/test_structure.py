@@ -51,7 +51,11 @@ BACKENDS = {
     "job runner": (
         "headrace.jobs.runners",
         "JobRunner",
-        {"headrace.jobs.subprocess_runner": "SubprocessRunner"},
+        {
+            "headrace.jobs.subprocess_runner": "SubprocessRunner",
+            "headrace.jobs.ray_runner": "RayJobsRunner",
+            "headrace.jobs.spark_runner": "SparkSubmitRunner",
+        },
     ),
 }
 

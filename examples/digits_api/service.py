@@ -9,9 +9,7 @@ from headrace.serving.model import current_model
 app = App("digits-api")
 
 app.function("app.lambda_handler", name="inference", timeout=10)
-app.http(
-    "POST /classify_digit", "inference", model="digits@production", model_env="MODEL_PATH"
-)
+app.http("POST /classify_digit", "inference", model="digits@production", model_env="MODEL_PATH")
 
 
 @app.http("POST /predict", payload="json", model="digits@production", max_batch_size=64)

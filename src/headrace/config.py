@@ -36,6 +36,8 @@ class Settings:
     features: str = ""  # offline feature store root (fsspec URL or path); default <home>/features
     online_store: str = ""  # "" (SQLite under the features root) or a redis:// URL
     data_engine: str = "local"  # datasets: "local", "ray" or "ray://host:10001"
+    ray_address: str = ""  # Ray jobs' cluster (http://host:8265); "" starts a head per job
+    spark_master: str = ""  # Spark jobs' master (spark://host:7077); "" is local[*]
     ledger_sync: str = (
         "normal"  # SQLite synchronous: "normal" survives process crashes, "full" power loss
     )
@@ -80,6 +82,8 @@ _ENV = {
     "HEADRACE_FEATURES": "features",
     "HEADRACE_ONLINE_STORE": "online_store",
     "HEADRACE_DATA_ENGINE": "data_engine",
+    "HEADRACE_RAY_ADDRESS": "ray_address",
+    "HEADRACE_SPARK_MASTER": "spark_master",
 }
 
 

@@ -18,6 +18,8 @@ from typing import Any
 from headrace.jobs.errors import InvalidJobDefinition
 
 RUNNERS = ("subprocess", "ray", "spark-submit")
+# the engine names `headrace jobs submit --engine` takes, as a definition's runner may be spelled
+ENGINES = {"local": "subprocess", "ray": "ray", "spark": "spark-submit"}
 MAX_RETRY_ATTEMPTS = 10  # AWS Batch's bound for RetryStrategy.Attempts
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
@@ -87,6 +89,12 @@ class JobDefinition:
     in the command. `venv` (a Python environment's folder) or `image` (a container image) choose
     where the command runs instead of the project's environment; Python interpreters the
     command names (`python3`, `/usr/bin/python3`, ...) are the chosen environment's.
+
+    `runner` picks the engine: `subprocess` (also spelled `local`), `ray` (Ray's job submission
+    API; the command is the entrypoint) or `spark-submit` (also `spark`; the command is
+    spark-submit's arguments: options, then the script and its arguments). `cluster` is where
+    it runs: a Ray dashboard address (`http://127.0.0.1:8265`; none: a Ray head headrace starts
+    for the attempt) or a Spark master (`spark://host:7077`; none: `local[*]`).
     """
 
     name: str
@@ -101,6 +109,7 @@ class JobDefinition:
     parameters: dict[str, str] = field(default_factory=dict)
     venv: str | None = None
     image: str | None = None
+    cluster: str | None = None
 
     def __post_init__(self) -> None:
         subject = f"job definition {self.name!r}"
@@ -127,10 +136,22 @@ class JobDefinition:
             if not isinstance(self.working_dir, str | Path):
                 raise _invalid(subject, "working_dir must be a path", "")
             object.__setattr__(self, "working_dir", str(self.working_dir))
+        object.__setattr__(self, "runner", ENGINES.get(self.runner, self.runner))
         if self.runner not in RUNNERS:
             raise _invalid(
-                subject, f"unknown runner {self.runner!r}", f"use one of {', '.join(RUNNERS)}"
+                subject,
+                f"unknown runner {self.runner!r}",
+                f"use one of {', '.join(RUNNERS)} (or the engine names {', '.join(ENGINES)})",
             )
+        if self.cluster is not None:
+            if self.runner == "subprocess":
+                raise _invalid(
+                    subject,
+                    f"cluster {self.cluster!r} is set but the subprocess runner runs locally",
+                    'drop cluster=, or choose runner="ray" or runner="spark-submit"',
+                )
+            if not isinstance(self.cluster, str) or not self.cluster.strip():
+                raise _invalid(subject, f"cluster must be an address, got {self.cluster!r}", "")
         if self.venv is not None and self.image is not None:
             raise _invalid(
                 subject,
@@ -146,6 +167,13 @@ class JobDefinition:
         ):
             raise _invalid(
                 subject, f"image must be an image reference, got {self.image!r}", "e.g. python:3.11"
+            )
+        if self.image is not None and self.runner != "subprocess":
+            raise _invalid(
+                subject,
+                f"runs image {self.image!r} on the {self.runner} runner",
+                "container images run on the subprocess runner; on Ray or Spark use the "
+                "cluster's environment, or venv= for the job's Python",
             )
         params = self.parameters
         if not isinstance(params, dict) or not all(
@@ -265,3 +293,13 @@ def apply_overrides(
 def _substitute(arg: str, params: dict[str, str]) -> str:
     # as on AWS Batch, a placeholder without a value stays as written
     return _REF.sub(lambda m: params.get(m.group(1), m.group(0)), arg)
+
+
+def with_default_cluster(
+    definition: JobDefinition, *, ray_address: str = "", spark_master: str = ""
+) -> JobDefinition:
+    """The definition with the project's Ray address or Spark master when it names none."""
+    default = {"ray": ray_address, "spark-submit": spark_master}.get(definition.runner)
+    if definition.cluster or not default:
+        return definition
+    return replace(definition, cluster=default)

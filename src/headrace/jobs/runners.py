@@ -1,24 +1,17 @@
 """The runner interface, and which runner a definition's `runner` name selects.
 
 A runner starts one attempt of a job and reports on it; `Jobs` owns everything else (ledger
-records, retries, timeouts, idempotency). To add a runner, implement `JobRunner` and return it
-from `get_runner`:
+records, retries, timeouts, cancellation, idempotency). Each runner lives in a module of its
+own and is imported only when a definition selects it:
 
-* `RayJobsRunner` (`runner="ray"`): `start` calls
-  `ray.job_submission.JobSubmissionClient(address).submit_job(entrypoint=shlex.join(command),
-  submission_id=f"{job_id}-{attempt}", runtime_env={"env_vars": env, "working_dir": ...},
-  entrypoint_num_cpus=vcpus, entrypoint_memory=memory * 2**20)`; `poll` maps
-  `get_job_status` (PENDING/RUNNING/SUCCEEDED/FAILED/STOPPED) to a `Poll`, with the exit code
-  parsed from `get_job_info(...).message` when Ray reports one; `stop` is `stop_job`; `logs` is
-  `get_job_logs` (also written to the attempt's log file so `Jobs.logs` keeps working when the
-  Ray cluster is gone). The submission id makes a re-dispatched start find the job Ray already has.
-* `SparkSubmitRunner` (`runner="spark-submit"`): the command is spark-submit's arguments; it
-  can reuse `SubprocessRunner` with `["spark-submit", "--master", master,
-  "--driver-memory", f"{memory}m", "--driver-cores", str(ceil(vcpus)), *command]`, reading the
-  driver's exit code (client deploy mode) or polling `spark-submit --status` (cluster mode).
+* `subprocess` (`subprocess_runner.SubprocessRunner`, the `local` engine): a local process group.
+* `ray` (`ray_runner.RayJobsRunner`): Ray's job submission API, on a cluster at an address or
+  on a Ray head started for the attempt (`ray_head.LocalRayHead`).
+* `spark-submit` (`spark_runner.SparkSubmitRunner`, the `spark` engine): `spark-submit` with
+  `local[*]` or a standalone master, its driver run as a local process group.
 
-Until they exist, selecting either raises `RunnerNotAvailable` at submit time rather than
-pretending to run.
+Every runner writes the attempt's output to `Attempt.log_path`, so logs can be followed and
+read the same way whatever ran the job.
 """
 
 from __future__ import annotations
@@ -93,10 +86,14 @@ def get_runner(name: str, **options: Any) -> JobRunner:
         from headrace.jobs.subprocess_runner import SubprocessRunner
 
         return SubprocessRunner(**options)
-    if name in ("ray", "spark-submit"):
-        raise RunnerNotAvailable(
-            f"job runner {name!r}",
-            "is not available yet in this version of headrace",
-            'use runner="subprocess" (see headrace.jobs.runners for the planned design)',
-        )
-    raise RunnerNotAvailable(f"job runner {name!r}", "is unknown", "use runner='subprocess'")
+    if name == "ray":
+        from headrace.jobs.ray_runner import RayJobsRunner
+
+        return RayJobsRunner(**options)
+    if name == "spark-submit":
+        from headrace.jobs.spark_runner import SparkSubmitRunner
+
+        return SparkSubmitRunner(**options)
+    raise RunnerNotAvailable(
+        f"job runner {name!r}", "is unknown", "use subprocess, ray or spark-submit"
+    )

@@ -96,6 +96,13 @@ def launch(
     return Launch(argv, env, note)
 
 
+def python_for(definition: JobDefinition, cwd: str | None = None) -> str:
+    """The Python interpreter of the definition's runtime (the project's, or its venv's)."""
+    if definition.venv:
+        return str(_interpreter(definition, cwd))
+    return sys.executable
+
+
 def resolve_interpreter(command: list[str], python: str) -> tuple[list[str], str | None]:
     """`command` with the Python interpreter it names replaced by `python`, and the name
     replaced (None when it names none)."""

@@ -37,3 +37,54 @@ job_runs = Table(
 )
 
 Index("job_runs_status_created", job_runs.c.status, job_runs.c.created_at)
+
+# TerminateJob/CancelJob requests: the worker running the job reads them while it waits on the
+# attempt (a table of its own, so ledgers made before it need no migration)
+job_cancels = Table(
+    "job_cancels",
+    metadata,
+    Column("job_id", String(36), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("requested_at", Float, nullable=False),
+)
+
+STEP_STATES = (
+    "PENDING",
+    "CANCEL_PENDING",
+    "RUNNING",
+    "COMPLETED",
+    "CANCELLED",
+    "FAILED",
+    "INTERRUPTED",
+)
+STEP_DONE = ("COMPLETED", "CANCELLED", "FAILED", "INTERRUPTED")
+
+# EMR-style steps: run one at a time per cluster, in the order they were added, each as a job
+job_steps = Table(
+    "job_steps",
+    metadata,
+    Column("id", String(16), primary_key=True),  # s-XXXXXXXXXXXXX, as EMR's
+    Column("cluster_id", String(128), nullable=False),
+    Column("position", Float, nullable=False),  # order within the cluster
+    Column("name", String(256), nullable=False),
+    Column("config", Text, nullable=False),  # JSON: Type, Args, Jar, ActionOnFailure
+    Column("definition", Text, nullable=False),  # JSON of the JobDefinition it runs as
+    Column("action_on_failure", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text),
+    Column("job_id", String(36)),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("ended_at", Float),
+)
+Index("job_steps_cluster_position", job_steps.c.cluster_id, job_steps.c.position)
+
+# a step cluster ends TERMINATED when a step with ActionOnFailure=TERMINATE_CLUSTER fails
+step_clusters = Table(
+    "step_clusters",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text),
+    Column("created_at", Float, nullable=False),
+)

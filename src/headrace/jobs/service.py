@@ -36,7 +36,7 @@ from headrace.jobs.definition import (
 from headrace.jobs.errors import JobBusy, JobDefinitionNotFound, JobError, JobNotFound
 from headrace.jobs.records import JobRun
 from headrace.jobs.runners import Attempt, JobRunner, Poll, get_runner
-from headrace.jobs.schema import STATUSES, job_runs, metadata
+from headrace.jobs.schema import STATUSES, job_cancels, job_runs, metadata
 from headrace.ledger.db import create_tables
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ __all__ = ["Jobs"]
 EXITED_REASON = "Essential container in task exited"
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"
 INTERRUPTED_REASON = "Host EC2 instance terminated (the worker running the attempt stopped)"
+CANCEL_CHECK_SECONDS = 0.5  # how often a running job looks for a TerminateJob request
 
 
 def _dumps(value: Any) -> str:
@@ -146,6 +147,42 @@ class Jobs:
         """`submit` then `run`: the job's final record."""
         return self.run(self.submit(definition, **submit))
 
+    def terminate(self, job_id: str, reason: str = "Terminated by user") -> JobRun:
+        """AWS Batch's TerminateJob (and CancelJob): a job that has not started ends FAILED
+        now; a running one is stopped by the worker running it (within a second) and ends
+        FAILED with `reason`, without retries. A job that already ended is left as it is."""
+        job = self.get(job_id)
+        if job.done:
+            return job
+        if not isinstance(reason, str) or not reason.strip():
+            raise JobError(f"termination of job {job.id}", "needs a reason", "say why")
+        with contextlib.suppress(IntegrityError), self.ledger.begin() as conn:
+            conn.execute(
+                insert(job_cancels).values(job_id=job.id, reason=reason, requested_at=time.time())
+            )
+        # not started by anyone: end it here (a worker that claims it meanwhile sees the
+        # request before its first attempt)
+        with self.ledger.begin() as conn:
+            conn.execute(
+                update(job_runs)
+                .where(
+                    job_runs.c.id == job.id,
+                    job_runs.c.owner.is_(None),
+                    job_runs.c.status.in_(("SUBMITTED", "RUNNABLE")),
+                )
+                .values(status="FAILED", status_reason=reason, stopped_at=time.time())
+            )
+        job = self.get(job.id)
+        if not job.done and job.owner is not None and self._stale(job):
+            return self.run(job.id)  # its worker died: take over, which ends it as FAILED
+        return job
+
+    def _cancel_reason(self, job_id: str) -> str | None:
+        with self.ledger.reader.connect() as conn:
+            return conn.execute(
+                select(job_cancels.c.reason).where(job_cancels.c.job_id == job_id)
+            ).scalar()
+
     # -- running ----------------------------------------------------------------------------
 
     def run(self, job_id: str, *, on_update: Callable[[JobRun], None] | None = None) -> JobRun:
@@ -163,6 +200,17 @@ class Jobs:
         notify = on_update or (lambda _job: None)
         notify(job)
         while True:
+            cancelled = self._cancel_reason(job.id)
+            if cancelled is not None:
+                return self._save(
+                    job,
+                    owner,
+                    notify,
+                    status="FAILED",
+                    status_reason=cancelled,
+                    stopped_at=time.time(),
+                    owner=None,
+                )
             used = sum(1 for a in job.attempt_log if a.get("outcome") != "interrupted")
             if used >= job.spec.retry_attempts:
                 return self._end(job, owner, notify)
@@ -206,7 +254,7 @@ class Jobs:
                 attempt_log=opened,
                 log_paths=[*job.log_paths, str(log_path)],
             )
-            result, timed_out = self._wait(job, owner, runner, handle, started)
+            result, ended_early = self._wait(job, owner, runner, handle, started)
         except BaseException:
             # Ctrl-C, a draining worker, a lost claim: stop the attempt and leave the job to be
             # run again; the attempt is recorded but does not use up a retry
@@ -224,7 +272,7 @@ class Jobs:
                     ),
                 )
             raise
-        succeeded = result.exit_code == 0 and not timed_out and result.reason is None
+        succeeded = result.exit_code == 0 and not ended_early and result.reason is None
         reason = result.reason or EXITED_REASON
         stopped = time.time()
         log = _close(
@@ -235,7 +283,7 @@ class Jobs:
             "succeeded" if succeeded else "failed",
         )
         used = sum(1 for a in log if a.get("outcome") != "interrupted")
-        if succeeded or timed_out or used >= job.spec.retry_attempts:
+        if succeeded or ended_early or used >= job.spec.retry_attempts:
             if not succeeded and result.exit_code not in (None, 0):
                 reason = f"{reason} (exit code {result.exit_code}, attempt {number})"
             return self._save(
@@ -263,8 +311,10 @@ class Jobs:
     def _wait(
         self, job: JobRun, owner: str, runner: JobRunner, handle: Any, started: float
     ) -> tuple[Poll, bool]:
+        """How the attempt ended, and whether it was ended early (timed out or terminated: as
+        on AWS Batch, neither is retried)."""
         timeout = job.spec.timeout
-        beat = time.monotonic()
+        beat = checked = time.monotonic()
         delay = 0.005
         while True:
             result = runner.poll(handle)
@@ -272,6 +322,11 @@ class Jobs:
                 return result, False
             if timeout is not None and time.time() - started >= timeout:
                 return runner.stop(handle, TIMEOUT_REASON), True
+            if time.monotonic() - checked >= CANCEL_CHECK_SECONDS:
+                checked = time.monotonic()
+                cancelled = self._cancel_reason(job.id)
+                if cancelled is not None:
+                    return runner.stop(handle, cancelled), True
             if time.monotonic() - beat >= self.heartbeat_seconds:
                 beat = time.monotonic()
                 self._heartbeat(job.id, owner)

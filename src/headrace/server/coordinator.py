@@ -29,6 +29,7 @@ from headrace.executors.base import Call, Executor, Outcome
 from headrace.functions import runtime
 from headrace.functions.context import scratch_owner, scratch_path
 from headrace.functions.spec import FunctionSpec
+from headrace.jobs.definition import with_default_cluster
 from headrace.ledger import Claimed, Ledger, new_id
 from headrace.server.delivery import deliver
 from headrace.server.metrics import Metrics, serve_metrics
@@ -116,7 +117,12 @@ class Coordinator:
                 "topics": app.topics,
                 "home": str(settings.home),
                 "storage": settings.storage_url,
-                "definitions": {n: d.to_dict() for n, d in app.job_definitions.items()},
+                "definitions": {
+                    n: with_default_cluster(
+                        d, ray_address=settings.ray_address, spark_master=settings.spark_master
+                    ).to_dict()
+                    for n, d in app.job_definitions.items()
+                },
             },
         )
         self._queued: queue.SimpleQueue[str] = queue.SimpleQueue()  # from the stream threads
