@@ -140,3 +140,13 @@ def test_the_engine_comes_from_the_setting(monkeypatch):
     with pytest.raises(DatasetError, match="'spark'") as caught:
         get_engine(context)
     assert "ray://head:10001" in str(caught.value)
+
+
+def test_the_docs_snippet_selects_ray(engine):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "datasets.md").read_text()
+    (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if '= "ray"' in b]
+    exec(snippet, {})
+    assert isinstance(get_engine(), RayEngine) and get_engine().address is None
