@@ -1,8 +1,10 @@
 """Batches handed to user functions, and what they may return.
 
-`batch_format="default"` (what map_batches uses unless told otherwise) is a pandas DataFrame
-whose string columns stay in Arrow memory (`pd.ArrowDtype`). It serves both styles of
-function users bring:
+`batch_format="default"` (what map_batches uses unless told otherwise) is the pandas DataFrame
+`pd.read_parquet` would give (`Table.to_pandas()`: strings as pandas' own `str` dtype, Arrow
+backed, whose missing values compare as NaN, so `df[df["s"] != "US"]` keeps the rows whose `s`
+is null, as plain pandas does; `pd.ArrowDtype` would make that comparison <NA> and drop them).
+It serves both styles of function users bring:
 
 * pandas style, written when Ray's default batch was a DataFrame: `df[df["total_votes"] > 0]`,
   `df["ratio"] = df["a"] / df["b"]`, `df.assign(...)`;
@@ -41,18 +43,8 @@ def check_format(batch_format: str | None, operation: str) -> str | None:
     return batch_format
 
 
-def _arrow_strings(arrow_type: pa.DataType) -> Any:
-    import pandas as pd
-
-    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
-        return pd.ArrowDtype(arrow_type)
-    return None
-
-
 def to_batch(table: pa.Table, batch_format: str | None) -> Any:
-    if batch_format == "default":
-        return table.to_pandas(types_mapper=_arrow_strings)
-    if batch_format == "pandas":
+    if batch_format in ("default", "pandas"):
         return table.to_pandas()
     if batch_format == "numpy":
         return {name: _column_to_numpy(table.column(name)) for name in table.column_names}

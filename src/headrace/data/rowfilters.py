@@ -202,10 +202,34 @@ def _evaluate(expr: Any, table: pa.Table) -> Any:
     if isinstance(expr, Constant):
         return pa.scalar(expr.value)
     if isinstance(expr, Compare):
-        return _COMPARE[expr.op](_evaluate(expr.left, table), _evaluate(expr.right, table))
+        return _compare(expr, table)
     if expr.op == "~":
         return pc.invert(_evaluate(expr.left, table))
     return _LOGICAL[expr.op](_evaluate(expr.left, table), _evaluate(expr.right, table))
+
+
+class _PandasMustRun(Exception):
+    """The comparison is one whose pandas result Arrow would not reproduce."""
+
+
+def _compare(expr: Compare, table: pa.Table) -> Any:
+    left, right = _evaluate(expr.left, table), _evaluate(expr.right, table)
+    result = _COMPARE[expr.op](left, right)
+    if not result.null_count:
+        return result
+    # pandas compares a missing string or float as NaN: unequal to everything, ordered before
+    # nothing (`!=` True, every other comparison False); elsewhere (dates as Python objects)
+    # a missing value may raise in pandas, so pandas runs.
+    for side in (left, right):
+        if isinstance(side, pa.ChunkedArray) and side.null_count:
+            kind = side.type
+            if not (
+                pa.types.is_string(kind)
+                or pa.types.is_large_string(kind)
+                or pa.types.is_floating(kind)
+            ):
+                raise _PandasMustRun
+    return pc.fill_null(result, expr.op == "!=")
 
 
 def columns_of(expr: Any) -> set[str]:
@@ -249,7 +273,7 @@ def apply_filters(exprs: list[Any], table: pa.Table) -> pa.Table | None:
         return None
     try:
         masks = [_evaluate(e, table) for e in exprs]
-    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError, _PandasMustRun):
         return None
     mask = masks[0]
     for other in masks[1:]:
