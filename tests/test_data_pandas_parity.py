@@ -48,3 +48,23 @@ def test_arrow_mask_follows_the_pandas_rule_for_null_strings():
         kept = apply_filter(row_filter(fn), table)
         assert kept is not None, "computed with Arrow, not handed to pandas"
         assert kept["id"].to_pylist() == fn(table.to_pandas())["id"].tolist()
+
+
+def test_float32_column_compared_in_float32_as_numpy_does(tmp_path):
+    path = tmp_path / "a.parquet"
+    scores = pa.array([0.1, 0.2, 0.3, 0.4], pa.float32())
+    pq.write_table(
+        pa.table({"id": [0, 1, 2, 3], "score": scores, "n": pa.array([1, 2, 3, 4], pa.int32())}),
+        path,
+    )
+    for fn in (
+        lambda df: df[df["score"] == 0.3],
+        lambda df: df[df["score"] > 0.3],
+        lambda df: df[df["score"] <= 0.2],
+        lambda df: df[0.3 == df["score"]],  # noqa: SIM300 (the constant on the left)
+        lambda df: df[df["n"] > 2.5],
+        lambda df: df[df["n"] != 3],
+    ):
+        expected, got = _both(path, fn)
+        assert got == expected, fn
+    assert _both(path, lambda df: df[df["score"] == 0.3]) == ([2], [2])

@@ -16,6 +16,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -212,8 +213,34 @@ class _PandasMustRun(Exception):
     """The comparison is one whose pandas result Arrow would not reproduce."""
 
 
+def _constant_for(value: Any, column: pa.ChunkedArray) -> pa.Scalar:
+    """The constant as numpy compares it with the column: a Python scalar is weak, it takes
+    the column's type (0.3 against float32 is float32(0.3)); one out of the type's range, or a
+    bool against numbers, is left to pandas."""
+    kind = column.type
+    if isinstance(value, bool):
+        if pa.types.is_boolean(kind):
+            return pa.scalar(value)
+        raise _PandasMustRun
+    if pa.types.is_floating(kind) and isinstance(value, int | float):
+        return pa.scalar(float(value), kind)
+    if pa.types.is_integer(kind) and isinstance(value, int):
+        limits = np.iinfo(kind.to_pandas_dtype())
+        if not limits.min <= value <= limits.max:
+            raise _PandasMustRun
+        return pa.scalar(value, kind)
+    return pa.scalar(value)
+
+
+def _side(expr: Any, other: Any, table: pa.Table) -> Any:
+    if isinstance(expr, Constant) and isinstance(other, Column):
+        return _constant_for(expr.value, table.column(other.name))
+    return _evaluate(expr, table)
+
+
 def _compare(expr: Compare, table: pa.Table) -> Any:
-    left, right = _evaluate(expr.left, table), _evaluate(expr.right, table)
+    left = _side(expr.left, expr.right, table)
+    right = _side(expr.right, expr.left, table)
     result = _COMPARE[expr.op](left, right)
     if not result.null_count:
         return result
