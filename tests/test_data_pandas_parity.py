@@ -68,3 +68,20 @@ def test_float32_column_compared_in_float32_as_numpy_does(tmp_path):
         expected, got = _both(path, fn)
         assert got == expected, fn
     assert _both(path, lambda df: df[df["score"] == 0.3]) == ([2], [2])
+
+
+def test_a_filter_that_empties_blocks_keeps_the_schema_for_a_sort(tmp_path):
+    import datetime as dt
+
+    path = tmp_path / "a.parquet"
+    days = [dt.date(2024, 1, 1 + k) for k in range(8)]
+    pq.write_table(pa.table({"id": list(range(8)), "day": days}), path, row_group_size=4)
+    limit = 2  # a closure: runs in pandas as written, the second block comes back empty
+    ds = data.read_parquet(str(path)).map_batches(lambda df: df[df["id"] < limit])
+    table = ds.sort("id").to_arrow()
+    assert table["id"].to_pylist() == [0, 1]
+    assert table["day"].to_pylist() == days[:2]
+    assert table.schema.field("day").type == pa.date32()
+    written = tmp_path / "out"
+    ds.write_parquet(str(written))
+    assert data.read_parquet(str(written)).sort("id").to_pandas()["id"].tolist() == [0, 1]

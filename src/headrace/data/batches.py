@@ -106,6 +106,18 @@ def from_batch(result: Any, operation: str) -> pa.Table:
     )
 
 
+def keep_input_types(result: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The result with each all-null column the input had typed as the input typed it: pandas
+    holds dates (and other types it has no dtype for) as Python objects, so a batch a filter
+    empties comes back with them typed `null`, which no other block's schema matches."""
+    for i, field in enumerate(result.schema):
+        if pa.types.is_null(field.type) and field.name in schema.names:
+            wanted = schema.field(field.name).type
+            if not pa.types.is_null(wanted):
+                result = result.set_column(i, field.name, result.column(i).cast(wanted))
+    return result
+
+
 def column_from(value: Any, num_rows: int, name: str, operation: str) -> pa.ChunkedArray:
     """The column add_column's function returned, checked for length."""
     column = _to_arrow_column(value, name, operation)

@@ -19,7 +19,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from headrace.data.batches import column_from, from_batch, table_of_rows, to_batch
+from headrace.data.batches import (
+    column_from,
+    from_batch,
+    keep_input_types,
+    table_of_rows,
+    to_batch,
+)
 from headrace.data.errors import DatasetError, UserFunctionError
 from headrace.data.rowfilters import apply_filter, apply_filters, elementwise, row_filter
 from headrace.data.rowfilters import columns_of as filter_columns
@@ -319,9 +325,9 @@ class MapBatches(Op):
             here = replace(where, text=_rows(where, start, piece.num_rows, table.num_rows))
             result = _call_user(self.name, here, fn, batch, *self.fn_args, **self.fn_kwargs)
             if inspect.isgenerator(result):
-                out.extend(from_batch(r, self.name) for r in result)
+                out.extend(keep_input_types(from_batch(r, self.name), piece.schema) for r in result)
             else:
-                out.append(from_batch(result, self.name))
+                out.append(keep_input_types(from_batch(result, self.name), piece.schema))
         return _concat(out, self.name)
 
 
