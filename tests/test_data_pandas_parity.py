@@ -85,3 +85,34 @@ def test_a_filter_that_empties_blocks_keeps_the_schema_for_a_sort(tmp_path):
     written = tmp_path / "out"
     ds.write_parquet(str(written))
     assert data.read_parquet(str(written)).sort("id").to_pandas()["id"].tolist() == [0, 1]
+
+
+def test_constants_beyond_the_column_type_run_as_pandas_runs_them(tmp_path):
+    path = tmp_path / "a.parquet"
+    pq.write_table(
+        pa.table({"id": [0, 1, 2], "i": [1, 2, 3], "small": pa.array([1, 2, 3], pa.int8())}), path
+    )
+    for fn in (
+        lambda df: df[df["i"] < 2**63],
+        lambda df: df[df["i"] > -(2**70)],
+        lambda df: df[df["small"] < 300],
+        lambda df: df[df["small"] != 1000],
+    ):
+        expected, got = _both(path, fn)
+        assert got == expected == [0, 1, 2], fn
+    rows = data.from_items([{"id": 0, "i": 1}, {"id": 1, "i": 2}])
+    assert rows.map_batches(lambda df: df[df["i"] < 2**63]).take_all() == [
+        {"id": 0, "i": 1},
+        {"id": 1, "i": 2},
+    ]
+
+
+def test_a_comparison_pandas_refuses_is_a_user_function_error(tmp_path):
+    import pytest
+
+    from headrace.data import UserFunctionError
+
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"id": [0, 1], "d": pa.array([1, None], pa.date32())}), path)
+    with pytest.raises(UserFunctionError, match="MapBatches"):
+        data.read_parquet(str(path)).map_batches(lambda df: df[df["d"] < "x"]).take_all()
