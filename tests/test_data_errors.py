@@ -108,3 +108,16 @@ def test_a_worker_that_dies_is_reported(tmp_path):
     with pytest.raises(data.WorkerLost, match="exited"):
         data.range(10).map_batches(die).count()
     assert data.range(10).map_batches(lambda df: df).count() == 10  # the pool recovered
+
+
+def test_filter_refuses_a_result_that_is_not_a_bool():
+    ds = data.from_items([{"a": 1}, {"a": 2}])
+    with pytest.raises(DatasetError, match=r"Filter.*returned str \('yes'\).*return a bool"):
+        ds.filter(lambda r: "yes").take_all()
+    assert ds.filter(lambda r: r["a"] > 1).take_all() == [{"a": 2}]
+
+
+def test_add_column_scalar_result_says_how_to_return_a_column():
+    ds = data.from_items([{"a": 1}, {"a": 2}])
+    with pytest.raises(DatasetError, match=r"is one int \(1\), not a column.*len\(df\)"):
+        ds.add_column("x", lambda df: 1).take_all()

@@ -64,6 +64,13 @@ def _to_arrow_column(value: Any, name: str, operation: str) -> pa.Array | pa.Chu
     if hasattr(value, "to_numpy") and hasattr(value, "dtype") and hasattr(value, "index"):
         return pa.Array.from_pandas(value)  # a pandas Series: nulls as pandas means them
     array = np.asarray(value)
+    if array.ndim == 0:
+        raise DatasetError(
+            operation,
+            f"column {name!r} is one {type(value).__name__} ({value!r}), not a column",
+            "return one value per row: a pandas Series such as `df['a'] * 2`, a list, a numpy "
+            "array; for one value on every row, `[value] * len(df)` or `np.full(len(df), value)`",
+        )
     if array.ndim > 1:
         flat = pa.array(array.reshape(-1))
         return pa.FixedSizeListArray.from_arrays(flat, int(np.prod(array.shape[1:])))

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from headrace.data.batches import (
@@ -385,7 +386,15 @@ class MapRows(Op):
             keep = []
             for i, row in enumerate(rows):
                 here = replace(where, text=f"row {i} of the block read from {where.text}")
-                keep.append(bool(_call_user(self.name, here, fn, row)))
+                verdict = _call_user(self.name, here, fn, row)
+                if not isinstance(verdict, bool | np.bool_):
+                    raise DatasetError(
+                        self.name,
+                        f"returned {type(verdict).__name__} ({verdict!r}) for {here.text}, "
+                        "not True or False",
+                        "return a bool: True keeps the row, False drops it",
+                    )
+                keep.append(bool(verdict))
             return table.filter(pa.array(keep, pa.bool_())) if rows else table
         out: list[Any] = []
         for i, row in enumerate(rows):
