@@ -40,6 +40,8 @@ def test_schema_differing_between_files(tmp_path):
     pq.write_table(pa.table({"a": ["text"]}), folder / "p9.parquet")
     with pytest.raises(DatasetError, match=r"p9\.parquet: has another schema.*'a' is string"):
         data.read_parquet(str(folder)).take(1)
+    with pytest.raises(DatasetError, match=r"p9\.parquet: has another schema.*'a' is string"):
+        data.read_parquet(str(folder)).count()
 
 
 def test_user_function_error_names_operator_file_rows_and_traceback(tmp_path):

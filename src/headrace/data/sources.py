@@ -156,6 +156,7 @@ class ParquetSource(Source):
         return self._schema
 
     def num_rows(self) -> int:
+        self.schema()  # files that cannot be read as one dataset have no count either
         return sum(m.num_rows for m in self.metadata())
 
     def size_bytes(self) -> int:
