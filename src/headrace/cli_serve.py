@@ -169,6 +169,13 @@ def serve(
     max_body: Annotated[int, typer.Option(min=1, help="Largest request body, bytes.")] = 6
     * 1024
     * 1024,
+    max_header: Annotated[
+        int, typer.Option(min=1024, help="Largest request line + headers, bytes; more get 431.")
+    ] = 64 * 1024,
+    read_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds for a request to arrive whole once begun; then 408, closed."),
+    ] = 30.0,
     max_concurrency: Annotated[
         int, typer.Option(min=1, help="Requests in flight; more get 503 with Retry-After.")
     ] = 256,
@@ -215,6 +222,8 @@ def serve(
         port=port,
         token=token,
         max_body=max_body,
+        max_header=max_header,
+        read_timeout=read_timeout,
         max_concurrency=max_concurrency,
         drain_timeout=drain_timeout,
         access_log=sys.stderr if access_log else None,

@@ -30,6 +30,8 @@ class ServeOptions:
     port: int = 8000
     token: bytes | None = None  # required of every request when set
     max_body: int = 6 * 1024 * 1024  # bytes; Lambda's synchronous payload limit
+    max_header: int = 64 * 1024  # bytes of request line + headers; more get 431
+    read_timeout: float = 30.0  # seconds for a started request to arrive whole; then 408
     max_concurrency: int = 256  # requests in flight at once; more get 503 + Retry-After
     drain_timeout: float = 30.0
     timeout: float | None = None  # per request, seconds; default: each function's timeout
@@ -72,6 +74,11 @@ class ServingMetrics:
         g.set_function(lambda: max(0, pool.in_flight - len(pool.ready)))
         g = Gauge("headrace_serving_replicas", "Replicas taking requests", registry=self.registry)
         g.set_function(lambda: len(pool.ready))
+        self.read_timeouts = Counter(
+            "headrace_http_read_timeouts_total",
+            "Connections closed because a request did not arrive whole in --read-timeout",
+            registry=self.registry,
+        )
         g = Gauge(
             "headrace_serving_replicas_replaced",
             "Replicas replaced after a crash or hang",
@@ -194,9 +201,18 @@ class ModelBinding:
         self.refused.add(failed)
         if self.alias is None:
             return
-        registry = self.registry_factory()
-        if registry.get(self.name, alias=self.alias).version == failed:
-            move = registry.rollback(self.name, self.alias)
+        # one compare-and-move under the model's lock: a user's move made after the failure
+        # (a rollback, a new promotion) is never undone
+        move = self.registry_factory().rollback_from(self.name, self.alias, failed)
+        if move is None:
+            logger.error(
+                "version %s of %s failed; %s@%s was moved meanwhile, so it is left where it is",
+                failed,
+                self.name,
+                self.name,
+                self.alias,
+            )
+        else:
             logger.error("rolled %s@%s back to version %s", self.name, self.alias, move.version)
 
 
@@ -247,6 +263,9 @@ async def serve_async(
         pool,
         token=options.token,
         max_body=options.max_body,
+        max_header=options.max_header,
+        read_timeout=options.read_timeout,
+        on_read_timeout=metrics.read_timeouts.inc,
         max_concurrency=options.max_concurrency,
         timeouts=[options.timeout or r["timeout"] for r in config["routes"]],
         observe=metrics.observe,

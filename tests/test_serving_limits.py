@@ -1,0 +1,169 @@
+"""The HTTP front's limits as a client meets them over a raw socket: oversized heads (431),
+chunked bodies over --max-body (413), slow clients (408 after --read-timeout), each answered,
+closed, counted in the metrics and written to the access log."""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "tests" / "apps" / "serving"
+pytest.importorskip("httptools")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Front:
+    def __init__(self, project: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = project / "serve.log"
+        env = {k: v for k, v in os.environ.items() if k != "HEADRACE_TOKEN"}
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "headrace.cli",
+                "-C",
+                str(project),
+                "serve",
+                "--port",
+                str(self.port),
+                "--replicas",
+                "1",
+                "--max-body",
+                "1000",
+                "--max-header",
+                "4096",
+                "--read-timeout",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "wb"),  # noqa: SIM115 (the child holds it)
+            env=env,
+        )
+        deadline = time.time() + 60
+        while "serving " not in self.text():
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise AssertionError(f"serve did not start:\n{self.text()}")
+            time.sleep(0.1)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def raw(self, *parts: bytes, pause: float = 0.0) -> bytes:
+        """Send the parts (pausing between them) and read until the server closes."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            try:
+                for part in parts:
+                    s.sendall(part)
+                    time.sleep(pause)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # closed on us mid-send: the answer is still to be read
+            out = b""
+            try:
+                while chunk := s.recv(65536):
+                    out += chunk
+            except ConnectionResetError:
+                pass
+            return out
+
+    def requests_total(self, code: int) -> float:
+        text = httpx.get(f"{self.url}/_headrace/metrics").text
+        found = re.search(
+            rf'^headrace_http_requests_total\{{code="{code}",route="-"\}} (\S+)$', text, re.M
+        )
+        return float(found.group(1)) if found else 0.0
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(f"{self.url}/_headrace/metrics").text
+        found = re.search(rf"^{name} (\S+)$", text, re.M)
+        assert found, text
+        return float(found.group(1))
+
+
+@pytest.fixture(scope="module")
+def front(tmp_path_factory):
+    project = tmp_path_factory.mktemp("limits") / "project"
+    shutil.copytree(APP, project)
+    server = Front(project)
+    yield server
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        server.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
+
+
+def _access_lines(front: Front, code: int) -> list[str]:
+    time.sleep(0.7)  # the access log is written every half second
+    return [line for line in front.text().splitlines() if f'" {code} ' in line]
+
+
+def test_a_head_over_max_header_gets_431_and_is_closed(front):
+    before = front.requests_total(431)
+    # one endless header line: refused once 4 KiB of head arrived, not read to its end
+    answer = front.raw(
+        b"POST /items/1 HTTP/1.1\r\nHost: x\r\nX-Big: ", *[b"a" * 1024] * 64, pause=0.005
+    )
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    assert b"connection: close" in answer
+    assert front.requests_total(431) == before + 1
+    assert _access_lines(front, 431)
+    # a head under the limit is served as before
+    ok = httpx.post(f"{front.url}/items/1", content=b"hi", headers={"x-fine": "a" * 2000})
+    assert ok.status_code == 200
+
+
+def test_a_chunked_body_over_max_body_gets_413_and_is_closed(front):
+    before = front.requests_total(413)
+    head = b"POST /items/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunk = b"200\r\n" + b"x" * 0x200 + b"\r\n"
+    answer = front.raw(head, chunk, chunk, chunk)  # 1536 bytes > --max-body 1000, never ended
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:100]
+    assert front.requests_total(413) == before + 1
+    small = front.raw(
+        head.replace(b"Host: x", b"Host: x\r\nConnection: close") + b"3\r\nabc\r\n0\r\n\r\n"
+    )
+    assert small.startswith(b"HTTP/1.1 200 "), small[:100]
+
+
+def test_a_content_length_over_max_body_and_a_parser_error_are_counted(front):
+    big, bad = front.requests_total(413), front.requests_total(400)
+    answer = front.raw(b"POST /items/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    answer = front.raw(b"POST /items/1 HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert front.requests_total(413) == big + 1
+    assert front.requests_total(400) == bad + 1
+    assert any('"POST /items/1" 413' in line for line in _access_lines(front, 413))
+
+
+def test_a_half_sent_request_is_closed_after_the_read_timeout(front):
+    before = front.metric("headrace_http_read_timeouts_total")
+    started = time.time()
+    answer = front.raw(b"POST /items/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+    assert time.time() - started < 5
+    with socket.create_connection(("127.0.0.1", front.port), timeout=10) as s:
+        assert s.recv(100).startswith(b"HTTP/1.1 408 ")  # sent nothing at all
+    assert front.metric("headrace_http_read_timeouts_total") == before + 2
+    # a request that arrives whole within the timeout is unaffected, also on a kept connection
+    with httpx.Client() as client:
+        for _ in range(2):
+            assert client.post(f"{front.url}/items/1", content=b"x").status_code == 200
+            time.sleep(0.6)
