@@ -27,11 +27,13 @@ def _free_port() -> int:
 
 
 class Front:
-    def __init__(self, project: Path) -> None:
+    def __init__(self, project: Path, *args: str, tmp: Path | None = None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = project / "serve.log"
         env = {k: v for k, v in os.environ.items() if k != "HEADRACE_TOKEN"}
+        if tmp is not None:
+            env["TMPDIR"] = str(tmp)
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -50,11 +52,14 @@ class Front:
                 "4096",
                 "--read-timeout",
                 "1",
+                *args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=open(self.log, "wb"),  # noqa: SIM115 (the child holds it)
             env=env,
         )
+
+    def wait_ready(self) -> None:
         deadline = time.time() + 60
         while "serving " not in self.text():
             if self.proc.poll() is not None or time.time() > deadline:
@@ -100,6 +105,7 @@ def front(tmp_path_factory):
     project = tmp_path_factory.mktemp("limits") / "project"
     shutil.copytree(APP, project)
     server = Front(project)
+    server.wait_ready()
     yield server
     server.proc.send_signal(signal.SIGTERM)
     try:
@@ -167,3 +173,22 @@ def test_a_half_sent_request_is_closed_after_the_read_timeout(front):
         for _ in range(2):
             assert client.post(f"{front.url}/items/1", content=b"x").status_code == 200
             time.sleep(0.6)
+
+
+def test_request_scratch_is_removed_after_each_request_and_the_serve_folder_on_exit(tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    server = Front(project, tmp=tmp)
+    server.wait_ready()
+    try:
+        folders = {httpx.post(f"{server.url}/scratch").text for _ in range(3)}
+        assert len(folders) == 3
+        for folder in folders:
+            assert Path(folder).is_relative_to(tmp)
+            assert not Path(folder).exists()
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0
+    assert list(tmp.iterdir()) == []

@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -148,8 +149,13 @@ class ReplicaPool:
     async def spawn(self, generation: dict[str, str], *, serve: bool = True) -> Replica:
         """Start one replica and wait until it has imported its handlers; with `serve`, it
         then takes requests. Raises RuntimeError when it exits or stalls first."""
-        config = {**self.config, "parent": os.getpid(), "environment": generation}
         number = next(self._numbers)
+        config = {
+            **self.config,
+            "parent": os.getpid(),
+            "environment": generation,
+            "scratch": str(self._tmp / f"scratch-{number}"),
+        }
         path = self._tmp / f"replica-{number}.json"
         path.write_text(json.dumps(config))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -400,10 +406,11 @@ class ReplicaPool:
             if replica.proc.poll() is None:
                 self._kill(replica)
                 await asyncio.to_thread(replica.proc.wait)
-        with contextlib.suppress(OSError):
-            for path in self._tmp.iterdir():
-                path.unlink()
-            self._tmp.rmdir()
+        self.remove_folder()
+
+    def remove_folder(self) -> None:
+        """The serve folder: replica configurations and their scratch folders."""
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
     def snapshot(self) -> dict[str, Any]:
         return {

@@ -253,58 +253,63 @@ async def serve_async(
     ordered = table.routes  # the order replicas index routes by
     config = {**config, "routes": [config["routes"][routes.index(r)] for r in ordered]}
     pool = ReplicaPool(config, options.pool)
-    version = await asyncio.to_thread(binding.target)
-    generation = await asyncio.to_thread(binding.generation, version)
-    await pool.start(generation)
-    metrics = ServingMetrics(ordered, pool)
-    access = AccessLog(options.access_log, loop) if options.access_log else None
-    cfg = FrontConfig(
-        table,
-        pool,
-        token=options.token,
-        max_body=options.max_body,
-        max_header=options.max_header,
-        read_timeout=options.read_timeout,
-        on_read_timeout=metrics.read_timeouts.inc,
-        max_concurrency=options.max_concurrency,
-        timeouts=[options.timeout or r["timeout"] for r in config["routes"]],
-        observe=metrics.observe,
-        metrics_text=metrics.text,
-        access=access,
-    )
-    sock = socket.create_server(
-        (options.host, options.port),
-        backlog=1024,
-        family=socket.AF_INET6 if ":" in options.host else socket.AF_INET,
-    )
-    server = await loop.create_server(lambda: HttpConnection(cfg), sock=sock)
-    port = sock.getsockname()[1]
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    watcher = None
-    if version is not None:
-        watcher = loop.create_task(_watch_model(binding, pool, version, options.model_poll))
-    model = f", model {binding.name}:{version}" if version is not None else ""
-    announce(
-        f"serving {len(routes)} routes on http://{options.host}:{port} "
-        f"with {len(pool.ready)} replicas{model}"
-    )
-    await stop.wait()
-    announce(f"draining: {pool.in_flight} requests in flight")
-    cfg.draining = True
-    if watcher is not None:
-        watcher.cancel()
-    server.close()
-    for conn in list(cfg.connections):
-        conn.close_if_idle()
-    await pool.shutdown(options.drain_timeout)
-    for conn in list(cfg.connections):
-        if conn.transport is not None:
-            conn.transport.close()
-    if access is not None:
-        access.flush(again=False)
-    announce("stopped")
+    try:
+        version = await asyncio.to_thread(binding.target)
+        generation = await asyncio.to_thread(binding.generation, version)
+        await pool.start(generation)
+        metrics = ServingMetrics(ordered, pool)
+        access = AccessLog(options.access_log, loop) if options.access_log else None
+        cfg = FrontConfig(
+            table,
+            pool,
+            token=options.token,
+            max_body=options.max_body,
+            max_header=options.max_header,
+            read_timeout=options.read_timeout,
+            on_read_timeout=metrics.read_timeouts.inc,
+            max_concurrency=options.max_concurrency,
+            timeouts=[options.timeout or r["timeout"] for r in config["routes"]],
+            observe=metrics.observe,
+            metrics_text=metrics.text,
+            access=access,
+        )
+        sock = socket.create_server(
+            (options.host, options.port),
+            backlog=1024,
+            family=socket.AF_INET6 if ":" in options.host else socket.AF_INET,
+        )
+        server = await loop.create_server(lambda: HttpConnection(cfg), sock=sock)
+        port = sock.getsockname()[1]
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        watcher = None
+        if version is not None:
+            watcher = loop.create_task(_watch_model(binding, pool, version, options.model_poll))
+        model = f", model {binding.name}:{version}" if version is not None else ""
+        announce(
+            f"serving {len(routes)} routes on http://{options.host}:{port} "
+            f"with {len(pool.ready)} replicas{model}"
+        )
+        await stop.wait()
+        announce(f"draining: {pool.in_flight} requests in flight")
+        cfg.draining = True
+        if watcher is not None:
+            watcher.cancel()
+        server.close()
+        for conn in list(cfg.connections):
+            conn.close_if_idle()
+        await pool.shutdown(options.drain_timeout)
+        for conn in list(cfg.connections):
+            if conn.transport is not None:
+                conn.transport.close()
+        if access is not None:
+            access.flush(again=False)
+        announce("stopped")
+    finally:
+        if not pool.stopping:  # a start that failed half-way: its replicas go too
+            await pool.shutdown(0)
+        pool.remove_folder()  # also when a start fails or the drain is cut short
 
 
 def run(
