@@ -192,3 +192,29 @@ def test_request_scratch_is_removed_after_each_request_and_the_serve_folder_on_e
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(timeout=30) == 0
     assert list(tmp.iterdir()) == []
+
+
+def _serve_once(project: Path, tmp: Path, port: int, app: str = "svc:app"):
+    env = {k: v for k, v in os.environ.items() if k != "HEADRACE_TOKEN"}
+    env.update(TMPDIR=str(tmp), HEADRACE_APP=app)
+    cmd = [sys.executable, "-m", "headrace.cli", "-C", str(project), "serve", "--port", str(port)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_start_errors_are_one_line_and_leave_nothing(tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        out = _serve_once(project, tmp, taken.getsockname()[1])
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and "replica 1 ready" not in out.stderr  # none started
+    assert re.search(r"^error: --host 127.0.0.1 --port \d+: cannot listen there", out.stderr, re.M)
+    assert "choose another --port" in out.stderr
+    out = _serve_once(project, tmp, 0, app="start_fails:app")
+    assert out.returncode == 2, out.stderr
+    error = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert error and "replicas did not start" in error[0], out.stderr
+    assert "Traceback" not in out.stderr.split(error[0])[1]  # the replica's own log comes before
+    assert list(tmp.iterdir()) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -240,6 +241,20 @@ async def _watch_model(binding: ModelBinding, pool: ReplicaPool, current: int, p
             await asyncio.to_thread(binding.roll_back, target)
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        return socket.create_server(
+            (host, port), backlog=1024, family=socket.AF_INET6 if ":" in host else socket.AF_INET
+        )
+    except OSError as exc:
+        raise AppError(
+            f"--host {host} --port {port}",
+            f"cannot listen there: {os.strerror(exc.errno) if exc.errno else exc}",
+            "stop what uses that port (`ss -ltnp` names it) or choose another --port "
+            "(0 takes any free one)",
+        ) from None
+
+
 async def serve_async(
     routes: list[RouteSpec],
     config: dict[str, Any],
@@ -252,11 +267,26 @@ async def serve_async(
     table = RouteTable(routes)
     ordered = table.routes  # the order replicas index routes by
     config = {**config, "routes": [config["routes"][routes.index(r)] for r in ordered]}
+    sock = _listen(options.host, options.port)  # before any replica starts: a used port fails fast
     pool = ReplicaPool(config, options.pool)
     try:
         version = await asyncio.to_thread(binding.target)
         generation = await asyncio.to_thread(binding.generation, version)
-        await pool.start(generation)
+        try:
+            await pool.start(generation)
+        except RuntimeError as exc:
+            what = f"model {binding.name}:{version}" if version is not None else "the app's routes"
+            raise AppError(
+                what,
+                f"its replicas did not start: {exc}",
+                "fix what the replica's traceback above names"
+                + (
+                    f", or point {binding.name}@{binding.alias} at a version that loads "
+                    f"(`headrace models rollback {binding.name} {binding.alias}`)"
+                    if version is not None and binding.alias
+                    else ""
+                ),
+            ) from None
         metrics = ServingMetrics(ordered, pool)
         access = AccessLog(options.access_log, loop) if options.access_log else None
         cfg = FrontConfig(
@@ -272,11 +302,6 @@ async def serve_async(
             observe=metrics.observe,
             metrics_text=metrics.text,
             access=access,
-        )
-        sock = socket.create_server(
-            (options.host, options.port),
-            backlog=1024,
-            family=socket.AF_INET6 if ":" in options.host else socket.AF_INET,
         )
         server = await loop.create_server(lambda: HttpConnection(cfg), sock=sock)
         port = sock.getsockname()[1]
@@ -307,6 +332,7 @@ async def serve_async(
             access.flush(again=False)
         announce("stopped")
     finally:
+        sock.close()
         if not pool.stopping:  # a start that failed half-way: its replicas go too
             await pool.shutdown(0)
         pool.remove_folder()  # also when a start fails or the drain is cut short
