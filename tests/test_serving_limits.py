@@ -218,3 +218,20 @@ def test_start_errors_are_one_line_and_leave_nothing(tmp_path):
     assert error and "replicas did not start" in error[0], out.stderr
     assert "Traceback" not in out.stderr.split(error[0])[1]  # the replica's own log comes before
     assert list(tmp.iterdir()) == []
+
+
+def test_one_bad_body_in_a_batch_fails_only_its_own_request(front):
+    import concurrent.futures as futures
+
+    bodies = [{"n": n} for n in range(15)] + [{"no n": 1}]
+    with httpx.Client(base_url=front.url, timeout=30) as client:
+        for _ in range(3):  # sent at once, so most share one batch with the bad body
+            with futures.ThreadPoolExecutor(16) as pool:
+                answers = list(pool.map(lambda b: client.post("/plus-strict", json=b), bodies))
+            assert [a.status_code for a in answers] == [200] * 15 + [502]
+            assert [a.json()["n"] for a in answers[:15]] == list(range(1, 16))
+            time.sleep(0.7)  # the serve log is written every half second
+            if "retrying a batch of" in front.text():
+                break  # the bad body did share a batch, and only it failed
+        else:
+            pytest.fail("the bad body was never batched with good ones")

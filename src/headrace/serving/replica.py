@@ -211,6 +211,21 @@ class Replica:
             logger.error("%s failed:\n%s", route.function, traceback.format_exc())
         return internal_error()
 
+    def _call_one(self, route: Route, value: Any) -> Response:
+        """A batched handler called with a batch of one."""
+        context = self.context(route)
+
+        def call() -> Any:
+            results = route.handler([value], context)
+            if not isinstance(results, list | tuple) or len(results) != 1:
+                raise MalformedResponse(f"a batch of 1 returned {results!r:.40}")
+            return results[0]
+
+        try:
+            return self._call(route, call)
+        finally:
+            context.cleanup()
+
     def answer_batch(self, route: Route, items: list[tuple[int, Request]]) -> list[bytes]:
         values: list[Any] = []
         ready: list[tuple[int, Response | None]] = []
@@ -234,7 +249,13 @@ class Replica:
                 responses = [internal_error()] * len(values)
             except Exception:
                 logger.error("%s failed:\n%s", route.function, traceback.format_exc())
-                responses = [internal_error()] * len(values)
+                if len(values) == 1:
+                    responses = [internal_error()]
+                else:  # one bad body must not fail the others batched with it: one at a time
+                    logger.info(
+                        "%s: retrying a batch of %d one by one", route.function, len(values)
+                    )
+                    responses = [self._call_one(route, value) for value in values]
             finally:
                 context.cleanup()
         it = iter(responses)

@@ -66,3 +66,10 @@ def scratch(event, context):
 
 
 app.http("POST /scratch", scratch)
+
+
+def plus_one_strict(batch, context):
+    return [{"n": item["n"] + 1, "batch": len(batch)} for item in batch]  # KeyError without "n"
+
+
+app.http("POST /plus-strict", plus_one_strict, payload="json", max_batch_size=32, max_wait_ms=50)
