@@ -194,10 +194,11 @@ def test_request_scratch_is_removed_after_each_request_and_the_serve_folder_on_e
     assert list(tmp.iterdir()) == []
 
 
-def _serve_once(project: Path, tmp: Path, port: int, app: str = "svc:app"):
-    env = {k: v for k, v in os.environ.items() if k != "HEADRACE_TOKEN"}
+def _serve_once(project: Path, tmp: Path, port: int, *args: str, app: str = "svc:app", **env):
+    env = {k: v for k, v in os.environ.items() if k != "HEADRACE_TOKEN"} | env
     env.update(TMPDIR=str(tmp), HEADRACE_APP=app)
     cmd = [sys.executable, "-m", "headrace.cli", "-C", str(project), "serve", "--port", str(port)]
+    cmd += args
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -217,6 +218,14 @@ def test_start_errors_are_one_line_and_leave_nothing(tmp_path):
     error = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert error and "replicas did not start" in error[0], out.stderr
     assert "Traceback" not in out.stderr.split(error[0])[1]  # the replica's own log comes before
+    assert list(tmp.iterdir()) == []
+    started = time.time()
+    out = _serve_once(
+        project, tmp, 0, "--start-timeout", "1", app="start_fails:app", START_HANGS="1"
+    )
+    assert out.returncode == 2, out.stderr
+    assert "not ready after --start-timeout 1 s" in out.stderr
+    assert time.time() - started < 30
     assert list(tmp.iterdir()) == []
 
 

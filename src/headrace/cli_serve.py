@@ -179,6 +179,14 @@ def serve(
     max_concurrency: Annotated[
         int, typer.Option(min=1, help="Requests in flight; more get 503 with Retry-After.")
     ] = 256,
+    start_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Seconds a replica may take to import its handlers and load its model; a "
+            "new model version slower than that is rolled back.",
+        ),
+    ] = 120.0,
     drain_timeout: Annotated[
         float, typer.Option(help="Seconds to finish requests on SIGTERM.")
     ] = 30.0,
@@ -215,6 +223,7 @@ def serve(
         min_replicas=min_replicas,
         max_replicas=max_replicas,
         timeout=per_request,
+        start_timeout=start_timeout,
     )
     options = ServeOptions(
         host=host,

@@ -173,9 +173,8 @@ class ReplicaPool:
             info = await asyncio.wait_for(replica.ready, self.options.start_timeout)
         except (TimeoutError, RuntimeError) as exc:
             self._kill(replica)
-            raise RuntimeError(
-                f"replica {number} did not start ({exc or 'timed out'}); see its log above"
-            ) from None
+            reason = str(exc) or f"not ready after --start-timeout {self.options.start_timeout:g} s"
+            raise RuntimeError(f"replica {number} did not start ({reason})") from None
         logger.info(
             "replica %d ready (pid %s) %s",
             number,

@@ -279,7 +279,8 @@ async def serve_async(
             raise AppError(
                 what,
                 f"its replicas did not start: {exc}",
-                "fix what the replica's traceback above names"
+                "fix what the replica's log above shows "
+                "(or raise --start-timeout if it only loads slowly)"
                 + (
                     f", or point {binding.name}@{binding.alias} at a version that loads "
                     f"(`headrace models rollback {binding.name} {binding.alias}`)"
