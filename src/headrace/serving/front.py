@@ -69,7 +69,7 @@ class FrontConfig:
         self.route_index = {id(r): i for i, r in enumerate(routes.routes)}
         self.api_keys = {i: r.api_key.encode() for i, r in enumerate(routes.routes) if r.api_key}
         self.pool = pool
-        self.token = b"Bearer " + token if token else None
+        self.token = token or None
         self.max_body = max_body
         self.max_header = max_header  # bytes of request line + headers
         self.read_timeout = read_timeout  # seconds a started request may take to arrive whole
@@ -308,7 +308,12 @@ class HttpConnection(asyncio.Protocol):
         token = self.cfg.token
         for i in range(0, len(headers), 2):
             if headers[i].lower() == b"authorization":
-                return hmac.compare_digest(headers[i + 1], token)  # type: ignore[arg-type]
+                # the scheme is case-insensitive (RFC 9110 11.1), as the metrics server has it
+                scheme, _, credentials = headers[i + 1].partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(
+                    credentials.strip(),
+                    token,  # type: ignore[arg-type]
+                )
         return False
 
     @staticmethod

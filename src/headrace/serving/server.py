@@ -312,9 +312,10 @@ async def serve_async(
         watcher = None
         if version is not None:
             watcher = loop.create_task(_watch_model(binding, pool, version, options.model_poll))
+        shown_host = f"[{options.host}]" if ":" in options.host else options.host
         model = f", model {binding.name}:{version}" if version is not None else ""
         announce(
-            f"serving {len(routes)} routes on http://{options.host}:{port} "
+            f"serving {len(routes)} routes on http://{shown_host}:{port} "
             f"with {len(pool.ready)} replicas{model}"
         )
         await stop.wait()
