@@ -244,3 +244,9 @@ def test_one_bad_body_in_a_batch_fails_only_its_own_request(front):
                 break  # the bad body did share a batch, and only it failed
         else:
             pytest.fail("the bad body was never batched with good ones")
+
+
+def test_replaced_replicas_are_a_counter(front):
+    text = httpx.get(f"{front.url}/_headrace/metrics").text
+    assert re.search(r"^# TYPE headrace_serving_replicas_replaced(_total)? counter$", text, re.M)
+    assert front.metric("headrace_serving_replicas_replaced_total") == 0

@@ -201,7 +201,7 @@ def test_a_replica_killed_under_load_is_replaced(serve):
     assert codes.count(200) > 100
     assert len(s.replica_pids()) == 3, s.text()  # two at start, one replacement
     assert s.metric("headrace_serving_replicas") == 2
-    assert s.metric("headrace_serving_replicas_replaced") == 1
+    assert s.metric("headrace_serving_replicas_replaced_total") == 1
 
 
 @pytest.mark.slow

@@ -10,11 +10,12 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 from headrace.errors import AppError
 from headrace.functions.spec import FunctionSpec
@@ -39,6 +40,20 @@ class ServeOptions:
     model_poll: float = 1.0  # seconds between looks at a bound model's alias
     access_log: TextIO | None = field(default_factory=lambda: sys.stderr)
     pool: PoolOptions = field(default_factory=PoolOptions)
+
+
+class _ReplacedCounter:
+    """The pool's own count of replaced replicas, exposed as the counter it is (it only grows)."""
+
+    def __init__(self, pool: ReplicaPool) -> None:
+        self.pool = pool
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "headrace_serving_replicas_replaced",
+            "Replicas replaced after a crash or hang",
+            value=self.pool.replaced,
+        )
 
 
 class ServingMetrics:
@@ -80,12 +95,7 @@ class ServingMetrics:
             "Connections closed because a request did not arrive whole in --read-timeout",
             registry=self.registry,
         )
-        g = Gauge(
-            "headrace_serving_replicas_replaced",
-            "Replicas replaced after a crash or hang",
-            registry=self.registry,
-        )
-        g.set_function(lambda: pool.replaced)
+        self.registry.register(_ReplacedCounter(pool))
         self._children: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
 
     def observe(self, index: int, method: str, status: int, seconds: float, size: int) -> None:
