@@ -2,6 +2,7 @@
 chunked bodies over --max-body (413), slow clients (408 after --read-timeout), each answered,
 closed, counted in the metrics and written to the access log."""
 
+import json
 import os
 import re
 import shutil
@@ -250,3 +251,22 @@ def test_replaced_replicas_are_a_counter(front):
     text = httpx.get(f"{front.url}/_headrace/metrics").text
     assert re.search(r"^# TYPE headrace_serving_replicas_replaced(_total)? counter$", text, re.M)
     assert front.metric("headrace_serving_replicas_replaced_total") == 0
+
+
+def test_invoke_gets_the_model_its_route_binds(tmp_path):
+    pytest.importorskip("sklearn")  # model_svc imports numpy and loads scikit-learn models
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    env = {k: v for k, v in os.environ.items() if k != "HEADRACE_TOKEN"}
+    env["HEADRACE_APP"] = "model_svc:app"
+    push = "import headrace.models as m; m.push('digits', {'k': 1}, alias='production')"
+    subprocess.run([sys.executable, "-c", push], cwd=project, env=env, check=True)
+    (project / "event.json").write_text("{}")
+    cmd = [sys.executable, "-m", "headrace.cli", "-C", str(project), "invoke", "which"]
+    out = subprocess.run(
+        [*cmd, "--event", str(project / "event.json")], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout)
+    assert answer["model"] == "digits:1"
+    assert Path(answer["file"]).exists()

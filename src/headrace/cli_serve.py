@@ -38,12 +38,25 @@ def _read_event(path: Path) -> Any:
     return cli_common.json_option(text, f"--event {path}")
 
 
-def invoke_here(spec: Any, event_file: Path, settings: Any) -> None:
+def invoke_here(spec: Any, event_file: Path, settings: Any, *, routes: Any = ()) -> None:
     """Run `spec`'s handler once in this process; print its result, or Lambda's error JSON
-    (errorMessage, errorType, stackTrace) and exit 1."""
+    (errorMessage, errorType, stackTrace) and exit 1. When a route binds the function to a
+    model, the handler sees the model's environment as a replica of `headrace serve` would."""
     from headrace.serving.local_invoke import invoke_locally
+    from headrace.serving.server import ModelBinding
 
     event = _read_event(event_file)
+
+    def registry():  # type: ignore[no-untyped-def]
+        from headrace.models import ModelRegistry
+
+        return ModelRegistry.from_settings(settings)
+
+    binding = ModelBinding([r for r in routes if r.function == spec.name], registry)
+    if binding.ref:
+        environment = binding.generation(binding.target())
+        os.environ.update(environment)  # before the handler's module is imported
+        err.print(f"model {environment['HEADRACE_MODEL']}", markup=False)
     try:
         result = invoke_locally(
             spec, event, storage_url=settings.storage_url, sys_path=[str(settings.project_dir)]
