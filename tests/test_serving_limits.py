@@ -28,13 +28,17 @@ def _free_port() -> int:
 
 
 class Front:
-    def __init__(self, project: Path, *args: str, tmp: Path | None = None) -> None:
+    def __init__(
+        self, project: Path, *args: str, tmp: Path | None = None, app: str | None = None
+    ) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = project / "serve.log"
         env = {k: v for k, v in os.environ.items() if k != "HEADRACE_TOKEN"}
         if tmp is not None:
             env["TMPDIR"] = str(tmp)
+        if app is not None:
+            env["HEADRACE_APP"] = app
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -270,3 +274,37 @@ def test_invoke_gets_the_model_its_route_binds(tmp_path):
     answer = json.loads(out.stdout)
     assert answer["model"] == "digits:1"
     assert Path(answer["file"]).exists()
+
+
+def test_a_roll_over_to_a_hanging_version_is_given_up_when_the_alias_moves_back(tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    env = {k: v for k, v in os.environ.items() if k != "HEADRACE_TOKEN"}
+    env["HEADRACE_APP"] = "hang_svc:app"
+
+    def run(code: str) -> None:
+        subprocess.run([sys.executable, "-c", code], cwd=project, env=env, check=True)
+
+    run("import headrace.models as m; m.push('digits', {'hang': False}, alias='production')")
+    run("import headrace.models as m; m.push('digits', {'hang': True})")
+    server = Front(project, "--start-timeout", "120", app="hang_svc:app")
+    try:
+        server.wait_ready()
+        run("import headrace.models as m; m.set_alias('digits', 'production', 2)")
+        deadline = time.time() + 30
+        while "rolling replicas over" not in server.text():
+            assert time.time() < deadline, server.text()
+            time.sleep(0.1)
+        run("import headrace.models as m; m.rollback('digits', 'production')")
+        started = time.time()
+        while "giving it up" not in server.text():
+            assert time.time() - started < 15, server.text()  # not --start-timeout's 120 s
+            time.sleep(0.1)
+        assert httpx.get(f"{server.url}/which").text == "digits:1"
+        run(
+            "import headrace.models as m; "
+            "assert m.get('digits', alias='production').version == 1"  # the user's choice stands
+        )
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(timeout=30)

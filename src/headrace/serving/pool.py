@@ -125,6 +125,8 @@ class ReplicaPool:
         self._tmp = Path(tempfile.mkdtemp(prefix="headrace-serve-"))
         self._tasks: set[asyncio.Task[Any]] = set()
         self._low_since: float | None = None
+        # set to give up a roll-over whose new replica is still starting (its alias moved on)
+        self.abandon: asyncio.Event | None = None
         self.loop = asyncio.get_event_loop()
 
     # -- starting and stopping replicas ---------------------------------------------------------
@@ -170,7 +172,7 @@ class ReplicaPool:
         await self.loop.create_unix_connection(lambda: _ReplicaProtocol(self, replica), sock=ours)
         try:
             assert replica.ready is not None
-            info = await asyncio.wait_for(replica.ready, self.options.start_timeout)
+            info = await self._wait_ready(replica, generation)
         except (TimeoutError, RuntimeError) as exc:
             self._kill(replica)
             reason = str(exc) or f"not ready after --start-timeout {self.options.start_timeout:g} s"
@@ -184,6 +186,26 @@ class ReplicaPool:
         if serve:
             self._serve(replica)
         return replica
+
+    async def _wait_ready(self, replica: Replica, generation: dict[str, str]) -> Any:
+        assert replica.ready is not None
+        abandon = self.abandon
+        if abandon is None or generation == self.generation:
+            return await asyncio.wait_for(replica.ready, self.options.start_timeout)
+        waiter = asyncio.ensure_future(abandon.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {replica.ready, waiter},
+                timeout=self.options.start_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            waiter.cancel()
+        if replica.ready in done:
+            return replica.ready.result()
+        if waiter in done:
+            raise RuntimeError("given up: the alias moved on while it started")
+        raise TimeoutError
 
     def _serve(self, replica: Replica) -> None:
         replica.state = "ready"

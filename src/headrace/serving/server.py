@@ -227,6 +227,26 @@ class ModelBinding:
             logger.error("rolled %s@%s back to version %s", self.name, self.alias, move.version)
 
 
+async def _watch_alias_during(
+    binding: ModelBinding, target: int, abandon: asyncio.Event, poll: float
+) -> None:
+    """While replicas roll over to `target`, give the roll-over up as soon as the alias moves
+    elsewhere (a user's rollback): a replica that hangs while loading does not make the user
+    wait for --start-timeout."""
+    while True:
+        await asyncio.sleep(poll)
+        try:
+            now = await asyncio.to_thread(binding.target)
+        except Exception:  # the ledger may be briefly unreachable; look again
+            continue
+        if now != target:
+            logger.warning(
+                "%s moved to version %s during the roll-over: giving it up", binding.ref, now
+            )
+            abandon.set()
+            return
+
+
 async def _watch_model(binding: ModelBinding, pool: ReplicaPool, current: int, poll: float) -> None:
     while not pool.stopping:
         await asyncio.sleep(poll)
@@ -238,12 +258,17 @@ async def _watch_model(binding: ModelBinding, pool: ReplicaPool, current: int, p
         if target is None or target == current or target in binding.refused:
             continue
         logger.info("%s moved to version %s: rolling replicas over", binding.ref, target)
+        pool.abandon = asyncio.Event()
+        watch = asyncio.ensure_future(_watch_alias_during(binding, target, pool.abandon, poll))
         try:
             generation = await asyncio.to_thread(binding.generation, target)
             ok = await pool.roll_over(generation)
         except Exception as exc:
             logger.error("version %s cannot be served: %s", target, exc)
             ok = False
+        finally:
+            watch.cancel()
+            pool.abandon = None
         if ok:
             current = target
             logger.info("serving %s:%s", binding.name, target)
