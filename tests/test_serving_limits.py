@@ -276,6 +276,7 @@ def test_invoke_gets_the_model_its_route_binds(tmp_path):
     assert Path(answer["file"]).exists()
 
 
+@pytest.mark.slow
 def test_a_roll_over_to_a_hanging_version_is_given_up_when_the_alias_moves_back(tmp_path):
     project = tmp_path / "project"
     shutil.copytree(APP, project)
