@@ -362,3 +362,18 @@ def test_a_scorer_pins_the_alias_and_ships_only_its_reference(tmp_path, monkeypa
     assert out.returncode == 0, out.stderr.decode()
     assert json.loads(out.stdout) == clf.predict(X[1500:]).tolist()
     assert scorer(X[1500:])["digit"].tolist() == clf.predict(X[1500:]).tolist()
+
+
+def test_rollback_from_moves_only_if_the_alias_still_points_at_the_version(registry):
+    for n in range(2):
+        registry.push("m", {"n": n})
+    registry.set_alias("m", "production", 1)
+    registry.set_alias("m", "production", 2)  # promoted; a server finds version 2 broken
+    registry.rollback("m", "production")  # ...but the user has rolled back already
+    assert registry.rollback_from("m", "production", 2) is None  # the user's choice stands
+    assert registry.get("m", alias="production").version == 1
+    assert len(registry.alias_history("m", "production")) == 3
+    registry.set_alias("m", "production", 2)
+    back = registry.rollback_from("m", "production", 2)
+    assert (back.previous, back.version) == (2, 1)
+    assert registry.get("m", alias="production").version == 1

@@ -201,7 +201,7 @@ def test_a_replica_killed_under_load_is_replaced(serve):
     assert codes.count(200) > 100
     assert len(s.replica_pids()) == 3, s.text()  # two at start, one replacement
     assert s.metric("headrace_serving_replicas") == 2
-    assert s.metric("headrace_serving_replicas_replaced") == 1
+    assert s.metric("headrace_serving_replicas_replaced_total") == 1
 
 
 @pytest.mark.slow
@@ -253,7 +253,15 @@ def test_other_hosts_need_the_token(serve, project):
     assert httpx.post(f"{s.url}/items/1", content=b"{}", headers=wrong).status_code == 401
     good = {"authorization": f"Bearer {TOKEN}"}
     assert httpx.post(f"{s.url}/items/1", content=b"{}", headers=good).status_code == 200
+    lower = {"authorization": f"bearer {TOKEN}"}  # the scheme is case-insensitive
+    assert httpx.post(f"{s.url}/items/1", content=b"{}", headers=lower).status_code == 200
+    bare = {"authorization": TOKEN}
+    assert httpx.post(f"{s.url}/items/1", content=b"{}", headers=bare).status_code == 401
     assert httpx.get(f"{s.url}/_headrace/metrics").status_code == 401
+    # the URL announced for an IPv6 address has it in brackets
+    v6 = serve("--host", "::1", "--replicas", "1")
+    assert f"http://[::1]:{v6.port}" in v6.text()
+    assert httpx.get(f"http://[::1]:{v6.port}/_headrace/health").status_code == 200
 
 
 # -- model versions -------------------------------------------------------------------------

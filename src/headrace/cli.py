@@ -368,7 +368,8 @@ def invoke(
     if event_file is not None:
         from headrace.cli_serve import invoke_here
 
-        invoke_here(load_app(settings).spec(name), event_file, settings)
+        application = load_app(settings)
+        invoke_here(application.spec(name), event_file, settings, routes=application.routes)
         return
     event = cli_common.json_option(payload, "--payload")
     spec = load_app(settings).spec(name)

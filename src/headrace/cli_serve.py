@@ -38,12 +38,25 @@ def _read_event(path: Path) -> Any:
     return cli_common.json_option(text, f"--event {path}")
 
 
-def invoke_here(spec: Any, event_file: Path, settings: Any) -> None:
+def invoke_here(spec: Any, event_file: Path, settings: Any, *, routes: Any = ()) -> None:
     """Run `spec`'s handler once in this process; print its result, or Lambda's error JSON
-    (errorMessage, errorType, stackTrace) and exit 1."""
+    (errorMessage, errorType, stackTrace) and exit 1. When a route binds the function to a
+    model, the handler sees the model's environment as a replica of `headrace serve` would."""
     from headrace.serving.local_invoke import invoke_locally
+    from headrace.serving.server import ModelBinding
 
     event = _read_event(event_file)
+
+    def registry():  # type: ignore[no-untyped-def]
+        from headrace.models import ModelRegistry
+
+        return ModelRegistry.from_settings(settings)
+
+    binding = ModelBinding([r for r in routes if r.function == spec.name], registry)
+    if binding.ref:
+        environment = binding.generation(binding.target())
+        os.environ.update(environment)  # before the handler's module is imported
+        err.print(f"model {environment['HEADRACE_MODEL']}", markup=False)
     try:
         result = invoke_locally(
             spec, event, storage_url=settings.storage_url, sys_path=[str(settings.project_dir)]
@@ -169,9 +182,24 @@ def serve(
     max_body: Annotated[int, typer.Option(min=1, help="Largest request body, bytes.")] = 6
     * 1024
     * 1024,
+    max_header: Annotated[
+        int, typer.Option(min=1024, help="Largest request line + headers, bytes; more get 431.")
+    ] = 64 * 1024,
+    read_timeout: Annotated[
+        float,
+        typer.Option(help="Seconds for a request to arrive whole once begun; then 408, closed."),
+    ] = 30.0,
     max_concurrency: Annotated[
         int, typer.Option(min=1, help="Requests in flight; more get 503 with Retry-After.")
     ] = 256,
+    start_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Seconds a replica may take to import its handlers and load its model; a "
+            "new model version slower than that is rolled back.",
+        ),
+    ] = 120.0,
     drain_timeout: Annotated[
         float, typer.Option(help="Seconds to finish requests on SIGTERM.")
     ] = 30.0,
@@ -208,6 +236,7 @@ def serve(
         min_replicas=min_replicas,
         max_replicas=max_replicas,
         timeout=per_request,
+        start_timeout=start_timeout,
     )
     options = ServeOptions(
         host=host,
@@ -215,6 +244,8 @@ def serve(
         port=port,
         token=token,
         max_body=max_body,
+        max_header=max_header,
+        read_timeout=read_timeout,
         max_concurrency=max_concurrency,
         drain_timeout=drain_timeout,
         access_log=sys.stderr if access_log else None,

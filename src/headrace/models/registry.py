@@ -405,34 +405,54 @@ class ModelRegistry:
         check_alias(alias)
         with self.ledger.begin() as conn:
             self._lock(conn, name)
-            last = conn.execute(
-                select(alias_moves)
-                .where(alias_moves.c.name == name, alias_moves.c.alias == alias)
-                .order_by(alias_moves.c.id.desc())
-                .limit(1)
-            ).first()
-            if last is None or last.previous is None:
-                raise ModelNotFound(
-                    f"alias {alias!r} of model {name!r}",
-                    "has no earlier version to go back to"
-                    if last is not None
-                    else "has never been set",
-                    f"point it at a version with `headrace models alias {name} {alias} VERSION`",
+            return self._roll_back(conn, name, alias)
+
+    def rollback_from(self, name: str, alias: str, version: int) -> AliasMove | None:
+        """Roll `alias` back only if it still points at `version`, in one transaction under the
+        model's lock; None (nothing moved) if someone moved it meanwhile. A server giving up on a
+        version uses this so that it never undoes a move a user made after the failure."""
+        check_name(name)
+        check_alias(alias)
+        with self.ledger.begin() as conn:
+            self._lock(conn, name)
+            current = conn.execute(
+                select(model_aliases.c.version).where(
+                    model_aliases.c.name == name, model_aliases.c.alias == alias
                 )
-            exists = conn.execute(
-                select(model_versions.c.version).where(
-                    model_versions.c.name == name, model_versions.c.version == last.previous
-                )
-            ).first()
-            if exists is None:
-                raise ModelNotFound(
-                    f"version {last.previous} of model {name!r}",
-                    f"was deleted, so alias {alias!r} cannot go back to it",
-                    f"point it at a version with `headrace models alias {name} {alias} VERSION`",
-                )
-            move = self._move_alias(conn, name, alias, last.previous)
-            assert move is not None  # the last move changed it, so it is not there now
-            return move
+            ).scalar()
+            if current != version:
+                return None
+            return self._roll_back(conn, name, alias)
+
+    def _roll_back(self, conn: Connection, name: str, alias: str) -> AliasMove:
+        last = conn.execute(
+            select(alias_moves)
+            .where(alias_moves.c.name == name, alias_moves.c.alias == alias)
+            .order_by(alias_moves.c.id.desc())
+            .limit(1)
+        ).first()
+        if last is None or last.previous is None:
+            raise ModelNotFound(
+                f"alias {alias!r} of model {name!r}",
+                "has no earlier version to go back to"
+                if last is not None
+                else "has never been set",
+                f"point it at a version with `headrace models alias {name} {alias} VERSION`",
+            )
+        exists = conn.execute(
+            select(model_versions.c.version).where(
+                model_versions.c.name == name, model_versions.c.version == last.previous
+            )
+        ).first()
+        if exists is None:
+            raise ModelNotFound(
+                f"version {last.previous} of model {name!r}",
+                f"was deleted, so alias {alias!r} cannot go back to it",
+                f"point it at a version with `headrace models alias {name} {alias} VERSION`",
+            )
+        move = self._move_alias(conn, name, alias, last.previous)
+        assert move is not None  # the last move changed it, so it is not there now
+        return move
 
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasMove]:
         """The moves of one alias (or of all the model's aliases), oldest first."""

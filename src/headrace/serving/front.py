@@ -37,6 +37,8 @@ NOT_FOUND = _message(404, "Not Found")
 FORBIDDEN = _message(403, "Forbidden")
 UNAUTHORIZED = _message(401, "Unauthorized")
 TOO_LARGE = _message(413, "Request Entity Too Large")
+HEADERS_TOO_LARGE = _message(431, "Request Header Fields Too Large")
+READ_TIMEOUT = _message(408, "Request Timeout")
 BAD_REQUEST = _message(400, "Bad Request")
 UNAVAILABLE = (503, [*_JSON, (b"retry-after", b"1")], b'{"message": "Service Unavailable"}')
 DRAINING = (
@@ -59,13 +61,19 @@ class FrontConfig:
         observe: Callable[[int, str, int, float, int], None],
         metrics_text: Callable[[], bytes],
         access: Callable[[str], None] | None,
+        max_header: int = 64 * 1024,
+        read_timeout: float = 30.0,
+        on_read_timeout: Callable[[], None] | None = None,
     ) -> None:
         self.routes = routes
         self.route_index = {id(r): i for i, r in enumerate(routes.routes)}
         self.api_keys = {i: r.api_key.encode() for i, r in enumerate(routes.routes) if r.api_key}
         self.pool = pool
-        self.token = b"Bearer " + token if token else None
+        self.token = token or None
         self.max_body = max_body
+        self.max_header = max_header  # bytes of request line + headers
+        self.read_timeout = read_timeout  # seconds a started request may take to arrive whole
+        self.on_read_timeout = on_read_timeout  # counts connections closed for it
         self.max_concurrency = max_concurrency
         self.timeouts = timeouts  # seconds, by route index
         self.observe = observe  # (route index, method, status, seconds, body bytes)
@@ -82,11 +90,15 @@ class HttpConnection(asyncio.Protocol):
         "body",
         "busy",
         "cfg",
+        "completed",
+        "head_size",
         "headers",
+        "in_head",
         "parser",
         "peer",
         "queue",
         "size",
+        "timer",
         "too_large",
         "transport",
         "url",
@@ -104,6 +116,10 @@ class HttpConnection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.size = 0
         self.too_large = False
+        self.in_head = True  # reading a request line and headers (or waiting for one)
+        self.head_size = 0
+        self.completed = False  # a request ended in the data being fed
+        self.timer: asyncio.TimerHandle | None = None
 
     # -- connection -------------------------------------------------------------------------------
 
@@ -113,18 +129,62 @@ class HttpConnection(asyncio.Protocol):
         if peer:
             self.peer = str(peer[0]).encode()
         self.cfg.connections.add(self)
+        if self.cfg.read_timeout > 0:  # a first request must begin and arrive within it too
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_later(self.cfg.read_timeout, self._timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.cfg.connections.discard(self)
         self.transport = None
+        self._stop_timer()
 
     def data_received(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self.completed = False
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._reply_now(*BAD_REQUEST, close=True)
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError):
+            self._reject(BAD_REQUEST)
+            return
+        # httptools keeps a header whole in memory until it ends: bound the head by what has
+        # arrived for it (a pipelined chunk that ended a request is not counted, so the bound
+        # is reached within one read of the limit)
+        if self.in_head and not self.completed:
+            self.head_size += len(data)
+            if self.head_size > self.cfg.max_header:
+                self._reject(HEADERS_TOO_LARGE)
+
+    def _stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.transport is not None and not self.transport.is_closing():
+            if self.cfg.on_read_timeout is not None:
+                self.cfg.on_read_timeout()
+            self._reject(READ_TIMEOUT)
+
+    def _reject(self, answer: tuple[int, list[tuple[bytes, bytes]], bytes]) -> None:
+        """Answer a request refused before it reached a route and close: it is counted (route
+        "-") and logged like any other."""
+        self._stop_timer()
+        status, headers, body = answer
+        self._reply_now(status, headers, body, close=True)
+        try:
+            method = self.parser.get_method()
         except httptools.HttpParserError:
-            self._reply_now(*BAD_REQUEST, close=True)
+            method = b"-"
+        path = self.url.partition(b"?")[0][:200] or b"-"
+        self.cfg.observe(-1, method.decode("latin-1"), status, 0.0, len(body))
+        if self.cfg.access is not None:
+            self.cfg.access(
+                f'{self.peer.decode()} "{method.decode("latin-1")} {path.decode("latin-1")}" '
+                f"{status} {len(body)} 0.0ms"
+            )
 
     def close_if_idle(self) -> None:
         if not self.busy and self.transport is not None:
@@ -138,6 +198,10 @@ class HttpConnection(asyncio.Protocol):
         self.body = []
         self.size = 0
         self.too_large = False
+        self.in_head = True
+        if self.timer is None and self.cfg.read_timeout > 0:
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_later(self.cfg.read_timeout, self._timed_out)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -153,17 +217,25 @@ class HttpConnection(asyncio.Protocol):
             self.too_large = True
 
     def on_body(self, body: bytes) -> None:
+        if self.too_large:
+            return
         self.size += len(body)
-        if self.size > self.cfg.max_body:
+        if self.size > self.cfg.max_body:  # a chunked body gets here; it has no Content-Length
             self.too_large = True
-        elif not self.too_large:
+            self._reject(TOO_LARGE)
+        else:
             self.body.append(body)
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.head_size = 0
         if self.too_large:  # refuse before the body is sent
-            self._reply_now(*TOO_LARGE, close=True)
+            self._reject(TOO_LARGE)
 
     def on_message_complete(self) -> None:
+        self._stop_timer()
+        self.in_head = True
+        self.completed = True
         if self.too_large:
             return
         item = (
@@ -236,7 +308,12 @@ class HttpConnection(asyncio.Protocol):
         token = self.cfg.token
         for i in range(0, len(headers), 2):
             if headers[i].lower() == b"authorization":
-                return hmac.compare_digest(headers[i + 1], token)  # type: ignore[arg-type]
+                # the scheme is case-insensitive (RFC 9110 11.1), as the metrics server has it
+                scheme, _, credentials = headers[i + 1].partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(
+                    credentials.strip(),
+                    token,  # type: ignore[arg-type]
+                )
         return False
 
     @staticmethod

@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -124,6 +125,8 @@ class ReplicaPool:
         self._tmp = Path(tempfile.mkdtemp(prefix="headrace-serve-"))
         self._tasks: set[asyncio.Task[Any]] = set()
         self._low_since: float | None = None
+        # set to give up a roll-over whose new replica is still starting (its alias moved on)
+        self.abandon: asyncio.Event | None = None
         self.loop = asyncio.get_event_loop()
 
     # -- starting and stopping replicas ---------------------------------------------------------
@@ -148,8 +151,13 @@ class ReplicaPool:
     async def spawn(self, generation: dict[str, str], *, serve: bool = True) -> Replica:
         """Start one replica and wait until it has imported its handlers; with `serve`, it
         then takes requests. Raises RuntimeError when it exits or stalls first."""
-        config = {**self.config, "parent": os.getpid(), "environment": generation}
         number = next(self._numbers)
+        config = {
+            **self.config,
+            "parent": os.getpid(),
+            "environment": generation,
+            "scratch": str(self._tmp / f"scratch-{number}"),
+        }
         path = self._tmp / f"replica-{number}.json"
         path.write_text(json.dumps(config))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -164,12 +172,11 @@ class ReplicaPool:
         await self.loop.create_unix_connection(lambda: _ReplicaProtocol(self, replica), sock=ours)
         try:
             assert replica.ready is not None
-            info = await asyncio.wait_for(replica.ready, self.options.start_timeout)
+            info = await self._wait_ready(replica, generation)
         except (TimeoutError, RuntimeError) as exc:
             self._kill(replica)
-            raise RuntimeError(
-                f"replica {number} did not start ({exc or 'timed out'}); see its log above"
-            ) from None
+            reason = str(exc) or f"not ready after --start-timeout {self.options.start_timeout:g} s"
+            raise RuntimeError(f"replica {number} did not start ({reason})") from None
         logger.info(
             "replica %d ready (pid %s) %s",
             number,
@@ -179,6 +186,26 @@ class ReplicaPool:
         if serve:
             self._serve(replica)
         return replica
+
+    async def _wait_ready(self, replica: Replica, generation: dict[str, str]) -> Any:
+        assert replica.ready is not None
+        abandon = self.abandon
+        if abandon is None or generation == self.generation:
+            return await asyncio.wait_for(replica.ready, self.options.start_timeout)
+        waiter = asyncio.ensure_future(abandon.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {replica.ready, waiter},
+                timeout=self.options.start_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            waiter.cancel()
+        if replica.ready in done:
+            return replica.ready.result()
+        if waiter in done:
+            raise RuntimeError("given up: the alias moved on while it started")
+        raise TimeoutError
 
     def _serve(self, replica: Replica) -> None:
         replica.state = "ready"
@@ -400,10 +427,11 @@ class ReplicaPool:
             if replica.proc.poll() is None:
                 self._kill(replica)
                 await asyncio.to_thread(replica.proc.wait)
-        with contextlib.suppress(OSError):
-            for path in self._tmp.iterdir():
-                path.unlink()
-            self._tmp.rmdir()
+        self.remove_folder()
+
+    def remove_folder(self) -> None:
+        """The serve folder: replica configurations and their scratch folders."""
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
     def snapshot(self) -> dict[str, Any]:
         return {

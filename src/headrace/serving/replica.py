@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import select
+import shutil
 import socket
 import sys
 import tempfile
@@ -61,7 +62,13 @@ class Route:
 class Replica:
     def __init__(self, config: dict[str, Any], sock: socket.socket) -> None:
         self.sock = sock
-        self.tmp_root = Path(tempfile.mkdtemp(prefix="headrace-replica-"))
+        # inside the front's serve folder when given, so the front removes it even after a kill
+        scratch = config.get("scratch")
+        if scratch:
+            self.tmp_root = Path(scratch)
+            self.tmp_root.mkdir(parents=True, exist_ok=True)
+        else:
+            self.tmp_root = Path(tempfile.mkdtemp(prefix="headrace-replica-"))
         self.storage_url: str = config["storage_url"]
         self.routes = [
             Route(spec, resolve_target(spec["handler"], config["sys_path"]))
@@ -188,7 +195,11 @@ class Replica:
         except ValueError as exc:
             response = error_response(400, f"the body is not JSON: {exc}")
         else:
-            response = self._call(route, lambda: route.handler(value, self.context(route)))
+            context = self.context(route)
+            try:
+                response = self._call(route, lambda: route.handler(value, context))
+            finally:
+                context.cleanup()  # the request's scratch folder goes with it
         return protocol.frame(protocol.RESPONSE, request_id, protocol.encode_response(response))
 
     def _call(self, route: Route, call: Callable[[], Any]) -> Response:
@@ -199,6 +210,21 @@ class Replica:
         except Exception:
             logger.error("%s failed:\n%s", route.function, traceback.format_exc())
         return internal_error()
+
+    def _call_one(self, route: Route, value: Any) -> Response:
+        """A batched handler called with a batch of one."""
+        context = self.context(route)
+
+        def call() -> Any:
+            results = route.handler([value], context)
+            if not isinstance(results, list | tuple) or len(results) != 1:
+                raise MalformedResponse(f"a batch of 1 returned {results!r:.40}")
+            return results[0]
+
+        try:
+            return self._call(route, call)
+        finally:
+            context.cleanup()
 
     def answer_batch(self, route: Route, items: list[tuple[int, Request]]) -> list[bytes]:
         values: list[Any] = []
@@ -211,8 +237,9 @@ class Replica:
                 ready.append((request_id, error_response(400, f"the body is not JSON: {exc}")))
         responses: list[Response] = []
         if values:
+            context = self.context(route)
             try:
-                results = route.handler(values, self.context(route))
+                results = route.handler(values, context)
                 if not isinstance(results, list | tuple) or len(results) != len(values):
                     got = len(results) if isinstance(results, list | tuple) else results
                     raise MalformedResponse(f"a batch of {len(values)} returned {got!r:.40}")
@@ -222,7 +249,15 @@ class Replica:
                 responses = [internal_error()] * len(values)
             except Exception:
                 logger.error("%s failed:\n%s", route.function, traceback.format_exc())
-                responses = [internal_error()] * len(values)
+                if len(values) == 1:
+                    responses = [internal_error()]
+                else:  # one bad body must not fail the others batched with it: one at a time
+                    logger.info(
+                        "%s: retrying a batch of %d one by one", route.function, len(values)
+                    )
+                    responses = [self._call_one(route, value) for value in values]
+            finally:
+                context.cleanup()
         it = iter(responses)
         return [
             protocol.frame(
@@ -247,8 +282,11 @@ def main() -> None:
     replica = Replica(config, sock)
     ready = json.dumps({"pid": os.getpid(), "model": config.get("environment", {})}).encode()
     sock.sendall(protocol.frame(protocol.READY, 0, ready))
-    with contextlib.suppress(ConnectionError, OSError):  # the front went away
-        replica.run()
+    try:
+        with contextlib.suppress(ConnectionError, OSError):  # the front went away
+            replica.run()
+    finally:
+        shutil.rmtree(replica.tmp_root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 from headrace.errors import AppError
 from headrace.functions.spec import FunctionSpec
@@ -30,12 +32,28 @@ class ServeOptions:
     port: int = 8000
     token: bytes | None = None  # required of every request when set
     max_body: int = 6 * 1024 * 1024  # bytes; Lambda's synchronous payload limit
+    max_header: int = 64 * 1024  # bytes of request line + headers; more get 431
+    read_timeout: float = 30.0  # seconds for a started request to arrive whole; then 408
     max_concurrency: int = 256  # requests in flight at once; more get 503 + Retry-After
     drain_timeout: float = 30.0
     timeout: float | None = None  # per request, seconds; default: each function's timeout
     model_poll: float = 1.0  # seconds between looks at a bound model's alias
     access_log: TextIO | None = field(default_factory=lambda: sys.stderr)
     pool: PoolOptions = field(default_factory=PoolOptions)
+
+
+class _ReplacedCounter:
+    """The pool's own count of replaced replicas, exposed as the counter it is (it only grows)."""
+
+    def __init__(self, pool: ReplicaPool) -> None:
+        self.pool = pool
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "headrace_serving_replicas_replaced",
+            "Replicas replaced after a crash or hang",
+            value=self.pool.replaced,
+        )
 
 
 class ServingMetrics:
@@ -72,12 +90,12 @@ class ServingMetrics:
         g.set_function(lambda: max(0, pool.in_flight - len(pool.ready)))
         g = Gauge("headrace_serving_replicas", "Replicas taking requests", registry=self.registry)
         g.set_function(lambda: len(pool.ready))
-        g = Gauge(
-            "headrace_serving_replicas_replaced",
-            "Replicas replaced after a crash or hang",
+        self.read_timeouts = Counter(
+            "headrace_http_read_timeouts_total",
+            "Connections closed because a request did not arrive whole in --read-timeout",
             registry=self.registry,
         )
-        g.set_function(lambda: pool.replaced)
+        self.registry.register(_ReplacedCounter(pool))
         self._children: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
 
     def observe(self, index: int, method: str, status: int, seconds: float, size: int) -> None:
@@ -194,10 +212,39 @@ class ModelBinding:
         self.refused.add(failed)
         if self.alias is None:
             return
-        registry = self.registry_factory()
-        if registry.get(self.name, alias=self.alias).version == failed:
-            move = registry.rollback(self.name, self.alias)
+        # one compare-and-move under the model's lock: a user's move made after the failure
+        # (a rollback, a new promotion) is never undone
+        move = self.registry_factory().rollback_from(self.name, self.alias, failed)
+        if move is None:
+            logger.error(
+                "version %s of %s failed; %s@%s was moved meanwhile, so it is left where it is",
+                failed,
+                self.name,
+                self.name,
+                self.alias,
+            )
+        else:
             logger.error("rolled %s@%s back to version %s", self.name, self.alias, move.version)
+
+
+async def _watch_alias_during(
+    binding: ModelBinding, target: int, abandon: asyncio.Event, poll: float
+) -> None:
+    """While replicas roll over to `target`, give the roll-over up as soon as the alias moves
+    elsewhere (a user's rollback): a replica that hangs while loading does not make the user
+    wait for --start-timeout."""
+    while True:
+        await asyncio.sleep(poll)
+        try:
+            now = await asyncio.to_thread(binding.target)
+        except Exception:  # the ledger may be briefly unreachable; look again
+            continue
+        if now != target:
+            logger.warning(
+                "%s moved to version %s during the roll-over: giving it up", binding.ref, now
+            )
+            abandon.set()
+            return
 
 
 async def _watch_model(binding: ModelBinding, pool: ReplicaPool, current: int, poll: float) -> None:
@@ -211,17 +258,36 @@ async def _watch_model(binding: ModelBinding, pool: ReplicaPool, current: int, p
         if target is None or target == current or target in binding.refused:
             continue
         logger.info("%s moved to version %s: rolling replicas over", binding.ref, target)
+        pool.abandon = asyncio.Event()
+        watch = asyncio.ensure_future(_watch_alias_during(binding, target, pool.abandon, poll))
         try:
             generation = await asyncio.to_thread(binding.generation, target)
             ok = await pool.roll_over(generation)
         except Exception as exc:
             logger.error("version %s cannot be served: %s", target, exc)
             ok = False
+        finally:
+            watch.cancel()
+            pool.abandon = None
         if ok:
             current = target
             logger.info("serving %s:%s", binding.name, target)
         else:
             await asyncio.to_thread(binding.roll_back, target)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        return socket.create_server(
+            (host, port), backlog=1024, family=socket.AF_INET6 if ":" in host else socket.AF_INET
+        )
+    except OSError as exc:
+        raise AppError(
+            f"--host {host} --port {port}",
+            f"cannot listen there: {os.strerror(exc.errno) if exc.errno else exc}",
+            "stop what uses that port (`ss -ltnp` names it) or choose another --port "
+            "(0 takes any free one)",
+        ) from None
 
 
 async def serve_async(
@@ -236,56 +302,77 @@ async def serve_async(
     table = RouteTable(routes)
     ordered = table.routes  # the order replicas index routes by
     config = {**config, "routes": [config["routes"][routes.index(r)] for r in ordered]}
+    sock = _listen(options.host, options.port)  # before any replica starts: a used port fails fast
     pool = ReplicaPool(config, options.pool)
-    version = await asyncio.to_thread(binding.target)
-    generation = await asyncio.to_thread(binding.generation, version)
-    await pool.start(generation)
-    metrics = ServingMetrics(ordered, pool)
-    access = AccessLog(options.access_log, loop) if options.access_log else None
-    cfg = FrontConfig(
-        table,
-        pool,
-        token=options.token,
-        max_body=options.max_body,
-        max_concurrency=options.max_concurrency,
-        timeouts=[options.timeout or r["timeout"] for r in config["routes"]],
-        observe=metrics.observe,
-        metrics_text=metrics.text,
-        access=access,
-    )
-    sock = socket.create_server(
-        (options.host, options.port),
-        backlog=1024,
-        family=socket.AF_INET6 if ":" in options.host else socket.AF_INET,
-    )
-    server = await loop.create_server(lambda: HttpConnection(cfg), sock=sock)
-    port = sock.getsockname()[1]
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    watcher = None
-    if version is not None:
-        watcher = loop.create_task(_watch_model(binding, pool, version, options.model_poll))
-    model = f", model {binding.name}:{version}" if version is not None else ""
-    announce(
-        f"serving {len(routes)} routes on http://{options.host}:{port} "
-        f"with {len(pool.ready)} replicas{model}"
-    )
-    await stop.wait()
-    announce(f"draining: {pool.in_flight} requests in flight")
-    cfg.draining = True
-    if watcher is not None:
-        watcher.cancel()
-    server.close()
-    for conn in list(cfg.connections):
-        conn.close_if_idle()
-    await pool.shutdown(options.drain_timeout)
-    for conn in list(cfg.connections):
-        if conn.transport is not None:
-            conn.transport.close()
-    if access is not None:
-        access.flush(again=False)
-    announce("stopped")
+    try:
+        version = await asyncio.to_thread(binding.target)
+        generation = await asyncio.to_thread(binding.generation, version)
+        try:
+            await pool.start(generation)
+        except RuntimeError as exc:
+            what = f"model {binding.name}:{version}" if version is not None else "the app's routes"
+            raise AppError(
+                what,
+                f"its replicas did not start: {exc}",
+                "fix what the replica's log above shows "
+                "(or raise --start-timeout if it only loads slowly)"
+                + (
+                    f", or point {binding.name}@{binding.alias} at a version that loads "
+                    f"(`headrace models rollback {binding.name} {binding.alias}`)"
+                    if version is not None and binding.alias
+                    else ""
+                ),
+            ) from None
+        metrics = ServingMetrics(ordered, pool)
+        access = AccessLog(options.access_log, loop) if options.access_log else None
+        cfg = FrontConfig(
+            table,
+            pool,
+            token=options.token,
+            max_body=options.max_body,
+            max_header=options.max_header,
+            read_timeout=options.read_timeout,
+            on_read_timeout=metrics.read_timeouts.inc,
+            max_concurrency=options.max_concurrency,
+            timeouts=[options.timeout or r["timeout"] for r in config["routes"]],
+            observe=metrics.observe,
+            metrics_text=metrics.text,
+            access=access,
+        )
+        server = await loop.create_server(lambda: HttpConnection(cfg), sock=sock)
+        port = sock.getsockname()[1]
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        watcher = None
+        if version is not None:
+            watcher = loop.create_task(_watch_model(binding, pool, version, options.model_poll))
+        shown_host = f"[{options.host}]" if ":" in options.host else options.host
+        model = f", model {binding.name}:{version}" if version is not None else ""
+        announce(
+            f"serving {len(routes)} routes on http://{shown_host}:{port} "
+            f"with {len(pool.ready)} replicas{model}"
+        )
+        await stop.wait()
+        announce(f"draining: {pool.in_flight} requests in flight")
+        cfg.draining = True
+        if watcher is not None:
+            watcher.cancel()
+        server.close()
+        for conn in list(cfg.connections):
+            conn.close_if_idle()
+        await pool.shutdown(options.drain_timeout)
+        for conn in list(cfg.connections):
+            if conn.transport is not None:
+                conn.transport.close()
+        if access is not None:
+            access.flush(again=False)
+        announce("stopped")
+    finally:
+        sock.close()
+        if not pool.stopping:  # a start that failed half-way: its replicas go too
+            await pool.shutdown(0)
+        pool.remove_folder()  # also when a start fails or the drain is cut short
 
 
 def run(

@@ -1,5 +1,7 @@
 """A route bound to digits@production, for the roll-over tests."""
 
+import os
+
 import numpy as np
 
 from headrace import App
@@ -15,3 +17,10 @@ def classify(batch, context):
 
 
 app.http("POST /classify", classify, payload="json", model="digits@production", max_batch_size=16)
+
+
+def which(event, context):
+    return {"model": current_version(), "file": os.environ.get("MODEL_FILE")}
+
+
+app.http("GET /which", which, model="digits@production", model_env="MODEL_FILE")

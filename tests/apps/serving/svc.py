@@ -58,3 +58,18 @@ app.http("GET /malformed", malformed)
 app.http("GET /fails", fails)
 app.http("GET /slow", "slow")
 app.http("POST /plus", plus_one, payload="json", max_batch_size=32, max_wait_ms=20)
+
+
+def scratch(event, context):
+    (context.tmp_dir / "f").write_bytes(b"x" * 1000)
+    return {"statusCode": 200, "body": str(context.tmp_dir)}
+
+
+app.http("POST /scratch", scratch)
+
+
+def plus_one_strict(batch, context):
+    return [{"n": item["n"] + 1, "batch": len(batch)} for item in batch]  # KeyError without "n"
+
+
+app.http("POST /plus-strict", plus_one_strict, payload="json", max_batch_size=32, max_wait_ms=50)

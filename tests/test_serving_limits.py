@@ -1,0 +1,311 @@
+"""The HTTP front's limits as a client meets them over a raw socket: oversized heads (431),
+chunked bodies over --max-body (413), slow clients (408 after --read-timeout), each answered,
+closed, counted in the metrics and written to the access log."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "tests" / "apps" / "serving"
+pytest.importorskip("httptools")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Front:
+    def __init__(
+        self, project: Path, *args: str, tmp: Path | None = None, app: str | None = None
+    ) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = project / "serve.log"
+        env = {k: v for k, v in os.environ.items() if k != "HEADRACE_TOKEN"}
+        if tmp is not None:
+            env["TMPDIR"] = str(tmp)
+        if app is not None:
+            env["HEADRACE_APP"] = app
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "headrace.cli",
+                "-C",
+                str(project),
+                "serve",
+                "--port",
+                str(self.port),
+                "--replicas",
+                "1",
+                "--max-body",
+                "1000",
+                "--max-header",
+                "4096",
+                "--read-timeout",
+                "1",
+                *args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "wb"),  # noqa: SIM115 (the child holds it)
+            env=env,
+        )
+
+    def wait_ready(self) -> None:
+        deadline = time.time() + 60
+        while "serving " not in self.text():
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise AssertionError(f"serve did not start:\n{self.text()}")
+            time.sleep(0.1)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def raw(self, *parts: bytes, pause: float = 0.0) -> bytes:
+        """Send the parts (pausing between them) and read until the server closes."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            try:
+                for part in parts:
+                    s.sendall(part)
+                    time.sleep(pause)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # closed on us mid-send: the answer is still to be read
+            out = b""
+            try:
+                while chunk := s.recv(65536):
+                    out += chunk
+            except ConnectionResetError:
+                pass
+            return out
+
+    def requests_total(self, code: int) -> float:
+        text = httpx.get(f"{self.url}/_headrace/metrics").text
+        found = re.search(
+            rf'^headrace_http_requests_total\{{code="{code}",route="-"\}} (\S+)$', text, re.M
+        )
+        return float(found.group(1)) if found else 0.0
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(f"{self.url}/_headrace/metrics").text
+        found = re.search(rf"^{name} (\S+)$", text, re.M)
+        assert found, text
+        return float(found.group(1))
+
+
+@pytest.fixture(scope="module")
+def front(tmp_path_factory):
+    project = tmp_path_factory.mktemp("limits") / "project"
+    shutil.copytree(APP, project)
+    server = Front(project)
+    server.wait_ready()
+    yield server
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        server.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
+
+
+def _access_lines(front: Front, code: int) -> list[str]:
+    time.sleep(0.7)  # the access log is written every half second
+    return [line for line in front.text().splitlines() if f'" {code} ' in line]
+
+
+def test_a_head_over_max_header_gets_431_and_is_closed(front):
+    before = front.requests_total(431)
+    # one endless header line: refused once 4 KiB of head arrived, not read to its end
+    answer = front.raw(
+        b"POST /items/1 HTTP/1.1\r\nHost: x\r\nX-Big: ", *[b"a" * 1024] * 64, pause=0.005
+    )
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    assert b"connection: close" in answer
+    assert front.requests_total(431) == before + 1
+    assert _access_lines(front, 431)
+    # a head under the limit is served as before
+    ok = httpx.post(f"{front.url}/items/1", content=b"hi", headers={"x-fine": "a" * 2000})
+    assert ok.status_code == 200
+
+
+def test_a_chunked_body_over_max_body_gets_413_and_is_closed(front):
+    before = front.requests_total(413)
+    head = b"POST /items/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunk = b"200\r\n" + b"x" * 0x200 + b"\r\n"
+    answer = front.raw(head, chunk, chunk, chunk)  # 1536 bytes > --max-body 1000, never ended
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:100]
+    assert front.requests_total(413) == before + 1
+    small = front.raw(
+        head.replace(b"Host: x", b"Host: x\r\nConnection: close") + b"3\r\nabc\r\n0\r\n\r\n"
+    )
+    assert small.startswith(b"HTTP/1.1 200 "), small[:100]
+
+
+def test_a_content_length_over_max_body_and_a_parser_error_are_counted(front):
+    big, bad = front.requests_total(413), front.requests_total(400)
+    answer = front.raw(b"POST /items/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    answer = front.raw(b"POST /items/1 HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert front.requests_total(413) == big + 1
+    assert front.requests_total(400) == bad + 1
+    assert any('"POST /items/1" 413' in line for line in _access_lines(front, 413))
+
+
+def test_a_half_sent_request_is_closed_after_the_read_timeout(front):
+    before = front.metric("headrace_http_read_timeouts_total")
+    started = time.time()
+    answer = front.raw(b"POST /items/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+    assert time.time() - started < 5
+    with socket.create_connection(("127.0.0.1", front.port), timeout=10) as s:
+        assert s.recv(100).startswith(b"HTTP/1.1 408 ")  # sent nothing at all
+    assert front.metric("headrace_http_read_timeouts_total") == before + 2
+    # a request that arrives whole within the timeout is unaffected, also on a kept connection
+    with httpx.Client() as client:
+        for _ in range(2):
+            assert client.post(f"{front.url}/items/1", content=b"x").status_code == 200
+            time.sleep(0.6)
+
+
+def test_request_scratch_is_removed_after_each_request_and_the_serve_folder_on_exit(tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    server = Front(project, tmp=tmp)
+    server.wait_ready()
+    try:
+        folders = {httpx.post(f"{server.url}/scratch").text for _ in range(3)}
+        assert len(folders) == 3
+        for folder in folders:
+            assert Path(folder).is_relative_to(tmp)
+            assert not Path(folder).exists()
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0
+    assert list(tmp.iterdir()) == []
+
+
+def _serve_once(project: Path, tmp: Path, port: int, *args: str, app: str = "svc:app", **env):
+    env = {k: v for k, v in os.environ.items() if k != "HEADRACE_TOKEN"} | env
+    env.update(TMPDIR=str(tmp), HEADRACE_APP=app)
+    cmd = [sys.executable, "-m", "headrace.cli", "-C", str(project), "serve", "--port", str(port)]
+    cmd += args
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_start_errors_are_one_line_and_leave_nothing(tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        out = _serve_once(project, tmp, taken.getsockname()[1])
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and "replica 1 ready" not in out.stderr  # none started
+    assert re.search(r"^error: --host 127.0.0.1 --port \d+: cannot listen there", out.stderr, re.M)
+    assert "choose another --port" in out.stderr
+    out = _serve_once(project, tmp, 0, app="start_fails:app")
+    assert out.returncode == 2, out.stderr
+    error = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert error and "replicas did not start" in error[0], out.stderr
+    assert "Traceback" not in out.stderr.split(error[0])[1]  # the replica's own log comes before
+    assert list(tmp.iterdir()) == []
+    started = time.time()
+    out = _serve_once(
+        project, tmp, 0, "--start-timeout", "1", app="start_fails:app", START_HANGS="1"
+    )
+    assert out.returncode == 2, out.stderr
+    assert "not ready after --start-timeout 1 s" in out.stderr
+    assert time.time() - started < 30
+    assert list(tmp.iterdir()) == []
+
+
+def test_one_bad_body_in_a_batch_fails_only_its_own_request(front):
+    import concurrent.futures as futures
+
+    bodies = [{"n": n} for n in range(15)] + [{"no n": 1}]
+    with httpx.Client(base_url=front.url, timeout=30) as client:
+        for _ in range(3):  # sent at once, so most share one batch with the bad body
+            with futures.ThreadPoolExecutor(16) as pool:
+                answers = list(pool.map(lambda b: client.post("/plus-strict", json=b), bodies))
+            assert [a.status_code for a in answers] == [200] * 15 + [502]
+            assert [a.json()["n"] for a in answers[:15]] == list(range(1, 16))
+            time.sleep(0.7)  # the serve log is written every half second
+            if "retrying a batch of" in front.text():
+                break  # the bad body did share a batch, and only it failed
+        else:
+            pytest.fail("the bad body was never batched with good ones")
+
+
+def test_replaced_replicas_are_a_counter(front):
+    text = httpx.get(f"{front.url}/_headrace/metrics").text
+    assert re.search(r"^# TYPE headrace_serving_replicas_replaced(_total)? counter$", text, re.M)
+    assert front.metric("headrace_serving_replicas_replaced_total") == 0
+
+
+def test_invoke_gets_the_model_its_route_binds(tmp_path):
+    pytest.importorskip("sklearn")  # model_svc imports numpy and loads scikit-learn models
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    env = {k: v for k, v in os.environ.items() if k != "HEADRACE_TOKEN"}
+    env["HEADRACE_APP"] = "model_svc:app"
+    push = "import headrace.models as m; m.push('digits', {'k': 1}, alias='production')"
+    subprocess.run([sys.executable, "-c", push], cwd=project, env=env, check=True)
+    (project / "event.json").write_text("{}")
+    cmd = [sys.executable, "-m", "headrace.cli", "-C", str(project), "invoke", "which"]
+    out = subprocess.run(
+        [*cmd, "--event", str(project / "event.json")], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    answer = json.loads(out.stdout)
+    assert answer["model"] == "digits:1"
+    assert Path(answer["file"]).exists()
+
+
+@pytest.mark.slow
+def test_a_roll_over_to_a_hanging_version_is_given_up_when_the_alias_moves_back(tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    env = {k: v for k, v in os.environ.items() if k != "HEADRACE_TOKEN"}
+    env["HEADRACE_APP"] = "hang_svc:app"
+
+    def run(code: str) -> None:
+        subprocess.run([sys.executable, "-c", code], cwd=project, env=env, check=True)
+
+    run("import headrace.models as m; m.push('digits', {'hang': False}, alias='production')")
+    run("import headrace.models as m; m.push('digits', {'hang': True})")
+    server = Front(project, "--start-timeout", "120", app="hang_svc:app")
+    try:
+        server.wait_ready()
+        run("import headrace.models as m; m.set_alias('digits', 'production', 2)")
+        deadline = time.time() + 30
+        while "rolling replicas over" not in server.text():
+            assert time.time() < deadline, server.text()
+            time.sleep(0.1)
+        run("import headrace.models as m; m.rollback('digits', 'production')")
+        started = time.time()
+        while "giving it up" not in server.text():
+            assert time.time() - started < 15, server.text()  # not --start-timeout's 120 s
+            time.sleep(0.1)
+        assert httpx.get(f"{server.url}/which").text == "digits:1"
+        run(
+            "import headrace.models as m; "
+            "assert m.get('digits', alias='production').version == 1"  # the user's choice stands
+        )
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(timeout=30)
