@@ -162,10 +162,10 @@ def test_timeout_stops_the_worker_and_retries(running):
     inv = running.invoke("too_slow")
     row = running.wait(inv, timeout=30)
     assert row["status"] == "dead" and row["attempts"] == 2
-    assert "InvocationTimeout" in row["error"] and "0.5 s" in row["error"]
+    assert "InvocationTimeout" in row["error"] and "2 s" in row["error"]
     attempts = running.ledger.list_attempts(invocation_id=inv)
     assert [a["status"] for a in attempts] == ["timeout", "timeout"]
-    assert all(a["duration_ms"] < 3000 for a in attempts)
+    assert all(a["duration_ms"] < 5000 for a in attempts)
     log = Path(attempts[0]["log_path"]).read_text()
     assert "going to sleep" in log and "InvocationTimeout" in log
     # the pool still works
