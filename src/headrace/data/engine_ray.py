@@ -29,9 +29,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from headrace.data.aggregation import merge_aggregates, partial_aggregates
 from headrace.data.engine import Engine, ExecutionStats
-from headrace.data.engine_local import _merge as aggregate_merge
-from headrace.data.engine_local import _partial as aggregate_partial
 from headrace.data.errors import DatasetError
 from headrace.data.ops import MapBatches, MapRows, Op, Where
 from headrace.data.plan import (
@@ -86,7 +85,7 @@ class _Partial:
         self.keys, self.aggs = keys, aggs
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return aggregate_partial(batch, self.keys, self.aggs)
+        return partial_aggregates(batch, self.keys, self.aggs)
 
 
 class _OpActor:
@@ -251,4 +250,4 @@ class RayEngine(Engine):
             _Partial(keys, node.aggs), batch_size=None, batch_format="pyarrow"
         )
         blocks = list(partials.iter_batches(batch_size=None, batch_format="pyarrow"))
-        return ray.data.from_arrow(aggregate_merge(blocks, keys, node.aggs, final=True))
+        return ray.data.from_arrow(merge_aggregates(blocks, keys, node.aggs, final=True))
