@@ -52,8 +52,11 @@ def test_kill9_during_ingest_loses_nothing_and_duplicates_nothing(tmp_path):
         outbox = home / "buckets" / "outbox" / "copy"
         deadline = time.time() + 120
         while time.time() < deadline:
-            done = sorted(p.name for p in outbox.glob("*.dat")) if outbox.exists() else []
-            if len(done) == N_OBJECTS:
+            # pathlib's glob matches hidden names too: a temp file of a write in progress is
+            # not an output
+            names = [p.name for p in outbox.iterdir()] if outbox.exists() else []
+            done = [n for n in names if n.endswith(".dat") and not n.startswith(".")]
+            if len(done) == N_OBJECTS and len(names) == N_OBJECTS:
                 break
             time.sleep(0.2)
         ledger = Ledger(f"sqlite:///{home / 'ledger.db'}")

@@ -13,7 +13,7 @@ import pytest
 
 from headrace.errors import InvalidKey, ObjectNotFound
 from headrace.storage import ObjectStore, validate_bucket_name, validate_key
-from headrace.storage.store import TEMP_PREFIX
+from headrace.storage.temp_names import TEMP_PREFIX
 
 # ------------------------------------------------------------------------------ key rules
 

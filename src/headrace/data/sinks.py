@@ -4,7 +4,9 @@ Files are written into a hidden temporary folder beside the target (`.headrace-t
 readers and headrace's watcher skip). When every block is written the folder is renamed to the
 target, or, when the target folder already exists (`mode="append"`, Ray's default), its files
 are moved in one by one (each move is a rename: a file is never seen half-written). A failure
-before that point deletes the temporary folder, so a failed write leaves nothing behind.
+before that point deletes the temporary folder, so a failed write leaves nothing behind; the
+folder of a writer that was killed is removed by the next write beside it (local folders) or by
+the watcher of the bucket it is in.
 `mode="overwrite"` replaces the target's files, `"error"` refuses an existing target,
 `"ignore"` writes nothing when it exists.
 """
@@ -23,6 +25,7 @@ import pyarrow.fs as pafs
 from headrace.data.errors import DatasetError
 from headrace.data.ops import Op, Where
 from headrace.data.paths import resolve
+from headrace.storage.temp_names import sweep_folder, temp_name
 
 EXTENSIONS = {"parquet": "parquet", "csv": "csv", "json": "json"}
 MODES = ("append", "overwrite", "error", "ignore")
@@ -100,7 +103,7 @@ class WriteTarget:
         self.file_format = file_format
         self.prefix = uuid.uuid4().hex[:12]
         parent = posixpath.dirname(self.final)
-        self.temp = posixpath.join(parent, f".headrace-tmp-{self.prefix}")
+        self.temp = posixpath.join(parent, temp_name())
         info = self.fs.get_file_info(self.final)
         if info.type == pafs.FileType.File:
             raise DatasetError(
@@ -119,6 +122,9 @@ class WriteTarget:
             raise DatasetError(
                 self.location.display, "already exists", "use mode='append' or 'overwrite'"
             )
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            # a write killed midway left its temp folder here; nothing else would remove it
+            sweep_folder(posixpath.dirname(self.final))
         self.fs.create_dir(self.temp, recursive=True)
         return WriteFiles(self.file_format, self.fs, self.temp, self.prefix, self.options)
 

@@ -35,6 +35,7 @@ from headrace.server.delivery import deliver
 from headrace.server.metrics import Metrics, serve_metrics
 from headrace.server.streams import StreamService
 from headrace.storage import ChangeWatcher, ObjectInfo, ObjectStore
+from headrace.storage.temp_names import sweep_tree
 from headrace.workflows.driver import WorkflowDriver
 
 log = logging.getLogger("headrace.coordinator")
@@ -172,6 +173,8 @@ class Coordinator:
         self.executor.start(self._wake.set)
         for bucket in self.app.buckets:
             self.store.bucket(bucket, create=True)
+        if self.store.is_local:
+            threading.Thread(target=self._sweep_temps, name="headrace-sweep", daemon=True).start()
         if self.watch and self.app.buckets:
             self._watcher = ChangeWatcher(
                 self.store, self.app.buckets, poll_interval=self.settings.poll_interval
@@ -209,6 +212,22 @@ class Coordinator:
             removed += 1
         if removed:
             log.info("removed %d scratch folders left by stopped workers", removed)
+
+    def _sweep_temps(self) -> None:
+        """Remove what writers killed midway (with a coordinator, by kill -9) left in buckets
+        nobody watches; the watcher sweeps the watched ones as it scans them."""
+        root = self.store.local_root()
+        assert root is not None
+        watched = set(self.app.buckets) if self.watch else set()
+        removed = 0
+        try:
+            for bucket in self.store.list_buckets():
+                if bucket not in watched:
+                    removed += sweep_tree(root / bucket)
+        except Exception:
+            log.exception("sweeping temp files of dead writers failed")
+        if removed:
+            log.info("removed %d temp files left by writers that died", removed)
 
     def _write_info(self) -> None:
         info = {"id": self.id, "pid": os.getpid(), "metrics": self.metrics_url}

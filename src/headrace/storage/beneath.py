@@ -125,13 +125,15 @@ def walk(
     *,
     skip_name: Callable[[str], bool],
     on_error: Callable[[str, OSError], None] | None = None,
+    on_skipped: Callable[[int, str], None] | None = None,
 ) -> Iterator[tuple[str, os.stat_result, int]]:
     """(key, lstat, folder descriptor) of every non-folder entry under `root`/`base`: regular
     files, links and anything else (the caller decides); folders are descended, links to
     folders are not. The descriptor is of the folder holding the entry, for `open_at`; it
     stays open only until the next entry is asked for.
 
-    Names for which `skip_name` is true are left out with everything below them. A folder
+    Names for which `skip_name` is true are left out with everything below them; each is given
+    to `on_skipped(folder descriptor, name)` if set (sweeping dead writers' temps). A folder
     that vanishes while walked is skipped; any other error opening or reading one goes to
     `on_error(folder key, error)` (default: skipped too).
     """
@@ -174,6 +176,8 @@ def walk(
                 os.close(fd)
                 continue
             if skip_name(entry.name):
+                if on_skipped is not None:
+                    on_skipped(fd, entry.name)
                 continue
             key = f"{rel}/{entry.name}" if rel else entry.name
             try:

@@ -21,7 +21,6 @@ import pathlib
 import shutil
 import stat as _stat
 import threading
-import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -40,11 +39,11 @@ from headrace.storage.beneath import (
     walk,
 )
 from headrace.storage.keys import RESERVED_PREFIX, validate_bucket_name, validate_key
+from headrace.storage.temp_names import temp_name
 
 logger = logging.getLogger("headrace.storage")
 
 CHUNK_SIZE = 1 << 20
-TEMP_PREFIX = RESERVED_PREFIX + "-tmp-"
 _WRITE_BUFFER = 256 * 1024
 _HEX = frozenset("0123456789abcdef")
 
@@ -351,13 +350,6 @@ def _is_bucket_name(name: str) -> bool:
     except InvalidKey:
         return False
     return True
-
-
-def _temp_name(final_name: str) -> str:
-    # Keep the final name in the temp name for whoever looks at the folder, but stay under
-    # NAME_MAX (255 bytes) once the prefix and uuid are added.
-    tail = final_name.encode("utf-8")[:120].decode("utf-8", "ignore")
-    return f"{TEMP_PREFIX}{uuid.uuid4().hex}-{tail}"
 
 
 class Bucket:
@@ -745,7 +737,7 @@ class _LocalAtomicWriter(_AtomicWriter):
             raise bucket._link_in_the_way(key, exc) from None
         except (FileExistsError, NotADirectoryError):
             raise _prefix_conflict(bucket, key) from None
-        self._tmp = _temp_name(self._final)
+        self._tmp = temp_name(self._final)
         try:
             fd = open_at(self._dir, self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except BaseException:
@@ -808,7 +800,7 @@ class _RemoteAtomicWriter(_AtomicWriter):
         super().__init__(bucket, key, path)
         folder, final_name = path.rsplit("/", 1)
         self._fs = bucket.store.fs
-        self._tmp = f"{folder}/{_temp_name(final_name)}"
+        self._tmp = f"{folder}/{temp_name(final_name)}"
         self._file: Any = self._fs.open(self._tmp, "wb")
 
     def _raw_write(self, view: memoryview) -> None:

@@ -42,6 +42,7 @@ from headrace.storage.store import (
     local_version,
     remote_signature,
 )
+from headrace.storage.temp_names import TEMP_PREFIX, remove_if_dead
 
 logger = logging.getLogger("headrace.storage")
 
@@ -593,7 +594,14 @@ class ChangeWatcher:
             self._partial_listing = True
             self._warn_once(f"scan:{root}/{rel}", "cannot list %s/%s: %s", root, rel, exc)
 
-        for key, st, _ in walk(root, skip_name=lambda name: name.startswith("."), on_error=failed):
+        def skipped(folder: int, name: str) -> None:
+            if name.startswith(TEMP_PREFIX):
+                remove_if_dead(folder, name)
+
+        hidden = walk(
+            root, skip_name=lambda name: name.startswith("."), on_error=failed, on_skipped=skipped
+        )
+        for key, st, _ in hidden:
             path = f"{root}/{key}"
             if _stat.S_ISLNK(st.st_mode):
                 self._warn_link(path)
