@@ -210,6 +210,10 @@ def alias(
         err.print(f"{escape(name)}@{escape(alias_name)} removed (was version {move.previous})")
         return
     assert version is not None
+    _point(registry, name, alias_name, version)
+
+
+def _point(registry: Any, name: str, alias_name: str, version: int) -> None:
     move = registry.set_alias(name, alias_name, version)
     if move is None:
         err.print(f"{escape(name)}@{escape(alias_name)} already points at version {version}")
@@ -227,12 +231,7 @@ def promote(
     """Point ALIAS (production) at VERSION: `headrace serve` rolls its replicas over to it, and
     moves the alias back by itself when the new version fails its health check or answers
     with errors."""
-    move = _registry().set_alias(name, alias_name, version)
-    if move is None:
-        err.print(f"{escape(name)}@{escape(alias_name)} already points at version {version}")
-    else:
-        was = f" (was {move.previous})" if move.previous is not None else ""
-        err.print(f"{escape(name)}@{escape(alias_name)} → version {version}{was}")
+    _point(_registry(), name, alias_name, version)
 
 
 @models_app.command()
