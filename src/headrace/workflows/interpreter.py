@@ -769,6 +769,8 @@ class Interpreter:
     def _wait_until(
         self, f: Frame, state: dict, effective: Any, ctx: dict, b: dict | None = None
     ) -> float:
+        if b is None and self.is_jsonata(state):
+            b = jsonata_lang.bindings(ctx.variables, ctx, f.input)  # type: ignore[attr-defined]
         if b is not None:  # JSONata: Seconds / Timestamp may be expressions
             if "Seconds" in state:
                 seconds = state["Seconds"]
