@@ -487,8 +487,7 @@ class Interpreter:
         entered = f.entered_at or self.start_time
         if f.entered_iso[0] != entered:
             f.entered_iso = (entered, iso(entered))
-        ctx = paths.Context(variables=self.visible_variables(f))
-        ctx.update(
+        ctx = paths.Context.of(
             {
                 "Execution": execution,
                 "StateMachine": machine,
@@ -497,7 +496,8 @@ class Interpreter:
                     "EnteredTime": f.entered_iso[1],
                     "RetryCount": sum(f.retries.values()),
                 },
-            }
+            },
+            self.visible_variables(f),
         )
         if f.parent is not None and self.frames[f.parent].phase == "map":
             ctx["Map"] = {"Item": {"Index": f.index, "Value": f.item}}

@@ -481,7 +481,7 @@ def evaluate_path(path: str, data: Any, context: dict | None = None) -> Any:
     if parsed.variable is not None:
         root = variable_value(parsed.variable, context, path)
     else:
-        root = (context if context is not None else {}) if parsed.context else data
+        root = (dict(context) if context is not None else {}) if parsed.context else data
     nodes = [root]
     for step in parsed.steps:
         nodes = [n for node in nodes for n in _select(step, node)]
@@ -501,15 +501,19 @@ class Context(dict):
 
     The variables are an attribute, not a key: ``$$`` never shows them, ``$name`` reads them."""
 
-    variables: dict[str, Any]
+    __slots__ = ("variables",)
 
-    def __init__(self, *args: Any, variables: dict[str, Any] | None = None, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.variables = variables if variables is not None else {}
+    @classmethod
+    def of(cls, fields: dict[str, Any], variables: dict[str, Any]) -> Context:
+        ctx = cls(fields)
+        ctx.variables = variables
+        return ctx
 
     def extend(self, **fields: Any) -> Context:
         """A copy with ``fields`` added (``Map`` for an iteration), seeing the same variables."""
-        return Context(self, variables=self.variables, **fields)
+        ctx = Context(self, **fields)
+        ctx.variables = getattr(self, "variables", {})
+        return ctx
 
 
 def variable_value(name: str, context: dict | None, path: str = "") -> Any:

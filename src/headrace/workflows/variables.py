@@ -56,8 +56,13 @@ def assigned_names(assign: Any) -> list[str]:
     return [k[:-2] if isinstance(k, str) and k.endswith(".$") else k for k in assign]
 
 
+# one encoder for every size check: json.dumps with options builds a new encoder per call
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def size(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    """The size of ``value`` as compact UTF-8 JSON, as AWS counts its payload quotas."""
+    return len(_ENCODER.encode(value).encode())
 
 
 def check_sizes(state: str, values: dict[str, Any], current: dict[str, Any]) -> None:
