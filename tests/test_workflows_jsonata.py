@@ -324,3 +324,50 @@ def test_validation():
     # JSONata fields in a JSONPath state point at the QueryLanguage to set
     jsonpath = {"StartAt": "A", "States": {"A": {"Type": "Pass", "Output": 1, "End": True}}}
     assert any("QueryLanguage" in m for _, m in _problems(jsonpath))
+
+
+def test_validation_of_delimiters_and_states_fields():
+    d = {
+        "QueryLanguage": "JSONata",
+        "StartAt": "P",
+        "States": {
+            "P": {
+                "Type": "Pass",
+                "Output": {"a": " {% 1 %}", "b": "{% 2", "c": "{% $states.result %}"},
+                "Next": "T",
+            },
+            "T": {
+                "Type": "Task",
+                "Resource": "headrace:function:f",
+                "Arguments": "{% $states.result %}",
+                "Output": "{% $states.result %}",
+                "Catch": [
+                    {
+                        "ErrorEquals": ["States.ALL"],
+                        "Output": "{% $states.errorOutput %}",
+                        "Next": "E",
+                    }
+                ],
+                "Next": "E",
+            },
+            "E": {"Type": "Pass", "Output": "{% $states.errorOutput %}", "End": True},
+        },
+    }
+    found = {(p, m.split(":")[0]) for p, m in _problems(d)}
+    paths = {p for p, _ in found}
+    assert "$.States.P.Output.a" in paths and "$.States.P.Output.b" in paths
+    assert "$.States.P.Output.c" in paths  # no result in a Pass state
+    assert "$.States.T.Arguments" in paths  # nor before the task ran
+    assert "$.States.E.Output" in paths  # errorOutput only in a Catch
+    assert "$.States.T.Output" not in paths
+    assert "$.States.T.Catch[0].Output" not in paths
+
+
+def test_eval_is_not_supported():
+    d = {
+        "QueryLanguage": "JSONata",
+        "StartAt": "P",
+        "States": {"P": {"Type": "Pass", "Output": "{% $eval('1 + 1') %}", "End": True}},
+    }
+    r = execute(d, {})
+    assert r.error == "States.QueryEvaluationError" and "$eval is not supported" in r.cause

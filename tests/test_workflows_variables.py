@@ -364,3 +364,58 @@ def test_variables_through_the_coordinator(tmp_path):
     finally:
         coordinator.stop()
         thread.join(30)
+
+
+def test_variables_in_wait_map_choice_and_fail_paths():
+    d = {
+        "StartAt": "Init",
+        "States": {
+            "Init": {
+                "Type": "Pass",
+                "Assign": {
+                    "delay": 0,
+                    "items.$": "$.values",
+                    "limit": 1,
+                    "threshold": 2,
+                    "why": "too many",
+                },
+                "Next": "Pause",
+            },
+            "Pause": {"Type": "Wait", "SecondsPath": "$delay", "Next": "Fan"},
+            "Fan": {
+                "Type": "Map",
+                "ItemsPath": "$items",
+                "MaxConcurrencyPath": "$limit",
+                "ItemProcessor": {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}},
+                "Assign": {"count.$": "States.ArrayLength($)"},
+                "Next": "Check",
+            },
+            "Check": {
+                "Type": "Choice",
+                "Choices": [
+                    {"Variable": "$count", "NumericGreaterThanPath": "$threshold", "Next": "Stop"}
+                ],
+                "Default": "Ok",
+            },
+            "Ok": {"Type": "Succeed"},
+            "Stop": {"Type": "Fail", "Error": "TooMany", "CausePath": "$why"},
+        },
+    }
+    assert execute(d, {"values": [1, 2]}).status == "SUCCEEDED"
+    r = execute(d, {"values": [1, 2, 3]})
+    assert (r.status, r.error, r.cause) == ("FAILED", "TooMany", "too many"), r
+
+
+def test_the_context_object_does_not_show_variables():
+    d = {
+        "StartAt": "A",
+        "States": {
+            "A": {"Type": "Pass", "Assign": {"hidden": 1}, "Next": "B"},
+            "B": {"Type": "Pass", "Parameters": {"c.$": "$$"}, "End": True},
+        },
+    }
+    r = execute(d, {})
+    assert r.status == "SUCCEEDED", r
+    assert type(r.output["c"]) is dict
+    assert set(r.output["c"]) == {"Execution", "StateMachine", "State"}
+    assert "hidden" not in str(r.output)

@@ -358,6 +358,8 @@ class _Validator:
         self.problems: list[Problem] = []
         self.top_language = "JSONPath"
         self.outer: list[set[str]] = []  # variables the enclosing scopes assign
+        # the $states fields the JSONata field being checked can read (result, errorOutput)
+        self.states_fields: frozenset[str] = frozenset()
 
     def add(self, path: str, state: str | None, message: str) -> None:
         self.problems.append(Problem(path, state, message))
@@ -616,10 +618,26 @@ class _Validator:
     def expressions(self, name: str | None, value: Any, path: str) -> None:
         """Check the syntax of every ``{% %}`` string in a JSONata field's value."""
         if isinstance(value, str):
-            if jsonata_lang.is_expression(value):
-                problem = jsonata_lang.syntax_problem(value)
-                if problem:
-                    self.add(path, name, problem)
+            problem = (
+                jsonata_lang.syntax_problem(value)
+                if jsonata_lang.is_expression(value)
+                else jsonata_lang.delimiter_problem(value)
+            )
+            if problem:
+                self.add(path, name, problem)
+            elif jsonata_lang.is_expression(value):
+                for field in ("result", "errorOutput"):
+                    if f"$states.{field}" in value and field not in self.states_fields:
+                        self.add(
+                            path,
+                            name,
+                            f"$states.{field} is not available here: "
+                            + (
+                                "only in the Output and Assign of a Task, Map or Parallel state"
+                                if field == "result"
+                                else "only in a Catch's Output and Assign"
+                            ),
+                        )
         elif isinstance(value, dict):
             for key, sub in value.items():
                 self.expressions(name, sub, _key(path, key))
@@ -652,11 +670,15 @@ class _Validator:
                 self.add(_key(spath, key), name, f"field {key!r} is not allowed in a {kind} state")
         if kind not in ("Choice", "Succeed", "Fail"):
             self.transition(name, state, spath, names)
+        with_result = frozenset({"result"}) if kind in ("Task", "Map", "Parallel") else frozenset()
         for field in ("Arguments", "Output", "Items", "ItemSelector", "Error", "Cause"):
             if field in state and field in allowed:
+                self.states_fields = with_result if field == "Output" else frozenset()
                 self.expressions(name, state[field], _key(spath, field))
+        self.states_fields = with_result
         if "Assign" in state and "Assign" in allowed:
             self.assign(name, state["Assign"], spath + ".Assign", jsonata=True)
+        self.states_fields = frozenset()
         if "Retry" in state and "Retry" in allowed:
             self.retry(name, state["Retry"], spath + ".Retry")
         if "Catch" in state and "Catch" in allowed:
@@ -826,10 +848,12 @@ class _Validator:
             for key in catcher:
                 if key not in (_CATCHER_JSONATA if jsonata else _CATCHER):
                     self.add(_key(cpath, key), name, f"field {key!r} is not allowed in a catcher")
+            self.states_fields = frozenset({"errorOutput"})
             if "Assign" in catcher:
                 self.assign(name, catcher["Assign"], cpath + ".Assign", jsonata=jsonata)
             if "Output" in catcher and jsonata:
                 self.expressions(name, catcher["Output"], cpath + ".Output")
+            self.states_fields = frozenset()
             self.error_equals(name, catcher, cpath, i == count - 1)
             if "Next" not in catcher:
                 self.add(cpath, name, "a catcher needs Next")

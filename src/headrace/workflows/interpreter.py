@@ -527,7 +527,8 @@ class Interpreter:
             values = jsonata_lang.resolve(spec, jsonata, "Assign")
         else:
             values = dataflow.resolve_template(spec, data, ctx)
-        variables.check_sizes(f.state or "", values, f.variables)
+        # the 10 MiB limit is per execution: count every variable this state can see
+        variables.check_sizes(f.state or "", values, getattr(ctx, "variables", f.variables))
         return values
 
     def _decide_frame(self, f: Frame, now: float) -> list[Decision]:

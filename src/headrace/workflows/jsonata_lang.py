@@ -34,6 +34,9 @@ from headrace.workflows.errors import QUERY_EVALUATION_ERROR, StatesError
 # not sendable between threads), so each thread keeps its own cache
 _LOCAL = threading.local()
 _CACHE_LIMIT = 4096
+# AWS stops an expression after 1 s ("Expression evaluation timeout") and on deep recursion
+TIMEOUT_MS = 1000
+MAX_DEPTH = 500
 _HASHES = {
     "MD5": "md5",
     "SHA-1": "sha1",
@@ -115,6 +118,10 @@ def _parse(text: Any) -> Any:
         raise ValueError(f"$parse: not valid JSON ({exc})") from None
 
 
+def _no_eval(*_args: Any) -> Any:
+    raise ValueError("$eval is not supported in Step Functions; use $parse for JSON text")
+
+
 def compile_expression(text: str) -> Any:
     """The compiled expression for ``text`` (an expression body), cached; ValueError if it
     does not parse."""
@@ -139,9 +146,24 @@ def compile_expression(text: str) -> Any:
         compiled.register("uuid", _uuid)
         compiled.register("parse", _parse)
         compiled.register_override("random", _random)
+        compiled.register_override("eval", _no_eval)
         if len(cache) < _CACHE_LIMIT:
             cache[text] = compiled
     return compiled
+
+
+def delimiter_problem(value: Any) -> str | None:
+    """Why a string that opens or closes like an expression is not one (AWS's validation:
+    ``{%`` first and ``%}`` last, with no space outside them), or None."""
+    if not isinstance(value, str) or is_expression(value):
+        return None
+    text = value.strip()
+    if text.startswith("{%") or text.endswith("%}"):
+        return (
+            f"{value[:60]!r} is not a JSONata expression: it must start with '{{%' and end "
+            "with '%}', with nothing before or after them"
+        )
+    return None
 
 
 def syntax_problem(value: str) -> str | None:
@@ -160,7 +182,9 @@ def evaluate(value: str, bindings: dict[str, Any], field: str) -> Any:
     """The value of the ``{% %}`` string ``value``; ``field`` names it in errors."""
     body = _body(value)
     try:
-        text = compile_expression(body).evaluate_json_or_none(None, bindings)
+        text = compile_expression(body).evaluate_json_or_none(
+            None, bindings, timeout=TIMEOUT_MS, max_stack_depth=MAX_DEPTH
+        )
     except ValueError as exc:
         raise _fail(
             f"The JSONata expression '{body}' specified for the field '{field}' threw an "

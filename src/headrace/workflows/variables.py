@@ -14,8 +14,8 @@ describes them.
 * Names: a letter or underscore, then letters, digits or underscores (Unicode allowed), at most
   80 characters; ``states`` is reserved (``$states`` in JSONata).
 * Sizes: one variable's value at most 256 KiB, one ``Assign`` at most 256 KiB in all, and the
-  variables of one scope at most 10 MiB; over any of these the execution fails with
-  ``States.DataLimitExceeded``.
+  variables a state can see (its scope's and the enclosing ones') at most 10 MiB, AWS's limit
+  per execution; over any of these the execution fails with ``States.DataLimitExceeded``.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def size(value: Any) -> int:
 
 def check_sizes(state: str, values: dict[str, Any], current: dict[str, Any]) -> None:
     """Raise ``States.DataLimitExceeded`` if ``values`` (about to be assigned over ``current``,
-    the scope's own variables) break a size limit."""
+    the variables the state sees) break a size limit."""
     total = 0
     for name, value in values.items():
         n = size(value)
