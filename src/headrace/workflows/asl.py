@@ -755,6 +755,17 @@ class _Validator:
                     self.processor_config(
                         name, processor["ProcessorConfig"], spath + ".ItemProcessor.ProcessorConfig"
                     )
+            items = state.get("Items")
+            if (
+                "Items" in state
+                and not jsonata_lang.is_expression(items)
+                and not isinstance(items, list)
+            ):
+                self.add(
+                    spath + ".Items",
+                    name,
+                    "Items must be a JSON array or a JSONata expression that gives one",
+                )
             self.number_or_expression(name, state, "MaxConcurrency", spath, 0)
             self.number_or_expression(name, state, "ToleratedFailureCount", spath, 0)
             self.number_or_expression(name, state, "ToleratedFailurePercentage", spath, 0)

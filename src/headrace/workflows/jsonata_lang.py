@@ -175,6 +175,10 @@ def syntax_problem(value: str) -> str | None:
         compile_expression(body)
     except ValueError as exc:
         return f"invalid JSONata expression {body!r}: {exc}"
+    except BaseException as exc:  # pyo3's PanicException: see evaluate()
+        if type(exc).__name__ != "PanicException":
+            raise
+        return f"invalid JSONata expression {body!r}: {exc}"
     return None
 
 
@@ -189,6 +193,15 @@ def evaluate(value: str, bindings: dict[str, Any], field: str) -> Any:
         raise _fail(
             f"The JSONata expression '{body}' specified for the field '{field}' threw an "
             f"error during evaluation. {exc}"
+        ) from None
+    except BaseException as exc:
+        # a panic inside the Rust library arrives as pyo3's PanicException, which is not an
+        # Exception: it must fail the state, never the coordinator's turn
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise _fail(
+            f"The JSONata expression '{body}' specified for the field '{field}' could not be "
+            f"evaluated: {exc}"
         ) from None
     if text is None:
         raise _fail(
