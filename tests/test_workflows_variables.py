@@ -419,3 +419,53 @@ def test_the_context_object_does_not_show_variables():
     assert type(r.output["c"]) is dict
     assert set(r.output["c"]) == {"Execution", "StateMachine", "State"}
     assert "hidden" not in str(r.output)
+
+
+def test_a_replayed_prefix_of_the_history_resumes_with_the_same_variables():
+    """Fold the first k events of a finished execution into a fresh interpreter (what a
+    coordinator does after a restart) and let it run on: same variables, same output."""
+    from headrace.workflows.history import Event
+    from headrace.workflows.interpreter import Interpreter
+
+    d = {
+        "StartAt": "Init",
+        "States": {
+            "Init": {"Type": "Pass", "Assign": {"n": 0, "log": []}, "Next": "Loop"},
+            "Loop": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$n", "NumericLessThan": 5, "Next": "Step"}],
+                "Default": "Done",
+            },
+            "Step": {
+                "Type": "Pass",
+                "QueryLanguage": "JSONata",
+                "Assign": {"n": "{% $n + 1 %}", "log": "{% $append($log, $uuid()) %}"},
+                "Next": "Loop",
+            },
+            "Done": {
+                "Type": "Pass",
+                "Parameters": {"n.$": "$n", "log.$": "$log"},
+                "End": True,
+            },
+        },
+    }
+    full = execute(d, {})
+    assert full.status == "SUCCEEDED" and full.output["n"] == 5
+    assert len(set(full.output["log"])) == 5  # five different random ids
+    events = [
+        Event(e["id"], e["type"], e["timestamp"], e["scope"], e["details"]) for e in full.history
+    ]
+    for k in range(2, len(events) - 1):
+        interp = Interpreter(d, {"Id": "x", "Name": "x"})
+        for event in events[:k]:
+            interp.apply(event)
+        recorded = [e.details["assign"] for e in events[:k] if e.details.get("assign")]
+        expected = {**recorded[0], **recorded[-1]} if recorded else {}
+        assert interp.visible_variables(interp.frames[""]) == expected
+        while decisions := interp.decide(events[-1].timestamp):
+            for kind, scope, details in decisions:
+                interp.apply(Event(interp.length + 1, kind, 0.0, scope, details))
+        assert interp.status == "SUCCEEDED" and interp.output["n"] == 5
+        # the ids drawn before the cut come from the history; later ones are drawn anew
+        before = recorded[-1]["log"] if recorded else []
+        assert interp.output["log"][: len(before)] == before
