@@ -1,4 +1,4 @@
-"""Load, validate and parse Amazon States Language definitions (JSONPath query language).
+"""Load, validate and parse Amazon States Language definitions (JSONPath and JSONata states).
 
 :func:`validate` reports every problem at once and never raises; :func:`parse` raises one
 :class:`DefinitionError` listing them all. Each :class:`Problem` names a JSON path into the

@@ -182,12 +182,26 @@ def syntax_problem(value: str) -> str | None:
     return None
 
 
+def _used(bindings: dict[str, Any], body: str) -> dict[str, Any]:
+    """The bindings ``body`` can name: the library converts every binding it is given on every
+    evaluation, and the context object (with the execution's input) or a large variable would
+    cost that each time. JSONata names variables only literally (``$name``), so a binding whose
+    name does not occur in the text cannot be read."""
+    used = {k: v for k, v in bindings.items() if k != "states" and "$" + k in body}
+    if "$states" in body:
+        states = bindings["states"]
+        if "context" not in body:
+            states = {k: v for k, v in states.items() if k != "context"}
+        used["states"] = states
+    return used
+
+
 def evaluate(value: str, bindings: dict[str, Any], field: str) -> Any:
     """The value of the ``{% %}`` string ``value``; ``field`` names it in errors."""
     body = _body(value)
     try:
         text = compile_expression(body).evaluate_json_or_none(
-            None, bindings, timeout=TIMEOUT_MS, max_stack_depth=MAX_DEPTH
+            None, _used(bindings, body), timeout=TIMEOUT_MS, max_stack_depth=MAX_DEPTH
         )
     except ValueError as exc:
         raise _fail(
