@@ -355,9 +355,11 @@ def describe_rule(rule: Mapping[str, Any]) -> str:
             return f"({inner})" if len(rule[combinator]) > 1 else inner
     if "Not" in rule:
         return f"not {describe_rule(rule['Not'])}"
+    if isinstance(rule.get("Condition"), str):  # JSONata: the expression itself
+        return rule["Condition"].removeprefix("{%").removesuffix("%}").strip()
     variable = rule.get("Variable", "?")
     for key, value in rule.items():
-        if key in ("Variable", "Next", "Comment"):
+        if key in ("Variable", "Next", "Comment", "Assign"):
             continue
         operand = value if key.endswith("Path") else json.dumps(value)
         base = key.removesuffix("Path") if key.endswith("Path") else key
