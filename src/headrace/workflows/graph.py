@@ -617,3 +617,57 @@ def to_dot(definition: Any, history: Iterable[Any] | None = None) -> str:
 
 
 __all__ = ["StateStatus", "describe_rule", "state_statuses", "to_dot", "to_mermaid"]
+
+
+# ------------------------------------------------------------------------------------ JSON
+
+
+def graph_model(
+    definition: Any, statuses: Mapping[str, StateStatus] | None = None
+) -> dict[str, Any]:
+    """The diagram as data for a program that draws it (the web console): a tree of clusters
+    (the machine, each Map processor and Parallel branch) holding nodes, and the edges.
+
+    A node's `path` is its state's scope path (``Cells[*]/Composite``), the key of
+    ``statuses`` (from :func:`state_statuses`), which paints the nodes when given."""
+    data = _load(definition)
+    graph = _build(data, dict(statuses) if statuses is not None else None)
+
+    def node(n: _Node) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": n.id, "path": n.key, "name": n.name, "kind": n.kind}
+        st = statuses.get(n.key) if statuses is not None else None
+        if st is not None:
+            out.update(status=st.status, note=st.note, caught=st.caught, error=st.error)
+            if st.items is not None:
+                out["items"] = {k: v for k, v in st.items.items() if v}
+            if st.total is not None:
+                counts: dict[str, int] = {}
+                for outcome in st.iterations.values():
+                    counts[outcome] = counts.get(outcome, 0) + 1
+                waiting = st.total - st.started
+                if waiting > 0:
+                    counts["waiting" if st.status == "running" else "not started"] = waiting
+                out["total"], out["items"] = st.total, counts
+        return out
+
+    def cluster(c: _Cluster) -> dict[str, Any]:
+        return {
+            "id": c.id,
+            "label": c.label,
+            "nodes": [node(n) for n in c.nodes],
+            "clusters": [cluster(s) for s in c.clusters],
+        }
+
+    return {
+        "root": cluster(graph.root),
+        "edges": [
+            {"src": e.src, "dst": e.dst, "label": e.label, "style": e.style} for e in graph.edges
+        ],
+    }
+
+
+def scope_prefix(definition: Any, scope: str) -> str | None:
+    """The path prefix of a history scope: ``Cells[*]/`` for ``Cells[3]``, "" at the top level,
+    None when the scope is not one of the definition's."""
+    where = _locate(_load(definition), scope)
+    return where[0] if where is not None else None

@@ -1,0 +1,391 @@
+"""The console's JSON API: what each page reads and the actions it takes.
+
+Lists are paged on the server (`limit`, and `cursor` from the previous page's `next`), so a
+page costs the same with a hundred rows in the ledger as with a million.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from headrace.console.http import HttpError, Request, Router
+from headrace.console.settings_view import settings_with_origins
+from headrace.errors import HeadraceError
+from headrace.ledger import browse, checkpoints
+from headrace.ledger import executions as execution_store
+from headrace.workflows import api as workflows
+from headrace.workflows.graph import graph_model, scope_prefix, state_statuses
+
+#: Log text one attempt may return; the rest is cut with a note (the file keeps it all).
+MAX_LOG_BYTES = 256 * 1024
+
+#: How long "errors of the last hour" looks back, in seconds.
+ERROR_WINDOW = 3600.0
+
+
+def _cursor(request: Request) -> tuple[float, str] | None:
+    raw = request.arg("cursor")
+    if raw is None:
+        return None
+    at, _, ident = raw.partition(":")
+    try:
+        return float(at), ident
+    except ValueError:
+        raise HttpError(400, f"cursor {raw!r} is not one this API returned") from None
+
+
+def _page(rows: list[dict[str, Any]], limit: int, time_key: str) -> dict[str, Any]:
+    last = rows[-1] if len(rows) == limit else None
+    return {"items": rows, "next": f"{last[time_key]!r}:{last['id']}" if last else None}
+
+
+def _limit(request: Request, default: int = 50) -> int:
+    value = request.number("limit", default)
+    assert value is not None
+    if value < 1:
+        raise HttpError(400, "limit must be at least 1")
+    return min(int(value), browse.MAX_PAGE)
+
+
+class _Folds:
+    """The state statuses of executions, folded once per history length: a finished
+    10,000-item Map is folded once, a running one again only when its history grew."""
+
+    def __init__(self, size: int = 16) -> None:
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[int, list[tuple], Any]] = {}
+        self._size = size
+
+    def statuses(self, ledger: Any, execution_id: str, definition: Any) -> Any:
+        with self._lock:
+            seen, events, statuses = self._cache.get(execution_id, (0, [], None))
+        with ledger.reader.connect() as conn:
+            more = browse.history_since(conn, execution_id, seen)
+        if more or statuses is None:
+            events = events + more
+            statuses = state_statuses(
+                definition,
+                (
+                    {"type": t, "timestamp": ts, "scope": sc, "details": d}
+                    for _, t, ts, sc, d in events
+                ),
+            )
+            seen = events[-1][0] if events else 0
+            with self._lock:
+                self._cache.pop(execution_id, None)
+                while len(self._cache) >= self._size:
+                    self._cache.pop(next(iter(self._cache)))
+                self._cache[execution_id] = (seen, events, statuses)
+        return statuses, events
+
+
+class Api:
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.folds = _Folds()
+        self.router = Router()
+        r = self.router.add
+        r("GET", "/api/overview", self.overview)
+        r("GET", "/api/functions", self.functions)
+        r("GET", "/api/invocations", self.invocations)
+        r("GET", "/api/invocations/{id}", self.invocation)
+        r("GET", "/api/dead-letters", self.dead_letters)
+        r("POST", "/api/dead-letters/redrive", self.redrive_dead_letters)
+        r("GET", "/api/executions", self.executions)
+        r("GET", "/api/executions/{id:path}/history", self.history)
+        r("GET", "/api/executions/{id:path}/state", self.state_io)
+        r("POST", "/api/executions/{id:path}/stop", self.stop)
+        r("POST", "/api/executions/{id:path}/redrive", self.redrive)
+        r("GET", "/api/executions/{id:path}", self.execution)
+        r("GET", "/api/streams", self.streams)
+
+    # -- overview -------------------------------------------------------------------------
+
+    def overview(self, request: Request) -> Any:
+        ctx = self.ctx
+        app = ctx.app
+        now = time.time()
+        with ctx.ledger.reader.connect() as conn:
+            health = checkpoints.list_health(conn)
+            errors = browse.failed_attempts(conn, now - ERROR_WINDOW, limit=50)
+            counts = browse.function_counts(conn)
+            checks = checkpoints.list_checkpoints(conn)
+        coordinators = ctx.ledger.live_coordinators(stale_after=3 * ctx.settings.lease_seconds)
+        for c in coordinators:
+            c["info"] = json.loads(c["info"]) if c.get("info") else {}
+            c["me"] = c["id"] == ctx.coordinator_id()
+        rules = [
+            {
+                "name": rule.name,
+                "buckets": list(rule.buckets),
+                "pattern": _patterns(rule.pattern),
+                "target": str(rule.target),
+            }
+            for rule in app.rules
+        ]
+        buckets = [
+            {"name": b, "triggers": [r for r in rules if b in r["buckets"]]} for b in app.buckets
+        ]
+        by_component = {h["component"]: h for h in health}
+        sources = [
+            {
+                "name": name,
+                "kind": type(spec).__name__,
+                "health": by_component.get(f"source:{name}"),
+            }
+            for name, spec in app.sources.items()
+        ]
+        pipelines = []
+        for name, pipe in app.pipelines.items():
+            parts = [c for c in checks if c["pipeline"] == name]
+            failing = [c for c in parts if c.get("failures")]
+            pipelines.append(
+                {
+                    "name": name,
+                    "stream": pipe.stream,
+                    "partitions": len(parts),
+                    "records": sum(c["records"] or 0 for c in parts),
+                    "lag": sum(max(0, (c["log_end"] or 0) - c["offset"]) for c in parts),
+                    "state": "failing" if failing else ("running" if parts else "not started"),
+                    "last_error": failing[0]["last_error"] if failing else None,
+                }
+            )
+        stream_errors = [
+            {"component": h["component"], "error": h["last_error"], "since": h["since"]}
+            for h in health
+            if h["status"] != "ok"
+        ]
+        return {
+            "now": now,
+            "app": app.name,
+            "coordinators": coordinators,
+            "settings": settings_with_origins(ctx.settings),
+            "buckets": buckets,
+            "rules": rules,
+            "functions": sorted(n for n in app.functions if not n.startswith("_")),
+            "state_machines": sorted(app.state_machines),
+            "sources": sources,
+            "pipelines": pipelines,
+            "health": health,
+            "invocation_counts": counts,
+            "errors": errors,
+            "stream_errors": stream_errors,
+        }
+
+    # -- functions and invocations --------------------------------------------------------
+
+    def functions(self, request: Request) -> Any:
+        with self.ctx.ledger.reader.connect() as conn:
+            counts = browse.function_counts(conn)
+        names = sorted(set(self.ctx.app.functions) | set(counts))
+        out = []
+        for name in names:
+            spec = self.ctx.app.functions.get(name)
+            out.append(
+                {
+                    "name": name,
+                    "counts": counts.get(name, {}),
+                    "timeout": getattr(spec, "timeout", None),
+                    "retries": getattr(spec, "retries", None),
+                    "declared": spec is not None,
+                }
+            )
+        return {"items": out}
+
+    def invocations(self, request: Request) -> Any:
+        limit = _limit(request)
+        with self.ctx.ledger.reader.connect() as conn:
+            rows = browse.page_invocations(
+                conn,
+                function=request.arg("function"),
+                status=request.arg("status"),
+                since=request.number("since"),
+                until=request.number("until"),
+                cursor=_cursor(request),
+                limit=limit,
+            )
+        return _page(rows, limit, "created_at")
+
+    def invocation(self, request: Request) -> Any:
+        row = self.ctx.ledger.get_invocation(request.params["id"])
+        if row is None:
+            raise HttpError(404, f"no invocation {request.params['id']!r}")
+        for key in ("payload", "result"):
+            if row.get(key) is not None:
+                with contextlib.suppress(ValueError):  # a handler's str result, kept as text
+                    row[key] = json.loads(row[key])
+        attempts = self.ctx.ledger.list_attempts(invocation_id=row["id"], limit=1000)
+        for a in attempts:
+            a["log"] = _read_log(a.pop("log_path", None))
+        event = None
+        if row.get("event_id"):
+            with self.ctx.ledger.reader.connect() as conn:
+                event = browse.event_of(conn, row["event_id"])
+        return {"invocation": row, "attempts": attempts, "event": event}
+
+    def dead_letters(self, request: Request) -> Any:
+        limit = _limit(request)
+        raw = request.number("cursor")
+        with self.ctx.ledger.reader.connect() as conn:
+            rows = browse.page_dead_letters(
+                conn,
+                function=request.arg("function"),
+                cursor=int(raw) if raw is not None else None,
+                limit=limit,
+            )
+        return {"items": rows, "next": str(rows[-1]["id"]) if len(rows) == limit else None}
+
+    def redrive_dead_letters(self, request: Request) -> Any:
+        body = request.json()
+        ids = body.get("ids") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            raise HttpError(400, 'send {"ids": ["<invocation id>", …]}: the ids to redrive')
+        done = self.ctx.ledger.redrive(ids=ids)
+        missing = sorted(set(ids) - set(done))
+        if not done:
+            raise HttpError(404, f"none of {ids} is in the dead-letter list")
+        self.ctx.wake()
+        return {"redriven": done, "not_found": missing}
+
+    # -- executions -----------------------------------------------------------------------
+
+    def executions(self, request: Request) -> Any:
+        limit = _limit(request)
+        with self.ctx.ledger.reader.connect() as conn:
+            rows = browse.page_executions(
+                conn,
+                state_machine=request.arg("state_machine"),
+                status=request.arg("status"),
+                search=request.arg("q"),
+                cursor=_cursor(request),
+                limit=limit,
+            )
+            counts = browse.execution_counts(conn) if request.arg("counts") else None
+        page = _page(rows, limit, "started_at")
+        if counts is not None:
+            page["counts"] = counts
+        return page
+
+    def _find(self, name_or_arn: str) -> dict[str, Any]:
+        with self.ctx.ledger.reader.connect() as conn:
+            row = execution_store.find(conn, name_or_arn)
+        if row is None:
+            raise HttpError(404, f"no execution {name_or_arn!r}")
+        return row
+
+    def execution(self, request: Request) -> Any:
+        row = self._find(request.params["id"])
+        definition = json.loads(row.pop("definition"))
+        statuses, events = self.folds.statuses(self.ctx.ledger, row["id"], definition)
+        for key in ("input", "output"):
+            if row.get(key) is not None:
+                row[key] = json.loads(row[key])
+        row["history_length"] = len(events)
+        return {
+            "execution": row,
+            "definition": definition,
+            "graph": graph_model(definition, statuses),
+        }
+
+    def history(self, request: Request) -> Any:
+        row = self._find(request.params["id"])
+        limit = _limit(request, 100)
+        after = int(request.number("after", 0) or 0)
+        with self.ctx.ledger.reader.connect() as conn:
+            events = browse.history_page(conn, row["id"], after=after, limit=limit)
+        return {"items": events, "next": events[-1]["id"] if len(events) == limit else None}
+
+    def state_io(self, request: Request) -> Any:
+        """The input and output of a state (by its path, `Fan[*]/Record` inside a Map) in its
+        latest run, or in the run of one Map item (`index`)."""
+        row = self._find(request.params["id"])
+        path = request.arg("path")
+        if not path:
+            raise HttpError(400, "query parameter 'path' names the state, e.g. Fan[*]/Record")
+        definition = json.loads(row["definition"])
+        _, events = self.folds.statuses(self.ctx.ledger, row["id"], definition)
+        index = request.arg("index")
+        prefixes: dict[str, str | None] = {}
+        runs: list[dict[str, Any]] = []
+        for _, kind, ts, scope, details in events:
+            name = details.get("name")
+            if not isinstance(name, str) or not path.endswith(name):
+                continue
+            if scope not in prefixes:
+                prefixes[scope] = scope_prefix(definition, scope)
+            prefix = prefixes[scope]
+            if prefix is None or prefix + name != path:
+                continue
+            if index is not None and not scope.endswith(f"[{index}]"):
+                continue
+            if kind.endswith("StateEntered"):
+                runs.append({"scope": scope, "entered": ts, "input": details.get("input")})
+            elif kind.endswith("StateExited") and runs and runs[-1]["scope"] == scope:
+                runs[-1].update(exited=ts, output=details.get("output"))
+        return {"path": path, "runs": len(runs), "last": runs[-1] if runs else None}
+
+    def _act(self, request: Request, action: Any) -> Any:
+        row = self._find(request.params["id"])
+        try:
+            described = action(self.ctx.ledger, row["id"])
+        except HeadraceError as exc:
+            raise HttpError(409, str(exc)) from None
+        self.ctx.wake()
+        return {"execution": described}
+
+    def stop(self, request: Request) -> Any:
+        row = self._find(request.params["id"])
+        if row["status"] != "RUNNING":
+            raise HttpError(409, f"execution {row['name']!r} is {row['status']}, not running")
+        return self._act(
+            request,
+            lambda ledger, arn: workflows.stop_execution(
+                ledger, arn, error="Console.Stopped", cause="stopped from the console"
+            ),
+        )
+
+    def redrive(self, request: Request) -> Any:
+        return self._act(request, workflows.redrive_execution)
+
+    # -- streams --------------------------------------------------------------------------
+
+    def streams(self, request: Request) -> Any:
+        minutes = int(request.number("minutes", 60) or 60)
+        since = int(time.time() // 60) - minutes
+        with self.ctx.ledger.reader.connect() as conn:
+            stats = checkpoints.read_stats(conn, since_minute=since)
+            checks = checkpoints.list_checkpoints(conn)
+            health = checkpoints.list_health(conn)
+        return {
+            "since_minute": since,
+            "stats": stats,
+            "checkpoints": checks,
+            "health": health,
+            "pipelines": sorted(self.ctx.app.pipelines),
+        }
+
+
+def _patterns(matcher: Any) -> list[Any]:
+    """The EventBridge patterns a rule's matcher requires (all of them)."""
+    if hasattr(matcher, "pattern"):
+        return [matcher.pattern]
+    return [p for part in getattr(matcher, "patterns", ()) for p in _patterns(part)]
+
+
+def _read_log(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        with Path(path).open("rb") as fh:
+            data = fh.read(MAX_LOG_BYTES + 1)
+    except OSError:
+        return None
+    text = data[:MAX_LOG_BYTES].decode(errors="replace")
+    if len(data) > MAX_LOG_BYTES:
+        text += f"\n[cut at {MAX_LOG_BYTES} bytes: the whole log is {path}]\n"
+    return text

@@ -1,0 +1,185 @@
+"""The console's JSON API against a running coordinator with real invocations, executions and
+stream records (docs/console.md documents each answer checked here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.console_helpers import ConsoleProject, populate
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    p = ConsoleProject(tmp_path_factory.mktemp("console-api"))
+    try:
+        p.made = populate(p)
+        yield p
+    finally:
+        p.close()
+
+
+def test_the_console_and_its_assets_are_served_beside_the_metrics(project):
+    page = project.get("/")
+    assert page.status_code == 200 and "<main" in page.text
+    assert "/static/app.js" in page.text
+    for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
+        res = project.get(f"/static/{name}")
+        assert res.status_code == 200 and res.headers["content-type"].startswith(kind)
+        assert "default-src 'self'" in res.headers["content-security-policy"]
+    assert "http" not in project.get("/").text.replace("http-equiv", "")  # no CDN
+    assert project.get("/static/../api.py").status_code == 404
+    assert "headrace_invocations_total" in project.get("/metrics").text
+
+
+def test_overview_shows_coordinator_settings_triggers_sources_pipelines_errors(project):
+    d = project.get("/api/overview").json()
+    assert [c["me"] for c in d["coordinators"]] == [True]
+    settings = {s["name"]: s for s in d["settings"]}
+    assert settings["app"]["origin"].endswith("headrace.toml")
+    assert settings["executor"]["origin"] == "default"
+    assert settings["poll_interval"]["origin"] == "arguments"
+    assert settings["storage"]["variable"] == "HEADRACE_STORAGE"
+    (inbox,) = [b for b in d["buckets"] if b["name"] == "inbox"]
+    assert [t["target"] for t in inbox["triggers"]] == ["function:ingest"]
+    assert [s["name"] for s in d["sources"]] == ["blockchain"]
+    assert d["sources"][0]["health"]["status"] == "ok"
+    (tx,) = d["pipelines"]
+    assert tx["name"] == "tx" and tx["state"] == "running" and tx["records"] > 0
+    assert any(e["function"] == "reject" and "refused" in e["error"] for e in d["errors"])
+    assert d["invocation_counts"]["ingest"]["succeeded"] >= 3
+
+
+def test_invocations_filter_page_and_show_trigger_attempts_and_logs(project):
+    page = project.get("/api/invocations?function=ingest&limit=2").json()
+    assert len(page["items"]) == 2 and page["next"]
+    rest = project.get(f"/api/invocations?function=ingest&limit=2&cursor={page['next']}").json()
+    seen = {r["id"] for r in page["items"]}
+    assert rest["items"] and not seen & {r["id"] for r in rest["items"]}
+    assert all(r["function"] == "ingest" for r in page["items"] + rest["items"])
+    dead = project.get("/api/invocations?status=dead").json()["items"]
+    assert project.made["dead"] in {r["id"] for r in dead}
+    assert project.get("/api/invocations?since=9999999999").json()["items"] == []
+    one = project.get(f"/api/invocations/{page['items'][0]['id']}").json()
+    assert one["event"]["subject"].startswith("inbox/in/file-")
+    assert one["attempts"][0]["status"] == "ok"
+    assert "ingesting in/file-" in one["attempts"][0]["log"]
+    failed = project.get(f"/api/invocations/{project.made['dead']}").json()
+    assert [a["status"] for a in failed["attempts"]] == ["error", "error"]
+    assert "refused the test says so" in failed["attempts"][-1]["error"]
+    assert "about to refuse" in failed["attempts"][-1]["log"]
+    assert project.get("/api/invocations/nosuch").status_code == 404
+    bad = project.get("/api/invocations?since=yesterday")
+    assert bad.status_code == 400 and "'since'" in bad.json()["error"]
+
+
+def test_dead_letters_are_listed_and_redriven(project):
+    listed = project.get("/api/dead-letters?function=reject").json()["items"]
+    assert project.made["dead"] in [r["invocation_id"] for r in listed]
+    refused = project.post("/api/dead-letters/redrive", {"ids": ["bogus"]})
+    assert refused.status_code == 404 and "bogus" in refused.json()["error"]
+    no_header = project.post(
+        "/api/dead-letters/redrive", {"ids": [project.made["dead"]]}, headers={"X-Headrace": "0"}
+    )
+    assert no_header.status_code == 403
+    out = project.post("/api/dead-letters/redrive", {"ids": [project.made["dead"], "bogus"]}).json()
+    assert out == {"redriven": [project.made["dead"]], "not_found": ["bogus"]}
+    project.wait_until(
+        lambda: (
+            project.ledger.get_invocation(project.made["dead"])["status"] == "dead"
+            and project.ledger.get_invocation(project.made["dead"])["source"] == "redrive"
+        ),
+        what="the redriven invocation to fail again",
+    )
+
+
+def test_executions_list_search_and_counts(project):
+    page = project.get("/api/executions?counts=1").json()
+    names = {r["name"] for r in page["items"]}
+    assert {"fan-done", "fan-running", "fails"} <= names
+    assert page["counts"]["fanout"]["SUCCEEDED"] >= 1
+    found = project.get("/api/executions?q=fan-&status=RUNNING").json()["items"]
+    assert [r["name"] for r in found] == ["fan-running"]
+    assert project.get("/api/executions?q=%25").json()["items"] == []  # % is no wildcard
+
+
+def test_execution_graph_counts_map_items_and_shows_caught_errors(project):
+    d = project.get(f"/api/executions/{project.made['done']}").json()
+    assert d["execution"]["status"] == "SUCCEEDED" and d["execution"]["history_length"] > 20
+    nodes = {}
+
+    def walk(cluster):
+        for n in cluster["nodes"]:
+            nodes[n["path"]] = n
+        for c in cluster["clusters"]:
+            walk(c)
+
+    walk(d["graph"]["root"])
+    assert nodes["Squares"]["items"] == {"succeeded": 10} and nodes["Squares"]["total"] == 10
+    # items 4 and 9 raise ArithmeticError, caught into Unlucky
+    assert nodes["Squares[*]/Square"]["items"] == {"succeeded": 8, "caught": 2}
+    assert nodes["Squares[*]/Square"]["status"] == "caught"
+    assert nodes["Squares[*]/Unlucky"]["items"] == {"succeeded": 2}
+    assert nodes["Both{0}/Quick"]["status"] == "succeeded"
+    assert nodes["Done"]["status"] == "succeeded"
+    assert any(
+        e["style"] == "dashed" and e["label"] == "ArithmeticError" for e in d["graph"]["edges"]
+    )
+    io = project.get(
+        f"/api/executions/{project.made['done']}/state?path=Squares[*]/Square&index=3"
+    ).json()
+    assert (
+        io["runs"] == 1
+        and io["last"]["input"] == {"n": 3}
+        and io["last"]["output"] == {"n": 3, "square": 9}
+    )
+    top = project.get(f"/api/executions/{project.made['done']}/state?path=Squares").json()
+    assert top["last"]["input"]["items"] == list(range(10))
+
+
+def test_history_is_paged(project):
+    arn = project.made["done"]
+    first = project.get(f"/api/executions/{arn}/history?limit=5").json()
+    assert [e["id"] for e in first["items"]] == [1, 2, 3, 4, 5] and first["next"] == 5
+    assert first["items"][0]["type"] == "ExecutionStarted"
+    more = project.get(f"/api/executions/{arn}/history?after=5&limit=5").json()
+    assert more["items"][0]["id"] == 6
+
+
+def test_stop_and_redrive_from_the_console(project):
+    arn = project.made["running"]
+    assert project.post(f"/api/executions/{arn}/redrive").status_code == 409
+    stopped = project.post(f"/api/executions/{arn}/stop").json()
+    assert stopped["execution"]["status"] == "ABORTED"
+    again = project.post(f"/api/executions/{arn}/stop")
+    assert again.status_code == 409 and "not running" in again.json()["error"]
+    redriven = project.post(f"/api/executions/{project.made['failed']}/redrive").json()
+    assert redriven["execution"]["status"] == "RUNNING"
+    project.wait_until(
+        lambda: project.status(project.made["failed"]) == "FAILED", what="the redrive to fail"
+    )
+    assert project.get("/api/executions/nosuch").status_code == 404
+
+
+def test_streams_report_per_stage_minutes_lag_watermark_and_health(project):
+    d = project.get("/api/streams").json()
+    stages = {r["stage"] for r in d["stats"] if r["pipeline"] == "tx"}
+    assert len(stages) >= 2
+    assert sum(r["records_in"] for r in d["stats"]) > 0
+    (cp,) = d["checkpoints"]
+    assert cp["pipeline"] == "tx" and cp["records"] > 0
+    assert {h["component"] for h in d["health"]} >= {"source:blockchain"}
+
+
+def test_live_stream_sends_changes(project):
+    import httpx
+
+    with httpx.stream("GET", project.url + "/api/live", timeout=10) as res:
+        assert res.headers["content-type"].startswith("text/event-stream")
+        lines = []
+        for line in res.iter_lines():
+            lines.append(line)
+            if line.startswith("data:"):
+                break
+    assert "event: change" in lines and '"attempts"' in lines[-1]
