@@ -138,6 +138,23 @@ def test_execution_graph_counts_map_items_and_shows_caught_errors(project):
     assert top["last"]["input"]["items"] == list(range(10))
 
 
+def test_a_long_history_is_drawn_at_once_and_painted_when_folded(project, monkeypatch):
+    from headrace.console import api
+
+    monkeypatch.setattr(api, "FOLD_INLINE", 5)
+    arn = project.made["failed"]
+    project.coordinator.console.api.folds._cache.clear()
+    first = project.get(f"/api/executions/{arn}").json()
+    assert first["painting"] is True
+    assert all("status" not in n for n in first["graph"]["root"]["nodes"])
+    painted = project.wait_until(
+        lambda: (d := project.get(f"/api/executions/{arn}").json())["painting"] is False and d,
+        what="the fold",
+    )
+    (reject,) = [n for n in painted["graph"]["root"]["nodes"] if n["path"] == "Reject"]
+    assert reject["status"] == "failed"
+
+
 def test_history_is_paged(project):
     arn = project.made["done"]
     first = project.get(f"/api/executions/{arn}/history?limit=5").json()

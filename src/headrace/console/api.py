@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -19,10 +20,16 @@ from headrace.errors import HeadraceError
 from headrace.ledger import browse, checkpoints
 from headrace.ledger import executions as execution_store
 from headrace.workflows import api as workflows
-from headrace.workflows.graph import graph_model, scope_prefix, state_statuses
+from headrace.workflows.graph import StatusFold, graph_model, scope_prefix
+
+log = logging.getLogger("headrace.console")
 
 #: Log text one attempt may return; the rest is cut with a note (the file keeps it all).
 MAX_LOG_BYTES = 256 * 1024
+
+#: Histories up to this many events are folded within the request; longer ones, the first
+#: time, in the background while the page draws the graph unpainted.
+FOLD_INLINE = 2000
 
 #: How long "errors of the last hour" looks back, in seconds.
 ERROR_WINDOW = 3600.0
@@ -53,35 +60,57 @@ def _limit(request: Request, default: int = 50) -> int:
 
 
 class _Folds:
-    """The state statuses of executions, folded once per history length: a finished
-    10,000-item Map is folded once, a running one again only when its history grew."""
+    """The state statuses of executions, folded as their histories grow: a 10,000-item Map is
+    folded once, and a live update of a running one folds only the events it has not seen."""
 
     def __init__(self, size: int = 16) -> None:
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[int, list[tuple], Any]] = {}
+        self._cache: dict[str, tuple[int, list[tuple], StatusFold]] = {}
+        self._warming: set[str] = set()
         self._size = size
 
     def statuses(self, ledger: Any, execution_id: str, definition: Any) -> Any:
         with self._lock:
-            seen, events, statuses = self._cache.get(execution_id, (0, [], None))
+            cached = self._cache.pop(execution_id, None)
+        seen, events, fold = cached or (0, [], StatusFold(definition))
         with ledger.reader.connect() as conn:
             more = browse.history_since(conn, execution_id, seen)
-        if more or statuses is None:
+        if more:
+            if more[0][0] != seen + 1:  # not the continuation of what was folded: start over
+                events, fold = [], StatusFold(definition)
+                with ledger.reader.connect() as conn:
+                    more = browse.history_since(conn, execution_id, 0)
+            fold.feed({"type": t, "scope": sc, "details": d} for _, t, _, sc, d in more)
             events = events + more
-            statuses = state_statuses(
-                definition,
-                (
-                    {"type": t, "timestamp": ts, "scope": sc, "details": d}
-                    for _, t, ts, sc, d in events
-                ),
-            )
-            seen = events[-1][0] if events else 0
-            with self._lock:
-                self._cache.pop(execution_id, None)
-                while len(self._cache) >= self._size:
-                    self._cache.pop(next(iter(self._cache)))
-                self._cache[execution_id] = (seen, events, statuses)
-        return statuses, events
+            seen = events[-1][0]
+        with self._lock:
+            while len(self._cache) >= self._size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[execution_id] = (seen, events, fold)
+        return fold.statuses(), events
+
+    def cached(self, execution_id: str) -> bool:
+        with self._lock:
+            return execution_id in self._cache
+
+    def warm(self, ledger: Any, execution_id: str, definition: Any) -> None:
+        """Fold in the background (a first look at a long history), once at a time per
+        execution; the page asks again and finds it folded."""
+        with self._lock:
+            if execution_id in self._warming:
+                return
+            self._warming.add(execution_id)
+
+        def run() -> None:
+            try:
+                self.statuses(ledger, execution_id, definition)
+            except Exception:
+                log.exception("folding the history of %s", execution_id)
+            finally:
+                with self._lock:
+                    self._warming.discard(execution_id)
+
+        threading.Thread(target=run, name="headrace-console-fold", daemon=True).start()
 
 
 class Api:
@@ -135,7 +164,7 @@ class Api:
         sources = [
             {
                 "name": name,
-                "kind": type(spec).__name__,
+                "kind": type(spec.source).__name__,
                 "health": by_component.get(f"source:{name}"),
             }
             for name, spec in app.sources.items()
@@ -181,8 +210,12 @@ class Api:
 
     def functions(self, request: Request) -> Any:
         with self.ctx.ledger.reader.connect() as conn:
-            counts = browse.function_counts(conn)
-        names = sorted(set(self.ctx.app.functions) | set(counts))
+            if request.arg("counts"):
+                counts = browse.function_counts(conn)
+                known = set(counts)
+            else:  # names only (the filters): no count over every invocation
+                counts, known = {}, set(browse.function_names(conn))
+        names = sorted(set(self.ctx.app.functions) | known)
         out = []
         for name in names:
             spec = self.ctx.app.functions.get(name)
@@ -281,15 +314,23 @@ class Api:
     def execution(self, request: Request) -> Any:
         row = self._find(request.params["id"])
         definition = json.loads(row.pop("definition"))
-        statuses, events = self.folds.statuses(self.ctx.ledger, row["id"], definition)
         for key in ("input", "output"):
             if row.get(key) is not None:
                 row[key] = json.loads(row[key])
-        row["history_length"] = len(events)
+        with self.ctx.ledger.reader.connect() as conn:
+            length = execution_store.history_length(conn, row["id"])
+        row["history_length"] = length
+        painting = False
+        if self.folds.cached(row["id"]) or length <= FOLD_INLINE:
+            statuses, _ = self.folds.statuses(self.ctx.ledger, row["id"], definition)
+        else:  # a long history seen for the first time: draw now, paint when folded
+            self.folds.warm(self.ctx.ledger, row["id"], definition)
+            statuses, painting = None, True
         return {
             "execution": row,
             "definition": definition,
             "graph": graph_model(definition, statuses),
+            "painting": painting,
         }
 
     def history(self, request: Request) -> Any:

@@ -85,6 +85,12 @@ def function_counts(conn: Connection) -> dict[str, dict[str, int]]:
     return out
 
 
+def function_names(conn: Connection) -> list[str]:
+    """Every function with invocations in the ledger."""
+    c = invocations.c
+    return [r[0] for r in conn.execute(select(c.function).distinct().order_by(c.function))]
+
+
 def failed_attempts(conn: Connection, since: float, limit: int = 50) -> list[dict[str, Any]]:
     """Attempts that ended in an error since `since`, newest first."""
     a = attempts.c

@@ -101,6 +101,7 @@ class Coordinator:
         self.watch = watch
         self.metrics = Metrics()
         self.metrics_url = ""
+        self.console: Console | None = None  # served beside the metrics
         self.stats = Stats()
         self.id = ""
         self._wake = threading.Event()
@@ -165,7 +166,7 @@ class Coordinator:
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self._tmp_root.mkdir(parents=True, exist_ok=True)
         if self.settings.metrics:
-            console = Console(
+            self.console = Console(
                 ConsoleContext(
                     self.settings,
                     self.app,
@@ -175,7 +176,7 @@ class Coordinator:
                     self._wake.set,
                 )
             )
-            _, self.metrics_url = serve_metrics(self.metrics, self.settings.metrics, console)
+            _, self.metrics_url = serve_metrics(self.metrics, self.settings.metrics, self.console)
         self.id = self.ledger.register_coordinator(
             {"metrics": self.metrics_url, "executor": self.executor.name, "pid": os.getpid()}
         )

@@ -64,6 +64,7 @@ export async function execution(id) {
   const head = h("div");
   const historyBox = h("div");
   let data = null;
+  let repaint = null;
 
   async function showState(n) {
     selected = n.path;
@@ -124,7 +125,13 @@ export async function execution(id) {
       ex.output !== null && ex.output !== undefined ? h("details", {}, h("summary", {}, "Output"), json(ex.output)) : null,
       h("div", { class: "legend", "aria-label": "colours" }, ["succeeded", "caught", "failed", "running", "not run"].map((s) => badge(s))));
     const svg = drawGraph(data.graph, { onSelect: showState, selected });
-    fill(graphBox, svg);
+    fill(graphBox, data.painting
+      ? h("p", { class: "muted", role: "status" }, `Reading ${ex.history_length} history events to paint the states…`)
+      : null, svg);
+    graphBox.dataset.painted = data.painting ? "" : "yes";
+    clearTimeout(repaint);
+    // a long history is folded in the background the first time: ask again shortly
+    if (data.painting) repaint = setTimeout(() => { if (graphBox.isConnected) refresh().catch(() => {}); }, 250);
     if (cursors.length === 1) await loadHistory();
   }
   await refresh();
