@@ -200,3 +200,63 @@ def test_live_stream_sends_changes(project):
             if line.startswith("data:"):
                 break
     assert "event: change" in lines and '"attempts"' in lines[-1]
+
+
+def test_item_tables_are_listed_and_filtered(project):
+    from headrace.tables import Tables
+
+    tables = Tables(project.ledger)
+    tables.create_table("tasks", key_schema=[{"AttributeName": "id", "KeyType": "HASH"}])
+    for i in range(5):
+        tables.put_item("tasks", {"id": f"t{i}", "state": "done" if i % 2 else "todo"})
+    listed = project.get("/api/tables").json()["items"]
+    assert "tasks" in [t["name"] for t in listed]
+    page = project.get("/api/tables/tasks?limit=2").json()
+    assert [i["id"] for i in page["items"]] == ["t0", "t1"] and page["next"] == {"id": "t1"}
+    done = project.get(
+        "/api/tables/tasks",
+        params={"filter": "#s = :s", "names": '{"#s": "state"}', "values": '{":s": "done"}'},
+    ).json()
+    assert [i["id"] for i in done["items"]] == ["t1", "t3"]
+    bad = project.get("/api/tables/tasks", params={"filter": "state = :missing"})
+    assert bad.status_code == 400 and ":missing" in bad.json()["error"]
+
+
+def test_feature_group_schema_counts_freshness_and_online_lookup(project):
+    project.wait_until(
+        lambda: project.get("/api/features/tx_minute").json()["counts"]["offline_rows"] > 0,
+        timeout=150,
+        what="a closed minute in the feature group",
+    )
+    d = project.get("/api/features/tx_minute").json()
+    assert {c["name"] for c in d["schema"]} >= {"network", "window_end", "tx_count", "avg_fee"}
+    assert d["freshness"] and d["history"]
+    found = project.get("/api/features/tx_minute/online?network=bitcoin").json()
+    assert found["row"]["tx_count"] > 0
+    assert project.get("/api/features/tx_minute/online?network=nosuch").json()["row"] is None
+    assert project.get("/api/features/tx_minute/online").status_code == 400
+
+
+def test_buckets_list_and_download(project):
+    assert "inbox" in project.get("/api/buckets").json()["items"]
+    listed = project.get("/api/buckets/inbox?prefix=in/").json()["items"]
+    assert [o["key"] for o in listed] == [f"in/file-{i}.txt" for i in range(3)]
+    got = project.get("/api/buckets/inbox/object?key=in/file-1.txt")
+    assert got.content == b"data 1"
+    assert got.headers["content-disposition"] == 'attachment; filename="file-1.txt"'
+    assert project.get("/api/buckets/inbox/object?key=in/nosuch").status_code == 404
+    assert project.get("/api/buckets/nosuch").status_code == 404
+
+
+def test_jobs_with_their_logs(project):
+    from headrace.jobs.definition import JobDefinition
+    from headrace.jobs.service import Jobs
+
+    jobs = Jobs(project.ledger, project.settings.home)
+    definition = JobDefinition(name="hello", command=["python", "-c", "print('hello from a job')"])
+    run = jobs.run_sync(definition, job_name="hello-1")
+    listed = project.get("/api/jobs").json()["items"]
+    assert run.id in [j["id"] for j in listed]
+    one = project.get(f"/api/jobs/{run.id}").json()
+    assert one["job"]["status"] == "SUCCEEDED" and "hello from a job" in one["log"]
+    assert project.get("/api/jobs/nosuch").status_code == 404

@@ -174,6 +174,76 @@ def test_streams(project, page):
     shot(page, "streams")
 
 
+def test_tables_page_browses_and_filters(project, page):
+    from headrace.tables import Tables
+
+    tables = Tables(project.ledger)
+    tables.create_table("steps", key_schema=[{"AttributeName": "id", "KeyType": "HASH"}])
+    for i in range(4):
+        tables.put_item("steps", {"id": f"s{i}", "state": "done" if i % 2 else "todo"})
+    page.goto(project.url + "/#/tables")
+    ready(page, "#/tables")
+    page.click("text=steps")
+    page.wait_for_selector("#t-filter")
+    assert page.locator("main table tbody tr").count() == 4
+    page.fill("#t-filter", "#s = :s".replace("#s", "attribute_exists(id) AND state"))
+    page.fill("#t-values", '{":s": "done"}')
+    page.press("#t-filter", "Enter")
+    page.wait_for_url("**values=*")
+    ready(page, "#/tables/steps")
+    assert "s1" in page.locator("main table").inner_text()
+    shot(page, "table")
+
+
+def test_features_page_shows_schema_counts_and_looks_up_online(project, page):
+    project.wait_until(
+        lambda: project.get("/api/features/tx_minute").json()["counts"]["offline_rows"] > 0,
+        timeout=150,
+        what="a closed minute in the feature group",
+    )
+    page.goto(project.url + "/#/features")
+    ready(page, "#/features")
+    page.click("text=tx_minute")
+    page.wait_for_selector("#offline-rows")
+    assert int(page.locator("#offline-rows").inner_text()) > 0
+    assert "avg_fee" in page.locator("main").inner_text()
+    page.fill("#k-network", "bitcoin")
+    page.press("#k-network", "Enter")
+    page.wait_for_selector("#lookup-result pre")
+    assert "tx_count" in page.locator("#lookup-result").inner_text()
+    shot(page, "feature-group")
+
+
+def test_jobs_page_shows_the_log(project, page):
+    from headrace.jobs.definition import JobDefinition
+    from headrace.jobs.service import Jobs
+
+    jobs = Jobs(project.ledger, project.settings.home)
+    name = f"greet-{page.scheme}"
+    command = ["python", "-c", "print('job says hi')"]
+    run = jobs.run_sync(JobDefinition(name="greet", command=command), job_name=name)
+    page.goto(project.url + "/#/jobs")
+    ready(page, "#/jobs")
+    page.click(f"text={name}")
+    page.wait_for_selector("#job-log")
+    assert "job says hi" in page.locator("#job-log").inner_text()
+    assert run.status == "SUCCEEDED"
+    shot(page, "job")
+
+
+def test_buckets_page_lists_and_downloads(project, page):
+    page.goto(project.url + "/#/buckets")
+    ready(page, "#/buckets")
+    page.click("text=inbox")
+    page.wait_for_selector("text=in/file-2.txt")
+    with page.expect_download() as info:
+        page.click("text=in/file-2.txt")
+    path = info.value.path()
+    assert open(path, "rb").read() == b"data 2"
+    assert info.value.suggested_filename == "file-2.txt"
+    shot(page, "bucket")
+
+
 def test_keyboard_moves_between_pages(project, page):
     page.goto(project.url + "/")
     ready(page, "#/overview")

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from headrace.console.data_api import DataApi
 from headrace.console.http import HttpError, Request, Router
 from headrace.console.settings_view import settings_with_origins
 from headrace.errors import HeadraceError
@@ -67,27 +68,34 @@ class _Folds:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[int, list[tuple], StatusFold]] = {}
         self._warming: set[str] = set()
+        self._guards: dict[str, threading.Lock] = {}
         self._size = size
 
     def statuses(self, ledger: Any, execution_id: str, definition: Any) -> Any:
-        with self._lock:
-            cached = self._cache.pop(execution_id, None)
-        seen, events, fold = cached or (0, [], StatusFold(definition))
-        with ledger.reader.connect() as conn:
-            more = browse.history_since(conn, execution_id, seen)
-        if more:
-            if more[0][0] != seen + 1:  # not the continuation of what was folded: start over
-                events, fold = [], StatusFold(definition)
-                with ledger.reader.connect() as conn:
-                    more = browse.history_since(conn, execution_id, 0)
-            fold.feed({"type": t, "scope": sc, "details": d} for _, t, _, sc, d in more)
-            events = events + more
-            seen = events[-1][0]
-        with self._lock:
-            while len(self._cache) >= self._size:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[execution_id] = (seen, events, fold)
-        return fold.statuses(), events
+        with self._lock:  # one fold per execution at a time; others wait and reuse it
+            guard = self._guards.setdefault(execution_id, threading.Lock())
+        with guard:
+            with self._lock:
+                cached = self._cache.get(execution_id)
+            seen, events, fold = cached or (0, [], StatusFold(definition))
+            with ledger.reader.connect() as conn:
+                more = browse.history_since(conn, execution_id, seen)
+            if more:
+                if more[0][0] != seen + 1:  # not what follows the folded events: start over
+                    events, fold = [], StatusFold(definition)
+                    with ledger.reader.connect() as conn:
+                        more = browse.history_since(conn, execution_id, 0)
+                fold.feed({"type": t, "scope": sc, "details": d} for _, t, _, sc, d in more)
+                events = events + more
+                seen = events[-1][0]
+            with self._lock:
+                self._cache.pop(execution_id, None)
+                while len(self._cache) >= self._size:
+                    gone = next(iter(self._cache))
+                    self._cache.pop(gone)
+                    self._guards.pop(gone, None)
+                self._cache[execution_id] = (seen, events, fold)
+            return fold.statuses(), events
 
     def cached(self, execution_id: str) -> bool:
         with self._lock:
@@ -132,6 +140,7 @@ class Api:
         r("POST", "/api/executions/{id:path}/redrive", self.redrive)
         r("GET", "/api/executions/{id:path}", self.execution)
         r("GET", "/api/streams", self.streams)
+        DataApi(ctx, self.router)
 
     # -- overview -------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from headrace.console.api import Api
+from headrace.console.data_api import Download
 from headrace.console.http import (
     HttpError,
     Request,
@@ -85,6 +86,9 @@ class Console:
         except Exception as exc:  # a bug or a ledger error: say so, keep serving
             log.exception("console API %s %s", method, path)
             raise HttpError(500, f"{type(exc).__name__}: {exc}") from None
+        if isinstance(body, Download):
+            start_response("200 OK", body.headers())
+            return body.body()
         return json_response(start_response, 200, body)
 
     def _live(self, start_response: Any) -> Iterator[bytes]:

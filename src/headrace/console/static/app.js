@@ -4,6 +4,7 @@ import { overview } from "/static/overview.js";
 import { invocations, invocation } from "/static/invocations.js";
 import { executions, execution } from "/static/executions.js";
 import { streams } from "/static/streams.js";
+import { bucket, buckets, feature, features, itemTable, job, jobs, tables } from "/static/data.js";
 
 const routes = [
   [/^#\/overview$/, "overview", overview],
@@ -12,6 +13,14 @@ const routes = [
   [/^#\/executions$/, "executions", executions],
   [/^#\/executions\/(.+)$/, "executions", execution],
   [/^#\/streams$/, "streams", streams],
+  [/^#\/tables$/, "tables", tables],
+  [/^#\/tables\/(.+)$/, "tables", itemTable],
+  [/^#\/features$/, "features", features],
+  [/^#\/features\/(.+)$/, "features", feature],
+  [/^#\/jobs$/, "jobs", jobs],
+  [/^#\/jobs\/(.+)$/, "jobs", job],
+  [/^#\/buckets$/, "buckets", buckets],
+  [/^#\/buckets\/(.+)$/, "buckets", bucket],
 ];
 
 const main = document.getElementById("main");
@@ -71,7 +80,7 @@ connect();
 
 document.addEventListener("keydown", (e) => {
   if (e.target.closest("input, select, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
-  const pages = ["overview", "invocations", "executions", "streams"];
+  const pages = ["overview", "invocations", "executions", "streams", "tables", "features", "jobs", "buckets"];
   if (/^[1-9]$/.test(e.key) && pages[Number(e.key) - 1]) {
     location.hash = `#/${pages[Number(e.key) - 1]}`;
     e.preventDefault();

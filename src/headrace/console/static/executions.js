@@ -106,7 +106,7 @@ export async function execution(id) {
     } catch (err) { head.append(errorBox(err)); }
   }
 
-  async function refresh() {
+  async function refresh(withHistory = true) {
     data = await api(`/api/executions/${encodeURIComponent(id)}`);
     const ex = data.execution;
     const actions = [];
@@ -131,10 +131,10 @@ export async function execution(id) {
     graphBox.dataset.painted = data.painting ? "" : "yes";
     clearTimeout(repaint);
     // a long history is folded in the background the first time: ask again shortly
-    if (data.painting) repaint = setTimeout(() => { if (graphBox.isConnected) refresh().catch(() => {}); }, 250);
-    if (cursors.length === 1) await loadHistory();
+    if (data.painting) repaint = setTimeout(() => { if (graphBox.isConnected) refresh(false).catch(() => {}); }, 250);
+    if (withHistory && cursors.length === 1) await loadHistory();
   }
   await refresh();
   node.append(head, h("div", { class: "split" }, graphBox, stateBox), historyBox);
-  return { node, refresh };
+  return { node, refresh: () => refresh(true) };
 }
