@@ -239,7 +239,7 @@ def test_buckets_page_lists_and_downloads(project, page):
     with page.expect_download() as info:
         page.click("text=in/file-2.txt")
     path = info.value.path()
-    assert open(path, "rb").read() == b"data 2"
+    assert Path(path).read_bytes() == b"data 2"
     assert info.value.suggested_filename == "file-2.txt"
     shot(page, "bucket")
 
