@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.console_helpers import ConsoleProject, populate
+from tests.console_helpers import ROOT, ConsoleProject, populate
 
 pytestmark = pytest.mark.slow
 
@@ -189,6 +189,20 @@ def test_streams_report_per_stage_minutes_lag_watermark_and_health(project):
     assert {h["component"] for h in d["health"]} >= {"source:blockchain"}
 
 
+def test_stream_records_are_browsed_newest_first(project):
+    d = project.get("/api/streams").json()
+    assert d["late_streams"] == ["tx-late"] and "transactions" in d["streams"]
+    page = project.get("/api/streams/transactions/records?limit=5").json()
+    assert len(page["items"]) == 5 and page["offset"] == page["end"] - 5
+    assert all(r["hash"] for r in page["items"])
+    first = project.get("/api/streams/transactions/records?limit=2&offset=0").json()
+    assert first["offset"] == first["start"] and len(first["items"]) == 2
+    late = project.get("/api/streams/tx-late/records").json()
+    assert late["end"] - late["start"] == len(late["items"]) or len(late["items"]) == 50
+    assert project.get("/api/streams/nosuch/records").status_code == 404
+    assert project.get("/api/streams/transactions/records?partition=7").status_code == 400
+
+
 def test_live_stream_sends_changes(project):
     import httpx
 
@@ -260,3 +274,25 @@ def test_jobs_with_their_logs(project):
     one = project.get(f"/api/jobs/{run.id}").json()
     assert one["job"]["status"] == "SUCCEEDED" and "hello from a job" in one["log"]
     assert project.get("/api/jobs/nosuch").status_code == 404
+
+
+def test_every_api_route_is_documented_and_the_documented_curl_works(project):
+    import re
+    import subprocess
+
+    text = (ROOT / "docs" / "console.md").read_text()
+    documented = set()
+    for heading in re.findall(r"^### (.+)$", text, flags=re.M):
+        for method, path in re.findall(r"`(GET|POST) (/api/[^`?]*)", heading):
+            documented.add((method, re.sub(r"\{[^}]+\}", "{}", path)))
+        for path in re.findall(r"and `…/(\w+)`", heading):  # "…/redrive" beside "…/stop"
+            documented.add(("POST", "/api/executions/{}/" + path))
+    routes = {
+        (method, re.sub(r"\(\?P<\w+>[^)]*\)", "{}", regex.pattern.strip("^$")))
+        for method, regex, _ in project.coordinator.console.api.router._routes
+    }
+    assert routes | {("GET", "/api/live")} == documented  # the event stream is no route
+    (block,) = re.findall(r"```bash\n(.+?)```", text, flags=re.S)
+    command = block.strip().replace("http://127.0.0.1:9464", project.url)
+    out = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=30)
+    assert project.made["dead"] in out.stdout

@@ -171,6 +171,9 @@ def test_streams(project, page):
     table = page.locator("main table").first.inner_text()
     assert "tx" in table
     assert "source:blockchain" in page.locator("main").inner_text()
+    page.select_option("#s-stream", "transactions")
+    page.wait_for_selector("#records table tbody tr >> nth=19")
+    assert "hash" in page.locator("#records thead").inner_text()
     shot(page, "streams")
 
 

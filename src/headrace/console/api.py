@@ -140,6 +140,7 @@ class Api:
         r("POST", "/api/executions/{id:path}/redrive", self.redrive)
         r("GET", "/api/executions/{id:path}", self.execution)
         r("GET", "/api/streams", self.streams)
+        r("GET", "/api/streams/{name}/records", self.stream_records)
         DataApi(ctx, self.router)
 
     # -- overview -------------------------------------------------------------------------
@@ -417,7 +418,47 @@ class Api:
             "checkpoints": checks,
             "health": health,
             "pipelines": sorted(self.ctx.app.pipelines),
+            "streams": sorted(self.ctx.app.streams),
+            "late_streams": sorted(
+                {late for pipe in self.ctx.app.pipelines.values() for late in pipe.late_streams}
+            ),
         }
+
+    def stream_records(self, request: Request) -> Any:
+        """Records of a stream (the late stream of a window, say), newest page by default:
+        `partition`, `offset` (the first to show) and `limit`."""
+        from headrace.streams.log import open_log
+        from headrace.streams.rows import python_rows
+
+        name = request.params["name"]
+        spec = self.ctx.app.streams.get(name)
+        if spec is None:
+            raise HttpError(404, f"no stream {name!r} in this app")
+        limit = _limit(request)
+        partition = int(request.number("partition", 0) or 0)
+        if not 0 <= partition < spec.partitions:
+            raise HttpError(400, f"stream {name!r} has partitions 0 to {spec.partitions - 1}")
+        log = open_log(self.ctx.settings.streams_url, name)
+        try:
+            start, end = log.start_offset(partition), log.end_offset(partition)
+            offset = request.number("offset")
+            first = max(start, end - limit) if offset is None else max(start, int(offset))
+            table = log.read(partition, first, limit) if first < end else None
+        finally:
+            log.close()
+        rows = python_rows(table) if table is not None else []
+        return {
+            "stream": name,
+            "partition": partition,
+            "start": start,
+            "end": end,
+            "offset": first,
+            "items": _plain(rows),
+        }
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
 
 
 def _patterns(matcher: Any) -> list[Any]:

@@ -1,6 +1,6 @@
 // Streams: per pipeline and stage, records and bytes per minute as charts; lag, watermark,
 // late records; source health.
-import { api, badge, h, table, when, fill } from "/static/ui.js";
+import { api, badge, fill, h, table, when, withQuery } from "/static/ui.js";
 
 const NS = "http://www.w3.org/2000/svg";
 
@@ -25,10 +25,37 @@ function chart(title, series, minutes) {
   return h("figure", { class: "chart" }, h("figcaption", {}, title, " ", series.map((s) => h("span", { class: "muted" }, ` ${s.name}`))), svg);
 }
 
+// a page of records of one stream (by default a window's late stream), newest first
+function recordBrowser(names, lateNames) {
+  const box = h("div");
+  const pick = h("select", { id: "s-stream" }, names.map((n) => h("option", { value: n, selected: n === lateNames[0] }, lateNames.includes(n) ? `${n} (late records)` : n)));
+  const out = h("div", { id: "records" });
+  let offset = null;
+  async function load() {
+    const d = await api(withQuery(`/api/streams/${encodeURIComponent(pick.value)}/records`, { limit: 20, offset: offset ?? "" }));
+    const cols = [...new Set(d.items.flatMap((r) => Object.keys(r)))].slice(0, 10);
+    const older = h("button", { type: "button", disabled: d.offset <= d.start }, "Older");
+    const newer = h("button", { type: "button", disabled: d.offset + d.items.length >= d.end }, "Newer");
+    older.onclick = () => { offset = Math.max(d.start, d.offset - 20); load(); };
+    newer.onclick = () => { offset = d.offset + 20; load(); };
+    fill(out, h("p", { class: "muted" }, `offsets ${d.offset}–${d.offset + d.items.length} of ${d.start}–${d.end}`),
+      table(cols.map((c) => [c, (r) => (typeof r[c] === "object" && r[c] !== null ? JSON.stringify(r[c]) : String(r[c] ?? ""))]), d.items, { empty: "no record in this stream" }),
+      h("div", { class: "pager" }, older, newer));
+  }
+  pick.addEventListener("change", () => { offset = null; load(); });
+  fill(box, h("h2", { id: "stream-browser" }, "Stream records"), h("label", { for: "s-stream" }, "stream", pick), out);
+  return { box, load };
+}
+
 export async function streams() {
   const node = h("div");
+  let browser = null;
   async function refresh() {
     const d = await api("/api/streams?minutes=60");
+    if (!browser && d.streams.length) {
+      browser = recordBrowser(d.streams, d.late_streams);
+      await browser.load();
+    }
     const now = Math.floor(Date.now() / 60000);
     const span = [d.since_minute, now];
     const stages = new Map();
@@ -73,7 +100,8 @@ export async function streams() {
         ["rejected", (c) => c.rejected],
         ["since", (c) => when(c.since)],
         ["error", (c) => c.last_error || "", "err"],
-      ], d.health, { empty: "no source" }));
+      ], d.health, { empty: "no source" }),
+      browser ? browser.box : null);
   }
   await refresh();
   return { node, refresh };
