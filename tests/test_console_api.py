@@ -58,6 +58,9 @@ def test_invocations_filter_page_and_show_trigger_attempts_and_logs(project):
     seen = {r["id"] for r in page["items"]}
     assert rest["items"] and not seen & {r["id"] for r in rest["items"]}
     assert all(r["function"] == "ingest" for r in page["items"] + rest["items"])
+    assert {r["trigger"] for r in page["items"] + rest["items"]} == {
+        f"inbox/in/file-{i}.txt" for i in range(3)
+    }
     dead = project.get("/api/invocations?status=dead").json()["items"]
     assert project.made["dead"] in {r["id"] for r in dead}
     assert project.get("/api/invocations?since=9999999999").json()["items"] == []

@@ -138,6 +138,10 @@ def test_executions_graph_state_io_and_history(project, page):
     square.click()
     page.wait_for_selector("#state-panel:has-text('ArithmeticError')")
     assert "caught" in page.locator("#state-panel").inner_text()
+    page.fill("#map-item", "6")
+    page.press("#map-item", "Enter")
+    page.wait_for_selector("#state-runs:has-text('item 6')")
+    assert '"square": 36' in page.locator("#state-panel").inner_text()
     assert "ExecutionStarted" in page.locator("#history + table").inner_text()
     shot(page, "execution")
 

@@ -71,7 +71,19 @@ def page_invocations(
     after = _after(c.created_at, c.id, cursor)
     if after is not None:
         query = query.where(after)
-    return [dict(r) for r in conn.execute(query).mappings()]
+    rows = [dict(r) for r in conn.execute(query).mappings()]
+    # what triggered each: the object (bucket/key) or the event's type, one query for the page
+    ids = {r["event_id"] for r in rows if r["event_id"]}
+    found = {}
+    if ids:
+        e = events.c
+        found = {
+            r.id: r.subject or r.detail_type
+            for r in conn.execute(select(e.id, e.subject, e.detail_type).where(e.id.in_(list(ids))))
+        }
+    for r in rows:
+        r["trigger"] = found.get(r["event_id"])
+    return rows
 
 
 def function_counts(conn: Connection) -> dict[str, dict[str, int]]:

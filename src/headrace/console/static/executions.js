@@ -66,17 +66,26 @@ export async function execution(id) {
   let data = null;
   let repaint = null;
 
-  async function showState(n) {
+  async function showState(n, index = "") {
     selected = n.path;
     graphBox.querySelectorAll(".node").forEach((g) => g.classList.toggle("sel", g.dataset.path === n.path));
-    const io = await api(withQuery(`/api/executions/${encodeURIComponent(data.execution.id)}/state`, { path: n.path }));
+    const io = await api(withQuery(`/api/executions/${encodeURIComponent(data.execution.id)}/state`, { path: n.path, index }));
     const last = io.last;
-    fill(stateBox, 
+    // a state inside a Map ran once per item: pick the item to see its input and output
+    let picker = null;
+    if (n.path.includes("[*]")) {
+      const item = h("input", { id: "map-item", type: "number", min: 0, value: index, placeholder: "latest", size: 8 });
+      picker = h("form", { class: "filters", "aria-label": "Map item" },
+        h("label", { for: "map-item" }, "Map item (index)", item), h("button", { type: "submit" }, "Show"));
+      picker.addEventListener("submit", (e) => { e.preventDefault(); showState(n, item.value); });
+    }
+    fill(stateBox,
       h("h2", {}, n.name, " ", badge(n.status || "not run")),
       h("p", { class: "muted" }, `${n.kind} · ${n.path}`),
       n.items ? table([["outcome", (r) => badge(r[0])], ["items", (r) => r[1]]], Object.entries(n.items), { caption: n.total !== undefined ? `${n.total} items` : "items that reached this state" }) : null,
       n.error ? h("p", {}, n.caught ? "Caught error: " : "Error: ", h("code", {}, n.error)) : null,
-      h("p", { class: "muted" }, `${io.runs} run(s)${io.runs > 1 ? "; the latest is shown" : ""}`),
+      picker,
+      h("p", { class: "muted", id: "state-runs" }, index !== "" ? `item ${index}: ${io.runs} run(s)` : `${io.runs} run(s)${io.runs > 1 ? "; the latest is shown" : ""}`),
       last ? [h("h2", {}, "Input"), json(last.input), last.output !== undefined ? [h("h2", {}, "Output"), json(last.output)] : h("p", { class: "muted" }, "no output yet")] : null);
   }
 

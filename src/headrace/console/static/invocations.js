@@ -49,11 +49,12 @@ export async function invocations() {
       table([
         ["invocation", (r) => link(`#/invocations/${encodeURIComponent(r.id)}`, r.id.slice(0, 8))],
         ["function", (r) => r.function],
+        ["triggered by", (r) => (r.trigger ? h("code", {}, r.trigger) : r.source)],
         ["status", (r) => badge(r.status)],
         ["attempts", (r) => `${r.attempts}/${r.max_attempts}`],
         ["created", (r) => when(r.created_at)],
         ["took", (r) => (r.finished_at ? ms((r.finished_at - r.created_at) * 1000) : "")],
-        ["source", (r) => (r.execution_id ? link(`#/executions/${encodeURIComponent(r.execution_id)}`, "execution") : r.source)],
+        ["execution", (r) => (r.execution_id ? link(`#/executions/${encodeURIComponent(r.execution_id)}`, "execution") : "")],
         ["error", (r) => r.error || "", "err"],
       ], page.items, { empty: "no invocation matches" }),
       h("div", { class: "pager" }, prev, next, h("span", { class: "muted" }, `page ${cursors.length}`)));
