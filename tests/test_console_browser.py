@@ -238,6 +238,31 @@ def test_jobs_page_shows_the_log(project, page):
     shot(page, "job")
 
 
+def test_a_running_job_log_is_followed_live(project, page):
+    if page.scheme == "dark":
+        pytest.skip("one run is enough")
+    import threading
+
+    from headrace.jobs.definition import JobDefinition
+    from headrace.jobs.service import Jobs
+
+    jobs = Jobs(project.ledger, project.settings.home)
+    script = "import time\nprint('first', flush=True)\ntime.sleep(3)\nprint('second', flush=True)"
+    job_id = jobs.submit(
+        JobDefinition(name="slow", command=["python", "-c", script]), job_name="slow-job"
+    )
+    runner = threading.Thread(target=jobs.run, args=(job_id,))
+    runner.start()
+    try:
+        project.wait_until(lambda: "first" in jobs.logs(job_id), what="the first line")
+        page.goto(project.url + f"/#/jobs/{job_id}")
+        page.wait_for_selector("#job-log:has-text('first')")
+        assert "second" not in page.locator("#job-log").inner_text()
+        page.wait_for_selector("#job-log:has-text('second')", timeout=20_000)
+    finally:
+        runner.join(60)
+
+
 def test_buckets_page_lists_and_downloads(project, page):
     page.goto(project.url + "/#/buckets")
     ready(page, "#/buckets")

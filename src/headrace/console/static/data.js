@@ -127,9 +127,15 @@ export async function jobs() {
 
 export async function job(id) {
   const node = h("div");
+  let timer = null;
   async function refresh() {
     const d = await api(`/api/jobs/${encodeURIComponent(id)}`);
     const j = d.job;
+    // the log grows without a ledger change: follow it every second until the job ends
+    clearTimeout(timer);
+    if (!["SUCCEEDED", "FAILED"].includes(j.status)) {
+      timer = setTimeout(() => { if (node.isConnected) refresh().catch(() => {}); }, 1000);
+    }
     fill(node, h("p", {}, link("#/jobs", "← jobs")),
       h("h1", {}, "Job ", h("code", {}, j.jobName || id), " ", badge(j.status)),
       h("h2", {}, "Log (live)"), h("pre", { class: "log", id: "job-log" }, d.log || "(no output yet)"),
