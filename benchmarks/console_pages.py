@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import statistics
@@ -207,6 +208,8 @@ def serve(home: Path) -> tuple[str, Ledger]:
         buckets=[],
         sources={},
         pipelines={},
+        streams={},
+        feature_groups={},
     )
     console = Console(ConsoleContext(settings, app, ledger, None, lambda: ""))
     _, url = serve_metrics(Metrics(), "127.0.0.1:0", console)
@@ -287,6 +290,7 @@ def main() -> None:
         browser.close()
     out = {
         "date": time.strftime("%Y-%m-%d"),
+        "load_average_at_end": os.getloadavg(),
         "rounds": args.rounds,
         "first_visit_of_the_open_map_ms": first_map,
         "pages": {},
@@ -305,6 +309,7 @@ def main() -> None:
             f" {small:10.1f} {big / small:6.2f}"
         )
     print(f"first visit of the open Map: {first_map}")
+    print(f"load average at the end: {os.getloadavg()}")
     folder = HERE / "results"
     folder.mkdir(exist_ok=True)
     (folder / "console_pages.json").write_text(json.dumps(out, indent=2))
