@@ -28,6 +28,8 @@ def served(tmp_path, monkeypatch):
             buckets=[],
             sources={},
             pipelines={},
+            streams={},
+            feature_groups={},
         )
         console = Console(ConsoleContext(settings, app, ledger, None, lambda: "me"))
         server, _ = serve_metrics(Metrics(), address, console)
@@ -47,6 +49,7 @@ def test_without_a_token_loopback_serves_console_and_metrics(served, monkeypatch
     base = served()
     assert httpx.get(base + "/").status_code == 200
     assert httpx.get(base + "/api/overview").json()["app"] == "t"
+    assert httpx.get(base + "/api/streams").json()["streams"] == []
     assert "headrace_" in httpx.get(base + "/metrics").text
     missing = httpx.get(base + "/api/nosuch")
     assert missing.status_code == 404 and missing.json() == {"error": "no API at /api/nosuch"}
