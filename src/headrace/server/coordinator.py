@@ -24,6 +24,7 @@ from typing import Any
 
 from headrace.app import App
 from headrace.config import Settings
+from headrace.console import Console, ConsoleContext
 from headrace.events.s3 import object_created_envelope
 from headrace.executors.base import Call, Executor, Outcome
 from headrace.functions import runtime
@@ -100,6 +101,7 @@ class Coordinator:
         self.watch = watch
         self.metrics = Metrics()
         self.metrics_url = ""
+        self.console: Console | None = None  # served beside the metrics
         self.stats = Stats()
         self.id = ""
         self._wake = threading.Event()
@@ -164,7 +166,17 @@ class Coordinator:
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self._tmp_root.mkdir(parents=True, exist_ok=True)
         if self.settings.metrics:
-            _, self.metrics_url = serve_metrics(self.metrics, self.settings.metrics)
+            self.console = Console(
+                ConsoleContext(
+                    self.settings,
+                    self.app,
+                    self.ledger,
+                    self.store,
+                    lambda: self.id,
+                    self._wake.set,
+                )
+            )
+            _, self.metrics_url = serve_metrics(self.metrics, self.settings.metrics, self.console)
         self.id = self.ledger.register_coordinator(
             {"metrics": self.metrics_url, "executor": self.executor.name, "pid": os.getpid()}
         )
