@@ -1,0 +1,84 @@
+"""Which object triggers an object wakes, and which triggers and buckets are idle.
+
+A typo in a bucket name (`put t.txt landng/`) or in a trigger's prefix or suffix is silent:
+the object is stored and nothing runs. `put` asks `triggers_for` and warns when the answer is
+none; `up` logs `idle_report` at start-up: buckets holding objects no trigger watches, and
+triggers that match none of the objects already in their bucket.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from headrace.app import App
+from headrace.events.s3 import object_created_envelope
+from headrace.storage import ObjectStore
+
+#: At start-up, look at this many objects per bucket at most: enough to tell a trigger that
+#: matches nothing, and bounded however big the bucket.
+SAMPLE = 1000
+
+
+def _envelope(bucket: str, key: str) -> dict[str, Any]:
+    return object_created_envelope(
+        event_id="check",
+        bucket=bucket,
+        key=key,
+        size=0,
+        etag="",
+        sequencer="0",
+        event_time=time.time(),
+    )
+
+
+def triggers_for(app: App, bucket: str, key: str) -> list[str]:
+    """The targets ("function:NAME", "stream:NAME" …) an object created at bucket/key wakes."""
+    envelope = _envelope(bucket, key)
+    return [
+        f"{rule.target.kind}:{rule.target.name}"
+        for rule in app.rules
+        if rule.pattern.matches(envelope)
+    ]
+
+
+def object_triggers(app: App) -> list[dict[str, Any]]:
+    """Every object trigger: its rule name, buckets and target; for status pages."""
+    return [
+        {
+            "rule": rule.name,
+            "buckets": list(rule.buckets),
+            "target": f"{rule.target.kind}:{rule.target.name}",
+        }
+        for rule in app.rules
+        if rule.buckets
+    ]
+
+
+def idle_report(app: App, store: ObjectStore) -> list[str]:
+    """One line per bucket with objects that no trigger watches, and per trigger that matches
+    none of the objects (up to SAMPLE) already in its non-empty bucket."""
+    lines = []
+    watched = set(app.buckets)
+    for bucket in store.list_buckets():
+        if bucket in watched:
+            continue
+        keys = [o.key for o in store.bucket(bucket, create=False).list()[:SAMPLE]]
+        if keys:
+            lines.append(
+                f"bucket {bucket!r} holds objects (e.g. {keys[0]!r}) and no trigger watches it "
+                f"(watched: {', '.join(sorted(watched)) or 'none'})"
+            )
+    for rule in app.rules:
+        for bucket in rule.buckets:
+            try:
+                keys = [o.key for o in store.bucket(bucket, create=False).list()[:SAMPLE]]
+            except Exception:  # a bucket not created yet: nothing to compare with
+                continue
+            if keys and not any(rule.pattern.matches(_envelope(bucket, k)) for k in keys):
+                lines.append(
+                    f"trigger {rule.name!r} ({rule.target.kind} {rule.target.name}) matches "
+                    f"none of the {len(keys)}{'+' if len(keys) == SAMPLE else ''} objects in "
+                    f"bucket {bucket!r} (e.g. {keys[0]!r}): check its prefix and suffix"
+                )
+    return lines
