@@ -320,8 +320,17 @@ def test_with_a_coordinator(tmp_path):
     """Deterministic errors skip the retries; dead letters redrive by the ids `dlq list --json`
     gives; invocations name the object that triggered them; tables wrap long errors."""
     proj, env = _project(tmp_path)
-    up = Up(proj, env, tmp_path / "up.log").start()
+    early = tmp_path / "early.csv"
+    early.write_text("a")
+    for dest in ("landng/early.csv", "landing/early.csv"):
+        assert headrace("put", str(early), dest, project=proj, env=env).returncode == 0
+    up = Up(proj, {**env, "COLUMNS": "400"}, tmp_path / "up.log").start()  # log lines unwrapped
     try:
+        # start-up names the bucket nothing watches and the trigger that matches nothing
+        _wait(lambda: "matches none of the 1 objects" in " ".join(up.output().split()), 30)
+        said = " ".join(up.output().split())
+        assert "bucket 'landng' holds objects (e.g. 'early.csv') and no trigger watches it" in said
+        assert "(function count_words) matches none of the 1 objects in bucket 'landing'" in said
         bad = headrace("invoke", "count_words", "--payload", '{"x": 1}', project=proj, env=env)
         assert bad.returncode == 1, bad.stderr
         assert "failed after 1 attempts" in bad.stderr and "MalformedEvent" in bad.stderr
