@@ -345,8 +345,10 @@ def test_with_a_coordinator(tmp_path):
         assert redriven.returncode == 0 and malformed in redriven.stdout, redriven.stderr
 
         narrow = headrace("invocations", "-f", "flaky", project=proj, env={**env, "COLUMNS": "80"})
-        flat = "".join(narrow.stdout.replace("│", "").split())
-        assert "withthefield'name'settoanon-emptystring" in flat, narrow.stdout
+        # the error column (the last), read down its lines: the whole message, wrapped
+        cells = [line.split("│")[-2] for line in narrow.stdout.splitlines() if "│" in line]
+        column = "".join("".join(cells).split())
+        assert "settoanon-emptystring" in column, narrow.stdout
         assert "…" not in narrow.stdout
 
         doc = tmp_path / "w.txt"
@@ -379,14 +381,15 @@ def test_two_coordinators_in_one_folder(tmp_path):
     first = Up(proj, env, tmp_path / "first.log").start()
     second = None
     try:
-        second = Up(proj, env, tmp_path / "second.log").start()
+        second = Up(proj, {**env, "COLUMNS": "400"}, tmp_path / "second.log").start()
         data = json.loads(headrace("status", "--json", project=proj, env=env).stdout)
         assert sorted(c["pid"] for c in data["coordinators"]) == sorted(
             [first.proc.pid, second.proc.pid]
         )
         text = headrace("status", project=proj, env={**env, "COLUMNS": "160"}).stdout
         assert "2 coordinators share this ledger" in text
-        _wait(lambda: "other coordinator(s) use this ledger" in second.output(), 30)
+        said = " ".join(second.output().split())
+        assert f"1 other coordinator(s) use this ledger (pid {first.proc.pid} on" in said, said
         info = proj / ".headrace" / "coordinator.json"
         assert json.loads(info.read_text())["pid"] == second.proc.pid
         assert second.terminate() == 0
@@ -474,3 +477,27 @@ def test_up_reload_restarts_on_code_changes(tmp_path):
         assert proc.wait(60) == 0, output()
         log.close()
     assert not (proj / ".headrace" / "coordinator.json").exists()
+
+
+# -- docs ---------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_docs_write_alternative_commands_on_separate_lines():
+    """`headrace dlq list | headrace dlq redrive` pasted into a shell redrives everything."""
+    import re
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    piped = [
+        f"{page.name}: {line}"
+        for page in pages
+        for line in page.read_text().splitlines()
+        if re.search(r"headrace [^|`]*\|\s*headrace", line)
+    ]
+    assert piped == []
+
+
+def test_readme_says_how_to_get_headrace_on_path():
+    readme = (ROOT / "README.md").read_text()
+    assert ". .venv/bin/activate" in readme and "--install-completion" in readme

@@ -395,7 +395,8 @@ def invoke(
         float, typer.Option("--wait", help="Seconds to wait for the result before giving up.")
     ] = 600,
 ) -> None:
-    """Invoke a function with a JSON event and print what it returns."""
+    """Invoke a function with a JSON event and print what it returns. Exits 1 if it failed,
+    2 if still running after --wait, 3 if no coordinator is running to run it (it stays queued)."""
     from headrace.app import load_app
     from headrace.ledger import NewInvocation
 
@@ -425,11 +426,22 @@ def invoke(
         )
         raise typer.Exit(3)
     deadline = time.time() + wait_seconds
+    next_check = time.time() + settings.lease_seconds
     with console.status("") as waiting:
         while time.time() < deadline:
             row = ledger.get_invocation(inv_id)
             if row and row["status"] in ("succeeded", "dead"):
                 break
+            if time.time() >= next_check:  # the coordinator may have stopped meanwhile
+                next_check = time.time() + settings.lease_seconds
+                if not ledger.live_coordinators(stale_after=settings.lease_seconds):
+                    err.print(
+                        f"the coordinator stopped: {inv_id} stays queued until `headrace up` "
+                        "runs again",
+                        markup=False,
+                        soft_wrap=True,
+                    )
+                    raise typer.Exit(3)
             waiting.update(
                 escape(f"waiting for {name} ({inv_id}): {deadline - time.time():.0f} s left")
             )
@@ -484,8 +496,9 @@ def invocations(
         sys.stdout.write(json.dumps(rows, default=str, indent=2) + "\n")
         return
     table = cli_common.table(
-        "id", "function", "status", "attempts", "created", "took", "object", "error"
-    )
+        "id", "function", "status", "attempts", "created", "took", "object", "error",
+        keep=("id", "function", "status", "attempts", "took"),
+    )  # fmt: skip
     colour = {"succeeded": "green", "dead": "red", "running": "cyan", "pending": "yellow"}
     for r in rows:
         took = f"{(r['finished_at'] - r['created_at']):.2f}s" if r["finished_at"] else "-"
@@ -576,7 +589,9 @@ def dlq_list(
         out = [{"invocation_id": r["invocation_id"], **_without(r, "id")} for r in rows]
         sys.stdout.write(json.dumps(out, default=str, indent=2) + "\n")
         return
-    table = cli_common.table("invocation", "function", "attempts", "when", "error")
+    table = cli_common.table(
+        "invocation", "function", "attempts", "when", "error", keep=("invocation", "function")
+    )
     for r in rows:
         table.add_row(
             r["invocation_id"],
@@ -681,7 +696,10 @@ def executions(
                     row[key] = json.loads(row[key])
         sys.stdout.write(json.dumps(rows, default=str, indent=2) + "\n")
         return
-    table = cli_common.table("name", "state machine", "status", "started", "took", "error")
+    table = cli_common.table(
+        "name", "state machine", "status", "started", "took", "error",
+        keep=("name", "state machine", "status", "took"),
+    )  # fmt: skip
     for r in rows:
         took = f"{r['stopped_at'] - r['started_at']:.2f}s" if r["stopped_at"] else "-"
         table.add_row(

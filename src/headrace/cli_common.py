@@ -117,14 +117,18 @@ def when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def table(*columns: str, **options: Any):  # type: ignore[no-untyped-def]
+def table(*columns: str, keep: tuple[str, ...] = (), **options: Any):  # type: ignore[no-untyped-def]
     """A rich table whose cells wrap (long words fold) rather than end in "…": an error or a
-    path cut at the terminal's width loses the part that says what to do."""
+    path cut at the terminal's width loses the part that says what to do. Columns in `keep`
+    (names, ids, statuses: short) are never wrapped, so the narrowing falls on the others."""
     from rich.table import Table
 
     out = Table(**options)
     for name in columns:
-        out.add_column(name, overflow="fold")
+        if name in keep:
+            out.add_column(name, no_wrap=True)
+        else:
+            out.add_column(name, overflow="fold")
     return out
 
 

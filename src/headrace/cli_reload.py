@@ -129,7 +129,7 @@ def supervise(settings: Any, up_args: list[str]) -> int:
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
-    err.print(f"reload: watching {project} for changes to its code", markup=False)
+    err.print(f"reload: watching {project} for changes to its code", markup=False, soft_wrap=True)
     code = 0
     try:
         while not stopping.is_set():
@@ -140,7 +140,9 @@ def supervise(settings: Any, up_args: list[str]) -> int:
                 time.sleep(0.1)
                 changed = handler.settled()
                 if changed:
-                    err.print(f"reload: {changed} changed: restarting", markup=False)
+                    err.print(
+                        f"reload: {changed} changed: restarting", markup=False, soft_wrap=True
+                    )
                     child.send_signal(signal.SIGTERM)  # drain: running invocations finish
                     break
             code = child.wait()
@@ -150,6 +152,7 @@ def supervise(settings: Any, up_args: list[str]) -> int:
                 err.print(
                     f"reload: the coordinator exited ({code}); restarting when the code changes",
                     markup=False,
+                    soft_wrap=True,
                 )
                 while not stopping.is_set() and handler.settled() is None:
                     time.sleep(0.1)

@@ -124,11 +124,11 @@ def status(as_json: cli_common.Json = False) -> None:
             console.print(f"[yellow]{len(data['coordinators'])} coordinators share this ledger[/]")
     else:
         console.print("[yellow]no coordinator is running[/] (start one with `headrace up`)")
-    table = cli_common.table("setting", "value", "from", title="settings")
+    table = cli_common.table("setting", "value", "from", title="settings", keep=("setting",))
     for s in data["settings"]:
         table.add_row(s["name"], escape(s["value"]), escape(s["origin"]))
     console.print(table)
-    table = cli_common.table("bucket", "triggers", title="buckets")
+    table = cli_common.table("bucket", "triggers", title="buckets", keep=("bucket",))
     for b in data["buckets"]:
         targets = [t["target"] for t in data["triggers"] if b["bucket"] in t["buckets"]]
         table.add_row(
@@ -138,8 +138,9 @@ def status(as_json: cli_common.Json = False) -> None:
     console.print(table)
     if data["sources"]:
         table = cli_common.table(
-            "component", "status", "failures", "last error", title="stream health"
-        )
+            "component", "status", "failures", "last error", title="stream health",
+            keep=("component", "status", "failures"),
+        )  # fmt: skip
         for h in data["sources"]:
             ok = h["status"] == "ok"
             table.add_row(
@@ -177,7 +178,7 @@ def settings_cmd(as_json: cli_common.Json = False) -> None:
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
-    table = cli_common.table("setting", "environment variable", "value", "from")
+    table = cli_common.table("setting", "environment variable", "value", "from", keep=("setting",))
     for r in rows:
         table.add_row(r["name"], r["env"] or "-", escape(r["value"]), escape(r["origin"]))
     console.print(table)
