@@ -402,6 +402,21 @@ def test_two_coordinators_in_one_folder(tmp_path):
     assert not info.exists()
 
 
+def test_the_sources_feeding_each_stream_are_known(tmp_path):
+    """`up` marks a pipeline whose source is failing (it says ok, yet nothing new comes)."""
+    from headrace.server.triggers import sources_of_streams
+    from headrace.streams import HttpPoller
+
+    app = App()
+    app.source(HttpPoller("chain", "http://127.0.0.1:9/x"), event_source="chain", detail_type="Tx")
+    app.source(HttpPoller("other", "http://127.0.0.1:9/y"), event_source="other", detail_type="Tx")
+    app.stream("tx")
+    app.stream("rest")
+    app.rule({"source": ["chain"]}, target="stream:tx")
+    app.rule({"detail-type": ["Tx"]}, target="stream:rest")
+    assert sources_of_streams(app) == {"tx": ["chain"], "rest": ["chain", "other"]}
+
+
 FAILING_SOURCE = """
 from headrace import App
 from headrace.streams import HttpPoller
@@ -431,6 +446,42 @@ def test_a_source_that_cannot_connect_shows_in_up_and_status(tmp_path):
         _wait(lambda: "source:chain failing" in up.output(), 30)
     finally:
         up.terminate()
+
+
+@pytest.mark.slow
+def test_up_summary_marks_a_pipeline_whose_source_fails(tmp_path):
+    """The live summary of `up`, rendered as a terminal shows it."""
+    import threading
+
+    from rich.console import Console
+
+    from headrace.app import load_app
+    from headrace.cli import _Summary
+    from headrace.config import load_settings
+    from headrace.server.coordinator import Coordinator
+
+    source = (
+        FAILING_SOURCE + '\np = app.pipeline("p", stream="tx")\np.to_archive("archive", "o/")\n'
+    )
+    proj, _ = _project(tmp_path, source)
+    settings = load_settings(proj, home=str(tmp_path / "home"), workers=1, metrics="")
+    coordinator = Coordinator(settings, load_app(settings))
+    runner = threading.Thread(target=coordinator.run, args=(30,))
+    runner.start()
+    try:
+
+        def rendered():
+            console = Console(record=True, width=200, force_terminal=False)
+            console.print(_Summary(coordinator))
+            text = console.export_text()
+            return text if "ok; source chain failing" in text else None
+
+        text = _wait(rendered, 60)
+        assert "source:chain" in text and "failing" in text
+    finally:
+        coordinator.stop()
+        runner.join(60)
+    assert not runner.is_alive()
 
 
 RELOAD_APP = """

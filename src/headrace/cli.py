@@ -126,7 +126,10 @@ def init(
 
 class _Summary:
     def __init__(self, coordinator: Any) -> None:
+        from headrace.server.triggers import sources_of_streams
+
         self.c = coordinator
+        self._feeds = sources_of_streams(coordinator.app)
 
     def __rich__(self) -> Table:  # the coordinator's table, and its pipelines' below it
         s = self.c.stats
@@ -160,15 +163,23 @@ class _Summary:
         streams = Table(title="stream pipelines", expand=False)
         for col in ("pipeline", "records", "lag", "late", "watermark", "status"):
             streams.add_column(col, justify="left" if col in ("pipeline", "status") else "right")
+        failing = {h.component.removeprefix("source:") for h in health if not h.ok}
         for r in runners:
             st = r.status
+            starved = [s for s in self._feeds.get(r.pipeline.stream, []) if s in failing]
+            if st.last_error:
+                state = f"[red]{escape(st.last_error)}[/]"
+            elif starved:  # it works, but what it reads gets nothing new
+                state = f"[yellow]ok; source {escape(', '.join(starved))} failing[/]"
+            else:
+                state = "[green]ok[/]"
             streams.add_row(
                 escape(f"{r.pipeline.name}[{r.partition}]"),
                 f"{st.records:,}",
                 f"{st.lag:,}",
                 f"[yellow]{st.late:,}[/]" if st.late else "0",
                 cli_common.when(st.watermark),
-                f"[red]{escape(st.last_error)}[/]" if st.last_error else "[green]ok[/]",
+                state,
             )
         grid.add_row(streams)
         return grid

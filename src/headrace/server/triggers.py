@@ -82,3 +82,17 @@ def idle_report(app: App, store: ObjectStore) -> list[str]:
                     f"bucket {bucket!r} (e.g. {keys[0]!r}): check its prefix and suffix"
                 )
     return lines
+
+
+def sources_of_streams(app: App) -> dict[str, list[str]]:
+    """Stream name → the sources whose records its rules route there (judged on the envelope's
+    source and detail-type; a rule that also looks inside `detail` is not counted)."""
+    from headrace.events.envelope import make_envelope
+
+    out: dict[str, list[str]] = {}
+    for name, spec in app.sources.items():
+        envelope = make_envelope(spec.event_source, spec.detail_type, {})
+        for rule in app.rules:
+            if rule.target.kind == "stream" and rule.pattern.matches(envelope):
+                out.setdefault(rule.target.name, []).append(name)
+    return out
