@@ -552,3 +552,19 @@ def test_docs_write_alternative_commands_on_separate_lines():
 def test_readme_says_how_to_get_headrace_on_path():
     readme = (ROOT / "README.md").read_text()
     assert ". .venv/bin/activate" in readme and "--install-completion" in readme
+
+
+def test_start_up_samples_bucket_keys_by_name_without_temp_files(tmp_path):
+    from headrace.server.triggers import sample_keys
+    from headrace.storage import ObjectStore
+
+    store = ObjectStore(str(tmp_path / "buckets"))
+    bucket = store.bucket("bkt")
+    for key in ("z.txt", "a/b/c.txt", "a/x.txt"):
+        bucket.put(key, b"x")
+    (tmp_path / "buckets" / "bkt" / "a" / ".headrace-tmp-writer").write_bytes(b"partial")
+    (tmp_path / "buckets" / "bkt" / ".headrace-tmp-dir").mkdir()
+    (tmp_path / "buckets" / "bkt" / ".headrace-tmp-dir" / "y.txt").write_bytes(b"y")
+    assert sorted(sample_keys(store, "bkt")) == ["a/b/c.txt", "a/x.txt", "z.txt"]
+    assert len(sample_keys(store, "bkt", limit=2)) == 2
+    assert sample_keys(store, "nothing") == []

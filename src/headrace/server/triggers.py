@@ -8,12 +8,15 @@ triggers that match none of the objects already in their bucket.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 from headrace.app import App
+from headrace.errors import InvalidKey
 from headrace.events.s3 import object_created_envelope
 from headrace.storage import ObjectStore
+from headrace.storage.keys import RESERVED_PREFIX, validate_key
 
 #: At start-up, look at this many objects per bucket at most: enough to tell a trigger that
 #: matches nothing, and bounded however big the bucket.
@@ -55,6 +58,29 @@ def object_triggers(app: App) -> list[dict[str, Any]]:
     ]
 
 
+def sample_keys(store: ObjectStore, bucket: str, limit: int = SAMPLE) -> list[str]:
+    """Up to `limit` keys of a bucket, sorted. Local folders are walked by name only: listing
+    them through the store would hash every file not hashed yet, at every start."""
+    root = store.local_root()
+    if root is None:
+        return [o.key for o in store.bucket(bucket, create=False).list()[:limit]]
+    keys: list[str] = []
+    top = root / bucket
+    for folder, subfolders, files in os.walk(top):
+        subfolders[:] = sorted(d for d in subfolders if not d.lower().startswith(RESERVED_PREFIX))
+        rel = os.path.relpath(folder, top)
+        for name in sorted(files):
+            key = name if rel == "." else f"{rel}/{name}"
+            try:
+                validate_key(key)
+            except InvalidKey:
+                continue  # temp files of writes in progress, names that are not keys
+            keys.append(key)
+            if len(keys) >= limit:
+                return keys
+    return keys
+
+
 def idle_report(app: App, store: ObjectStore) -> list[str]:
     """One line per bucket with objects that no trigger watches, and per trigger that matches
     none of the objects (up to SAMPLE) already in its non-empty bucket."""
@@ -63,7 +89,7 @@ def idle_report(app: App, store: ObjectStore) -> list[str]:
     for bucket in store.list_buckets():
         if bucket in watched:
             continue
-        keys = [o.key for o in store.bucket(bucket, create=False).list()[:SAMPLE]]
+        keys = sample_keys(store, bucket)
         if keys:
             lines.append(
                 f"bucket {bucket!r} holds objects (e.g. {keys[0]!r}) and no trigger watches it "
@@ -72,7 +98,7 @@ def idle_report(app: App, store: ObjectStore) -> list[str]:
     for rule in app.rules:
         for bucket in rule.buckets:
             try:
-                keys = [o.key for o in store.bucket(bucket, create=False).list()[:SAMPLE]]
+                keys = sample_keys(store, bucket)
             except Exception:  # a bucket not created yet: nothing to compare with
                 continue
             if keys and not any(rule.pattern.matches(_envelope(bucket, k)) for k in keys):
