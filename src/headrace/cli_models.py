@@ -237,7 +237,9 @@ def promote(
 @models_app.command()
 def rollback(
     name: Annotated[str, typer.Argument(help="Model name.")],
-    alias_name: Annotated[str, typer.Argument(metavar="[ALIAS]")] = "production",
+    alias_name: Annotated[
+        str, typer.Argument(metavar="[ALIAS]", help="The alias to move back.")
+    ] = "production",
 ) -> None:
     """Move ALIAS (production) back to the version it pointed at before its last move."""
     move = _registry().rollback(name, alias_name)
@@ -247,7 +249,9 @@ def rollback(
 @models_app.command()
 def history(
     name: Annotated[str, typer.Argument(help="Model name.")],
-    alias_name: Annotated[str | None, typer.Argument(metavar="[ALIAS]")] = None,
+    alias_name: Annotated[
+        str | None, typer.Argument(metavar="[ALIAS]", help="Only this alias (default: all).")
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Every move of the model's aliases, oldest first."""
