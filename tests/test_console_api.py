@@ -40,7 +40,7 @@ def test_overview_shows_coordinator_settings_triggers_sources_pipelines_errors(p
     assert settings["app"]["origin"].endswith("headrace.toml")
     assert settings["executor"]["origin"] == "default"
     assert settings["poll_interval"]["origin"] == "arguments"
-    assert settings["storage"]["variable"] == "HEADRACE_STORAGE"
+    assert settings["storage"]["env"] == "HEADRACE_STORAGE"
     (inbox,) = [b for b in d["buckets"] if b["name"] == "inbox"]
     assert [t["target"] for t in inbox["triggers"]] == ["function:ingest"]
     assert [s["name"] for s in d["sources"]] == ["blockchain"]

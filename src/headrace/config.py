@@ -199,26 +199,36 @@ def load_settings(project_dir: str | os.PathLike[str] | None = None, **overrides
 
 
 def describe_settings(project_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
-    """Every setting: its name, environment variable, effective value and where the value came
-    from ("$VAR", the headrace.toml path, or "default"), in the order load_settings applies."""
-    settings = load_settings(project_dir)
+    """Every setting of the project in `project_dir`, as `setting_origins` gives them."""
+    return setting_origins(load_settings(project_dir))
+
+
+def setting_origins(settings: Settings) -> list[dict[str, Any]]:
+    """One row per setting: its name, environment variable (`env`), effective value and where
+    the value came from: "$VAR", the headrace.toml path, "arguments" (given to load_settings,
+    e.g. a command-line option) or "default", in load_settings' order of precedence."""
     path = settings.project_dir / CONFIG_FILE
-    in_file: set[str] = set()
-    if path.exists():
-        data = tomllib.loads(path.read_text())
-        in_file = set(data.get("headrace", data))
+    try:
+        data = tomllib.loads(path.read_text()) if path.exists() else {}
+    except (OSError, tomllib.TOMLDecodeError):
+        data = {}
+    in_file = data.get("headrace", data) if isinstance(data, dict) else {}
     variables = {name: var for var, name in _ENV.items()}
+    defaults = Settings(project_dir=settings.project_dir)
     derived = {"ledger": "ledger_url", "storage": "storage_url", "streams": "streams_url",
                "features": "features_url"}  # fmt: skip
     out = []
     for f in fields(Settings):
         if f.name == "project_dir":
             continue
+        raw = getattr(settings, f.name)
         var = variables.get(f.name, "")
         if var and var in os.environ:
             origin = f"${var}"
         elif f.name in in_file:
             origin = str(path)
+        elif raw != getattr(defaults, f.name) and f.name != "home":
+            origin = "arguments"
         else:
             origin = "default"
         value = getattr(settings, derived.get(f.name, f.name))

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from headrace.config import setting_origins
 from headrace.console.data_api import DataApi
 from headrace.console.http import HttpError, Request, Router
-from headrace.console.settings_view import settings_with_origins
 from headrace.errors import HeadraceError
 from headrace.ledger import browse, checkpoints
 from headrace.ledger import executions as execution_store
@@ -203,7 +203,7 @@ class Api:
             "now": now,
             "app": app.name,
             "coordinators": coordinators,
-            "settings": settings_with_origins(ctx.settings),
+            "settings": setting_origins(ctx.settings),
             "buckets": buckets,
             "rules": rules,
             "functions": sorted(n for n in app.functions if not n.startswith("_")),

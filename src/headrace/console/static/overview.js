@@ -92,7 +92,7 @@ function build(d) {
       ["setting", (s) => h("code", {}, s.name)],
       ["value", (s) => h("code", {}, s.value ?? "")],
       ["from", (s) => s.origin],
-      ["variable", (s) => (s.variable ? h("code", {}, s.variable) : "")],
+      ["variable", (s) => (s.env ? h("code", {}, s.env) : "")],
     ], d.settings),
   ];
 }
