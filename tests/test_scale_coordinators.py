@@ -25,7 +25,7 @@ from headrace.streams.log import open_log
 from headrace.workflows import api, execute
 from tests.e2e_helpers import Up, headrace
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(1500)]
 
 APP_DIR = Path(__file__).parent / "apps" / "multi"
 N_OBJECTS = 90
@@ -208,7 +208,8 @@ def test_three_coordinators_share_the_work_and_survive_kill_9(tmp_path, pg_url):
     # completed once: a re-run follows an abandoned attempt, never a second ok
     assert len(ok) == n_invocations and {n for _, n in ok} == {1}
     assert statuses <= {"ok", "abandoned"}, statuses
-    assert len(pids) >= 3, "the work was not shared among the coordinators' workers"
+    # each coordinator has its own worker processes: more than one coordinator's ran them
+    assert len(pids) >= 3, "the work was not shared among the coordinators"
 
     # executions: each as an uninterrupted run ends, each task's invocation once
     for label, arn in arns.items():

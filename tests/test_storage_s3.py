@@ -24,7 +24,7 @@ from headrace.ledger.schema import attempts, invocations, objects
 from headrace.storage import ChangeWatcher, ObjectStore
 from tests.e2e_helpers import Up
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parents[1]
 BASIC = ROOT / "tests" / "apps" / "basic"
