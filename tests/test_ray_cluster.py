@@ -29,11 +29,11 @@ FAST_DEATH = {  # the head notices a dead node within seconds, not Ray's default
 }
 
 
-def _call(n: int, seconds: float, round_: str) -> Call:
+def _call(n: int, seconds: float, round_: str, marks: Path | None = None) -> Call:
     return Call(
         id=f"{round_}-{n}",
         target="ray_node_targets:where",
-        args={"seconds": seconds, "n": n},
+        args={"seconds": seconds, "n": n, "marks": None if marks is None else str(marks)},
         sys_path=[TARGETS],
         tag="where",
     )
@@ -56,7 +56,7 @@ def _alive_nodes() -> list[dict]:
     return [n for n in ray.nodes() if n["Alive"]]
 
 
-def test_calls_run_on_both_nodes_and_survive_the_worker_node_dying(monkeypatch):
+def test_calls_run_on_both_nodes_and_survive_the_worker_node_dying(monkeypatch, tmp_path):
     head = LocalRayHead(num_cpus=1, object_store_mb=128, env=FAST_DEATH, start_timeout=300)
     head.start()
     worker: subprocess.Popen | None = None
@@ -103,9 +103,14 @@ def test_calls_run_on_both_nodes_and_survive_the_worker_node_dying(monkeypatch):
 
         # the worker node dies under load: its calls fail, and run again on the head
         family = psutil.Process(worker.pid).children(recursive=True)
-        second = [_call(n, 3.0, "b") for n in range(6)]
+        marks = tmp_path / "marks"
+        marks.mkdir()
+        second = [_call(n, 5.0, "b", marks) for n in range(6)]
         ex.submit_many(second)
-        time.sleep(2.0)  # both nodes busy
+        deadline = time.monotonic() + 300
+        while not any(not p.name.endswith(head_node) for p in marks.iterdir()):
+            assert time.monotonic() < deadline, "no call started on the worker node"
+            time.sleep(0.1)  # the worker node is busy now
         os.killpg(worker.pid, signal.SIGKILL)
         for proc in family:  # the node's raylet and workers, wherever they moved
             with contextlib.suppress(psutil.Error):

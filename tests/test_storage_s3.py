@@ -68,14 +68,19 @@ def test_object_store_and_listing_on_s3(s3):
     assert _names(fs, url.removeprefix("s3://") + "/inbox") == ["b.txt"]
     # change detection by listing: each version reported once, written by any program
     seen = []
+
+    def wait_for(n: int) -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(seen) < n:
+            time.sleep(0.1)
+
     with ChangeWatcher(store, ["inbox"], poll_interval=0.2) as watcher:
         watcher.start(seen.append)
+        wait_for(1)  # what was there before it started
         fs.pipe(f"{url}/inbox/c.txt", b"from another program")
         bucket.put("a/b.txt", b"hello again")  # a new version of a key
-        deadline = time.time() + 20
-        while time.time() < deadline and len(seen) < 3:
-            time.sleep(0.1)
-        time.sleep(1.0)  # more polls: nothing is reported twice
+        wait_for(3)
+        time.sleep(1.5)  # more polls: nothing is reported twice
     keys = sorted((i.key, i.size) for i in seen)
     assert keys == [("a/b.txt", 5), ("a/b.txt", 11), ("c.txt", 20)], keys
 
