@@ -1,27 +1,31 @@
-"""The Ray executor on a cluster of two nodes started as separate `ray start` processes on
-127.0.0.1 (a head and a worker, one CPU each): calls run on both; when the worker node is
-killed under load, the calls it was running come back as failed attempts, and run again on the
-node that is left, as the coordinator re-runs them: none is lost."""
+"""The coordinator's Ray executor on a cluster of two nodes started as separate `ray start`
+processes on 127.0.0.1 (a head and a worker, one CPU each): functions run on both; the worker
+node killed under load, the invocations it was running are re-run on the head: none is lost,
+each completes once."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
+from sqlalchemy import select
 
-from headrace.executors.base import Call
-from headrace.executors.ray_executor import RayExecutor
 from headrace.jobs.ray_head import LocalRayHead, ray_executable
+from headrace.ledger import Ledger, NewInvocation
+from headrace.ledger.schema import attempts
+from tests.e2e_helpers import Up
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
-TARGETS = str(Path(__file__).parent)
+APP_DIR = Path(__file__).parent / "apps" / "raynodes"
 FAST_DEATH = {  # the head notices a dead node within seconds, not Ray's default half minute
     "RAY_health_check_period_ms": "1000",
     "RAY_health_check_failure_threshold": "3",
@@ -29,39 +33,42 @@ FAST_DEATH = {  # the head notices a dead node within seconds, not Ray's default
 }
 
 
-def _call(n: int, seconds: float, round_: str, marks: Path | None = None) -> Call:
-    return Call(
-        id=f"{round_}-{n}",
-        target="ray_node_targets:where",
-        args={"seconds": seconds, "n": n, "marks": None if marks is None else str(marks)},
-        sys_path=[TARGETS],
-        tag="where",
+def _alive_nodes(head: LocalRayHead) -> int:
+    code = (
+        f"import ray; ray.init(address={head.gcs_address!r}, logging_level='ERROR'); "
+        "print(sum(1 for n in ray.nodes() if n['Alive']))"
     )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **head.client_env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else 0
 
 
-def _collect(ex: RayExecutor, ids: set[str], timeout: float) -> dict:
-    got = {}
-    deadline = time.monotonic() + timeout
-    while set(got) < ids:
-        assert time.monotonic() < deadline, f"no outcome for {sorted(ids - set(got))}"
-        for outcome in ex.collect():
-            got[outcome.id] = outcome
-        time.sleep(0.05)
-    return got
+def _wait(ledger: Ledger, ids: list[str], timeout: float) -> list[dict]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        rows = [ledger.get_invocation(i) for i in ids]
+        if all(r["status"] in ("succeeded", "dead") for r in rows):
+            return rows
+        time.sleep(0.3)
+    raise AssertionError(f"not finished: {[r['status'] for r in rows]}")
 
 
-def _alive_nodes() -> list[dict]:
-    import ray
-
-    return [n for n in ray.nodes() if n["Alive"]]
-
-
-def test_calls_run_on_both_nodes_and_survive_the_worker_node_dying(monkeypatch, tmp_path):
-    head = LocalRayHead(num_cpus=1, object_store_mb=128, env=FAST_DEATH, start_timeout=300)
+def test_functions_run_on_both_nodes_and_survive_the_worker_node_dying(tmp_path):
+    head = LocalRayHead(
+        num_cpus=1,
+        object_store_mb=128,
+        env={**FAST_DEATH, "HEADRACE_TEST_NODE": "head"},
+        start_timeout=300,
+    )
     head.start()
     worker: subprocess.Popen | None = None
-    ex: RayExecutor | None = None
     family: list[psutil.Process] = []
+    up: Up | None = None
     try:
         assert head.gcs_address is not None
         worker = subprocess.Popen(
@@ -75,62 +82,72 @@ def test_calls_run_on_both_nodes_and_survive_the_worker_node_dying(monkeypatch, 
                 f"--object-store-memory={128 * 2**20}",
                 "--disable-usage-stats",
             ],
-            env={**os.environ, **FAST_DEATH, **head.client_env},
+            env={**os.environ, **FAST_DEATH, **head.client_env, "HEADRACE_TEST_NODE": "worker"},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        for name, value in head.client_env.items():
-            monkeypatch.setenv(name, value)
-        ex = RayExecutor(head.gcs_address)
-        ex.start(lambda: None)
-        deadline = time.monotonic() + 300
-        while len(_alive_nodes()) < 2:
+        deadline = time.time() + 300
+        while _alive_nodes(head) < 2:
             assert worker.poll() is None, "the worker node's `ray start` exited"
-            assert time.monotonic() < deadline, "the worker node did not join"
-            time.sleep(0.5)
-        head_node = next(
-            n["NodeID"] for n in _alive_nodes() if "node:__internal_head__" in n["Resources"]
-        )
+            assert time.time() < deadline, "the worker node did not join"
+            time.sleep(1)
+        home = tmp_path / "home"
+        env = {
+            "HEADRACE_HOME": str(home),
+            "HEADRACE_EXECUTOR": "auto",
+            "RAY_ADDRESS": head.gcs_address,
+            "HEADRACE_POLL_INTERVAL": "0.3",
+            **head.client_env,
+        }
+        up = Up(APP_DIR, env, tmp_path / "up.log").start(timeout=300)
+        ledger = Ledger(f"sqlite:///{home / 'ledger.db'}")
 
         # functions are scheduled on both nodes (one CPU each)
-        first = [_call(n, 1.0, "a") for n in range(6)]
-        ex.submit_many(first)
-        got = _collect(ex, {c.id for c in first}, timeout=300)
-        assert all(o.status == "ok" for o in got.values()), got
-        assert len({o.value["node"] for o in got.values()}) == 2
+        first = ledger.enqueue(
+            NewInvocation("where", {"n": n, "seconds": 2}, max_attempts=3) for n in range(6)
+        )
+        rows = _wait(ledger, first, 600)
+        assert all(r["status"] == "succeeded" for r in rows), (rows, up.output())
+        assert {json.loads(r["result"])["node"] for r in rows} == {"head", "worker"}
 
-        # the worker node dies under load: its calls fail, and run again on the head
-        family = psutil.Process(worker.pid).children(recursive=True)
+        # the worker node dies while it runs invocations: they run again on the head
         marks = tmp_path / "marks"
         marks.mkdir()
-        second = [_call(n, 5.0, "b", marks) for n in range(6)]
-        ex.submit_many(second)
-        deadline = time.monotonic() + 300
-        while not any(not p.name.endswith(head_node) for p in marks.iterdir()):
-            assert time.monotonic() < deadline, "no call started on the worker node"
-            time.sleep(0.1)  # the worker node is busy now
+        second = ledger.enqueue(
+            NewInvocation("where", {"n": n, "seconds": 6, "marks": str(marks)}, max_attempts=3)
+            for n in range(6)
+        )
+        deadline = time.time() + 300
+        while not any("-worker-" in p.name for p in marks.iterdir()):
+            assert time.time() < deadline, "no invocation started on the worker node"
+            time.sleep(0.1)
+        family = psutil.Process(worker.pid).children(recursive=True)
         os.killpg(worker.pid, signal.SIGKILL)
         for proc in family:  # the node's raylet and workers, wherever they moved
             with contextlib.suppress(psutil.Error):
                 proc.kill()
         worker.wait(30)
-        got = _collect(ex, {c.id for c in second}, timeout=300)
-        failed = [c for c in second if got[c.id].status != "ok"]
-        assert failed, "no call was running on the killed node"
-        assert {got[c.id].status for c in failed} <= {"crashed"}, [got[c.id] for c in failed]
-        retried = [_call(c.args["n"], 0.5, "retry") for c in failed]
-        ex.submit_many(retried)
-        again = _collect(ex, {c.id for c in retried}, timeout=300)
-        assert all(o.status == "ok" for o in again.values()), again
-        assert {o.value["node"] for o in again.values()} == {head_node}
-        done = {o.value["n"] for o in got.values() if o.status == "ok"}
-        done |= {o.value["n"] for o in again.values()}
-        assert done == set(range(6))  # nothing lost
+        rows = _wait(ledger, second, 600)
+        assert all(r["status"] == "succeeded" for r in rows), (rows, up.output())
+        with ledger.engine.connect() as conn:
+            tried = conn.execute(
+                select(attempts.c.invocation_id, attempts.c.status).where(
+                    attempts.c.invocation_id.in_(second)
+                )
+            ).all()
+        crashed = {i for i, s in tried if s == "crashed"}
+        assert crashed, tried  # the ones on the killed node
+        assert sorted(i for i, s in tried if s == "ok") == sorted(second)  # each once
+        for row in rows:
+            if row["id"] in crashed:
+                assert json.loads(row["result"])["node"] == "head"
+        ledger.close()
+        assert up.terminate() == 0, up.output()
     finally:
-        if ex is not None:
-            ex.shutdown(wait=False)
+        if up is not None and up.alive():
+            up.kill9()
         if worker is not None and worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait(30)
