@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ import psutil
 import pytest
 from sqlalchemy import select
 
-from headrace.jobs.ray_head import LocalRayHead, ray_executable
+from headrace.jobs.ray_head import RAY_LOOPBACK_ENV, LocalRayHead, ray_executable
 from headrace.ledger import Ledger, NewInvocation
 from headrace.ledger.schema import attempts
 from tests.e2e_helpers import Up
@@ -31,6 +32,12 @@ FAST_DEATH = {  # the head notices a dead node within seconds, not Ray's default
     "RAY_health_check_failure_threshold": "3",
     "RAY_health_check_initial_delay_ms": "1000",
 }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _alive_nodes(head: LocalRayHead) -> int:
@@ -71,6 +78,7 @@ def test_functions_run_on_both_nodes_and_survive_the_worker_node_dying(tmp_path)
     up: Up | None = None
     try:
         assert head.gcs_address is not None
+        worker_log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 (the child owns it)
         worker = subprocess.Popen(
             [
                 ray_executable(),
@@ -81,18 +89,45 @@ def test_functions_run_on_both_nodes_and_survive_the_worker_node_dying(tmp_path)
                 "--node-ip-address=127.0.0.1",
                 f"--object-store-memory={128 * 2**20}",
                 "--disable-usage-stats",
+                # a second node on this machine: ports of its own, not Ray's fixed defaults
+                *(
+                    f"--{name}={_free_port()}"
+                    for name in (
+                        "node-manager-port",
+                        "object-manager-port",
+                        "dashboard-agent-listen-port",
+                        "dashboard-agent-grpc-port",
+                        "metrics-export-port",
+                        "runtime-env-agent-port",
+                    )
+                ),
             ],
-            env={**os.environ, **FAST_DEATH, **head.client_env, "HEADRACE_TEST_NODE": "worker"},
+            env={
+                **os.environ,
+                **FAST_DEATH,
+                **head.client_env,
+                # Ray's switch for loopback-only nodes refuses to join a cluster; the node's
+                # servers still bind --node-ip-address (checked below), and need the token
+                RAY_LOOPBACK_ENV: "1",
+                "HEADRACE_TEST_NODE": "worker",
+            },
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         deadline = time.time() + 300
         while _alive_nodes(head) < 2:
-            assert worker.poll() is None, "the worker node's `ray start` exited"
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
             assert time.time() < deadline, "the worker node did not join"
             time.sleep(1)
+        # nothing of the worker node listens beyond the loopback interface
+        node = [psutil.Process(worker.pid), *psutil.Process(worker.pid).children(recursive=True)]
+        for proc in node:
+            with contextlib.suppress(psutil.Error):
+                for conn in proc.net_connections(kind="inet"):
+                    if conn.status == psutil.CONN_LISTEN:
+                        assert conn.laddr.ip == "127.0.0.1", (proc.cmdline()[:2], conn.laddr)
         home = tmp_path / "home"
         env = {
             "HEADRACE_HOME": str(home),
