@@ -25,7 +25,8 @@ def _blocks(lang: str) -> list[str]:
 
 def test_every_settings_block_loads(tmp_path, monkeypatch):
     monkeypatch.setattr(fsspec.config, "conf", {})  # storage_endpoint sets it for the process
-    monkeypatch.delenv("FSSPEC_S3_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("FSSPEC_S3_ENDPOINT_URL", "unset")  # so it is restored (unset) after
+    monkeypatch.delenv("FSSPEC_S3_ENDPOINT_URL")
     for name in config._ENV:
         monkeypatch.delenv(name, raising=False)
     known = {f.name for f in fields(config.Settings)}
