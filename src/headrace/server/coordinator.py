@@ -549,12 +549,13 @@ class Coordinator:
                 # its scratch folder was not removed by the runtime
                 _append_log(running.log_path, f"[ERROR] {outcome.error}\n")
                 _remove(scratch_path(self._tmp_root, claim.id, claim.attempt))
+            lost = outcome.status == "lost"  # its node died: run again, as after a crash here
             attempt_rows.append(
                 {
                     "invocation_id": claim.id,
                     "number": claim.attempt,
                     "function": claim.function,
-                    "status": outcome.status,
+                    "status": "abandoned" if lost else outcome.status,
                     "worker": outcome.worker,
                     "started_at": started,
                     "finished_at": finished,
@@ -576,6 +577,8 @@ class Coordinator:
             }
             if outcome.status == "ok":
                 update.update(status="succeeded", result=outcome.value)
+            elif lost:
+                update.update(status="pending", next_run_at=now, counted=False)
             elif claim.attempt < claim.max_attempts:
                 update.update(status="pending", next_run_at=now + spec.retry_delay(claim.attempt))
             else:

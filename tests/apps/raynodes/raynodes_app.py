@@ -9,7 +9,7 @@ from headrace import App
 app = App("raynodes")
 
 
-@app.function(retries=2, backoff=0.1)
+@app.function(retries=0)
 def where(event, context):
     """Mark the start (in event["marks"]), sleep, and name the node: HEADRACE_TEST_NODE is set
     in the environment of each node's `ray start`, which its Ray workers inherit."""
