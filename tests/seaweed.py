@@ -5,7 +5,9 @@ on free ports, with an S3 identity of its own; stopped (its process only) afterw
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import shutil
 import signal
 import socket
@@ -43,6 +45,20 @@ class SeaweedS3:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+def _die_with_parent(parent: int):  # type: ignore[no-untyped-def]
+    """In the child: SIGTERM when the process that started it dies (Linux), so a test run that
+    is killed does not leave the server behind."""
+
+    def setup() -> None:
+        if sys.platform.startswith("linux"):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+            if os.getppid() != parent:
+                os._exit(143)
+
+    return setup
 
 
 def weed_binary() -> str | None:
@@ -108,6 +124,7 @@ def start(folder: Path, timeout: float = 60) -> SeaweedS3:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C of the tests reaches it through stop() only
+            preexec_fn=_die_with_parent(os.getpid()),
         )
     server = SeaweedS3(f"http://127.0.0.1:{s3}", proc, log)
     deadline = time.time() + timeout

@@ -65,6 +65,19 @@ def test_object_store_and_listing_on_s3(s3):
     with pytest.raises(RuntimeError), bucket.open("a/broken.txt", "wb") as fh:
         fh.write(b"half")
         raise RuntimeError("writer died")
+    with pytest.raises(RuntimeError), bucket.open("a/b.txt", "wb") as fh:
+        fh.write(b"half of a new version")
+        raise RuntimeError("writer died")
+    assert bucket.get("a/b.txt") == b"hello"  # the old version stays whole
+    # a large object (a multipart upload: past s3fs's 50 MiB blocks) appears once complete
+    big = os.urandom(56 * 2**20)
+    with bucket.open("big.bin", "wb") as fh:
+        for start in range(0, len(big), 8 * 2**20):
+            fh.write(big[start : start + 8 * 2**20])
+            fs.invalidate_cache()
+            assert not fs.exists(f"{url}/inbox/big.bin")
+    assert bucket.get("big.bin") == big
+    bucket.delete("big.bin")
     assert _names(fs, url.removeprefix("s3://") + "/inbox") == ["b.txt"]
     # change detection by listing: each version reported once, written by any program
     seen = []
