@@ -14,8 +14,11 @@ APP_DIR = Path(__file__).resolve().parent / "app"
 
 
 class Coordinator:
-    def __init__(self, home: Path, app_dir: Path = APP_DIR, **env: str) -> None:
+    def __init__(
+        self, home: Path, app_dir: Path = APP_DIR, start_timeout: float = 60, **env: str
+    ) -> None:
         self.home = home
+        self.start_timeout = start_timeout
         self.app_dir = app_dir
         self.env = {"HEADRACE_HOME": str(home), **env}
         self.proc: subprocess.Popen | None = None
@@ -28,7 +31,7 @@ class Coordinator:
             stderr=open(self.home.parent / f"{self.home.name}-up.log", "w"),
             env={**os.environ, **self.env},
         )
-        deadline = time.time() + 60
+        deadline = time.time() + self.start_timeout
         while time.time() < deadline:
             if info.exists() and json.loads(info.read_text()).get("pid") == self.proc.pid:
                 time.sleep(0.5)  # workers warm

@@ -151,3 +151,13 @@ def open_stream(request, tmp_path):
         log.close()
     for name in names:
         open_log(url, name).drop()
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """A real S3 server (SeaweedFS) on 127.0.0.1, for the whole session; stopped after."""
+    from tests import seaweed as sw
+
+    server = sw.start(tmp_path_factory.mktemp("seaweed"))
+    yield server
+    server.stop()

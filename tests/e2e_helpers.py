@@ -30,7 +30,7 @@ class Up:
         self.proc: subprocess.Popen | None = None
         self.home = Path(env["HEADRACE_HOME"])
 
-    def start(self) -> Up:
+    def start(self, timeout: float = 60) -> Up:
         info = self.home / "coordinator.json"
         before = info.stat().st_mtime_ns if info.exists() else None
         self.fh = open(self.log, "a")  # noqa: SIM115
@@ -40,7 +40,7 @@ class Up:
             stderr=subprocess.STDOUT,
             env={**os.environ, **self.env},
         )
-        deadline = time.time() + 60
+        deadline = time.time() + timeout
         while time.time() < deadline:
             if info.exists() and info.stat().st_mtime_ns != before:
                 data = json.loads(info.read_text())

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,22 @@ def test_bad_env_value(tmp_path, monkeypatch):
     monkeypatch.setenv("HEADRACE_WORKERS", "many")
     with pytest.raises(ConfigError, match=r"\$HEADRACE_WORKERS"):
         load_settings(tmp_path)
+
+
+def test_storage_endpoint_must_be_an_http_url(tmp_path, monkeypatch):
+    import fsspec.config
+
+    from headrace.errors import ConfigError
+
+    monkeypatch.setattr(fsspec.config, "conf", {})
+    monkeypatch.setenv("FSSPEC_S3_ENDPOINT_URL", "unset")  # so it is restored (unset) after
+    monkeypatch.delenv("FSSPEC_S3_ENDPOINT_URL")
+    with pytest.raises(ConfigError, match=r"storage_endpoint.*not an http"):
+        load_settings(tmp_path, storage="s3://root", storage_endpoint="127.0.0.1:8333")
+    settings = load_settings(
+        tmp_path, storage="s3://root", storage_endpoint="http://127.0.0.1:8333"
+    )
+    assert settings.storage_endpoint == "http://127.0.0.1:8333"
+    # every s3:// file system of this process, and of the processes it starts, goes there
+    assert fsspec.config.conf["s3"]["endpoint_url"] == "http://127.0.0.1:8333"
+    assert os.environ["FSSPEC_S3_ENDPOINT_URL"] == "http://127.0.0.1:8333"

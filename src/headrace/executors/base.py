@@ -12,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-OutcomeStatus = Literal["ok", "error", "timeout", "memory", "crashed"]
+# "lost": the machine running the call went away (a Ray node died); not the call's doing, so
+# the coordinator runs it again without using up a retry, as after its own crash
+OutcomeStatus = Literal["ok", "error", "timeout", "memory", "crashed", "lost"]
 
 
 @dataclass(slots=True)

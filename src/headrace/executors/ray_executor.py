@@ -480,6 +480,15 @@ class RayExecutor:
                 traceback=_plain(str(exc)),
                 **base,
             )
+        if isinstance(exc, rex.NodeDiedError):
+            return Outcome(
+                call.id,
+                "lost",
+                error=f"NodeDied: the Ray node running call {call.id} ({_label(call)}) died; "
+                "it runs again on another node",
+                traceback=_plain(str(exc)),
+                **base,
+            )
         if isinstance(exc, rex.WorkerCrashedError) and call.memory_limit_mb:
             info = self._memory_event(p.token)
             if info is not None:

@@ -86,6 +86,7 @@ class LocalRayHead:
         self.env = dict(env or {})
         self.start_timeout = start_timeout
         self.address: str | None = None
+        self.gcs_address: str | None = None  # host:port that `ray start --address` joins
         self.token = secrets.token_hex(32)
         self.process: subprocess.Popen | None = None
         self.folder: str | None = None
@@ -103,6 +104,7 @@ class LocalRayHead:
         # short: Ray puts unix sockets in it, whose paths are limited to 107 bytes
         self.folder = tempfile.mkdtemp(prefix="hr-ray-", dir="/tmp")
         dashboard = _free_port()
+        self.gcs_address = f"{LOOPBACK}:{_free_port()}"
         argv = [
             ray,
             "start",
@@ -110,7 +112,7 @@ class LocalRayHead:
             "--block",
             f"--num-cpus={self.num_cpus}",
             f"--node-ip-address={LOOPBACK}",
-            f"--port={_free_port()}",
+            f"--port={self.gcs_address.rsplit(':', 1)[1]}",
             "--include-dashboard=true",
             f"--dashboard-host={LOOPBACK}",
             f"--dashboard-port={dashboard}",
@@ -172,6 +174,12 @@ class LocalRayHead:
             f"did not answer at {self.address} within {self.start_timeout:.0f}s ({problem})",
             f"check the machine's load; `ray start` logged: {self.log_tail()}",
         )
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        """What a process joining the cluster needs (a driver's `ray.init(gcs_address)`, a
+        worker node's `ray start --address`): its token, and loopback-only mode."""
+        return {RAY_LOOPBACK_ENV: "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
 
     @property
     def headers(self) -> dict[str, str]:

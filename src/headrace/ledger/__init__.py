@@ -159,7 +159,7 @@ class Ledger:
                 r.id
                 for r in conn.execute(
                     select(coordinators.c.id, coordinators.c.host, coordinators.c.pid).where(
-                        coordinators.c.id != me
+                        coordinators.c.id != me, coordinators.c.stopped_at.is_(None)
                     )
                 )
                 if not _pid_alive_if_local(r.host, r.pid, None)
@@ -193,9 +193,10 @@ class Ledger:
 
     def _release(self, conn: Connection, which: Any, now: float) -> int:
         rows = conn.execute(
-            select(invocations.c.id, invocations.c.function, invocations.c.attempts).where(
-                invocations.c.status == "running", which
-            )
+            select(invocations.c.id, invocations.c.function, invocations.c.attempts)
+            .where(invocations.c.status == "running", which)
+            # two coordinators recovering the same dead one's work: each row is released once
+            .with_for_update(skip_locked=True)
         ).all()
         if not rows:
             return 0
@@ -480,6 +481,19 @@ class Ledger:
                 )
             ).mappings()
             out.update({r["idempotency_key"]: dict(r) for r in rows})
+        return out
+
+    def ended(self, conn: Connection, ids: Sequence[str]) -> dict[str, dict]:
+        """Which of the invocations `ids` ended (succeeded or dead), whoever recorded it."""
+        out: dict[str, dict] = {}
+        for start in range(0, len(ids), 500):
+            rows = conn.execute(
+                select(invocations).where(
+                    invocations.c.id.in_(list(ids[start : start + 500])),
+                    invocations.c.status.in_(("succeeded", "dead")),
+                )
+            ).mappings()
+            out.update({r["id"]: dict(r) for r in rows})
         return out
 
     def get_invocation(self, invocation_id: str) -> dict[str, Any] | None:

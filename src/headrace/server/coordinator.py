@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from headrace.app import App
 from headrace.config import Settings
 from headrace.console import Console, ConsoleContext
@@ -45,6 +47,7 @@ from headrace.workflows.driver import WorkflowDriver
 log = logging.getLogger("headrace.coordinator")
 
 PENDING_POLL = 0.25  # seconds between looks for work queued by others (CLI, redrive, retries)
+RECOVER_EVERY = 1.0  # seconds between looks for coordinators sharing the ledger that died
 
 
 def make_executor(settings: Settings, preload: list[str] | None = None) -> Executor:
@@ -184,6 +187,7 @@ class Coordinator:
             {"metrics": self.metrics_url, "executor": self.executor.name, "pid": os.getpid()}
         )
         self.stats.recovered = self.ledger.recover_leases(self.id)
+        self.workflows.start(self.id)  # executions are run under leases held by this id
         self._sweep_scratch()
         self.executor.start(self._wake.set)
         for bucket in self.app.buckets:
@@ -312,6 +316,7 @@ class Coordinator:
     def _loop(self) -> None:
         next_heartbeat = 0.0
         next_poll = 0.0
+        next_recovery = time.time() + RECOVER_EVERY
         while True:
             now = time.time()
             timer = self.workflows.next_timer() or next_poll
@@ -353,6 +358,9 @@ class Coordinator:
                 continue
             if heartbeat:
                 next_heartbeat = now + self.settings.lease_seconds / 3
+            if now >= next_recovery and not stopping:
+                next_recovery = now + RECOVER_EVERY
+                self._recover()
             if poll:
                 next_poll = now + PENDING_POLL
             if claims:
@@ -361,6 +369,19 @@ class Coordinator:
             self.metrics.in_flight.set(len(self._running))
             if stopping:
                 return
+
+    def _recover(self) -> None:
+        """Take back what coordinators sharing this ledger left running when they died: their
+        invocations become pending again (their executions' and sources' leases free
+        themselves, and the next turn takes them)."""
+        try:
+            recovered = self.ledger.recover_leases(self.id)
+        except Exception:  # the ledger is busy: next time
+            log.exception("recovering the work of stopped coordinators failed")
+            return
+        if recovered:
+            log.info("%d invocations of a stopped coordinator are pending again", recovered)
+            self.stats.recovered += recovered
 
     def _drain_objects(self) -> list[ObjectInfo]:
         out = []
@@ -417,6 +438,19 @@ class Coordinator:
             if ident in seen:
                 continue
             event_id = new_id()
+            try:
+                with conn.begin_nested():
+                    self.ledger.record_object(
+                        conn,
+                        bucket=info.bucket,
+                        key=info.key,
+                        version=info.version,
+                        size=info.size,
+                        etag=info.etag,
+                        event_id=event_id,
+                    )
+            except IntegrityError:  # another coordinator on this ledger recorded it first
+                continue
             envelopes.append(
                 object_created_envelope(
                     event_id=event_id,
@@ -429,15 +463,6 @@ class Coordinator:
                 )
             )
             subjects[event_id] = f"{info.bucket}/{info.key}"
-            self.ledger.record_object(
-                conn,
-                bucket=info.bucket,
-                key=info.key,
-                version=info.version,
-                size=info.size,
-                etag=info.etag,
-                event_id=event_id,
-            )
             self.stats.objects += 1
             self.metrics.objects.labels(info.bucket).inc()
         if not envelopes:
@@ -586,12 +611,13 @@ class Coordinator:
                 # its scratch folder was not removed by the runtime
                 _append_log(running.log_path, f"[ERROR] {outcome.error}\n")
                 _remove(scratch_path(self._tmp_root, claim.id, claim.attempt))
+            lost = outcome.status == "lost"  # its node died: run again, as after a crash here
             attempt_rows.append(
                 {
                     "invocation_id": claim.id,
                     "number": claim.attempt,
                     "function": claim.function,
-                    "status": outcome.status,
+                    "status": "abandoned" if lost else outcome.status,
                     "worker": outcome.worker,
                     "started_at": started,
                     "finished_at": finished,
@@ -613,6 +639,8 @@ class Coordinator:
             }
             if outcome.status == "ok":
                 update.update(status="succeeded", result=outcome.value)
+            elif lost:
+                update.update(status="pending", next_run_at=now, counted=False)
             elif claim.attempt < claim.max_attempts and not is_deterministic(outcome.error):
                 update.update(status="pending", next_run_at=now + spec.retry_delay(claim.attempt))
             else:
@@ -709,6 +737,7 @@ class Coordinator:
             self.ledger.release_leases(self.id)
         for running in self._running.values():
             _remove(scratch_path(self._tmp_root, running.claim.id, running.claim.attempt))
+        self.workflows.release()
         if self.id:
             self.ledger.mark_stopped(self.id)
         self._remove_info()

@@ -36,7 +36,7 @@ from headrace.config import Settings
 from headrace.errors import HeadraceError, MalformedEvent
 from headrace.events.bus import Bus
 from headrace.events.envelope import PRECISE_TIME, make_envelope, without_precise_time
-from headrace.ledger import Ledger, NewInvocation, new_id, source_positions
+from headrace.ledger import Ledger, NewInvocation, new_id, ownership, source_positions
 from headrace.ledger.checkpoints import record_failure
 from headrace.ledger.db import to_json
 from headrace.ledger.pipeline_leases import (
@@ -119,6 +119,8 @@ class StreamService:
         self._lease_ttl = max(LEASE_TTL_MIN, 4 * settings.lease_seconds)
         self._next_renewal = 0.0
         self._next_flush_poll = 0.0
+        self._sources_held: set[str] = set()  # sources whose lease this service holds
+        self._next_source_claim = 0.0
 
     @property
     def active(self) -> bool:
@@ -226,6 +228,7 @@ class StreamService:
                 log.exception("draining pipeline %s failed", runner.pipeline.name)
         if stopped:
             self.release_leases()
+            self._release_sources()
         self.close()
 
     def close(self) -> None:
@@ -247,12 +250,50 @@ class StreamService:
         # sources schedule themselves on the monotonic clock (Source.next_poll_at)
         due = {name: 0.0 for name in self.app.sources}
         while not self._stop.is_set():
+            held = self._claim_sources()
             for name, spec in self.app.sources.items():
+                if name not in held:
+                    due[name] = min(due[name], time.monotonic() + LEASE_RETRY)
+                    continue  # another coordinator on this ledger polls it
                 if time.monotonic() >= due[name]:
                     due[name] = self._poll_due(spec)
             self._turn_done("sources")
             wait = max(0.0, min(due.values()) - time.monotonic())
             self._stop.wait(min(wait, 1.0))
+
+    def _claim_sources(self) -> set[str]:
+        """The sources this process polls: one coordinator at a time polls each, under its
+        lease (`headrace.ledger.ownership`). One taken over from another coordinator starts
+        from the position that one wrote down last."""
+        now = time.time()
+        if now < self._next_source_claim:
+            return self._sources_held
+        try:
+            ownership.ensure_tables(self.ledger)
+            with self.ledger.begin() as conn:
+                held = ownership.take(
+                    conn, "source", self.app.sources, self.owner, ttl=self._lease_ttl
+                )
+        except Exception:
+            log.exception("taking the source leases failed")
+            self._next_source_claim = now + LEASE_RETRY
+            return set()  # not sure it still holds them: poll none until it is
+        for name in held - self._sources_held:
+            self._positions.pop(name, None)  # the ledger's position, not this memory's
+        self._sources_held = held
+        every = self._lease_ttl / 4 if held == set(self.app.sources) else LEASE_RETRY
+        self._next_source_claim = now + every
+        return held
+
+    def _release_sources(self) -> None:
+        if not self._sources_held:
+            return
+        try:
+            with self.ledger.begin() as conn:
+                ownership.release(conn, self.owner, "source")
+        except Exception:  # the lease expires or this process's end frees it anyway
+            log.exception("releasing the source leases failed")
+        self._sources_held = set()
 
     def _poll_due(self, spec: SourceSpec) -> float:
         """Poll one source; when its next poll is due. A source that raises (from poll() or

@@ -795,12 +795,22 @@ class _LocalAtomicWriter(_AtomicWriter):
         self._close_dir()
 
 
+def _puts_whole_objects(fs: fsspec.AbstractFileSystem) -> bool:
+    """Whether a file written on `fs` appears only once closed (an S3 PUT, or the completion
+    of a multipart upload), so it needs no temporary name."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return any(p in ("s3", "s3a") for p in protocols)
+
+
 class _RemoteAtomicWriter(_AtomicWriter):
     def __init__(self, bucket: Bucket, key: str, path: str) -> None:
         super().__init__(bucket, key, path)
         folder, final_name = path.rsplit("/", 1)
         self._fs = bucket.store.fs
-        self._tmp = f"{folder}/{temp_name(final_name)}"
+        # On S3 the object itself is the temporary: invisible until the upload completes, and
+        # a discarded upload is aborted. Elsewhere: a temporary name, then a move.
+        self._direct = _puts_whole_objects(self._fs)
+        self._tmp = path if self._direct else f"{folder}/{temp_name(final_name)}"
         self._file: Any = self._fs.open(self._tmp, "wb")
 
     def _raw_write(self, view: memoryview) -> None:
@@ -809,9 +819,12 @@ class _RemoteAtomicWriter(_AtomicWriter):
     def _commit(self, etag: str) -> ObjectInfo:
         self._file.close()
         self._file = None
-        # On object stores mv is a server-side copy then delete: the final object still
-        # appears whole, which is what matters to readers and watchers.
-        self._fs.mv(self._tmp, self.name)
+        if not self._direct:
+            # mv is a server-side copy then delete: the final object still appears whole,
+            # which is what matters to readers and watchers.
+            self._fs.mv(self._tmp, self.name)
+        with contextlib.suppress(Exception):
+            self._fs.invalidate_cache(self.name)
         info = self._fs.info(self.name)
         version, _, _ = remote_signature(info)
         _MD5_CACHE.put((self.bucket.store.url, self.name, version), etag)
@@ -821,6 +834,14 @@ class _RemoteAtomicWriter(_AtomicWriter):
         return result
 
     def _cleanup(self) -> None:
+        if self._direct:
+            if self._file is not None:
+                with contextlib.suppress(Exception):
+                    self._file.discard()  # aborts the multipart upload of a large object
+                # never closed, so never flushed: nothing is uploaded, an older version stays
+                self._file.closed = True
+                self._file = None
+            return
         if self._file is not None:
             with contextlib.suppress(Exception):
                 # A discarded fsspec file must not upload; closing memory:// files is harmless.

@@ -20,7 +20,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from headrace.functions.spec import FunctionSpec
-from headrace.ledger import Ledger, NewInvocation, new_id
+from headrace.ledger import Ledger, NewInvocation, new_id, ownership
 from headrace.ledger import executions as store
 from headrace.workflows.asl import parse
 from headrace.workflows.errors import RUNTIME
@@ -44,6 +44,10 @@ SLICE_SECONDS = 0.05
 SLICE_EVENTS = 5000
 WRITE_EVERY = 250  # events written in batches of this many while a slice runs
 TURN_SECONDS = 0.1  # all executions' work in one turn; what is left waits for the next
+# Coordinators sharing a ledger own executions through leases (headrace.ledger.ownership): one
+# not renewed for this long is free, when its holder is on another host (a dead holder on this
+# host frees it at once). Renewed every quarter of it.
+OWNERSHIP_TTL = 60.0
 
 
 @dataclass(slots=True)
@@ -73,6 +77,10 @@ class WorkflowDriver:
         self.saved: dict[str, int] = {}  # execution id -> events already in the ledger
         self.broken: dict[str, str] = {}  # execution id -> why it must fail (found off-turn)
         self._created: list[str] = []  # invocation ids made in the current savepoint
+        # the coordinator id this driver runs executions for, under their leases; set at start
+        self.owner = ""
+        self._next_renewal = 0.0
+        self._others: set[str] = set()  # running executions other coordinators run
 
     def reset(self) -> None:
         """Forget the in-memory state after a failed transaction; the ledger rebuilds it."""
@@ -109,9 +117,57 @@ class WorkflowDriver:
         running = set(store.running_ids(conn))
         for execution_id in [e for e in self.active if e not in running]:
             self._forget(execution_id)
-        for execution_id in sorted(running):
+        mine = self._owned(conn, running)
+        self._others = running - mine
+        for execution_id in sorted(mine):
             if execution_id not in self.active:
                 self._guarded(conn, execution_id, self._load)
+        self._collect_outcomes(conn)
+
+    def _owned(self, conn: Connection, running: set[str]) -> set[str]:
+        """The running executions this driver may run: those whose lease it holds or takes.
+        All leases are renewed every quarter of their time to live; in between only executions
+        not run here yet are asked for (started meanwhile, or freed by a dead coordinator)."""
+        if not self.owner:
+            return running
+        now = time.time()
+        renew = now >= self._next_renewal
+        wanted = running if renew else running - set(self.active)
+        mine = ownership.take(conn, "execution", wanted, self.owner, ttl=OWNERSHIP_TTL)
+        if renew:
+            self._next_renewal = now + OWNERSHIP_TTL / 4
+            for execution_id in [e for e in self.active if e not in mine]:
+                log.warning("execution %s: another coordinator runs it now", execution_id)
+                self._forget(execution_id)
+            return mine
+        return mine | (running & set(self.active))
+
+    def _collect_outcomes(self, conn: Connection) -> None:
+        """Outcomes of this driver's tasks that another coordinator recorded (it claimed and ran
+        the invocation): into the executions' histories, as if recorded here."""
+        if not self.tasks:
+            return
+        for inv_id, inv in self.ledger.ended(conn, list(self.tasks)).items():
+            self.finished(
+                conn, inv_id, inv["status"], inv["result"], inv["error"], inv["traceback"]
+            )
+
+    def start(self, owner: str) -> None:
+        """Run executions for the coordinator `owner`, each under its lease (created here, not
+        inside a turn: SQLite has one writer)."""
+        ownership.ensure_tables(self.ledger)
+        self.owner = owner
+
+    def release(self) -> None:
+        """Give up the leases of the executions run here (a clean stop)."""
+        if not self.owner:
+            return
+        try:
+            ownership.ensure_tables(self.ledger)
+            with self.ledger.begin() as conn:
+                ownership.release(conn, self.owner, "execution")
+        except Exception:  # they expire, or this process's end frees them, anyway
+            log.exception("releasing the execution leases failed")
 
     def _load(self, conn: Connection, execution_id: str) -> None:
         loaded = store.load(conn, execution_id)
@@ -370,6 +426,8 @@ class WorkflowDriver:
         for cb in store.pending_callbacks(conn):
             execution_id = cb["token"].split("#", 1)[0]
             interp = self.active.get(execution_id)
+            if interp is None and execution_id in self._others:
+                continue  # another coordinator runs that execution: it applies the callback
             waiting = None
             if interp is not None:
                 for scope, task in interp.pending_tasks():
