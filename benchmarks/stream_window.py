@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -143,6 +144,7 @@ def main() -> int:
     args = parser.parse_args()
     batches = args.batch or [100, 1_000, 10_000, 100_000]
     trace = make_trace(args.n)
+    load_before = os.getloadavg()  # the machine's load: the ratios hold under it, not the times
     use_bytewax = not args.no_bytewax and (ANCHORS / "bytewax_window.py").exists()
     results: dict[str, dict] = {}
     ours: dict[int, dict] = {b: {"times": []} for b in batches}
@@ -222,7 +224,9 @@ def main() -> int:
     for key in ("same_at_every_batch_size", "check"):
         if key in results:
             print(f"{key}:", results[key])
-    print(json.dumps({"n": args.n, "results": results}, default=str))
+    load = {"before": load_before, "after": os.getloadavg(), "cpus": os.cpu_count()}
+    print(f"load average (1, 5, 15 min) before {load['before']}, after {load['after']}")
+    print(json.dumps({"n": args.n, "load": load, "results": results}, default=str))
     return 0
 
 
