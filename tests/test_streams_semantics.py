@@ -416,7 +416,7 @@ def test_numpy_fixed_windows_equal_the_reference_and_the_polars_path(trace, opts
     )
     want = ({(k, s): (e, {n: v[n] for n in NUMPY_AGGS}) for (k, s), (e, v) in want[0].items()},)
     fast, slow = fixed(hop, opts, numpy=True), fixed(hop, opts, numpy=False)
-    op, main, late = run(fast, records, spans, crashes)
+    _, main, late = run(fast, records, spans, crashes)
     _, main_polars, late_polars = run(slow, records, spans, crashes)
     same_windows(windows_of(main), want[0])
     assert late_of(late) == late_of(late_polars)
@@ -466,7 +466,7 @@ def test_numpy_fixed_windows_keep_int64_types_and_nulls():
         assert fast.to_pylist()[1:] == slow.to_pylist()[1:]  # NaN != NaN: the first apart
         assert fast.schema.field("total").type == kind and fast.schema.field("lo").type == kind
         row = fast.to_pylist()[1]  # [10, 20): all null
-        assert (row["n"], row["nx"], row["total"], row["avg"], row["lo"]) == (2, 0, None, None, None)
+        assert [row[name] for name in ("n", "nx", "total", "avg", "lo")] == [2, 0, *[None] * 3]
         head = fast.to_pylist()[0]
         if kind == pa.int64():
             assert head["total"] == 2**61 and head["lo"] == 2**60

@@ -332,6 +332,7 @@ class PartitionRunner:
                     count.records_out, count.bytes_out = current.num_rows, count.bytes_in
                 continue
             outputs, lates = [], []
+            given = current
             if current is not None and current.num_rows:
                 emit = _call(built, "process", current)
                 outputs.append(emit.main)
@@ -350,7 +351,11 @@ class PartitionRunner:
             if built.late is not None and flushing:
                 _call(built, "flush", batch, target=built.late)
             if current is not None:
-                count.records_out, count.bytes_out = current.num_rows, current.nbytes
+                # an operator that let the whole batch through returned it: no need to count
+                # its bytes again (that costs a walk over its buffers)
+                same = current is given
+                size = count.bytes_in if same else current.nbytes
+                count.records_out, count.bytes_out = current.num_rows, size
         state, bases, deltas = self._changed_state(seq)
         changes = bundle(deltas) if deltas else None
         watermark = self._watermark()
