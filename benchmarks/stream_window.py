@@ -13,17 +13,20 @@ headrace's side is the whole engine with checkpoints on: the trace is first appe
 embedded stream log (not timed, like Bytewax's input list), then one pipeline partition reads it
 in micro-batches → dedup(id) → 60 s tumbling window (delay 5 s, like the anchor's clock) →
 a sink, committing offsets and operator state to a SQLite ledger after every micro-batch.
-Timed: from opening the pipeline to the last commit (flush included). The sides run in
-interleaved rounds (Bytewax, then each batch size) and each ratio is the median of the rounds'
-ratios, each against the Bytewax run of its own round. Results are compared
+Timed: from opening the pipeline to the last commit (flush included). Results are compared
 window by window with Bytewax's, and across micro-batch sizes (100 to 100,000 by default): the
 windows and the late records must be identical at every size.
+
+Rounds interleave the sides (Bytewax, a batch size, Bytewax, the next batch size, ..., Bytewax);
+each headrace run's ratio is against the mean of the Bytewax runs right before and after it, and
+a batch size's figure is the median of its rounds' ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -143,25 +146,33 @@ def main() -> int:
     args = parser.parse_args()
     batches = args.batch or [100, 1_000, 10_000, 100_000]
     trace = make_trace(args.n)
+    load_before = os.getloadavg()  # the machine's load: the ratios hold under it, not the times
     use_bytewax = not args.no_bytewax and (ANCHORS / "bytewax_window.py").exists()
     results: dict[str, dict] = {}
     ours: dict[int, dict] = {b: {"times": []} for b in batches}
     bw: dict = {"times": []}
     ratios: dict[int, list[float]] = {b: [] for b in batches}
-    # Rounds interleave the sides (Bytewax, then each batch size), and each round's ratio is
-    # taken against the Bytewax run of the same round: load from other work on this machine
-    # then weighs on both sides of a ratio alike.
+
+    # Rounds interleave the sides: Bytewax, a batch size, Bytewax, the next batch size, ...,
+    # Bytewax. Each headrace run's ratio is taken against the mean of the Bytewax runs just
+    # before and just after it, so load from other work on this machine, which comes and goes
+    # within minutes, weighs on both sides of a ratio alike.
+    def anchor() -> float:
+        once = bytewax_side(args.n, 1)
+        bw["times"] += once["times"]
+        bw["late"], bw["windows"] = once["late"], once["windows"]
+        return once["times"][-1]
+
     for _ in range(args.runs):
-        if use_bytewax:
-            once = bytewax_side(args.n, 1)
-            bw["times"] += once["times"]
-            bw["late"], bw["windows"] = once["late"], once["windows"]
+        before = anchor() if use_bytewax else None
         for batch in batches:
             once = headrace_side(trace, batch, 1)
             ours[batch]["times"] += once["times"]
             ours[batch].update({k: v for k, v in once.items() if k != "times"})
-            if use_bytewax:
-                ratios[batch].append(bw["times"][-1] / once["times"][-1])
+            if before is not None:
+                after = anchor()
+                ratios[batch].append((before + after) / 2 / once["times"][-1])
+                before = after
     for batch in batches:
         med = statistics.median(ours[batch]["times"])
         results[f"headrace micro-batch {batch:,}"] = {
@@ -222,7 +233,9 @@ def main() -> int:
     for key in ("same_at_every_batch_size", "check"):
         if key in results:
             print(f"{key}:", results[key])
-    print(json.dumps({"n": args.n, "results": results}, default=str))
+    load = {"before": load_before, "after": os.getloadavg(), "cpus": os.cpu_count()}
+    print(f"load average (1, 5, 15 min) before {load['before']}, after {load['after']}")
+    print(json.dumps({"n": args.n, "load": load, "results": results}, default=str))
     return 0
 
 

@@ -461,3 +461,49 @@ def test_a_checkpoint_taken_before_the_operator_saw_a_record_restores(ledger, tm
     assert out.num_rows == (2 if operator != "tumbling" else 1)
     for stream in (log, *outputs.values()):
         stream.close()
+
+
+class CommitFails(Explodes):
+    """Fails once inside the batch's ledger transaction (its commit), at a given batch."""
+
+    name = "commit-fails"
+
+    def write(self, table, batch):
+        pass
+
+    def commit(self, conn, batch):
+        if batch.seq == self.at and not self.fired:
+            self.fired = True
+            raise RuntimeError("the ledger transaction failed")
+
+
+def test_a_caught_up_run_holds_one_connection_and_lets_it_go(ledger, tmp_path):
+    """The batches of one catch-up share a ledger connection, returned to the pool at the
+    end; a transaction that fails lets it go as well, and the replay gives the same result."""
+    data = trace(3000, seed=4)
+    root = str(tmp_path / "streams")
+    log = open_log(root, "events")
+    fill(log, data)
+    outputs = {"windows": open_log(root, "windows")}
+    pipe = make_pipeline(batch_size=300)
+    pipe.to_stream("windows")
+    pipe.sink(CommitFails(at=4))
+    pipe.stages[1].late = MemorySink("late")
+    runner = runner_for(pipe, ledger, log, tmp_path, streams=outputs)
+    runner.open()
+    pool = ledger.engine.pool
+    held = []
+    runner.on_batch = lambda r, counts: held.append((r._conn is not None, pool.checkedout()))
+    with pytest.raises(RuntimeError, match="the ledger transaction failed"):
+        runner.run_until_caught_up()
+    assert runner._conn is None and pool.checkedout() == 0
+    assert held == [(True, 1)] * 3  # batches 1-3 committed on the one held connection
+    pipe.stages[-1].template.fired = True  # the runner rebuilds its stages from the template
+    runner.run_until_caught_up()  # reopens from batch 3's commit
+    runner.flush()
+    runner.close()
+    assert pool.checkedout() == 0
+    truth, _ = batch_truth(data)
+    assert as_rows(outputs["windows"].read(0, 0, 10**6)) == as_rows(truth)
+    for stream in (log, *outputs.values()):
+        stream.close()

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+from sqlalchemy import Connection
 
 from headrace.errors import StreamError
 from headrace.ledger import Ledger
@@ -97,6 +99,9 @@ class PartitionRunner:
         self._targets: list[tuple[str, Any]] = []  # (slot prefix, operator or sink)
         self._written: dict[str, bytes] = {}  # whole slots as last committed
         self._checkpoint: Checkpoint | None = None
+        # a ledger connection held while catching up: checking one out of the pool for each
+        # batch's transaction costs as much as a small batch's commit itself
+        self._conn: Connection | None = None
         self.compactor = Compactor(ledger, pipeline.name, partition)
         self.on_batch: Any = None  # called with the StageCounts of each committed batch
 
@@ -197,7 +202,7 @@ class PartitionRunner:
             end = min(log_end, start + self.pipeline.batch_size)
             if end <= start:
                 return 0
-            with self.ledger.begin() as conn:
+            with self._begin() as conn:
                 plan_batch(conn, self.pipeline.name, self.partition, seq, start, end)
         elif checkpoint.planned_flush:  # a crash interrupted a flush: finish it
             self._process(None, seq, end, flushing=checkpoint.planned_flush)
@@ -233,13 +238,17 @@ class PartitionRunner:
         self._flush(FLUSH_SINKS)
 
     def _flush(self, mode: int) -> None:
+        with self._holding():
+            self._flush_held(mode)
+
+    def _flush_held(self, mode: int) -> None:
         if self._checkpoint is None:
             self.open()
         self.run_until_caught_up()  # ends with no plan pending: the flush is planned next
         checkpoint = self._checkpoint
         assert checkpoint is not None
         seq = checkpoint.seq + 1
-        with self.ledger.begin() as conn:
+        with self._begin() as conn:
             plan_batch(
                 conn, self.pipeline.name, self.partition, seq, checkpoint.offset,
                 checkpoint.offset, mode,
@@ -248,13 +257,47 @@ class PartitionRunner:
 
     def run_until_caught_up(self, *, max_batches: int | None = None) -> int:
         total = batches = 0
-        while max_batches is None or batches < max_batches:
-            n = self.step()
-            if not n:
-                break
-            total += n
-            batches += 1
+        with self._holding():
+            while max_batches is None or batches < max_batches:
+                n = self.step()
+                if not n:
+                    break
+                total += n
+                batches += 1
         return total
+
+    @contextlib.contextmanager
+    def _holding(self) -> Iterator[None]:
+        """Hold one ledger connection for the batches' transactions until the block ends
+        (only then: a coordinator runs many partitions and the pool is small)."""
+        if self._conn is not None:  # held already (a flush catches up first)
+            yield
+            return
+        self._conn = self.ledger.engine.connect()
+        try:
+            yield
+        finally:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+
+    @contextlib.contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A transaction on the held connection, or on one of the pool's if none is held. A
+        failed one lets the held connection go (it may be broken): the pool's are used next."""
+        conn = self._conn
+        if conn is None:
+            with self.ledger.begin() as own:
+                yield own
+            return
+        try:
+            with conn.begin():
+                yield conn
+        except BaseException:
+            self._conn = None
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
 
     def _process(self, table: pa.Table | None, seq: int, end: int, *, flushing: int) -> None:
         try:
@@ -289,6 +332,7 @@ class PartitionRunner:
                     count.records_out, count.bytes_out = current.num_rows, count.bytes_in
                 continue
             outputs, lates = [], []
+            given = current
             if current is not None and current.num_rows:
                 emit = _call(built, "process", current)
                 outputs.append(emit.main)
@@ -307,7 +351,11 @@ class PartitionRunner:
             if built.late is not None and flushing:
                 _call(built, "flush", batch, target=built.late)
             if current is not None:
-                count.records_out, count.bytes_out = current.num_rows, current.nbytes
+                # an operator that let the whole batch through returned it: no need to count
+                # its bytes again (that costs a walk over its buffers)
+                same = current is given
+                size = count.bytes_in if same else current.nbytes
+                count.records_out, count.bytes_out = current.num_rows, size
         state, bases, deltas = self._changed_state(seq)
         changes = bundle(deltas) if deltas else None
         watermark = self._watermark()
@@ -318,7 +366,7 @@ class PartitionRunner:
             next_end = min(log_end, end + self.pipeline.batch_size)
         # new bases must not cross a compaction's commit of older ones (see Compactor)
         with self.compactor.bases_lock if bases else contextlib.nullcontext():
-            with self.ledger.begin() as conn:
+            with self._begin() as conn:
                 for built in self._built:
                     if built.stage.kind == "sink":
                         built.obj.commit(conn, batch)

@@ -324,8 +324,10 @@ class Dedup:
             if not held.all():
                 h1, h2, expiry = h1[held], h2[held], expiry[held]
         if len(h1) and 4 * len(h1) >= self._table.used:  # perhaps most of the keys held
-            whole = self.snapshot()["keys"]
-            if whole.num_rows <= 2 * len(h1):  # cheaper whole: no changes to fold later
+            # counted before the whole table is gathered: usually it is not worth it
+            held_now = np.count_nonzero(self._table.expiry > self._held_after())
+            if held_now <= 2 * len(h1):  # cheaper whole: no changes to fold later
+                whole = self.snapshot()["keys"]
                 return {"meta": self._meta(), "keys": Delta(("h1", "h2"), whole, reset=True)}
         keys = pa.table(
             {

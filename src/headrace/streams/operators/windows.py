@@ -51,7 +51,18 @@ import pyarrow as pa
 from headrace.errors import StreamError
 from headrace.streams.hashing import FINGERPRINT
 from headrace.streams.operators import hll
-from headrace.streams.operators.aggregations import SEQ, TIME, Agg, ApproxDistinct, First, Max, Min
+from headrace.streams.operators.aggregations import (
+    SEQ,
+    TIME,
+    Agg,
+    ApproxDistinct,
+    Count,
+    First,
+    Max,
+    Mean,
+    Min,
+    Sum,
+)
 from headrace.streams.operators.base import (
     TIMESTAMP_UTC,
     Delta,
@@ -88,6 +99,10 @@ _UTC = pl.Datetime("us", "UTC")
 _NO_MARK = np.iinfo(np.int64).min  # no watermark yet: no record with a time came before
 _REASONS = [WINDOW_CLOSED, NULL_TIME]
 _RESERVED = {"window_start", "window_end"}
+# the aggregations and input types the numpy path of fixed windows computes (see `_Numpy`)
+_NUMPY_AGGS = (Count, Sum, Mean, Min, Max)
+_NUMPY_TYPES = (pa.int64(), pa.float64())
+_NUMPY_DTYPES = (pl.Int64, pl.Float64)
 
 
 @dataclass(frozen=True)
@@ -169,19 +184,17 @@ class _Window:
         self._note_schema(table.select([self.time_column, *self._inputs]).schema)
         times, valid = time_micros(table, self.time_column, self.name)
         n = table.num_rows
-        # hstack, not with_columns: no query to plan, which is most of a small batch's cost
-        frame = self._frame(table).hstack(
-            [pl.Series(TIME, times), pl.Series(SEQ, np.arange(self._seq, self._seq + n))]
-        )
+        first_seq = self._seq
         self._seq += n
         rows = np.arange(n)
         late = []
         if valid is not None:
             late.append(_Late(rows[~valid], None, None, NULL_TIME))
-            frame, times, rows = frame.filter(pl.Series(valid)), times[valid], rows[valid]
+            times, rows = times[valid], rows[valid]
         try:
             if len(times):
-                late.extend(self._absorb(frame, times, rows, self._marks(times)))
+                marks = self._marks(times)
+                late.extend(self._absorb_table(table, valid, first_seq, times, rows, marks))
                 newest = int(times.max())
                 self._max_time = newest if self._max_time is None else max(self._max_time, newest)
                 candidate = self._max_time - self.delay
@@ -318,6 +331,24 @@ class _Window:
             np.maximum(marks, self._wm, out=marks)
         return marks
 
+    def _absorb_table(
+        self,
+        table: pa.Table,
+        valid: np.ndarray | None,
+        first_seq: int,
+        times: np.ndarray,
+        rows: np.ndarray,
+        marks: np.ndarray,
+    ) -> list[_Late]:
+        """`_absorb` for the batch's timed records (`valid`: which have a time; None: all),
+        as a polars frame with their event time and arrival order (`first_seq` + row)."""
+        frame = self._frame(table)
+        if valid is not None:
+            frame = frame.filter(pl.Series(valid))
+        # hstack, not with_columns: no query to plan, which is most of a small batch's cost
+        frame = frame.hstack([pl.Series(TIME, times), pl.Series(SEQ, rows + first_seq)])
+        return self._absorb(frame, times, rows, marks)
+
     def _absorb(
         self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray, marks: np.ndarray
     ) -> list[_Late]:
@@ -369,8 +400,10 @@ class _Window:
         return self._emit_rows(closed)
 
     def _arrow(self, out: pl.DataFrame) -> pa.Table:
+        return self._typed(out.to_arrow())
+
+    def _typed(self, table: pa.Table) -> pa.Table:
         """The output with the keys and value-preserving aggregates in their input types."""
-        table = out.to_arrow()
         schema = self._schema
         typed = {k: k for k in self.keys}
         typed.update(
@@ -467,6 +500,8 @@ class _FixedWindows(_Window):
         self.size, self.hop, self.align = size, hop, align
         self._group = [*self.keys, _WS]
         self._order = [_WS, *self.keys]  # output order: window, then key
+        numpy = not self.keys and all(type(a) in _NUMPY_AGGS for a in self.aggs.values())
+        self._numpy = _Numpy(self.aggs, self._prefix) if numpy else None
 
     def _describe(self) -> str:
         return f"{self.kind}(size_us={self.size}, hop_us={self.hop}, align_us={self.align})"
@@ -491,9 +526,28 @@ class _FixedWindows(_Window):
         covers = starts + self.size > times[index]
         return index[covers], starts[covers]
 
-    def _absorb(
-        self, frame: pl.DataFrame, times: np.ndarray, rows: np.ndarray, marks: np.ndarray
+    def _absorb_table(
+        self,
+        table: pa.Table,
+        valid: np.ndarray | None,
+        first_seq: int,
+        times: np.ndarray,
+        rows: np.ndarray,
+        marks: np.ndarray,
     ) -> list[_Late]:
+        values = None if self._numpy is None else self._numpy.values(table, valid)
+        if values is None:
+            return super()._absorb_table(table, valid, first_seq, times, rows, marks)
+        return self._absorb(values, times, rows, marks)
+
+    def _absorb(
+        self,
+        frame: pl.DataFrame | dict[str, Any],
+        times: np.ndarray,
+        rows: np.ndarray,
+        marks: np.ndarray,
+    ) -> list[_Late]:
+        """`frame` is a polars frame, or the numpy path's input columns (`_Numpy.values`)."""
         index, starts = self._starts(times)
         # a window closed before the record arrived when its end + grace <= the record's mark
         late = starts + (self.size + self.grace) <= (marks if index is None else marks[index])
@@ -503,11 +557,14 @@ class _FixedWindows(_Window):
             on_time = ~late
             index = np.flatnonzero(on_time) if index is None else index[on_time]
             starts = starts[on_time]
-        if index is not None:
-            frame = frame[index]
         if len(starts):
-            frame = frame.hstack([pl.Series(_WS, starts)])
-            self._pending.append(frame.group_by(self._group).agg(self._partial_exprs))
+            if isinstance(frame, dict):
+                assert self._numpy is not None
+                self._pending.append(self._numpy.partials(frame, index, starts, self.hop))
+            else:
+                frame = frame if index is None else frame[index]
+                frame = frame.hstack([pl.Series(_WS, starts)])
+                self._pending.append(frame.group_by(self._group).agg(self._partial_exprs))
             earliest = int(starts.min())
             if self._pending_min is None or earliest < self._pending_min:
                 self._pending_min = earliest
@@ -524,7 +581,9 @@ class _FixedWindows(_Window):
         """
         parts = [f for f in (self._state, *self._pending) if f is not None and f.height]
         self._pending, self._pending_min = [], None
-        if len(parts) > 1:
+        if len(parts) > 1 and self._numpy is not None and self._numpy.can_merge(parts):
+            self._state = self._numpy.merge(parts, self.hop)
+        elif len(parts) > 1:
             try:  # relaxed only when a column's type changed (int sums widened): it costs
                 both = pl.concat(parts, how="vertical")
             except pl.exceptions.SchemaError:
@@ -552,11 +611,184 @@ class _FixedWindows(_Window):
             starts = state[_WS].to_numpy()
             final = int(np.searchsorted(starts, watermark - (self.size + self.grace), "right"))
             closed, self._state = state.head(final), state.slice(final)
-        starts = closed[_WS]
-        return closed.hstack([starts.alias(_WSTART), (starts + self.size).alias(_WEND)])
+        starts = closed.get_column(_WS).to_numpy()
+        ends = pl.Series(_WEND, starts + self.size)  # numpy: a polars sum is a query
+        return closed.hstack([pl.Series(_WSTART, starts), ends])
 
     def _emit_rows(self, rows: pl.DataFrame) -> pa.Table:
+        if self._numpy is not None and self._numpy.can_merge([rows]):
+            return self._typed(self._numpy.finish(rows))
         return super()._emit_rows(rows, ordered=True)
+
+
+class _Numpy:
+    """The fixed windows' aggregation in numpy, for windows without a key whose aggregations
+    are count, sum, mean, min and max over int64 or float64 columns: a small batch then costs
+    no polars query (planning one costs more than aggregating a thousand records).
+
+    It reads and makes the same frames as the polars path (the same columns, types and
+    order, so state from either restores into the other and they can take turns, batch by
+    batch) and gives the same values: counts, integer sums, min and max exactly; float sums
+    add the same values, in arrival order within a batch and in state-then-batches order
+    when merging (polars may add in another order, so the last bits may differ between the
+    two paths, never between runs of one). Batches of other types take the polars path.
+    """
+
+    def __init__(self, aggs: Mapping[str, Agg], prefix: Mapping[str, str]) -> None:
+        self.aggs = [(a, prefix[out], out) for out, a in aggs.items()]
+        self.columns = list(dict.fromkeys(a.column for a in aggs.values() if a.column))
+
+    def values(
+        self, table: pa.Table, valid: np.ndarray | None
+    ) -> dict[str, tuple[np.ndarray, np.ndarray | None]] | None:
+        """Each input column as (values, validity or None), the records with a time only;
+        None when a column is not int64 or float64."""
+        out = {}
+        for name in self.columns:
+            column = table.column(name)
+            if column.type not in _NUMPY_TYPES:
+                return None
+            ok = None
+            if column.null_count:
+                ok = column.is_valid().to_numpy(zero_copy_only=False)
+                column = column.fill_null(0)
+            array = column.to_numpy()
+            if valid is not None:
+                array, ok = array[valid], None if ok is None else ok[valid]
+            out[name] = (array, ok)
+        return out
+
+    def partials(
+        self, values: dict[str, Any], index: np.ndarray | None, starts: np.ndarray, hop: int
+    ) -> pl.DataFrame:
+        """One batch's partial aggregates per window start, as the polars path's group-by
+        makes them (`index`: the record of each (record, window) pair; None: one each)."""
+        group, ws = _groups(starts, hop)
+        size = len(ws)
+        series = [pl.Series(_WS, ws)]
+        for agg, p, _ in self.aggs:
+            if agg.column is None:
+                series.append(pl.Series(f"{p}n", np.bincount(group, minlength=size)))
+                continue
+            array, ok = values[agg.column]
+            if index is not None:
+                array, ok = array[index], None if ok is None else ok[index]
+            g = group if ok is None else group[ok]
+            x = array if ok is None else array[ok]
+            n = np.bincount(g, minlength=size).astype(np.int64, copy=False)
+            if isinstance(agg, Count):
+                series.append(pl.Series(f"{p}n", n))
+            elif isinstance(agg, Sum | Mean):
+                if isinstance(agg, Mean):
+                    x = x.astype(np.float64, copy=False)
+                series += [pl.Series(f"{p}s", _sums(g, x, size)), pl.Series(f"{p}n", n)]
+            else:
+                v = _extremes(g, x, size, np.fmin if isinstance(agg, Min) else np.fmax)
+                series.append(_nullable(f"{p}v", v, n > 0))
+        return pl.DataFrame(series)
+
+    def can_merge(self, parts: list[pl.DataFrame]) -> bool:
+        """Whether these frames have one schema, all of int64/float64 columns."""
+        dtypes = parts[0].dtypes
+        if not all(d in _NUMPY_DTYPES for d in dtypes):
+            return False
+        return all(p.dtypes == dtypes for p in parts[1:])
+
+    def merge(self, parts: list[pl.DataFrame], hop: int) -> pl.DataFrame:
+        """The frames' rows merged per window start, sorted by it (the open windows)."""
+        ws = np.concatenate([p.get_column(_WS).to_numpy() for p in parts])
+        group, starts = _groups(ws, hop)
+        size = len(starts)
+        series = [pl.Series(_WS, starts)]
+        for agg, p, _ in self.aggs:
+            for name in (f"{p}n",) if isinstance(agg, Count) else _partial_names(agg, p):
+                if name.endswith("v"):
+                    x, ok = _column(parts, name)
+                    g = group if ok is None else group[ok]
+                    x = x if ok is None else x[ok]
+                    more = np.bincount(g, minlength=size) > 0
+                    fold = np.fmin if isinstance(agg, Min) else np.fmax
+                    series.append(_nullable(name, _extremes(g, x, size, fold), more))
+                else:  # counts and sums: never null
+                    x, _ = _column(parts, name)
+                    series.append(pl.Series(name, _sums(group, x, size)))
+        return pl.DataFrame(series)
+
+    def finish(self, closed: pl.DataFrame) -> pa.Table:
+        """The emitted table of closed windows (`closed` has _WSTART/_WEND)."""
+        columns: dict[str, pa.Array] = {
+            # int64 viewed as timestamps: converting to them costs several times more
+            "window_start": pa.array(closed.get_column(_WSTART).to_numpy()).view(TIMESTAMP_UTC),
+            "window_end": pa.array(closed.get_column(_WEND).to_numpy()).view(TIMESTAMP_UTC),
+        }
+        for agg, p, out in self.aggs:
+            if isinstance(agg, Count):
+                columns[out] = closed.get_column(f"{p}n").to_arrow()
+            elif isinstance(agg, Sum | Mean):
+                n = closed.get_column(f"{p}n").to_numpy()
+                s = closed.get_column(f"{p}s").to_numpy()
+                if isinstance(agg, Mean):
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        s = s / n
+                columns[out] = pa.array(s, mask=n == 0)
+            else:
+                columns[out] = closed.get_column(f"{p}v").to_arrow()
+        return pa.table(columns)
+
+
+def _partial_names(agg: Agg, p: str) -> tuple[str, ...]:
+    return (f"{p}s", f"{p}n") if isinstance(agg, Sum | Mean) else (f"{p}v",)
+
+
+def _groups(starts: np.ndarray, hop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each window start's group number, and the groups' starts in ascending order."""
+    low = int(starts.min())
+    spread = (starts - low) // hop  # starts are align + k * hop: exact
+    top = int(spread.max())
+    if top > 4 * len(starts) + 64:  # sparse: sorting beats counting
+        ws, group = np.unique(starts, return_inverse=True)
+        return group, ws
+    present = np.bincount(spread, minlength=top + 1) > 0
+    number = np.cumsum(present) - 1
+    return number[spread], low + hop * np.flatnonzero(present)
+
+
+def _sums(group: np.ndarray, x: np.ndarray, size: int) -> np.ndarray:
+    """Per-group sums in the values' order (float64 stays float64, int64 stays int64)."""
+    if x.dtype == np.float64:  # (without values, bincount gives integers)
+        return np.bincount(group, weights=x, minlength=size).astype(np.float64, copy=False)
+    out = np.zeros(size, x.dtype)
+    np.add.at(out, group, x)
+    return out
+
+
+def _extremes(group: np.ndarray, x: np.ndarray, size: int, fold: np.ufunc) -> np.ndarray:
+    """Per-group min or max (`fold`); groups without values hold an unused filler."""
+    out = np.zeros(size, x.dtype)
+    if len(x):
+        # start from a value of the group itself: no filler can win, and NaN stays NaN
+        first = np.full(size, len(x), np.int64)
+        np.minimum.at(first, group, np.arange(len(x)))
+        has = first < len(x)
+        out[has] = x[first[has]]
+        fold.at(out, group, x)
+    return out
+
+
+def _nullable(name: str, values: np.ndarray, present: np.ndarray) -> pl.Series:
+    """The values (int64 or float64) as a polars column, null where not `present`."""
+    if present.all():
+        return pl.Series(name, values)
+    return pl.Series(name, pa.array(values, mask=~present))
+
+
+def _column(parts: list[pl.DataFrame], name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """A column of the frames, concatenated: values (nulls filled) and validity (or None)."""
+    series = [p.get_column(name) for p in parts]
+    if not any(s.null_count() for s in series):
+        return np.concatenate([s.to_numpy() for s in series]), None
+    values = np.concatenate([s.fill_null(0).to_numpy() for s in series])
+    return values, np.concatenate([s.is_not_null().to_numpy() for s in series])
 
 
 class TumblingWindow(_FixedWindows):
