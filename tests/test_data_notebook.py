@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pandas as pd
 import pyarrow as pa
@@ -177,16 +176,13 @@ def test_metadata_questions_read_no_data_pages(tmp_path):
             return handle
 
     fs = pafs.PyFileSystem(pafs.FSSpecHandler(Counting()))
-    start = time.perf_counter()
     ds = data.read_parquet(str(path), filesystem=fs)
     assert ds.count() == 2_000_000
     assert ds.schema().names == ["id", "text"]
     assert ds.size_bytes() > 0
     assert ds.input_files() == [str(path)]
     assert ds.drop_columns(["text"]).count() == 2_000_000  # no user code: still metadata
-    elapsed = time.perf_counter() - start
     assert sum(read_bytes) < size / 50, (sum(read_bytes), size)
-    assert elapsed < 2.0
     before = sum(read_bytes)
     assert ds.select_columns(["id"]).take(1) == [{"id": 0}]
     assert sum(read_bytes) > before  # reading data does go through the same counter

@@ -1,7 +1,6 @@
 """Dedup with a time-to-live: within and across batches, expiry, keys of every kind, state."""
 
 import itertools
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -240,8 +239,9 @@ def test_errors_name_the_operator_and_the_fix():
     assert d.flush().main.num_rows == 0
 
 
-def test_throughput_is_millions_of_records_per_second():
-    """1M records with 5% duplicates in batches of 100k (the README quotes the full figure)."""
+def test_a_million_records_in_batches_keep_each_id_once():
+    """1M records with 5% duplicates in batches of 100k (their speed is
+    benchmarks/stream_window.py's; a test does not time it)."""
     rng = np.random.default_rng(1)
     n = 1_000_000
     ids = np.arange(n)
@@ -250,11 +250,8 @@ def test_throughput_is_millions_of_records_per_second():
         {"id": ids, "_ingest_time": pa.array(np.arange(n) * 1_000, pa.timestamp("us"))}
     )
     d = Dedup("id", 3600)
-    started = time.perf_counter()
     total = sum(d.process(table.slice(i, 100_000)).main.num_rows for i in range(0, n, 100_000))
-    rate = n / (time.perf_counter() - started)
     assert total == len(np.unique(ids))
-    assert rate > 500_000, f"{rate:,.0f} records/s"  # loose: the machine is shared
 
 
 def _unmix(y: int) -> int:
