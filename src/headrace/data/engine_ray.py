@@ -230,6 +230,9 @@ class RayEngine(Engine):
         num_cpus = getattr(op, "num_cpus", None)
         if num_cpus is not None:
             options["num_cpus"] = num_cpus
+        memory = getattr(op, "memory", None)
+        if memory:
+            options["memory"] = memory
         if isinstance(op, MapBatches | MapRows) and op.is_actor:
             pool = op.compute
             if num_cpus is None:
