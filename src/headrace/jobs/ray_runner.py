@@ -146,7 +146,15 @@ class RayJobsRunner:
             if definition.working_dir:
                 runtime_env["working_dir"] = definition.working_dir
             entrypoint = shlex.join(command)
-        return {"entrypoint": entrypoint, "runtime_env": runtime_env}
+        # the definition's vCPUs and memory are reserved for the driver on the cluster, as
+        # Ray's `ray job submit --entrypoint-num-cpus/--entrypoint-memory` do: the job waits
+        # for them, and the tasks it starts get what is left
+        return {
+            "entrypoint": entrypoint,
+            "runtime_env": runtime_env,
+            "entrypoint_num_cpus": definition.vcpus,
+            "entrypoint_memory": definition.memory * 2**20,
+        }
 
     def _stop_earlier(self, client: Any, attempt: Attempt) -> None:
         for number in range(1, attempt.number):
