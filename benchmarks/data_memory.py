@@ -17,7 +17,7 @@
    is checked to be in key order with every row present. Same sampling.
 
     .venv/bin/python benchmarks/data_memory.py [--rows 50000000] [--sort-rows 20000000]
-        [--sort-memory-mb 64]
+        [--sort-memory-mb 64] [--only stream|sort]
 """
 
 from __future__ import annotations
@@ -158,6 +158,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=50_000_000)
     parser.add_argument("--sort-rows", type=int, default=20_000_000)
     parser.add_argument("--sort-memory-mb", type=int, default=64)
+    parser.add_argument("--only", choices=["stream", "sort"])
     parser.add_argument("--child", nargs=4)
     args = parser.parse_args()
     if args.child:
@@ -165,6 +166,14 @@ def main() -> int:
         child(kind, src, out, int(memory))
         return 0
     result: dict = {}
+    if args.only != "sort":
+        stream_part(args, result)
+    if args.only == "stream":
+        return 0
+    return sort_part(args, result)
+
+
+def stream_part(args: argparse.Namespace, result: dict) -> None:
     src = narrow(args.rows)
     out = str(ROOT / "out-stream")
     stream = measure("stream", src, out)
@@ -172,6 +181,9 @@ def main() -> int:
     assert rows == args.rows, rows
     result["stream"] = {"rows": args.rows, "arrow_bytes": args.rows * 32, **stream}
     print(json.dumps(result["stream"]), flush=True)
+
+
+def sort_part(args: argparse.Namespace, result: dict) -> int:
     src = sortable(args.sort_rows)
     out = str(ROOT / "out-sort")
     sort = measure("sort", src, out, args.sort_memory_mb << 20)

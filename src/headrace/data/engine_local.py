@@ -468,6 +468,10 @@ class LocalEngine(Engine):
         try:
             limit = max(64 << 20, self.context.sort_memory_bytes)
             con.execute(f"SET memory_limit = '{limit // (1 << 20)}MB'")
+            # each DuckDB thread pins its own sort buffers: at 64 MB, two threads run out of
+            # memory where one completes, so a thread per 256 MB of the limit
+            threads = max(1, min(self.context.num_cpus, limit // (256 << 20)))
+            con.execute(f"SET threads = {threads}")
             con.execute(f"SET temp_directory = '{os.path.join(spill, 'duckdb')}'")
             con.execute("SET preserve_insertion_order = true")
             files = os.path.join(spill, "*.parquet").replace("'", "''")

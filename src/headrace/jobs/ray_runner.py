@@ -132,7 +132,9 @@ class RayJobsRunner:
 
     def _submission(self, attempt: Attempt, local: bool) -> dict[str, Any]:
         definition = attempt.definition
-        env = attempt.environment({})
+        # datasets the script builds run on the cluster it runs on (the definition may say
+        # otherwise): the Glue-for-Ray notebook as a Ray job uses Ray Data there
+        env = attempt.environment({"HEADRACE_DATA_ENGINE": "ray"})
         storage = env.get("HEADRACE_STORAGE") or os.environ.get("HEADRACE_STORAGE")
         command = resolve_args(definition.command, storage, self.name)
         runtime_env: dict[str, Any] = {"env_vars": env}
