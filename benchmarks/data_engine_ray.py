@@ -69,7 +69,7 @@ def run_side(which: str, src: str) -> tuple[float, str]:
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"},
+        env={**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_worker_niceness": "0"},
     )
     if done.returncode:
         raise SystemExit(f"{which} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
