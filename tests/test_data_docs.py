@@ -74,3 +74,20 @@ def test_reviews_example_runs(tmp_path):
     assert data.read_parquet(str(curated / "helpful-reviews")).count() == kept > 0
     assert list((curated / "helpful-reviews-sample-csv").glob("*.csv"))
     assert list((curated / "helpful-reviews-sample-json").glob("*.json"))
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_reviews_example_as_a_job_on_each_engine(tmp_path):
+    pytest.importorskip("ray")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "reviews" / "run_jobs.py"), "2000"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "HEADRACE_HOME": str(tmp_path / "home")},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "ray and local: the same rows" in result.stdout
+    assert "rows: 2000" in result.stdout  # the notebook's count(), printed by each job

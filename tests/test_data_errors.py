@@ -123,3 +123,31 @@ def test_add_column_scalar_result_says_how_to_return_a_column():
     ds = data.from_items([{"a": 1}, {"a": 2}])
     with pytest.raises(DatasetError, match=r"is one int \(1\), not a column.*len\(df\)"):
         ds.add_column("x", lambda df: 1).take_all()
+
+
+def test_an_actor_over_its_memory_names_the_class_and_the_fix():
+    import time
+
+    import numpy as np
+
+    from headrace.data import ActorPoolStrategy
+
+    class Hog:
+        def __init__(self):
+            self.kept = []
+
+        def __call__(self, df):
+            self.kept.append(np.ones(100 * 2**20 // 8))  # 100 MiB, touched, per batch
+            time.sleep(0.3)
+            return df
+
+    ds = data.range(100).map_batches(
+        Hog, compute=ActorPoolStrategy(size=1), batch_size=10, memory=300 * 2**20
+    )
+    with pytest.raises(data.WorkerLost) as caught:
+        ds.count()
+    text = str(caught.value)
+    assert "an actor of MapBatches(Hog)" in text
+    assert "more than its memory=300 MiB" in text
+    assert "rows " in text and "batch_size=" in text
+    assert data.range(10).map_batches(lambda df: df).count() == 10

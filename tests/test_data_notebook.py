@@ -186,3 +186,29 @@ def test_metadata_questions_read_no_data_pages(tmp_path):
     before = sum(read_bytes)
     assert ds.select_columns(["id"]).take(1) == [{"id": 0}]
     assert sum(read_bytes) > before  # reading data does go through the same counter
+
+
+def test_actors_read_their_own_row_groups(tmp_path):
+    """read -> map_batches(class): the actor pool reads the row groups itself (one fused
+    stage), and gives the same rows, in the same order, as the pool fed from this process."""
+    import numpy as np
+
+    folder = tmp_path / "features"
+    folder.mkdir()
+    for part in range(3):
+        ids = np.arange(part * 3_000, (part + 1) * 3_000)
+        table = pa.table({"id": ids, "x": ids * 0.5, "helpful_votes_ratio": ids * 1.0})
+        pq.write_table(table, folder / f"part-{part}.parquet", row_group_size=1_000)
+    ds = data.read_parquet(str(folder)).map_batches(
+        HelpfulVotes, compute=ActorPoolStrategy(2, 2), batch_size=256, batch_format="pandas"
+    )
+    fused = ds.to_arrow()
+    assert "ReadParquet->MapBatches(HelpfulVotes)" in ds.stats()
+    assert len(set(fused.column("worker_pid").to_pylist())) == 2
+    fed = data.from_arrow(pq.read_table(folder)).map_batches(
+        HelpfulVotes, compute=ActorPoolStrategy(2, 2), batch_size=256, batch_format="pandas"
+    )
+    expected = fed.to_arrow()
+    columns = ["id", "x", "helpful_votes_ratio"]
+    assert fused.select(columns).equals(expected.select(columns))
+    assert fused.column("id").to_pylist() == list(range(9_000))

@@ -163,3 +163,25 @@ def test_a_head_dies_with_the_process_that_started_it(tmp_path):
         owner.kill()
         if ready.exists():  # nobody was left to remove the head's folder
             shutil.rmtree(ready.read_text(), ignore_errors=True)
+
+
+def test_the_job_reserves_its_vcpus_and_memory_on_the_cluster(jobs, head, tmp_path):
+    (tmp_path / "free.py").write_text(
+        "import ray\nray.init()\nfree, total = ray.available_resources(), ray.cluster_resources()\n"
+        "print('free cpus', free.get('CPU', 0.0))\n"
+        "print('held memory', int(total['memory'] - free['memory']))\n"
+    )
+    spec = JobDefinition(
+        "ray-reserve",
+        ["python", "free.py"],
+        runner="ray",
+        cluster=head.address,
+        working_dir=str(tmp_path),
+        vcpus=1.5,
+        memory=300,
+    )
+    run = jobs.run_sync(spec, job_name="reserve")
+    assert run.status == "SUCCEEDED", jobs.logs(run.id)
+    log = jobs.logs(run.id)
+    assert "free cpus 0.5" in log  # 2 CPUs, 1.5 held by the job's driver
+    assert f"held memory {300 * 2**20}" in log

@@ -114,6 +114,8 @@ class Dataset:
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise DatasetError(operation, f"batch_size={batch_size!r}", "use a positive int")
         strategy = compute_strategy(fn, compute, concurrency, operation)
+        if memory is not None and (not isinstance(memory, int | float) or memory <= 0):
+            raise DatasetError(operation, f"memory={memory!r}", "give bytes per worker, > 0")
         return self._map(
             MapBatches(
                 fn,
@@ -126,6 +128,7 @@ class Dataset:
                 fn_constructor_kwargs=dict(fn_constructor_kwargs or {}),
                 zero_copy_batch=zero_copy_batch,
                 num_cpus=num_cpus,
+                memory=memory,
             )
         )
 

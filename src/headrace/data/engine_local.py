@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 
 from headrace.data.aggregation import merge_aggregates, partial_aggregates
 from headrace.data.engine import Engine, ExecutionStats, StageStats
-from headrace.data.errors import DatasetError
+from headrace.data.errors import DatasetError, WorkerLost
 from headrace.data.ops import MapBatches, MapRows, Op, Where, apply_chain
 from headrace.data.plan import (
     Aggregate,
@@ -117,9 +117,13 @@ class LocalEngine(Engine):
         segments = [s for s in segments if s] or [[]]
         if isinstance(node, Read):
             first, rest = segments[0], segments[1:]
-            if _is_actor(first[0]) if first else False:
-                first, rest = [], segments
-            blocks = self._read_stage(node, first, stats)
+            fused = self._fused_actor_read(node, segments, stats)
+            if fused is not None:
+                blocks, rest = fused
+            else:
+                if _is_actor(first[0]) if first else False:
+                    first, rest = [], segments
+                blocks = self._read_stage(node, first, stats)
         else:
             rest = segments
             blocks = self._barrier(node, stats)
@@ -143,6 +147,35 @@ class LocalEngine(Engine):
             blocks = (source.read(f, columns) for f in fragments)
             return self._block_stage(blocks, ops, stats, source.name)
         return self._driver_read(source, columns, prefilters, fragments, ops, stats.stage(name))
+
+    def _fused_actor_read(
+        self, node: Read, segments: list[list[Op]], stats: ExecutionStats
+    ) -> tuple[Iterator[pa.Table], list[list[Op]]] | None:
+        """read -> map_batches(class): the actors read their own row groups, so the input
+        columns never pass through this process (for batch inference, the bulk of the bytes:
+        the features go from the file to the model, only the predictions come back). Taken
+        when the operations before the actor have no user code (they would otherwise lose the
+        task pool's parallelism) and there are enough row groups to keep the pool busy."""
+        at = next((i for i, s in enumerate(segments) if s and _is_actor(s[0])), None)
+        if at is None or at > 1 or isinstance(node.source, TablesSource):
+            return None
+        before = segments[0] if at == 1 else []
+        if any(_in_worker(o) for o in before):
+            return None
+        actor = segments[at][0]
+        fragments = node.source.fragments()
+        strategy = actor.compute  # type: ignore[attr-defined]
+        if len(fragments) < 2 * strategy.max_size:
+            return None  # few row groups: batches from this process spread over the pool better
+        ops = [*before, actor]
+        name = "->".join([node.source.name, *(o.name for o in ops)])
+        inputs = (("fragment", f, f.describe(node.source)) for f in fragments)
+        bar = stats.progress.stage(name, len(fragments))
+        reading = (list(node.columns) if node.columns is not None else None, node.prefilters)
+        blocks = self._actor_stage(
+            actor, ops, inputs, stats.stage(name), bar, source=node.source, reading=reading
+        )
+        return blocks, segments[at + 1 :]
 
     def _driver_read(
         self,
@@ -212,17 +245,28 @@ class LocalEngine(Engine):
             yield block
 
     def _actor_stage(
-        self, actor: Op, ops: list[Op], inputs: Iterator, stage: StageStats, bar: Any
+        self,
+        actor: Op,
+        ops: list[Op],
+        inputs: Iterator,
+        stage: StageStats,
+        bar: Any,
+        *,
+        source: Source | None = None,
+        reading: tuple | None = None,
     ) -> Iterator[pa.Table]:
         strategy = actor.compute  # type: ignore[attr-defined]
         pool = Pool(
             strategy.initial_size,
             max_size=strategy.max_size,
             per_worker=strategy.max_tasks_in_flight_per_actor,
+            memory_limit=getattr(actor, "memory", None),
         )
         pool.min_size = strategy.min_size
         try:
-            yield from self._pool_stage(pool, None, None, ops, inputs, stage, bar, autoscale=True)
+            yield from self._pool_stage(
+                pool, source, reading, ops, inputs, stage, bar, autoscale=True
+            )
         finally:
             pool.close()
 
@@ -299,6 +343,8 @@ class LocalEngine(Engine):
                 for answer in pool.collect(set(pending)):
                     seq, where = pending.pop(answer.task_id)
                     if not answer.ok:
+                        if isinstance(answer.error, WorkerLost):
+                            raise _lost(answer.error, ops, where, autoscale) from None
                         raise answer.error  # type: ignore[misc]
                     ready[seq] = answer
         finally:
@@ -422,6 +468,10 @@ class LocalEngine(Engine):
         try:
             limit = max(64 << 20, self.context.sort_memory_bytes)
             con.execute(f"SET memory_limit = '{limit // (1 << 20)}MB'")
+            # each DuckDB thread pins its own sort buffers: at 64 MB, two threads run out of
+            # memory where one completes, so a thread per 256 MB of the limit
+            threads = max(1, min(self.context.num_cpus, limit // (256 << 20)))
+            con.execute(f"SET threads = {threads}")
             con.execute(f"SET temp_directory = '{os.path.join(spill, 'duckdb')}'")
             con.execute("SET preserve_insertion_order = true")
             files = os.path.join(spill, "*.parquet").replace("'", "''")
@@ -466,6 +516,22 @@ class LocalEngine(Engine):
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _lost(error: WorkerLost, ops: list[Op], where: str, actor: bool) -> WorkerLost:
+    """A worker that died, said in the user's terms: which operation (the class, for an actor
+    pool), which input, and what to change."""
+    names = "->".join(o.name for o in ops)
+    who = f"an actor of {names}" if actor else f"a worker running {names}"
+    holds = " (each actor holds one instance of the class, its model, plus the batch)"
+    return WorkerLost(
+        who,
+        f"{error.subject} {error.reason}, on {where}",
+        "pass a smaller batch_size= so that each batch fits"
+        + (holds if actor else "")
+        + ", or give it more memory: memory= in bytes per worker (the limit it is held to), "
+        "fewer workers at once (concurrency=), or a machine with more RAM",
+    )
 
 
 def _label(node: Node) -> str:

@@ -22,6 +22,7 @@ another order than on the local engine (Ray's sort is not stable).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -115,9 +116,11 @@ def _actor_cpus(min_size: int, max_size: int) -> dict[str, float]:
     it (on 2 CPUs, `ActorPoolStrategy(2, 4)` at one CPU each waits forever for its reads)."""
     import ray
 
+    # what is free, not the cluster's total: a Ray job's driver holds the CPUs it reserved
     total = float(ray.cluster_resources().get("CPU", 0.0))
-    if total and min_size >= total:
-        return {"num_cpus": total / (max_size + 1)}
+    free = min(total, float(ray.available_resources().get("CPU", total)))
+    if free and min_size >= free:
+        return {"num_cpus": free / (max_size + 1)}
     return {}
 
 
@@ -166,6 +169,8 @@ class RayEngine(Engine):
         if not ray.is_initialized():
             if self.address:
                 ray.init(address=self.address, ignore_reinit_error=True, log_to_driver=True)
+            elif os.environ.get("RAY_ADDRESS"):  # a named cluster, or a Ray job's own
+                ray.init(ignore_reinit_error=True)
             else:  # RAY_ADDRESS, when set, names a running cluster; else a local Ray
                 ray.init(
                     num_cpus=self.context.num_cpus,
@@ -230,6 +235,9 @@ class RayEngine(Engine):
         num_cpus = getattr(op, "num_cpus", None)
         if num_cpus is not None:
             options["num_cpus"] = num_cpus
+        memory = getattr(op, "memory", None)
+        if memory:
+            options["memory"] = memory
         if isinstance(op, MapBatches | MapRows) and op.is_actor:
             pool = op.compute
             if num_cpus is None:
@@ -237,7 +245,9 @@ class RayEngine(Engine):
             return dataset.map_batches(
                 _OpActor,
                 fn_constructor_args=(op,),
-                concurrency=(pool.min_size, pool.max_size),
+                compute=_ray().data.ActorPoolStrategy(
+                    min_size=pool.min_size, max_size=pool.max_size
+                ),
                 **options,
             )
         return dataset.map_batches(_ApplyOp(op), **options)

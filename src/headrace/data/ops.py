@@ -273,6 +273,7 @@ class MapBatches(Op):
     fn_constructor_kwargs: dict[str, Any] = field(default_factory=dict)
     zero_copy_batch: bool = True
     num_cpus: float | None = None
+    memory: float | None = None  # bytes per worker: Ray's reservation; locally, an actor's limit
     user_code = True
 
     def __post_init__(self) -> None:

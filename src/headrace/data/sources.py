@@ -204,6 +204,8 @@ class ParquetSource(Source):
     ) -> pa.Table:
         file = self.files[fragment.file]
         wanted = None if columns is None else [c for c in columns if c not in file.partitions]
+        if wanted is None and self._schema is not None:  # every column: Polars decodes faster
+            wanted = [c for c in self._schema.names if c not in file.partitions]
         if isinstance(self.filesystem, pafs.LocalFileSystem) and wanted and fragment.num_rows:
             usable = tuple(f for f in prefilters if _exact_in_polars(f, file.path, fragment))
             table = _read_with_polars(file.path, fragment, wanted, usable)

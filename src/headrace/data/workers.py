@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -37,6 +38,9 @@ class Answer:
     path: str = ""
     num_rows: int = 0
     error: BaseException | None = None
+
+
+_MEMORY_CHECK_SECONDS = 0.2
 
 
 class Worker:
@@ -58,6 +62,7 @@ class Worker:
         parent.close()
         self.stages: set[str] = set()
         self.in_flight: set[int] = set()
+        self.over_memory = 0  # the RSS it had when killed for passing the pool's limit
         self.send(("setup", [p for p in sys.path if p]))
 
     def send(self, message: tuple) -> None:
@@ -81,8 +86,19 @@ class Worker:
 class Pool:
     """A set of workers with tasks in flight on them."""
 
-    def __init__(self, size: int, *, max_size: int | None = None, per_worker: int = 2) -> None:
+    def __init__(
+        self,
+        size: int,
+        *,
+        max_size: int | None = None,
+        per_worker: int = 2,
+        memory_limit: float | None = None,
+    ) -> None:
         self.min_size = size
+        # an actor's `memory=`: a worker whose resident memory passes it is killed, and its
+        # task fails with that figure, rather than the machine's OOM killer choosing a victim
+        self.memory_limit = memory_limit
+        self._memory_checked = 0.0
         self.max_size = max_size or size
         self.per_worker = per_worker
         self.workers: list[Worker] = []
@@ -141,21 +157,53 @@ class Pool:
         worker.in_flight.add(task_id)
         self._task_worker[task_id] = worker
 
+    def _check_memory(self) -> None:
+        now = time.monotonic()
+        if not self.memory_limit or now - self._memory_checked < _MEMORY_CHECK_SECONDS:
+            return
+        self._memory_checked = now
+        import psutil
+
+        for worker in self.workers:
+            if not worker.in_flight or worker.process.poll() is not None:
+                continue
+            try:
+                rss = psutil.Process(worker.process.pid).memory_info().rss
+            except psutil.Error:
+                continue
+            if rss > self.memory_limit:
+                worker.over_memory = rss
+                worker.process.kill()
+
     def wait(self, timeout: float | None = None) -> list[Answer]:
         busy = {w.conn: w for w in self.workers if w.in_flight}
         if not busy:
             return []
+        self._check_memory()
+        if self.memory_limit and timeout is not None:
+            timeout = min(timeout, _MEMORY_CHECK_SECONDS)
         answers = []
         for conn in wait(list(busy), timeout):
             worker = busy[conn]
             try:
                 message = pickle.loads(conn.recv_bytes())
             except (EOFError, OSError):
-                code = worker.process.poll()
+                try:
+                    code = worker.process.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    code = None
+                if worker.over_memory:
+                    reason = (
+                        f"used {worker.over_memory / 2**20:,.0f} MiB, more than its "
+                        f"memory={self.memory_limit / 2**20:,.0f} MiB, and was stopped"
+                    )
+                else:
+                    reason = f"exited (code {code})" + (
+                        " (killed: out of memory?)" if code in (-9, 137) else ""
+                    )
                 lost = WorkerLost(
                     f"dataset worker {worker.process.pid}",
-                    f"exited (code {code}) while running a task"
-                    + (" (killed: out of memory?)" if code in (-9, 137) else ""),
+                    reason + " while running a task",
                     "give the operation less data per batch (batch_size=) or more memory",
                 )
                 for task_id in worker.in_flight:

@@ -132,7 +132,9 @@ class RayJobsRunner:
 
     def _submission(self, attempt: Attempt, local: bool) -> dict[str, Any]:
         definition = attempt.definition
-        env = attempt.environment({})
+        # datasets the script builds run on the cluster it runs on (the definition may say
+        # otherwise): the Glue-for-Ray notebook as a Ray job uses Ray Data there
+        env = attempt.environment({"HEADRACE_DATA_ENGINE": "ray"})
         storage = env.get("HEADRACE_STORAGE") or os.environ.get("HEADRACE_STORAGE")
         command = resolve_args(definition.command, storage, self.name)
         runtime_env: dict[str, Any] = {"env_vars": env}
@@ -146,7 +148,15 @@ class RayJobsRunner:
             if definition.working_dir:
                 runtime_env["working_dir"] = definition.working_dir
             entrypoint = shlex.join(command)
-        return {"entrypoint": entrypoint, "runtime_env": runtime_env}
+        # the definition's vCPUs and memory are reserved for the driver on the cluster, as
+        # Ray's `ray job submit --entrypoint-num-cpus/--entrypoint-memory` do: the job waits
+        # for them, and the tasks it starts get what is left
+        return {
+            "entrypoint": entrypoint,
+            "runtime_env": runtime_env,
+            "entrypoint_num_cpus": definition.vcpus,
+            "entrypoint_memory": definition.memory * 2**20,
+        }
 
     def _stop_earlier(self, client: Any, attempt: Attempt) -> None:
         for number in range(1, attempt.number):
