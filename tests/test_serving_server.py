@@ -352,3 +352,53 @@ def test_promote_rolls_over_with_no_failed_request_and_a_broken_version_rolls_ba
     failures = [c for c, _ in seen if c != 200]
     # only the broken version's own answers failed, while it was being judged
     assert 0 < len(failures) <= 40, len(failures)
+
+
+@pytest.mark.slow
+def test_autoscaling_between_min_and_max_on_in_flight_requests(serve):
+    s = serve(
+        "--replicas",
+        "1",
+        "--min-replicas",
+        "1",
+        "--max-replicas",
+        "2",
+        "--scale-up-at",
+        "2",
+        "--scale-down-after",
+        "2",
+        "--no-access-log",
+    )
+    assert s.metric("headrace_serving_replicas") == 1
+    stop = threading.Event()
+    codes: list[int] = []
+
+    def load() -> None:
+        with httpx.Client(base_url=s.url, timeout=30) as client:
+            while not stop.is_set():
+                codes.append(client.get("/slow?s=0.3").status_code)
+
+    threads = [threading.Thread(target=load) for _ in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and s.metric("headrace_serving_replicas") < 2:
+            time.sleep(0.2)
+        assert s.metric("headrace_serving_replicas") == 2, s.text()
+        time.sleep(2.0)
+        assert s.metric("headrace_serving_replicas") == 2  # never above --max-replicas
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert set(codes) == {200}
+    # idle: back to --min-replicas after --scale-down-after seconds, and not below
+    deadline = time.time() + 30
+    while time.time() < deadline and s.metric("headrace_serving_replicas") > 1:
+        time.sleep(0.2)
+    assert s.metric("headrace_serving_replicas") == 1
+    time.sleep(3.0)
+    assert s.metric("headrace_serving_replicas") == 1
+    assert httpx.get(f"{s.url}/slow?s=0", timeout=30).status_code == 200
+    assert len(s.replica_pids()) == 2  # one started by the scale-up, none replaced

@@ -100,6 +100,8 @@ class Coordinator:
         self.watch = watch
         self.metrics = Metrics()
         self.metrics_url = ""
+        self.serve_url = ""  # where the app's HTTP routes answer, when it has any
+        self._routes: Any = None
         self.stats = Stats()
         self.id = ""
         self._wake = threading.Event()
@@ -165,8 +167,18 @@ class Coordinator:
         self._tmp_root.mkdir(parents=True, exist_ok=True)
         if self.settings.metrics:
             _, self.metrics_url = serve_metrics(self.metrics, self.settings.metrics)
+        if self.settings.serve and self.app.routes:
+            from headrace.server.http_routes import RouteServer
+
+            self._routes = RouteServer(self.settings, self.app)
+            self.serve_url = self._routes.start()
         self.id = self.ledger.register_coordinator(
-            {"metrics": self.metrics_url, "executor": self.executor.name, "pid": os.getpid()}
+            {
+                "metrics": self.metrics_url,
+                "serve": self.serve_url,
+                "executor": self.executor.name,
+                "pid": os.getpid(),
+            }
         )
         self.stats.recovered = self.ledger.recover_leases(self.id)
         self._sweep_scratch()
@@ -230,7 +242,12 @@ class Coordinator:
             log.info("removed %d temp files left by writers that died", removed)
 
     def _write_info(self) -> None:
-        info = {"id": self.id, "pid": os.getpid(), "metrics": self.metrics_url}
+        info = {
+            "id": self.id,
+            "pid": os.getpid(),
+            "metrics": self.metrics_url,
+            "serve": self.serve_url,
+        }
         path = self.settings.home / "coordinator.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(info))
@@ -628,6 +645,8 @@ class Coordinator:
     # -- shutdown -----------------------------------------------------------------------------
 
     def _drain(self, timeout: float | None) -> None:
+        if self._routes is not None:  # no new requests; those in flight are answered
+            self._routes.stop(30.0 if timeout is None else timeout)
         if self._watcher is not None:
             self._watcher.stop()
         self.streams.stop()
