@@ -24,7 +24,12 @@ Load: `wrk -t1 -c64 -d{SECONDS}s --timeout 30s --latency` with the anchor's post
 list of 64 floats), after a 5 s warm-up, on the same machine.
 
 Usage: python benchmarks/serving.py [SECONDS=20] [only: fastapi,litserve,rayserve,headrace,
-headrace-ray,chaos,rollout]
+headrace-ray,chaos,rollout] [ROUNDS=3]
+
+FastAPI, LitServe and headrace's local replicas run side by side and are measured in turn,
+ROUNDS times over (the order rotated each round; the median round is reported), so that the
+load other jobs put on the machine weighs on all of them alike. The two Ray servers each start
+a Ray of 2 CPUs, so they run one after the other, each measured once.
 Prints one JSON line per measurement and a table.
 """
 
@@ -39,7 +44,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -132,6 +136,7 @@ class Server:
 
     def __init__(self, name: str, cmd: list[str], cwd: Path, env=None) -> None:
         self.name = name
+        self.cmd = cmd
         self.log_path = Path(f"/tmp/bench-serving-{name}.log")
         self.log = open(self.log_path, "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -173,6 +178,49 @@ def measure(
         return results
     finally:
         server.stop()
+
+
+def interleaved(
+    servers: list[tuple[str, list[str], Path, dict | None]],
+    urls: dict[str, str],
+    seconds: int,
+    rounds: int,
+) -> list[dict]:
+    """Start every server, then measure the URLs in turn, `rounds` times over (the order
+    rotated each round), so that a noisy machine weighs on all of them alike; the median of
+    each URL's rounds is its figure."""
+    started = [Server(name, cmd, cwd, env) for name, cmd, cwd, env in servers]
+    try:
+        labels = {}
+        for label, url in urls.items():
+            port = url.split(":")[2].split("/")[0]
+            wait_ready(url, next(s.proc for s in started if port in s.cmd))
+            labels[label] = answers(url)
+            wrk(url, 3)
+        runs: dict[str, list[dict]] = {label: [] for label in urls}
+        order = list(urls)
+        for n in range(rounds):
+            for label in order[n % len(order) :] + order[: n % len(order)]:
+                result = wrk(urls[label], seconds)
+                print(json.dumps({"server": label, "round": n + 1, **result}), flush=True)
+                runs[label].append(result)
+        out = []
+        for label, results in runs.items():
+            med = sorted(results, key=lambda r: r["rps"])[len(results) // 2]
+            out.append(
+                {
+                    "server": label,
+                    **med,
+                    "errors": sum(r["errors"] for r in results),
+                    "rps_rounds": [r["rps"] for r in results],
+                    "p99_rounds": [r.get("p99_ms") for r in results],
+                    "labels": labels[label],
+                }
+            )
+        return out
+    finally:
+        for server in started:
+            server.stop()
 
 
 def push_model(folder: Path) -> None:
@@ -221,13 +269,24 @@ def _replicas(url: str) -> float:
     return float(found.group(1)) if found else -1.0
 
 
-def chaos(folder: Path, seconds: int) -> dict:
-    """A replica SIGKILLed every 5 s under load."""
+def _serving_pids(text: str) -> list[int]:
+    """Pids of the replicas that serve, from the log: ready ones, less spares not promoted."""
+    pids = {int(n): int(p) for n, p in re.findall(r"replica (\d+) ready \(pid (\d+)\)", text)}
+    spares = {int(n) for n in re.findall(r"replica (\d+) is a spare", text)}
+    promoted = {int(n) for n in re.findall(r"spare replica (\d+) takes", text)}
+    return [pid for n, pid in pids.items() if n not in spares or n in promoted]
+
+
+def chaos(folder: Path, seconds: int, spares: int) -> dict:
+    """A serving replica SIGKILLed every 5 s under load."""
     port = 8306
     base = f"http://127.0.0.1:{port}"
-    server = Server("headrace-chaos", headrace_cmd(port), folder, _env())
+    cmd = headrace_cmd(port, "--spare-replicas", str(spares))
+    server = Server(f"headrace-chaos-{spares}", cmd, folder, _env())
     try:
         wait_ready(f"{base}/predict", server.proc)
+        while spares and "is a spare" not in server.text():
+            time.sleep(0.2)
         wrk(f"{base}/predict", 5)
         load = subprocess.Popen(
             _wrk_cmd(f"{base}/predict", seconds), stdout=subprocess.PIPE, text=True
@@ -237,8 +296,7 @@ def chaos(folder: Path, seconds: int) -> dict:
         end = time.time() + seconds - 3
         time.sleep(2.5)
         while time.time() < end:
-            ready = [int(p) for p in re.findall(r"replica \d+ ready \(pid (\d+)\)", server.text())]
-            live = [p for p in ready if p not in killed]
+            live = [p for p in _serving_pids(server.text()) if p not in killed]
             if len(live) < 2:
                 time.sleep(0.1)
                 continue
@@ -249,19 +307,18 @@ def chaos(folder: Path, seconds: int) -> dict:
             # the front sees the socket close at once; recovered when 2 replicas serve again
             while _replicas(base) >= 2 and time.monotonic() - t0 < 1.0:
                 time.sleep(0.005)
-            while _replicas(base) < 2 and time.monotonic() - t0 < 30:
+            while _replicas(base) < 2 and time.monotonic() - t0 < 60:
                 time.sleep(0.02)
-            recoveries.append(round(time.monotonic() - t0, 2))
+            recoveries.append(round(time.monotonic() - t0, 3))
             time.sleep(max(0.0, 5.0 - (time.monotonic() - t0)))
         out, _ = load.communicate()
         result = parse_wrk(out)
         gone = re.findall(r"is gone with (\d+) requests in flight", server.text())
-        lost = sum(int(n) for n in gone)
         summary = {
-            "server": "headrace-2replicas-kill-every-5s",
+            "server": f"headrace-2replicas-{spares}spare-kill-every-5s",
             **result,
             "kills": len(killed),
-            "in_flight_on_killed": lost,
+            "in_flight_on_killed": sum(int(n) for n in gone),
             "recovery_s": recoveries,
         }
         print(json.dumps(summary), flush=True)
@@ -271,28 +328,40 @@ def chaos(folder: Path, seconds: int) -> dict:
 
 
 def rollout(folder: Path, seconds: int) -> dict:
-    """digits@production moves to a new version under load."""
+    """digits@production moves to a new version under load; the load runs until the roll-over
+    is done and 5 s more."""
     port = 8307
     base = f"http://127.0.0.1:{port}"
     server = Server("headrace-rollout", headrace_cmd(port), folder, _env())
     try:
+        code = (
+            "from sklearn.datasets import load_digits\nfrom sklearn.svm import SVC\n"
+            "import headrace.models as m\nd = load_digits()\n"
+            "print(m.push('digits', SVC(gamma=0.001, C=10.0).fit(d.data, d.target)).version)\n"
+        )
+        new = subprocess.run(
+            [PY, "-c", code], cwd=folder, check=True, capture_output=True, text=True
+        ).stdout.strip()
         wait_ready(f"{base}/predict", server.proc)
         wrk(f"{base}/predict", 5)
-        load = subprocess.Popen(
-            _wrk_cmd(f"{base}/predict", seconds), stdout=subprocess.PIPE, text=True
-        )
+        load = subprocess.Popen(_wrk_cmd(f"{base}/predict", 300), stdout=subprocess.PIPE, text=True)
         time.sleep(3)
-        before = len(re.findall(r"serving digits:\d+", server.text()))
         t0 = time.monotonic()
-        pushed = threading.Thread(target=push_model, args=(folder,))
-        pushed.start()
-        pushed.join()
+        subprocess.run(
+            [PY, "-m", "headrace.cli", "models", "promote", "digits", new],
+            cwd=folder,
+            check=True,
+            capture_output=True,
+            env=_env(),
+        )
         took = None
-        while time.monotonic() - t0 < seconds:
-            if len(re.findall(r"serving digits:\d+", server.text())) > before:
+        while time.monotonic() - t0 < 240 and load.poll() is None:
+            if f"serving digits:{new}" in server.text():
                 took = round(time.monotonic() - t0, 2)
                 break
             time.sleep(0.1)
+        time.sleep(5)
+        load.send_signal(signal.SIGINT)  # wrk prints its summary on SIGINT
         out, _ = load.communicate()
         summary = {
             "server": "headrace-2replicas-rollout",
@@ -309,6 +378,7 @@ def rollout(folder: Path, seconds: int) -> dict:
 def main() -> None:
     seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     only = set((sys.argv[2] if len(sys.argv) > 2 else ALL).split(","))
+    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install wrk)")
     print(f"load average before: {os.getloadavg()}", flush=True)
@@ -316,24 +386,29 @@ def main() -> None:
     extra: list[dict] = []
     folder = headrace_project()
     env = _env()
+    local: list[tuple[str, list[str], Path, dict | None]] = []
+    urls: dict[str, str] = {}
     if "fastapi" in only:
         cmd = [PY, "-m", "uvicorn", "fastapi_app:app", "--host", "127.0.0.1", "--port", "8301"]
         cmd += ["--workers", "2", "--log-level", "warning", "--no-access-log"]
-        urls = {"fastapi-uvicorn-2workers": "http://127.0.0.1:8301/predict"}
-        results += measure("fastapi", cmd, urls, ANCHORS, seconds)
+        local.append(("fastapi", cmd, ANCHORS, None))
+        urls["fastapi-uvicorn-2workers"] = "http://127.0.0.1:8301/predict"
     if "litserve" in only and Path(LITSERVE_PYTHON).exists():
-        cmd = [LITSERVE_PYTHON, "litserve_app.py", "8302"]
-        urls = {"litserve-2workers": "http://127.0.0.1:8302/predict"}
-        results += measure("litserve", cmd, urls, ANCHORS, seconds)
+        local.append(("litserve", [LITSERVE_PYTHON, "litserve_app.py", "8302"], ANCHORS, None))
+        urls["litserve-2workers"] = "http://127.0.0.1:8302/predict"
     if "headrace" in only:
         base = "http://127.0.0.1:8303"
-        urls = {
-            "headrace-2replicas-plain-json": f"{base}/predict_one",
-            "headrace-2replicas-sam-handler": f"{base}/classify_digit",
-            "headrace-2replicas-batched-json": f"{base}/predict",
-            "headrace-2replicas-sam-batched": f"{base}/classify_digits",
-        }
-        results += measure("headrace", headrace_cmd(8303), urls, folder, seconds, env)
+        local.append(("headrace", headrace_cmd(8303), folder, env))
+        urls.update(
+            {
+                "headrace-2replicas-plain-json": f"{base}/predict_one",
+                "headrace-2replicas-sam-handler": f"{base}/classify_digit",
+                "headrace-2replicas-batched-json": f"{base}/predict",
+                "headrace-2replicas-sam-batched": f"{base}/classify_digits",
+            }
+        )
+    if local:
+        results += interleaved(local, urls, seconds, rounds)
     if "rayserve" in only:
         cmd = [PY, "ray_serve_app.py", "8304"]
         urls = {"ray-serve-2replicas": "http://127.0.0.1:8304/predict"}
@@ -347,7 +422,8 @@ def main() -> None:
         cmd = headrace_cmd(8305, "--serving", "ray")
         results += measure("headrace-ray", cmd, urls, folder, seconds, env)
     if "chaos" in only:
-        extra.append(chaos(folder, max(seconds, 30)))
+        extra.append(chaos(folder, max(seconds, 40), 0))
+        extra.append(chaos(folder, max(seconds, 40), 1))
     if "rollout" in only:
         extra.append(rollout(folder, seconds))
     print(f"load average after: {os.getloadavg()}", flush=True)

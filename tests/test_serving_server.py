@@ -402,3 +402,36 @@ def test_autoscaling_between_min_and_max_on_in_flight_requests(serve):
     assert s.metric("headrace_serving_replicas") == 1
     assert httpx.get(f"{s.url}/slow?s=0", timeout=30).status_code == 200
     assert len(s.replica_pids()) == 2  # one started by the scale-up, none replaced
+
+
+@pytest.mark.slow
+def test_a_spare_replica_takes_a_killed_ones_place_at_once(serve):
+    s = serve("--replicas", "2", "--spare-replicas", "1", "--no-access-log")
+    deadline = time.time() + 60
+    while "is a spare" not in s.text() and time.time() < deadline:
+        time.sleep(0.1)
+    spare = int(re.search(r"replica (\d+) is a spare", s.text()).group(1))
+    pids = dict(re.findall(r"replica (\d+) ready \(pid (\d+)\)", s.text()))
+    serving = [int(p) for n, p in pids.items() if int(n) != spare]
+    assert len(serving) == 2
+    with httpx.Client(base_url=s.url, timeout=30) as client:
+        assert {client.post("/items/1").headers["x-pid"] for _ in range(20)} <= {
+            str(p) for p in serving
+        }
+        os.kill(serving[0], signal.SIGKILL)
+        killed_at = time.time()
+        while f"spare replica {spare} takes" not in s.text() and time.time() < killed_at + 10:
+            time.sleep(0.02)
+        assert f"spare replica {spare} takes" in s.text(), s.text()
+        assert s.metric("headrace_serving_replicas") == 2
+        with futures.ThreadPoolExecutor(4) as pool:  # concurrent: both replicas get some
+            answers = list(pool.map(lambda _: client.get("/slow?s=0.3"), range(8)))
+        answered = {r.headers["x-pid"] for r in answers}
+        assert pids[str(spare)] in answered  # the spare serves now
+        assert str(serving[0]) not in answered
+    # and a new spare is started in its place
+    deadline = time.time() + 60
+    while s.text().count("is a spare") < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    assert s.text().count("is a spare") == 2, s.text()
+    assert s.metric("headrace_serving_replicas") == 2

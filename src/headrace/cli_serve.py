@@ -176,6 +176,14 @@ def serve(
     replicas: Annotated[int, typer.Option(min=1, help="Replica processes.")] = 2,
     min_replicas: Annotated[int | None, typer.Option(min=1, help="Autoscale from.")] = None,
     max_replicas: Annotated[int | None, typer.Option(min=1, help="Autoscale up to.")] = None,
+    spare_replicas: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Warm replicas kept started but not serving: one takes a crashed replica's "
+            "place at once.",
+        ),
+    ] = 0,
     scale_up_at: Annotated[
         float, typer.Option(min=1, help="In-flight requests per replica that add one.")
     ] = 8.0,
@@ -252,6 +260,7 @@ def serve(
         min_replicas=min_replicas,
         max_replicas=max_replicas,
         scale_up_at=scale_up_at,
+        spares=spare_replicas,
         scale_down_after=scale_down_after,
         timeout=per_request,
         start_timeout=start_timeout,
