@@ -352,3 +352,86 @@ def test_promote_rolls_over_with_no_failed_request_and_a_broken_version_rolls_ba
     failures = [c for c, _ in seen if c != 200]
     # only the broken version's own answers failed, while it was being judged
     assert 0 < len(failures) <= 40, len(failures)
+
+
+@pytest.mark.slow
+def test_autoscaling_between_min_and_max_on_in_flight_requests(serve):
+    s = serve(
+        "--replicas",
+        "1",
+        "--min-replicas",
+        "1",
+        "--max-replicas",
+        "2",
+        "--scale-up-at",
+        "2",
+        "--scale-down-after",
+        "2",
+        "--no-access-log",
+    )
+    assert s.metric("headrace_serving_replicas") == 1
+    stop = threading.Event()
+    codes: list[int] = []
+
+    def load() -> None:
+        with httpx.Client(base_url=s.url, timeout=30) as client:
+            while not stop.is_set():
+                codes.append(client.get("/slow?s=0.3").status_code)
+
+    threads = [threading.Thread(target=load) for _ in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and s.metric("headrace_serving_replicas") < 2:
+            time.sleep(0.2)
+        assert s.metric("headrace_serving_replicas") == 2, s.text()
+        time.sleep(2.0)
+        assert s.metric("headrace_serving_replicas") == 2  # never above --max-replicas
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert set(codes) == {200}
+    # idle: back to --min-replicas after --scale-down-after seconds, and not below
+    deadline = time.time() + 30
+    while time.time() < deadline and s.metric("headrace_serving_replicas") > 1:
+        time.sleep(0.2)
+    assert s.metric("headrace_serving_replicas") == 1
+    time.sleep(3.0)
+    assert s.metric("headrace_serving_replicas") == 1
+    assert httpx.get(f"{s.url}/slow?s=0", timeout=30).status_code == 200
+    assert len(s.replica_pids()) == 2  # one started by the scale-up, none replaced
+
+
+@pytest.mark.slow
+def test_a_spare_replica_takes_a_killed_ones_place_at_once(serve):
+    s = serve("--replicas", "2", "--spare-replicas", "1", "--no-access-log")
+    deadline = time.time() + 60
+    while "is a spare" not in s.text() and time.time() < deadline:
+        time.sleep(0.1)
+    spare = int(re.search(r"replica (\d+) is a spare", s.text()).group(1))
+    pids = dict(re.findall(r"replica (\d+) ready \(pid (\d+)\)", s.text()))
+    serving = [int(p) for n, p in pids.items() if int(n) != spare]
+    assert len(serving) == 2
+    with httpx.Client(base_url=s.url, timeout=30) as client:
+        assert {client.post("/items/1").headers["x-pid"] for _ in range(20)} <= {
+            str(p) for p in serving
+        }
+        os.kill(serving[0], signal.SIGKILL)
+        killed_at = time.time()
+        while f"spare replica {spare} takes" not in s.text() and time.time() < killed_at + 10:
+            time.sleep(0.02)
+        assert f"spare replica {spare} takes" in s.text(), s.text()
+        assert s.metric("headrace_serving_replicas") == 2
+        with futures.ThreadPoolExecutor(4) as pool:  # concurrent: both replicas get some
+            answers = list(pool.map(lambda _: client.get("/slow?s=0.3"), range(8)))
+        answered = {r.headers["x-pid"] for r in answers}
+        assert pids[str(spare)] in answered  # the spare serves now
+        assert str(serving[0]) not in answered
+    # and a new spare is started in its place
+    deadline = time.time() + 60
+    while s.text().count("is a spare") < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    assert s.text().count("is a spare") == 2, s.text()
+    assert s.metric("headrace_serving_replicas") == 2

@@ -24,15 +24,26 @@ def _features(png: bytes) -> np.ndarray:
     return (np.asarray(image, dtype=np.float64) / 255.0 * 16.0).reshape(1, -1)
 
 
-def lambda_handler(event, context):
+def _event_features(event) -> np.ndarray:
     body = event.get("body") or ""
     if event.get("isBase64Encoded"):
-        x = _features(base64.b64decode(body))
-    else:
-        data = json.loads(body)
-        if isinstance(data, dict):
-            x = _features(base64.b64decode(data["image"]))
-        else:
-            x = np.asarray(data, dtype=np.float64).reshape(1, -1)
+        return _features(base64.b64decode(body))
+    data = json.loads(body)
+    if isinstance(data, dict):
+        return _features(base64.b64decode(data["image"]))
+    return np.asarray(data, dtype=np.float64).reshape(1, -1)
+
+
+def lambda_handler(event, context):
+    x = _event_features(event)
     predicted_label = int(model.predict(x)[0])
     return {"statusCode": 200, "body": json.dumps({"predicted_label": predicted_label})}
+
+
+def lambda_batch_handler(events, context):
+    """The same handler for a route that opts into batching: a list of events in, a list of
+    proxy responses out, one predict call for all of them."""
+    labels = model.predict(np.vstack([_event_features(event) for event in events]))
+    return [
+        {"statusCode": 200, "body": json.dumps({"predicted_label": int(label)})} for label in labels
+    ]

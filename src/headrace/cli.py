@@ -147,6 +147,8 @@ class _Summary:
         caption = [escape(f"watching [{', '.join(self.c.app.buckets) or 'none'}]")]
         if self.c.metrics_url:
             caption.append(escape(f"metrics {self.c.metrics_url}"))
+        if self.c.serve_url:
+            caption.append(escape(f"routes {self.c.serve_url}"))
         if s.last_error:
             caption.append(escape(f"last error: {s.last_error}"))
         table.caption = " · ".join(caption)
@@ -303,7 +305,8 @@ def _announce(coordinator: Any, settings: Any) -> None:
     buckets = ", ".join(coordinator.app.buckets) or "none"
     err.print(
         f"headrace up: {_count_functions(coordinator.app)}, watching [{buckets}] in "
-        f"{settings.storage_url}; ledger {settings.ledger_url}; metrics {coordinator.metrics_url}",
+        f"{settings.storage_url}; ledger {settings.ledger_url}; metrics {coordinator.metrics_url}"
+        + (f"; routes {coordinator.serve_url}" if coordinator.serve_url else ""),
         markup=False,
         soft_wrap=True,  # one line, whatever the width: scripts and grep read it
     )

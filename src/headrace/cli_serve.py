@@ -183,6 +183,23 @@ def serve(
     max_replicas: Annotated[
         int | None, typer.Option(min=1, help="Most replica processes when autoscaling.")
     ] = None,
+    spare_replicas: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Warm replicas kept started but not serving: one takes a crashed replica's "
+            "place at once.",
+        ),
+    ] = 0,
+    scale_up_at: Annotated[
+        float, typer.Option(min=1, help="In-flight requests per replica that add one.")
+    ] = 8.0,
+    scale_down_after: Annotated[
+        float,
+        typer.Option(
+            min=0.1, help="Seconds under one in-flight request per replica that remove one."
+        ),
+    ] = 30.0,
     timeout: Annotated[
         float | None, typer.Option(help="Seconds per request (default: the function's timeout).")
     ] = None,
@@ -211,6 +228,13 @@ def serve(
         float, typer.Option(help="Seconds to finish requests on SIGTERM.")
     ] = 30.0,
     access_log: Annotated[bool, typer.Option(help="One line per request on stderr.")] = True,
+    serving: Annotated[
+        str | None,
+        typer.Option(
+            help='Replicas: "local" processes, or a Ray Serve deployment: "ray" (a local Ray), '
+            '"auto" or "ray://HOST:10001" (default: the serving setting).'
+        ),
+    ] = None,
 ) -> None:
     """Serve the app's HTTP routes (app.http) from replica processes; SIGTERM drains."""
     import logging
@@ -242,6 +266,9 @@ def serve(
         replicas=replicas,
         min_replicas=min_replicas,
         max_replicas=max_replicas,
+        scale_up_at=scale_up_at,
+        spares=spare_replicas,
+        scale_down_after=scale_down_after,
         timeout=per_request,
         start_timeout=start_timeout,
     )
@@ -257,6 +284,7 @@ def serve(
         drain_timeout=drain_timeout,
         access_log=sys.stderr if access_log else None,
         pool=pool,
+        serving=serving or settings.serving,
     )
     config = replica_config(
         application.routes, functions, [str(settings.project_dir)], settings.storage_url

@@ -49,6 +49,7 @@ def project_status(settings: Any, application: Any = None, *, errors: int = 5) -
                     "heartbeat_at": c["heartbeat_at"],
                     "executor": info.get("executor"),
                     "metrics": info.get("metrics"),
+                    "serve": info.get("serve") or None,
                 }
             )
         since = time.time() - ERRORS_SINCE
@@ -108,7 +109,7 @@ def status(as_json: cli_common.Json = False) -> None:
     console.print(f"project {escape(data['project'])} · app {escape(str(data['app']))}")
     if data["coordinators"]:
         table = cli_common.table(
-            "coordinator", "pid", "host", "started", "executor", "metrics", title="up"
+            "coordinator", "pid", "host", "started", "executor", "metrics", "routes", title="up"
         )
         for c in data["coordinators"]:
             table.add_row(
@@ -118,6 +119,7 @@ def status(as_json: cli_common.Json = False) -> None:
                 cli_common.when(c["started_at"]),
                 escape(str(c["executor"])),
                 escape(str(c["metrics"] or "-")),
+                escape(str(c["serve"] or "-")),
             )
         console.print(table)
         if len(data["coordinators"]) > 1:

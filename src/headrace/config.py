@@ -41,6 +41,9 @@ class Settings:
     data_engine: str = "local"  # datasets: "local", "ray" or "ray://host:10001"
     ray_address: str = ""  # Ray jobs' cluster (http://host:8265); "" starts a head per job
     spark_master: str = ""  # Spark jobs' master (spark://host:7077); "" is local[*]
+    serving: str = "local"  # HTTP routes' replicas: "local" processes, "ray" or "ray://host:10001"
+    serve: str = "127.0.0.1:0"  # where `headrace up` serves the app's HTTP routes; "" does not
+    serve_replicas: int = 2  # replicas of those routes under `headrace up`
     ledger_sync: str = (
         "normal"  # SQLite synchronous: "normal" survives process crashes, "full" power loss
     )
@@ -88,6 +91,9 @@ _ENV = {
     "HEADRACE_DATA_ENGINE": "data_engine",
     "HEADRACE_RAY_ADDRESS": "ray_address",
     "HEADRACE_SPARK_MASTER": "spark_master",
+    "HEADRACE_SERVING": "serving",
+    "HEADRACE_SERVE": "serve",
+    "HEADRACE_SERVE_REPLICAS": "serve_replicas",
 }
 
 

@@ -108,6 +108,8 @@ class Coordinator:
         self.metrics = Metrics()
         self.metrics_url = ""
         self.console: Console | None = None  # served beside the metrics
+        self.serve_url = ""  # where the app's HTTP routes answer, when it has any
+        self._routes: Any = None
         self.stats = Stats()
         self.id = ""
         self._wake = threading.Event()
@@ -183,8 +185,18 @@ class Coordinator:
                 )
             )
             _, self.metrics_url = serve_metrics(self.metrics, self.settings.metrics, self.console)
+        if self.settings.serve and self.app.routes:
+            from headrace.server.http_routes import RouteServer
+
+            self._routes = RouteServer(self.settings, self.app)
+            self.serve_url = self._routes.start()
         self.id = self.ledger.register_coordinator(
-            {"metrics": self.metrics_url, "executor": self.executor.name, "pid": os.getpid()}
+            {
+                "metrics": self.metrics_url,
+                "serve": self.serve_url,
+                "executor": self.executor.name,
+                "pid": os.getpid(),
+            }
         )
         self.stats.recovered = self.ledger.recover_leases(self.id)
         self.workflows.start(self.id)  # executions are run under leases held by this id
@@ -267,7 +279,12 @@ class Coordinator:
                 len(others),
                 ", ".join(f"pid {c['pid']} on {c['host']}" for c in others),
             )
-        info = {"id": self.id, "pid": os.getpid(), "metrics": self.metrics_url}
+        info = {
+            "id": self.id,
+            "pid": os.getpid(),
+            "metrics": self.metrics_url,
+            "serve": self.serve_url,
+        }
         path = self.settings.home / "coordinator.json"
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(info))
@@ -718,6 +735,8 @@ class Coordinator:
     # -- shutdown -----------------------------------------------------------------------------
 
     def _drain(self, timeout: float | None) -> None:
+        if self._routes is not None:  # no new requests; those in flight are answered
+            self._routes.stop(30.0 if timeout is None else timeout)
         if self._watcher is not None:
             self._watcher.stop()
         self.streams.stop()

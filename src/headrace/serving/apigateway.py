@@ -5,6 +5,7 @@ value becomes, refused with a 502 as API Gateway refuses a malformed one."""
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import time
 import uuid
@@ -89,12 +90,12 @@ def rest_event(request: Request) -> dict[str, Any]:
         multi_headers.setdefault(name, []).append(value)
     query: dict[str, str] = {}
     multi_query: dict[str, list[str]] = {}
-    for name, value in parse_qsl(request.query, keep_blank_values=True):
+    for name, value in parse_qsl(request.query, keep_blank_values=True) if request.query else ():
         query[name] = value
         multi_query.setdefault(name, []).append(value)
     body, encoded = _body(request)
     request_id, epoch_ms = _ids(request)
-    path = unquote(request.path)
+    path = unquote(request.path) if "%" in request.path else request.path
     resource = request.resource or path
     user_agent = request.header("user-agent")
     return {
@@ -188,7 +189,13 @@ def http_api_event(request: Request) -> dict[str, Any]:
 
 
 def _clf_time(epoch_ms: int) -> str:
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+    return _clf_second(epoch_ms // 1000)
+
+
+@functools.lru_cache(maxsize=4)
+def _clf_second(epoch_s: int) -> str:
+    """Formatted once per second, not once per request."""
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
 
 
 # -- responses ---------------------------------------------------------------------------------

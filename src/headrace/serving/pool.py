@@ -50,6 +50,7 @@ class PoolOptions:
     scale_down_after: float = 30.0  # seconds under one request per replica that remove one
     rollout_errors: float = 0.5  # a new version's 5xx share that rolls it back
     rollout_watch: int = 20  # requests a new version answers before it counts as good
+    spares: int = 0  # warm replicas kept started, not serving: one takes a lost replica's place
 
 
 @dataclass(eq=False)
@@ -57,7 +58,7 @@ class Replica:
     number: int
     generation: dict[str, str]  # the environment it started with: its model version
     proc: subprocess.Popen[bytes]
-    state: str = "starting"  # starting, ready, draining, dead
+    state: str = "starting"  # starting, spare, ready, draining, dead
     transport: asyncio.Transport | None = None
     outstanding: dict[int, tuple[Callback, asyncio.TimerHandle]] = field(default_factory=dict)
     ready: asyncio.Future[dict[str, Any]] | None = None
@@ -125,6 +126,7 @@ class ReplicaPool:
         self._tmp = Path(tempfile.mkdtemp(prefix="headrace-serve-"))
         self._tasks: set[asyncio.Task[Any]] = set()
         self._low_since: float | None = None
+        self._spares_starting = 0
         # set to give up a roll-over whose new replica is still starting (its alias moved on)
         self.abandon: asyncio.Event | None = None
         self.loop = asyncio.get_event_loop()
@@ -142,6 +144,30 @@ class ReplicaPool:
             await self.shutdown(0)
             raise errors[0]
         self._background(self._health_loop())
+        self._background(self._keep_spares())
+
+    async def _keep_spares(self) -> None:
+        """Start spares until `options.spares` of the current generation wait, warm."""
+        while not self.stopping and self._spares() + self._spares_starting < self.options.spares:
+            self._spares_starting += 1
+            try:
+                replica = await self.spawn(self.generation, serve=False)
+            except RuntimeError as exc:
+                logger.error("a spare replica did not start: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            finally:
+                self._spares_starting -= 1
+            if replica.generation != self.generation or self.stopping:  # rolled over meanwhile
+                self.retire(replica)
+                continue
+            replica.state = "spare"
+            logger.info("replica %d is a spare", replica.number)
+
+    def _spares(self) -> int:
+        return sum(
+            1 for r in self.replicas if r.state == "spare" and r.generation == self.generation
+        )
 
     def _background(self, coro: Any) -> None:
         task = self.loop.create_task(coro)
@@ -298,6 +324,8 @@ class ReplicaPool:
             replica.ready.set_exception(RuntimeError(f"it exited (code {replica.proc.poll()})"))
         self._background(self._reap(replica))
         self.on_change()
+        if was == "spare" and not self.stopping:
+            self._background(self._keep_spares())
         if was == "ready" and not self.stopping:
             self.failed_in_flight += len(lost)
             self.replaced += 1
@@ -318,6 +346,15 @@ class ReplicaPool:
         await asyncio.to_thread(replica.proc.wait)
 
     async def _replace(self) -> None:
+        spare = next(
+            (r for r in self.replicas if r.state == "spare" and r.generation == self.generation),
+            None,
+        )
+        if spare is not None and len(self.ready) < self.min:
+            logger.info("spare replica %d takes the lost one's place", spare.number)
+            self._serve(spare)
+            self._background(self._keep_spares())
+            return
         delay = 0.5
         while not self.stopping and len(self.ready) < self.min:
             try:
@@ -390,6 +427,10 @@ class ReplicaPool:
                 await self.spawn(old_generation)
             return False
         self.generation = dict(generation)
+        for replica in [r for r in self.replicas if r.state == "spare"]:
+            self.retire(replica)  # the old version's
+        if self.options.spares:
+            self._background(self._keep_spares())
         return True
 
     async def _looks_healthy(self, replica: Replica) -> bool:

@@ -60,8 +60,12 @@ class Route:
 
 
 class Replica:
-    def __init__(self, config: dict[str, Any], sock: socket.socket) -> None:
-        self.sock = sock
+    """The handlers of one replica. `sock` is the front's socket (`run` answers its frames);
+    without one, `answer_payloads` answers request payloads handed over another way (a Ray
+    Serve deployment's method call)."""
+
+    def __init__(self, config: dict[str, Any], sock: socket.socket | None = None) -> None:
+        self.sock: Any = sock
         # inside the front's serve folder when given, so the front removes it even after a kill
         scratch = config.get("scratch")
         if scratch:
@@ -90,6 +94,29 @@ class Replica:
             tmp_size_mb=512,
             storage_url=self.storage_url,
         )
+
+    def answer_payloads(self, payloads: list[bytes]) -> list[bytes]:
+        """Encoded responses to encoded requests (`protocol.encode_request`), in their order;
+        requests of a route that opts into batching go to its handler together."""
+        requests: dict[int, list[tuple[int, Request]]] = {}
+        for position, payload in enumerate(payloads):
+            index, request = protocol.decode_request(payload)
+            requests.setdefault(index, []).append((position, request))
+        out: list[bytes] = [b""] * len(payloads)
+        for index, items in requests.items():
+            route = self.routes[index]
+            if route.batch > 1:
+                for start in range(0, len(items), route.batch):
+                    chunk = items[start : start + route.batch]
+                    for (position, _), data in zip(
+                        chunk, self.answer_batch(route, chunk), strict=True
+                    ):
+                        out[position] = data[protocol.HEADER_SIZE :]
+            else:
+                for position, request in items:
+                    data = self.answer(route, position, request)
+                    out[position] = data[protocol.HEADER_SIZE :]
+        return out
 
     # -- the loop ----------------------------------------------------------------------------
 

@@ -40,6 +40,9 @@ class ServeOptions:
     model_poll: float = 1.0  # seconds between looks at a bound model's alias
     access_log: TextIO | None = field(default_factory=lambda: sys.stderr)
     pool: PoolOptions = field(default_factory=PoolOptions)
+    # "local": replica processes here; "ray" (a local Ray), "auto" or "ray://HOST:10001":
+    # a Ray Serve deployment behind the same front
+    serving: str = "local"
 
 
 class _ReplacedCounter:
@@ -290,6 +293,26 @@ def _listen(host: str, port: int) -> socket.socket:
         ) from None
 
 
+def make_pool(config: dict[str, Any], options: ServeOptions) -> Any:
+    """The replicas for `options.serving`: processes here, or a Ray Serve deployment."""
+    if options.serving == "local":
+        return ReplicaPool(config, options.pool)
+    if (
+        options.serving == "ray"
+        or options.serving == "auto"
+        or options.serving.startswith("ray://")
+    ):
+        from headrace.serving.ray_pool import RayPool
+
+        address = None if options.serving == "ray" else options.serving
+        return RayPool(config, options.pool, address=address)
+    raise AppError(
+        f"serving = {options.serving!r}",
+        "is not a serving backend",
+        'write "local" (replica processes), "ray" (a local Ray) or "ray://HOST:10001"',
+    )
+
+
 async def serve_async(
     routes: list[RouteSpec],
     config: dict[str, Any],
@@ -297,13 +320,17 @@ async def serve_async(
     options: ServeOptions,
     *,
     announce: Callable[[str], None] = print,
+    stop: asyncio.Event | None = None,
+    on_listening: Callable[[int], None] | None = None,
 ) -> None:
+    """Serve until SIGTERM or SIGINT, or, when `stop` is given (a coordinator runs the routes
+    in a thread of its own), until it is set; `on_listening` gets the port once replicas serve."""
     loop = asyncio.get_running_loop()
     table = RouteTable(routes)
     ordered = table.routes  # the order replicas index routes by
     config = {**config, "routes": [config["routes"][routes.index(r)] for r in ordered]}
     sock = _listen(options.host, options.port)  # before any replica starts: a used port fails fast
-    pool = ReplicaPool(config, options.pool)
+    pool = make_pool(config, options)
     try:
         version = await asyncio.to_thread(binding.target)
         generation = await asyncio.to_thread(binding.generation, version)
@@ -341,9 +368,12 @@ async def serve_async(
         )
         server = await loop.create_server(lambda: HttpConnection(cfg), sock=sock)
         port = sock.getsockname()[1]
-        stop = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+        if stop is None:
+            stop = asyncio.Event()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stop.set)
+        if on_listening is not None:
+            on_listening(port)
         watcher = None
         if version is not None:
             watcher = loop.create_task(_watch_model(binding, pool, version, options.model_poll))

@@ -1,0 +1,70 @@
+"""`headrace up` serves the app's HTTP routes too: the port in the coordinator's info file,
+requests logged to the access log, replicas gone with the coordinator."""
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e_helpers import Up
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "tests" / "apps" / "serving"
+pytest.importorskip("httptools")
+
+
+def _alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return " Z " not in stat.read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_up_serves_the_routes_and_drains_them_on_sigterm(tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    home = tmp_path / "home"
+    env = {"HEADRACE_HOME": str(home), "HEADRACE_SERVE_REPLICAS": "2"}
+    env = {**env, "HEADRACE_TOKEN": ""}
+    up = Up(project, env, tmp_path / "up.log").start()
+    try:
+        info = json.loads((home / "coordinator.json").read_text())
+        url = info["serve"]
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url), info
+        r = httpx.post(f"{url}/items/42?x=1", content=b"hi", timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["params"] == {"id": "42"}
+        pids = {httpx.post(f"{url}/items/1", timeout=30).headers["x-pid"] for _ in range(20)}
+        answers = [httpx.post(f"{url}/plus", json={"n": n}, timeout=30).json() for n in range(3)]
+        assert [a["n"] for a in answers] == [1, 2, 3]
+        assert httpx.get(f"{url}/malformed", timeout=30).status_code == 502
+        assert httpx.get(f"{url}/_headrace/health", timeout=30).json() == {"status": "ok"}
+    finally:
+        assert up.terminate() == 0, up.output()
+    assert "routes" in up.output()
+    assert not any(_alive(int(pid)) for pid in pids), pids
+    access = (home / "logs" / "access.log").read_text()
+    assert '"POST /items/42" 200' in access and '"GET /malformed" 502' in access
+    assert os.path.exists(home / "coordinator.json")
+
+
+def test_serve_setting_off_or_bad(tmp_path, monkeypatch):
+    from headrace.app import load_app
+    from headrace.config import load_settings
+    from headrace.errors import ConfigError
+    from headrace.server.http_routes import RouteServer
+
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HEADRACE_SERVE", "0.0.0.0:0")
+    monkeypatch.delenv("HEADRACE_TOKEN", raising=False)
+    settings = load_settings(project)
+    with pytest.raises(ConfigError, match="HEADRACE_TOKEN"):
+        RouteServer(settings, load_app(settings))
