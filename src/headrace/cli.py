@@ -417,6 +417,45 @@ def _check_status(status: str | None, known: tuple[str, ...]) -> None:
 
 
 @app.command()
+def status(as_json: Json = False) -> None:
+    """Whether the coordinator runs, and where its endpoints are (metrics, S3)."""
+    import os
+
+    home = cli_common.settings().home
+    path = home / "coordinator.json"
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        info = {}
+    pid = info.get("pid")
+    running = False
+    if isinstance(pid, int):
+        try:
+            os.kill(pid, 0)
+            running = True
+        except ProcessLookupError:
+            running = False
+        except OSError:
+            running = True  # someone else's process: alive
+    info["running"] = running
+    if as_json:
+        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        return
+    if not running:
+        console.print(f"no coordinator running for {escape(str(home))} (start one: headrace up)")
+        raise typer.Exit(1)
+    console.print(f"coordinator {escape(info.get('id', '?'))}  pid {pid}", markup=False)
+    console.print(f"metrics  {info.get('metrics') or 'off'}", markup=False)
+    s3 = info.get("s3") or ""
+    console.print(f"s3       {s3 or 'off'}", markup=False)
+    if s3:
+        console.print(
+            f"         aws --endpoint-url {s3} s3 ls   (region {info.get('s3_region')})",
+            markup=False,
+        )
+
+
+@app.command()
 def invocations(
     function: Annotated[str | None, typer.Option("--function", "-f")] = None,
     status: Annotated[str | None, typer.Option(help="pending|running|succeeded|dead")] = None,

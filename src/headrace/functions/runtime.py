@@ -6,9 +6,11 @@ invocation's log file, enforces the scratch-space limit, and returns a JSON-safe
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -81,8 +83,63 @@ def run_invocation(
     log_stream: str,
     tmp_root: str,
     storage_url: str,
+    environment: dict[str, str] | None = None,
+    layer: str = "",
 ) -> Any:
     log = _LazyLog(Path(log_path), invocation_id)
+    if layer and layer not in sys.path:
+        # the function's requirements, ahead of the project's environment (a Lambda layer)
+        sys.path.insert(0, layer)
+    with _environment(environment or {}):
+        return _run(
+            log,
+            handler,
+            invocation_id,
+            attempt,
+            function,
+            payload,
+            version,
+            arn,
+            memory,
+            tmp_size,
+            deadline,
+            log_stream,
+            tmp_root,
+            storage_url,
+        )
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Any:
+    """Set the function's variables for one call; the worker runs other functions after it."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _run(
+    log: _LazyLog,
+    handler: str,
+    invocation_id: str,
+    attempt: int,
+    function: str,
+    payload: str,
+    version: str,
+    arn: str,
+    memory: int,
+    tmp_size: int,
+    deadline: float,
+    log_stream: str,
+    tmp_root: str,
+    storage_url: str,
+) -> Any:
     handler_fn = resolve_target(handler)
     context = Context(
         function_name=function,

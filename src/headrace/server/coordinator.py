@@ -28,11 +28,14 @@ from headrace.events.s3 import object_created_envelope
 from headrace.executors.base import Call, Executor, Outcome
 from headrace.functions import runtime
 from headrace.functions.context import scratch_owner, scratch_path
+from headrace.functions.layers import ensure_layer
 from headrace.functions.spec import FunctionSpec
 from headrace.jobs.definition import with_default_cluster
 from headrace.ledger import Claimed, Ledger, new_id
+from headrace.s3api import S3Endpoint
 from headrace.server.delivery import deliver
 from headrace.server.metrics import Metrics, serve_metrics
+from headrace.server.s3_endpoint import start_s3_endpoint
 from headrace.server.streams import StreamService
 from headrace.storage import ChangeWatcher, ObjectInfo, ObjectStore
 from headrace.storage.temp_names import sweep_tree
@@ -100,6 +103,9 @@ class Coordinator:
         self.watch = watch
         self.metrics = Metrics()
         self.metrics_url = ""
+        self.s3_endpoint: S3Endpoint | None = None
+        self._worker_env: dict[str, str] = {}  # what every handler gets: the S3 endpoint's
+        self._layers: dict[str, str] = {}  # function name -> folder of its requirements
         self.stats = Stats()
         self.id = ""
         self._wake = threading.Event()
@@ -162,11 +168,24 @@ class Coordinator:
         self.app.check_state_machines()
         self.app.register_services()
         self.settings.home.mkdir(parents=True, exist_ok=True)
+        for spec in self.app.functions.values():
+            if spec.requirements:
+                self._layers[spec.name] = ensure_layer(
+                    self.settings.home, spec.name, spec.requirements
+                )
         self._tmp_root.mkdir(parents=True, exist_ok=True)
         if self.settings.metrics:
             _, self.metrics_url = serve_metrics(self.metrics, self.settings.metrics)
+        self.s3_endpoint = start_s3_endpoint(self.settings, self.store)
+        if self.s3_endpoint is not None:
+            self._worker_env = self.s3_endpoint.client_environment()
         self.id = self.ledger.register_coordinator(
-            {"metrics": self.metrics_url, "executor": self.executor.name, "pid": os.getpid()}
+            {
+                "metrics": self.metrics_url,
+                "s3": self.s3_url,
+                "executor": self.executor.name,
+                "pid": os.getpid(),
+            }
         )
         self.stats.recovered = self.ledger.recover_leases(self.id)
         self._sweep_scratch()
@@ -188,6 +207,10 @@ class Coordinator:
         self._write_info()  # last: its presence tells scripts the coordinator is ready
         self.ready.set()
         log.info("coordinator %s started (%s executor)", self.id, self.executor.name)
+
+    @property
+    def s3_url(self) -> str:
+        return self.s3_endpoint.url if self.s3_endpoint is not None else ""
 
     def _sweep_scratch(self) -> None:
         """Remove the scratch folders of attempts no longer running (workers that crashed or were
@@ -230,7 +253,13 @@ class Coordinator:
             log.info("removed %d temp files left by writers that died", removed)
 
     def _write_info(self) -> None:
-        info = {"id": self.id, "pid": os.getpid(), "metrics": self.metrics_url}
+        info = {
+            "id": self.id,
+            "pid": os.getpid(),
+            "metrics": self.metrics_url,
+            "s3": self.s3_url,
+            "s3_region": self.settings.s3_region if self.s3_endpoint else "",
+        }
         path = self.settings.home / "coordinator.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(info))
@@ -481,6 +510,8 @@ class Coordinator:
                 "log_stream": stream,
                 "tmp_root": str(self._tmp_root),
                 "storage_url": self.store.url,
+                "environment": {**self._worker_env, **spec.environment},
+                "layer": self._layers.get(spec.name, ""),
             },
             timeout=min(spec.timeout, claim.timeout) if claim.timeout else spec.timeout,
             memory_limit_mb=spec.memory,
@@ -643,6 +674,8 @@ class Coordinator:
                     updates = self._record(conn, outcomes)
                 self._after_commit(updates, outcomes)
         leftovers = self.executor.shutdown(wait=False)
+        if self.s3_endpoint is not None:  # after the workers: a draining handler may use it
+            self.s3_endpoint.stop()
         if leftovers and self._running:
             self.ledger.release_leases(self.id)
         for running in self._running.values():
