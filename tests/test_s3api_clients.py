@@ -169,6 +169,31 @@ def test_multipart_upload_is_invisible_until_complete_and_abort_leaves_nothing(e
     assert sorted(p.name for p in (root / "bkt").iterdir()) == ["obj.bin"]
 
 
+def test_objects_written_beside_the_endpoint_are_served_at_once(endpoint, root):
+    """Handlers and `headrace put` write the folders directly; S3 clients see it right away."""
+    import time
+
+    from headrace.storage import ObjectStore
+
+    s3 = s3_helpers.boto3_client(endpoint)
+    s3.create_bucket(Bucket="side")
+    s3.put_object(Bucket="side", Key="dir/a.txt", Body=b"via s3")
+    assert s3.get_object(Bucket="side", Key="dir/a.txt")["Body"].read() == b"via s3"
+    bucket = ObjectStore(root).bucket("side")
+    for i in range(20):
+        bucket.put(f"dir/b{i}.txt", f"direct {i}".encode())
+        bucket.put("dir/a.txt", f"rewritten {i}".encode())
+        time.sleep(0.02)
+        assert s3.get_object(Bucket="side", Key=f"dir/b{i}.txt")["Body"].read() == (
+            f"direct {i}".encode()
+        )
+        assert s3.get_object(Bucket="side", Key="dir/a.txt")["Body"].read() == (
+            f"rewritten {i}".encode()
+        )
+        listed = s3.list_objects_v2(Bucket="side", Prefix="dir/")["Contents"]
+        assert len(listed) == i + 2
+
+
 def test_signatures_are_verified_and_presigned_urls_work(endpoint):
     import httpx
     from botocore.exceptions import ClientError
