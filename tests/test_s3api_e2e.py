@@ -40,7 +40,7 @@ def seen(event, context):
             "greeting": os.environ["GREETING"]}
 
 
-@app.on_object_created(bucket="swallow")
+@app.on_object_created(bucket="swallow", output_bucket="out")
 @app.function(retries=0)
 def swallows(event, context):
     try:
@@ -130,6 +130,12 @@ def test_writes_through_the_endpoint_trigger_once_per_version_never_for_a_partia
         _wait(lambda: runs("swallows"), what="the swallowing handler")
         logs = headrace("logs", "swallows", project=proj, env=env)
         assert "handled: the endpoint was unreachable" in logs.stdout, logs.stdout + logs.stderr
+        listed = headrace("invocations", "--check-outputs", "--json", project=proj, env=env)
+        flags = {r["function"]: r["wrote_outputs"] for r in json.loads(listed.stdout)}
+        assert flags == {"swallows": False, "seen": None}  # seen declares no output bucket
+        wide = {**env, "COLUMNS": "200"}
+        table = headrace("invocations", "--check-outputs", project=proj, env=wide).stdout
+        assert "succeeded but wrote nothing" in table, table
     finally:
         assert up.terminate() == 0, up.output()
     assert "s3" not in json.dumps(info) or not _listening(info["s3"])
@@ -178,5 +184,7 @@ def test_the_weather_handler_with_boto3_and_to_parquet_runs_unchanged(shared_dat
         assert len(df) == sum(size for _, size in messages)
         assert set(df["name"]) == {name for name, _ in messages}
         assert "failed on" not in logs
+        listed = headrace("invocations", "--check-outputs", "--json", project=proj, env=env)
+        assert [r["wrote_outputs"] for r in json.loads(listed.stdout)] == [True]
     finally:
         assert up.terminate() == 0, up.output()

@@ -13,4 +13,7 @@ app.function(
     # a Lambda layer's packages: installed for this function when missing from the environment
     requirements=["boto3", "pygrib", "pandas", "s3fs"],
 )
-app.on_object_created("weather", bucket="landing", suffix=(".grib", ".grib2", ".grb"))
+# output_bucket: `headrace invocations --check-outputs` flags a run that wrote nothing there
+app.on_object_created(
+    "weather", bucket="landing", suffix=(".grib", ".grib2", ".grb"), output_bucket="curated"
+)

@@ -460,11 +460,21 @@ def invocations(
     function: Annotated[str | None, typer.Option("--function", "-f")] = None,
     status: Annotated[str | None, typer.Option(help="pending|running|succeeded|dead")] = None,
     limit: Annotated[int, typer.Option(min=1)] = 50,
+    check_outputs: Annotated[
+        bool,
+        typer.Option(
+            "--check-outputs",
+            help="Flag succeeded invocations that wrote nothing to their trigger's output_bucket.",
+        ),
+    ] = False,
     as_json: Json = False,
 ) -> None:
     """List recent invocations, newest first."""
     _check_status(status, INVOCATION_STATUSES)
-    rows = cli_common.ledger().list_invocations(function=function, status=status, limit=limit)
+    ledger = cli_common.ledger()
+    rows = ledger.list_invocations(function=function, status=status, limit=limit)
+    if check_outputs:
+        _check_outputs(ledger, rows)
     if as_json:
         for row in rows:
             for k in ("payload", "result"):
@@ -473,12 +483,14 @@ def invocations(
         sys.stdout.write(json.dumps(rows, default=str, indent=2) + "\n")
         return
     table = Table()
-    for col in ("id", "function", "status", "attempts", "created", "took", "error"):
+    columns = ["id", "function", "status", "attempts", "created", "took", "error"]
+    for col in columns + (["outputs"] if check_outputs else []):
         table.add_column(col)
     colour = {"succeeded": "green", "dead": "red", "running": "cyan", "pending": "yellow"}
+    shown = {True: "written", False: "[yellow]succeeded but wrote nothing[/]", None: "-"}
     for r in rows:
         took = f"{(r['finished_at'] - r['created_at']):.2f}s" if r["finished_at"] else "-"
-        table.add_row(
+        cells = [
             r["id"][:8],
             escape(r["function"]),
             f"[{colour.get(r['status'], 'white')}]{r['status']}[/]",
@@ -486,8 +498,47 @@ def invocations(
             cli_common.when(r["created_at"]),
             took,
             escape((r["error"] or "")[:80]),
-        )
+        ]
+        if check_outputs:
+            cells.append(shown[r.get("wrote_outputs")])
+        table.add_row(*cells)
     console.print(table)
+
+
+def _check_outputs(ledger: Any, rows: list[dict]) -> None:
+    """Set `wrote_outputs` on succeeded invocations of functions whose trigger names an output
+    bucket: True when an object there was written while an attempt ran, else False (None where
+    nothing is declared). By time only: a write by another invocation running at the same
+    moment counts too, so a False is certain and a True is likely."""
+    from headrace.app import load_app
+    from headrace.storage import ObjectStore
+
+    settings = cli_common.settings()
+    outputs = load_app(settings).outputs
+    store = ObjectStore(settings.storage_url)
+    written: dict[str, list[float]] = {}
+    for r in rows:
+        r["wrote_outputs"] = None
+        buckets = outputs.get(r["function"])
+        if r["status"] != "succeeded" or not buckets:
+            continue
+        times = []
+        for name in sorted(buckets):
+            if name not in written:
+                try:
+                    found = store.bucket(name, create=False).list()
+                except HeadraceError:  # no such bucket yet: nothing was written to it
+                    found = []
+                written[name] = [o.last_modified for o in found]
+            times += written[name]
+        spans = [
+            (a["started_at"] or r["created_at"], a["finished_at"] or r["finished_at"])
+            for a in ledger.list_attempts(invocation_id=r["id"])
+        ] or [(r["created_at"], r["finished_at"])]
+        # a second of slack: file times and the ledger's clock are read at different moments
+        r["wrote_outputs"] = any(
+            start - 1.0 <= t <= (end or start) + 1.0 for start, end in spans for t in times
+        )
 
 
 @app.command()
