@@ -140,6 +140,8 @@ class _Summary:
         caption = [escape(f"watching [{', '.join(self.c.app.buckets) or 'none'}]")]
         if self.c.metrics_url:
             caption.append(escape(f"metrics {self.c.metrics_url}"))
+        if self.c.s3_url:
+            caption.append(escape(f"s3 {self.c.s3_url}"))
         if s.last_error:
             caption.append(escape(f"last error: {s.last_error}"))
         table.caption = " · ".join(caption)
@@ -268,7 +270,8 @@ def _announce(coordinator: Any, settings: Any) -> None:
     buckets = ", ".join(coordinator.app.buckets) or "none"
     err.print(
         f"headrace up: {_count_functions(coordinator.app)}, watching [{buckets}] in "
-        f"{settings.storage_url}; ledger {settings.ledger_url}; metrics {coordinator.metrics_url}",
+        f"{settings.storage_url}; ledger {settings.ledger_url}; metrics {coordinator.metrics_url}"
+        f"; s3 {coordinator.s3_url or 'off'}",
         markup=False,
     )
 
