@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import signal
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,7 @@ from headrace.functions.layers import ensure_layer
 from headrace.functions.runtime import _environment
 from headrace.functions.spec import FunctionSpec
 from headrace.s3api import client_environment, keys_from_settings, rclone_binary, start_endpoint
+from tests import s3_helpers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,33 +129,8 @@ def test_a_requirement_pip_cannot_install_is_a_clear_error(tmp_path):
     assert not any((tmp_path / "layers").iterdir())  # no half-built layer left
 
 
-def _wheel(folder: Path) -> Path:
-    """A one-module wheel built by hand, so the install needs no network."""
-    name = "headrace_layer_probe"
-    files = {
-        f"{name}.py": b"VALUE = 42\n",
-        f"{name}-1.0.dist-info/METADATA": (
-            f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode()
-        ),
-        f"{name}-1.0.dist-info/WHEEL": (
-            b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
-        ),
-    }
-    record = []
-    for path, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(data)}")
-    record.append(f"{name}-1.0.dist-info/RECORD,,")
-    files[f"{name}-1.0.dist-info/RECORD"] = ("\n".join(record) + "\n").encode()
-    wheel = folder / f"{name}-1.0-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as zf:
-        for path, data in files.items():
-            zf.writestr(path, data)
-    return wheel
-
-
 def test_missing_requirements_are_installed_once_into_a_layer(tmp_path):
-    wheel = _wheel(tmp_path)
+    wheel = s3_helpers.probe_wheel(tmp_path)
     layer = ensure_layer(tmp_path / "home", "f", (str(wheel), "pandas"))
     assert layer and (Path(layer) / "headrace_layer_probe.py").is_file()
     assert not (Path(layer) / "pandas").exists()  # satisfied by the environment: not copied

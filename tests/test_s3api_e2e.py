@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from headrace.ledger import Ledger
+from tests import s3_helpers
 from tests.e2e_helpers import Up, headrace
 
 pytestmark = pytest.mark.slow
@@ -47,6 +48,14 @@ def swallows(event, context):
         raise RuntimeError("the endpoint was unreachable")
     except Exception as e:
         print(f"handled: {e}")
+
+
+@app.on_object_created(bucket="layered")
+@app.function(retries=0, requirements=[WHEEL])
+def layered(event, context):
+    import headrace_layer_probe  # only in the function's layer, not in the environment
+
+    return headrace_layer_probe.VALUE
 """
 
 
@@ -78,7 +87,8 @@ def test_writes_through_the_endpoint_trigger_once_per_version_never_for_a_partia
     proj = tmp_path / "proj"
     proj.mkdir()
     (proj / "headrace.toml").write_text('app = "pipeline:app"\n')
-    (proj / "pipeline.py").write_text(_APP)
+    wheel = s3_helpers.probe_wheel(tmp_path)
+    (proj / "pipeline.py").write_text(_APP.replace("WHEEL", repr(str(wheel))))
     home = proj / ".headrace"
     env = {"HEADRACE_HOME": str(home), "HEADRACE_POLL_INTERVAL": "0.2"}
     up = Up(proj, env, tmp_path / "up.log").start()
@@ -130,9 +140,15 @@ def test_writes_through_the_endpoint_trigger_once_per_version_never_for_a_partia
         _wait(lambda: runs("swallows"), what="the swallowing handler")
         logs = headrace("logs", "swallows", project=proj, env=env)
         assert "handled: the endpoint was unreachable" in logs.stdout, logs.stdout + logs.stderr
+        # a requirement missing from the environment was installed for its function alone
+        s3.put_object(Bucket="layered", Key="x", Body=b"x")
+        (layered,) = _wait(lambda: runs("layered"), what="the function with requirements")
+        assert json.loads(layered["result"]) == 42
+        assert list((home / "layers").iterdir())
         listed = headrace("invocations", "--check-outputs", "--json", project=proj, env=env)
         flags = {r["function"]: r["wrote_outputs"] for r in json.loads(listed.stdout)}
-        assert flags == {"swallows": False, "seen": None}  # seen declares no output bucket
+        # seen and layered declare no output bucket
+        assert flags == {"swallows": False, "seen": None, "layered": None}
         wide = {**env, "COLUMNS": "200"}
         table = headrace("invocations", "--check-outputs", project=proj, env=wide).stdout
         assert "succeeded but wrote nothing" in table, table
