@@ -194,6 +194,47 @@ def test_objects_written_beside_the_endpoint_are_served_at_once(endpoint, root):
         assert len(listed) == i + 2
 
 
+def test_a_put_in_progress_is_never_visible(endpoint, root):
+    """A slow single PUT: while its body streams in, the folder holds only a hidden name."""
+    import threading
+    import time
+
+    import httpx
+
+    s3 = s3_helpers.boto3_client(endpoint)
+    s3.create_bucket(Bucket="slow")
+    url = s3.generate_presigned_url(
+        "put_object", Params={"Bucket": "slow", "Key": "obj.bin"}, ExpiresIn=60
+    )
+    chunk, chunks = b"x" * 65536, 20
+    half_sent = threading.Event()
+
+    def body():
+        for i in range(chunks):
+            if i == chunks // 2:
+                half_sent.set()
+            time.sleep(0.05)
+            yield chunk
+
+    result: list[int] = []
+    sender = threading.Thread(
+        target=lambda: result.append(
+            httpx.put(
+                url, content=body(), headers={"Content-Length": str(len(chunk) * chunks)}
+            ).status_code
+        )
+    )
+    sender.start()
+    assert half_sent.wait(10)
+    time.sleep(0.1)
+    names = [p.name for p in (root / "slow").rglob("*")]
+    assert names and all(name.startswith(".rclone_temp_") for name in names), names
+    sender.join(30)
+    assert result == [200]
+    assert [p.name for p in (root / "slow").iterdir()] == ["obj.bin"]
+    assert (root / "slow" / "obj.bin").stat().st_size == len(chunk) * chunks
+
+
 def test_signatures_are_verified_and_presigned_urls_work(endpoint):
     import httpx
     from botocore.exceptions import ClientError
