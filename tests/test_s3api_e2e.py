@@ -44,6 +44,10 @@ def seen(event, context):
 @app.on_object_created(bucket="swallow", output_bucket="out")
 @app.function(retries=0)
 def swallows(event, context):
+    import subprocess
+
+    subprocess.run(["echo", "from a program it ran"], check=True)
+    os.write(1, b"written to descriptor 1\\n")
     try:
         raise RuntimeError("the endpoint was unreachable")
     except Exception as e:
@@ -140,6 +144,7 @@ def test_writes_through_the_endpoint_trigger_once_per_version_never_for_a_partia
         _wait(lambda: runs("swallows"), what="the swallowing handler")
         logs = headrace("logs", "swallows", project=proj, env=env)
         assert "handled: the endpoint was unreachable" in logs.stdout, logs.stdout + logs.stderr
+        assert "from a program it ran" in logs.stdout and "written to descriptor 1" in logs.stdout
         # a requirement missing from the environment was installed for its function alone
         s3.put_object(Bucket="layered", Key="x", Body=b"x")
         (layered,) = _wait(lambda: runs("layered"), what="the function with requirements")

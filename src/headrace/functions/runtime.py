@@ -90,7 +90,7 @@ def run_invocation(
     if layer and layer not in sys.path:
         # the function's requirements, ahead of the project's environment (a Lambda layer)
         sys.path.insert(0, layer)
-    with _environment(environment or {}):
+    with _environment(environment or {}), _capture_descriptors(Path(log_path)):
         return _run(
             log,
             handler,
@@ -107,6 +107,44 @@ def run_invocation(
             tmp_root,
             storage_url,
         )
+
+
+_LIBC = None
+if sys.platform.startswith("linux"):
+    with contextlib.suppress(OSError):
+        import ctypes
+
+        _LIBC = ctypes.CDLL(None)
+
+
+@contextlib.contextmanager
+def _capture_descriptors(path: Path) -> Any:
+    """Send what is written to descriptor 1 during the call to the invocation's log: programs
+    the handler runs and C libraries print there, not to `sys.stdout` (Lambda logs a process's
+    whole output). Descriptor 2 stays the executor's: it keeps the last lines a worker wrote
+    there for the error of a call the worker dies in. A log left empty is removed: silent
+    invocations cost no file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        saved = os.dup(1)
+    except OSError:
+        yield
+        return
+    with contextlib.suppress(Exception):
+        sys.__stdout__.flush()
+    os.dup2(fd, 1)
+    try:
+        yield
+    finally:
+        if _LIBC is not None:
+            _LIBC.fflush(None)  # C stdio buffers of this call belong to its log
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            if path.stat().st_size == 0:
+                path.unlink()
 
 
 @contextlib.contextmanager
