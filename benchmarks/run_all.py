@@ -19,6 +19,7 @@ SCRIPTS = [
     "feature_store.py",
     "stream_latency.py",
     "data_pipeline.py",
+    "console_pages.py",
     "s3_endpoint.py",
 ]
 

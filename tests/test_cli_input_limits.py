@@ -38,6 +38,7 @@ def _usage_error(result) -> str:
     ids=["5000-digits", "5000-deep-array", "5000-deep-object", "600-deep", "nan", "inf", "bad"],
 )
 def test_invoke_payload_errors_are_clear(tmp_path, payload, reason):
+    (tmp_path / "headrace.toml").write_text("")  # a project with no app
     result = headrace("invoke", "count_words", "--payload", payload, project=tmp_path)
     error = _usage_error(result)
     assert f"Invalid value: --payload {reason}" in error
@@ -46,6 +47,7 @@ def test_invoke_payload_errors_are_clear(tmp_path, payload, reason):
 def test_a_payload_at_the_depth_limit_is_accepted(tmp_path):
     # Nothing registered: the command gets past the payload and fails on the function name.
     payload = "[" * MAX_DEPTH + "]" * MAX_DEPTH
+    (tmp_path / "headrace.toml").write_text("")
     result = headrace("invoke", "nope", "--async", "--payload", payload, project=tmp_path)
     assert "--payload" not in result.stderr and "Traceback" not in result.stderr
 

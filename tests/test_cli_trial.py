@@ -51,7 +51,10 @@ def test_put_prints_keys_with_brackets_as_written(tmp_path, key):
     result = headrace("put", str(doc), key, project=proj, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"{key}  2 bytes"), result.stdout
-    assert result.stderr == ""  # no blank line from the progress bar off a terminal
+    # no blank line from the progress bar off a terminal; the key printed as written
+    assert result.stderr == (
+        f"warning: nothing runs for {key}: no trigger watches bucket 'inbox' (watched: landing)\n"
+    )
     stored = proj / ".headrace" / "buckets" / key
     assert stored.read_text() == "a\n"
 
@@ -332,22 +335,28 @@ def test_limits_below_one_are_refused(tmp_path, command):
     assert "--limit" in result.stderr and "greater than or equal to 1" in result.stderr
 
 
-def test_up_without_a_project_warns_and_names_init(tmp_path):
-    env = {"HEADRACE_HOME": str(tmp_path / "home")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "headrace.cli", "-C", str(tmp_path), "up", "--quiet"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, **env},
-    )
-    try:
-        first = proc.stdout.readline()
-    finally:
-        proc.terminate()
-        proc.communicate(timeout=60)
-    assert first.startswith(f"warning: there is no {tmp_path / 'headrace.toml'}"), first
-    assert "headrace init" in first
+@pytest.mark.parametrize("env", [{}, {"HEADRACE_HOME": "home"}], ids=["plain", "home-set"])
+def test_up_outside_a_project_refuses_and_names_init(tmp_path, env):
+    env = {k: str(tmp_path / v) for k, v in env.items()}
+    result = headrace("up", "--quiet", project=tmp_path, env=env, timeout=60)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    message = " ".join(result.stderr.split())
+    assert "headrace init" in message and "Traceback" not in message
+    if env:  # a home given: still no app to run
+        assert "has no headrace.toml and $HEADRACE_APP is not set" in message
+    else:
+        assert f"{tmp_path}: is not a headrace project (no headrace.toml)" in message
+    assert list(tmp_path.iterdir()) == []  # nothing created: no .headrace, no home
+
+
+def test_a_missing_project_folder_is_refused_and_not_created(tmp_path):
+    missing = tmp_path / "nonexistent"
+    for command in (["invocations"], ["up"], ["status"], ["ls"]):
+        result = headrace(*command, project=missing, env={"HEADRACE_PROJECT": ""})
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert f"project folder {missing}: does not exist" in " ".join(result.stderr.split())
+        assert result.stdout == ""
+    assert not missing.exists()
 
 
 # -- 6. version and help ------------------------------------------------------------------

@@ -24,6 +24,7 @@ def test_workers_with_5000_digits_is_a_config_error(tmp_path, monkeypatch):
 
 
 def test_the_cli_reports_a_nan_poll_interval_in_one_line(tmp_path):
+    (tmp_path / "headrace.toml").write_text("")
     result = headrace("invocations", project=tmp_path, env={"HEADRACE_POLL_INTERVAL": "nan"})
     assert result.returncode == 2 and "Traceback" not in result.stderr
     [line] = [line for line in result.stderr.splitlines() if line.strip()]

@@ -140,6 +140,8 @@ def test_the_registry_is_imported_by_nothing_below_it():
         "cli_jobs",
         "cli_streams",
         "cli_serve",
+        "cli_status",
+        "cli_storage",
     }, importers
 
 

@@ -21,6 +21,12 @@ from tests.e2e_helpers import Up, headrace
 TOKEN = "s3cret-token-0123456789abcdef"
 
 
+def _project(folder):
+    """A project with an app of no functions: `up` refuses to run without an app."""
+    (folder / "headrace.toml").write_text('app = "pipeline:app"\n')
+    (folder / "pipeline.py").write_text("from headrace import App\n\napp = App()\n")
+
+
 @pytest.fixture
 def endpoint():
     """serve_metrics(...) that shuts every server it started down after the test."""
@@ -290,11 +296,12 @@ def test_up_with_a_blank_token_beyond_loopback_is_a_one_line_error(tmp_path):
         "HEADRACE_METRICS": "0.0.0.0:0",
         "HEADRACE_TOKEN": " ",
     }
+    _project(tmp_path)
     result = headrace("up", "--quiet", project=tmp_path, env=env, timeout=60)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    [line] = errors  # (besides the warning that this project declares no app)
+    [line] = errors
     assert line.startswith("error: metrics address '0.0.0.0:0'")
     assert "HEADRACE_TOKEN is blank" in line
 
@@ -303,6 +310,7 @@ def test_up_with_a_blank_token_beyond_loopback_is_a_one_line_error(tmp_path):
 @pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback")
 def test_up_serves_metrics_on_ipv6_loopback(tmp_path):
     env = {"HEADRACE_HOME": str(tmp_path / "home"), "HEADRACE_METRICS": "[::1]:0"}
+    _project(tmp_path)
     up = Up(tmp_path, env, tmp_path / "up.log").start()
     try:
         url = json.loads((tmp_path / "home" / "coordinator.json").read_text())["metrics"]

@@ -26,6 +26,7 @@ def project(tmp_path):
     X, y = load_digits(return_X_y=True)
     joblib.dump(DecisionTreeClassifier(random_state=0).fit(X, y), tmp_path / "tree.joblib")
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
+    (tmp_path / "headrace.toml").write_text("")  # a project: its registry is in its home
     runner = CliRunner()
 
     def invoke(*args: str):
@@ -90,6 +91,7 @@ def test_usage_errors(project):
 
 def test_errors_print_one_line_and_exit_2(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEADRACE_")}
+    (tmp_path / "headrace.toml").write_text("")
     (tmp_path / "notes.pkl").write_text("not a pickle")
     for args, message in [
         (["show", "digits@production"], "error: model 'digits': is not in the registry"),

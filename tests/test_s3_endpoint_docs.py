@@ -43,7 +43,7 @@ def test_s3_endpoint_page_runs(tmp_path):
     env = {"HEADRACE_HOME": str(proj / ".headrace"), "HEADRACE_POLL_INTERVAL": "0.2"}
     up = Up(proj, env, tmp_path / "up.log").start()
     try:
-        status = headrace("status", project=proj, env=env)
+        status = headrace("status", project=proj, env={**env, "COLUMNS": "200"})
         assert f"http://127.0.0.1:{port}" in status.stdout, status.stdout + status.stderr
         exports = dict(item.split("=", 1) for item in shlex.split(lines[2])[1:])
         client_env = {**os.environ, **exports, "AWS_CONFIG_FILE": os.devnull}

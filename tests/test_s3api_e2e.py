@@ -99,8 +99,9 @@ def test_writes_through_the_endpoint_trigger_once_per_version_never_for_a_partia
     try:
         info = json.loads((home / "coordinator.json").read_text())
         assert info["s3"].startswith("http://127.0.0.1:"), info
-        status = headrace("status", project=proj, env=env)
-        assert status.returncode == 0 and info["s3"] in status.stdout, status.stdout
+        status = headrace("status", "--json", project=proj, env=env)
+        assert status.returncode == 0, status.stderr
+        assert [c["s3"] for c in json.loads(status.stdout)["coordinators"]] == [info["s3"]]
         s3 = _client(info)
         ledger = Ledger(f"sqlite:///{home / 'ledger.db'}")
 

@@ -397,3 +397,11 @@ def test_dot_renders_with_graphviz():
         )
         assert out.returncode == 0, out.stderr
         assert "<svg" in out.stdout
+
+
+def test_describe_rule_with_variables_and_jsonata():
+    assert describe_rule({"Condition": "{% $states.input.n > 3 %}", "Next": "A"}) == (
+        "$states.input.n > 3"
+    )
+    rule = {"Variable": "$count", "NumericLessThan": 8, "Assign": {"x": 1}, "Next": "A"}
+    assert describe_rule(rule) == "$count < 8"

@@ -171,7 +171,6 @@ def test_math_random_default_in_range_and_seeded_is_repeatable() -> None:
         "States.StringToJson('{oops')",
         "States.Format('{} {}', 1)",
         "States.Format('{}', 1, 2)",
-        "States.Format('{}', $.a)",  # objects cannot be formatted
         "States.MathAdd(1, true)",
         "States.MathRandom(5, 5)",
         "States.StringSplit(1, ',')",

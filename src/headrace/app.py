@@ -423,7 +423,9 @@ class App:
         from headrace.workflows.integrations import unknown_resources
 
         for name, raw in self.state_machines.items():
-            problems = unknown_resources(raw["States"], set(self.functions))
+            problems = unknown_resources(
+                raw["States"], set(self.functions), known_topics=set(self.topics)
+            )
             if problems:
                 raise DefinitionError([Problem("$.States", None, f"{name}: {p}") for p in problems])
 

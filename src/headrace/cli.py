@@ -22,6 +22,8 @@ from headrace.cli_common import Json, Project
 from headrace.cli_jobs import jobs_app
 from headrace.cli_models import models_app
 from headrace.cli_serve import register as register_serving
+from headrace.cli_status import register as register_status
+from headrace.cli_storage import register as register_storage
 from headrace.errors import HeadraceError
 
 app = typer.Typer(help="headrace: event-driven data and ML pipelines.", no_args_is_help=True)
@@ -34,6 +36,8 @@ app.add_typer(cli_streams.features_app, name="features", help="Feature groups: g
 console = Console()
 err = Console(stderr=True)
 register_serving(app)
+register_status(app)
+register_storage(app)
 
 
 def _print_version(value: bool) -> None:
@@ -122,7 +126,10 @@ def init(
 
 class _Summary:
     def __init__(self, coordinator: Any) -> None:
+        from headrace.server.triggers import sources_of_streams
+
         self.c = coordinator
+        self._feeds = sources_of_streams(coordinator.app)
 
     def __rich__(self) -> Table:  # the coordinator's table, and its pipelines' below it
         s = self.c.stats
@@ -158,15 +165,23 @@ class _Summary:
         streams = Table(title="stream pipelines", expand=False)
         for col in ("pipeline", "records", "lag", "late", "watermark", "status"):
             streams.add_column(col, justify="left" if col in ("pipeline", "status") else "right")
+        failing = {h.component.removeprefix("source:") for h in health if not h.ok}
         for r in runners:
             st = r.status
+            starved = [s for s in self._feeds.get(r.pipeline.stream, []) if s in failing]
+            if st.last_error:
+                state = f"[red]{escape(st.last_error)}[/]"
+            elif starved:  # it works, but what it reads gets nothing new
+                state = f"[yellow]ok; source {escape(', '.join(starved))} failing[/]"
+            else:
+                state = "[green]ok[/]"
             streams.add_row(
                 escape(f"{r.pipeline.name}[{r.partition}]"),
                 f"{st.records:,}",
                 f"{st.lag:,}",
                 f"[yellow]{st.late:,}[/]" if st.late else "0",
                 cli_common.when(st.watermark),
-                f"[red]{escape(st.last_error)}[/]" if st.last_error else "[green]ok[/]",
+                state,
             )
         grid.add_row(streams)
         return grid
@@ -175,11 +190,29 @@ class _Summary:
 @app.command()
 def up(
     drain_timeout: Annotated[
-        float | None, typer.Option(help="Seconds to let running attempts finish on SIGTERM.")
+        float | None,
+        typer.Option(
+            help="Seconds to let running attempts finish on SIGTERM "
+            "(default: the longest function timeout)."
+        ),
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No live summary.")] = False,
+    reload: Annotated[
+        bool,
+        typer.Option("--reload", help="Restart (workers and app) when the project's code changes."),
+    ] = False,
 ) -> None:
     """Run the coordinator: watch buckets, trigger functions, record results. Ctrl-C drains."""
+    if reload:
+        from headrace.cli_reload import supervise
+
+        settings = cli_common.settings()
+        if not settings.app:
+            _refuse_no_app(settings)
+        args = ["--quiet"] if quiet else []
+        if drain_timeout is not None:
+            args += ["--drain-timeout", str(drain_timeout)]
+        raise typer.Exit(supervise(settings, args))
     # Ctrl-C while the app loads: nothing runs yet, so stop at once (no traceback, no "Aborted.")
     try:
         import logging
@@ -198,9 +231,12 @@ def up(
         )
         settings = cli_common.settings()
         if not settings.app:
-            _warn_no_app(settings)
+            _refuse_no_app(settings)
         application = load_app(settings)
         coordinator = Coordinator(settings, application)
+        from headrace.cli_reload import watch_parent
+
+        watch_parent()
     except KeyboardInterrupt:
         _stopped_during_start_up()
     interrupted_start_up = threading.Event()
@@ -245,16 +281,15 @@ def up(
     )
 
 
-def _warn_no_app(settings: Any) -> None:
+def _refuse_no_app(settings: Any) -> NoReturn:
     from headrace.config import CONFIG_FILE
+    from headrace.errors import ConfigError
 
     config = settings.project_dir / CONFIG_FILE
-    why = f"{config} sets no app" if config.exists() else f"there is no {config}"
-    err.print(
-        f"warning: {why}: running with no functions, buckets or state machines "
-        "(create a project with `headrace init`, or run `headrace -C PROJECT up`)",
-        markup=False,
-        soft_wrap=True,
+    raise ConfigError(
+        str(config) if config.exists() else str(settings.project_dir),
+        "sets no app" if config.exists() else f"has no {CONFIG_FILE} and $HEADRACE_APP is not set",
+        'set app = "module:app" in headrace.toml; `headrace init` creates a project',
     )
 
 
@@ -273,6 +308,7 @@ def _announce(coordinator: Any, settings: Any) -> None:
         f"{settings.storage_url}; ledger {settings.ledger_url}; metrics {coordinator.metrics_url}"
         f"; s3 {coordinator.s3_url or 'off'}",
         markup=False,
+        soft_wrap=True,  # one line, whatever the width: scripts and grep read it
     )
 
 
@@ -330,8 +366,10 @@ def put(
     for f in files:
         if not f.is_file():
             raise typer.BadParameter(f"{f} is not a file")
-    store = ObjectStore(cli_common.settings().storage_url)
+    settings = cli_common.settings()
+    store = ObjectStore(settings.storage_url)
     bucket = store.bucket(bucket_name, create=True)
+    keys = []
     # on a terminal only: elsewhere a transient bar still ends in a blank line on stderr
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("uploading", total=len(files))
@@ -341,7 +379,11 @@ def put(
             console.print(
                 f"{bucket_name}/{info.key}  {info.size} bytes  etag {info.etag}", markup=False
             )
+            keys.append(info.key)
             progress.advance(task)
+    from headrace.cli_storage import warn_if_nothing_listens
+
+    warn_if_nothing_listens(settings, bucket_name, keys)
 
 
 # -- invoke -----------------------------------------------------------------------------------
@@ -360,10 +402,15 @@ def invoke(
             "`sam local invoke`: no coordinator, no ledger.",
         ),
     ] = None,
-    no_wait: Annotated[bool, typer.Option("--async", help="Queue it and return.")] = False,
-    wait_seconds: Annotated[float, typer.Option("--wait", help="Give up waiting after.")] = 600,
+    no_wait: Annotated[
+        bool, typer.Option("--async", help="Queue it, print its id and return.")
+    ] = False,
+    wait_seconds: Annotated[
+        float, typer.Option("--wait", help="Seconds to wait for the result before giving up.")
+    ] = 600,
 ) -> None:
-    """Invoke a function with a JSON event and print what it returns."""
+    """Invoke a function with a JSON event and print what it returns. Exits 1 if it failed,
+    2 if still running after --wait, 3 if no coordinator is running to run it (it stays queued)."""
     from headrace.app import load_app
     from headrace.ledger import NewInvocation
 
@@ -380,17 +427,38 @@ def invoke(
     (inv_id,) = ledger.enqueue(
         [NewInvocation(spec.name, event, max_attempts=spec.max_attempts, source="invoke")]
     )
-    if not ledger.live_coordinators(stale_after=settings.lease_seconds):
-        err.print("[yellow]no coordinator is running: it runs once `headrace up` starts[/]")
     if no_wait:
         console.print(inv_id)
         return
+    if not ledger.live_coordinators(stale_after=settings.lease_seconds):
+        # waiting would be silent until --wait runs out: say so and return at once
+        err.print(
+            f"queued {inv_id}, but no coordinator is running: it runs once `headrace up` starts "
+            f"in {settings.project_dir} (see it with `headrace invocations`)",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(3)
     deadline = time.time() + wait_seconds
-    with console.status(escape(f"waiting for {name} ({inv_id})")):
+    next_check = time.time() + settings.lease_seconds
+    with console.status("") as waiting:
         while time.time() < deadline:
             row = ledger.get_invocation(inv_id)
             if row and row["status"] in ("succeeded", "dead"):
                 break
+            if time.time() >= next_check:  # the coordinator may have stopped meanwhile
+                next_check = time.time() + settings.lease_seconds
+                if not ledger.live_coordinators(stale_after=settings.lease_seconds):
+                    err.print(
+                        f"the coordinator stopped: {inv_id} stays queued until `headrace up` "
+                        "runs again",
+                        markup=False,
+                        soft_wrap=True,
+                    )
+                    raise typer.Exit(3)
+            waiting.update(
+                escape(f"waiting for {name} ({inv_id}): {deadline - time.time():.0f} s left")
+            )
             time.sleep(0.02)
     row = ledger.get_invocation(inv_id) or {}
     if row.get("status") == "succeeded":
@@ -420,49 +488,14 @@ def _check_status(status: str | None, known: tuple[str, ...]) -> None:
 
 
 @app.command()
-def status(as_json: Json = False) -> None:
-    """Whether the coordinator runs, and where its endpoints are (metrics, S3)."""
-    import os
-
-    home = cli_common.settings().home
-    path = home / "coordinator.json"
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError):
-        info = {}
-    pid = info.get("pid")
-    running = False
-    if isinstance(pid, int):
-        try:
-            os.kill(pid, 0)
-            running = True
-        except ProcessLookupError:
-            running = False
-        except OSError:
-            running = True  # someone else's process: alive
-    info["running"] = running
-    if as_json:
-        sys.stdout.write(json.dumps(info, indent=2) + "\n")
-        return
-    if not running:
-        console.print(f"no coordinator running for {escape(str(home))} (start one: headrace up)")
-        raise typer.Exit(1)
-    console.print(f"coordinator {escape(info.get('id', '?'))}  pid {pid}", markup=False)
-    console.print(f"metrics  {info.get('metrics') or 'off'}", markup=False)
-    s3 = info.get("s3") or ""
-    console.print(f"s3       {s3 or 'off'}", markup=False)
-    if s3:
-        console.print(
-            f"         aws --endpoint-url {s3} s3 ls   (region {info.get('s3_region')})",
-            markup=False,
-        )
-
-
-@app.command()
 def invocations(
-    function: Annotated[str | None, typer.Option("--function", "-f")] = None,
-    status: Annotated[str | None, typer.Option(help="pending|running|succeeded|dead")] = None,
-    limit: Annotated[int, typer.Option(min=1)] = 50,
+    function: Annotated[
+        str | None, typer.Option("--function", "-f", help="Only this function's (default: all).")
+    ] = None,
+    status: Annotated[
+        str | None, typer.Option(help=f"Only this status: one of {', '.join(INVOCATION_STATUSES)}.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Most recent invocations to show.")] = 50,
     check_outputs: Annotated[
         bool,
         typer.Option(
@@ -480,15 +513,17 @@ def invocations(
         _check_outputs(ledger, rows)
     if as_json:
         for row in rows:
+            row["object"] = cli_common.triggered_by(row)
             for k in ("payload", "result"):
                 if row.get(k):
                     row[k] = json.loads(row[k])
         sys.stdout.write(json.dumps(rows, default=str, indent=2) + "\n")
         return
-    table = Table()
-    columns = ["id", "function", "status", "attempts", "created", "took", "error"]
-    for col in columns + (["outputs"] if check_outputs else []):
-        table.add_column(col)
+    columns = ["id", "function", "status", "attempts", "created", "took", "object", "error"]
+    table = cli_common.table(
+        *columns, *(["outputs"] if check_outputs else []),
+        keep=("id", "function", "status", "attempts", "took", "outputs"),
+    )  # fmt: skip
     colour = {"succeeded": "green", "dead": "red", "running": "cyan", "pending": "yellow"}
     shown = {True: "written", False: "[yellow]succeeded but wrote nothing[/]", None: "-"}
     for r in rows:
@@ -500,7 +535,8 @@ def invocations(
             f"{r['attempts']}/{r['max_attempts']}",
             cli_common.when(r["created_at"]),
             took,
-            escape((r["error"] or "")[:80]),
+            escape(cli_common.triggered_by(r) or "-"),
+            escape(r["error"] or ""),
         ]
         if check_outputs:
             cells.append(shown[r.get("wrote_outputs")])
@@ -547,7 +583,10 @@ def _check_outputs(ledger: Any, rows: list[dict]) -> None:
 @app.command()
 def logs(
     name: Annotated[str, typer.Argument(help="Function name.")],
-    invocation: Annotated[str | None, typer.Option("--invocation", "-i")] = None,
+    invocation: Annotated[
+        str | None,
+        typer.Option("--invocation", "-i", help="Only this invocation (its id or id prefix)."),
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, help="Most recent attempts to show.")] = 20,
 ) -> None:
     """Print the log lines of a function's recent invocations (or of one invocation)."""
@@ -603,38 +642,67 @@ def format_attempt_log(a: dict[str, Any]) -> str:
 
 @dlq_app.command("list")
 def dlq_list(
-    function: Annotated[str | None, typer.Option("--function", "-f")] = None,
+    function: Annotated[
+        str | None, typer.Option("--function", "-f", help="Only this function's (default: all).")
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Invocations parked after their last attempt, with the error."""
     rows = cli_common.ledger().list_dead_letters(function=function)
     if as_json:
-        sys.stdout.write(json.dumps(rows, default=str, indent=2) + "\n")
+        # the ledger's row number is no use to anyone: `dlq redrive` takes invocation ids
+        out = [{"invocation_id": r["invocation_id"], **_without(r, "id")} for r in rows]
+        sys.stdout.write(json.dumps(out, default=str, indent=2) + "\n")
         return
-    table = Table()
-    for col in ("invocation", "function", "attempts", "when", "error"):
-        table.add_column(col)
+    table = cli_common.table(
+        "invocation", "function", "attempts", "when", "error", keep=("invocation", "function")
+    )
     for r in rows:
         table.add_row(
             r["invocation_id"],
             escape(r["function"]),
             str(r["attempts"]),
             cli_common.when(r["created_at"]),
-            escape((r["error"] or "")[:100]),
+            escape(r["error"] or ""),
         )
     console.print(table)
 
 
+def _without(row: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in keys}
+
+
 @dlq_app.command("redrive")
 def dlq_redrive(
-    ids: Annotated[list[str] | None, typer.Argument(help="Invocation ids (default: all).")] = None,
-    function: Annotated[str | None, typer.Option("--function", "-f")] = None,
+    ids: Annotated[
+        list[str] | None,
+        typer.Argument(help="Invocation ids, as `dlq list` shows them (default: all)."),
+    ] = None,
+    function: Annotated[
+        str | None, typer.Option("--function", "-f", help="Only this function's (default: any).")
+    ] = None,
 ) -> None:
     """Send dead-lettered invocations back for new attempts."""
     chosen = cli_common.ledger().redrive(function=function, ids=ids or ())
-    console.print(f"redriven: {len(chosen)}")
+    if chosen:
+        console.print(f"redriven: {len(chosen)}")
     for inv_id in chosen:
         console.print(f"  {inv_id}", markup=False)
+    missing = [i for i in dict.fromkeys(ids or ()) if i not in chosen]
+    if missing:
+        err.print(
+            f"not in the dead-letter list: {', '.join(missing)} (see `headrace dlq list`)",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    if not chosen:
+        err.print(
+            "nothing to redrive: the dead-letter list is empty"
+            + (f" for function {function!r}" if function else ""),
+            markup=False,
+        )
+        raise typer.Exit(1)
 
 
 # -- workflows --------------------------------------------------------------------------------
@@ -667,9 +735,14 @@ def start_execution_cmd(
 
 @app.command()
 def executions(
-    state_machine: Annotated[str | None, typer.Option("--state-machine", "-s")] = None,
-    status: Annotated[str | None, typer.Option(help="|".join(EXECUTION_STATUSES))] = None,
-    limit: Annotated[int, typer.Option(min=1)] = 50,
+    state_machine: Annotated[
+        str | None,
+        typer.Option("--state-machine", "-s", help="Only this state machine's (default: all)."),
+    ] = None,
+    status: Annotated[
+        str | None, typer.Option(help=f"Only this status: one of {', '.join(EXECUTION_STATUSES)}.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Most recent executions to show.")] = 50,
     as_json: Json = False,
 ) -> None:
     """List executions, newest first."""
@@ -682,11 +755,16 @@ def executions(
     for row in rows:
         row.pop("definition", None)
     if as_json:
+        for row in rows:  # as describe-execution gives them: JSON values, not JSON text
+            for key in ("input", "output"):
+                if isinstance(row.get(key), str):
+                    row[key] = json.loads(row[key])
         sys.stdout.write(json.dumps(rows, default=str, indent=2) + "\n")
         return
-    table = Table()
-    for col in ("name", "state machine", "status", "started", "took", "error"):
-        table.add_column(col)
+    table = cli_common.table(
+        "name", "state machine", "status", "started", "took", "error",
+        keep=("name", "state machine", "status", "took"),
+    )  # fmt: skip
     for r in rows:
         took = f"{r['stopped_at'] - r['started_at']:.2f}s" if r["stopped_at"] else "-"
         table.add_row(
@@ -738,13 +816,23 @@ def history(
 @app.command("stop-execution")
 def stop_execution_cmd(
     execution: Annotated[str, typer.Argument(help="Name or ARN.")],
-    error: Annotated[str, typer.Option()] = "",
-    cause: Annotated[str, typer.Option()] = "",
+    error: Annotated[str, typer.Option(help="Error name recorded on the execution.")] = "",
+    cause: Annotated[str, typer.Option(help="Cause recorded on the execution.")] = "",
 ) -> None:
-    """Abort a running execution."""
+    """Abort a running execution. Exits 1 if it had already ended."""
     from headrace.workflows import api
 
-    row = api.stop_execution(cli_common.ledger(), execution, error=error, cause=cause)
+    ledger = cli_common.ledger()
+    before = api.describe_execution(ledger, execution)
+    row = api.stop_execution(ledger, execution, error=error, cause=cause)
+    if before["status"] != "RUNNING" or row["status"] != "ABORTED":
+        err.print(
+            f"execution {row['name']!r} had already ended ({row['status']} at "
+            f"{cli_common.when(row['stopped_at'])}): nothing to stop",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
     console.print(f"{row['name']}: {row['status']}", markup=False)
 
 
@@ -763,8 +851,8 @@ def send_task_success_cmd(
 @app.command("send-task-failure")
 def send_task_failure_cmd(
     token: Annotated[str, typer.Argument(help="The task token.")],
-    error: Annotated[str, typer.Option()] = "",
-    cause: Annotated[str, typer.Option()] = "",
+    error: Annotated[str, typer.Option(help="Error name, for the state's Catch and Retry.")] = "",
+    cause: Annotated[str, typer.Option(help="A longer description of the failure.")] = "",
 ) -> None:
     """Fail a waiting `.waitForTaskToken` task."""
     from headrace.workflows import api
@@ -795,7 +883,7 @@ def graph(
     execution: Annotated[
         str | None, typer.Option("--execution", "-e", help="Colour states by this execution.")
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="mermaid or dot")] = "mermaid",
+    fmt: Annotated[str, typer.Option("--format", help="mermaid, or dot (Graphviz).")] = "mermaid",
 ) -> None:
     """The state graph as Mermaid or Graphviz DOT, with each state's status for an execution."""
     from headrace.app import load_app

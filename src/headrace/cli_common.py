@@ -48,10 +48,42 @@ def group_project(project: Project = None) -> None:
         state["project"] = project
 
 
+#: Variables that configure a project without a headrace.toml (containers, CI).
+PROJECT_VARIABLES = ("HEADRACE_APP", "HEADRACE_HOME", "HEADRACE_LEDGER")
+
+
 def settings():  # type: ignore[no-untyped-def]
+    """The project's settings; a one-line error outside a project, so that a typo in `-C` or a
+    command run in the wrong folder does not create a fresh, empty `.headrace` there."""
     from headrace.config import load_settings
 
+    check_project()
     return load_settings(state["project"])
+
+
+def check_project() -> Path:
+    """The project folder, or ConfigError: the folder does not exist, or has no headrace.toml and
+    no HEADRACE_APP, HEADRACE_HOME or HEADRACE_LEDGER says where the project's state is."""
+    import os
+
+    from headrace.config import CONFIG_FILE
+    from headrace.errors import ConfigError
+
+    given = state["project"] or os.environ.get("HEADRACE_PROJECT") or "."
+    folder = Path(given).resolve()
+    if not folder.is_dir():
+        raise ConfigError(
+            f"project folder {given}",
+            "does not exist" if not folder.exists() else "is not a folder",
+            "give a project folder with -C, or create one with `headrace init FOLDER`",
+        )
+    if not (folder / CONFIG_FILE).is_file() and not any(v in os.environ for v in PROJECT_VARIABLES):
+        raise ConfigError(
+            f"{folder}",
+            f"is not a headrace project (no {CONFIG_FILE})",
+            "run the command in a project folder or pass -C PROJECT; `headrace init` creates one",
+        )
+    return folder
 
 
 def ledger(loaded=None):  # type: ignore[no-untyped-def]
@@ -83,3 +115,40 @@ def when(ts: float | None) -> str:
     if not ts:
         return "-"
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def table(*columns: str, keep: tuple[str, ...] = (), **options: Any):  # type: ignore[no-untyped-def]
+    """A rich table whose cells wrap (long words fold) rather than end in "…": an error or a
+    path cut at the terminal's width loses the part that says what to do. Columns in `keep`
+    (names, ids, statuses: short) are never wrapped, so the narrowing falls on the others."""
+    from rich.table import Table
+
+    out = Table(**options)
+    for name in columns:
+        if name in keep:
+            out.add_column(name, no_wrap=True)
+        else:
+            out.add_column(name, overflow="fold")
+    return out
+
+
+def triggered_by(row: dict[str, Any]) -> str | None:
+    """ "bucket/key" of the object whose creation queued an invocation (its S3 notification
+    payload), or None for invocations queued another way."""
+    import json
+    from urllib.parse import unquote_plus
+
+    payload = row.get("payload")
+    if isinstance(payload, str):
+        if '"aws:s3"' not in payload:
+            return None
+        try:
+            payload = json.loads(payload)
+        except ValueError:
+            return None
+    try:
+        s3 = payload["Records"][0]["s3"]  # type: ignore[index]
+        # S3 notifications URL-encode the key (spaces as '+'), as Lambda handlers receive it
+        return f"{s3['bucket']['name']}/{unquote_plus(s3['object']['key'])}"
+    except (KeyError, IndexError, TypeError):
+        return None

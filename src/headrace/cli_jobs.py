@@ -268,10 +268,11 @@ def run(job_id: Annotated[str, typer.Argument(help="Job id (or a unique prefix).
 @jobs_app.command("list")
 def list_jobs(
     status: Annotated[
-        str | None, typer.Option(help="SUBMITTED|RUNNABLE|RUNNING|SUCCEEDED|FAILED")
+        str | None,
+        typer.Option(help="Only this status: SUBMITTED, RUNNABLE, RUNNING, SUCCEEDED or FAILED."),
     ] = None,
     queue: Annotated[str | None, typer.Option(help="Only this job queue.")] = None,
-    limit: Annotated[int, typer.Option(min=1)] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="Most recent jobs to show.")] = 50,
     as_json: Json = False,
 ) -> None:
     """List jobs, newest first."""

@@ -210,6 +210,10 @@ def alias(
         err.print(f"{escape(name)}@{escape(alias_name)} removed (was version {move.previous})")
         return
     assert version is not None
+    _point(registry, name, alias_name, version)
+
+
+def _point(registry: Any, name: str, alias_name: str, version: int) -> None:
     move = registry.set_alias(name, alias_name, version)
     if move is None:
         err.print(f"{escape(name)}@{escape(alias_name)} already points at version {version}")
@@ -227,18 +231,15 @@ def promote(
     """Point ALIAS (production) at VERSION: `headrace serve` rolls its replicas over to it, and
     moves the alias back by itself when the new version fails its health check or answers
     with errors."""
-    move = _registry().set_alias(name, alias_name, version)
-    if move is None:
-        err.print(f"{escape(name)}@{escape(alias_name)} already points at version {version}")
-    else:
-        was = f" (was {move.previous})" if move.previous is not None else ""
-        err.print(f"{escape(name)}@{escape(alias_name)} → version {version}{was}")
+    _point(_registry(), name, alias_name, version)
 
 
 @models_app.command()
 def rollback(
     name: Annotated[str, typer.Argument(help="Model name.")],
-    alias_name: Annotated[str, typer.Argument(metavar="[ALIAS]")] = "production",
+    alias_name: Annotated[
+        str, typer.Argument(metavar="[ALIAS]", help="The alias to move back.")
+    ] = "production",
 ) -> None:
     """Move ALIAS (production) back to the version it pointed at before its last move."""
     move = _registry().rollback(name, alias_name)
@@ -248,7 +249,9 @@ def rollback(
 @models_app.command()
 def history(
     name: Annotated[str, typer.Argument(help="Model name.")],
-    alias_name: Annotated[str | None, typer.Argument(metavar="[ALIAS]")] = None,
+    alias_name: Annotated[
+        str | None, typer.Argument(metavar="[ALIAS]", help="Only this alias (default: all).")
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Every move of the model's aliases, oldest first."""

@@ -174,8 +174,15 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0: any free one).")] = 8000,
     replicas: Annotated[int, typer.Option(min=1, help="Replica processes.")] = 2,
-    min_replicas: Annotated[int | None, typer.Option(min=1, help="Autoscale from.")] = None,
-    max_replicas: Annotated[int | None, typer.Option(min=1, help="Autoscale up to.")] = None,
+    min_replicas: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Fewest replica processes when autoscaling (default: no autoscaling)."
+        ),
+    ] = None,
+    max_replicas: Annotated[
+        int | None, typer.Option(min=1, help="Most replica processes when autoscaling.")
+    ] = None,
     timeout: Annotated[
         float | None, typer.Option(help="Seconds per request (default: the function's timeout).")
     ] = None,

@@ -206,3 +206,31 @@ def load_settings(project_dir: str | os.PathLike[str] | None = None, **overrides
         if value and "://" not in value and not Path(value).is_absolute():
             settings = replace(settings, **{name: str(root / value)})
     return settings
+
+
+def describe_settings(project_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
+    """Every setting: its name, environment variable, effective value and where the value came
+    from ("$VAR", the headrace.toml path, or "default"), in the order load_settings applies."""
+    settings = load_settings(project_dir)
+    path = settings.project_dir / CONFIG_FILE
+    in_file: set[str] = set()
+    if path.exists():
+        data = tomllib.loads(path.read_text())
+        in_file = set(data.get("headrace", data))
+    variables = {name: var for var, name in _ENV.items()}
+    derived = {"ledger": "ledger_url", "storage": "storage_url", "streams": "streams_url",
+               "features": "features_url"}  # fmt: skip
+    out = []
+    for f in fields(Settings):
+        if f.name == "project_dir":
+            continue
+        var = variables.get(f.name, "")
+        if var and var in os.environ:
+            origin = f"${var}"
+        elif f.name in in_file:
+            origin = str(path)
+        else:
+            origin = "default"
+        value = getattr(settings, derived.get(f.name, f.name))
+        out.append({"name": f.name, "env": var, "value": str(value), "origin": origin})
+    return out

@@ -85,3 +85,16 @@ class StreamError(HeadraceError):
 
 class FeatureStoreError(HeadraceError):
     """A feature group, its online or offline store, or a feature query is wrong."""
+
+
+#: Errors that another attempt with the same input cannot fix: the event, a key or a definition
+#: is wrong. Invocations failing with one go to the dead-letter list at once, not after retries.
+#: Names, not classes: an attempt's error reaches the coordinator as "Name: message" text.
+NOT_RETRIED = frozenset(
+    {"MalformedEvent", "InvalidKey", "DefinitionError", "BuildError", "InvalidExecutionInput"}
+)
+
+
+def is_deterministic(error: str | None) -> bool:
+    """Whether an attempt's error line ("Name: message") names an error retries cannot fix."""
+    return bool(error) and error.partition(":")[0].strip() in NOT_RETRIED  # type: ignore[union-attr]

@@ -52,6 +52,7 @@ def check_view_name(name: str, taken: Mapping[str, object]) -> None:
 def run_sql(sql: str, groups: Mapping[str, pads.Dataset], parquet: Mapping[str, str]) -> pa.Table:
     """Run `sql` with the groups' datasets and the parquet sources as views."""
     con = duckdb.connect()
+    empty: dict[str, str] = {}  # sources with no file yet: no view, so other queries still run
     try:
         for name, dataset in groups.items():
             con.register(name, dataset)
@@ -60,18 +61,32 @@ def run_sql(sql: str, groups: Mapping[str, pads.Dataset], parquet: Mapping[str, 
             if protocol is not None and not con.filesystem_is_registered(protocol):
                 con.register_filesystem(fsspec.filesystem(protocol))
             quoted = path.replace("'", "''")
-            con.execute(
-                f'CREATE VIEW "{name}" AS SELECT * FROM '
-                f"read_parquet('{quoted}', hive_partitioning = true, union_by_name = true)"
-            )
+            try:
+                con.execute(
+                    f'CREATE VIEW "{name}" AS SELECT * FROM '
+                    f"read_parquet('{quoted}', hive_partitioning = true, union_by_name = true)"
+                )
+            except duckdb.IOException as exc:
+                if "No files found" not in str(exc):
+                    raise
+                empty[name] = path
         relation = con.sql(sql)
         return pa.table({}) if relation is None else relation.to_arrow_table()
     except duckdb.Error as exc:
+        first = str(exc).splitlines()[0]
+        named = [n for n in empty if f'"{n}"' in first or f" {n} " in f" {first} "]
+        if isinstance(exc, duckdb.CatalogException) and named:
+            raise FeatureStoreError(
+                f"parquet source {named[0]!r}",
+                f"has no files yet ({empty[named[0]]} matches nothing)",
+                "query it once its first file is written",
+            ) from exc
         raise FeatureStoreError(
             "SQL query",
-            str(exc).splitlines()[0],
+            first,
             f"tables you can query: feature groups {sorted(groups)}, parquet sources "
-            f"{sorted(parquet)}",
+            f"{sorted(set(parquet) - set(empty))}"
+            + (f" (no files yet: {sorted(empty)})" if empty else ""),
         ) from exc
     finally:
         con.close()

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from headrace.ledger import schema
 from headrace.ledger.db import (
+    add_indexes,
     create_ledger_engine,
     create_tables,
     insert_rows,
@@ -75,6 +76,7 @@ class Ledger:
         self.engine: Engine = create_ledger_engine(url, sync=sync)
         self.postgres = is_postgres(self.engine)
         create_tables(metadata, self.engine)
+        add_indexes(metadata, self.engine)
         # reads go through their own engine so that, on SQLite, they never take the write lock
         self.reader: Engine = (
             self.engine if self.postgres else create_ledger_engine(url, sync=sync, writer=False)

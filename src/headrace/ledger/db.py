@@ -83,6 +83,18 @@ def create_tables(metadata: MetaData, engine: Engine) -> None:
             time.sleep(0.05 * (attempt + 1))
 
 
+def add_indexes(metadata: MetaData, engine: Engine) -> None:
+    """Create the indexes a ledger made by an older release lacks (`create_all` makes indexes
+    only with their tables); concurrent openers may race, and the loser finds it there."""
+    for table in metadata.sorted_tables:
+        for index in table.indexes:
+            try:
+                index.create(engine, checkfirst=True)
+            except (OperationalError, ProgrammingError, IntegrityError) as exc:
+                if "already exists" not in str(exc) and "duplicate key" not in str(exc):
+                    raise
+
+
 def to_json(value: Any) -> str:
     """How the ledger stores JSON columns: compact, anything unknown as its string."""
     return json.dumps(value, separators=(",", ":"), default=str)

@@ -82,6 +82,8 @@ invocations = Table(
     Index("ix_invocations_ready", "status", "function", "next_run_at"),
     Index("ix_invocations_function_created", "function", "created_at"),
     Index("ix_invocations_lease", "lease_owner", "status"),
+    # the console's newest-first pages of every function (added later: see db.add_indexes)
+    Index("ix_invocations_created", "created_at"),
 )
 
 attempts = Table(

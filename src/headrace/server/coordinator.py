@@ -15,6 +15,7 @@ import logging
 import os
 import queue
 import shutil
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -24,6 +25,8 @@ from typing import Any
 
 from headrace.app import App
 from headrace.config import Settings
+from headrace.console import Console, ConsoleContext
+from headrace.errors import is_deterministic
 from headrace.events.s3 import object_created_envelope
 from headrace.executors.base import Call, Executor, Outcome
 from headrace.functions import runtime
@@ -37,6 +40,7 @@ from headrace.server.delivery import deliver
 from headrace.server.metrics import Metrics, serve_metrics
 from headrace.server.s3_endpoint import start_s3_endpoint
 from headrace.server.streams import StreamService
+from headrace.server.triggers import idle_report
 from headrace.storage import ChangeWatcher, ObjectInfo, ObjectStore
 from headrace.storage.temp_names import sweep_tree
 from headrace.workflows.driver import WorkflowDriver
@@ -106,6 +110,7 @@ class Coordinator:
         self.s3_endpoint: S3Endpoint | None = None
         self._worker_env: dict[str, str] = {}  # what every handler gets: the S3 endpoint's
         self._layers: dict[str, str] = {}  # function name -> folder of its requirements
+        self.console: Console | None = None  # served beside the metrics
         self.stats = Stats()
         self.id = ""
         self._wake = threading.Event()
@@ -175,7 +180,17 @@ class Coordinator:
                 )
         self._tmp_root.mkdir(parents=True, exist_ok=True)
         if self.settings.metrics:
-            _, self.metrics_url = serve_metrics(self.metrics, self.settings.metrics)
+            self.console = Console(
+                ConsoleContext(
+                    self.settings,
+                    self.app,
+                    self.ledger,
+                    self.store,
+                    lambda: self.id,
+                    self._wake.set,
+                )
+            )
+            _, self.metrics_url = serve_metrics(self.metrics, self.settings.metrics, self.console)
         self.s3_endpoint = start_s3_endpoint(self.settings, self.store)
         if self.s3_endpoint is not None:
             self._worker_env = self.s3_endpoint.client_environment()
@@ -194,6 +209,7 @@ class Coordinator:
             self.store.bucket(bucket, create=True)
         if self.store.is_local:
             threading.Thread(target=self._sweep_temps, name="headrace-sweep", daemon=True).start()
+        threading.Thread(target=self._report_idle, name="headrace-triggers", daemon=True).start()
         if self.watch and self.app.buckets:
             self._watcher = ChangeWatcher(
                 self.store, self.app.buckets, poll_interval=self.settings.poll_interval
@@ -252,7 +268,24 @@ class Coordinator:
         if removed:
             log.info("removed %d temp files left by writers that died", removed)
 
+    def _report_idle(self) -> None:
+        """Warn of buckets nothing watches and triggers matching nothing: typos stay silent."""
+        try:
+            for line in idle_report(self.app, self.store):
+                log.warning("%s", line)
+        except Exception:
+            log.exception("checking triggers against the buckets failed")
+
     def _write_info(self) -> None:
+        others = [c for c in self.ledger.live_coordinators(self.settings.lease_seconds)
+                  if c["id"] != self.id]  # fmt: skip
+        if others:
+            log.warning(
+                "%d other coordinator(s) use this ledger (%s): they share the work; "
+                "`headrace status` lists them",
+                len(others),
+                ", ".join(f"pid {c['pid']} on {c['host']}" for c in others),
+            )
         info = {
             "id": self.id,
             "pid": os.getpid(),
@@ -261,9 +294,38 @@ class Coordinator:
             "s3_region": self.settings.s3_region if self.s3_endpoint else "",
         }
         path = self.settings.home / "coordinator.json"
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(info))
         os.replace(tmp, path)
+
+    def _remove_info(self) -> None:
+        """If coordinator.json names this coordinator, point it at another one still running
+        on this host with this ledger, or remove it: no file naming a stopped coordinator."""
+        path = self.settings.home / "coordinator.json"
+        try:
+            text = path.read_text()
+        except OSError:  # never written: the start failed
+            return
+        try:
+            if json.loads(text).get("id") != self.id:
+                return  # a coordinator started later owns it
+            host = socket.gethostname()
+            others = [
+                c
+                for c in self.ledger.live_coordinators(self.settings.lease_seconds)
+                if c["id"] != self.id and c["host"] == host
+            ]
+            if not others:
+                path.unlink()
+                return
+            other = others[-1]
+            info = {"id": other["id"], "pid": other["pid"]}
+            info["metrics"] = json.loads(other["info"] or "{}").get("metrics")
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(info))
+            os.replace(tmp, path)
+        except Exception:  # best effort on the way out: never block the stop
+            log.warning("could not update %s", path, exc_info=True)
 
     def _on_queued(self, functions: set[str]) -> None:
         for name in functions:
@@ -582,7 +644,7 @@ class Coordinator:
             }
             if outcome.status == "ok":
                 update.update(status="succeeded", result=outcome.value)
-            elif claim.attempt < claim.max_attempts:
+            elif claim.attempt < claim.max_attempts and not is_deterministic(outcome.error):
                 update.update(status="pending", next_run_at=now + spec.retry_delay(claim.attempt))
             else:
                 update["status"] = "dead"
@@ -682,6 +744,7 @@ class Coordinator:
             _remove(scratch_path(self._tmp_root, running.claim.id, running.claim.attempt))
         if self.id:
             self.ledger.mark_stopped(self.id)
+        self._remove_info()
         self.ledger.close()
         log.info("coordinator %s stopped", self.id)
 

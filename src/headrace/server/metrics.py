@@ -17,6 +17,7 @@ import socketserver
 import threading
 from collections import OrderedDict
 from typing import Any
+from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
@@ -259,6 +260,29 @@ def _bearer(header: str) -> bytes | None:
         return None
 
 
+def _cookie_token(header: str) -> bytes | None:
+    """The `headrace_token` cookie: a browser cannot send a bearer header on navigation."""
+    for part in header.split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == "headrace_token" and value:
+            try:
+                return value.encode("latin-1")
+            except UnicodeEncodeError:
+                return None
+    return None
+
+
+def _login(environ: dict[str, Any], token: bytes) -> bool:
+    """`GET /login?token=…` with the right token (how a browser signs in to the console)."""
+    if environ.get("PATH_INFO") != "/login":
+        return False
+    given = parse_qs(environ.get("QUERY_STRING", "")).get("token", [""])[0]
+    try:
+        return hmac.compare_digest(given.encode("latin-1"), token)
+    except UnicodeEncodeError:
+        return False
+
+
 def _unauthorized(start_response: Any) -> list[bytes]:
     start_response(
         "401 Unauthorized",
@@ -267,8 +291,13 @@ def _unauthorized(start_response: Any) -> list[bytes]:
     return [b"missing or wrong bearer token\n"]
 
 
-def serve_metrics(metrics: Metrics, address: str) -> tuple[WSGIServer, str]:
+def serve_metrics(
+    metrics: Metrics, address: str, console: Any | None = None
+) -> tuple[WSGIServer, str]:
     """Start the endpoint in a daemon thread; returns the server and its URL.
+
+    `console`, a WSGI app, answers every path but `/metrics` (the web console and its API),
+    behind the same token.
 
     Raises ConfigError for a malformed address, for a non-loopback address without a good
     HEADRACE_TOKEN, and for a set but unusable token.
@@ -297,9 +326,28 @@ def serve_metrics(metrics: Metrics, address: str) -> tuple[WSGIServer, str]:
 
     def app(environ, start_response):  # type: ignore[no-untyped-def]
         if token is not None:
-            given = _bearer(environ.get("HTTP_AUTHORIZATION", ""))
-            if given is None or not hmac.compare_digest(given, token):
+            offered = (
+                _bearer(environ.get("HTTP_AUTHORIZATION", "")),
+                _cookie_token(environ.get("HTTP_COOKIE", "")),
+            )
+            if not any(g is not None and hmac.compare_digest(g, token) for g in offered):
+                if console is not None and _login(environ, token):
+                    # the console's sign-in link: keep the token in a cookie the browser sends
+                    start_response(
+                        "303 See Other",
+                        [
+                            ("Location", "/"),
+                            (
+                                "Set-Cookie",
+                                f"headrace_token={token.decode('ascii')}; Path=/; HttpOnly;"
+                                " SameSite=Strict",
+                            ),
+                        ],
+                    )
+                    return [b""]
                 return _unauthorized(start_response)
+        if console is not None and environ.get("PATH_INFO", "/") != "/metrics":
+            return console(environ, start_response)
         return inner(environ, start_response)
 
     try:

@@ -1,4 +1,4 @@
-"""Load, validate and parse Amazon States Language definitions (JSONPath query language).
+"""Load, validate and parse Amazon States Language definitions (JSONPath and JSONata states).
 
 :func:`validate` reports every problem at once and never raises; :func:`parse` raises one
 :class:`DefinitionError` listing them all. Each :class:`Problem` names a JSON path into the
@@ -9,8 +9,13 @@ its own scope, with its own ``StartAt`` and state names, and ``Next`` may not le
 
 Where AWS is silent, or where headrace deliberately narrows what it accepts:
 
-* ``QueryLanguage: "JSONata"``, ``Assign`` (workflow variables), JSONata-only fields
-  (``Arguments``, ``Output``, ``Condition``, ``Items``) are reported as unsupported.
+* ``Assign`` (workflow variables) is checked as AWS does: valid names (``states`` is reserved),
+  and no inner scope (Parallel branch, Map iteration) assigns a name its enclosing scopes assign.
+* ``QueryLanguage: "JSONata"`` on the machine or a state: JSONata states take ``Arguments``,
+  ``Output``, ``Assign``, ``Items``, ``Condition`` and ``{% ... %}`` expressions, whose syntax is
+  checked here; JSONPath-only fields (``InputPath``, ``Parameters``, ``ResultSelector``,
+  ``ResultPath``, ``OutputPath``, ``...Path``) are rejected in them, and a JSONata machine's
+  states cannot switch back to JSONPath.
 * ``Parameters``, ``ItemSelector``, ``ResultSelector`` and ``Credentials`` must be JSON objects.
 * ``ResultPath``, ``ItemsPath`` and every ``...Path`` field that names a single value
   (``SecondsPath``, ``TimeoutSecondsPath``...) must be reference paths; ``InputPath`` and
@@ -34,6 +39,7 @@ from typing import Any
 
 from headrace.errors import HeadraceError
 from headrace.jsontext import JsonInputError, check_depth, parse_json
+from headrace.workflows import jsonata_lang, variables
 from headrace.workflows.choice import (
     BOOLEAN_OPS,
     COMPARISON_OPS,
@@ -45,12 +51,12 @@ from headrace.workflows.choice import (
 )
 from headrace.workflows.errors import ALL, KNOWN_ERRORS
 from headrace.workflows.intrinsics import is_intrinsic, parse_intrinsic
-from headrace.workflows.paths import is_reference_path, is_valid_path
+from headrace.workflows.paths import is_reference_path, is_valid_path, parse_path
 
 MAX_STATE_NAME = 80
 MAX_SECONDS = 99_999_999
 
-_COMMON = {"Type", "Comment", "QueryLanguage"}
+_COMMON = {"Type", "Comment", "QueryLanguage", "Assign"}
 _IO = {"InputPath", "OutputPath"}
 _FLOW = {"Next", "End"}
 _ALLOWED: dict[str, set[str]] = {
@@ -73,8 +79,8 @@ _ALLOWED: dict[str, set[str]] = {
     },
     "Choice": _COMMON | _IO | {"Choices", "Default"},
     "Wait": _COMMON | _IO | _FLOW | {"Seconds", "Timestamp", "SecondsPath", "TimestampPath"},
-    "Succeed": _COMMON | _IO,
-    "Fail": _COMMON | {"Error", "Cause", "ErrorPath", "CausePath"},
+    "Succeed": _COMMON - {"Assign"} | _IO,
+    "Fail": _COMMON - {"Assign"} | {"Error", "Cause", "ErrorPath", "CausePath"},
     "Parallel": _COMMON
     | _IO
     | _FLOW
@@ -111,11 +117,61 @@ _ALLOWED: dict[str, set[str]] = {
         "Catch",
     },
 }
-_UNSUPPORTED = {
-    "Assign": "workflow variables (Assign) are not supported by headrace",
-    "Arguments": "Arguments belongs to the JSONata query language, which headrace does not run",
-    "Output": "Output belongs to the JSONata query language, which headrace does not run",
-    "Items": "Items belongs to the JSONata query language, which headrace does not run",
+_JSONATA_ONLY = {"Arguments", "Output", "Items"}
+_JSONPATH_ONLY = {
+    "InputPath",
+    "OutputPath",
+    "ResultPath",
+    "Parameters",
+    "ResultSelector",
+    "Result",
+    "ItemsPath",
+    "TimeoutSecondsPath",
+    "HeartbeatSecondsPath",
+    "SecondsPath",
+    "TimestampPath",
+    "ErrorPath",
+    "CausePath",
+    "MaxConcurrencyPath",
+    "ToleratedFailurePercentagePath",
+    "ToleratedFailureCountPath",
+    "Iterator",
+}
+_FLOW_JSONATA = _COMMON | {"Output"}
+_ALLOWED_JSONATA: dict[str, set[str]] = {
+    "Pass": _FLOW_JSONATA | _FLOW,
+    "Task": _FLOW_JSONATA
+    | _FLOW
+    | {
+        "Resource",
+        "Arguments",
+        "Retry",
+        "Catch",
+        "TimeoutSeconds",
+        "HeartbeatSeconds",
+        "Credentials",
+    },
+    "Choice": _FLOW_JSONATA | {"Choices", "Default"},
+    "Wait": _FLOW_JSONATA | _FLOW | {"Seconds", "Timestamp"},
+    "Succeed": _FLOW_JSONATA - {"Assign"},
+    "Fail": _COMMON - {"Assign"} | {"Error", "Cause"},
+    "Parallel": _FLOW_JSONATA | _FLOW | {"Arguments", "Branches", "Retry", "Catch"},
+    "Map": _FLOW_JSONATA
+    | _FLOW
+    | {
+        "Items",
+        "ItemSelector",
+        "ItemProcessor",
+        "ItemReader",
+        "ItemBatcher",
+        "ResultWriter",
+        "MaxConcurrency",
+        "ToleratedFailurePercentage",
+        "ToleratedFailureCount",
+        "Label",
+        "Retry",
+        "Catch",
+    },
 }
 _TOP_LEVEL = {"StartAt", "States", "Comment", "TimeoutSeconds", "Version", "QueryLanguage"}
 _SUB_MACHINE = {"StartAt", "States", "Comment", "ProcessorConfig"}
@@ -128,7 +184,8 @@ _RETRIER = {
     "JitterStrategy",
     "Comment",
 }
-_CATCHER = {"ErrorEquals", "Next", "ResultPath", "Comment"}
+_CATCHER = {"ErrorEquals", "Next", "ResultPath", "Comment", "Assign"}
+_CATCHER_JSONATA = {"ErrorEquals", "Next", "Output", "Comment", "Assign"}
 
 
 @dataclass(frozen=True)
@@ -299,6 +356,10 @@ def _is_number(value: Any) -> bool:
 class _Validator:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self.top_language = "JSONPath"
+        self.outer: list[set[str]] = []  # variables the enclosing scopes assign
+        # the $states fields the JSONata field being checked can read (result, errorOutput)
+        self.states_fields: frozenset[str] = frozenset()
 
     def add(self, path: str, state: str | None, message: str) -> None:
         self.problems.append(Problem(path, state, message))
@@ -316,19 +377,22 @@ class _Validator:
         if "Comment" in data and not isinstance(data["Comment"], str):
             self.add("$.Comment", None, "Comment must be a string")
         self.query_language(data, "$", None)
+        if data.get("QueryLanguage") == "JSONata":
+            self.top_language = "JSONata"
         self.scope(data, "$")
 
     def query_language(self, obj: dict, base: str, state: str | None) -> None:
         if "QueryLanguage" not in obj:
             return
         value = obj["QueryLanguage"]
-        if value == "JSONata":
+        if value == "JSONPath" and state is not None and self.top_language == "JSONata":
             self.add(
                 base + ".QueryLanguage",
                 state,
-                "the JSONata query language is not supported by headrace; use JSONPath",
+                "a state of a JSONata state machine cannot use JSONPath; set the machine's "
+                "QueryLanguage to JSONPath and JSONata on the states that use it",
             )
-        elif value != "JSONPath":
+        elif value not in ("JSONPath", "JSONata"):
             self.add(base + ".QueryLanguage", state, "QueryLanguage must be JSONPath or JSONata")
 
     def scope(self, data: dict, base: str) -> None:
@@ -347,6 +411,41 @@ class _Validator:
         if not states:
             self.add(base + ".States", None, "States must contain at least one state")
         names = set(states)
+        own = self.scope_variables(states, base)
+        self.outer.append(own)
+        try:
+            self.scope_states(data, base, start, states, names)
+        finally:
+            self.outer.pop()
+
+    def scope_variables(self, states: dict, base: str) -> set[str]:
+        """The variables this scope assigns; an inner scope may not assign an outer one's."""
+        outer = set().union(*self.outer) if self.outer else set()
+        own: set[str] = set()
+        for name, state in states.items():
+            if not isinstance(state, dict):
+                continue
+            specs = [("Assign", state.get("Assign"))]
+            for key in ("Choices", "Catch"):
+                if isinstance(state.get(key), list):
+                    specs += [
+                        (f"{key}[{i}].Assign", e.get("Assign"))
+                        for i, e in enumerate(state[key])
+                        if isinstance(e, dict)
+                    ]
+            for where, spec in specs:
+                for var in variables.assigned_names(spec):
+                    if var in outer:
+                        self.add(
+                            f"{_key(base + '.States', name)}.{where}",
+                            name,
+                            f"variable ${var} is assigned in an enclosing scope; a Parallel "
+                            "branch or Map iteration can read it but not assign it",
+                        )
+                    own.add(var)
+        return own
+
+    def scope_states(self, data: dict, base: str, start: Any, states: dict, names: set) -> None:
         if isinstance(start, str) and states and start not in names:
             self.add(base + ".StartAt", None, f"StartAt names {start!r}, which is not a state")
         for name, state in states.items():
@@ -395,14 +494,24 @@ class _Validator:
                 f"unknown Type {kind!r}; expected one of " + ", ".join(_ALLOWED),
             )
             return
-        for key in state:
-            if key in _UNSUPPORTED:
-                self.add(_key(spath, key), name, _UNSUPPORTED[key])
-            elif key not in _ALLOWED[kind]:
-                self.add(_key(spath, key), name, f"field {key!r} is not allowed in a {kind} state")
         if "Comment" in state and not isinstance(state["Comment"], str):
             self.add(spath + ".Comment", name, "Comment must be a string")
         self.query_language(state, spath, name)
+        if state.get("QueryLanguage", self.top_language) == "JSONata":
+            self.jsonata_state(name, state, spath, names, kind)
+            return
+        for key in state:
+            if key in _JSONATA_ONLY:
+                self.add(
+                    _key(spath, key),
+                    name,
+                    f"{key} belongs to the JSONata query language; set "
+                    '"QueryLanguage": "JSONata" on the state or the machine',
+                )
+            elif key not in _ALLOWED[kind]:
+                self.add(_key(spath, key), name, f"field {key!r} is not allowed in a {kind} state")
+        if "Assign" in state and "Assign" in _ALLOWED[kind]:
+            self.assign(name, state["Assign"], spath + ".Assign", jsonata=False)
         if kind not in ("Choice", "Succeed", "Fail"):
             self.transition(name, state, spath, names)
         self.io_paths(name, state, spath)
@@ -444,7 +553,11 @@ class _Validator:
             self.result_path(name, state["ResultPath"], spath + ".ResultPath")
 
     def result_path(self, name: str | None, value: Any, path: str) -> None:
-        if value is not None and (not is_reference_path(value) or value.startswith("$$")):
+        if value is not None and (
+            not is_reference_path(value)
+            or value.startswith("$$")
+            or parse_path(value).variable is not None
+        ):
             self.add(
                 path,
                 name,
@@ -485,6 +598,182 @@ class _Validator:
                 self.add(path, name, str(exc))
         elif not is_valid_path(value):
             self.add(path, name, f"{value!r} is neither a JSONPath nor an intrinsic function")
+
+    # -- variables and JSONata
+
+    def assign(self, name: str, value: Any, path: str, *, jsonata: bool) -> None:
+        if not isinstance(value, dict):
+            self.add(path, name, f"Assign must be an object, not {_json_type(value)}")
+            return
+        for key in value:
+            var = key[:-2] if isinstance(key, str) and key.endswith(".$") and not jsonata else key
+            problem = variables.name_problem(var)
+            if problem:
+                self.add(_key(path, key), name, problem)
+        if jsonata:
+            self.expressions(name, value, path)
+        else:
+            self.template(name, value, path, "Assign")
+
+    def expressions(self, name: str | None, value: Any, path: str) -> None:
+        """Check the syntax of every ``{% %}`` string in a JSONata field's value."""
+        if isinstance(value, str):
+            problem = (
+                jsonata_lang.syntax_problem(value)
+                if jsonata_lang.is_expression(value)
+                else jsonata_lang.delimiter_problem(value)
+            )
+            if problem:
+                self.add(path, name, problem)
+            elif jsonata_lang.is_expression(value):
+                for field in ("result", "errorOutput"):
+                    if f"$states.{field}" in value and field not in self.states_fields:
+                        self.add(
+                            path,
+                            name,
+                            f"$states.{field} is not available here: "
+                            + (
+                                "only in the Output and Assign of a Task, Map or Parallel state"
+                                if field == "result"
+                                else "only in a Catch's Output and Assign"
+                            ),
+                        )
+        elif isinstance(value, dict):
+            for key, sub in value.items():
+                self.expressions(name, sub, _key(path, key))
+        elif isinstance(value, list):
+            for i, sub in enumerate(value):
+                self.expressions(name, sub, f"{path}[{i}]")
+
+    def number_or_expression(
+        self, name: str, state: dict, field: str, spath: str, minimum: int
+    ) -> None:
+        value = state.get(field)
+        if field in state and not jsonata_lang.is_expression(value):
+            if field == "ToleratedFailurePercentage":
+                if not _is_number(value) or not 0 <= value <= 100:
+                    self.add(_key(spath, field), name, f"{field} must be a number from 0 to 100")
+            else:
+                self.positive_int(value, _key(spath, field), name, minimum)
+
+    def jsonata_state(self, name: str, state: dict, spath: str, names: set[str], kind: str) -> None:
+        allowed = _ALLOWED_JSONATA[kind]
+        for key in state:
+            if key in _JSONPATH_ONLY:
+                self.add(
+                    _key(spath, key),
+                    name,
+                    f"{key} belongs to the JSONPath query language; in a JSONata state use "
+                    "Arguments and Output (and Items for a Map)",
+                )
+            elif key not in allowed:
+                self.add(_key(spath, key), name, f"field {key!r} is not allowed in a {kind} state")
+        if kind not in ("Choice", "Succeed", "Fail"):
+            self.transition(name, state, spath, names)
+        with_result = frozenset({"result"}) if kind in ("Task", "Map", "Parallel") else frozenset()
+        for field in ("Arguments", "Output", "Items", "ItemSelector", "Error", "Cause"):
+            if field in state and field in allowed:
+                self.states_fields = with_result if field == "Output" else frozenset()
+                self.expressions(name, state[field], _key(spath, field))
+        self.states_fields = with_result
+        if "Assign" in state and "Assign" in allowed:
+            self.assign(name, state["Assign"], spath + ".Assign", jsonata=True)
+        self.states_fields = frozenset()
+        if "Retry" in state and "Retry" in allowed:
+            self.retry(name, state["Retry"], spath + ".Retry")
+        if "Catch" in state and "Catch" in allowed:
+            self.catch(name, state["Catch"], spath + ".Catch", names, jsonata=True)
+        for field in ("Error", "Cause"):
+            value = state.get(field)
+            if field in state and not isinstance(value, str):
+                self.add(f"{spath}.{field}", name, f"{field} must be a string")
+        if kind == "Task":
+            resource = state.get("Resource")
+            if not isinstance(resource, str) or not resource:
+                self.add(spath, name, "a Task state needs a Resource string")
+            for field in ("TimeoutSeconds", "HeartbeatSeconds"):
+                self.number_or_expression(name, state, field, spath, 1)
+                self.expressions(name, state.get(field), _key(spath, field))
+        if kind == "Wait":
+            present = [f for f in ("Seconds", "Timestamp") if f in state]
+            if len(present) != 1:
+                self.add(spath, name, "a Wait state needs exactly one of Seconds, Timestamp")
+            self.number_or_expression(name, state, "Seconds", spath, 0)
+            stamp = state.get("Timestamp")
+            if (
+                "Timestamp" in state
+                and not jsonata_lang.is_expression(stamp)
+                and not is_timestamp(stamp)
+            ):
+                self.add(
+                    spath + ".Timestamp",
+                    name,
+                    "Timestamp must be an RFC 3339 time like 2016-03-14T01:59:00Z",
+                )
+            for field in ("Seconds", "Timestamp"):
+                self.expressions(name, state.get(field), _key(spath, field))
+        if kind == "Choice":
+            choices = state.get("Choices")
+            if not isinstance(choices, list) or not choices:
+                self.add(spath + ".Choices", name, "Choices must be a non-empty array")
+            else:
+                for i, rule in enumerate(choices):
+                    rpath = f"{spath}.Choices[{i}]"
+                    if not isinstance(rule, dict):
+                        self.add(rpath, name, "a Choice rule must be an object")
+                        continue
+                    for key in rule:
+                        if key not in ("Condition", "Next", "Assign", "Comment"):
+                            self.add(
+                                _key(rpath, key),
+                                name,
+                                f"{key!r} is not allowed in a JSONata Choice rule; use Condition",
+                            )
+                    if "Condition" not in rule:
+                        self.add(rpath, name, "a JSONata Choice rule needs Condition")
+                    else:
+                        self.expressions(name, rule["Condition"], rpath + ".Condition")
+                    if "Next" not in rule:
+                        self.add(rpath, name, "a Choice rule needs Next")
+                    else:
+                        self.target(name, rule["Next"], rpath + ".Next", names)
+                    if "Assign" in rule:
+                        self.assign(name, rule["Assign"], rpath + ".Assign", jsonata=True)
+            if "Default" in state:
+                self.target(name, state["Default"], spath + ".Default", names)
+        if kind == "Parallel":
+            self.state_Parallel(name, state, spath, names)
+        if kind == "Map":
+            if "ItemProcessor" not in state:
+                self.add(spath, name, "a Map state needs ItemProcessor")
+            else:
+                self.sub_machine(
+                    name, state["ItemProcessor"], spath + ".ItemProcessor", "ItemProcessor"
+                )
+                processor = state["ItemProcessor"]
+                if isinstance(processor, dict) and "ProcessorConfig" in processor:
+                    self.processor_config(
+                        name, processor["ProcessorConfig"], spath + ".ItemProcessor.ProcessorConfig"
+                    )
+            items = state.get("Items")
+            if (
+                "Items" in state
+                and not jsonata_lang.is_expression(items)
+                and not isinstance(items, list)
+            ):
+                self.add(
+                    spath + ".Items",
+                    name,
+                    "Items must be a JSON array or a JSONata expression that gives one",
+                )
+            self.number_or_expression(name, state, "MaxConcurrency", spath, 0)
+            self.number_or_expression(name, state, "ToleratedFailureCount", spath, 0)
+            self.number_or_expression(name, state, "ToleratedFailurePercentage", spath, 0)
+            for field in ("ItemReader", "ItemBatcher", "ResultWriter"):
+                if field in state:
+                    self.expressions(name, state[field], _key(spath, field))
+            for field in ("MaxConcurrency", "ToleratedFailureCount", "ToleratedFailurePercentage"):
+                self.expressions(name, state.get(field), _key(spath, field))
 
     # -- Retry / Catch
 
@@ -561,13 +850,21 @@ class _Validator:
             if "JitterStrategy" in retrier and retrier["JitterStrategy"] not in ("FULL", "NONE"):
                 self.add(rpath + ".JitterStrategy", name, "JitterStrategy must be FULL or NONE")
 
-    def catch(self, name: str, value: Any, path: str, names: set[str]) -> None:
+    def catch(
+        self, name: str, value: Any, path: str, names: set[str], jsonata: bool = False
+    ) -> None:
         count = len(value) if isinstance(value, list) else 0
         for i, catcher in self.entries(name, value, path, "Catch"):
             cpath = f"{path}[{i}]"
             for key in catcher:
-                if key not in _CATCHER:
+                if key not in (_CATCHER_JSONATA if jsonata else _CATCHER):
                     self.add(_key(cpath, key), name, f"field {key!r} is not allowed in a catcher")
+            self.states_fields = frozenset({"errorOutput"})
+            if "Assign" in catcher:
+                self.assign(name, catcher["Assign"], cpath + ".Assign", jsonata=jsonata)
+            if "Output" in catcher and jsonata:
+                self.expressions(name, catcher["Output"], cpath + ".Output")
+            self.states_fields = frozenset()
             self.error_equals(name, catcher, cpath, i == count - 1)
             if "Next" not in catcher:
                 self.add(cpath, name, "a catcher needs Next")
@@ -675,7 +972,8 @@ class _Validator:
             self.add(
                 path + ".Condition",
                 name,
-                "Condition belongs to the JSONata query language, which headrace does not run",
+                'Condition belongs to the JSONata query language; set "QueryLanguage": '
+                '"JSONata" on the state or the machine',
             )
         combinators = [k for k in ("And", "Or", "Not") if k in rule]
         operators = [k for k in rule if k in COMPARISON_OPS]
@@ -684,7 +982,10 @@ class _Validator:
             if key not in allowed and key not in COMPARISON_OPS:
                 self.add(_key(path, key), name, f"unknown Choice rule field {key!r}")
             elif key == "Assign":
-                self.add(path + ".Assign", name, _UNSUPPORTED["Assign"])
+                if top:
+                    self.assign(name, rule["Assign"], path + ".Assign", jsonata=False)
+                else:
+                    self.add(path + ".Assign", name, "only top-level Choice rules have Assign")
         if combinators:
             if len(combinators) > 1 or operators or "Variable" in rule:
                 self.add(

@@ -198,9 +198,17 @@ def evaluate_rule(rule: dict, data: Any, context: dict | None = None) -> bool:
 
 def choose(state: dict, data: Any, context: dict | None = None) -> str:
     """The next state's name: first matching rule's ``Next``, else ``Default``."""
+    return choose_rule(state, data, context)[0]
+
+
+def choose_rule(
+    state: dict, data: Any, context: dict | None = None, test: Any = None
+) -> tuple[str, dict | None]:
+    """The next state's name and the rule that matched (None when ``Default`` is taken).
+    ``test(rule)`` decides a rule (JSONata's Condition); the default evaluates JSONPath rules."""
     for rule in state.get("Choices", []):
-        if evaluate_rule(rule, data, context):
-            return rule["Next"]
+        if test(rule) if test is not None else evaluate_rule(rule, data, context):
+            return rule["Next"], rule
     if "Default" in state:
-        return state["Default"]
+        return state["Default"], None
     raise StatesError(NO_CHOICE_MATCHED, "No Choice Rules matched and no Default was specified")

@@ -28,7 +28,12 @@ from typing import Any
 
 from headrace.workflows.errors import PARAMETER_PATH_FAILURE, RUNTIME, StatesError
 from headrace.workflows.intrinsics import evaluate_intrinsic, is_intrinsic
-from headrace.workflows.paths import PathError, evaluate_path, set_result_path
+from headrace.workflows.paths import (
+    PathError,
+    UnassignedVariable,
+    evaluate_path,
+    set_result_path,
+)
 
 _MISSING = object()
 
@@ -63,6 +68,8 @@ def _resolve_dynamic(key: str, value: Any, data: Any, context: dict | None, opts
         return evaluate_intrinsic(value, data, context, **opts)
     try:
         return copy.deepcopy(evaluate_path(value, data, context))
+    except UnassignedVariable:
+        raise
     except PathError:
         source = context if value.startswith("$$") else data
         raise StatesError(
@@ -87,8 +94,21 @@ def state_input(state: dict, raw_input: Any, context: dict, **intrinsic_opts: An
     return effective
 
 
+def select_result(state: dict, result: Any, context: dict) -> Any:
+    """A Task/Map/Parallel result after ResultSelector (what ``Assign`` sees as ``$``)."""
+    if "ResultSelector" in state and state.get("Type") in ("Task", "Map", "Parallel"):
+        return resolve_template(state["ResultSelector"], result, context)
+    return result
+
+
 def state_output(
-    state: dict, raw_input: Any, result: Any, context: dict, **intrinsic_opts: Any
+    state: dict,
+    raw_input: Any,
+    result: Any,
+    context: dict,
+    *,
+    selected: bool = False,
+    **intrinsic_opts: Any,
 ) -> Any:
     """The state output: ResultSelector (Task/Map/Parallel), ResultPath, then OutputPath.
 
@@ -99,7 +119,7 @@ def state_output(
     if kind in ("Choice", "Wait", "Succeed"):
         combined = copy.deepcopy(result)
     else:
-        if "ResultSelector" in state and kind in ("Task", "Map", "Parallel"):
+        if not selected and "ResultSelector" in state and kind in ("Task", "Map", "Parallel"):
             result = resolve_template(state["ResultSelector"], result, context, **intrinsic_opts)
         combined = set_result_path(raw_input, state.get("ResultPath", "$"), result)
     return _apply_path(state, "OutputPath", combined, context)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from headrace.workflows.asl import load_definition
@@ -172,80 +172,103 @@ def _locate(data: dict[str, Any], scope: str) -> tuple[str, dict[str, Any]] | No
 def state_statuses(definition: Any, history: Iterable[Any]) -> dict[str, StateStatus]:
     """The status of every state of ``definition`` after the events in ``history``: top-level
     states by name, nested ones by path (``Cells[*]/Composite``, ``Both{1}/Nap``)."""
-    data = _load(definition)
-    instances: dict[tuple[str, str], StateStatus] = {}  # (scope, state) -> one run of it
-    located: dict[str, tuple[str, dict[str, Any]] | None] = {}
-    current: dict[str, str] = {}  # scope -> its running state: Map/Parallel events name none
-    ended: str | None = None
-    for event in map(_as_dict, history):
-        kind, details = event.get("type", ""), event.get("details") or {}
-        if kind in _TERMINAL_EXECUTION:
-            ended = kind
-        scope = event.get("scope", "") or ""
-        if scope not in located:
-            located[scope] = _locate(data, scope)
-        where = located[scope]
-        if where is None:
-            continue
-        states = where[1].get("States") or {}
-        name = details.get("name", current.get(scope))
-        if not isinstance(name, str) or name not in states:
-            continue
-        if kind.endswith("StateEntered"):
-            current[scope] = name
-            st = instances.setdefault((scope, name), StateStatus())
-            st.visits += 1
-            st.status, st.error, st.caught = "running", None, False
-            st.total, st.iterations = None, {}
-            continue
-        st = instances.get((scope, name))
-        if st is None:
-            continue
-        if kind.endswith("StateExited"):
-            state = states.get(name) or {}
-            nxt = details.get("next")
-            # a catcher's Next differs from the state's own Next; a failure event before the
-            # exit covers the case where both name the same state
-            jumped = state.get("Type") in ("Task", "Map", "Parallel") and nxt not in (
-                None,
-                state.get("Next"),
-            )
-            st.caught = st.caught or (st.error is not None) or jumped
-            st.status = "caught" if st.caught else "succeeded"
-        elif kind == "StateFailed":
-            st.status, st.caught = "failed", False
-            st.error = details.get("error") or st.error
-        elif kind in ("TaskFailed", "TaskTimedOut", "MapStateFailed", "ParallelStateFailed"):
-            st.error = details.get("error")
-        elif kind == "TaskSucceeded":
-            st.error = None  # a retry worked
-        elif kind == "MapStateStarted":
-            st.total, st.iterations = len(details.get("items") or []), {}
-        elif kind == "ParallelStateStarted":
-            st.total, st.iterations = int(details.get("branches") or 0), {}
-        elif kind in ("MapIterationStarted", "ParallelBranchStarted"):
-            st.iterations[int(details.get("index", -1))] = "running"
-        elif kind in ("MapIterationSucceeded", "ParallelBranchSucceeded"):
-            st.iterations[int(details.get("index", -1))] = "succeeded"
-        elif kind in ("MapIterationFailed", "ParallelBranchFailed"):
-            st.iterations[int(details.get("index", -1))] = "failed"
-        elif kind == "IterationsAborted":
-            st.iterations = {
-                i: "aborted" if v == "running" else v for i, v in st.iterations.items()
-            }
-            base = f"{scope}/{name}" if scope else name
-            for (inner_scope, _), inner in instances.items():
-                marker = inner_scope[len(base) : len(base) + 1]
-                below = inner_scope.startswith(base) and marker in ("[", "{")
-                if below and inner.status == "running":
-                    inner.status, inner.error = "failed", "aborted"
-    if ended in ("ExecutionTimedOut", "ExecutionAborted"):
-        # the execution stopped under these states: they will never finish
-        for st in instances.values():
-            if st.status == "running":
-                st.status = "failed"
-                st.error = st.error or ("timed out" if ended == "ExecutionTimedOut" else "aborted")
-    return _by_path(data, instances, located)
+    fold = StatusFold(definition)
+    fold.feed(history)
+    return fold.statuses()
+
+
+class StatusFold:
+    """:func:`state_statuses` kept up to date as events arrive: `feed` the new events, then
+    `statuses()` costs the number of state runs, not the length of the history."""
+
+    def __init__(self, definition: Any) -> None:
+        self.data = _load(definition)
+        self.instances: dict[tuple[str, str], StateStatus] = {}  # (scope, state) -> one run
+        self.located: dict[str, tuple[str, dict[str, Any]] | None] = {}
+        # scope -> its running state: Map and Parallel events name none
+        self.current: dict[str, str] = {}
+        self.ended: str | None = None
+
+    def feed(self, history: Iterable[Any]) -> None:
+        instances, located, current, data = self.instances, self.located, self.current, self.data
+        for event in map(_as_dict, history):
+            kind, details = event.get("type", ""), event.get("details") or {}
+            if kind in _TERMINAL_EXECUTION:
+                self.ended = kind
+            elif kind == "ExecutionRedriven":
+                self.ended = None
+            scope = event.get("scope", "") or ""
+            if scope not in located:
+                located[scope] = _locate(data, scope)
+            where = located[scope]
+            if where is None:
+                continue
+            states = where[1].get("States") or {}
+            name = details.get("name", current.get(scope))
+            if not isinstance(name, str) or name not in states:
+                continue
+            if kind.endswith("StateEntered"):
+                current[scope] = name
+                st = instances.setdefault((scope, name), StateStatus())
+                st.visits += 1
+                st.status, st.error, st.caught = "running", None, False
+                st.total, st.iterations = None, {}
+                continue
+            st = instances.get((scope, name))
+            if st is None:
+                continue
+            if kind.endswith("StateExited"):
+                state = states.get(name) or {}
+                nxt = details.get("next")
+                # a catcher's Next differs from the state's own Next; a failure event before the
+                # exit covers the case where both name the same state
+                jumped = state.get("Type") in ("Task", "Map", "Parallel") and nxt not in (
+                    None,
+                    state.get("Next"),
+                )
+                st.caught = st.caught or (st.error is not None) or jumped
+                st.status = "caught" if st.caught else "succeeded"
+            elif kind == "StateFailed":
+                st.status, st.caught = "failed", False
+                st.error = details.get("error") or st.error
+            elif kind in ("TaskFailed", "TaskTimedOut", "MapStateFailed", "ParallelStateFailed"):
+                st.error = details.get("error")
+            elif kind == "TaskSucceeded":
+                st.error = None  # a retry worked
+            elif kind == "MapStateStarted":
+                st.total, st.iterations = len(details.get("items") or []), {}
+            elif kind == "ParallelStateStarted":
+                st.total, st.iterations = int(details.get("branches") or 0), {}
+            elif kind in ("MapIterationStarted", "ParallelBranchStarted"):
+                st.iterations[int(details.get("index", -1))] = "running"
+            elif kind in ("MapIterationSucceeded", "ParallelBranchSucceeded"):
+                st.iterations[int(details.get("index", -1))] = "succeeded"
+            elif kind in ("MapIterationFailed", "ParallelBranchFailed"):
+                st.iterations[int(details.get("index", -1))] = "failed"
+            elif kind == "IterationsAborted":
+                st.iterations = {
+                    i: "aborted" if v == "running" else v for i, v in st.iterations.items()
+                }
+                base = f"{scope}/{name}" if scope else name
+                for (inner_scope, _), inner in instances.items():
+                    marker = inner_scope[len(base) : len(base) + 1]
+                    below = inner_scope.startswith(base) and marker in ("[", "{")
+                    if below and inner.status == "running":
+                        inner.status, inner.error = "failed", "aborted"
+
+    def statuses(self) -> dict[str, StateStatus]:
+        instances = self.instances
+        if self.ended in ("ExecutionTimedOut", "ExecutionAborted"):
+            # the execution stopped under these states: they will never finish (shown on
+            # copies, so a redrive fed later finds the runs as they were)
+            instances = {k: replace(v) for k, v in instances.items()}
+            for st in instances.values():
+                if st.status == "running":
+                    st.status = "failed"
+                    st.error = st.error or (
+                        "timed out" if self.ended == "ExecutionTimedOut" else "aborted"
+                    )
+        return _by_path(self.data, instances, self.located)
 
 
 def _by_path(
@@ -355,9 +378,11 @@ def describe_rule(rule: Mapping[str, Any]) -> str:
             return f"({inner})" if len(rule[combinator]) > 1 else inner
     if "Not" in rule:
         return f"not {describe_rule(rule['Not'])}"
+    if isinstance(rule.get("Condition"), str):  # JSONata: the expression itself
+        return rule["Condition"].removeprefix("{%").removesuffix("%}").strip()
     variable = rule.get("Variable", "?")
     for key, value in rule.items():
-        if key in ("Variable", "Next", "Comment"):
+        if key in ("Variable", "Next", "Comment", "Assign"):
             continue
         operand = value if key.endswith("Path") else json.dumps(value)
         base = key.removesuffix("Path") if key.endswith("Path") else key
@@ -617,3 +642,57 @@ def to_dot(definition: Any, history: Iterable[Any] | None = None) -> str:
 
 
 __all__ = ["StateStatus", "describe_rule", "state_statuses", "to_dot", "to_mermaid"]
+
+
+# ------------------------------------------------------------------------------------ JSON
+
+
+def graph_model(
+    definition: Any, statuses: Mapping[str, StateStatus] | None = None
+) -> dict[str, Any]:
+    """The diagram as data for a program that draws it (the web console): a tree of clusters
+    (the machine, each Map processor and Parallel branch) holding nodes, and the edges.
+
+    A node's `path` is its state's scope path (``Cells[*]/Composite``), the key of
+    ``statuses`` (from :func:`state_statuses`), which paints the nodes when given."""
+    data = _load(definition)
+    graph = _build(data, dict(statuses) if statuses is not None else None)
+
+    def node(n: _Node) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": n.id, "path": n.key, "name": n.name, "kind": n.kind}
+        st = statuses.get(n.key) if statuses is not None else None
+        if st is not None:
+            out.update(status=st.status, note=st.note, caught=st.caught, error=st.error)
+            if st.items is not None:
+                out["items"] = {k: v for k, v in st.items.items() if v}
+            if st.total is not None:
+                counts: dict[str, int] = {}
+                for outcome in st.iterations.values():
+                    counts[outcome] = counts.get(outcome, 0) + 1
+                waiting = st.total - st.started
+                if waiting > 0:
+                    counts["waiting" if st.status == "running" else "not started"] = waiting
+                out["total"], out["items"] = st.total, counts
+        return out
+
+    def cluster(c: _Cluster) -> dict[str, Any]:
+        return {
+            "id": c.id,
+            "label": c.label,
+            "nodes": [node(n) for n in c.nodes],
+            "clusters": [cluster(s) for s in c.clusters],
+        }
+
+    return {
+        "root": cluster(graph.root),
+        "edges": [
+            {"src": e.src, "dst": e.dst, "label": e.label, "style": e.style} for e in graph.edges
+        ],
+    }
+
+
+def scope_prefix(definition: Any, scope: str) -> str | None:
+    """The path prefix of a history scope: ``Cells[*]/`` for ``Cells[3]``, "" at the top level,
+    None when the scope is not one of the definition's."""
+    where = _locate(_load(definition), scope)
+    return where[0] if where is not None else None

@@ -94,15 +94,37 @@ def task_resources(states: dict[str, Any]) -> Iterator[tuple[str, dict]]:
 
 
 def unknown_resources(
-    states: dict[str, Any], known_functions: set[str] | None, *, callbacks: bool = True
+    states: dict[str, Any],
+    known_functions: set[str] | None,
+    *,
+    callbacks: bool = True,
+    known_topics: set[str] | None = None,
 ) -> list[str]:
-    """Problems with Task resources: unknown URIs, or functions that are not registered."""
+    """Problems with Task resources: unknown URIs, functions that are not registered, and
+    (given `known_topics`) SNS topics the app does not configure."""
     problems = []
     for name, state in task_resources(states):
         resource = state.get("Resource", "")
-        target = resolve(resource, state.get("Parameters") or state.get("Arguments"))
+        parameters = state.get("Parameters") or state.get("Arguments")
+        target = resolve(resource, parameters)
         if target is None or (target.shape == "callback" and not callbacks):
             problems.append(f"state {name!r}: unknown resource {resource!r}")
+            continue
+        topic = None
+        if isinstance(parameters, dict):
+            topic = parameters.get("TopicName") or parameters.get("TopicArn")
+        topic = topic.rsplit(":", 1)[-1] if isinstance(topic, str) else None
+        if (
+            known_topics is not None
+            and target.name == services.SNS
+            and topic is not None  # a TopicArn.$ path is resolved at run time
+            and topic not in known_topics
+        ):
+            problems.append(
+                f"state {name!r}: publishes to topic {topic!r}, which is "
+                f"not configured (known: {', '.join(sorted(known_topics)) or 'none'}; add it "
+                "with app.topic)"
+            )
         elif (
             known_functions is not None
             and target.kind == "function"

@@ -14,6 +14,7 @@ of the Map state "Fan", "Fan[3]/Inner[0]" nests, "Both{1}" is branch 1 of a Para
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from collections.abc import Callable
@@ -22,9 +23,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from headrace.errors import HeadraceError
-from headrace.workflows import choice, dataflow, paths
+from headrace.workflows import choice, dataflow, jsonata_lang, paths, variables
 from headrace.workflows.errors import (
+    DATA_LIMIT_EXCEEDED,
     EXCEEDED_TOLERATED_FAILURE_THRESHOLD,
+    QUERY_EVALUATION_ERROR,
     RUNTIME,
     StatesError,
     find_catcher,
@@ -36,6 +39,9 @@ from headrace.workflows.history import HISTORY_QUOTA, STATE_EVENT_PREFIX, Event
 from headrace.workflows.items import StorageMapIO, batches
 
 Decision = tuple[str, str, dict[str, Any]]
+
+# AWS's quota on an execution's input and on every state's output (and Assign's values)
+MAX_PAYLOAD_BYTES = 256 * 1024
 
 
 class UnknownEvent(HeadraceError):
@@ -82,6 +88,9 @@ class Frame:
     running: int = 0
     results: dict[int, Any] = field(default_factory=dict)
     failures: list[tuple[int, str, str]] = field(default_factory=list)
+    limits: dict[str, Any] = field(default_factory=dict)  # JSONata MaxConcurrency, Tolerated*
+    # the workflow variables this scope assigned (outer scopes' are read through `parent`)
+    variables: dict[str, Any] = field(default_factory=dict)
 
 
 class Interpreter:
@@ -117,6 +126,8 @@ class Interpreter:
         self._deciding = ""  # the scope decide() is looking at: named when it fails
         self._counts: dict[str, int] = {"": 0}  # events per history-quota unit (Frame.unit)
         self._fullest = ""  # the unit with the most events
+        self.query_language = self.raw.get("QueryLanguage", "JSONPath")
+        self._input_bytes = 0
 
     # -- folding ------------------------------------------------------------------------------
 
@@ -152,6 +163,7 @@ class Interpreter:
         self.input = e.details["input"]
         self.start_time = e.timestamp
         self.seed = int(e.details.get("seed", 0))
+        self._input_bytes = variables.size(self.input)
         self.frames[""] = Frame(
             "", self.raw, state=self.raw["StartAt"], input=self.input, phase="enter"
         )
@@ -172,6 +184,9 @@ class Interpreter:
         self._waiting.pop(f.scope, None)
         nxt = e.details.get("next")
         f.output = e.details.get("output")
+        assign = e.details.get("assign")
+        if assign:
+            f.variables.update(assign)
         f.task = None
         f.task_result = None
         f.retries = {}
@@ -238,6 +253,7 @@ class Interpreter:
         f.phase = "map"
         f.items = e.details["items"]
         f.effective = e.details.get("effective")
+        f.limits = e.details.get("limits") or {}
         f.started = f.running = 0
         f.results, f.failures = {}, []
 
@@ -385,6 +401,12 @@ class Interpreter:
 
     def _decide(self, now: float) -> list[Decision]:
         self._deciding = ""
+        if self._input_bytes > MAX_PAYLOAD_BYTES:
+            cause = (
+                f"The execution input has a size of {self._input_bytes} bytes, exceeding the "
+                f"maximum number of bytes service limit ({MAX_PAYLOAD_BYTES})."
+            )
+            return [("ExecutionFailed", "", {"error": DATA_LIMIT_EXCEEDED, "cause": cause})]
         timeout = self.raw.get("TimeoutSeconds")
         if timeout and now - self.start_time >= float(timeout):
             return [
@@ -465,18 +487,49 @@ class Interpreter:
         entered = f.entered_at or self.start_time
         if f.entered_iso[0] != entered:
             f.entered_iso = (entered, iso(entered))
-        ctx: dict[str, Any] = {
-            "Execution": execution,
-            "StateMachine": machine,
-            "State": {
-                "Name": f.state,
-                "EnteredTime": f.entered_iso[1],
-                "RetryCount": sum(f.retries.values()),
+        ctx = paths.Context.of(
+            {
+                "Execution": execution,
+                "StateMachine": machine,
+                "State": {
+                    "Name": f.state,
+                    "EnteredTime": f.entered_iso[1],
+                    "RetryCount": sum(f.retries.values()),
+                },
             },
-        }
+            self.visible_variables(f),
+        )
         if f.parent is not None and self.frames[f.parent].phase == "map":
             ctx["Map"] = {"Item": {"Index": f.index, "Value": f.item}}
         return ctx
+
+    def visible_variables(self, f: Frame) -> dict[str, Any]:
+        """The variables a state in frame ``f`` reads: its own scope's over the enclosing
+        scopes' (none past a DISTRIBUTED Map iteration, a child execution on AWS)."""
+        if f.parent is None or (f.unit and f.unit == f.scope):
+            return f.variables
+        outer = self.visible_variables(self.frames[f.parent])
+        if not f.variables:
+            return outer
+        if not outer:
+            return f.variables
+        return {**outer, **f.variables}
+
+    def is_jsonata(self, state: dict) -> bool:
+        return state.get("QueryLanguage", self.query_language) == "JSONata"
+
+    def _assign(self, f: Frame, spec: Any, data: Any, ctx: dict, jsonata: dict | None) -> Any:
+        """The values of an ``Assign`` (None without one), evaluated against the state's data
+        and the variables it entered with, all before any is assigned."""
+        if spec is None:
+            return None
+        if jsonata is not None:
+            values = jsonata_lang.resolve(spec, jsonata, "Assign")
+        else:
+            values = dataflow.resolve_template(spec, data, ctx)
+        # the 10 MiB limit is per execution: count every variable this state can see
+        variables.check_sizes(f.state or "", values, getattr(ctx, "variables", f.variables))
+        return values
 
     def _decide_frame(self, f: Frame, now: float) -> list[Decision]:
         state = f.machine["States"][f.state]
@@ -492,8 +545,7 @@ class Interpreter:
             if f.phase == "entered":
                 return self._on_enter(f, state, kind, ctx, now)
             if f.phase == "task_done":
-                output = dataflow.state_output(state, f.input, f.task_result, ctx)
-                return [self._exit(f, state, output)]
+                return [self._finish(f, state, f.task_result, ctx)]
             if f.phase == "task_failed":
                 return self._handle_error(f, state, f.error or "States.TaskFailed", f.cause, now)
             if f.phase == "map":
@@ -504,32 +556,75 @@ class Interpreter:
             return self._handle_error(f, state, exc.error, exc.cause, now, retry=False)
         return []  # task or timer pending
 
-    def _exit(self, f: Frame, state: dict, output: Any, nxt: str | None = None) -> Decision:
+    def _finish(self, f: Frame, state: dict, result: Any, ctx: dict) -> Decision:
+        """The exit of a Task, Map or Parallel state that produced ``result``."""
+        if self.is_jsonata(state):
+            b = jsonata_lang.bindings(ctx.variables, ctx, f.input, result=result)  # type: ignore[attr-defined]
+            assign = self._assign(f, state.get("Assign"), None, ctx, b)
+            output = (
+                jsonata_lang.resolve(state["Output"], b, "Output") if "Output" in state else result
+            )
+            return self._exit(f, state, output, assign=assign)
+        selected = dataflow.select_result(state, result, ctx)
+        assign = self._assign(f, state.get("Assign"), selected, ctx, None)
+        output = dataflow.state_output(state, f.input, selected, ctx, selected=True)
+        return self._exit(f, state, output, assign=assign)
+
+    def _exit(
+        self,
+        f: Frame,
+        state: dict,
+        output: Any,
+        nxt: str | None = None,
+        *,
+        assign: dict[str, Any] | None = None,
+    ) -> Decision:
         prefix = STATE_EVENT_PREFIX[state["Type"]]
         if nxt is None and not state.get("End"):
             nxt = state.get("Next")
-        return (f"{prefix}StateExited", f.scope, {"name": f.state, "output": output, "next": nxt})
+        n = variables.size(output)
+        if n > MAX_PAYLOAD_BYTES:
+            cause = (
+                f"The state/task {f.state!r} returned a result with a size of {n} bytes, "
+                f"exceeding the maximum number of bytes service limit ({MAX_PAYLOAD_BYTES})."
+            )
+            return (
+                "StateFailed",
+                f.scope,
+                {"name": f.state, "error": DATA_LIMIT_EXCEEDED, "cause": cause},
+            )
+        details = {"name": f.state, "output": output, "next": nxt}
+        if assign:
+            details["assign"] = assign
+        return (f"{prefix}StateExited", f.scope, details)
 
     def _on_enter(self, f: Frame, state: dict, kind: str, ctx: dict, now: float) -> list[Decision]:
+        if self.is_jsonata(state):
+            return self._on_enter_jsonata(f, state, kind, ctx, now)
         if kind == "Pass":
             effective = dataflow.state_input(state, f.input, ctx)
             result = dataflow.pass_result(state, effective)
-            return [self._exit(f, state, dataflow.state_output(state, f.input, result, ctx))]
+            assign = self._assign(f, state.get("Assign"), result, ctx, None)
+            output = dataflow.state_output(state, f.input, result, ctx)
+            return [self._exit(f, state, output, assign=assign)]
         if kind == "Task":
             ctx["Task"] = {"Token": self.callback_token(f)}  # $$.Task.Token
             effective = dataflow.state_input(state, f.input, ctx)
             return [self._schedule(f, state, effective, now, attempt=1)]
         if kind == "Choice":
             effective = dataflow.state_input(state, f.input, ctx)
-            nxt = choice.choose(state, effective, ctx)
-            return [
-                self._exit(f, state, dataflow.state_output(state, effective, effective, ctx), nxt)
-            ]
+            nxt, rule = choice.choose_rule(state, effective, ctx)
+            spec = rule.get("Assign") if rule is not None else state.get("Assign")
+            assign = self._assign(f, spec, effective, ctx, None)
+            output = dataflow.state_output(state, effective, effective, ctx)
+            return [self._exit(f, state, output, nxt, assign=assign)]
         if kind == "Wait":
             effective = dataflow.state_input(state, f.input, ctx)
             if now < self._wait_until(f, state, effective, ctx):
                 return []
-            return [self._exit(f, state, dataflow.state_output(state, effective, effective, ctx))]
+            assign = self._assign(f, state.get("Assign"), effective, ctx, None)
+            output = dataflow.state_output(state, effective, effective, ctx)
+            return [self._exit(f, state, output, assign=assign)]
         if kind == "Succeed":
             effective = dataflow.state_input(state, f.input, ctx)
             return [self._exit(f, state, dataflow.state_output(state, effective, effective, ctx))]
@@ -559,7 +654,12 @@ class Interpreter:
                 if batch_input is not None:
                     batch_input = dataflow.resolve_template(batch_input, effective, ctx)
                 items = batches(items, batcher, batch_input)
-            details = {"name": f.state, "items": items, "effective": effective}
+            # the ...Path limits are checked now, as AWS does when the Map state starts
+            limits = {
+                "MaxConcurrency": _max_concurrency(state, effective, ctx),
+                "Tolerated": _tolerated(state, effective, ctx, len(items)),
+            }
+            details = {"name": f.state, "items": items, "effective": effective, "limits": limits}
             return [("MapStateStarted", f.scope, details)]
         if kind == "Parallel":
             effective = dataflow.state_input(state, f.input, ctx)
@@ -567,7 +667,119 @@ class Interpreter:
             return [("ParallelStateStarted", f.scope, {"branches": n, "input": effective})]
         raise StatesError("States.Runtime", f"unknown state type {kind!r}")
 
-    def _wait_until(self, f: Frame, state: dict, effective: Any, ctx: dict) -> float:
+    def _on_enter_jsonata(
+        self, f: Frame, state: dict, kind: str, ctx: dict, now: float
+    ) -> list[Decision]:
+        """A JSONata state: ``Arguments`` in, ``Output`` and ``Assign`` out, ``$states``."""
+        if kind == "Task":
+            ctx["Task"] = {"Token": self.callback_token(f)}
+        b = jsonata_lang.bindings(ctx.variables, ctx, f.input)  # type: ignore[attr-defined]
+
+        def out(default: Any) -> Any:
+            if "Output" in state:
+                return jsonata_lang.resolve(state["Output"], b, "Output")
+            return copy.deepcopy(default)
+
+        if kind == "Pass":
+            assign = self._assign(f, state.get("Assign"), None, ctx, b)
+            return [self._exit(f, state, out(f.input), assign=assign)]
+        if kind == "Task":
+            arguments = jsonata_lang.resolve(state.get("Arguments", f.input), b, "Arguments")
+            timeouts = {
+                key: _jsonata_number(state, key, b, integer=True, least=1)
+                for key in ("TimeoutSeconds", "HeartbeatSeconds")
+                if key in state
+            }
+            return [self._schedule(f, state, arguments, now, attempt=1, **timeouts)]
+        if kind == "Choice":
+
+            def test(rule: dict) -> bool:
+                value = jsonata_lang.resolve(rule["Condition"], b, "Condition")
+                if not isinstance(value, bool):
+                    raise StatesError(
+                        QUERY_EVALUATION_ERROR,
+                        f"The Condition {rule['Condition']!r} of Choice state {f.state!r} "
+                        f"returned {json.dumps(value)[:200]}, not a boolean",
+                    )
+                return value
+
+            nxt, rule = choice.choose_rule(state, f.input, ctx, test)
+            spec = rule.get("Assign") if rule is not None else state.get("Assign")
+            assign = self._assign(f, spec, None, ctx, b)
+            return [self._exit(f, state, out(f.input), nxt, assign=assign)]
+        if kind == "Wait":
+            if now < self._wait_until(f, state, f.input, ctx, b):
+                return []
+            assign = self._assign(f, state.get("Assign"), None, ctx, b)
+            return [self._exit(f, state, out(f.input), assign=assign)]
+        if kind == "Succeed":
+            return [self._exit(f, state, out(f.input))]
+        if kind == "Fail":
+            fields = []
+            for key in ("Error", "Cause"):
+                value = jsonata_lang.resolve(state[key], b, key) if key in state else None
+                if value is not None and not isinstance(value, str):
+                    raise StatesError(
+                        QUERY_EVALUATION_ERROR,
+                        f"The {key} of Fail state {f.state!r} must be a string, "
+                        f"got {json.dumps(value)[:200]}",
+                    )
+                fields.append(value)
+            error, cause = fields
+            return [("StateFailed", f.scope, {"name": f.state, "error": error, "cause": cause})]
+        if kind == "Map":
+            if "ItemReader" in state:
+                reader = state["ItemReader"]
+                params = jsonata_lang.resolve(reader.get("Arguments", {}), b, "ItemReader")
+                items = self.io.read_items(reader, params)
+            else:
+                items = jsonata_lang.resolve(state.get("Items", f.input), b, "Items")
+            if not isinstance(items, list):
+                raise StatesError(
+                    QUERY_EVALUATION_ERROR,
+                    f"The Items of Map state {f.state!r} must be a JSON array, "
+                    f"got {json.dumps(items)[:200]}",
+                )
+            if "ItemBatcher" in state:
+                batcher = jsonata_lang.resolve(state["ItemBatcher"], b, "ItemBatcher")
+                items = batches(items, batcher, batcher.get("BatchInput"))
+            limits: dict[str, Any] = {"MaxConcurrency": 0, "Tolerated": 0}
+            if "MaxConcurrency" in state:
+                limits["MaxConcurrency"] = int(
+                    _jsonata_number(state, "MaxConcurrency", b, integer=True)
+                )
+            tolerated = []
+            if "ToleratedFailureCount" in state:
+                count = _jsonata_number(state, "ToleratedFailureCount", b, integer=True)
+                tolerated.append(int(count))
+            if "ToleratedFailurePercentage" in state:
+                pct = _jsonata_number(
+                    state, "ToleratedFailurePercentage", b, integer=False, most=100
+                )
+                tolerated.append(int(pct / 100.0 * len(items)))
+                limits["Percentage"] = True
+            limits["Tolerated"] = max(tolerated) if tolerated else 0
+            details = {"name": f.state, "items": items, "effective": f.input, "limits": limits}
+            return [("MapStateStarted", f.scope, details)]
+        if kind == "Parallel":
+            arguments = jsonata_lang.resolve(state.get("Arguments", f.input), b, "Arguments")
+            n = len(state["Branches"])
+            return [("ParallelStateStarted", f.scope, {"branches": n, "input": arguments})]
+        raise StatesError("States.Runtime", f"unknown state type {kind!r}")
+
+    def _wait_until(
+        self, f: Frame, state: dict, effective: Any, ctx: dict, b: dict | None = None
+    ) -> float:
+        if b is None and self.is_jsonata(state):
+            b = jsonata_lang.bindings(ctx.variables, ctx, f.input)  # type: ignore[attr-defined]
+        if b is not None:  # JSONata: Seconds / Timestamp may be expressions
+            if "Seconds" in state:
+                seconds = state["Seconds"]
+                if jsonata_lang.is_expression(seconds):
+                    seconds = _jsonata_number(state, "Seconds", b, integer=True)
+                return f.entered_at + float(seconds)
+            stamp = jsonata_lang.resolve(state.get("Timestamp"), b, "Timestamp")
+            return _timestamp(f, stamp, QUERY_EVALUATION_ERROR)
         if "Seconds" in state:
             return f.entered_at + float(state["Seconds"])
         if "SecondsPath" in state:
@@ -575,12 +787,7 @@ class Interpreter:
         stamp = state.get("Timestamp")
         if "TimestampPath" in state:
             stamp = paths.evaluate_path(state["TimestampPath"], effective, ctx)
-        try:
-            return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            raise StatesError(
-                "States.Runtime", f"Wait state {f.state!r}: {stamp!r} is not an RFC3339 timestamp"
-            ) from None
+        return _timestamp(f, stamp, RUNTIME)
 
     def _schedule(
         self,
@@ -592,6 +799,9 @@ class Interpreter:
         attempt: int,
         retrier: int | None = None,
         delay: float = 0.0,
+        # a JSONata state's evaluated TimeoutSeconds / HeartbeatSeconds
+        TimeoutSeconds: float | None = None,
+        HeartbeatSeconds: float | None = None,
     ) -> Decision:
         details: dict[str, Any] = {
             "name": f.state,
@@ -599,8 +809,12 @@ class Interpreter:
             "parameters": parameters,
             "attempt": attempt,
             "not_before": now + delay,
-            "timeout": state.get("TimeoutSeconds"),
-            "heartbeat": state.get("HeartbeatSeconds"),
+            "timeout": TimeoutSeconds
+            if TimeoutSeconds is not None
+            else _static(state, "TimeoutSeconds"),
+            "heartbeat": HeartbeatSeconds
+            if HeartbeatSeconds is not None
+            else _static(state, "HeartbeatSeconds"),
             # identifies this attempt everywhere: a re-dispatch after a crash reuses it
             "token": f"{self.callback_token(f)}#{attempt}",
         }
@@ -651,6 +865,8 @@ class Interpreter:
                             attempt=attempt,
                             retrier=index,
                             delay=delay,
+                            TimeoutSeconds=f.task.get("timeout"),
+                            HeartbeatSeconds=f.task.get("heartbeat"),
                         )
                     ]
         catcher = (
@@ -659,13 +875,24 @@ class Interpreter:
         if catcher is not None:
             error_output = {"Error": error, "Cause": cause}
             try:
-                output = paths.set_result_path(
-                    f.input, catcher.get("ResultPath", "$"), error_output
-                )
+                ctx = self._context(f)
+                if self.is_jsonata(state):
+                    b = jsonata_lang.bindings(ctx.variables, ctx, f.input, errorOutput=error_output)
+                    assign = self._assign(f, catcher.get("Assign"), None, ctx, b)
+                    output = (
+                        jsonata_lang.resolve(catcher["Output"], b, "Output")
+                        if "Output" in catcher
+                        else error_output
+                    )
+                else:
+                    assign = self._assign(f, catcher.get("Assign"), error_output, ctx, None)
+                    output = paths.set_result_path(
+                        f.input, catcher.get("ResultPath", "$"), error_output
+                    )
             except StatesError as exc:
                 error, cause = exc.error, exc.cause
             else:
-                return [self._exit(f, state, output, catcher["Next"])]
+                return [self._exit(f, state, output, catcher["Next"], assign=assign)]
         return [("StateFailed", f.scope, {"name": f.state, "error": error, "cause": cause})]
 
     def _children(self, parent: Frame) -> list[Frame]:
@@ -689,10 +916,13 @@ class Interpreter:
 
     def _advance_map(self, f: Frame, state: dict, ctx: dict, now: float) -> list[Decision]:
         total = len(f.items)
-        tolerated = _tolerated(state, f.effective, ctx, total)
+        if "Tolerated" in f.limits:
+            tolerated = f.limits["Tolerated"]
+        else:  # a history written before the limits were recorded at the start
+            tolerated = _tolerated(state, f.effective, ctx, total)
         if len(f.failures) > tolerated:
             index, error, cause = sorted(f.failures)[0]
-            if tolerated > 0 or "ToleratedFailurePercentage" in state:
+            if tolerated > 0 or "ToleratedFailurePercentage" in state or f.limits.get("Percentage"):
                 error = EXCEEDED_TOLERATED_FAILURE_THRESHOLD
                 cause = (
                     f"Map state {f.state!r}: {len(f.failures)} of {total} iterations failed, "
@@ -705,17 +935,29 @@ class Interpreter:
                 ("MapStateFailed", f.scope, {"name": f.state, "error": error, "cause": cause})
             )
             return out + self._handle_error(f, state, error, cause, now)
-        limit = _max_concurrency(state, f.effective, ctx) or total
+        if "MaxConcurrency" in f.limits:
+            limit = f.limits["MaxConcurrency"] or total
+        else:
+            limit = _max_concurrency(state, f.effective, ctx) or total
         if f.started < total and f.running < limit:
             index = f.started
             item = f.items[index]
-            selector = state.get("ItemSelector", state.get("Parameters"))
-            item_ctx = dict(ctx, Map={"Item": {"Index": index, "Value": item}})
-            data = (
-                dataflow.resolve_template(selector, f.effective, item_ctx)
-                if selector is not None
-                else item
-            )
+            item_ctx = ctx.extend(Map={"Item": {"Index": index, "Value": item}})  # type: ignore[attr-defined]
+            if self.is_jsonata(state):
+                b = jsonata_lang.bindings(item_ctx.variables, item_ctx, f.input)
+                selector = state.get("ItemSelector")
+                data = (
+                    jsonata_lang.resolve(selector, b, "ItemSelector")
+                    if selector is not None
+                    else copy.deepcopy(item)
+                )
+            else:
+                selector = state.get("ItemSelector", state.get("Parameters"))
+                data = (
+                    dataflow.resolve_template(selector, f.effective, item_ctx)
+                    if selector is not None
+                    else item
+                )
             return [
                 ("MapIterationStarted", f.scope, {"name": f.state, "index": index, "input": data})
             ]
@@ -723,7 +965,13 @@ class Interpreter:
             results = [f.results.get(i) for i in range(total)]
             if "ResultWriter" in state:
                 writer = state["ResultWriter"]
-                params = dataflow.resolve_template(writer.get("Parameters", {}), f.effective, ctx)
+                if self.is_jsonata(state):
+                    b = jsonata_lang.bindings(ctx.variables, ctx, f.input)  # type: ignore[attr-defined]
+                    params = jsonata_lang.resolve(writer.get("Arguments", {}), b, "ResultWriter")
+                else:
+                    params = dataflow.resolve_template(
+                        writer.get("Parameters", {}), f.effective, ctx
+                    )
                 failed_at = {i for i, _, _ in f.failures}
                 succeeded = [
                     {"Index": i, "Output": json.dumps(r), "Status": "SUCCEEDED"}
@@ -735,10 +983,9 @@ class Interpreter:
                     for i, e, c in sorted(f.failures)
                 ]
                 results = self.io.write_results(writer, params, self.execution, succeeded, failed)
-            output = dataflow.state_output(state, f.input, results, ctx)
             return [
                 ("MapStateSucceeded", f.scope, {"name": f.state}),
-                self._exit(f, state, output),
+                self._finish(f, state, results, ctx),
             ]
         return []
 
@@ -763,10 +1010,9 @@ class Interpreter:
             ]
         if f.running == 0:
             results = [f.results.get(i) for i in range(total)]
-            output = dataflow.state_output(state, f.input, results, ctx)
             return [
                 ("ParallelStateSucceeded", f.scope, {"name": f.state}),
-                self._exit(f, state, output),
+                self._finish(f, state, results, ctx),
             ]
         return []
 
@@ -893,3 +1139,49 @@ def _tolerated(state: dict, effective: Any, ctx: dict, total: int) -> int:
     if pct is not None:
         limits.append(int(float(pct) / 100.0 * total))
     return max(limits) if limits else 0
+
+
+def _static(state: dict, field: str) -> Any:
+    value = state.get(field)
+    return None if jsonata_lang.is_expression(value) else value
+
+
+def _timestamp(f: Frame, stamp: Any, error: str) -> float:
+    """A Wait state's end time from an RFC 3339 timestamp, which must have a ``T`` and a zone;
+    anything else fails the state (States.Runtime for TimestampPath, as on AWS)."""
+    seconds = choice.parse_timestamp(stamp)
+    if seconds is None:
+        shown = json.dumps(stamp)[:200]
+        raise StatesError(
+            error,
+            f"Wait state {f.state!r}: {shown} is not an RFC 3339 timestamp "
+            "like 2016-03-14T01:59:00Z",
+        )
+    return float(seconds)
+
+
+def _jsonata_number(
+    state: dict,
+    field: str,
+    b: dict,
+    *,
+    integer: bool,
+    least: float = 0,
+    most: float | None = None,
+) -> float:
+    """A number field of a JSONata state, which may be a ``{% %}`` expression; a value out of
+    range fails the state with States.QueryEvaluationError."""
+    value = jsonata_lang.resolve(state[field], b, field)
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= least
+    if ok and integer:
+        ok = float(value).is_integer()
+    if ok and most is not None:
+        ok = value <= most
+    if not ok:
+        raise StatesError(
+            QUERY_EVALUATION_ERROR,
+            f"The field {field!r} of state {state.get('Type')} must be "
+            + ("an integer" if integer else "a number")
+            + f" of at least {least:g}, got {json.dumps(value)[:200]}",
+        )
+    return value

@@ -31,6 +31,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import random
 import re
 import uuid
@@ -294,12 +295,25 @@ def _key(v: Any) -> str:
     return json.dumps(norm(v), sort_keys=True, default=str)
 
 
+def _rounded(name: str, index: int, v: Any) -> int:
+    """A number argument rounded half up, as Java's Math.round does (2.5 -> 3, -2.5 -> -2)."""
+    if not _is_number(v):
+        raise _fail(f"The value of argument {index + 1} of {name} must be a number, got {_show(v)}")
+    if isinstance(v, int):
+        return v
+    return math.floor(v + 0.5)
+
+
 def _format_arg(v: Any) -> str:
+    """How States.Format prints a value: JSON scalars as JSON, strings bare, and objects and
+    arrays as the service's Java maps and lists print (``{Arg1=1, Arg2=[]}``)."""
     if isinstance(v, str):
         return v
     if v is None or isinstance(v, bool) or _is_number(v):
         return json.dumps(v)
-    raise _fail(f"States.Format arguments must be strings, numbers, booleans or null: {_show(v)}")
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}={_format_arg(x)}" for k, x in v.items()) + "}"
+    return "[" + ", ".join(_format_arg(x) for x in v) + "]"
 
 
 def _default_random(start: int, end: int, seed: int | None) -> int:
@@ -378,6 +392,8 @@ class _Evaluator:
 
     def fn_StringToJson(self, args: list) -> Any:
         text = _str("States.StringToJson", 0, args[0])
+        if not text.strip():  # AWS's parser reads nothing from an empty or blank string
+            return None
         try:
             return json.loads(text)
         except ValueError:
@@ -477,7 +493,7 @@ class _Evaluator:
         return self.random_fn(start, end, seed)
 
     def fn_MathAdd(self, args: list) -> int:
-        return _int("States.MathAdd", 0, args[0]) + _int("States.MathAdd", 1, args[1])
+        return _rounded("States.MathAdd", 0, args[0]) + _rounded("States.MathAdd", 1, args[1])
 
     def fn_StringSplit(self, args: list) -> list[str]:
         text = _str("States.StringSplit", 0, args[0])

@@ -42,6 +42,10 @@ class PathError(StatesError):
         return (self.__class__, (self.path, self.cause, self.error))
 
 
+class UnassignedVariable(PathError):
+    """A ``$name`` path names a variable this scope cannot see (``States.Runtime``)."""
+
+
 class PathSyntaxError(ValueError):
     """The text is not a path we can evaluate; ``position`` is the offending character."""
 
@@ -110,12 +114,16 @@ class ParsedPath:
     text: str
     context: bool  # starts with $$
     steps: tuple[Any, ...]
+    variable: str | None = None  # $name...: a workflow variable's value is the root
 
     @property
     def is_reference(self) -> bool:
         return all(isinstance(s, Field | Index) for s in self.steps)
 
 
+# a variable name as AWS allows it: a letter or underscore, then letters, digits, underscores
+# (Unicode ID_Start / ID_Continue: \w covers them, and the first character is not a digit)
+_VARIABLE = re.compile(r"[^\W\d]\w*")
 _NAME = re.compile(r"[^\s.\[\]()'\",:?@=!<>&|*]+")
 _INT = re.compile(r"-?\d+")
 _NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?")
@@ -148,10 +156,16 @@ class _Parser:
             raise self.fail("a path starts with '$'")
         context = self.text.startswith("$$")
         self.pos = 2 if context else 1
+        variable = None
+        if not context:
+            m = _VARIABLE.match(self.text, 1)
+            if m:
+                variable = m.group()
+                self.pos = m.end()
         steps = self.steps(stop_chars="")
         if self.pos != len(self.text):
             raise self.fail("unexpected character")
-        return ParsedPath(self.text, context, tuple(steps))
+        return ParsedPath(self.text, context, tuple(steps), variable)
 
     def steps(self, stop_chars: str) -> list[Any]:
         steps: list[Any] = []
@@ -445,7 +459,7 @@ def _compare(left: Any, op: str, right: Any) -> bool:
 
 
 def _normalized(parsed: ParsedPath) -> str:
-    out = "$$" if parsed.context else "$"
+    out = "$$" if parsed.context else "$" + (parsed.variable or "")
     for step in parsed.steps:
         if isinstance(step, Field):
             out += f"['{step.name}']"
@@ -464,7 +478,10 @@ def evaluate_path(path: str, data: Any, context: dict | None = None) -> Any:
         parsed = parse_path(path)
     except PathSyntaxError as exc:
         raise PathError(str(path), f"Invalid path '{path}': {exc}") from None
-    root = (context if context is not None else {}) if parsed.context else data
+    if parsed.variable is not None:
+        root = variable_value(parsed.variable, context, path)
+    else:
+        root = (dict(context) if context is not None else {}) if parsed.context else data
     nodes = [root]
     for step in parsed.steps:
         nodes = [n for node in nodes for n in _select(step, node)]
@@ -477,6 +494,37 @@ def evaluate_path(path: str, data: Any, context: dict | None = None) -> Any:
             )
         return nodes[0]
     return nodes
+
+
+class Context(dict):
+    """The context object (``$$``) of one state, with the workflow variables it can see.
+
+    The variables are an attribute, not a key: ``$$`` never shows them, ``$name`` reads them."""
+
+    __slots__ = ("variables",)
+
+    @classmethod
+    def of(cls, fields: dict[str, Any], variables: dict[str, Any]) -> Context:
+        ctx = cls(fields)
+        ctx.variables = variables
+        return ctx
+
+    def extend(self, **fields: Any) -> Context:
+        """A copy with ``fields`` added (``Map`` for an iteration), seeing the same variables."""
+        ctx = Context(self, **fields)
+        ctx.variables = getattr(self, "variables", {})
+        return ctx
+
+
+def variable_value(name: str, context: dict | None, path: str = "") -> Any:
+    """The value of ``$name``; a variable never assigned is ``States.Runtime``, as on AWS."""
+    variables = getattr(context, "variables", None) or {}
+    if name not in variables:
+        shown = path or "$" + name
+        raise UnassignedVariable(
+            shown, f"Invalid path '{shown}': The variable '${name}' has not been assigned"
+        )
+    return variables[name]
 
 
 def path_exists(path: str, data: Any, context: dict | None = None) -> bool:
@@ -503,7 +551,7 @@ def set_result_path(data: Any, path: str | None, result: Any) -> Any:
         parsed = parse_path(path)
     except PathSyntaxError as exc:
         raise PathError(str(path), f"Invalid ResultPath '{path}': {exc}") from None
-    if parsed.context or not parsed.is_reference:
+    if parsed.context or parsed.variable is not None or not parsed.is_reference:
         raise PathError(
             path,
             f"Invalid ResultPath '{path}': ResultPath must be a reference path into the input",

@@ -203,3 +203,38 @@ app.state_machine(
         },
     },
 )
+
+
+# workflow variables carried across Task states (a resumed execution must see the same values),
+# read back by a JSONata state in an otherwise JSONPath machine
+app.state_machine(
+    "tally",
+    {
+        "StartAt": "Init",
+        "States": {
+            "Init": {"Type": "Pass", "Assign": {"count": 0, "total": 0}, "Next": "Loop"},
+            "Loop": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$count", "NumericLessThan": 8, "Next": "Work"}],
+                "Default": "Done",
+            },
+            "Work": {
+                "Type": "Task",
+                "Resource": "headrace:function:record",
+                "Parameters": {"item.$": "$count", "sleep.$": "$.sleep", "marks.$": "$.marks"},
+                "ResultPath": None,
+                "Assign": {
+                    "count.$": "States.MathAdd($count, 1)",
+                    "total.$": "States.MathAdd($total, $.square)",
+                },
+                "Next": "Loop",
+            },
+            "Done": {
+                "Type": "Pass",
+                "QueryLanguage": "JSONata",
+                "Output": {"count": "{% $count %}", "total": "{% $total %}"},
+                "End": True,
+            },
+        },
+    },
+)

@@ -1,0 +1,482 @@
+"""The console's JSON API: what each page reads and the actions it takes.
+
+Lists are paged on the server (`limit`, and `cursor` from the previous page's `next`), so a
+page costs the same with a hundred rows in the ledger as with a million.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from headrace.console.data_api import DataApi
+from headrace.console.http import HttpError, Request, Router
+from headrace.console.settings_view import settings_with_origins
+from headrace.errors import HeadraceError
+from headrace.ledger import browse, checkpoints
+from headrace.ledger import executions as execution_store
+from headrace.workflows import api as workflows
+from headrace.workflows.graph import StatusFold, graph_model, scope_prefix
+
+log = logging.getLogger("headrace.console")
+
+#: Log text one attempt may return; the rest is cut with a note (the file keeps it all).
+MAX_LOG_BYTES = 256 * 1024
+
+#: Histories up to this many events are folded within the request; longer ones, the first
+#: time, in the background while the page draws the graph unpainted.
+FOLD_INLINE = 2000
+
+#: How long "errors of the last hour" looks back, in seconds.
+ERROR_WINDOW = 3600.0
+
+
+def _cursor(request: Request) -> tuple[float, str] | None:
+    raw = request.arg("cursor")
+    if raw is None:
+        return None
+    at, _, ident = raw.partition(":")
+    try:
+        return float(at), ident
+    except ValueError:
+        raise HttpError(400, f"cursor {raw!r} is not one this API returned") from None
+
+
+def _page(rows: list[dict[str, Any]], limit: int, time_key: str) -> dict[str, Any]:
+    last = rows[-1] if len(rows) == limit else None
+    return {"items": rows, "next": f"{last[time_key]!r}:{last['id']}" if last else None}
+
+
+def _limit(request: Request, default: int = 50) -> int:
+    value = request.number("limit", default)
+    assert value is not None
+    if value < 1:
+        raise HttpError(400, "limit must be at least 1")
+    return min(int(value), browse.MAX_PAGE)
+
+
+class _Folds:
+    """The state statuses of executions, folded as their histories grow: a 10,000-item Map is
+    folded once, and a live update of a running one folds only the events it has not seen."""
+
+    def __init__(self, size: int = 16) -> None:
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[int, list[tuple], StatusFold]] = {}
+        self._warming: set[str] = set()
+        self._guards: dict[str, threading.Lock] = {}
+        self._size = size
+
+    def statuses(self, ledger: Any, execution_id: str, definition: Any) -> Any:
+        with self._lock:  # one fold per execution at a time; others wait and reuse it
+            guard = self._guards.setdefault(execution_id, threading.Lock())
+        with guard:
+            with self._lock:
+                cached = self._cache.get(execution_id)
+            seen, events, fold = cached or (0, [], StatusFold(definition))
+            with ledger.reader.connect() as conn:
+                more = browse.history_since(conn, execution_id, seen)
+            if more:
+                if more[0][0] != seen + 1:  # not what follows the folded events: start over
+                    events, fold = [], StatusFold(definition)
+                    with ledger.reader.connect() as conn:
+                        more = browse.history_since(conn, execution_id, 0)
+                fold.feed({"type": t, "scope": sc, "details": d} for _, t, _, sc, d in more)
+                events = events + more
+                seen = events[-1][0]
+            with self._lock:
+                self._cache.pop(execution_id, None)
+                while len(self._cache) >= self._size:
+                    gone = next(iter(self._cache))
+                    self._cache.pop(gone)
+                    self._guards.pop(gone, None)
+                self._cache[execution_id] = (seen, events, fold)
+            return fold.statuses(), events
+
+    def cached(self, execution_id: str) -> bool:
+        with self._lock:
+            return execution_id in self._cache
+
+    def warm(self, ledger: Any, execution_id: str, definition: Any) -> None:
+        """Fold in the background (a first look at a long history), once at a time per
+        execution; the page asks again and finds it folded."""
+        with self._lock:
+            if execution_id in self._warming:
+                return
+            self._warming.add(execution_id)
+
+        def run() -> None:
+            try:
+                self.statuses(ledger, execution_id, definition)
+            except Exception:
+                log.exception("folding the history of %s", execution_id)
+            finally:
+                with self._lock:
+                    self._warming.discard(execution_id)
+
+        threading.Thread(target=run, name="headrace-console-fold", daemon=True).start()
+
+
+class Api:
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.folds = _Folds()
+        self.router = Router()
+        r = self.router.add
+        r("GET", "/api/overview", self.overview)
+        r("GET", "/api/functions", self.functions)
+        r("GET", "/api/invocations", self.invocations)
+        r("GET", "/api/invocations/{id}", self.invocation)
+        r("GET", "/api/dead-letters", self.dead_letters)
+        r("POST", "/api/dead-letters/redrive", self.redrive_dead_letters)
+        r("GET", "/api/executions", self.executions)
+        r("GET", "/api/executions/{id:path}/history", self.history)
+        r("GET", "/api/executions/{id:path}/state", self.state_io)
+        r("POST", "/api/executions/{id:path}/stop", self.stop)
+        r("POST", "/api/executions/{id:path}/redrive", self.redrive)
+        r("GET", "/api/executions/{id:path}", self.execution)
+        r("GET", "/api/streams", self.streams)
+        r("GET", "/api/streams/{name}/records", self.stream_records)
+        DataApi(ctx, self.router)
+
+    # -- overview -------------------------------------------------------------------------
+
+    def overview(self, request: Request) -> Any:
+        ctx = self.ctx
+        app = ctx.app
+        now = time.time()
+        with ctx.ledger.reader.connect() as conn:
+            health = checkpoints.list_health(conn)
+            errors = browse.failed_attempts(conn, now - ERROR_WINDOW, limit=50)
+            counts = browse.function_counts(conn)
+            checks = checkpoints.list_checkpoints(conn)
+        coordinators = ctx.ledger.live_coordinators(stale_after=3 * ctx.settings.lease_seconds)
+        for c in coordinators:
+            c["info"] = json.loads(c["info"]) if c.get("info") else {}
+            c["me"] = c["id"] == ctx.coordinator_id()
+        rules = [
+            {
+                "name": rule.name,
+                "buckets": list(rule.buckets),
+                "pattern": _patterns(rule.pattern),
+                "target": str(rule.target),
+            }
+            for rule in app.rules
+        ]
+        buckets = [
+            {"name": b, "triggers": [r for r in rules if b in r["buckets"]]} for b in app.buckets
+        ]
+        by_component = {h["component"]: h for h in health}
+        sources = [
+            {
+                "name": name,
+                "kind": type(spec.source).__name__,
+                "health": by_component.get(f"source:{name}"),
+            }
+            for name, spec in app.sources.items()
+        ]
+        pipelines = []
+        for name, pipe in app.pipelines.items():
+            parts = [c for c in checks if c["pipeline"] == name]
+            failing = [c for c in parts if c.get("failures")]
+            pipelines.append(
+                {
+                    "name": name,
+                    "stream": pipe.stream,
+                    "partitions": len(parts),
+                    "records": sum(c["records"] or 0 for c in parts),
+                    "lag": sum(max(0, (c["log_end"] or 0) - c["offset"]) for c in parts),
+                    "state": "failing" if failing else ("running" if parts else "not started"),
+                    "last_error": failing[0]["last_error"] if failing else None,
+                }
+            )
+        stream_errors = [
+            {"component": h["component"], "error": h["last_error"], "since": h["since"]}
+            for h in health
+            if h["status"] != "ok"
+        ]
+        return {
+            "now": now,
+            "app": app.name,
+            "coordinators": coordinators,
+            "settings": settings_with_origins(ctx.settings),
+            "buckets": buckets,
+            "rules": rules,
+            "functions": sorted(n for n in app.functions if not n.startswith("_")),
+            "state_machines": sorted(app.state_machines),
+            "sources": sources,
+            "pipelines": pipelines,
+            "health": health,
+            "invocation_counts": counts,
+            "errors": errors,
+            "stream_errors": stream_errors,
+        }
+
+    # -- functions and invocations --------------------------------------------------------
+
+    def functions(self, request: Request) -> Any:
+        with self.ctx.ledger.reader.connect() as conn:
+            if request.arg("counts"):
+                counts = browse.function_counts(conn)
+                known = set(counts)
+            else:  # names only (the filters): no count over every invocation
+                counts, known = {}, set(browse.function_names(conn))
+        names = sorted(set(self.ctx.app.functions) | known)
+        out = []
+        for name in names:
+            spec = self.ctx.app.functions.get(name)
+            out.append(
+                {
+                    "name": name,
+                    "counts": counts.get(name, {}),
+                    "timeout": getattr(spec, "timeout", None),
+                    "retries": getattr(spec, "retries", None),
+                    "declared": spec is not None,
+                }
+            )
+        return {"items": out}
+
+    def invocations(self, request: Request) -> Any:
+        limit = _limit(request)
+        with self.ctx.ledger.reader.connect() as conn:
+            rows = browse.page_invocations(
+                conn,
+                function=request.arg("function"),
+                status=request.arg("status"),
+                since=request.number("since"),
+                until=request.number("until"),
+                cursor=_cursor(request),
+                limit=limit,
+            )
+        return _page(rows, limit, "created_at")
+
+    def invocation(self, request: Request) -> Any:
+        row = self.ctx.ledger.get_invocation(request.params["id"])
+        if row is None:
+            raise HttpError(404, f"no invocation {request.params['id']!r}")
+        for key in ("payload", "result"):
+            if row.get(key) is not None:
+                with contextlib.suppress(ValueError):  # a handler's str result, kept as text
+                    row[key] = json.loads(row[key])
+        attempts = self.ctx.ledger.list_attempts(invocation_id=row["id"], limit=1000)
+        for a in attempts:
+            a["log"] = _read_log(a.pop("log_path", None))
+        event = None
+        if row.get("event_id"):
+            with self.ctx.ledger.reader.connect() as conn:
+                event = browse.event_of(conn, row["event_id"])
+        return {"invocation": row, "attempts": attempts, "event": event}
+
+    def dead_letters(self, request: Request) -> Any:
+        limit = _limit(request)
+        raw = request.number("cursor")
+        with self.ctx.ledger.reader.connect() as conn:
+            rows = browse.page_dead_letters(
+                conn,
+                function=request.arg("function"),
+                cursor=int(raw) if raw is not None else None,
+                limit=limit,
+            )
+        return {"items": rows, "next": str(rows[-1]["id"]) if len(rows) == limit else None}
+
+    def redrive_dead_letters(self, request: Request) -> Any:
+        body = request.json()
+        ids = body.get("ids") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            raise HttpError(400, 'send {"ids": ["<invocation id>", …]}: the ids to redrive')
+        done = self.ctx.ledger.redrive(ids=ids)
+        missing = sorted(set(ids) - set(done))
+        if not done:
+            raise HttpError(404, f"none of {ids} is in the dead-letter list")
+        self.ctx.wake()
+        return {"redriven": done, "not_found": missing}
+
+    # -- executions -----------------------------------------------------------------------
+
+    def executions(self, request: Request) -> Any:
+        limit = _limit(request)
+        with self.ctx.ledger.reader.connect() as conn:
+            rows = browse.page_executions(
+                conn,
+                state_machine=request.arg("state_machine"),
+                status=request.arg("status"),
+                search=request.arg("q"),
+                cursor=_cursor(request),
+                limit=limit,
+            )
+            counts = browse.execution_counts(conn) if request.arg("counts") else None
+        page = _page(rows, limit, "started_at")
+        if counts is not None:
+            page["counts"] = counts
+        return page
+
+    def _find(self, name_or_arn: str) -> dict[str, Any]:
+        with self.ctx.ledger.reader.connect() as conn:
+            row = execution_store.find(conn, name_or_arn)
+        if row is None:
+            raise HttpError(404, f"no execution {name_or_arn!r}")
+        return row
+
+    def execution(self, request: Request) -> Any:
+        row = self._find(request.params["id"])
+        definition = json.loads(row.pop("definition"))
+        for key in ("input", "output"):
+            if row.get(key) is not None:
+                row[key] = json.loads(row[key])
+        with self.ctx.ledger.reader.connect() as conn:
+            length = execution_store.history_length(conn, row["id"])
+        row["history_length"] = length
+        painting = False
+        if self.folds.cached(row["id"]) or length <= FOLD_INLINE:
+            statuses, _ = self.folds.statuses(self.ctx.ledger, row["id"], definition)
+        else:  # a long history seen for the first time: draw now, paint when folded
+            self.folds.warm(self.ctx.ledger, row["id"], definition)
+            statuses, painting = None, True
+        return {
+            "execution": row,
+            "definition": definition,
+            "graph": graph_model(definition, statuses),
+            "painting": painting,
+        }
+
+    def history(self, request: Request) -> Any:
+        row = self._find(request.params["id"])
+        limit = _limit(request, 100)
+        after = int(request.number("after", 0) or 0)
+        with self.ctx.ledger.reader.connect() as conn:
+            events = browse.history_page(conn, row["id"], after=after, limit=limit)
+        return {"items": events, "next": events[-1]["id"] if len(events) == limit else None}
+
+    def state_io(self, request: Request) -> Any:
+        """The input and output of a state (by its path, `Fan[*]/Record` inside a Map) in its
+        latest run, or in the run of one Map item (`index`)."""
+        row = self._find(request.params["id"])
+        path = request.arg("path")
+        if not path:
+            raise HttpError(400, "query parameter 'path' names the state, e.g. Fan[*]/Record")
+        definition = json.loads(row["definition"])
+        _, events = self.folds.statuses(self.ctx.ledger, row["id"], definition)
+        index = request.arg("index")
+        prefixes: dict[str, str | None] = {}
+        runs: list[dict[str, Any]] = []
+        for _, kind, ts, scope, details in events:
+            name = details.get("name")
+            if not isinstance(name, str) or not path.endswith(name):
+                continue
+            if scope not in prefixes:
+                prefixes[scope] = scope_prefix(definition, scope)
+            prefix = prefixes[scope]
+            if prefix is None or prefix + name != path:
+                continue
+            if index is not None and not scope.endswith(f"[{index}]"):
+                continue
+            if kind.endswith("StateEntered"):
+                runs.append({"scope": scope, "entered": ts, "input": details.get("input")})
+            elif kind.endswith("StateExited") and runs and runs[-1]["scope"] == scope:
+                runs[-1].update(exited=ts, output=details.get("output"))
+        return {"path": path, "runs": len(runs), "last": runs[-1] if runs else None}
+
+    def _act(self, request: Request, action: Any) -> Any:
+        row = self._find(request.params["id"])
+        try:
+            described = action(self.ctx.ledger, row["id"])
+        except HeadraceError as exc:
+            raise HttpError(409, str(exc)) from None
+        self.ctx.wake()
+        return {"execution": described}
+
+    def stop(self, request: Request) -> Any:
+        row = self._find(request.params["id"])
+        if row["status"] != "RUNNING":
+            raise HttpError(409, f"execution {row['name']!r} is {row['status']}, not running")
+        return self._act(
+            request,
+            lambda ledger, arn: workflows.stop_execution(
+                ledger, arn, error="Console.Stopped", cause="stopped from the console"
+            ),
+        )
+
+    def redrive(self, request: Request) -> Any:
+        return self._act(request, workflows.redrive_execution)
+
+    # -- streams --------------------------------------------------------------------------
+
+    def streams(self, request: Request) -> Any:
+        minutes = int(request.number("minutes", 60) or 60)
+        since = int(time.time() // 60) - minutes
+        with self.ctx.ledger.reader.connect() as conn:
+            stats = checkpoints.read_stats(conn, since_minute=since)
+            checks = checkpoints.list_checkpoints(conn)
+            health = checkpoints.list_health(conn)
+        return {
+            "since_minute": since,
+            "stats": stats,
+            "checkpoints": checks,
+            "health": health,
+            "pipelines": sorted(self.ctx.app.pipelines),
+            "streams": sorted(self.ctx.app.streams),
+            "late_streams": sorted(
+                {late for pipe in self.ctx.app.pipelines.values() for late in pipe.late_streams}
+            ),
+        }
+
+    def stream_records(self, request: Request) -> Any:
+        """Records of a stream (the late stream of a window, say), newest page by default:
+        `partition`, `offset` (the first to show) and `limit`."""
+        from headrace.streams.log import open_log
+        from headrace.streams.rows import python_rows
+
+        name = request.params["name"]
+        spec = self.ctx.app.streams.get(name)
+        if spec is None:
+            raise HttpError(404, f"no stream {name!r} in this app")
+        limit = _limit(request)
+        partition = int(request.number("partition", 0) or 0)
+        if not 0 <= partition < spec.partitions:
+            raise HttpError(400, f"stream {name!r} has partitions 0 to {spec.partitions - 1}")
+        log = open_log(self.ctx.settings.streams_url, name)
+        try:
+            start, end = log.start_offset(partition), log.end_offset(partition)
+            offset = request.number("offset")
+            first = max(start, end - limit) if offset is None else max(start, int(offset))
+            table = log.read(partition, first, limit) if first < end else None
+        finally:
+            log.close()
+        rows = python_rows(table) if table is not None else []
+        return {
+            "stream": name,
+            "partition": partition,
+            "start": start,
+            "end": end,
+            "offset": first,
+            "items": _plain(rows),
+        }
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _patterns(matcher: Any) -> list[Any]:
+    """The EventBridge patterns a rule's matcher requires (all of them)."""
+    if hasattr(matcher, "pattern"):
+        return [matcher.pattern]
+    return [p for part in getattr(matcher, "patterns", ()) for p in _patterns(part)]
+
+
+def _read_log(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        with Path(path).open("rb") as fh:
+            data = fh.read(MAX_LOG_BYTES + 1)
+    except OSError:
+        return None
+    text = data[:MAX_LOG_BYTES].decode(errors="replace")
+    if len(data) > MAX_LOG_BYTES:
+        text += f"\n[cut at {MAX_LOG_BYTES} bytes: the whole log is {path}]\n"
+    return text

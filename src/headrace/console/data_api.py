@@ -1,0 +1,270 @@
+"""The console's data pages: item tables, feature groups, jobs with their logs, buckets."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from headrace.console.http import HttpError, Request, Router
+from headrace.errors import HeadraceError
+
+#: Objects one bucket listing returns (the page asks for a narrower prefix beyond it).
+MAX_OBJECTS = 1000
+
+#: Bytes of a job's log the page shows: the end of it, where a failure is.
+MAX_JOB_LOG = 256 * 1024
+
+
+def _json_arg(request: Request, name: str) -> Any:
+    raw = request.arg(name)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise HttpError(400, f"query parameter {name!r} is not JSON: {exc}") from None
+
+
+class DataApi:
+    def __init__(self, ctx: Any, router: Router) -> None:
+        self.ctx = ctx
+        self._features: Any = None
+        self._lock = threading.Lock()
+        r = router.add
+        r("GET", "/api/tables", self.tables)
+        r("GET", "/api/tables/{name}", self.table)
+        r("GET", "/api/features", self.feature_groups)
+        r("GET", "/api/features/{name}", self.feature_group)
+        r("GET", "/api/features/{name}/online", self.online)
+        r("GET", "/api/jobs", self.jobs)
+        r("GET", "/api/jobs/{id}", self.job)
+        r("GET", "/api/buckets", self.buckets)
+        r("GET", "/api/buckets/{name}", self.objects)
+        r("GET", "/api/buckets/{name}/object", self.download)
+
+    # -- item tables ----------------------------------------------------------------------
+
+    def _tables(self) -> Any:
+        from headrace.tables import Tables
+
+        return Tables(self.ctx.ledger)
+
+    def tables(self, request: Request) -> Any:
+        tables = self._tables()
+        out = []
+        for name in tables.list_tables():
+            d = tables.describe_table(name).get("Table", {})
+            out.append(
+                {
+                    "name": name,
+                    "keys": d.get("KeySchema"),
+                    "items": d.get("ItemCount"),
+                    "created": d.get("CreationDateTime"),
+                }
+            )
+        return {"items": out}
+
+    def table(self, request: Request) -> Any:
+        """A page of items in key order; `filter` is a DynamoDB FilterExpression with
+        `values` (JSON: {":v": 1}) and `names` (JSON: {"#n": "name"})."""
+        limit = int(request.number("limit", 50) or 50)
+        try:
+            page = self._tables().scan(
+                request.params["name"],
+                filter=request.arg("filter"),
+                values=_json_arg(request, "values"),
+                names=_json_arg(request, "names"),
+                limit=max(1, min(limit, 500)),
+                exclusive_start_key=_json_arg(request, "start"),
+            )
+        except HeadraceError as exc:
+            raise HttpError(400, str(exc)) from None
+        return {
+            "items": page["Items"],
+            "count": page["Count"],
+            "scanned": page["ScannedCount"],
+            "next": page.get("LastEvaluatedKey"),
+        }
+
+    # -- feature groups -------------------------------------------------------------------
+
+    def _store(self) -> Any:
+        with self._lock:
+            if self._features is None:
+                from headrace.features.store import open_app_store
+
+                self._features = open_app_store(self.ctx.settings, self.ctx.app, self.ctx.store)
+            return self._features
+
+    def feature_groups(self, request: Request) -> Any:
+        return {
+            "items": [
+                {
+                    "name": g.name,
+                    "entity_keys": list(g.entity_keys),
+                    "event_time": g.event_time,
+                    "description": getattr(g, "description", ""),
+                }
+                for g in self.ctx.app.feature_groups.values()
+            ]
+        }
+
+    def feature_group(self, request: Request) -> Any:
+        name = request.params["name"]
+        group = self.ctx.app.feature_groups.get(name)
+        if group is None:
+            raise HttpError(404, f"no feature group {name!r}")
+        store = self._store()
+        counts = store.row_counts(name)
+        history = store.history(name, limit=20) if group.offline else []
+        schema = [{"name": f.name, "type": str(f.type)} for f in group.schema]
+        return {
+            "name": name,
+            "entity_keys": list(group.entity_keys),
+            "event_time": group.event_time,
+            "description": getattr(group, "description", ""),
+            "online": group.online,
+            "offline": group.offline,
+            "schema": schema,
+            "counts": counts,
+            "freshness": _freshness(history),
+            "history": _plain(history),
+        }
+
+    def online(self, request: Request) -> Any:
+        name = request.params["name"]
+        group = self.ctx.app.feature_groups.get(name)
+        if group is None:
+            raise HttpError(404, f"no feature group {name!r}")
+        key = {k: request.arg(k) for k in group.entity_keys}
+        missing = [k for k, v in key.items() if v is None]
+        if missing:
+            raise HttpError(400, f"give the entity key {', '.join(missing)} as query parameters")
+        try:
+            (row,) = self._store().get_online(name, [key])
+        except HeadraceError as exc:
+            raise HttpError(400, str(exc)) from None
+        return {"key": key, "row": _plain(row)}
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def _jobs(self) -> Any:
+        from headrace.jobs.service import Jobs
+
+        return Jobs(self.ctx.ledger, self.ctx.settings.home)
+
+    def jobs(self, request: Request) -> Any:
+        limit = int(request.number("limit", 100) or 100)
+        try:
+            runs = self._jobs().list(request.arg("status"), limit=max(1, min(limit, 500)))
+        except HeadraceError as exc:
+            raise HttpError(400, str(exc)) from None
+        return {
+            "items": [
+                {
+                    "id": j.id,
+                    "name": j.name,
+                    "definition": j.definition,
+                    "queue": j.queue,
+                    "status": j.status,
+                    "attempts": j.attempts,
+                    "exit_code": j.exit_code,
+                    "reason": j.status_reason,
+                    "created_at": j.created_at,
+                    "started_at": j.started_at,
+                    "stopped_at": j.stopped_at,
+                    "runner": j.spec.runner,
+                }
+                for j in runs
+            ]
+        }
+
+    def job(self, request: Request) -> Any:
+        jobs = self._jobs()
+        try:
+            described = jobs.describe(request.params["id"])
+            log = jobs.logs(request.params["id"])
+        except HeadraceError as exc:
+            raise HttpError(404, str(exc)) from None
+        if len(log) > MAX_JOB_LOG:
+            cut = len(log) - MAX_JOB_LOG
+            log = f"[… the first {cut} characters left out]\n" + log[-MAX_JOB_LOG:]
+        return {"job": described, "log": log}
+
+    # -- buckets --------------------------------------------------------------------------
+
+    def buckets(self, request: Request) -> Any:
+        return {"items": sorted(self.ctx.store.list_buckets())}
+
+    def _bucket(self, name: str) -> Any:
+        try:
+            return self.ctx.store.bucket(name, create=False)
+        except HeadraceError as exc:
+            raise HttpError(404, str(exc)) from None
+
+    def objects(self, request: Request) -> Any:
+        prefix = request.arg("prefix", "") or ""
+        try:
+            found = self._bucket(request.params["name"]).list(prefix)
+        except HeadraceError as exc:
+            raise HttpError(400, str(exc)) from None
+        return {
+            "items": [
+                {"key": o.key, "size": o.size, "etag": o.etag, "last_modified": o.last_modified}
+                for o in found[:MAX_OBJECTS]
+            ],
+            "truncated": len(found) > MAX_OBJECTS,
+        }
+
+    def download(self, request: Request) -> Any:
+        key = request.arg("key")
+        if not key:
+            raise HttpError(400, "query parameter 'key' names the object")
+        bucket = self._bucket(request.params["name"])
+        try:
+            info = bucket.head(key)
+            handle = bucket.open(key)
+        except HeadraceError as exc:
+            raise HttpError(404, str(exc)) from None
+        kind = mimetypes.guess_type(key)[0] or "application/octet-stream"
+        filename = key.rsplit("/", 1)[-1].replace('"', "")
+        return Download(handle, info.size, kind, filename)
+
+
+class Download:
+    """An object streamed to the browser as an attachment, 1 MiB at a time."""
+
+    def __init__(self, handle: Any, size: int, kind: str, filename: str) -> None:
+        self.handle, self.size, self.kind, self.filename = handle, size, kind, filename
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [
+            ("Content-Type", self.kind),
+            ("Content-Length", str(self.size)),
+            ("Content-Disposition", f'attachment; filename="{self.filename}"'),
+            ("X-Content-Type-Options", "nosniff"),
+        ]
+
+    def body(self) -> Iterable[bytes]:
+        try:
+            while chunk := self.handle.read(1 << 20):
+                yield chunk
+        finally:
+            self.handle.close()
+
+
+def _freshness(history: list[dict[str, Any]]) -> float | None:
+    """When the offline table was last written (epoch seconds), from its newest commit."""
+    for commit in history:
+        ts = commit.get("timestamp")
+        if isinstance(ts, int | float):
+            return ts / 1000 if ts > 1e11 else ts
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: Arrow timestamps and the like as text."""
+    return json.loads(json.dumps(value, default=str))

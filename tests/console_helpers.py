@@ -1,0 +1,154 @@
+"""A running coordinator for the console's tests: the console test app (the transactions
+example plus functions and state machines) with real invocations, dead letters, executions,
+stream records and features."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from headrace.app import load_app
+from headrace.config import load_settings
+from headrace.ledger import Ledger, NewInvocation
+from headrace.server.coordinator import Coordinator
+from headrace.streams.simulator import Simulator
+from headrace.workflows import api as workflows
+
+ROOT = Path(__file__).resolve().parent.parent
+APP_DIR = ROOT / "tests" / "apps" / "console"
+EXAMPLE = ROOT / "examples" / "transactions_features"
+
+
+class ConsoleProject:
+    """The coordinator in this process (real executor, ledger, watcher, streams)."""
+
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
+        self._saved = {
+            k: os.environ.get(k)
+            for k in ("PYTHONPATH", "TX_API_URL", "TX_GRACE_SECONDS", *(env or {}))
+        }
+        self.simulator = Simulator(rate_per_s=20, seed=11)
+        self.simulator.__enter__()
+        os.environ["TX_API_URL"] = self.simulator.url
+        os.environ["TX_GRACE_SECONDS"] = "1"
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(EXAMPLE), os.environ.get("PYTHONPATH", "")) if p
+        )
+        os.environ.update(env or {})
+        if str(EXAMPLE) not in sys.path:
+            sys.path.insert(0, str(EXAMPLE))
+        sys.modules.pop("transactions", None)
+        sys.modules.pop("console_app", None)
+        self.settings = load_settings(
+            APP_DIR,
+            home=str(tmp / "home"),
+            poll_interval=0.2,
+            workers=2,
+            metrics="127.0.0.1:0",
+        )
+        self.app = load_app(self.settings)
+        self.coordinator = Coordinator(self.settings, self.app)
+        self.thread = threading.Thread(target=self.coordinator.run, kwargs={"drain_timeout": 10})
+        self.thread.start()
+        assert self.coordinator.ready.wait(60), "coordinator did not start"
+        self.ledger = Ledger(self.settings.ledger_url)
+        self.url = self.coordinator.metrics_url.removesuffix("/metrics")
+        self.buckets = Path(self.settings.storage_url)
+
+    def close(self) -> None:
+        self.coordinator.stop()
+        self.thread.join(60)
+        self.ledger.close()
+        self.simulator.__exit__(None, None, None)
+        for k, v in self._saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+    # -- making things happen ------------------------------------------------------------
+
+    def put(self, key: str, data: bytes = b"x") -> None:
+        path = self.buckets / "inbox" / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part-upload")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def invoke(self, function: str, payload: dict) -> str:
+        spec = self.app.spec(function)
+        (inv,) = self.ledger.enqueue([NewInvocation(function, payload, spec.max_attempts)])
+        self.coordinator._wake.set()
+        return inv
+
+    def start(self, machine: str, name: str, payload: dict) -> str:
+        arn = workflows.start_execution(self.ledger, self.app, machine, payload, name=name)
+        self.coordinator._wake.set()
+        return arn
+
+    def wait_until(self, check, timeout: float = 90.0, what: str = "condition"):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            found = check()
+            if found:
+                return found
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def status(self, arn: str) -> str:
+        return workflows.describe_execution(self.ledger, arn)["status"]
+
+    def get(self, path: str, **kwargs):
+        return httpx.get(self.url + path, timeout=30, **kwargs)
+
+    def post(self, path: str, body: dict | None = None, **kwargs):
+        headers = {"X-Headrace": "1", **kwargs.pop("headers", {})}
+        return httpx.post(
+            self.url + path, content=json.dumps(body or {}), headers=headers, timeout=30, **kwargs
+        )
+
+
+def populate(p: ConsoleProject) -> dict[str, str]:
+    """Invocations from objects and direct calls, a dead letter, finished and running
+    executions, stream records through the transactions pipeline."""
+    for i in range(3):
+        p.put(f"in/file-{i}.txt", f"data {i}".encode())
+    dead = p.invoke("reject", {"why": "the test says so"})
+    done = p.start("fanout", "fan-done", {"items": list(range(10)), "wait": 0})
+    running = p.start("fanout", "fan-running", {"items": list(range(3)), "wait": 600})
+    failed = p.start("failing", "fails", {"why": "always"})
+    p.wait_until(
+        lambda: (
+            len(
+                [
+                    r
+                    for r in p.ledger.list_invocations(function="ingest")
+                    if r["status"] == "succeeded"
+                ]
+            )
+            >= 3
+        ),
+        what="the ingest invocations",
+    )
+    p.wait_until(lambda: p.ledger.get_invocation(dead)["status"] == "dead", what="a dead letter")
+    p.wait_until(lambda: p.status(done) == "SUCCEEDED", what="fan-done")
+    p.wait_until(lambda: p.status(failed) == "FAILED", what="fails")
+    p.wait_until(
+        lambda: any(
+            e["type"] == "WaitStateEntered" for e in workflows.get_history(p.ledger, running)
+        ),
+        what="fan-running to wait",
+    )
+
+    def stream_stats():
+        data = p.get("/api/streams").json()
+        return data["stats"] and any(c["records"] for c in data["checkpoints"])
+
+    p.wait_until(stream_stats, what="stream records through the pipeline")
+    return {"dead": dead, "done": done, "running": running, "failed": failed}
