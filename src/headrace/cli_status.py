@@ -50,6 +50,7 @@ def project_status(settings: Any, application: Any = None, *, errors: int = 5) -
                     "executor": info.get("executor"),
                     "metrics": info.get("metrics"),
                     "serve": info.get("serve") or None,
+                    "s3": info.get("s3"),
                 }
             )
         since = time.time() - ERRORS_SINCE
@@ -101,7 +102,8 @@ def project_status(settings: Any, application: Any = None, *, errors: int = 5) -
 
 
 def status(as_json: cli_common.Json = False) -> None:
-    """Coordinators, settings, buckets and triggers, sources and their health, recent errors."""
+    """Coordinators (with their metrics and S3 endpoints), settings, buckets and triggers,
+    sources and their health, recent errors."""
     data = project_status(cli_common.settings())
     if as_json:
         sys.stdout.write(json.dumps(data, default=str, indent=2) + "\n")
@@ -109,7 +111,15 @@ def status(as_json: cli_common.Json = False) -> None:
     console.print(f"project {escape(data['project'])} · app {escape(str(data['app']))}")
     if data["coordinators"]:
         table = cli_common.table(
-            "coordinator", "pid", "host", "started", "executor", "metrics", "routes", title="up"
+            "coordinator",
+            "pid",
+            "host",
+            "started",
+            "executor",
+            "metrics",
+            "routes",
+            "s3",
+            title="up",
         )
         for c in data["coordinators"]:
             table.add_row(
@@ -120,6 +130,7 @@ def status(as_json: cli_common.Json = False) -> None:
                 escape(str(c["executor"])),
                 escape(str(c["metrics"] or "-")),
                 escape(str(c["serve"] or "-")),
+                escape(str(c.get("s3") or "-")),
             )
         console.print(table)
         if len(data["coordinators"]) > 1:

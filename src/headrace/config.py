@@ -44,6 +44,10 @@ class Settings:
     serving: str = "local"  # HTTP routes' replicas: "local" processes, "ray" or "ray://host:10001"
     serve: str = "127.0.0.1:0"  # where `headrace up` serves the app's HTTP routes; "" does not
     serve_replicas: int = 2  # replicas of those routes under `headrace up`
+    s3: str = "127.0.0.1:0"  # the S3 endpoint over the buckets (host:port); "" turns it off
+    s3_access_key_id: str = ""  # keys S3 clients sign with; required off 127.0.0.1
+    s3_secret_access_key: str = ""
+    s3_region: str = "us-east-1"  # the region clients are told to sign for
     ledger_sync: str = (
         "normal"  # SQLite synchronous: "normal" survives process crashes, "full" power loss
     )
@@ -94,6 +98,10 @@ _ENV = {
     "HEADRACE_SERVING": "serving",
     "HEADRACE_SERVE": "serve",
     "HEADRACE_SERVE_REPLICAS": "serve_replicas",
+    "HEADRACE_S3": "s3",
+    "HEADRACE_S3_ACCESS_KEY_ID": "s3_access_key_id",
+    "HEADRACE_S3_SECRET_ACCESS_KEY": "s3_secret_access_key",
+    "HEADRACE_S3_REGION": "s3_region",
 }
 
 
@@ -197,6 +205,8 @@ def load_settings(project_dir: str | os.PathLike[str] | None = None, **overrides
     settings = replace(settings, home=home)
     if settings.metrics:
         listen_address(settings.metrics)  # a bad address fails here, not when `up` binds it
+    if settings.s3:
+        listen_address(settings.s3, "s3")
     if settings.ledger_sync not in ("normal", "full"):
         raise ConfigError(
             "setting 'ledger_sync'", f"{settings.ledger_sync!r}", "use normal or full"

@@ -6,9 +6,11 @@ invocation's log file, enforces the scratch-space limit, and returns a JSON-safe
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -81,8 +83,101 @@ def run_invocation(
     log_stream: str,
     tmp_root: str,
     storage_url: str,
+    environment: dict[str, str] | None = None,
+    layer: str = "",
 ) -> Any:
     log = _LazyLog(Path(log_path), invocation_id)
+    if layer and layer not in sys.path:
+        # the function's requirements, ahead of the project's environment (a Lambda layer)
+        sys.path.insert(0, layer)
+    with _environment(environment or {}), _capture_descriptors(Path(log_path)):
+        return _run(
+            log,
+            handler,
+            invocation_id,
+            attempt,
+            function,
+            payload,
+            version,
+            arn,
+            memory,
+            tmp_size,
+            deadline,
+            log_stream,
+            tmp_root,
+            storage_url,
+        )
+
+
+_LIBC = None
+if sys.platform.startswith("linux"):
+    with contextlib.suppress(OSError):
+        import ctypes
+
+        _LIBC = ctypes.CDLL(None)
+
+
+@contextlib.contextmanager
+def _capture_descriptors(path: Path) -> Any:
+    """Send what is written to descriptor 1 during the call to the invocation's log: programs
+    the handler runs and C libraries print there, not to `sys.stdout` (Lambda logs a process's
+    whole output). Descriptor 2 stays the executor's: it keeps the last lines a worker wrote
+    there for the error of a call the worker dies in. A log left empty is removed: silent
+    invocations cost no file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        saved = os.dup(1)
+    except OSError:
+        yield
+        return
+    with contextlib.suppress(Exception):
+        sys.__stdout__.flush()
+    os.dup2(fd, 1)
+    try:
+        yield
+    finally:
+        if _LIBC is not None:
+            _LIBC.fflush(None)  # C stdio buffers of this call belong to its log
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            if path.stat().st_size == 0:
+                path.unlink()
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Any:
+    """Set the function's variables for one call; the worker runs other functions after it."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _run(
+    log: _LazyLog,
+    handler: str,
+    invocation_id: str,
+    attempt: int,
+    function: str,
+    payload: str,
+    version: str,
+    arn: str,
+    memory: int,
+    tmp_size: int,
+    deadline: float,
+    log_stream: str,
+    tmp_root: str,
+    storage_url: str,
+) -> Any:
     handler_fn = resolve_target(handler)
     context = Context(
         function_name=function,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from headrace.errors import AppError
 from headrace.retry import equal_jitter, exponential
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,10 @@ class FunctionSpec:
     max_backoff: float = 300.0
     concurrency: int | None = None  # reserved concurrency: at most this many at once
     version: str = "$LATEST"
+    # Lambda's environment variables: set for the handler while it runs
+    environment: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # Python requirements (pip specifiers), installed into the function's own layer folder
+    requirements: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -32,6 +38,17 @@ class FunctionSpec:
                 "names may hold only letters, digits, '-' and '_' (at most 64)",
                 "rename it",
             )
+        self._check_environment()
+        if isinstance(self.requirements, str) or not all(
+            isinstance(r, str) and r.strip() and not r.strip().startswith("-")
+            for r in self.requirements
+        ):
+            raise AppError(
+                f"function {self.name!r}",
+                f"requirements={self.requirements!r} is not a list of package specifiers",
+                'write e.g. requirements=["boto3", "pandas>=2.2"] (no pip options)',
+            )
+        object.__setattr__(self, "requirements", tuple(r.strip() for r in self.requirements))
         checks = [
             ("timeout", self.timeout > 0, "a positive number of seconds"),
             ("memory", self.memory >= 16, "at least 16 (MB)"),
@@ -47,6 +64,28 @@ class FunctionSpec:
                     f"{field_name}={getattr(self, field_name)!r} is not allowed",
                     f"set {field_name} to {expected}",
                 )
+
+    def _check_environment(self) -> None:
+        env = self.environment
+        bad = (
+            "is not a mapping"
+            if not isinstance(env, Mapping)
+            else next(
+                (
+                    f"has {k!r}={v!r}: names are letters, digits and _, values strings"
+                    for k, v in env.items()
+                    if not (isinstance(k, str) and _ENV_NAME.match(k) and isinstance(v, str))
+                ),
+                None,
+            )
+        )
+        if bad:
+            raise AppError(
+                f"function {self.name!r}",
+                f"environment {bad}",
+                'write e.g. environment={"S3path": "s3://curated/out.parquet"}',
+            )
+        object.__setattr__(self, "environment", dict(env))
 
     @property
     def max_attempts(self) -> int:

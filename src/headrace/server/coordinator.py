@@ -33,11 +33,14 @@ from headrace.events.s3 import object_created_envelope
 from headrace.executors.base import Call, Executor, Outcome
 from headrace.functions import runtime
 from headrace.functions.context import scratch_owner, scratch_path
+from headrace.functions.layers import ensure_layer
 from headrace.functions.spec import FunctionSpec
 from headrace.jobs.definition import with_default_cluster
 from headrace.ledger import Claimed, Ledger, new_id
+from headrace.s3api import S3Endpoint
 from headrace.server.delivery import deliver
 from headrace.server.metrics import Metrics, serve_metrics
+from headrace.server.s3_endpoint import start_s3_endpoint
 from headrace.server.streams import StreamService
 from headrace.server.triggers import idle_report
 from headrace.storage import ChangeWatcher, ObjectInfo, ObjectStore
@@ -107,6 +110,9 @@ class Coordinator:
         self.watch = watch
         self.metrics = Metrics()
         self.metrics_url = ""
+        self.s3_endpoint: S3Endpoint | None = None
+        self._worker_env: dict[str, str] = {}  # what every handler gets: the S3 endpoint's
+        self._layers: dict[str, str] = {}  # function name -> folder of its requirements
         self.console: Console | None = None  # served beside the metrics
         self.serve_url = ""  # where the app's HTTP routes answer, when it has any
         self._routes: Any = None
@@ -172,6 +178,11 @@ class Coordinator:
         self.app.check_state_machines()
         self.app.register_services()
         self.settings.home.mkdir(parents=True, exist_ok=True)
+        for spec in self.app.functions.values():
+            if spec.requirements:
+                self._layers[spec.name] = ensure_layer(
+                    self.settings.home, spec.name, spec.requirements
+                )
         self._tmp_root.mkdir(parents=True, exist_ok=True)
         if self.settings.metrics:
             self.console = Console(
@@ -185,6 +196,9 @@ class Coordinator:
                 )
             )
             _, self.metrics_url = serve_metrics(self.metrics, self.settings.metrics, self.console)
+        self.s3_endpoint = start_s3_endpoint(self.settings, self.store)
+        if self.s3_endpoint is not None:
+            self._worker_env = self.s3_endpoint.client_environment()
         if self.settings.serve and self.app.routes:
             from headrace.server.http_routes import RouteServer
 
@@ -194,6 +208,7 @@ class Coordinator:
             {
                 "metrics": self.metrics_url,
                 "serve": self.serve_url,
+                "s3": self.s3_url,
                 "executor": self.executor.name,
                 "pid": os.getpid(),
             }
@@ -220,6 +235,10 @@ class Coordinator:
         self._write_info()  # last: its presence tells scripts the coordinator is ready
         self.ready.set()
         log.info("coordinator %s started (%s executor)", self.id, self.executor.name)
+
+    @property
+    def s3_url(self) -> str:
+        return self.s3_endpoint.url if self.s3_endpoint is not None else ""
 
     def _sweep_scratch(self) -> None:
         """Remove the scratch folders of attempts no longer running (workers that crashed or were
@@ -284,6 +303,8 @@ class Coordinator:
             "pid": os.getpid(),
             "metrics": self.metrics_url,
             "serve": self.serve_url,
+            "s3": self.s3_url,
+            "s3_region": self.settings.s3_region if self.s3_endpoint else "",
         }
         path = self.settings.home / "coordinator.json"
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -585,6 +606,8 @@ class Coordinator:
                 "log_stream": stream,
                 "tmp_root": str(self._tmp_root),
                 "storage_url": self.store.url,
+                "environment": {**self._worker_env, **spec.environment},
+                "layer": self._layers.get(spec.name, ""),
             },
             timeout=min(spec.timeout, claim.timeout) if claim.timeout else spec.timeout,
             memory_limit_mb=spec.memory,
@@ -752,6 +775,8 @@ class Coordinator:
                     updates = self._record(conn, outcomes)
                 self._after_commit(updates, outcomes)
         leftovers = self.executor.shutdown(wait=False)
+        if self.s3_endpoint is not None:  # after the workers: a draining handler may use it
+            self.s3_endpoint.stop()
         if leftovers and self._running:
             self.ledger.release_leases(self.id)
         for running in self._running.values():

@@ -39,7 +39,7 @@ from headrace.storage.beneath import (
     walk,
 )
 from headrace.storage.keys import RESERVED_PREFIX, validate_bucket_name, validate_key
-from headrace.storage.temp_names import temp_name
+from headrace.storage.temp_names import FOREIGN_TEMP_PREFIXES, temp_name
 
 logger = logging.getLogger("headrace.storage")
 
@@ -608,7 +608,8 @@ class Bucket:
 
 
 def _is_reserved(name: str) -> bool:
-    return name.lower().startswith(RESERVED_PREFIX)
+    lowered = name.lower()
+    return lowered.startswith(RESERVED_PREFIX) or lowered.startswith(FOREIGN_TEMP_PREFIXES)
 
 
 def _is_valid_key(key: str) -> bool:

@@ -28,6 +28,10 @@ from headrace.storage.keys import RESERVED_PREFIX
 logger = logging.getLogger("headrace.storage")
 
 TEMP_PREFIX = RESERVED_PREFIX + "-tmp-"
+# Writes in progress of the S3 endpoint (rclone's `serve s3`), which reserves these prefixes
+# and hides them from its own listings; `Bucket.list` hides them too. Hidden names, so the
+# change watcher skips them like every dot-name. Lower case: compared with lowered names.
+FOREIGN_TEMP_PREFIXES = (".rclone_temp_", ".rclone_multipart_upload_")
 # NAME_MAX is 255 bytes; the prefix, tags and uuid take under 60 of them.
 _TAIL_BYTES = 120
 

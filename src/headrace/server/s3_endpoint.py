@@ -1,0 +1,38 @@
+"""Starting the S3 endpoint for `headrace up`, or saying why there is none."""
+
+from __future__ import annotations
+
+import logging
+
+from headrace.config import Settings
+from headrace.s3api import S3Endpoint, rclone_binary, start_endpoint
+from headrace.storage import ObjectStore
+
+log = logging.getLogger("headrace.coordinator")
+
+
+def start_s3_endpoint(settings: Settings, store: ObjectStore) -> S3Endpoint | None:
+    """The endpoint over the store's buckets, or None when it is off or cannot be served.
+
+    Off by `s3 = ""`. Only local bucket folders are served: an object store (`s3://…`) is
+    already reachable by S3 clients at its own endpoint. Without rclone installed the
+    coordinator runs on, and says how to get it; a bad address or bad keys stop the start."""
+    if not settings.s3:
+        return None
+    root = store.local_root()
+    if root is None:
+        log.info("no S3 endpoint: storage %s is not a local folder; use its own endpoint", store)
+        return None
+    if rclone_binary() is None:
+        log.warning(
+            "no S3 endpoint: rclone is not installed (pip install 'headrace[s3]'), "
+            'or set s3 = "" to silence this'
+        )
+        return None
+    endpoint = start_endpoint(root, settings)
+    log.info(
+        "S3 endpoint %s (%s)",
+        endpoint.url,
+        "signatures verified" if endpoint.keys.verified else "127.0.0.1, any signature",
+    )
+    return endpoint
