@@ -487,3 +487,13 @@ def test_object_source_rejects_bad_arguments(tmp_path):
         ObjectSource("files", str(tmp_path), format="xml")
     with pytest.raises(StreamError, match="cannot open"):
         ObjectSource("files", "nosuchscheme://bucket")
+
+
+def test_a_closed_poller_polls_again_when_a_new_coordinator_runs_it(sim):
+    # an app's sources outlive a coordinator that stopped (and closed them) in the same process
+    poller = HttpPoller("tx", sim.url, interval=0.01)
+    poll_until_table(poller)
+    poller.close()
+    table, _ = poll_until_table(poller)
+    assert table.num_rows > 0 and poller.failures == []
+    poller.close()

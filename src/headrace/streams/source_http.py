@@ -124,6 +124,10 @@ class HttpPoller:
     def poll(self) -> pa.Table | None:
         if self._health.begin_poll() is None:
             return None
+        if self._owns_client and self._client.is_closed:
+            # closed by a coordinator that stopped; the app (and this source) outlives it when
+            # another coordinator starts in the same process
+            self._client = httpx.Client(timeout=self.timeout, follow_redirects=True)
         try:
             response = self._client.request(
                 self.method,
