@@ -49,6 +49,11 @@ def test_overview_shows_coordinator_settings_triggers_sources_pipelines_errors(p
     assert tx["name"] == "tx" and tx["state"] == "running" and tx["records"] > 0
     assert any(e["function"] == "reject" and "refused" in e["error"] for e in d["errors"])
     assert d["invocation_counts"]["ingest"]["succeeded"] >= 3
+    # the card counts what the dead-letter list lists: the failing execution's dead task
+    # invocation is handled by its execution, not parked as a dead letter
+    listed = project.get("/api/dead-letters").json()["items"]
+    assert d["dead_letters"] == len(listed) >= 1
+    assert d["invocation_counts"]["reject"]["dead"] > d["dead_letters"]
 
 
 def test_invocations_filter_page_and_show_trigger_attempts_and_logs(project):
@@ -75,6 +80,62 @@ def test_invocations_filter_page_and_show_trigger_attempts_and_logs(project):
     assert project.get("/api/invocations/nosuch").status_code == 404
     bad = project.get("/api/invocations?since=yesterday")
     assert bad.status_code == 400 and "'since'" in bad.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/api/invocations?limit=nan", "limit"),
+        ("/api/invocations?limit=inf", "limit"),
+        ("/api/invocations?limit=1e400", "limit"),
+        ("/api/invocations?limit=0", "limit"),
+        ("/api/invocations?limit=501", "limit"),
+        ("/api/invocations?limit=2.5", "limit"),
+        ("/api/invocations?since=nan", "since"),
+        ("/api/invocations?until=-1e300", "until"),
+        ("/api/invocations?status=bogus", "status"),
+        ("/api/executions?status=bogus", "status"),
+        ("/api/executions?cursor=nan:x", "cursor"),
+        ("/api/dead-letters?cursor=nan", "cursor"),
+        ("/api/dead-letters?cursor=1e30", "cursor"),
+        ("/api/streams?minutes=nan", "minutes"),
+        ("/api/streams?minutes=1e300", "minutes"),
+        ("/api/streams?minutes=-1e20", "minutes"),
+        ("/api/executions/fan-done/history?after=-99999999999999999999", "after"),
+        ("/api/executions/fan-done/history?after=99999999999999999999", "after"),
+        ("/api/jobs?limit=inf", "limit"),
+    ],
+)
+def test_a_bad_number_or_status_is_a_400_naming_the_parameter(project, path, name):
+    res = project.get(path)
+    assert res.status_code == 400, res.text
+    assert f"'{name}'" in res.json()["error"] or f"{name} " in res.json()["error"]
+
+
+def test_the_error_names_the_allowed_values_and_range(project):
+    status = project.get("/api/invocations?status=bogus").json()["error"]
+    assert "pending, running, succeeded, dead" in status
+    assert "ABORTED" in project.get("/api/executions?status=bogus").json()["error"]
+    assert "between 1 and 500" in project.get("/api/invocations?limit=501").json()["error"]
+    assert project.get("/api/invocations?limit=500").status_code == 200
+
+
+def test_a_negative_content_length_is_a_400(project):
+    import socket
+
+    host, port = project.url.removeprefix("http://").rsplit(":", 1)
+    request = (
+        "POST /api/dead-letters/redrive HTTP/1.1\r\n"
+        f"Host: {host}:{port}\r\nX-Headrace: 1\r\nContent-Length: -5\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request.encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.0 400") or answer.startswith(b"HTTP/1.1 400"), answer
+    assert b"Content-Length" in answer.split(b"\r\n\r\n", 1)[1]
 
 
 def test_dead_letters_are_listed_and_redriven(project):
@@ -260,7 +321,16 @@ def test_buckets_list_and_download(project):
     assert [o["key"] for o in listed] == [f"in/file-{i}.txt" for i in range(3)]
     got = project.get("/api/buckets/inbox/object?key=in/file-1.txt")
     assert got.content == b"data 1"
-    assert got.headers["content-disposition"] == 'attachment; filename="file-1.txt"'
+    assert got.headers["content-disposition"] == (
+        "attachment; filename=\"file-1.txt\"; filename*=UTF-8''file-1.txt"
+    )
+    # a name beyond Latin-1 (WSGI headers are Latin-1) travels percent-encoded
+    project.put('dl/日本 "q".txt', b"nihon")
+    got = project.get("/api/buckets/inbox/object", params={"key": 'dl/日本 "q".txt'})
+    assert got.status_code == 200 and got.content == b"nihon"
+    assert got.headers["content-disposition"] == (
+        "attachment; filename=\"__ _q_.txt\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC%20%22q%22.txt"
+    )
     assert project.get("/api/buckets/inbox/object?key=in/nosuch").status_code == 404
     assert project.get("/api/buckets/nosuch").status_code == 404
 

@@ -71,3 +71,34 @@ def test_beyond_loopback_every_path_needs_the_token_and_a_browser_signs_in(serve
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
         assert browser.get("/api/overview").status_code == 200  # the cookie now
         assert browser.get("/").status_code == 200
+
+
+def test_without_a_token_a_foreign_host_or_origin_is_refused(served, monkeypatch):
+    # DNS rebinding: a web page whose name resolves to 127.0.0.1 sends its own name as Host
+    monkeypatch.delenv("HEADRACE_TOKEN", raising=False)
+    base = served()
+    port = base.rsplit(":", 1)[1]
+    for host in (f"rebind.attacker.example:{port}", "127.0.0.1:1", f"127.0.0.1.evil:{port}"):
+        for path in ("/api/overview", "/", "/metrics"):
+            refused = httpx.get(base + path, headers={"Host": host})
+            assert refused.status_code == 403, (host, path)
+            assert "Host" in refused.json()["error"]
+        posted = httpx.post(
+            base + "/api/invocations/x/redrive", headers={"Host": host, "X-Headrace": "1"}
+        )
+        assert posted.status_code == 403
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):
+        assert httpx.get(base + "/api/overview", headers={"Host": host}).status_code == 200
+        assert "headrace_" in httpx.get(base + "/metrics", headers={"Host": host}).text
+    evil = {"Origin": f"http://rebind.attacker.example:{port}", "X-Headrace": "1"}
+    refused = httpx.post(base + "/api/overview", headers=evil)
+    assert refused.status_code == 403 and "Origin" in refused.json()["error"]
+    same = {"Origin": f"http://localhost:{port}", "X-Headrace": "1"}
+    assert httpx.post(base + "/api/overview", headers=same).status_code == 405  # reached the API
+
+
+def test_the_401_page_says_how_to_sign_in(served, monkeypatch):
+    monkeypatch.setenv("HEADRACE_TOKEN", TOKEN)
+    base = served()
+    denied = httpx.get(base + "/")
+    assert denied.status_code == 401 and "/login?token=" in denied.text

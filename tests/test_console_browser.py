@@ -73,6 +73,9 @@ def test_overview(project, page):
     assert "function:ingest" in main.inner_text()  # the inbox trigger
     assert "blockchain" in main.inner_text() and "tx" in main.inner_text()
     assert "refused" in page.locator("#errors + table").inner_text()
+    dead = len(project.get("/api/dead-letters").json()["items"])
+    card = page.locator(".card", has_text="dead letters").locator(".n")
+    assert card.inner_text() == str(dead)  # the list's count, not every dead invocation
     settings = page.locator("#settings + table").inner_text()
     assert "HEADRACE_EXECUTOR" in settings and "headrace.toml" in settings
     page.wait_for_selector("#live:has-text('live')")

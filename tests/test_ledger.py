@@ -55,6 +55,14 @@ def test_claim_finish_roundtrip(ledger):
     assert ledger.get_invocation(ids[0][:8])["id"] == ids[0]
 
 
+def test_an_id_prefix_is_literal_not_a_like_pattern(ledger):
+    (only,) = enqueue(ledger, 1)
+    assert ledger.get_invocation(only[:6])["id"] == only
+    # `%` and `_` would match any id (the only one here) were they LIKE wildcards
+    for pattern in ("%", "_", only[:3] + "%", "_" + only[1:6], ""):
+        assert ledger.get_invocation(pattern) is None, pattern
+
+
 def test_only_the_lease_owner_can_finish(ledger):
     (inv,) = enqueue(ledger, 1)
     owner = ledger.register_coordinator({})

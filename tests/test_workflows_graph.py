@@ -334,6 +334,24 @@ def test_a_running_map_counts_what_is_running_and_waiting():
     assert mermaid_class(mermaid, mermaid_node(mermaid, "Work")[0]) == "running"
 
 
+def test_an_aborted_map_shows_no_item_still_running():
+    sm = StateMachine(Map("Fan", Task("Work", "headrace:function:work"), max_concurrency=2))
+    r = execute(sm.to_dict(), [1, 2, 3, 4, 5], resources={"work": lambda n: n})
+    cut = next(i for i, e in enumerate(r.history) if e["type"] == "MapIterationSucceeded")
+    history = r.history[: cut + 1]
+    running = sum(
+        1 for v in state_statuses(sm, history)["Fan"].iterations.values() if v == "running"
+    )
+    assert running  # the items the stop catches under way
+    # the execution was stopped (StopExecution) with those items under way
+    history = [*history, {"type": "ExecutionAborted", "details": {}}]
+    fan = state_statuses(sm, history)["Fan"]
+    assert fan.status == "failed" and "running" not in fan.iterations.values()
+    assert fan.note == f"1 succeeded · {running} aborted · {5 - 1 - running} not started, aborted"
+    work = state_statuses(sm, history)["Fan[*]/Work"]
+    assert work.status != "running" and not work.items["running"]
+
+
 def test_uncaught_map_failure():
     job = Task("Work", "headrace:function:work")
     sm = StateMachine(Map("Fan", job, max_concurrency=1) >> Pass("After"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import threading
 import time
 from pathlib import Path
@@ -36,15 +37,26 @@ FOLD_INLINE = 2000
 ERROR_WINDOW = 3600.0
 
 
+#: What `status` filters on: the ledger's invocation and execution states.
+INVOCATION_STATUSES = ("pending", "running", "succeeded", "dead")
+EXECUTION_STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+
+#: The widest window of stream statistics (`minutes`) the API reads: a year.
+MAX_MINUTES = 366 * 24 * 60
+
+
 def _cursor(request: Request) -> tuple[float, str] | None:
     raw = request.arg("cursor")
     if raw is None:
         return None
     at, _, ident = raw.partition(":")
     try:
-        return float(at), ident
+        when = float(at)
     except ValueError:
-        raise HttpError(400, f"cursor {raw!r} is not one this API returned") from None
+        when = math.nan
+    if not math.isfinite(when):
+        raise HttpError(400, f"cursor {raw!r} is not one this API returned")
+    return when, ident
 
 
 def _page(rows: list[dict[str, Any]], limit: int, time_key: str) -> dict[str, Any]:
@@ -53,11 +65,9 @@ def _page(rows: list[dict[str, Any]], limit: int, time_key: str) -> dict[str, An
 
 
 def _limit(request: Request, default: int = 50) -> int:
-    value = request.number("limit", default)
+    value = request.integer("limit", default, low=1, high=browse.MAX_PAGE)
     assert value is not None
-    if value < 1:
-        raise HttpError(400, "limit must be at least 1")
-    return min(int(value), browse.MAX_PAGE)
+    return value
 
 
 class _Folds:
@@ -153,6 +163,7 @@ class Api:
             health = checkpoints.list_health(conn)
             errors = browse.failed_attempts(conn, now - ERROR_WINDOW, limit=50)
             counts = browse.function_counts(conn)
+            dead = browse.count_dead_letters(conn)
             checks = checkpoints.list_checkpoints(conn)
         coordinators = ctx.ledger.live_coordinators(stale_after=3 * ctx.settings.lease_seconds)
         for c in coordinators:
@@ -202,6 +213,7 @@ class Api:
         return {
             "now": now,
             "app": app.name,
+            "dead_letters": dead,
             "coordinators": coordinators,
             "settings": setting_origins(ctx.settings),
             "buckets": buckets,
@@ -242,11 +254,12 @@ class Api:
 
     def invocations(self, request: Request) -> Any:
         limit = _limit(request)
+        status = request.choice("status", INVOCATION_STATUSES)
         with self.ctx.ledger.reader.connect() as conn:
             rows = browse.page_invocations(
                 conn,
                 function=request.arg("function"),
-                status=request.arg("status"),
+                status=status,
                 since=request.number("since"),
                 until=request.number("until"),
                 cursor=_cursor(request),
@@ -273,12 +286,12 @@ class Api:
 
     def dead_letters(self, request: Request) -> Any:
         limit = _limit(request)
-        raw = request.number("cursor")
+        cursor = request.integer("cursor", low=0)
         with self.ctx.ledger.reader.connect() as conn:
             rows = browse.page_dead_letters(
                 conn,
                 function=request.arg("function"),
-                cursor=int(raw) if raw is not None else None,
+                cursor=cursor,
                 limit=limit,
             )
         return {"items": rows, "next": str(rows[-1]["id"]) if len(rows) == limit else None}
@@ -299,11 +312,12 @@ class Api:
 
     def executions(self, request: Request) -> Any:
         limit = _limit(request)
+        status = request.choice("status", EXECUTION_STATUSES)
         with self.ctx.ledger.reader.connect() as conn:
             rows = browse.page_executions(
                 conn,
                 state_machine=request.arg("state_machine"),
-                status=request.arg("status"),
+                status=status,
                 search=request.arg("q"),
                 cursor=_cursor(request),
                 limit=limit,
@@ -346,7 +360,8 @@ class Api:
     def history(self, request: Request) -> Any:
         row = self._find(request.params["id"])
         limit = _limit(request, 100)
-        after = int(request.number("after", 0) or 0)
+        after = request.integer("after", 0, low=0)
+        assert after is not None
         with self.ctx.ledger.reader.connect() as conn:
             events = browse.history_page(conn, row["id"], after=after, limit=limit)
         return {"items": events, "next": events[-1]["id"] if len(events) == limit else None}
@@ -406,7 +421,8 @@ class Api:
     # -- streams --------------------------------------------------------------------------
 
     def streams(self, request: Request) -> Any:
-        minutes = int(request.number("minutes", 60) or 60)
+        minutes = request.integer("minutes", 60, low=1, high=MAX_MINUTES)
+        assert minutes is not None
         since = int(time.time() // 60) - minutes
         with self.ctx.ledger.reader.connect() as conn:
             stats = checkpoints.read_stats(conn, since_minute=since)
@@ -435,13 +451,14 @@ class Api:
         if spec is None:
             raise HttpError(404, f"no stream {name!r} in this app")
         limit = _limit(request)
-        partition = int(request.number("partition", 0) or 0)
+        partition = request.integer("partition", 0, low=0, high=spec.partitions)
+        assert partition is not None
         if not 0 <= partition < spec.partitions:
             raise HttpError(400, f"stream {name!r} has partitions 0 to {spec.partitions - 1}")
         log = open_log(self.ctx.settings.streams_url, name)
         try:
             start, end = log.start_offset(partition), log.end_offset(partition)
-            offset = request.number("offset")
+            offset = request.integer("offset", low=0)
             first = max(start, end - limit) if offset is None else max(start, int(offset))
             table = log.read(partition, first, limit) if first < end else None
         finally:

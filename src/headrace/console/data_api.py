@@ -7,6 +7,7 @@ import mimetypes
 import threading
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote
 
 from headrace.console.http import HttpError, Request, Router
 from headrace.errors import HeadraceError
@@ -70,14 +71,15 @@ class DataApi:
     def table(self, request: Request) -> Any:
         """A page of items in key order; `filter` is a DynamoDB FilterExpression with
         `values` (JSON: {":v": 1}) and `names` (JSON: {"#n": "name"})."""
-        limit = int(request.number("limit", 50) or 50)
+        limit = request.integer("limit", 50, low=1, high=500)
+        assert limit is not None
         try:
             page = self._tables().scan(
                 request.params["name"],
                 filter=request.arg("filter"),
                 values=_json_arg(request, "values"),
                 names=_json_arg(request, "names"),
-                limit=max(1, min(limit, 500)),
+                limit=limit,
                 exclusive_start_key=_json_arg(request, "start"),
             )
         except HeadraceError as exc:
@@ -157,9 +159,10 @@ class DataApi:
         return Jobs(self.ctx.ledger, self.ctx.settings.home)
 
     def jobs(self, request: Request) -> Any:
-        limit = int(request.number("limit", 100) or 100)
+        limit = request.integer("limit", 100, low=1, high=500)
+        assert limit is not None
         try:
-            runs = self._jobs().list(request.arg("status"), limit=max(1, min(limit, 500)))
+            runs = self._jobs().list(request.arg("status"), limit=limit)
         except HeadraceError as exc:
             raise HttpError(400, str(exc)) from None
         return {
@@ -230,8 +233,7 @@ class DataApi:
         except HeadraceError as exc:
             raise HttpError(404, str(exc)) from None
         kind = mimetypes.guess_type(key)[0] or "application/octet-stream"
-        filename = key.rsplit("/", 1)[-1].replace('"', "")
-        return Download(handle, info.size, kind, filename)
+        return Download(handle, info.size, kind, key.rsplit("/", 1)[-1])
 
 
 class Download:
@@ -244,7 +246,7 @@ class Download:
         return [
             ("Content-Type", self.kind),
             ("Content-Length", str(self.size)),
-            ("Content-Disposition", f'attachment; filename="{self.filename}"'),
+            ("Content-Disposition", content_disposition(self.filename)),
             ("X-Content-Type-Options", "nosniff"),
         ]
 
@@ -254,6 +256,17 @@ class Download:
                 yield chunk
         finally:
             self.handle.close()
+
+
+def content_disposition(filename: str) -> str:
+    """An attachment header for any object name (RFC 6266 with RFC 5987's `filename*`).
+
+    WSGI headers are Latin-1, so the name itself travels percent-encoded UTF-8; `filename` is an
+    ASCII stand-in for clients that ignore `filename*`.
+    """
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in filename)
+    encoded = quote(filename, safe="")
+    return f"attachment; filename=\"{fallback or 'download'}\"; filename*=UTF-8''{encoded}"
 
 
 def _freshness(history: list[dict[str, Any]]) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,6 +20,19 @@ _TYPES = {
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
 }
+
+
+#: The largest magnitude a numeric query parameter may have: exact in a float and in JSON, far
+#: inside what the ledger's integer and float columns hold.
+LARGEST = 2**53
+
+
+def _bounded(name: str, raw: str, number: float, low: float, high: float) -> float:
+    if not math.isfinite(number) or not low <= number <= high:
+        raise HttpError(
+            400, f"query parameter {name!r}: {raw!r} is not between {low:g} and {high:g}"
+        )
+    return number
 
 
 class HttpError(Exception):
@@ -40,20 +54,60 @@ class Request:
         value = self.query.get(name, "")
         return value if value != "" else default
 
-    def number(self, name: str, default: float | None = None) -> float | None:
+    def number(
+        self,
+        name: str,
+        default: float | None = None,
+        *,
+        low: float = -LARGEST,
+        high: float = LARGEST,
+    ) -> float | None:
+        """A finite number within [low, high], or a 400 naming the parameter."""
         value = self.arg(name)
         if value is None:
             return default
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise HttpError(400, f"query parameter {name!r}: {value!r} is not a number") from None
+        return _bounded(name, value, number, low, high)
+
+    def integer(
+        self, name: str, default: int | None = None, *, low: int = -LARGEST, high: int = LARGEST
+    ) -> int | None:
+        """A whole number within [low, high], or a 400 naming the parameter."""
+        value = self.arg(name)
+        if value is None:
+            return default
+        try:
+            number: float = int(value)
+        except ValueError:
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if not (math.isfinite(number) and number.is_integer()):
+                raise HttpError(
+                    400, f"query parameter {name!r}: {value!r} is not a whole number"
+                ) from None
+        return int(_bounded(name, value, number, low, high))
+
+    def choice(self, name: str, allowed: Iterable[str]) -> str | None:
+        """One of `allowed` (or None when not given), else a 400 listing them."""
+        value = self.arg(name)
+        if value is not None and value not in allowed:
+            raise HttpError(
+                400, f"query parameter {name!r}: {value!r} is not one of {', '.join(allowed)}"
+            )
+        return value
 
     def json(self) -> Any:
         try:
             length = int(self.environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             raise HttpError(400, "Content-Length is not a number") from None
+        if length < 0:
+            raise HttpError(400, f"Content-Length {length} is negative")
         if length > MAX_BODY:
             raise HttpError(413, f"request body over {MAX_BODY} bytes")
         raw = self.environ["wsgi.input"].read(length) if length else b""

@@ -503,12 +503,13 @@ class Ledger:
                 .mappings()
                 .first()
             )
-            if row is None:
-                # allow a unique prefix, as people paste the first characters of an id
+            if row is None and invocation_id:
+                # allow a unique prefix, as people paste the first characters of an id; `%` and
+                # `_` in it are characters, not wildcards
                 rows = (
                     conn.execute(
                         select(invocations)
-                        .where(invocations.c.id.like(f"{invocation_id}%"))
+                        .where(invocations.c.id.startswith(invocation_id, autoescape=True))
                         .limit(2)
                     )
                     .mappings()

@@ -147,6 +147,13 @@ def page_dead_letters(
     return [dict(r) for r in conn.execute(query).mappings()]
 
 
+def count_dead_letters(conn: Connection) -> int:
+    """Dead letters not redriven yet: what page_dead_letters lists (a failed Step Functions
+    task is a dead invocation, not a dead letter: its execution handles the failure)."""
+    d = dead_letters.c
+    return conn.execute(select(func.count()).where(d.redriven_at.is_(None))).scalar_one()
+
+
 def page_executions(
     conn: Connection,
     *,

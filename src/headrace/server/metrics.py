@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import ipaddress
+import json
 import logging
 import os
 import socket
@@ -288,7 +289,37 @@ def _unauthorized(start_response: Any) -> list[bytes]:
         "401 Unauthorized",
         [("Content-Type", "text/plain"), ("WWW-Authenticate", 'Bearer realm="headrace"')],
     )
-    return [b"missing or wrong bearer token\n"]
+    return [
+        b"missing or wrong bearer token: send `Authorization: Bearer <HEADRACE_TOKEN>`,"
+        b" or in a browser sign in once at /login?token=<HEADRACE_TOKEN>\n"
+    ]
+
+
+def _forbidden(start_response: Any, message: str) -> list[bytes]:
+    data = json.dumps({"error": message}).encode()
+    start_response(
+        "403 Forbidden",
+        [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
+    )
+    return [data]
+
+
+def _local_names(bound: str, port: int) -> frozenset[str]:
+    """The Host (and Origin host) values a request to this tokenless endpoint may carry.
+
+    Without a token, the only guard against DNS rebinding (a web page whose name now resolves
+    to 127.0.0.1) is that its browser sends that page's name as Host, and its origin as Origin.
+    """
+    hosts = {"127.0.0.1", "localhost", "[::1]", f"[{bound}]" if ":" in bound else bound}
+    names = {f"{h}:{port}" for h in hosts}
+    if port == 80:  # a browser leaves out the default port
+        names |= hosts
+    return frozenset(names)
+
+
+def _origin_host(origin: str) -> str:
+    scheme, sep, rest = origin.partition("://")
+    return rest.rstrip("/").lower() if sep and scheme.lower() == "http" else ""
 
 
 def serve_metrics(
@@ -324,8 +355,30 @@ def serve_metrics(
         ) from None
     inner = make_wsgi_app(metrics.registry)
 
+    local: frozenset[str] = frozenset()  # set once the port is bound
+
     def app(environ, start_response):  # type: ignore[no-untyped-def]
-        if token is not None:
+        if token is None:
+            host = environ.get("HTTP_HOST", "").strip().lower()
+            if host not in local:
+                return _forbidden(
+                    start_response,
+                    f"Host {host!r} is not this endpoint's address; without HEADRACE_TOKEN"
+                    f" only {', '.join(sorted(local))} are served (set HEADRACE_TOKEN to"
+                    " serve other names)",
+                )
+            origin = environ.get("HTTP_ORIGIN")
+            if (
+                environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD")
+                and origin is not None
+                and _origin_host(origin) not in local
+            ):
+                return _forbidden(
+                    start_response,
+                    f"Origin {origin!r} is not this endpoint's address; actions are accepted"
+                    " only from the console's own pages",
+                )
+        else:
             offered = (
                 _bearer(environ.get("HTTP_AUTHORIZATION", "")),
                 _cookie_token(environ.get("HTTP_COOKIE", "")),
@@ -358,6 +411,7 @@ def serve_metrics(
             f"cannot be bound: {exc.strerror or exc}",
             "choose a free port and an address of this machine, or port 0 for any free port",
         ) from None
+    local = _local_names(server.server_address[0], server.server_port)
     server.set_app(app)
     threading.Thread(target=server.serve_forever, name="headrace-metrics", daemon=True).start()
     bound = server.server_address[0]

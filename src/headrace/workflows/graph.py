@@ -268,6 +268,11 @@ class StatusFold:
                     st.error = st.error or (
                         "timed out" if self.ended == "ExecutionTimedOut" else "aborted"
                     )
+                if "running" in st.iterations.values():
+                    # nor will the Map items or Parallel branches that were running
+                    st.iterations = {
+                        i: "aborted" if v == "running" else v for i, v in st.iterations.items()
+                    }
         return _by_path(self.data, instances, self.located)
 
 

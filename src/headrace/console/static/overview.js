@@ -29,7 +29,7 @@ function build(d) {
       card("coordinators", d.coordinators.length),
       card("invocations", sum(totals), "#/invocations"),
       card("running", (totals.running || 0) + (totals.pending || 0), "#/invocations?status=running"),
-      card("dead letters", totals.dead || 0, "#/invocations?status=dead"),
+      card("dead letters", d.dead_letters, "#/invocations"),
       card("errors, last hour", d.errors.length + d.stream_errors.length),
     ),
     h("h2", { id: "coordinators" }, "Coordinators"),
