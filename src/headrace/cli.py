@@ -75,7 +75,7 @@ app = "pipeline:app"
 _PIPELINE = '''"""A headrace app: functions and the events that trigger them."""
 
 from headrace import App
-from headrace.events import parse_s3_event
+from headrace.events import parse_s3_object
 
 app = App("{name}")
 
@@ -84,7 +84,7 @@ app = App("{name}")
 @app.function(timeout=30, retries=2)
 def count_words(event, context):
     """Count the words of every .txt file that lands in the `landing` bucket."""
-    (obj,) = parse_s3_event(event)  # bucket and decoded key; a clear error if malformed
+    obj = parse_s3_object(event)  # bucket and decoded key; a clear error if malformed
     key = obj.key
     text = context.storage.bucket(obj.bucket).get(key).decode()
     words = len(text.split())
