@@ -201,6 +201,8 @@ def test_an_app_module_that_fails_to_import_is_named_in_one_line(tmp_path):
     result = headrace("status", project=proj, env=env)
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
     assert "JSONDecodeError" in result.stderr and "pipeline.py:2" in result.stderr, result.stderr
+    # status still shows the rest: the coordinators and settings
+    assert "no coordinator is running" in result.stdout and "settings" in result.stdout
 
 
 def test_executions_json_gives_input_as_json_like_describe_execution(tmp_path):
