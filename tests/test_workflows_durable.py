@@ -195,6 +195,18 @@ def test_a_name_two_state_machines_used_is_ambiguous(flows):
     assert api.wait_for(ledger, "doubling:twin", timeout=60)["status"] == "SUCCEEDED"
 
 
+def test_a_task_result_over_256_kib_fails_and_stays_out_of_the_history(flows):
+    app, ledger, _ = flows
+    arn = api.start_execution(ledger, app, "oversized", {"n": 300 * 1024})
+    row = api.wait_for(ledger, arn, timeout=60)
+    assert (row["status"], row["error"]) == ("FAILED", "States.DataLimitExceeded"), row
+    history = api.get_history(ledger, arn)
+    assert "TaskSucceeded" not in [e["type"] for e in history]
+    assert all(len(json.dumps(e)) < 10_000 for e in history)
+    ok = api.start_execution(ledger, app, "oversized", {"n": 1024})
+    assert api.wait_for(ledger, ok, timeout=60)["output"] == {"n": 1024}
+
+
 @pytest.mark.postgres
 def test_map_on_a_postgres_ledger(tmp_path, pg_url):
     settings = load_settings(
