@@ -782,7 +782,9 @@ def executions(
 
 
 @app.command("describe-execution")
-def describe_execution_cmd(execution: Annotated[str, typer.Argument(help="Name or ARN.")]) -> None:
+def describe_execution_cmd(
+    execution: Annotated[str, typer.Argument(help="Name, STATE_MACHINE:NAME or ARN.")],
+) -> None:
     """Status, input, output and error of one execution, as JSON."""
     from headrace.workflows import api
 
@@ -792,7 +794,7 @@ def describe_execution_cmd(execution: Annotated[str, typer.Argument(help="Name o
 
 @app.command()
 def history(
-    execution: Annotated[str, typer.Argument(help="Name or ARN.")],
+    execution: Annotated[str, typer.Argument(help="Name, STATE_MACHINE:NAME or ARN.")],
     as_json: Json = False,
 ) -> None:
     """The execution's history events, as GetExecutionHistory lists them."""
@@ -818,7 +820,7 @@ def history(
 
 @app.command("stop-execution")
 def stop_execution_cmd(
-    execution: Annotated[str, typer.Argument(help="Name or ARN.")],
+    execution: Annotated[str, typer.Argument(help="Name, STATE_MACHINE:NAME or ARN.")],
     error: Annotated[str, typer.Option(help="Error name recorded on the execution.")] = "",
     cause: Annotated[str, typer.Option(help="Cause recorded on the execution.")] = "",
 ) -> None:
@@ -872,7 +874,9 @@ def send_task_heartbeat_cmd(token: Annotated[str, typer.Argument(help="The task 
 
 
 @app.command()
-def redrive(execution: Annotated[str, typer.Argument(help="Name or ARN.")]) -> None:
+def redrive(
+    execution: Annotated[str, typer.Argument(help="Name, STATE_MACHINE:NAME or ARN.")],
+) -> None:
     """Resume a failed, timed-out or aborted execution from where it stopped."""
     from headrace.workflows import api
 
