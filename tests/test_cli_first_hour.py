@@ -113,6 +113,12 @@ def test_ls_cat_get(tmp_path):
     assert nobucket.returncode == 2 and "no bucket 'landng' (buckets: landing)" in nobucket.stderr
     empty = headrace("ls", "landing/zzz/", project=proj, env=env)
     assert empty.returncode == 1 and "no objects under landing/zzz/" in empty.stderr
+    nodir = tmp_path / "nonexistent" / "x"
+    unwritable = headrace("get", "landing/in/a b.txt", str(nodir), project=proj, env=env)
+    assert unwritable.returncode == 2 and "Traceback" not in unwritable.stderr, unwritable.stderr
+    said = " ".join(unwritable.stderr.split())
+    assert f"error: cannot write {nodir}: No such file or directory" in said, said
+    assert "fix: give a file or folder in an existing folder" in said
 
 
 # -- settings and status without a coordinator -------------------------------------------------
@@ -180,6 +186,23 @@ def test_commands_that_find_nothing_say_so_and_fail(tmp_path):
     assert token.returncode == 2 and "TaskDoesNotExist" in token.stderr
     logs = headrace("logs", "nosuch", project=proj, env=env)
     assert logs.returncode == 2 and "no function 'nosuch'" in logs.stderr
+
+
+def test_an_app_module_that_fails_to_import_is_named_in_one_line(tmp_path):
+    proj, env = _project(tmp_path, "from headrace import App\napp = App(\n")
+    for args in (("status",), ("start-execution", "wait"), ("up", "--quiet")):
+        result = headrace(*args, project=proj, env=env)
+        assert result.returncode != 0, result.stdout
+        assert "Traceback" not in result.stderr, result.stderr
+        assert "app module 'pipeline'" in result.stderr, result.stderr
+        assert "failed to import" in result.stderr and "SyntaxError" in result.stderr
+        assert "pipeline.py:2" in result.stderr and "fix that error" in result.stderr
+    (proj / "pipeline.py").write_text("import json\nSETTING = json.loads('{')\n")
+    result = headrace("status", project=proj, env=env)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert "JSONDecodeError" in result.stderr and "pipeline.py:2" in result.stderr, result.stderr
+    # status still shows the rest: the coordinators and settings
+    assert "no coordinator is running" in result.stdout and "settings" in result.stdout
 
 
 def test_executions_json_gives_input_as_json_like_describe_execution(tmp_path):
@@ -528,6 +551,46 @@ def test_up_reload_restarts_on_code_changes(tmp_path):
         assert proc.wait(60) == 0, output()
         log.close()
     assert not (proj / ".headrace" / "coordinator.json").exists()
+
+
+@pytest.mark.slow
+def test_up_reload_restarts_a_crashed_coordinator_and_watches_new_folders(tmp_path):
+    proj, env = _project(tmp_path, RELOAD_APP.format(version="v1"))
+    log = open(tmp_path / "up.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "headrace.cli", "-C", str(proj), "up", "--quiet", "--reload"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **env},
+    )
+    output = (tmp_path / "up.log").read_text
+    info = proj / ".headrace" / "coordinator.json"
+
+    def answer(expected):
+        result = headrace("invoke", "version", "--wait", "20", project=proj, env=env)
+        return result.returncode == 0 and json.loads(result.stdout) == expected
+
+    try:
+        _wait(lambda: answer("v1"), 90)
+        # a coordinator killed after it started comes back at once, not on the next change
+        first = json.loads(info.read_text())["pid"]
+        os.kill(first, signal.SIGKILL)
+        _wait(lambda: "the coordinator died (-9)" in output(), 30)
+        _wait(lambda: json.loads(info.read_text())["pid"] != first, 60)
+        _wait(lambda: answer("v1"), 90)
+        assert "restarting when the code changes" not in output(), output()
+        # a folder made after start-up is watched too
+        (proj / "lib").mkdir()
+        time.sleep(1.0)
+        (proj / "lib" / "helpers.py").write_text("X = 1\n")
+        _wait(lambda: "helpers.py changed: restarting" in output(), 30)
+        (proj / "lib" / "helpers.py").write_text("X = 2\n")
+        _wait(lambda: output().count("helpers.py changed: restarting") == 2, 30)
+        _wait(lambda: answer("v1"), 90)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, output()
+        log.close()
 
 
 # -- docs ---------------------------------------------------------------------------------------

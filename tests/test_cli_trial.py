@@ -158,6 +158,21 @@ def test_init_on_a_file_is_a_one_line_error(tmp_path, where):
     assert (tmp_path / "afile").read_text() == "not a folder"
 
 
+def test_the_init_template_says_what_an_empty_event_lacks(tmp_path):
+    import importlib.util
+
+    from headrace.errors import MalformedEvent, is_deterministic
+
+    assert headrace("init", str(tmp_path / "proj"), project=tmp_path).returncode == 0
+    spec = importlib.util.spec_from_file_location("initpipeline", tmp_path / "proj/pipeline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(MalformedEvent, match="names 0 objects in its 'Records' list") as e:
+        module.count_words({"Records": []}, None)
+    assert "send one record with s3.bucket.name and s3.object.key" in str(e.value)
+    assert is_deterministic(f"MalformedEvent: {e.value}")  # not retried
+
+
 def _nested(depth: int) -> dict:
     value: dict = {}
     for _ in range(depth):

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from headrace.app import load_app
 from headrace.config import load_settings
+from headrace.errors import LedgerError
 from headrace.ledger import Ledger
 from headrace.ledger.schema import attempts, invocations
 from headrace.server.coordinator import Coordinator
@@ -155,6 +156,55 @@ def test_redrive_reruns_only_what_failed(flows):
     runs = {i: len(list(marks.glob(f"{i}.*"))) for i in items}
     assert 3 not in kept and runs[3] == 2, runs
     assert kept and all(runs[i] == 1 for i in kept), (kept, runs)
+
+
+def test_redrive_count_is_cumulative(flows):
+    app, ledger, marks = flows
+    gate = marks / "gate"
+    data = {"items": [0, 3], "gate": str(gate), "marks": str(marks)}
+    arn = api.start_execution(ledger, app, "gated", data, name="gated-twice")
+    assert api.wait_for(ledger, arn, timeout=60)["status"] == "FAILED"
+    api.redrive_execution(ledger, arn)
+    assert api.wait_for(ledger, arn, timeout=60)["status"] == "FAILED"  # the gate is shut
+    gate.mkdir(parents=True, exist_ok=True)
+    (gate / "open").touch()
+    api.redrive_execution(ledger, arn)
+    assert api.wait_for(ledger, arn, timeout=60)["status"] == "SUCCEEDED"
+    counts = [
+        e["details"]["redriveCount"]
+        for e in api.get_history(ledger, arn)
+        if e["type"] == "ExecutionRedriven"
+    ]
+    assert counts == [1, 2]
+
+
+def test_a_name_two_state_machines_used_is_ambiguous(flows):
+    app, ledger, marks = flows
+    first = api.start_execution(ledger, app, "doubling", {"value": 1}, name="twin")
+    second = api.start_execution(
+        ledger, app, "squares", {"items": [], "sleep": 0, "marks": str(marks)}, name="twin"
+    )
+    for call in (api.describe_execution, api.stop_execution, api.redrive_execution):
+        with pytest.raises(LedgerError, match="more than one state machine") as e:
+            call(ledger, "twin")
+        assert first in str(e.value) and second in str(e.value) and "pass the" in str(e.value)
+    with pytest.raises(LedgerError, match="more than one state machine"):
+        api.get_history(ledger, "twin")
+    assert api.describe_execution(ledger, "squares:twin")["id"] == second
+    assert api.describe_execution(ledger, first)["id"] == first
+    assert api.wait_for(ledger, "doubling:twin", timeout=60)["status"] == "SUCCEEDED"
+
+
+def test_a_task_result_over_256_kib_fails_and_stays_out_of_the_history(flows):
+    app, ledger, _ = flows
+    arn = api.start_execution(ledger, app, "oversized", {"n": 300 * 1024})
+    row = api.wait_for(ledger, arn, timeout=60)
+    assert (row["status"], row["error"]) == ("FAILED", "States.DataLimitExceeded"), row
+    history = api.get_history(ledger, arn)
+    assert "TaskSucceeded" not in [e["type"] for e in history]
+    assert all(len(json.dumps(e)) < 10_000 for e in history)
+    ok = api.start_execution(ledger, app, "oversized", {"n": 1024})
+    assert api.wait_for(ledger, ok, timeout=60)["output"] == {"n": 1024}
 
 
 @pytest.mark.postgres

@@ -371,3 +371,24 @@ def test_eval_is_not_supported():
     }
     r = execute(d, {})
     assert r.error == "States.QueryEvaluationError" and "$eval is not supported" in r.cause
+
+
+def test_pad_is_bounded_so_one_step_cannot_allocate_gigabytes():
+    def output(expression):
+        d = {
+            "QueryLanguage": "JSONata",
+            "StartAt": "P",
+            "States": {"P": {"Type": "Pass", "Output": "{% " + expression + " %}", "End": True}},
+        }
+        return execute(d, {})
+
+    r = output("$pad('', 2500000000, 'a')")
+    assert (r.status, r.error) == ("FAILED", "States.QueryEvaluationError"), r
+    assert "width of 2500000000 is over the maximum of 262144 characters" in r.cause
+    assert output("$pad('', -262145)").status == "FAILED"
+    assert output("$pad('ab', 5)").output == "ab   "
+    assert output("$pad('ab', -5, '#')").output == "###ab"
+    assert output("$pad('ab', 7, 'xy')").output == "abxyxyx"
+    assert output("$pad('abcdef', 3)").output == "abcdef"
+    assert output("$length($pad('', 262144, 'a'))").output == 262144
+    assert output("$count([1..100000000])").error == "States.QueryEvaluationError"

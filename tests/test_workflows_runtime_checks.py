@@ -116,6 +116,54 @@ def test_state_output_over_256_kib_is_not_catchable():
     assert (r.status, r.error) == ("FAILED", "States.DataLimitExceeded"), r
 
 
+@pytest.mark.parametrize(
+    "trim",
+    [
+        {"OutputPath": "$.n"},
+        {"ResultSelector": {"n.$": "$.n"}},
+        {"ResultPath": None},
+    ],
+)
+def test_a_task_result_over_256_kib_fails_even_when_trimmed(trim):
+    d = {
+        "StartAt": "Big",
+        "States": {"Big": {"Type": "Task", "Resource": "headrace:function:big", "End": True}},
+    }
+    d["States"]["Big"].update(trim)
+    r = execute(d, {}, resources={"big": lambda e: {"n": 1, "s": "y" * (257 * 1024)}})
+    assert (r.status, r.error) == ("FAILED", "States.DataLimitExceeded"), r
+    assert "'Big' returned a result with a size of" in r.cause
+    # the history does not keep the oversized result
+    assert not [e for e in r.history if e["type"] == "TaskSucceeded"]
+    assert all(len(str(e)) < 10_000 for e in r.history)
+    small = execute(d, {}, resources={"big": lambda e: {"n": 1, "s": "y" * 1024}})
+    assert small.status == "SUCCEEDED", small
+
+
+def test_a_map_whose_gathered_results_are_over_256_kib_fails_even_when_trimmed():
+    d = {
+        "StartAt": "Fan",
+        "States": {
+            "Fan": {
+                "Type": "Map",
+                "ItemProcessor": {
+                    "StartAt": "Item",
+                    "States": {
+                        "Item": {"Type": "Task", "Resource": "headrace:function:part",
+                                 "End": True}
+                    },
+                },
+                "ResultSelector": {"n.$": "States.ArrayLength($)"},
+                "End": True,
+            }
+        },
+    }  # fmt: skip
+    r = execute(d, list(range(3)), resources={"part": lambda e: "p" * (100 * 1024)})
+    assert (r.status, r.error) == ("FAILED", "States.DataLimitExceeded"), r
+    ok = execute(d, list(range(3)), resources={"part": lambda e: "p" * 1024})
+    assert ok.status == "SUCCEEDED" and ok.output == {"n": 3}, ok
+
+
 def _pass(parameters):
     return {
         "StartAt": "P",

@@ -5,11 +5,12 @@ from __future__ import annotations
 import importlib
 import re
 import sys
+import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from headrace.config import Settings
-from headrace.errors import AppError, ConfigError
+from headrace.errors import AppError, ConfigError, HeadraceError
 from headrace.events.bus import Rule, object_created_rule
 from headrace.functions.spec import FunctionSpec
 from headrace.serving.routes import RouteSpec, parse_route
@@ -441,6 +442,16 @@ def _late_stream(name: str) -> StreamSpec:
     return StreamSpec(name, retention_seconds=30 * 86400)
 
 
+def _where(exc: Exception, project: str) -> str:
+    """'file:line: ' of the project's line that raised `exc` (for a SyntaxError, the line it
+    is on), else of the innermost line."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}:{exc.lineno}: "
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if f.filename.startswith(project)] or frames
+    return f"{ours[-1].filename}:{ours[-1].lineno}: " if ours else ""
+
+
 def load_app(settings: Settings) -> App:
     """Import the App named by the `app` setting ("module:attr"), with the project on sys.path."""
     ref = settings.app
@@ -463,6 +474,14 @@ def load_app(settings: Settings) -> App:
             f"app module {module_name!r}",
             f"cannot be imported from {project}: {exc}",
             "check the app setting in headrace.toml and that the module exists",
+        ) from exc
+    except HeadraceError:
+        raise  # already names what is wrong and the fix
+    except Exception as exc:  # a SyntaxError, or any exception the module raised at import
+        raise ConfigError(
+            f"app module {module_name!r}",
+            f"failed to import: {_where(exc, project)}{type(exc).__name__}: {exc}",
+            "fix that error in the module (or what it imports) and run the command again",
         ) from exc
     app = getattr(module, attr, None)
     if not isinstance(app, App):

@@ -75,7 +75,7 @@ app = "pipeline:app"
 _PIPELINE = '''"""A headrace app: functions and the events that trigger them."""
 
 from headrace import App
-from headrace.events import parse_s3_event
+from headrace.events import parse_s3_object
 
 app = App("{name}")
 
@@ -84,7 +84,7 @@ app = App("{name}")
 @app.function(timeout=30, retries=2)
 def count_words(event, context):
     """Count the words of every .txt file that lands in the `landing` bucket."""
-    (obj,) = parse_s3_event(event)  # bucket and decoded key; a clear error if malformed
+    obj = parse_s3_object(event)  # bucket and decoded key; a clear error if malformed
     key = obj.key
     text = context.storage.bucket(obj.bucket).get(key).decode()
     words = len(text.split())
@@ -782,7 +782,9 @@ def executions(
 
 
 @app.command("describe-execution")
-def describe_execution_cmd(execution: Annotated[str, typer.Argument(help="Name or ARN.")]) -> None:
+def describe_execution_cmd(
+    execution: Annotated[str, typer.Argument(help="Name, STATE_MACHINE:NAME or ARN.")],
+) -> None:
     """Status, input, output and error of one execution, as JSON."""
     from headrace.workflows import api
 
@@ -792,7 +794,7 @@ def describe_execution_cmd(execution: Annotated[str, typer.Argument(help="Name o
 
 @app.command()
 def history(
-    execution: Annotated[str, typer.Argument(help="Name or ARN.")],
+    execution: Annotated[str, typer.Argument(help="Name, STATE_MACHINE:NAME or ARN.")],
     as_json: Json = False,
 ) -> None:
     """The execution's history events, as GetExecutionHistory lists them."""
@@ -818,7 +820,7 @@ def history(
 
 @app.command("stop-execution")
 def stop_execution_cmd(
-    execution: Annotated[str, typer.Argument(help="Name or ARN.")],
+    execution: Annotated[str, typer.Argument(help="Name, STATE_MACHINE:NAME or ARN.")],
     error: Annotated[str, typer.Option(help="Error name recorded on the execution.")] = "",
     cause: Annotated[str, typer.Option(help="Cause recorded on the execution.")] = "",
 ) -> None:
@@ -872,7 +874,9 @@ def send_task_heartbeat_cmd(token: Annotated[str, typer.Argument(help="The task 
 
 
 @app.command()
-def redrive(execution: Annotated[str, typer.Argument(help="Name or ARN.")]) -> None:
+def redrive(
+    execution: Annotated[str, typer.Argument(help="Name, STATE_MACHINE:NAME or ARN.")],
+) -> None:
     """Resume a failed, timed-out or aborted execution from where it stopped."""
     from headrace.workflows import api
 

@@ -11,6 +11,7 @@ restart. The child stops if this process dies, so no coordinator outlives its su
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -35,6 +36,10 @@ PARENT_CHECK = 1.0
 PARENT_ENV = "HEADRACE_RELOAD_PARENT"
 #: watchdog event types that change a file.
 CHANGES = {"created", "modified", "moved", "deleted", "closed"}
+#: A child that dies within this many seconds of starting is restarted after a backoff.
+STARTED = 5.0
+#: Waits before restarting a child that keeps dying quickly: doubled each time, up to the max.
+BACKOFF, MAX_BACKOFF = 0.5, 30.0
 
 
 def _skipped_roots(settings: Any) -> list[Path]:
@@ -78,9 +83,18 @@ class _Changes:
         self.lock = threading.Lock()
         self.last: tuple[float, str] | None = None
 
+        #: called with a folder created at the project root, to watch it too
+        self.new_folder: Any = None
+
     def dispatch(self, event: Any) -> None:
+        if event.is_directory:
+            if event.event_type in ("created", "moved") and self.new_folder is not None:
+                folder = Path(os.fsdecode(getattr(event, "dest_path", "") or event.src_path))
+                if folder.parent == self.project and not _skip_folder(folder, self.skipped):
+                    self.new_folder(folder)
+            return
         # not "opened" or "closed_no_write": importing the app reads its files
-        if event.is_directory or event.event_type not in CHANGES:
+        if event.event_type not in CHANGES:
             return
         for path in (event.src_path, getattr(event, "dest_path", "") or ""):
             if path and relevant(os.fsdecode(path), self.project, self.skipped):
@@ -106,8 +120,27 @@ def _observe(project: Path, skipped: list[Path], handler: _Changes) -> Any:
     for entry in project.iterdir():
         if entry.is_dir() and not _skip_folder(entry, skipped):
             observer.schedule(handler, str(entry), recursive=True)  # type: ignore[arg-type]
+
+    def watch_new(folder: Path) -> None:
+        # a folder made after start-up (deeper ones are covered by their recursive watch)
+        observer.schedule(handler, str(folder), recursive=True)  # type: ignore[arg-type]
+        # files written into it before the watch began count as changes too
+        for path in folder.rglob("*"):
+            if path.is_file() and relevant(str(path), project, skipped):
+                with handler.lock:
+                    handler.last = (time.monotonic(), str(path))
+
+    handler.new_folder = watch_new
     observer.start()
     return observer
+
+
+def _is_up(home: Path, pid: int) -> bool:
+    """Whether the coordinator with this pid has started (it wrote its coordinator.json)."""
+    try:
+        return json.loads((home / "coordinator.json").read_text()).get("pid") == pid
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def supervise(settings: Any, up_args: list[str]) -> int:
@@ -131,13 +164,16 @@ def supervise(settings: Any, up_args: list[str]) -> int:
     signal.signal(signal.SIGTERM, forward)
     err.print(f"reload: watching {project} for changes to its code", markup=False, soft_wrap=True)
     code = 0
+    backoff = 0.0
     try:
         while not stopping.is_set():
             # its own session: a Ctrl-C at the terminal reaches it once, through `forward`
             child = subprocess.Popen(command, env=env, start_new_session=True)
-            changed = None
+            changed, up_at = None, None
             while child.poll() is None and not stopping.is_set():
                 time.sleep(0.1)
+                if up_at is None and _is_up(settings.home, child.pid):
+                    up_at = time.monotonic()
                 changed = handler.settled()
                 if changed:
                     err.print(
@@ -148,6 +184,19 @@ def supervise(settings: Any, up_args: list[str]) -> int:
             code = child.wait()
             if stopping.is_set():
                 break
+            if changed is None and up_at is not None:
+                # it had started and then died (killed, crashed): restart it now, backing off
+                # while it keeps dying soon after starting
+                ran = time.monotonic() - up_at
+                backoff = 0.0 if ran >= STARTED else min(max(backoff * 2, BACKOFF), MAX_BACKOFF)
+                err.print(
+                    f"reload: the coordinator died ({code}) after running {ran:.1f} s; restarting"
+                    + (f" in {backoff:.1f} s" if backoff else ""),
+                    markup=False,
+                    soft_wrap=True,
+                )
+                stopping.wait(backoff)
+                continue
             if changed is None:  # it stopped by itself (a start-up error): wait for a fix
                 err.print(
                     f"reload: the coordinator exited ({code}); restarting when the code changes",

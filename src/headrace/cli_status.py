@@ -104,10 +104,28 @@ def project_status(settings: Any, application: Any = None, *, errors: int = 5) -
 def status(as_json: cli_common.Json = False) -> None:
     """Coordinators (with their metrics and S3 endpoints), settings, buckets and triggers,
     sources and their health, recent errors."""
-    data = project_status(cli_common.settings())
+    from headrace.app import App, load_app
+    from headrace.errors import ConfigError
+
+    settings = cli_common.settings()
+    app_error = None
+    try:
+        application = load_app(settings)
+    except ConfigError as exc:  # the app does not import: show the rest, then the error
+        application, app_error = App(), exc
+    data = project_status(settings, application)
+    if app_error is not None:
+        data["app_error"] = str(app_error)
     if as_json:
         sys.stdout.write(json.dumps(data, default=str, indent=2) + "\n")
-        return
+    else:
+        _show(data)
+    if app_error is not None:
+        Console(stderr=True).print(f"[red]error:[/] {escape(str(app_error))}", soft_wrap=True)
+        raise typer.Exit(2)
+
+
+def _show(data: dict[str, Any]) -> None:
     console.print(f"project {escape(data['project'])} · app {escape(str(data['app']))}")
     if data["coordinators"]:
         table = cli_common.table(

@@ -97,7 +97,16 @@ def get(
     target = dest or Path(key.rsplit("/", 1)[-1])
     if target.is_dir():
         target = target / key.rsplit("/", 1)[-1]
-    _bucket(_store(), name).get_file(key, target)
+    bucket = _bucket(_store(), name)
+    try:
+        bucket.get_file(key, target)
+    except OSError as exc:  # no such folder, no permission, a file where a folder should be …
+        err.print(
+            f"[red]error:[/] cannot write {escape(str(target))}: {escape(exc.strerror or str(exc))}"
+            f" (fix: give a file or folder in an existing folder you can write to)",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2) from None
     console.print(f"{path} -> {target}", markup=False, highlight=False)
 
 

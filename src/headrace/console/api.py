@@ -18,7 +18,7 @@ from typing import Any
 from headrace.config import setting_origins
 from headrace.console.data_api import DataApi
 from headrace.console.http import HttpError, Request, Router
-from headrace.errors import HeadraceError
+from headrace.errors import HeadraceError, LedgerError
 from headrace.ledger import browse, checkpoints
 from headrace.ledger import executions as execution_store
 from headrace.workflows import api as workflows
@@ -330,7 +330,10 @@ class Api:
 
     def _find(self, name_or_arn: str) -> dict[str, Any]:
         with self.ctx.ledger.reader.connect() as conn:
-            row = execution_store.find(conn, name_or_arn)
+            try:
+                row = execution_store.find(conn, name_or_arn)
+            except LedgerError as e:  # a name several state machines used
+                raise HttpError(409, str(e)) from None
         if row is None:
             raise HttpError(404, f"no execution {name_or_arn!r}")
         return row

@@ -7,7 +7,7 @@ from headrace.events.envelope import (
     validate_envelope,
 )
 from headrace.events.patterns import EventPattern, compile_pattern, matches
-from headrace.events.s3 import S3Object, object_created_event, parse_s3_event
+from headrace.events.s3 import S3Object, object_created_event, parse_s3_event, parse_s3_object
 
 __all__ = [
     "EventPattern",
@@ -19,5 +19,6 @@ __all__ = [
     "matches",
     "object_created_event",
     "parse_s3_event",
+    "parse_s3_object",
     "validate_envelope",
 ]

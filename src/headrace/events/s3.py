@@ -118,6 +118,20 @@ def parse_s3_event(event: Any) -> list[S3Object]:
     return out
 
 
+def parse_s3_object(event: Any) -> S3Object:
+    """The one object an S3 notification names (S3 sends one record per event); MalformedEvent,
+    which is not retried, if the event names none or several."""
+    objects = parse_s3_event(event)
+    if len(objects) != 1:
+        raise MalformedEvent(
+            "event",
+            f"names {len(objects)} objects in its 'Records' list; this handler takes exactly one",
+            "send one record with s3.bucket.name and s3.object.key, as S3 does, or loop over "
+            "parse_s3_event(event) to take several",
+        )
+    return objects[0]
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, dict):
         keys = ", ".join(list(map(str, value))[:5])

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from headrace.errors import LedgerError
 from headrace.ledger.db import insert_rows, to_json
 from headrace.ledger.schema import executions, history, task_callbacks
 
@@ -145,21 +146,40 @@ def list_executions(
 
 
 def find(conn: Connection, name_or_id: str) -> dict[str, Any] | None:
-    row = (
-        conn.execute(
-            select(executions).where(
-                (executions.c.id == name_or_id) | (executions.c.name == name_or_id)
-            )
+    """The execution with this ARN, or with this name (or STATE_MACHINE:NAME). A bare name
+    that more than one state machine used is ambiguous: LedgerError names the ARNs."""
+    row = conn.execute(select(executions).where(executions.c.id == name_or_id)).mappings().first()
+    if row is not None:
+        return dict(row)
+    query = select(executions).where(executions.c.name == name_or_id)
+    machine, sep, name = name_or_id.partition(":")
+    if sep and not name_or_id.startswith("arn:"):  # execution names hold no ':'
+        query = select(executions).where(
+            executions.c.state_machine == machine, executions.c.name == name
         )
-        .mappings()
-        .first()
-    )
-    return dict(row) if row else None
+    rows = conn.execute(query.order_by(executions.c.started_at).limit(6)).mappings().all()
+    if len(rows) > 1:
+        arns = ", ".join(r["id"] for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+        raise LedgerError(
+            f"execution name {name_or_id!r}",
+            f"is used by executions of more than one state machine ({arns})",
+            "pass the execution's ARN, or STATE_MACHINE:NAME",
+        )
+    return dict(rows[0]) if rows else None
 
 
 def history_length(conn: Connection, execution_id: str) -> int:
     return conn.execute(
         select(func.count()).select_from(history).where(history.c.execution_id == execution_id)
+    ).scalar_one()
+
+
+def count_events(conn: Connection, execution_id: str, kind: str) -> int:
+    """How many events of this type the execution's history holds."""
+    return conn.execute(
+        select(func.count())
+        .select_from(history)
+        .where(history.c.execution_id == execution_id, history.c.type == kind)
     ).scalar_one()
 
 

@@ -158,7 +158,9 @@ def redrive_execution(ledger: Ledger, name_or_arn: str) -> dict[str, Any]:
             "start a new execution instead",
         )
     with ledger.begin() as conn:
-        store.append_next(conn, execution["id"], "ExecutionRedriven", {"redriveCount": 1})
+        # cumulative, as on AWS: the first redrive is 1, the next 2, ...
+        count = store.count_events(conn, execution["id"], "ExecutionRedriven") + 1
+        store.append_next(conn, execution["id"], "ExecutionRedriven", {"redriveCount": count})
         store.reopen_execution(conn, execution["id"])
     return describe_execution(ledger, execution["id"])
 

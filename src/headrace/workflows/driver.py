@@ -32,7 +32,7 @@ from headrace.workflows.integrations import (
     resolve,
     shape_result,
 )
-from headrace.workflows.interpreter import Interpreter
+from headrace.workflows.interpreter import Interpreter, task_outcome
 from headrace.workflows.items import StorageMapIO
 
 log = logging.getLogger("headrace.workflows")
@@ -460,11 +460,8 @@ class WorkflowDriver:
     ) -> tuple[str, str, dict[str, Any]]:
         if status == "succeeded":
             value = json.loads(result) if isinstance(result, str) else result
-            return (
-                "TaskSucceeded",
-                info.scope,
-                {"name": info.name, "output": shape_result(info.target, value)},
-            )
+            kind, details = task_outcome(info.name, shape_result(info.target, value))
+            return (kind, info.scope, details)
         if error and error.startswith("InvocationTimeout"):
             return (
                 "TaskTimedOut",

@@ -20,7 +20,7 @@ from headrace.workflows.asl import DefinitionError, Problem, parse
 from headrace.workflows.errors import StatesError
 from headrace.workflows.history import Event
 from headrace.workflows.integrations import call_local, resolve, unknown_resources
-from headrace.workflows.interpreter import Interpreter
+from headrace.workflows.interpreter import Interpreter, task_outcome
 from headrace.workflows.items import StorageMapIO
 from headrace.workflows.names import check_execution_input, check_execution_name
 
@@ -189,7 +189,8 @@ def _run(
                 continue  # it timed out already; its late result is dropped
             name = call.task["name"]
             if ok:
-                emit("TaskSucceeded", call.scope, {"name": name, "output": value})
+                kind, details = task_outcome(name, value)
+                emit(kind, call.scope, details)
             else:
                 details = {"name": name, "error": value.error, "cause": value.cause}
                 emit("TaskFailed", call.scope, details)

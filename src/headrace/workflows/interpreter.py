@@ -44,6 +44,26 @@ Decision = tuple[str, str, dict[str, Any]]
 MAX_PAYLOAD_BYTES = 256 * 1024
 
 
+def oversized(state: str, value: Any) -> str | None:
+    """The States.DataLimitExceeded cause if ``value`` is over the 256 KiB payload quota."""
+    n = variables.size(value)
+    if n <= MAX_PAYLOAD_BYTES:
+        return None
+    return (
+        f"The state/task {state!r} returned a result with a size of {n} bytes, "
+        f"exceeding the maximum number of bytes service limit ({MAX_PAYLOAD_BYTES})."
+    )
+
+
+def task_outcome(state: str, output: Any) -> tuple[str, dict[str, Any]]:
+    """The history event of a task that returned ``output``: TaskSucceeded, or TaskFailed with
+    States.DataLimitExceeded if it is over the quota (so the history never holds it)."""
+    cause = oversized(state, output)
+    if cause is not None:
+        return "TaskFailed", {"name": state, "error": DATA_LIMIT_EXCEEDED, "cause": cause}
+    return "TaskSucceeded", {"name": state, "output": output}
+
+
 class UnknownEvent(HeadraceError):
     """A history holds an event type this interpreter cannot fold in."""
 
@@ -558,6 +578,14 @@ class Interpreter:
 
     def _finish(self, f: Frame, state: dict, result: Any, ctx: dict) -> Decision:
         """The exit of a Task, Map or Parallel state that produced ``result``."""
+        # as on AWS, the raw result counts, before Output/ResultSelector/ResultPath trim it
+        cause = oversized(f.state, result)
+        if cause is not None:
+            return (
+                "StateFailed",
+                f.scope,
+                {"name": f.state, "error": DATA_LIMIT_EXCEEDED, "cause": cause},
+            )
         if self.is_jsonata(state):
             b = jsonata_lang.bindings(ctx.variables, ctx, f.input, result=result)  # type: ignore[attr-defined]
             assign = self._assign(f, state.get("Assign"), None, ctx, b)
@@ -582,12 +610,8 @@ class Interpreter:
         prefix = STATE_EVENT_PREFIX[state["Type"]]
         if nxt is None and not state.get("End"):
             nxt = state.get("Next")
-        n = variables.size(output)
-        if n > MAX_PAYLOAD_BYTES:
-            cause = (
-                f"The state/task {f.state!r} returned a result with a size of {n} bytes, "
-                f"exceeding the maximum number of bytes service limit ({MAX_PAYLOAD_BYTES})."
-            )
+        cause = oversized(f.state, output)
+        if cause is not None:
             return (
                 "StateFailed",
                 f.scope,

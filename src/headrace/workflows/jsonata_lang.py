@@ -37,6 +37,8 @@ _CACHE_LIMIT = 4096
 # AWS stops an expression after 1 s ("Expression evaluation timeout") and on deep recursion
 TIMEOUT_MS = 1000
 MAX_DEPTH = 500
+# longest string $pad builds: a state's whole payload is at most 256 KiB
+MAX_STRING = 256 * 1024
 _HASHES = {
     "MD5": "md5",
     "SHA-1": "sha1",
@@ -86,6 +88,30 @@ def _range(start: Any, end: Any, step: Any) -> list:
     if count > 1000:
         raise ValueError(f"$range would return {count} items; the maximum is 1000")
     return [start + i * step for i in range(count)]
+
+
+def _pad(text: Any, width: Any, char: Any = None) -> Any:
+    """JSONata's $pad, refusing a width whose result could never fit in a payload: the
+    library would build the whole string first, past the 1 s limit and any memory."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise ValueError("$pad: the first argument must be a string")
+    if not _is_int(width):
+        raise ValueError("$pad: the width must be an integer")
+    if abs(width) > MAX_STRING:
+        raise ValueError(
+            f"$pad: a width of {int(width)} is over the maximum of {MAX_STRING} characters"
+        )
+    if char is None or char == "":
+        char = " "
+    if not isinstance(char, str):
+        raise ValueError("$pad: the padding character must be a string")
+    missing = abs(int(width)) - len(text)
+    if missing <= 0:
+        return text
+    padding = (char * (missing // len(char) + 1))[:missing]
+    return text + padding if width > 0 else padding + text
 
 
 def _hash(value: Any, algorithm: Any) -> str:
@@ -146,6 +172,7 @@ def compile_expression(text: str) -> Any:
         compiled.register("uuid", _uuid)
         compiled.register("parse", _parse)
         compiled.register_override("random", _random)
+        compiled.register_override("pad", _pad)
         compiled.register_override("eval", _no_eval)
         if len(cache) < _CACHE_LIMIT:
             cache[text] = compiled

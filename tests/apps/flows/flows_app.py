@@ -238,3 +238,25 @@ app.state_machine(
         },
     },
 )
+
+
+@app.function(retries=0)
+def big(event, context):
+    """A result of `n` bytes, to meet the 256 KiB quota on task results."""
+    return {"n": event["n"], "s": "y" * event["n"]}
+
+
+app.state_machine(
+    "oversized",
+    {
+        "StartAt": "Big",
+        "States": {
+            "Big": {
+                "Type": "Task",
+                "Resource": "headrace:function:big",
+                "ResultSelector": {"n.$": "$.n"},  # trims it, but the raw result counts
+                "End": True,
+            }
+        },
+    },
+)
