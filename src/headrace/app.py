@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 import re
 import sys
 import traceback
@@ -452,6 +454,24 @@ def _where(exc: Exception, project: str) -> str:
     return f"{ours[-1].filename}:{ours[-1].lineno}: " if ours else ""
 
 
+def _forget_other_projects_module(module_name: str, project: str) -> None:
+    """Drop a module of this name imported from another project in this process (tests, a
+    notebook opening two projects): `pipeline` must be this project's `pipeline.py`."""
+    top = module_name.split(".")[0]
+    cached = sys.modules.get(top)
+    where = getattr(cached, "__file__", None)
+    if cached is None or where is None:
+        return
+    root = os.path.realpath(project)
+    if os.path.realpath(where).startswith(root + os.sep):
+        return
+    ours = os.path.join(root, top)
+    if not (os.path.exists(ours + ".py") or os.path.exists(os.path.join(ours, "__init__.py"))):
+        return  # not this project's module (installed, say): the cached one is the one
+    for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+        del sys.modules[name]
+
+
 def load_app(settings: Settings) -> App:
     """Import the App named by the `app` setting ("module:attr"), with the project on sys.path."""
     ref = settings.app
@@ -465,7 +485,10 @@ def load_app(settings: Settings) -> App:
             "write e.g. app = 'pipeline:app'",
         )
     project = str(settings.project_dir)
-    if project not in sys.path:
+    _forget_other_projects_module(module_name, project)
+    if sys.path[:1] != [project]:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(project)
         sys.path.insert(0, project)
     try:
         module = importlib.import_module(module_name)
