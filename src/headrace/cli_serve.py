@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from headrace import cli_common
+from headrace.addresses import is_loopback
 
 console = Console()
 err = Console(stderr=True)
@@ -254,7 +255,7 @@ def serve(
             'app.http("POST /classify_digit", "inference")'
         )
     try:
-        token = check_token(os.environ.get("HEADRACE_TOKEN", ""), required=not _loopback(host))
+        token = check_token(os.environ.get("HEADRACE_TOKEN", ""), required=not is_loopback(host))
     except HeadraceError as exc:
         raise typer.BadParameter(
             f"--host {host} listens beyond this machine and HEADRACE_TOKEN {exc.reason}: "
@@ -297,14 +298,3 @@ def serve(
 
     binding = ModelBinding(application.routes, registry)
     run(application.routes, config, binding, options, announce=lambda t: err.print(t, markup=False))
-
-
-def _loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -8,10 +8,10 @@ some). Any other address needs them, since SigV4 is then the only thing keeping 
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 
+from headrace.addresses import is_loopback
 from headrace.config import Settings
 from headrace.errors import ConfigError
 
@@ -33,7 +33,7 @@ def keys_from_settings(settings: Settings, host: str) -> S3Keys:
     """The endpoint's keys; ConfigError when they are malformed, or missing off loopback."""
     key, secret = settings.s3_access_key_id, settings.s3_secret_access_key
     if not key and not secret:
-        if not _is_loopback(host):
+        if not is_loopback(host):
             raise ConfigError(
                 f"s3 endpoint address {host!r}",
                 "listens beyond this machine, and no keys are set to verify signatures with",
@@ -78,12 +78,3 @@ def client_environment(url: str, keys: S3Keys, region: str) -> dict[str, str]:
         "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
         "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
     }
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

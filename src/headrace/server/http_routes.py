@@ -8,26 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import threading
 from typing import Any, TextIO
 
+from headrace.addresses import is_loopback
 from headrace.app import App
 from headrace.config import Settings, listen_address
 from headrace.errors import ConfigError, HeadraceError
 
 log = logging.getLogger("headrace.server")
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class RouteServer:
@@ -40,7 +31,9 @@ class RouteServer:
         self.app = app
         host, port = listen_address(settings.serve, "serve")
         try:
-            token = check_token(os.environ.get("HEADRACE_TOKEN", ""), required=not _loopback(host))
+            token = check_token(
+                os.environ.get("HEADRACE_TOKEN", ""), required=not is_loopback(host)
+            )
         except HeadraceError as exc:
             raise ConfigError(
                 f"setting 'serve' ({settings.serve!r})",
