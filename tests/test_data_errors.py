@@ -151,3 +151,19 @@ def test_an_actor_over_its_memory_names_the_class_and_the_fix():
     assert "more than its memory=300 MiB" in text
     assert "rows " in text and "batch_size=" in text
     assert data.range(10).map_batches(lambda df: df).count() == 10
+
+
+def test_a_task_worker_killed_between_datasets_is_replaced(tmp_path):
+    import os
+    import signal
+
+    from headrace.data import workers
+
+    first = data.from_items([{"x": i} for i in range(10)]).map_batches(lambda df: df)
+    assert first.count() == 10
+    pool = workers.task_pool(workers._shared.min_size)  # the shared pool the first one used
+    victim = pool.workers[0].process
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    again = data.from_items([{"x": i} for i in range(10)]).map_batches(lambda df: df)
+    assert again.count() == 10

@@ -119,6 +119,10 @@ class Pool:
     def in_flight(self) -> int:
         return sum(len(w.in_flight) for w in self.workers)
 
+    def lost_a_worker(self) -> bool:
+        """A worker has exited (killed by the OOM killer or a signal) while the pool sat idle."""
+        return any(w.process.poll() is not None for w in self.workers)
+
     def has_room(self) -> bool:
         return any(len(w.in_flight) < self.per_worker for w in self.workers)
 
@@ -271,7 +275,13 @@ def task_pool(size: int) -> Pool:
     """The process-wide pool of stateless workers (restarted when its size changes)."""
     global _shared
     with _shared_lock:
-        if _shared is not None and _shared.min_size != size and not _shared.in_flight():
+        if (
+            _shared is not None
+            and not _shared.in_flight()
+            and (_shared.min_size != size or _shared.lost_a_worker())
+        ):
+            # a pool that lost a worker between datasets starts afresh instead of failing the
+            # next dataset with the dead worker's broken pipe
             _shared.close()
             _shared = None
         if _shared is None:
