@@ -185,8 +185,7 @@ def page_executions(
     if status:
         query = query.where(c.status == status)
     if search:
-        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(c.name.like(f"{escaped}%", escape="\\"))
+        query = query.where(c.name.startswith(search, autoescape=True))
     after = _after(c.started_at, c.id, cursor)
     if after is not None:
         query = query.where(after)
