@@ -157,3 +157,59 @@ def test_missing_requirements_are_installed_once_into_a_layer(tmp_path):
     stamp = Path(layer).stat().st_mtime_ns
     assert ensure_layer(tmp_path / "home", "g", (str(wheel), "pandas")) == layer
     assert Path(layer).stat().st_mtime_ns == stamp  # reused, not rebuilt
+
+
+def test_front_conditions_follow_s3_and_rfc_9110():
+    """The front's evaluation of conditional headers on its own; the boto3 test in
+    test_s3api_clients checks the same against a running endpoint."""
+    pytest.importorskip("aiohttp")
+    from headrace.s3api.front import evaluate
+
+    etag, modified = '"abc"', "Mon, 07 Dec 2026 01:00:00 GMT"
+    before, after = "Mon, 07 Dec 2026 00:00:00 GMT", "Mon, 07 Dec 2026 02:00:00 GMT"
+    assert evaluate({}, etag, modified) is None
+    assert evaluate({"If-Match": '"x", "abc"'}, etag, modified) is None  # any of a list
+    assert evaluate({"If-Match": "abc"}, etag, modified) is None  # unquoted, as some send
+    assert evaluate({"If-Match": '"x"'}, etag, modified) == (412, "If-Match")
+    assert evaluate({"If-None-Match": 'W/"abc"'}, etag, modified) == (304, "If-None-Match")
+    assert evaluate({"If-None-Match": "*"}, etag, modified) == (304, "If-None-Match")
+    assert evaluate({"If-Unmodified-Since": before}, etag, modified) == (
+        412,
+        "If-Unmodified-Since",
+    )
+    assert evaluate({"If-Unmodified-Since": modified}, etag, modified) is None  # not after
+    assert evaluate({"If-Modified-Since": modified}, etag, modified) == (304, "If-Modified-Since")
+    assert evaluate({"If-Modified-Since": before}, etag, modified) is None
+    # a date that does not parse is ignored, as RFC 9110 says
+    assert evaluate({"If-Modified-Since": "yesterday"}, etag, modified) is None
+    assert evaluate({"If-Unmodified-Since": "garbage"}, etag, modified) is None
+    # If-Match decides over If-Unmodified-Since, If-None-Match over If-Modified-Since
+    assert evaluate({"If-Match": etag, "If-Unmodified-Since": before}, etag, modified) is None
+    assert evaluate({"If-None-Match": '"x"', "If-Modified-Since": after}, etag, modified) is None
+    # 412 before 304 when both fail
+    assert evaluate({"If-Match": '"x"', "If-None-Match": etag}, etag, modified)[0] == 412
+
+
+def test_front_multipart_etag_is_dropped_when_the_object_changes(tmp_path):
+    pytest.importorskip("aiohttp")
+    from headrace.s3api.front import Etags
+
+    folder = tmp_path / "bkt" / "dir"
+    folder.mkdir(parents=True)
+    (folder / "obj").write_bytes(b"x" * 10)
+    etags = Etags(tmp_path)
+    etags.remember("bkt", "dir/obj", '"d41d8cd98f00b204e9800998ecf8427e-2"')
+    assert etags.lookup("bkt", "dir/obj") == '"d41d8cd98f00b204e9800998ecf8427e-2"'
+    with open(folder / "obj", "ab") as fh:  # rewritten in place: size and mtime change
+        fh.write(b"y")
+    assert etags.lookup("bkt", "dir/obj") is None
+    etags.remember("bkt", "dir/obj", '"e-3"')
+    tmp = folder / ".tmp"
+    tmp.write_bytes(b"new")
+    tmp.replace(folder / "obj")  # replaced atomically: a new file without the attribute
+    assert etags.lookup("bkt", "dir/obj") is None
+    # keys cannot reach outside their bucket, nor name hidden buckets
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "f").write_bytes(b"")
+    assert etags.path("bkt", "../other/f") is None
+    assert etags.path(".hidden", "k") is None
