@@ -8,6 +8,10 @@ the other; rounds alternate which server goes first, so drift on the shared mach
 Reported: MB/s (and objects/s for 1 KB) per server, median over rounds, and the ratio
 headrace / SeaweedFS per round, median.
 
+A third server in the same rounds is rclone itself, reached directly rather than through the
+endpoint's front (`headrace.s3api.front`, which evaluates conditional headers and keeps
+multipart ETags): headrace / rclone-direct is what the front costs.
+
     .venv/bin/python benchmarks/s3_endpoint.py [--rounds 5]
 """
 
@@ -156,7 +160,11 @@ def main() -> int:
         (tmp_path / "weed").mkdir()
         weed, weed_url = start_seaweedfs(tmp_path / "weed")
         try:
-            servers = {"headrace": client(endpoint.url), "seaweedfs": client(weed_url)}
+            servers = {
+                "headrace": client(endpoint.url),
+                "rclone-direct": client(endpoint.upstream),
+                "seaweedfs": client(weed_url),
+            }
             servers["headrace"].create_bucket(Bucket="bench")
             for s3 in servers.values():  # warm connections and both servers' first paths
                 one_round(s3, 1024, 20, "warm")
@@ -165,19 +173,21 @@ def main() -> int:
                 put: dict[str, list[float]] = {name: [] for name in servers}
                 get: dict[str, list[float]] = {name: [] for name in servers}
                 for r in range(args.rounds):
-                    order = list(servers) if r % 2 == 0 else list(reversed(servers))
+                    names = list(servers)
+                    order = names[r % len(names) :] + names[: r % len(names)]
                     for name in order:
-                        p, g = one_round(servers[name], size, count, f"r{r}")
+                        p, g = one_round(servers[name], size, count, f"r{r}-{name}")
                         put[name].append(size * count / p / 1e6)
                         get[name].append(size * count / g / 1e6)
                 row = {"size": label, "objects per round": count}
                 for op, table in (("PUT", put), ("GET", get)):
                     for name in servers:
                         row[f"{op} {name} MB/s"] = round(statistics.median(table[name]), 2)
-                    ratios = [
-                        h / w for h, w in zip(table["headrace"], table["seaweedfs"], strict=True)
-                    ]
-                    row[f"{op} ratio"] = round(statistics.median(ratios), 2)
+                    for base in ("seaweedfs", "rclone-direct"):
+                        ratios = [
+                            h / w for h, w in zip(table["headrace"], table[base], strict=True)
+                        ]
+                        row[f"{op} headrace/{base}"] = round(statistics.median(ratios), 2)
                 if size == 1024:
                     for op, table in (("PUT", put), ("GET", get)):
                         for name in servers:

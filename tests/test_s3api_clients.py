@@ -115,26 +115,54 @@ def test_boto3_objects_etags_ranges_conditions_checksums_copy_delete(endpoint, r
     assert sorted(p.name for p in (root / "bkt").iterdir()) == ["k.txt"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="rclone 1.75.2 `serve s3` answers GET with If-Match, If-Modified-Since and "
-    "If-Unmodified-Since as if they were absent (If-None-Match is honoured)",
-)
-def test_get_honours_if_match_and_dates(endpoint):
-    import email.utils
-    import time
+def test_get_and_head_honour_if_match_if_none_match_and_dates(endpoint):
+    """The four conditional headers, alone and in S3's combinations, on GET (ranged too) and
+    HEAD. rclone 1.75.2 ignores all but If-None-Match; the endpoint's front evaluates them."""
+    import datetime as dt
 
     from botocore.exceptions import ClientError
 
     s3 = s3_helpers.boto3_client(endpoint)
     s3.create_bucket(Bucket="bkt")
-    s3.put_object(Bucket="bkt", Key="k.txt", Body=b"abc")
-    hour_ago = email.utils.formatdate(time.time() - 3600, usegmt=True)
-    for condition in ({"IfMatch": '"0000"'}, {"IfUnmodifiedSince": hour_ago}):
-        with pytest.raises(ClientError) as failed:
-            s3.get_object(Bucket="bkt", Key="k.txt", **condition)
-        assert failed.value.response["Error"]["Code"] in ("412", "PreconditionFailed")
+    etag = s3.put_object(Bucket="bkt", Key="k.txt", Body=b"abcdef")["ETag"]
+    modified = s3.head_object(Bucket="bkt", Key="k.txt")["LastModified"]
+    hour_ago, in_an_hour = modified - dt.timedelta(hours=1), modified + dt.timedelta(hours=1)
+
+    def status(call, **conditions) -> int:
+        try:
+            return call(Bucket="bkt", Key="k.txt", **conditions)["ResponseMetadata"][
+                "HTTPStatusCode"
+            ]
+        except ClientError as e:
+            code = e.response["Error"]["Code"]
+            if call is s3.get_object and code not in ("304", "NotModified"):
+                assert code == "PreconditionFailed", e.response
+            return e.response["ResponseMetadata"]["HTTPStatusCode"]
+
+    for call in (s3.get_object, s3.head_object):
+        assert status(call, IfMatch=etag) == 200
+        assert status(call, IfMatch='"0000"') == 412
+        assert status(call, IfMatch="*") == 200
+        assert status(call, IfNoneMatch=etag) == 304
+        assert status(call, IfNoneMatch='"0000"') == 200
+        assert status(call, IfUnmodifiedSince=hour_ago) == 412
+        assert status(call, IfUnmodifiedSince=in_an_hour) == 200
+        assert status(call, IfModifiedSince=in_an_hour) == 304
+        assert status(call, IfModifiedSince=hour_ago) == 200
+        # S3's documented pairs: If-Match true wins over If-Unmodified-Since false ...
+        assert status(call, IfMatch=etag, IfUnmodifiedSince=hour_ago) == 200
+        # ... and If-None-Match false with If-Modified-Since true is still 304
+        assert status(call, IfNoneMatch=etag, IfModifiedSince=hour_ago) == 304
+    ranged = s3.get_object(Bucket="bkt", Key="k.txt", Range="bytes=1-2", IfMatch=etag)
+    assert ranged["Body"].read() == b"bc"
+    with pytest.raises(ClientError) as failed:
+        s3.get_object(Bucket="bkt", Key="k.txt", Range="bytes=1-2", IfMatch='"0000"')
+    assert failed.value.response["Error"]["Code"] == "PreconditionFailed"
+    # a wrong signature is refused before any condition is looked at
+    bad = s3_helpers.boto3_client(endpoint, secret="not-the-secret-key-000")
+    with pytest.raises(ClientError) as refused:
+        bad.get_object(Bucket="bkt", Key="k.txt", IfMatch='"0000"')
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
 
 
 def test_multipart_upload_is_invisible_until_complete_and_abort_leaves_nothing(endpoint, root):
@@ -154,7 +182,7 @@ def test_multipart_upload_is_invisible_until_complete_and_abort_leaves_nothing(e
     assert store.bucket("bkt").list() == []
     assert all(p.name.startswith(".") for p in (root / "bkt").rglob("*"))
     e2 = s3.upload_part(Bucket="bkt", Key="obj.bin", UploadId=up, PartNumber=2, Body=b"end")["ETag"]
-    s3.complete_multipart_upload(
+    done = s3.complete_multipart_upload(
         Bucket="bkt",
         Key="obj.bin",
         UploadId=up,
@@ -162,6 +190,21 @@ def test_multipart_upload_is_invisible_until_complete_and_abort_leaves_nothing(e
     )
     assert (root / "bkt" / "obj.bin").read_bytes() == part + b"end"
     assert [o.key for o in store.bucket("bkt").list()] == ["obj.bin"]
+    # S3's multipart ETag: the MD5 of the parts' binary MD5s, then "-" and the part count,
+    # in the completion's answer and in every HEAD, GET and listing after it
+    digests = hashlib.md5(hashlib.md5(part).digest() + hashlib.md5(b"end").digest())
+    multipart = f'"{digests.hexdigest()}-2"'
+    assert done["ETag"] == multipart
+    assert s3.head_object(Bucket="bkt", Key="obj.bin")["ETag"] == multipart
+    got = s3.get_object(Bucket="bkt", Key="obj.bin", Range="bytes=0-9", IfMatch=multipart)
+    assert got["ETag"] == multipart
+    assert [o["ETag"] for o in s3.list_objects_v2(Bucket="bkt")["Contents"]] == [multipart]
+    assert [o["ETag"] for o in s3.list_objects(Bucket="bkt")["Contents"]] == [multipart]
+    # replaced by a single PUT: the new object's ETag is its MD5 again
+    s3.put_object(Bucket="bkt", Key="obj.bin", Body=b"small")
+    small = f'"{hashlib.md5(b"small").hexdigest()}"'
+    assert s3.head_object(Bucket="bkt", Key="obj.bin")["ETag"] == small
+    assert [o["ETag"] for o in s3.list_objects_v2(Bucket="bkt")["Contents"]] == [small]
 
     up = s3.create_multipart_upload(Bucket="bkt", Key="aborted.bin")["UploadId"]
     s3.upload_part(Bucket="bkt", Key="aborted.bin", UploadId=up, PartNumber=1, Body=part)

@@ -27,6 +27,7 @@ from headrace.ledger.db import (
     is_postgres,
     to_json,
 )
+from headrace.ledger.liveness import holder_alive
 from headrace.ledger.schema import (
     attempts,
     coordinators,
@@ -142,9 +143,7 @@ class Ledger:
                     coordinators.c.stopped_at.is_(None), coordinators.c.heartbeat_at >= cutoff
                 )
             ).mappings()
-            return [
-                dict(r) for r in rows if _pid_alive_if_local(r["host"], r["pid"], r["stopped_at"])
-            ]
+            return [dict(r) for r in rows if holder_alive(r["host"], r["pid"], r["stopped_at"])]
 
     def recover_leases(self, me: str) -> int:
         """Return to `pending` every running invocation whose owner is gone.
@@ -162,7 +161,7 @@ class Ledger:
                         coordinators.c.id != me, coordinators.c.stopped_at.is_(None)
                     )
                 )
-                if not _pid_alive_if_local(r.host, r.pid, None)
+                if not holder_alive(r.host, r.pid, None)
             }
             cond = or_(
                 invocations.c.lease_expires_at < now, invocations.c.lease_owner.in_(dead_owners)
@@ -592,23 +591,3 @@ class Ledger:
                 )
             )
             return chosen
-
-
-def _pid_alive_if_local(host: str, pid: int, stopped_at: float | None) -> bool:
-    if stopped_at is not None:
-        return False
-    if host != socket.gethostname():
-        return True  # cannot tell from here; the lease expiry decides
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed child its parent has not reaped yet still answers kill(0)
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True

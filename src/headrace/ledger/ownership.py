@@ -36,8 +36,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from headrace.ledger import Ledger, _pid_alive_if_local
+from headrace.ledger import Ledger
 from headrace.ledger.db import create_tables
+from headrace.ledger.liveness import holder_alive
 
 __all__ = ["KINDS", "ensure_tables", "holders", "release", "take"]
 
@@ -149,5 +150,5 @@ def release(
 def _alive(row: dict, now: float) -> bool:
     if row["host"] == socket.gethostname():
         # a live process here holds it however long its turn takes, a dead one not at all
-        return _pid_alive_if_local(row["host"], row["pid"], None)
+        return holder_alive(row["host"], row["pid"], None)
     return row["expires_at"] >= now

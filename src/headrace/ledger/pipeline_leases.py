@@ -44,8 +44,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from headrace.ledger import Ledger, _pid_alive_if_local
+from headrace.ledger import Ledger
 from headrace.ledger.db import create_tables, to_json
+from headrace.ledger.liveness import holder_alive
 
 __all__ = [
     "FlushOutcome",
@@ -235,7 +236,7 @@ def flush_outcome(conn: Connection, ident: str) -> FlushOutcome:
 def _held(row: Any, now: float) -> bool:
     if row["host"] == socket.gethostname():
         # a live process here holds it however long its batch takes, a dead one not at all
-        return _pid_alive_if_local(row["host"], row["pid"], None)
+        return holder_alive(row["host"], row["pid"], None)
     return row["expires_at"] >= now
 
 

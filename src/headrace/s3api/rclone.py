@@ -13,12 +13,15 @@ Settings it runs with, and why:
   30 PUTs of 1 KB took 180 s, against 1.6 s for 300 with 10ms).
 - `--vfs-cache-mode off` (the default): bodies stream to the folder, no second copy on disk.
 - its log goes to `<home>/logs/s3.log`; the listen address is read from it (port 0 works).
+- it listens on 127.0.0.1, any free port: clients reach it through `front` (on the address
+  of the `s3` setting), which fixes conditional reads and multipart ETags.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -58,20 +61,22 @@ class S3Endpoint:
     region: str
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     log_path: Path | None = None
+    front: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    upstream: str = ""  # rclone's own URL, behind the front
 
     def client_environment(self) -> dict[str, str]:
         return client_environment(self.url, self.keys, self.region)
 
     def stop(self, timeout: float = 5.0) -> None:
-        proc = self.process
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for proc in (self.front, self.process):
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def __enter__(self) -> S3Endpoint:
         return self
@@ -126,6 +131,14 @@ def start_endpoint(
     start (with the end of its log)."""
     host, port = listen_address(settings.s3, "s3")
     keys = keys_from_settings(settings, host)
+    try:
+        import aiohttp  # noqa: F401  (the front's server; checked here to fail with a fix)
+    except ImportError:
+        raise ConfigError(
+            "the S3 endpoint",
+            "needs aiohttp, which is not installed",
+            "pip install 'headrace[s3]', or set s3 = \"\" to turn it off",
+        ) from None
     binary = binary or rclone_binary()
     if binary is None:
         raise ConfigError(
@@ -140,7 +153,7 @@ def start_endpoint(
     log.write_bytes(b"")  # the address is read from this run's lines only
     parent = os.getpid()
     proc = subprocess.Popen(
-        command(binary, root, host, port, keys, log),
+        command(binary, root, "127.0.0.1", 0, keys, log),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -154,11 +167,23 @@ def start_endpoint(
         text = log.read_text(errors="replace")
         found = _STARTED.search(text)
         if found:
-            endpoint.url = found.group(1)
-            return endpoint
+            endpoint.upstream = found.group(1)
+            break
         if proc.poll() is not None:
             break
         time.sleep(0.02)
+    if endpoint.upstream:
+        endpoint.front, endpoint.url, problem = _start_front(
+            host, port, endpoint.upstream, root, log.with_name("s3-front.log"), deadline
+        )
+        if endpoint.front is not None:
+            return endpoint
+        endpoint.stop()
+        raise ConfigError(
+            f"the S3 endpoint at {settings.s3!r}",
+            f"did not start: {problem}",
+            'check the address is free, or set s3 = "" to turn the endpoint off',
+        )
     endpoint.stop()
     tail = log.read_text(errors="replace").strip().splitlines()[-5:]
     raise ConfigError(
@@ -166,3 +191,32 @@ def start_endpoint(
         "did not start: " + (" | ".join(tail) or f"rclone exited with {proc.returncode}"),
         'check the address is free, or set s3 = "" to turn the endpoint off',
     )
+
+
+def _start_front(
+    host: str, port: int, upstream: str, root: Path, log: Path, deadline: float
+) -> tuple[subprocess.Popen[bytes] | None, str, str]:
+    """(the front's process, its URL, "") or (None, "", why it did not start)."""
+    parent = os.getpid()
+    with log.open("wb") as errors:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "headrace.s3api.front", "--host", host),
+                *("--port", str(port), "--upstream", upstream, "--root", str(root)),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            preexec_fn=lambda: die_with_parent(parent),
+        )
+    assert proc.stdout is not None
+    ready = select.select([proc.stdout], [], [], max(0.1, deadline - time.monotonic()))[0]
+    line = proc.stdout.readline().decode(errors="replace").strip() if ready else ""
+    proc.stdout.close()  # the front writes this one line only
+    if line.startswith("listening on "):
+        return proc, line.removeprefix("listening on "), ""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+    return None, "", " | ".join(tail) or f"the front exited with {proc.returncode}"

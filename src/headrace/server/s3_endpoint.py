@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 
 from headrace.config import Settings
@@ -15,18 +16,28 @@ def start_s3_endpoint(settings: Settings, store: ObjectStore) -> S3Endpoint | No
     """The endpoint over the store's buckets, or None when it is off or cannot be served.
 
     Off by `s3 = ""`. Only local bucket folders are served: an object store (`s3://…`) is
-    already reachable by S3 clients at its own endpoint. Without rclone installed the
-    coordinator runs on, and says how to get it; a bad address or bad keys stop the start."""
+    already reachable by S3 clients at its own endpoint. Without rclone or aiohttp (the
+    front's server) installed the coordinator runs on, and says how to get it; a bad address
+    or bad keys stop the start."""
     if not settings.s3:
         return None
     root = store.local_root()
     if root is None:
         log.info("no S3 endpoint: storage %s is not a local folder; use its own endpoint", store)
         return None
-    if rclone_binary() is None:
+    missing = [
+        name
+        for name, absent in (
+            ("rclone", rclone_binary() is None),
+            ("aiohttp", importlib.util.find_spec("aiohttp") is None),
+        )
+        if absent
+    ]
+    if missing:
         log.warning(
-            "no S3 endpoint: rclone is not installed (pip install 'headrace[s3]'), "
-            'or set s3 = "" to silence this'
+            "no S3 endpoint: %s not installed (pip install 'headrace[s3]'), "
+            'or set s3 = "" to silence this',
+            " and ".join(missing) + (" is" if len(missing) == 1 else " are"),
         )
         return None
     endpoint = start_endpoint(root, settings)

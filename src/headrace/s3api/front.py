@@ -1,0 +1,357 @@
+"""A thin HTTP front before rclone's `serve s3`, for the two things rclone 1.75.2 gets wrong.
+
+1. Conditional reads. rclone answers a GET or HEAD carrying `If-Match`, `If-Modified-Since` or
+   `If-Unmodified-Since` as if they were absent. The front evaluates all four conditions on
+   the headers of rclone's own answer (ETag, Last-Modified), in RFC 9110's order, which is
+   S3's: `If-Match` (else `If-Unmodified-Since`) failing answers 412, then `If-None-Match`
+   (else `If-Modified-Since`) failing answers 304. No extra request: the answer is read, not
+   its body, and dropped when a condition fails.
+2. Multipart ETags. rclone answers CompleteMultipartUpload with S3's
+   `<md5 of the part md5s>-<parts>` but HEAD, GET and listings later give the whole object's
+   MD5. The front keeps the completed upload's ETag in an extended attribute of the object's
+   file (`user.headrace.etag`, with the size and mtime it was set for) and answers it in
+   HEAD, GET and ListObjects(V2). An object replaced later (atomic writes rename a new file
+   into place, which drops the attribute; an in-place rewrite changes size or mtime) gets its
+   MD5 again, as on S3.
+
+Everything else passes through untouched: the request line, headers (Host included, so SigV4
+signatures still verify at rclone) and bodies are forwarded as they come, streamed. rclone
+listens on 127.0.0.1 only; the front is the endpoint clients see.
+
+    python -m headrace.s3api.front --listen HOST:PORT --upstream URL --root FOLDER
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import email.utils
+import json
+import os
+import re
+import signal
+import sys
+import urllib.parse
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from xml.sax.saxutils import escape, unescape
+
+from aiohttp import ClientResponse, ClientSession, ClientTimeout, TCPConnector, web
+from multidict import CIMultiDict
+from yarl import URL
+
+ETAG_ATTRIBUTE = "user.headrace.etag"
+# how much of a body each side buffers before it stops reading: aiohttp's 64 KiB default
+# meant a wakeup of the front per 64 KiB, which on a busy machine made 1 MB PUTs 1.6x slower
+_BUFFER = 1 << 22
+# hop-by-hop headers (RFC 9110 §7.6.1) belong to one connection, not to the request;
+# `Expect` is answered by the front's own server (SigV4 never signs it)
+_HOP = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Expect",
+    )
+)
+_CONDITIONS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
+_CONTENTS = re.compile(rb"<Contents>.*?</Contents>", re.S)
+_KEY = re.compile(rb"<Key>(.*?)</Key>", re.S)
+_ETAG_ELEMENT = re.compile(rb"<ETag>(.*?)</ETag>", re.S)
+_COMPLETED_ETAG = re.compile(rb"<ETag>(.*?)</ETag>", re.S)
+
+
+# -- conditions ---------------------------------------------------------------------------
+
+
+def _etags(value: str) -> list[str]:
+    return [t.strip().removeprefix("W/").strip('"') for t in value.split(",") if t.strip()]
+
+
+def _matches(value: str, etag: str | None) -> bool:
+    tags = _etags(value)
+    if "*" in tags:
+        return etag is not None
+    return etag is not None and etag.strip('"') in tags
+
+
+def _date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None  # an unparsable date is ignored, as RFC 9110 says
+
+
+def evaluate(
+    request_headers: CIMultiDict[str] | dict[str, str],
+    etag: str | None,
+    last_modified: str | None,
+) -> tuple[int, str] | None:
+    """(412 or 304, the condition that failed) for a GET/HEAD, or None to answer normally."""
+    headers = CIMultiDict(request_headers)
+    modified = _date(last_modified)
+    unmodified_since = _date(headers.get("If-Unmodified-Since"))
+    modified_since = _date(headers.get("If-Modified-Since"))
+    if "If-Match" in headers:
+        if not _matches(headers["If-Match"], etag):
+            return 412, "If-Match"
+    elif unmodified_since and modified and modified > unmodified_since:
+        return 412, "If-Unmodified-Since"
+    if "If-None-Match" in headers:
+        if _matches(headers["If-None-Match"], etag):
+            return 304, "If-None-Match"
+    elif modified_since and modified and modified <= modified_since:
+        return 304, "If-Modified-Since"
+    return None
+
+
+# -- multipart ETags ----------------------------------------------------------------------
+
+
+class Etags:
+    """Multipart ETags kept on the objects' files under `root` (bucket/key)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def path(self, bucket: str, key: str) -> Path | None:
+        if not bucket or not key or bucket.startswith("."):
+            return None
+        path = (self.root / bucket / key).resolve()
+        # a key like "../x" must not reach outside its bucket
+        if not path.is_relative_to(self.root / bucket):
+            return None
+        return path
+
+    def remember(self, bucket: str, key: str, etag: str) -> None:
+        path = self.path(bucket, key)
+        if path is None:
+            return
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            value = {"etag": etag.strip('"'), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            os.setxattr(path, ETAG_ATTRIBUTE, json.dumps(value).encode())
+
+    def lookup(self, bucket: str, key: str) -> str | None:
+        """The multipart ETag (quoted) kept for this object as it is now, else None."""
+        path = self.path(bucket, key)
+        if path is None:
+            return None
+        try:
+            raw = os.getxattr(path, ETAG_ATTRIBUTE)
+            st = path.stat()
+            value = json.loads(raw)
+        except (OSError, ValueError):
+            return None
+        if value.get("size") != st.st_size or value.get("mtime_ns") != st.st_mtime_ns:
+            return None  # rewritten in place since
+        return f'"{value["etag"]}"'
+
+
+def _bucket_key(path: str) -> tuple[str, str]:
+    bucket, _, key = path.lstrip("/").partition("/")
+    return bucket, key
+
+
+def _relist(body: bytes, bucket: str, etags: Etags, url_encoded: bool) -> bytes:
+    """A ListObjects(V2) answer with the kept multipart ETags put in, and every ETag quoted
+    as S3 quotes it (rclone 1.75.2 lists them bare)."""
+
+    def one(contents: re.Match[bytes]) -> bytes:
+        block = contents.group(0)
+        found, listed = _KEY.search(block), _ETAG_ELEMENT.search(block)
+        if found is None or listed is None:
+            return block
+        key = _xml_unescape(found.group(1).decode())
+        if url_encoded:
+            key = urllib.parse.unquote(key)
+        etag = etags.lookup(bucket, key) or _xml_unescape(listed.group(1).decode())
+        quoted = escape('"' + etag.strip('"') + '"', {'"': "&quot;"}).encode()
+        return block[: listed.start(1)] + quoted + block[listed.end(1) :]
+
+    return _CONTENTS.sub(one, body)
+
+
+def _xml_unescape(text: str) -> str:
+    return unescape(text, {"&#34;": '"', "&quot;": '"', "&#39;": "'", "&apos;": "'"})
+
+
+# -- the server ---------------------------------------------------------------------------
+
+
+class Front:
+    def __init__(self, upstream: str, root: Path) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.etags = Etags(root)
+        self.session: ClientSession | None = None
+
+    async def start(self, app: web.Application) -> None:
+        self.session = ClientSession(
+            connector=TCPConnector(limit=0, force_close=False),
+            auto_decompress=False,
+            timeout=ClientTimeout(total=None, sock_connect=10),
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type", "Accept"),
+            read_bufsize=_BUFFER,
+        )
+
+    async def close(self, app: web.Application) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        assert self.session is not None
+        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _HOP)
+        body = request.content if request.body_exists else None
+        if body is not None and "Content-Length" not in headers:
+            # a chunked request body goes on chunked (rclone may still answer 411)
+            headers.pop("Content-Length", None)
+        url = URL(self.upstream + request.raw_path, encoded=True)
+        async with self.session.request(
+            request.method,
+            url,
+            headers=headers,
+            data=body,
+            allow_redirects=False,
+            chunked=None,
+        ) as upstream:
+            return await self._answer(request, upstream)
+
+    async def _answer(self, request: web.Request, upstream: ClientResponse) -> web.StreamResponse:
+        bucket, key = _bucket_key(request.path)
+        query = request.query
+        method = request.method
+        out_headers = CIMultiDict(
+            (k, v) for k, v in upstream.headers.items() if k.lower() not in _HOP
+        )
+        ok = upstream.status in (200, 206)
+        if ok and key and method == "POST" and "uploadId" in query:
+            # CompleteMultipartUpload: the object is in place, keep the ETag it was given
+            data = await upstream.read()
+            found = _COMPLETED_ETAG.search(data)
+            if found:
+                etag = _xml_unescape(found.group(1).decode())
+                await asyncio.to_thread(self.etags.remember, bucket, key, etag)
+            return self._whole(upstream.status, out_headers, data)
+        if ok and key and method in ("GET", "HEAD"):
+            kept = await asyncio.to_thread(self.etags.lookup, bucket, key)
+            if kept is not None:
+                out_headers["ETag"] = kept
+            if any(c in request.headers for c in _CONDITIONS):
+                failed = evaluate(
+                    request.headers, out_headers.get("ETag"), out_headers.get("Last-Modified")
+                )
+                if failed is not None:
+                    return self._failed(*failed, out_headers, f"/{bucket}/{key}", request)
+        if ok and bucket and not key and method == "GET" and _is_listing(query):
+            data = await upstream.read()
+            url_encoded = query.get("encoding-type") == "url"
+            data = await asyncio.to_thread(_relist, data, bucket, self.etags, url_encoded)
+            return self._whole(upstream.status, out_headers, data)
+        return await self._stream(request, upstream, out_headers)
+
+    @staticmethod
+    def _whole(status: int, headers: CIMultiDict[str], data: bytes) -> web.Response:
+        headers.pop("Content-Length", None)
+        return web.Response(status=status, headers=headers, body=data)
+
+    @staticmethod
+    def _failed(
+        status: int,
+        condition: str,
+        upstream_headers: CIMultiDict[str],
+        resource: str,
+        request: web.Request,
+    ) -> web.Response:
+        keep = ("ETag", "Last-Modified", "x-amz-request-id", "Server", "Date")
+        headers = CIMultiDict((k, upstream_headers[k]) for k in keep if k in upstream_headers)
+        if status == 304 or request.method == "HEAD":
+            return web.Response(status=status, headers=headers)
+        headers["Content-Type"] = "application/xml"
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>PreconditionFailed</Code>'
+            "<Message>At least one of the pre-conditions you specified did not hold</Message>"
+            f"<Condition>{condition}</Condition><Resource>{escape(resource)}</Resource></Error>"
+        )
+        return web.Response(status=status, headers=headers, text=body)
+
+    @staticmethod
+    async def _stream(
+        request: web.Request, upstream: ClientResponse, headers: CIMultiDict[str]
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=upstream.status, reason=upstream.reason, headers=headers
+        )
+        length = upstream.headers.get("Content-Length")
+        if length is not None:
+            response.content_length = int(length)
+        await response.prepare(request)
+        if request.method != "HEAD":
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+        await response.write_eof()
+        return response
+
+
+def _is_listing(query: Mapping[str, str]) -> bool:
+    # a bucket GET with none of the sub-resources that are not object listings
+    others = ("uploads", "location", "versioning", "acl", "policy", "cors", "lifecycle", "tagging")
+    return not any(name in query for name in others)
+
+
+def make_app(upstream: str, root: Path) -> web.Application:
+    front = Front(upstream, root)
+    # no size limit: bodies are streamed, never read whole (except small XML answers)
+    app = web.Application(client_max_size=0)
+    app.on_startup.append(front.start)
+    app.on_cleanup.append(front.close)
+    app.router.add_route("*", "/{tail:.*}", front.handle)
+    return app
+
+
+async def serve(host: str, port: int, upstream: str, root: Path) -> None:
+    app = make_app(upstream, root)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, read_bufsize=_BUFFER)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()  # type: ignore[union-attr]
+    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    # the parent reads this one line to learn the port (port 0: any free one)
+    sys.stdout.write(f"listening on http://{shown}:{bound[1]}\n")
+    sys.stdout.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m headrace.s3api.front")
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", required=True, help="rclone's URL")
+    parser.add_argument("--root", required=True, type=Path, help="the bucket folders")
+    args = parser.parse_args(argv)
+    try:
+        import uvloop
+    except ImportError:
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
+    runner(serve(args.host, args.port, args.upstream, args.root))
+
+
+if __name__ == "__main__":
+    main()
