@@ -8,7 +8,9 @@ import random
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
@@ -28,14 +30,19 @@ APP_DIR = Path(__file__).parent / "apps" / "dmap"
 
 @pytest.fixture
 def dmap(tmp_path):
-    settings = load_settings(APP_DIR, home=str(tmp_path / "home"), poll_interval=0.2, workers=2)
+    settings = load_settings(
+        APP_DIR, home=str(tmp_path / "home"), poll_interval=0.2, workers=2, metrics="127.0.0.1:0"
+    )
     app = load_app(settings)
     coordinator = Coordinator(settings, app)
     thread = threading.Thread(target=coordinator.run, kwargs={"drain_timeout": 5})
     thread.start()
     assert coordinator.ready.wait(30)
     ledger = Ledger(settings.ledger_url)
-    yield app, ledger, tmp_path, settings
+    urls = SimpleNamespace(
+        storage_url=settings.storage_url, console=coordinator.metrics_url.removesuffix("/metrics")
+    )
+    yield app, ledger, tmp_path, urls
     coordinator.stop()
     thread.join(30)
     ledger.close()
@@ -60,7 +67,7 @@ def _runs(marks):
 
 
 def test_each_item_is_a_child_execution_of_a_map_run(dmap):
-    app, ledger, tmp_path, _ = dmap
+    app, ledger, tmp_path, settings = dmap
     (tmp_path / "gate").mkdir()
     (tmp_path / "gate" / "open").touch()
     arn = api.start_execution(ledger, app, "standard", _data(tmp_path, 8), name="std-1")
@@ -102,6 +109,19 @@ def test_each_item_is_a_child_execution_of_a_map_run(dmap):
     assert described["executionCounts"]["succeeded"] == 8
     with pytest.raises(api.ExecutionError, match="does not exist"):
         api.describe_map_run(ledger, run["mapRunArn"] + "x")
+    # the console's JSON API: the parent's Map Runs, a Map Run's children by index, pages
+    shown = httpx.get(f"{settings.console}/api/executions/std-1").json()
+    assert [r["mapRunArn"] for r in shown["map_runs"]] == [run["mapRunArn"]]
+    page = httpx.get(f"{settings.console}/api/map-runs/{run['mapRunArn']}?limit=5").json()
+    assert page["map_run"]["itemCounts"]["succeeded"] == 8
+    assert [c["idx"] for c in page["items"]] == [0, 1, 2, 3, 4] and page["next"] == 4
+    rest = httpx.get(f"{settings.console}/api/map-runs/{run['mapRunArn']}?after=4").json()
+    assert [c["idx"] for c in rest["items"]] == [5, 6, 7] and rest["next"] is None
+    child = httpx.get(f"{settings.console}/api/executions/{first['name']}").json()
+    assert child["execution"]["map_run"] == run["mapRunArn"]
+    listed = httpx.get(f"{settings.console}/api/executions").json()["items"]
+    assert [r["id"] for r in listed] == [arn]
+    assert httpx.get(f"{settings.console}/api/map-runs/nope").status_code == 404
 
 
 def _cli(tmp_path, *args):
