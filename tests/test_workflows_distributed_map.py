@@ -23,6 +23,7 @@ from headrace.ledger.schema import attempts, invocations
 from headrace.server.coordinator import Coordinator
 from headrace.storage import ObjectStore
 from headrace.workflows import api
+from headrace.workflows.asl import parse
 from tests.e2e_helpers import Up
 
 APP_DIR = Path(__file__).parent / "apps" / "dmap"
@@ -254,6 +255,24 @@ def test_s3_inventory_manifest_batches_and_result_writer(dmap):
     assert written[0]["ExecutionArn"].endswith(f"inventory/Sums:{run_id}-0")
     result_manifest = json.loads(store.bucket("results").get(f"sums/{run_id}/manifest.json"))
     assert result_manifest["MapRunArn"] == run["mapRunArn"]
+
+
+def test_a_jsonata_machine_and_the_documented_map(dmap):
+    app, ledger, tmp_path, _ = dmap
+    arn = api.start_execution(ledger, app, "jsonata", _data(tmp_path, 5))
+    row = api.wait_for(ledger, arn, timeout=60)
+    assert row["status"] == "SUCCEEDED" and row["output"] == 0 + 1 + 4 + 9 + 16, row
+    run = api.list_map_runs(ledger, arn)[0]
+    child = api.map_run_executions(ledger, run["mapRunArn"])[2]
+    assert child["output"] == "4" and json.loads(child["input"])["item"] == 2
+    # the state docs/workflows.md shows is valid ASL
+    doc = (Path(__file__).parents[1] / "docs" / "workflows.md").read_text()
+    block = doc.split("## Distributed Map", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    state = json.loads("{" + block + "}")["Fan"]
+    machine = parse({"StartAt": "Fan", "States": {"Fan": state}})
+    assert machine.raw["States"]["Fan"]["ItemProcessor"]["ProcessorConfig"]["Mode"] == (
+        "DISTRIBUTED"
+    )
 
 
 @pytest.mark.slow

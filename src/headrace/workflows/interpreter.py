@@ -136,6 +136,7 @@ class Interpreter:
         in-process `execute()`), they are scopes of this execution."""
         self.raw = machine.raw if hasattr(machine, "raw") else machine
         self.child_executions = child_executions
+        self._map_runs: dict[str, None] = {}  # scopes of frames that started a Map Run
         self.attempt = 0  # an EXPRESS child's run from its start (its task tokens differ)
         self.io = io or StorageMapIO(None)  # ItemReader / ResultWriter
         self.execution = execution
@@ -302,6 +303,7 @@ class Interpreter:
 
     def _on_MapRunStarted(self, e: Event) -> None:
         f = self.frames[e.scope]
+        self._map_runs[e.scope] = None
         f.map_run = {
             "arn": e.details["mapRunArn"],
             "type": e.details["executionType"],
@@ -1150,11 +1152,12 @@ class Interpreter:
 
     def live_children(self) -> dict[str, tuple[str, dict[int, str]]]:
         """Map Run ARN -> (the Map's scope, index -> child ARN) of children still running."""
-        return {
-            f.map_run["arn"]: (scope, dict(f.live))
-            for scope, f in self.frames.items()
-            if f.map_run is not None and f.live and f.status == "running"
-        }
+        out = {}
+        for scope in self._map_runs:
+            f = self.frames[scope]
+            if f.map_run is not None and f.live and f.status == "running":
+                out[f.map_run["arn"]] = (scope, dict(f.live))
+        return out
 
     def _advance_parallel(self, f: Frame, state: dict, ctx: dict, now: float) -> list[Decision]:
         if f.failures:

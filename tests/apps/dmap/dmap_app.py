@@ -93,3 +93,35 @@ app.state_machine(
         },
     },
 )
+
+app.state_machine(
+    "jsonata",
+    {
+        "QueryLanguage": "JSONata",
+        "StartAt": "Fan",
+        "States": {
+            "Fan": {
+                "Type": "Map",
+                "Items": "{% $states.input.items %}",
+                "ItemSelector": {
+                    "item": "{% $states.context.Map.Item.Value %}",
+                    "marks": "{% $states.input.marks %}",
+                },
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                    "StartAt": "Record",
+                    "States": {
+                        "Record": {
+                            "Type": "Task",
+                            "Resource": "headrace:function:record",
+                            "Output": "{% $states.result.square %}",
+                            "End": True,
+                        }
+                    },
+                },
+                "Output": "{% $sum($states.result) %}",
+                "End": True,
+            }
+        },
+    },
+)
