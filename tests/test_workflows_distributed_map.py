@@ -275,6 +275,40 @@ def test_a_jsonata_machine_and_the_documented_map(dmap):
     )
 
 
+def test_two_coordinators_on_postgres_share_the_children(tmp_path, pg_url):
+    """Children run wherever a lease puts them; their ends reach the parent either way."""
+    started = []
+    try:
+        for n in range(2):
+            settings = load_settings(
+                APP_DIR,
+                home=str(tmp_path / f"home{n}"),
+                ledger=pg_url,
+                poll_interval=0.2,
+                workers=2,
+            )
+            app = load_app(settings)
+            coordinator = Coordinator(settings, app)
+            thread = threading.Thread(target=coordinator.run, kwargs={"drain_timeout": 5})
+            thread.start()
+            started.append((coordinator, thread))
+            assert coordinator.ready.wait(30)
+        ledger = Ledger(settings.ledger_url)
+        data = _data(tmp_path, 24, sleep=0.05, gate=None)
+        arn = api.start_execution(ledger, app, "standard", data)
+        row = api.wait_for(ledger, arn, timeout=120)
+        assert row["status"] == "SUCCEEDED", row
+        assert row["output"]["results"] == [{"item": i, "square": i * i} for i in range(24)]
+        run = api.list_map_runs(ledger, arn)[0]
+        assert run["status"] == "SUCCEEDED" and run["itemCounts"]["succeeded"] == 24
+        assert set(_runs(tmp_path / "marks").values()) == {1}
+        ledger.close()
+    finally:
+        for coordinator, thread in started:
+            coordinator.stop()
+            thread.join(30)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("execution_type", ["standard", "express"])
 def test_kill9_midway_every_item_once(tmp_path, execution_type):
