@@ -303,8 +303,10 @@ class WorkflowDriver:
         for execution_id in list(self.dirty):
             if time.monotonic() >= turn_ends:
                 break  # the rest go first next turn
-            # (a Map that failed may have dropped its children from the queue meanwhile)
-            if self.dirty.pop(execution_id, 0) is not None or execution_id not in self.active:
+            if execution_id not in self.dirty:
+                continue  # a Map that failed dropped its children from the queue meanwhile
+            del self.dirty[execution_id]
+            if execution_id not in self.active:
                 continue
             tasks = self._guarded(conn, execution_id, self._step, now, share)
             new.extend(tasks or [])
