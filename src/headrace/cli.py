@@ -746,15 +746,25 @@ def executions(
         str | None, typer.Option(help=f"Only this status: one of {', '.join(EXECUTION_STATUSES)}.")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="Most recent executions to show.")] = 50,
+    map_run: Annotated[
+        str | None,
+        typer.Option("--map-run", help="A Map Run's child executions instead (its ARN)."),
+    ] = None,
     as_json: Json = False,
 ) -> None:
-    """List executions, newest first."""
+    """List executions, newest first (a Map Run's children: by item index)."""
     _check_status(status, EXECUTION_STATUSES)
     from headrace.ledger import executions as store
+    from headrace.workflows import api
 
     ledger = cli_common.ledger()
-    with ledger.reader.connect() as conn:
-        rows = store.list_executions(conn, state_machine=state_machine, status=status, limit=limit)
+    if map_run is not None:
+        rows = api.map_run_executions(ledger, map_run, status)[:limit]
+    else:
+        with ledger.reader.connect() as conn:
+            rows = store.list_executions(
+                conn, state_machine=state_machine, status=status, limit=limit
+            )
     for row in rows:
         row.pop("definition", None)
     if as_json:
@@ -779,6 +789,49 @@ def executions(
             escape(r["error"] or ""),
         )
     console.print(table)
+
+
+@app.command("list-map-runs")
+def list_map_runs_cmd(
+    execution: Annotated[str, typer.Argument(help="Name, STATE_MACHINE:NAME or ARN.")],
+    as_json: Json = False,
+) -> None:
+    """The Map Runs of an execution's Distributed Map states, newest first."""
+    from headrace.workflows import api
+
+    runs = api.list_map_runs(cli_common.ledger(), execution)
+    if as_json:
+        sys.stdout.write(json.dumps(runs, default=str, indent=2) + "\n")
+        return
+    table = cli_common.table(
+        "map run", "state", "type", "status", "succeeded", "failed", "running", "pending",
+        "total", keep=("map run", "status", "total"),
+    )  # fmt: skip
+    for run in runs:
+        c = run["itemCounts"]
+        table.add_row(
+            escape(run["mapRunArn"]),
+            escape(run["stateName"]),
+            run["executionType"],
+            run["status"],
+            str(c["succeeded"]),
+            str(c["failed"] + c["timedOut"] + c["aborted"]),
+            str(c["running"]),
+            str(c["pending"]),
+            str(c["total"]),
+        )
+    console.print(table)
+
+
+@app.command("describe-map-run")
+def describe_map_run_cmd(
+    map_run: Annotated[str, typer.Argument(help="The MapRunArn (from list-map-runs).")],
+) -> None:
+    """A Map Run's configuration and counts per status, as JSON (DescribeMapRun)."""
+    from headrace.workflows import api
+
+    run = api.describe_map_run(cli_common.ledger(), map_run)
+    sys.stdout.write(json.dumps(run, default=str, indent=2) + "\n")
 
 
 @app.command("describe-execution")

@@ -149,6 +149,7 @@ class Api:
         r("POST", "/api/executions/{id:path}/stop", self.stop)
         r("POST", "/api/executions/{id:path}/redrive", self.redrive)
         r("GET", "/api/executions/{id:path}", self.execution)
+        r("GET", "/api/map-runs/{id:path}", self.map_run)
         r("GET", "/api/streams", self.streams)
         r("GET", "/api/streams/{name}/records", self.stream_records)
         DataApi(ctx, self.router)
@@ -353,11 +354,41 @@ class Api:
         else:  # a long history seen for the first time: draw now, paint when folded
             self.folds.warm(self.ctx.ledger, row["id"], definition)
             statuses, painting = None, True
+        try:
+            runs = workflows.list_map_runs(self.ctx.ledger, row["id"])
+            child = workflows.describe_execution(self.ctx.ledger, row["id"])
+        except workflows.ExecutionError as e:
+            raise HttpError(404, str(e)) from None
+        row.update({k: child[k] for k in ("map_run", "parent") if k in child})
         return {
             "execution": row,
             "definition": definition,
             "graph": graph_model(definition, statuses),
             "painting": painting,
+            "map_runs": runs,
+        }
+
+    def map_run(self, request: Request) -> Any:
+        """A Map Run (DescribeMapRun) and its child executions by item index (at most
+        `limit`, from `after`)."""
+        limit = _limit(request, 100)
+        after = request.integer("after", -1, low=-1)
+        try:
+            run = workflows.describe_map_run(self.ctx.ledger, request.params["id"])
+            children = workflows.map_run_executions(
+                self.ctx.ledger, run["mapRunArn"], request.arg("status")
+            )
+        except workflows.ExecutionError as e:
+            raise HttpError(404, str(e)) from None
+        page = [
+            {k: c[k] for k in ("idx", "id", "name", "status", "error", "started_at", "stopped_at")}
+            for c in children
+            if c["idx"] > (after if after is not None else -1)
+        ][:limit]
+        return {
+            "map_run": run,
+            "items": page,
+            "next": page[-1]["idx"] if len(page) == limit else None,
         }
 
     def history(self, request: Request) -> Any:

@@ -12,7 +12,15 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
 
-from headrace.ledger.schema import attempts, dead_letters, events, executions, history, invocations
+from headrace.ledger.schema import (
+    attempts,
+    dead_letters,
+    events,
+    executions,
+    history,
+    invocations,
+    map_run_executions,
+)
 
 #: The most rows one page may ask for.
 MAX_PAGE = 500
@@ -177,6 +185,8 @@ def page_executions(
             c.started_at,
             c.stopped_at,
         )
+        # a Distributed Map's child executions are shown with their Map Run
+        .where(c.id.not_in(select(map_run_executions.c.execution_id)))
         .order_by(c.started_at.desc(), c.id.desc())
         .limit(_limit(limit))
     )

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from headrace.errors import LedgerError
 from headrace.ledger.db import insert_rows, to_json
-from headrace.ledger.schema import executions, history, task_callbacks
+from headrace.ledger.schema import executions, history, map_run_executions, task_callbacks
 
 
 def start_execution(
@@ -137,7 +137,15 @@ def list_executions(
     status: str | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
-    query = select(executions).order_by(executions.c.started_at.desc()).limit(limit)
+    # a Distributed Map's child executions are listed with their Map Run, not here (as AWS's
+    # ListExecutions without mapRunArn)
+    children = select(map_run_executions.c.execution_id)
+    query = (
+        select(executions)
+        .where(executions.c.id.not_in(children))
+        .order_by(executions.c.started_at.desc())
+        .limit(limit)
+    )
     if state_machine:
         query = query.where(executions.c.state_machine == state_machine)
     if status:

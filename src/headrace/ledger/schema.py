@@ -155,6 +155,37 @@ history = Table(
     Column("details", Text, nullable=False),  # JSON
 )
 
+# Distributed Map runs (AWS's Map Runs): one per start of a DISTRIBUTED Map state, each item a
+# child execution (a row of `executions` with its own history), linked here by its index. The
+# parent's history says which children it started and which ended; these rows say how they fare.
+map_runs = Table(
+    "map_runs",
+    metadata,
+    Column("id", String(400), primary_key=True),  # the MapRunArn
+    Column("execution_id", String(255), nullable=False),  # the parent execution's ARN
+    Column("scope", Text, nullable=False),  # the parent's scope the Map state runs in
+    Column("state", String(80), nullable=False),  # the Map state's name
+    Column("execution_type", String(16), nullable=False),  # STANDARD | EXPRESS
+    Column("status", String(16), nullable=False),  # RUNNING | SUCCEEDED | FAILED | ABORTED
+    Column("total", Integer, nullable=False),  # items
+    Column("max_concurrency", Integer, nullable=False),
+    Column("tolerated_count", Integer, nullable=False),
+    Column("tolerated_percentage", Float, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("stopped_at", Float),
+    Column("redrive_count", Integer, nullable=False, default=0),
+    Column("redriven_at", Float),
+    Index("ix_map_runs_execution", "execution_id", "started_at"),
+)
+
+map_run_executions = Table(
+    "map_run_executions",
+    metadata,
+    Column("map_run_id", String(400), primary_key=True),
+    Column("idx", Integer, primary_key=True),  # the item's index
+    Column("execution_id", String(400), nullable=False, unique=True),  # the child's ARN
+)
+
 # SendTaskSuccess / SendTaskFailure / SendTaskHeartbeat requests for `.waitForTaskToken` tasks,
 # written by anyone, applied to the execution's history by the coordinator (its only writer).
 task_callbacks = Table(

@@ -13,8 +13,9 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from headrace.errors import AppError, HeadraceError
-from headrace.ledger import Ledger
+from headrace.ledger import Ledger, map_runs
 from headrace.ledger import executions as store
+from headrace.workflows.children import stop_children
 from headrace.workflows.history import HISTORY_QUOTA
 from headrace.workflows.names import check_execution_input, check_execution_name
 
@@ -89,6 +90,7 @@ def record_execution(
 def describe_execution(ledger: Ledger, name_or_arn: str) -> dict[str, Any]:
     with ledger.reader.connect() as conn:
         row = store.find(conn, name_or_arn)
+        run = map_runs.parent_of(conn, row["id"]) if row is not None else None
     if row is None:
         raise ExecutionError(
             f"execution {name_or_arn!r}", "does not exist", "check the name or ARN"
@@ -97,6 +99,9 @@ def describe_execution(ledger: Ledger, name_or_arn: str) -> dict[str, Any]:
         if row.get(key) is not None:
             row[key] = json.loads(row[key])
     row.pop("definition", None)
+    if run is not None:  # a Distributed Map's child execution (DescribeExecution's mapRunArn)
+        row["map_run"] = run["id"]
+        row["parent"] = run["execution_id"]
     return row
 
 
@@ -127,6 +132,7 @@ def stop_execution(
                 store.finish_execution(
                     conn, execution["id"], "ABORTED", None, error or None, cause or None
                 )
+                stop_children(conn, execution["id"])  # its Map Runs' child executions too
             break
         except IntegrityError:
             # a writer that does not take lock_running appended first: count again
@@ -151,6 +157,13 @@ def redrive_execution(ledger: Ledger, name_or_arn: str) -> dict[str, Any]:
             f"is {execution['status']}; only failed, timed-out or aborted executions redrive",
             "start a new execution instead",
         )
+    if execution.get("map_run"):
+        raise ExecutionError(  # as on AWS: a Map Run's children are redriven with their parent
+            f"execution {execution['name']!r}",
+            f"is a child execution of Map Run {execution['map_run']}",
+            f"redrive its parent execution {execution['parent']}; its failed and aborted "
+            "children run again",
+        )
     if f"maximum number of history events ({HISTORY_QUOTA})" in (execution["cause"] or ""):
         raise ExecutionError(  # as on AWS: its history has no room left
             f"execution {execution['name']!r}",
@@ -163,6 +176,59 @@ def redrive_execution(ledger: Ledger, name_or_arn: str) -> dict[str, Any]:
         store.append_next(conn, execution["id"], "ExecutionRedriven", {"redriveCount": count})
         store.reopen_execution(conn, execution["id"])
     return describe_execution(ledger, execution["id"])
+
+
+def list_map_runs(ledger: Ledger, name_or_arn: str) -> list[dict[str, Any]]:
+    """The Map Runs of an execution's Distributed Map states, newest first (ListMapRuns)."""
+    execution = describe_execution(ledger, name_or_arn)
+    with ledger.reader.connect() as conn:
+        return [_map_run(conn, run) for run in map_runs.list_runs(conn, execution["id"])]
+
+
+def describe_map_run(ledger: Ledger, map_run_arn: str) -> dict[str, Any]:
+    """A Map Run's configuration and progress, as DescribeMapRun gives them: `itemCounts` and
+    `executionCounts` (one child execution per item: the same counts)."""
+    with ledger.reader.connect() as conn:
+        run = map_runs.find_run(conn, map_run_arn)
+        if run is None:
+            raise ExecutionError(
+                f"Map Run {map_run_arn!r}",
+                "does not exist",
+                "pass a MapRunArn from `headrace list-map-runs EXECUTION`",
+            )
+        return _map_run(conn, run)
+
+
+def _map_run(conn: Connection, run: dict[str, Any]) -> dict[str, Any]:
+    counts = map_runs.counts(conn, run)
+    return {
+        "mapRunArn": run["id"],
+        "executionArn": run["execution_id"],
+        "stateName": run["state"],
+        "executionType": run["execution_type"],
+        "status": run["status"],
+        "startDate": run["started_at"],
+        "stopDate": run["stopped_at"],
+        "maxConcurrency": run["max_concurrency"],
+        "toleratedFailureCount": run["tolerated_count"],
+        "toleratedFailurePercentage": run["tolerated_percentage"],
+        "itemCounts": counts,
+        "executionCounts": dict(counts),
+        "redriveCount": run["redrive_count"],
+        "redriveDate": run["redriven_at"],
+    }
+
+
+def map_run_executions(
+    ledger: Ledger, map_run_arn: str, status: str | None = None
+) -> list[dict[str, Any]]:
+    """The child executions of a Map Run, by item index (ListExecutions with mapRunArn)."""
+    describe_map_run(ledger, map_run_arn)
+    with ledger.reader.connect() as conn:
+        rows = map_runs.children(conn, map_run_arn, status)
+    for row in rows:
+        row.pop("definition", None)
+    return rows
 
 
 class TaskTokenError(HeadraceError):

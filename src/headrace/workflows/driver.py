@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,11 +21,12 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from headrace.functions.spec import FunctionSpec
-from headrace.ledger import Ledger, NewInvocation, new_id, ownership
+from headrace.ledger import Ledger, NewInvocation, map_runs, new_id, ownership
 from headrace.ledger import executions as store
 from headrace.workflows.asl import parse
+from headrace.workflows.children import child_definition, child_event, redrive_child, stop_children
 from headrace.workflows.errors import RUNTIME
-from headrace.workflows.history import Event
+from headrace.workflows.history import TERMINAL_EXECUTION_EVENTS, Event
 from headrace.workflows.integrations import (
     Target,
     call_payload,
@@ -48,6 +50,17 @@ TURN_SECONDS = 0.1  # all executions' work in one turn; what is left waits for t
 # not renewed for this long is free, when its holder is on another host (a dead holder on this
 # host frees it at once). Renewed every quarter of it.
 OWNERSHIP_TTL = 60.0
+
+
+@dataclass(slots=True)
+class _Child:
+    """Where a child execution of a Distributed Map reports its end."""
+
+    parent: str  # the parent execution's ARN
+    run: str  # the MapRunArn
+    scope: str  # the parent's scope the Map state runs in
+    index: int
+    express: bool
 
 
 @dataclass(slots=True)
@@ -81,6 +94,8 @@ class WorkflowDriver:
         self.owner = ""
         self._next_renewal = 0.0
         self._others: set[str] = set()  # running executions other coordinators run
+        self.children: dict[str, _Child] = {}  # child execution id -> its Map Run
+        self._spawned: list[str] = []  # child executions started or redriven this savepoint
 
     def reset(self) -> None:
         """Forget the in-memory state after a failed transaction; the ledger rebuilds it."""
@@ -90,6 +105,8 @@ class WorkflowDriver:
         self.linked.clear()
         self.saved.clear()
         self.broken.clear()
+        self.children.clear()
+        self._spawned.clear()
 
     def has_work(self) -> bool:
         """Executions left with work by the last turn (they used up their share of it)."""
@@ -100,6 +117,7 @@ class WorkflowDriver:
         self.saved.pop(execution_id, None)
         self.dirty.pop(execution_id, None)
         self.broken.pop(execution_id, None)
+        self.children.pop(execution_id, None)
 
     def _forget(self, execution_id: str) -> None:
         """Drop an execution whose memory may be ahead of the ledger; if the ledger still
@@ -123,6 +141,23 @@ class WorkflowDriver:
             if execution_id not in self.active:
                 self._guarded(conn, execution_id, self._load)
         self._collect_outcomes(conn)
+        self._collect_children(conn)
+
+    def _collect_children(self, conn: Connection, only: str | None = None) -> None:
+        """Child executions (of the Distributed Maps of executions run here) that ended where
+        this driver did not see it (another coordinator ran them, or before a restart): their
+        ends into their parents' histories."""
+        for parent_id, interp in list(self.active.items()):
+            if only is not None and parent_id != only:
+                continue
+            live = interp.live_children()
+            runs = {
+                run: [i for i, arn in children.items() if arn not in self.active or only]
+                for run, (_scope, children) in live.items()
+            }
+            ended = map_runs.ended_children(conn, runs)
+            events = [child_event(live[run][0], index, row) for run, index, row in ended if row]
+            self._append(parent_id, events)
 
     def _owned(self, conn: Connection, running: set[str]) -> set[str]:
         """The running executions this driver may run: those whose lease it holds or takes.
@@ -169,7 +204,14 @@ class WorkflowDriver:
         except Exception:  # they expire, or this process's end frees them, anyway
             log.exception("releasing the execution leases failed")
 
-    def _load(self, conn: Connection, execution_id: str) -> None:
+    def _load(self, conn: Connection, execution_id: str, fresh: bool = False) -> None:
+        """Rebuild a running execution from its history (`fresh`: a child execution just
+        started or redriven here, which has not run anywhere yet)."""
+        run = map_runs.parent_of(conn, execution_id)
+        if run is not None and run["execution_type"] == "EXPRESS" and not fresh:
+            # an EXPRESS child keeps no history: taken over, it runs again from its start,
+            # under new task tokens (what ran before may have run or be running still)
+            map_runs.reset_history(conn, execution_id)
         loaded = store.load(conn, execution_id)
         if loaded is None:
             return
@@ -185,12 +227,22 @@ class WorkflowDriver:
                 "StateMachineName": row["state_machine"],
             },
             StorageMapIO(self.env.get("storage")),
+            child_executions=True,
         )
         for seq, kind, ts, scope, details in events:
             interp.apply(Event(seq, kind, ts, scope, details))
         interp.history.clear()  # in the ledger already
         self.active[execution_id] = interp
         self.dirty[execution_id] = None
+        if run is not None:
+            self.children[execution_id] = _Child(
+                run["execution_id"],
+                run["id"],
+                run["scope"],
+                int(run["idx"]),
+                run["execution_type"] == "EXPRESS",
+            )
+        self._collect_children(conn, only=execution_id)
         # tasks scheduled before the restart: find their invocations, and outcomes already in
         pending = interp.pending_tasks()
         found = self.ledger.invocations_by_key(conn, [t["token"] for _, t in pending])
@@ -251,21 +303,39 @@ class WorkflowDriver:
         for execution_id in list(self.dirty):
             if time.monotonic() >= turn_ends:
                 break  # the rest go first next turn
+            if execution_id not in self.dirty:
+                continue  # a Map that failed dropped its children from the queue meanwhile
             del self.dirty[execution_id]
             if execution_id not in self.active:
                 continue
             tasks = self._guarded(conn, execution_id, self._step, now, share)
             new.extend(tasks or [])
+            self._load_spawned(conn)
         return new
+
+    def _load_spawned(self, conn: Connection) -> None:
+        """Run the child executions a Distributed Map just started (or redrove) here, under
+        this coordinator's leases (if it rolled back, they do not exist: nothing loads)."""
+        spawned, self._spawned = self._spawned, []
+        if not spawned:
+            return
+        mine = set(spawned)
+        if self.owner:
+            mine = ownership.take(conn, "execution", mine, self.owner, ttl=OWNERSHIP_TTL)
+        for child_id in spawned:
+            if child_id in mine and child_id not in self.active:
+                self._guarded(conn, child_id, self._load, True)
 
     def _savepoint(self, conn: Connection, execution_id: str, work: Any, *args: Any) -> Any:
         self._created = []
+        spawned = len(self._spawned)
         try:
             with conn.begin_nested():
                 return work(conn, execution_id, *args)
         except BaseException:
             for inv_id in self._created:  # rolled back: these invocations never existed
                 self.tasks.pop(inv_id, None)
+            del self._spawned[spawned:]  # ... nor these child executions
             raise
         finally:
             self._created = []
@@ -304,6 +374,8 @@ class WorkflowDriver:
             while budget > 0 and (decisions := interp.decide(now)):
                 for decision in decisions:
                     self._apply(interp, decision, now)
+                    if decision[0] in _MAP_RUN_EVENTS:
+                        self._map_run_effect(conn, execution_id, interp, decision)
                 budget -= len(decisions)
                 if len(interp.history) >= WRITE_EVERY:
                     self._write(conn, execution_id, interp)  # so the clock counts the writes
@@ -340,6 +412,19 @@ class WorkflowDriver:
     def _write(self, conn: Connection, execution_id: str, interp: Interpreter) -> None:
         """Write the events not yet in the ledger, in the caller's transaction."""
         fresh = interp.history
+        child = self.children.get(execution_id)
+        if fresh and child is not None and child.express:
+            # an EXPRESS child keeps no history but its end: a takeover runs it from its start
+            ended = [e for e in fresh if e.type in TERMINAL_EXECUTION_EVENTS]
+            seq = self.saved.get(execution_id, 1)
+            store.append_events(
+                conn,
+                execution_id,
+                [(seq + i + 1, e.type, e.timestamp, "", e.details) for i, e in enumerate(ended)],
+            )
+            self.saved[execution_id] = seq + len(ended)
+            interp.history = []
+            return
         if fresh:
             store.append_events(
                 conn, execution_id, [(e.id, e.type, e.timestamp, e.scope, e.details) for e in fresh]
@@ -354,7 +439,72 @@ class WorkflowDriver:
             store.finish_execution(
                 conn, execution_id, interp.status, interp.output, interp.error, interp.cause
             )
+            child = self.children.get(execution_id)
             self._drop(execution_id)
+            if interp.status != "SUCCEEDED":
+                stop_children(conn, execution_id)
+            if child is not None and child.parent in self.active:
+                row = {
+                    "id": execution_id,
+                    "status": interp.status,
+                    "output": json.dumps(interp.output),
+                    "error": interp.error,
+                    "cause": interp.cause,
+                }
+                self._append(child.parent, [child_event(child.scope, child.index, row)])
+
+    def _map_run_effect(
+        self, conn: Connection, execution_id: str, interp: Interpreter, decision: tuple
+    ) -> None:
+        """What a Distributed Map's events do in the ledger, in the same transaction as the
+        events: the Map Run row, the child executions (created exactly once: with the event
+        that names them), their stop and their redrive."""
+        kind, scope, details = decision
+        frame = interp.frames[scope]
+        run = frame.map_run
+        if run is None:
+            return
+        if kind == "MapRunStarted":
+            map_runs.create_run(
+                conn,
+                run_id=details["mapRunArn"],
+                execution_id=execution_id,
+                scope=scope,
+                state=details["name"],
+                execution_type=details["executionType"],
+                total=details["total"],
+                max_concurrency=details["maxConcurrency"],
+                tolerated_count=details["toleratedFailureCount"],
+                tolerated_percentage=details["toleratedFailurePercentage"],
+            )
+        elif kind == "MapIterationStarted":
+            child_id = details["execution"]
+            state = frame.machine["States"][frame.state]
+            store.start_execution(
+                conn,
+                execution_id=child_id,
+                name=child_id.rsplit(":", 1)[1],
+                state_machine=str(interp.execution.get("StateMachineName", "")),
+                definition=child_definition(state, interp.query_language),
+                input=details["input"],
+                seed=random.randrange(2**31),
+            )
+            map_runs.link_child(conn, run["arn"], details["index"], child_id)
+            self._spawned.append(child_id)
+        elif kind == "IterationsAborted":
+            stop_children(conn, execution_id, run["arn"], error="States.Aborted")
+            for child_id in list(self.active):
+                if self.children.get(child_id, _NO_CHILD).run == run["arn"]:
+                    self._forget(child_id)
+        elif kind in ("MapStateSucceeded", "MapStateFailed"):
+            map_runs.finish_run(conn, run["arn"], kind.removeprefix("MapState").upper())
+        elif kind == "MapRunRedriven":
+            map_runs.redrive_run(conn, run["arn"])
+            for index in details["indexes"]:
+                child_id = map_runs.child_id(conn, run["arn"], index)
+                if child_id is not None and redrive_child(conn, child_id, run["type"]):
+                    self._forget(child_id)
+                    self._spawned.append(child_id)
 
     def _fail(self, conn: Connection, execution_id: str, reason: str) -> None:
         """End an execution headrace could not run on: ExecutionFailed after what the ledger
@@ -489,3 +639,17 @@ class WorkflowDriver:
             self.broken[execution_id] = f"{type(exc).__name__}: {exc}"
             return
         self.dirty[execution_id] = None
+
+
+# the events of a Distributed Map run as child executions that change the ledger
+_MAP_RUN_EVENTS = frozenset(
+    (
+        "MapRunStarted",
+        "MapIterationStarted",
+        "IterationsAborted",
+        "MapStateSucceeded",
+        "MapStateFailed",
+        "MapRunRedriven",
+    )
+)
+_NO_CHILD = _Child("", "", "", -1, False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -111,15 +112,32 @@ class Frame:
     limits: dict[str, Any] = field(default_factory=dict)  # JSONata MaxConcurrency, Tolerated*
     # the workflow variables this scope assigned (outer scopes' are read through `parent`)
     variables: dict[str, Any] = field(default_factory=dict)
+    # a DISTRIBUTED Map run as child executions: {"arn", "type", "label"} (MapRunStarted)
+    map_run: dict[str, Any] | None = None
+    live: dict[int, str] = field(default_factory=dict)  # index -> running child execution ARN
+    child_arns: dict[int, str] = field(default_factory=dict)  # index -> child execution ARN
+    aborted: set[int] = field(default_factory=set)  # children stopped by IterationsAborted
+    redrive: list[int] = field(default_factory=list)  # children a redrive runs again
 
 
 class Interpreter:
     def __init__(
-        self, machine: Any, execution: dict[str, Any], io: StorageMapIO | None = None
+        self,
+        machine: Any,
+        execution: dict[str, Any],
+        io: StorageMapIO | None = None,
+        *,
+        child_executions: bool = False,
     ) -> None:
         """`machine` is a parsed StateMachine (or anything with `.raw`), `execution` holds
-        Id, Name, StateMachine Id/Name for the context object."""
+        Id, Name, StateMachine Id/Name for the context object. With `child_executions` (the
+        coordinator's driver), a DISTRIBUTED Map's iterations are child executions the driver
+        runs (MapRunStarted, MapIterationStarted with an `execution` ARN); without (the
+        in-process `execute()`), they are scopes of this execution."""
         self.raw = machine.raw if hasattr(machine, "raw") else machine
+        self.child_executions = child_executions
+        self._map_runs: dict[str, None] = {}  # scopes of frames that started a Map Run
+        self.attempt = 0  # an EXPRESS child's run from its start (its task tokens differ)
         self.io = io or StorageMapIO(None)  # ItemReader / ResultWriter
         self.execution = execution
         self.frames: dict[str, Frame] = {}
@@ -166,6 +184,8 @@ class Interpreter:
         if handler is not _record_only:
             handler(self, event)
         unit = self._unit(event)
+        if unit == "#children":
+            return
         count = self._counts[unit] = self._counts.get(unit, 0) + 1
         if count > self._counts[self._fullest]:
             self._fullest = unit
@@ -174,7 +194,9 @@ class Interpreter:
         f = self.frames.get(e.scope)
         if f is None:
             return ""
-        if e.type.startswith("MapIteration"):  # the child's, as on AWS for DISTRIBUTED
+        if e.type.startswith("MapIteration") or e.type.startswith("MapRun"):
+            if f.map_run is not None:  # child executions: AWS's parent history has none of these
+                return "#children"
             child = self._child(f, e.details["index"])
             return child.unit if child is not None else f.unit
         return f.unit
@@ -183,6 +205,7 @@ class Interpreter:
         self.input = e.details["input"]
         self.start_time = e.timestamp
         self.seed = int(e.details.get("seed", 0))
+        self.attempt = int(e.details.get("attempt", 0))
         self._input_bytes = variables.size(self.input)
         self.frames[""] = Frame(
             "", self.raw, state=self.raw["StartAt"], input=self.input, phase="enter"
@@ -276,6 +299,24 @@ class Interpreter:
         f.limits = e.details.get("limits") or {}
         f.started = f.running = 0
         f.results, f.failures = {}, []
+        f.map_run, f.live, f.child_arns, f.aborted, f.redrive = None, {}, {}, set(), []
+
+    def _on_MapRunStarted(self, e: Event) -> None:
+        f = self.frames[e.scope]
+        self._map_runs[e.scope] = None
+        f.map_run = {
+            "arn": e.details["mapRunArn"],
+            "type": e.details["executionType"],
+            "label": e.details["label"],
+        }
+
+    def _on_MapRunRedriven(self, e: Event) -> None:
+        f = self.frames[e.scope]
+        for index in e.details["indexes"]:
+            f.live[index] = f.child_arns[index]
+            f.running += 1
+            f.results.pop(index, None)
+        f.redrive = []
 
     def _on_ParallelStateStarted(self, e: Event) -> None:
         f = self.frames[e.scope]
@@ -287,6 +328,13 @@ class Interpreter:
 
     def _on_MapIterationStarted(self, e: Event) -> None:
         parent = self.frames[e.scope]
+        if "execution" in e.details:  # a child execution: the driver runs it
+            index = e.details["index"]
+            parent.live[index] = parent.child_arns[index] = e.details["execution"]
+            parent.started += 1
+            parent.running += 1
+            parent.results.pop(index, None)
+            return
         state = parent.machine["States"][parent.state]
         processor = state.get("ItemProcessor") or state.get("Iterator")
         index = e.details["index"]
@@ -323,6 +371,16 @@ class Interpreter:
     def _child_done(self, e: Event, ok: bool) -> None:
         parent = self.frames[e.scope]
         index = e.details["index"]
+        if parent.map_run is not None:
+            # a child execution's end, told by the driver: once, while the parent waits for it
+            if parent.live.pop(index, None) is None or parent.phase != "map":
+                return
+            parent.running -= 1
+            if ok:
+                parent.results[index] = e.details.get("output")
+            else:
+                parent.failures.append((index, e.details["error"], e.details.get("cause", "")))
+            return
         child = self._child(parent, index)
         if child is not None:
             child.reported = True
@@ -348,6 +406,11 @@ class Interpreter:
 
     def _on_IterationsAborted(self, e: Event) -> None:
         parent = self.frames[e.scope]
+        if parent.map_run is not None:  # the driver stops the running children
+            parent.aborted |= set(parent.live)
+            parent.running -= len(parent.live)
+            parent.live = {}
+            return
         for f in self._children(parent):
             if f.status == "running":
                 parent.running -= 1
@@ -371,12 +434,33 @@ class Interpreter:
                 parent.failures = [x for x in parent.failures if x[0] != f.index]
                 parent.running += 1
             resume = f.failed_phase if f.failed_phase in ("map", "parallel") else "enter"
+            if resume == "map" and f.map_run is not None:
+                # failed and aborted children run again (MapRunRedriven); succeeded ones keep
+                # their results
+                f.redrive = sorted({i for i, _, _ in f.failures} | f.aborted | set(f.live))
+                f.running -= len(f.live)
+                f.live, f.aborted = {}, set()
             if resume in ("map", "parallel"):
                 f.failures = []
             f.status, f.phase, f.reported, f.failed_phase = "running", resume, False, ""
             f.error = f.cause = None
             f.task, f.retries = None, {}
             self._dirty[f.scope] = None
+        for f in self.frames.values():
+            if f.status == "running" and f.phase in ("task", "retry_wait"):
+                # a state aborted in the middle (stop-execution) runs again from its start,
+                # as on AWS: its task is scheduled anew, whatever the old one did after
+                f.phase, f.task, f.retries = "enter", None, {}
+                self._pending.pop(f.scope, None)
+                self._beating.pop(f.scope, None)
+                self._waiting.pop(f.scope, None)
+                self._dirty[f.scope] = None
+        for f in self.frames.values():  # a Map still running when the execution stopped
+            if f.status == "running" and f.phase == "map" and f.map_run is not None and f.live:
+                f.redrive = sorted(set(f.redrive) | set(f.live))  # its children were stopped
+                f.running -= len(f.live)
+                f.live = {}
+                self._dirty[f.scope] = None
         root = self.frames.get("")
         if root is not None and root.status == "running":
             self._dirty[""] = None
@@ -660,6 +744,10 @@ class Interpreter:
             if "ItemReader" in state:
                 reader = state["ItemReader"]
                 params = dataflow.resolve_template(reader.get("Parameters", {}), effective, ctx)
+                config = reader.get("ReaderConfig") or {}
+                if "MaxItemsPath" in config:
+                    number = _path_number(config, "MaxItemsPath", effective, ctx, integer=True)
+                    reader = {**reader, "ReaderConfig": {**config, "MaxItems": int(number)}}
                 items = self.io.read_items(reader, params)
             else:
                 items = paths.evaluate_path(state.get("ItemsPath", "$"), effective, ctx)
@@ -849,7 +937,8 @@ class Interpreter:
     def callback_token(self, f: Frame) -> str:
         """The task token of this visit of the frame's state (`$$.Task.Token`): what a
         `.waitForTaskToken` task hands out and SendTaskSuccess/Failure/Heartbeat name."""
-        return f"{self.execution.get('Id', '')}#{f.scope}#{f.state}@{f.entered_id}"
+        token = f"{self.execution.get('Id', '')}#{f.scope}#{f.state}@{f.entered_id}"
+        return f"{token}.{self.attempt}" if self.attempt else token
 
     def _handle_error(
         self,
@@ -940,6 +1029,16 @@ class Interpreter:
 
     def _advance_map(self, f: Frame, state: dict, ctx: dict, now: float) -> list[Decision]:
         total = len(f.items)
+        processor = state.get("ItemProcessor") or state.get("Iterator") or {}
+        as_children = (
+            self.child_executions
+            and (processor.get("ProcessorConfig") or {}).get("Mode") == "DISTRIBUTED"
+        )
+        if as_children and f.map_run is None:
+            return [self._map_run_started(f, state, processor)]
+        if f.redrive:
+            details = {"name": f.state, "mapRunArn": f.map_run["arn"], "indexes": f.redrive}  # type: ignore[index]
+            return [("MapRunRedriven", f.scope, details)]
         if "Tolerated" in f.limits:
             tolerated = f.limits["Tolerated"]
         else:  # a history written before the limits were recorded at the start
@@ -982,9 +1081,10 @@ class Interpreter:
                     if selector is not None
                     else item
                 )
-            return [
-                ("MapIterationStarted", f.scope, {"name": f.state, "index": index, "input": data})
-            ]
+            details = {"name": f.state, "index": index, "input": data}
+            if as_children:
+                details["execution"] = self._child_arn(f, index)
+            return [("MapIterationStarted", f.scope, details)]
         if f.started == total and f.running == 0:
             results = [f.results.get(i) for i in range(total)]
             if "ResultWriter" in state:
@@ -1006,12 +1106,58 @@ class Interpreter:
                     {"Index": i, "Error": e, "Cause": c, "Status": "FAILED"}
                     for i, e, c in sorted(f.failures)
                 ]
-                results = self.io.write_results(writer, params, self.execution, succeeded, failed)
+                for entry in succeeded + failed:
+                    arn = f.child_arns.get(entry["Index"])
+                    if arn is not None:  # as AWS's entries name the child execution
+                        entry["ExecutionArn"] = arn
+                        entry["Name"] = arn.rsplit(":", 1)[1]
+                run = f.map_run["arn"] if f.map_run is not None else None
+                results = self.io.write_results(
+                    writer, params, self.execution, succeeded, failed, map_run=run
+                )
             return [
                 ("MapStateSucceeded", f.scope, {"name": f.state}),
                 self._finish(f, state, results, ctx),
             ]
         return []
+
+    def _map_run_started(self, f: Frame, state: dict, processor: dict) -> Decision:
+        """The Map Run of a DISTRIBUTED Map state: named as AWS names them,
+        `mapRun:<state machine>/<Label or state name>:<uuid>`."""
+        config = processor.get("ProcessorConfig") or {}
+        label = str(state.get("Label") or f.state)
+        machine = self.execution.get("StateMachineName", "")
+        run_id = str(uuid.uuid4())  # recorded in the event: a replay reads it from there
+        details = {
+            "name": f.state,
+            "mapRunArn": f"arn:aws:states:local:000000000000:mapRun:{machine}/{label}:{run_id}",
+            "executionType": config.get("ExecutionType", "STANDARD"),
+            "label": label,
+            "total": len(f.items),
+            "maxConcurrency": int(f.limits.get("MaxConcurrency") or 0),
+            "toleratedFailureCount": int(f.limits.get("Tolerated") or 0),
+            "toleratedFailurePercentage": float(state.get("ToleratedFailurePercentage") or 0),
+        }
+        return ("MapRunStarted", f.scope, details)
+
+    def _child_arn(self, f: Frame, index: int) -> str:
+        """A child execution's ARN: `execution:<state machine>/<label>:<run id>-<index>`."""
+        run = f.map_run or {}
+        machine = self.execution.get("StateMachineName", "")
+        run_id = str(run.get("arn", "")).rsplit(":", 1)[-1]
+        return (
+            f"arn:aws:states:local:000000000000:execution:{machine}/{run.get('label')}:"
+            f"{run_id}-{index}"
+        )
+
+    def live_children(self) -> dict[str, tuple[str, dict[int, str]]]:
+        """Map Run ARN -> (the Map's scope, index -> child ARN) of children still running."""
+        out = {}
+        for scope in self._map_runs:
+            f = self.frames[scope]
+            if f.map_run is not None and f.live and f.status == "running":
+                out[f.map_run["arn"]] = (scope, dict(f.live))
+        return out
 
     def _advance_parallel(self, f: Frame, state: dict, ctx: dict, now: float) -> list[Decision]:
         if f.failures:

@@ -3,10 +3,11 @@
 
 * `ItemReader` with `arn:aws:states:::s3:getObject` (`Bucket`, `Key`; `ReaderConfig.InputType`
   JSON — an array —, JSONL or CSV with `CSVHeaderLocation` FIRST_ROW or GIVEN + `CSVHeaders`,
-  and `MaxItems`), or `arn:aws:states:::s3:listObjectsV2` (`Bucket`, `Prefix`): each object as
+  or MANIFEST — an S3 Inventory `manifest.json` whose CSV files hold the items —, and
+  `MaxItems`), or `arn:aws:states:::s3:listObjectsV2` (`Bucket`, `Prefix`): each object as
   `{"Key", "Size", "Etag", "LastModified", "StorageClass"}`.
 * `ResultWriter` with `arn:aws:states:::s3:putObject` (`Bucket`, `Prefix`): the iterations'
-  results go to `<Prefix>/<execution name>/SUCCEEDED_0.json` (and `FAILED_0.json` for tolerated
+  results go to `<Prefix>/<Map Run id>/SUCCEEDED_0.json` (and `FAILED_0.json` for tolerated
   failures) with a `manifest.json`, and the Map's result is `{"MapRunArn", "ResultWriterDetails":
   {"Bucket", "Key"}}`, as on AWS.
 
@@ -17,6 +18,7 @@ read the object again.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 from datetime import UTC, datetime
@@ -64,6 +66,8 @@ class StorageMapIO:
                     }
                     for o in self._bucket(parameters["Bucket"]).list(parameters.get("Prefix", ""))
                 ]
+            elif resource == GET_OBJECT and str(config.get("InputType", "")).upper() == "MANIFEST":
+                items = self._inventory(parameters, config)
             elif resource == GET_OBJECT:
                 raw = self._bucket(parameters["Bucket"]).get(parameters["Key"]).decode("utf-8")
                 items = _parse(raw, config)
@@ -78,6 +82,33 @@ class StorageMapIO:
         limit = config.get("MaxItems")
         return items[: int(limit)] if limit else items
 
+    def _inventory(self, parameters: dict[str, Any], config: dict[str, Any]) -> list[Any]:
+        """An S3 Inventory report: its `manifest.json` names CSV files (gzipped or not) whose
+        rows are the items, as objects keyed by the manifest's `fileSchema`."""
+        manifest = json.loads(self._bucket(parameters["Bucket"]).get(parameters["Key"]))
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
+            raise ValueError(
+                f'{parameters["Key"]!r} is not an S3 Inventory manifest (no "files" list)'
+            )
+        kind = str(manifest.get("fileFormat", "CSV")).upper()
+        if kind != "CSV":
+            raise ValueError(f"the inventory's fileFormat is {kind}; only CSV can be read")
+        schema = [c.strip() for c in str(manifest.get("fileSchema", "Bucket, Key")).split(",")]
+        # the files are in the inventory's destination bucket (an ARN in the manifest)
+        source = str(manifest.get("destinationBucket") or parameters["Bucket"])
+        bucket = self._bucket(source.rsplit(":", 1)[-1])
+        limit = int(config.get("MaxItems") or 0)
+        items: list[Any] = []
+        for entry in manifest["files"]:
+            data = bucket.get(entry["key"])
+            if entry["key"].endswith(".gz"):
+                data = gzip.decompress(data)
+            for row in csv.reader(io.StringIO(data.decode("utf-8"))):
+                items.append(dict(zip(schema, row, strict=False)))
+                if limit and len(items) >= limit:
+                    return items
+        return items
+
     def write_results(
         self,
         writer: dict[str, Any],
@@ -85,10 +116,12 @@ class StorageMapIO:
         execution: dict[str, Any],
         succeeded: list[Any],
         failed: list[Any],
+        *,
+        map_run: str | None = None,
     ) -> dict[str, Any]:
         _require(parameters, ("Bucket",), "ResultWriter")
         try:
-            return self._write_results(parameters, execution, succeeded, failed)
+            return self._write_results(parameters, execution, succeeded, failed, map_run)
         except StatesError:
             raise
         except Exception as exc:  # a bad bucket or key, a full disk: the Map fails, clearly
@@ -100,10 +133,12 @@ class StorageMapIO:
         execution: dict[str, Any],
         succeeded: list[Any],
         failed: list[Any],
+        map_run: str | None,
     ) -> dict[str, Any]:
         bucket_name = parameters["Bucket"]
         prefix = str(parameters.get("Prefix", "")).strip("/")
-        run = execution.get("Name", "run")
+        # as on AWS, under the Map Run's id (a Map run as scopes: the execution's name)
+        run = map_run.rsplit(":", 1)[-1] if map_run else execution.get("Name", "run")
         base = f"{prefix}/{run}" if prefix else run
         bucket = self._bucket(bucket_name)
         files = []
@@ -115,7 +150,7 @@ class StorageMapIO:
             files.append({"Key": key, "Size": len(results)})
         manifest = {
             "DestinationBucket": bucket_name,
-            "MapRunArn": f"{execution.get('Id', '')}:map-run",
+            "MapRunArn": map_run or f"{execution.get('Id', '')}:map-run",
             "ResultFiles": {k["Key"].rsplit("/", 1)[1].split("_")[0]: [k] for k in files},
         }
         key = f"{base}/manifest.json"
