@@ -25,7 +25,8 @@ A batch is handled in the order of its keys' home slots (one sort), which makes 
 and write the table in order and puts the records of one key among neighbours with the same
 home slot: records whose key appears once in the batch (nearly all of them) are decided together
 in one step; only the keys seen several times go through rounds that follow the rule record by
-record.
+record. Probing goes in rounds over all the keys still probing until at most 128 are left;
+those finish one by one (a round costs as much for a few keys as for hundreds).
 """
 
 from __future__ import annotations
