@@ -615,7 +615,7 @@ class _FixedWindows(_Window):
         if numpy is not None and isinstance(self._state, pl.DataFrame):
             self._state = numpy.held(self._state)
 
-    def _close(self, watermark: int | None) -> pl.DataFrame | None:
+    def _close(self, watermark: int | None) -> pl.DataFrame | _Cols | None:
         if watermark is not None:
             earliest = [self._pending_min] if self._pending_min is not None else []
             if self._state is not None and self._state.height:
