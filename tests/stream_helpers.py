@@ -60,7 +60,8 @@ def changelog_trace(n: int, seed: int = 5) -> pa.Table:
 
 
 def changelog_pipeline(kind: str, *, late=None, batch_size: int = 300) -> Pipeline:
-    """dedup(id) → a keyed window of `kind` (tumbling, hopping, session) with HLL state."""
+    """dedup(id) → a keyed window of `kind` (tumbling, hopping, session) with HLL state, or a
+    keyless one (numpy-tumbling, numpy-hopping) that aggregates in numpy."""
     pipe = Pipeline(f"cl-{kind}", "events", batch_size=batch_size)
     pipe.dedup("id", ttl=60, time_column="ts")
     aggs = {"n": agg.count(), "total": agg.sum("fee"), "ids": agg.approx_distinct("id")}
@@ -69,4 +70,13 @@ def changelog_pipeline(kind: str, *, late=None, batch_size: int = 300) -> Pipeli
         return pipe.tumbling(60, grace=10, **common)
     if kind == "hopping":
         return pipe.hopping(60, 20, **common)
+    if kind in ("numpy-tumbling", "numpy-hopping"):
+        # keyless count/sum/mean/min/max: the numpy path; 1 s windows and a long grace keep
+        # hundreds open, so their changes are found row by row, not written whole
+        fee = {"n": agg.count(), "total": agg.sum("fee"), "avg": agg.mean("fee")}
+        fee |= {"lo": agg.min("fee"), "hi": agg.max("fee")}
+        keyless = {"time_column": "ts", "aggs": fee, "delay": 5, "late": late, "grace": 400}
+        if kind == "numpy-tumbling":
+            return pipe.tumbling(1, **keyless)
+        return pipe.hopping(3, 1, **keyless)
     return pipe.session(20, grace=5, **common)

@@ -30,13 +30,14 @@ from headrace.streams.changelog import encode_delta, merge
 from headrace.streams.log import encode_batch, open_log
 from headrace.streams.operators.base import Delta
 from headrace.streams.operators.dedup import Dedup
+from headrace.streams.operators.windows import _Cols
 from headrace.streams.runner import PartitionRunner
 from headrace.streams.sinks import MemorySink, SinkContext
 from tests import stream_changelog_child as child
 from tests.stream_helpers import changelog_pipeline, changelog_trace
 
 CHILD = Path(child.__file__)
-KINDS = ["tumbling", "hopping", "session"]
+KINDS = ["tumbling", "hopping", "session", "numpy-tumbling", "numpy-hopping"]
 NO_COMPACTION = 1 << 60
 
 
@@ -120,6 +121,10 @@ def test_restore_from_deltas_equals_a_compacted_base_and_the_running_state(
     from_base.run_until_caught_up()
     from_base.flush()
     _same_outputs(_outputs(first, from_base), _outputs(_reference(tmp_path, events, kind)))
+    if kind.startswith("numpy"):  # restored into numpy columns, and kept so
+        window = first.stage(first.pipeline.stage_names[1])
+        assert window._numpy is not None and isinstance(window._state, _Cols)
+        assert isinstance(from_deltas.stage(first.pipeline.stage_names[1])._state, _Cols)
 
 
 def test_whole_slot_checkpoints_of_earlier_versions_restore(ledger, tmp_path, events):

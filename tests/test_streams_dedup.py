@@ -298,6 +298,19 @@ def test_key_table_probes_past_its_end_and_on_from_slot_zero():
     assert (again == slots[::-1]).all() and table.used == 90
 
 
+def test_key_table_tells_keys_apart_by_their_second_word_to_the_last_probe():
+    """Keys that share a first word and a home slot differ in the second: the long probe
+    sequences, finished one key at a time, must compare both words."""
+    table = _KeyTable(1024)
+    h1 = np.full(70, 1021, np.uint64)  # one first word: 70 keys in one run past the end
+    h2 = np.arange(70, dtype=np.uint64) + np.uint64(1)
+    slots = table.locate(h1, h2)
+    assert len(set(slots.tolist())) == 70 and table.used == 70
+    again = table.locate(h1[::-1].copy(), h2[::-1].copy())
+    assert (again == slots[::-1]).all() and table.used == 70
+    assert (table.h2[slots] == h2).all() and (table.h1[slots] == h1).all()
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_integer_and_composite_keys_match_the_one_at_a_time_rule(seed):
     """Small key spaces (many repeats per batch), nulls, extreme values, disorder, batch cuts

@@ -208,6 +208,10 @@ class StreamLog(ABC):
         self.retention_bytes = retention_bytes
         self._next_round_robin = 0
         self._known_schema: pa.Schema | None = None  # what reads of this log unify to
+        # the stored batch decoded last: (partition, first offset, its bytes, the table). A
+        # consumer reading in slices smaller than the stored batches reads it again and again;
+        # a stored batch never changes under its offsets, and its bytes are compared anyway
+        self._decoded: tuple[int, int, bytes, pa.Table] | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, partitions={self.partitions})"
@@ -376,7 +380,7 @@ class StreamLog(ABC):
             raise self.below_retention(partition, offset, start)
         if not batches:
             return _EMPTY_READ.empty_table()
-        tables = [decode_batch(data) for _, data in batches]
+        tables = [self._decode(partition, first, data) for first, data in batches]
         if len(tables) == 1:
             table = tables[0]
         elif all(t.schema == tables[0].schema for t in tables[1:]):
@@ -386,6 +390,14 @@ class StreamLog(ABC):
         table = table.slice(offset - batches[0][0], max_records)
         offsets = np.arange(offset, offset + table.num_rows, dtype=np.int64)
         return table.append_column(OFFSET, pa.array(offsets))
+
+    def _decode(self, partition: int, first: int, data: bytes) -> pa.Table:
+        held = self._decoded
+        if held is not None and held[0] == partition and held[1] == first and held[2] == data:
+            return held[3]
+        table = decode_batch(data)
+        self._decoded = (partition, first, data, table)
+        return table
 
     def below_retention(self, partition: int, offset: int, start: int) -> StreamError:
         return StreamError(

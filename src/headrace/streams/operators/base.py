@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import polars as pl
@@ -111,29 +111,30 @@ class FrameChanges:
 
     def __init__(self, keys: Sequence[str]) -> None:
         self.keys = tuple(keys)
-        self._frame: pl.DataFrame | None = None
+        self._frame: Any = None
         self._rows: np.ndarray | None = None  # row hashes of _frame, computed when first needed
         self._written = False  # some delta was given since the baseline (else: reset first)
 
-    def baseline(self, frame: pl.DataFrame | None) -> None:
+    def baseline(self, frame: Any) -> None:
         """The frame as it is in the last checkpoint (after a restore)."""
         self._frame, self._rows, self._written = frame, None, frame is not None
 
-    def delta(self, frame: pl.DataFrame | None) -> Delta:
+    def delta(self, frame: Any) -> Delta:
+        """`frame`: a polars frame, or an object with `height`, `to_arrow()` and
+        `to_polars()` (the same object while it has not changed)."""
         before, rows = self._frame, self._rows
         if frame is before:
             return Delta(self.keys, pa.table({}))
         self._frame, self._rows = frame, None
         if frame is None:
             return Delta(self.keys, pa.table({}), reset=True)
-        if (
-            before is None
-            or not self._written
-            or not self.keys
-            or frame.height <= self.SMALL
-            or before.schema != frame.schema
-        ):
+        if before is None or not self._written or not self.keys or frame.height <= self.SMALL:
             self._written = True
+            return Delta(self.keys, frame.to_arrow(), reset=True)
+        # frames an operator keeps in another form (a window's numpy columns) convert here,
+        # only when large: small ones were written whole above
+        before, frame = as_polars(before), as_polars(frame)
+        if before.schema != frame.schema:
             return Delta(self.keys, frame.to_arrow(), reset=True)
         if rows is None:
             rows = self._hashes(before)
@@ -150,6 +151,11 @@ class FrameChanges:
     def _hashes(self, frame: pl.DataFrame) -> np.ndarray:
         first, second = (frame.hash_rows(seed=s).to_numpy() for s in self._SEEDS)
         return np.stack([first, second], axis=1).view(np.dtype((np.void, 16))).ravel()
+
+
+def as_polars(frame: Any) -> pl.DataFrame:
+    """A polars frame, or the polars form of a frame kept in another one (`to_polars()`)."""
+    return frame if isinstance(frame, pl.DataFrame) else frame.to_polars()
 
 
 def _isin_rows(values: np.ndarray, among: np.ndarray) -> np.ndarray:

@@ -25,7 +25,8 @@ A batch is handled in the order of its keys' home slots (one sort), which makes 
 and write the table in order and puts the records of one key among neighbours with the same
 home slot: records whose key appears once in the batch (nearly all of them) are decided together
 in one step; only the keys seen several times go through rounds that follow the rule record by
-record.
+record. Probing goes in rounds over all the keys still probing until at most 128 are left;
+those finish one by one (a round costs as much for a few keys as for hundreds).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ _FREE = np.uint64(0x9E37_79B9_7F4A_7C15)  # first word of a free slot; no key ha
 _EMPTY = np.iinfo(np.int64).min  # expiry of a free slot, or of a key that is not held
 _NO_TIME = _EMPTY
 _MIN_CAPACITY = 1024
+_FEW = 128  # keys still probing: from here on one by one (see `_KeyTable._probe_each`)
 _SEEDS = (0x5EED_0001, 0x5EED_0002)
 _NO_KEYS = pa.table(
     {
@@ -191,9 +193,34 @@ class _KeyTable:
             h1 = h1[more]
             if self.wide:
                 h2 = h2[more]
+            if len(cur) <= _FEW:
+                self._probe_each(cur & mask, h1, h2 if self.wide else h1, slots, todo)
+                return slots
             if cur[-1] > mask:  # the last keys walked off the end: on at slot 0, so go first
                 k = len(cur) - int(np.searchsorted(cur, mask + 1))
                 cur, todo, h1, h2 = (np.roll(a, k) for a in (cur & mask, todo, h1, h2))
+
+    def _probe_each(
+        self, cur: np.ndarray, h1: np.ndarray, h2: np.ndarray, slots: np.ndarray, todo: np.ndarray
+    ) -> None:
+        """`probe`'s last few keys one by one: a round of array operations costs the same for
+        three keys as for three hundred, and the longest probe sequences are the last ones.
+        Keys claim free slots in another order than in rounds, which is as valid a table."""
+        table_h1, table_h2 = self.h1, self.h2
+        mask, free, wide = self.capacity - 1, int(_FREE), self.wide
+        for i, at, a, b in zip(todo.tolist(), cur.tolist(), h1.tolist(), h2.tolist(), strict=True):
+            while True:
+                there = int(table_h1[at])
+                if there == free:
+                    table_h1[at] = a  # its expiry stays _EMPTY: not held
+                    if wide:
+                        table_h2[at] = b
+                    self.used += 1
+                    break
+                if there == a and (not wide or int(table_h2[at]) == b):
+                    break
+                at = (at + 1) & mask
+            slots[i] = at
 
     def held(self, after: int) -> np.ndarray:
         """Slots whose key is held: expiry later than `after`."""

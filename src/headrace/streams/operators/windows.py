@@ -70,6 +70,7 @@ from headrace.streams.operators.base import (
     Emit,
     FrameChanges,
     FramesChanges,
+    as_polars,
     as_table,
     check_config,
     check_fingerprint,
@@ -237,7 +238,8 @@ class _Window:
         pending = pa.table({})
         if self._pending:
             numbered = [
-                p.with_columns(pl.lit(i).alias(_BATCH)) for i, p in enumerate(self._pending)
+                as_polars(p).with_columns(pl.lit(i).alias(_BATCH))
+                for i, p in enumerate(self._pending)
             ]
             pending = pl.concat(numbered, how="vertical_relaxed").to_arrow()
         return {"meta": self._meta(), "windows": windows, "pending": pending}
@@ -427,6 +429,11 @@ class _Window:
         if closed is None:
             held = [f for f in (self._state, *self._pending) if f is not None]
             closed = held[0] if held else self._blank_state()
+        if isinstance(closed, _Cols):  # the numpy path's frames: their own blank, no polars
+            key = closed.key()
+            if self._empty_cache is None or self._empty_cache[0] != key:
+                self._empty_cache = (key, self._emit_rows(closed.take(slice(0, 0)).bounded(0)))
+            return self._empty_cache[1]
         key = str(closed.schema)
         if self._empty_cache is None or self._empty_cache[0] != key:
             blank = closed.clear().with_columns(
@@ -513,6 +520,12 @@ class _FixedWindows(_Window):
         super().restore(state)
         if self._state is not None:  # `_close` takes closed windows as a prefix of this order
             self._state = self._state.sort(self._order, nulls_last=True)
+        if self._numpy is not None:  # held as numpy columns where their types allow
+            self._state = self._numpy.held(self._state)
+            self._pending = [self._numpy.held(p) for p in self._pending]
+            tracked = self._tracked()
+            tracked["windows"].baseline(self._state)
+            tracked["pending"].baseline(self._pending)
 
     def _starts(self, times: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
         """(record index, window start) for every window covering a record; the index is
@@ -581,20 +594,28 @@ class _FixedWindows(_Window):
         """
         parts = [f for f in (self._state, *self._pending) if f is not None and f.height]
         self._pending, self._pending_min = [], None
-        if len(parts) > 1 and self._numpy is not None and self._numpy.can_merge(parts):
-            self._state = self._numpy.merge(parts, self.hop)
+        numpy = self._numpy
+        columns = numpy.same_columns(parts) if numpy is not None and len(parts) > 1 else None
+        if columns is not None:
+            assert numpy is not None
+            self._state = numpy.merge(columns, self.hop)
         elif len(parts) > 1:
+            frames = [as_polars(p) for p in parts]
             try:  # relaxed only when a column's type changed (int sums widened): it costs
-                both = pl.concat(parts, how="vertical")
+                both = pl.concat(frames, how="vertical")
             except pl.exceptions.SchemaError:
-                both = pl.concat(parts, how="vertical_relaxed")
+                both = pl.concat(frames, how="vertical_relaxed")
             merged = both.lazy().group_by(self._group).agg(self._merge_exprs)
             # in output order (window, then key): closing takes a prefix, emitting needs no sort
             self._state = merged.sort(self._order, nulls_last=True).collect()
-        elif parts:
+        elif parts and isinstance(parts[0], pl.DataFrame):
             self._state = parts[0].sort(self._order, nulls_last=True)
+        elif parts:  # numpy columns come by window start (keyless: the output order)
+            self._state = parts[0]
+        if numpy is not None and isinstance(self._state, pl.DataFrame):
+            self._state = numpy.held(self._state)
 
-    def _close(self, watermark: int | None) -> pl.DataFrame | None:
+    def _close(self, watermark: int | None) -> pl.DataFrame | _Cols | None:
         if watermark is not None:
             earliest = [self._pending_min] if self._pending_min is not None else []
             if self._state is not None and self._state.height:
@@ -605,6 +626,13 @@ class _FixedWindows(_Window):
         state = self._state
         if state is None:
             return None
+        if isinstance(state, _Cols):
+            final = state.height
+            if watermark is not None:  # sorted by window start: the closed ones are a prefix
+                bound = watermark - (self.size + self.grace)
+                final = int(np.searchsorted(state[_WS], bound, "right"))
+            closed, self._state = state.take(slice(0, final)), state.take(slice(final, None))
+            return closed.bounded(self.size)
         if watermark is None:
             closed, self._state = state, state.clear()
         else:  # the state is sorted by window start (`_fold`): the closed ones are a prefix
@@ -615,8 +643,11 @@ class _FixedWindows(_Window):
         ends = pl.Series(_WEND, starts + self.size)  # numpy: a polars sum is a query
         return closed.hstack([pl.Series(_WSTART, starts), ends])
 
-    def _emit_rows(self, rows: pl.DataFrame) -> pa.Table:
-        if self._numpy is not None and self._numpy.can_merge([rows]):
+    def _emit_rows(self, rows: pl.DataFrame | _Cols) -> pa.Table:
+        if self._numpy is not None and not isinstance(rows, _Cols):
+            rows = self._numpy.held(rows)
+        if isinstance(rows, _Cols):
+            assert self._numpy is not None
             return self._typed(self._numpy.finish(rows))
         return super()._emit_rows(rows, ordered=True)
 
@@ -660,15 +691,15 @@ class _Numpy:
 
     def partials(
         self, values: dict[str, Any], index: np.ndarray | None, starts: np.ndarray, hop: int
-    ) -> pl.DataFrame:
+    ) -> _Cols:
         """One batch's partial aggregates per window start, as the polars path's group-by
         makes them (`index`: the record of each (record, window) pair; None: one each)."""
         group, ws = _groups(starts, hop)
         size = len(ws)
-        series = [pl.Series(_WS, ws)]
+        out: dict[str, tuple[np.ndarray, np.ndarray | None]] = {_WS: (ws, None)}
         for agg, p, _ in self.aggs:
             if agg.column is None:
-                series.append(pl.Series(f"{p}n", np.bincount(group, minlength=size)))
+                out[f"{p}n"] = (np.bincount(group, minlength=size).astype(np.int64), None)
                 continue
             array, ok = values[agg.column]
             if index is not None:
@@ -677,63 +708,137 @@ class _Numpy:
             x = array if ok is None else array[ok]
             n = np.bincount(g, minlength=size).astype(np.int64, copy=False)
             if isinstance(agg, Count):
-                series.append(pl.Series(f"{p}n", n))
+                out[f"{p}n"] = (n, None)
             elif isinstance(agg, Sum | Mean):
                 if isinstance(agg, Mean):
                     x = x.astype(np.float64, copy=False)
-                series += [pl.Series(f"{p}s", _sums(g, x, size)), pl.Series(f"{p}n", n)]
+                out[f"{p}s"], out[f"{p}n"] = (_sums(g, x, size), None), (n, None)
             else:
                 v = _extremes(g, x, size, np.fmin if isinstance(agg, Min) else np.fmax)
-                series.append(_nullable(f"{p}v", v, n > 0))
-        return pl.DataFrame(series)
+                out[f"{p}v"] = (v, _mask(n > 0))
+        return _Cols(out)
 
-    def can_merge(self, parts: list[pl.DataFrame]) -> bool:
-        """Whether these frames have one schema, all of int64/float64 columns."""
-        dtypes = parts[0].dtypes
-        if not all(d in _NUMPY_DTYPES for d in dtypes):
-            return False
-        return all(p.dtypes == dtypes for p in parts[1:])
+    @staticmethod
+    def held(frame: pl.DataFrame | _Cols | None) -> Any:
+        """A frame as numpy columns when all its columns are int64 or float64 (else as is)."""
+        if frame is None or isinstance(frame, _Cols):
+            return frame
+        return _Cols.from_polars(frame) or frame
 
-    def merge(self, parts: list[pl.DataFrame], hop: int) -> pl.DataFrame:
+    def same_columns(self, parts: list[Any]) -> list[_Cols] | None:
+        """The frames as numpy columns when they all can be and share columns and types."""
+        held = [self.held(p) for p in parts]
+        if not all(isinstance(h, _Cols) for h in held):
+            return None
+        key = held[0].key()
+        return held if all(h.key() == key for h in held[1:]) else None
+
+    def merge(self, parts: list[_Cols], hop: int) -> _Cols:
         """The frames' rows merged per window start, sorted by it (the open windows)."""
-        ws = np.concatenate([p.get_column(_WS).to_numpy() for p in parts])
+        ws = np.concatenate([p[_WS] for p in parts])
         group, starts = _groups(ws, hop)
         size = len(starts)
-        series = [pl.Series(_WS, starts)]
+        out: dict[str, tuple[np.ndarray, np.ndarray | None]] = {_WS: (starts, None)}
         for agg, p, _ in self.aggs:
             for name in (f"{p}n",) if isinstance(agg, Count) else _partial_names(agg, p):
+                x, ok = _column(parts, name)
                 if name.endswith("v"):
-                    x, ok = _column(parts, name)
                     g = group if ok is None else group[ok]
                     x = x if ok is None else x[ok]
                     more = np.bincount(g, minlength=size) > 0
                     fold = np.fmin if isinstance(agg, Min) else np.fmax
-                    series.append(_nullable(name, _extremes(g, x, size, fold), more))
+                    out[name] = (_extremes(g, x, size, fold), _mask(more))
                 else:  # counts and sums: never null
-                    x, _ = _column(parts, name)
-                    series.append(pl.Series(name, _sums(group, x, size)))
-        return pl.DataFrame(series)
+                    out[name] = (_sums(group, x, size), None)
+        return _Cols(out)
 
-    def finish(self, closed: pl.DataFrame) -> pa.Table:
+    def finish(self, closed: _Cols) -> pa.Table:
         """The emitted table of closed windows (`closed` has _WSTART/_WEND)."""
         columns: dict[str, pa.Array] = {
             # int64 viewed as timestamps: converting to them costs several times more
-            "window_start": pa.array(closed.get_column(_WSTART).to_numpy()).view(TIMESTAMP_UTC),
-            "window_end": pa.array(closed.get_column(_WEND).to_numpy()).view(TIMESTAMP_UTC),
+            "window_start": pa.array(closed[_WSTART]).view(TIMESTAMP_UTC),
+            "window_end": pa.array(closed[_WEND]).view(TIMESTAMP_UTC),
         }
         for agg, p, out in self.aggs:
             if isinstance(agg, Count):
-                columns[out] = closed.get_column(f"{p}n").to_arrow()
+                columns[out] = pa.array(closed[f"{p}n"])
             elif isinstance(agg, Sum | Mean):
-                n = closed.get_column(f"{p}n").to_numpy()
-                s = closed.get_column(f"{p}s").to_numpy()
+                n, s = closed[f"{p}n"], closed[f"{p}s"]
                 if isinstance(agg, Mean):
                     with np.errstate(invalid="ignore", divide="ignore"):
                         s = s / n
                 columns[out] = pa.array(s, mask=n == 0)
             else:
-                columns[out] = closed.get_column(f"{p}v").to_arrow()
-        return pa.table(columns)
+                columns[out] = closed.arrow(f"{p}v")
+        return pa.Table.from_arrays(list(columns.values()), names=list(columns))
+
+
+class _Cols:
+    """The numpy path's frame: partial aggregates per window start as numpy columns (values,
+    nulls filled, and a validity mask where a column has nulls), with the polars path's
+    column names, order and types, so it converts to a polars frame and back without changing
+    a value (`to_polars`, `from_polars`). The open windows and pending partials are kept so
+    between batches: a small batch then builds no polars frame at all. It offers what the
+    change trackers read (`height`, `to_arrow`, `to_polars`; see `base.FrameChanges`)."""
+
+    __slots__ = ("_polars", "columns")
+
+    def __init__(self, columns: dict[str, tuple[np.ndarray, np.ndarray | None]]) -> None:
+        self.columns = columns
+        self._polars: pl.DataFrame | None = None
+
+    @property
+    def height(self) -> int:
+        return len(self.columns[_WS][0])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name][0]
+
+    def key(self) -> tuple[tuple[str, str], ...]:
+        """Names and types: frames with the same key merge column by column."""
+        return tuple((name, values.dtype.str) for name, (values, _) in self.columns.items())
+
+    def take(self, rows: slice) -> _Cols:
+        return _Cols(
+            {k: (v[rows], None if ok is None else ok[rows]) for k, (v, ok) in self.columns.items()}
+        )
+
+    def bounded(self, size: int) -> _Cols:
+        """With _WSTART/_WEND (start + `size`), as closed windows are emitted."""
+        starts = self.columns[_WS][0]
+        return _Cols({**self.columns, _WSTART: (starts, None), _WEND: (starts + size, None)})
+
+    def arrow(self, name: str) -> pa.Array:
+        values, ok = self.columns[name]
+        return pa.array(values, mask=None if ok is None else ~ok)
+
+    def to_arrow(self) -> pa.Table:
+        return pa.Table.from_arrays([self.arrow(k) for k in self.columns], names=list(self.columns))
+
+    def to_polars(self) -> pl.DataFrame:
+        if self._polars is None:
+            frame = pl.from_arrow(self.to_arrow())
+            assert isinstance(frame, pl.DataFrame)
+            self._polars = frame
+        return self._polars
+
+    @staticmethod
+    def from_polars(frame: pl.DataFrame) -> _Cols | None:
+        """None when a column is not Int64 or Float64 (or there is no window start)."""
+        if _WS not in frame.columns or not all(d in _NUMPY_DTYPES for d in frame.dtypes):
+            return None
+        columns: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+        for series in frame.iter_columns():
+            if series.null_count():
+                columns[series.name] = (
+                    series.fill_null(0).to_numpy(),
+                    series.is_not_null().to_numpy(),
+                )
+            else:
+                columns[series.name] = (series.to_numpy(), None)
+        cols = _Cols(columns)
+        cols._polars = frame
+        return cols
 
 
 def _partial_names(agg: Agg, p: str) -> tuple[str, ...]:
@@ -775,20 +880,19 @@ def _extremes(group: np.ndarray, x: np.ndarray, size: int, fold: np.ufunc) -> np
     return out
 
 
-def _nullable(name: str, values: np.ndarray, present: np.ndarray) -> pl.Series:
-    """The values (int64 or float64) as a polars column, null where not `present`."""
-    if present.all():
-        return pl.Series(name, values)
-    return pl.Series(name, pa.array(values, mask=~present))
+def _mask(present: np.ndarray) -> np.ndarray | None:
+    """A validity mask, or None when every value is present."""
+    return None if present.all() else present
 
 
-def _column(parts: list[pl.DataFrame], name: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _column(parts: list[_Cols], name: str) -> tuple[np.ndarray, np.ndarray | None]:
     """A column of the frames, concatenated: values (nulls filled) and validity (or None)."""
-    series = [p.get_column(name) for p in parts]
-    if not any(s.null_count() for s in series):
-        return np.concatenate([s.to_numpy() for s in series]), None
-    values = np.concatenate([s.fill_null(0).to_numpy() for s in series])
-    return values, np.concatenate([s.is_not_null().to_numpy() for s in series])
+    values = np.concatenate([p.columns[name][0] for p in parts])
+    masks = [p.columns[name][1] for p in parts]
+    if all(m is None for m in masks):
+        return values, None
+    valid = [np.ones(p.height, bool) if m is None else m for p, m in zip(parts, masks, strict=True)]
+    return values, np.concatenate(valid)
 
 
 class TumblingWindow(_FixedWindows):
