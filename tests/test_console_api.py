@@ -217,6 +217,32 @@ def test_a_long_history_is_drawn_at_once_and_painted_when_folded(project, monkey
     )
     (reject,) = [n for n in painted["graph"]["root"]["nodes"] if n["path"] == "Reject"]
     assert reject["status"] == "failed"
+    assert painted["folded"] == painted["execution"]["history_length"]
+
+
+def test_a_long_history_is_painted_as_far_as_the_background_fold_got(project, monkeypatch):
+    from headrace.console import api
+
+    folds = project.coordinator.console.api.folds
+    monkeypatch.setattr(api, "FOLD_INLINE", 5)
+    monkeypatch.setattr(api, "FOLD_CHUNK", 3)
+    arn = project.made["done"]  # its ARN: what the folds are keyed by
+    with folds._lock:
+        folds._cache.clear()
+        folds._warming.add(arn)  # as if a background fold were going: no other one starts
+    try:
+        d = project.get(f"/api/executions/{arn}").json()
+        assert d["painting"] is True and d["folded"] == 0  # nothing folded yet: unpainted
+        folds._fold(project.ledger, arn, d["definition"], 3)  # the first chunk, as it feeds it
+        assert folds.progress(arn)[0] == 3
+        d = project.get(f"/api/executions/{arn}").json()
+        assert d["painting"] is True and d["folded"] == 3
+        (squares,) = [n for n in d["graph"]["root"]["nodes"] if n["path"] == "Squares"]
+        assert squares["status"] == "running"  # as of event 3: the Map had started
+    finally:
+        with folds._lock:
+            folds._warming.discard(arn)
+            folds._painted.pop(arn, None)
 
 
 def test_history_is_paged(project):

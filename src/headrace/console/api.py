@@ -88,6 +88,9 @@ class _Folds:
         # execution -> (events folded, the fold, whether it is still catching up)
         self._cache: dict[str, tuple[int, StatusFold, bool]] = {}
         self._warming: set[str] = set()
+        # execution -> (events folded, its graph then): what a look paints while a background
+        # fold goes on, without waiting for the fold's guard (which that fold keeps retaking)
+        self._painted: dict[str, tuple[int, Any]] = {}
         self._guards: dict[str, threading.Lock] = {}
         self._size = size
 
@@ -111,6 +114,10 @@ class _Folds:
             fold.feed({"type": t, "scope": sc, "details": d} for _, t, sc, d in more)
             seen = more[-1][0]
         done = limit is None or len(more) < limit
+        if not done:  # a background fold: keep the graph as far as it got, in plain data
+            painted = graph_model(definition, fold.statuses())
+            with self._lock:
+                self._painted[execution_id] = (seen, painted)
         with self._lock:
             self._cache.pop(execution_id, None)
             while len(self._cache) >= self._size:
@@ -128,18 +135,10 @@ class _Folds:
                 return self._cache[execution_id][1].statuses()
 
     def progress(self, execution_id: str) -> tuple[int, Any] | None:
-        """(events folded, statuses so far) of a fold still catching up in the background, or
-        None when there is none."""
+        """(events folded, the graph painted that far) of a fold still catching up in the
+        background, or None when it has folded nothing yet."""
         with self._lock:
-            cached = self._cache.get(execution_id)
-        if cached is None or not cached[2]:
-            return None
-        with self._guard(execution_id):  # not while a chunk is being fed
-            with self._lock:
-                cached = self._cache.get(execution_id)
-            if cached is None:
-                return None
-            return cached[0], cached[1].statuses()
+            return self._painted.get(execution_id)
 
     def cached(self, execution_id: str) -> bool:
         """Folded up to the last look (only the events since remain)."""
@@ -166,6 +165,7 @@ class _Folds:
             finally:
                 with self._lock:
                     self._warming.discard(execution_id)
+                    self._painted.pop(execution_id, None)
 
         threading.Thread(target=run, name="headrace-console-fold", daemon=True).start()
 
@@ -393,7 +393,14 @@ class Api:
             self.folds.warm(self.ctx.ledger, row["id"], definition)
             painting = True
             progress = self.folds.progress(row["id"])
-            folded, statuses = progress if progress is not None else (0, None)
+            folded, graph = progress if progress is not None else (0, None)
+            return {
+                "execution": row,
+                "definition": definition,
+                "graph": graph or graph_model(definition, None),
+                "painting": painting,
+                "folded": folded,
+            }
         return {
             "execution": row,
             "definition": definition,
