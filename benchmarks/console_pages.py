@@ -9,8 +9,11 @@ caught). The baseline: the same pages on a small ledger (1,000 invocations, 100 
 each ledger. A page's time runs from the hash change that asks for it to the moment its data is
 drawn and it takes input (the shell sets `body[data-ready]`); rounds alternate between the two
 ledgers. The first visit of the 10,000-item Map is reported apart: it folds the whole history
-once, in the background: the page is drawn and takes input at once, and the states are painted
-when the fold is done (later visits and live updates fold only what is new).
+once, in the background, 2,000 events at a time: the page is drawn and takes input at once, the
+states are painted as far as the fold got (first paint) and then further until the whole
+history is folded (later visits and live updates fold only what is new). Also timed, in the
+server: one whole fold of the open Map as the console reads it (each event's outline, which the
+database extracts) against the baseline of every event's details parsed in Python.
 
     .venv/bin/python benchmarks/console_pages.py [--rounds 5] [--invocations 100000]
 """
@@ -29,7 +32,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from headrace.config import load_settings
 from headrace.console import Console, ConsoleContext
@@ -248,6 +251,41 @@ def measure(page, base: str, hash_: str) -> float:
     return float(times[-1]["ms"])
 
 
+def fold_times(ledger: Ledger, arn: str, rounds: int = 3) -> dict[str, float]:
+    """Median ms of one whole fold of the open Map's history in the server, as the console
+    reads it (each event's outline, extracted by the database) and as it read it before (every
+    event's details parsed in Python, inputs and outputs included): the baseline."""
+    from headrace.ledger import browse
+    from headrace.workflows.graph import StatusFold
+
+    def outline() -> None:
+        with ledger.reader.connect() as conn:
+            rows = browse.history_outline(conn, arn, 0)
+        fold = StatusFold(MAP)
+        fold.feed({"type": t, "scope": sc, "details": d} for _, t, sc, d in rows)
+        fold.statuses()
+
+    def whole() -> None:
+        h = history.c
+        with ledger.reader.connect() as conn:
+            rows = conn.execute(
+                select(h.seq, h.type, h.scope, h.details)
+                .where(h.execution_id == arn)
+                .order_by(h.seq)
+            ).all()
+        fold = StatusFold(MAP)
+        fold.feed({"type": t, "scope": sc, "details": json.loads(d)} for _, t, sc, d in rows)
+        fold.statuses()
+
+    times: dict[str, list[float]] = {"outline": [], "details parsed (before)": []}
+    for _ in range(rounds):  # paired, alternating
+        for name, run in (("outline", outline), ("details parsed (before)", whole)):
+            t0 = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - t0) * 1000)
+    return {name: round(statistics.median(v), 1) for name, v in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
@@ -263,12 +301,14 @@ def main() -> None:
         "small": (args.invocations // 100, args.executions // 100, args.items // 100),
     }
     served = {}
+    ledgers = {}
     for label, (n_inv, n_ex, items) in sizes.items():
         t0 = time.perf_counter()
         url, ledger = serve(tmp / label)
         arn = fill(ledger, n_inv, n_ex, items)
         some = ledger.list_invocations(limit=1)[0]["id"]
         served[label] = (url, arn, some)
+        ledgers[label] = (ledger, arn)
         print(f"{label}: ledger filled in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     results: dict[str, dict[str, list[float]]] = {"big": {}, "small": {}}
     first_map: dict[str, float] = {}
@@ -278,11 +318,19 @@ def main() -> None:
         for label, (url, arn, _) in served.items():  # the first look at the open Map
             started = time.perf_counter()
             drawn = measure(page, url, f"#/executions/{arn}")
+            page.wait_for_selector(
+                ".graph[data-painted='partial'], .graph[data-painted='yes']",
+                state="attached",
+                timeout=120_000,
+            )
+            first_paint = time.perf_counter()
             page.wait_for_selector(".graph[data-painted='yes']", state="attached", timeout=120_000)
             first_map[label] = {
                 "interactive_ms": round(drawn, 1),
+                "first_paint_ms": round((first_paint - started) * 1000, 1),
                 "painted_ms": round((time.perf_counter() - started) * 1000, 1),
             }
+        folds = {label: fold_times(ledger, arn) for label, (ledger, arn) in ledgers.items()}
         for _ in range(args.rounds):
             for label, (url, arn, some) in served.items():
                 for name, hash_ in pages(arn, some):
@@ -293,6 +341,7 @@ def main() -> None:
         "load_average_at_end": os.getloadavg(),
         "rounds": args.rounds,
         "first_visit_of_the_open_map_ms": first_map,
+        "whole_fold_in_the_server_ms": folds,
         "pages": {},
     }
     print(f"{'page':40} {'big ledger ms':>16} {'small ms':>10} {'ratio':>6}")
@@ -309,6 +358,7 @@ def main() -> None:
             f" {small:10.1f} {big / small:6.2f}"
         )
     print(f"first visit of the open Map: {first_map}")
+    print(f"a whole fold in the server (outline vs every event's details parsed): {folds}")
     print(f"load average at the end: {os.getloadavg()}")
     folder = HERE / "results"
     folder.mkdir(exist_ok=True)

@@ -151,4 +151,59 @@ def populate(p: ConsoleProject) -> dict[str, str]:
         return data["stats"] and any(c["records"] for c in data["checkpoints"])
 
     p.wait_until(stream_stats, what="stream records through the pipeline")
+    late_readings(p)
+    serve_and_register(p)
     return {"dead": dead, "done": done, "running": running, "failed": failed}
+
+
+#: The minute the sensor readings fall in (epoch seconds, on a minute boundary).
+SENSOR_MINUTE = 1_700_000_040
+
+
+def late_readings(p: ConsoleProject) -> None:
+    """Readings whose minutes had closed when they came: 2 late for the first minute, 1 for the
+    second (the window has no grace; the first batch moved the watermark two minutes on)."""
+    import pyarrow as pa
+
+    from headrace.streams.log import open_log
+
+    def readings(seconds: list[int]) -> pa.Table:
+        times = [(SENSOR_MINUTE + s) * 1_000_000 for s in seconds]
+        return pa.table(
+            {
+                "sensor": pa.array(["a"] * len(times)),
+                "t": pa.array(times, pa.timestamp("us", tz="UTC")),
+            }
+        )
+
+    def processed(n: int):
+        def check():
+            rows = [
+                c for c in p.get("/api/streams").json()["checkpoints"] if c["pipeline"] == "sensors"
+            ]
+            return rows and rows[0]["records"] >= n
+
+        return check
+
+    log = open_log(p.settings.streams_url, "readings")
+    try:
+        log.append(readings([0, 30, 130]))
+        p.wait_until(processed(3), what="the first readings")
+        log.append(readings([10, 20, 70]))
+        p.wait_until(processed(6), what="the late readings")
+    finally:
+        log.close()
+
+
+def serve_and_register(p: ConsoleProject) -> None:
+    """Requests through the app's HTTP route, and two versions of a model in the registry,
+    the second under the alias prod."""
+    from headrace.models import ModelRegistry
+
+    url = p.coordinator.serve_url
+    for _ in range(5):
+        res = httpx.get(url + "/hello", timeout=30)
+        assert res.status_code == 200, res.text
+    registry = ModelRegistry(p.ledger, p.coordinator.store, cache_dir=p.settings.home / "mc")
+    registry.push("digits", {"weights": [1, 2]}, metrics={"accuracy": 0.91})
+    registry.push("digits", {"weights": [1, 3]}, alias="prod", metrics={"accuracy": 0.95})

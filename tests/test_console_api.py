@@ -45,7 +45,7 @@ def test_overview_shows_coordinator_settings_triggers_sources_pipelines_errors(p
     assert [t["target"] for t in inbox["triggers"]] == ["function:ingest"]
     assert [s["name"] for s in d["sources"]] == ["blockchain"]
     assert d["sources"][0]["health"]["status"] == "ok"
-    (tx,) = d["pipelines"]
+    (tx,) = [x for x in d["pipelines"] if x["name"] == "tx"]
     assert tx["name"] == "tx" and tx["state"] == "running" and tx["records"] > 0
     assert any(e["function"] == "reject" and "refused" in e["error"] for e in d["errors"])
     assert d["invocation_counts"]["ingest"]["succeeded"] >= 3
@@ -217,6 +217,32 @@ def test_a_long_history_is_drawn_at_once_and_painted_when_folded(project, monkey
     )
     (reject,) = [n for n in painted["graph"]["root"]["nodes"] if n["path"] == "Reject"]
     assert reject["status"] == "failed"
+    assert painted["folded"] == painted["execution"]["history_length"]
+
+
+def test_a_long_history_is_painted_as_far_as_the_background_fold_got(project, monkeypatch):
+    from headrace.console import api
+
+    folds = project.coordinator.console.api.folds
+    monkeypatch.setattr(api, "FOLD_INLINE", 5)
+    monkeypatch.setattr(api, "FOLD_CHUNK", 3)
+    arn = project.made["done"]  # its ARN: what the folds are keyed by
+    with folds._lock:
+        folds._cache.clear()
+        folds._warming.add(arn)  # as if a background fold were going: no other one starts
+    try:
+        d = project.get(f"/api/executions/{arn}").json()
+        assert d["painting"] is True and d["folded"] == 0  # nothing folded yet: unpainted
+        folds._fold(project.ledger, arn, d["definition"], 3)  # the first chunk, as it feeds it
+        assert folds.progress(arn)[0] == 3
+        d = project.get(f"/api/executions/{arn}").json()
+        assert d["painting"] is True and d["folded"] == 3
+        (squares,) = [n for n in d["graph"]["root"]["nodes"] if n["path"] == "Squares"]
+        assert squares["status"] == "running"  # as of event 3: the Map had started
+    finally:
+        with folds._lock:
+            folds._warming.discard(arn)
+            folds._painted.pop(arn, None)
 
 
 def test_history_is_paged(project):
@@ -248,14 +274,56 @@ def test_streams_report_per_stage_minutes_lag_watermark_and_health(project):
     stages = {r["stage"] for r in d["stats"] if r["pipeline"] == "tx"}
     assert len(stages) >= 2
     assert sum(r["records_in"] for r in d["stats"]) > 0
-    (cp,) = d["checkpoints"]
+    (cp,) = [c for c in d["checkpoints"] if c["pipeline"] == "tx"]
     assert cp["pipeline"] == "tx" and cp["records"] > 0
     assert {h["component"] for h in d["health"]} >= {"source:blockchain"}
 
 
+def test_late_records_are_counted_per_window(project):
+    from tests.console_helpers import SENSOR_MINUTE
+
+    d = project.get("/api/streams").json()
+    mine = [w for w in d["late_windows"] if w["pipeline"] == "sensors"]
+    by_window = {(w["window_start"], w["window_end"]): w["records"] for w in mine}
+    assert by_window == {
+        (SENSOR_MINUTE, SENSOR_MINUTE + 60): 2,
+        (SENSOR_MINUTE + 60, SENSOR_MINUTE + 120): 1,
+    }
+    assert {w["stage"] for w in mine} == {"tumbling"}
+    assert {w["reason"] for w in mine} == {"window_closed"}
+    # the late stream holds the same records, each naming the window it missed
+    late = project.get("/api/streams/sensors-late/records").json()
+    assert len(late["items"]) == 3
+
+
+def test_serving_shows_routes_replicas_and_latency(project):
+    d = project.get("/api/serving").json()
+    assert d["serving"] is True and d["url"] == project.coordinator.serve_url
+    (route,) = d["routes"]
+    assert route["key"] == "GET /hello" and route["function"] == "hello"
+    assert route["requests"].get("200", 0) >= 5 and route["errors"] == 0
+    latency = route["latency"]
+    assert latency["count"] >= 5 and latency["mean_ms"] > 0
+    assert latency["p50_ms_at_most"] <= latency["p95_ms_at_most"]
+    assert d["replicas"] and all(r["pid"] > 0 and r["state"] == "ready" for r in d["replicas"])
+    assert d["model"] is None  # the route binds no model
+
+
+def test_models_list_versions_and_alias_moves(project):
+    (m,) = [x for x in project.get("/api/models").json()["items"] if x["name"] == "digits"]
+    assert m["versions"] == 2 and m["latest"] == 2 and m["aliases"] == {"prod": 2}
+    d = project.get("/api/models/digits").json()
+    assert [v["version"] for v in d["versions"]] == [2, 1]  # newest first
+    assert d["versions"][0]["aliases"] == ["prod"]
+    assert d["versions"][0]["metrics"] == {"accuracy": 0.95}
+    (move,) = d["alias_moves"]
+    assert (move["alias"], move["version"], move["previous"]) == ("prod", 2, None)
+    assert project.get("/api/models/nosuch").status_code == 404
+
+
 def test_stream_records_are_browsed_newest_first(project):
     d = project.get("/api/streams").json()
-    assert d["late_streams"] == ["tx-late"] and "transactions" in d["streams"]
+    assert d["late_streams"] == ["sensors-late", "tx-late"] and "transactions" in d["streams"]
     page = project.get("/api/streams/transactions/records?limit=5").json()
     assert len(page["items"]) == 5 and page["offset"] == page["end"] - 5
     assert all(r["hash"] for r in page["items"])

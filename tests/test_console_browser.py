@@ -178,6 +178,8 @@ def test_streams(project, page):
     table = page.locator("main table").first.inner_text()
     assert "tx" in table
     assert "source:blockchain" in page.locator("main").inner_text()
+    late = page.locator("#late-windows + table").inner_text()
+    assert "sensors" in late and "window_closed" in late
     page.select_option("#s-stream", "transactions")
     page.wait_for_selector("#records table tbody tr >> nth=19")
     assert "hash" in page.locator("#records thead").inner_text()
@@ -277,6 +279,23 @@ def test_buckets_page_lists_and_downloads(project, page):
     assert Path(path).read_bytes() == b"data 2"
     assert info.value.suggested_filename == "file-2.txt"
     shot(page, "bucket")
+
+
+def test_serving_page_shows_routes_replicas_and_models(project, page):
+    page.goto(project.url + "/#/serving")
+    ready(page, "#/serving")
+    text = page.locator("main").inner_text()
+    assert project.coordinator.serve_url in text
+    assert "GET /hello" in text and "hello" in text
+    replicas = page.locator("main table").nth(1).locator("tbody tr")
+    assert replicas.count() >= 1 and "ok" in replicas.first.inner_text()  # a ready replica
+    shot(page, "serving")
+    page.click("main a:has-text('digits')")
+    ready(page, "#/serving/digits")
+    versions = page.locator("main table").first.inner_text()
+    assert "prod" in versions and "accuracy 0.95" in versions
+    assert "(new)" in page.locator("main table").nth(1).inner_text()
+    shot(page, "model")
 
 
 def test_keyboard_moves_between_pages(project, page):

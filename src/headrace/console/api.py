@@ -33,6 +33,9 @@ MAX_LOG_BYTES = 256 * 1024
 #: time, in the background while the page draws the graph unpainted.
 FOLD_INLINE = 2000
 
+#: Events a background fold reads at a time; the graph is painted as far as it got after each.
+FOLD_CHUNK = 2000
+
 #: How long "errors of the last hour" looks back, in seconds.
 ERROR_WINDOW = 3600.0
 
@@ -40,6 +43,9 @@ ERROR_WINDOW = 3600.0
 #: What `status` filters on: the ledger's invocation and execution states.
 INVOCATION_STATUSES = ("pending", "running", "succeeded", "dead")
 EXECUTION_STATUSES = ("RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+
+#: Windows with late records `GET /api/streams` lists, the latest first.
+LATE_WINDOWS = 200
 
 #: The widest window of stream statistics (`minutes`) the API reads: a year.
 MAX_MINUTES = 366 * 24 * 60
@@ -72,48 +78,77 @@ def _limit(request: Request, default: int = 50) -> int:
 
 class _Folds:
     """The state statuses of executions, folded as their histories grow: a 10,000-item Map is
-    folded once, and a live update of a running one folds only the events it has not seen."""
+    folded once, and a live update of a running one folds only the events it has not seen. The
+    fold reads each event's outline (`browse.history_outline`), never the states' inputs and
+    outputs. A long history seen for the first time is folded in the background, `FOLD_CHUNK`
+    events at a time, and can be painted as far as it has been folded meanwhile."""
 
     def __init__(self, size: int = 16) -> None:
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[int, list[tuple], StatusFold]] = {}
+        # execution -> (events folded, the fold, whether it is still catching up)
+        self._cache: dict[str, tuple[int, StatusFold, bool]] = {}
         self._warming: set[str] = set()
+        # execution -> (events folded, its graph then): what a look paints while a background
+        # fold goes on, without waiting for the fold's guard (which that fold keeps retaking)
+        self._painted: dict[str, tuple[int, Any]] = {}
         self._guards: dict[str, threading.Lock] = {}
         self._size = size
 
-    def statuses(self, ledger: Any, execution_id: str, definition: Any) -> Any:
-        with self._lock:  # one fold per execution at a time; others wait and reuse it
-            guard = self._guards.setdefault(execution_id, threading.Lock())
-        with guard:
-            with self._lock:
-                cached = self._cache.get(execution_id)
-            seen, events, fold = cached or (0, [], StatusFold(definition))
+    def _guard(self, execution_id: str) -> threading.Lock:
+        with self._lock:
+            return self._guards.setdefault(execution_id, threading.Lock())
+
+    def _fold(self, ledger: Any, execution_id: str, definition: Any, limit: int | None) -> bool:
+        """Fold the next events (`limit` of them, or all); True when none is left. Called
+        holding the execution's guard."""
+        with self._lock:
+            cached = self._cache.get(execution_id)
+        seen, fold, _ = cached or (0, StatusFold(definition), True)
+        with ledger.reader.connect() as conn:
+            more = browse.history_outline(conn, execution_id, seen, limit)
+        if more and more[0][0] != seen + 1:  # not what follows the folded events: start over
+            seen, fold = 0, StatusFold(definition)
             with ledger.reader.connect() as conn:
-                more = browse.history_since(conn, execution_id, seen)
-            if more:
-                if more[0][0] != seen + 1:  # not what follows the folded events: start over
-                    events, fold = [], StatusFold(definition)
-                    with ledger.reader.connect() as conn:
-                        more = browse.history_since(conn, execution_id, 0)
-                fold.feed({"type": t, "scope": sc, "details": d} for _, t, _, sc, d in more)
-                events = events + more
-                seen = events[-1][0]
+                more = browse.history_outline(conn, execution_id, 0, limit)
+        if more:
+            fold.feed({"type": t, "scope": sc, "details": d} for _, t, sc, d in more)
+            seen = more[-1][0]
+        done = limit is None or len(more) < limit
+        if not done:  # a background fold: keep the graph as far as it got, in plain data
+            painted = graph_model(definition, fold.statuses())
             with self._lock:
-                self._cache.pop(execution_id, None)
-                while len(self._cache) >= self._size:
-                    gone = next(iter(self._cache))
-                    self._cache.pop(gone)
-                    self._guards.pop(gone, None)
-                self._cache[execution_id] = (seen, events, fold)
-            return fold.statuses(), events
+                self._painted[execution_id] = (seen, painted)
+        with self._lock:
+            self._cache.pop(execution_id, None)
+            while len(self._cache) >= self._size:
+                gone = next(iter(self._cache))
+                self._cache.pop(gone)
+                self._guards.pop(gone, None)
+            self._cache[execution_id] = (seen, fold, not done)
+        return done
+
+    def statuses(self, ledger: Any, execution_id: str, definition: Any) -> Any:
+        """Every state's status, after folding whatever the fold has not seen."""
+        with self._guard(execution_id):  # one fold per execution at a time; others reuse it
+            self._fold(ledger, execution_id, definition, None)
+            with self._lock:
+                return self._cache[execution_id][1].statuses()
+
+    def progress(self, execution_id: str) -> tuple[int, Any] | None:
+        """(events folded, the graph painted that far) of a fold still catching up in the
+        background, or None when it has folded nothing yet."""
+        with self._lock:
+            return self._painted.get(execution_id)
 
     def cached(self, execution_id: str) -> bool:
+        """Folded up to the last look (only the events since remain)."""
         with self._lock:
-            return execution_id in self._cache
+            found = self._cache.get(execution_id)
+            return found is not None and not found[2]
 
     def warm(self, ledger: Any, execution_id: str, definition: Any) -> None:
-        """Fold in the background (a first look at a long history), once at a time per
-        execution; the page asks again and finds it folded."""
+        """Fold in the background (a first look at a long history), a chunk at a time and once
+        at a time per execution; the page asks again and paints what is folded so far."""
         with self._lock:
             if execution_id in self._warming:
                 return
@@ -121,12 +156,16 @@ class _Folds:
 
         def run() -> None:
             try:
-                self.statuses(ledger, execution_id, definition)
+                done = False
+                while not done:
+                    with self._guard(execution_id):
+                        done = self._fold(ledger, execution_id, definition, FOLD_CHUNK)
             except Exception:
                 log.exception("folding the history of %s", execution_id)
             finally:
                 with self._lock:
                     self._warming.discard(execution_id)
+                    self._painted.pop(execution_id, None)
 
         threading.Thread(target=run, name="headrace-console-fold", daemon=True).start()
 
@@ -348,23 +387,34 @@ class Api:
         with self.ctx.ledger.reader.connect() as conn:
             length = execution_store.history_length(conn, row["id"])
         row["history_length"] = length
-        painting = False
-        if self.folds.cached(row["id"]) or length <= FOLD_INLINE:
-            statuses, _ = self.folds.statuses(self.ctx.ledger, row["id"], definition)
-        else:  # a long history seen for the first time: draw now, paint when folded
-            self.folds.warm(self.ctx.ledger, row["id"], definition)
-            statuses, painting = None, True
         try:
             runs = workflows.list_map_runs(self.ctx.ledger, row["id"])
             child = workflows.describe_execution(self.ctx.ledger, row["id"])
         except workflows.ExecutionError as e:
             raise HttpError(404, str(e)) from None
         row.update({k: child[k] for k in ("map_run", "parent") if k in child})
+        painting, folded = False, length
+        if self.folds.cached(row["id"]) or length <= FOLD_INLINE:
+            statuses = self.folds.statuses(self.ctx.ledger, row["id"], definition)
+        else:  # a long history seen for the first time: draw now, paint as it is folded
+            self.folds.warm(self.ctx.ledger, row["id"], definition)
+            painting = True
+            progress = self.folds.progress(row["id"])
+            folded, graph = progress if progress is not None else (0, None)
+            return {
+                "execution": row,
+                "definition": definition,
+                "graph": graph or graph_model(definition, None),
+                "painting": painting,
+                "folded": folded,
+                "map_runs": runs,
+            }
         return {
             "execution": row,
             "definition": definition,
             "graph": graph_model(definition, statuses),
             "painting": painting,
+            "folded": folded,
             "map_runs": runs,
         }
 
@@ -408,26 +458,31 @@ class Api:
         if not path:
             raise HttpError(400, "query parameter 'path' names the state, e.g. Fan[*]/Record")
         definition = json.loads(row["definition"])
-        _, events = self.folds.statuses(self.ctx.ledger, row["id"], definition)
-        index = request.arg("index")
+        # the state's name is the path after one of its "/" (names may hold "/" themselves)
+        names = [path] + [path[i + 1 :] for i, c in enumerate(path) if c == "/"]
+        index = request.integer("index", low=0)
+        suffix = None if index is None else f"[{index}]"
+        with self.ctx.ledger.reader.connect() as conn:
+            found = browse.state_runs(conn, row["id"], names, suffix)
         prefixes: dict[str, str | None] = {}
-        runs: list[dict[str, Any]] = []
-        for _, kind, ts, scope, details in events:
-            name = details.get("name")
-            if not isinstance(name, str) or not path.endswith(name):
-                continue
+        runs: list[list[Any]] = []  # [scope, entered, entered details, exited, exited details]
+        for _, kind, ts, scope, name, details in found:
             if scope not in prefixes:
                 prefixes[scope] = scope_prefix(definition, scope)
             prefix = prefixes[scope]
             if prefix is None or prefix + name != path:
                 continue
-            if index is not None and not scope.endswith(f"[{index}]"):
-                continue
             if kind.endswith("StateEntered"):
-                runs.append({"scope": scope, "entered": ts, "input": details.get("input")})
-            elif kind.endswith("StateExited") and runs and runs[-1]["scope"] == scope:
-                runs[-1].update(exited=ts, output=details.get("output"))
-        return {"path": path, "runs": len(runs), "last": runs[-1] if runs else None}
+                runs.append([scope, ts, details, None, None])
+            elif kind.endswith("StateExited") and runs and runs[-1][0] == scope:
+                runs[-1][3:] = [ts, details]
+        last = None
+        if runs:  # only the shown run's input and output are parsed
+            scope, entered, given, exited, taken = runs[-1]
+            last = {"scope": scope, "entered": entered, "input": json.loads(given).get("input")}
+            if exited is not None:
+                last.update(exited=exited, output=json.loads(taken).get("output"))
+        return {"path": path, "runs": len(runs), "last": last}
 
     def _act(self, request: Request, action: Any) -> Any:
         row = self._find(request.params["id"])
@@ -462,11 +517,13 @@ class Api:
             stats = checkpoints.read_stats(conn, since_minute=since)
             checks = checkpoints.list_checkpoints(conn)
             health = checkpoints.list_health(conn)
+            late_windows = checkpoints.read_late_windows(conn, limit=LATE_WINDOWS)
         return {
             "since_minute": since,
             "stats": stats,
             "checkpoints": checks,
             "health": health,
+            "late_windows": late_windows,
             "pipelines": sorted(self.ctx.app.pipelines),
             "streams": sorted(self.ctx.app.streams),
             "late_streams": sorted(

@@ -6,6 +6,7 @@ import json
 import mimetypes
 import threading
 from collections.abc import Iterable
+from dataclasses import asdict
 from typing import Any
 from urllib.parse import quote
 
@@ -33,6 +34,7 @@ class DataApi:
     def __init__(self, ctx: Any, router: Router) -> None:
         self.ctx = ctx
         self._features: Any = None
+        self._registry: Any = None
         self._lock = threading.Lock()
         r = router.add
         r("GET", "/api/tables", self.tables)
@@ -42,6 +44,9 @@ class DataApi:
         r("GET", "/api/features/{name}/online", self.online)
         r("GET", "/api/jobs", self.jobs)
         r("GET", "/api/jobs/{id}", self.job)
+        r("GET", "/api/serving", self.serving)
+        r("GET", "/api/models", self.models)
+        r("GET", "/api/models/{name}", self.model)
         r("GET", "/api/buckets", self.buckets)
         r("GET", "/api/buckets/{name}", self.objects)
         r("GET", "/api/buckets/{name}/object", self.download)
@@ -196,6 +201,52 @@ class DataApi:
             cut = len(log) - MAX_JOB_LOG
             log = f"[… the first {cut} characters left out]\n" + log[-MAX_JOB_LOG:]
         return {"job": described, "log": log}
+
+    # -- serving and models ---------------------------------------------------------------
+
+    def serving(self, request: Request) -> Any:
+        """The app's HTTP routes as the coordinator serves them: endpoint, replicas, requests
+        and latency per route, the model version the replicas run."""
+        server = self.ctx.routes()
+        if server is not None:
+            return {"serving": True, **server.describe()}
+        routes = [
+            {"key": r.key, "method": r.method, "path": r.path, "function": r.function,
+             "model": r.model, "max_batch_size": r.max_batch_size, "requests": {},
+             "errors": 0, "latency": None}
+            for r in getattr(self.ctx.app, "routes", [])
+        ]  # fmt: skip
+        return {"serving": False, "url": None, "routes": routes, "replicas": [], "model": None}
+
+    def _models(self) -> Any:
+        with self._lock:
+            if self._registry is None:
+                from headrace.models import ModelRegistry
+
+                # the coordinator's own ledger and store
+                self._registry = ModelRegistry(
+                    self.ctx.ledger,
+                    self.ctx.store,
+                    cache_dir=self.ctx.settings.home / "cache" / "models",
+                )
+            return self._registry
+
+    def models(self, request: Request) -> Any:
+        return {"items": [_plain(asdict(m)) for m in self._models().models()]}
+
+    def model(self, request: Request) -> Any:
+        name = request.params["name"]
+        registry = self._models()
+        try:
+            versions = registry.versions(name)
+            moves = registry.alias_history(name)
+        except HeadraceError as exc:
+            raise HttpError(404, str(exc)) from None
+        return {
+            "name": name,
+            "versions": [_plain(asdict(v)) for v in reversed(versions)],
+            "alias_moves": [_plain(asdict(m)) for m in reversed(moves)],
+        }
 
     # -- buckets --------------------------------------------------------------------------
 

@@ -48,6 +48,9 @@ class ConsoleContext:
     store: Any
     coordinator_id: Callable[[], str]
     wake: Callable[[], None] = lambda: None
+    #: the coordinator's route server (`server.http_routes.RouteServer`), None when it serves
+    #: no routes
+    routes: Callable[[], Any] = lambda: None
 
 
 class Console:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, and_, case, cast, func, or_, select
+from sqlalchemy.dialects.postgresql import JSONB
 
 from headrace.ledger.schema import (
     attempts,
@@ -230,12 +231,79 @@ def history_page(
     ]
 
 
-def history_since(conn: Connection, execution_id: str, after: int) -> list[tuple]:
-    """(seq, type, timestamp, scope, details) above `after`: what a cached fold still needs."""
+#: The fields of an event's details a fold of state statuses reads (`workflows.graph.StatusFold`);
+#: a state's input and output are not among them.
+OUTLINE_FIELDS = ("name", "error", "next", "index", "branches")
+
+
+def _field(conn: Connection, name: str) -> Any:
+    """One top-level field of `history.details`, extracted by the database as text or number."""
+    if conn.dialect.name == "postgresql":
+        return cast(history.c.details, JSONB)[name].astext
+    return func.json_extract(history.c.details, f"$.{name}")
+
+
+def _outline(conn: Connection) -> tuple[Any, Any]:
+    """The `OUTLINE_FIELDS` of an event's details as one JSON array, and how many items a
+    MapStateStarted event lists, both extracted by the database."""
     h = history.c
-    rows = conn.execute(
-        select(h.seq, h.type, h.timestamp, h.scope, h.details)
+    if conn.dialect.name == "postgresql":
+        d = cast(h.details, JSONB)
+        is_list = func.jsonb_typeof(d["items"]) == "array"
+        started = and_(h.type == "MapStateStarted", is_list)
+        fields = func.jsonb_build_array(*(d[f] for f in OUTLINE_FIELDS))
+        return fields, case((started, func.jsonb_array_length(d["items"])), else_=None)
+    # SQLite: json_extract of several paths gives their values as one JSON array
+    fields = func.json_extract(h.details, *(f"$.{f}" for f in OUTLINE_FIELDS))
+    items = func.json_array_length(h.details, "$.items")
+    return fields, case((h.type == "MapStateStarted", items), else_=None)
+
+
+def history_outline(
+    conn: Connection, execution_id: str, after: int, limit: int | None = None
+) -> list[tuple[int, str, str, dict[str, Any]]]:
+    """(seq, type, scope, details) above `after` (`limit` of them, or all), `details` holding
+    only what a fold of state statuses reads (`OUTLINE_FIELDS`, and `items` as a count): the
+    database extracts them, so the states' inputs and outputs, most of a long history's bytes,
+    never travel here and are never parsed."""
+    h = history.c
+    fields, items = _outline(conn)
+    query = (
+        select(h.seq, h.type, h.scope, fields, items)
         .where(h.execution_id == execution_id, h.seq > after)
         .order_by(h.seq)
     )
-    return [(s, t, ts, sc, json.loads(d)) for s, t, ts, sc, d in rows]
+    if limit is not None:
+        query = query.limit(limit)
+    out = []
+    for seq, kind, scope, values, count in conn.execute(query):
+        if isinstance(values, str):  # SQLite gives the array as text
+            values = json.loads(values)
+        details = {k: v for k, v in zip(OUTLINE_FIELDS, values, strict=True) if v is not None}
+        if count is not None:
+            details["items"] = count
+        out.append((seq, kind, scope, details))
+    return out
+
+
+def state_runs(
+    conn: Connection, execution_id: str, names: list[str], scope_suffix: str | None = None
+) -> list[tuple[int, str, float, str, str, str]]:
+    """(seq, type, timestamp, scope, name, details as JSON text) of the StateEntered and
+    StateExited events of states called one of `names` (in any scope, or in scopes ending with
+    `scope_suffix`), oldest first: the caller parses the details (inputs and outputs) of the
+    few it shows."""
+    h = history.c
+    name = _field(conn, "name")
+    query = (
+        select(h.seq, h.type, h.timestamp, h.scope, name, h.details)
+        .where(
+            h.execution_id == execution_id,
+            or_(h.type.like("%StateEntered"), h.type.like("%StateExited")),
+            name.in_(names),
+        )
+        .order_by(h.seq)
+    )
+    if scope_suffix is not None:
+        query = query.where(h.scope.endswith(scope_suffix, autoescape=True))
+    return [tuple(row) for row in conn.execute(query)]

@@ -32,6 +32,7 @@ from headrace.ledger.db import insert_rows
 from headrace.ledger.schema import (
     stream_checkpoints,
     stream_health,
+    stream_late_windows,
     stream_state,
     stream_state_changes,
     stream_stats,
@@ -69,6 +70,8 @@ class StageCounts:
     bytes_in: int = 0
     bytes_out: int = 0
     late: int = 0
+    #: late records by the window they missed: (reason, start µs, end µs) -> records
+    late_windows: dict[tuple[str, int, int], int] = field(default_factory=dict)
 
 
 def _excluded(conn: Connection, *columns: str) -> dict[str, str]:
@@ -252,6 +255,26 @@ def commit_batch(
         on_conflict=(("pipeline", "stage", "minute"), _added(conn, stream_stats, *values)),
         driver=True,
     )
+    late = [
+        {
+            "pipeline": pipeline,
+            "stage": count.stage,
+            "reason": reason,
+            "window_start": start,
+            "window_end": end,
+            "records": n,
+            "updated_at": now,
+        }
+        for count in counts
+        for (reason, start, end), n in sorted(count.late_windows.items())
+    ]
+    if late:
+        key = ("pipeline", "stage", "reason", "window_start", "window_end")
+        update = {
+            **_excluded(conn, "updated_at"),
+            **_added(conn, stream_late_windows, "records"),
+        }
+        insert_rows(conn, stream_late_windows, late, on_conflict=(key, update), driver=True)
 
 
 def record_failure(conn: Connection, pipeline: str, partition: int, error: str) -> None:
@@ -308,6 +331,27 @@ def read_stats(
     if since_minute is not None:
         query = query.where(t.minute >= since_minute)
     return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def read_late_windows(
+    conn: Connection, pipeline: str | None = None, limit: int = 200
+) -> list[dict[str, Any]]:
+    """Late records per window, the latest windows first (`limit` of them), with the window
+    bounds in epoch seconds (None for records that had no event time)."""
+    t = stream_late_windows.c
+    query = select(stream_late_windows).order_by(
+        t.window_start.desc(), t.pipeline, t.stage, t.reason
+    )
+    if pipeline is not None:
+        query = query.where(t.pipeline == pipeline)
+    out = []
+    for row in conn.execute(query.limit(limit)).mappings():
+        item = dict(row)
+        timed = item["reason"] != "null_time"
+        item["window_start"] = item["window_start"] / 1e6 if timed else None
+        item["window_end"] = item["window_end"] / 1e6 if timed else None
+        out.append(item)
+    return out
 
 
 def read_changes(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Float,
     Index,
@@ -262,6 +263,23 @@ stream_stats = Table(
     Column("bytes_in", Integer, nullable=False, default=0),
     Column("bytes_out", Integer, nullable=False, default=0),
     Column("late", Integer, nullable=False, default=0),
+)
+
+# Late records per window: how many records each window of a stage missed (it had closed
+# before they arrived; they went to the stage's late stream), added in the same transaction as
+# the checkpoint of the batch that found them. Times are epoch seconds; records without an event
+# time (reason "null_time") have no window and are counted under window_start = window_end = 0.
+stream_late_windows = Table(
+    "stream_late_windows",
+    metadata,
+    Column("pipeline", String(128), primary_key=True),
+    Column("stage", String(128), primary_key=True),
+    Column("reason", String(32), primary_key=True),  # window_closed | null_time
+    Column("window_start", BigInteger, primary_key=True),
+    Column("window_end", BigInteger, primary_key=True),
+    Column("records", Integer, nullable=False, default=0),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_stream_late_windows_start", "pipeline", "window_start"),
 )
 
 # Health of the coordinator's stream side, one row per component ("source:NAME",

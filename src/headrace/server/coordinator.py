@@ -193,6 +193,7 @@ class Coordinator:
                     self.store,
                     lambda: self.id,
                     self._wake.set,
+                    lambda: self._routes,
                 )
             )
             _, self.metrics_url = serve_metrics(self.metrics, self.settings.metrics, self.console)

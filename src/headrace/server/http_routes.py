@@ -70,6 +70,8 @@ class RouteServer:
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
         self._error: BaseException | None = None
+        self._pool: Any = None
+        self._metrics: Any = None
 
     def start(self) -> str:
         """Start the front and its replicas; the URL once they serve. Raises what stopped
@@ -104,6 +106,7 @@ class RouteServer:
                 announce=lambda text: log.info("routes: %s", text),
                 stop=self._stop,
                 on_listening=listening,
+                on_serving=self._serving,
             )
 
         try:
@@ -115,6 +118,62 @@ class RouteServer:
                 log.exception("serving the HTTP routes stopped")
         finally:
             self._started.set()
+
+    def _serving(self, pool: Any, metrics: Any) -> None:
+        self._pool, self._metrics = pool, metrics
+
+    def describe(self) -> dict[str, Any]:
+        """What the console's Serving page shows: the endpoint, its routes with requests and
+        latency, the replicas, and the model version they serve. Read from another thread:
+        only copies of the serving loop's lists are walked."""
+        pool, metrics, binding = self._pool, self._metrics, self.binding
+        stats = metrics.by_route() if metrics is not None else {}
+        routes = []
+        for r in self.app.routes:
+            seen = stats.get(r.key, {})
+            routes.append(
+                {
+                    "key": r.key,
+                    "method": r.method,
+                    "path": r.path,
+                    "function": r.function,
+                    "model": r.model,
+                    "max_batch_size": r.max_batch_size,
+                    "requests": seen.get("requests", {}),
+                    "errors": seen.get("errors", 0),
+                    "latency": seen.get("latency"),
+                }
+            )
+        replicas = []
+        for replica in list(pool.ready) if pool is not None else []:
+            replicas.append(
+                {
+                    "number": replica.number,
+                    "pid": replica.pid,
+                    "state": replica.state,
+                    "in_flight": len(replica.outstanding),
+                    "answered": replica.answered,
+                    "failed": replica.failed,
+                    "model": replica.generation.get("HEADRACE_MODEL"),
+                }
+            )
+        model = None
+        if binding.ref:
+            model = {
+                "ref": binding.ref,
+                "name": binding.name,
+                "alias": binding.alias,
+                "pinned": binding.pinned,
+                "serving": sorted({r["model"] for r in replicas if r["model"]}),
+                "refused": sorted(binding.refused),
+            }
+        return {
+            "url": self.url,
+            "replicas_wanted": self.options.pool.replicas,
+            "routes": routes,
+            "replicas": replicas,
+            "model": model,
+        }
 
     def stop(self, timeout: float) -> None:
         """Drain: no new requests, those in flight answered (up to `timeout`), replicas gone."""

@@ -119,6 +119,54 @@ class ServingMetrics:
     def text(self) -> bytes:
         return generate_latest(self.registry)
 
+    def by_route(self) -> dict[str, dict[str, Any]]:
+        """Per route key: requests by status code, 5xx answers, and latency (count, mean, and
+        the 50th and 95th percentiles as the histogram bucket they fall in, in ms)."""
+        out: dict[str, dict[str, Any]] = {
+            key: {"requests": {}, "errors": 0, "latency": None} for key in self.keys
+        }
+        for metric in self.requests.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    route = out.setdefault(
+                        sample.labels["route"], {"requests": {}, "errors": 0, "latency": None}
+                    )
+                    route["requests"][sample.labels["code"]] = int(sample.value)
+        for metric in self.errors.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total") and sample.labels["route"] in out:
+                    out[sample.labels["route"]]["errors"] = int(sample.value)
+        buckets: dict[str, list[tuple[float, float]]] = {}
+        sums: dict[str, float] = {}
+        for metric in self.latency.collect():
+            for sample in metric.samples:
+                route = sample.labels["route"]
+                if sample.name.endswith("_bucket"):
+                    buckets.setdefault(route, []).append((float(sample.labels["le"]), sample.value))
+                elif sample.name.endswith("_sum"):
+                    sums[route] = sample.value
+        for route, counts in buckets.items():
+            counts.sort()
+            total = counts[-1][1] if counts else 0
+            if route not in out or not total:
+                continue
+            out[route]["latency"] = {
+                "count": int(total),
+                "mean_ms": round(sums.get(route, 0.0) / total * 1000, 3),
+                "p50_ms_at_most": _quantile_bound(counts, total, 0.5),
+                "p95_ms_at_most": _quantile_bound(counts, total, 0.95),
+            }
+        return out
+
+
+def _quantile_bound(counts: list[tuple[float, float]], total: float, q: float) -> float | None:
+    """The upper bound (ms) of the histogram bucket holding quantile `q`; None past the last
+    finite bucket."""
+    for upper, seen in counts:
+        if seen >= q * total:
+            return None if upper == float("inf") else upper * 1000
+    return None
+
 
 class AccessLog:
     """Lines gathered in memory and written every half second: no write per request."""
@@ -322,9 +370,11 @@ async def serve_async(
     announce: Callable[[str], None] = print,
     stop: asyncio.Event | None = None,
     on_listening: Callable[[int], None] | None = None,
+    on_serving: Callable[[Any, ServingMetrics], None] | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, or, when `stop` is given (a coordinator runs the routes
-    in a thread of its own), until it is set; `on_listening` gets the port once replicas serve."""
+    in a thread of its own), until it is set; `on_listening` gets the port once replicas serve,
+    `on_serving` the replica pool and the metrics (what the coordinator's console shows)."""
     loop = asyncio.get_running_loop()
     table = RouteTable(routes)
     ordered = table.routes  # the order replicas index routes by
@@ -351,6 +401,8 @@ async def serve_async(
                 ),
             ) from None
         metrics = ServingMetrics(ordered, pool)
+        if on_serving is not None:
+            on_serving(pool, metrics)
         access = AccessLog(options.access_log, loop) if options.access_log else None
         cfg = FrontConfig(
             table,

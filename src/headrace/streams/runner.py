@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Connection
 
 from headrace.errors import StreamError
@@ -47,6 +48,7 @@ from headrace.streams.changelog import (
 from headrace.streams.compaction import Compactor
 from headrace.streams.log import decode_batch as bytes_to_table
 from headrace.streams.operators.base import Delta
+from headrace.streams.operators.windows import LATE_END, LATE_REASON, LATE_START
 from headrace.streams.pipeline import Pipeline, Stage
 from headrace.streams.sinks import BatchRef, SinkContext
 
@@ -345,6 +347,7 @@ class PartitionRunner:
             late = _concat([x for x in lates if x is not None and x.num_rows])
             if late is not None and late.num_rows:
                 count.late = late.num_rows
+                count.late_windows = _late_windows(late)
                 late_total += late.num_rows
                 if built.late is not None:
                     _call(built, "write", late, batch, target=built.late)
@@ -478,3 +481,26 @@ def _concat(tables: list[pa.Table]) -> pa.Table | None:
         return tables[0]
     non_empty = [t for t in tables if t.num_rows] or tables[:1]
     return pa.concat_tables(non_empty, promote_options="permissive")
+
+
+def _late_windows(late: pa.Table) -> dict[tuple[str, int, int], int]:
+    """Late records counted by the window each missed: (reason, start, end) -> records, the
+    bounds in epoch microseconds (0 for a record without an event time)."""
+    names = set(late.column_names)
+    if not {LATE_REASON, LATE_START, LATE_END} <= names:  # an operator of its own: no windows
+        return {}
+
+    def micros(column: str) -> pa.Array:
+        values = late[column].cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+        return pc.fill_null(values, 0)
+
+    keys = pa.table(
+        {"r": late[LATE_REASON].cast(pa.string()), "s": micros(LATE_START), "e": micros(LATE_END)}
+    )
+    counted = keys.group_by(["r", "s", "e"]).aggregate([([], "count_all")])
+    return {
+        (r, s, e): n
+        for r, s, e, n in zip(
+            *(counted[c].to_pylist() for c in ("r", "s", "e", "count_all")), strict=True
+        )
+    }

@@ -236,7 +236,10 @@ class StatusFold:
             elif kind == "TaskSucceeded":
                 st.error = None  # a retry worked
             elif kind == "MapStateStarted":
-                st.total, st.iterations = len(details.get("items") or []), {}
+                # the items, or (an outline read from the ledger) how many there are
+                items = details.get("items")
+                st.total = items if isinstance(items, int) else len(items or [])
+                st.iterations = {}
             elif kind == "ParallelStateStarted":
                 st.total, st.iterations = int(details.get("branches") or 0), {}
             elif kind in ("MapIterationStarted", "ParallelBranchStarted"):

@@ -6,6 +6,8 @@ import time
 
 from transactions import app  # examples/transactions_features, on PYTHONPATH
 
+from headrace.streams.operators import aggregations as agg
+
 
 @app.on_object_created(bucket="inbox", prefix="in/")
 @app.function(retries=0)
@@ -98,3 +100,18 @@ app.state_machine(
         },
     },
 )
+
+
+# Sensor readings the tests append with chosen event times, some after their minute closed: the
+# late records per window the Streams page counts.
+app.stream("readings")
+sensors = app.pipeline("sensors", stream="readings")
+sensors.tumbling(60, time_column="t", key="sensor", aggs={"n": agg.count()}, grace=0)
+sensors.to_stream("sensor-minutes")
+app.stream("sensor-minutes")
+
+
+@app.http("GET /hello")
+def hello(event, context):
+    """The HTTP route the Serving page shows with its replicas and latency."""
+    return {"statusCode": 200, "body": "hello from the console app"}

@@ -5,6 +5,7 @@ import { invocations, invocation } from "/static/invocations.js";
 import { executions, execution } from "/static/executions.js";
 import { streams } from "/static/streams.js";
 import { bucket, buckets, feature, features, itemTable, job, jobs, tables } from "/static/data.js";
+import { model, serving } from "/static/serving.js";
 
 const routes = [
   [/^#\/overview$/, "overview", overview],
@@ -21,6 +22,8 @@ const routes = [
   [/^#\/jobs\/(.+)$/, "jobs", job],
   [/^#\/buckets$/, "buckets", buckets],
   [/^#\/buckets\/(.+)$/, "buckets", bucket],
+  [/^#\/serving$/, "serving", serving],
+  [/^#\/serving\/(.+)$/, "serving", model],
 ];
 
 const main = document.getElementById("main");
@@ -80,7 +83,7 @@ connect();
 
 document.addEventListener("keydown", (e) => {
   if (e.target.closest("input, select, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
-  const pages = ["overview", "invocations", "executions", "streams", "tables", "features", "jobs", "buckets"];
+  const pages = ["overview", "invocations", "executions", "streams", "tables", "features", "jobs", "buckets", "serving"];
   if (/^[1-9]$/.test(e.key) && pages[Number(e.key) - 1]) {
     location.hash = `#/${pages[Number(e.key) - 1]}`;
     e.preventDefault();

@@ -134,10 +134,14 @@ export async function execution(id) {
       ex.output !== null && ex.output !== undefined ? h("details", {}, h("summary", {}, "Output"), json(ex.output)) : null,
       h("div", { class: "legend", "aria-label": "colours" }, ["succeeded", "caught", "failed", "running", "not run"].map((s) => badge(s))));
     const svg = drawGraph(data.graph, { onSelect: showState, selected });
+    const folded = data.folded || 0;
     fill(graphBox, data.painting
-      ? h("p", { class: "muted", role: "status" }, `Reading ${ex.history_length} history events to paint the states…`)
+      ? h("p", { class: "muted", role: "status" }, folded
+        ? `Painted as of event ${folded.toLocaleString()} of ${ex.history_length.toLocaleString()}; reading the rest…`
+        : `Reading ${ex.history_length.toLocaleString()} history events to paint the states…`)
       : null, svg);
-    graphBox.dataset.painted = data.painting ? "" : "yes";
+    // "partial": painted as far as the background fold got; "yes": the whole history
+    graphBox.dataset.painted = data.painting ? (folded ? "partial" : "") : "yes";
     clearTimeout(repaint);
     // a long history is folded in the background the first time: ask again shortly
     if (data.painting) repaint = setTimeout(() => { if (graphBox.isConnected) refresh(false).catch(() => {}); }, 250);

@@ -1,5 +1,5 @@
 // Streams: per pipeline and stage, records and bytes per minute as charts; lag, watermark,
-// late records; source health.
+// late records per partition and per window; source health; a browser of the late streams.
 import { api, badge, fill, h, table, when, withQuery } from "/static/ui.js";
 
 const NS = "http://www.w3.org/2000/svg";
@@ -90,6 +90,15 @@ export async function streams() {
         ["state", (c) => badge(c.failures ? "failing" : "ok")],
         ["error", (c) => c.last_error || "", "err"],
       ], d.checkpoints, { empty: "no pipeline has run yet" }),
+      h("h2", { id: "late-windows" }, "Late records per window"),
+      table([
+        ["pipeline", (c) => c.pipeline],
+        ["stage", (c) => c.stage],
+        ["window", (c) => (c.window_start === null ? "no event time" : `${when(c.window_start)} – ${when(c.window_end)}`)],
+        ["late records", (c) => c.records],
+        ["reason", (c) => c.reason],
+        ["last seen", (c) => when(c.updated_at)],
+      ], d.late_windows, { empty: "no window has missed a record" }),
       h("h2", {}, "Records and bytes per minute"),
       charts.length ? h("div", { class: "charts" }, charts) : h("p", { class: "muted" }, "no records in the last hour"),
       h("h2", {}, "Sources and stream threads"),
