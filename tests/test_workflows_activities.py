@@ -221,3 +221,15 @@ def test_a_task_handed_out_stays_answerable_after_the_coordinator_restarts(tmp_p
     assert types.count("ActivityScheduled") == 1 and types.count("ActivityStarted") == 1
     assert types.count("ActivitySucceeded") == 1 and types.count("TaskHeartbeat") == 1
     ledger.close()
+
+
+def test_execute_in_process_refuses_activity_tasks():
+    from headrace.workflows import execute
+    from headrace.workflows.asl import DefinitionError
+
+    definition = {
+        "StartAt": "A",
+        "States": {"A": {"Type": "Task", "Resource": ARN, "End": True}},
+    }
+    with pytest.raises(DefinitionError, match="needs a coordinator"):
+        execute(definition, {})
