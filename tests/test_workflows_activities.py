@@ -41,9 +41,15 @@ while True:
 
 
 @pytest.fixture
-def flows(tmp_path):
+def flows(tmp_path, request):
     home = tmp_path / "home"
-    settings = load_settings(APP_DIR, home=str(home), poll_interval=0.2, workers=1)
+    # a test marked `postgres` runs on a PostgreSQL ledger, the others on SQLite
+    extra = (
+        {"ledger": request.getfixturevalue("pg_url")}
+        if request.node.get_closest_marker("postgres")
+        else {}
+    )
+    settings = load_settings(APP_DIR, home=str(home), poll_interval=0.2, workers=1, **extra)
     app = load_app(settings)
     coordinator = Coordinator(settings, app)
     thread = threading.Thread(target=coordinator.run, kwargs={"drain_timeout": 5})
@@ -112,7 +118,7 @@ def test_a_worker_process_takes_heartbeats_and_answers_a_task(flows):
     assert empty.returncode == 0 and json.loads(empty.stdout) == {}
 
 
-def test_competing_worker_processes_take_each_task_once(flows, tmp_path):
+def _competing_workers(flows, tmp_path):
     app, ledger, _ = flows
     api.create_activity(ledger, "resize")
     script = tmp_path / "worker.py"
@@ -139,6 +145,15 @@ def test_competing_worker_processes_take_each_task_once(flows, tmp_path):
     with ledger.engine.connect() as conn:
         taken = conn.execute(select(activity_tasks.c.worker)).scalars().all()
     assert len(taken) == 8 and set(taken) <= {"w1", "w2"}
+
+
+def test_competing_worker_processes_take_each_task_once(flows, tmp_path):
+    _competing_workers(flows, tmp_path)
+
+
+@pytest.mark.postgres
+def test_competing_worker_processes_on_a_postgres(flows, tmp_path):
+    _competing_workers(flows, tmp_path)
 
 
 def test_silent_worker_heartbeat_timeout_and_no_worker_timeout(flows):
