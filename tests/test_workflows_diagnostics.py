@@ -153,6 +153,8 @@ def test_headrace_validate_prints_and_exits(tmp_path):
     response = json.loads(out.stdout)
     assert out.returncode == 1 and response["result"] == "FAIL"
     assert set(response["diagnostics"][0]) == {"severity", "code", "message", "location"}
+    out = run(str(tmp_path / "missing.json"))
+    assert out.returncode == 2 and "does not exist" in out.stderr
     out = run(str(good), "--json")
     assert out.returncode == 0
     assert json.loads(out.stdout) == {"result": "OK", "diagnostics": [], "truncated": False}

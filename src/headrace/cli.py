@@ -875,7 +875,12 @@ def send_task_heartbeat_cmd(token: Annotated[str, typer.Argument(help="The task 
 
 @app.command("validate")
 def validate_cmd(
-    file: Annotated[Path, typer.Argument(help="A state machine definition (ASL JSON file).")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A state machine definition (ASL JSON file).", exists=True, dir_okay=False
+        ),
+    ],
     as_json: Annotated[
         bool, typer.Option("--json", help="Print ValidateStateMachineDefinition's response.")
     ] = False,
