@@ -1,5 +1,6 @@
 """Workflow variables (Assign) in JSONPath and JSONata states, run end to end with execute()."""
 
+import json
 import random
 import threading
 import time
@@ -70,7 +71,11 @@ def test_assign_on_pass_and_reference_everywhere():
     }
     # the context object ($$) never shows the variables
     exited = [e for e in r.history if e["type"] == "PassStateExited"]
-    assert exited[0]["details"]["assign"]["inputs"] == {"items": ["a", "b"]}
+    # in AWS's event shape: each assigned value as JSON text
+    details = exited[0]["details"]
+    assert details["assignedVariables"]["inputs"] == '{"items":["a","b"]}'
+    assert details["assignedVariablesDetails"] == {"truncated": False}
+    assert "assignedVariables" not in exited[-1]["details"]  # a state that assigns nothing
 
 
 def test_all_values_are_evaluated_before_any_is_assigned():
@@ -232,7 +237,7 @@ def test_map_and_parallel_scopes_read_outer_variables_and_keep_their_own():
     exited = {
         e["details"]["name"]: e["details"] for e in r.history if e["type"].endswith("StateExited")
     }
-    assert exited["Fan"]["assign"] == {"mapped": [11, 12, 13]}
+    assert exited["Fan"]["assignedVariables"] == {"mapped": "[11,12,13]"}
     assert exited["Fan"]["output"]["mapped"] == [{"out": v, "f": 10} for v in (11, 12, 13)]
     assert exited["Both"]["output"]["branches"] == [{"f": 10}, {"m": [11, 12, 13]}]
 
@@ -459,7 +464,11 @@ def test_a_replayed_prefix_of_the_history_resumes_with_the_same_variables():
         interp = Interpreter(d, {"Id": "x", "Name": "x"})
         for event in events[:k]:
             interp.apply(event)
-        recorded = [e.details["assign"] for e in events[:k] if e.details.get("assign")]
+        recorded = [
+            {name: json.loads(v) for name, v in e.details["assignedVariables"].items()}
+            for e in events[:k]
+            if e.details.get("assignedVariables")
+        ]
         expected = {**recorded[0], **recorded[-1]} if recorded else {}
         assert interp.visible_variables(interp.frames[""]) == expected
         while decisions := interp.decide(events[-1].timestamp):

@@ -899,7 +899,7 @@ def send_task_success_cmd(
     token: Annotated[str, typer.Argument(help="The task token ($$.Task.Token).")],
     output: Annotated[str, typer.Option(help="The task's result, as JSON.")] = "{}",
 ) -> None:
-    """End a waiting `.waitForTaskToken` task with a result."""
+    """End a waiting `.waitForTaskToken` or activity task with a result."""
     from headrace.workflows import api
 
     data = cli_common.json_option(output, "--output")
@@ -912,7 +912,7 @@ def send_task_failure_cmd(
     error: Annotated[str, typer.Option(help="Error name, for the state's Catch and Retry.")] = "",
     cause: Annotated[str, typer.Option(help="A longer description of the failure.")] = "",
 ) -> None:
-    """Fail a waiting `.waitForTaskToken` task."""
+    """Fail a waiting `.waitForTaskToken` or activity task."""
     from headrace.workflows import api
 
     api.send_task_failure(cli_common.ledger(), token, error, cause)
@@ -924,6 +924,104 @@ def send_task_heartbeat_cmd(token: Annotated[str, typer.Argument(help="The task 
     from headrace.workflows import api
 
     api.send_task_heartbeat(cli_common.ledger(), token)
+
+
+@app.command("validate")
+def validate_cmd(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A state machine definition (ASL JSON file).", exists=True, dir_okay=False
+        ),
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print ValidateStateMachineDefinition's response.")
+    ] = False,
+    severity: Annotated[
+        str, typer.Option(help="ERROR (the default, as AWS) or WARNING: warnings too.")
+    ] = "ERROR",
+    max_results: Annotated[
+        int, typer.Option("--max-results", help="Diagnostics listed at most.", min=1)
+    ] = 100,
+) -> None:
+    """Check a state machine definition as Step Functions' ValidateStateMachineDefinition does:
+    one line per diagnostic (severity, code, location, message). Exits 1 if it has errors."""
+    from headrace.workflows.diagnostics import SEVERITIES, validate_definition
+
+    if severity.upper() not in SEVERITIES:
+        raise typer.BadParameter("ERROR or WARNING", param_hint="--severity")
+    response = validate_definition(str(file), severity=severity.upper(), max_results=max_results)
+    if as_json:
+        sys.stdout.write(json.dumps(response, indent=2) + "\n")
+    else:
+        for d in response["diagnostics"]:
+            where = f" at {d['location']}" if d.get("location") else ""
+            console.print(
+                f"{d['severity']} {d['code']}{where}: {d['message']}", markup=False, soft_wrap=True
+            )
+        more = " (more not listed: --max-results)" if response["truncated"] else ""
+        console.print(f"{response['result']}{more}", markup=False)
+    if response["result"] != "OK":
+        raise typer.Exit(1)
+
+
+@app.command("create-activity")
+def create_activity_cmd(
+    name: Annotated[str, typer.Argument(help="The activity's name (1 to 80 characters).")],
+) -> None:
+    """Create an activity: Task states with its ARN as Resource wait for workers to take them
+    (get-activity-task). Prints its ARN; creating one that exists does nothing."""
+    from headrace.workflows import api
+
+    row = api.create_activity(cli_common.ledger(), name)
+    console.print(row["activityArn"], markup=False, soft_wrap=True)
+
+
+@app.command("list-activities")
+def list_activities_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The activities, with their ARNs."""
+    from headrace.workflows import api
+
+    rows = api.list_activities(cli_common.ledger())
+    if as_json:
+        sys.stdout.write(json.dumps({"activities": rows}, default=str, indent=2) + "\n")
+        return
+    for row in rows:
+        console.print(
+            f"{row['name']}  {row['activityArn']}  {cli_common.when(row['creationDate'])}",
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+@app.command("delete-activity")
+def delete_activity_cmd(
+    activity: Annotated[str, typer.Argument(help="The activity's name or ARN.")],
+) -> None:
+    """Delete an activity. Tasks already handed to workers stay answerable; new ones fail."""
+    from headrace.workflows import api
+
+    api.delete_activity(cli_common.ledger(), activity)
+
+
+@app.command("get-activity-task")
+def get_activity_task_cmd(
+    activity: Annotated[str, typer.Argument(help="The activity's ARN (or name).")],
+    worker_name: Annotated[
+        str | None, typer.Option("--worker-name", help="Recorded in ActivityStarted.")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for a task (AWS waits 60).", min=0)
+    ] = 60.0,
+) -> None:
+    """Take a task waiting on an activity: prints {"taskToken", "input"} as GetActivityTask
+    returns it (input is a JSON string), or {} when none came within --timeout seconds."""
+    from headrace.workflows import api
+
+    task = api.get_activity_task(cli_common.ledger(), activity, worker_name, timeout=timeout)
+    sys.stdout.write(json.dumps(task, indent=2) + "\n")
 
 
 @app.command()

@@ -204,6 +204,32 @@ task_callbacks = Table(
     Index("ix_task_callbacks_pending", "applied_at"),
 )
 
+# Step Functions activities (CreateActivity): a Task whose Resource is an activity's ARN waits
+# for a worker to take it with GetActivityTask and answer with SendTaskSuccess/Failure.
+activities = Table(
+    "activities",
+    metadata,
+    Column("name", String(80), primary_key=True),
+    Column("created_at", Float, nullable=False),
+)
+
+# One row per activity task scheduled by an execution (keyed by its task token): written by the
+# coordinator when the task is scheduled, taken by exactly one worker (compare-and-set on
+# `worker`), so a task handed out survives a coordinator restart and stays answerable.
+activity_tasks = Table(
+    "activity_tasks",
+    metadata,
+    Column("token", String(1100), primary_key=True),
+    Column("activity", String(80), nullable=False),
+    Column("execution_id", String(255), nullable=False),
+    Column("input", Text, nullable=False),  # JSON, as the worker receives it
+    Column("scheduled_at", Float, nullable=False),
+    Column("worker", String(80)),  # the worker that took it; NULL while it waits
+    Column("started_at", Float),
+    Column("closed", Integer, nullable=False, default=0),  # its task ended: no worker takes it
+    Index("ix_activity_tasks_waiting", "activity", "closed", "worker", "scheduled_at"),
+)
+
 # Stream pipelines: per (pipeline, partition) the next offset to read, the last committed
 # micro-batch and the batch planned next. The plan is written before any sink sees the batch, so a
 # replay after a crash reads exactly the same records and the sinks' idempotency keys stay true.

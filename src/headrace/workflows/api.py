@@ -14,7 +14,14 @@ from sqlalchemy.exc import IntegrityError
 
 from headrace.errors import AppError, HeadraceError
 from headrace.ledger import Ledger, map_runs
+from headrace.ledger import activities as activity_store
 from headrace.ledger import executions as store
+from headrace.workflows.activities import (
+    ActivityError,
+    activity_arn,
+    check_activity_name,
+    name_of,
+)
 from headrace.workflows.children import stop_children
 from headrace.workflows.history import HISTORY_QUOTA
 from headrace.workflows.names import check_execution_input, check_execution_name
@@ -244,7 +251,15 @@ class TaskTokenError(HeadraceError):
 MAX_TOKEN_LENGTH = 1024
 
 #: History events that close a task (in the scope that scheduled it).
-_TASK_CLOSED = ("TaskSucceeded", "TaskFailed", "TaskTimedOut")
+_TASK_CLOSED = (
+    "TaskSucceeded",
+    "TaskFailed",
+    "TaskTimedOut",
+    "ActivitySucceeded",
+    "ActivityFailed",
+    "ActivityTimedOut",
+    "ActivityScheduleFailed",
+)
 
 
 def check_task_token(ledger: Ledger, token: str) -> None:
@@ -262,26 +277,15 @@ def check_task_token(ledger: Ledger, token: str) -> None:
         )
     with ledger.reader.connect() as conn:
         loaded = store.load(conn, token.split("#", 1)[0])
-    scheduled = None
-    for seq, kind, _ts, scope, details in loaded[1] if loaded else ():
-        if (
-            kind == "TaskScheduled"
-            and str(details.get("token", "")).rsplit("#", 1)[0] == token
-            and str(details.get("resource", "")).endswith(".waitForTaskToken")
-        ):
-            scheduled = (seq, scope)
-    if loaded is None or scheduled is None:
+    if loaded is None or _task_open(loaded, token) is None:
         raise TaskTokenError(
             subject,
-            "TaskDoesNotExist: no .waitForTaskToken task was given this token",
-            "pass the token exactly as the task received it ($$.Task.Token)",
+            "TaskDoesNotExist: no .waitForTaskToken or activity task was given this token",
+            "pass the token exactly as the task received it ($$.Task.Token, or "
+            "get-activity-task's taskToken)",
         )
-    execution, events = loaded
-    closed = execution["status"] != "RUNNING" or any(
-        seq > scheduled[0] and scope == scheduled[1] and kind in _TASK_CLOSED
-        for seq, kind, _ts, scope, _details in events
-    )
-    if closed:
+    execution = loaded[0]
+    if not _task_open(loaded, token):
         raise TaskTokenError(
             subject,
             "TaskTimedOut: its task has already ended"
@@ -292,6 +296,27 @@ def check_task_token(ledger: Ledger, token: str) -> None:
             ),
             "nothing waits on this token any more; check the execution's history",
         )
+
+
+def _task_open(loaded: tuple[dict[str, Any], list[tuple]], token: str) -> bool | None:
+    """Whether the task given `token` still waits for its outcome; None when no task of this
+    execution was given it."""
+    execution, events = loaded
+    scheduled = None
+    for seq, kind, _ts, scope, details in events:
+        given = str(details.get("token", ""))
+        if (
+            kind == "TaskScheduled"
+            and given.rsplit("#", 1)[0] == token
+            and str(details.get("resource", "")).endswith(".waitForTaskToken")
+        ) or (kind == "ActivityScheduled" and given == token):
+            scheduled = (seq, scope)
+    if scheduled is None:
+        return None
+    return execution["status"] == "RUNNING" and not any(
+        seq > scheduled[0] and scope == scheduled[1] and kind in _TASK_CLOSED
+        for seq, kind, _ts, scope, _details in events
+    )
 
 
 def send_task_success(ledger: Ledger, token: str, output: Any) -> None:
@@ -322,3 +347,97 @@ def wait_for(ledger: Ledger, name_or_arn: str, timeout: float = 600) -> dict[str
         if row["status"] != "RUNNING" or time.time() >= deadline:
             return row
         time.sleep(0.05)
+
+
+# -- activities ----------------------------------------------------------------------------------
+
+#: How long GetActivityTask waits for a task before answering with none, as on AWS.
+ACTIVITY_POLL_SECONDS = 60.0
+_POLL_INTERVAL = 0.2
+
+
+def create_activity(ledger: Ledger, name: str) -> dict[str, Any]:
+    """Create activity `name` (CreateActivity; creating one that exists returns it)."""
+    check_activity_name(name)
+    with ledger.begin() as conn:
+        created = activity_store.create(conn, name)
+    return {"activityArn": activity_arn(name), "name": name, "creationDate": created}
+
+
+def describe_activity(ledger: Ledger, name_or_arn: str) -> dict[str, Any]:
+    name = name_of(name_or_arn)
+    with ledger.reader.connect() as conn:
+        row = activity_store.get(conn, name)
+    if row is None:
+        raise ActivityError(
+            f"activity {name!r}",
+            "ActivityDoesNotExist: no activity has this name",
+            f"create it with `headrace create-activity {name}`",
+        )
+    return {"activityArn": activity_arn(name), "name": name, "creationDate": row["created_at"]}
+
+
+def list_activities(ledger: Ledger) -> list[dict[str, Any]]:
+    with ledger.reader.connect() as conn:
+        rows = activity_store.list_all(conn)
+    return [
+        {"activityArn": activity_arn(r["name"]), "name": r["name"], "creationDate": r["created_at"]}
+        for r in rows
+    ]
+
+
+def delete_activity(ledger: Ledger, name_or_arn: str) -> None:
+    """Delete an activity (DeleteActivity). Tasks already scheduled on it stay answerable;
+    new ones fail with ActivityScheduleFailed, as on AWS."""
+    name = name_of(name_or_arn)
+    with ledger.begin() as conn:
+        activity_store.delete_activity(conn, name)
+
+
+def get_activity_task(
+    ledger: Ledger,
+    activity: str,
+    worker_name: str | None = None,
+    *,
+    timeout: float = ACTIVITY_POLL_SECONDS,
+) -> dict[str, Any]:
+    """Take the oldest task waiting on `activity` (its name or ARN), waiting up to `timeout`
+    seconds for one (GetActivityTask's long poll). Returns `{"taskToken", "input"}` — `input` is
+    the task's input as a JSON string, as on AWS — or `{}` when none came. The worker answers
+    with send_task_success / send_task_failure, and keeps a task with HeartbeatSeconds alive
+    with send_task_heartbeat."""
+    name = name_of(activity)
+    if worker_name is not None and not 1 <= len(worker_name) <= 80:
+        raise ActivityError(
+            f"worker name {worker_name[:100]!r}",
+            f"InvalidName: a worker name has 1 to 80 characters (it has {len(worker_name)})",
+            "shorten it",
+        )
+    describe_activity(ledger, name)  # ActivityDoesNotExist
+    deadline = time.monotonic() + timeout
+    while True:
+        found = _take_activity_task(ledger, name, worker_name or "")
+        if found is not None:
+            return found
+        if time.monotonic() >= deadline:
+            return {}
+        time.sleep(min(_POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+
+
+def _take_activity_task(ledger: Ledger, name: str, worker: str) -> dict[str, Any] | None:
+    with ledger.reader.connect() as conn:
+        candidates = activity_store.waiting(conn, name)
+    for row in candidates:
+        with ledger.reader.connect() as conn:
+            loaded = store.load(conn, row["execution_id"])
+        if loaded is None or not _task_open(loaded, row["token"]):
+            with ledger.begin() as conn:  # timed out, or its execution ended, before a worker
+                activity_store.close(conn, row["token"])
+            continue
+        with ledger.begin() as conn:
+            if not activity_store.take(conn, row["token"], worker):
+                continue  # another worker took it first
+            # the coordinator writes ActivityStarted (it alone appends to the history)
+            store.add_callback(conn, row["token"], "started", output={"workerName": worker})
+        return {"taskToken": row["token"], "input": row["input"]}
+    return None

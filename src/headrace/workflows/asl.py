@@ -188,13 +188,19 @@ _CATCHER = {"ErrorEquals", "Next", "ResultPath", "Comment", "Assign"}
 _CATCHER_JSONATA = {"ErrorEquals", "Next", "Output", "Comment", "Assign"}
 
 
+#: ValidateStateMachineDefinition's code for a problem no more specific code names.
+SCHEMA_VALIDATION_FAILED = "SCHEMA_VALIDATION_FAILED"
+
+
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a definition: where (a JSON path), which state, and what."""
+    """One thing wrong with a definition: where (a JSON path), which state, and what; `code`
+    is the diagnostic code AWS's ValidateStateMachineDefinition gives it (see diagnostics)."""
 
     path: str
     state: str | None
     message: str
+    code: str = SCHEMA_VALIDATION_FAILED
 
     def __str__(self) -> str:
         where = f" (state {self.state!r})" if self.state else ""
@@ -261,7 +267,9 @@ def load_definition(definition: str | dict | os.PathLike) -> dict:
         try:
             check_depth(definition)
         except JsonInputError as exc:
-            raise DefinitionError([Problem("$", None, f"the definition {exc}")]) from None
+            raise DefinitionError(
+                [Problem("$", None, f"the definition {exc}", "TOO_DEEPLY_NESTED")]
+            ) from None
         return definition
     if isinstance(definition, bytes):
         definition = definition.decode("utf-8", errors="replace")
@@ -270,7 +278,7 @@ def load_definition(definition: str | dict | os.PathLike) -> dict:
             text = Path(definition).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise DefinitionError(  # no fields to correct: the file itself is the problem
-                [Problem("$", None, f"cannot read {definition}: {exc}")],
+                [Problem("$", None, f"cannot read {definition}: {exc}", "MISSING_DESCRIPTION")],
                 fix="check the file's path (relative to the current folder) and that it is a "
                 "readable UTF-8 JSON file",
             ) from None
@@ -287,6 +295,10 @@ def load_definition(definition: str | dict | os.PathLike) -> dict:
                 )
             ]
         )
+    if not text.strip():
+        raise DefinitionError(
+            [Problem("$", None, "the definition is empty", "MISSING_DESCRIPTION")]
+        )
     try:
         data = parse_json(text)
     except JsonInputError as exc:
@@ -296,10 +308,18 @@ def load_definition(definition: str | dict | os.PathLike) -> dict:
             if syntax is None
             else f"invalid JSON at line {syntax.lineno} column {syntax.colno}: {syntax.msg}"
         )
-        raise DefinitionError([Problem("$", None, message)]) from None
+        code = "TOO_DEEPLY_NESTED" if syntax is None else "INVALID_JSON_DESCRIPTION"
+        raise DefinitionError([Problem("$", None, message, code)]) from None
     if not isinstance(data, dict):
         raise DefinitionError(
-            [Problem("$", None, f"a definition is a JSON object, not {_json_type(data)}")]
+            [
+                Problem(
+                    "$",
+                    None,
+                    f"a definition is a JSON object, not {_json_type(data)}",
+                    "INVALID_JSON_DESCRIPTION",
+                )
+            ]
         )
     return data
 
@@ -345,6 +365,10 @@ def _key(base: str, name: Any) -> str:
     return f"{base}[{json.dumps(name) if isinstance(name, str) else name}]"
 
 
+#: A field's JSON path under `base`, as problems name it (`$.States.A`, `$.States["a b"]`).
+field_path = _key
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -361,8 +385,10 @@ class _Validator:
         # the $states fields the JSONata field being checked can read (result, errorOutput)
         self.states_fields: frozenset[str] = frozenset()
 
-    def add(self, path: str, state: str | None, message: str) -> None:
-        self.problems.append(Problem(path, state, message))
+    def add(
+        self, path: str, state: str | None, message: str, code: str = SCHEMA_VALIDATION_FAILED
+    ) -> None:
+        self.problems.append(Problem(path, state, message, code))
 
     # -- top level and scopes
 
@@ -447,11 +473,21 @@ class _Validator:
 
     def scope_states(self, data: dict, base: str, start: Any, states: dict, names: set) -> None:
         if isinstance(start, str) and states and start not in names:
-            self.add(base + ".StartAt", None, f"StartAt names {start!r}, which is not a state")
+            self.add(
+                base + ".StartAt",
+                None,
+                f"StartAt names {start!r}, which is not a state",
+                "MISSING_TRANSITION_TARGET",
+            )
         for name, state in states.items():
             spath = _key(base + ".States", name)
             if len(name) > MAX_STATE_NAME:
-                self.add(spath, name, f"a state name is at most {MAX_STATE_NAME} characters")
+                self.add(
+                    spath,
+                    name,
+                    f"a state name is at most {MAX_STATE_NAME} characters",
+                    "INVALID_STATE_NAME",
+                )
             if not isinstance(state, dict):
                 self.add(spath, name, f"a state must be an object, not {_json_type(state)}")
                 continue
@@ -464,6 +500,7 @@ class _Validator:
                         _key(base + ".States", name),
                         name,
                         f"state {name!r} is unreachable from StartAt {start!r}",
+                        "MISSING_TRANSITION_TARGET",
                     )
 
     @staticmethod
@@ -541,7 +578,9 @@ class _Validator:
                 path, name, f"a transition target must be a state name, not {_json_type(value)}"
             )
         elif value not in names:
-            self.add(path, name, f"{value!r} is not a state in this scope")
+            self.add(
+                path, name, f"{value!r} is not a state in this scope", "MISSING_TRANSITION_TARGET"
+            )
 
     def io_paths(self, name: str, state: dict, spath: str) -> None:
         for field in ("InputPath", "OutputPath"):
@@ -898,7 +937,9 @@ class _Validator:
         if "Resource" not in state:
             self.add(spath, name, "a Task state needs Resource")
         elif not isinstance(resource, str) or not resource:
-            self.add(spath + ".Resource", name, "Resource must be a non-empty string")
+            self.add(
+                spath + ".Resource", name, "Resource must be a non-empty string", "INVALID_RESOURCE"
+            )
         for field in ("TimeoutSeconds", "HeartbeatSeconds"):
             self.one_of(name, state, spath, (field, field + "Path"))
             if field in state:
@@ -1182,6 +1223,25 @@ def _targets(state: dict) -> Iterator[str]:
                     yield entry["Next"]
 
 
+def all_states(data: Any, base: str) -> Iterator[tuple[str, str]]:
+    """(name, JSON path) of every state of a machine, nested machines included."""
+    states = data.get("States") if isinstance(data, dict) else None
+    if not isinstance(states, dict):
+        return
+    for name, state in states.items():
+        spath = _key(base + ".States", name)
+        yield name, spath
+        if not isinstance(state, dict):
+            continue
+        branches = state.get("Branches")
+        if isinstance(branches, list):
+            for i, branch in enumerate(branches):
+                yield from all_states(branch, f"{spath}.Branches[{i}]")
+        for key in ("ItemProcessor", "Iterator"):
+            if isinstance(state.get(key), dict):
+                yield from all_states(state[key], f"{spath}.{key}")
+
+
 def validate(definition: Any) -> list[Problem]:
     """Every problem in ``definition`` (JSON text, dict or file path); never raises."""
     try:
@@ -1192,7 +1252,7 @@ def validate(definition: Any) -> list[Problem]:
     try:
         validator.machine(data)
     except RecursionError:
-        validator.add("$", None, "the definition is nested too deeply")
+        validator.add("$", None, "the definition is nested too deeply", "TOO_DEEPLY_NESTED")
     except Exception as exc:  # a validator bug must not crash callers; report it instead
         validator.add("$", None, f"internal validation error ({type(exc).__name__}: {exc})")
     return validator.problems

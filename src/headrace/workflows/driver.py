@@ -22,7 +22,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from headrace.functions.spec import FunctionSpec
 from headrace.ledger import Ledger, NewInvocation, map_runs, new_id, ownership
+from headrace.ledger import activities as activity_store
 from headrace.ledger import executions as store
+from headrace.workflows.activities import activity_name, event_kind
 from headrace.workflows.asl import parse
 from headrace.workflows.children import child_definition, child_event, redrive_child, stop_children
 from headrace.workflows.errors import RUNTIME
@@ -385,6 +387,13 @@ class WorkflowDriver:
             for scope, task in interp.take_new_tasks():
                 if task["token"] in self.linked:
                     continue
+                activity = activity_name(task["resource"])
+                if activity is not None:
+                    failed = self._offer(conn, execution_id, activity, task)
+                    if failed is not None:
+                        self._apply(interp, ("ActivityScheduleFailed", scope, failed), now)
+                        more = True
+                    continue
                 inv = self._invocation(execution_id, scope, task)
                 if inv is not None:
                     new.append(inv)
@@ -522,6 +531,22 @@ class WorkflowDriver:
             )
             store.finish_execution(conn, execution_id, "FAILED", None, RUNTIME, cause)
 
+    def _offer(
+        self, conn: Connection, execution_id: str, activity: str, task: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Offer an activity task to the activity's workers (again after a restart: once);
+        the ActivityScheduleFailed details when the activity does not exist."""
+        if activity_store.get(conn, activity) is None:
+            return {
+                "name": task["name"],
+                "error": RUNTIME,
+                "cause": f"ActivityDoesNotExist: activity {activity!r} does not exist; "
+                f"create it with `headrace create-activity {activity}`",
+            }
+        activity_store.schedule(conn, task["token"], activity, execution_id, task.get("parameters"))
+        self.linked.add(task["token"])
+        return None
+
     def _invocation(
         self, execution_id: str, scope: str, task: dict[str, Any]
     ) -> NewInvocation | None:
@@ -581,28 +606,34 @@ class WorkflowDriver:
             waiting = None
             if interp is not None:
                 for scope, task in interp.pending_tasks():
-                    base = task["token"].rsplit("#", 1)[0]
-                    if base == cb["token"] and task["resource"].endswith(".waitForTaskToken"):
+                    if _answers(task, cb["token"]):
                         waiting = (scope, task)
                         break
             if waiting is None:
                 store.mark_callback(conn, cb["id"], "rejected")
                 continue
             scope, task = waiting
+            resource = task["resource"]
+            output = json.loads(cb["output"]) if cb["output"] is not None else None
             if cb["kind"] == "heartbeat":
                 event = ("TaskHeartbeat", scope, {"name": task["name"]})
+            elif cb["kind"] == "started":  # a worker took an activity task
+                details = {"name": task["name"], "workerName": (output or {}).get("workerName")}
+                event = ("ActivityStarted", scope, details)
             elif cb["kind"] == "success":
-                output = json.loads(cb["output"]) if cb["output"] is not None else None
-                event = ("TaskSucceeded", scope, {"name": task["name"], "output": output})
+                kind, details = task_outcome(task["name"], output)
+                event = (event_kind(kind, resource), scope, details)
             else:
                 event = (
-                    "TaskFailed",
+                    event_kind("TaskFailed", resource),
                     scope,
                     {"name": task["name"], "error": cb["error"] or "", "cause": cb["cause"] or ""},
                 )
             self._append(execution_id, [event])
-            if cb["kind"] != "heartbeat":
+            if cb["kind"] in ("success", "failure"):
                 self.linked.discard(task["token"])
+                if activity_name(resource):
+                    activity_store.close(conn, task["token"])
             store.mark_callback(conn, cb["id"], "applied")
 
     def _outcome_event(
@@ -653,3 +684,13 @@ _MAP_RUN_EVENTS = frozenset(
     )
 )
 _NO_CHILD = _Child("", "", "", -1, False)
+
+
+def _answers(task: dict[str, Any], token: str) -> bool:
+    """Whether a callback with `token` is for this waiting task: a `.waitForTaskToken` task's
+    token is the state's visit (any attempt); an activity task's is the attempt's own."""
+    if activity_name(task["resource"]):
+        return bool(task["token"] == token)
+    return task["resource"].endswith(".waitForTaskToken") and (
+        task["token"].rsplit("#", 1)[0] == token
+    )

@@ -231,9 +231,17 @@ class StatusFold:
             elif kind == "StateFailed":
                 st.status, st.caught = "failed", False
                 st.error = details.get("error") or st.error
-            elif kind in ("TaskFailed", "TaskTimedOut", "MapStateFailed", "ParallelStateFailed"):
+            elif kind in (
+                "TaskFailed",
+                "TaskTimedOut",
+                "ActivityFailed",
+                "ActivityTimedOut",
+                "ActivityScheduleFailed",
+                "MapStateFailed",
+                "ParallelStateFailed",
+            ):
                 st.error = details.get("error")
-            elif kind == "TaskSucceeded":
+            elif kind in ("TaskSucceeded", "ActivitySucceeded"):
                 st.error = None  # a retry worked
             elif kind == "MapStateStarted":
                 # the items, or (an outline read from the ledger) how many there are

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from headrace.workflows import services
+from headrace.workflows.activities import activity_name
 from headrace.workflows.errors import StatesError
 
 LAMBDA_INVOKE = "arn:aws:states:::lambda:invoke"
@@ -106,6 +107,13 @@ def unknown_resources(
     for name, state in task_resources(states):
         resource = state.get("Resource", "")
         parameters = state.get("Parameters") or state.get("Arguments")
+        if activity_name(resource) is not None:
+            if not callbacks:  # nothing outside a coordinator's ledger can poll for it
+                problems.append(
+                    f"state {name!r}: activity {resource!r} needs a coordinator (workers poll "
+                    "its ledger): start one with `headrace dev` and `headrace start-execution`"
+                )
+            continue
         target = resolve(resource, parameters)
         if target is None or (target.shape == "callback" and not callbacks):
             problems.append(f"state {name!r}: unknown resource {resource!r}")

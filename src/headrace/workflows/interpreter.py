@@ -25,11 +25,14 @@ from typing import Any
 
 from headrace.errors import HeadraceError
 from headrace.workflows import choice, dataflow, jsonata_lang, paths, variables
+from headrace.workflows.activities import activity_name, event_kind
 from headrace.workflows.errors import (
     DATA_LIMIT_EXCEEDED,
     EXCEEDED_TOLERATED_FAILURE_THRESHOLD,
+    HEARTBEAT_TIMEOUT,
     QUERY_EVALUATION_ERROR,
     RUNTIME,
+    TIMEOUT,
     StatesError,
     find_catcher,
     find_retrier,
@@ -227,9 +230,11 @@ class Interpreter:
         self._waiting.pop(f.scope, None)
         nxt = e.details.get("next")
         f.output = e.details.get("output")
-        assign = e.details.get("assign")
-        if assign:
-            f.variables.update(assign)
+        assigned = e.details.get("assignedVariables")
+        if assigned:
+            f.variables.update({k: json.loads(v) for k, v in assigned.items()})
+        elif e.details.get("assign"):  # a history written before headrace 16's event shape
+            f.variables.update(e.details["assign"])
         f.task = None
         f.task_result = None
         f.retries = {}
@@ -257,11 +262,26 @@ class Interpreter:
         f.phase = "task"
         f.task = dict(e.details)
         f.task["beat"] = max(e.timestamp, float(e.details.get("not_before") or 0))
-        if e.details.get("heartbeat"):
+        f.task["scheduled_at"] = e.timestamp
+        if activity_name(e.details.get("resource")):
+            # an activity's heartbeat clock starts when a worker takes it (ActivityStarted);
+            # its TimeoutSeconds runs from now, whether or not a worker ever comes
+            f.task["activity"] = True
+            if e.details.get("timeout"):
+                self._beating[e.scope] = None
+        elif e.details.get("heartbeat"):
             self._beating[e.scope] = None
         retrier = e.details.get("retrier")
         if retrier is not None:
             f.retries[retrier] = f.retries.get(retrier, 0) + 1
+
+    def _on_ActivityStarted(self, e: Event) -> None:
+        f = self.frames.get(e.scope)
+        if f is not None and f.phase == "task" and f.task is not None:
+            f.task["beat"] = e.timestamp
+            f.task["started"] = True
+            if f.task.get("heartbeat"):
+                self._beating[e.scope] = None
 
     def _on_TaskSucceeded(self, e: Event) -> None:
         f = self.frames.get(e.scope)
@@ -281,6 +301,11 @@ class Interpreter:
 
     _on_TaskFailed = _task_failed
     _on_TaskTimedOut = _task_failed
+    _on_ActivityScheduled = _on_TaskScheduled
+    _on_ActivitySucceeded = _on_TaskSucceeded
+    _on_ActivityFailed = _task_failed
+    _on_ActivityTimedOut = _task_failed
+    _on_ActivityScheduleFailed = _task_failed
 
     def _on_StateFailed(self, e: Event) -> None:
         """An uncaught error ends a frame (headrace's event; AWS reports it on the parent)."""
@@ -533,14 +558,14 @@ class Interpreter:
                 return decisions
         for scope in list(self._beating):
             f = self.frames[scope]
-            deadline = _heartbeat_deadline(f)
-            if deadline is not None and now >= deadline and f.status == "running":
-                cause = f"no heartbeat for {f.task['heartbeat']} s"  # type: ignore[index]
+            due = _task_deadline(f)
+            if due is not None and now >= due[0] and f.status == "running":
+                _, error, cause = due
                 return [
                     (
-                        "TaskTimedOut",
+                        event_kind("TaskTimedOut", f.task["resource"]),  # type: ignore[index]
                         scope,
-                        {"name": f.state, "error": "States.HeartbeatTimeout", "cause": cause},
+                        {"name": f.state, "error": error, "cause": cause},
                     )
                 ]
         return []
@@ -701,9 +726,15 @@ class Interpreter:
                 f.scope,
                 {"name": f.state, "error": DATA_LIMIT_EXCEEDED, "cause": cause},
             )
-        details = {"name": f.state, "output": output, "next": nxt}
+        details: dict[str, Any] = {"name": f.state, "output": output, "next": nxt}
         if assign:
-            details["assign"] = assign
+            # as AWS's stateExitedEventDetails: each value as JSON text (what the console and
+            # GetExecutionHistory show); the interpreter folds them back from there
+            details["assignedVariables"] = {
+                k: json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+                for k, v in assign.items()
+            }
+            details["assignedVariablesDetails"] = {"truncated": False}
         return (f"{prefix}StateExited", f.scope, details)
 
     def _on_enter(self, f: Frame, state: dict, kind: str, ctx: dict, now: float) -> list[Decision]:
@@ -932,7 +963,7 @@ class Interpreter:
         }
         if retrier is not None:
             details["retrier"] = retrier
-        return ("TaskScheduled", f.scope, details)
+        return (event_kind("TaskScheduled", state["Resource"]), f.scope, details)
 
     def callback_token(self, f: Frame) -> str:
         """The task token of this visit of the frame's state (`$$.Task.Token`): what a
@@ -1228,9 +1259,9 @@ class Interpreter:
             except StatesError:
                 times.append(0.0)
         for scope in self._beating:
-            deadline = _heartbeat_deadline(self.frames[scope])
-            if deadline is not None:
-                times.append(deadline)
+            due = _task_deadline(self.frames[scope])
+            if due is not None:
+                times.append(due[0])
         timeout = self.raw.get("TimeoutSeconds")
         if timeout:
             times.append(self.start_time + float(timeout))
@@ -1262,10 +1293,33 @@ _HANDLERS: dict[str, Callable[[Interpreter, Event], None]] = {
 }
 
 
-def _heartbeat_deadline(f: Frame) -> float | None:
-    if f.phase != "task" or f.task is None or not f.task.get("heartbeat"):
+def _task_deadline(f: Frame) -> tuple[float, str, str] | None:
+    """When a scheduled task times out unless its outcome comes first, with the error and
+    cause: HeartbeatSeconds after the last heartbeat (for an activity, after a worker took it),
+    and for an activity TimeoutSeconds after it was scheduled. (Other tasks' TimeoutSeconds is
+    their invocation's timeout.)"""
+    if f.phase != "task" or f.task is None:
         return None
-    return float(f.task.get("beat") or 0) + float(f.task["heartbeat"])
+    due: list[tuple[float, str, str]] = []
+    task = f.task
+    activity = bool(task.get("activity"))
+    if task.get("heartbeat") and (not activity or task.get("started")):
+        due.append(
+            (
+                float(task.get("beat") or 0) + float(task["heartbeat"]),
+                HEARTBEAT_TIMEOUT,
+                f"no heartbeat for {task['heartbeat']} s",
+            )
+        )
+    if activity and task.get("timeout"):
+        due.append(
+            (
+                float(task.get("scheduled_at") or 0) + float(task["timeout"]),
+                TIMEOUT,
+                f"the activity task ran over TimeoutSeconds ({task['timeout']} s)",
+            )
+        )
+    return min(due) if due else None
 
 
 def _path_number(

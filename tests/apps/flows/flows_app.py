@@ -260,3 +260,76 @@ app.state_machine(
         },
     },
 )
+
+
+# an activity task: a worker process takes it (get-activity-task) and answers it; the catch turns
+# a silent worker (HeartbeatSeconds) or no worker at all (TimeoutSeconds) into an output
+app.state_machine(
+    "resize",
+    {
+        "StartAt": "Resize",
+        "States": {
+            "Resize": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:us-east-1:123456789012:activity:resize",
+                "Parameters": {"image.$": "$.image", "width": 640},
+                "TimeoutSeconds": 60,
+                "HeartbeatSeconds": 15,  # room for a CLI call on a loaded machine
+                "ResultPath": "$.resized",
+                "Catch": [
+                    {
+                        "ErrorEquals": ["States.HeartbeatTimeout", "States.Timeout"],
+                        "ResultPath": "$.error",
+                        "Next": "Gave up",
+                    }
+                ],
+                "End": True,
+            },
+            "Gave up": {"Type": "Pass", "End": True},
+        },
+    },
+)
+
+app.state_machine(
+    "resize_soon",
+    {
+        "StartAt": "Resize",
+        "States": {
+            "Resize": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:us-east-1:123456789012:activity:resize",
+                "TimeoutSeconds": 2,
+                "End": True,
+            }
+        },
+    },
+)
+
+app.state_machine(
+    "unknown_activity",
+    {
+        "StartAt": "Nobody",
+        "States": {
+            "Nobody": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:us-east-1:123456789012:activity:nobody",
+                "End": True,
+            }
+        },
+    },
+)
+
+app.state_machine(
+    "resize_patient",
+    {
+        "StartAt": "Resize",
+        "States": {
+            "Resize": {
+                "Type": "Task",
+                "Resource": "arn:aws:states:us-east-1:123456789012:activity:resize",
+                "TimeoutSeconds": 300,
+                "End": True,
+            }
+        },
+    },
+)

@@ -1,0 +1,160 @@
+"""ValidateStateMachineDefinition's diagnostics (codes and locations as AWS gives them), and
+`headrace validate FILE`."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from headrace.workflows.asl import DefinitionError, parse
+from headrace.workflows.diagnostics import location, validate_definition
+
+
+def _codes(response):
+    return [(d["severity"], d["code"], d.get("location")) for d in response["diagnostics"]]
+
+
+def test_locations_are_written_as_aws_writes_them():
+    assert location("$") == ""
+    assert location("$.States.A.Next") == "/States/A/Next"
+    assert location('$.States["a b"].Branches[0].States.C') == "/States/a b/Branches/0/States/C"
+    assert location('$.States["x\\"y"].Catch[1].Next') == '/States/x"y/Catch/1/Next'
+
+
+@pytest.mark.parametrize(
+    ("definition", "expected"),
+    [
+        (  # Next names no state
+            {"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "B"}}},
+            [
+                ("ERROR", "MISSING_TRANSITION_TARGET", "/States/A/Next"),
+                ("ERROR", "MISSING_END_STATE", "/States"),
+            ],
+        ),
+        (  # a state nobody reaches
+            {
+                "StartAt": "A",
+                "States": {"A": {"Type": "Succeed"}, "B": {"Type": "Succeed"}},
+            },
+            [("ERROR", "MISSING_TRANSITION_TARGET", "/States/B")],
+        ),
+        (  # a loop with no way out
+            {"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "A"}}},
+            [("ERROR", "MISSING_END_STATE", "/States")],
+        ),
+        (  # the same name in a Parallel branch and at the top
+            {
+                "StartAt": "P",
+                "States": {
+                    "P": {
+                        "Type": "Parallel",
+                        "Branches": [{"StartAt": "P", "States": {"P": {"Type": "Succeed"}}}],
+                        "End": True,
+                    }
+                },
+            },
+            [("ERROR", "DUPLICATE_STATE_NAME", "/States/P/Branches/0/States/P")],
+        ),
+        (  # not an ARN
+            {"StartAt": "T", "States": {"T": {"Type": "Task", "Resource": "r", "End": True}}},
+            [("ERROR", "INVALID_RESOURCE", "/States/T/Resource")],
+        ),
+        (  # a field the state type does not have
+            {"StartAt": "A", "States": {"A": {"Type": "Pass", "Seconds": 1, "End": True}}},
+            [("ERROR", "SCHEMA_VALIDATION_FAILED", "/States/A/Seconds")],
+        ),
+        (
+            {"StartAt": "A" * 81, "States": {"A" * 81: {"Type": "Succeed"}}},
+            [("ERROR", "INVALID_STATE_NAME", "/States/" + "A" * 81)],
+        ),
+    ],
+)
+def test_common_mistakes_get_aws_codes(definition, expected):
+    response = validate_definition(definition)
+    assert response["result"] == "FAIL"
+    assert _codes(response) == expected
+    assert response["truncated"] is False
+
+
+def test_text_problems_and_duplicate_keys():
+    assert _codes(validate_definition('{"StartAt": ')) == [
+        ("ERROR", "INVALID_JSON_DESCRIPTION", None)
+    ]
+    assert _codes(validate_definition("  ")) == [("ERROR", "MISSING_DESCRIPTION", None)]
+    text = (
+        '{"StartAt": "A", "States": {"A": {"Type": "Pass", "End": true}, "A": {"Type": "Succeed"}}}'
+    )
+    assert _codes(validate_definition(text)) == [("ERROR", "DUPLICATE_STATE_NAME", "/States/A")]
+
+
+def test_warnings_only_when_asked_and_they_do_not_fail():
+    definition = {
+        "StartAt": "P",
+        "States": {
+            "P": {
+                "Type": "Pass",
+                "Parameters": {"who": "$.name", "nested": {"n": "States.Format('{}', $.x)"}},
+                "Next": "R",
+            },
+            "R": {"Type": "Pass", "Result": {"x.$": "$.y"}, "Next": "F"},
+            "F": {"Type": "Fail", "Error": "$.error"},
+        },
+    }
+    assert validate_definition(definition) == {
+        "result": "OK",
+        "diagnostics": [],
+        "truncated": False,
+    }
+    response = validate_definition(definition, severity="WARNING")
+    assert response["result"] == "OK"
+    assert _codes(response) == [
+        ("WARNING", "NO_DOLLAR", "/States/P/Parameters/who"),
+        ("WARNING", "NO_DOLLAR", "/States/P/Parameters/nested/n"),
+        ("WARNING", "PASS_RESULT_IS_STATIC", "/States/R/Result"),
+        ("WARNING", "NO_PATH", "/States/F/Error"),
+    ]
+    parse(definition)  # warnings never stop a definition from running
+
+
+def test_max_results_truncates():
+    states = {f"S{i}": {"Type": "Pass", "Next": "Nowhere"} for i in range(5)}
+    states["S0"]["End"] = True
+    response = validate_definition({"StartAt": "S0", "States": states}, max_results=2)
+    assert len(response["diagnostics"]) == 2 and response["truncated"] is True
+
+
+def test_the_problem_messages_stay_as_they_were():
+    with pytest.raises(DefinitionError) as info:
+        parse({"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "B"}}})
+    assert "$.States.A.Next (state 'A'): 'B' is not a state in this scope" in str(info.value)
+    assert info.value.problems[0].code == "MISSING_TRANSITION_TARGET"
+
+
+def test_headrace_validate_prints_and_exits(tmp_path):
+    bad = tmp_path / "bad.asl.json"
+    bad.write_text(json.dumps({"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "B"}}}))
+    good = tmp_path / "good.asl.json"
+    good.write_text(json.dumps({"StartAt": "A", "States": {"A": {"Type": "Succeed"}}}))
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "headrace.cli", "validate", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+
+    out = run(str(bad))
+    assert out.returncode == 1
+    assert "ERROR MISSING_TRANSITION_TARGET at /States/A/Next:" in out.stdout
+    assert out.stdout.strip().endswith("FAIL")
+    out = run(str(bad), "--json")
+    response = json.loads(out.stdout)
+    assert out.returncode == 1 and response["result"] == "FAIL"
+    assert set(response["diagnostics"][0]) == {"severity", "code", "message", "location"}
+    out = run(str(tmp_path / "missing.json"))
+    assert out.returncode == 2 and "does not exist" in out.stderr
+    out = run(str(good), "--json")
+    assert out.returncode == 0
+    assert json.loads(out.stdout) == {"result": "OK", "diagnostics": [], "truncated": False}
