@@ -121,6 +121,9 @@ class LocalRayHead:
             f"--dashboard-port={dashboard}",
             f"--ray-client-server-port={client_port}",
             f"--dashboard-agent-listen-port={_free_port()}",
+            # given, not left to Ray: with a port of its choosing the Ray Client server is told
+            # port 0 and cannot start a client's session (its runtime environment)
+            f"--runtime-env-agent-port={_free_port()}",
             f"--object-store-memory={self.object_store_mb * 2**20}",
             f"--temp-dir={self.folder}",
             "--disable-usage-stats",
