@@ -24,7 +24,11 @@ Load: `wrk -t1 -c64 -d{SECONDS}s --timeout 30s --latency` with the anchor's post
 list of 64 floats), after a 5 s warm-up, on the same machine.
 
 Usage: python benchmarks/serving.py [SECONDS=20] [only: fastapi,litserve,rayserve,headrace,
-headrace-ray,chaos,rollout] [ROUNDS=3]
+headrace-ray,chaos,rollout,headrace-base] [ROUNDS=3]
+
+`headrace-base` (with HEADRACE_BASELINE_SRC=/path/to/other/checkout/src) adds the same
+headrace server run from another checkout's source to the interleaved rounds (its SAM route
+and batched route), for a before/after on the same machine load.
 
 FastAPI, LitServe and headrace's local replicas run side by side and are measured in turn,
 ROUNDS times over (the order rotated each round; the median round is reported), so that the
@@ -56,6 +60,7 @@ BODY = json.dumps([0.0] * 64)
 PY = sys.executable
 LITSERVE_PYTHON = os.environ.get("LITSERVE_PYTHON", "/tmp/bench-litserve/bin/python")
 ALL = "fastapi,litserve,rayserve,headrace,headrace-ray,chaos,rollout"
+BASELINE_SRC = os.environ.get("HEADRACE_BASELINE_SRC", "")
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 240) -> None:
@@ -202,7 +207,11 @@ def interleaved(
         for n in range(rounds):
             for label in order[n % len(order) :] + order[: n % len(order)]:
                 result = wrk(urls[label], seconds)
-                print(json.dumps({"server": label, "round": n + 1, **result}), flush=True)
+                load = round(os.getloadavg()[0], 1)
+                print(
+                    json.dumps({"server": label, "round": n + 1, "load": load, **result}),
+                    flush=True,
+                )
                 runs[label].append(result)
         out = []
         for label, results in runs.items():
@@ -407,6 +416,19 @@ def main() -> None:
                 "headrace-2replicas-sam-handler": f"{base}/classify_digit",
                 "headrace-2replicas-batched-json": f"{base}/predict",
                 "headrace-2replicas-sam-batched": f"{base}/classify_digits",
+            }
+        )
+    if "headrace-base" in only and BASELINE_SRC:
+        # the same server from another checkout's source (HEADRACE_BASELINE_SRC=/path/src),
+        # measured in the same rounds: a before/after of a change on the same machine load
+        base = "http://127.0.0.1:8308"
+        local.append(
+            ("headrace-base", headrace_cmd(8308), folder, {**env, "PYTHONPATH": BASELINE_SRC})
+        )
+        urls.update(
+            {
+                "headrace-base-sam-handler": f"{base}/classify_digit",
+                "headrace-base-batched-json": f"{base}/predict",
             }
         )
     if local:

@@ -52,6 +52,11 @@ def test_serving_page_runs(tmp_path):
             r = httpx.post(f"{url}/thumbnail", content=png, headers={"content-type": "image/png"})
             assert r.content == png[:4]
             assert httpx.post(f"{url}/double", json={"value": 21}).json() == {"value": 42}
+            # POST /thumbnail has replicas of its own (min_replicas=1), the rest share two
+            metrics = httpx.get(f"{url}/_headrace/metrics").text
+            assert 'headrace_serving_route_replicas{route="POST /thumbnail"} 1.0' in metrics
+            assert 'headrace_serving_route_replicas{route="GET /items/{id}"} 2.0' in metrics
+            assert re.search(r"^headrace_serving_replicas 3\.0$", metrics, re.M), metrics
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0

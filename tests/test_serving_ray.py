@@ -2,6 +2,7 @@
 the same answers, batches of requests per Ray call, a roll-over with no failed request and an
 automatic rollback of a broken version."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -123,3 +124,60 @@ def test_ray_serve_answers_as_local_replicas_and_rolls_over(project):
         ["pgrep", "-f", f"headrace-serve-{s.proc.pid}-"], capture_output=True, text=True
     ).stdout.split()
     assert leftovers == [], leftovers
+
+
+def _serve_applications(head) -> list[str]:
+    """The Serve applications running on `head`, asked by a driver of its own."""
+    code = (
+        f"import ray; from ray import serve; ray.init(address={head.gcs_address!r}, "
+        "logging_level='ERROR'); print(sorted(serve.status().applications))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **head.client_env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return __import__("ast").literal_eval(out.stdout.strip().splitlines()[-1])
+
+
+def test_ray_serve_through_a_ray_client_address(project):
+    """`serving = "ray://HOST:PORT"`: the front joins a Ray started apart (`ray start --head`)
+    through its Ray Client server, answers as local replicas do, and on exit deletes its own
+    Serve application and leaves the cluster running."""
+    from sklearn.datasets import load_digits
+
+    from headrace.jobs.ray_head import LocalRayHead
+
+    v1 = _push(project, 64)
+    _models(project, "promote", "digits", str(v1))
+    head = LocalRayHead(num_cpus=2, object_store_mb=128, start_timeout=300)
+    head.start()
+    try:
+        with open(project / "headrace.toml", "a") as toml:
+            toml.write(f'serving = "{head.client_address}"\n')
+        s = Serve(
+            project,
+            "--replicas",
+            "2",
+            "--no-access-log",
+            env={"HEADRACE_APP": "model_svc:app", **head.client_env},
+        )
+        try:
+            s.wait_ready(timeout=300)
+            rows = load_digits().data[:30].tolist()
+            with httpx.Client(base_url=s.url, timeout=60) as client:
+                got = [client.post("/classify", json=row).json() for row in rows]
+            assert [g["label"] for g in got] == _expected(project, v1, rows)
+            assert {g["model"] for g in got} == {f"digits:{v1}"}
+            assert any(a.startswith("headrace-serve-") for a in _serve_applications(head))
+        finally:
+            assert s.stop() == 0, s.text()
+        assert "stopped" in s.text()
+        # its application is gone; the cluster, not the front's, still runs
+        assert not [a for a in _serve_applications(head) if a.startswith("headrace-serve-")]
+        assert head.process is not None and head.process.poll() is None
+    finally:
+        head.stop()

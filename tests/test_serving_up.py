@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import httpx
@@ -68,3 +69,84 @@ def test_serve_setting_off_or_bad(tmp_path, monkeypatch):
     settings = load_settings(project)
     with pytest.raises(ConfigError, match="HEADRACE_TOKEN"):
         RouteServer(settings, load_app(settings))
+
+
+def _route_replicas(url: str, route: str) -> float:
+    text = httpx.get(f"{url}/_headrace/metrics", timeout=30).text
+    found = re.search(rf'^headrace_serving_route_replicas\{{route="{route}"\}} (\S+)$', text, re.M)
+    assert found, text
+    return float(found.group(1))
+
+
+@pytest.mark.slow
+def test_up_gives_routes_their_own_replica_counts(tmp_path):
+    import concurrent.futures as futures
+
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    (project / "headrace.toml").write_text('app = "own_replicas_svc:app"\n')
+    home = tmp_path / "home"
+    env = {"HEADRACE_HOME": str(home), "HEADRACE_SERVE_REPLICAS": "1", "HEADRACE_TOKEN": ""}
+    up = Up(project, env, tmp_path / "up.log").start()
+    try:
+        url = json.loads((home / "coordinator.json").read_text())["serve"]
+        counts = {"GET /shared": 1, "GET /solo": 1, "GET /wide": 2, "GET /elastic": 1}
+        for route, count in counts.items():
+            assert _route_replicas(url, route) == count, route
+        assert _route_replicas(url, "GET /wide") == 2
+
+        def pids(path: str, n: int = 24) -> set[str]:
+            with futures.ThreadPoolExecutor(8) as pool:
+                got = list(pool.map(lambda _: httpx.get(f"{url}{path}", timeout=30), range(n)))
+            assert {r.status_code for r in got} == {200}, [r.text for r in got]
+            return {r.text for r in got}
+
+        shared, solo, wide = pids("/shared"), pids("/solo"), pids("/wide")
+        assert len(shared) == 1 and len(solo) == 1
+        assert not (shared & solo) and not (shared & wide) and not (solo & wide)
+        # /elastic scales within its own bounds (1..2) on its own in-flight requests
+        with futures.ThreadPoolExecutor(12) as pool:
+            slow = [pool.submit(httpx.get, f"{url}/elastic?s=0.2", timeout=30) for _ in range(120)]
+            deadline = time.time() + 60
+            while time.time() < deadline and _route_replicas(url, "GET /elastic") < 2:
+                time.sleep(0.2)
+            assert _route_replicas(url, "GET /elastic") == 2
+            codes = {f.result().status_code for f in slow}
+        assert codes == {200}
+        assert _route_replicas(url, "GET /elastic") == 2  # never above its max_replicas
+        assert _route_replicas(url, "GET /shared") == 1  # the others kept their counts
+        assert _route_replicas(url, "GET /wide") == 2
+    finally:
+        assert up.terminate() == 0, up.output()
+
+
+def test_route_replica_counts_are_checked_and_planned():
+    from headrace.errors import AppError
+    from headrace.serving.pool import PoolOptions
+    from headrace.serving.pools import plan_pools
+    from headrace.serving.routes import RouteSpec
+
+    with pytest.raises(AppError, match="min_replicas=3 is above max_replicas=2"):
+        RouteSpec("GET", "/a", "f", min_replicas=3, max_replicas=2)
+    with pytest.raises(AppError, match=r"outside min_replicas\.\.max_replicas"):
+        RouteSpec("GET", "/a", "f", replicas=5, max_replicas=2)
+    with pytest.raises(AppError, match=r"is not 1\.\.256"):
+        RouteSpec("GET", "/a", "f", replicas=0)
+    routes = [
+        RouteSpec("GET", "/shared", "f", model="digits@production"),
+        RouteSpec("GET", "/own", "f", replicas=3),
+        RouteSpec("GET", "/other", "g"),
+        RouteSpec("GET", "/elastic", "f", max_replicas=4, model="digits@production"),
+    ]
+    plans = plan_pools(routes, PoolOptions(replicas=2, spares=1))
+    got = [
+        (p.label, p.routes, p.options.replicas, p.options.min_replicas, p.options.max_replicas)
+        for p in plans
+    ]
+    assert got == [
+        ("shared", [0, 2], 2, None, None),
+        ("GET /own", [1], 3, 3, 3),
+        ("GET /elastic", [3], 1, 1, 4),
+    ]
+    assert [p.binds_model for p in plans] == [True, False, True]
+    assert all(p.options.spares == 1 for p in plans)  # the server's other options hold

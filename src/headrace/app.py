@@ -159,7 +159,9 @@ class App:
         registers the function below it too. Options: payload ("v1" REST proxy events, the
         default; "v2" HTTP API events; "json" the body alone), max_batch_size and max_wait_ms
         (the handler takes a list and returns a list), model ("NAME@ALIAS": replicas load that
-        version and roll over when the alias moves), model_env, api_key.
+        version and roll over when the alias moves), model_env, api_key, and replicas,
+        min_replicas, max_replicas: the route gets replicas of its own, that many (scaled
+        between the two bounds), instead of sharing the server's.
         """
         method, path = parse_route(route)
 

@@ -87,6 +87,7 @@ class LocalRayHead:
         self.start_timeout = start_timeout
         self.address: str | None = None
         self.gcs_address: str | None = None  # host:port that `ray start --address` joins
+        self.client_address: str | None = None  # ray://host:port of its Ray Client server
         self.token = secrets.token_hex(32)
         self.process: subprocess.Popen | None = None
         self.folder: str | None = None
@@ -105,6 +106,8 @@ class LocalRayHead:
         self.folder = tempfile.mkdtemp(prefix="hr-ray-", dir="/tmp")
         dashboard = _free_port()
         self.gcs_address = f"{LOOPBACK}:{_free_port()}"
+        client_port = _free_port()
+        self.client_address = f"ray://{LOOPBACK}:{client_port}"
         argv = [
             ray,
             "start",
@@ -116,8 +119,11 @@ class LocalRayHead:
             "--include-dashboard=true",
             f"--dashboard-host={LOOPBACK}",
             f"--dashboard-port={dashboard}",
-            f"--ray-client-server-port={_free_port()}",
+            f"--ray-client-server-port={client_port}",
             f"--dashboard-agent-listen-port={_free_port()}",
+            # given, not left to Ray: with a port of its choosing the Ray Client server is told
+            # port 0 and cannot start a client's session (its runtime environment)
+            f"--runtime-env-agent-port={_free_port()}",
             f"--object-store-memory={self.object_store_mb * 2**20}",
             f"--temp-dir={self.folder}",
             "--disable-usage-stats",

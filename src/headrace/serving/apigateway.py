@@ -7,8 +7,8 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import random
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +28,12 @@ _TEXT_TYPES = (
     "application/x-www-form-urlencoded",
     "application/graphql",
 )
+
+
+_EVENT_HEADERS = frozenset({"content-type", "host", "user-agent", "x-api-key"})
+_random_bits = random.Random().getrandbits  # seeded from os.urandom once, per process
+_UUID4_MASK = ~((0xF << 76) | (0x3 << 62))
+_UUID4_BITS = (4 << 76) | (2 << 62)  # the version (4) and variant (10) bits
 
 
 @dataclass(slots=True)
@@ -66,10 +72,12 @@ def is_text(content_type: str | None) -> bool:
     return not kind or kind.startswith(_TEXT_TYPES) or kind.endswith(("+json", "+xml"))
 
 
-def _body(request: Request) -> tuple[str | None, bool]:
+def _body(request: Request, content_type: str | None = None) -> tuple[str | None, bool]:
     if not request.body:
         return None, False
-    if is_text(request.header("content-type")):
+    if content_type is None:
+        content_type = request.header("content-type")
+    if is_text(content_type):
         try:
             return request.body.decode("utf-8"), False
         except UnicodeDecodeError:
@@ -77,27 +85,42 @@ def _body(request: Request) -> tuple[str | None, bool]:
     return base64.b64encode(request.body).decode("ascii"), True
 
 
+def new_request_id() -> str:
+    """A random (version 4) UUID as text, drawn without a system call: uuid.uuid4() reads
+    os.urandom, a getrandom() call per request that costs tens of µs on a loaded machine.
+    Request ids are labels, not secrets."""
+    h = f"{_random_bits(128) & _UUID4_MASK | _UUID4_BITS:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _ids(request: Request) -> tuple[str, int]:
-    return request.request_id or str(uuid.uuid4()), request.time_ms or int(time.time() * 1000)
+    return request.request_id or new_request_id(), request.time_ms or int(time.time() * 1000)
 
 
 def rest_event(request: Request) -> dict[str, Any]:
     """An API Gateway REST API (v1) Lambda proxy event."""
     headers: dict[str, str] = {}
     multi_headers: dict[str, list[str]] = {}
+    # the headers the event names, found in the same pass (the last one wins, as API Gateway)
+    known: dict[str, str] = {}
     for name, value in request.headers:
         headers[name] = value
-        multi_headers.setdefault(name, []).append(value)
+        if name in multi_headers:
+            multi_headers[name].append(value)
+        else:
+            multi_headers[name] = [value]
+        lower = name.lower()
+        if lower in _EVENT_HEADERS:
+            known[lower] = value
     query: dict[str, str] = {}
     multi_query: dict[str, list[str]] = {}
     for name, value in parse_qsl(request.query, keep_blank_values=True) if request.query else ():
         query[name] = value
         multi_query.setdefault(name, []).append(value)
-    body, encoded = _body(request)
+    body, encoded = _body(request, known.get("content-type", ""))
     request_id, epoch_ms = _ids(request)
     path = unquote(request.path) if "%" in request.path else request.path
     resource = request.resource or path
-    user_agent = request.header("user-agent")
     return {
         "resource": resource,
         "path": path,
@@ -121,11 +144,11 @@ def rest_event(request: Request) -> dict[str, Any]:
             "extendedRequestId": request_id,
             "requestTime": _clf_time(epoch_ms),
             "requestTimeEpoch": epoch_ms,
-            "domainName": request.header("host") or "localhost",
+            "domainName": known.get("host") or "localhost",
             "identity": {
                 "sourceIp": request.source_ip,
-                "userAgent": user_agent,
-                "apiKey": request.header("x-api-key"),
+                "userAgent": known.get("user-agent"),
+                "apiKey": known.get("x-api-key"),
             },
         },
         "body": body,

@@ -20,7 +20,7 @@ from urllib.parse import unquote
 import httptools
 
 from headrace.serving import protocol
-from headrace.serving.pool import ReplicaPool
+from headrace.serving.pools import PoolSet
 from headrace.serving.routes import RouteTable
 
 _JSON = [(b"content-type", b"application/json")]
@@ -52,7 +52,7 @@ class FrontConfig:
     def __init__(
         self,
         routes: RouteTable,
-        pool: ReplicaPool,
+        pool: PoolSet,
         *,
         token: bytes | None,
         max_body: int,
@@ -295,13 +295,21 @@ class HttpConnection(asyncio.Protocol):
         for name, value in params.items():
             flat += (name.encode(), value.encode("latin-1"))
         payload = protocol.encode_request(
-            index, method, path, query, self.peer, int(time.time() * 1000), flat, headers, body
+            cfg.pool.local[index],
+            method,
+            path,
+            query,
+            self.peer,
+            int(time.time() * 1000),
+            flat,
+            headers,
+            body,
         )
 
         def done(status: int, out: list[tuple[bytes, bytes]], data: bytes) -> None:
             self._finish(index, method, path, started, keep, status, out, data)
 
-        if not cfg.pool.submit(payload, done, cfg.timeouts[index]):
+        if not cfg.pool.for_route[index].submit(payload, done, cfg.timeouts[index]):
             self._finish(index, method, path, started, keep, *UNAVAILABLE)
 
     def _has_token(self, headers: list[bytes]) -> bool:
@@ -325,7 +333,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _internal(self, method: bytes, path: bytes, started: float, keep: bool) -> None:
         if path == HEALTH_PATH:
-            ok = bool(self.cfg.pool.ready) and not self.cfg.draining
+            ok = self.cfg.pool.serving and not self.cfg.draining
             body = b'{"status": "ok"}' if ok else b'{"status": "unavailable"}'
             self._finish(-1, method, path, started, keep, 200 if ok else 503, _JSON, body)
         elif path == METRICS_PATH:

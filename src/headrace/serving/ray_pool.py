@@ -136,6 +136,10 @@ class RayPool:
 
         if self.address is None:
             rx._loopback_only()
+        elif self.address.startswith("ray://"):
+            # Ray Client gives a head 5 + 10 + 15 s to answer its first ping, which a loaded
+            # head starting the client's session misses; read when Ray is first imported
+            os.environ.setdefault("RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S", "30")
         ray = rx._import_ray()
         try:
             from ray import serve
@@ -408,9 +412,12 @@ class RayPool:
         with self._ray_lock:
             self._closed = True
         serve, ray = self._serve, self._ray
-        # a Ray of our own goes whole (its raylet stops the replicas; serve.shutdown() would
-        # wait on a controller that may be gone already); on a shared cluster only our apps go
-        if serve is not None and ray is not None and ray.is_initialized() and not self._owns_ray:
+        # a local Ray of our own goes whole (its raylet stops the replicas; serve.shutdown()
+        # would wait on a controller that may be gone already); on a cluster (joined by
+        # address, `auto` or `ray://`) only our apps go: Serve applications outlive the driver
+        # that deployed them, so disconnecting alone would leave them running
+        shared = self.address is not None or not self._owns_ray
+        if serve is not None and ray is not None and ray.is_initialized() and shared:
             for app in {self.app.name} if self.app else set():
                 with contextlib.suppress(Exception):
                     serve.delete(app)

@@ -9,6 +9,7 @@ opts into batching go to the handler as one list.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -19,7 +20,6 @@ import sys
 import tempfile
 import time
 import traceback
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from headrace.serving.apigateway import (
     error_response,
     http_api_event,
     internal_error,
+    new_request_id,
     proxy_response,
     rest_event,
 )
@@ -81,7 +82,7 @@ class Replica:
         self.buffer = bytearray()
 
     def context(self, route: Route) -> Context:
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         return Context(
             function_name=route.function,
             function_version="$LATEST",
@@ -133,17 +134,25 @@ class Replica:
                 elif kind == protocol.REQUEST:
                     index, request = protocol.decode_request(payload)
                     requests.setdefault(index, []).append((request_id, request))
+            # each answer (or batch of answers) leaves as soon as it is ready, with whatever
+            # waited before it: the first of 30 queued requests is not held until the 30th is
+            # done, so a request waits for the ones ahead of it, not for the whole read
+            send = self.sock.sendall
             for index, items in requests.items():
                 route = self.routes[index]
                 if route.batch > 1:
                     self.fill(route, index, items, out)
                     for start in range(0, len(items), route.batch):
                         out.extend(self.answer_batch(route, items[start : start + route.batch]))
+                        send(b"".join(out))
+                        out.clear()
                 else:
                     for request_id, request in items:
                         out.append(self.answer(route, request_id, request))
+                        send(b"".join(out) if len(out) > 1 else out[0])
+                        out.clear()
             if out:
-                self.sock.sendall(b"".join(out))
+                send(b"".join(out))
 
     def read(self, *, block: bool) -> list[tuple[int, int, bytes]] | None:
         """Frames that arrived: waits for one when `block`, then takes whatever else is there
@@ -307,6 +316,10 @@ def main() -> None:
         os.environ[name] = value
     sock = socket.socket(fileno=fd)
     replica = Replica(config, sock)
+    # what importing the handlers and loading the model made stays for the replica's life:
+    # out of the collector's sight, so that no full collection walks it in a request's time
+    gc.collect()
+    gc.freeze()
     ready = json.dumps({"pid": os.getpid(), "model": config.get("environment", {})}).encode()
     sock.sendall(protocol.frame(protocol.READY, 0, ready))
     try:

@@ -31,6 +31,11 @@ class RouteSpec:
     model: str | None = None  # "NAME@ALIAS" (or NAME:VERSION): replicas load that version
     model_env: str | None = None  # also put the model's local path in this variable
     api_key: str | None = None  # an x-api-key header this route requires (usage-plan style)
+    # replicas of the route's own (None: the server's shared replicas serve it); min/max
+    # bound its autoscaling, as `headrace serve --min-replicas/--max-replicas` do for the rest
+    replicas: int | None = None
+    min_replicas: int | None = None
+    max_replicas: int | None = None
     segments: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -57,7 +62,46 @@ class RouteSpec:
             raise AppError(subject, "max_wait_ms must be 0..10000", "e.g. max_wait_ms=2")
         if self.model is not None and not re.match(r"^[^@:]+([@:][^@:]+)?$", self.model):
             raise AppError(subject, f"model {self.model!r}", "write NAME@ALIAS or NAME:VERSION")
+        self._check_replicas(subject)
         object.__setattr__(self, "segments", parts)
+
+    def _check_replicas(self, subject: str) -> None:
+        counts = {
+            "replicas": self.replicas,
+            "min_replicas": self.min_replicas,
+            "max_replicas": self.max_replicas,
+        }
+        for name, value in counts.items():
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 256
+            ):
+                raise AppError(subject, f"{name}={value!r} is not 1..256", f"e.g. {name}=2")
+        low, high, start = self.min_replicas, self.max_replicas, self.replicas
+        if low is not None and high is not None and low > high:
+            raise AppError(
+                subject,
+                f"min_replicas={low} is above max_replicas={high}",
+                "make min_replicas at most max_replicas",
+            )
+        if start is not None and (
+            (low is not None and start < low) or (high is not None and start > high)
+        ):
+            raise AppError(
+                subject,
+                f"replicas={start} is outside min_replicas..max_replicas "
+                f"({low or 1}..{high or start})",
+                "start with a count between the two bounds",
+            )
+
+    @property
+    def own_replicas(self) -> tuple[int, int, int] | None:
+        """(replicas to start, min, max) when the route has replicas of its own, else None."""
+        if self.replicas is None and self.min_replicas is None and self.max_replicas is None:
+            return None
+        low = self.min_replicas or self.replicas or 1
+        start = self.replicas or low
+        high = self.max_replicas or max(start, low)
+        return start, low, high
 
     @property
     def key(self) -> str:

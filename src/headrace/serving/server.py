@@ -4,6 +4,7 @@ watch and a graceful drain on SIGTERM, on one event loop (uvloop when installed)
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ from headrace.errors import AppError
 from headrace.functions.spec import FunctionSpec
 from headrace.serving.front import FrontConfig, HttpConnection
 from headrace.serving.pool import PoolOptions, ReplicaPool
+from headrace.serving.pools import PoolPlan, PoolSet, plan_pools
 from headrace.serving.routes import RouteSpec, RouteTable
 
 logger = logging.getLogger("headrace.serving")
@@ -46,9 +48,9 @@ class ServeOptions:
 
 
 class _ReplacedCounter:
-    """The pool's own count of replaced replicas, exposed as the counter it is (it only grows)."""
+    """The pools' own count of replaced replicas, exposed as the counter it is (it only grows)."""
 
-    def __init__(self, pool: ReplicaPool) -> None:
+    def __init__(self, pool: PoolSet) -> None:
         self.pool = pool
 
     def collect(self) -> Iterator[CounterMetricFamily]:
@@ -60,7 +62,7 @@ class _ReplacedCounter:
 
 
 class ServingMetrics:
-    def __init__(self, routes: list[RouteSpec], pool: ReplicaPool) -> None:
+    def __init__(self, routes: list[RouteSpec], pool: PoolSet) -> None:
         self.registry = CollectorRegistry()
         self.keys = [r.key for r in routes]
         self.requests = Counter(
@@ -93,6 +95,15 @@ class ServingMetrics:
         g.set_function(lambda: max(0, pool.in_flight - len(pool.ready)))
         g = Gauge("headrace_serving_replicas", "Replicas taking requests", registry=self.registry)
         g.set_function(lambda: len(pool.ready))
+        per_route = Gauge(
+            "headrace_serving_route_replicas",
+            "Replicas taking the route's requests (its own, or the shared ones)",
+            ["route"],
+            registry=self.registry,
+        )
+        for index, route in enumerate(routes):
+            serving = pool.for_route[index]
+            per_route.labels(route.key).set_function(lambda p=serving: len(p.ready))
         self.read_timeouts = Counter(
             "headrace_http_read_timeouts_total",
             "Connections closed because a request did not arrive whole in --read-timeout",
@@ -298,7 +309,7 @@ async def _watch_alias_during(
             return
 
 
-async def _watch_model(binding: ModelBinding, pool: ReplicaPool, current: int, poll: float) -> None:
+async def _watch_model(binding: ModelBinding, pool: PoolSet, current: int, poll: float) -> None:
     while not pool.stopping:
         await asyncio.sleep(poll)
         try:
@@ -309,8 +320,9 @@ async def _watch_model(binding: ModelBinding, pool: ReplicaPool, current: int, p
         if target is None or target == current or target in binding.refused:
             continue
         logger.info("%s moved to version %s: rolling replicas over", binding.ref, target)
-        pool.abandon = asyncio.Event()
-        watch = asyncio.ensure_future(_watch_alias_during(binding, target, pool.abandon, poll))
+        abandon = asyncio.Event()
+        pool.set_abandon(abandon)
+        watch = asyncio.ensure_future(_watch_alias_during(binding, target, abandon, poll))
         try:
             generation = await asyncio.to_thread(binding.generation, target)
             ok = await pool.roll_over(generation)
@@ -319,7 +331,7 @@ async def _watch_model(binding: ModelBinding, pool: ReplicaPool, current: int, p
             ok = False
         finally:
             watch.cancel()
-            pool.abandon = None
+            pool.set_abandon(None)
         if ok:
             current = target
             logger.info("serving %s:%s", binding.name, target)
@@ -341,10 +353,20 @@ def _listen(host: str, port: int) -> socket.socket:
         ) from None
 
 
-def make_pool(config: dict[str, Any], options: ServeOptions) -> Any:
-    """The replicas for `options.serving`: processes here, or a Ray Serve deployment."""
+def make_pool(
+    config: dict[str, Any],
+    options: ServeOptions,
+    pool: PoolOptions | None = None,
+    *,
+    replicas_in_all: int | None = None,
+) -> Any:
+    """The replicas for `options.serving`: processes here, or a Ray Serve deployment; with
+    `pool`'s counts instead of the server's (a route's own). `replicas_in_all`: the most
+    replicas every pool of the server may run together, which a local Ray's CPUs are shared
+    among."""
+    pool = pool or options.pool
     if options.serving == "local":
-        return ReplicaPool(config, options.pool)
+        return ReplicaPool(config, pool)
     if (
         options.serving == "ray"
         or options.serving == "auto"
@@ -353,7 +375,11 @@ def make_pool(config: dict[str, Any], options: ServeOptions) -> Any:
         from headrace.serving.ray_pool import RayPool
 
         address = None if options.serving == "ray" else options.serving
-        return RayPool(config, options.pool, address=address)
+        if address is None and replicas_in_all:
+            # every replica must fit twice over (a roll-over starts the new ones beside the old)
+            share = min(1.0, 2 / (2 * replicas_in_all))
+            return RayPool(config, pool, address=address, replica_cpus=share)
+        return RayPool(config, pool, address=address)
     raise AppError(
         f"serving = {options.serving!r}",
         "is not a serving backend",
@@ -380,7 +406,18 @@ async def serve_async(
     ordered = table.routes  # the order replicas index routes by
     config = {**config, "routes": [config["routes"][routes.index(r)] for r in ordered]}
     sock = _listen(options.host, options.port)  # before any replica starts: a used port fails fast
-    pool = make_pool(config, options)
+
+    plans = plan_pools(ordered, options.pool)
+    most = sum(
+        max(p.options.max_replicas or p.options.replicas, p.options.min_replicas or 0)
+        for p in plans
+    )
+
+    def make(plan: PoolPlan) -> Any:
+        own = {**config, "routes": [config["routes"][i] for i in plan.routes]}
+        return make_pool(own, options, plan.options, replicas_in_all=most)
+
+    pool = PoolSet(plans, make)
     try:
         version = await asyncio.to_thread(binding.target)
         generation = await asyncio.to_thread(binding.generation, version)
@@ -419,6 +456,10 @@ async def serve_async(
             access=access,
         )
         server = await loop.create_server(lambda: HttpConnection(cfg), sock=sock)
+        # the front's long-lived objects (routes, metrics, imported modules) out of the
+        # collector's sight: a full collection then walks only what requests left behind
+        gc.collect()
+        gc.freeze()
         port = sock.getsockname()[1]
         if stop is None:
             stop = asyncio.Event()
@@ -431,9 +472,11 @@ async def serve_async(
             watcher = loop.create_task(_watch_model(binding, pool, version, options.model_poll))
         shown_host = f"[{options.host}]" if ":" in options.host else options.host
         model = f", model {binding.name}:{version}" if version is not None else ""
+        own = len(pool.pools) - (1 if pool.plans[0].label == "shared" else 0)
         announce(
             f"serving {len(routes)} routes on http://{shown_host}:{port} "
             f"with {len(pool.ready)} replicas{model}"
+            + (f" ({own} routes with replicas of their own)" if own else "")
         )
         await stop.wait()
         announce(f"draining: {pool.in_flight} requests in flight")
