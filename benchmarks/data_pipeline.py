@@ -2,7 +2,8 @@
 
 Data: the anchor's generator (shared/anchors/reviews_data.py: ROWS synthetic product reviews
 in 16 snappy Parquet files, seeds 2024 + file index), byte for byte, generated once per size
-and cached in /tmp/headrace-bench-cache (benchmarks/_reviews_cache.py; not timed). Pipeline, as the notebook writes it: read_parquet;
+and cached in /tmp/headrace-bench-cache (benchmarks/_reviews_cache.py; not timed).
+Pipeline, as the notebook writes it: read_parquet;
 count(); schema(); add_column("helpful_votes_ratio", lambda df: df["helpful_votes"] /
 df["total_votes"]); drop_columns([review_body, vine, product_parent, verified_purchase,
 review_headline]); sort("total_votes"); map_batches(lambda df: df[df["total_votes"] < 100]);
