@@ -6,7 +6,8 @@ operations are fused: a worker reads a Parquet row group itself, runs the stage'
 on it and hands the result back through shared memory. At most a few blocks per worker are in
 flight, and results are yielded in input order, so memory stays bounded by the blocks in
 flight, not the dataset. A stage without user code (column selection, renames) runs in this
-process; reads there use pyarrow's threads.
+process; reads there use pyarrow's threads, and Parquet/CSV writes of blocks already here (after
+a sort, say) use a thread per CPU rather than a copy to a worker.
 
 Sort, shuffle and repartition hold their input in memory up to `DataContext.sort_memory_bytes`;
 past that the blocks go to Parquet files in a spill folder and DuckDB sorts them with that
