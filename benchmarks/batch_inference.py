@@ -1,7 +1,7 @@
 """Batch inference with an actor pool: headrace's local engine against Ray Data, same model.
 
 Data: ROWS noisy copies of scikit-learn's bundled 8x8 digits (64 float pixel columns, an id and
-the label) in 16 Parquet files, generated once per size into /tmp/headrace-bench-digits/ROWS
+the label) in 16 Parquet files, generated once per size into /tmp/headrace-bench-cache/digits/ROWS
 (not timed). Model: a LogisticRegression fitted on the bundled digits, saved once with joblib;
 both sides load that same file in each actor's constructor and call `predict` on pandas batches
 of 4,096 rows:
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-MODEL = "/tmp/headrace-bench-digits/model.joblib"
+MODEL = "/tmp/headrace-bench-cache/digits/model.joblib"
 # Ray starts its workers at niceness 15: on a machine shared with other work they would get
 # less CPU than headrace's workers (niceness 0) and Ray would look slower than it is
 RAY_ENV = {**os.environ, "RAY_worker_niceness": "0"}
@@ -89,14 +90,16 @@ Scorer = namespace["Scorer"]
 
 
 def generate(rows: int) -> str:
-    folder = Path(f"/tmp/headrace-bench-digits/{rows}")
+    folder = Path(f"/tmp/headrace-bench-cache/digits/{rows}")
     if not list(folder.glob("*.parquet")):
         from sklearn.datasets import load_digits
 
         print(f"generating {rows:,} rows into {folder} (not timed)", flush=True)
         digits = load_digits()
         rng = np.random.default_rng(0)
-        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder.with_name(folder.name + ".partial")  # renamed when complete
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
         per_file = -(-rows // 16)
         for part, start in enumerate(range(0, rows, per_file)):
             n = min(per_file, rows - start)
@@ -105,7 +108,8 @@ def generate(rows: int) -> str:
             columns = {name: pixels[:, i] for i, name in enumerate(PIXELS)}
             columns["id"] = np.arange(start, start + n)
             columns["label"] = digits.target[pick]
-            pq.write_table(pa.table(columns), folder / f"part-{part:02d}.parquet")
+            pq.write_table(pa.table(columns), partial / f"part-{part:02d}.parquet")
+        partial.rename(folder)
     if not Path(MODEL).exists():
         import joblib
         from sklearn.datasets import load_digits
@@ -154,7 +158,7 @@ def main() -> int:
     args = parser.parse_args()
     folder = generate(args.rows)
     ours, theirs, ratios = [], [], []
-    ray_out = "/tmp/headrace-bench-digits/ray-predictions.parquet"
+    ray_out = "/tmp/headrace-bench-cache/digits/ray-predictions.parquet"
     table = None
     for run in range(args.runs):
         seconds, table = headrace_once(folder)

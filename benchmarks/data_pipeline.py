@@ -1,8 +1,9 @@
 """The Ray Data reviews notebook on headrace's local engine against Ray Data, same run.
 
 Data: the anchor's generator (shared/anchors/reviews_data.py: ROWS synthetic product reviews
-in 16 snappy Parquet files, seeds 2024 + file index), generated once per size into
-/tmp/headrace-bench-reviews/ROWS (not timed). Pipeline, as the notebook writes it: read_parquet;
+in 16 snappy Parquet files, seeds 2024 + file index), byte for byte, generated once per size
+and cached in /tmp/headrace-bench-cache (benchmarks/_reviews_cache.py; not timed).
+Pipeline, as the notebook writes it: read_parquet;
 count(); schema(); add_column("helpful_votes_ratio", lambda df: df["helpful_votes"] /
 df["total_votes"]); drop_columns([review_body, vine, product_parent, verified_purchase,
 review_headline]); sort("total_votes"); map_batches(lambda df: df[df["total_votes"] < 100]);
@@ -33,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+import _reviews_cache
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -43,13 +45,7 @@ DROP = ["review_body", "vine", "product_parent", "verified_purchase", "review_he
 
 
 def generate(rows: int) -> str:
-    folder = f"/tmp/headrace-bench-reviews/{rows}"
-    if not glob.glob(f"{folder}/*.parquet"):
-        print(f"generating {rows:,} rows into {folder} (not timed)", flush=True)
-        subprocess.run(
-            [sys.executable, str(ANCHORS / "reviews_data.py"), str(rows), folder, "16"], check=True
-        )
-    return folder
+    return _reviews_cache.reviews(rows, 16, ANCHORS)
 
 
 def notebook(src: str, out: str) -> tuple[int, object]:

@@ -6,7 +6,8 @@ operations are fused: a worker reads a Parquet row group itself, runs the stage'
 on it and hands the result back through shared memory. At most a few blocks per worker are in
 flight, and results are yielded in input order, so memory stays bounded by the blocks in
 flight, not the dataset. A stage without user code (column selection, renames) runs in this
-process; reads there use pyarrow's threads.
+process; reads there use pyarrow's threads, and Parquet/CSV writes of blocks already here (after
+a sort, say) use a thread per CPU rather than a copy to a worker.
 
 Sort, shuffle and repartition hold their input in memory up to `DataContext.sort_memory_bytes`;
 past that the blocks go to Parquet files in a spill folder and DuckDB sorts them with that
@@ -60,6 +61,15 @@ _task_ids = itertools.count(1)
 
 def _in_worker(op: Op) -> bool:
     return op.user_code or isinstance(op, WriteFiles)
+
+
+def _threads_suffice(ops: list[Op]) -> bool:
+    """Operations on blocks already in this process that run as well in its threads as in a
+    worker: no user code, and writers whose encoding releases the GIL (Parquet and CSV; the
+    JSON writer goes through pandas). Copying the blocks to a worker would only add work."""
+    return not any(o.user_code for o in ops) and all(
+        o.file_format in ("parquet", "csv") for o in ops if isinstance(o, WriteFiles)
+    )
 
 
 def _is_actor(op: Op) -> bool:
@@ -218,6 +228,8 @@ class LocalEngine(Engine):
         name = "->".join(o.name for o in ops)
         if not any(_in_worker(o) for o in ops):
             return self._inline(blocks, ops, stats.stage(name), upstream)
+        if _threads_suffice(ops):
+            return self._threaded(blocks, ops, stats.stage(name), upstream)
         actor = next((o for o in ops if _is_actor(o)), None)
         first = ops[0]
         if isinstance(first, MapBatches) and first.batch_size:
@@ -243,6 +255,36 @@ class LocalEngine(Engine):
             stage.tasks += 1
             stage.rows += block.num_rows
             yield block
+
+    def _threaded(
+        self, blocks: Iterator[pa.Table], ops: list[Op], stage: StageStats, upstream: str
+    ) -> Iterator[pa.Table]:
+        """`ops` on the blocks in a thread per CPU, results in input order; the next block is
+        produced (a sort's gather, say) while the threads encode the ones before it."""
+        offsets = _Offsets(upstream)
+        threads = max(1, self.context.num_cpus)
+        start = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            futures: deque = deque()
+            try:
+                for i, block in enumerate(blocks):
+                    where = Where(offsets.describe(block), i)
+                    futures.append(pool.submit(apply_chain, block, ops, where, {}))
+                    while len(futures) > threads or (futures and futures[0].done()):
+                        yield self._threaded_result(futures.popleft(), stage, start)
+                while futures:
+                    yield self._threaded_result(futures.popleft(), stage, start)
+            finally:
+                for future in futures:
+                    future.cancel()
+
+    @staticmethod
+    def _threaded_result(future: Any, stage: StageStats, start: float) -> pa.Table:
+        table = future.result()
+        stage.tasks += 1
+        stage.rows += table.num_rows
+        stage.seconds = time.perf_counter() - start
+        return table
 
     def _actor_stage(
         self,
