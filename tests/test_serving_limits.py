@@ -140,6 +140,34 @@ def test_a_head_over_max_header_gets_431_and_is_closed(front):
     assert ok.status_code == 200
 
 
+def test_a_whole_head_over_max_header_in_one_read_gets_431(front):
+    # a head that ends inside the read that passes the limit is refused too, whether the
+    # bytes are in a header or in the query string
+    for head in (
+        b"POST /items/1 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 6000 + b"\r\n\r\n",
+        b"POST /items/1?q=" + b"a" * 6000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /items/1 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 4090 + b"\r\n\r\n",
+    ):
+        answer = front.raw(head)
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    # at the limit, not over it, it is served
+    line = b"POST /items/1 HTTP/1.1\r\n"
+    fill = (
+        4096
+        - len(line)
+        - len(b"Host: x\r\nContent-Length: 0\r\nConnection: close\r\nX-Fill: \r\n\r\n")
+    )
+    head = (
+        line
+        + b"Host: x\r\nContent-Length: 0\r\nConnection: close\r\nX-Fill: "
+        + b"a" * fill
+        + b"\r\n\r\n"
+    )
+    assert len(head) == 4096
+    assert front.raw(head).startswith(b"HTTP/1.1 200 ")
+    assert front.raw(head.replace(b"X-Fill: ", b"X-Fill: a")).startswith(b"HTTP/1.1 431 ")
+
+
 def test_a_chunked_body_over_max_body_gets_413_and_is_closed(front):
     before = front.requests_total(413)
     head = b"POST /items/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -229,7 +229,14 @@ class HttpConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.in_head = False
         self.head_size = 0
-        if self.too_large:  # refuse before the body is sent
+        # the bound in data_received only sees the reads that did not end the head: measure
+        # the head itself ("METHOD url HTTP/x.y\r\n", "name: value\r\n" each, "\r\n")
+        head = len(self.parser.get_method()) + len(self.url) + 14
+        head += sum(map(len, self.headers)) + 2 * len(self.headers)
+        if head > self.cfg.max_header:
+            self.too_large = True  # nothing of this request is dispatched
+            self._reject(HEADERS_TOO_LARGE)
+        elif self.too_large:  # refuse before the body is sent
             self._reject(TOO_LARGE)
 
     def on_message_complete(self) -> None:
