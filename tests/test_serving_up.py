@@ -68,3 +68,29 @@ def test_serve_setting_off_or_bad(tmp_path, monkeypatch):
     settings = load_settings(project)
     with pytest.raises(ConfigError, match="HEADRACE_TOKEN"):
         RouteServer(settings, load_app(settings))
+
+
+def test_a_taken_serve_port_names_the_setting(tmp_path, monkeypatch):
+    import socket
+
+    from headrace.app import load_app
+    from headrace.config import load_settings
+    from headrace.errors import HeadraceError
+    from headrace.server.http_routes import RouteServer
+
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("HEADRACE_HOME", str(tmp_path / "home"))
+        monkeypatch.setenv("HEADRACE_SERVE", f"127.0.0.1:{port}")
+        settings = load_settings(project)
+        server = RouteServer(settings, load_app(settings))
+        with pytest.raises(HeadraceError) as refused:
+            server.start()
+    text = str(refused.value)
+    assert f"setting 'serve' (127.0.0.1:{port})" in text, text
+    assert "HEADRACE_SERVE" in text and 'serve = "127.0.0.1:0"' in text, text
+    assert "--port" not in text and "--host" not in text, text

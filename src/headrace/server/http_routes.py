@@ -53,6 +53,7 @@ class RouteServer:
             access_log=self._access,
             pool=PoolOptions(replicas=settings.serve_replicas, timeout=per_request),
             serving=settings.serving,
+            listen_setting="serve",
         )
         self.config = replica_config(
             app.routes, functions, [str(settings.project_dir)], settings.storage_url
