@@ -337,3 +337,11 @@ def test_a_roll_over_to_a_hanging_version_is_given_up_when_the_alias_moves_back(
     finally:
         server.proc.send_signal(signal.SIGTERM)
         server.proc.wait(timeout=30)
+
+
+def test_a_json_route_refuses_an_empty_body_as_it_does_a_bad_one(front):
+    for body in (b"", b"{not json"):
+        answer = httpx.post(f"{front.url}/plus", content=body, timeout=30)
+        assert answer.status_code == 400, (body, answer.status_code, answer.text)
+        assert "the body is not JSON" in answer.json()["message"]
+    assert httpx.post(f"{front.url}/plus", json={"n": 1}, timeout=30).json()["n"] == 2

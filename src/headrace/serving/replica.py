@@ -209,7 +209,11 @@ class Replica:
             return rest_event(request)
         if route.payload == "v2":
             return http_api_event(request)
-        return json.loads(request.body) if request.body else None
+        if request.body:
+            return json.loads(request.body)
+        if request.method in ("POST", "PUT", "PATCH"):  # a body was meant: not JSON, not None
+            raise ValueError("it is empty")
+        return None
 
     def _output(self, route: Route, result: Any) -> Response:
         if route.payload == "json":
