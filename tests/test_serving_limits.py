@@ -250,6 +250,8 @@ def test_start_errors_are_one_line_and_leave_nothing(tmp_path):
     assert out.returncode == 2, out.stderr
     error = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert error and "replicas did not start" in error[0], out.stderr
+    # the replica's exit code and the import error's last line, not "code None"
+    assert "exited (code 1): RuntimeError: the model file is truncated" in error[0], error[0]
     assert "Traceback" not in out.stderr.split(error[0])[1]  # the replica's own log comes before
     assert list(tmp.iterdir()) == []
     started = time.time()

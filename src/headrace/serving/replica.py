@@ -310,7 +310,15 @@ def main() -> None:
     for name, value in config.get("environment", {}).items():
         os.environ[name] = value
     sock = socket.socket(fileno=fd)
-    replica = Replica(config, sock)
+    try:
+        replica = Replica(config, sock)
+    except BaseException as exc:
+        # the front's "did not start" names the cause; the traceback still goes to stderr
+        with contextlib.suppress(OSError):
+            Path(config_path + ".error").write_text(
+                traceback.format_exception_only(exc)[-1].strip()
+            )
+        raise
     ready = json.dumps({"pid": os.getpid(), "model": config.get("environment", {})}).encode()
     sock.sendall(protocol.frame(protocol.READY, 0, ready))
     try:
