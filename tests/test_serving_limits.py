@@ -347,3 +347,28 @@ def test_a_json_route_refuses_an_empty_body_as_it_does_a_bad_one(front):
         assert answer.status_code == 400, (body, answer.status_code, answer.text)
         assert "the body is not JSON" in answer.json()["message"]
     assert httpx.post(f"{front.url}/plus", json={"n": 1}, timeout=30).json()["n"] == 2
+
+
+def test_a_replica_cancelled_while_starting_exits_quietly(tmp_path, monkeypatch):
+    from headrace.app import load_app
+    from headrace.config import load_settings
+    from headrace.serving.server import replica_config
+
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path / "home"))
+    settings = load_settings(project)
+    app = load_app(settings)
+    config = replica_config(app.routes, app.functions, [str(project)], settings.storage_url)
+    config.update(parent=os.getpid(), environment={}, scratch=str(tmp_path / "scratch"))
+    path = tmp_path / "replica.json"
+    path.write_text(json.dumps(config))
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours.close()  # the front gave up on it (SIGTERM while it imported its handlers)
+    with theirs:
+        cmd = [sys.executable, "-m", "headrace.serving.replica", str(path), str(theirs.fileno())]
+        done = subprocess.run(
+            cmd, pass_fds=(theirs.fileno(),), capture_output=True, text=True, timeout=120
+        )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

@@ -320,9 +320,10 @@ def main() -> None:
             )
         raise
     ready = json.dumps({"pid": os.getpid(), "model": config.get("environment", {})}).encode()
-    sock.sendall(protocol.frame(protocol.READY, 0, ready))
     try:
-        with contextlib.suppress(ConnectionError, OSError):  # the front went away
+        # the front went away, or cancelled this replica while it started: nothing to report
+        with contextlib.suppress(ConnectionError, OSError):
+            sock.sendall(protocol.frame(protocol.READY, 0, ready))
             replica.run()
     finally:
         shutil.rmtree(replica.tmp_root, ignore_errors=True)
