@@ -107,8 +107,12 @@ def test_a_worker_that_dies_is_reported(tmp_path):
     def die(df):
         os._exit(3)
 
-    with pytest.raises(data.WorkerLost, match="exited"):
+    with pytest.raises(data.WorkerLost, match="exited") as caught:
         data.range(10).map_batches(die).count()
+    # its own exit, not memory: the code, who ended it, and no batch_size/memory advice
+    text = str(caught.value)
+    assert "exited (code 3)" in text and "the function it ran ended the process" in text, text
+    assert "memory" not in text and "batch_size" not in text, text
     assert data.range(10).map_batches(lambda df: df).count() == 10  # the pool recovered
 
 
