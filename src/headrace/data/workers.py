@@ -52,8 +52,18 @@ class Worker:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env.setdefault(var, "1")
         env["POLARS_MAX_THREADS"] = env.get("POLARS_MAX_THREADS", "1")
+        # the kernel's parent-death signal fires when the *thread* that started the worker
+        # ends: asked for only from the main thread, which lasts as long as the process (from
+        # another thread the worker still ends when its socket closes, between tasks)
+        parent_pid = os.getpid() if threading.current_thread() is threading.main_thread() else 0
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "headrace.data.worker_main", str(child.fileno())],
+            [
+                sys.executable,
+                "-m",
+                "headrace.data.worker_main",
+                str(child.fileno()),
+                str(parent_pid),
+            ],
             pass_fds=(child.fileno(),),
             env=env,
             stdin=subprocess.DEVNULL,
