@@ -372,3 +372,26 @@ def test_a_replica_cancelled_while_starting_exits_quietly(tmp_path, monkeypatch)
         )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def test_with_every_replica_lost_requests_get_503_with_retry_after(front):
+    pid = int(httpx.post(f"{front.url}/items/1", timeout=30).headers["x-pid"])
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + 30
+    seen = None
+    while time.time() < deadline:
+        answer = httpx.post(f"{front.url}/items/1", timeout=30)
+        if answer.status_code == 503:
+            seen = answer
+            break
+        assert answer.status_code in (200, 502), answer.text
+        if answer.status_code == 200 and int(answer.headers["x-pid"]) != pid:
+            break  # the replacement came first (a loaded machine): nothing to see
+        time.sleep(0.01)
+    assert seen is not None, "no 503 while the only replica was being replaced"
+    assert seen.headers["retry-after"] == "1"
+    assert "no replica is ready" in seen.json()["message"]
+    deadline = time.time() + 60
+    while httpx.post(f"{front.url}/items/1", timeout=30).status_code != 200:
+        assert time.time() < deadline, "no replacement replica"
+        time.sleep(0.2)

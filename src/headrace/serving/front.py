@@ -41,6 +41,12 @@ HEADERS_TOO_LARGE = _message(431, "Request Header Fields Too Large")
 READ_TIMEOUT = _message(408, "Request Timeout")
 BAD_REQUEST = _message(400, "Bad Request")
 UNAVAILABLE = (503, [*_JSON, (b"retry-after", b"1")], b'{"message": "Service Unavailable"}')
+# every replica lost and none ready yet: the client may retry, and its log can tell the cause
+NO_REPLICA = (
+    503,
+    [*_JSON, (b"retry-after", b"1")],
+    b'{"message": "Service Unavailable: no replica is ready (replacements are starting)"}',
+)
 DRAINING = (
     503,
     [*_JSON, (b"retry-after", b"1"), (b"connection", b"close")],
@@ -309,7 +315,7 @@ class HttpConnection(asyncio.Protocol):
             self._finish(index, method, path, started, keep, status, out, data)
 
         if not cfg.pool.submit(payload, done, cfg.timeouts[index]):
-            self._finish(index, method, path, started, keep, *UNAVAILABLE)
+            self._finish(index, method, path, started, keep, *NO_REPLICA)
 
     def _has_token(self, headers: list[bytes]) -> bool:
         token = self.cfg.token
