@@ -102,6 +102,23 @@ def test_groupby_aggregations_match_pandas():
     assert ds.max("v") == df["v"].max()
 
 
+def test_groupby_on_a_missing_column_lists_all_the_columns(tmp_path):
+    table = pa.table({"id": [1, 2], "cat": ["a", "b"], "v": [1.0, 2.0], "votes": [3, 4]})
+    pq.write_table(table, tmp_path / "part-0.parquet")
+    ds = data.read_parquet(str(tmp_path))
+    # the run reads only the columns it needs: the error must still name all of them
+    for make in (
+        lambda: ds.groupby("nope").count().take_all(),
+        lambda: ds.groupby("cat").sum("nope").take_all(),
+        lambda: ds.sum("nope"),
+    ):
+        with pytest.raises(data.DatasetError) as refused:
+            make()
+        assert "'nope'" in str(refused.value), refused.value
+        assert "['id', 'cat', 'v', 'votes']" in str(refused.value), refused.value
+    assert ds.groupby("cat").count().count() == 2
+
+
 def test_consumption_methods():
     ds = data.range(1000)
     batches = list(ds.iter_batches(batch_size=300))

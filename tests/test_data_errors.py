@@ -107,8 +107,12 @@ def test_a_worker_that_dies_is_reported(tmp_path):
     def die(df):
         os._exit(3)
 
-    with pytest.raises(data.WorkerLost, match="exited"):
+    with pytest.raises(data.WorkerLost, match="exited") as caught:
         data.range(10).map_batches(die).count()
+    # its own exit, not memory: the code, who ended it, and no batch_size/memory advice
+    text = str(caught.value)
+    assert "exited (code 3)" in text and "the function it ran ended the process" in text, text
+    assert "memory" not in text and "batch_size" not in text, text
     assert data.range(10).map_batches(lambda df: df).count() == 10  # the pool recovered
 
 
@@ -167,3 +171,79 @@ def test_a_task_worker_killed_between_datasets_is_replaced(tmp_path):
     victim.wait()
     again = data.from_items([{"x": i} for i in range(10)]).map_batches(lambda df: df)
     assert again.count() == 10
+
+
+def _children(pid: int) -> set[int]:
+    from pathlib import Path
+
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workers_die_with_a_script_killed_mid_task(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(pa.table({"x": list(range(2000))}), folder / "part-0.parquet")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from pathlib import Path\n"
+        "from headrace import data\n"
+        "from headrace.data import ActorPoolStrategy\n"
+        f"MARKS = Path({str(marks)!r})\n"
+        "def mark(kind):\n    (MARKS / f'{kind}-{os.getpid()}').touch()\n"
+        "def slow(df):\n    mark('task')\n    time.sleep(2)\n    return df\n"
+        "class Slow:\n    def __call__(self, df):\n        mark('actor')\n"
+        "        time.sleep(2)\n        return df\n"
+        "ds = data.read_parquet(sys.argv[1]).map_batches(slow, batch_size=100)\n"
+        "ds = ds.map_batches(Slow, compute=ActorPoolStrategy(size=1), batch_size=100)\n"
+        "print(ds.count())\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(folder)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 120
+        # killed while a task worker and an actor are each in the middle of a batch
+        while {p.name.split("-")[0] for p in marks.iterdir()} != {"task", "actor"}:
+            assert proc.poll() is None and time.time() < deadline, "the script did not run"
+            time.sleep(0.1)
+        workers = _children(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    busy = {int(p.name.split("-")[1]) for p in marks.iterdir()}
+    assert busy <= workers, (busy, workers)
+    deadline = time.time() + 1.5  # at once, not when the tasks sent to it are done
+    while any(_alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid in workers if _alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"workers outlived the killed script: {left}"

@@ -314,3 +314,29 @@ def test_generate_event_http_api_and_s3(project):
     assert record["s3"]["object"]["key"] == "k+1.txt"
     bad = invoke("generate-event", "apigateway", "--path", "/x", "--resource", "/items/{id}")
     assert bad.exit_code == 2
+
+
+def test_generate_event_types_a_binary_body_and_refuses_impossible_requests(project):
+    folder, invoke = project
+    (folder / "bin.dat").write_bytes(bytes(range(256)) * 4)  # not UTF-8, no known suffix
+    (folder / "doc.json").write_text('{"n": 1}')
+    made = invoke(
+        "generate-event", "apigateway", "--path", "/echo", "--body-file", str(folder / "bin.dat")
+    )
+    assert made.exit_code == 0, made.output
+    event = json.loads(made.stdout)
+    assert event["isBase64Encoded"] is True
+    assert event["headers"]["Content-Type"] == "application/octet-stream"
+    assert base64.b64decode(event["body"]) == bytes(range(256)) * 4
+    made = invoke(
+        "generate-event", "apigateway", "--path", "/e", "--body-file", str(folder / "doc.json")
+    )
+    assert json.loads(made.stdout)["headers"]["Content-Type"] == "application/json"
+    for args, named in (
+        (["--method", "GE T", "--path", "/echo"], "--method"),
+        (["--method", "", "--path", "/echo"], "--method"),
+        (["--path", "no-slash"], "--path"),
+    ):
+        refused = invoke("generate-event", "apigateway", *args)
+        assert refused.exit_code == 2, (args, refused.output)
+        assert named in refused.output, refused.output

@@ -140,6 +140,34 @@ def test_a_head_over_max_header_gets_431_and_is_closed(front):
     assert ok.status_code == 200
 
 
+def test_a_whole_head_over_max_header_in_one_read_gets_431(front):
+    # a head that ends inside the read that passes the limit is refused too, whether the
+    # bytes are in a header or in the query string
+    for head in (
+        b"POST /items/1 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 6000 + b"\r\n\r\n",
+        b"POST /items/1?q=" + b"a" * 6000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /items/1 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 4090 + b"\r\n\r\n",
+    ):
+        answer = front.raw(head)
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    # at the limit, not over it, it is served
+    line = b"POST /items/1 HTTP/1.1\r\n"
+    fill = (
+        4096
+        - len(line)
+        - len(b"Host: x\r\nContent-Length: 0\r\nConnection: close\r\nX-Fill: \r\n\r\n")
+    )
+    head = (
+        line
+        + b"Host: x\r\nContent-Length: 0\r\nConnection: close\r\nX-Fill: "
+        + b"a" * fill
+        + b"\r\n\r\n"
+    )
+    assert len(head) == 4096
+    assert front.raw(head).startswith(b"HTTP/1.1 200 ")
+    assert front.raw(head.replace(b"X-Fill: ", b"X-Fill: a")).startswith(b"HTTP/1.1 431 ")
+
+
 def test_a_chunked_body_over_max_body_gets_413_and_is_closed(front):
     before = front.requests_total(413)
     head = b"POST /items/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -222,6 +250,8 @@ def test_start_errors_are_one_line_and_leave_nothing(tmp_path):
     assert out.returncode == 2, out.stderr
     error = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert error and "replicas did not start" in error[0], out.stderr
+    # the replica's exit code and the import error's last line, not "code None"
+    assert "exited (code 1): RuntimeError: the model file is truncated" in error[0], error[0]
     assert "Traceback" not in out.stderr.split(error[0])[1]  # the replica's own log comes before
     assert list(tmp.iterdir()) == []
     started = time.time()
@@ -309,3 +339,59 @@ def test_a_roll_over_to_a_hanging_version_is_given_up_when_the_alias_moves_back(
     finally:
         server.proc.send_signal(signal.SIGTERM)
         server.proc.wait(timeout=30)
+
+
+def test_a_json_route_refuses_an_empty_body_as_it_does_a_bad_one(front):
+    for body in (b"", b"{not json"):
+        answer = httpx.post(f"{front.url}/plus", content=body, timeout=30)
+        assert answer.status_code == 400, (body, answer.status_code, answer.text)
+        assert "the body is not JSON" in answer.json()["message"]
+    assert httpx.post(f"{front.url}/plus", json={"n": 1}, timeout=30).json()["n"] == 2
+
+
+def test_a_replica_cancelled_while_starting_exits_quietly(tmp_path, monkeypatch):
+    from headrace.app import load_app
+    from headrace.config import load_settings
+    from headrace.serving.server import replica_config
+
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path / "home"))
+    settings = load_settings(project)
+    app = load_app(settings)
+    config = replica_config(app.routes, app.functions, [str(project)], settings.storage_url)
+    config.update(parent=os.getpid(), environment={}, scratch=str(tmp_path / "scratch"))
+    path = tmp_path / "replica.json"
+    path.write_text(json.dumps(config))
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours.close()  # the front gave up on it (SIGTERM while it imported its handlers)
+    with theirs:
+        cmd = [sys.executable, "-m", "headrace.serving.replica", str(path), str(theirs.fileno())]
+        done = subprocess.run(
+            cmd, pass_fds=(theirs.fileno(),), capture_output=True, text=True, timeout=120
+        )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def test_with_every_replica_lost_requests_get_503_with_retry_after(front):
+    pid = int(httpx.post(f"{front.url}/items/1", timeout=30).headers["x-pid"])
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + 30
+    seen = None
+    while time.time() < deadline:
+        answer = httpx.post(f"{front.url}/items/1", timeout=30)
+        if answer.status_code == 503:
+            seen = answer
+            break
+        assert answer.status_code in (200, 502), answer.text
+        if answer.status_code == 200 and int(answer.headers["x-pid"]) != pid:
+            break  # the replacement came first (a loaded machine): nothing to see
+        time.sleep(0.01)
+    assert seen is not None, "no 503 while the only replica was being replaced"
+    assert seen.headers["retry-after"] == "1"
+    assert "no replica is ready" in seen.json()["message"]
+    deadline = time.time() + 60
+    while httpx.post(f"{front.url}/items/1", timeout=30).status_code != 200:
+        assert time.time() < deadline, "no replacement replica"
+        time.sleep(0.2)

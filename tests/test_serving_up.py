@@ -150,3 +150,54 @@ def test_route_replica_counts_are_checked_and_planned():
     ]
     assert [p.binds_model for p in plans] == [True, False, True]
     assert all(p.options.spares == 1 for p in plans)  # the server's other options hold
+
+
+def test_a_taken_serve_port_names_the_setting(tmp_path, monkeypatch):
+    import socket
+
+    from headrace.app import load_app
+    from headrace.config import load_settings
+    from headrace.errors import HeadraceError
+    from headrace.server.http_routes import RouteServer
+
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("HEADRACE_HOME", str(tmp_path / "home"))
+        monkeypatch.setenv("HEADRACE_SERVE", f"127.0.0.1:{port}")
+        settings = load_settings(project)
+        server = RouteServer(settings, load_app(settings))
+        with pytest.raises(HeadraceError) as refused:
+            server.start()
+    text = str(refused.value)
+    assert f"setting 'serve' (127.0.0.1:{port})" in text, text
+    assert "HEADRACE_SERVE" in text and 'serve = "127.0.0.1:0"' in text, text
+    assert "--port" not in text and "--host" not in text, text
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"HEADRACE_SERVE": "0.0.0.0:0"}, {"HEADRACE_S3": "0.0.0.0:0", "HEADRACE_SERVE": ""}],
+)
+def test_up_refuses_an_open_listener_without_credentials_before_starting(
+    tmp_path, monkeypatch, env
+):
+    from headrace.app import load_app
+    from headrace.config import load_settings
+    from headrace.errors import ConfigError
+    from headrace.server.coordinator import Coordinator
+
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    monkeypatch.setenv("HEADRACE_HOME", str(tmp_path / "home"))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for name in ("HEADRACE_TOKEN", "HEADRACE_S3_ACCESS_KEY_ID", "HEADRACE_S3_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings(project)
+    # refused by the constructor: no executor, ledger registration or listener was started
+    with pytest.raises(ConfigError, match="beyond this machine"):
+        Coordinator(settings, load_app(settings))

@@ -4,7 +4,9 @@ functions, and running one event here as `sam local invoke` does."""
 from __future__ import annotations
 
 import json
+import mimetypes
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -95,13 +97,37 @@ def _write(event: Any, output: Path | None) -> None:
 Output = Annotated[Path | None, typer.Option("--output", "-o", help="Write here, not stdout.")]
 
 
+_HTTP_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: a method
+
+
+def _file_type(path: Path, data: bytes) -> str:
+    """The Content-Type of a body file: from its name, else JSON or text if it decodes as
+    UTF-8, else application/octet-stream (a binary body is base64-encoded in the event)."""
+    guessed, _ = mimetypes.guess_type(path.name)
+    if guessed:
+        return guessed
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return "application/octet-stream"
+    try:
+        json.loads(text)
+    except ValueError:
+        return "text/plain; charset=utf-8"
+    return "application/json"
+
+
 @generate_app.command("apigateway")
 def generate_apigateway(
     method: Annotated[str, typer.Option(help="HTTP method.")] = "POST",
     path: Annotated[str, typer.Option(help="Request path, with a query string if any.")] = "/",
     body: Annotated[str | None, typer.Option(help="The body, as text.")] = None,
     body_file: Annotated[
-        Path | None, typer.Option(help="The body from a file (a PNG is base64-encoded).")
+        Path | None,
+        typer.Option(
+            help="The body from a file; Content-Type from its name or content (a binary body "
+            "is base64-encoded)."
+        ),
     ] = None,
     content_type: Annotated[str | None, typer.Option(help="Content-Type header.")] = None,
     header: Annotated[list[str] | None, typer.Option(help="NAME:VALUE, repeatable.")] = None,
@@ -117,6 +143,13 @@ def generate_apigateway(
     from headrace.serving.routes import RouteSpec
     from headrace.serving.sample_events import apigateway_event
 
+    if not _HTTP_TOKEN.fullmatch(method):
+        raise typer.BadParameter(
+            f"--method {method!r}: not an HTTP method (letters, digits and !#$%&'*+-.^_`|~, "
+            "no spaces); e.g. GET or POST"
+        )
+    if not path.startswith("/"):
+        raise typer.BadParameter(f"--path {path!r}: a request path starts with '/', e.g. /{path}")
     if body is not None and body_file is not None:
         raise typer.BadParameter("give --body or --body-file, not both")
     data = body.encode() if body is not None else b""
@@ -124,8 +157,8 @@ def generate_apigateway(
         if not body_file.is_file():
             raise typer.BadParameter(f"--body-file {body_file}: no such file")
         data = body_file.read_bytes()
-        if content_type is None and body_file.suffix.lower() == ".png":
-            content_type = "image/png"
+        if content_type is None:
+            content_type = _file_type(body_file, data)
     if content_type is None and data:
         content_type = "application/json"
     headers = []

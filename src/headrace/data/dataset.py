@@ -17,7 +17,16 @@ from headrace.data.batches import check_format, to_batch
 from headrace.data.context import DataContext, get_engine
 from headrace.data.engine import ExecutionStats
 from headrace.data.errors import DatasetError
-from headrace.data.grouped import Count, GroupedData, Max, Mean, Min, Std, Sum
+from headrace.data.grouped import (
+    Count,
+    GroupedData,
+    Max,
+    Mean,
+    Min,
+    Std,
+    Sum,
+    aggregate_node,
+)
 from headrace.data.ops import (
     AddColumn,
     DropColumns,
@@ -28,7 +37,6 @@ from headrace.data.ops import (
 )
 from headrace.data.plan import (
     Agg,
-    Aggregate,
     Limit,
     MapOp,
     Node,
@@ -237,7 +245,7 @@ class Dataset:
     # -- aggregates over the whole dataset ---------------------------------------------------
 
     def aggregate(self, *aggs: Agg) -> dict[str, Any]:
-        table = self._derive(Aggregate(self._plan, (), tuple(aggs))).to_arrow()
+        table = self._derive(aggregate_node(self._plan, (), aggs)).to_arrow()
         return {name: table.column(name)[0].as_py() for name in table.column_names}
 
     def _one(self, agg: Agg) -> Any:

@@ -566,6 +566,10 @@ def _lost(error: WorkerLost, ops: list[Op], where: str, actor: bool) -> WorkerLo
     names = "->".join(o.name for o in ops)
     who = f"an actor of {names}" if actor else f"a worker running {names}"
     holds = " (each actor holds one instance of the class, its model, plus the batch)"
+    if not error.memory:  # it ended itself: a smaller batch or more memory would not help
+        lost = WorkerLost(who, f"{error.subject} {error.reason}, on {where}", error.fix)
+        lost.memory = False
+        return lost
     return WorkerLost(
         who,
         f"{error.subject} {error.reason}, on {where}",

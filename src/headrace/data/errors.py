@@ -32,4 +32,9 @@ class UserFunctionError(DatasetError):
 
 
 class WorkerLost(DatasetError):
-    """A worker process running dataset operations exited without answering."""
+    """A worker process running dataset operations exited without answering.
+
+    `memory` is True when memory may be why (killed by SIGKILL, the OOM killer's signal, or
+    for passing memory=), False when its code says the process ended itself."""
+
+    memory = True

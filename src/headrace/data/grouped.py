@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from headrace.data.plan import Agg, Aggregate
+from headrace.data.errors import DatasetError
+from headrace.data.plan import Agg, Aggregate, Node, columns_of
 
 if TYPE_CHECKING:
     from headrace.data.dataset import Dataset
@@ -47,13 +48,34 @@ def _columns(on: str | list[str] | None) -> list[str]:
     return [on] if isinstance(on, str) else list(on)
 
 
+def aggregate_node(plan: Node, keys: tuple[str, ...], aggs: tuple[Agg, ...]) -> Aggregate:
+    """The aggregation over `plan`, its column names checked now against all the plan's
+    columns when they are known (a run reads only the columns it needs, so its own error
+    could list too few)."""
+    try:
+        present = columns_of(plan)
+    except DatasetError:
+        raise
+    except Exception:  # not known before running: the blocks are checked as they come
+        present = None
+    if present is not None:
+        missing = [c for c in [*keys, *(a.on for a in aggs if a.on)] if c not in present]
+        if missing:
+            raise DatasetError(
+                "groupby/aggregate",
+                f"no column(s) {missing} (columns: {present})",
+                "check the names",
+            )
+    return Aggregate(plan, keys, aggs)
+
+
 class GroupedData:
     def __init__(self, dataset: Dataset, keys: list[str]) -> None:
         self._dataset = dataset
         self._keys = tuple(keys)
 
     def aggregate(self, *aggs: Agg) -> Dataset:
-        return self._dataset._derive(Aggregate(self._dataset._plan, self._keys, tuple(aggs)))
+        return self._dataset._derive(aggregate_node(self._dataset._plan, self._keys, aggs))
 
     def count(self) -> Dataset:
         return self.aggregate(Count())

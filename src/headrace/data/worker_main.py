@@ -1,7 +1,8 @@
 """A dataset worker process: runs the per-block operations of plan stages, one task at a time.
 
-Started by `headrace.data.workers` as `python -m headrace.data.worker_main FD`: FD is its end
-of a socket pair. It exits when the other end closes, so it never outlives the driver.
+Started by `headrace.data.workers` as `python -m headrace.data.worker_main FD PARENT`: FD is
+its end of a socket pair. It exits when the other end closes, so it never outlives the driver;
+with a PARENT pid (not 0) the kernel also kills it when the driver dies mid-task.
 Messages are pickled tuples:
 
 * `("setup", sys_path)` once;
@@ -20,6 +21,8 @@ import sys
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
+
+from headrace.executors import lifetime
 
 
 def _run(conn: Connection) -> None:
@@ -94,6 +97,9 @@ def _portable(exc: BaseException) -> BaseException:
 
 
 def main() -> None:
+    parent = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    if parent:  # killed with the driver, even a `kill -9`ed one in the middle of a task
+        lifetime.die_with_parent(parent)
     conn = Connection(int(sys.argv[1]))
     try:
         _run(conn)

@@ -18,6 +18,7 @@ import atexit
 import contextlib
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -51,8 +52,18 @@ class Worker:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env.setdefault(var, "1")
         env["POLARS_MAX_THREADS"] = env.get("POLARS_MAX_THREADS", "1")
+        # the kernel's parent-death signal fires when the *thread* that started the worker
+        # ends: asked for only from the main thread, which lasts as long as the process (from
+        # another thread the worker still ends when its socket closes, between tasks)
+        parent_pid = os.getpid() if threading.current_thread() is threading.main_thread() else 0
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "headrace.data.worker_main", str(child.fileno())],
+            [
+                sys.executable,
+                "-m",
+                "headrace.data.worker_main",
+                str(child.fileno()),
+                str(parent_pid),
+            ],
             pass_fds=(child.fileno(),),
             env=env,
             stdin=subprocess.DEVNULL,
@@ -196,20 +207,30 @@ class Pool:
                     code = worker.process.wait(timeout=2)
                 except subprocess.TimeoutExpired:
                     code = None
+                memory = True
+                fix = "give the operation less data per batch (batch_size=) or more memory"
                 if worker.over_memory:
                     reason = (
                         f"used {worker.over_memory / 2**20:,.0f} MiB, more than its "
                         f"memory={self.memory_limit / 2**20:,.0f} MiB, and was stopped"
                     )
+                elif code is None or code in (-9, 137):
+                    reason = f"exited (code {code}) (killed: out of memory?)"
+                elif code < 0:
+                    memory = False
+                    reason = f"was killed by {_signal_name(-code)} (code {code})"
+                    fix = "find what crashed it: a fault in native code, or a signal sent to it"
                 else:
-                    reason = f"exited (code {code})" + (
-                        " (killed: out of memory?)" if code in (-9, 137) else ""
+                    memory = False
+                    reason = (
+                        f"exited (code {code}): the function it ran ended the process "
+                        "(sys.exit, os._exit or native code)"
                     )
+                    fix = "raise an exception in the function instead of ending the process"
                 lost = WorkerLost(
-                    f"dataset worker {worker.process.pid}",
-                    reason + " while running a task",
-                    "give the operation less data per batch (batch_size=) or more memory",
+                    f"dataset worker {worker.process.pid}", reason + " while running a task", fix
                 )
+                lost.memory = memory
                 for task_id in worker.in_flight:
                     answers.append(Answer(task_id, False, error=lost))
                 worker.in_flight.clear()
@@ -299,3 +320,10 @@ def shutdown() -> None:
 
 
 atexit.register(shutdown)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

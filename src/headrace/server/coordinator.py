@@ -39,8 +39,9 @@ from headrace.jobs.definition import with_default_cluster
 from headrace.ledger import Claimed, Ledger, new_id
 from headrace.s3api import S3Endpoint
 from headrace.server.delivery import deliver
+from headrace.server.http_routes import serve_token
 from headrace.server.metrics import Metrics, serve_metrics
-from headrace.server.s3_endpoint import start_s3_endpoint
+from headrace.server.s3_endpoint import check_s3_setting, start_s3_endpoint
 from headrace.server.streams import StreamService
 from headrace.server.triggers import idle_report
 from headrace.storage import ChangeWatcher, ObjectInfo, ObjectStore
@@ -105,6 +106,10 @@ class Coordinator:
         self.app = app
         self.ledger = Ledger(settings.ledger_url, sync=settings.ledger_sync)
         self.store = ObjectStore(settings.storage_url)
+        # a listener that would refuse its settings refuses before anything starts
+        check_s3_setting(settings, self.store)
+        if settings.serve and app.routes:
+            serve_token(settings)
         preload = [settings.app.partition(":")[0]] if settings.app else []
         self.executor = executor or make_executor(settings, preload=[runtime.__name__, *preload])
         self.watch = watch

@@ -21,25 +21,32 @@ from headrace.errors import ConfigError, HeadraceError
 log = logging.getLogger("headrace.server")
 
 
+def serve_token(settings: Settings) -> bytes | None:
+    """The token requests to the routes must carry (None: any request, on loopback only);
+    ConfigError when the `serve` address listens beyond this machine without HEADRACE_TOKEN.
+    The coordinator asks before it starts anything, so such a setting fails at once."""
+    from headrace.server.metrics import check_token
+
+    host, _ = listen_address(settings.serve, "serve")
+    try:
+        return check_token(os.environ.get("HEADRACE_TOKEN", ""), required=not is_loopback(host))
+    except HeadraceError as exc:
+        raise ConfigError(
+            f"setting 'serve' ({settings.serve!r})",
+            f"listens beyond this machine and HEADRACE_TOKEN {exc.reason}",
+            f"{exc.fix}, or serve on 127.0.0.1",
+        ) from None
+
+
 class RouteServer:
     def __init__(self, settings: Settings, app: App) -> None:
-        from headrace.server.metrics import check_token
         from headrace.serving.pool import PoolOptions
         from headrace.serving.server import ModelBinding, ServeOptions, replica_config
 
         self.settings = settings
         self.app = app
         host, port = listen_address(settings.serve, "serve")
-        try:
-            token = check_token(
-                os.environ.get("HEADRACE_TOKEN", ""), required=not is_loopback(host)
-            )
-        except HeadraceError as exc:
-            raise ConfigError(
-                f"setting 'serve' ({settings.serve!r})",
-                f"listens beyond this machine and HEADRACE_TOKEN {exc.reason}",
-                f"{exc.fix}, or serve on 127.0.0.1",
-            ) from None
+        token = serve_token(settings)
         functions = app.functions
         per_request = max(functions[r.function].timeout for r in app.routes)
         settings.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -53,6 +60,7 @@ class RouteServer:
             access_log=self._access,
             pool=PoolOptions(replicas=settings.serve_replicas, timeout=per_request),
             serving=settings.serving,
+            listen_setting="serve",
         )
         self.config = replica_config(
             app.routes, functions, [str(settings.project_dir)], settings.storage_url

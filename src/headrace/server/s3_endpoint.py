@@ -5,11 +5,19 @@ from __future__ import annotations
 import importlib.util
 import logging
 
-from headrace.config import Settings
+from headrace.config import Settings, listen_address
 from headrace.s3api import S3Endpoint, rclone_binary, start_endpoint
+from headrace.s3api.credentials import keys_from_settings
 from headrace.storage import ObjectStore
 
 log = logging.getLogger("headrace.coordinator")
+
+
+def check_s3_setting(settings: Settings, store: ObjectStore) -> None:
+    """Raise the ConfigError start_s3_endpoint would (a bad address, keys missing off
+    loopback), before the coordinator starts anything."""
+    if settings.s3 and store.local_root() is not None:
+        keys_from_settings(settings, listen_address(settings.s3, "s3")[0])
 
 
 def start_s3_endpoint(settings: Settings, store: ObjectStore) -> S3Endpoint | None:

@@ -41,6 +41,12 @@ HEADERS_TOO_LARGE = _message(431, "Request Header Fields Too Large")
 READ_TIMEOUT = _message(408, "Request Timeout")
 BAD_REQUEST = _message(400, "Bad Request")
 UNAVAILABLE = (503, [*_JSON, (b"retry-after", b"1")], b'{"message": "Service Unavailable"}')
+# every replica lost and none ready yet: the client may retry, and its log can tell the cause
+NO_REPLICA = (
+    503,
+    [*_JSON, (b"retry-after", b"1")],
+    b'{"message": "Service Unavailable: no replica is ready (replacements are starting)"}',
+)
 DRAINING = (
     503,
     [*_JSON, (b"retry-after", b"1"), (b"connection", b"close")],
@@ -229,7 +235,14 @@ class HttpConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.in_head = False
         self.head_size = 0
-        if self.too_large:  # refuse before the body is sent
+        # the bound in data_received only sees the reads that did not end the head: measure
+        # the head itself ("METHOD url HTTP/x.y\r\n", "name: value\r\n" each, "\r\n")
+        head = len(self.parser.get_method()) + len(self.url) + 14
+        head += sum(map(len, self.headers)) + 2 * len(self.headers)
+        if head > self.cfg.max_header:
+            self.too_large = True  # nothing of this request is dispatched
+            self._reject(HEADERS_TOO_LARGE)
+        elif self.too_large:  # refuse before the body is sent
             self._reject(TOO_LARGE)
 
     def on_message_complete(self) -> None:
@@ -310,7 +323,7 @@ class HttpConnection(asyncio.Protocol):
             self._finish(index, method, path, started, keep, status, out, data)
 
         if not cfg.pool.for_route[index].submit(payload, done, cfg.timeouts[index]):
-            self._finish(index, method, path, started, keep, *UNAVAILABLE)
+            self._finish(index, method, path, started, keep, *NO_REPLICA)
 
     def _has_token(self, headers: list[bytes]) -> bool:
         token = self.cfg.token

@@ -200,8 +200,14 @@ class ReplicaPool:
             assert replica.ready is not None
             info = await self._wait_ready(replica, generation)
         except (TimeoutError, RuntimeError) as exc:
-            self._kill(replica)
             reason = str(exc) or f"not ready after --start-timeout {self.options.start_timeout:g} s"
+            if reason.startswith("it exited"):  # its code, once the kernel has it
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    await asyncio.to_thread(proc.wait, 5)
+                reason = f"it exited (code {proc.returncode})"
+                with contextlib.suppress(OSError):  # what stopped it, if it could say
+                    reason += ": " + Path(f"{path}.error").read_text()
+            self._kill(replica)
             raise RuntimeError(f"replica {number} did not start ({reason})") from None
         logger.info(
             "replica %d ready (pid %s) %s",
@@ -240,7 +246,8 @@ class ReplicaPool:
 
     def _kill(self, replica: Replica) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(replica.pid, signal.SIGKILL)
+            if replica.proc.returncode is None:  # a reaped pid may be another process's now
+                os.kill(replica.pid, signal.SIGKILL)
         if replica.transport is not None:
             replica.transport.close()
 

@@ -218,7 +218,11 @@ class Replica:
             return rest_event(request)
         if route.payload == "v2":
             return http_api_event(request)
-        return json.loads(request.body) if request.body else None
+        if request.body:
+            return json.loads(request.body)
+        if request.method in ("POST", "PUT", "PATCH"):  # a body was meant: not JSON, not None
+            raise ValueError("it is empty")
+        return None
 
     def _output(self, route: Route, result: Any) -> Response:
         if route.payload == "json":
@@ -315,15 +319,24 @@ def main() -> None:
     for name, value in config.get("environment", {}).items():
         os.environ[name] = value
     sock = socket.socket(fileno=fd)
-    replica = Replica(config, sock)
+    try:
+        replica = Replica(config, sock)
+    except BaseException as exc:
+        # the front's "did not start" names the cause; the traceback still goes to stderr
+        with contextlib.suppress(OSError):
+            Path(config_path + ".error").write_text(
+                traceback.format_exception_only(exc)[-1].strip()
+            )
+        raise
     # what importing the handlers and loading the model made stays for the replica's life:
     # out of the collector's sight, so that no full collection walks it in a request's time
     gc.collect()
     gc.freeze()
     ready = json.dumps({"pid": os.getpid(), "model": config.get("environment", {})}).encode()
-    sock.sendall(protocol.frame(protocol.READY, 0, ready))
     try:
-        with contextlib.suppress(ConnectionError, OSError):  # the front went away
+        # the front went away, or cancelled this replica while it started: nothing to report
+        with contextlib.suppress(ConnectionError, OSError):
+            sock.sendall(protocol.frame(protocol.READY, 0, ready))
             replica.run()
     finally:
         shutil.rmtree(replica.tmp_root, ignore_errors=True)

@@ -45,6 +45,8 @@ class ServeOptions:
     # "local": replica processes here; "ray" (a local Ray), "auto" or "ray://HOST:10001":
     # a Ray Serve deployment behind the same front
     serving: str = "local"
+    # the project setting the address came from, named by errors ("" names --host/--port)
+    listen_setting: str = ""
 
 
 class _ReplacedCounter:
@@ -339,15 +341,25 @@ async def _watch_model(binding: ModelBinding, pool: PoolSet, current: int, poll:
             await asyncio.to_thread(binding.roll_back, target)
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, setting: str = "") -> socket.socket:
     try:
         return socket.create_server(
             (host, port), backlog=1024, family=socket.AF_INET6 if ":" in host else socket.AF_INET
         )
     except OSError as exc:
+        reason = f"cannot listen there: {os.strerror(exc.errno) if exc.errno else exc}"
+        if setting:
+            shown = f"[{host}]" if ":" in host else host
+            raise AppError(
+                f"setting '{setting}' ({shown}:{port})",
+                reason,
+                "stop what uses that port (`ss -ltnp` names it) or choose another in "
+                f'headrace.toml or $HEADRACE_{setting.upper()}: {setting} = "{shown}:0" takes '
+                "any free port",
+            ) from None
         raise AppError(
             f"--host {host} --port {port}",
-            f"cannot listen there: {os.strerror(exc.errno) if exc.errno else exc}",
+            reason,
             "stop what uses that port (`ss -ltnp` names it) or choose another --port "
             "(0 takes any free one)",
         ) from None
@@ -405,7 +417,8 @@ async def serve_async(
     table = RouteTable(routes)
     ordered = table.routes  # the order replicas index routes by
     config = {**config, "routes": [config["routes"][routes.index(r)] for r in ordered]}
-    sock = _listen(options.host, options.port)  # before any replica starts: a used port fails fast
+    # before any replica starts: a used port fails fast
+    sock = _listen(options.host, options.port, options.listen_setting)
 
     plans = plan_pools(ordered, options.pool)
     most = sum(
