@@ -8,6 +8,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -479,11 +482,16 @@ def test_folder_markers_keep_their_slash_and_uploads_under_them_work(endpoint, r
     url = s3.generate_presigned_url(
         "put_object", Params={"Bucket": "curated", "Key": "signed/"}, ExpiresIn=60
     )
-    import urllib.request
-
     with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="PUT")) as r:
         assert r.status == 200
     assert (root / "curated" / "signed").is_dir()
+    expired = s3.generate_presigned_url(
+        "put_object", Params={"Bucket": "curated", "Key": "late/"}, ExpiresIn=1
+    )
+    time.sleep(2.1)
+    with pytest.raises(urllib.error.HTTPError) as late:
+        urllib.request.urlopen(urllib.request.Request(expired, data=b"", method="PUT"))
+    assert late.value.code == 403 and not (root / "curated" / "late").exists()
 
     # the marker outlives its last child (rclone removes folders left empty), and deleting
     # it removes the folder once empty

@@ -9,9 +9,12 @@ import hashlib
 import hmac
 import urllib.parse
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 _UNRESERVED = "-_.~"
+#: how far a header-signed request's X-Amz-Date may be from now (S3's own tolerance)
+SKEW = timedelta(minutes=15)
 
 
 def _hmac(key: bytes, text: str) -> bytes:
@@ -73,6 +76,17 @@ def check(
         canonical_query = _canonical_query(raw_query, "X-Amz-Signature")
     else:
         return "AccessDenied", "the request is not signed (SigV4)"
+    try:
+        signed_at = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return "AccessDenied", "X-Amz-Date is missing or not a date"
+    now = datetime.now(UTC)
+    if "X-Amz-Expires" in query:
+        expires = query["X-Amz-Expires"][0]
+        if not expires.isdigit() or now > signed_at + timedelta(seconds=int(expires)):
+            return "AccessDenied", "Request has expired"
+    elif abs(now - signed_at) > SKEW:
+        return "RequestTimeTooSkewed", "the request time is too far from the server's"
     key_id, _, scope = credential.partition("/")
     if key_id != access_key_id:
         return "InvalidAccessKeyId", "the access key ID does not exist in our records"
