@@ -8,6 +8,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -393,3 +396,201 @@ def test_duckdb_httpfs(endpoint, root):
     assert con.execute("SELECT sum(v) FROM 's3://duck/v.parquet'").fetchone() == (6,)
     con.execute("COPY (SELECT 42 AS answer) TO 's3://duck/answer.parquet'")
     assert pd.read_parquet(root / "duck" / "answer.parquet")["answer"].tolist() == [42]
+
+
+def test_pyarrow_writes_with_the_sdks_default_checksums(endpoint, root, monkeypatch):
+    """Set up as the docs' "Try it" does (endpoint, keys, region only): pyarrow's SDK then
+    sends its uploads chunked with trailing checksums and no Content-Length, which rclone
+    alone refuses (411); the front reads such a body whole and sends it on with its length."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyarrow import fs
+
+    env = endpoint.client_environment()
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+        monkeypatch.setenv(name, env[name])
+    for name in ("AWS_REQUEST_CHECKSUM_CALCULATION", "AWS_RESPONSE_CHECKSUM_VALIDATION"):
+        monkeypatch.delenv(name, raising=False)
+    s3_helpers.boto3_client(endpoint).create_bucket(Bucket="raw")
+    direct = fs.S3FileSystem(endpoint_override=env["AWS_ENDPOINT_URL"])
+    small = pa.table({"a": list(range(3))})
+    pq.write_table(small, "raw/t0.parquet", filesystem=direct)
+    assert pq.read_table(root / "raw" / "t0.parquet").equals(small)
+    # incompressible and larger than the front keeps in memory: parts go through a temp file
+    noise = np.random.default_rng(7).integers(0, 2**63, size=3_000_000, dtype=np.int64)
+    big = pa.table({"n": noise})
+    pq.write_table(big, "raw/big.parquet", filesystem=direct, compression="none")
+    assert (root / "raw" / "big.parquet").stat().st_size > 20_000_000
+    assert pq.read_table(root / "raw" / "big.parquet").equals(big)
+    with direct.open_output_stream("raw/blob.bin") as out:
+        out.write(b"x" * 12_000_000)
+    assert (root / "raw" / "blob.bin").read_bytes() == b"x" * 12_000_000
+    # as the stranger wrote it (pyarrow's or s3fs's writer, whichever pandas picks)
+    pd.DataFrame({"a": range(3)}).to_parquet("s3://raw/t1.parquet")
+    assert pd.read_parquet(root / "raw" / "t1.parquet")["a"].tolist() == [0, 1, 2]
+
+
+def test_folder_markers_keep_their_slash_and_uploads_under_them_work(endpoint, root, tmp_path):
+    from botocore.exceptions import ClientError
+
+    s3 = s3_helpers.boto3_client(endpoint)
+    s3.create_bucket(Bucket="curated")
+    empty_md5 = '"' + hashlib.md5(b"").hexdigest() + '"'
+    # what the AWS console's "Create folder" sends; rclone alone made a file `newdir`
+    assert s3.put_object(Bucket="curated", Key="newdir/", Body=b"")["ETag"] == empty_md5
+    assert (root / "curated" / "newdir").is_dir()
+    s3.put_object(Bucket="curated", Key="newdir/child.txt", Body=b"hello")
+    s3.put_object(Bucket="curated", Key="top.txt", Body=b"t")
+    listed = s3.list_objects_v2(Bucket="curated")["Contents"]
+    assert [(o["Key"], o["Size"], o["ETag"]) for o in listed] == [
+        ("newdir/", 0, empty_md5),
+        ("newdir/child.txt", 5, '"' + hashlib.md5(b"hello").hexdigest() + '"'),
+        ("top.txt", 1, '"' + hashlib.md5(b"t").hexdigest() + '"'),
+    ]
+    v1 = s3.list_objects(Bucket="curated")["Contents"]
+    assert [o["Key"] for o in v1] == ["newdir/", "newdir/child.txt", "top.txt"]
+    top = s3.list_objects_v2(Bucket="curated", Delimiter="/")
+    assert [p["Prefix"] for p in top["CommonPrefixes"]] == ["newdir/"]
+    inside = s3.list_objects_v2(Bucket="curated", Prefix="newdir/", Delimiter="/")
+    assert [o["Key"] for o in inside["Contents"]] == ["newdir/", "newdir/child.txt"]
+    head = s3.head_object(Bucket="curated", Key="newdir/")
+    assert (head["ContentLength"], head["ETag"]) == (0, empty_md5)
+    assert s3.get_object(Bucket="curated", Key="newdir/")["Body"].read() == b""
+    with pytest.raises(ClientError) as missing:
+        s3.head_object(Bucket="curated", Key="nothere/")
+    assert missing.value.response["Error"]["Code"] in ("404", "NoSuchKey")
+
+    # a `/` key with data cannot be a folder and a file: 400 naming the key and the reason
+    with pytest.raises(ClientError) as refused:
+        s3.put_object(Bucket="curated", Key="data/", Body=b"x")
+    error = refused.value.response["Error"]
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert error["Code"] == "InvalidArgument" and "'data/'" in error["Message"]
+    assert not (root / "curated" / "data").exists()
+    with pytest.raises(ClientError) as clash:
+        s3.put_object(Bucket="curated", Key="top.txt/", Body=b"")
+    assert "'top.txt'" in clash.value.response["Error"]["Message"]
+    assert (root / "curated" / "top.txt").read_bytes() == b"t"
+    # the front checks the signatures of the requests it answers itself
+    forged = s3_helpers.boto3_client(endpoint, secret="not-the-secret-0123456789")
+    with pytest.raises(ClientError) as denied:
+        forged.put_object(Bucket="curated", Key="forged/", Body=b"")
+    assert denied.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert not (root / "curated" / "forged").exists()
+    url = s3.generate_presigned_url(
+        "put_object", Params={"Bucket": "curated", "Key": "signed/"}, ExpiresIn=60
+    )
+    with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="PUT")) as r:
+        assert r.status == 200
+    assert (root / "curated" / "signed").is_dir()
+    expired = s3.generate_presigned_url(
+        "put_object", Params={"Bucket": "curated", "Key": "late/"}, ExpiresIn=1
+    )
+    time.sleep(2.1)
+    with pytest.raises(urllib.error.HTTPError) as late:
+        urllib.request.urlopen(urllib.request.Request(expired, data=b"", method="PUT"))
+    assert late.value.code == 403 and not (root / "curated" / "late").exists()
+
+    # the marker outlives its last child (rclone removes folders left empty), and deleting
+    # it removes the folder once empty
+    s3.delete_object(Bucket="curated", Key="newdir/child.txt")
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket="curated")["Contents"]] == [
+        "newdir/",
+        "signed/",
+        "top.txt",
+    ]
+    s3.delete_object(Bucket="curated", Key="newdir/")
+    assert not (root / "curated" / "newdir").exists()
+    s3.delete_object(Bucket="curated", Key="newdir/")  # deleting what is not there: 204
+    # the aws CLI, as the stranger ran it
+    if shutil.which("aws") or (Path(sys.executable).parent / "aws").exists():
+        aws = shutil.which("aws") or str(Path(sys.executable).parent / "aws")
+        env = dict(os.environ) | endpoint.client_environment()
+        subprocess.run(
+            [aws, "s3api", "put-object", "--bucket", "curated", "--key", "clidir/"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        src = tmp_path / "sales.csv"
+        src.write_text("a,b\n1,2\n")
+        subprocess.run(
+            [aws, "s3", "cp", str(src), "s3://curated/clidir/sales.csv"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        assert (root / "curated" / "clidir" / "sales.csv").read_text() == "a,b\n1,2\n"
+
+
+def test_pyarrow_create_dir_and_delete_file_keep_folders(endpoint, root, monkeypatch):
+    """pyarrow makes folder markers itself: `create_dir`, and after `delete_file` of a
+    folder's last file, a marker so the folder stays."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyarrow import fs
+
+    for name, value in endpoint.client_environment().items():
+        monkeypatch.setenv(name, value)
+    s3_helpers.boto3_client(endpoint).create_bucket(Bucket="arrow")
+    s3 = fs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"])
+    s3.create_dir("arrow/ds/part=1")
+    assert s3.get_file_info("arrow/ds/part=1").type == fs.FileType.Directory
+    table = pa.table({"x": [1, 2, 3]})
+    pq.write_table(table, "arrow/ds/part=1/a.parquet", filesystem=s3)
+    s3.delete_file("arrow/ds/part=1/a.parquet")
+    assert s3.get_file_info("arrow/ds/part=1").type == fs.FileType.Directory
+    pq.write_table(table, "arrow/ds/part=1/b.parquet", filesystem=s3)
+    assert pq.read_table("arrow/ds/part=1/b.parquet", filesystem=s3).equals(table)
+    s3.delete_dir("arrow/ds")
+    assert not (root / "arrow" / "ds").exists()
+
+
+def test_a_chunked_upload_with_a_wrong_trailing_checksum_is_refused(tmp_path):
+    """An aws-chunked body sent without a length, its CRC32 in a trailer (as pyarrow's SDK
+    sends it): stored when the trailer matches, refused with BadDigest when it does not
+    (rclone alone stores both)."""
+    import base64
+    import http.client
+    import urllib.parse
+    import zlib
+
+    ep = s3_helpers.start(tmp_path, keys=False)
+    try:
+        s3_helpers.boto3_client(ep).create_bucket(Bucket="sums")
+        where = urllib.parse.urlparse(ep.url)
+        data = b"hello world " * 1000
+        answers = {}
+        for name, crc in (("good", zlib.crc32(data)), ("bad", zlib.crc32(data) ^ 1)):
+            trailer = base64.b64encode(crc.to_bytes(4, "big"))
+            body = b"%x\r\n%s\r\n0\r\nx-amz-checksum-crc32:%s\r\n\r\n" % (len(data), data, trailer)
+            conn = http.client.HTTPConnection(where.hostname, where.port)
+            conn.putrequest("PUT", f"/sums/{name}.txt")
+            headers = {
+                "Content-Encoding": "aws-chunked",
+                "x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+                "x-amz-decoded-content-length": str(len(data)),
+                "x-amz-trailer": "x-amz-checksum-crc32",
+                "Transfer-Encoding": "chunked",
+                "Authorization": "AWS4-HMAC-SHA256 Credential=headrace/20261207/us-east-1/s3/"
+                "aws4_request, SignedHeaders=host, Signature=00",
+            }
+            for header, value in headers.items():
+                conn.putheader(header, value)
+            conn.endheaders()
+            for i in range(0, len(body), 4096):
+                piece = body[i : i + 4096]
+                conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+            conn.send(b"0\r\n\r\n")
+            answer = conn.getresponse()
+            answers[name] = (answer.status, answer.read())
+            conn.close()
+        assert answers["good"][0] == 200
+        assert (tmp_path / "buckets" / "sums" / "good.txt").read_bytes() == data
+        assert answers["bad"][0] == 400 and b"<Code>BadDigest</Code>" in answers["bad"][1]
+        assert b"x-amz-checksum-crc32" in answers["bad"][1]
+        assert not (tmp_path / "buckets" / "sums" / "bad.txt").exists()
+    finally:
+        ep.stop()

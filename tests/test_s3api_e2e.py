@@ -131,6 +131,10 @@ def test_writes_through_the_endpoint_trigger_once_per_version_never_for_a_partia
             },
         )
         _wait(lambda: len(runs("seen")) == 2, what="the multipart object's invocation")
+        # a folder marker holds no data and triggers nothing (rclone alone made it a file
+        # `notes.txt`, which triggered with that key)
+        s3.put_object(Bucket="landing", Key="notes.txt/", Body=b"")
+        assert (home / "buckets" / "landing" / "notes.txt").is_dir()
         s3.put_object(Bucket="landing", Key="a.txt", Body=b"two!")  # a new version
         _wait(lambda: len(runs("seen")) == 3, what="the new version's invocation")
         time.sleep(1.5)  # nothing more comes

@@ -19,6 +19,9 @@ from headrace.errors import ConfigError
 PLACEHOLDER_KEY = "headrace"
 _KEY = re.compile(r"^[A-Za-z0-9+/=._~-]{3,128}$")
 MIN_SECRET_LENGTH = 16
+# the keys handed to the front (headrace.s3api.front), through its environment as to rclone
+FRONT_KEY_ID_VARIABLE = "HEADRACE_S3_FRONT_ACCESS_KEY_ID"
+FRONT_SECRET_VARIABLE = "HEADRACE_S3_FRONT_SECRET_ACCESS_KEY"
 
 
 @dataclass(frozen=True)

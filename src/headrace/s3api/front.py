@@ -1,4 +1,4 @@
-"""A thin HTTP front before rclone's `serve s3`, for the two things rclone 1.75.2 gets wrong.
+"""A thin HTTP front before rclone's `serve s3`, for what rclone 1.75.2 gets wrong.
 
 1. Conditional reads. rclone answers a GET or HEAD carrying `If-Match`, `If-Modified-Since` or
    `If-Unmodified-Since` as if they were absent. The front evaluates all four conditions on
@@ -13,6 +13,11 @@
    HEAD, GET and ListObjects(V2). An object replaced later (atomic writes rename a new file
    into place, which drops the attribute; an in-place rewrite changes size or mtime) gets its
    MD5 again, as on S3.
+3. Folder markers (keys ending in `/`), which rclone turns into files without the slash:
+   answered here, on folders (`folders`), after checking the request's signature (`sigv4`).
+4. Uploads without a Content-Length, which rclone refuses (411): read whole, to memory or a
+   temp file, and sent on with their length; a trailing checksum is checked first
+   (`trailers`), which rclone does not do.
 
 Everything else passes through untouched: the request line, headers (Host included, so SigV4
 signatures still verify at rclone) and bodies are forwarded as they come, streamed. rclone
@@ -27,25 +32,33 @@ import argparse
 import asyncio
 import contextlib
 import email.utils
+import io
 import json
 import os
 import re
 import signal
 import sys
+import tempfile
 import urllib.parse
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 from xml.sax.saxutils import escape, unescape
 
 from aiohttp import ClientResponse, ClientSession, ClientTimeout, TCPConnector, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from headrace.s3api import folders, sigv4, trailers
+from headrace.s3api.credentials import FRONT_KEY_ID_VARIABLE, FRONT_SECRET_VARIABLE
+
 ETAG_ATTRIBUTE = "user.headrace.etag"
 # how much of a body each side buffers before it stops reading: aiohttp's 64 KiB default
 # meant a wakeup of the front per 64 KiB, which on a busy machine made 1 MB PUTs 1.6x slower
 _BUFFER = 1 << 22
+# a body sent without a length is read whole before it goes on; past this, to a temp file
+_SPOOL_MEMORY = 8 << 20
 # hop-by-hop headers (RFC 9110 §7.6.1) belong to one connection, not to the request;
 # `Expect` is answered by the front's own server (SigV4 never signs it)
 _HOP = frozenset(
@@ -62,7 +75,9 @@ _HOP = frozenset(
         "Expect",
     )
 )
+_MARKER = folders.MARKER.encode()
 _CONDITIONS = ("If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since")
+_ERROR_ELEMENT = re.compile(rb"<Error>.*?</Error>", re.S)
 _CONTENTS = re.compile(rb"<Contents>.*?</Contents>", re.S)
 _KEY = re.compile(rb"<Key>(.*?)</Key>", re.S)
 _ETAG_ELEMENT = re.compile(rb"<ETag>(.*?)</ETag>", re.S)
@@ -168,7 +183,7 @@ def _relist(body: bytes, bucket: str, etags: Etags, url_encoded: bool) -> bytes:
     as S3 quotes it (rclone 1.75.2 lists them bare)."""
 
     def one(contents: re.Match[bytes]) -> bytes:
-        block = contents.group(0)
+        block = _marker_key(contents.group(0))
         found, listed = _KEY.search(block), _ETAG_ELEMENT.search(block)
         if found is None or listed is None:
             return block
@@ -182,6 +197,19 @@ def _relist(body: bytes, bucket: str, etags: Etags, url_encoded: bool) -> bytes:
     return _CONTENTS.sub(one, body)
 
 
+def _marker_key(block: bytes) -> bytes:
+    """A listed folder marker's file (`newdir/.headrace-folder`) as its key (`newdir/`)."""
+    found = _KEY.search(block)
+    if found is None:
+        return block
+    raw = found.group(1)
+    for suffix in (b"/" + _MARKER, b"%2F" + _MARKER):
+        if raw.endswith(suffix):
+            raw = raw[: -len(_MARKER)]
+            return block[: found.start(1)] + raw + block[found.end(1) :]
+    return block
+
+
 def _xml_unescape(text: str) -> str:
     return unescape(text, {"&#34;": '"', "&quot;": '"', "&#39;": "'", "&apos;": "'"})
 
@@ -190,9 +218,12 @@ def _xml_unescape(text: str) -> str:
 
 
 class Front:
-    def __init__(self, upstream: str, root: Path) -> None:
+    def __init__(self, upstream: str, root: Path, keys: tuple[str, str] | None = None) -> None:
         self.upstream = upstream.rstrip("/")
+        self.root = root.resolve()
         self.etags = Etags(root)
+        # (access key ID, secret) to check the requests the front answers itself; None: any
+        self.keys = keys
         self.session: ClientSession | None = None
 
     async def start(self, app: web.Application) -> None:
@@ -210,21 +241,84 @@ class Front:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         assert self.session is not None
+        bucket, key = _bucket_key(request.path)
+        if key and folders.is_marker_key(key):
+            return await self._folder(request, bucket, key)
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _HOP)
-        body = request.content if request.body_exists else None
-        if body is not None and "Content-Length" not in headers:
-            # a chunked request body goes on chunked (rclone may still answer 411)
-            headers.pop("Content-Length", None)
+        body: object = request.content if request.body_exists else None
         url = URL(self.upstream + request.raw_path, encoded=True)
-        async with self.session.request(
-            request.method,
-            url,
-            headers=headers,
-            data=body,
-            allow_redirects=False,
-            chunked=None,
-        ) as upstream:
-            return await self._answer(request, upstream)
+        with contextlib.ExitStack() as cleanup:
+            if body is not None and "Content-Length" not in headers:
+                # rclone answers a body without a length 411 (pyarrow's SDK streams
+                # checksummed uploads chunked): the front reads it whole, to memory or a
+                # temp file, and sends it on with its length. Content-Length is not among
+                # the headers such a request signed, so the signature still verifies.
+                body, length = await _spool(request.content, cleanup)
+                headers["Content-Length"] = str(length)
+                trailer = request.headers.get("x-amz-trailer")
+                if trailer and "aws-chunked" in request.headers.get("Content-Encoding", ""):
+                    # rclone stores the body without comparing its trailing checksum
+                    stream = io.BytesIO(body) if isinstance(body, bytes) else body
+                    wrong = await asyncio.to_thread(trailers.mismatch, stream, trailer)
+                    if wrong is not None:
+                        bucket, key = _bucket_key(request.path)
+                        resource = f"/{bucket}/{key}"
+                        message = f"{resource}: {wrong}; the upload was not stored"
+                        return _error(request, 400, "BadDigest", message, resource, bucket, key)
+            async with self.session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                chunked=None,
+            ) as upstream:
+                return await self._answer(request, upstream)
+
+    async def _folder(self, request: web.Request, bucket: str, key: str) -> web.StreamResponse:
+        """A folder marker (`key/`), answered here: rclone would drop the slash."""
+        resource = f"/{bucket}/{key}"
+        if self.keys is not None:
+            refused = sigv4.check(request.method, request.raw_path, request.headers, *self.keys)
+            if refused is not None:
+                return _error(request, 403, *refused, resource, bucket, key)
+        method = request.method
+        try:
+            if method == "PUT" and "partNumber" not in request.query:
+                if "x-amz-copy-source" in request.headers:
+                    raise folders.FolderError(
+                        400, "InvalidArgument", _data_refused(key, "a copy of another object")
+                    )
+                size = await _body_size(request)
+                if size:
+                    raise folders.FolderError(
+                        400, "InvalidArgument", _data_refused(key, f"{size} bytes")
+                    )
+                await asyncio.to_thread(folders.create, self.root, bucket, key)
+                return web.Response(status=200, headers={"ETag": folders.ETAG})
+            if method in ("GET", "HEAD"):
+                mtime = await asyncio.to_thread(folders.stat, self.root, bucket, key)
+                headers = CIMultiDict(
+                    {
+                        "ETag": folders.ETAG,
+                        "Last-Modified": email.utils.formatdate(mtime, usegmt=True),
+                        "Content-Type": "application/octet-stream",
+                        "Content-Length": "0",
+                    }
+                )
+                if any(c in request.headers for c in _CONDITIONS):
+                    failed = evaluate(request.headers, folders.ETAG, headers["Last-Modified"])
+                    if failed is not None:
+                        return self._failed(*failed, headers, resource, request)
+                return web.Response(status=200, headers=headers, body=b"")
+            if method == "DELETE" and "uploadId" not in request.query:
+                await asyncio.to_thread(folders.delete, self.root, bucket, key)
+                return web.Response(status=204)
+            raise folders.FolderError(
+                400, "InvalidArgument", _data_refused(key, "a multipart upload")
+            )
+        except folders.FolderError as e:
+            return _error(request, e.status, e.code, e.message, resource, bucket, key)
 
     async def _answer(self, request: web.Request, upstream: ClientResponse) -> web.StreamResponse:
         bucket, key = _bucket_key(request.path)
@@ -252,12 +346,34 @@ class Front:
                 )
                 if failed is not None:
                     return self._failed(*failed, out_headers, f"/{bucket}/{key}", request)
+        if ok and bucket and not key and method == "POST" and "delete" in query:
+            # DeleteObjects: rclone refuses the folder markers' keys; they are deleted here,
+            # the request's signature having been checked by rclone for the whole batch
+            data = await upstream.read()
+            data = await asyncio.to_thread(self._delete_markers, bucket, data)
+            return self._whole(upstream.status, out_headers, data)
         if ok and bucket and not key and method == "GET" and _is_listing(query):
             data = await upstream.read()
             url_encoded = query.get("encoding-type") == "url"
             data = await asyncio.to_thread(_relist, data, bucket, self.etags, url_encoded)
             return self._whole(upstream.status, out_headers, data)
         return await self._stream(request, upstream, out_headers)
+
+    def _delete_markers(self, bucket: str, answer: bytes) -> bytes:
+        def one(error: re.Match[bytes]) -> bytes:
+            found = _KEY.search(error.group(0))
+            if found is None:
+                return error.group(0)
+            key = _xml_unescape(found.group(1).decode())
+            if not folders.is_marker_key(key):
+                return error.group(0)
+            try:
+                folders.delete(self.root, bucket, key)
+            except folders.FolderError:
+                return error.group(0)
+            return b"<Deleted><Key>" + found.group(1) + b"</Key></Deleted>"
+
+        return _ERROR_ELEMENT.sub(one, answer)
 
     @staticmethod
     def _whole(status: int, headers: CIMultiDict[str], data: bytes) -> web.Response:
@@ -302,14 +418,70 @@ class Front:
         return response
 
 
+async def _spool(
+    content: web.StreamReader, cleanup: contextlib.ExitStack
+) -> tuple[bytes | BinaryIO, int]:
+    """A streamed request body read whole: bytes up to _SPOOL_MEMORY, else a temp file."""
+    parts: list[bytes] = []
+    size = 0
+    spill: BinaryIO | None = None
+    async for chunk in content.iter_any():
+        size += len(chunk)
+        if spill is None and size > _SPOOL_MEMORY:
+            # closed by the caller's stack, once the body has gone on
+            spill = cleanup.enter_context(tempfile.TemporaryFile(prefix="headrace-s3-"))  # noqa: SIM115
+            await asyncio.to_thread(spill.writelines, parts)
+            parts = []
+        if spill is None:
+            parts.append(chunk)
+        else:
+            await asyncio.to_thread(spill.write, chunk)
+    if spill is None:
+        return b"".join(parts), size
+    spill.seek(0)
+    return spill, size
+
+
+def _data_refused(key: str, what: str) -> str:
+    return (
+        f"key {key!r} ends in '/': here that is a folder marker, which holds no data "
+        f"(got {what}); drop the trailing '/' or put the object under the folder"
+    )
+
+
+async def _body_size(request: web.Request) -> int:
+    """How many bytes the request's body holds, decoded (aws-chunked gives its own count);
+    a body that says nothing of its size is read, up to one byte past empty."""
+    decoded = request.headers.get("x-amz-decoded-content-length")
+    if decoded is not None and decoded.isdigit():
+        return int(decoded)
+    if request.content_length is not None:
+        return request.content_length
+    return len(await request.content.read(1)) if request.body_exists else 0
+
+
+def _error(
+    request: web.Request, status: int, code: str, message: str, resource: str, bucket: str, key: str
+) -> web.Response:
+    if request.method == "HEAD":
+        return web.Response(status=status)
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Error>'
+        f"<Code>{escape(code)}</Code><Message>{escape(message)}</Message>"
+        f"<BucketName>{escape(bucket)}</BucketName><Key>{escape(key)}</Key>"
+        f"<Resource>{escape(resource)}</Resource></Error>"
+    )
+    return web.Response(status=status, text=body, content_type="application/xml")
+
+
 def _is_listing(query: Mapping[str, str]) -> bool:
     # a bucket GET with none of the sub-resources that are not object listings
     others = ("uploads", "location", "versioning", "acl", "policy", "cors", "lifecycle", "tagging")
     return not any(name in query for name in others)
 
 
-def make_app(upstream: str, root: Path) -> web.Application:
-    front = Front(upstream, root)
+def make_app(upstream: str, root: Path, keys: tuple[str, str] | None = None) -> web.Application:
+    front = Front(upstream, root, keys)
     # no size limit: bodies are streamed, never read whole (except small XML answers)
     app = web.Application(client_max_size=0)
     app.on_startup.append(front.start)
@@ -318,8 +490,10 @@ def make_app(upstream: str, root: Path) -> web.Application:
     return app
 
 
-async def serve(host: str, port: int, upstream: str, root: Path) -> None:
-    app = make_app(upstream, root)
+async def serve(
+    host: str, port: int, upstream: str, root: Path, keys: tuple[str, str] | None = None
+) -> None:
+    app = make_app(upstream, root, keys)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, read_bufsize=_BUFFER)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)
@@ -344,13 +518,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--upstream", required=True, help="rclone's URL")
     parser.add_argument("--root", required=True, type=Path, help="the bucket folders")
     args = parser.parse_args(argv)
+    # the keys come through the environment, as rclone's do: argv is readable by anyone (ps)
+    key_id = os.environ.pop(FRONT_KEY_ID_VARIABLE, "")
+    secret = os.environ.pop(FRONT_SECRET_VARIABLE, "")
+    keys = (key_id, secret) if key_id and secret else None
     try:
         import uvloop
     except ImportError:
         runner = asyncio.run
     else:
         runner = uvloop.run
-    runner(serve(args.host, args.port, args.upstream, args.root))
+    runner(serve(args.host, args.port, args.upstream, args.root, keys))
 
 
 if __name__ == "__main__":

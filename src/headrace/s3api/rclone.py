@@ -34,7 +34,13 @@ from pathlib import Path
 from headrace.config import Settings, listen_address
 from headrace.errors import ConfigError
 from headrace.executors.lifetime import die_with_parent
-from headrace.s3api.credentials import S3Keys, client_environment, keys_from_settings
+from headrace.s3api.credentials import (
+    FRONT_KEY_ID_VARIABLE,
+    FRONT_SECRET_VARIABLE,
+    S3Keys,
+    client_environment,
+    keys_from_settings,
+)
 
 _STARTED = re.compile(r"Starting s3 server on \[(http://[^\]/]+)/?\]")
 START_TIMEOUT = 30.0
@@ -174,7 +180,7 @@ def start_endpoint(
         time.sleep(0.02)
     if endpoint.upstream:
         endpoint.front, endpoint.url, problem = _start_front(
-            host, port, endpoint.upstream, root, log.with_name("s3-front.log"), deadline
+            host, port, endpoint.upstream, root, log.with_name("s3-front.log"), deadline, keys
         )
         if endpoint.front is not None:
             return endpoint
@@ -194,10 +200,15 @@ def start_endpoint(
 
 
 def _start_front(
-    host: str, port: int, upstream: str, root: Path, log: Path, deadline: float
+    host: str, port: int, upstream: str, root: Path, log: Path, deadline: float, keys: S3Keys
 ) -> tuple[subprocess.Popen[bytes] | None, str, str]:
     """(the front's process, its URL, "") or (None, "", why it did not start)."""
     parent = os.getpid()
+    env = dict(os.environ)
+    if keys.verified:
+        # it checks the signatures of the folder-marker requests it answers itself
+        env[FRONT_KEY_ID_VARIABLE] = keys.access_key_id
+        env[FRONT_SECRET_VARIABLE] = keys.secret_access_key
     with log.open("wb") as errors:
         proc = subprocess.Popen(
             [
@@ -207,6 +218,7 @@ def _start_front(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=errors,
+            env=env,
             preexec_fn=lambda: die_with_parent(parent),
         )
     assert proc.stdout is not None
