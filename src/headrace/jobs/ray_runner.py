@@ -15,6 +15,11 @@
   environment failed) fails with Ray's message as the reason.
 * Logs: fetched from Ray while the job runs and appended to the attempt's log file, so
   `headrace jobs logs` works after the cluster is gone.
+* Nodes: the cluster's nodes are watched while the job runs (Ray's state API, every few
+  seconds). A node that dies is written into the attempt's log (Ray runs the tasks it lost again
+  elsewhere, and the job may well succeed); an attempt that fails without an exit code after a
+  node died (its driver was there) says so in its reason, and is retried as the definition
+  allows, as AWS Batch retries a job whose host went away.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import contextlib
 import os
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
@@ -47,6 +52,10 @@ class RayHandle:
     logged: int = 0  # characters of Ray's log already in the attempt's log file
     last_fetch: float = 0.0
     result: Poll | None = None
+    nodes: dict[str, str] = field(default_factory=dict)  # node id -> ip, alive at the start
+    dead: list[str] = field(default_factory=list)  # what was logged about nodes that died
+    last_nodes: float = 0.0
+    state: Any = None  # Ray's state API client, made on first use
 
 
 class RayJobsRunner:
@@ -58,6 +67,7 @@ class RayJobsRunner:
         address: str | None = None,
         head_cpus: int = 2,
         log_interval: float = 0.5,
+        node_interval: float = 2.0,
         stop_timeout: float = 30.0,
         submit_timeout: float = 120.0,
     ) -> None:
@@ -72,6 +82,7 @@ class RayJobsRunner:
         self.address = address
         self.head_cpus = head_cpus
         self.log_interval = log_interval
+        self.node_interval = node_interval
         self.stop_timeout = stop_timeout
         self.submit_timeout = submit_timeout
 
@@ -103,7 +114,9 @@ class RayJobsRunner:
             submission_id = f"{attempt.job_id}-{attempt.number}"
             kwargs = self._submission(attempt, _is_local(address))
             self._submit(client, address, submission_id, kwargs)
-            return RayHandle(client, submission_id, attempt, head)
+            handle = RayHandle(client, submission_id, attempt, head)
+            handle.nodes = self._alive_nodes(handle, address, _headers(head))
+            return handle
         except BaseException:
             if head is not None:
                 head.stop()
@@ -176,7 +189,9 @@ class RayJobsRunner:
             return self._finish(handle, Poll(False, None, f"lost the Ray job: {_first_line(exc)}"))
         if not status.is_terminal():
             self._fetch_logs(handle)
+            self._watch_nodes(handle)
             return Poll(running=True)
+        self._watch_nodes(handle, force=True)
         return self._finish(handle, self._outcome(handle, None))
 
     def _outcome(self, handle: RayHandle, reason: str | None) -> Poll:
@@ -191,6 +206,9 @@ class RayJobsRunner:
                 STOPPED_EXIT_CODE if code is None else code,
                 reason or "stopped on the Ray cluster (ray job stop)",
             )
+        if code is None and handle.dead:  # the driver went with its node
+            said = _first_line(info.message or status)
+            return Poll(False, None, reason or f"{'; '.join(handle.dead)}; Ray: {said}")
         if code is None:  # Ray never ran the entrypoint: say why
             return Poll(False, None, reason or f"Ray: {_first_line(info.message or status)}")
         return Poll(False, code, reason)
@@ -232,6 +250,54 @@ class RayJobsRunner:
         if len(text) > handle.logged:
             _append(handle.attempt, text[handle.logged :])
             handle.logged = len(text)
+
+    # -- the cluster's nodes ------------------------------------------------------------------
+
+    def _alive_nodes(
+        self, handle: RayHandle, address: str, headers: dict[str, str] | None
+    ) -> dict[str, str]:
+        try:
+            from ray.util.state.api import StateApiClient
+
+            handle.state = StateApiClient(address, headers=headers)
+            return {n.node_id: n.node_ip for n in self._nodes(handle) if n.state == "ALIVE"}
+        except Exception:  # a cluster without the state API: jobs run, nodes go unwatched
+            handle.state = None
+            return {}
+
+    def _nodes(self, handle: RayHandle) -> list[Any]:
+        from ray.util.state.common import ListApiOptions, StateResource
+
+        return handle.state.list(
+            StateResource.NODES,
+            options=ListApiOptions(detail=True, timeout=10),
+            raise_on_missing_output=False,
+        )
+
+    def _watch_nodes(self, handle: RayHandle, *, force: bool = False) -> None:
+        """Log each node that was alive when the attempt started and is dead now."""
+        now = time.monotonic()
+        if handle.state is None or (not force and now - handle.last_nodes < self.node_interval):
+            return
+        handle.last_nodes = now
+        try:
+            nodes = {n.node_id: n for n in self._nodes(handle)}
+        except Exception:
+            return
+        for node_id, ip in list(handle.nodes.items()):
+            node = nodes.get(node_id)
+            # only a node Ray reports DEAD: a listing that missed one (Ray's state API returns
+            # what it could gather) is no evidence of a death
+            if node is None or node.state != "DEAD":
+                continue
+            del handle.nodes[node_id]
+            why = _first_line(node.state_message or "no reason given")
+            handle.dead.append(f"Ray node {node_id} at {ip} died while the job ran ({why})")
+            _append(
+                handle.attempt,
+                f"headrace: {handle.dead[-1]}; Ray runs the tasks it lost again on other "
+                "nodes, a driver that was there is lost with it\n",
+            )
 
     def logs(self, attempt: Attempt) -> str:
         try:
