@@ -522,7 +522,12 @@ class _FixedWindows(_Window):
             self._state = self._state.sort(self._order, nulls_last=True)
         if self._numpy is not None:  # held as numpy columns where their types allow
             self._state = self._numpy.held(self._state)
-            self._pending = [self._numpy.held(p) for p in self._pending]
+            # the polars path's partials come from a group-by, in no order; numpy columns are
+            # kept by window start (a lone part becomes the state as it is, see `_fold`)
+            self._pending = [
+                self._numpy.held(p.sort(self._order) if isinstance(p, pl.DataFrame) else p)
+                for p in self._pending
+            ]
             tracked = self._tracked()
             tracked["windows"].baseline(self._state)
             tracked["pending"].baseline(self._pending)
