@@ -17,6 +17,7 @@ pytestmark = pytest.mark.ray
 APP_DIR = Path(__file__).parent / "apps" / "basic"
 
 
+@pytest.mark.slow
 def test_same_functions_run_on_ray(tmp_path):
     settings = load_settings(
         APP_DIR, home=str(tmp_path / "home"), executor="ray", workers=2, poll_interval=0.2

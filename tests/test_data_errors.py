@@ -196,6 +196,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_workers_die_with_a_script_killed_mid_task(tmp_path):
     import os
     import signal

@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_the_example_scores_every_row_with_the_pushed_model(tmp_path):
     folder = tmp_path / "digits_batch"
     shutil.copytree(

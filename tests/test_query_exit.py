@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from headrace.app import load_app
 from headrace.config import load_settings
@@ -33,6 +34,7 @@ app.feature_group(
 """
 
 
+@pytest.mark.slow
 def test_query_exits_cleanly_every_time(tmp_path):
     (tmp_path / "headrace.toml").write_text('app = "qapp:app"\nhome = ".headrace"\n')
     (tmp_path / "qapp.py").write_text(textwrap.dedent(APP))

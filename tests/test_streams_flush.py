@@ -114,6 +114,7 @@ def _minutes(project: Path, env: dict[str, str]) -> dict[str, int]:
     return {r["window_start"][11:16]: r["n"] for r in _read(project, env, "counts")}
 
 
+@pytest.mark.slow
 def test_flush_closes_the_open_window_through_the_coordinator_or_without_one(tmp_path, monkeypatch):
     project, env, drop = _project(tmp_path)
     up = Up(project, env, tmp_path / "up.log").start()

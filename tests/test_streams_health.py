@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pyarrow as pa
+import pytest
 
 from headrace import App
 from headrace.config import load_settings
@@ -88,6 +89,7 @@ def _metrics(env: dict[str, str]) -> str:
     return httpx.get(info["metrics"], timeout=5).text
 
 
+@pytest.mark.slow
 def test_a_record_with_an_empty_id_goes_to_the_error_stream_and_the_rest_flow(tmp_path):
     with Simulator(rate_per_s=20, seed=5) as simulator:
         project, env = _project(tmp_path, simulator.url)
@@ -126,6 +128,7 @@ def test_a_record_with_an_empty_id_goes_to_the_error_stream_and_the_rest_flow(tm
     assert "Traceback" not in up.output(), up.output()
 
 
+@pytest.mark.slow
 def test_a_dying_stream_thread_is_restarted_and_shows_as_failing(tmp_path):
     with Simulator(rate_per_s=5, seed=6) as simulator:
         project, env = _project(tmp_path, simulator.url)

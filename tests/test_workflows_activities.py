@@ -76,6 +76,7 @@ def _types(ledger, arn):
     return [e["type"] for e in api.get_history(ledger, arn)]
 
 
+@pytest.mark.slow
 def test_a_worker_process_takes_heartbeats_and_answers_a_task(flows):
     app, ledger, home = flows
     made = _cli(home, "create-activity", "resize")
@@ -156,6 +157,7 @@ def test_competing_worker_processes_on_a_postgres(flows, tmp_path):
     _competing_workers(flows, tmp_path)
 
 
+@pytest.mark.slow
 def test_silent_worker_heartbeat_timeout_and_no_worker_timeout(flows):
     app, ledger, _ = flows
     api.create_activity(ledger, "resize")
@@ -206,6 +208,7 @@ def test_failure_unknown_activity_and_deleted_activity(flows):
         api.create_activity(ledger, "bad name")
 
 
+@pytest.mark.slow
 def test_a_task_handed_out_stays_answerable_after_the_coordinator_restarts(tmp_path):
     home = tmp_path / "home"
     env = {"HEADRACE_HOME": str(home), "HEADRACE_POLL_INTERVAL": "0.2"}

@@ -354,6 +354,7 @@ def running(request, tmp_path):
     r.stop()
 
 
+@pytest.mark.slow
 def test_looping_machines_beside_a_file_trigger(running):
     # each step carries a few KB, as real inputs do: 25,000 events take seconds to write
     data = {"go": True, "pad": "x" * 4000}
