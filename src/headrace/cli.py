@@ -759,7 +759,7 @@ def executions(
 
     ledger = cli_common.ledger()
     if map_run is not None:
-        rows = api.map_run_executions(ledger, map_run, status)[:limit]
+        rows = api.map_run_executions(ledger, map_run, status, limit=limit)
     else:
         with ledger.reader.connect() as conn:
             rows = store.list_executions(

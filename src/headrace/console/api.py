@@ -386,33 +386,23 @@ class Api:
                 row[key] = json.loads(row[key])
         with self.ctx.ledger.reader.connect() as conn:
             length = execution_store.history_length(conn, row["id"])
-        row["history_length"] = length
-        try:
-            runs = workflows.list_map_runs(self.ctx.ledger, row["id"])
-            child = workflows.describe_execution(self.ctx.ledger, row["id"])
-        except workflows.ExecutionError as e:
-            raise HttpError(404, str(e)) from None
-        row.update({k: child[k] for k in ("map_run", "parent") if k in child})
+            row["history_length"] = length
+            row.update(workflows.map_run_links(conn, row["id"]))
+            runs = workflows.map_runs_of(conn, row["id"])
         painting, folded = False, length
         if self.folds.cached(row["id"]) or length <= FOLD_INLINE:
             statuses = self.folds.statuses(self.ctx.ledger, row["id"], definition)
+            graph = graph_model(definition, statuses)
         else:  # a long history seen for the first time: draw now, paint as it is folded
             self.folds.warm(self.ctx.ledger, row["id"], definition)
             painting = True
             progress = self.folds.progress(row["id"])
-            folded, graph = progress if progress is not None else (0, None)
-            return {
-                "execution": row,
-                "definition": definition,
-                "graph": graph or graph_model(definition, None),
-                "painting": painting,
-                "folded": folded,
-                "map_runs": runs,
-            }
+            folded, painted = progress if progress is not None else (0, None)
+            graph = painted or graph_model(definition, None)
         return {
             "execution": row,
             "definition": definition,
-            "graph": graph_model(definition, statuses),
+            "graph": graph,
             "painting": painting,
             "folded": folded,
             "map_runs": runs,
@@ -423,18 +413,18 @@ class Api:
         `limit`, from `after`)."""
         limit = _limit(request, 100)
         after = request.integer("after", -1, low=-1)
+        assert after is not None
         try:
             run = workflows.describe_map_run(self.ctx.ledger, request.params["id"])
             children = workflows.map_run_executions(
-                self.ctx.ledger, run["mapRunArn"], request.arg("status")
+                self.ctx.ledger, run["mapRunArn"], request.arg("status"), after=after, limit=limit
             )
         except workflows.ExecutionError as e:
             raise HttpError(404, str(e)) from None
         page = [
             {k: c[k] for k in ("idx", "id", "name", "status", "error", "started_at", "stopped_at")}
             for c in children
-            if c["idx"] > (after if after is not None else -1)
-        ][:limit]
+        ]
         return {
             "map_run": run,
             "items": page,

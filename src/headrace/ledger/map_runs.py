@@ -176,13 +176,23 @@ def counts(conn: Connection, run: dict[str, Any]) -> dict[str, int]:
     return out
 
 
-def children(conn: Connection, run_id: str, status: str | None = None) -> list[dict[str, Any]]:
-    """The child executions of a Map Run, by item index."""
+def children(
+    conn: Connection,
+    run_id: str,
+    status: str | None = None,
+    *,
+    after: int = -1,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """The child executions of a Map Run past item index `after`, by item index (at most
+    `limit`), without their definition (the parent's, one copy per child)."""
+    columns = [c for c in executions.c if c.name != "definition"]
     query = (
-        select(executions, map_run_executions.c.idx)
+        select(*columns, map_run_executions.c.idx)
         .join(map_run_executions, map_run_executions.c.execution_id == executions.c.id)
-        .where(map_run_executions.c.map_run_id == run_id)
+        .where(map_run_executions.c.map_run_id == run_id, map_run_executions.c.idx > after)
         .order_by(map_run_executions.c.idx)
+        .limit(limit)
     )
     if status:
         query = query.where(executions.c.status == status)

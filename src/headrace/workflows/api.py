@@ -94,22 +94,32 @@ def record_execution(
     return arn
 
 
-def describe_execution(ledger: Ledger, name_or_arn: str) -> dict[str, Any]:
-    with ledger.reader.connect() as conn:
-        row = store.find(conn, name_or_arn)
-        run = map_runs.parent_of(conn, row["id"]) if row is not None else None
+def _existing(conn: Connection, name_or_arn: str) -> dict[str, Any]:
+    row = store.find(conn, name_or_arn)
     if row is None:
         raise ExecutionError(
             f"execution {name_or_arn!r}", "does not exist", "check the name or ARN"
         )
+    return row
+
+
+def describe_execution(ledger: Ledger, name_or_arn: str) -> dict[str, Any]:
+    with ledger.reader.connect() as conn:
+        row = _existing(conn, name_or_arn)
+        links = map_run_links(conn, row["id"])
     for key in ("input", "output"):
         if row.get(key) is not None:
             row[key] = json.loads(row[key])
     row.pop("definition", None)
-    if run is not None:  # a Distributed Map's child execution (DescribeExecution's mapRunArn)
-        row["map_run"] = run["id"]
-        row["parent"] = run["execution_id"]
+    row.update(links)
     return row
+
+
+def map_run_links(conn: Connection, execution_id: str) -> dict[str, str]:
+    """For a Distributed Map's child execution, its Map Run (DescribeExecution's mapRunArn)
+    and its parent execution, as `map_run` and `parent`; nothing for any other execution."""
+    run = map_runs.parent_of(conn, execution_id)
+    return {} if run is None else {"map_run": run["id"], "parent": run["execution_id"]}
 
 
 def get_history(ledger: Ledger, name_or_arn: str) -> list[dict[str, Any]]:
@@ -187,23 +197,31 @@ def redrive_execution(ledger: Ledger, name_or_arn: str) -> dict[str, Any]:
 
 def list_map_runs(ledger: Ledger, name_or_arn: str) -> list[dict[str, Any]]:
     """The Map Runs of an execution's Distributed Map states, newest first (ListMapRuns)."""
-    execution = describe_execution(ledger, name_or_arn)
     with ledger.reader.connect() as conn:
-        return [_map_run(conn, run) for run in map_runs.list_runs(conn, execution["id"])]
+        return map_runs_of(conn, _existing(conn, name_or_arn)["id"])
+
+
+def map_runs_of(conn: Connection, execution_id: str) -> list[dict[str, Any]]:
+    """ListMapRuns for an execution known to exist."""
+    return [_map_run(conn, run) for run in map_runs.list_runs(conn, execution_id)]
 
 
 def describe_map_run(ledger: Ledger, map_run_arn: str) -> dict[str, Any]:
     """A Map Run's configuration and progress, as DescribeMapRun gives them: `itemCounts` and
     `executionCounts` (one child execution per item: the same counts)."""
     with ledger.reader.connect() as conn:
-        run = map_runs.find_run(conn, map_run_arn)
-        if run is None:
-            raise ExecutionError(
-                f"Map Run {map_run_arn!r}",
-                "does not exist",
-                "pass a MapRunArn from `headrace list-map-runs EXECUTION`",
-            )
-        return _map_run(conn, run)
+        return _map_run(conn, _existing_run(conn, map_run_arn))
+
+
+def _existing_run(conn: Connection, map_run_arn: str) -> dict[str, Any]:
+    run = map_runs.find_run(conn, map_run_arn)
+    if run is None:
+        raise ExecutionError(
+            f"Map Run {map_run_arn!r}",
+            "does not exist",
+            "pass a MapRunArn from `headrace list-map-runs EXECUTION`",
+        )
+    return run
 
 
 def _map_run(conn: Connection, run: dict[str, Any]) -> dict[str, Any]:
@@ -227,15 +245,18 @@ def _map_run(conn: Connection, run: dict[str, Any]) -> dict[str, Any]:
 
 
 def map_run_executions(
-    ledger: Ledger, map_run_arn: str, status: str | None = None
+    ledger: Ledger,
+    map_run_arn: str,
+    status: str | None = None,
+    *,
+    after: int = -1,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The child executions of a Map Run, by item index (ListExecutions with mapRunArn)."""
-    describe_map_run(ledger, map_run_arn)
+    """The child executions of a Map Run past item index `after`, by item index, at most
+    `limit` (ListExecutions with mapRunArn)."""
     with ledger.reader.connect() as conn:
-        rows = map_runs.children(conn, map_run_arn, status)
-    for row in rows:
-        row.pop("definition", None)
-    return rows
+        _existing_run(conn, map_run_arn)
+        return map_runs.children(conn, map_run_arn, status, after=after, limit=limit)
 
 
 class TaskTokenError(HeadraceError):
