@@ -498,7 +498,7 @@ async def serve(
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024)
     await site.start()
-    bound = site._server.sockets[0].getsockname()  # type: ignore[union-attr]
+    bound = runner.addresses[0]
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     # the parent reads this one line to learn the port (port 0: any free one)
     sys.stdout.write(f"listening on http://{shown}:{bound[1]}\n")

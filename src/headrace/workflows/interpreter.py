@@ -400,17 +400,12 @@ class Interpreter:
             # a child execution's end, told by the driver: once, while the parent waits for it
             if parent.live.pop(index, None) is None or parent.phase != "map":
                 return
-            parent.running -= 1
-            if ok:
-                parent.results[index] = e.details.get("output")
-            else:
-                parent.failures.append((index, e.details["error"], e.details.get("cause", "")))
-            return
-        child = self._child(parent, index)
-        if child is not None:
-            child.reported = True
-        if parent.phase not in ("map", "parallel"):
-            return
+        else:
+            child = self._child(parent, index)
+            if child is not None:
+                child.reported = True
+            if parent.phase not in ("map", "parallel"):
+                return
         parent.running -= 1
         if ok:
             parent.results[index] = e.details.get("output")
