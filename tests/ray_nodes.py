@@ -73,18 +73,20 @@ def start_head(num_cpus: int = 1, **env: str) -> LocalRayHead:
     return head
 
 
-def alive_nodes(head: LocalRayHead) -> int:
-    code = (
-        f"import ray; ray.init(address={head.gcs_address!r}, logging_level='ERROR'); "
-        "print('alive:', sum(1 for n in ray.nodes() if n['Alive']))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
+def run_driver(head: LocalRayHead, code: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a Ray driver of its own, connected to `head` (`ray` imported)."""
+    connect = f"import ray; ray.init(address={head.gcs_address!r}, logging_level='ERROR'); "
+    return subprocess.run(
+        [sys.executable, "-c", connect + code],
         env={**os.environ, **head.client_env},
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def alive_nodes(head: LocalRayHead) -> int:
+    out = run_driver(head, "print('alive:', sum(1 for n in ray.nodes() if n['Alive']))")
     said = [x for x in out.stdout.splitlines() if x.startswith("alive: ")]
     return int(said[-1].split()[1]) if out.returncode == 0 and said else 0
 

@@ -2,7 +2,6 @@
 the same answers, batches of requests per Ray call, a roll-over with no failed request and an
 automatic rollback of a broken version."""
 
-import os
 import shutil
 import subprocess
 import sys
@@ -128,17 +127,9 @@ def test_ray_serve_answers_as_local_replicas_and_rolls_over(project):
 
 def _serve_applications(head) -> list[str]:
     """The Serve applications running on `head`, asked by a driver of its own."""
-    code = (
-        f"import ray; from ray import serve; ray.init(address={head.gcs_address!r}, "
-        "logging_level='ERROR'); print(sorted(serve.status().applications))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        env={**os.environ, **head.client_env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    from tests.ray_nodes import run_driver
+
+    out = run_driver(head, "from ray import serve; print(sorted(serve.status().applications))")
     assert out.returncode == 0, out.stderr[-2000:]
     return __import__("ast").literal_eval(out.stdout.strip().splitlines()[-1])
 

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -16,9 +15,9 @@ from headrace.app import load_app
 from headrace.config import load_settings
 from headrace.ledger import Ledger
 from headrace.ledger.schema import activity_tasks
-from headrace.server.coordinator import Coordinator
 from headrace.workflows import api
 from headrace.workflows.activities import ActivityError
+from tests.coordinator_thread import coordinator_thread
 from tests.e2e_helpers import Up
 
 APP_DIR = Path(__file__).parent / "apps" / "flows"
@@ -51,14 +50,9 @@ def flows(tmp_path, request):
     )
     settings = load_settings(APP_DIR, home=str(home), poll_interval=0.2, workers=1, **extra)
     app = load_app(settings)
-    coordinator = Coordinator(settings, app)
-    thread = threading.Thread(target=coordinator.run, kwargs={"drain_timeout": 5})
-    thread.start()
-    assert coordinator.ready.wait(30)
-    ledger = Ledger(settings.ledger_url)
-    yield app, ledger, home
-    coordinator.stop()
-    thread.join(30)
+    with coordinator_thread(settings, app):
+        ledger = Ledger(settings.ledger_url)
+        yield app, ledger, home
     ledger.close()
 
 

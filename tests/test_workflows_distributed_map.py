@@ -1,11 +1,11 @@
 """Distributed Maps run by the coordinator: Map Runs whose items are child executions."""
 
+import contextlib
 import csv
 import gzip
 import io
 import json
 import random
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,10 +20,10 @@ from headrace.cli import app as cli
 from headrace.config import load_settings
 from headrace.ledger import Ledger
 from headrace.ledger.schema import attempts, invocations
-from headrace.server.coordinator import Coordinator
 from headrace.storage import ObjectStore
 from headrace.workflows import api
 from headrace.workflows.asl import parse
+from tests.coordinator_thread import coordinator_thread
 from tests.e2e_helpers import Up
 
 APP_DIR = Path(__file__).parent / "apps" / "dmap"
@@ -35,17 +35,13 @@ def dmap(tmp_path):
         APP_DIR, home=str(tmp_path / "home"), poll_interval=0.2, workers=2, metrics="127.0.0.1:0"
     )
     app = load_app(settings)
-    coordinator = Coordinator(settings, app)
-    thread = threading.Thread(target=coordinator.run, kwargs={"drain_timeout": 5})
-    thread.start()
-    assert coordinator.ready.wait(30)
-    ledger = Ledger(settings.ledger_url)
-    urls = SimpleNamespace(
-        storage_url=settings.storage_url, console=coordinator.metrics_url.removesuffix("/metrics")
-    )
-    yield app, ledger, tmp_path, urls
-    coordinator.stop()
-    thread.join(30)
+    with coordinator_thread(settings, app) as coordinator:
+        ledger = Ledger(settings.ledger_url)
+        urls = SimpleNamespace(
+            storage_url=settings.storage_url,
+            console=coordinator.metrics_url.removesuffix("/metrics"),
+        )
+        yield app, ledger, tmp_path, urls
     ledger.close()
 
 
@@ -277,8 +273,7 @@ def test_a_jsonata_machine_and_the_documented_map(dmap):
 
 def test_two_coordinators_on_postgres_share_the_children(tmp_path, pg_url):
     """Children run wherever a lease puts them; their ends reach the parent either way."""
-    started = []
-    try:
+    with contextlib.ExitStack() as started:
         for n in range(2):
             settings = load_settings(
                 APP_DIR,
@@ -288,11 +283,7 @@ def test_two_coordinators_on_postgres_share_the_children(tmp_path, pg_url):
                 workers=2,
             )
             app = load_app(settings)
-            coordinator = Coordinator(settings, app)
-            thread = threading.Thread(target=coordinator.run, kwargs={"drain_timeout": 5})
-            thread.start()
-            started.append((coordinator, thread))
-            assert coordinator.ready.wait(30)
+            started.enter_context(coordinator_thread(settings, app))
         ledger = Ledger(settings.ledger_url)
         data = _data(tmp_path, 24, sleep=0.05, gate=None)
         arn = api.start_execution(ledger, app, "standard", data)
@@ -303,10 +294,6 @@ def test_two_coordinators_on_postgres_share_the_children(tmp_path, pg_url):
         assert run["status"] == "SUCCEEDED" and run["itemCounts"]["succeeded"] == 24
         assert set(_runs(tmp_path / "marks").values()) == {1}
         ledger.close()
-    finally:
-        for coordinator, thread in started:
-            coordinator.stop()
-            thread.join(30)
 
 
 @pytest.mark.slow

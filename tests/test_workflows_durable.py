@@ -2,7 +2,6 @@
 
 import json
 import random
-import threading
 import time
 from pathlib import Path
 
@@ -14,8 +13,8 @@ from headrace.config import load_settings
 from headrace.errors import LedgerError
 from headrace.ledger import Ledger
 from headrace.ledger.schema import attempts, invocations
-from headrace.server.coordinator import Coordinator
 from headrace.workflows import api
+from tests.coordinator_thread import coordinator_thread
 from tests.e2e_helpers import Up
 
 APP_DIR = Path(__file__).parent / "apps" / "flows"
@@ -25,14 +24,9 @@ APP_DIR = Path(__file__).parent / "apps" / "flows"
 def flows(tmp_path):
     settings = load_settings(APP_DIR, home=str(tmp_path / "home"), poll_interval=0.2, workers=2)
     app = load_app(settings)
-    coordinator = Coordinator(settings, app)
-    thread = threading.Thread(target=coordinator.run, kwargs={"drain_timeout": 5})
-    thread.start()
-    assert coordinator.ready.wait(30)
-    ledger = Ledger(settings.ledger_url)
-    yield app, ledger, tmp_path / "marks"
-    coordinator.stop()
-    thread.join(30)
+    with coordinator_thread(settings, app):
+        ledger = Ledger(settings.ledger_url)
+        yield app, ledger, tmp_path / "marks"
     ledger.close()
 
 
@@ -213,11 +207,7 @@ def test_map_on_a_postgres_ledger(tmp_path, pg_url):
         APP_DIR, home=str(tmp_path / "home"), ledger=pg_url, poll_interval=0.2, workers=2
     )
     app = load_app(settings)
-    coordinator = Coordinator(settings, app)
-    thread = threading.Thread(target=coordinator.run, kwargs={"drain_timeout": 5})
-    thread.start()
-    try:
-        assert coordinator.ready.wait(30)
+    with coordinator_thread(settings, app):
         ledger = Ledger(settings.ledger_url)
         data = {"items": list(range(30)), "sleep": 0, "marks": str(tmp_path / "marks")}
         arn = api.start_execution(ledger, app, "squares", data)
@@ -227,9 +217,6 @@ def test_map_on_a_postgres_ledger(tmp_path, pg_url):
         events = api.get_history(ledger, arn)
         assert [e["id"] for e in events] == list(range(1, len(events) + 1))
         ledger.close()
-    finally:
-        coordinator.stop()
-        thread.join(30)
 
 
 def _token(marks, timeout=20.0):
