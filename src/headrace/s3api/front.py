@@ -515,20 +515,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m headrace.s3api.front")
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--upstream", required=True, help="rclone's URL")
+    parser.add_argument("--upstream", required=True, help="rclone's URL; -: a line of stdin")
     parser.add_argument("--root", required=True, type=Path, help="the bucket folders")
     args = parser.parse_args(argv)
     # the keys come through the environment, as rclone's do: argv is readable by anyone (ps)
     key_id = os.environ.pop(FRONT_KEY_ID_VARIABLE, "")
     secret = os.environ.pop(FRONT_SECRET_VARIABLE, "")
     keys = (key_id, secret) if key_id and secret else None
+    upstream = sys.stdin.readline().strip() if args.upstream == "-" else args.upstream
     try:
         import uvloop
     except ImportError:
         runner = asyncio.run
     else:
         runner = uvloop.run
-    runner(serve(args.host, args.port, args.upstream, args.root, keys))
+    runner(serve(args.host, args.port, upstream, args.root, keys))
 
 
 if __name__ == "__main__":

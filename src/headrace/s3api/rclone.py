@@ -19,6 +19,8 @@ Settings it runs with, and why:
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import re
 import select
@@ -137,14 +139,12 @@ def start_endpoint(
     start (with the end of its log)."""
     host, port = listen_address(settings.s3, "s3")
     keys = keys_from_settings(settings, host)
-    try:
-        import aiohttp  # noqa: F401  (the front's server; checked here to fail with a fix)
-    except ImportError:
+    if importlib.util.find_spec("aiohttp") is None:  # the front's server, in its own process
         raise ConfigError(
             "the S3 endpoint",
             "needs aiohttp, which is not installed",
             "pip install 'headrace[s3]', or set s3 = \"\" to turn it off",
-        ) from None
+        )
     binary = binary or rclone_binary()
     if binary is None:
         raise ConfigError(
@@ -158,16 +158,24 @@ def start_endpoint(
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_bytes(b"")  # the address is read from this run's lines only
     parent = os.getpid()
-    proc = subprocess.Popen(
-        command(binary, root, "127.0.0.1", 0, keys, log),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=_environment(keys),
-        # it must not outlive the coordinator, even one killed with -9
-        preexec_fn=lambda: die_with_parent(parent),
-    )
-    endpoint = S3Endpoint("", keys, settings.s3_region, proc, log)
+    # the front starts at once and waits for rclone's address on its stdin: its imports take
+    # longer than rclone's start, and need not wait for it
+    front = _launch_front(host, port, root, log.with_name("s3-front.log"), keys)
+    try:
+        proc = subprocess.Popen(
+            command(binary, root, "127.0.0.1", 0, keys, log),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=_environment(keys),
+            # it must not outlive the coordinator, even one killed with -9
+            preexec_fn=lambda: die_with_parent(parent),
+        )
+    except BaseException:
+        front.kill()
+        front.wait()
+        raise
+    endpoint = S3Endpoint("", keys, settings.s3_region, proc, log, front=front)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         text = log.read_text(errors="replace")
@@ -179,10 +187,10 @@ def start_endpoint(
             break
         time.sleep(0.02)
     if endpoint.upstream:
-        endpoint.front, endpoint.url, problem = _start_front(
-            host, port, endpoint.upstream, root, log.with_name("s3-front.log"), deadline, keys
+        endpoint.url, problem = _front_ready(
+            front, endpoint.upstream, log.with_name("s3-front.log"), deadline
         )
-        if endpoint.front is not None:
+        if endpoint.url:
             return endpoint
         endpoint.stop()
         raise ConfigError(
@@ -199,10 +207,10 @@ def start_endpoint(
     )
 
 
-def _start_front(
-    host: str, port: int, upstream: str, root: Path, log: Path, deadline: float, keys: S3Keys
-) -> tuple[subprocess.Popen[bytes] | None, str, str]:
-    """(the front's process, its URL, "") or (None, "", why it did not start)."""
+def _launch_front(
+    host: str, port: int, root: Path, log: Path, keys: S3Keys
+) -> subprocess.Popen[bytes]:
+    """The front's process, waiting on its stdin for the URL of rclone behind it."""
     parent = os.getpid()
     env = dict(os.environ)
     if keys.verified:
@@ -210,25 +218,34 @@ def _start_front(
         env[FRONT_KEY_ID_VARIABLE] = keys.access_key_id
         env[FRONT_SECRET_VARIABLE] = keys.secret_access_key
     with log.open("wb") as errors:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [
                 *(sys.executable, "-m", "headrace.s3api.front", "--host", host),
-                *("--port", str(port), "--upstream", upstream, "--root", str(root)),
+                *("--port", str(port), "--upstream", "-", "--root", str(root)),
             ],
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=errors,
             env=env,
             preexec_fn=lambda: die_with_parent(parent),
         )
-    assert proc.stdout is not None
+
+
+def _front_ready(
+    proc: subprocess.Popen[bytes], upstream: str, log: Path, deadline: float
+) -> tuple[str, str]:
+    """Tell the front rclone's URL; (the front's URL, "") or ("", why it did not start)."""
+    assert proc.stdin is not None and proc.stdout is not None
+    with contextlib.suppress(OSError):  # it died already: its log says why
+        proc.stdin.write(upstream.encode() + b"\n")
+        proc.stdin.close()
     ready = select.select([proc.stdout], [], [], max(0.1, deadline - time.monotonic()))[0]
     line = proc.stdout.readline().decode(errors="replace").strip() if ready else ""
     proc.stdout.close()  # the front writes this one line only
     if line.startswith("listening on "):
-        return proc, line.removeprefix("listening on "), ""
+        return line.removeprefix("listening on "), ""
     if proc.poll() is None:
         proc.kill()
     proc.wait()
     tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-    return None, "", " | ".join(tail) or f"the front exited with {proc.returncode}"
+    return "", " | ".join(tail) or f"the front exited with {proc.returncode}"
