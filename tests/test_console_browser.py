@@ -5,6 +5,7 @@ every page, light and dark, are kept in test-artifacts/console/."""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,32 @@ def test_overview(project, page):
     bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert bg == ("rgb(13, 17, 23)" if page.scheme == "dark" else "rgb(255, 255, 255)")
     shot(page, "overview")
+
+
+def _after_a_live_change(project, page, selector: str) -> None:
+    """Make something happen in the project and wait until the page has redrawn `selector`."""
+    page.eval_on_selector(selector, "el => el.setAttribute('data-stale', '')")
+    project.put(f"in/file-live-{time.time_ns()}.txt", b"a change")
+    page.wait_for_selector(f"{selector}:not([data-stale])", state="attached")
+
+
+def test_a_live_change_keeps_the_ticked_dead_letter_and_the_focused_state(project, page):
+    if page.scheme == "dark":
+        pytest.skip("one run is enough")
+    page.goto(project.url + "/#/invocations?function=reject")
+    ready(page, "#/invocations")
+    box = page.locator("#dead-letters + table tbody tr input[type=checkbox]").first
+    box.check()
+    _after_a_live_change(project, page, "#dead-letters + table")
+    assert page.locator("#dead-letters + table tbody tr input[type=checkbox]").first.is_checked()
+
+    page.goto(project.url + f"/#/executions/{project.made['done']}")
+    page.wait_for_selector(".graph svg .node")
+    page.locator(".node[data-path='Squares']").focus()
+    _after_a_live_change(project, page, ".graph svg")
+    assert page.evaluate("document.activeElement.dataset.path") == "Squares"
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#state-panel h2:has-text('Input')")
 
 
 def test_invocations_filter_detail_logs_and_redrive(project, page):

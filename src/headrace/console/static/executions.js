@@ -133,6 +133,8 @@ export async function execution(id) {
       h("details", {}, h("summary", {}, "Input"), json(ex.input)),
       ex.output !== null && ex.output !== undefined ? h("details", {}, h("summary", {}, "Output"), json(ex.output)) : null,
       h("div", { class: "legend", "aria-label": "colours" }, ["succeeded", "caught", "failed", "running", "not run"].map((s) => badge(s))));
+    // a live re-read redraws the graph: the state that had the keyboard focus keeps it
+    const focused = graphBox.contains(document.activeElement) ? document.activeElement.dataset.path : null;
     const svg = drawGraph(data.graph, { onSelect: showState, selected });
     const folded = data.folded || 0;
     fill(graphBox, data.painting
@@ -142,6 +144,10 @@ export async function execution(id) {
       : null, svg);
     // "partial": painted as far as the background fold got; "yes": the whole history
     graphBox.dataset.painted = data.painting ? (folded ? "partial" : "") : "yes";
+    if (focused) {
+      const again = [...graphBox.querySelectorAll(".node")].find((g) => g.dataset.path === focused);
+      if (again) again.focus();
+    }
     clearTimeout(repaint);
     // a long history is folded in the background the first time: ask again shortly
     if (data.painting) repaint = setTimeout(() => { if (graphBox.isConnected) refresh(false).catch(() => {}); }, 250);

@@ -59,12 +59,15 @@ export async function invocations() {
       ], page.items, { empty: "no invocation matches" }),
       h("div", { class: "pager" }, prev, next, h("span", { class: "muted" }, `page ${cursors.length}`)));
   }
+  // the ticked dead letters outlive a live re-read of the list, which redraws its checkboxes
+  const ticked = new Set();
   async function loadDead() {
     const page = await api(withQuery("/api/dead-letters", { function: q.function || "", limit: 50 }));
-    const checks = new Map();
+    const shown = new Set(page.items.map((r) => r.invocation_id));
+    for (const id of [...ticked]) if (!shown.has(id)) ticked.delete(id);
     const redrive = h("button", { type: "button", class: "danger", id: "redrive" }, "Redrive selected");
     redrive.onclick = async () => {
-      const ids = [...checks].filter(([, c]) => c.checked).map(([id]) => id);
+      const ids = [...ticked];
       if (!ids.length) { status.textContent = "select dead letters first"; return; }
       try {
         const out = await api("/api/dead-letters/redrive", { method: "POST", body: JSON.stringify({ ids }) });
@@ -75,7 +78,12 @@ export async function invocations() {
     fill(deadBox, 
       h("h2", { id: "dead-letters" }, "Dead letters"),
       table([
-        ["", (r) => { const c = h("input", { type: "checkbox", "aria-label": `select ${r.invocation_id}` }); checks.set(r.invocation_id, c); return c; }],
+        ["", (r) => {
+          const c = h("input", { type: "checkbox", "aria-label": `select ${r.invocation_id}` });
+          c.checked = ticked.has(r.invocation_id);
+          c.addEventListener("change", () => { if (c.checked) ticked.add(r.invocation_id); else ticked.delete(r.invocation_id); });
+          return c;
+        }],
         ["invocation", (r) => link(`#/invocations/${encodeURIComponent(r.invocation_id)}`, r.invocation_id.slice(0, 8))],
         ["function", (r) => r.function],
         ["attempts", (r) => r.attempts],
