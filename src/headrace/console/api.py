@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import threading
 import time
 from pathlib import Path
@@ -18,6 +17,9 @@ from typing import Any
 from headrace.config import setting_origins
 from headrace.console.data_api import DataApi
 from headrace.console.http import HttpError, Request, Router
+from headrace.console.paging import cursor as _cursor
+from headrace.console.paging import limit as _limit
+from headrace.console.paging import page as _page
 from headrace.errors import HeadraceError, LedgerError
 from headrace.ledger import browse, checkpoints
 from headrace.ledger import executions as execution_store
@@ -49,31 +51,6 @@ LATE_WINDOWS = 200
 
 #: The widest window of stream statistics (`minutes`) the API reads: a year.
 MAX_MINUTES = 366 * 24 * 60
-
-
-def _cursor(request: Request) -> tuple[float, str] | None:
-    raw = request.arg("cursor")
-    if raw is None:
-        return None
-    at, _, ident = raw.partition(":")
-    try:
-        when = float(at)
-    except ValueError:
-        when = math.nan
-    if not math.isfinite(when):
-        raise HttpError(400, f"cursor {raw!r} is not one this API returned")
-    return when, ident
-
-
-def _page(rows: list[dict[str, Any]], limit: int, time_key: str) -> dict[str, Any]:
-    last = rows[-1] if len(rows) == limit else None
-    return {"items": rows, "next": f"{last[time_key]!r}:{last['id']}" if last else None}
-
-
-def _limit(request: Request, default: int = 50) -> int:
-    value = request.integer("limit", default, low=1, high=browse.MAX_PAGE)
-    assert value is not None
-    return value
 
 
 class _Folds:
