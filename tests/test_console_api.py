@@ -417,6 +417,16 @@ def test_jobs_with_their_logs(project):
     assert project.get("/api/jobs/nosuch").status_code == 404
 
 
+def test_the_function_filter_lists_built_in_functions_only_once_they_ran(project):
+    names = [f["name"] for f in project.get("/api/functions").json()["items"]]
+    ran = {r["function"] for r in project.ledger.list_invocations(limit=10_000)}
+    built_in = {n for n in project.app.functions if n.startswith("_")}
+    assert built_in - ran  # the app has built-in functions that never ran ...
+    assert not (built_in - ran) & set(names)  # ... and the filter does not offer them
+    assert {"ingest", "reject"} <= set(names)
+    assert {n for n in names if n.startswith("_")} <= ran
+
+
 def test_dataset_runs_of_the_projects_scripts_and_jobs(project):
     items = project.get("/api/datasets").json()["items"]
     assert len(items) == 3

@@ -151,9 +151,7 @@ def test_a_ledger_that_cannot_be_written_does_not_fail_the_pipeline(
     assert "dataset run not recorded" in caplog.text
 
 
-def test_the_cli_lists_runs_describes_one_and_refuses_an_unknown_id(
-    in_project, numbers, tmp_path
-):
+def test_the_cli_lists_runs_describes_one_and_refuses_an_unknown_id(in_project, numbers, tmp_path):
     from typer.testing import CliRunner
 
     from headrace.cli import app

@@ -254,7 +254,10 @@ class Api:
                 known = set(counts)
             else:  # names only (the filters): no count over every invocation
                 counts, known = {}, set(browse.function_names(conn))
-        names = sorted(set(self.ctx.app.functions) | known)
+        # the built-in functions (`_`-named: Batch, DynamoDB, SNS tasks, compaction) only once
+        # they ran: a filter of three unused `__batch__`-like names puzzles a new user
+        declared = {n for n in self.ctx.app.functions if not n.startswith("_")}
+        names = sorted(declared | known)
         out = []
         for name in names:
             spec = self.ctx.app.functions.get(name)
