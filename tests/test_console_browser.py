@@ -308,6 +308,13 @@ def test_datasets_page_lists_runs_and_follows_a_running_one_live(project, page):
     assert "8 of 8 blocks · 800 rows" in text and "ValueError: the test says so" in text
     assert project.made["dataset_job"][:8] in text  # the run by a job links to it
     shot(page, "datasets")
+    page.keyboard.press("/")  # the filter: type a script's name and Enter
+    assert page.evaluate("document.activeElement.id") == "d-search"
+    page.keyboard.type("double_")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**q=double_*")
+    ready(page, "#/datasets")
+    assert rows.count() >= 3
     page.select_option("#d-status", "FAILED")
     page.wait_for_url("**status=FAILED*")
     ready(page, "#/datasets")

@@ -33,9 +33,10 @@ export async function datasets() {
   const status = h("select", { id: "d-status" },
     STATUSES.map((s) => h("option", { value: s, selected: s === (q.status || "") }, s || "any status")));
   const search = h("input", { id: "d-search", type: "search", value: q.q || "", placeholder: "script or job id" });
+  // the text search first: "/" jumps to it, and typing goes where a stranger expects
   const form = h("form", { class: "filters", role: "search" },
-    h("label", { for: "d-status" }, "status", status),
     h("label", { for: "d-search" }, "script or job", search),
+    h("label", { for: "d-status" }, "status", status),
     h("button", { type: "submit" }, "Search"));
   form.addEventListener("submit", (e) => {
     e.preventDefault();
