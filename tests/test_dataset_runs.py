@@ -171,3 +171,29 @@ def test_the_cli_lists_runs_describes_one_and_refuses_an_unknown_id(in_project, 
     missing = cli.invoke(app, ["datasets", "nosuch"])
     assert missing.exit_code == 1 and "no dataset run 'nosuch'" in missing.output
     assert cli.invoke(app, ["datasets", "--status", "DONE"]).exit_code == 2
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_run_on_the_ray_engine_is_recorded_with_its_blocks(in_project, numbers, tmp_path):
+    ray = pytest.importorskip("ray")
+    from headrace.data import DataContext
+
+    def twice(batch):  # defined here, so Ray ships it by value to its workers
+        batch["y"] = batch["x"] * 2
+        return batch
+
+    context = DataContext(engine="ray", num_cpus=2)
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    try:
+        ds = hd.read_parquet(str(numbers))
+        ds._context = context
+        ds.map_batches(twice, batch_format="pandas").write_parquet(str(tmp_path / "out"))
+        ds.map_batches(twice, batch_size=30).take_all()
+    finally:
+        ray.shutdown()
+    whole, rebatched = sorted(all_runs(in_project), key=lambda r: r["started_at"])
+    assert whole["engine"] == "ray" and whole["status"] == "SUCCEEDED"
+    assert (whole["tasks_done"], whole["tasks_total"], whole["rows_out"]) == (4, 4, 400)
+    # batches of 30 rows: Ray cuts and merges blocks, so no total is claimed
+    assert rebatched["tasks_total"] is None and rebatched["rows_out"] == 400

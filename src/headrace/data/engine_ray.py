@@ -100,8 +100,11 @@ class _OpActor:
 
 
 def _fragments_through(plan: Node) -> int | None:
-    """The blocks a plan of one read and per-block operations yields: its fragments."""
+    """The blocks a plan of one read and whole-block operations yields: one per fragment. A
+    `map_batches` with a batch size lets Ray cut and merge blocks: then None (not known)."""
     while isinstance(plan, MapOp):
+        if isinstance(plan.op, MapBatches) and plan.op.batch_size is not None:
+            return None
         plan = plan.input
     return len(plan.source.fragments()) if isinstance(plan, Read) else None
 
