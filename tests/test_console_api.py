@@ -442,6 +442,9 @@ def test_dataset_runs_of_the_projects_scripts_and_jobs(project):
     assert ok[-1]["output"].endswith("doubled")
     (failed,) = project.get("/api/datasets?status=FAILED").json()["items"]
     assert "ValueError: the test says so" in failed["error"] and failed["rows_out"] == 0
+    # an error of the last hour on the overview
+    (error,) = project.get("/api/overview").json()["dataset_errors"]
+    assert error["id"] == failed["id"] and error["error"] == failed["error"]
     # paged newest first, like the other lists
     first = project.get("/api/datasets?limit=2").json()
     rest = project.get(f"/api/datasets?limit=2&cursor={first['next']}").json()

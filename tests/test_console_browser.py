@@ -74,6 +74,9 @@ def test_overview(project, page):
     assert "function:ingest" in main.inner_text()  # the inbox trigger
     assert "blockchain" in main.inner_text() and "tx" in main.inner_text()
     assert "refused" in page.locator("#errors + table").inner_text()
+    failed_runs = page.locator("table:has(caption:has-text('failed dataset runs'))")
+    assert "double_numbers.py · write_parquet" in failed_runs.inner_text()
+    assert "ValueError: the test says so" in failed_runs.inner_text()
     dead = len(project.get("/api/dead-letters").json()["items"])
     card = page.locator(".card", has_text="dead letters").locator(".n")
     assert card.inner_text() == str(dead)  # the list's count, not every dead invocation

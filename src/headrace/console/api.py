@@ -21,7 +21,7 @@ from headrace.console.paging import cursor as _cursor
 from headrace.console.paging import limit as _limit
 from headrace.console.paging import page as _page
 from headrace.errors import HeadraceError, LedgerError
-from headrace.ledger import browse, checkpoints
+from headrace.ledger import browse, checkpoints, dataset_runs
 from headrace.ledger import executions as execution_store
 from headrace.workflows import api as workflows
 from headrace.workflows.graph import StatusFold, graph_model, scope_prefix
@@ -182,6 +182,9 @@ class Api:
             counts = browse.function_counts(conn)
             dead = browse.count_dead_letters(conn)
             checks = checkpoints.list_checkpoints(conn)
+        dataset_runs.ensure_tables(ctx.ledger.engine)
+        with ctx.ledger.reader.connect() as conn:
+            dataset_errors = dataset_runs.failed_since(conn, now - ERROR_WINDOW)
         coordinators = ctx.ledger.live_coordinators(stale_after=3 * ctx.settings.lease_seconds)
         for c in coordinators:
             c["info"] = json.loads(c["info"]) if c.get("info") else {}
@@ -243,6 +246,7 @@ class Api:
             "invocation_counts": counts,
             "errors": errors,
             "stream_errors": stream_errors,
+            "dataset_errors": dataset_errors,
         }
 
     # -- functions and invocations --------------------------------------------------------

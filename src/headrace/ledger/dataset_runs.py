@@ -41,6 +41,7 @@ __all__ = [
     "STATUSES",
     "dataset_runs",
     "ensure_tables",
+    "failed_since",
     "finish",
     "get",
     "last_change",
@@ -190,6 +191,18 @@ def get(conn: Connection, run_id: str) -> dict[str, Any] | None:
         )
         row = found[0] if len(found) == 1 else None
     return _decoded(row) if row is not None else None
+
+
+def failed_since(conn: Connection, since: float, limit: int = 50) -> list[dict[str, Any]]:
+    """Runs that failed since `since`, newest first (the console's errors of the last hour)."""
+    c = dataset_runs.c
+    query = (
+        select(c.id, c.name, c.job_id, c.action, c.error, c.finished_at)
+        .where(c.status == "FAILED", c.finished_at >= since)
+        .order_by(c.finished_at.desc())
+        .limit(limit)
+    )
+    return [dict(r) for r in conn.execute(query).mappings()]
 
 
 def last_change(conn: Connection) -> float | None:
