@@ -484,6 +484,16 @@ def test_a_running_dataset_shows_its_progress(project):
             slow.wait()
 
 
+def test_the_live_stream_sees_a_dataset_run_change(project):
+    from tests.console_helpers import run_dataset_script
+
+    console = project.coordinator.console
+    before = console._version()["datasets"]
+    done = run_dataset_script(project, "ok", "again")
+    assert done.returncode == 0, done.stderr
+    assert console._version()["datasets"] > before
+
+
 def test_every_api_route_is_documented_and_the_documented_curl_works(project):
     import re
     import subprocess
