@@ -2,10 +2,11 @@
 Playwright), on a big ledger and on a small one in the same run.
 
 The big ledger: 100,000 invocations (with their attempts), 10,000 executions (six history
-events each) and one open (RUNNING) execution of a 10,000-item Map, whose history is the real
-one the interpreter writes (`headrace.workflows.execute`, every 17th item's Task fails and is
-caught). The baseline: the same pages on a small ledger (1,000 invocations, 100 executions, a
-100-item Map). The console is served by the coordinator's HTTP server (`serve_metrics`) over
+events each), 10,000 dataset runs and one open (RUNNING) execution of a 10,000-item Map, whose
+history is the real one the interpreter writes (`headrace.workflows.execute`, every 17th item's
+Task fails and is caught). The baseline: the same pages on a small ledger (1,000 invocations,
+100 executions, 100 dataset runs, a 100-item Map). The console is served by the coordinator's
+HTTP server (`serve_metrics`) over
 each ledger. A page's time runs from the hash change that asks for it to the moment its data is
 drawn and it takes input (the shell sets `body[data-ready]`); rounds alternate between the two
 ledgers. The first visit of the 10,000-item Map is reported apart: it folds the whole history
@@ -36,7 +37,7 @@ from sqlalchemy import insert, select
 
 from headrace.config import load_settings
 from headrace.console import Console, ConsoleContext
-from headrace.ledger import Ledger
+from headrace.ledger import Ledger, dataset_runs
 from headrace.ledger.schema import attempts, executions, history, invocations
 from headrace.server.metrics import Metrics, serve_metrics
 from headrace.workflows import execute
@@ -163,6 +164,7 @@ def fill(ledger: Ledger, n_invocations: int, n_executions: int, map_items: int) 
         conn.execute(insert(executions), rows)
         for start in range(0, len(events), 20_000):
             conn.execute(insert(history), events[start : start + 20_000])
+    fill_dataset_runs(ledger, n_executions, now)
     # the open Map: its real history, cut before its last events so it is still running
     result = execute(MAP, {"items": list(range(map_items))}, resources={"work": work})
     kept = [e for e in result.history if e["type"] not in ("MapStateSucceeded",)]
@@ -200,6 +202,43 @@ def fill(ledger: Ledger, n_invocations: int, n_executions: int, map_items: int) 
     return arn
 
 
+def fill_dataset_runs(ledger: Ledger, n: int, now: float) -> None:
+    """`n` finished dataset runs as `headrace.data.runs` records them (one in 20 failed)."""
+    dataset_runs.ensure_tables(ledger.engine)
+    stages = json.dumps(
+        [{"name": "ReadParquet->MapBatches(f)->WriteParquet", "tasks": 8, "total": 8, "rows": 8,
+          "seconds": 1.5}]
+    )  # fmt: skip
+    rows = []
+    for i in range(n):
+        started = now - 86_400 + i * 86_400 / n
+        failed = i % 20 == 19
+        rows.append(
+            {
+                "id": f"{i:08d}-0000-4000-8000-000000000000",
+                "name": f"script_{i % 7}.py",
+                "job_id": None,
+                "engine": "local",
+                "action": "write_parquet",
+                "status": "FAILED" if failed else "SUCCEEDED",
+                "error": "UserFunctionError: MapBatches(f): ValueError" if failed else None,
+                "steps": json.dumps(["ReadParquet", "MapBatches(f)", "WriteParquet"]),
+                "stages": stages,
+                "tasks_done": 8,
+                "tasks_total": 8,
+                "rows_out": 0 if failed else 800_000,
+                "output": f"/data/out/{i}",
+                "host": "bench",
+                "pid": 1,
+                "started_at": started,
+                "updated_at": started + 1.5,
+                "finished_at": started + 1.5,
+            }
+        )
+    with ledger.begin() as conn:
+        conn.execute(insert(dataset_runs.dataset_runs), rows)
+
+
 def serve(home: Path) -> tuple[str, Ledger]:
     settings = load_settings(HERE, home=str(home), metrics="127.0.0.1:0")
     ledger = Ledger(settings.ledger_url)
@@ -229,6 +268,9 @@ def pages(map_arn: str, some_invocation: str) -> list[tuple[str, str]]:
         ("executions, search", "#/executions?q=run-0999"),
         ("execution: 10,000-item Map (open)", f"#/executions/{map_arn}"),
         ("streams", "#/streams"),
+        ("datasets", "#/datasets"),
+        ("datasets, failed", "#/datasets?status=FAILED"),
+        ("dataset run", "#/datasets/00000019-0000-4000-8000-000000000000"),
     ]
 
 

@@ -153,7 +153,82 @@ def populate(p: ConsoleProject) -> dict[str, str]:
     p.wait_until(stream_stats, what="stream records through the pipeline")
     late_readings(p)
     serve_and_register(p)
-    return {"dead": dead, "done": done, "running": running, "failed": failed}
+    runs = dataset_runs(p)
+    return {"dead": dead, "done": done, "running": running, "failed": failed, **runs}
+
+
+#: A script of the project that runs a dataset: read_parquet -> map_batches -> write_parquet;
+#: its third argument makes the function fail ("fail") or take a second a block ("slow").
+DATASET_SCRIPT = """
+import sys
+import time
+
+import headrace.data as hd
+
+source, out, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+
+
+def double(batch):
+    if mode == "fail":
+        raise ValueError("the test says so")
+    if mode == "slow":
+        time.sleep(1.0)
+    batch["y"] = batch["x"] * 2
+    return batch
+
+
+hd.read_parquet(source).map_batches(double, batch_format="pandas").write_parquet(out)
+"""
+
+
+def dataset_script(p: ConsoleProject) -> tuple[Path, Path]:
+    """The script and its input: a Parquet file of 800 rows in 8 row groups (8 blocks)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = p.settings.home / "datasets-demo"
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder / "numbers.parquet"
+    if not source.exists():
+        pq.write_table(pa.table({"x": list(range(800))}), source, row_group_size=100)
+    script = folder / "double_numbers.py"
+    script.write_text(DATASET_SCRIPT)
+    return script, source
+
+
+def run_dataset_script(p: ConsoleProject, mode: str, out: str, *, wait: bool = True):
+    """Run the dataset script as the project's scripts run: its settings resolve (here from
+    HEADRACE_LEDGER, as in a job), from a folder with no headrace.toml."""
+    import subprocess
+
+    script, source = dataset_script(p)
+    env = {**os.environ, "HEADRACE_LEDGER": p.settings.ledger_url}
+    argv = [sys.executable, str(script), str(source), str(script.parent / out), mode]
+    if not wait:
+        return subprocess.Popen(argv, cwd=script.parent, env=env)
+    return subprocess.run(argv, cwd=script.parent, env=env, capture_output=True, text=True)
+
+
+def dataset_runs(p: ConsoleProject) -> dict[str, str]:
+    """Dataset runs of the project: one that wrote its output, one whose function failed, and
+    one run by a headrace job (recorded with the job's id)."""
+    from headrace.jobs.definition import JobDefinition
+    from headrace.jobs.service import Jobs
+
+    done = run_dataset_script(p, "ok", "doubled")
+    assert done.returncode == 0, done.stderr
+    failed = run_dataset_script(p, "fail", "never")
+    assert failed.returncode != 0 and "the test says so" in failed.stderr
+    script, source = dataset_script(p)
+    definition = JobDefinition(
+        name="double-numbers",
+        command=[sys.executable, str(script), str(source), str(script.parent / "by-job"), "ok"],
+        environment={"HEADRACE_LEDGER": p.settings.ledger_url},
+        working_dir=str(script.parent),
+    )
+    job = Jobs(p.ledger, p.settings.home).run_sync(definition, job_name="double-numbers")
+    assert job.status == "SUCCEEDED", job.status_reason
+    return {"dataset_job": job.id}
 
 
 #: The minute the sensor readings fall in (epoch seconds, on a minute boundary).

@@ -417,6 +417,83 @@ def test_jobs_with_their_logs(project):
     assert project.get("/api/jobs/nosuch").status_code == 404
 
 
+def test_the_function_filter_lists_built_in_functions_only_once_they_ran(project):
+    names = [f["name"] for f in project.get("/api/functions").json()["items"]]
+    ran = {r["function"] for r in project.ledger.list_invocations(limit=10_000)}
+    built_in = {n for n in project.app.functions if n.startswith("_")}
+    assert built_in - ran  # the app has built-in functions that never ran ...
+    assert not (built_in - ran) & set(names)  # ... and the filter does not offer them
+    assert {"ingest", "reject"} <= set(names)
+    assert {n for n in names if n.startswith("_")} <= ran
+
+
+def test_dataset_runs_of_the_projects_scripts_and_jobs(project):
+    items = project.get("/api/datasets").json()["items"]
+    assert len(items) == 3
+    by_job = [r for r in items if r["job_id"] == project.made["dataset_job"]]
+    assert len(by_job) == 1 and by_job[0]["status"] == "SUCCEEDED"
+    for run in items:
+        assert run["name"] == "double_numbers.py" and run["engine"] == "local"
+        assert run["steps"] == ["ReadParquet", "MapBatches(double)", "WriteParquet"]
+        assert run["action"] == "write_parquet" and run["tasks_total"] == 8
+        assert "stages" not in run  # the list leaves them to the run's own page
+    ok = [r for r in items if r["status"] == "SUCCEEDED"]
+    assert len(ok) == 2 and all(r["rows_out"] == 800 and r["tasks_done"] == 8 for r in ok)
+    assert ok[-1]["output"].endswith("doubled")
+    (failed,) = project.get("/api/datasets?status=FAILED").json()["items"]
+    assert "ValueError: the test says so" in failed["error"] and failed["rows_out"] == 0
+    # an error of the last hour on the overview
+    (error,) = project.get("/api/overview").json()["dataset_errors"]
+    assert error["id"] == failed["id"] and error["error"] == failed["error"]
+    # paged newest first, like the other lists
+    first = project.get("/api/datasets?limit=2").json()
+    rest = project.get(f"/api/datasets?limit=2&cursor={first['next']}").json()
+    assert [r["id"] for r in first["items"] + rest["items"]] == [r["id"] for r in items]
+    assert rest["next"] is None
+    assert project.get("/api/datasets?q=double_").json()["items"] == items
+    assert project.get(f"/api/datasets?q={project.made['dataset_job']}").json()["items"] == by_job
+    assert project.get("/api/datasets?q=nosuch").json()["items"] == []
+    one = project.get(f"/api/datasets/{ok[0]['id'][:8]}").json()["run"]
+    assert one["id"] == ok[0]["id"]
+    (stage,) = one["stages"]
+    assert stage["name"] == "ReadParquet->MapBatches(double)->WriteParquet"
+    assert (stage["tasks"], stage["total"]) == (8, 8)
+    assert project.get("/api/datasets/nosuch").status_code == 404
+    assert project.get("/api/datasets?status=nope").status_code == 400
+
+
+def test_a_running_dataset_shows_its_progress(project):
+    from tests.console_helpers import run_dataset_script
+
+    before = {r["id"] for r in project.get("/api/datasets?limit=500").json()["items"]}
+    slow = run_dataset_script(project, "slow", "slowly", wait=False)
+    try:
+
+        def running():
+            items = project.get("/api/datasets?status=RUNNING").json()["items"]
+            return [r for r in items if r["id"] not in before and 0 < r["tasks_done"] < 8]
+
+        (run,) = project.wait_until(running, what="a dataset run part way")
+        assert run["tasks_total"] == 8 and run["finished_at"] is None
+        assert slow.wait(60) == 0
+        one = project.get(f"/api/datasets/{run['id']}").json()["run"]
+        assert one["status"] == "SUCCEEDED" and one["tasks_done"] == 8
+    finally:
+        if slow.poll() is None:
+            slow.kill()
+            slow.wait()
+
+
+def test_the_live_stream_sees_a_dataset_run_change(project):
+    from tests.console_helpers import run_dataset_script
+
+    console = project.coordinator.console
+    before = console._version()["datasets"]
+    done = run_dataset_script(project, "ok", "again")
+    assert done.returncode == 0, done.stderr
+    assert console._version()["datasets"] > before
+
+
 def test_every_api_route_is_documented_and_the_documented_curl_works(project):
     import re
     import subprocess

@@ -74,6 +74,9 @@ def test_overview(project, page):
     assert "function:ingest" in main.inner_text()  # the inbox trigger
     assert "blockchain" in main.inner_text() and "tx" in main.inner_text()
     assert "refused" in page.locator("#errors + table").inner_text()
+    failed_runs = page.locator("table:has(caption:has-text('failed dataset runs'))")
+    assert "double_numbers.py · write_parquet" in failed_runs.inner_text()
+    assert "ValueError: the test says so" in failed_runs.inner_text()
     dead = len(project.get("/api/dead-letters").json()["items"])
     card = page.locator(".card", has_text="dead letters").locator(".n")
     assert card.inner_text() == str(dead)  # the list's count, not every dead invocation
@@ -295,6 +298,60 @@ def test_a_running_job_log_is_followed_live(project, page):
         runner.join(60)
 
 
+def test_datasets_page_lists_runs_and_follows_a_running_one_live(project, page):
+    from tests.console_helpers import run_dataset_script
+
+    page.goto(project.url + "/#/datasets")
+    ready(page, "#/datasets")
+    rows = page.locator("main table tbody tr")
+    assert rows.count() >= 3
+    text = page.locator("main table").inner_text()
+    assert "double_numbers.py · write_parquet" in text
+    assert "ReadParquet → MapBatches(double) → WriteParquet" in text
+    assert "8 of 8 blocks · 800 rows" in text and "ValueError: the test says so" in text
+    assert project.made["dataset_job"][:8] in text  # the run by a job links to it
+    shot(page, "datasets")
+    page.keyboard.press("/")  # the filter: type a script's name and Enter
+    assert page.evaluate("document.activeElement.id") == "d-search"
+    page.keyboard.type("double_")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**q=double_*")
+    ready(page, "#/datasets")
+    assert rows.count() >= 3
+    page.select_option("#d-status", "FAILED")
+    page.wait_for_url("**status=FAILED*")
+    ready(page, "#/datasets")
+    assert rows.count() == 1 and "FAILED" in rows.first.inner_text()
+
+    before = {r["id"] for r in project.get("/api/datasets?limit=500").json()["items"]}
+    slow = run_dataset_script(project, "slow", f"slowly-{page.scheme}", wait=False)
+    try:
+
+        def part_way():
+            items = project.get("/api/datasets?status=RUNNING").json()["items"]
+            return [r for r in items if r["id"] not in before and 0 < r["tasks_done"] < 8]
+
+        (run,) = project.wait_until(part_way, what="a dataset run part way")
+        page.goto(project.url + "/#/datasets")
+        ready(page, "#/datasets")
+        page.click(f"a[href='#/datasets/{run['id']}']")
+        ready(page, f"#/datasets/{run['id']}")
+        assert "RUNNING" in page.locator("h1").inner_text()
+        seen = page.locator("#d-progress").inner_text()
+        assert " of 8 blocks" in seen and not seen.startswith("8 of 8")
+        assert page.locator("main progress").first.get_attribute("max") == "8"
+        shot(page, "dataset-running")
+        # the live stream re-reads the run as it goes, to its end, without a reload
+        page.wait_for_selector("h1 .badge:has-text('SUCCEEDED')", timeout=60_000)
+        assert page.locator("#d-progress").inner_text() == "8 of 8 blocks · 800 rows"
+        assert "of 8" in page.locator("main table").inner_text()
+        shot(page, "dataset")
+    finally:
+        if slow.poll() is None:
+            slow.kill()
+        slow.wait()
+
+
 def test_buckets_page_lists_and_downloads(project, page):
     page.goto(project.url + "/#/buckets")
     ready(page, "#/buckets")
@@ -337,3 +394,8 @@ def test_keyboard_moves_between_pages(project, page):
     page.keyboard.press("2")
     ready(page, "#/invocations")
     assert page.locator("nav a[aria-current=page]").inner_text() == "Invocations"
+    page.keyboard.press("8")
+    ready(page, "#/datasets")
+    page.keyboard.press("0")  # the tenth page
+    ready(page, "#/serving")
+    assert page.locator("nav a[aria-current=page]").inner_text() == "Serving"

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from headrace import cli_common, cli_streams
 from headrace.cli_common import Json, Project
+from headrace.cli_datasets import register as register_datasets
 from headrace.cli_jobs import jobs_app
 from headrace.cli_models import models_app
 from headrace.cli_serve import register as register_serving
@@ -35,6 +36,7 @@ app.add_typer(cli_streams.streams_app, name="streams", help="Stream logs and pip
 app.add_typer(cli_streams.features_app, name="features", help="Feature groups: get, compact.")
 console = Console()
 err = Console(stderr=True)
+register_datasets(app)
 register_serving(app)
 register_status(app)
 register_storage(app)

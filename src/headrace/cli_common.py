@@ -48,10 +48,6 @@ def group_project(project: Project = None) -> None:
         state["project"] = project
 
 
-#: Variables that configure a project without a headrace.toml (containers, CI).
-PROJECT_VARIABLES = ("HEADRACE_APP", "HEADRACE_HOME", "HEADRACE_LEDGER")
-
-
 def settings():  # type: ignore[no-untyped-def]
     """The project's settings; a one-line error outside a project, so that a typo in `-C` or a
     command run in the wrong folder does not create a fresh, empty `.headrace` there."""
@@ -66,7 +62,7 @@ def check_project() -> Path:
     no HEADRACE_APP, HEADRACE_HOME or HEADRACE_LEDGER says where the project's state is."""
     import os
 
-    from headrace.config import CONFIG_FILE
+    from headrace.config import CONFIG_FILE, find_project
     from headrace.errors import ConfigError
 
     given = state["project"] or os.environ.get("HEADRACE_PROJECT") or "."
@@ -77,7 +73,7 @@ def check_project() -> Path:
             "does not exist" if not folder.exists() else "is not a folder",
             "give a project folder with -C, or create one with `headrace init FOLDER`",
         )
-    if not (folder / CONFIG_FILE).is_file() and not any(v in os.environ for v in PROJECT_VARIABLES):
+    if find_project(folder) is None:
         raise ConfigError(
             f"{folder}",
             f"is not a headrace project (no {CONFIG_FILE})",

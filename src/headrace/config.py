@@ -220,6 +220,20 @@ def load_settings(project_dir: str | os.PathLike[str] | None = None, **overrides
     return settings
 
 
+#: Variables that configure a project without a headrace.toml (containers, CI, jobs).
+PROJECT_VARIABLES = ("HEADRACE_APP", "HEADRACE_HOME", "HEADRACE_LEDGER")
+
+
+def find_project(project_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """The project folder (`project_dir`, else `$HEADRACE_PROJECT`, else here) when it is one:
+    it has a headrace.toml, or HEADRACE_APP, HEADRACE_HOME or HEADRACE_LEDGER says where the
+    project's state is; otherwise None."""
+    folder = Path(project_dir or os.environ.get("HEADRACE_PROJECT") or ".").resolve()
+    if (folder / CONFIG_FILE).is_file() or any(v in os.environ for v in PROJECT_VARIABLES):
+        return folder
+    return None
+
+
 def describe_settings(project_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
     """Every setting of the project in `project_dir`, as `setting_origins` gives them."""
     return setting_origins(load_settings(project_dir))

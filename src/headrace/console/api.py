@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import threading
 import time
 from pathlib import Path
@@ -18,8 +17,11 @@ from typing import Any
 from headrace.config import setting_origins
 from headrace.console.data_api import DataApi
 from headrace.console.http import HttpError, Request, Router
+from headrace.console.paging import cursor as _cursor
+from headrace.console.paging import limit as _limit
+from headrace.console.paging import page as _page
 from headrace.errors import HeadraceError, LedgerError
-from headrace.ledger import browse, checkpoints
+from headrace.ledger import browse, checkpoints, dataset_runs
 from headrace.ledger import executions as execution_store
 from headrace.workflows import api as workflows
 from headrace.workflows.graph import StatusFold, graph_model, scope_prefix
@@ -49,31 +51,6 @@ LATE_WINDOWS = 200
 
 #: The widest window of stream statistics (`minutes`) the API reads: a year.
 MAX_MINUTES = 366 * 24 * 60
-
-
-def _cursor(request: Request) -> tuple[float, str] | None:
-    raw = request.arg("cursor")
-    if raw is None:
-        return None
-    at, _, ident = raw.partition(":")
-    try:
-        when = float(at)
-    except ValueError:
-        when = math.nan
-    if not math.isfinite(when):
-        raise HttpError(400, f"cursor {raw!r} is not one this API returned")
-    return when, ident
-
-
-def _page(rows: list[dict[str, Any]], limit: int, time_key: str) -> dict[str, Any]:
-    last = rows[-1] if len(rows) == limit else None
-    return {"items": rows, "next": f"{last[time_key]!r}:{last['id']}" if last else None}
-
-
-def _limit(request: Request, default: int = 50) -> int:
-    value = request.integer("limit", default, low=1, high=browse.MAX_PAGE)
-    assert value is not None
-    return value
 
 
 class _Folds:
@@ -205,6 +182,9 @@ class Api:
             counts = browse.function_counts(conn)
             dead = browse.count_dead_letters(conn)
             checks = checkpoints.list_checkpoints(conn)
+        dataset_runs.ensure_tables(ctx.ledger.engine)
+        with ctx.ledger.reader.connect() as conn:
+            dataset_errors = dataset_runs.failed_since(conn, now - ERROR_WINDOW)
         coordinators = ctx.ledger.live_coordinators(stale_after=3 * ctx.settings.lease_seconds)
         for c in coordinators:
             c["info"] = json.loads(c["info"]) if c.get("info") else {}
@@ -266,6 +246,7 @@ class Api:
             "invocation_counts": counts,
             "errors": errors,
             "stream_errors": stream_errors,
+            "dataset_errors": dataset_errors,
         }
 
     # -- functions and invocations --------------------------------------------------------
@@ -277,7 +258,10 @@ class Api:
                 known = set(counts)
             else:  # names only (the filters): no count over every invocation
                 counts, known = {}, set(browse.function_names(conn))
-        names = sorted(set(self.ctx.app.functions) | known)
+        # the built-in functions (`_`-named: Batch, DynamoDB, SNS tasks, compaction) only once
+        # they ran: a filter of three unused `__batch__`-like names puzzles a new user
+        declared = {n for n in self.ctx.app.functions if not n.startswith("_")}
+        names = sorted(declared | known)
         out = []
         for name in names:
             spec = self.ctx.app.functions.get(name)

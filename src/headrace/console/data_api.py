@@ -1,4 +1,5 @@
-"""The console's data pages: item tables, feature groups, jobs with their logs, buckets."""
+"""The console's data pages: item tables, feature groups, jobs with their logs, dataset runs,
+buckets."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from dataclasses import asdict
 from typing import Any
 from urllib.parse import quote
 
+from headrace.console import paging
 from headrace.console.http import HttpError, Request, Router
 from headrace.errors import HeadraceError
+from headrace.ledger import dataset_runs
 
 #: Objects one bucket listing returns (the page asks for a narrower prefix beyond it).
 MAX_OBJECTS = 1000
@@ -44,6 +47,8 @@ class DataApi:
         r("GET", "/api/features/{name}/online", self.online)
         r("GET", "/api/jobs", self.jobs)
         r("GET", "/api/jobs/{id}", self.job)
+        r("GET", "/api/datasets", self.datasets)
+        r("GET", "/api/datasets/{id}", self.dataset)
         r("GET", "/api/serving", self.serving)
         r("GET", "/api/models", self.models)
         r("GET", "/api/models/{name}", self.model)
@@ -201,6 +206,34 @@ class DataApi:
             cut = len(log) - MAX_JOB_LOG
             log = f"[… the first {cut} characters left out]\n" + log[-MAX_JOB_LOG:]
         return {"job": described, "log": log}
+
+    # -- dataset runs ---------------------------------------------------------------------
+
+    def datasets(self, request: Request) -> Any:
+        """Dataset runs newest first, without their stages; `q` matches the start of the
+        script's name or a job id."""
+        limit = paging.limit(request)
+        status = request.choice("status", dataset_runs.STATUSES)
+        dataset_runs.ensure_tables(self.ctx.ledger.engine)
+        with self.ctx.ledger.reader.connect() as conn:
+            rows = dataset_runs.page(
+                conn,
+                status=status,
+                search=request.arg("q"),
+                cursor=paging.cursor(request),
+                limit=limit,
+            )
+        for row in rows:
+            del row["stages"]
+        return paging.page(rows, limit, "started_at")
+
+    def dataset(self, request: Request) -> Any:
+        dataset_runs.ensure_tables(self.ctx.ledger.engine)
+        with self.ctx.ledger.reader.connect() as conn:
+            run = dataset_runs.get(conn, request.params["id"])
+        if run is None:
+            raise HttpError(404, f"no dataset run {request.params['id']!r}")
+        return {"run": run}
 
     # -- serving and models ---------------------------------------------------------------
 

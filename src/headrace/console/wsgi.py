@@ -20,6 +20,7 @@ from headrace.console.http import (
     parse_query,
     static_file,
 )
+from headrace.ledger import dataset_runs
 from headrace.ledger.schema import (
     attempts,
     dead_letters,
@@ -57,6 +58,7 @@ class Console:
     def __init__(self, ctx: ConsoleContext) -> None:
         self.ctx = ctx
         self.api = Api(ctx)
+        dataset_runs.ensure_tables(ctx.ledger.engine)  # the live version reads it
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "/") or "/"
@@ -132,7 +134,8 @@ class Console:
                     select(func.count()).select_from(executions).scalar_subquery(),
                     select(func.count()).select_from(history).scalar_subquery(),
                     select(func.max(stream_checkpoints.c.updated_at)).scalar_subquery(),
+                    select(func.max(dataset_runs.dataset_runs.c.updated_at)).scalar_subquery(),
                 )
             ).one()
-        keys = ("attempts", "dead_letters", "executions", "history", "streams")
+        keys = ("attempts", "dead_letters", "executions", "history", "streams", "datasets")
         return dict(zip(keys, row, strict=True))

@@ -51,6 +51,7 @@ from headrace.data.plan import (
     metadata_schema,
     metadata_schema_node,
 )
+from headrace.data.runs import recorded, recording
 from headrace.data.schema import Schema
 from headrace.data.sinks import WriteTarget
 from headrace.data.sources import TablesSource
@@ -88,10 +89,13 @@ class Dataset:
 
     # -- execution -------------------------------------------------------------------------
 
-    def _execute(self, plan: Node | None = None) -> Iterator[pa.Table]:
+    def _execute(self, plan: Node | None = None, action: str = "iter_rows") -> Iterator[pa.Table]:
+        """The plan's blocks; the execution is recorded as a dataset run in the project's
+        ledger under `action`, the method the user called."""
         engine = get_engine(self._context)
-        self._last_stats = ExecutionStats(engine.name)
-        return engine.execute(plan or self._plan, self._last_stats)
+        self._last_stats = stats = ExecutionStats(engine.name)
+        plan = plan or self._plan
+        return recorded(engine.execute(plan, stats), plan, stats, action)
 
     # -- transformations -------------------------------------------------------------------
 
@@ -268,7 +272,7 @@ class Dataset:
 
     def unique(self, column: str) -> list[Any]:
         seen: dict[Any, None] = {}
-        for block in self.select_columns([column])._execute():
+        for block in self.select_columns([column])._execute(action="unique"):
             for value in block.column(column).unique().to_pylist():
                 seen.setdefault(value, None)
         return list(seen)
@@ -276,9 +280,14 @@ class Dataset:
     # -- metadata --------------------------------------------------------------------------
 
     def count(self) -> int:
+        known = metadata_count(self._plan)
+        if known is not None:  # from the footers: nothing runs, nothing to record
+            return known
         engine = get_engine(self._context)
-        self._last_stats = ExecutionStats(engine.name)
-        return engine.count(self._plan, self._last_stats)
+        self._last_stats = stats = ExecutionStats(engine.name)
+        with recording(self._plan, stats, "count"):
+            stats.rows_out = engine.count(self._plan, stats)
+            return stats.rows_out
 
     def schema(self, fetch_if_missing: bool = True) -> Schema | None:
         known = metadata_schema(self._plan)
@@ -286,7 +295,7 @@ class Dataset:
             return Schema(known)
         if not fetch_if_missing:
             return None
-        for block in self._execute(Limit(self._plan, 1)):
+        for block in self._execute(Limit(self._plan, 1), "schema"):
             return Schema(block.schema)
         return None
 
@@ -302,7 +311,7 @@ class Dataset:
             known = read.source.size_bytes()
             if known is not None:
                 return known
-        return sum(block.nbytes for block in self._execute())
+        return sum(block.nbytes for block in self._execute(action="size_bytes"))
 
     def input_files(self) -> list[str]:
         files: list[str] = []
@@ -317,7 +326,7 @@ class Dataset:
     def num_blocks(self) -> int:
         if isinstance(self._plan, Read):
             return len(self._plan.source.fragments())
-        return sum(1 for _ in self._execute())
+        return sum(1 for _ in self._execute(action="num_blocks"))
 
     def stats(self) -> str:
         if self._last_stats is None:
@@ -331,13 +340,13 @@ class Dataset:
 
     def take(self, limit: int = 20) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
-        for block in self._execute(Limit(self._plan, limit)):
+        for block in self._execute(Limit(self._plan, limit), "take"):
             rows.extend(block.to_pylist())
         return rows[:limit]
 
     def take_all(self, limit: int | None = None) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
-        for block in self._execute():
+        for block in self._execute(action="take_all"):
             rows.extend(block.to_pylist())
             if limit is not None and len(rows) > limit:
                 raise DatasetError(
@@ -351,7 +360,7 @@ class Dataset:
 
     def take_batch(self, batch_size: int = 20, *, batch_format: str | None = "default") -> Any:
         check_format(batch_format, "take_batch")
-        blocks = list(self._execute(Limit(self._plan, batch_size)))
+        blocks = list(self._execute(Limit(self._plan, batch_size), "take_batch"))
         table = pa.concat_tables(blocks) if blocks else _empty(self)
         return to_batch(table, batch_format)
 
@@ -367,7 +376,7 @@ class Dataset:
         check_format(batch_format, "iter_batches")
         pending: list[pa.Table] = []
         held = 0
-        for block in self._execute():
+        for block in self._execute(action="iter_batches"):
             if batch_size is None:
                 yield to_batch(block, batch_format)
                 continue
@@ -389,7 +398,7 @@ class Dataset:
         return self.iter_rows()
 
     def to_arrow(self) -> pa.Table:
-        blocks = list(self._execute())
+        blocks = list(self._execute(action="to_arrow"))
         return pa.concat_tables(blocks, promote_options="permissive") if blocks else _empty(self)
 
     def to_pandas(self, limit: int | None = None) -> Any:
@@ -401,7 +410,7 @@ class Dataset:
         return table.to_pandas()
 
     def materialize(self) -> Dataset:
-        blocks = [b for b in self._execute() if b.num_rows] or [_empty(self)]
+        blocks = [b for b in self._execute(action="materialize") if b.num_rows] or [_empty(self)]
         stats = self._last_stats
         done = self._derive(Read(TablesSource(blocks, "Materialized")))
         done._last_stats = stats
@@ -427,8 +436,10 @@ class Dataset:
             options=options,
         )
         engine = get_engine(self._context)
-        self._last_stats = ExecutionStats(engine.name)
-        engine.write(self._plan, target, self._last_stats)
+        self._last_stats = stats = ExecutionStats(engine.name)
+        label = f"Write{file_format.capitalize() if file_format != 'csv' else 'CSV'}"
+        with recording(self._plan, stats, f"write_{file_format}", output=path, last_step=label):
+            engine.write(self._plan, target, stats)
 
     def write_parquet(
         self,

@@ -26,6 +26,7 @@ class StageStats:
     rows: int = 0
     seconds: float = 0.0
     workers: int = 0
+    total: int | None = None  # tasks the stage will run, when known (a read: its fragments)
 
 
 @dataclass
@@ -37,9 +38,10 @@ class ExecutionStats:
     started: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
     progress: Progress = field(default_factory=lambda: Progress(False), repr=False)
+    rows_out: int | None = None  # rows delivered to the caller so far, or written by a write
 
-    def stage(self, name: str) -> StageStats:
-        stats = StageStats(name)
+    def stage(self, name: str, total: int | None = None) -> StageStats:
+        stats = StageStats(name, total=total)
         self.stages.append(stats)
         return stats
 

@@ -104,8 +104,9 @@ class LocalEngine(Engine):
             return []
         op = target.begin()
         try:
-            for _ in self.execute(MapOp(plan, op), stats):
-                pass
+            stats.rows_out = 0
+            for written in self.execute(MapOp(plan, op), stats):
+                stats.rows_out += _rows_in_files(written)
             return target.commit()
         except BaseException:
             target.abort()
@@ -150,13 +151,13 @@ class LocalEngine(Engine):
             pool = task_pool(self.context.num_cpus)
             inputs = (("fragment", f, f.describe(source)) for f in fragments)
             bar = stats.progress.stage(name, len(fragments))
-            return self._pool_stage(
-                pool, source, (columns, prefilters), ops, inputs, stats.stage(name), bar
-            )
+            stage = stats.stage(name, len(fragments))
+            return self._pool_stage(pool, source, (columns, prefilters), ops, inputs, stage, bar)
         if any(_in_worker(o) for o in ops):
             blocks = (source.read(f, columns) for f in fragments)
             return self._block_stage(blocks, ops, stats, source.name)
-        return self._driver_read(source, columns, prefilters, fragments, ops, stats.stage(name))
+        stage = stats.stage(name, len(fragments))
+        return self._driver_read(source, columns, prefilters, fragments, ops, stage)
 
     def _fused_actor_read(
         self, node: Read, segments: list[list[Op]], stats: ExecutionStats
@@ -183,7 +184,13 @@ class LocalEngine(Engine):
         bar = stats.progress.stage(name, len(fragments))
         reading = (list(node.columns) if node.columns is not None else None, node.prefilters)
         blocks = self._actor_stage(
-            actor, ops, inputs, stats.stage(name), bar, source=node.source, reading=reading
+            actor,
+            ops,
+            inputs,
+            stats.stage(name, len(fragments)),
+            bar,
+            source=node.source,
+            reading=reading,
         )
         return blocks, segments[at + 1 :]
 
@@ -645,6 +652,13 @@ def _sort_order(table: pa.Table, node: Sort) -> pa.Array:
         for k, d in zip(node.keys, node.descending, strict=True)
     ]
     return pc.sort_indices(table.select(list(node.keys)), sort_keys=order)
+
+
+def _rows_in_files(written: pa.Table) -> int:
+    """Rows a write stage's output block says it wrote (WriteFiles: one row per file)."""
+    if "num_rows" not in written.column_names:
+        return 0
+    return int(pc.sum(written.column("num_rows")).as_py() or 0)
 
 
 def _stderr_is_terminal() -> bool:

@@ -99,6 +99,16 @@ class _OpActor:
         return self.op.apply(batch, Where("a block on a Ray actor"), self.state)
 
 
+def _fragments_through(plan: Node) -> int | None:
+    """The blocks a plan of one read and whole-block operations yields: one per fragment. A
+    `map_batches` with a batch size lets Ray cut and merge blocks: then None (not known)."""
+    while isinstance(plan, MapOp):
+        if isinstance(plan.op, MapBatches) and plan.op.batch_size is not None:
+            return None
+        plan = plan.input
+    return len(plan.source.fragments()) if isinstance(plan, Read) else None
+
+
 def _ray() -> Any:
     try:
         import ray
@@ -134,8 +144,10 @@ class RayEngine(Engine):
     # -- the three entry points ------------------------------------------------------------
 
     def execute(self, plan: Node, stats: ExecutionStats) -> Iterator[pa.Table]:
-        dataset = self._build(optimize(plan))
-        stage = stats.stage("ray.data")
+        plan = optimize(plan)
+        dataset = self._build(plan)
+        # reads and per-block operations keep one block per fragment (preserve_order)
+        stage = stats.stage("ray.data", _fragments_through(plan))
         try:
             for block in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
                 stage.tasks += 1
@@ -155,8 +167,10 @@ class RayEngine(Engine):
             return []
         op = target.begin()
         try:
+            stats.rows_out = 0
             for task, block in enumerate(self.execute(plan, stats)):
                 op.apply(block, Where(f"block {task} from Ray", task=task), {})
+                stats.rows_out += block.num_rows
             return target.commit()
         except BaseException:
             target.abort()

@@ -6,6 +6,7 @@ import { executions, execution } from "/static/executions.js";
 import { streams } from "/static/streams.js";
 import { bucket, buckets, feature, features, itemTable, job, jobs, tables } from "/static/data.js";
 import { model, serving } from "/static/serving.js";
+import { dataset, datasets } from "/static/datasets.js";
 
 const routes = [
   [/^#\/overview$/, "overview", overview],
@@ -20,6 +21,8 @@ const routes = [
   [/^#\/features\/(.+)$/, "features", feature],
   [/^#\/jobs$/, "jobs", jobs],
   [/^#\/jobs\/(.+)$/, "jobs", job],
+  [/^#\/datasets$/, "datasets", datasets],
+  [/^#\/datasets\/(.+)$/, "datasets", dataset],
   [/^#\/buckets$/, "buckets", buckets],
   [/^#\/buckets\/(.+)$/, "buckets", bucket],
   [/^#\/serving$/, "serving", serving],
@@ -83,9 +86,10 @@ connect();
 
 document.addEventListener("keydown", (e) => {
   if (e.target.closest("input, select, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
-  const pages = ["overview", "invocations", "executions", "streams", "tables", "features", "jobs", "buckets", "serving"];
-  if (/^[1-9]$/.test(e.key) && pages[Number(e.key) - 1]) {
-    location.hash = `#/${pages[Number(e.key) - 1]}`;
+  // keys 1 to 9, then 0 for the tenth page
+  const pages = ["overview", "invocations", "executions", "streams", "tables", "features", "jobs", "datasets", "buckets", "serving"];
+  if (/^[0-9]$/.test(e.key)) {
+    location.hash = `#/${pages[(Number(e.key) + 9) % 10]}`;
     e.preventDefault();
   } else if (e.key === "/") {
     const f = main.querySelector("form.filters input, form.filters select");

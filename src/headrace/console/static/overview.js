@@ -30,7 +30,7 @@ function build(d) {
       card("invocations", sum(totals), "#/invocations"),
       card("running", (totals.running || 0) + (totals.pending || 0), "#/invocations?status=running"),
       card("dead letters", d.dead_letters, "#/invocations"),
-      card("errors, last hour", d.errors.length + d.stream_errors.length),
+      card("errors, last hour", d.errors.length + d.stream_errors.length + d.dataset_errors.length),
     ),
     h("h2", { id: "coordinators" }, "Coordinators"),
     table([
@@ -57,6 +57,11 @@ function build(d) {
       ["since", (e) => when(e.since)],
       ["error", (e) => e.error || "", "err"],
     ], d.stream_errors) : null,
+    d.dataset_errors.length ? table([
+      ["when", (e) => when(e.finished_at)],
+      ["dataset run", (e) => link(`#/datasets/${encodeURIComponent(e.id)}`, `${e.name} · ${e.action}`)],
+      ["error", (e) => (e.error || "").split("\n")[0], "err"],
+    ], d.dataset_errors, { caption: "failed dataset runs" }) : null,
     h("h2", { id: "buckets" }, "Buckets and their triggers"),
     table([
       ["bucket", (b) => b.name],
