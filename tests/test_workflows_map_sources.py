@@ -77,6 +77,10 @@ def test_jsonata_map_items_may_be_an_object(tmp_path):
     d["QueryLanguage"] = "JSONata"
     out = _run(tmp_path, d, {"servers": {"a": {"port": 1}, "b": {"port": 2}}})
     assert out == [{"name": "a", "port": 1}, {"name": "b", "port": 2}]
+    # an object written in the definition, its values holding expressions
+    d["States"]["M"]["Items"] = {"x": {"port": "{% 1 + 2 %}"}}
+    assert validate(d) == []
+    assert _run(tmp_path, d) == [{"name": "x", "port": 3}]
     # an array has no Key: the item context keeps only Index, Value and Source
     d["States"]["M"]["ItemSelector"] = "{% $states.context.Map.Item %}"
     d["States"]["M"]["Items"] = "{% [10] %}"

@@ -817,12 +817,12 @@ class _Validator:
             if (
                 "Items" in state
                 and not jsonata_lang.is_expression(items)
-                and not isinstance(items, list)
+                and not isinstance(items, list | dict)
             ):
                 self.add(
                     spath + ".Items",
                     name,
-                    "Items must be a JSON array or a JSONata expression that gives one",
+                    "Items must be a JSON array or object, or a JSONata expression giving one",
                 )
             self.number_or_expression(name, state, "MaxConcurrency", spath, 0)
             self.number_or_expression(name, state, "ToleratedFailureCount", spath, 0)
