@@ -125,6 +125,18 @@ def test_csv_delimiter_and_short_or_long_rows(tmp_path, store):
     ]
 
 
+def test_csv_backslashes_and_doubled_quotes_as_aws_parses_them(tmp_path, store):
+    text = 'path,size\nC:\\\\Program Files\\\\App.exe,65\na\\,b,2\n"q""x",3\nz\\k,4\n'
+    store.bucket("inputs", create=True).put("p.csv", text.encode())
+    out = _run(tmp_path, _map(ItemReader=_reader({"InputType": "CSV"}, Key="p.csv")))
+    assert out == [
+        {"path": "C:\\Program Files\\App.exe", "size": "65"},
+        {"path": "a,b", "size": "2"},
+        {"path": 'q"x', "size": "3"},
+        {"path": "zk", "size": "4"},
+    ]
+
+
 def test_athena_data_manifest_reads_every_listed_file(tmp_path, store):
     data = store.bucket("athena", create=True)
     data.put("out/q1/part-0.csv.gz", gzip.compress(b"1,alice\n2,bob\n"))

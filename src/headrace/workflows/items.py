@@ -362,7 +362,10 @@ def _parse(data: bytes, config: dict[str, Any], key: str) -> Any:
         name = str(config.get("CSVDelimiter", "COMMA")).upper()
         if name not in CSV_DELIMITERS:
             raise ValueError(f"CSVDelimiter {name!r} is not one of {', '.join(CSV_DELIMITERS)}")
-        rows = list(csv.reader(io.StringIO(raw), delimiter=CSV_DELIMITERS[name]))
+        # AWS's rules: quotes doubled inside quotes, and a backslash escapes the next character
+        # (a backslash, a quote or the delimiter; before any other it is dropped)
+        reader = csv.reader(io.StringIO(raw), delimiter=CSV_DELIMITERS[name], escapechar="\\")
+        rows = list(reader)
         if config.get("CSVHeaderLocation", "FIRST_ROW") == "GIVEN":
             headers = list(config["CSVHeaders"])
         else:
