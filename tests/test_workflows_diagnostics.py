@@ -68,6 +68,26 @@ def test_locations_are_written_as_aws_writes_them():
             {"StartAt": "A" * 81, "States": {"A" * 81: {"Type": "Succeed"}}},
             [("ERROR", "INVALID_STATE_NAME", "/States/" + "A" * 81)],
         ),
+        (  # a WriterConfig value AWS does not have
+            {
+                "StartAt": "M",
+                "States": {
+                    "M": {
+                        "Type": "Map",
+                        "ItemProcessor": {"StartAt": "P", "States": {"P": {"Type": "Succeed"}}},
+                        "ResultWriter": {"WriterConfig": {"Transformation": "ZIP"}},
+                        "End": True,
+                    }
+                },
+            },
+            [
+                (
+                    "ERROR",
+                    "SCHEMA_VALIDATION_FAILED",
+                    "/States/M/ResultWriter/WriterConfig/Transformation",
+                )
+            ],
+        ),
     ],
 )
 def test_common_mistakes_get_aws_codes(definition, expected):

@@ -345,3 +345,39 @@ def test_kill9_midway_every_item_once(tmp_path, execution_type):
         assert {k for _, k in ok} == {1}
         assert set(runs.values()) == {1}, runs
     ledger.close()
+
+
+@pytest.mark.parametrize("machine", ["keyed", "keyed_express"])
+def test_a_map_over_an_object_writes_its_children_as_aws_does(dmap, machine):
+    app, ledger, _, settings = dmap
+    scores = {"ann": 3, "bob": -1, "cy": 5}
+    arn = api.start_execution(ledger, app, machine, {"scores": scores})
+    row = api.wait_for(ledger, arn, timeout=60)
+    assert row["status"] == "SUCCEEDED", row
+    run = api.list_map_runs(ledger, arn)[0]
+    run_id = run["mapRunArn"].rsplit(":", 1)[1]
+    children = api.map_run_executions(ledger, run["mapRunArn"])
+    assert [c["status"] for c in children] == ["SUCCEEDED", "FAILED", "SUCCEEDED"]
+    bucket = ObjectStore(settings.storage_url).bucket("results")
+    manifest = json.loads(bucket.get(f"scores/{run_id}/manifest.json"))
+    assert manifest["DestinationBucket"] == "results"
+    assert manifest["MapRunArn"] == run["mapRunArn"] and manifest["ResultFiles"]["PENDING"] == []
+    files = {
+        kind: [json.loads(line) for line in bucket.get(entries[0]["Key"]).decode().splitlines()]
+        for kind, entries in manifest["ResultFiles"].items()
+        if entries
+    }
+    ok, failed = files["SUCCEEDED"], files["FAILED"]
+    # each child got its key, its value, and where the items came from
+    assert [json.loads(e["Input"]) for e in ok] == [
+        {"name": "ann", "score": 3, "source": "STATE_DATA"},
+        {"name": "cy", "score": 5, "source": "STATE_DATA"},
+    ]
+    assert [e["ExecutionArn"] for e in ok] == [children[0]["id"], children[2]["id"]]
+    assert all(e["Name"] == e["ExecutionArn"].rsplit(":", 1)[1] for e in ok + failed)
+    assert all(e["StateMachineArn"].endswith(f":stateMachine:{machine}/Score") for e in ok)
+    assert all(e["StartDate"] <= e["StopDate"] for e in ok + failed)
+    assert [json.loads(e["Output"])["name"] for e in ok] == ["ann", "cy"]
+    (bad,) = failed
+    assert (bad["Status"], bad["Error"], bad["Cause"]) == ("FAILED", "Negative", "below 0")
+    assert bad["ExecutionArn"] == children[1]["id"] and "Output" not in bad

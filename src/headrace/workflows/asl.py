@@ -51,6 +51,14 @@ from headrace.workflows.choice import (
 )
 from headrace.workflows.errors import ALL, KNOWN_ERRORS
 from headrace.workflows.intrinsics import is_intrinsic, parse_intrinsic
+from headrace.workflows.items import (
+    CSV_DELIMITERS,
+    INPUT_TYPES,
+    MANIFEST_TYPES,
+    OUTPUT_TYPES,
+    READER_TRANSFORMATIONS,
+    WRITER_TRANSFORMATIONS,
+)
 from headrace.workflows.paths import is_reference_path, is_valid_path, parse_path
 
 MAX_STATE_NAME = 80
@@ -116,6 +124,17 @@ _ALLOWED: dict[str, set[str]] = {
         "Retry",
         "Catch",
     },
+}
+_READER_CONFIG_FIELDS = {
+    "InputType",
+    "CSVHeaderLocation",
+    "CSVHeaders",
+    "CSVDelimiter",
+    "MaxItems",
+    "MaxItemsPath",
+    "ManifestType",
+    "Transformation",
+    "ItemsPointer",
 }
 _JSONATA_ONLY = {"Arguments", "Output", "Items"}
 _JSONPATH_ONLY = {
@@ -798,12 +817,12 @@ class _Validator:
             if (
                 "Items" in state
                 and not jsonata_lang.is_expression(items)
-                and not isinstance(items, list)
+                and not isinstance(items, list | dict)
             ):
                 self.add(
                     spath + ".Items",
                     name,
-                    "Items must be a JSON array or a JSONata expression that gives one",
+                    "Items must be a JSON array or object, or a JSONata expression giving one",
                 )
             self.number_or_expression(name, state, "MaxConcurrency", spath, 0)
             self.number_or_expression(name, state, "ToleratedFailureCount", spath, 0)
@@ -811,6 +830,9 @@ class _Validator:
             for field in ("ItemReader", "ItemBatcher", "ResultWriter"):
                 if field in state:
                     self.expressions(name, state[field], _key(spath, field))
+            if isinstance(state.get("ItemReader"), dict):
+                self.reader_config(name, state["ItemReader"], spath + ".ItemReader")
+            self.result_writer(name, state, spath)
             for field in ("MaxConcurrency", "ToleratedFailureCount", "ToleratedFailurePercentage"):
                 self.expressions(name, state.get(field), _key(spath, field))
 
@@ -1156,15 +1178,7 @@ class _Validator:
                         self.add(bpath, name, "BatchInput must be an object")
                 else:
                     self.add(bpath, name, f"unknown ItemBatcher field {key!r}")
-        writer = state.get("ResultWriter")
-        if (
-            isinstance(writer, dict)
-            and "Resource" in writer
-            and not isinstance(writer["Resource"], str)
-        ):
-            self.add(spath + ".ResultWriter.Resource", name, "Resource must be a string")
-        if isinstance(writer, dict):
-            self.location(name, writer, spath + ".ResultWriter", ("Bucket",))
+        self.result_writer(name, state, spath)
 
     def item_reader(self, name: str, state: dict, spath: str) -> None:
         if "ItemReader" not in state:
@@ -1186,6 +1200,89 @@ class _Validator:
         resource = reader.get("Resource")
         get_object = isinstance(resource, str) and resource.endswith(":getObject")
         self.location(name, reader, rpath, ("Bucket", "Key") if get_object else ("Bucket",))
+        self.reader_config(name, reader, rpath)
+
+    def reader_config(self, name: str, reader: dict, rpath: str) -> None:
+        """ReaderConfig's fields and values as AWS documents them (input-output-itemreader)."""
+        config = reader.get("ReaderConfig")
+        if not isinstance(config, dict):
+            return
+        cpath = rpath + ".ReaderConfig"
+        for key in config:
+            if key not in _READER_CONFIG_FIELDS:
+                self.add(_key(cpath, key), name, f"unknown ReaderConfig field {key!r}")
+        for key, allowed in (
+            ("InputType", INPUT_TYPES),
+            ("ManifestType", MANIFEST_TYPES),
+            ("Transformation", READER_TRANSFORMATIONS),
+            ("CSVDelimiter", tuple(CSV_DELIMITERS)),
+            ("CSVHeaderLocation", ("FIRST_ROW", "GIVEN")),
+        ):
+            if key in config and config[key] not in allowed:
+                self.add(_key(cpath, key), name, f"{key} must be one of {', '.join(allowed)}")
+        if config.get("ManifestType") == "S3_INVENTORY" and "InputType" in config:
+            self.add(
+                _key(cpath, "InputType"),
+                name,
+                "InputType cannot be given with ManifestType S3_INVENTORY (its files are CSV)",
+            )
+        if config.get("Transformation") == "LOAD_AND_FLATTEN" and "InputType" not in config:
+            self.add(cpath, name, "Transformation LOAD_AND_FLATTEN needs an InputType")
+        if config.get("CSVHeaderLocation") == "GIVEN":
+            headers = config.get("CSVHeaders")
+            if not isinstance(headers, list) or not all(isinstance(h, str) for h in headers):
+                self.add(
+                    cpath, name, "CSVHeaderLocation GIVEN needs CSVHeaders, an array of strings"
+                )
+        if "ItemsPointer" in config:
+            pointer = config["ItemsPointer"]
+            if not isinstance(pointer, str) or (pointer and not pointer.startswith("/")):
+                self.add(
+                    _key(cpath, "ItemsPointer"),
+                    name,
+                    "ItemsPointer must be a JSON Pointer such as '/inventory/products'",
+                )
+            elif config.get("InputType", "JSON") != "JSON":
+                self.add(_key(cpath, "ItemsPointer"), name, "ItemsPointer needs InputType JSON")
+
+    def result_writer(self, name: str, state: dict, spath: str) -> None:
+        """ResultWriter: a Resource with Parameters (or Arguments), a WriterConfig, or all of
+        them (input-output-resultwriter); WriterConfig's values as AWS names them."""
+        writer = state.get("ResultWriter")
+        if not isinstance(writer, dict):
+            return  # absent, or reported as not an object
+        wpath = spath + ".ResultWriter"
+        for key in writer:
+            if key not in ("Resource", "Parameters", "Arguments", "WriterConfig"):
+                self.add(_key(wpath, key), name, f"unknown ResultWriter field {key!r}")
+        if "Resource" in writer and not isinstance(writer["Resource"], str):
+            self.add(wpath + ".Resource", name, "Resource must be a string")
+        has_target = "Parameters" in writer or "Arguments" in writer
+        if "Resource" in writer and not has_target:
+            self.add(wpath, name, "a ResultWriter Resource needs Parameters (or Arguments)")
+        elif has_target and "Resource" not in writer:
+            self.add(wpath, name, "ResultWriter Parameters need a Resource")
+        elif "Resource" not in writer and "WriterConfig" not in writer:
+            self.add(
+                wpath,
+                name,
+                "ResultWriter needs a Resource with Parameters, a WriterConfig, or both",
+            )
+        config = writer.get("WriterConfig")
+        if "WriterConfig" in writer and not isinstance(config, dict):
+            self.add(wpath + ".WriterConfig", name, "WriterConfig must be an object")
+        elif isinstance(config, dict):
+            cpath = wpath + ".WriterConfig"
+            for key in config:
+                if key not in ("Transformation", "OutputType"):
+                    self.add(_key(cpath, key), name, f"unknown WriterConfig field {key!r}")
+            for key, allowed in (
+                ("Transformation", WRITER_TRANSFORMATIONS),
+                ("OutputType", OUTPUT_TYPES),
+            ):
+                if key in config and config[key] not in allowed:
+                    self.add(_key(cpath, key), name, f"{key} must be one of {', '.join(allowed)}")
+        self.location(name, writer, wpath, ("Bucket",))
 
     def location(self, name: str, spec: dict, path: str, fields: tuple[str, ...]) -> None:
         """ItemReader/ResultWriter Parameters must say which bucket (and object) to use."""

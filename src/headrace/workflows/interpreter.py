@@ -40,7 +40,7 @@ from headrace.workflows.errors import (
     retry_delay,
 )
 from headrace.workflows.history import HISTORY_QUOTA, STATE_EVENT_PREFIX, Event
-from headrace.workflows.items import StorageMapIO, batches
+from headrace.workflows.items import STATE_DATA, StorageMapIO, batches, iteration_items
 
 Decision = tuple[str, str, dict[str, Any]]
 
@@ -121,6 +121,13 @@ class Frame:
     child_arns: dict[int, str] = field(default_factory=dict)  # index -> child execution ARN
     aborted: set[int] = field(default_factory=set)  # children stopped by IterationsAborted
     redrive: list[int] = field(default_factory=list)  # children a redrive runs again
+    # where a Map's items came from: a JSON object's keys ($$.Map.Item.Key) and the source
+    # ($$.Map.Item.Source: one for all items, or one per item)
+    keys: list[str] | None = None
+    source: str | list[str] = STATE_DATA
+    # for a ResultWriter: index -> the iteration's input, and its [start, stop] times
+    inputs: dict[int, Any] = field(default_factory=dict)
+    times: dict[int, list[float]] = field(default_factory=dict)
 
 
 class Interpreter:
@@ -325,6 +332,9 @@ class Interpreter:
         f.started = f.running = 0
         f.results, f.failures = {}, []
         f.map_run, f.live, f.child_arns, f.aborted, f.redrive = None, {}, {}, set(), []
+        f.keys = e.details.get("keys")
+        f.source = e.details.get("source", STATE_DATA)
+        f.inputs, f.times = {}, {}
 
     def _on_MapRunStarted(self, e: Event) -> None:
         f = self.frames[e.scope]
@@ -353,6 +363,9 @@ class Interpreter:
 
     def _on_MapIterationStarted(self, e: Event) -> None:
         parent = self.frames[e.scope]
+        if "ResultWriter" in parent.machine["States"][parent.state]:
+            parent.inputs[e.details["index"]] = e.details["input"]
+            parent.times[e.details["index"]] = [e.timestamp, e.timestamp]
         if "execution" in e.details:  # a child execution: the driver runs it
             index = e.details["index"]
             parent.live[index] = parent.child_arns[index] = e.details["execution"]
@@ -407,6 +420,8 @@ class Interpreter:
             if parent.phase not in ("map", "parallel"):
                 return
         parent.running -= 1
+        if index in parent.times:
+            parent.times[index][1] = e.timestamp
         if ok:
             parent.results[index] = e.details.get("output")
         else:
@@ -624,7 +639,7 @@ class Interpreter:
             self.visible_variables(f),
         )
         if f.parent is not None and self.frames[f.parent].phase == "map":
-            ctx["Map"] = {"Item": {"Index": f.index, "Value": f.item}}
+            ctx["Map"] = {"Item": _item_context(self.frames[f.parent], f.index, f.item)}
         return ctx
 
     def visible_variables(self, f: Frame) -> dict[str, Any]:
@@ -774,14 +789,19 @@ class Interpreter:
                 if "MaxItemsPath" in config:
                     number = _path_number(config, "MaxItemsPath", effective, ctx, integer=True)
                     reader = {**reader, "ReaderConfig": {**config, "MaxItems": int(number)}}
-                items = self.io.read_items(reader, params)
+                read = self.io.read_items(reader, params)
+                items, keys, source = read.items, read.keys, read.source
             else:
-                items = paths.evaluate_path(state.get("ItemsPath", "$"), effective, ctx)
-            if not isinstance(items, list):
-                raise StatesError(
-                    "States.Runtime",
-                    f"the ItemsPath of Map state {f.state!r} did not select a JSON array",
+                found = iteration_items(
+                    paths.evaluate_path(state.get("ItemsPath", "$"), effective, ctx)
                 )
+                if found is None:
+                    raise StatesError(
+                        "States.Runtime",
+                        f"the ItemsPath of Map state {f.state!r} did not select a JSON array "
+                        "or object",
+                    )
+                (items, keys), source = found, STATE_DATA
             if "ItemBatcher" in state:
                 batcher = dict(state["ItemBatcher"])
                 for field in ("MaxItemsPerBatchPath", "MaxInputBytesPerBatchPath"):
@@ -791,14 +811,14 @@ class Interpreter:
                 batch_input = batcher.get("BatchInput")
                 if batch_input is not None:
                     batch_input = dataflow.resolve_template(batch_input, effective, ctx)
-                items = batches(items, batcher, batch_input)
+                items, keys = batches(items, batcher, batch_input), None
             # the ...Path limits are checked now, as AWS does when the Map state starts
             limits = {
                 "MaxConcurrency": _max_concurrency(state, effective, ctx),
                 "Tolerated": _tolerated(state, effective, ctx, len(items)),
             }
             details = {"name": f.state, "items": items, "effective": effective, "limits": limits}
-            return [("MapStateStarted", f.scope, details)]
+            return [("MapStateStarted", f.scope, _item_origin(details, keys, source))]
         if kind == "Parallel":
             effective = dataflow.state_input(state, f.input, ctx)
             n = len(state["Branches"])
@@ -869,18 +889,21 @@ class Interpreter:
             if "ItemReader" in state:
                 reader = state["ItemReader"]
                 params = jsonata_lang.resolve(reader.get("Arguments", {}), b, "ItemReader")
-                items = self.io.read_items(reader, params)
+                read = self.io.read_items(reader, params)
+                items, keys, source = read.items, read.keys, read.source
             else:
-                items = jsonata_lang.resolve(state.get("Items", f.input), b, "Items")
-            if not isinstance(items, list):
-                raise StatesError(
-                    QUERY_EVALUATION_ERROR,
-                    f"The Items of Map state {f.state!r} must be a JSON array, "
-                    f"got {json.dumps(items)[:200]}",
-                )
+                value = jsonata_lang.resolve(state.get("Items", f.input), b, "Items")
+                found = iteration_items(value)
+                if found is None:
+                    raise StatesError(
+                        QUERY_EVALUATION_ERROR,
+                        f"The Items of Map state {f.state!r} must be a JSON array or object, "
+                        f"got {json.dumps(value)[:200]}",
+                    )
+                (items, keys), source = found, STATE_DATA
             if "ItemBatcher" in state:
                 batcher = jsonata_lang.resolve(state["ItemBatcher"], b, "ItemBatcher")
-                items = batches(items, batcher, batcher.get("BatchInput"))
+                items, keys = batches(items, batcher, batcher.get("BatchInput")), None
             limits: dict[str, Any] = {"MaxConcurrency": 0, "Tolerated": 0}
             if "MaxConcurrency" in state:
                 limits["MaxConcurrency"] = int(
@@ -898,7 +921,7 @@ class Interpreter:
                 limits["Percentage"] = True
             limits["Tolerated"] = max(tolerated) if tolerated else 0
             details = {"name": f.state, "items": items, "effective": f.input, "limits": limits}
-            return [("MapStateStarted", f.scope, details)]
+            return [("MapStateStarted", f.scope, _item_origin(details, keys, source))]
         if kind == "Parallel":
             arguments = jsonata_lang.resolve(state.get("Arguments", f.input), b, "Arguments")
             n = len(state["Branches"])
@@ -1091,7 +1114,7 @@ class Interpreter:
         if f.started < total and f.running < limit:
             index = f.started
             item = f.items[index]
-            item_ctx = ctx.extend(Map={"Item": {"Index": index, "Value": item}})  # type: ignore[attr-defined]
+            item_ctx = ctx.extend(Map={"Item": _item_context(f, index, item)})  # type: ignore[attr-defined]
             if self.is_jsonata(state):
                 b = jsonata_lang.bindings(item_ctx.variables, item_ctx, f.input)
                 selector = state.get("ItemSelector")
@@ -1114,38 +1137,80 @@ class Interpreter:
         if f.started == total and f.running == 0:
             results = [f.results.get(i) for i in range(total)]
             if "ResultWriter" in state:
-                writer = state["ResultWriter"]
-                if self.is_jsonata(state):
-                    b = jsonata_lang.bindings(ctx.variables, ctx, f.input)  # type: ignore[attr-defined]
-                    params = jsonata_lang.resolve(writer.get("Arguments", {}), b, "ResultWriter")
-                else:
-                    params = dataflow.resolve_template(
-                        writer.get("Parameters", {}), f.effective, ctx
-                    )
-                failed_at = {i for i, _, _ in f.failures}
-                succeeded = [
-                    {"Index": i, "Output": json.dumps(r), "Status": "SUCCEEDED"}
-                    for i, r in enumerate(results)
-                    if i not in failed_at
-                ]
-                failed = [
-                    {"Index": i, "Error": e, "Cause": c, "Status": "FAILED"}
-                    for i, e, c in sorted(f.failures)
-                ]
-                for entry in succeeded + failed:
-                    arn = f.child_arns.get(entry["Index"])
-                    if arn is not None:  # as AWS's entries name the child execution
-                        entry["ExecutionArn"] = arn
-                        entry["Name"] = arn.rsplit(":", 1)[1]
-                run = f.map_run["arn"] if f.map_run is not None else None
-                results = self.io.write_results(
-                    writer, params, self.execution, succeeded, failed, map_run=run
-                )
+                results = self._write_results(f, state, ctx, results)
             return [
                 ("MapStateSucceeded", f.scope, {"name": f.state}),
                 self._finish(f, state, results, ctx),
             ]
         return []
+
+    def _write_results(self, f: Frame, state: dict, ctx: dict, results: list) -> Any:
+        """A Map's ResultWriter: its children's entries written to a bucket (Resource and
+        Parameters/Arguments), or, with only a WriterConfig, transformed into the state's
+        result. A failed child's entry is never transformed (as if Transformation were NONE)."""
+        writer = state["ResultWriter"]
+        failed_at = {i: (e, c) for i, e, c in f.failures}
+        succeeded, failed, entries = [], [], []
+        for i, output in enumerate(results):
+            entry = self._result_entry(f, i, output, failed_at.get(i))
+            (failed if i in failed_at else succeeded).append(entry)
+            entries.append(entry)
+        if "Resource" not in writer:
+            config = writer.get("WriterConfig") or {}
+            transformation = str(config.get("Transformation", "COMPACT")).upper()
+            if transformation == "NONE":
+                return entries
+            out: list[Any] = []
+            for i, output in enumerate(results):
+                if i in failed_at:
+                    out.append(entries[i])
+                elif transformation == "FLATTEN" and isinstance(output, list):
+                    out.extend(output)
+                else:
+                    out.append(output)
+            return out
+        if self.is_jsonata(state):
+            b = jsonata_lang.bindings(ctx.variables, ctx, f.input)  # type: ignore[attr-defined]
+            params = jsonata_lang.resolve(writer.get("Arguments", {}), b, "ResultWriter")
+        else:
+            params = dataflow.resolve_template(writer.get("Parameters", {}), f.effective, ctx)
+        run = f.map_run["arn"] if f.map_run is not None else None
+        return self.io.write_results(writer, params, self.execution, succeeded, failed, map_run=run)
+
+    def _result_entry(
+        self, f: Frame, index: int, output: Any, failure: tuple[str, str] | None
+    ) -> dict[str, Any]:
+        """One child's entry in a ResultWriter's files, as AWS writes them: its execution's
+        ARN and name (a Map run as scopes has none), Input and Output as JSON text, status,
+        start and stop dates."""
+        entry: dict[str, Any] = {}
+        arn = f.child_arns.get(index)
+        if arn is not None:
+            entry["ExecutionArn"] = arn
+        entry["Input"] = json.dumps(f.inputs.get(index), separators=(",", ":"))
+        entry["InputDetails"] = {"Included": True}
+        if arn is not None:
+            entry["Name"] = arn.rsplit(":", 1)[1]
+        if failure is None:
+            entry["Output"] = json.dumps(output, separators=(",", ":"))
+            entry["OutputDetails"] = {"Included": True}
+        else:
+            entry["Error"], entry["Cause"] = failure
+        start, stop = f.times.get(index, (0.0, 0.0))
+        entry["StartDate"] = iso(start)
+        if f.map_run is not None:
+            machine = self.execution.get("StateMachineName", "")
+            entry["StateMachineArn"] = (
+                f"arn:aws:states:local:000000000000:stateMachine:{machine}/{f.map_run['label']}"
+            )
+        status = "SUCCEEDED"
+        if failure is not None:
+            status = {"States.Timeout": "TIMED_OUT", "States.Aborted": "ABORTED"}.get(
+                failure[0], "FAILED"
+            )
+        entry["Status"] = status
+        entry["StopDate"] = iso(stop)
+        return entry
 
     def _map_run_started(self, f: Frame, state: dict, processor: dict) -> Decision:
         """The Map Run of a DISTRIBUTED Map state: named as AWS names them,
@@ -1334,6 +1399,31 @@ def _path_number(
         shown = shown if len(shown) <= 200 else shown[:200] + "…"
         raise StatesError(RUNTIME, f"{field} {state[field]!r} selected {shown}, not {kind}")
     return value
+
+
+def _item_origin(
+    details: dict[str, Any], keys: list[str] | None, source: str | list[str]
+) -> dict[str, Any]:
+    """MapStateStarted's record of where the items came from (a replay reads it there)."""
+    if keys is not None:
+        details["keys"] = keys
+    if isinstance(source, list) and len(set(source)) == 1:
+        source = source[0]
+    if source != STATE_DATA and (isinstance(source, str) or len(source) == len(details["items"])):
+        details["source"] = source  # a batched list of per-item sources no longer lines up
+    return details
+
+
+def _item_context(f: Frame, index: int, item: Any) -> dict[str, Any]:
+    """`$$.Map.Item` of iteration `index` of Map frame `f`: Index, Key (items of a JSON
+    object), Value and Source."""
+    out: dict[str, Any] = {"Index": index}
+    if f.keys is not None and index < len(f.keys):
+        out["Key"] = f.keys[index]
+    out["Value"] = item
+    source = f.source
+    out["Source"] = source[index] if isinstance(source, list) else source
+    return out
 
 
 def _max_concurrency(state: dict, effective: Any, ctx: dict) -> int:

@@ -125,3 +125,48 @@ app.state_machine(
         },
     },
 )
+
+
+def _keyed(execution_type: str):
+    """A Distributed Map over a JSON object's key-value pairs, each child told its key, the
+    negative scores failing (one tolerated), the results written as JSON Lines entries."""
+    return {
+        "StartAt": "Score",
+        "States": {
+            "Score": {
+                "Type": "Map",
+                "ItemsPath": "$.scores",
+                "ToleratedFailureCount": 1,
+                "ItemSelector": {
+                    "name.$": "$$.Map.Item.Key",
+                    "score.$": "$$.Map.Item.Value",
+                    "source.$": "$$.Map.Item.Source",
+                },
+                "ItemProcessor": {
+                    "ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": execution_type},
+                    "StartAt": "Check",
+                    "States": {
+                        "Check": {
+                            "Type": "Choice",
+                            "Choices": [
+                                {"Variable": "$.score", "NumericLessThan": 0, "Next": "Negative"}
+                            ],
+                            "Default": "Kept",
+                        },
+                        "Negative": {"Type": "Fail", "Error": "Negative", "Cause": "below 0"},
+                        "Kept": {"Type": "Pass", "End": True},
+                    },
+                },
+                "ResultWriter": {
+                    "Resource": "arn:aws:states:::s3:putObject",
+                    "Parameters": {"Bucket": "results", "Prefix": "scores"},
+                    "WriterConfig": {"Transformation": "NONE", "OutputType": "JSONL"},
+                },
+                "End": True,
+            }
+        },
+    }
+
+
+app.state_machine("keyed", _keyed("STANDARD"))
+app.state_machine("keyed_express", _keyed("EXPRESS"))
