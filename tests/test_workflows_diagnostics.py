@@ -2,6 +2,7 @@
 `headrace validate FILE`."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -163,6 +164,8 @@ def test_headrace_validate_prints_and_exits(tmp_path):
             capture_output=True,
             text=True,
             cwd=tmp_path,
+            # a long temp path would otherwise be wrapped inside rich's error box
+            env={**os.environ, "COLUMNS": "1000"},
         )
 
     out = run(str(bad))
