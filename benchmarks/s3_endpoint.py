@@ -33,7 +33,7 @@ import boto3
 from botocore.config import Config
 
 from headrace.config import load_settings
-from headrace.s3api import start_endpoint
+from headrace.s3api.rclone import start_endpoint
 
 KEY, SECRET = "bench-access-key", "bench-secret-key-0123456789"
 SIZES = [(1024, "1 KB", 300), (1024**2, "1 MB", 60), (64 * 1024**2, "64 MB", 3)]
