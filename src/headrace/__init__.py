@@ -2,8 +2,8 @@
 
 The public names below load on first use, not with the package: every process that imports
 a module of headrace imports this file first, and some need none of them (the S3 endpoint's
-front, one process per coordinator), while `headrace.app` alone pulls in the storage layer and fsspec
-(about 0.15 s; `from headrace import App` costs the same as before).
+front, one process per coordinator), while `headrace.app` alone pulls in the storage layer
+and fsspec (about 0.15 s; `from headrace import App` costs the same as before).
 """
 
 from importlib import import_module
