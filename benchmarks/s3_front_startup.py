@@ -5,8 +5,10 @@ of its own) and waits for both. Three figures per tree, rounds alternating the t
 drift on the shared machine hits both alike:
 
 - front: from spawning the front's process to its "listening on" line (its imports and
-  aiohttp's start; rclone's address given at once);
+  aiohttp's start; rclone's address given at once); front-cpu: the CPU time (user + system)
+  that process used, which on a loaded machine varies far less than the wall time;
 - endpoint: `start_endpoint()` as the coordinator calls it, rclone and the front together;
+  endpoint-cpu: the CPU time of rclone and the front, started and stopped;
 - up: `headrace up` (benchmarks/app, folder storage, SQLite ledger, `s3 = 127.0.0.1:0`) from
   spawning it to its info file naming it.
 
@@ -36,8 +38,11 @@ from headrace.s3api.rclone import start_endpoint
 settings = load_settings(sys.argv[1], home=sys.argv[2], s3="127.0.0.1:0")
 started = time.perf_counter()
 endpoint = start_endpoint(sys.argv[3], settings)
-print(time.perf_counter() - started)
+took = time.perf_counter() - started
 endpoint.stop()
+import resource
+children = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(took, children.ru_utime + children.ru_stime)
 """
 
 
@@ -45,7 +50,7 @@ def _env(src: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
 
 
-def front_start(src: str, folder: Path) -> float:
+def front_start(src: str, folder: Path) -> tuple[float, float]:
     started = time.perf_counter()
     proc = subprocess.Popen(
         [
@@ -60,12 +65,13 @@ def front_start(src: str, folder: Path) -> float:
     line = proc.stdout.readline()
     took = time.perf_counter() - started
     proc.send_signal(signal.SIGTERM)
-    proc.wait(10)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     assert line.startswith(b"listening on"), line
-    return took
+    return took, usage.ru_utime + usage.ru_stime
 
 
-def endpoint_start(src: str, folder: Path) -> float:
+def endpoint_start(src: str, folder: Path) -> tuple[float, float]:
     project, home, root = folder / "p", folder / "home", folder / "buckets"
     project.mkdir(exist_ok=True)
     out = subprocess.run(
@@ -75,10 +81,11 @@ def endpoint_start(src: str, folder: Path) -> float:
         check=True,
         env=_env(src),
     )
-    return float(out.stdout.strip())
+    took, cpu = out.stdout.split()
+    return float(took), float(cpu)
 
 
-def up_start(src: str, folder: Path) -> float:
+def up_start(src: str, folder: Path) -> tuple[float, None]:
     home = folder / "home-up"
     info = home / "coordinator.json"
     env = {**_env(src), "HEADRACE_HOME": str(home), "HEADRACE_S3": "127.0.0.1:0"}
@@ -94,7 +101,7 @@ def up_start(src: str, folder: Path) -> float:
             if info.exists():
                 with_pid = json.loads(info.read_text() or "{}")
                 if with_pid.get("pid") == proc.pid and with_pid.get("s3"):
-                    return time.perf_counter() - started
+                    return time.perf_counter() - started, None
             if proc.poll() is not None:
                 raise RuntimeError(f"headrace up exited with {proc.returncode}")
             if time.perf_counter() - started > 120:
@@ -118,19 +125,23 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
     trees = dict(t.split("=", 1) for t in args.tree)
-    times: dict[str, dict[str, list[float]]] = {m: {t: [] for t in trees} for m in MEASURES}
+    names = [*MEASURES, "front-cpu", "endpoint-cpu"]
+    times: dict[str, dict[str, list[float]]] = {m: {t: [] for t in trees} for m in names}
     for round_ in range(args.rounds):
         order = list(trees) if round_ % 2 == 0 else list(reversed(trees))
         for measure, run in MEASURES.items():
             for name in order:
                 with tempfile.TemporaryDirectory(prefix="s3-startup-") as folder:
-                    times[measure][name].append(run(trees[name], Path(folder)))
-    print(f"{'measure':<10}" + "".join(f"{name:>28}" for name in trees))
+                    wall, cpu = run(trees[name], Path(folder))
+                times[measure][name].append(wall)
+                if cpu is not None:
+                    times[f"{measure}-cpu"][name].append(cpu)
+    print(f"{'measure':<13}" + "".join(f"{name:>28}" for name in trees))
     for measure, by_tree in times.items():
         cells = []
         for values in by_tree.values():
             cells.append(f"{statistics.median(values):.3f} s ({min(values):.3f}-{max(values):.3f})")
-        print(f"{measure:<10}" + "".join(f"{c:>28}" for c in cells))
+        print(f"{measure:<13}" + "".join(f"{c:>28}" for c in cells))
     print(json.dumps(times))
     return 0
 
