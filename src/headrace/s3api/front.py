@@ -21,7 +21,8 @@
    rclone stores unchecked: the front computes the data's as a PutObject or UploadPart body
    passes (`checksums`), holding its last piece back until it matched. A mismatch cuts the
    body short, so rclone drops the upload, and is answered 400 BadDigest; a match is
-   answered with the checksum, as S3 does.
+   answered with the checksum, as S3 does. A part with a checksum is read whole and checked
+   before it goes on: rclone fails a whole multipart upload on one part cut short.
 
 Everything else passes through untouched: the request line, headers (Host included, so SigV4
 signatures still verify at rclone) and bodies are forwarded as they come, streamed. rclone
