@@ -12,9 +12,6 @@ Settings it runs with, and why:
   clients. Not 0s: with it rclone 1.75.2 slows down with every request to a folder (measured:
   30 PUTs of 1 KB took 180 s, against 1.6 s for 300 with 10ms).
 - `--vfs-cache-mode off` (the default): bodies stream to the folder, no second copy on disk.
-- the bucket root behind rclone's `hasher` overlay (`served_remote`), its database in
-  `<home>/rclone` (`--cache-dir`): ETags are still each object's MD5, but read from the
-  database rather than computed again from the whole object on every GET and HEAD.
 - its log goes to `<home>/logs/s3.log`; the listen address is read from it (port 0 works).
 - it listens on 127.0.0.1, any free port: clients reach it through `front` (on the address
   of the `s3` setting), which fixes conditional reads and multipart ETags.
@@ -96,26 +93,15 @@ class S3Endpoint:
         self.stop()
 
 
-def served_remote(root: Path) -> str:
-    """The bucket root behind rclone's `hasher` overlay, which keeps each object's MD5 (the
-    ETag) in a small database, keyed by path, size and modification time: without it rclone
-    reads the whole object once more on every GET and HEAD to compute it. An object rewritten
-    behind rclone's back (size or mtime changed) is hashed again on its next request."""
-    quoted = "'" + str(root).replace("'", "''") + "'"
-    return f":hasher,remote={quoted},hashes=md5,max_age=off:"
-
-
 def command(
-    binary: str, root: Path, host: str, port: int, keys: S3Keys, log_path: Path, cache: Path
+    binary: str, root: Path, host: str, port: int, keys: S3Keys, log_path: Path
 ) -> list[str]:
     shown_host = f"[{host}]" if ":" in host else host
     args = [
         binary,
         "serve",
         "s3",
-        served_remote(root),
-        "--cache-dir",  # the hasher's database: <home>/rclone, not ~/.cache
-        str(cache),
+        str(root),
         "--addr",
         f"{shown_host}:{port}",
         "--config",
@@ -177,7 +163,7 @@ def start_endpoint(
     front = _launch_front(host, port, root, log.with_name("s3-front.log"), keys)
     try:
         proc = subprocess.Popen(
-            command(binary, root, "127.0.0.1", 0, keys, log, settings.home / "rclone"),
+            command(binary, root, "127.0.0.1", 0, keys, log),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
