@@ -365,6 +365,12 @@ class Front:
             (k, v) for k, v in upstream.headers.items() if k.lower() not in _HOP
         )
         ok = upstream.status in (200, 206)
+        if ok and "Content-Range" in upstream.headers:
+            # rclone sends the whole object's stored checksum with a range of it (and 200,
+            # not 206), which SDKs validating responses (boto3's default since 1.36) check
+            # the range against and reject; S3 sends none with a range
+            for name in {k for k in out_headers if k.lower().startswith("x-amz-checksum-")}:
+                out_headers.popall(name)
         if ok and verifier is not None and verifier.value is not None:
             # S3 answers PutObject and UploadPart with the checksum it verified; rclone
             # does not (SDKs put UploadPart's in CompleteMultipartUpload)
