@@ -12,7 +12,7 @@ A third server in the same rounds is rclone itself, reached directly rather than
 endpoint's front (`headrace.s3api.front`, which evaluates conditional headers and keeps
 multipart ETags): headrace / rclone-direct is what the front costs.
 
-    .venv/bin/python benchmarks/s3_endpoint.py [--rounds 5]
+    .venv/bin/python benchmarks/s3_endpoint.py [--rounds 5] [--checksums when_supported]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import boto3
 from botocore.config import Config
 
 from headrace.config import load_settings
-from headrace.s3api import start_endpoint
+from headrace.s3api.rclone import start_endpoint
 
 KEY, SECRET = "bench-access-key", "bench-secret-key-0123456789"
 SIZES = [(1024, "1 KB", 300), (1024**2, "1 MB", 60), (64 * 1024**2, "64 MB", 3)]
@@ -109,7 +109,7 @@ def start_seaweedfs(folder: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("SeaweedFS did not start:\n" + (folder / "weed.log").read_text()[-2000:])
 
 
-def client(url: str):
+def client(url: str, checksums: str = "when_required"):
     return boto3.client(
         "s3",
         endpoint_url=url,
@@ -117,8 +117,8 @@ def client(url: str):
         aws_secret_access_key=SECRET,
         region_name="us-east-1",
         config=Config(
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
+            request_checksum_calculation=checksums,
+            response_checksum_validation=checksums,
             retries={"max_attempts": 2},
             max_pool_connections=4,
         ),
@@ -145,6 +145,13 @@ def one_round(s3, size: int, count: int, tag: str) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--checksums",
+        choices=("when_required", "when_supported"),
+        default="when_required",
+        help="when_supported: boto3's default since 1.36, a CRC32 trailer on every PUT, "
+        "which the front checks as the body passes",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -161,9 +168,9 @@ def main() -> int:
         weed, weed_url = start_seaweedfs(tmp_path / "weed")
         try:
             servers = {
-                "headrace": client(endpoint.url),
-                "rclone-direct": client(endpoint.upstream),
-                "seaweedfs": client(weed_url),
+                "headrace": client(endpoint.url, args.checksums),
+                "rclone-direct": client(endpoint.upstream, args.checksums),
+                "seaweedfs": client(weed_url, args.checksums),
             }
             servers["headrace"].create_bucket(Bucket="bench")
             for s3 in servers.values():  # warm connections and both servers' first paths
@@ -202,7 +209,8 @@ def main() -> int:
                 weed.wait(30)
             except subprocess.TimeoutExpired:
                 weed.kill()
-    print(json.dumps({"rounds": args.rounds, "results": results}, indent=2))
+    summary = {"rounds": args.rounds, "checksums": args.checksums, "results": results}
+    print(json.dumps(summary, indent=2))
     return 0
 
 

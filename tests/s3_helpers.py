@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 from headrace.config import load_settings
-from headrace.s3api import S3Endpoint, start_endpoint
+from headrace.s3api.rclone import S3Endpoint, start_endpoint
 
 ACCESS_KEY = "test-access-key"
 SECRET_KEY = "test-secret-key-0123456789"

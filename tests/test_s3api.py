@@ -17,7 +17,8 @@ from headrace.errors import AppError, ConfigError
 from headrace.functions.layers import ensure_layer
 from headrace.functions.runtime import _environment
 from headrace.functions.spec import FunctionSpec
-from headrace.s3api import client_environment, keys_from_settings, rclone_binary, start_endpoint
+from headrace.s3api.credentials import client_environment, keys_from_settings
+from headrace.s3api.rclone import rclone_binary, start_endpoint
 from tests import s3_helpers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +68,7 @@ def test_the_endpoint_dies_with_a_coordinator_killed_with_kill_9(tmp_path):
     code = (
         "import sys, time\n"
         "from headrace.config import load_settings\n"
-        "from headrace.s3api import start_endpoint\n"
+        "from headrace.s3api.rclone import start_endpoint\n"
         f"s = load_settings({str(tmp_path / 'p')!r}, home={str(tmp_path / 'home')!r})\n"
         f"ep = start_endpoint({str(tmp_path / 'b')!r}, s)\n"
         "print(ep.process.pid, ep.front.pid, ep.url, ep.upstream, flush=True)\n"

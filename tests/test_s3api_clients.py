@@ -548,49 +548,152 @@ def test_pyarrow_create_dir_and_delete_file_keep_folders(endpoint, root, monkeyp
     assert not (root / "arrow" / "ds").exists()
 
 
-def test_a_chunked_upload_with_a_wrong_trailing_checksum_is_refused(tmp_path):
-    """An aws-chunked body sent without a length, its CRC32 in a trailer (as pyarrow's SDK
-    sends it): stored when the trailer matches, refused with BadDigest when it does not
-    (rclone alone stores both)."""
+def _crc(algorithm: str, data: bytes) -> bytes:
+    """The checksum S3 names `algorithm`, as its headers carry it (base64)."""
     import base64
+    import zlib
+
+    from awscrt import checksums
+
+    value = {
+        "crc32": lambda: zlib.crc32(data).to_bytes(4, "big"),
+        "crc32c": lambda: checksums.crc32c(data).to_bytes(4, "big"),
+        "crc64nvme": lambda: checksums.crc64nvme(data).to_bytes(8, "big"),
+    }[algorithm]()
+    return base64.b64encode(value)
+
+
+def _holds_only(folder: Path, names: list[str]) -> None:
+    """`folder` holds these files and, once rclone has noticed an upload cut short and
+    removed its hidden temp file (a moment after the refusal was answered), nothing else."""
+    deadline = time.monotonic() + 10
+    while (found := sorted(p.name for p in folder.iterdir())) != names:
+        if time.monotonic() > deadline or not set(names) <= set(found):
+            break
+        time.sleep(0.05)
+    assert found == names
+
+
+@pytest.mark.parametrize("algorithm", ["crc32", "crc32c", "crc64nvme"])
+@pytest.mark.parametrize("length", ["Content-Length", "chunked"])
+def test_an_aws_chunked_upload_with_a_wrong_trailing_checksum_is_refused(
+    tmp_path, algorithm, length
+):
+    """An aws-chunked body, its checksum in a trailer, sent with its length (as boto3 sends
+    it) or without (as pyarrow's SDK does): stored when the trailer matches, refused with
+    BadDigest when it does not, and nothing stored (rclone alone stores both)."""
     import http.client
     import urllib.parse
-    import zlib
 
     ep = s3_helpers.start(tmp_path, keys=False)
     try:
         s3_helpers.boto3_client(ep).create_bucket(Bucket="sums")
         where = urllib.parse.urlparse(ep.url)
-        data = b"hello world " * 1000
+        data = b"hello world " * 100_000
         answers = {}
-        for name, crc in (("good", zlib.crc32(data)), ("bad", zlib.crc32(data) ^ 1)):
-            trailer = base64.b64encode(crc.to_bytes(4, "big"))
-            body = b"%x\r\n%s\r\n0\r\nx-amz-checksum-crc32:%s\r\n\r\n" % (len(data), data, trailer)
+        for name, sent in (("good", _crc(algorithm, data)), ("bad", _crc(algorithm, b"x"))):
+            trailer = f"x-amz-checksum-{algorithm}"
+            body = b"%x\r\n%s\r\n0\r\n%s:%s\r\n\r\n" % (
+                len(data),
+                data,
+                trailer.encode(),
+                sent,
+            )
             conn = http.client.HTTPConnection(where.hostname, where.port)
             conn.putrequest("PUT", f"/sums/{name}.txt")
             headers = {
                 "Content-Encoding": "aws-chunked",
                 "x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
                 "x-amz-decoded-content-length": str(len(data)),
-                "x-amz-trailer": "x-amz-checksum-crc32",
-                "Transfer-Encoding": "chunked",
+                "x-amz-trailer": trailer,
                 "Authorization": "AWS4-HMAC-SHA256 Credential=headrace/20261207/us-east-1/s3/"
                 "aws4_request, SignedHeaders=host, Signature=00",
             }
+            if length == "chunked":
+                headers["Transfer-Encoding"] = "chunked"
+            else:
+                headers["Content-Length"] = str(len(body))
             for header, value in headers.items():
                 conn.putheader(header, value)
             conn.endheaders()
-            for i in range(0, len(body), 4096):
-                piece = body[i : i + 4096]
-                conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
-            conn.send(b"0\r\n\r\n")
+            for i in range(0, len(body), 65536):
+                piece = body[i : i + 65536]
+                conn.send(b"%x\r\n%s\r\n" % (len(piece), piece) if length == "chunked" else piece)
+            if length == "chunked":
+                conn.send(b"0\r\n\r\n")
             answer = conn.getresponse()
-            answers[name] = (answer.status, answer.read())
+            answers[name] = (answer.status, answer.read(), answer.getheader(trailer))
             conn.close()
         assert answers["good"][0] == 200
+        assert answers["good"][2] == _crc(algorithm, data).decode()  # answered, as S3 does
         assert (tmp_path / "buckets" / "sums" / "good.txt").read_bytes() == data
         assert answers["bad"][0] == 400 and b"<Code>BadDigest</Code>" in answers["bad"][1]
-        assert b"x-amz-checksum-crc32" in answers["bad"][1]
-        assert not (tmp_path / "buckets" / "sums" / "bad.txt").exists()
+        assert trailer.encode() in answers["bad"][1]
+        _holds_only(tmp_path / "buckets" / "sums", ["good.txt"])
     finally:
         ep.stop()
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32C", "CRC64NVME"])
+def test_boto3_crc32c_and_crc64nvme_checksums_are_verified_and_answered(endpoint, root, algorithm):
+    """The checksums users choose in boto3 (ChecksumAlgorithm=...), on PutObject and on
+    UploadPart: answered as S3 answers them, and a wrong one refused with BadDigest, nothing
+    stored."""
+    from botocore.exceptions import ClientError
+
+    s3 = s3_helpers.boto3_client(
+        endpoint,
+        request_checksum_calculation="when_supported",  # the SDKs' default since 2025
+        response_checksum_validation="when_supported",
+    )
+    s3.create_bucket(Bucket="sums")
+    field = f"Checksum{algorithm}"
+    data = os.urandom(5 * 1024 * 1024 + 11)
+    right = _crc(algorithm.lower(), data).decode()
+    wrong = _crc(algorithm.lower(), b"not the data").decode()
+
+    put = s3.put_object(Bucket="sums", Key="whole", Body=data, ChecksumAlgorithm=algorithm)
+    assert put[field] == right
+    got = s3.get_object(Bucket="sums", Key="whole", ChecksumMode="ENABLED")
+    assert got["Body"].read() == data and got[field] == right  # botocore checked it too
+    assert s3.put_object(Bucket="sums", Key="given", Body=data, **{field: right})[field] == right
+
+    with pytest.raises(ClientError) as refused:
+        s3.put_object(Bucket="sums", Key="wrong", Body=data, **{field: wrong})
+    assert refused.value.response["Error"]["Code"] == "BadDigest"
+    assert "wrong" in refused.value.response["Error"]["Message"]
+
+    upload = s3.create_multipart_upload(Bucket="sums", Key="parts", ChecksumAlgorithm=algorithm)
+    ids = {"Bucket": "sums", "Key": "parts", "UploadId": upload["UploadId"]}
+    part = s3.upload_part(**ids, PartNumber=1, Body=data, ChecksumAlgorithm=algorithm)
+    assert part[field] == right
+    with pytest.raises(ClientError) as refused:
+        s3.upload_part(**ids, PartNumber=2, Body=data, **{field: wrong})
+    assert refused.value.response["Error"]["Code"] == "BadDigest"
+    listed = s3.list_parts(**ids)["Parts"]
+    assert [p["PartNumber"] for p in listed] == [1]
+    s3.complete_multipart_upload(
+        **ids, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"], field: right}]}
+    )
+    assert (root / "sums" / "parts").read_bytes() == data
+    _holds_only(root / "sums", ["given", "parts", "whole"])
+
+
+def test_a_ranged_get_of_a_checksummed_object_passes_the_sdks_response_validation(endpoint):
+    """rclone returns the whole object's checksum with a range of it; boto3 (validating
+    responses by default since 1.36) then rejected every ranged GET of such an object."""
+    s3 = s3_helpers.boto3_client(
+        endpoint,
+        request_checksum_calculation="when_supported",
+        response_checksum_validation="when_supported",
+    )
+    s3.create_bucket(Bucket="ranges")
+    data = bytes(range(256)) * 40
+    for algorithm in ("CRC32", "CRC32C"):
+        s3.put_object(Bucket="ranges", Key=algorithm, Body=data, ChecksumAlgorithm=algorithm)
+        for mode in ({}, {"ChecksumMode": "ENABLED"}):
+            got = s3.get_object(Bucket="ranges", Key=algorithm, Range="bytes=10-109", **mode)
+            assert got["Body"].read() == data[10:110]
+            assert f"Checksum{algorithm}" not in got
+        whole = s3.get_object(Bucket="ranges", Key=algorithm, ChecksumMode="ENABLED")
+        assert whole["Body"].read() == data and whole[f"Checksum{algorithm}"]

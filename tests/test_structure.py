@@ -199,3 +199,29 @@ def test_the_cli_imports_no_data_library_until_a_command_needs_one():
     code = f"import sys, headrace.cli; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_s3_fronts_process_imports_none_of_headraces_heavy_parts():
+    """Every coordinator starts the S3 endpoint's front as a process of its own
+    (`python -m headrace.s3api.front`), which imports `headrace` and `headrace.s3api` first:
+    the app, the storage layer and fsspec cost it 0.15 s there; awscrt (CRC32C, CRC64NVME)
+    45 ms, loaded by the first upload that needs it."""
+    import subprocess
+    import sys
+
+    heavy = ("headrace.app", "headrace.storage", "fsspec", "headrace.s3api.rclone", "awscrt")
+    code = f"import sys, headrace.s3api.front; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_public_names_import_from_the_package_as_documented():
+    import headrace
+    from headrace import App, Context, Settings, flush_pipeline, load_settings
+
+    assert App.__module__ == "headrace.app" and headrace.App is App
+    assert Context.__name__ == "Context" and Settings.__name__ == "Settings"
+    assert callable(load_settings) and callable(flush_pipeline)
+    assert set(headrace.__all__) <= set(dir(headrace))
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = headrace.Nope

@@ -75,9 +75,9 @@ def client_environment(url: str, keys: S3Keys, region: str) -> dict[str, str]:
         "AWS_DEFAULT_REGION": region,
         # Checksums only where an operation requires them (the SDKs' behaviour before 2025).
         # Sent by default, they reach the server as aws-chunked bodies that pyarrow's AWS SDK
-        # streams without a Content-Length, which `serve s3` refuses (411); and the server
-        # returns a stored whole-object checksum on ranged GETs, which a validating client
-        # then rejects. Clients that ask for a checksum still get one verified.
+        # streams without a Content-Length, which the front then reads whole before passing
+        # them on (rclone refuses them, 411). Clients that ask for a checksum still get one
+        # verified; the defaults (when_supported) work too, at that cost.
         "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
         "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
     }

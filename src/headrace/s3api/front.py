@@ -16,8 +16,13 @@
 3. Folder markers (keys ending in `/`), which rclone turns into files without the slash:
    answered here, on folders (`folders`), after checking the request's signature (`sigv4`).
 4. Uploads without a Content-Length, which rclone refuses (411): read whole, to memory or a
-   temp file, and sent on with their length; a trailing checksum is checked first
-   (`trailers`), which rclone does not do.
+   temp file, and sent on with their length.
+5. Checksums of uploads (`x-amz-checksum-*`, in a header or an `aws-chunked` trailer), which
+   rclone stores unchecked: the front computes the data's as a PutObject or UploadPart body
+   passes (`checksums`), holding its last piece back until it matched. A mismatch cuts the
+   body short, so rclone drops the upload, and is answered 400 BadDigest; a match is
+   answered with the checksum, as S3 does. A part with a checksum is read whole and checked
+   before it goes on: rclone fails a whole multipart upload on one part cut short.
 
 Everything else passes through untouched: the request line, headers (Host included, so SigV4
 signatures still verify at rclone) and bodies are forwarded as they come, streamed. rclone
@@ -32,7 +37,6 @@ import argparse
 import asyncio
 import contextlib
 import email.utils
-import io
 import json
 import os
 import re
@@ -40,17 +44,24 @@ import signal
 import sys
 import tempfile
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 from xml.sax.saxutils import escape, unescape
 
-from aiohttp import ClientResponse, ClientSession, ClientTimeout, TCPConnector, web
+from aiohttp import (
+    ClientError,
+    ClientResponse,
+    ClientSession,
+    ClientTimeout,
+    TCPConnector,
+    web,
+)
 from multidict import CIMultiDict
 from yarl import URL
 
-from headrace.s3api import folders, sigv4, trailers
+from headrace.s3api import checksums, folders, sigv4
 from headrace.s3api.credentials import FRONT_KEY_ID_VARIABLE, FRONT_SECRET_VARIABLE
 
 ETAG_ATTRIBUTE = "user.headrace.etag"
@@ -244,36 +255,57 @@ class Front:
         bucket, key = _bucket_key(request.path)
         if key and folders.is_marker_key(key):
             return await self._folder(request, bucket, key)
+        resource = f"/{bucket}/{key}"
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _HOP)
         body: object = request.content if request.body_exists else None
         url = URL(self.upstream + request.raw_path, encoded=True)
+        verifier = None
+        if body is not None and key and _is_upload(request):
+            try:
+                verifier = checksums.verifier(request.headers)
+            except checksums.ChecksumError as e:
+                return _error(
+                    request, 400, e.code, f"{resource}: {e.message}", resource, bucket, key
+                )
+        # rclone answers a body without a length 411 (pyarrow's SDK streams checksummed
+        # uploads chunked): the front reads it whole, to memory or a temp file, and sends it
+        # on with its length. Content-Length is not among the headers such a request signed,
+        # so the signature still verifies. A part with a checksum is read whole too: rclone
+        # streams a multipart upload's parts into one file, and a part cut short (as a PUT
+        # that does not match is) would fail the whole upload, where S3 refuses the part
+        # alone and the client may send it again.
+        whole = "Content-Length" not in headers or (
+            verifier is not None and "partNumber" in request.query
+        )
         with contextlib.ExitStack() as cleanup:
-            if body is not None and "Content-Length" not in headers:
-                # rclone answers a body without a length 411 (pyarrow's SDK streams
-                # checksummed uploads chunked): the front reads it whole, to memory or a
-                # temp file, and sends it on with its length. Content-Length is not among
-                # the headers such a request signed, so the signature still verifies.
-                body, length = await _spool(request.content, cleanup)
+            if body is not None and whole:
+                try:
+                    body, length = await _spool(request.content, cleanup, verifier)
+                    if verifier is not None:
+                        verifier.finish()
+                except checksums.ChecksumError as e:
+                    return _refused(request, e, resource, bucket, key)
                 headers["Content-Length"] = str(length)
-                trailer = request.headers.get("x-amz-trailer")
-                if trailer and "aws-chunked" in request.headers.get("Content-Encoding", ""):
-                    # rclone stores the body without comparing its trailing checksum
-                    stream = io.BytesIO(body) if isinstance(body, bytes) else body
-                    wrong = await asyncio.to_thread(trailers.mismatch, stream, trailer)
-                    if wrong is not None:
-                        bucket, key = _bucket_key(request.path)
-                        resource = f"/{bucket}/{key}"
-                        message = f"{resource}: {wrong}; the upload was not stored"
-                        return _error(request, 400, "BadDigest", message, resource, bucket, key)
-            async with self.session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                chunked=None,
-            ) as upstream:
-                return await self._answer(request, upstream)
+            elif verifier is not None:
+                # a PutObject: checked as it passes, its last piece sent only once it
+                # matched; rclone drops a PUT cut short
+                body = _checked(request.content, verifier)
+            try:
+                async with self.session.request(
+                    request.method,
+                    url,
+                    headers=headers,
+                    data=body,
+                    allow_redirects=False,
+                    chunked=None,
+                ) as upstream:
+                    return await self._answer(request, upstream, verifier)
+            except (ClientError, checksums.ChecksumError):
+                # a body that did not match was cut short before its end: rclone drops a
+                # cut upload, so nothing is stored
+                if verifier is None or verifier.refused is None:
+                    raise
+                return _refused(request, verifier.refused, resource, bucket, key)
 
     async def _folder(self, request: web.Request, bucket: str, key: str) -> web.StreamResponse:
         """A folder marker (`key/`), answered here: rclone would drop the slash."""
@@ -320,7 +352,12 @@ class Front:
         except folders.FolderError as e:
             return _error(request, e.status, e.code, e.message, resource, bucket, key)
 
-    async def _answer(self, request: web.Request, upstream: ClientResponse) -> web.StreamResponse:
+    async def _answer(
+        self,
+        request: web.Request,
+        upstream: ClientResponse,
+        verifier: checksums.Verifier | None = None,
+    ) -> web.StreamResponse:
         bucket, key = _bucket_key(request.path)
         query = request.query
         method = request.method
@@ -328,6 +365,16 @@ class Front:
             (k, v) for k, v in upstream.headers.items() if k.lower() not in _HOP
         )
         ok = upstream.status in (200, 206)
+        if ok and "Content-Range" in upstream.headers:
+            # rclone sends the whole object's stored checksum with a range of it (and 200,
+            # not 206), which SDKs validating responses (boto3's default since 1.36) check
+            # the range against and reject; S3 sends none with a range
+            for name in {k for k in out_headers if k.lower().startswith("x-amz-checksum-")}:
+                out_headers.popall(name)
+        if ok and verifier is not None and verifier.value is not None:
+            # S3 answers PutObject and UploadPart with the checksum it verified; rclone
+            # does not (SDKs put UploadPart's in CompleteMultipartUpload)
+            out_headers.setdefault(verifier.header, verifier.value)
         if ok and key and method == "POST" and "uploadId" in query:
             # CompleteMultipartUpload: the object is in place, keep the ETag it was given
             data = await upstream.read()
@@ -419,14 +466,19 @@ class Front:
 
 
 async def _spool(
-    content: web.StreamReader, cleanup: contextlib.ExitStack
+    content: web.StreamReader,
+    cleanup: contextlib.ExitStack,
+    verifier: checksums.Verifier | None = None,
 ) -> tuple[bytes | BinaryIO, int]:
-    """A streamed request body read whole: bytes up to _SPOOL_MEMORY, else a temp file."""
+    """A streamed request body read whole: bytes up to _SPOOL_MEMORY, else a temp file; each
+    piece fed to `verifier` as it comes."""
     parts: list[bytes] = []
     size = 0
     spill: BinaryIO | None = None
     async for chunk in content.iter_any():
         size += len(chunk)
+        if verifier is not None:
+            verifier.feed(chunk)
         if spill is None and size > _SPOOL_MEMORY:
             # closed by the caller's stack, once the body has gone on
             spill = cleanup.enter_context(tempfile.TemporaryFile(prefix="headrace-s3-"))  # noqa: SIM115
@@ -440,6 +492,37 @@ async def _spool(
         return b"".join(parts), size
     spill.seek(0)
     return spill, size
+
+
+async def _checked(content: web.StreamReader, verifier: checksums.Verifier) -> AsyncIterator[bytes]:
+    """The body, fed to `verifier` on its way, always one piece behind: the last piece is
+    sent only once the checksum matched. When it does not, the verifier keeps why
+    (`refused`) and the body ends short of its Content-Length, so rclone drops the upload."""
+    held: bytes | None = None
+    try:
+        async for chunk in content.iter_any():
+            verifier.feed(chunk)
+            if held is not None:
+                yield held
+            held = chunk
+        verifier.finish()
+    except checksums.ChecksumError as e:
+        verifier.refused = e
+        raise
+    if held is not None:
+        yield held
+
+
+def _refused(
+    request: web.Request, error: checksums.ChecksumError, resource: str, bucket: str, key: str
+) -> web.Response:
+    message = f"{resource}: {error.message}; the upload was not stored: send it again"
+    return _error(request, 400, error.code, message, resource, bucket, key)
+
+
+def _is_upload(request: web.Request) -> bool:
+    """PutObject or UploadPart: a PUT whose body is the object's (or the part's) data."""
+    return request.method == "PUT" and "x-amz-copy-source" not in request.headers
 
 
 def _data_refused(key: str, what: str) -> str:

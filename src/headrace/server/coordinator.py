@@ -37,7 +37,7 @@ from headrace.functions.layers import ensure_layer
 from headrace.functions.spec import FunctionSpec
 from headrace.jobs.definition import with_default_cluster
 from headrace.ledger import Claimed, Ledger, new_id
-from headrace.s3api import S3Endpoint
+from headrace.s3api.rclone import S3Endpoint
 from headrace.server.delivery import deliver
 from headrace.server.http_routes import serve_token
 from headrace.server.metrics import Metrics, serve_metrics

@@ -6,8 +6,8 @@ import importlib.util
 import logging
 
 from headrace.config import Settings, listen_address
-from headrace.s3api import S3Endpoint, rclone_binary, start_endpoint
 from headrace.s3api.credentials import keys_from_settings
+from headrace.s3api.rclone import S3Endpoint, rclone_binary, start_endpoint
 from headrace.storage import ObjectStore
 
 log = logging.getLogger("headrace.coordinator")
