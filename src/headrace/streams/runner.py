@@ -36,6 +36,7 @@ from headrace.ledger.checkpoints import (
     load_checkpoint,
     plan_batch,
 )
+from headrace.ledger.wal import WalCheckpoints
 from headrace.streams.changelog import (
     base_seq,
     bundle,
@@ -105,6 +106,8 @@ class PartitionRunner:
         # batch's transaction costs as much as a small batch's commit itself
         self._conn: Connection | None = None
         self.compactor = Compactor(ledger, pipeline.name, partition)
+        # the held connection's log checkpoints, in the background (SQLite ledgers)
+        self._wal = WalCheckpoints.for_ledger(ledger)
         self.on_batch: Any = None  # called with the StageCounts of each committed batch
 
     # -- opening --------------------------------------------------------------------------------
@@ -172,8 +175,11 @@ class PartitionRunner:
         return self.compactor.compact(self._checkpoint.seq)
 
     def close(self) -> None:
-        """Wait for a background compaction to finish (the ledger may be closed after)."""
+        """Wait for a background compaction and checkpoint to finish (the ledger may be closed
+        after)."""
         self.compactor.wait()
+        if self._wal is not None:
+            self._wal.wait()
 
     def stage(self, name: str, *, late: bool = False) -> Any:
         """This partition's own copy of a stage's operator or sink (or its late sink)."""
@@ -276,12 +282,26 @@ class PartitionRunner:
             yield
             return
         self._conn = self.ledger.engine.connect()
+        if self._wal is not None:
+            try:
+                self._wal.hold(self._conn)
+            except BaseException:
+                self._release()
+                raise
         try:
             yield
         finally:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
+            self._release()
+
+    def _release(self) -> None:
+        """Give the held connection back (it checkpoints on commit again first)."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if self._wal is not None:
+            self._wal.release(conn)
+        with contextlib.suppress(Exception):
+            conn.close()
 
     @contextlib.contextmanager
     def _begin(self) -> Iterator[Connection]:
@@ -296,10 +316,10 @@ class PartitionRunner:
             with conn.begin():
                 yield conn
         except BaseException:
-            self._conn = None
-            with contextlib.suppress(Exception):
-                conn.close()
+            self._release()
             raise
+        if self._wal is not None:
+            self._wal.committed(conn)
 
     def _process(self, table: pa.Table | None, seq: int, end: int, *, flushing: int) -> None:
         try:
