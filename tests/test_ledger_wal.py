@@ -87,3 +87,20 @@ def test_a_runner_gives_its_connection_back_checkpointing_on_commit(tmp_path):
     assert runner.stage("out").table().num_rows == 10_000
     ledger.close()
     log.close()
+
+
+def test_after_a_hold_the_log_is_copied_so_the_next_write_starts_it_over(tmp_path):
+    ledger = _ledger(tmp_path)
+    wal = WalCheckpoints(ledger.reader, interval=0.001, start_after=1)
+    conn = ledger.engine.connect()
+    wal.hold(conn)
+    _commits(conn, wal, 200, 16384)  # about 800 pages through the log
+    wal.release(conn)
+    wal.wait()
+    _commits(conn, wal, 1, 100)
+    raw = ledger.reader.raw_connection()
+    _busy, pages, _copied = raw.driver_connection.execute("PRAGMA wal_checkpoint").fetchone()
+    raw.close()
+    assert pages < 16  # the last write's pages only
+    conn.close()
+    ledger.close()

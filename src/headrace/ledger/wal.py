@@ -104,7 +104,8 @@ class WalCheckpoints:
             conn.connection.driver_connection.execute(_CHECKPOINT).fetchall()
 
     def wait(self) -> None:
-        """Until the background thread has ended (after the hold ended)."""
+        """Until the background thread has ended (after the hold ended, with a last
+        checkpoint)."""
         thread = self._thread
         if thread is not None:
             thread.join()
@@ -113,9 +114,10 @@ class WalCheckpoints:
         try:
             while True:
                 with self._lock:
-                    if not self._active:
-                        return
+                    active = self._active
                 pages = self._checkpoint()
+                if not active:  # that one copied the hold's last commits: the log starts over
+                    return  # at the next write, whoever makes it
                 if pages > self.limit_pages:
                     with self._lock:
                         self._over_limit = True
