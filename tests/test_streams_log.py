@@ -439,3 +439,18 @@ def test_two_writer_processes_on_the_embedded_log(tmp_path: Path):
     log.close()
     assert table.num_rows == 160
     assert sorted(table.column("writer").to_pylist()) == [0] * 80 + [1] * 80
+
+
+def test_slices_of_one_stored_batch_read_its_bytes_once(tmp_path):
+    """An embedded log hands the bytes of the stored batch it read last out again: a
+    pipeline's micro-batches cut from one stored batch do not each read all of it."""
+    log = open_log(str(tmp_path), "s")
+    for start in (0, 1000):
+        log.append(_table(start, 1000))
+    reads = []
+    log._db.set_trace_callback(lambda sql: reads.append(sql) if "SELECT data" in sql else None)
+    for offset in range(0, 2000, 100):
+        chunk = log.read(0, offset, 100)
+        assert _ids(chunk) == list(range(offset, offset + 100))
+    assert len(reads) == 2  # once per stored batch
+    log.close()

@@ -507,3 +507,27 @@ def test_a_caught_up_run_holds_one_connection_and_lets_it_go(ledger, tmp_path):
     assert as_rows(outputs["windows"].read(0, 0, 10**6)) == as_rows(truth)
     for stream in (log, *outputs.values()):
         stream.close()
+
+
+def test_a_catch_up_asks_the_log_for_its_end_once_in_many_batches(tmp_path):
+    """The end offset only grows: while the one last read covers the next batch, planning it
+    needs no new one (a second at most, for the lag shown)."""
+    from headrace.ledger import Ledger
+
+    data = trace(3000, seed=5)
+    log = open_log(str(tmp_path / "streams"), "events")
+    fill(log, data)
+    asked = []
+    end_offset = log.end_offset
+    log.end_offset = lambda partition: asked.append(partition) or end_offset(partition)
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    pipe = Pipeline("ends", "events", batch_size=100)
+    pipe.sink(MemorySink("out"))
+    runner = PartitionRunner(pipe, 0, log=log, ledger=ledger, context=SinkContext("ends", 0))
+    n = data.num_rows
+    assert runner.run_until_caught_up() == n
+    assert runner.status.batches == -(-n // 100) and runner.status.log_end == n
+    assert len(asked) < 10
+    runner.close()
+    ledger.close()
+    log.close()

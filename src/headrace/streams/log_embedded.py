@@ -83,6 +83,7 @@ class EmbeddedLog(StreamLog):
                 self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
             self._lock = threading.RLock()
+            self._last_blob: tuple[int, int, int, bytes] | None = None  # see `_fetch`
             self.partitions = self._create_or_open(partitions)
         except (OSError, sqlite3.Error) as exc:
             raise StreamError(
@@ -163,13 +164,32 @@ class EmbeddedLog(StreamLog):
     # -- reading -------------------------------------------------------------------------------
 
     def _fetch(self, partition: int, offset: int, stop: int) -> list[tuple[int, bytes]]:
+        # Consecutive micro-batches are cut from one stored batch (10,000 records, say): its
+        # bytes, read once, are handed out again (the same object, which `read` decodes once).
+        # A stored batch's offsets are never reused for other bytes (offsets only grow), and
+        # this connection keeps reading its own file if another process drops the stream.
         with self._lock:
-            return self._db.execute(
-                "SELECT first_offset, data FROM batches"
+            ranges = self._db.execute(
+                "SELECT first_offset, end_offset FROM batches"
                 " WHERE partition = ? AND end_offset > ? AND first_offset < ?"
                 " ORDER BY end_offset",
                 (partition, offset, stop),
             ).fetchall()
+            out = []
+            for first, end in ranges:
+                held = self._last_blob
+                if held is not None and held[:3] == (partition, first, end):
+                    out.append((first, held[3]))
+                    continue
+                row = self._db.execute(
+                    "SELECT data FROM batches WHERE partition = ? AND end_offset = ?",
+                    (partition, end),
+                ).fetchone()
+                if row is None:  # removed by retention between the two reads
+                    break
+                self._last_blob = (partition, first, end, row[0])
+                out.append((first, row[0]))
+            return out
 
     def start_offset(self, partition: int) -> int:
         return self._partition_row(partition)[0]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +37,7 @@ from headrace.ledger.checkpoints import (
     load_checkpoint,
     plan_batch,
 )
+from headrace.ledger.wal import WalCheckpoints
 from headrace.streams.changelog import (
     base_seq,
     bundle,
@@ -101,10 +103,13 @@ class PartitionRunner:
         self._targets: list[tuple[str, Any]] = []  # (slot prefix, operator or sink)
         self._written: dict[str, bytes] = {}  # whole slots as last committed
         self._checkpoint: Checkpoint | None = None
+        self._log_end_at = float("-inf")  # when status.log_end was last asked of the log
         # a ledger connection held while catching up: checking one out of the pool for each
         # batch's transaction costs as much as a small batch's commit itself
         self._conn: Connection | None = None
         self.compactor = Compactor(ledger, pipeline.name, partition)
+        # the held connection's log checkpoints, in the background (SQLite ledgers)
+        self._wal = WalCheckpoints.for_ledger(ledger)
         self.on_batch: Any = None  # called with the StageCounts of each committed batch
 
     # -- opening --------------------------------------------------------------------------------
@@ -172,8 +177,11 @@ class PartitionRunner:
         return self.compactor.compact(self._checkpoint.seq)
 
     def close(self) -> None:
-        """Wait for a background compaction to finish (the ledger may be closed after)."""
+        """Wait for a background compaction and checkpoint to finish (the ledger may be closed
+        after)."""
         self.compactor.wait()
+        if self._wal is not None:
+            self._wal.wait()
 
     def stage(self, name: str, *, late: bool = False) -> Any:
         """This partition's own copy of a stage's operator or sink (or its late sink)."""
@@ -198,7 +206,7 @@ class PartitionRunner:
         start = checkpoint.offset
         end = checkpoint.pending_plan
         if end is None:
-            log_end = self.log.end_offset(self.partition)
+            log_end, self._log_end_at = self.log.end_offset(self.partition), time.monotonic()
             self.status.log_end = log_end
             self._check_retention(start)
             end = min(log_end, start + self.pipeline.batch_size)
@@ -276,12 +284,26 @@ class PartitionRunner:
             yield
             return
         self._conn = self.ledger.engine.connect()
+        if self._wal is not None:
+            try:
+                self._wal.hold(self._conn)
+            except BaseException:
+                self._release()
+                raise
         try:
             yield
         finally:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
+            self._release()
+
+    def _release(self) -> None:
+        """Give the held connection back (it checkpoints on commit again first)."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if self._wal is not None:
+            self._wal.release(conn)
+        with contextlib.suppress(Exception):
+            conn.close()
 
     @contextlib.contextmanager
     def _begin(self) -> Iterator[Connection]:
@@ -296,10 +318,10 @@ class PartitionRunner:
             with conn.begin():
                 yield conn
         except BaseException:
-            self._conn = None
-            with contextlib.suppress(Exception):
-                conn.close()
+            self._release()
             raise
+        if self._wal is not None:
+            self._wal.committed(conn)
 
     def _process(self, table: pa.Table | None, seq: int, end: int, *, flushing: int) -> None:
         try:
@@ -362,8 +384,7 @@ class PartitionRunner:
         state, bases, deltas = self._changed_state(seq)
         changes = bundle(deltas) if deltas else None
         watermark = self._watermark()
-        log_end = self.log.end_offset(self.partition)
-        self.status.log_end = log_end
+        log_end = self._log_end(end, flushing)
         next_end = None
         if not flushing and log_end > end:
             next_end = min(log_end, end + self.pipeline.batch_size)
@@ -412,6 +433,17 @@ class PartitionRunner:
             self.compactor.committed(seq, changes, list(deltas))
         if self.on_batch is not None:
             self.on_batch(self, counts)
+
+    def _log_end(self, end: int, flushing: int) -> int:
+        """The log's end offset as far as planning the batch after `end` needs it: asked of the
+        log when what is known does not cover a whole next batch, or is a second old (for the
+        lag shown); a catch-up thus asks once in many batches (the end only grows)."""
+        known, now = self.status.log_end, time.monotonic()
+        covered = known >= end + self.pipeline.batch_size and now - self._log_end_at < 1.0
+        if flushing or not covered:
+            known, self._log_end_at = self.log.end_offset(self.partition), now
+            self.status.log_end = known
+        return known
 
     def _changed_state(
         self, seq: int

@@ -214,7 +214,8 @@ def as_table(batch: pa.Table | pa.RecordBatch, name: str) -> pa.Table:
 
 
 def require_columns(table: pa.Table, columns: list[str], name: str) -> None:
-    missing = [c for c in columns if c not in table.column_names]
+    names = table.column_names  # a new list at each access: taken once
+    missing = [c for c in columns if c not in names]
     if missing:
         raise StreamError(
             subject(name),
