@@ -395,3 +395,44 @@ def test_with_every_replica_lost_requests_get_503_with_retry_after(front):
     while httpx.post(f"{front.url}/items/1", timeout=30).status_code != 200:
         assert time.time() < deadline, "no replacement replica"
         time.sleep(0.2)
+
+
+def test_head_204_and_304_send_no_body_so_the_next_answer_on_the_connection_is_whole(front):
+    out = front.raw(
+        b"HEAD /shape HTTP/1.1\r\nhost: x\r\n\r\n",
+        b"GET /shape?status=204&body=x HTTP/1.1\r\nhost: x\r\n\r\n",
+        b"GET /shape?status=304&body=x HTTP/1.1\r\nhost: x\r\n\r\n",
+        b"GET /shape HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        pause=0.2,
+    )
+    answers = out.split(b"HTTP/1.1 ")[1:]
+    assert [a[:3] for a in answers] == [b"200", b"204", b"304", b"200"], out
+    head, rest = answers[0].split(b"\r\n\r\n", 1)
+    assert b"content-length: 5" in head.lower() and rest == b""  # the length GET would send
+    for answer in answers[1:3]:
+        head, rest = answer.split(b"\r\n\r\n", 1)
+        assert rest == b"" and b"content-length" not in head.lower()
+    assert answers[3].endswith(b"\r\n\r\nhello")
+    with httpx.Client() as client:  # the repro: HEAD then GET on one connection
+        assert client.head(f"{front.url}/shape").status_code == 200
+        assert client.get(f"{front.url}/shape").text == "hello"
+
+
+@pytest.mark.parametrize("status", ["100", "101", "199"])
+def test_an_interim_status_from_a_handler_is_a_502(front, status):
+    assert httpx.get(f"{front.url}/shape?status={status}").status_code == 502
+
+
+def test_framing_headers_from_a_handler_are_dropped_for_the_servers_own(front):
+    out = front.raw(
+        b"GET /shape?h=content-length:2&h=transfer-encoding:chunked&h=connection:close"
+        b"&h=x-kept:1 HTTP/1.1\r\nhost: x\r\n\r\n",
+        b"GET /shape HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        pause=0.2,
+    )
+    first = out.split(b"HTTP/1.1 ")[1]
+    head = first.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.count(b"content-length") == 1 and b"content-length: 5" in head
+    assert b"transfer-encoding" not in head and b"connection" not in head
+    assert b"x-kept: 1" in head
+    assert out.count(b"hello") == 2  # both answers whole on the one connection

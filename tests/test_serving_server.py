@@ -265,6 +265,18 @@ def test_other_hosts_need_the_token(serve, project):
     assert httpx.get(f"http://[::1]:{v6.port}/_headrace/health").status_code == 200
 
 
+def test_the_servers_token_does_not_reach_handlers_and_401_names_the_scheme(serve):
+    s = serve("--replicas", "1", env={"HEADRACE_TOKEN": TOKEN})
+    refused = httpx.get(f"{s.url}/event-headers")
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    sent = {"authorization": f"Bearer {TOKEN}", "x-api-key": "k", "x-other": "1"}
+    seen = httpx.get(f"{s.url}/event-headers", headers=sent).json()
+    assert {k.lower() for k in seen} >= {"x-api-key", "x-other"}
+    assert "authorization" not in {k.lower() for k in seen}
+    assert TOKEN not in str(seen)
+
+
 # -- model versions -------------------------------------------------------------------------
 
 
