@@ -436,3 +436,41 @@ def test_framing_headers_from_a_handler_are_dropped_for_the_servers_own(front):
     assert b"transfer-encoding" not in head and b"connection" not in head
     assert b"x-kept: 1" in head
     assert out.count(b"hello") == 2  # both answers whole on the one connection
+
+
+def test_invoke_calls_a_batched_json_route_handler_as_its_route_does(tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    env = {k: v for k, v in os.environ.items() if k != "HEADRACE_TOKEN"}
+    cli = [sys.executable, "-m", "headrace.cli", "-C", str(project)]
+    gateway = project / "gateway.json"
+    subprocess.run(
+        [
+            *cli,
+            "generate-event",
+            "apigateway",
+            "--method",
+            "POST",
+            "--path",
+            "/plus",
+            "--body",
+            '{"n": 1}',
+            "-o",
+            str(gateway),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    bare = project / "bare.json"
+    bare.write_text('{"n": 41}')
+    for event, expected in ((gateway, 2), (bare, 42)):
+        out = subprocess.run(
+            [*cli, "invoke", "plus_one", "--event", str(event)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        answer = json.loads(out.stdout)  # the one answer, not a list
+        assert (answer["n"], answer["batch"]) == (expected, 1)
