@@ -474,3 +474,21 @@ def test_invoke_calls_a_batched_json_route_handler_as_its_route_does(tmp_path):
         assert out.returncode == 0, out.stdout + out.stderr
         answer = json.loads(out.stdout)  # the one answer, not a list
         assert (answer["n"], answer["batch"]) == (expected, 1)
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(front):
+    head = (
+        b"POST /items/1 HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: 2\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", front.port), timeout=10) as s:
+        s.sendall(head)
+        # without it the server would wait for the body and, past --read-timeout, answer 408
+        assert s.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(b"{}")
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    assert out.startswith(b"HTTP/1.1 200 "), out
+    too_big = head.replace(b"content-length: 2", b"content-length: 5000")
+    assert front.raw(too_big).startswith(b"HTTP/1.1 413 ")  # refused, no 100 first
