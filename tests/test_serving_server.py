@@ -219,7 +219,9 @@ def test_hung_replica_times_out_and_is_replaced_and_overload_gets_503(serve):
         started = time.time()
         assert hung.result().status_code == 504  # the function's timeout is 2 s
         assert time.time() - started < 5
-        assert queued.result().status_code in (502, 504)  # it was behind the hung one
+        # it waited behind the hung one, not started: sent on, and with no other replica
+        # ready yet it gets the retryable 503
+        assert queued.result().status_code == 503
         deadline = time.time() + 30
         while time.time() < deadline:
             if client.get("/slow?s=0").status_code == 200:
@@ -227,6 +229,20 @@ def test_hung_replica_times_out_and_is_replaced_and_overload_gets_503(serve):
             time.sleep(0.2)
         assert client.get("/slow?s=0").status_code == 200
     assert len(s.replica_pids()) == 2
+
+
+def test_requests_queued_behind_a_hung_one_go_to_another_replica_not_fail(serve):
+    s = serve("--replicas", "2", "--no-access-log")
+    with httpx.Client(base_url=s.url, timeout=30) as client:
+        pool = futures.ThreadPoolExecutor(17)
+        hung = pool.submit(client.get, "/slow?s=1000")  # the function's timeout is 2 s
+        time.sleep(0.3)
+        # least-outstanding spreads these over both replicas: some wait behind the hung one
+        quick = [pool.submit(client.get, "/slow?s=0.1") for _ in range(16)]
+        assert hung.result().status_code == 504
+        assert [f.result().status_code for f in quick] == [200] * 16
+    resent = re.search(r"\((\d+) not yet started sent to other replicas\)", s.text())
+    assert resent and int(resent.group(1)) > 0, s.text()
 
 
 @pytest.mark.slow

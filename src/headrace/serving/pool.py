@@ -36,6 +36,22 @@ Callback = Callable[[int, list[tuple[bytes, bytes]], bytes], None]
 _JSON = [(b"content-type", b"application/json")]
 BAD_GATEWAY = (502, _JSON, b'{"message": "Internal server error"}')
 TIMED_OUT = (504, _JSON, b'{"message": "Endpoint request timed out"}')
+NO_REPLICA = (
+    503,
+    [*_JSON, (b"retry-after", b"1")],
+    b'{"message": "Service Unavailable: no replica is ready (replacements are starting)"}',
+)
+
+
+@dataclass(slots=True, eq=False)
+class Outstanding:
+    """A request sent to a replica and not yet answered."""
+
+    callback: Callback
+    timer: asyncio.TimerHandle
+    payload: bytes  # kept to send it to another replica if this one goes before starting it
+    timeout: float  # seconds it may take on a replica
+    started: bool = False  # the replica said it runs it (a START frame)
 
 
 @dataclass
@@ -60,7 +76,7 @@ class Replica:
     proc: subprocess.Popen[bytes]
     state: str = "starting"  # starting, spare, ready, draining, dead
     transport: asyncio.Transport | None = None
-    outstanding: dict[int, tuple[Callback, asyncio.TimerHandle]] = field(default_factory=dict)
+    outstanding: dict[int, Outstanding] = field(default_factory=dict)
     ready: asyncio.Future[dict[str, Any]] | None = None
     ping_sent: float = 0.0
     answered: int = 0
@@ -277,7 +293,7 @@ class ReplicaPool:
                     replica, best = other, n
         request_id = next(self._ids) & 0xFFFFFFFF
         timer = self.loop.call_later(timeout, self._timed_out, replica, request_id)
-        replica.outstanding[request_id] = (callback, timer)
+        replica.outstanding[request_id] = Outstanding(callback, timer, payload, timeout)
         self.in_flight += 1
         assert replica.transport is not None
         replica.transport.write(protocol.frame(protocol.REQUEST, request_id, payload))
@@ -289,16 +305,19 @@ class ReplicaPool:
             if entry is None:
                 return  # answered after its timeout
             self.in_flight -= 1
-            callback, timer = entry
-            timer.cancel()
+            entry.timer.cancel()
             status, headers, body = protocol.decode_response(payload)
             replica.answered += 1
             if status >= 500:
                 replica.failed += 1
-            callback(status, headers, body)
+            entry.callback(status, headers, body)
             if replica.state == "draining" and not replica.outstanding:
                 assert replica.transport is not None
                 replica.transport.close()
+        elif kind == protocol.START:
+            started = replica.outstanding.get(request_id)
+            if started is not None:
+                started.started = True
         elif kind == protocol.PONG:
             replica.ping_sent = 0.0
         elif kind == protocol.READY and replica.ready is not None and not replica.ready.done():
@@ -309,8 +328,10 @@ class ReplicaPool:
         if entry is None:
             return
         self.in_flight -= 1
-        entry[0](*TIMED_OUT)
-        # its one thread is stuck in a handler (or behind one): replace it
+        entry.callback(*TIMED_OUT)
+        if not entry.started:
+            return  # it waited behind a slower request, which may yet end in its own time
+        # its one thread is stuck in a handler: replace it (what waited behind goes elsewhere)
         logger.warning("replica %d: a request ran past its timeout; replacing it", replica.number)
         self._kill(replica)
 
@@ -321,12 +342,16 @@ class ReplicaPool:
             self.ready.remove(replica)
         if replica in self.replicas:
             self.replicas.remove(replica)
-        lost = list(replica.outstanding.values())
+        waiting = list(replica.outstanding.values())
         replica.outstanding.clear()
-        self.in_flight -= len(lost)
-        for callback, timer in lost:
-            timer.cancel()
-            callback(*BAD_GATEWAY)
+        self.in_flight -= len(waiting)
+        # only what the replica had started is lost; what waited behind it is sent again
+        lost = [entry for entry in waiting if entry.started or self.stopping]
+        for entry in waiting:
+            entry.timer.cancel()
+            if entry in lost:
+                entry.callback(*BAD_GATEWAY)
+        resent = self._resend([entry for entry in waiting if entry not in lost])
         if replica.ready is not None and not replica.ready.done():
             replica.ready.set_exception(RuntimeError(f"it exited (code {replica.proc.poll()})"))
         self._background(self._reap(replica))
@@ -337,12 +362,25 @@ class ReplicaPool:
             self.failed_in_flight += len(lost)
             self.replaced += 1
             logger.warning(
-                "replica %d (pid %d) is gone with %d requests in flight; starting another",
+                "replica %d (pid %d) is gone with %d requests in flight "
+                "(%d not yet started sent to other replicas); starting another",
                 replica.number,
                 replica.pid,
                 len(lost),
+                resent,
             )
             self._background(self._replace())
+
+    def _resend(self, entries: list[Outstanding]) -> int:
+        """Send requests a lost replica had not started to the others (their timeout counts
+        afresh, as a function's timeout counts its run, not its wait); how many were sent."""
+        sent = 0
+        for entry in entries:
+            if self.submit(entry.payload, entry.callback, entry.timeout):
+                sent += 1
+            else:
+                entry.callback(*NO_REPLICA)
+        return sent
 
     async def _reap(self, replica: Replica) -> None:
         for _ in range(50):

@@ -20,6 +20,9 @@ _META = struct.Struct("<I")
 _STATUS = struct.Struct("<HI")
 
 REQUEST, RESPONSE, PING, PONG, READY = 1, 2, 3, 4, 5
+#: A replica is about to run this request: the ones it has not started when it dies or hangs
+#: are sent to another replica instead of failing. It leaves with the answer before it.
+START = 6
 
 #: Largest payload either side accepts; the front's body limit is far below it.
 MAX_FRAME = 1 << 30
