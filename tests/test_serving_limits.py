@@ -492,3 +492,17 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(front):
     assert out.startswith(b"HTTP/1.1 200 "), out
     too_big = head.replace(b"content-length: 2", b"content-length: 5000")
     assert front.raw(too_big).startswith(b"HTTP/1.1 413 ")  # refused, no 100 first
+
+
+def test_an_answer_over_lambdas_6_mb_is_a_502_and_says_why_in_the_log(front):
+    assert httpx.get(f"{front.url}/shape?size={6 * 1024 * 1024}").status_code == 200
+    assert httpx.get(f"{front.url}/shape?size={6 * 1024 * 1024 + 1}").status_code == 502
+    deadline = time.time() + 10
+    while "over Lambda's 6 MB response limit" not in front.text() and time.time() < deadline:
+        time.sleep(0.1)
+    assert "over Lambda's 6 MB response limit" in front.text()
+
+
+def test_dot_segments_are_a_400_under_the_internal_prefix_too(front):
+    out = front.raw(b"GET /_headrace/../items/1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400 "), out

@@ -294,14 +294,14 @@ class HttpConnection(asyncio.Protocol):
         if cfg.token is not None and not self._has_token(headers):
             self._finish(-1, method, path, started, keep, *UNAUTHORIZED)
             return
-        if path.startswith(b"/_headrace/"):
-            self._internal(method, path, started, keep)
-            return
         if b"." in path or b"%" in path:
             text = unquote(path.decode("latin-1"))
             if any(p in (".", "..") for p in text.split("/")) or "\0" in text:
                 self._finish(-1, method, path, started, keep, *BAD_REQUEST)
                 return
+        if path.startswith(b"/_headrace/"):
+            self._internal(method, path, started, keep)
+            return
         found = cfg.routes.find(method.decode(), path.decode("latin-1"))
         if found is None:
             self._finish(-1, method, path, started, keep, *NOT_FOUND)

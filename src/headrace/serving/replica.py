@@ -42,6 +42,8 @@ from headrace.serving.apigateway import (
 
 logger = logging.getLogger("headrace.serving.replica")
 _JSON = [("content-type", "application/json")]
+#: Lambda refuses a response payload over 6 MB; a handler that works here would fail there
+MAX_RESPONSE = 6 * 1024 * 1024
 
 
 class Route:
@@ -252,7 +254,13 @@ class Replica:
 
     def _call(self, route: Route, call: Callable[[], Any]) -> Response:
         try:
-            return self._output(route, call())
+            response = self._output(route, call())
+            if len(response.body) > MAX_RESPONSE:
+                raise MalformedResponse(
+                    f"the body is {len(response.body):,} bytes, over Lambda's 6 MB response "
+                    "limit; return a smaller answer (or a link to the data)"
+                )
+            return response
         except MalformedResponse as exc:
             logger.error("%s: malformed handler response: %s", route.function, exc)
         except Exception:

@@ -82,7 +82,7 @@ def shaped(event, context):
     return {
         "statusCode": int(query.get("status", ["200"])[0]),
         "headers": headers,
-        "body": query.get("body", ["hello"])[0],
+        "body": "x" * int(query["size"][0]) if "size" in query else query.get("body", ["hello"])[0],
     }
 
 
