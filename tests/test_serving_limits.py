@@ -506,3 +506,20 @@ def test_an_answer_over_lambdas_6_mb_is_a_502_and_says_why_in_the_log(front):
 def test_dot_segments_are_a_400_under_the_internal_prefix_too(front):
     out = front.raw(b"GET /_headrace/../items/1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 400 "), out
+
+
+def test_the_start_log_counts_in_words_and_names_each_replicas_pool(tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    server = Front(project, app="one_route_svc:app")
+    try:
+        server.wait_ready()
+        lines = server.text().splitlines()
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(timeout=30)
+    serving = next(line for line in lines if "serving " in line)
+    assert "serving 1 route on " in serving and "with 1 replica " in serving, serving
+    assert "(1 route with replicas of their own)" in serving, serving
+    ready = next(line for line in lines if " ready (pid " in line)
+    assert re.search(r"replica 1 ready \(pid \d+\) \(pool GET /solo\)$", ready), ready

@@ -58,7 +58,7 @@ class Serve:
             if self.proc.poll() is not None:
                 raise AssertionError(f"serve exited {self.proc.returncode}:\n{self.text()}")
             # "serving 3 routes on …", not an error that names the `serving` setting
-            if re.search(r"serving \d+ routes", self.text()):
+            if re.search(r"serving \d+ routes? on", self.text()):
                 return
             time.sleep(0.1)
         raise AssertionError(f"serve did not start:\n{self.text()}")

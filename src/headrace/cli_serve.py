@@ -335,4 +335,6 @@ def serve(
         return ModelRegistry.from_settings(settings)
 
     binding = ModelBinding(application.routes, registry)
-    run(application.routes, config, binding, options, announce=lambda t: err.print(t, markup=False))
+    # soft_wrap: a log line stays one line (a long URL or route list is not cut at 80 columns)
+    announce = lambda t: err.print(t, markup=False, soft_wrap=True)  # noqa: E731
+    run(application.routes, config, binding, options, announce=announce)

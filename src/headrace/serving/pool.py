@@ -67,6 +67,7 @@ class PoolOptions:
     rollout_errors: float = 0.5  # a new version's 5xx share that rolls it back
     rollout_watch: int = 20  # requests a new version answers before it counts as good
     spares: int = 0  # warm replicas kept started, not serving: one takes a lost replica's place
+    label: str = ""  # the pool's name in logs when a server has several ("shared", a route)
 
 
 @dataclass(eq=False)
@@ -146,6 +147,8 @@ class ReplicaPool:
         # set to give up a roll-over whose new replica is still starting (its alias moved on)
         self.abandon: asyncio.Event | None = None
         self.loop = asyncio.get_event_loop()
+        # each pool numbers its replicas from 1: the logs say which pool a number belongs to
+        self.where = f" (pool {options.label})" if options.label else ""
 
     # -- starting and stopping replicas ---------------------------------------------------------
 
@@ -169,7 +172,7 @@ class ReplicaPool:
             try:
                 replica = await self.spawn(self.generation, serve=False)
             except RuntimeError as exc:
-                logger.error("a spare replica did not start: %s", exc)
+                logger.error("a spare replica did not start%s: %s", self.where, exc)
                 await asyncio.sleep(1.0)
                 continue
             finally:
@@ -178,7 +181,7 @@ class ReplicaPool:
                 self.retire(replica)
                 continue
             replica.state = "spare"
-            logger.info("replica %d is a spare", replica.number)
+            logger.info("replica %d is a spare%s", replica.number, self.where)
 
     def _spares(self) -> int:
         return sum(
@@ -224,12 +227,14 @@ class ReplicaPool:
                 with contextlib.suppress(OSError):  # what stopped it, if it could say
                     reason += ": " + Path(f"{path}.error").read_text()
             self._kill(replica)
-            raise RuntimeError(f"replica {number} did not start ({reason})") from None
+            raise RuntimeError(f"replica {number}{self.where} did not start ({reason})") from None
+        model = generation.get("HEADRACE_MODEL")
         logger.info(
-            "replica %d ready (pid %s) %s",
+            "replica %d ready (pid %s)%s%s",
             number,
             info.get("pid"),
-            generation.get("HEADRACE_MODEL", ""),
+            self.where,
+            f", model {model}" if model else "",
         )
         if serve:
             self._serve(replica)
@@ -332,7 +337,11 @@ class ReplicaPool:
         if not entry.started:
             return  # it waited behind a slower request, which may yet end in its own time
         # its one thread is stuck in a handler: replace it (what waited behind goes elsewhere)
-        logger.warning("replica %d: a request ran past its timeout; replacing it", replica.number)
+        logger.warning(
+            "replica %d%s: a request ran past its timeout; replacing it",
+            replica.number,
+            self.where,
+        )
         self._kill(replica)
 
     def on_lost(self, replica: Replica) -> None:
@@ -362,10 +371,11 @@ class ReplicaPool:
             self.failed_in_flight += len(lost)
             self.replaced += 1
             logger.warning(
-                "replica %d (pid %d) is gone with %d requests in flight "
+                "replica %d (pid %d)%s is gone with %d requests in flight "
                 "(%d not yet started sent to other replicas); starting another",
                 replica.number,
                 replica.pid,
+                self.where,
                 len(lost),
                 resent,
             )
@@ -396,7 +406,7 @@ class ReplicaPool:
             None,
         )
         if spare is not None and len(self.ready) < self.min:
-            logger.info("spare replica %d takes the lost one's place", spare.number)
+            logger.info("spare replica %d takes the lost one's place%s", spare.number, self.where)
             self._serve(spare)
             self._background(self._keep_spares())
             return
@@ -421,7 +431,9 @@ class ReplicaPool:
                 if replica.proc.poll() is not None:
                     self._kill(replica)
                 elif replica.ping_sent and now - replica.ping_sent > max(opts.timeout, 5.0):
-                    logger.warning("replica %d does not answer its health check", replica.number)
+                    logger.warning(
+                        "replica %d%s does not answer its health check", replica.number, self.where
+                    )
                     self._kill(replica)
                 elif not replica.ping_sent and replica.transport is not None:
                     replica.ping_sent = now
@@ -435,12 +447,26 @@ class ReplicaPool:
         per_replica = self.in_flight / max(count, 1)
         starting = sum(1 for r in self.replicas if r.state == "starting")
         if per_replica >= self.options.scale_up_at and count + starting < self.max:
+            logger.info(
+                "scaling up%s: %.1f requests per replica; starting one more",
+                self.where,
+                per_replica,
+            )
             self._background(self.spawn(self.generation))
             self._low_since = None
         elif per_replica < 1 and count > self.min:
             self._low_since = self._low_since or now
             if now - self._low_since >= self.options.scale_down_after:
-                self.retire(min(self.ready, key=lambda r: len(r.outstanding)))
+                idle = min(self.ready, key=lambda r: len(r.outstanding))
+                logger.info(
+                    "scaling down%s: replica %d retires (under one request per replica for "
+                    "%gs; %d left)",
+                    self.where,
+                    idle.number,
+                    self.options.scale_down_after,
+                    count - 1,
+                )
+                self.retire(idle)
                 self._low_since = None
         else:
             self._low_since = None

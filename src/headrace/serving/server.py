@@ -487,9 +487,9 @@ async def serve_async(
         model = f", model {binding.name}:{version}" if version is not None else ""
         own = len(pool.pools) - (1 if pool.plans[0].label == "shared" else 0)
         announce(
-            f"serving {len(routes)} routes on http://{shown_host}:{port} "
-            f"with {len(pool.ready)} replicas{model}"
-            + (f" ({own} routes with replicas of their own)" if own else "")
+            f"serving {_count(len(routes), 'route')} on http://{shown_host}:{port} "
+            f"with {_count(len(pool.ready), 'replica')}{model}"
+            + (f" ({_count(own, 'route')} with replicas of their own)" if own else "")
         )
         await stop.wait()
         announce(f"draining: {pool.in_flight} requests in flight")
@@ -511,6 +511,11 @@ async def serve_async(
         if not pool.stopping:  # a start that failed half-way: its replicas go too
             await pool.shutdown(0)
         pool.remove_folder()  # also when a start fails or the drain is cut short
+
+
+def _count(n: int, noun: str) -> str:
+    """ "1 route", "3 routes"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def run(
