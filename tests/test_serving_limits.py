@@ -523,3 +523,27 @@ def test_the_start_log_counts_in_words_and_names_each_replicas_pool(tmp_path):
     assert "(1 route with replicas of their own)" in serving, serving
     ready = next(line for line in lines if " ready (pid " in line)
     assert re.search(r"replica 1 ready \(pid \d+\) \(pool GET /solo\)$", ready), ready
+
+
+def test_serve_folders_of_killed_servers_are_swept_at_start(tmp_path):
+    from headrace.storage.temp_names import machine_tag
+
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid no process has now: a front killed with -9
+    dead = tmp / f"headrace-serve-{machine_tag()}.{gone.pid}-abc"
+    alive = tmp / f"headrace-serve-{machine_tag()}.{os.getpid()}-abc"  # a running front's
+    for folder in (dead, alive):
+        (folder / "scratch-1").mkdir(parents=True)
+        (folder / "replica-1.json").write_text("{}")
+    server = Front(project, tmp=tmp)
+    try:
+        server.wait_ready()
+        assert not dead.exists()
+        assert alive.exists()
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(timeout=30)

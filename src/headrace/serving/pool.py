@@ -19,14 +19,13 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from headrace.serving import protocol
+from headrace.serving import protocol, serve_folder
 
 logger = logging.getLogger("headrace.serving")
 
@@ -140,7 +139,7 @@ class ReplicaPool:
         self.on_change = on_change
         self._ids = itertools.count(1)
         self._numbers = itertools.count(1)
-        self._tmp = Path(tempfile.mkdtemp(prefix="headrace-serve-"))
+        self._tmp = serve_folder.make()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._low_since: float | None = None
         self._spares_starting = 0
