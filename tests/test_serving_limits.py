@@ -2,6 +2,7 @@
 chunked bodies over --max-body (413), slow clients (408 after --read-timeout), each answered,
 closed, counted in the metrics and written to the access log."""
 
+import concurrent.futures as futures
 import json
 import os
 import re
@@ -547,3 +548,29 @@ def test_serve_folders_of_killed_servers_are_swept_at_start(tmp_path):
     finally:
         server.proc.send_signal(signal.SIGTERM)
         server.proc.wait(timeout=30)
+
+
+def test_queue_depth_is_a_metric_per_route(front):
+    def depth() -> float:
+        text = httpx.get(f"{front.url}/_headrace/metrics").text
+        found = re.search(
+            r'^headrace_http_route_queue_depth\{route="GET /slow"\} (\S+)$', text, re.M
+        )
+        assert found, text
+        return float(found.group(1))
+
+    assert depth() == 0
+    with futures.ThreadPoolExecutor(4) as pool:
+        running = pool.submit(httpx.get, f"{front.url}/slow?s=1.5", timeout=30)
+        time.sleep(0.3)  # it has started: the next three wait behind it on the one replica
+        waiting = [pool.submit(httpx.get, f"{front.url}/slow?s=0", timeout=30) for _ in range(3)]
+        seen = 0.0
+        deadline = time.time() + 10
+        while seen < 3 and time.time() < deadline and not running.done():
+            seen = max(seen, depth())
+            time.sleep(0.05)
+        assert seen == 3
+        running.result()
+        for request in waiting:
+            request.result()
+    assert depth() == 0

@@ -303,6 +303,16 @@ class ReplicaPool:
         replica.transport.write(protocol.frame(protocol.REQUEST, request_id, payload))
         return True
 
+    def queued(self, route: int) -> int:
+        """Requests of route `route` (this pool's index) sent to a replica that has not
+        started them yet: waiting behind others."""
+        return sum(
+            1
+            for replica in self.replicas
+            for entry in replica.outstanding.values()
+            if not entry.started and protocol.request_route(entry.payload) == route
+        )
+
     def on_frame(self, replica: Replica, request_id: int, kind: int, payload: bytes) -> None:
         if kind == protocol.RESPONSE:
             entry = replica.outstanding.pop(request_id, None)

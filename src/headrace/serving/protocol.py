@@ -60,6 +60,12 @@ def encode_request(
     return _META.pack(len(meta)) + meta + body
 
 
+def request_route(payload: bytes) -> int:
+    """The route index of an encoded request, without decoding the rest."""
+    end = payload.index(b"\0", _META.size)
+    return int(payload[_META.size : end])
+
+
 def decode_request(payload: bytes) -> tuple[int, Request]:
     (size,) = _META.unpack_from(payload)
     fields = payload[4 : 4 + size].decode("latin-1").split("\0")

@@ -280,6 +280,10 @@ class RayPool:
 
     # -- requests ---------------------------------------------------------------------------
 
+    def queued(self, route: int) -> int:
+        """Requests of route `route` (this pool's index) not yet handed to Ray."""
+        return sum(1 for _, payload in self._pending if protocol.request_route(payload) == route)
+
     def submit(self, payload: bytes, callback: Callback, timeout: float) -> bool:
         if self.app is None or not self.ready:
             return False

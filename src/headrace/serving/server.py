@@ -103,9 +103,17 @@ class ServingMetrics:
             ["route"],
             registry=self.registry,
         )
+        depth = Gauge(
+            "headrace_http_route_queue_depth",
+            "Requests of the route waiting for a replica to start them",
+            ["route"],
+            registry=self.registry,
+        )
         for index, route in enumerate(routes):
             serving = pool.for_route[index]
             per_route.labels(route.key).set_function(lambda p=serving: len(p.ready))
+            local = pool.local[index]
+            depth.labels(route.key).set_function(lambda p=serving, i=local: p.queued(i))
         self.read_timeouts = Counter(
             "headrace_http_read_timeouts_total",
             "Connections closed because a request did not arrive whole in --read-timeout",
