@@ -426,7 +426,7 @@ def test_an_interim_status_from_a_handler_is_a_502(front, status):
 
 def test_framing_headers_from_a_handler_are_dropped_for_the_servers_own(front):
     out = front.raw(
-        b"GET /shape?h=content-length:2&h=transfer-encoding:chunked&h=connection:close"
+        b"GET /shape?h=content-length:2&h=transfer-encoding:chunked&h=keep-alive:timeout=5"
         b"&h=x-kept:1 HTTP/1.1\r\nhost: x\r\n\r\n",
         b"GET /shape HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
         pause=0.2,
@@ -434,9 +434,20 @@ def test_framing_headers_from_a_handler_are_dropped_for_the_servers_own(front):
     first = out.split(b"HTTP/1.1 ")[1]
     head = first.split(b"\r\n\r\n", 1)[0].lower()
     assert head.count(b"content-length") == 1 and b"content-length: 5" in head
-    assert b"transfer-encoding" not in head and b"connection" not in head
+    assert b"transfer-encoding" not in head and b"keep-alive" not in head
     assert b"x-kept: 1" in head
     assert out.count(b"hello") == 2  # both answers whole on the one connection
+
+
+def test_a_handlers_connection_close_is_sent_once_and_honoured(front):
+    out = front.raw(
+        b"GET /shape?h=Connection:close HTTP/1.1\r\nhost: x\r\n\r\n",
+        b"GET /shape HTTP/1.1\r\nhost: x\r\n\r\n",
+        pause=0.3,
+    )
+    assert out.count(b"HTTP/1.1 ") == 1, out  # closed after the first answer
+    assert out.lower().count(b"connection: close") == 1, out
+    assert out.endswith(b"hello")
 
 
 def test_invoke_calls_a_batched_json_route_handler_as_its_route_does(tmp_path):

@@ -302,7 +302,10 @@ def proxy_response(result: Any, payload: str) -> Response:
     for cookie in result.get("cookies") or () if payload == "v2" else ():
         headers.append(("set-cookie", _header_value("set-cookie", cookie)))
     if any(name.lower() in _FRAMING for name, _ in headers):
+        close = any(k.lower() == "connection" and "close" in v.lower() for k, v in headers)
         headers = [(k, v) for k, v in headers if k.lower() not in _FRAMING]
+        if close:  # honoured: the front closes the connection after this answer
+            headers.append(("connection", "close"))
     body = result.get("body")
     if body is None:
         data = b""

@@ -404,6 +404,9 @@ class HttpConnection(asyncio.Protocol):
             else:
                 head = [b"HTTP/1.1 %d %s\r\ncontent-length: %d\r\n" % (status, reason, len(body))]
             for name, value in headers:
+                if name == b"connection":  # a handler's "close" (the only one that reaches here)
+                    keep = False
+                    continue
                 head.append(name + b": " + value + b"\r\n")
             if not keep:
                 head.append(b"connection: close\r\n")
