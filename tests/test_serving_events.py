@@ -67,6 +67,12 @@ def test_routes_match_literals_before_parameters_and_greedy_last():
         (("GET", "/a/{proxy+}/b", "f"), "not the last segment"),
         (("FETCH", "/a", "f"), "method 'FETCH'"),
         (("GET", "/a/<id>", "f"), "not a literal"),
+        (("GET", "/a/../b", "f"), "'..' can never match"),
+        (("GET", "/a/./b", "f"), "'.' can never match"),
+        (("GET", "/_headrace/health", "f"), "server's own"),
+        (("GET", "/d/{id}/{id}", "f"), r"\{id\} appears twice"),
+        (("GET", "/d/{id}/{id+}", "f"), r"\{id\} appears twice"),
+        (("GET", "/a//b", "f"), "empty segment"),
     ],
 )
 def test_bad_routes_are_refused_naming_the_route(route, reason):
@@ -96,6 +102,10 @@ def test_app_http_binds_names_handlers_and_decorated_functions():
         app.http("POST /classify_digit", "ping")
     with pytest.raises(AppError, match="is not registered"):
         app.http("GET /x", "missing")
+    app.http("GET /x/{id}", "ping")
+    with pytest.raises(AppError, match=r"same requests as GET /x/\{id\}.*never be reached"):
+        app.http("GET /x/{name}", "ping")
+    app.http("POST /x/{name}", "ping")  # another method: reachable
     with pytest.raises(AppError, match="is not 'METHOD /path'"):
         app.http("/nomethod", "ping")
 

@@ -2,6 +2,7 @@
 chunked bodies over --max-body (413), slow clients (408 after --read-timeout), each answered,
 closed, counted in the metrics and written to the access log."""
 
+import concurrent.futures as futures
 import json
 import os
 import re
@@ -395,3 +396,192 @@ def test_with_every_replica_lost_requests_get_503_with_retry_after(front):
     while httpx.post(f"{front.url}/items/1", timeout=30).status_code != 200:
         assert time.time() < deadline, "no replacement replica"
         time.sleep(0.2)
+
+
+def test_head_204_and_304_send_no_body_so_the_next_answer_on_the_connection_is_whole(front):
+    out = front.raw(
+        b"HEAD /shape HTTP/1.1\r\nhost: x\r\n\r\n",
+        b"GET /shape?status=204&body=x HTTP/1.1\r\nhost: x\r\n\r\n",
+        b"GET /shape?status=304&body=x HTTP/1.1\r\nhost: x\r\n\r\n",
+        b"GET /shape HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        pause=0.2,
+    )
+    answers = out.split(b"HTTP/1.1 ")[1:]
+    assert [a[:3] for a in answers] == [b"200", b"204", b"304", b"200"], out
+    head, rest = answers[0].split(b"\r\n\r\n", 1)
+    assert b"content-length: 5" in head.lower() and rest == b""  # the length GET would send
+    for answer in answers[1:3]:
+        head, rest = answer.split(b"\r\n\r\n", 1)
+        assert rest == b"" and b"content-length" not in head.lower()
+    assert answers[3].endswith(b"\r\n\r\nhello")
+    with httpx.Client() as client:  # the repro: HEAD then GET on one connection
+        assert client.head(f"{front.url}/shape").status_code == 200
+        assert client.get(f"{front.url}/shape").text == "hello"
+
+
+@pytest.mark.parametrize("status", ["100", "101", "199"])
+def test_an_interim_status_from_a_handler_is_a_502(front, status):
+    assert httpx.get(f"{front.url}/shape?status={status}").status_code == 502
+
+
+def test_framing_headers_from_a_handler_are_dropped_for_the_servers_own(front):
+    out = front.raw(
+        b"GET /shape?h=content-length:2&h=transfer-encoding:chunked&h=keep-alive:timeout=5"
+        b"&h=x-kept:1 HTTP/1.1\r\nhost: x\r\n\r\n",
+        b"GET /shape HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        pause=0.2,
+    )
+    first = out.split(b"HTTP/1.1 ")[1]
+    head = first.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.count(b"content-length") == 1 and b"content-length: 5" in head
+    assert b"transfer-encoding" not in head and b"keep-alive" not in head
+    assert b"x-kept: 1" in head
+    assert out.count(b"hello") == 2  # both answers whole on the one connection
+
+
+def test_a_handlers_connection_close_is_sent_once_and_honoured(front):
+    out = front.raw(
+        b"GET /shape?h=Connection:close HTTP/1.1\r\nhost: x\r\n\r\n",
+        b"GET /shape HTTP/1.1\r\nhost: x\r\n\r\n",
+        pause=0.3,
+    )
+    assert out.count(b"HTTP/1.1 ") == 1, out  # closed after the first answer
+    assert out.lower().count(b"connection: close") == 1, out
+    assert out.endswith(b"hello")
+
+
+def test_invoke_calls_a_batched_json_route_handler_as_its_route_does(tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    env = {k: v for k, v in os.environ.items() if k != "HEADRACE_TOKEN"}
+    cli = [sys.executable, "-m", "headrace.cli", "-C", str(project)]
+    gateway = project / "gateway.json"
+    subprocess.run(
+        [
+            *cli,
+            "generate-event",
+            "apigateway",
+            "--method",
+            "POST",
+            "--path",
+            "/plus",
+            "--body",
+            '{"n": 1}',
+            "-o",
+            str(gateway),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    bare = project / "bare.json"
+    bare.write_text('{"n": 41}')
+    for event, expected in ((gateway, 2), (bare, 42)):
+        out = subprocess.run(
+            [*cli, "invoke", "plus_one", "--event", str(event)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        answer = json.loads(out.stdout)  # the one answer, not a list
+        assert (answer["n"], answer["batch"]) == (expected, 1)
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(front):
+    head = (
+        b"POST /items/1 HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: 2\r\nexpect: 100-continue\r\nconnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", front.port), timeout=10) as s:
+        s.sendall(head)
+        # without it the server would wait for the body and, past --read-timeout, answer 408
+        assert s.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(b"{}")
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    assert out.startswith(b"HTTP/1.1 200 "), out
+    too_big = head.replace(b"content-length: 2", b"content-length: 5000")
+    assert front.raw(too_big).startswith(b"HTTP/1.1 413 ")  # refused, no 100 first
+
+
+def test_an_answer_over_lambdas_6_mb_is_a_502_and_says_why_in_the_log(front):
+    assert httpx.get(f"{front.url}/shape?size={6 * 1024 * 1024}").status_code == 200
+    assert httpx.get(f"{front.url}/shape?size={6 * 1024 * 1024 + 1}").status_code == 502
+    deadline = time.time() + 10
+    while "over Lambda's 6 MB response limit" not in front.text() and time.time() < deadline:
+        time.sleep(0.1)
+    assert "over Lambda's 6 MB response limit" in front.text()
+
+
+def test_dot_segments_are_a_400_under_the_internal_prefix_too(front):
+    out = front.raw(b"GET /_headrace/../items/1 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400 "), out
+
+
+def test_the_start_log_counts_in_words_and_names_each_replicas_pool(tmp_path):
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    server = Front(project, app="one_route_svc:app")
+    try:
+        server.wait_ready()
+        lines = server.text().splitlines()
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(timeout=30)
+    serving = next(line for line in lines if "serving " in line)
+    assert "serving 1 route on " in serving and "with 1 replica " in serving, serving
+    assert "(1 route with replicas of their own)" in serving, serving
+    ready = next(line for line in lines if " ready (pid " in line)
+    assert re.search(r"replica 1 ready \(pid \d+\) \(pool GET /solo\)$", ready), ready
+
+
+def test_serve_folders_of_killed_servers_are_swept_at_start(tmp_path):
+    from headrace.storage.temp_names import machine_tag
+
+    project = tmp_path / "project"
+    shutil.copytree(APP, project)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid no process has now: a front killed with -9
+    dead = tmp / f"headrace-serve-{machine_tag()}.{gone.pid}-abc"
+    alive = tmp / f"headrace-serve-{machine_tag()}.{os.getpid()}-abc"  # a running front's
+    for folder in (dead, alive):
+        (folder / "scratch-1").mkdir(parents=True)
+        (folder / "replica-1.json").write_text("{}")
+    server = Front(project, tmp=tmp)
+    try:
+        server.wait_ready()
+        assert not dead.exists()
+        assert alive.exists()
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(timeout=30)
+
+
+def test_queue_depth_is_a_metric_per_route(front):
+    def depth() -> float:
+        text = httpx.get(f"{front.url}/_headrace/metrics").text
+        found = re.search(
+            r'^headrace_http_route_queue_depth\{route="GET /slow"\} (\S+)$', text, re.M
+        )
+        assert found, text
+        return float(found.group(1))
+
+    assert depth() == 0
+    with futures.ThreadPoolExecutor(4) as pool:
+        running = pool.submit(httpx.get, f"{front.url}/slow?s=1.5", timeout=30)
+        time.sleep(0.3)  # it has started: the next three wait behind it on the one replica
+        waiting = [pool.submit(httpx.get, f"{front.url}/slow?s=0", timeout=30) for _ in range(3)]
+        seen = 0.0
+        deadline = time.time() + 10
+        while seen < 3 and time.time() < deadline and not running.done():
+            seen = max(seen, depth())
+            time.sleep(0.05)
+        assert seen == 3
+        running.result()
+        for request in waiting:
+            request.result()
+    assert depth() == 0

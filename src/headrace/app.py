@@ -185,6 +185,13 @@ class App:
                         f"is bound twice (to {other.function!r} and {name!r})",
                         "remove one of them",
                     )
+                if other.method == spec.method and other.shape == spec.shape:
+                    raise AppError(
+                        f"route {spec.key}",
+                        f"matches the same requests as {other.key} (bound to "
+                        f"{other.function!r}), so it could never be reached",
+                        "use one parameter name for both, or tell them apart by a literal",
+                    )
             self.routes.append(spec)
             return target
 

@@ -45,10 +45,11 @@ def invoke_here(spec: Any, event_file: Path, settings: Any, *, routes: Any = ())
     """Run `spec`'s handler once in this process; print its result, or Lambda's error JSON
     (errorMessage, errorType, stackTrace) and exit 1. When a route binds the function to a
     model, the handler sees the model's environment as a replica of `headrace serve` would."""
-    from headrace.serving.local_invoke import invoke_locally
+    from headrace.serving.local_invoke import invoke_locally, route_shape
     from headrace.serving.server import ModelBinding
 
     event = _read_event(event_file)
+    route = route_shape(spec.name, routes)
 
     def registry():  # type: ignore[no-untyped-def]
         from headrace.models import ModelRegistry
@@ -62,7 +63,11 @@ def invoke_here(spec: Any, event_file: Path, settings: Any, *, routes: Any = ())
         err.print(f"model {environment['HEADRACE_MODEL']}", markup=False)
     try:
         result = invoke_locally(
-            spec, event, storage_url=settings.storage_url, sys_path=[str(settings.project_dir)]
+            spec,
+            event,
+            storage_url=settings.storage_url,
+            sys_path=[str(settings.project_dir)],
+            route=route,
         )
     except Exception as exc:
         frames = traceback.format_tb(exc.__traceback__)
@@ -330,4 +335,6 @@ def serve(
         return ModelRegistry.from_settings(settings)
 
     binding = ModelBinding(application.routes, registry)
-    run(application.routes, config, binding, options, announce=lambda t: err.print(t, markup=False))
+    # soft_wrap: a log line stays one line (a long URL or route list is not cut at 80 columns)
+    announce = lambda t: err.print(t, markup=False, soft_wrap=True)  # noqa: E731
+    run(application.routes, config, binding, options, announce=announce)

@@ -229,6 +229,10 @@ class MalformedResponse(ValueError):
 
 
 _V1_KEYS = {"statusCode", "headers", "multiValueHeaders", "body", "isBase64Encoded"}
+#: Headers that frame the message on the connection: the server writes its own, and a
+#: handler's copy would contradict them (two content-lengths, chunked beside a length), so
+#: they are dropped, as API Gateway drops or remaps them.
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
 _SCALARS = (str, int, float, bool)
 
 
@@ -280,8 +284,9 @@ def proxy_response(result: Any, payload: str) -> Response:
     status = result.get("statusCode")
     if isinstance(status, str) and status.isdigit():
         status = int(status)
-    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
-        raise MalformedResponse(f"statusCode {status!r} is not an HTTP status")
+    # 1xx are interim answers, never a final one: API Gateway answers 502 for them too
+    if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
+        raise MalformedResponse(f"statusCode {status!r} is not a final HTTP status (200-599)")
     headers: list[tuple[str, str]] = []
     single = result.get("headers") or {}
     multi = result.get("multiValueHeaders") or {}
@@ -296,6 +301,11 @@ def proxy_response(result: Any, payload: str) -> Response:
         headers.extend((_header_name(name), _header_value(name, v)) for v in values)
     for cookie in result.get("cookies") or () if payload == "v2" else ():
         headers.append(("set-cookie", _header_value("set-cookie", cookie)))
+    if any(name.lower() in _FRAMING for name, _ in headers):
+        close = any(k.lower() == "connection" and "close" in v.lower() for k, v in headers)
+        headers = [(k, v) for k, v in headers if k.lower() not in _FRAMING]
+        if close:  # honoured: the front closes the connection after this answer
+            headers.append(("connection", "close"))
     body = result.get("body")
     if body is None:
         data = b""

@@ -35,7 +35,11 @@ def _message(status: int, text: str) -> tuple[int, list[tuple[bytes, bytes]], by
 
 NOT_FOUND = _message(404, "Not Found")
 FORBIDDEN = _message(403, "Forbidden")
-UNAUTHORIZED = _message(401, "Unauthorized")
+UNAUTHORIZED = (
+    401,
+    [*_JSON, (b"www-authenticate", b'Bearer realm="headrace"')],
+    b'{"message": "Unauthorized"}',
+)
 TOO_LARGE = _message(413, "Request Entity Too Large")
 HEADERS_TOO_LARGE = _message(431, "Request Header Fields Too Large")
 READ_TIMEOUT = _message(408, "Request Timeout")
@@ -97,6 +101,7 @@ class HttpConnection(asyncio.Protocol):
         "busy",
         "cfg",
         "completed",
+        "expect",
         "head_size",
         "headers",
         "in_head",
@@ -125,6 +130,7 @@ class HttpConnection(asyncio.Protocol):
         self.in_head = True  # reading a request line and headers (or waiting for one)
         self.head_size = 0
         self.completed = False  # a request ended in the data being fed
+        self.expect = False  # the client waits for "100 Continue" before it sends the body
         self.timer: asyncio.TimerHandle | None = None
 
     # -- connection -------------------------------------------------------------------------------
@@ -204,6 +210,7 @@ class HttpConnection(asyncio.Protocol):
         self.body = []
         self.size = 0
         self.too_large = False
+        self.expect = False
         self.in_head = True
         if self.timer is None and self.cfg.read_timeout > 0:
             loop = asyncio.get_running_loop()
@@ -221,6 +228,8 @@ class HttpConnection(asyncio.Protocol):
             and int(value) > self.cfg.max_body
         ):
             self.too_large = True
+        elif len(name) == 6 and name.lower() == b"expect":
+            self.expect = value.lower() == b"100-continue"
 
     def on_body(self, body: bytes) -> None:
         if self.too_large:
@@ -244,6 +253,10 @@ class HttpConnection(asyncio.Protocol):
             self._reject(HEADERS_TOO_LARGE)
         elif self.too_large:  # refuse before the body is sent
             self._reject(TOO_LARGE)
+        elif self.expect and not self.busy and not self.queue and self.transport is not None:
+            # the body is welcome: without this the client waits (curl 1 s) before sending it.
+            # Not while an earlier answer on the connection is pending: it would come first
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_message_complete(self) -> None:
         self._stop_timer()
@@ -281,14 +294,14 @@ class HttpConnection(asyncio.Protocol):
         if cfg.token is not None and not self._has_token(headers):
             self._finish(-1, method, path, started, keep, *UNAUTHORIZED)
             return
-        if path.startswith(b"/_headrace/"):
-            self._internal(method, path, started, keep)
-            return
         if b"." in path or b"%" in path:
             text = unquote(path.decode("latin-1"))
             if any(p in (".", "..") for p in text.split("/")) or "\0" in text:
                 self._finish(-1, method, path, started, keep, *BAD_REQUEST)
                 return
+        if path.startswith(b"/_headrace/"):
+            self._internal(method, path, started, keep)
+            return
         found = cfg.routes.find(method.decode(), path.decode("latin-1"))
         if found is None:
             self._finish(-1, method, path, started, keep, *NOT_FOUND)
@@ -331,10 +344,16 @@ class HttpConnection(asyncio.Protocol):
             if headers[i].lower() == b"authorization":
                 # the scheme is case-insensitive (RFC 9110 11.1), as the metrics server has it
                 scheme, _, credentials = headers[i + 1].partition(b" ")
-                return scheme.lower() == b"bearer" and hmac.compare_digest(
+                if scheme.lower() == b"bearer" and hmac.compare_digest(
                     credentials.strip(),
                     token,  # type: ignore[arg-type]
-                )
+                ):
+                    # the server's own secret stops here: a handler that logs its event must
+                    # not leak it (x-api-key, a route's own key, still reaches it, as API
+                    # Gateway passes it on)
+                    del headers[i : i + 2]
+                    return True
+                return False
         return False
 
     @staticmethod
@@ -372,8 +391,22 @@ class HttpConnection(asyncio.Protocol):
         transport = self.transport
         if transport is not None and not transport.is_closing():
             reason = _REASONS.get(status, b"Unknown")
-            head = [b"HTTP/1.1 %d %s\r\ncontent-length: %d\r\n" % (status, reason, len(body))]
+            if method == b"HEAD" or status == 204 or status == 304:
+                # no body may follow (the next answer on the connection would start with it):
+                # HEAD states the length GET would send, as servers do; 204 and 304 none
+                if status == 204 or status == 304:
+                    head = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+                else:
+                    head = [
+                        b"HTTP/1.1 %d %s\r\ncontent-length: %d\r\n" % (status, reason, len(body))
+                    ]
+                body = b""
+            else:
+                head = [b"HTTP/1.1 %d %s\r\ncontent-length: %d\r\n" % (status, reason, len(body))]
             for name, value in headers:
+                if name == b"connection":  # a handler's "close" (the only one that reaches here)
+                    keep = False
+                    continue
                 head.append(name + b": " + value + b"\r\n")
             if not keep:
                 head.append(b"connection: close\r\n")

@@ -19,14 +19,13 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from headrace.serving import protocol
+from headrace.serving import protocol, serve_folder
 
 logger = logging.getLogger("headrace.serving")
 
@@ -36,6 +35,22 @@ Callback = Callable[[int, list[tuple[bytes, bytes]], bytes], None]
 _JSON = [(b"content-type", b"application/json")]
 BAD_GATEWAY = (502, _JSON, b'{"message": "Internal server error"}')
 TIMED_OUT = (504, _JSON, b'{"message": "Endpoint request timed out"}')
+NO_REPLICA = (
+    503,
+    [*_JSON, (b"retry-after", b"1")],
+    b'{"message": "Service Unavailable: no replica is ready (replacements are starting)"}',
+)
+
+
+@dataclass(slots=True, eq=False)
+class Outstanding:
+    """A request sent to a replica and not yet answered."""
+
+    callback: Callback
+    timer: asyncio.TimerHandle
+    payload: bytes  # kept to send it to another replica if this one goes before starting it
+    timeout: float  # seconds it may take on a replica
+    started: bool = False  # the replica said it runs it (a START frame)
 
 
 @dataclass
@@ -51,6 +66,7 @@ class PoolOptions:
     rollout_errors: float = 0.5  # a new version's 5xx share that rolls it back
     rollout_watch: int = 20  # requests a new version answers before it counts as good
     spares: int = 0  # warm replicas kept started, not serving: one takes a lost replica's place
+    label: str = ""  # the pool's name in logs when a server has several ("shared", a route)
 
 
 @dataclass(eq=False)
@@ -60,7 +76,7 @@ class Replica:
     proc: subprocess.Popen[bytes]
     state: str = "starting"  # starting, spare, ready, draining, dead
     transport: asyncio.Transport | None = None
-    outstanding: dict[int, tuple[Callback, asyncio.TimerHandle]] = field(default_factory=dict)
+    outstanding: dict[int, Outstanding] = field(default_factory=dict)
     ready: asyncio.Future[dict[str, Any]] | None = None
     ping_sent: float = 0.0
     answered: int = 0
@@ -123,13 +139,15 @@ class ReplicaPool:
         self.on_change = on_change
         self._ids = itertools.count(1)
         self._numbers = itertools.count(1)
-        self._tmp = Path(tempfile.mkdtemp(prefix="headrace-serve-"))
+        self._tmp = serve_folder.make()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._low_since: float | None = None
         self._spares_starting = 0
         # set to give up a roll-over whose new replica is still starting (its alias moved on)
         self.abandon: asyncio.Event | None = None
         self.loop = asyncio.get_event_loop()
+        # each pool numbers its replicas from 1: the logs say which pool a number belongs to
+        self.where = f" (pool {options.label})" if options.label else ""
 
     # -- starting and stopping replicas ---------------------------------------------------------
 
@@ -153,7 +171,7 @@ class ReplicaPool:
             try:
                 replica = await self.spawn(self.generation, serve=False)
             except RuntimeError as exc:
-                logger.error("a spare replica did not start: %s", exc)
+                logger.error("a spare replica did not start%s: %s", self.where, exc)
                 await asyncio.sleep(1.0)
                 continue
             finally:
@@ -162,7 +180,7 @@ class ReplicaPool:
                 self.retire(replica)
                 continue
             replica.state = "spare"
-            logger.info("replica %d is a spare", replica.number)
+            logger.info("replica %d is a spare%s", replica.number, self.where)
 
     def _spares(self) -> int:
         return sum(
@@ -208,12 +226,14 @@ class ReplicaPool:
                 with contextlib.suppress(OSError):  # what stopped it, if it could say
                     reason += ": " + Path(f"{path}.error").read_text()
             self._kill(replica)
-            raise RuntimeError(f"replica {number} did not start ({reason})") from None
+            raise RuntimeError(f"replica {number}{self.where} did not start ({reason})") from None
+        model = generation.get("HEADRACE_MODEL")
         logger.info(
-            "replica %d ready (pid %s) %s",
+            "replica %d ready (pid %s)%s%s",
             number,
             info.get("pid"),
-            generation.get("HEADRACE_MODEL", ""),
+            self.where,
+            f", model {model}" if model else "",
         )
         if serve:
             self._serve(replica)
@@ -277,11 +297,21 @@ class ReplicaPool:
                     replica, best = other, n
         request_id = next(self._ids) & 0xFFFFFFFF
         timer = self.loop.call_later(timeout, self._timed_out, replica, request_id)
-        replica.outstanding[request_id] = (callback, timer)
+        replica.outstanding[request_id] = Outstanding(callback, timer, payload, timeout)
         self.in_flight += 1
         assert replica.transport is not None
         replica.transport.write(protocol.frame(protocol.REQUEST, request_id, payload))
         return True
+
+    def queued(self, route: int) -> int:
+        """Requests of route `route` (this pool's index) sent to a replica that has not
+        started them yet: waiting behind others."""
+        return sum(
+            1
+            for replica in self.replicas
+            for entry in replica.outstanding.values()
+            if not entry.started and protocol.request_route(entry.payload) == route
+        )
 
     def on_frame(self, replica: Replica, request_id: int, kind: int, payload: bytes) -> None:
         if kind == protocol.RESPONSE:
@@ -289,16 +319,19 @@ class ReplicaPool:
             if entry is None:
                 return  # answered after its timeout
             self.in_flight -= 1
-            callback, timer = entry
-            timer.cancel()
+            entry.timer.cancel()
             status, headers, body = protocol.decode_response(payload)
             replica.answered += 1
             if status >= 500:
                 replica.failed += 1
-            callback(status, headers, body)
+            entry.callback(status, headers, body)
             if replica.state == "draining" and not replica.outstanding:
                 assert replica.transport is not None
                 replica.transport.close()
+        elif kind == protocol.START:
+            started = replica.outstanding.get(request_id)
+            if started is not None:
+                started.started = True
         elif kind == protocol.PONG:
             replica.ping_sent = 0.0
         elif kind == protocol.READY and replica.ready is not None and not replica.ready.done():
@@ -309,9 +342,15 @@ class ReplicaPool:
         if entry is None:
             return
         self.in_flight -= 1
-        entry[0](*TIMED_OUT)
-        # its one thread is stuck in a handler (or behind one): replace it
-        logger.warning("replica %d: a request ran past its timeout; replacing it", replica.number)
+        entry.callback(*TIMED_OUT)
+        if not entry.started:
+            return  # it waited behind a slower request, which may yet end in its own time
+        # its one thread is stuck in a handler: replace it (what waited behind goes elsewhere)
+        logger.warning(
+            "replica %d%s: a request ran past its timeout; replacing it",
+            replica.number,
+            self.where,
+        )
         self._kill(replica)
 
     def on_lost(self, replica: Replica) -> None:
@@ -321,12 +360,16 @@ class ReplicaPool:
             self.ready.remove(replica)
         if replica in self.replicas:
             self.replicas.remove(replica)
-        lost = list(replica.outstanding.values())
+        waiting = list(replica.outstanding.values())
         replica.outstanding.clear()
-        self.in_flight -= len(lost)
-        for callback, timer in lost:
-            timer.cancel()
-            callback(*BAD_GATEWAY)
+        self.in_flight -= len(waiting)
+        # only what the replica had started is lost; what waited behind it is sent again
+        lost = [entry for entry in waiting if entry.started or self.stopping]
+        for entry in waiting:
+            entry.timer.cancel()
+            if entry in lost:
+                entry.callback(*BAD_GATEWAY)
+        resent = self._resend([entry for entry in waiting if entry not in lost])
         if replica.ready is not None and not replica.ready.done():
             replica.ready.set_exception(RuntimeError(f"it exited (code {replica.proc.poll()})"))
         self._background(self._reap(replica))
@@ -337,12 +380,26 @@ class ReplicaPool:
             self.failed_in_flight += len(lost)
             self.replaced += 1
             logger.warning(
-                "replica %d (pid %d) is gone with %d requests in flight; starting another",
+                "replica %d (pid %d)%s is gone with %d requests in flight "
+                "(%d not yet started sent to other replicas); starting another",
                 replica.number,
                 replica.pid,
+                self.where,
                 len(lost),
+                resent,
             )
             self._background(self._replace())
+
+    def _resend(self, entries: list[Outstanding]) -> int:
+        """Send requests a lost replica had not started to the others (their timeout counts
+        afresh, as a function's timeout counts its run, not its wait); how many were sent."""
+        sent = 0
+        for entry in entries:
+            if self.submit(entry.payload, entry.callback, entry.timeout):
+                sent += 1
+            else:
+                entry.callback(*NO_REPLICA)
+        return sent
 
     async def _reap(self, replica: Replica) -> None:
         for _ in range(50):
@@ -358,7 +415,7 @@ class ReplicaPool:
             None,
         )
         if spare is not None and len(self.ready) < self.min:
-            logger.info("spare replica %d takes the lost one's place", spare.number)
+            logger.info("spare replica %d takes the lost one's place%s", spare.number, self.where)
             self._serve(spare)
             self._background(self._keep_spares())
             return
@@ -383,7 +440,9 @@ class ReplicaPool:
                 if replica.proc.poll() is not None:
                     self._kill(replica)
                 elif replica.ping_sent and now - replica.ping_sent > max(opts.timeout, 5.0):
-                    logger.warning("replica %d does not answer its health check", replica.number)
+                    logger.warning(
+                        "replica %d%s does not answer its health check", replica.number, self.where
+                    )
                     self._kill(replica)
                 elif not replica.ping_sent and replica.transport is not None:
                     replica.ping_sent = now
@@ -397,12 +456,26 @@ class ReplicaPool:
         per_replica = self.in_flight / max(count, 1)
         starting = sum(1 for r in self.replicas if r.state == "starting")
         if per_replica >= self.options.scale_up_at and count + starting < self.max:
+            logger.info(
+                "scaling up%s: %.1f requests per replica; starting one more",
+                self.where,
+                per_replica,
+            )
             self._background(self.spawn(self.generation))
             self._low_since = None
         elif per_replica < 1 and count > self.min:
             self._low_since = self._low_since or now
             if now - self._low_since >= self.options.scale_down_after:
-                self.retire(min(self.ready, key=lambda r: len(r.outstanding)))
+                idle = min(self.ready, key=lambda r: len(r.outstanding))
+                logger.info(
+                    "scaling down%s: replica %d retires (under one request per replica for "
+                    "%gs; %d left)",
+                    self.where,
+                    idle.number,
+                    self.options.scale_down_after,
+                    count - 1,
+                )
+                self.retire(idle)
                 self._low_since = None
         else:
             self._low_since = None

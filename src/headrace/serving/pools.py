@@ -33,15 +33,19 @@ def plan_pools(routes: Sequence[RouteSpec], shared: PoolOptions) -> list[PoolPla
     """The shared pool first (when some route uses it), then one per route with its own."""
     plans: list[PoolPlan] = []
     common = [i for i, r in enumerate(routes) if r.own_replicas is None]
+    several = any(r.own_replicas is not None for r in routes)
     if common:
         binds = any(routes[i].model for i in common)
-        plans.append(PoolPlan(shared, common, binds, "shared"))
+        options = dataclasses.replace(shared, label="shared") if several else shared
+        plans.append(PoolPlan(options, common, binds, "shared"))
     for i, route in enumerate(routes):
         own = route.own_replicas
         if own is None:
             continue
         start, low, high = own
-        options = dataclasses.replace(shared, replicas=start, min_replicas=low, max_replicas=high)
+        options = dataclasses.replace(
+            shared, replicas=start, min_replicas=low, max_replicas=high, label=route.key
+        )
         plans.append(PoolPlan(options, [i], bool(route.model), route.key))
     return plans
 

@@ -20,6 +20,9 @@ _META = struct.Struct("<I")
 _STATUS = struct.Struct("<HI")
 
 REQUEST, RESPONSE, PING, PONG, READY = 1, 2, 3, 4, 5
+#: A replica is about to run this request: the ones it has not started when it dies or hangs
+#: are sent to another replica instead of failing. It leaves with the answer before it.
+START = 6
 
 #: Largest payload either side accepts; the front's body limit is far below it.
 MAX_FRAME = 1 << 30
@@ -55,6 +58,12 @@ def encode_request(
         ]
     )
     return _META.pack(len(meta)) + meta + body
+
+
+def request_route(payload: bytes) -> int:
+    """The route index of an encoded request, without decoding the rest."""
+    end = payload.index(b"\0", _META.size)
+    return int(payload[_META.size : end])
 
 
 def decode_request(payload: bytes) -> tuple[int, Request]:

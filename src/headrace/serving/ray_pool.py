@@ -26,11 +26,10 @@ import shutil
 import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from headrace.errors import ExecutorError
-from headrace.serving import protocol
+from headrace.serving import protocol, serve_folder
 from headrace.serving.pool import BAD_GATEWAY, TIMED_OUT, Callback, PoolOptions
 
 logger = logging.getLogger("headrace.serving")
@@ -127,7 +126,7 @@ class RayPool:
         # no late call may start another one (Ray starts a new local instance on first use)
         self._ray_lock = threading.Lock()
         self._closed = False
-        self._tmp = Path(tempfile.mkdtemp(prefix="headrace-serve-"))
+        self._tmp = serve_folder.make()
 
     # -- Ray and the deployment ------------------------------------------------------------------
 
@@ -280,6 +279,10 @@ class RayPool:
                 self.ready = [app] * count
 
     # -- requests ---------------------------------------------------------------------------
+
+    def queued(self, route: int) -> int:
+        """Requests of route `route` (this pool's index) not yet handed to Ray."""
+        return sum(1 for _, payload in self._pending if protocol.request_route(payload) == route)
 
     def submit(self, payload: bytes, callback: Callback, timeout: float) -> bool:
         if self.app is None or not self.ready:

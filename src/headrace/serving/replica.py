@@ -42,6 +42,8 @@ from headrace.serving.apigateway import (
 
 logger = logging.getLogger("headrace.serving.replica")
 _JSON = [("content-type", "application/json")]
+#: Lambda refuses a response payload over 6 MB; a handler that works here would fail there
+MAX_RESPONSE = 6 * 1024 * 1024
 
 
 class Route:
@@ -137,22 +139,29 @@ class Replica:
             # each answer (or batch of answers) leaves as soon as it is ready, with whatever
             # waited before it: the first of 30 queued requests is not held until the 30th is
             # done, so a request waits for the ones ahead of it, not for the whole read
-            send = self.sock.sendall
+            # each run begins by telling the front which requests it starts (with the answer
+            # before it, in one send): if the replica then hangs or dies, the others go to
+            # another replica
             for index, items in requests.items():
                 route = self.routes[index]
                 if route.batch > 1:
                     self.fill(route, index, items, out)
                     for start in range(0, len(items), route.batch):
-                        out.extend(self.answer_batch(route, items[start : start + route.batch]))
-                        send(b"".join(out))
-                        out.clear()
+                        chunk = items[start : start + route.batch]
+                        self.starting([request_id for request_id, _ in chunk], out)
+                        out.extend(self.answer_batch(route, chunk))
                 else:
                     for request_id, request in items:
+                        self.starting([request_id], out)
                         out.append(self.answer(route, request_id, request))
-                        send(b"".join(out) if len(out) > 1 else out[0])
-                        out.clear()
             if out:
-                send(b"".join(out))
+                self.sock.sendall(b"".join(out))
+
+    def starting(self, request_ids: list[int], out: list[bytes]) -> None:
+        """Send what is ready in `out` and the START of these requests."""
+        out.extend(protocol.frame(protocol.START, request_id) for request_id in request_ids)
+        self.sock.sendall(b"".join(out))
+        out.clear()
 
     def read(self, *, block: bool) -> list[tuple[int, int, bytes]] | None:
         """Frames that arrived: waits for one when `block`, then takes whatever else is there
@@ -207,6 +216,7 @@ class Replica:
                     if other == index:
                         items.append((request_id, request))
                     else:
+                        self.starting([request_id], out)
                         out.append(self.answer(self.routes[other], request_id, request))
 
     # -- one request, or a batch ---------------------------------------------------------------
@@ -244,7 +254,13 @@ class Replica:
 
     def _call(self, route: Route, call: Callable[[], Any]) -> Response:
         try:
-            return self._output(route, call())
+            response = self._output(route, call())
+            if len(response.body) > MAX_RESPONSE:
+                raise MalformedResponse(
+                    f"the body is {len(response.body):,} bytes, over Lambda's 6 MB response "
+                    "limit; return a smaller answer (or a link to the data)"
+                )
+            return response
         except MalformedResponse as exc:
             logger.error("%s: malformed handler response: %s", route.function, exc)
         except Exception:

@@ -44,8 +44,33 @@ class RouteSpec:
             raise AppError(subject, f"method {self.method!r} is unknown", f"use {METHODS}")
         if not self.path.startswith("/"):
             raise AppError(subject, "the path does not start with '/'", "write e.g. /items/{id}")
+        if "//" in self.path:
+            raise AppError(
+                subject, "the path has an empty segment ('//')", "write one '/' between segments"
+            )
         parts = tuple(p for p in self.path.split("/") if p)
+        if parts and parts[0] == "_headrace":
+            raise AppError(
+                subject,
+                "/_headrace/ is the server's own (health and metrics answer there)",
+                "choose another first segment",
+            )
+        names: set[str] = set()
         for i, part in enumerate(parts):
+            if part in (".", ".."):
+                # requests holding them are refused (400) before routing: it could never match
+                raise AppError(
+                    subject, f"the segment {part!r} can never match a request", "remove it"
+                )
+            if part.startswith("{"):
+                name = part.strip("{}+")
+                if name in names:
+                    raise AppError(
+                        subject,
+                        f"the parameter {{{name}}} appears twice (the first value would be lost)",
+                        "give each parameter its own name",
+                    )
+                names.add(name)
             if not _SEGMENT.match(part):
                 raise AppError(
                     subject,
@@ -102,6 +127,14 @@ class RouteSpec:
         start = self.replicas or low
         high = self.max_replicas or max(start, low)
         return start, low, high
+
+    @property
+    def shape(self) -> tuple[str, ...]:
+        """The segments with parameters unnamed: two routes of one method and shape match the
+        same requests, so the second could never be reached."""
+        return tuple(
+            "{+}" if s.endswith("+}") else "{}" if s.startswith("{") else s for s in self.segments
+        )
 
     @property
     def key(self) -> str:

@@ -103,9 +103,17 @@ class ServingMetrics:
             ["route"],
             registry=self.registry,
         )
+        depth = Gauge(
+            "headrace_http_route_queue_depth",
+            "Requests of the route waiting for a replica to start them",
+            ["route"],
+            registry=self.registry,
+        )
         for index, route in enumerate(routes):
             serving = pool.for_route[index]
             per_route.labels(route.key).set_function(lambda p=serving: len(p.ready))
+            local = pool.local[index]
+            depth.labels(route.key).set_function(lambda p=serving, i=local: p.queued(i))
         self.read_timeouts = Counter(
             "headrace_http_read_timeouts_total",
             "Connections closed because a request did not arrive whole in --read-timeout",
@@ -487,9 +495,9 @@ async def serve_async(
         model = f", model {binding.name}:{version}" if version is not None else ""
         own = len(pool.pools) - (1 if pool.plans[0].label == "shared" else 0)
         announce(
-            f"serving {len(routes)} routes on http://{shown_host}:{port} "
-            f"with {len(pool.ready)} replicas{model}"
-            + (f" ({own} routes with replicas of their own)" if own else "")
+            f"serving {_count(len(routes), 'route')} on http://{shown_host}:{port} "
+            f"with {_count(len(pool.ready), 'replica')}{model}"
+            + (f" ({_count(own, 'route')} with replicas of their own)" if own else "")
         )
         await stop.wait()
         announce(f"draining: {pool.in_flight} requests in flight")
@@ -511,6 +519,11 @@ async def serve_async(
         if not pool.stopping:  # a start that failed half-way: its replicas go too
             await pool.shutdown(0)
         pool.remove_folder()  # also when a start fails or the drain is cut short
+
+
+def _count(n: int, noun: str) -> str:
+    """ "1 route", "3 routes"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def run(

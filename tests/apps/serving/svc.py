@@ -73,3 +73,24 @@ def plus_one_strict(batch, context):
 
 
 app.http("POST /plus-strict", plus_one_strict, payload="json", max_batch_size=32, max_wait_ms=50)
+
+
+def shaped(event, context):
+    """Answers what the query asks: ?status=204&body=x&h=content-length:2 (framing tests)."""
+    query = event["multiValueQueryStringParameters"] or {}
+    headers = dict(h.split(":", 1) for h in query.get("h", []))
+    return {
+        "statusCode": int(query.get("status", ["200"])[0]),
+        "headers": headers,
+        "body": "x" * int(query["size"][0]) if "size" in query else query.get("body", ["hello"])[0],
+    }
+
+
+app.http("ANY /shape", shaped)
+
+
+def event_headers(event, context):
+    return {"statusCode": 200, "body": json.dumps(event["headers"])}
+
+
+app.http("GET /event-headers", event_headers)
