@@ -61,3 +61,19 @@ def test_only_writers_that_release_the_gil_and_no_user_code_run_in_threads(tmp_p
     assert not _threads_suffice([WriteFiles("json", fs, str(tmp_path), "p")])
     user = MapBatches(lambda df: df)
     assert not _threads_suffice([user, parquet])
+
+
+def test_a_sorted_dataset_read_in_part_gives_its_first_rows_and_stops_gathering():
+    import threading
+
+    table = _table()
+    batches = data.from_arrow(table).sort("key").iter_batches(batch_size=None)
+    first = next(iter(batches))
+    expected = table.sort_by([("key", "ascending")])
+    assert first["id"].tolist() == expected.column("id").to_pylist()[: len(first["id"])]
+    batches.close()
+    del batches
+    import gc
+
+    gc.collect()
+    assert not [t for t in threading.enumerate() if t.name.startswith("headrace-gather")]
