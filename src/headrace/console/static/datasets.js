@@ -1,6 +1,6 @@
 // Dataset runs: the list (search by script or job id, filter by status) and one run with its
 // plan's steps, its stages and its progress, re-read live while it runs.
-import { api, badge, errorBox, fill, h, hashQuery, link, table, when, withQuery } from "/static/ui.js";
+import { api, badge, errorBox, fill, h, hashQuery, link, table, when, withQuery, pagerButtons } from "/static/ui.js";
 
 const STATUSES = ["", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED", "LOST"];
 
@@ -49,10 +49,7 @@ export async function datasets() {
     const page = await api(withQuery("/api/datasets", {
       status: q.status || "", q: q.q || "", limit: 50, cursor: cursors[cursors.length - 1] || "",
     }));
-    const prev = h("button", { type: "button", disabled: cursors.length === 1 }, "Newer");
-    const next = h("button", { type: "button", disabled: !page.next }, "Older");
-    prev.onclick = () => { cursors.pop(); load(); };
-    next.onclick = () => { cursors.push(page.next); load(); };
+    const [prev, next] = pagerButtons(cursors, page.next, load);
     fill(listBox,
       table([
         ["run", (r) => link(`#/datasets/${encodeURIComponent(r.id)}`, `${r.name} · ${r.action}`)],

@@ -1,6 +1,6 @@
 // Executions: list and search; one execution's state graph (live), Map item counts, caught
 // errors, each state's input and output, the history table; stop and redrive.
-import { api, badge, errorBox, h, hashQuery, json, link, table, when, withQuery, fill } from "/static/ui.js";
+import { api, badge, errorBox, h, hashQuery, json, link, table, when, withQuery, fill, pagerButtons } from "/static/ui.js";
 import { drawGraph } from "/static/graph.js";
 
 const STATUSES = ["", "RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"];
@@ -33,10 +33,7 @@ export async function executions() {
       state_machine: q.state_machine || "", status: q.status || "", q: q.q || "", limit: 50,
       cursor: cursors[cursors.length - 1] || "",
     }));
-    const prev = h("button", { type: "button", disabled: cursors.length === 1 }, "Newer");
-    const next = h("button", { type: "button", disabled: !page.next }, "Older");
-    prev.onclick = () => { cursors.pop(); load(); };
-    next.onclick = () => { cursors.push(page.next); load(); };
+    const [prev, next] = pagerButtons(cursors, page.next, load);
     fill(listBox, 
       table([
         ["name", (r) => link(`#/executions/${encodeURIComponent(r.id)}`, r.name)],
@@ -92,10 +89,7 @@ export async function execution(id) {
   const cursors = [0];
   async function loadHistory() {
     const page = await api(withQuery(`/api/executions/${encodeURIComponent(data.execution.id)}/history`, { after: cursors[cursors.length - 1], limit: 100 }));
-    const prev = h("button", { type: "button", disabled: cursors.length === 1 }, "Earlier");
-    const next = h("button", { type: "button", disabled: page.next === null }, "Later");
-    prev.onclick = () => { cursors.pop(); loadHistory(); };
-    next.onclick = () => { cursors.push(page.next); loadHistory(); };
+    const [prev, next] = pagerButtons(cursors, page.next, loadHistory, ["Earlier", "Later"]);
     fill(historyBox, 
       h("h2", { id: "history" }, `History (${data.execution.history_length} events)`),
       table([

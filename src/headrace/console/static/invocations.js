@@ -1,6 +1,6 @@
 // Functions and invocations: filter by function, status and time; one invocation with its
 // triggering event, attempts, errors and log lines; the dead-letter list with redrive.
-import { api, badge, errorBox, h, hashQuery, json, link, ms, table, when, withQuery, fill } from "/static/ui.js";
+import { api, badge, errorBox, h, hashQuery, json, link, ms, table, when, withQuery, fill, pagerButtons } from "/static/ui.js";
 
 const STATUSES = ["", "pending", "running", "succeeded", "dead"];
 const WINDOWS = [["", "any time"], ["900", "last 15 min"], ["3600", "last hour"], ["86400", "last day"]];
@@ -41,10 +41,7 @@ export async function invocations() {
     };
     if (q.window) query.since = String(Date.now() / 1000 - Number(q.window));
     const page = await api(withQuery("/api/invocations", query));
-    const prev = h("button", { type: "button", disabled: cursors.length === 1 }, "Newer");
-    const next = h("button", { type: "button", disabled: !page.next }, "Older");
-    prev.onclick = () => { cursors.pop(); load(); };
-    next.onclick = () => { cursors.push(page.next); load(); };
+    const [prev, next] = pagerButtons(cursors, page.next, load);
     fill(listBox, 
       table([
         ["invocation", (r) => link(`#/invocations/${encodeURIComponent(r.id)}`, r.id.slice(0, 8))],

@@ -93,3 +93,13 @@ export function fill(node, ...children) {
   node.replaceChildren(...flat.map((c) => (c instanceof Node ? c : document.createTextNode(String(c)))));
   return node;
 }
+
+// Buttons over a keyset-paged list: `cursors` is the stack of cursors of the pages seen (the
+// first is the start), `next` the cursor the server gave for the page after this one.
+export function pagerButtons(cursors, next, load, [back, forward] = ["Newer", "Older"]) {
+  const prev = h("button", { type: "button", disabled: cursors.length === 1 }, back);
+  const more = h("button", { type: "button", disabled: next === null || next === undefined || next === "" }, forward);
+  prev.onclick = () => { cursors.pop(); load(); };
+  more.onclick = () => { cursors.push(next); load(); };
+  return [prev, more];
+}
