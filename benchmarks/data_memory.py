@@ -38,6 +38,8 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from headrace.data import block_folders
+
 ROOT = Path("/tmp/headrace-bench-memory")
 SPILL = ROOT / "spill"  # the sort's DataContext.spill_dir
 
@@ -118,7 +120,8 @@ def measure(kind: str, src: str, out: str, sort_memory: int = 0) -> dict:
         text=True,
     )
     me = psutil.Process(proc.pid)
-    shm = f"/dev/shm/headrace-data-{proc.pid}"
+    # the child's block folder, named after its pid and start time: read while it runs
+    shm = os.path.join(block_folders.root(), block_folders.folder_name(proc.pid))
     peak = {"tree_rss": 0, "shm": 0, "total": 0, "spilled_bytes": 0}
     SPILL.mkdir(parents=True, exist_ok=True)
     done = threading.Event()

@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from headrace.data import block_folders
 from headrace.data.aggregation import merge_aggregates, partial_aggregates
 from headrace.data.engine import Engine, ExecutionStats, StageStats
 from headrace.data.errors import DatasetError, WorkerLost
@@ -53,7 +54,7 @@ from headrace.data.plan import (
 from headrace.data.progress import Progress
 from headrace.data.sinks import WriteFiles, WriteTarget
 from headrace.data.sources import Fragment, Source, TablesSource
-from headrace.data.transport import block_folder, discard_block, put_block, take_block
+from headrace.data.transport import discard_block, put_block, take_block
 from headrace.data.workers import Pool, task_pool
 
 _task_ids = itertools.count(1)
@@ -346,7 +347,7 @@ class LocalEngine(Engine):
                 "connections captured; create those in a class's __init__)",
             ) from None
         pool.add_stage(key, blob)
-        folder = block_folder(os.getpid())
+        folder = block_folders.acquire()
         start = time.perf_counter()
         backlog: deque = deque()
         pending: dict[int, tuple[int, str]] = {}  # task id -> (sequence, description)
@@ -404,6 +405,7 @@ class LocalEngine(Engine):
                 if kind == "block":
                     discard_block(payload)
             pool.drop_stage(key)
+            block_folders.release()
             stage.seconds = time.perf_counter() - start
 
     # -- operations that need all their input ----------------------------------------------

@@ -1,26 +1,18 @@
 """Blocks between processes: an Arrow IPC file in shared memory, mapped by the reader.
 
-The writer writes the block once into `/dev/shm` (the temp folder where there is none); the
-reader maps it and unlinks it at once, so its Arrow buffers point into the mapping (no copy)
-and the memory is returned when the last table using it is gone.
+The writer writes the block once into its driver's block folder (`block_folders`: in
+`/dev/shm`, or the temp folder where there is none); the reader maps it and unlinks it at
+once, so its Arrow buffers point into the mapping (no copy) and the memory is returned when
+the last table using it is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import uuid
 
 import pyarrow as pa
-
-_ROOT = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-
-
-def block_folder(owner_pid: int) -> str:
-    folder = os.path.join(_ROOT or tempfile.gettempdir(), f"headrace-data-{owner_pid}")
-    os.makedirs(folder, exist_ok=True)
-    return folder
 
 
 def put_block(table: pa.Table, folder: str) -> str:
