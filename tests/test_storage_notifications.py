@@ -15,10 +15,11 @@ import pytest
 import s3fs
 from sqlalchemy import func, select
 
-from headrace.config import use_storage_endpoint
+from headrace.config import load_settings, use_storage_endpoint
 from headrace.errors import ConfigError
 from headrace.ledger import Ledger
 from headrace.ledger.schema import invocations
+from headrace.server.coordinator import storage_notifier
 from headrace.storage import ChangeWatcher, ObjectStore
 from headrace.storage.notifications import open_notifier
 from headrace.storage.notifications_seaweedfs import SeaweedNotifier
@@ -99,9 +100,6 @@ def test_listing_finds_everything_when_no_notification_arrives(s3):
 
 
 def test_notifications_need_s3_storage_and_a_filer_address(tmp_path):
-    from headrace.config import load_settings
-    from headrace.server.coordinator import storage_notifier
-
     local = load_settings(
         tmp_path, storage=str(tmp_path / "b"), storage_notifications="seaweedfs://127.0.0.1:8888"
     )
