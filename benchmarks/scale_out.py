@@ -4,10 +4,12 @@
    workers each) sharing one PostgreSQL ledger at 127.0.0.1 (a fresh database per round);
    baseline: one coordinator.
 2. trigger latency, from a completed write to the handler's start, with the buckets on S3
-   (SeaweedFS on 127.0.0.1, change detection by listing every `poll_interval`) and in local
-   folders (inotify); baseline: local folders.
+   (SeaweedFS on 127.0.0.1) detected by listing every `poll_interval` (`s3`) and by listing
+   woken by the filer's notifications (`s3-notify`, `storage_notifications`), and in local
+   folders (inotify); baseline: local folders, and `s3` for `s3-notify`.
 
     .venv/bin/python benchmarks/scale_out.py [--n 3000] [--rounds 2] [--files 40]
+        [--poll-interval 0.2] [--latency-only]
 """
 
 from __future__ import annotations
@@ -75,11 +77,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def trigger_latencies(kind: str, files: int, workdir: Path, seaweed) -> list[float]:
+def trigger_latencies(
+    kind: str, files: int, workdir: Path, seaweed, poll_interval: float = 0.2
+) -> list[float]:
     home = workdir / f"{kind}-{uuid.uuid4().hex[:6]}"
-    env = {"HEADRACE_POLL_INTERVAL": "0.2"}
+    env = {"HEADRACE_POLL_INTERVAL": str(poll_interval)}
     fs = None
-    if kind == "s3":
+    if kind in ("s3", "s3-notify"):
         import s3fs
 
         root = f"bench-{uuid.uuid4().hex[:8]}"
@@ -91,6 +95,8 @@ def trigger_latencies(kind: str, files: int, workdir: Path, seaweed) -> list[flo
         )
         fs.mkdir(root)
         env.update(seaweed.env, HEADRACE_STORAGE=f"s3://{root}")
+        if kind == "s3-notify":
+            env["HEADRACE_STORAGE_NOTIFICATIONS"] = seaweed.notifications
     closed: dict[str, float] = {}
     with Coordinator(home, start_timeout=START_TIMEOUT, **env):
         for i in range(files):
@@ -121,33 +127,40 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--files", type=int, default=40)
+    parser.add_argument("--poll-interval", type=float, default=0.2)
+    parser.add_argument("--latency-only", action="store_true", help="skip figure 1")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE.parent))  # the S3 server the tests start (tests/seaweed.py)
     from tests import seaweed as sw
 
     rates: dict[int, list[float]] = {1: [], 2: [], 3: []}
-    latency: dict[str, list[float]] = {"local": [], "s3": []}
+    latency: dict[str, list[float]] = {"local": [], "s3": [], "s3-notify": []}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         server = sw.start(workdir / "seaweed")
         try:
             for round_ in range(args.rounds):
                 order = [1, 2, 3] if round_ % 2 == 0 else [3, 2, 1]
-                for k in order:
+                for k in order if not args.latency_only else []:
                     rates[k].append(invocations_per_second(k, args.n, workdir))
                     print(f"round {round_}: {k} coordinator(s): {rates[k][-1]:.0f}/s", flush=True)
-                for kind in ("local", "s3") if round_ % 2 == 0 else ("s3", "local"):
-                    latency[kind] += trigger_latencies(kind, args.files, workdir, server)
+                kinds = ["local", "s3", "s3-notify"]
+                for kind in kinds if round_ % 2 == 0 else kinds[::-1]:
+                    latency[kind] += trigger_latencies(
+                        kind, args.files, workdir, server, args.poll_interval
+                    )
                     print(f"round {round_}: {kind}: p50 {percentile(latency[kind], 50):.1f} ms")
         finally:
             server.stop()
-    base = statistics.median(rates[1])
-    print("\n| coordinators | invocations/s (median, min-max) | vs 1 |\n|---:|---:|---:|")
-    for k, values in rates.items():
+    base = statistics.median(rates[1]) if rates[1] else 1.0
+    if rates[1]:
+        print("\n| coordinators | invocations/s (median, min-max) | vs 1 |\n|---:|---:|---:|")
+    for k, values in rates.items() if rates[1] else []:
         print(
             f"| {k} | {statistics.median(values):.0f} ({min(values):.0f}-{max(values):.0f}) "
             f"| {statistics.median(values) / base:.2f}x |"
         )
+    print(f"\npoll_interval {args.poll_interval} s")
     print("\n| buckets | p50 ms | p90 ms | p99 ms | vs local p50 |\n|---|---:|---:|---:|---:|")
     local_p50 = percentile(latency["local"], 50)
     for kind, values in latency.items():

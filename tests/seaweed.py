@@ -26,6 +26,12 @@ class SeaweedS3:
     endpoint: str
     proc: subprocess.Popen
     log: Path
+    filer: str = ""  # host:port of its filer, the source of its change notifications
+
+    @property
+    def notifications(self) -> str:
+        """The `storage_notifications` setting for it."""
+        return f"seaweedfs://{self.filer}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -126,7 +132,7 @@ def start(folder: Path, timeout: float = 60) -> SeaweedS3:
             start_new_session=True,  # a Ctrl-C of the tests reaches it through stop() only
             preexec_fn=_die_with_parent(os.getpid()),
         )
-    server = SeaweedS3(f"http://127.0.0.1:{s3}", proc, log)
+    server = SeaweedS3(f"http://127.0.0.1:{s3}", proc, log, f"127.0.0.1:{filer}")
     deadline = time.time() + timeout
     import s3fs
 

@@ -30,6 +30,8 @@ class Settings:
     # S3-compatible stores: the endpoint of `storage = "s3://…"` (SeaweedFS, MinIO, Ceph);
     # credentials come from the usual AWS variables or files
     storage_endpoint: str = ""
+    # a store's change feed used as a wake-up beside listing: seaweedfs://filer-host:port
+    storage_notifications: str = ""
     executor: str = "local"  # "local", "ray", "ray://host:10001" or "auto"
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     poll_interval: float = 1.0  # seconds between list-and-compare passes of the watchers
@@ -83,6 +85,7 @@ _ENV = {
     "HEADRACE_LEDGER": "ledger",
     "HEADRACE_STORAGE": "storage",
     "HEADRACE_STORAGE_ENDPOINT": "storage_endpoint",
+    "HEADRACE_STORAGE_NOTIFICATIONS": "storage_notifications",
     "HEADRACE_EXECUTOR": "executor",
     "HEADRACE_WORKERS": "workers",
     "HEADRACE_POLL_INTERVAL": "poll_interval",

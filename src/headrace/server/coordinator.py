@@ -28,9 +28,10 @@ from sqlalchemy.exc import IntegrityError
 from headrace.app import App
 from headrace.config import Settings
 from headrace.console import Console, ConsoleContext
-from headrace.errors import is_deterministic
+from headrace.errors import ConfigError, is_deterministic
 from headrace.events.s3 import object_created_envelope
 from headrace.executors.base import Call, Executor, Outcome
+from headrace.executors.lifetime import die_with_parent
 from headrace.functions import runtime
 from headrace.functions.context import scratch_owner, scratch_path
 from headrace.functions.layers import ensure_layer
@@ -45,6 +46,7 @@ from headrace.server.s3_endpoint import check_s3_setting, start_s3_endpoint
 from headrace.server.streams import StreamService
 from headrace.server.triggers import idle_report
 from headrace.storage import ChangeWatcher, ObjectInfo, ObjectStore
+from headrace.storage.notifications import ChangeNotifier, open_notifier
 from headrace.storage.temp_names import sweep_tree
 from headrace.workflows.driver import WorkflowDriver
 
@@ -69,6 +71,23 @@ def make_executor(settings: Settings, preload: list[str] | None = None) -> Execu
 
     raise ConfigError(
         f"executor {kind!r}", "is not a known executor", "use local, ray, auto or ray://host:port"
+    )
+
+
+def storage_notifier(settings: Settings, store: ObjectStore) -> ChangeNotifier | None:
+    """The store's change notifications (`storage_notifications`), or None: listing only."""
+    if not settings.storage_notifications:
+        return None
+    if store.is_local:
+        raise ConfigError(
+            "setting 'storage_notifications'",
+            f"storage {store.url!r} is a local folder, watched with inotify already",
+            "leave storage_notifications empty, or set storage to the s3:// root it describes",
+        )
+    parent = os.getpid()
+    # its process must not outlive the coordinator, even one killed with -9
+    return open_notifier(
+        settings.storage_notifications, store.root, child_setup=lambda: die_with_parent(parent)
     )
 
 
@@ -108,6 +127,7 @@ class Coordinator:
         self.store = ObjectStore(settings.storage_url)
         # a listener that would refuse its settings refuses before anything starts
         check_s3_setting(settings, self.store)
+        self.notifier = storage_notifier(settings, self.store)
         if settings.serve and app.routes:
             serve_token(settings)
         preload = [settings.app.partition(":")[0]] if settings.app else []
@@ -230,7 +250,10 @@ class Coordinator:
         threading.Thread(target=self._report_idle, name="headrace-triggers", daemon=True).start()
         if self.watch and self.app.buckets:
             self._watcher = ChangeWatcher(
-                self.store, self.app.buckets, poll_interval=self.settings.poll_interval
+                self.store,
+                self.app.buckets,
+                poll_interval=self.settings.poll_interval,
+                notifier=self.notifier,
             )
             self._watcher.start(self._on_object)
         self._maybe_pending.update(self.app.functions)

@@ -13,7 +13,12 @@ Objects arrive through headrace (atomic rename into place) and through any other
   inotify cannot see: hard links, files written before a new folder got its watch, events
   lost to a queue overflow, and every object store.
 
-Both feed one de-duplicating reporter keyed by (bucket, key) and version, so each version is
+* store notifications (optional, `headrace.storage.notifications`): a store's own event feed,
+  used only as a wake-up. A notification makes the watcher re-list that bucket at once (and
+  again when what it found has settled) instead of at the next poll; the listing decides what
+  is reported, so a lost, duplicated or late notification costs latency, never a trigger.
+
+All feed one de-duplicating reporter keyed by (bucket, key) and version, so each version is
 reported once per watcher lifetime however many events or polls see it.
 """
 
@@ -32,6 +37,7 @@ from typing import Any, NamedTuple
 from headrace.errors import InvalidKey
 from headrace.storage.beneath import walk
 from headrace.storage.keys import validate_bucket_name, validate_key
+from headrace.storage.notifications import ChangeNotifier
 from headrace.storage.store import (
     Bucket,
     ObjectChanged,
@@ -97,6 +103,7 @@ class ChangeWatcher:
         poll_interval: float = 1.0,
         settle_seconds: float = 0.5,
         use_inotify: bool = True,
+        notifier: ChangeNotifier | None = None,
     ) -> None:
         if poll_interval <= 0:
             raise ValueError("poll_interval must be > 0 seconds")
@@ -128,6 +135,11 @@ class ChangeWatcher:
         self._observer: Any = None
         self._inotify_lock = threading.Lock()  # start/stop/re-arm of the observer
         self._started = False
+        self.notifier = notifier
+        self._woken = threading.Event()
+        self._wake_lock = threading.Lock()  # guards _wake_buckets
+        self._wake_buckets: set[str] = set()
+        self._unsettled: dict[str, float] = {}  # bucket -> monotonic time its next object settles
 
     # ------------------------------------------------------------------------ lifecycle
 
@@ -154,10 +166,16 @@ class ChangeWatcher:
         for i in range(HASH_WORKERS if self._observer is not None else 0):
             self._spawn(self._work_loop, f"headrace-watch-hash-{i}")
         self._spawn(self._poll_loop, "headrace-watch-poll")
+        if self.notifier is not None:
+            self._spawn(self._wake_loop, "headrace-watch-wake")
+            self.notifier.start(self.wake)
 
     def stop(self) -> None:
         """Stop all threads; safe to call more than once."""
         self._stop.set()
+        self._woken.set()
+        if self.notifier is not None:
+            self.notifier.stop()
         with self._inotify_lock:
             observer, self._observer = self._observer, None
         if observer is not None:
@@ -491,6 +509,41 @@ class ChangeWatcher:
             raise
         return self._deliver(k, version, info)
 
+    # ------------------------------------------------------------------- notification path
+
+    def wake(self, bucket: str = "") -> None:
+        """Re-list `bucket` ("": every watched bucket) now rather than at the next poll."""
+        if bucket and not (
+            self._in_scope(bucket) if self._scope is None else bucket in self._scope
+        ):
+            return
+        with self._wake_lock:
+            self._wake_buckets.add(bucket)
+        self._woken.set()
+
+    def _wake_loop(self) -> None:
+        due: dict[str, float] = {}  # buckets to re-list once what they hold has settled
+        while not self._stop.is_set():
+            self._woken.wait(None if not due else max(0.0, min(due.values()) - time.monotonic()))
+            if self._stop.is_set():
+                return
+            self._woken.clear()
+            with self._wake_lock:
+                woken, self._wake_buckets = self._wake_buckets, set()
+            now = time.monotonic()
+            woken |= {b for b, at in due.items() if at <= now}
+            if not woken:
+                continue
+            buckets = None if "" in woken else sorted(woken)
+            try:
+                self._scan(abortable=True, buckets=buckets)
+            except Exception:
+                logger.exception("re-listing %s after a notification failed", self.store.url)
+                continue
+            for b in woken if buckets is not None else list(due):
+                due.pop(b, None)
+            due.update(self._unsettled)
+
     # ---------------------------------------------------------------------------- polling
 
     def _poll_loop(self) -> None:
@@ -510,7 +563,9 @@ class ChangeWatcher:
         size and mtime have not changed across polls for that long."""
         return self._scan(abortable=False)
 
-    def _scan(self, *, abortable: bool) -> list[ObjectInfo]:
+    def _scan(self, *, abortable: bool, buckets: list[str] | None = None) -> list[ObjectInfo]:
+        """`buckets`: list only these (a wake-up); None: the full pass, which also forgets
+        what was deleted."""
         with self._scan_lock:
             started = time.monotonic()
             wall = time.time()
@@ -518,7 +573,8 @@ class ChangeWatcher:
             present: set[tuple[str, str]] = set()
             found: list[ObjectInfo] = []
             self._partial_listing = False
-            for obj in self._list_all():
+            unsettled: dict[str, float] = {}
+            for obj in self._list_all(buckets):
                 if abortable and self._stop.is_set():
                     return found  # incomplete: keep what we know
                 k = (obj.bucket, obj.key)
@@ -531,6 +587,10 @@ class ChangeWatcher:
                     first = seen[1]
                 aged = obj.mtime is not None and wall - obj.mtime >= settle
                 if not (aged or started - first >= settle):
+                    at = first + settle
+                    if obj.mtime is not None:
+                        at = min(at, started + obj.mtime + settle - wall)
+                    unsettled[obj.bucket] = min(at, unsettled.get(obj.bucket, at))
                     continue
                 if self._is_reported(k, obj.version):
                     continue
@@ -540,7 +600,8 @@ class ChangeWatcher:
                     info = self._report_remote(obj.bucket, obj.key, *obj.ref)
                 if info is not None:
                     found.append(info)
-            if self._partial_listing:
+            self._unsettled = unsettled
+            if self._partial_listing or buckets is not None:
                 return found  # some folder was unreadable: absent need not mean deleted
             # Forget deleted objects so memory stays bounded, but not ones reported after
             # this listing began: the listing may simply have missed them.
@@ -557,17 +618,18 @@ class ChangeWatcher:
             return sorted(self._scope)
         return [b for b in self.store.list_buckets() if self._in_scope(b)]
 
-    def _list_all(self) -> Iterator[_Listed]:
+    def _list_all(self, buckets: list[str] | None = None) -> Iterator[_Listed]:
         if self.store.is_local:
-            for bucket in self._buckets_to_scan():
+            for bucket in self._buckets_to_scan() if buckets is None else buckets:
                 yield from self._list_local(bucket)
             return
         fs = self.store.fs
-        roots = (
-            [self.store.root]
-            if self._scope is None
-            else [f"{self.store.root}/{b}" for b in sorted(self._scope)]
-        )
+        if buckets is not None:
+            roots = [f"{self.store.root}/{b}" for b in buckets]
+        elif self._scope is None:
+            roots = [self.store.root]
+        else:
+            roots = [f"{self.store.root}/{b}" for b in sorted(self._scope)]
         for root in roots:
             try:
                 fs.invalidate_cache(root)
