@@ -527,7 +527,7 @@ def invocations(
     columns = ["id", "function", "status", "attempts", "created", "took", "object", "error"]
     table = cli_common.table(
         *columns, *(["outputs"] if check_outputs else []),
-        keep=("id", "function", "status", "attempts", "took", "outputs"),
+        wrap=("error",),
     )  # fmt: skip
     colour = {"succeeded": "green", "dead": "red", "running": "cyan", "pending": "yellow"}
     shown = {True: "written", False: "[yellow]succeeded but wrote nothing[/]", None: "-"}
@@ -659,9 +659,7 @@ def dlq_list(
         out = [{"invocation_id": r["invocation_id"], **_without(r, "id")} for r in rows]
         sys.stdout.write(json.dumps(out, default=str, indent=2) + "\n")
         return
-    table = cli_common.table(
-        "invocation", "function", "attempts", "when", "error", keep=("invocation", "function")
-    )
+    table = cli_common.table("invocation", "function", "attempts", "when", "error", wrap=("error",))
     for r in rows:
         table.add_row(
             r["invocation_id"],
@@ -778,7 +776,7 @@ def executions(
         return
     table = cli_common.table(
         "name", "state machine", "status", "started", "took", "error",
-        keep=("name", "state machine", "status", "took"),
+        wrap=("error",),
     )  # fmt: skip
     for r in rows:
         took = f"{r['stopped_at'] - r['started_at']:.2f}s" if r["stopped_at"] else "-"
@@ -807,7 +805,7 @@ def list_map_runs_cmd(
         return
     table = cli_common.table(
         "map run", "state", "type", "status", "succeeded", "failed", "running", "pending",
-        "total", keep=("map run", "status", "total"),
+        "total",
     )  # fmt: skip
     for run in runs:
         c = run["itemCounts"]
@@ -859,9 +857,7 @@ def history(
     if as_json:
         sys.stdout.write(json.dumps(events, default=str, indent=2) + "\n")
         return
-    table = Table()
-    for col in ("id", "type", "scope", "when", "details"):
-        table.add_column(col)
+    table = cli_common.table("id", "type", "scope", "when", "details", wrap=("details",))
     for e in events:
         table.add_row(
             str(e["id"]),

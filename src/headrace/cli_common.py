@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.table import Table
+from rich.text import Text
 
 from headrace.jsontext import JsonInputError, parse_json
 
@@ -113,19 +116,56 @@ def when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def table(*columns: str, keep: tuple[str, ...] = (), **options: Any):  # type: ignore[no-untyped-def]
-    """A rich table whose cells wrap (long words fold) rather than end in "…": an error or a
-    path cut at the terminal's width loses the part that says what to do. Columns in `keep`
-    (names, ids, statuses: short) are never wrapped, so the narrowing falls on the others."""
-    from rich.table import Table
+def table(*columns: str, wrap: tuple[str, ...] = (), **options: Any) -> RecordTable:
+    """A table for the terminal: see RecordTable. `wrap`: the free-text columns (errors,
+    details), the only ones that may wrap; every other cell (ids, keys, statuses, times, URLs)
+    is printed whole on one line so that it can be read and copied."""
+    return RecordTable(*columns, wrap=wrap, **options)
 
-    out = Table(**options)
-    for name in columns:
-        if name in keep:
-            out.add_column(name, no_wrap=True)
-        else:
-            out.add_column(name, overflow="fold")
-    return out
+
+class RecordTable(Table):
+    """A rich table that never cuts or wraps an id, key, status, time or URL, and keeps its
+    free-text columns at least READABLE characters wide, wrapped at word boundaries (a word
+    longer than the column folds). When the terminal is too narrow for that, each row is
+    printed as a block of "column  value" lines instead, so nothing is cut mid-word."""
+
+    READABLE = 30
+
+    def __init__(self, *columns: str, wrap: tuple[str, ...] = (), **options: Any) -> None:
+        super().__init__(**options)
+        for name in columns:
+            if name in wrap:
+                self.add_column(name, overflow="fold")
+            else:
+                self.add_column(name, no_wrap=True, overflow="ignore")
+        self._wrap = set(wrap)
+
+    def _fits(self, console: Console, options: ConsoleOptions) -> bool:
+        needed = self._extra_width
+        for column in self.columns:
+            widest = self._measure_column(console, options, column).maximum
+            if column.header in self._wrap:
+                padding = self._get_padding_width(column._index)
+                widest = min(widest, self.READABLE + padding)
+            needed += widest
+        return needed <= options.max_width
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if not self.columns or self._fits(console, options):
+            yield from super().__rich_console__(console, options)
+            return
+        if self.title:
+            yield Text.from_markup(self.title) if isinstance(self.title, str) else self.title
+        blocks = Table.grid(padding=(0, 2))
+        blocks.add_column(no_wrap=True, style="bold")
+        blocks.add_column(overflow="fold")  # only a value wider than the terminal folds
+        cells = [list(column.cells) for column in self.columns]
+        for index in range(self.row_count):
+            if index:
+                blocks.add_row("", "")
+            for column, column_cells in zip(self.columns, cells, strict=True):
+                blocks.add_row(str(column.header), column_cells[index])
+        yield blocks
 
 
 def triggered_by(row: dict[str, Any]) -> str | None:

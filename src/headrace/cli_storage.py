@@ -70,7 +70,7 @@ def ls(
     if not objects and prefix:
         err.print(f"no objects under {name}/{prefix}", markup=False)
         raise typer.Exit(1)
-    table = cli_common.table("key", "size", "modified", "etag", keep=("size",))
+    table = cli_common.table("key", "size", "modified", "etag")
     for o in objects:
         table.add_row(escape(o.key), f"{o.size:,}", cli_common.when(o.last_modified), o.etag)
     console.print(table)

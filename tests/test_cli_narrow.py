@@ -1,0 +1,76 @@
+"""A second stranger's trial of the CLI (issue 15, section 2): tables at 80 columns, short ids,
+`took` after a redrive, messages. Each test runs the real `headrace` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from headrace.ledger import Ledger, NewInvocation
+from tests.e2e_helpers import headrace
+
+_APP = """
+from headrace import App
+
+app = App("trial")
+
+
+@app.on_object_created(bucket="landing", suffix=".txt")
+@app.function(retries=0)
+def f(event, context):
+    return None
+"""
+
+_ERROR = (
+    "MalformedEvent: the event has no Records list; an S3 notification carries one record "
+    "per object created (fix: send the notification as S3 does)"
+)
+_KEY = "inbox/2026/12/07/a-rather-long-object-key-name.txt"
+
+
+def _project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "headrace.toml").write_text('app = "pipeline:app"\n')
+    (proj / "pipeline.py").write_text(_APP)
+    home = proj / ".headrace"
+    home.mkdir()
+    return proj, {"HEADRACE_HOME": str(home), "COLUMNS": "80"}
+
+
+def _dead_invocation(proj: Path, error: str = _ERROR) -> str:
+    """An invocation of f that failed its one attempt: in the ledger and the dead-letter list."""
+    ledger = Ledger(f"sqlite:///{proj / '.headrace' / 'ledger.db'}")
+    payload = {"Records": [{"s3": {"bucket": {"name": "landing"}, "object": {"key": _KEY}}}]}
+    payload["Records"][0]["eventSource"] = "aws:s3"
+    (inv,) = ledger.enqueue([NewInvocation("f", payload, max_attempts=1)])
+    with ledger.begin() as conn:
+        (claimed,) = ledger.claim(conn, "f", 1, "owner", 60)
+        update = {"id": inv, "attempt": 1, "status": "dead", "error": error}
+        update.update(function="f", payload=json.dumps(payload), leased_at=claimed.leased_at)
+        ledger.finish(conn, "owner", [update])
+    return inv
+
+
+def _lines_with(text: str, word: str) -> list[str]:
+    return [line for line in text.splitlines() if word in line]
+
+
+def test_tables_at_80_columns_keep_ids_keys_and_error_words_whole(tmp_path):
+    proj, env = _project(tmp_path)
+    inv = _dead_invocation(proj)
+    for command, shown_id in ((["invocations"], inv[:8]), (["dlq", "list"], inv)):
+        result = headrace(*command, project=proj, env=env)
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert all(len(line) <= 80 for line in out.splitlines()), out
+        assert _lines_with(out, shown_id), out  # the id whole, on one line
+        assert "created" in out or "when" in out, out  # headers are not split either
+        if command == ["invocations"]:
+            assert _lines_with(out, f"landing/{_KEY}"), out  # the object key, copyable
+        # every word of the error whole, and the error in a readable number of lines
+        for word in _ERROR.split():
+            assert any(word in line for line in out.splitlines()), (word, out)
+        error_lines = [line for line in out.splitlines() if any(w in line for w in ("Records",))]
+        assert error_lines, out
+        assert len(out.splitlines()) < 25, out
