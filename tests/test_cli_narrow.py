@@ -38,12 +38,12 @@ def _project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return proj, {"HEADRACE_HOME": str(home), "COLUMNS": "80"}
 
 
-def _dead_invocation(proj: Path, error: str = _ERROR) -> str:
+def _dead_invocation(proj: Path, error: str = _ERROR, inv_id: str | None = None) -> str:
     """An invocation of f that failed its one attempt: in the ledger and the dead-letter list."""
     ledger = Ledger(f"sqlite:///{proj / '.headrace' / 'ledger.db'}")
     payload = {"Records": [{"s3": {"bucket": {"name": "landing"}, "object": {"key": _KEY}}}]}
     payload["Records"][0]["eventSource"] = "aws:s3"
-    (inv,) = ledger.enqueue([NewInvocation("f", payload, max_attempts=1)])
+    (inv,) = ledger.enqueue([NewInvocation("f", payload, max_attempts=1, id=inv_id)])
     with ledger.begin() as conn:
         (claimed,) = ledger.claim(conn, "f", 1, "owner", 60)
         update = {"id": inv, "attempt": 1, "status": "dead", "error": error}
@@ -74,3 +74,20 @@ def test_tables_at_80_columns_keep_ids_keys_and_error_words_whole(tmp_path):
         error_lines = [line for line in out.splitlines() if any(w in line for w in ("Records",))]
         assert error_lines, out
         assert len(out.splitlines()) < 25, out
+
+
+def test_dlq_redrive_and_logs_take_the_short_id_invocations_shows(tmp_path):
+    proj, env = _project(tmp_path)
+    first = _dead_invocation(proj, inv_id="abcd1234-0000-4000-8000-000000000001")
+    second = _dead_invocation(proj, inv_id="abcd5678-0000-4000-8000-000000000002")
+    ambiguous = headrace("dlq", "redrive", "abcd", project=proj, env=env)
+    assert ambiguous.returncode == 2, (ambiguous.stdout, ambiguous.stderr)
+    message = " ".join(ambiguous.stderr.split())
+    assert "'abcd' is ambiguous" in message and first in message and second in message, message
+    logs = headrace("logs", "f", "-i", "abcd", project=proj, env=env)
+    assert logs.returncode == 2 and "'abcd' is ambiguous" in " ".join(logs.stderr.split())
+    result = headrace("dlq", "redrive", first[:8], project=proj, env=env)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert result.stdout.split() == ["redriven:", "1", first]
+    again = headrace("dlq", "redrive", first[:8], project=proj, env=env)  # redriven already
+    assert again.returncode == 1 and "not in the dead-letter list: abcd1234" in again.stderr

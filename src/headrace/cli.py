@@ -598,7 +598,7 @@ def logs(
     ledger = cli_common.ledger()
     inv_id = None
     if invocation:
-        row = ledger.get_invocation(invocation)
+        row = ledger.get_invocation(_invocation_id(ledger, invocation))
         if row is None:
             raise typer.BadParameter(f"no invocation {invocation!r}")
         if row["function"] != name:
@@ -611,6 +611,19 @@ def logs(
         _check_function(name)
     for a in attempts:
         sys.stdout.write(format_attempt_log(a))
+
+
+def _invocation_id(ledger: Any, given: str, *, dead_lettered: bool = False) -> str:
+    """The full id of the one invocation `given` is the id or a prefix of (as `headrace
+    invocations` shows 8 characters); `given` itself when none matches (the caller says it is
+    missing); a usage error naming the matches when the prefix is ambiguous."""
+    found = ledger.match_invocation_ids(given, dead_lettered=dead_lettered)
+    if len(found) > 1:
+        shown = ", ".join(found[:4]) + (", …" if len(found) > 4 else "")
+        raise typer.BadParameter(
+            f"invocation id prefix {given!r} is ambiguous: it matches {shown}; give more characters"
+        )
+    return found[0] if found else given
 
 
 def _check_function(name: str) -> None:
@@ -679,19 +692,24 @@ def _without(row: dict[str, Any], *keys: str) -> dict[str, Any]:
 def dlq_redrive(
     ids: Annotated[
         list[str] | None,
-        typer.Argument(help="Invocation ids, as `dlq list` shows them (default: all)."),
+        typer.Argument(
+            help="Invocation ids or unique prefixes, as `dlq list` or `invocations` show them "
+            "(default: all)."
+        ),
     ] = None,
     function: Annotated[
         str | None, typer.Option("--function", "-f", help="Only this function's (default: any).")
     ] = None,
 ) -> None:
     """Send dead-lettered invocations back for new attempts."""
-    chosen = cli_common.ledger().redrive(function=function, ids=ids or ())
+    ledger = cli_common.ledger()
+    given = {i: _invocation_id(ledger, i, dead_lettered=True) for i in dict.fromkeys(ids or ())}
+    chosen = ledger.redrive(function=function, ids=list(given.values()))
     if chosen:
         console.print(f"redriven: {len(chosen)}")
     for inv_id in chosen:
         console.print(f"  {inv_id}", markup=False)
-    missing = [i for i in dict.fromkeys(ids or ()) if i not in chosen]
+    missing = [i for i, full in given.items() if full not in chosen]
     if missing:
         err.print(
             f"not in the dead-letter list: {', '.join(missing)} (see `headrace dlq list`)",
