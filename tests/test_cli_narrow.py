@@ -91,3 +91,28 @@ def test_dlq_redrive_and_logs_take_the_short_id_invocations_shows(tmp_path):
     assert result.stdout.split() == ["redriven:", "1", first]
     again = headrace("dlq", "redrive", first[:8], project=proj, env=env)  # redriven already
     assert again.returncode == 1 and "not in the dead-letter list: abcd1234" in again.stderr
+
+
+def test_took_is_the_last_attempts_duration_not_the_time_since_creation(tmp_path):
+    from sqlalchemy import update
+
+    from headrace.ledger import browse
+    from headrace.ledger.schema import invocations
+
+    proj, env = _project(tmp_path)
+    inv = _dead_invocation(proj)
+    ledger = Ledger(f"sqlite:///{proj / '.headrace' / 'ledger.db'}")
+    with ledger.begin() as conn:  # a day in the dead-letter list, then a 1.25 s attempt
+        conn.execute(update(invocations).values(created_at=invocations.c.created_at - 86400))
+        ledger.record_attempts(
+            conn,
+            [{"invocation_id": inv, "number": 1, "function": "f", "status": "ok",
+              "duration_ms": 1250.0}],
+        )  # fmt: skip
+    result = headrace("invocations", project=proj, env={**env, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    row = next(line for line in result.stdout.splitlines() if inv[:8] in line)
+    assert "1.25s" in row and "86400" not in row, row
+    with ledger.begin() as conn:  # the console's invocations page reads the same figure
+        (page_row,) = browse.page_invocations(conn)
+    assert page_row["last_attempt_ms"] == 1250.0

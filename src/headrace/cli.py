@@ -532,7 +532,9 @@ def invocations(
     colour = {"succeeded": "green", "dead": "red", "running": "cyan", "pending": "yellow"}
     shown = {True: "written", False: "[yellow]succeeded but wrote nothing[/]", None: "-"}
     for r in rows:
-        took = f"{(r['finished_at'] - r['created_at']):.2f}s" if r["finished_at"] else "-"
+        # the last attempt's duration: not the time queued, nor spent in the dead-letter list
+        ms = r["last_attempt_ms"]
+        took = f"{ms / 1000:.2f}s" if r["finished_at"] and ms is not None else "-"
         cells = [
             r["id"][:8],
             escape(r["function"]),

@@ -541,7 +541,11 @@ class Ledger:
     def list_invocations(
         self, *, function: str | None = None, status: str | None = None, limit: int = 50
     ) -> list[dict[str, Any]]:
-        query = select(invocations).order_by(invocations.c.created_at.desc()).limit(limit)
+        query = (
+            select(invocations, schema.last_attempt_ms())
+            .order_by(invocations.c.created_at.desc())
+            .limit(limit)
+        )
         if function:
             query = query.where(invocations.c.function == function)
         if status:
