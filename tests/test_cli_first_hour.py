@@ -104,10 +104,11 @@ def test_ls_cat_get(tmp_path):
     got = headrace("get", "landing/in/a b.txt", str(tmp_path), project=proj, env=env)
     assert got.returncode == 0, got.stderr
     assert (tmp_path / "a b.txt").read_bytes() == b"one two\n"
-    missing = headrace("cat", "landing/in/nope.txt", project=proj, env=env)
-    assert missing.returncode == 2 and "object 'in/nope.txt' in bucket 'landing'" in " ".join(
-        missing.stderr.split()
-    )
+    for command in ("cat", "get"):  # the fix names the command that lists the bucket
+        missing = headrace(command, "landing/in/nope.txt", project=proj, env=env)
+        said = " ".join(missing.stderr.split())
+        assert missing.returncode == 2 and "object 'in/nope.txt' in bucket 'landing'" in said
+        assert "check the key with `headrace ls landing/in`" in said, said
     assert not (tmp_path / "nope.txt").exists()
     nobucket = headrace("ls", "landng", project=proj, env=env)
     assert nobucket.returncode == 2 and "no bucket 'landng' (buckets: landing)" in nobucket.stderr

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from headrace import cli_common
+from headrace.errors import ObjectNotFound
 
 console = Console()
 err = Console(stderr=True)
@@ -30,9 +33,21 @@ def _split(path: str, *, key_required: bool) -> tuple[str, str]:
     return bucket, key
 
 
-def _bucket(store: Any, name: str) -> Any:
-    from headrace.errors import ObjectNotFound
+@contextmanager
+def _cli_fix_for_missing_objects(name: str, key: str) -> Iterator[None]:
+    """The store's "not found" says how to list a bucket from Python; here, name the command."""
+    try:
+        yield
+    except ObjectNotFound as exc:
+        folder = f"{name}/{key.rpartition('/')[0]}".rstrip("/")
+        raise ObjectNotFound(
+            exc.subject,
+            exc.reason,
+            f"check the key with `headrace ls {folder}`, or write it with `headrace put`",
+        ) from None
 
+
+def _bucket(store: Any, name: str) -> Any:
     try:
         return store.bucket(name, create=False)
     except ObjectNotFound:
@@ -79,7 +94,7 @@ def ls(
 def cat(path: Annotated[str, typer.Argument(help="BUCKET/KEY of the object.")]) -> None:
     """Write an object's bytes to standard output."""
     name, key = _split(path, key_required=True)
-    with _bucket(_store(), name).open(key) as fh:
+    with _cli_fix_for_missing_objects(name, key), _bucket(_store(), name).open(key) as fh:
         while chunk := fh.read(1 << 20):
             sys.stdout.buffer.write(chunk)
     sys.stdout.buffer.flush()
@@ -99,7 +114,8 @@ def get(
         target = target / key.rsplit("/", 1)[-1]
     bucket = _bucket(_store(), name)
     try:
-        bucket.get_file(key, target)
+        with _cli_fix_for_missing_objects(name, key):
+            bucket.get_file(key, target)
     except OSError as exc:  # no such folder, no permission, a file where a folder should be …
         err.print(
             f"[red]error:[/] cannot write {escape(str(target))}: {escape(exc.strerror or str(exc))}"
