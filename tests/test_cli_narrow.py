@@ -116,3 +116,18 @@ def test_took_is_the_last_attempts_duration_not_the_time_since_creation(tmp_path
     with ledger.begin() as conn:  # the console's invocations page reads the same figure
         (page_row,) = browse.page_invocations(conn)
     assert page_row["last_attempt_ms"] == 1250.0
+
+
+def test_a_missing_home_outside_a_project_is_refused_and_not_created(tmp_path):
+    home = tmp_path / "x" / "nohome"
+    for command in (["invocations"], ["dlq", "list"], ["status"], ["ls"]):
+        result = headrace(*command, project=tmp_path, env={"HEADRACE_HOME": str(home)})
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        said = " ".join(result.stderr.split())
+        assert f"HEADRACE_HOME {home}: does not exist, and {tmp_path} has no headrace.toml" in said
+        assert result.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+    # inside a project the home is made on first use, as before
+    proj, env = _project(tmp_path)
+    env["HEADRACE_HOME"] = str(proj / "fresh")
+    assert headrace("invocations", project=proj, env=env).returncode == 0

@@ -82,6 +82,18 @@ def check_project() -> Path:
             f"is not a headrace project (no {CONFIG_FILE})",
             "run the command in a project folder or pass -C PROJECT; `headrace init` creates one",
         )
+    home = os.environ.get("HEADRACE_HOME")
+    only_home = not (folder / CONFIG_FILE).is_file() and not any(
+        os.environ.get(v) for v in ("HEADRACE_APP", "HEADRACE_LEDGER")
+    )
+    if home and only_home and not (folder / home).exists():
+        # the home alone names the project here: a missing one is a typo, not a project to
+        # create (a folder with a headrace.toml, or an app setting, gets its home on first use)
+        raise ConfigError(
+            f"HEADRACE_HOME {home}",
+            f"does not exist, and {folder} has no {CONFIG_FILE}",
+            "check the path, or run the command in a project folder (`headrace init` creates one)",
+        )
     return folder
 
 
