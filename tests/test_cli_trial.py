@@ -216,6 +216,7 @@ def test_start_execution_refuses_input_nested_past_the_limit(tmp_path):
     ids=["success", "failure", "heartbeat"],
 )
 def test_send_task_commands_refuse_an_unknown_token(tmp_path, command):
+    (tmp_path / "home").mkdir()  # a home that does not exist is refused before the token
     env = {"HEADRACE_HOME": str(tmp_path / "home")}
     result = headrace(*command, project=tmp_path, env=env)
     assert result.returncode == 2, (result.stdout, result.stderr)
@@ -357,8 +358,10 @@ def test_up_outside_a_project_refuses_and_names_init(tmp_path, env):
     assert result.returncode == 2, (result.stdout, result.stderr)
     message = " ".join(result.stderr.split())
     assert "headrace init" in message and "Traceback" not in message
-    if env:  # a home given: still no app to run
-        assert "has no headrace.toml and $HEADRACE_APP is not set" in message
+    if env:  # a home given, but none there and no headrace.toml: not a project either
+        assert f"{env['HEADRACE_HOME']}: does not exist, and {tmp_path} has no headrace.toml" in (
+            message
+        )
     else:
         assert f"{tmp_path}: is not a headrace project (no headrace.toml)" in message
     assert list(tmp_path.iterdir()) == []  # nothing created: no .headrace, no home

@@ -51,16 +51,18 @@ def group_project(project: Project = None) -> None:
         state["project"] = project
 
 
-def settings():  # type: ignore[no-untyped-def]
+def settings(*, new_home: bool = False):  # type: ignore[no-untyped-def]
     """The project's settings; a one-line error outside a project, so that a typo in `-C` or a
-    command run in the wrong folder does not create a fresh, empty `.headrace` there."""
+    command run in the wrong folder does not create a fresh, empty `.headrace` there.
+    `new_home`: the command may start a home named by HEADRACE_HOME alone (a job submitted
+    outside any project); reading commands refuse one that does not exist."""
     from headrace.config import load_settings
 
-    check_project()
+    check_project(new_home=new_home)
     return load_settings(state["project"])
 
 
-def check_project() -> Path:
+def check_project(*, new_home: bool = False) -> Path:
     """The project folder, or ConfigError: the folder does not exist, or has no headrace.toml and
     no HEADRACE_APP, HEADRACE_HOME or HEADRACE_LEDGER says where the project's state is."""
     import os
@@ -86,7 +88,7 @@ def check_project() -> Path:
     only_home = not (folder / CONFIG_FILE).is_file() and not any(
         os.environ.get(v) for v in ("HEADRACE_APP", "HEADRACE_LEDGER")
     )
-    if home and only_home and not (folder / home).exists():
+    if home and only_home and not new_home and not (folder / home).exists():
         # the home alone names the project here: a missing one is a typo, not a project to
         # create (a folder with a headrace.toml, or an app setting, gets its home on first use)
         raise ConfigError(

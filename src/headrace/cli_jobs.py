@@ -170,7 +170,7 @@ def submit(
     (`headrace jobs submit --engine spark job.py -- --input s3://raw/x.csv`). With --wait it
     runs here and its output streams to stdout; otherwise a definition's job waits for
     `headrace jobs run`, and a script's job starts in the background."""
-    settings = cli_common.settings()
+    settings = cli_common.settings(new_home=True)
     if engine is None and args:
         raise typer.BadParameter(
             f"unexpected arguments {args}: script arguments need --engine local|ray|spark"
@@ -391,7 +391,7 @@ def add_steps(
     """Add steps as `aws emr add-steps` does; they run one at a time, in order, each as a job."""
     from headrace.jobs.steps import parse_steps
 
-    settings = cli_common.settings()
+    settings = cli_common.settings(new_home=True)
     values = [*steps, *ctx.args]  # `--steps A B`: B arrives as an extra argument
     configs = parse_steps(values)
     runner = _steps(settings)
