@@ -131,3 +131,41 @@ def test_a_missing_home_outside_a_project_is_refused_and_not_created(tmp_path):
     proj, env = _project(tmp_path)
     env["HEADRACE_HOME"] = str(proj / "fresh")
     assert headrace("invocations", project=proj, env=env).returncode == 0
+
+
+def test_up_started_with_sigint_ignored_keeps_ignoring_it(tmp_path):
+    """`headrace up &` from a script: the shell ignores SIGINT for it; so does `up`, which then
+    stops on SIGTERM and says what stops it at once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proj, env = _project(tmp_path)
+    info = proj / ".headrace" / "coordinator.json"
+    log = tmp_path / "up.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "headrace.cli", "-C", str(proj), "up", "--quiet"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
+    try:
+        deadline = time.time() + 60
+        while not info.exists() and time.time() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        assert info.exists(), log.read_text()
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    said = log.read_text()
+    assert "SIGINT" not in said, said
+    assert "SIGTERM: draining, running invocations finish first (SIGKILL stops now)" in said

@@ -207,6 +207,10 @@ def up(
     ] = False,
 ) -> None:
     """Run the coordinator: watch buckets, trigger functions, record results. Ctrl-C drains."""
+    # A shell starts `headrace up &` from a script with SIGINT ignored, so that Ctrl-C at the
+    # terminal is not for it; Python keeps that, and so does `up`, from start-up to the end:
+    # such a coordinator stops on SIGTERM (`kill`), as a daemon does.
+    sigint_ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     if reload:
         from headrace.cli_reload import supervise
 
@@ -259,14 +263,20 @@ def up(
             )
             coordinator.stop(force=True)
             return
+        if sigint_ignored:
+            then = "SIGKILL stops now"
+        elif signum == signal.SIGINT:
+            then = "Ctrl-C again to stop now"
+        else:
+            then = "SIGINT (Ctrl-C) stops now"
         err.print(
-            f"{signal.Signals(signum).name}: draining, running invocations finish first "
-            "(Ctrl-C again to stop now)"
+            f"{signal.Signals(signum).name}: draining, running invocations finish first ({then})"
         )
         coordinator.stop()
 
     signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    if not sigint_ignored:
+        signal.signal(signal.SIGINT, _stop)
     if not live:
         threading.Thread(target=_announce, args=(coordinator, settings), daemon=True).start()
     if live:
