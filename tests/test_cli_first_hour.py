@@ -351,13 +351,13 @@ def test_with_a_coordinator(tmp_path):
     up = Up(proj, {**env, "COLUMNS": "400"}, tmp_path / "up.log").start()  # log lines unwrapped
     try:
         # start-up names the bucket nothing watches and the trigger that matches nothing
-        _wait(lambda: "matches none of the 1 objects" in " ".join(up.output().split()), 30)
+        _wait(lambda: "matches none of the 1 object in" in " ".join(up.output().split()), 30)
         said = " ".join(up.output().split())
         assert "bucket 'landng' holds objects (e.g. 'early.csv') and no trigger watches it" in said
-        assert "(function count_words) matches none of the 1 objects in bucket 'landing'" in said
+        assert "(function count_words) matches none of the 1 object in bucket 'landing'" in said
         bad = headrace("invoke", "count_words", "--payload", '{"x": 1}', project=proj, env=env)
         assert bad.returncode == 1, bad.stderr
-        assert "failed after 1 attempts" in bad.stderr and "MalformedEvent" in bad.stderr
+        assert "failed after 1 attempt:" in bad.stderr and "MalformedEvent" in bad.stderr
         flaky = headrace("invoke", "flaky", project=proj, env=env)
         assert "failed after 3 attempts" in flaky.stderr  # a ValueError is retried
 

@@ -169,3 +169,31 @@ def test_up_started_with_sigint_ignored_keeps_ignoring_it(tmp_path):
     said = log.read_text()
     assert "SIGINT" not in said, said
     assert "SIGTERM: draining, running invocations finish first (SIGKILL stops now)" in said
+
+
+def test_up_does_not_warn_about_a_declared_output_bucket(tmp_path):
+    from headrace import App
+    from headrace.server.triggers import idle_report
+    from headrace.storage import ObjectStore
+
+    app = App("outputs")
+
+    @app.on_object_created(bucket="landing", suffix=".txt", output_bucket="results")
+    @app.function()
+    def count(event, context):
+        return None
+
+    store = ObjectStore(str(tmp_path / "buckets"))
+    store.bucket("landing").put("a.txt", b"a")
+    store.bucket("results").put("a.txt.json", b"1")  # what count wrote: no warning
+    store.bucket("stray").put("b.txt", b"b")  # nothing writes or watches it: a warning
+    assert idle_report(app, store) == [
+        "bucket 'stray' holds objects (e.g. 'b.txt') and no trigger watches it (watched: landing)"
+    ]
+
+
+def test_counts_of_one_are_singular(tmp_path):
+    proj, env = _project(tmp_path)
+    result = headrace("query", "select 1 as x", project=proj, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "1 row", result.stdout

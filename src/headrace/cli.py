@@ -82,7 +82,8 @@ from headrace.events import parse_s3_object
 app = App("{name}")
 
 
-@app.on_object_created(bucket="landing", suffix=".txt")
+# output_bucket: where it writes (`up` does not warn that nothing watches it)
+@app.on_object_created(bucket="landing", suffix=".txt", output_bucket="results")
 @app.function(timeout=30, retries=2)
 def count_words(event, context):
     """Count the words of every .txt file that lands in the `landing` bucket."""
@@ -289,8 +290,9 @@ def up(
     if interrupted_start_up.is_set():
         _stopped_during_start_up()
     s = coordinator.stats
+    objects = cli_common.count(s.objects, "object")
     console.print(
-        f"stopped after {time.time() - s.started_at:.0f}s: {s.objects} objects, "
+        f"stopped after {time.time() - s.started_at:.0f}s: {objects}, "
         f"{s.succeeded} succeeded, {s.retried} retried, {s.dead} dead-lettered"
     )
 
@@ -481,7 +483,7 @@ def invoke(
         return
     if row.get("status") == "dead":
         err.print(
-            f"[red]{escape(name)} failed[/] after {row['attempts']} attempts: "
+            f"[red]{escape(name)} failed[/] after {cli_common.count(row['attempts'], 'attempt')}: "
             f"{escape(str(row['error']))}",
             soft_wrap=True,  # one line whatever the width, so scripts and grep see it whole
         )
@@ -619,8 +621,12 @@ def logs(
             )
         inv_id = row["id"]
     attempts = ledger.list_attempts(invocation_id=inv_id, function=name, limit=limit)
-    if not attempts and inv_id is None:
-        _check_function(name)
+    if not attempts:  # nothing to print: say so, as other commands do for what is not there
+        if inv_id is None:
+            _check_function(name)
+        what = f"invocation {inv_id}" if inv_id else f"function {name}"
+        err.print(f"no attempts of {what} yet (see `headrace invocations`)", markup=False)
+        raise typer.Exit(1)
     for a in attempts:
         sys.stdout.write(format_attempt_log(a))
 

@@ -14,26 +14,36 @@ from rich.text import Text
 from headrace.jsontext import JsonInputError, parse_json
 
 
-def _flags_without_a_type() -> None:
-    """typer 0.2x's rich help gives every option its value type, flags too (`--help <bool>`,
-    `--json <bool>`), though a flag takes no value; click's plain help leaves it out. Do the
-    same in the rich help. (Guarded: a typer without this method is left alone.)"""
-    from typer.core import TyperOption
+def _help_value_names() -> None:
+    """typer 0.2x's rich help gives every value its Python type: `--function <str>`,
+    `ids <list[str]>`, and flags too (`--json <bool>`) though a flag takes no value. Show a
+    text value by its parameter's name, as click's plain help does (`--function FUNCTION`,
+    `IDS...`), and a flag with none; other types (`<int>`, `<path>`) say something and stay.
+    (Guarded: a typer without this method is left alone.)"""
+    from typer.core import TyperArgument, TyperOption
 
-    original = getattr(TyperOption, "display_type_rich", None)
-    if original is None or getattr(original, "_headrace_flags", False):
-        return
+    for cls in (TyperOption, TyperArgument):
+        original = getattr(cls, "display_type_rich", None)
+        if original is None or getattr(original, "_headrace_names", False):
+            continue
 
-    def display_type_rich(self: TyperOption, ctx: typer.Context) -> str | None:
-        if self.is_flag or self.count:
-            return None
-        return original(self, ctx)
+        def display_type_rich(
+            self: Any, ctx: typer.Context, original: Any = original
+        ) -> str | None:
+            if getattr(self, "is_flag", False) or getattr(self, "count", False):
+                return None
+            if self.metavar is not None and self.param_type_name == "argument":
+                return None  # the metavar is the argument's name column already
+            shown = original(self, ctx)
+            if shown in ("<str>", "<list[str]>", "<list[str]>...") and self.name:
+                return self.name.upper() + ("..." if "list" in shown else "")
+            return shown
 
-    display_type_rich._headrace_flags = True  # type: ignore[attr-defined]
-    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+        display_type_rich._headrace_names = True  # type: ignore[attr-defined]
+        cls.display_type_rich = display_type_rich  # type: ignore[method-assign]
 
 
-_flags_without_a_type()
+_help_value_names()
 
 #: The project folder chosen with `-C` on `headrace` or on a command group.
 state: dict[str, Any] = {"project": None}
@@ -128,6 +138,11 @@ def when(ts: float | None) -> str:
     if not ts:
         return "-"
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def count(n: int, noun: str) -> str:
+    """ "1 attempt", "2 attempts", "1,024 rows": a number and its noun, singular for one."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def table(*columns: str, wrap: tuple[str, ...] = (), **options: Any) -> RecordTable:

@@ -25,13 +25,13 @@ err = Console(stderr=True)
 def _progress(run: dict[str, Any]) -> str:
     total = run["tasks_total"]
     blocks = f"{run['tasks_done']}/{total}" if total is not None else str(run["tasks_done"])
-    return f"{blocks} blocks, {run['rows_out']:,} rows"
+    return f"{blocks} blocks, {cli_common.count(run['rows_out'], 'row')}"
 
 
 def _stage_rows(stage: dict[str, Any]) -> str:
     """A write stage's output is one row per file it wrote."""
     if WRITE_STAGE.search(stage["name"]):
-        return f"{stage['rows']:,} files"
+        return cli_common.count(stage["rows"], "file")
     return f"{stage['rows']:,}"
 
 

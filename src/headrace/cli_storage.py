@@ -58,7 +58,10 @@ def _bucket(store: Any, name: str) -> Any:
 def ls(
     path: Annotated[
         str | None,
-        typer.Argument(help="BUCKET or BUCKET/PREFIX to list (default: the buckets)."),
+        typer.Argument(
+            metavar="BUCKET[/PREFIX]",
+            help="BUCKET or BUCKET/PREFIX to list (default: the buckets).",
+        ),
     ] = None,
     as_json: cli_common.Json = False,
 ) -> None:
@@ -91,7 +94,9 @@ def ls(
     console.print(table)
 
 
-def cat(path: Annotated[str, typer.Argument(help="BUCKET/KEY of the object.")]) -> None:
+def cat(
+    path: Annotated[str, typer.Argument(metavar="BUCKET/KEY", help="BUCKET/KEY of the object.")],
+) -> None:
     """Write an object's bytes to standard output."""
     name, key = _split(path, key_required=True)
     with _cli_fix_for_missing_objects(name, key), _bucket(_store(), name).open(key) as fh:
@@ -101,7 +106,7 @@ def cat(path: Annotated[str, typer.Argument(help="BUCKET/KEY of the object.")]) 
 
 
 def get(
-    path: Annotated[str, typer.Argument(help="BUCKET/KEY of the object.")],
+    path: Annotated[str, typer.Argument(metavar="BUCKET/KEY", help="BUCKET/KEY of the object.")],
     dest: Annotated[
         Path | None,
         typer.Argument(help="Local file or folder to write (default: the key's file name here)."),

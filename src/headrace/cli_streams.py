@@ -366,4 +366,4 @@ def query(
     for row in rows:
         table.add_row(*(escape(str(v)) for v in row.values()))
     console.print(table)
-    console.print(f"[dim]{result.num_rows} rows[/]")
+    console.print(f"[dim]{cli_common.count(result.num_rows, 'row')}[/]")
