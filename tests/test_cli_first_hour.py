@@ -279,7 +279,11 @@ def test_up_refuses_a_state_machine_with_an_unconfigured_topic(tmp_path):
     proj, env = _project(tmp_path, source)
     result = headrace("up", "--quiet", project=proj, env=env, timeout=120)
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "publishes to topic 'nope', which is not configured" in " ".join(result.stderr.split())
+    said = " ".join(result.stderr.split())
+    assert "publishes to topic 'nope', which is not configured" in said
+    # it stopped before registering: no blank where the coordinator's id goes
+    assert "coordinator stopped" not in said and "coordinator  stopped" not in result.stderr
+    assert "coordinator (not yet registered) stopped" in said, said
 
 
 def test_deterministic_errors_are_named():
