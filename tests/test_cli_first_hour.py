@@ -373,10 +373,10 @@ def test_with_a_coordinator(tmp_path):
         assert redriven.returncode == 0 and malformed in redriven.stdout, redriven.stderr
 
         narrow = headrace("invocations", "-f", "flaky", project=proj, env={**env, "COLUMNS": "80"})
-        # the error column (the last), read down its lines: the whole message, wrapped
-        cells = [line.split("│")[-2] for line in narrow.stdout.splitlines() if "│" in line]
-        column = "".join("".join(cells).split())
-        assert "settoanon-emptystring" in column, narrow.stdout
+        # the error (the last column, or a block's last line when 80 columns are too few for
+        # a table), read down its lines: the whole message, wrapped at words
+        said = " ".join(narrow.stdout.replace("│", " ").split())
+        assert "fix: send a payload with the field 'name' set to a non-empty string" in said, said
         assert "…" not in narrow.stdout
 
         doc = tmp_path / "w.txt"
