@@ -80,7 +80,7 @@ def test_cli_errors_and_dead_letters(project, tmp_path):
     bad = headrace("invoke", "count_words", "--payload", '{"bogus": 1}', project=proj, env=env)
     assert bad.returncode == 1
     # a malformed event cannot get better with retries: dead-lettered after one attempt
-    assert "failed after 1 attempts" in bad.stderr and "MalformedEvent" in bad.stderr
+    assert "failed after 1 attempt:" in bad.stderr and "MalformedEvent" in bad.stderr
     dlq = json.loads(headrace("dlq", "list", "--json", project=proj, env=env).stdout)
     assert len(dlq) == 1 and dlq[0]["function"] == "count_words"
     assert "MalformedEvent" in dlq[0]["error"] and "Traceback" in dlq[0]["traceback"]

@@ -66,7 +66,7 @@ def test_up_banner_and_invoke_failure_print_brackets(tmp_path):
     try:
         failed = headrace("invoke", "fails", "--payload", '{"x": 1}', project=proj, env=env)
         assert failed.returncode == 1, failed.stderr
-        assert "fails failed after 1 attempts" in failed.stderr
+        assert "fails failed after 1 attempt:" in failed.stderr
         assert "got an object with keys [a] (fix: send [b])" in failed.stderr
         wide = {**env, "COLUMNS": "300"}
         for table in (["invocations"], ["dlq", "list"]):  # error cells of tables too
@@ -216,6 +216,7 @@ def test_start_execution_refuses_input_nested_past_the_limit(tmp_path):
     ids=["success", "failure", "heartbeat"],
 )
 def test_send_task_commands_refuse_an_unknown_token(tmp_path, command):
+    (tmp_path / "home").mkdir()  # a home that does not exist is refused before the token
     env = {"HEADRACE_HOME": str(tmp_path / "home")}
     result = headrace(*command, project=tmp_path, env=env)
     assert result.returncode == 2, (result.stdout, result.stderr)
@@ -321,8 +322,9 @@ def test_logs_refuses_an_unknown_function(tmp_path):
     result = headrace("logs", "nosuch", project=proj, env=env)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "no function 'nosuch' (known: fails)" in _one_line(result.stderr)
-    quiet = headrace("logs", "fails", project=proj, env=env)  # known, never run: no lines
-    assert quiet.returncode == 0 and quiet.stdout == "", quiet.stderr
+    never = headrace("logs", "fails", project=proj, env=env)  # known, never run: said so
+    assert never.returncode == 1 and never.stdout == "", never.stderr
+    assert never.stderr == "no attempts of function fails yet (see `headrace invocations`)\n"
 
 
 @pytest.mark.parametrize(
@@ -357,8 +359,10 @@ def test_up_outside_a_project_refuses_and_names_init(tmp_path, env):
     assert result.returncode == 2, (result.stdout, result.stderr)
     message = " ".join(result.stderr.split())
     assert "headrace init" in message and "Traceback" not in message
-    if env:  # a home given: still no app to run
-        assert "has no headrace.toml and $HEADRACE_APP is not set" in message
+    if env:  # a home given, but none there and no headrace.toml: not a project either
+        assert f"{env['HEADRACE_HOME']}: does not exist, and {tmp_path} has no headrace.toml" in (
+            message
+        )
     else:
         assert f"{tmp_path}: is not a headrace project (no headrace.toml)" in message
     assert list(tmp_path.iterdir()) == []  # nothing created: no .headrace, no home
@@ -390,5 +394,17 @@ def test_help_shows_no_value_type_for_flags(tmp_path, command):
     result = headrace(*command, "--help", project=tmp_path, env={"COLUMNS": "120"})
     assert result.returncode == 0, result.stderr
     assert "--help" in result.stdout and "<bool>" not in result.stdout, result.stdout
-    if command == ["invocations"]:  # options that take a value keep their type
-        assert "<int" in result.stdout and "<str>" in result.stdout
+    if command == ["invocations"]:  # numbers keep their type; text values are named
+        assert "<int" in result.stdout and "<str>" not in result.stdout
+        assert "--function -f FUNCTION" in " ".join(result.stdout.split()), result.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [(["dlq", "redrive"], "ids... IDS..."), (["cat"], "* BUCKET/KEY BUCKET/KEY of the object.")],
+)
+def test_help_names_text_values_instead_of_their_python_type(tmp_path, command, shown):
+    result = headrace(*command, "--help", project=tmp_path, env={"COLUMNS": "120"})
+    assert result.returncode == 0, result.stderr
+    assert "<str>" not in result.stdout and "<list[str]>" not in result.stdout, result.stdout
+    assert shown in " ".join(result.stdout.replace("│", " ").split()), result.stdout

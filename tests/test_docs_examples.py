@@ -22,13 +22,17 @@ def test_make_run_demo(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "HEADRACE_HOME": str(tmp_path / "home"), "COLUMNS": "120"},
+        env={**os.environ, "HEADRACE_HOME": str(tmp_path / "home"), "COLUMNS": "80"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 converted, 0 failed" in result.stdout
     curated = tmp_path / "home" / "buckets" / "curated"
     assert len(list(curated.glob("*.parquet"))) == 3
-    assert str(curated) in result.stdout.replace("\n", "")
+    # at 80 columns too, paths and commands are printed whole, each on one line to paste
+    here = ROOT / "examples" / "grib_to_parquet"
+    lines = result.stdout.splitlines()
+    assert f"Parquet files: {curated}" in lines, result.stdout
+    assert f"        cd {here} && headrace logs grib_to_parquet" in lines, result.stdout
 
 
 @pytest.mark.slow
@@ -157,3 +161,27 @@ def test_every_relative_link_in_readme_and_docs_resolves_inside_the_repo():
                 broken.append(f"{page.relative_to(ROOT)}: {target}")
     assert not broken, broken
     assert "docs/architecture.md" in (ROOT / "README.md").read_text()
+
+
+def test_json_options_in_documented_commands_are_json():
+    """A command pasted from the README or docs runs: its --input and --payload are real JSON
+    (shortened), not placeholders such as [...]."""
+    import itertools
+    import json
+    import shlex
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    checked = 0
+    for page in pages:
+        for line in page.read_text().splitlines():
+            if not line.startswith("headrace ") or not re.search(r"--(input|payload) '", line):
+                continue
+            words = shlex.split(line.split("  #")[0])
+            for flag, value in itertools.pairwise(words):
+                if flag in ("--input", "--payload"):
+                    try:
+                        json.loads(value)
+                    except ValueError as exc:
+                        raise AssertionError(f"{page.name}: {line}: {exc}") from None
+                    checked += 1
+    assert checked >= 2

@@ -66,7 +66,8 @@ def test_invalid_keys_name_key_reason_and_fix(key, reason):
     with pytest.raises(InvalidKey) as excinfo:
         validate_key(key)
     message = str(excinfo.value)
-    assert repr(key) in message
+    # the key as written; a long one by its start (see the test of abbreviation below)
+    assert (repr(key) if len(key) <= 100 else repr(key)[:40]) in message
     assert reason in message
     assert "(fix: " in message
 
@@ -380,3 +381,16 @@ def test_special_files_are_not_objects(tmp_path):
     assert [i.key for i in b.list()] == ["real.txt"]  # and list did not block on the FIFO
     with pytest.raises(ObjectNotFound):
         b.head("pipe")
+
+
+def test_a_too_long_key_is_abbreviated_in_its_error():
+    from headrace.errors import InvalidKey
+    from headrace.storage.keys import validate_key
+
+    key = "raw/" + "a" * 1100 + "/end.csv"
+    with pytest.raises(InvalidKey) as caught:
+        validate_key(key)
+    said = str(caught.value)
+    assert len(said) < 300, said  # not the whole 1,112 characters again
+    assert said.startswith("object key 'raw/aaa") and "..." in said, said
+    assert "end.csv'" in said and "is 1112 bytes long in UTF-8" in said, said

@@ -85,12 +85,13 @@ def _show(settings, ledger: Ledger, row: dict) -> None:  # type: ignore[no-untyp
     for r in failed:
         console.print(f"[red]cell {r['cell']} failed[/]: {r['error']}")
     notices = settings.home / "notices"
-    console.print(f"Composites (COG): [bold]{out}[/]")
-    console.print(f"Notifications:    {notices}")
+    # paths and commands on one line whatever the width, so that each pastes whole
+    console.print(f"Composites (COG): [bold]{out}[/]", soft_wrap=True)
+    console.print(f"Notifications:    {notices}", soft_wrap=True)
     for path in sorted(notices.glob("*.jsonl")):
         for line in path.read_text().splitlines():
             console.print(f"  {path.name}: {json.loads(line).get('Subject', '')}")
-    console.print(f"History:          cd {HERE} && headrace history {row['name']}")
+    console.print(f"History:          cd {HERE} && headrace history {row['name']}", soft_wrap=True)
 
 
 if __name__ == "__main__":

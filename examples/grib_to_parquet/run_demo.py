@@ -64,13 +64,15 @@ def main(count: int = 8) -> int:
     ledger.close()
     outputs = sorted(curated.rglob("*.parquet"))
     console.print(f"\n[bold]{stats.succeeded} converted, {stats.dead} failed[/]")
-    console.print(f"Parquet files: [bold]{curated}[/]")
+    # paths and commands on one line whatever the width, so that each pastes whole
+    console.print(f"Parquet files: [bold]{curated}[/]", soft_wrap=True)
     for path in outputs:
         console.print(f"  {path.relative_to(curated)}  ({path.stat().st_size:,} bytes)")
     if outputs:
         _show(outputs[0])
-    console.print(f"Ledger: {settings.ledger_url}")
-    console.print(f"Logs:   {settings.logs_dir}  (or: cd {HERE} && headrace logs grib_to_parquet)")
+    console.print(f"Ledger: {settings.ledger_url}", soft_wrap=True)
+    console.print(f"Logs:   {settings.logs_dir}", soft_wrap=True)
+    console.print(f"        cd {HERE} && headrace logs grib_to_parquet", soft_wrap=True)
     for d in dead:
         console.print(f"[red]dead letter[/] {d['invocation_id']}: {d['error']}")
     return 0 if outputs and not dead and len(outputs) == count else 1

@@ -20,6 +20,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
+#: The query the closing hint suggests: a whole command, runnable as printed.
+TRY_QUERY = "SELECT window_start, tx_count, avg_fee FROM tx_minute ORDER BY 1 DESC LIMIT 5"
 sys.path.insert(0, str(HERE))
 
 from headrace.app import load_app  # noqa: E402
@@ -90,9 +92,13 @@ def report(settings, app) -> int:  # type: ignore[no-untyped-def]
     online = store.get_online("tx_minute", ["bitcoin"])
     console.print(f"online read tx_minute['bitcoin']: {online[0]}")
     root = Path(settings.storage_url)
-    console.print(f"Archive (Parquet, date=/hour= partitions): [bold]{root / 'archive'}[/]")
-    console.print(f"Feature store (Delta Lake + SQLite online): [bold]{settings.features_url}[/]")
-    console.print(f"Try: cd {HERE} && headrace streams stats && headrace query 'SELECT …'")
+    # paths and commands on one line whatever the width, so that each pastes whole
+    archive = root / "archive"
+    console.print(f"Archive (Parquet, date=/hour= partitions): [bold]{archive}[/]", soft_wrap=True)
+    features = settings.features_url
+    console.print(f"Feature store (Delta Lake, SQLite online): [bold]{features}[/]", soft_wrap=True)
+    console.print(f"Try: cd {HERE} && headrace streams stats", soft_wrap=True)
+    console.print(f"     cd {HERE} && headrace query '{TRY_QUERY}'", soft_wrap=True)
     ok = minutes.num_rows > 0 and n == distinct and online[0] is not None
     return 0 if ok else 1
 

@@ -82,7 +82,8 @@ from headrace.events import parse_s3_object
 app = App("{name}")
 
 
-@app.on_object_created(bucket="landing", suffix=".txt")
+# output_bucket: where it writes (`up` does not warn that nothing watches it)
+@app.on_object_created(bucket="landing", suffix=".txt", output_bucket="results")
 @app.function(timeout=30, retries=2)
 def count_words(event, context):
     """Count the words of every .txt file that lands in the `landing` bucket."""
@@ -207,6 +208,10 @@ def up(
     ] = False,
 ) -> None:
     """Run the coordinator: watch buckets, trigger functions, record results. Ctrl-C drains."""
+    # A shell starts `headrace up &` from a script with SIGINT ignored, so that Ctrl-C at the
+    # terminal is not for it; Python keeps that, and so does `up`, from start-up to the end:
+    # such a coordinator stops on SIGTERM (`kill`), as a daemon does.
+    sigint_ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     if reload:
         from headrace.cli_reload import supervise
 
@@ -259,14 +264,20 @@ def up(
             )
             coordinator.stop(force=True)
             return
+        if sigint_ignored:
+            then = "SIGKILL stops now"
+        elif signum == signal.SIGINT:
+            then = "Ctrl-C again to stop now"
+        else:
+            then = "SIGINT (Ctrl-C) stops now"
         err.print(
-            f"{signal.Signals(signum).name}: draining, running invocations finish first "
-            "(Ctrl-C again to stop now)"
+            f"{signal.Signals(signum).name}: draining, running invocations finish first ({then})"
         )
         coordinator.stop()
 
     signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    if not sigint_ignored:
+        signal.signal(signal.SIGINT, _stop)
     if not live:
         threading.Thread(target=_announce, args=(coordinator, settings), daemon=True).start()
     if live:
@@ -279,8 +290,9 @@ def up(
     if interrupted_start_up.is_set():
         _stopped_during_start_up()
     s = coordinator.stats
+    objects = cli_common.count(s.objects, "object")
     console.print(
-        f"stopped after {time.time() - s.started_at:.0f}s: {s.objects} objects, "
+        f"stopped after {time.time() - s.started_at:.0f}s: {objects}, "
         f"{s.succeeded} succeeded, {s.retried} retried, {s.dead} dead-lettered"
     )
 
@@ -471,7 +483,7 @@ def invoke(
         return
     if row.get("status") == "dead":
         err.print(
-            f"[red]{escape(name)} failed[/] after {row['attempts']} attempts: "
+            f"[red]{escape(name)} failed[/] after {cli_common.count(row['attempts'], 'attempt')}: "
             f"{escape(str(row['error']))}",
             soft_wrap=True,  # one line whatever the width, so scripts and grep see it whole
         )
@@ -527,12 +539,14 @@ def invocations(
     columns = ["id", "function", "status", "attempts", "created", "took", "object", "error"]
     table = cli_common.table(
         *columns, *(["outputs"] if check_outputs else []),
-        keep=("id", "function", "status", "attempts", "took", "outputs"),
+        wrap=("error",),
     )  # fmt: skip
     colour = {"succeeded": "green", "dead": "red", "running": "cyan", "pending": "yellow"}
     shown = {True: "written", False: "[yellow]succeeded but wrote nothing[/]", None: "-"}
     for r in rows:
-        took = f"{(r['finished_at'] - r['created_at']):.2f}s" if r["finished_at"] else "-"
+        # the last attempt's duration: not the time queued, nor spent in the dead-letter list
+        ms = r["last_attempt_ms"]
+        took = f"{ms / 1000:.2f}s" if r["finished_at"] and ms is not None else "-"
         cells = [
             r["id"][:8],
             escape(r["function"]),
@@ -598,7 +612,7 @@ def logs(
     ledger = cli_common.ledger()
     inv_id = None
     if invocation:
-        row = ledger.get_invocation(invocation)
+        row = ledger.get_invocation(_invocation_id(ledger, invocation))
         if row is None:
             raise typer.BadParameter(f"no invocation {invocation!r}")
         if row["function"] != name:
@@ -607,10 +621,27 @@ def logs(
             )
         inv_id = row["id"]
     attempts = ledger.list_attempts(invocation_id=inv_id, function=name, limit=limit)
-    if not attempts and inv_id is None:
-        _check_function(name)
+    if not attempts:  # nothing to print: say so, as other commands do for what is not there
+        if inv_id is None:
+            _check_function(name)
+        what = f"invocation {inv_id}" if inv_id else f"function {name}"
+        err.print(f"no attempts of {what} yet (see `headrace invocations`)", markup=False)
+        raise typer.Exit(1)
     for a in attempts:
         sys.stdout.write(format_attempt_log(a))
+
+
+def _invocation_id(ledger: Any, given: str, *, dead_lettered: bool = False) -> str:
+    """The full id of the one invocation `given` is the id or a prefix of (as `headrace
+    invocations` shows 8 characters); `given` itself when none matches (the caller says it is
+    missing); a usage error naming the matches when the prefix is ambiguous."""
+    found = ledger.match_invocation_ids(given, dead_lettered=dead_lettered)
+    if len(found) > 1:
+        shown = ", ".join(found[:4]) + (", …" if len(found) > 4 else "")
+        raise typer.BadParameter(
+            f"invocation id prefix {given!r} is ambiguous: it matches {shown}; give more characters"
+        )
+    return found[0] if found else given
 
 
 def _check_function(name: str) -> None:
@@ -659,9 +690,7 @@ def dlq_list(
         out = [{"invocation_id": r["invocation_id"], **_without(r, "id")} for r in rows]
         sys.stdout.write(json.dumps(out, default=str, indent=2) + "\n")
         return
-    table = cli_common.table(
-        "invocation", "function", "attempts", "when", "error", keep=("invocation", "function")
-    )
+    table = cli_common.table("invocation", "function", "attempts", "when", "error", wrap=("error",))
     for r in rows:
         table.add_row(
             r["invocation_id"],
@@ -681,19 +710,24 @@ def _without(row: dict[str, Any], *keys: str) -> dict[str, Any]:
 def dlq_redrive(
     ids: Annotated[
         list[str] | None,
-        typer.Argument(help="Invocation ids, as `dlq list` shows them (default: all)."),
+        typer.Argument(
+            help="Invocation ids or unique prefixes, as `dlq list` or `invocations` show them "
+            "(default: all)."
+        ),
     ] = None,
     function: Annotated[
         str | None, typer.Option("--function", "-f", help="Only this function's (default: any).")
     ] = None,
 ) -> None:
     """Send dead-lettered invocations back for new attempts."""
-    chosen = cli_common.ledger().redrive(function=function, ids=ids or ())
+    ledger = cli_common.ledger()
+    given = {i: _invocation_id(ledger, i, dead_lettered=True) for i in dict.fromkeys(ids or ())}
+    chosen = ledger.redrive(function=function, ids=list(given.values()))
     if chosen:
         console.print(f"redriven: {len(chosen)}")
     for inv_id in chosen:
         console.print(f"  {inv_id}", markup=False)
-    missing = [i for i in dict.fromkeys(ids or ()) if i not in chosen]
+    missing = [i for i, full in given.items() if full not in chosen]
     if missing:
         err.print(
             f"not in the dead-letter list: {', '.join(missing)} (see `headrace dlq list`)",
@@ -778,7 +812,7 @@ def executions(
         return
     table = cli_common.table(
         "name", "state machine", "status", "started", "took", "error",
-        keep=("name", "state machine", "status", "took"),
+        wrap=("error",),
     )  # fmt: skip
     for r in rows:
         took = f"{r['stopped_at'] - r['started_at']:.2f}s" if r["stopped_at"] else "-"
@@ -807,7 +841,7 @@ def list_map_runs_cmd(
         return
     table = cli_common.table(
         "map run", "state", "type", "status", "succeeded", "failed", "running", "pending",
-        "total", keep=("map run", "status", "total"),
+        "total",
     )  # fmt: skip
     for run in runs:
         c = run["itemCounts"]
@@ -859,9 +893,7 @@ def history(
     if as_json:
         sys.stdout.write(json.dumps(events, default=str, indent=2) + "\n")
         return
-    table = Table()
-    for col in ("id", "type", "scope", "when", "details"):
-        table.add_column(col)
+    table = cli_common.table("id", "type", "scope", "when", "details", wrap=("details",))
     for e in events:
         table.add_row(
             str(e["id"]),

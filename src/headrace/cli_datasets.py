@@ -25,13 +25,13 @@ err = Console(stderr=True)
 def _progress(run: dict[str, Any]) -> str:
     total = run["tasks_total"]
     blocks = f"{run['tasks_done']}/{total}" if total is not None else str(run["tasks_done"])
-    return f"{blocks} blocks, {run['rows_out']:,} rows"
+    return f"{blocks} blocks, {cli_common.count(run['rows_out'], 'row')}"
 
 
 def _stage_rows(stage: dict[str, Any]) -> str:
     """A write stage's output is one row per file it wrote."""
     if WRITE_STAGE.search(stage["name"]):
-        return f"{stage['rows']:,} files"
+        return cli_common.count(stage["rows"], "file")
     return f"{stage['rows']:,}"
 
 
@@ -79,7 +79,7 @@ def datasets(
         return
     table = cli_common.table(
         "id", "run", "status", "progress", "started", "took", "error",
-        keep=("id", "status", "started", "took"),
+        wrap=("run", "progress", "error"),
     )  # fmt: skip
     for r in rows:
         job = f" (job {r['job_id'][:8]})" if r["job_id"] else ""
@@ -104,7 +104,7 @@ def _describe(run: dict[str, Any]) -> None:
         highlight=False,
     )
     console.print(f"progress: {_progress(run)}; output: {escape(run['output'] or '-')}")
-    table = cli_common.table("stage", "tasks", "rows out", "seconds", keep=("tasks",))
+    table = cli_common.table("stage", "tasks", "rows out", "seconds", wrap=("stage",))
     for s in run["stages"]:
         tasks = f"{s['tasks']}/{s['total']}" if s["total"] is not None else str(s["tasks"])
         name = s["name"] or "(in the caller)"

@@ -16,7 +16,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from headrace import cli_common
 from headrace.cli_common import Json, group_project
@@ -171,7 +170,7 @@ def submit(
     (`headrace jobs submit --engine spark job.py -- --input s3://raw/x.csv`). With --wait it
     runs here and its output streams to stdout; otherwise a definition's job waits for
     `headrace jobs run`, and a script's job starts in the background."""
-    settings = cli_common.settings()
+    settings = cli_common.settings(new_home=True)
     if engine is None and args:
         raise typer.BadParameter(
             f"unexpected arguments {args}: script arguments need --engine local|ray|spark"
@@ -280,19 +279,9 @@ def list_jobs(
     if as_json:
         sys.stdout.write(json.dumps([r.describe() for r in rows], indent=2) + "\n")
         return
-    table = Table()
-    for col in (
-        "id",
-        "name",
-        "definition",
-        "queue",
-        "status",
-        "attempts",
-        "exit",
-        "created",
-        "took",
-    ):
-        table.add_column(col)
+    table = cli_common.table(
+        "id", "name", "definition", "queue", "status", "attempts", "exit", "created", "took"
+    )
     for r in rows:
         took = f"{r.stopped_at - r.started_at:.2f}s" if r.stopped_at and r.started_at else "-"
         table.add_row(
@@ -402,7 +391,7 @@ def add_steps(
     """Add steps as `aws emr add-steps` does; they run one at a time, in order, each as a job."""
     from headrace.jobs.steps import parse_steps
 
-    settings = cli_common.settings()
+    settings = cli_common.settings(new_home=True)
     values = [*steps, *ctx.args]  # `--steps A B`: B arrives as an extra argument
     configs = parse_steps(values)
     runner = _steps(settings)
@@ -470,9 +459,10 @@ def list_steps(
     if as_json:
         sys.stdout.write(json.dumps({"Steps": [r.describe() for r in rows]}, indent=2) + "\n")
         return
-    table = Table()
-    for col in ("id", "name", "state", "on failure", "job", "exit", "created", "took", "reason"):
-        table.add_column(col)
+    table = cli_common.table(
+        "id", "name", "state", "on failure", "job", "exit", "created", "took", "reason",
+        wrap=("reason",),
+    )  # fmt: skip
     jobs = _jobs()
     for r in rows:
         exit_code = "-"

@@ -66,7 +66,7 @@ def _show_version(v: Any) -> None:
         ("aliases", ", ".join(v.aliases) or "-"),
         ("format", v.format),
         ("file", v.filename),
-        ("size", f"{v.size} bytes"),
+        ("size", cli_common.count(v.size, "byte")),
         ("sha256", v.sha256),
         ("framework", v.framework or "-"),
         ("libraries", ", ".join(f"{k} {val}" for k, val in v.libraries.items())),
@@ -130,7 +130,7 @@ def push(
         return
     console.print(version.ref, markup=False, highlight=False)
     err.print(
-        f"{version.size} bytes, sha256 {version.sha256}"
+        f"{cli_common.count(version.size, 'byte')}, sha256 {version.sha256}"
         + (f", alias {escape(alias)}" if alias else ""),
         soft_wrap=True,
     )

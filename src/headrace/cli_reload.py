@@ -160,7 +160,8 @@ def supervise(settings: Any, up_args: list[str]) -> int:
         if child is not None and child.poll() is None:
             child.send_signal(signum)  # a second Ctrl-C reaches it too: stop now
 
-    signal.signal(signal.SIGINT, forward)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # else the child ignores it too
+        signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
     err.print(f"reload: watching {project} for changes to its code", markup=False, soft_wrap=True)
     code = 0

@@ -155,11 +155,11 @@ def _show(data: dict[str, Any]) -> None:
             console.print(f"[yellow]{len(data['coordinators'])} coordinators share this ledger[/]")
     else:
         console.print("[yellow]no coordinator is running[/] (start one with `headrace up`)")
-    table = cli_common.table("setting", "value", "from", title="settings", keep=("setting",))
+    table = cli_common.table("setting", "value", "from", title="settings")
     for s in data["settings"]:
         table.add_row(s["name"], escape(s["value"]), escape(s["origin"]))
     console.print(table)
-    table = cli_common.table("bucket", "triggers", title="buckets", keep=("bucket",))
+    table = cli_common.table("bucket", "triggers", title="buckets", wrap=("triggers",))
     for b in data["buckets"]:
         targets = [t["target"] for t in data["triggers"] if b["bucket"] in t["buckets"]]
         table.add_row(
@@ -170,7 +170,7 @@ def _show(data: dict[str, Any]) -> None:
     if data["sources"]:
         table = cli_common.table(
             "component", "status", "failures", "last error", title="stream health",
-            keep=("component", "status", "failures"),
+            wrap=("last error",),
         )  # fmt: skip
         for h in data["sources"]:
             ok = h["status"] == "ok"
@@ -183,7 +183,9 @@ def _show(data: dict[str, Any]) -> None:
         console.print(table)
     errors = data["errors"]["invocations"] + data["errors"]["executions"]
     if errors:
-        table = cli_common.table("what", "when", "error", title="errors of the last hour")
+        table = cli_common.table(
+            "what", "when", "error", title="errors of the last hour", wrap=("error",)
+        )
         for e in data["errors"]["invocations"]:
             table.add_row(
                 escape(f"{e['function']} {e['invocation_id']}"),
@@ -209,7 +211,7 @@ def settings_cmd(as_json: cli_common.Json = False) -> None:
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
-    table = cli_common.table("setting", "environment variable", "value", "from", keep=("setting",))
+    table = cli_common.table("setting", "environment variable", "value", "from")
     for r in rows:
         table.add_row(r["name"], r["env"] or "-", escape(r["value"]), escape(r["origin"]))
     console.print(table)

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from headrace import cli_common
+from headrace.errors import ObjectNotFound
 
 console = Console()
 err = Console(stderr=True)
@@ -30,9 +33,21 @@ def _split(path: str, *, key_required: bool) -> tuple[str, str]:
     return bucket, key
 
 
-def _bucket(store: Any, name: str) -> Any:
-    from headrace.errors import ObjectNotFound
+@contextmanager
+def _cli_fix_for_missing_objects(name: str, key: str) -> Iterator[None]:
+    """The store's "not found" says how to list a bucket from Python; here, name the command."""
+    try:
+        yield
+    except ObjectNotFound as exc:
+        folder = f"{name}/{key.rpartition('/')[0]}".rstrip("/")
+        raise ObjectNotFound(
+            exc.subject,
+            exc.reason,
+            f"check the key with `headrace ls {folder}`, or write it with `headrace put`",
+        ) from None
 
+
+def _bucket(store: Any, name: str) -> Any:
     try:
         return store.bucket(name, create=False)
     except ObjectNotFound:
@@ -43,7 +58,10 @@ def _bucket(store: Any, name: str) -> Any:
 def ls(
     path: Annotated[
         str | None,
-        typer.Argument(help="BUCKET or BUCKET/PREFIX to list (default: the buckets)."),
+        typer.Argument(
+            metavar="BUCKET[/PREFIX]",
+            help="BUCKET or BUCKET/PREFIX to list (default: the buckets).",
+        ),
     ] = None,
     as_json: cli_common.Json = False,
 ) -> None:
@@ -70,23 +88,25 @@ def ls(
     if not objects and prefix:
         err.print(f"no objects under {name}/{prefix}", markup=False)
         raise typer.Exit(1)
-    table = cli_common.table("key", "size", "modified", "etag", keep=("size",))
+    table = cli_common.table("key", "size", "modified", "etag")
     for o in objects:
         table.add_row(escape(o.key), f"{o.size:,}", cli_common.when(o.last_modified), o.etag)
     console.print(table)
 
 
-def cat(path: Annotated[str, typer.Argument(help="BUCKET/KEY of the object.")]) -> None:
+def cat(
+    path: Annotated[str, typer.Argument(metavar="BUCKET/KEY", help="BUCKET/KEY of the object.")],
+) -> None:
     """Write an object's bytes to standard output."""
     name, key = _split(path, key_required=True)
-    with _bucket(_store(), name).open(key) as fh:
+    with _cli_fix_for_missing_objects(name, key), _bucket(_store(), name).open(key) as fh:
         while chunk := fh.read(1 << 20):
             sys.stdout.buffer.write(chunk)
     sys.stdout.buffer.flush()
 
 
 def get(
-    path: Annotated[str, typer.Argument(help="BUCKET/KEY of the object.")],
+    path: Annotated[str, typer.Argument(metavar="BUCKET/KEY", help="BUCKET/KEY of the object.")],
     dest: Annotated[
         Path | None,
         typer.Argument(help="Local file or folder to write (default: the key's file name here)."),
@@ -99,7 +119,8 @@ def get(
         target = target / key.rsplit("/", 1)[-1]
     bucket = _bucket(_store(), name)
     try:
-        bucket.get_file(key, target)
+        with _cli_fix_for_missing_objects(name, key):
+            bucket.get_file(key, target)
     except OSError as exc:  # no such folder, no permission, a file where a folder should be …
         err.print(
             f"[red]error:[/] cannot write {escape(str(target))}: {escape(exc.strerror or str(exc))}"

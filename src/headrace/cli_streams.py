@@ -97,7 +97,14 @@ def list_streams(as_json: Json = False) -> None:
     if as_json:
         _print_json(rows)
         return
-    table = Table("stream", "partition", "start", "end", "pipelines (next offset)")
+    table = cli_common.table(
+        "stream",
+        "partition",
+        "start",
+        "end",
+        "pipelines (next offset)",
+        wrap=("pipelines (next offset)",),
+    )
     for r in rows:
         readers = ", ".join(f"{k}@{v}" for k, v in r["pipelines"].items()) or "-"
         table.add_row(
@@ -170,7 +177,9 @@ def stats(
         return
     if health:
         console.print(health_table(health))
-    table = Table("pipeline", "part.", "offset", "lag", "watermark", "records", "late", "batches")
+    table = cli_common.table(
+        "pipeline", "part.", "offset", "lag", "watermark", "records", "late", "batches"
+    )
     for p in positions:
         table.add_row(
             escape(p["pipeline"]),
@@ -190,7 +199,7 @@ def stats(
                 f"({p['failures']} tries), "
                 f"retried from offset {p['offset']}:[/] {escape(p['last_error'])}"
             )
-    flow = Table(
+    flow = cli_common.table(
         "minute", "pipeline", "stage", "records in", "records out", "bytes in", "bytes out", "late"
     )
     for r in per_minute:
@@ -357,4 +366,4 @@ def query(
     for row in rows:
         table.add_row(*(escape(str(v)) for v in row.values()))
     console.print(table)
-    console.print(f"[dim]{result.num_rows} rows[/]")
+    console.print(f"[dim]{cli_common.count(result.num_rows, 'row')}[/]")

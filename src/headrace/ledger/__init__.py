@@ -495,6 +495,27 @@ class Ledger:
             out.update({r["id"]: dict(r) for r in rows})
         return out
 
+    def match_invocation_ids(
+        self, given: str, *, dead_lettered: bool = False, limit: int = 5
+    ) -> list[str]:
+        """Ids of invocations whose id is `given` or starts with it, as people paste the first
+        characters `headrace invocations` shows: the exact one alone when it exists, else up to
+        `limit` (more than one: the prefix is ambiguous). `dead_lettered`: only invocations
+        waiting in the dead-letter list. `%` and `_` in `given` are characters, not wildcards."""
+        if not given:
+            return []
+        if dead_lettered:
+            column = dead_letters.c.invocation_id
+            base = select(column).where(dead_letters.c.redriven_at.is_(None))
+        else:
+            column = invocations.c.id
+            base = select(column)
+        with self.reader.connect() as conn:
+            if conn.execute(base.where(column == given).limit(1)).first():
+                return [given]
+            found = base.where(column.startswith(given, autoescape=True)).order_by(column)
+            return [r[0] for r in conn.execute(found.limit(limit))]
+
     def get_invocation(self, invocation_id: str) -> dict[str, Any] | None:
         with self.reader.connect() as conn:
             row = (
@@ -520,7 +541,11 @@ class Ledger:
     def list_invocations(
         self, *, function: str | None = None, status: str | None = None, limit: int = 50
     ) -> list[dict[str, Any]]:
-        query = select(invocations).order_by(invocations.c.created_at.desc()).limit(limit)
+        query = (
+            select(invocations, schema.last_attempt_ms())
+            .order_by(invocations.c.created_at.desc())
+            .limit(limit)
+        )
         if function:
             query = query.where(invocations.c.function == function)
         if status:

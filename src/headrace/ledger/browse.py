@@ -20,6 +20,7 @@ from headrace.ledger.schema import (
     executions,
     history,
     invocations,
+    last_attempt_ms,
     map_run_executions,
 )
 
@@ -65,6 +66,7 @@ def page_invocations(
             c.event_id,
             c.source,
             c.execution_id,
+            last_attempt_ms(),
         )
         .order_by(c.created_at.desc(), c.id.desc())
         .limit(_limit(limit))

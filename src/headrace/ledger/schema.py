@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -13,6 +15,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    select,
 )
 
 metadata = MetaData()
@@ -108,6 +111,21 @@ attempts = Table(
     Index("ix_attempts_invocation", "invocation_id", "number"),
     Index("ix_attempts_function", "function", "id"),
 )
+
+
+def last_attempt_ms() -> Any:
+    """The duration of an invocation's latest attempt (a column for a select on invocations):
+    what "took" shows. The invocation's finish minus its creation would count its time in the
+    queue and, after a redrive, in the dead-letter list."""
+    return (
+        select(attempts.c.duration_ms)
+        .where(attempts.c.invocation_id == invocations.c.id)
+        .order_by(attempts.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+        .label("last_attempt_ms")
+    )
+
 
 dead_letters = Table(
     "dead_letters",

@@ -815,7 +815,8 @@ class Coordinator:
             self.ledger.mark_stopped(self.id)
         self._remove_info()
         self.ledger.close()
-        log.info("coordinator %s stopped", self.id)
+        # no id: it stopped before registering in the ledger (e.g. an unconfigured topic)
+        log.info("coordinator %s stopped", self.id or "(not yet registered)")
 
 
 def _append_log(path: str, text: str) -> None:

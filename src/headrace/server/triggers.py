@@ -86,8 +86,9 @@ def idle_report(app: App, store: ObjectStore) -> list[str]:
     none of the objects (up to SAMPLE) already in its non-empty bucket."""
     lines = []
     watched = set(app.buckets)
+    written = set().union(*app.outputs.values())  # a function's output_bucket: filled on purpose
     for bucket in store.list_buckets():
-        if bucket in watched:
+        if bucket in watched or bucket in written:
             continue
         keys = sample_keys(store, bucket)
         if keys:
@@ -104,7 +105,8 @@ def idle_report(app: App, store: ObjectStore) -> list[str]:
             if keys and not any(rule.pattern.matches(_envelope(bucket, k)) for k in keys):
                 lines.append(
                     f"trigger {rule.name!r} ({rule.target.kind} {rule.target.name}) matches "
-                    f"none of the {len(keys)}{'+' if len(keys) == SAMPLE else ''} objects in "
+                    f"none of the {len(keys)}{'+' if len(keys) == SAMPLE else ''} "
+                    f"object{'' if len(keys) == 1 else 's'} in "
                     f"bucket {bucket!r} (e.g. {keys[0]!r}): check its prefix and suffix"
                 )
     return lines

@@ -9,6 +9,7 @@ the same way and keeps the watcher's view of a folder identical to what `Bucket.
 from __future__ import annotations
 
 import re
+import reprlib
 import unicodedata
 
 from headrace.errors import InvalidKey
@@ -30,8 +31,14 @@ _IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 _KEY_FIX = "use a relative path of '/'-separated names, e.g. 'raw/2024/05/01/file.grib2'"
 
 
+#: A key in an error shown whole up to this many characters; a longer one (too long is one of
+#: the errors) keeps its start and end, which say which key it is, around "...".
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = 120
+
+
 def _key_error(key: object, reason: str, fix: str = _KEY_FIX) -> InvalidKey:
-    return InvalidKey(f"object key {key!r}", reason, fix)
+    return InvalidKey(f"object key {_SHOWN.repr(key)}", reason, fix)
 
 
 def validate_key(key: str) -> str:

@@ -50,7 +50,8 @@ export async function invocations() {
         ["status", (r) => badge(r.status)],
         ["attempts", (r) => `${r.attempts}/${r.max_attempts}`],
         ["created", (r) => when(r.created_at)],
-        ["took", (r) => (r.finished_at ? ms((r.finished_at - r.created_at) * 1000) : "")],
+        // the last attempt's duration, as `headrace invocations` shows: not the time queued or dead-lettered
+        ["took", (r) => (r.finished_at && r.last_attempt_ms != null ? ms(r.last_attempt_ms) : "")],
         ["execution", (r) => (r.execution_id ? link(`#/executions/${encodeURIComponent(r.execution_id)}`, "execution") : "")],
         ["error", (r) => r.error || "", "err"],
       ], page.items, { empty: "no invocation matches" }),
