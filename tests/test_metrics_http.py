@@ -281,6 +281,7 @@ def test_bad_listen_addresses(address, reason):
 )
 def test_up_with_a_bad_metrics_address_is_a_one_line_error(tmp_path, address, reason):
     env = {"HEADRACE_HOME": str(tmp_path / "home"), "HEADRACE_METRICS": address}
+    _project(tmp_path)
     result = headrace("up", "--quiet", project=tmp_path, env=env, timeout=60)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
