@@ -113,6 +113,35 @@ def test_json_file_holding_an_object_and_items_pointer(tmp_path, store):
     assert "/inventory/missing" in r.cause
 
 
+def test_item_selector_runs_per_item_before_the_batcher(tmp_path, store):
+    # AWS order: ItemReader, ItemsPath, ItemSelector (per item), then ItemBatcher
+    pairs = {f"k{i}": i for i in range(5)}
+    store.bucket("inputs", create=True).put("pairs.json", json.dumps(pairs).encode())
+    selector = {"k.$": "$$.Map.Item.Key", "v.$": "$$.Map.Item.Value", "i.$": "$$.Map.Item.Index"}
+    batcher = {"MaxItemsPerBatch": 1000, "BatchInput": {"tag.$": "$.tag"}}
+    d = _map(
+        ItemReader=_reader({"InputType": "JSON"}, Key="pairs.json"),
+        ItemSelector=selector,
+        ItemBatcher=batcher,
+    )
+    expected = [{"k": f"k{i}", "v": i, "i": i} for i in range(5)]
+    assert _run(tmp_path, d, {"tag": "t"}) == [{"BatchInput": {"tag": "t"}, "Items": expected}]
+    d = _map(
+        Items="{% $states.input.pairs %}",
+        ItemSelector={
+            "k": "{% $states.context.Map.Item.Key %}",
+            "v": "{% $states.context.Map.Item.Value %}",
+        },
+        ItemBatcher={"MaxItemsPerBatch": 2},
+    )
+    d["QueryLanguage"] = "JSONata"
+    out = _run(tmp_path, d, {"pairs": {"a": 1, "b": 2, "c": 3}})
+    assert out == [
+        {"Items": [{"k": "a", "v": 1}, {"k": "b", "v": 2}]},
+        {"Items": [{"k": "c", "v": 3}]},
+    ]
+
+
 def test_csv_delimiter_and_short_or_long_rows(tmp_path, store):
     store.bucket("inputs", create=True).put("r.psv", b'a|b|c\n1|2\n3|4|5|6\n"x|y"|z|w\n')
     config = {"InputType": "CSV", "CSVHeaderLocation": "FIRST_ROW", "CSVDelimiter": "PIPE"}

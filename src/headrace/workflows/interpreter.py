@@ -811,6 +811,7 @@ class Interpreter:
                 batch_input = batcher.get("BatchInput")
                 if batch_input is not None:
                     batch_input = dataflow.resolve_template(batch_input, effective, ctx)
+                items = self._select_items(state, ctx, effective, f.input, items, keys, source)
                 items, keys = batches(items, batcher, batch_input), None
             # the ...Path limits are checked now, as AWS does when the Map state starts
             limits = {
@@ -903,6 +904,7 @@ class Interpreter:
                 (items, keys), source = found, STATE_DATA
             if "ItemBatcher" in state:
                 batcher = jsonata_lang.resolve(state["ItemBatcher"], b, "ItemBatcher")
+                items = self._select_items(state, ctx, f.input, f.input, items, keys, source)
                 items, keys = batches(items, batcher, batcher.get("BatchInput")), None
             limits: dict[str, Any] = {"MaxConcurrency": 0, "Tolerated": 0}
             if "MaxConcurrency" in state:
@@ -1114,22 +1116,11 @@ class Interpreter:
         if f.started < total and f.running < limit:
             index = f.started
             item = f.items[index]
-            item_ctx = ctx.extend(Map={"Item": _item_context(f, index, item)})  # type: ignore[attr-defined]
-            if self.is_jsonata(state):
-                b = jsonata_lang.bindings(item_ctx.variables, item_ctx, f.input)
-                selector = state.get("ItemSelector")
-                data = (
-                    jsonata_lang.resolve(selector, b, "ItemSelector")
-                    if selector is not None
-                    else copy.deepcopy(item)
-                )
+            if "ItemBatcher" in state:  # the selector ran per item before batching
+                data = item
             else:
-                selector = state.get("ItemSelector", state.get("Parameters"))
-                data = (
-                    dataflow.resolve_template(selector, f.effective, item_ctx)
-                    if selector is not None
-                    else item
-                )
+                item_ctx = ctx.extend(Map={"Item": _item_context(f, index, item)})  # type: ignore[attr-defined]
+                data = self._select_item(state, item_ctx, f.effective, f.input, item)
             details = {"name": f.state, "index": index, "input": data}
             if as_children:
                 details["execution"] = self._child_arn(f, index)
@@ -1143,6 +1134,46 @@ class Interpreter:
                 self._finish(f, state, results, ctx),
             ]
         return []
+
+    def _select_item(
+        self, state: dict, item_ctx: Any, effective: Any, state_input: Any, item: Any
+    ) -> Any:
+        """One item through the Map's ItemSelector (or legacy Parameters), or unchanged."""
+        if self.is_jsonata(state):
+            selector = state.get("ItemSelector")
+            if selector is None:
+                return copy.deepcopy(item)
+            b = jsonata_lang.bindings(item_ctx.variables, item_ctx, state_input)
+            return jsonata_lang.resolve(selector, b, "ItemSelector")
+        selector = state.get("ItemSelector", state.get("Parameters"))
+        if selector is None:
+            return item
+        return dataflow.resolve_template(selector, effective, item_ctx)
+
+    def _select_items(
+        self,
+        state: dict,
+        ctx: Any,
+        effective: Any,
+        state_input: Any,
+        items: list,
+        keys: list[str] | None,
+        source: str | list[str],
+    ) -> list:
+        """Every item through the ItemSelector before an ItemBatcher groups them, each with its
+        own `$$.Map.Item` (AWS: ItemReader, ItemsPath, ItemSelector per item, then ItemBatcher)."""
+        if state.get("ItemSelector", state.get("Parameters")) is None:
+            return items
+        return [
+            self._select_item(
+                state,
+                ctx.extend(Map={"Item": _map_item(index, item, keys, source)}),
+                effective,
+                state_input,
+                item,
+            )
+            for index, item in enumerate(items)
+        ]
 
     def _write_results(self, f: Frame, state: dict, ctx: dict, results: list) -> Any:
         """A Map's ResultWriter: its children's entries written to a bucket (Resource and
@@ -1417,11 +1448,16 @@ def _item_origin(
 def _item_context(f: Frame, index: int, item: Any) -> dict[str, Any]:
     """`$$.Map.Item` of iteration `index` of Map frame `f`: Index, Key (items of a JSON
     object), Value and Source."""
+    return _map_item(index, item, f.keys, f.source)
+
+
+def _map_item(
+    index: int, item: Any, keys: list[str] | None, source: str | list[str]
+) -> dict[str, Any]:
     out: dict[str, Any] = {"Index": index}
-    if f.keys is not None and index < len(f.keys):
-        out["Key"] = f.keys[index]
+    if keys is not None and index < len(keys):
+        out["Key"] = keys[index]
     out["Value"] = item
-    source = f.source
     out["Source"] = source[index] if isinstance(source, list) else source
     return out
 
