@@ -814,9 +814,13 @@ class Interpreter:
                 items = self._select_items(state, ctx, effective, f.input, items, keys, source)
                 items, keys = batches(items, batcher, batch_input), None
             # the ...Path limits are checked now, as AWS does when the Map state starts
+            count, pct = _tolerated_config(state, effective, ctx)
             limits = {
                 "MaxConcurrency": _max_concurrency(state, effective, ctx),
-                "Tolerated": _tolerated(state, effective, ctx, len(items)),
+                "Tolerated": _tolerance(count, pct, len(items)),
+                # as configured, for the Map Run (DescribeMapRun gives them apart)
+                "Count": int(count or 0),
+                "Pct": float(pct or 0),
             }
             details = {"name": f.state, "items": items, "effective": effective, "limits": limits}
             return [("MapStateStarted", f.scope, _item_origin(details, keys, source))]
@@ -915,12 +919,14 @@ class Interpreter:
             if "ToleratedFailureCount" in state:
                 count = _jsonata_number(state, "ToleratedFailureCount", b, integer=True)
                 tolerated.append(int(count))
+                limits["Count"] = int(count)
             if "ToleratedFailurePercentage" in state:
                 pct = _jsonata_number(
                     state, "ToleratedFailurePercentage", b, integer=False, most=100
                 )
                 tolerated.append(int(pct / 100.0 * len(items)))
                 limits["Percentage"] = True
+                limits["Pct"] = float(pct)
             limits["Tolerated"] = max(tolerated) if tolerated else 0
             details = {"name": f.state, "items": items, "effective": f.input, "limits": limits}
             return [("MapStateStarted", f.scope, _item_origin(details, keys, source))]
@@ -1257,8 +1263,11 @@ class Interpreter:
             "label": label,
             "total": len(f.items),
             "maxConcurrency": int(f.limits.get("MaxConcurrency") or 0),
-            "toleratedFailureCount": int(f.limits.get("Tolerated") or 0),
-            "toleratedFailurePercentage": float(state.get("ToleratedFailurePercentage") or 0),
+            # as configured (default 0), not the failures a percentage of the items allows
+            "toleratedFailureCount": int(
+                f.limits.get("Count", _static(state, "ToleratedFailureCount") or 0)
+            ),
+            "toleratedFailurePercentage": float(f.limits.get("Pct", 0)),
         }
         return ("MapRunStarted", f.scope, details)
 
@@ -1470,6 +1479,13 @@ def _max_concurrency(state: dict, effective: Any, ctx: dict) -> int:
 
 
 def _tolerated(state: dict, effective: Any, ctx: dict, total: int) -> int:
+    count, pct = _tolerated_config(state, effective, ctx)
+    return _tolerance(count, pct, total)
+
+
+def _tolerated_config(state: dict, effective: Any, ctx: dict) -> tuple[Any, Any]:
+    """A JSONPath Map's configured ToleratedFailureCount and ...Percentage (None if unset),
+    their ...Path forms resolved."""
     count = state.get("ToleratedFailureCount")
     if "ToleratedFailureCountPath" in state:
         field = "ToleratedFailureCountPath"
@@ -1478,6 +1494,11 @@ def _tolerated(state: dict, effective: Any, ctx: dict, total: int) -> int:
     if "ToleratedFailurePercentagePath" in state:
         field = "ToleratedFailurePercentagePath"
         pct = _path_number(state, field, effective, ctx, integer=False, most=100)
+    return count, pct
+
+
+def _tolerance(count: Any, pct: Any, total: int) -> int:
+    """How many failed iterations a Map tolerates: the larger of its count and percentage."""
     limits = []
     if count is not None:
         limits.append(int(count))
