@@ -181,3 +181,84 @@ def test_headrace_validate_prints_and_exits(tmp_path):
     out = run(str(good), "--json")
     assert out.returncode == 0
     assert json.loads(out.stdout) == {"result": "OK", "diagnostics": [], "truncated": False}
+
+
+def _distributed(state_fields, processor_config=None, child=None):
+    processor = child or {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+    if processor_config is not None:
+        processor = {**processor, "ProcessorConfig": processor_config}
+    state = {"Type": "Map", "ItemProcessor": processor, "End": True, **state_fields}
+    return {"StartAt": "M", "States": {"M": state}}
+
+
+_READER = {"Resource": "arn:aws:states:::s3:getObject", "Parameters": {"Bucket": "b", "Key": "k"}}
+_DIST = {"Mode": "DISTRIBUTED"}
+
+
+def _errors(definition):
+    response = validate_definition(definition)
+    return {(d["code"], d.get("location")) for d in response["diagnostics"]}
+
+
+@pytest.mark.parametrize(
+    ("fields", "where"),
+    [
+        # CSVHeaders is read only with CSVHeaderLocation GIVEN
+        (
+            {"ReaderConfig": {"InputType": "CSV", "CSVHeaders": ["a"]}},
+            "/States/M/ItemReader/ReaderConfig/CSVHeaders",
+        ),
+        ({"ReaderConfig": {"ManifestType": "ATHENA_DATA"}}, "/States/M/ItemReader/ReaderConfig"),
+        (
+            {"ReaderConfig": {"InputType": "JSON", "MaxItems": -1}},
+            "/States/M/ItemReader/ReaderConfig/MaxItems",
+        ),
+        (
+            {"ReaderConfig": {"InputType": "JSON", "MaxItems": 2.5}},
+            "/States/M/ItemReader/ReaderConfig/MaxItems",
+        ),
+        (
+            {"ReaderConfig": {"InputType": "JSON", "MaxItemsPath": "n"}},
+            "/States/M/ItemReader/ReaderConfig/MaxItemsPath",
+        ),
+    ],
+)
+def test_reader_config_mistakes(fields, where):
+    d = _distributed({"ItemReader": {**_READER, **fields}}, _DIST)
+    assert _errors(d) == {("SCHEMA_VALIDATION_FAILED", where)}
+    assert validate_definition(d)["result"] == "FAIL"
+
+
+def test_distributed_map_shape_mistakes():
+    ok = _distributed({"ItemReader": dict(_READER)}, _DIST)
+    assert _errors(ok) == set()
+    # an ItemReader needs a Distributed Map
+    assert _errors(_distributed({"ItemReader": dict(_READER)})) == {
+        ("SCHEMA_VALIDATION_FAILED", "/States/M/ItemReader")
+    }
+    inline = _distributed({"ItemReader": dict(_READER)}, {"Mode": "INLINE"})
+    assert _errors(inline) == {("SCHEMA_VALIDATION_FAILED", "/States/M/ItemReader")}
+    both = _distributed({"ItemReader": dict(_READER), "ItemsPath": "$.x"}, _DIST)
+    assert _errors(both) == {("SCHEMA_VALIDATION_FAILED", "/States/M/ItemsPath")}
+    # an ItemBatcher needs a limit; a batch is at most 256 KiB
+    no_limit = _distributed({"ItemBatcher": {"BatchInput": {}}}, _DIST)
+    assert _errors(no_limit) == {("SCHEMA_VALIDATION_FAILED", "/States/M/ItemBatcher")}
+    big = _distributed({"ItemBatcher": {"MaxInputBytesPerBatch": 262_145}}, _DIST)
+    where = "/States/M/ItemBatcher/MaxInputBytesPerBatch"
+    assert _errors(big) == {("SCHEMA_VALIDATION_FAILED", where)}
+    fits = _distributed({"ItemBatcher": {"MaxInputBytesPerBatch": 262_144}}, _DIST)
+    assert _errors(fits) == set()
+    jsonata = _distributed({"ItemBatcher": {"BatchInput": {}}}, _DIST)
+    jsonata["QueryLanguage"] = "JSONata"
+    assert _errors(jsonata) == {("SCHEMA_VALIDATION_FAILED", "/States/M/ItemBatcher")}
+
+
+@pytest.mark.parametrize("suffix", [".sync", ".sync:2", ".waitForTaskToken"])
+def test_waiting_tasks_in_express_children(suffix):
+    task = {"Type": "Task", "Resource": "arn:aws:states:::states:startExecution" + suffix}
+    child = {"StartAt": "T", "States": {"T": {**task, "End": True}}}
+    express = _distributed({}, {"Mode": "DISTRIBUTED", "ExecutionType": "EXPRESS"}, child)
+    where = "/States/M/ItemProcessor/States/T/Resource"
+    assert _errors(express) == {("SCHEMA_VALIDATION_FAILED", where)}
+    standard = _distributed({}, {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}, child)
+    assert _errors(standard) == set()

@@ -176,6 +176,8 @@ def test_tolerated_failures_and_express_children(dmap):
     assert results[3] is None and results[7] is None and results[0] == {"item": 0, "square": 0}
     run = api.list_map_runs(ledger, arn)[0]
     assert run["itemCounts"]["failed"] == 2 and run["toleratedFailurePercentage"] == 30
+    # the count as configured (none: 0), not the 3 failures the percentage allows here
+    assert run["toleratedFailureCount"] == 0
     # EXPRESS children keep no history but their start and end
     arn = api.start_execution(ledger, app, "express", _data(tmp_path, 4, gate=None))
     row = api.wait_for(ledger, arn, timeout=60)
@@ -186,6 +188,34 @@ def test_tolerated_failures_and_express_children(dmap):
     types = [e["type"] for e in api.get_history(ledger, child["id"])]
     assert types == ["ExecutionStarted", "ExecutionSucceeded"]
     assert child["status"] == "SUCCEEDED"
+
+
+def test_cli_input_from_a_file_and_map_runs_at_80_columns(dmap):
+    _, ledger, tmp_path, _ = dmap
+    data = _data(tmp_path, 3, gate=None)
+    (tmp_path / "input.json").write_text(json.dumps(data))
+    env = {"HEADRACE_HOME": str(tmp_path / "home"), "COLUMNS": "80"}
+
+    def run(*args):
+        return CliRunner().invoke(cli, ["-C", str(APP_DIR), *args], env=env)
+
+    # --input file://PATH, as the AWS CLI takes it
+    started = run("start-execution", "express", "--input", f"file://{tmp_path}/input.json")
+    assert started.exit_code == 0, started.output
+    arn = started.output.strip()
+    assert api.wait_for(ledger, arn, timeout=60)["status"] == "SUCCEEDED"
+    assert api.describe_execution(ledger, arn)["input"] == data
+    missing = run("start-execution", "express", "--input", f"file://{tmp_path}/nope.json")
+    assert missing.exit_code == 2 and "nope.json" in missing.output
+    # list-map-runs piped at 80 columns: one "field  value" line each, nothing cut with "…"
+    # (an ARN wider than the terminal folds onto the next line)
+    listed = run("list-map-runs", arn)
+    assert listed.exit_code == 0, listed.output
+    lines = [line.split() for line in listed.output.splitlines()]
+    assert ["status", "SUCCEEDED"] in lines and ["type", "EXPRESS"] in lines
+    assert ["total", "3"] in lines and "…" not in listed.output
+    map_run = api.list_map_runs(ledger, arn)[0]["mapRunArn"]
+    assert "".join(w for line in lines[:2] for w in line).endswith(map_run)
 
 
 def test_stopping_the_parent_stops_its_children(dmap):

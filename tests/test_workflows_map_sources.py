@@ -110,7 +110,51 @@ def test_json_file_holding_an_object_and_items_pointer(tmp_path, store):
     config["ItemsPointer"] = "/inventory/missing"
     r = execute(d, {}, storage=str(tmp_path / "buckets"))
     assert r.status == "FAILED" and r.error == "States.ItemReaderFailed"
-    assert "/inventory/missing" in r.cause
+    # the cause names the bucket and key read
+    assert r.cause == "ItemsPointer '/inventory/missing' selects nothing in s3://inputs/nested.json"
+    bucket.put("bad.json", b"{not json")
+    r = execute(
+        _map(ItemReader=_reader({"InputType": "JSON"}, Key="bad.json")),
+        {},
+        storage=str(tmp_path / "buckets"),
+    )
+    assert r.status == "FAILED" and r.error == "States.ItemReaderFailed"
+    assert r.cause.startswith("JSONDecodeError: ") and r.cause.endswith(" in s3://inputs/bad.json")
+    r = execute(
+        _map(ItemReader=_reader({"InputType": "JSON"}, Key="gone.json")),
+        {},
+        storage=str(tmp_path / "buckets"),
+    )
+    assert r.status == "FAILED" and r.cause.endswith(" in s3://inputs/gone.json"), r.cause
+
+
+def test_item_selector_runs_per_item_before_the_batcher(tmp_path, store):
+    # AWS order: ItemReader, ItemsPath, ItemSelector (per item), then ItemBatcher
+    pairs = {f"k{i}": i for i in range(5)}
+    store.bucket("inputs", create=True).put("pairs.json", json.dumps(pairs).encode())
+    selector = {"k.$": "$$.Map.Item.Key", "v.$": "$$.Map.Item.Value", "i.$": "$$.Map.Item.Index"}
+    batcher = {"MaxItemsPerBatch": 1000, "BatchInput": {"tag.$": "$.tag"}}
+    d = _map(
+        ItemReader=_reader({"InputType": "JSON"}, Key="pairs.json"),
+        ItemSelector=selector,
+        ItemBatcher=batcher,
+    )
+    expected = [{"k": f"k{i}", "v": i, "i": i} for i in range(5)]
+    assert _run(tmp_path, d, {"tag": "t"}) == [{"BatchInput": {"tag": "t"}, "Items": expected}]
+    d = _map(
+        Items="{% $states.input.pairs %}",
+        ItemSelector={
+            "k": "{% $states.context.Map.Item.Key %}",
+            "v": "{% $states.context.Map.Item.Value %}",
+        },
+        ItemBatcher={"MaxItemsPerBatch": 2},
+    )
+    d["QueryLanguage"] = "JSONata"
+    out = _run(tmp_path, d, {"pairs": {"a": 1, "b": 2, "c": 3}})
+    assert out == [
+        {"Items": [{"k": "a", "v": 1}, {"k": "b", "v": 2}]},
+        {"Items": [{"k": "c", "v": 3}]},
+    ]
 
 
 def test_csv_delimiter_and_short_or_long_rows(tmp_path, store):
@@ -122,6 +166,19 @@ def test_csv_delimiter_and_short_or_long_rows(tmp_path, store):
         {"a": "1", "b": "2", "c": ""},
         {"a": "3", "b": "4", "c": "5"},
         {"a": "x|y", "b": "z", "c": "w"},
+    ]
+
+
+def test_csv_byte_order_mark_and_blank_lines(tmp_path, store):
+    # a spreadsheet's UTF-8 export starts with a BOM; blank lines (inside and at the end) are
+    # no records; a line of empty fields still is one
+    text = "\ufeffid,name\r\n1,a\r\n\r\n2,b\r\n,\r\n\r\n"
+    store.bucket("inputs", create=True).put("bom.csv", text.encode("utf-8"))
+    config = {"InputType": "CSV", "CSVHeaderLocation": "FIRST_ROW"}
+    assert _run(tmp_path, _map(ItemReader=_reader(config, Key="bom.csv"))) == [
+        {"id": "1", "name": "a"},
+        {"id": "2", "name": "b"},
+        {"id": "", "name": ""},
     ]
 
 

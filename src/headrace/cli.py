@@ -750,7 +750,9 @@ def dlq_redrive(
 @app.command("start-execution")
 def start_execution_cmd(
     state_machine: Annotated[str, typer.Argument(help="State machine name.")],
-    input: Annotated[str, typer.Option("--input", help="Execution input, as JSON.")] = "{}",
+    input: Annotated[
+        str, typer.Option("--input", help="Execution input: JSON, or file://PATH of a JSON file.")
+    ] = "{}",
     name: Annotated[str | None, typer.Option(help="Execution name (default: a UUID).")] = None,
     wait: Annotated[bool, typer.Option(help="Wait until it ends and print its output.")] = False,
 ) -> None:
@@ -758,12 +760,12 @@ def start_execution_cmd(
     from headrace.app import load_app
     from headrace.workflows import api
 
-    data = cli_common.json_option(input, "--input")
+    data = cli_common.json_input(input, "--input")
     settings = cli_common.settings()
     ledger = cli_common.ledger(settings)
     arn = api.start_execution(ledger, load_app(settings), state_machine, data, name=name)
     if not wait:
-        console.print(arn, markup=False)
+        sys.stdout.write(arn + "\n")  # whole, never wrapped at the terminal's width
         return
     with console.status(escape(f"running {arn}")):
         row = api.wait_for(ledger, arn)

@@ -134,6 +134,22 @@ def json_option(text: str, option: str) -> Any:
         raise typer.BadParameter(f"{option} {exc}") from None
 
 
+def json_input(text: str, option: str) -> Any:
+    """An option's JSON given inline or, as the AWS CLI takes it, as `file://PATH` (the file's
+    text; a relative PATH is from the current directory)."""
+    if not text.startswith("file://"):
+        return json_option(text, option)
+    path = Path(text.removeprefix("file://")).expanduser()
+    try:
+        content = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise typer.BadParameter(
+            f"{option} file://{path}: cannot read it ({reason}); give a UTF-8 JSON file"
+        ) from None
+    return json_option(content, f"{option} file://{path}")
+
+
 def when(ts: float | None) -> str:
     if not ts:
         return "-"

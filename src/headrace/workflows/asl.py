@@ -23,7 +23,8 @@ Where AWS is silent, or where headrace deliberately narrows what it accepts:
 * An ``ErrorEquals`` entry starting with ``States.`` must be a predefined error name; that catches
   typos such as ``States.All`` that would otherwise never match.
 * Distributed-Map-only fields (ItemReader, ItemBatcher, ResultWriter, ToleratedFailure*, Label)
-  are checked for shape but accepted in INLINE mode too.
+  are checked for shape but accepted in INLINE mode too (`headrace validate` reports an
+  ItemReader on an INLINE Map, as AWS refuses it: see diagnostics).
 * State names are at most 80 characters, as AWS's quota says.
 """
 
@@ -125,6 +126,9 @@ _ALLOWED: dict[str, set[str]] = {
         "Catch",
     },
 }
+#: ReaderConfig.MaxItems's largest value, and a batch's largest input (bytes), as AWS's quotas
+MAX_READER_ITEMS = 100_000_000
+MAX_BATCH_BYTES = 262_144
 _READER_CONFIG_FIELDS = {
     "InputType",
     "CSVHeaderLocation",
@@ -386,6 +390,10 @@ def _key(base: str, name: Any) -> str:
 
 #: A field's JSON path under `base`, as problems name it (`$.States.A`, `$.States["a b"]`).
 field_path = _key
+
+
+def _is_jsonata_text(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("{%") and value.endswith("%}")
 
 
 def _is_int(value: Any) -> bool:
@@ -832,6 +840,7 @@ class _Validator:
                     self.expressions(name, state[field], _key(spath, field))
             if isinstance(state.get("ItemReader"), dict):
                 self.reader_config(name, state["ItemReader"], spath + ".ItemReader")
+            self.batcher_limits(name, state.get("ItemBatcher"), spath + ".ItemBatcher")
             self.result_writer(name, state, spath)
             for field in ("MaxConcurrency", "ToleratedFailureCount", "ToleratedFailurePercentage"):
                 self.expressions(name, state.get(field), _key(spath, field))
@@ -1164,7 +1173,15 @@ class _Validator:
         for field in ("ItemBatcher", "ResultWriter"):
             if field in state and not isinstance(state[field], dict):
                 self.add(f"{spath}.{field}", name, f"{field} must be an object")
+        if "ItemReader" in state and "ItemsPath" in state:
+            self.add(
+                spath + ".ItemsPath",
+                name,
+                "ItemsPath cannot be used with ItemReader (the reader gives the items); use "
+                "ReaderConfig.ItemsPointer to pick an array inside a JSON file",
+            )
         batcher = state.get("ItemBatcher")
+        self.batcher_limits(name, batcher, spath + ".ItemBatcher")
         if isinstance(batcher, dict):
             for key, value in batcher.items():
                 bpath = _key(spath + ".ItemBatcher", key)
@@ -1179,6 +1196,34 @@ class _Validator:
                 else:
                     self.add(bpath, name, f"unknown ItemBatcher field {key!r}")
         self.result_writer(name, state, spath)
+
+    def batcher_limits(self, name: str, batcher: Any, bpath: str) -> None:
+        """An ItemBatcher needs a limit, and a batch is at most 256 KiB (AWS's input quota)."""
+        if not isinstance(batcher, dict):
+            return
+        if not any(
+            field in batcher
+            for field in (
+                "MaxItemsPerBatch",
+                "MaxItemsPerBatchPath",
+                "MaxInputBytesPerBatch",
+                "MaxInputBytesPerBatchPath",
+            )
+        ):
+            self.add(
+                bpath,
+                name,
+                "ItemBatcher needs MaxItemsPerBatch (or MaxItemsPerBatchPath), "
+                "MaxInputBytesPerBatch (or MaxInputBytesPerBatchPath), or both",
+            )
+        size = batcher.get("MaxInputBytesPerBatch")
+        if _is_int(size) and size > MAX_BATCH_BYTES:
+            self.add(
+                bpath + ".MaxInputBytesPerBatch",
+                name,
+                f"MaxInputBytesPerBatch must be at most {MAX_BATCH_BYTES:,} (256 KiB, the "
+                "largest input a child execution takes)",
+            )
 
     def item_reader(self, name: str, state: dict, spath: str) -> None:
         if "ItemReader" not in state:
@@ -1234,6 +1279,35 @@ class _Validator:
                 self.add(
                     cpath, name, "CSVHeaderLocation GIVEN needs CSVHeaders, an array of strings"
                 )
+        if "CSVHeaders" in config and config.get("CSVHeaderLocation") != "GIVEN":
+            self.add(
+                _key(cpath, "CSVHeaders"),
+                name,
+                'CSVHeaders is used only with "CSVHeaderLocation": "GIVEN"; add it, or drop '
+                "CSVHeaders to read the header from the first row",
+            )
+        if config.get("ManifestType") == "ATHENA_DATA" and "InputType" not in config:
+            self.add(
+                cpath,
+                name,
+                "ManifestType ATHENA_DATA needs an InputType: CSV, JSONL or PARQUET (the format "
+                "of the UNLOAD's data files)",
+            )
+        if "MaxItems" in config and "MaxItemsPath" in config:
+            self.add(cpath, name, "MaxItems and MaxItemsPath cannot be used together")
+        limit = config.get("MaxItems")
+        if (
+            "MaxItems" in config
+            and not _is_jsonata_text(limit)
+            and (not _is_int(limit) or not 0 <= limit <= MAX_READER_ITEMS)
+        ):
+            self.add(
+                _key(cpath, "MaxItems"),
+                name,
+                f"MaxItems must be an integer from 0 to {MAX_READER_ITEMS:,}",
+            )
+        if "MaxItemsPath" in config and not is_reference_path(config["MaxItemsPath"]):
+            self.add(_key(cpath, "MaxItemsPath"), name, "MaxItemsPath must be a reference path")
         if "ItemsPointer" in config:
             pointer = config["ItemsPointer"]
             if not isinstance(pointer, str) or (pointer and not pointer.startswith("/")):

@@ -29,6 +29,8 @@ _PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\[(\"(?:[^\"\\]|\
 _LOOKS_LIKE_PATH = re.compile(r"^\$\$?(\.|\[|$)")
 _INTRINSIC = re.compile(r"^States\.[A-Za-z]+\(")
 _TEMPLATES = ("Parameters", "ItemSelector", "ResultSelector")
+# the integration patterns that wait, which Express workflows do not support
+_WAITING_PATTERNS = (".sync", ".sync:2", ".waitForTaskToken")
 # JSONPath state fields whose value is a literal; a path in one is most likely a missing "Path"
 _LITERAL_FIELDS = (
     "Seconds",
@@ -80,6 +82,7 @@ def validate_definition(
         found += [_diagnostic("ERROR", *d) for d in _duplicate_names(data)]
         found += [_diagnostic("ERROR", *d) for d in _no_end(data, "$")]
         found += [_diagnostic("ERROR", *d) for d in _resources(data)]
+        found += [_diagnostic("ERROR", *d) for d in _distributed_only(data)]
         if severity == "WARNING":
             found += [_diagnostic("WARNING", *d) for d in _warnings(data)]
     result = "FAIL" if any(d["severity"] == "ERROR" for d in found) else "OK"
@@ -164,6 +167,50 @@ def _duplicate_names(data: dict) -> list[tuple[str, str, str]]:
             )
         else:
             seen[name] = path
+    return out
+
+
+def _distributed_only(data: dict) -> list[tuple[str, str, str]]:
+    """What AWS refuses and headrace runs: an ItemReader on an INLINE Map (headrace reads the
+    items and iterates inline), and a `.sync` or `.waitForTaskToken` Task in an EXPRESS child
+    workflow (Express workflows support Request Response only)."""
+    out = []
+    express: dict[str, str] = {}  # an EXPRESS Map's ItemProcessor path: the Map's name
+    states = list(_states(data, "$"))
+    for name, state, path in states:
+        if not isinstance(state, dict) or state.get("Type") != "Map":
+            continue
+        processor = state.get("ItemProcessor")
+        config = processor.get("ProcessorConfig") if isinstance(processor, dict) else None
+        config = config if isinstance(config, dict) else {}
+        if "ItemReader" in state and config.get("Mode") != "DISTRIBUTED":
+            out.append(
+                (
+                    "SCHEMA_VALIDATION_FAILED",
+                    f"Map state {name!r} has an ItemReader but is not a Distributed Map: add "
+                    '"ProcessorConfig": {"Mode": "DISTRIBUTED"} to its ItemProcessor',
+                    path + ".ItemReader",
+                )
+            )
+        if config.get("ExecutionType") == "EXPRESS":
+            express[path + ".ItemProcessor."] = name
+    for task, state, path in states:
+        resource = state.get("Resource") if isinstance(state, dict) else None
+        if not isinstance(resource, str) or not resource.endswith(_WAITING_PATTERNS):
+            continue
+        for prefix, name in express.items():
+            if path.startswith(prefix):
+                pattern = resource.rsplit(".", 1)[1]
+                out.append(
+                    (
+                        "SCHEMA_VALIDATION_FAILED",
+                        f"Task state {task!r} uses .{pattern} inside the EXPRESS child "
+                        f"workflows of Map state {name!r}; Express workflows support Request "
+                        f"Response only: use ExecutionType STANDARD or drop .{pattern}",
+                        path + ".Resource",
+                    )
+                )
+                break
     return out
 
 

@@ -811,11 +811,16 @@ class Interpreter:
                 batch_input = batcher.get("BatchInput")
                 if batch_input is not None:
                     batch_input = dataflow.resolve_template(batch_input, effective, ctx)
+                items = self._select_items(state, ctx, effective, f.input, items, keys, source)
                 items, keys = batches(items, batcher, batch_input), None
             # the ...Path limits are checked now, as AWS does when the Map state starts
+            count, pct = _tolerated_config(state, effective, ctx)
             limits = {
                 "MaxConcurrency": _max_concurrency(state, effective, ctx),
-                "Tolerated": _tolerated(state, effective, ctx, len(items)),
+                "Tolerated": _tolerance(count, pct, len(items)),
+                # as configured, for the Map Run (DescribeMapRun gives them apart)
+                "Count": int(count or 0),
+                "Pct": float(pct or 0),
             }
             details = {"name": f.state, "items": items, "effective": effective, "limits": limits}
             return [("MapStateStarted", f.scope, _item_origin(details, keys, source))]
@@ -903,6 +908,7 @@ class Interpreter:
                 (items, keys), source = found, STATE_DATA
             if "ItemBatcher" in state:
                 batcher = jsonata_lang.resolve(state["ItemBatcher"], b, "ItemBatcher")
+                items = self._select_items(state, ctx, f.input, f.input, items, keys, source)
                 items, keys = batches(items, batcher, batcher.get("BatchInput")), None
             limits: dict[str, Any] = {"MaxConcurrency": 0, "Tolerated": 0}
             if "MaxConcurrency" in state:
@@ -913,12 +919,14 @@ class Interpreter:
             if "ToleratedFailureCount" in state:
                 count = _jsonata_number(state, "ToleratedFailureCount", b, integer=True)
                 tolerated.append(int(count))
+                limits["Count"] = int(count)
             if "ToleratedFailurePercentage" in state:
                 pct = _jsonata_number(
                     state, "ToleratedFailurePercentage", b, integer=False, most=100
                 )
                 tolerated.append(int(pct / 100.0 * len(items)))
                 limits["Percentage"] = True
+                limits["Pct"] = float(pct)
             limits["Tolerated"] = max(tolerated) if tolerated else 0
             details = {"name": f.state, "items": items, "effective": f.input, "limits": limits}
             return [("MapStateStarted", f.scope, _item_origin(details, keys, source))]
@@ -1114,22 +1122,11 @@ class Interpreter:
         if f.started < total and f.running < limit:
             index = f.started
             item = f.items[index]
-            item_ctx = ctx.extend(Map={"Item": _item_context(f, index, item)})  # type: ignore[attr-defined]
-            if self.is_jsonata(state):
-                b = jsonata_lang.bindings(item_ctx.variables, item_ctx, f.input)
-                selector = state.get("ItemSelector")
-                data = (
-                    jsonata_lang.resolve(selector, b, "ItemSelector")
-                    if selector is not None
-                    else copy.deepcopy(item)
-                )
+            if "ItemBatcher" in state:  # the selector ran per item before batching
+                data = item
             else:
-                selector = state.get("ItemSelector", state.get("Parameters"))
-                data = (
-                    dataflow.resolve_template(selector, f.effective, item_ctx)
-                    if selector is not None
-                    else item
-                )
+                item_ctx = ctx.extend(Map={"Item": _item_context(f, index, item)})  # type: ignore[attr-defined]
+                data = self._select_item(state, item_ctx, f.effective, f.input, item)
             details = {"name": f.state, "index": index, "input": data}
             if as_children:
                 details["execution"] = self._child_arn(f, index)
@@ -1143,6 +1140,46 @@ class Interpreter:
                 self._finish(f, state, results, ctx),
             ]
         return []
+
+    def _select_item(
+        self, state: dict, item_ctx: Any, effective: Any, state_input: Any, item: Any
+    ) -> Any:
+        """One item through the Map's ItemSelector (or legacy Parameters), or unchanged."""
+        if self.is_jsonata(state):
+            selector = state.get("ItemSelector")
+            if selector is None:
+                return copy.deepcopy(item)
+            b = jsonata_lang.bindings(item_ctx.variables, item_ctx, state_input)
+            return jsonata_lang.resolve(selector, b, "ItemSelector")
+        selector = state.get("ItemSelector", state.get("Parameters"))
+        if selector is None:
+            return item
+        return dataflow.resolve_template(selector, effective, item_ctx)
+
+    def _select_items(
+        self,
+        state: dict,
+        ctx: Any,
+        effective: Any,
+        state_input: Any,
+        items: list,
+        keys: list[str] | None,
+        source: str | list[str],
+    ) -> list:
+        """Every item through the ItemSelector before an ItemBatcher groups them, each with its
+        own `$$.Map.Item` (AWS: ItemReader, ItemsPath, ItemSelector per item, then ItemBatcher)."""
+        if state.get("ItemSelector", state.get("Parameters")) is None:
+            return items
+        return [
+            self._select_item(
+                state,
+                ctx.extend(Map={"Item": _map_item(index, item, keys, source)}),
+                effective,
+                state_input,
+                item,
+            )
+            for index, item in enumerate(items)
+        ]
 
     def _write_results(self, f: Frame, state: dict, ctx: dict, results: list) -> Any:
         """A Map's ResultWriter: its children's entries written to a bucket (Resource and
@@ -1226,8 +1263,11 @@ class Interpreter:
             "label": label,
             "total": len(f.items),
             "maxConcurrency": int(f.limits.get("MaxConcurrency") or 0),
-            "toleratedFailureCount": int(f.limits.get("Tolerated") or 0),
-            "toleratedFailurePercentage": float(state.get("ToleratedFailurePercentage") or 0),
+            # as configured (default 0), not the failures a percentage of the items allows
+            "toleratedFailureCount": int(
+                f.limits.get("Count", _static(state, "ToleratedFailureCount") or 0)
+            ),
+            "toleratedFailurePercentage": float(f.limits.get("Pct", 0)),
         }
         return ("MapRunStarted", f.scope, details)
 
@@ -1417,11 +1457,16 @@ def _item_origin(
 def _item_context(f: Frame, index: int, item: Any) -> dict[str, Any]:
     """`$$.Map.Item` of iteration `index` of Map frame `f`: Index, Key (items of a JSON
     object), Value and Source."""
+    return _map_item(index, item, f.keys, f.source)
+
+
+def _map_item(
+    index: int, item: Any, keys: list[str] | None, source: str | list[str]
+) -> dict[str, Any]:
     out: dict[str, Any] = {"Index": index}
-    if f.keys is not None and index < len(f.keys):
-        out["Key"] = f.keys[index]
+    if keys is not None and index < len(keys):
+        out["Key"] = keys[index]
     out["Value"] = item
-    source = f.source
     out["Source"] = source[index] if isinstance(source, list) else source
     return out
 
@@ -1434,6 +1479,13 @@ def _max_concurrency(state: dict, effective: Any, ctx: dict) -> int:
 
 
 def _tolerated(state: dict, effective: Any, ctx: dict, total: int) -> int:
+    count, pct = _tolerated_config(state, effective, ctx)
+    return _tolerance(count, pct, total)
+
+
+def _tolerated_config(state: dict, effective: Any, ctx: dict) -> tuple[Any, Any]:
+    """A JSONPath Map's configured ToleratedFailureCount and ...Percentage (None if unset),
+    their ...Path forms resolved."""
     count = state.get("ToleratedFailureCount")
     if "ToleratedFailureCountPath" in state:
         field = "ToleratedFailureCountPath"
@@ -1442,6 +1494,11 @@ def _tolerated(state: dict, effective: Any, ctx: dict, total: int) -> int:
     if "ToleratedFailurePercentagePath" in state:
         field = "ToleratedFailurePercentagePath"
         pct = _path_number(state, field, effective, ctx, integer=False, most=100)
+    return count, pct
+
+
+def _tolerance(count: Any, pct: Any, total: int) -> int:
+    """How many failed iterations a Map tolerates: the larger of its count and percentage."""
     limits = []
     if count is not None:
         limits.append(int(count))

@@ -81,13 +81,17 @@ def json_pointer(document: Any, pointer: str) -> Any:
         elif isinstance(node, dict) and token in node:
             node = node[token]
         else:
-            raise ValueError(f"ItemsPointer {pointer!r} selects nothing in the JSON file")
+            raise ValueError(f"ItemsPointer {pointer!r} selects nothing")
     return node
 
 
 def s3_uri(bucket: str, key: str | None = None) -> str:
     """`$$.Map.Item.Source` of an object (or a bucket) as AWS writes it: `S3://bucket/key`."""
     return f"S3://{bucket}/{key}" if key is not None else f"S3://{bucket}"
+
+
+class _ObjectError(Exception):
+    """An object an ItemReader read is missing or unreadable: the message names it."""
 
 
 class StorageMapIO:
@@ -117,6 +121,8 @@ class StorageMapIO:
             read = self._read(resource, parameters, config)
         except StatesError:
             raise
+        except _ObjectError as exc:
+            raise StatesError("States.ItemReaderFailed", str(exc)) from None
         except Exception as exc:  # a missing object, bad JSON/CSV: the Map fails, clearly
             raise StatesError("States.ItemReaderFailed", f"{type(exc).__name__}: {exc}") from None
         limit = int(config.get("MaxItems") or 0)
@@ -173,7 +179,11 @@ class StorageMapIO:
         sources: list[str] = []
         found_keys: list[str] | None = None
         for key in keys:
-            parsed = _parse(_decompress(key, bucket.get(key)), config, key)
+            try:
+                parsed = _parse(_decompress(key, bucket.get(key)), config, key)
+            except Exception as exc:  # the cause names the object, as the bucket may be another
+                what = str(exc) if type(exc) is ValueError else f"{type(exc).__name__}: {exc}"
+                raise _ObjectError(f"{what} in s3://{bucket_name}/{key}") from None
             if isinstance(parsed, dict):
                 if not whole_object:
                     raise ValueError(f"{key!r} holds a JSON object, not an array of items")
@@ -364,8 +374,11 @@ def _parse(data: bytes, config: dict[str, Any], key: str) -> Any:
             raise ValueError(f"CSVDelimiter {name!r} is not one of {', '.join(CSV_DELIMITERS)}")
         # AWS's rules: quotes doubled inside quotes, and a backslash escapes the next character
         # (a backslash, a quote or the delimiter; before any other it is dropped)
-        reader = csv.reader(io.StringIO(raw), delimiter=CSV_DELIMITERS[name], escapechar="\\")
-        rows = list(reader)
+        # AWS documents neither a byte order mark nor blank lines: a BOM is not part of the
+        # first header, and a blank line is no record (not an item of empty strings)
+        text = raw.removeprefix("\ufeff")
+        reader = csv.reader(io.StringIO(text), delimiter=CSV_DELIMITERS[name], escapechar="\\")
+        rows = [row for row in reader if row]
         if config.get("CSVHeaderLocation", "FIRST_ROW") == "GIVEN":
             headers = list(config["CSVHeaders"])
         else:
