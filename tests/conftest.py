@@ -161,3 +161,20 @@ def seaweed(tmp_path_factory):
     server = sw.start(tmp_path_factory.mktemp("seaweed"))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def s3(seaweed, monkeypatch):
+    """A fresh root bucket on the S3 server, this process set up to reach it:
+    (its s3fs filesystem, its `s3://` URL, the server)."""
+    import s3fs  # the `s3` extra, like the server itself
+
+    from headrace.config import use_storage_endpoint
+
+    for name, value in seaweed.env.items():
+        monkeypatch.setenv(name, value)
+    use_storage_endpoint(seaweed.endpoint)
+    root = f"headrace-{uuid.uuid4().hex[:10]}"
+    fs = s3fs.S3FileSystem(endpoint_url=seaweed.endpoint, skip_instance_cache=True)
+    fs.mkdir(root)
+    return fs, f"s3://{root}", seaweed

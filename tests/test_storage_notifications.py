@@ -8,14 +8,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-import s3fs
 from sqlalchemy import func, select
 
-from headrace.config import load_settings, use_storage_endpoint
+from headrace.config import load_settings
 from headrace.errors import ConfigError
 from headrace.ledger import Ledger
 from headrace.ledger.schema import invocations
@@ -29,17 +27,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 BASIC = Path(__file__).resolve().parents[1] / "tests" / "apps" / "basic"
 NEVER = 3600.0  # a listing interval no test outlasts: only a wake-up can find a new object
-
-
-@pytest.fixture
-def s3(seaweed, monkeypatch):
-    for name, value in seaweed.env.items():
-        monkeypatch.setenv(name, value)
-    use_storage_endpoint(seaweed.endpoint)
-    root = f"headrace-{uuid.uuid4().hex[:10]}"
-    fs = s3fs.S3FileSystem(endpoint_url=seaweed.endpoint, skip_instance_cache=True)
-    fs.mkdir(root)
-    return fs, f"s3://{root}", seaweed
 
 
 def _wait(condition, timeout: float = 60.0) -> bool:

@@ -10,7 +10,6 @@ import random
 import shutil
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -18,7 +17,7 @@ import pytest
 import s3fs
 from sqlalchemy import func, select
 
-from headrace.config import load_settings, use_storage_endpoint
+from headrace.config import load_settings
 from headrace.ledger import Ledger
 from headrace.ledger.schema import attempts, invocations, objects
 from headrace.storage import ChangeWatcher, ObjectStore
@@ -30,18 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 BASIC = ROOT / "tests" / "apps" / "basic"
 WEATHER = ROOT / "examples" / "grib_to_parquet"
 COMPOSITE = ROOT / "examples" / "band_composite"
-
-
-@pytest.fixture
-def s3(seaweed, monkeypatch):
-    """A fresh root bucket on the server, this process set up to reach it."""
-    for name, value in seaweed.env.items():
-        monkeypatch.setenv(name, value)
-    use_storage_endpoint(seaweed.endpoint)
-    root = f"headrace-{uuid.uuid4().hex[:10]}"
-    fs = s3fs.S3FileSystem(endpoint_url=seaweed.endpoint, skip_instance_cache=True)
-    fs.mkdir(root)
-    return fs, f"s3://{root}", seaweed
 
 
 def _names(fs: s3fs.S3FileSystem, path: str) -> list[str]:
