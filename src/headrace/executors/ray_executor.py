@@ -147,6 +147,9 @@ def _ray_task(call: Call, token: str, recorder: Any) -> Outcome:
     """The body of every Ray task; runs in the Ray worker."""
     import ray
 
+    # the node processes our ray.init started block SIGTERM (see _keep_signal_handlers) and Ray
+    # workers inherit that mask; what a handler starts must stay terminable
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     worker = f"ray:{ray.get_runtime_context().get_node_id()[:8]}:{os.getpid()}"
     watch = _MemoryWatch(call, token, recorder, worker) if call.memory_limit_mb else None
     try:
@@ -601,15 +604,23 @@ def _loopback_only() -> None:
 @contextlib.contextmanager
 def _keep_signal_handlers() -> Any:
     """`ray.init` replaces the SIGTERM handler with one that exits the process at once: the
-    coordinator's handler (drain, then exit) must stay."""
+    coordinator's handler (drain, then exit) must stay.
+
+    SIGTERM is also blocked while it runs, so the processes it starts (GCS, raylet, agents, and
+    through the raylet the workers) inherit the blocked mask: a SIGTERM to the coordinator's
+    process group (`timeout`, `kill -TERM -PGID`) otherwise stopped the raylet under a running
+    call before the coordinator had drained it. They are stopped by `ray.shutdown()` and
+    `_reap` after the drain; one that arrived meanwhile is delivered to us when unblocked."""
     main = threading.current_thread() is threading.main_thread()
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
         yield
     finally:
         for sig, handler in saved.items():
             if handler is not None:
                 signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _children() -> list[Any]:

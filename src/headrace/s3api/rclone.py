@@ -168,8 +168,11 @@ def start_endpoint(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=_environment(keys),
-            # it must not outlive the coordinator, even one killed with -9
+            # it must not outlive the coordinator, even one killed with -9; its own process
+            # group, so that a SIGTERM to the coordinator's group leaves it serving the handlers
+            # that drain (the coordinator stops it last)
             preexec_fn=lambda: die_with_parent(parent),
+            process_group=0,
         )
     except BaseException:
         front.kill()
@@ -228,6 +231,7 @@ def _launch_front(
             stderr=errors,
             env=env,
             preexec_fn=lambda: die_with_parent(parent),
+            process_group=0,  # as rclone's: it serves the handlers that drain
         )
 
 
