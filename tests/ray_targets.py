@@ -33,3 +33,12 @@ def hog(chunk_mb: int = 16, chunks: int = 128, pause: float = 0.02) -> int:
 
 def exit_hard(code: int) -> None:
     os._exit(code)
+
+
+def terminate_a_child() -> int:
+    """Start a program and stop it with SIGTERM, as handlers that run tools do."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "30"])
+    child.terminate()
+    return child.wait(timeout=5)

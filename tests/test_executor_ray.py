@@ -92,6 +92,14 @@ def test_ok_call_returns_value_and_worker(ex: RayExecutor) -> None:
     assert ex.in_flight() == 0
 
 
+def test_a_handler_can_terminate_the_programs_it_starts(ex: RayExecutor) -> None:
+    # the Ray node processes inherit a blocked SIGTERM (so that a group SIGTERM waits for the
+    # drain); a call's own children must not
+    o = run_one(ex, make_call("term-1", "terminate_a_child"))
+    assert o.status == "ok", o
+    assert o.value == -15
+
+
 def test_notify_is_called(ray_session: tuple[RayExecutor, Notified]) -> None:
     ex, notified = ray_session
     notified.event.clear()
