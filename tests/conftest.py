@@ -178,3 +178,17 @@ def s3(seaweed, monkeypatch):
     fs = s3fs.S3FileSystem(endpoint_url=seaweed.endpoint, skip_instance_cache=True)
     fs.mkdir(root)
     return fs, f"s3://{root}", seaweed
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def dedup_path(request, monkeypatch):
+    """Run a dedup test on the compiled kernel (numba) and on the vectorised numpy path: both
+    must decide alike."""
+    from headrace.streams.operators import dedup_kernel
+
+    if request.param == "compiled":
+        if dedup_kernel.compiled() is None:
+            pytest.skip("numba is not installed (headrace[fast])")
+    else:
+        monkeypatch.setattr(dedup_kernel, "compiled", lambda: None)
+    return request.param

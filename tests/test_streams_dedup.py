@@ -30,6 +30,11 @@ def events(*pairs, time_column="_ingest_time") -> pa.Table:
     )
 
 
+@pytest.fixture(autouse=True)
+def _both_paths(dedup_path):
+    """Every test here runs on the compiled kernel and on the numpy path."""
+
+
 def kept(emit) -> list:
     return emit.main.column("n").to_pylist()
 
@@ -449,3 +454,8 @@ def test_a_number_key_widened_from_integer_to_double_keeps_its_keys():
     assert out.main.column("k").to_pylist() == [2.5, None, 0.0, 2.0**70]
     again = d.process(pa.table({"k": pa.array([0, 2], pa.int64()), "t": pa.array([T0, T0], t)}))
     assert again.main.num_rows == 0
+
+
+def test_the_compiled_kernel_is_used_when_numba_is_installed(dedup_path):
+    pytest.importorskip("numba")
+    assert (Dedup("id", 10)._kernel is not None) == (dedup_path == "compiled")

@@ -214,9 +214,9 @@ def test_sessions_equal_the_reference_at_every_cut_and_crash(trace, opts, gap, k
         sessions._REPLAY_BELOW = replay_below
 
 
-@PROPERTY
+@settings(PROPERTY, suppress_health_check=[HealthCheck.function_scoped_fixture])  # the same path
 @given(traces(), st.integers(1, 20))
-def test_dedup_equals_the_reference_at_every_cut_and_crash(trace, ttl):
+def test_dedup_equals_the_reference_at_every_cut_and_crash(dedup_path, trace, ttl):
     records, spans, crashes = trace
     ids = [None if r["x"] is None else r["x"] % 7 for r in records]  # few keys, null among them
     want = reference.dedup(ids, [r["t"] for r in records], ttl * SECOND)

@@ -21,7 +21,9 @@ every version, process and machine. A snapshot carries the hash's fingerprint; s
 earlier headrace versions, hashed with polars, is refused with the way out (see
 `base.check_fingerprint`).
 
-A batch is handled in the order of its keys' home slots (one sort), which makes probing read
+With numba installed (`headrace[fast]`) a batch is one compiled loop that applies the rule
+record by record (`dedup_kernel`). Without it, a batch is handled in the order of its keys'
+home slots (one sort), which makes probing read
 and write the table in order and puts the records of one key among neighbours with the same
 home slot: records whose key appears once in the batch (nearly all of them) are decided together
 in one step; only the keys seen several times go through rounds that follow the rule record by
@@ -38,6 +40,7 @@ import pyarrow as pa
 
 from headrace.errors import StreamError
 from headrace.streams.hashing import FINGERPRINT, hash64_rows_seeds, hash64_seeds
+from headrace.streams.operators import dedup_kernel
 from headrace.streams.operators.base import (
     Delta,
     Duration,
@@ -282,6 +285,7 @@ class Dedup:
         # keys kept since the last changes() (None: too many, not recorded)
         self._kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = []
         self._kept_rows = 0
+        self._kernel = dedup_kernel.compiled()  # None: the vectorised numpy path
 
     @property
     def watermark(self) -> datetime | None:
@@ -471,6 +475,15 @@ class Dedup:
     def _decide(self, times: np.ndarray, h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
         """Which records to keep; updates the held keys."""
         table = self._reserve(len(times))
+        if self._kernel is not None:
+            if not table.wide and h2.any():
+                table.wide = True
+            keep = np.zeros(len(times), bool)
+            table.used += self._kernel(
+                table.h1, table.h2, table.expiry, table.wide, _FREE,
+                h1, h2, times, self._clock, self.ttl, keep,
+            )  # fmt: skip
+            return keep
         clocks = self._clocks(times)
         # In the order of home slots the table is read and written in order; a key's records
         # keep their arrival order. (h2 is often all zeros, which need no reordering.)
