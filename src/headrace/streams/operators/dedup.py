@@ -108,7 +108,10 @@ def _clear_of_free(h1: np.ndarray, h2: np.ndarray) -> tuple[np.ndarray, np.ndarr
 class _KeyTable:
     """Open addressing with linear probing over parallel numpy arrays; every call is batched."""
 
-    def __init__(self, capacity: int = _MIN_CAPACITY) -> None:
+    def __init__(
+        self, capacity: int = _MIN_CAPACITY, kernels: dedup_kernel.Kernels | None = None
+    ) -> None:
+        self.kernels = kernels  # compiled loops for inserting (None: numpy)
         self.h1 = np.full(capacity, _FREE, np.uint64)
         self.h2 = np.zeros(capacity, np.uint64)
         self.expiry = np.full(capacity, _EMPTY, np.int64)
@@ -230,16 +233,30 @@ class _KeyTable:
         return np.flatnonzero(self.expiry > after)
 
     @classmethod
-    def build(cls, h1: np.ndarray, h2: np.ndarray, expiry: np.ndarray, room: int) -> _KeyTable:
+    def build(
+        cls,
+        h1: np.ndarray,
+        h2: np.ndarray,
+        expiry: np.ndarray,
+        room: int,
+        kernels: dedup_kernel.Kernels | None = None,
+    ) -> _KeyTable:
         """A table holding these keys, with `room` more at a load of at most a quarter."""
-        table = cls(cls.capacity_for(len(h1) + room))
+        table = cls(cls.capacity_for(len(h1) + room), kernels)
         table.insert(h1, h2, expiry)
         return table
 
     def insert(self, h1: np.ndarray, h2: np.ndarray, expiry: np.ndarray) -> None:
         """Add these keys (not in the table yet) with their expiry."""
-        if len(h1):
+        if not len(h1):
+            return
+        if self.kernels is None:
             self.expiry[self.locate(h1, h2)] = expiry
+            return
+        if not self.wide and h2.any():
+            self.wide = True
+        self.kernels.insert(self.h1, self.h2, self.expiry, self.wide, _FREE, h1, h2, expiry)
+        self.used += len(h1)
 
     def compacted(self, after: int, room: int) -> _KeyTable:
         """This table's keys held after `after`, with `room` more; reuses the arrays if the
@@ -247,7 +264,7 @@ class _KeyTable:
         held = self.held(after)
         h1, h2, expiry = self.h1[held], self.h2[held], self.expiry[held]
         if self.capacity_for(len(held) + room) != self.capacity:
-            return self.build(h1, h2, expiry, room)
+            return self.build(h1, h2, expiry, room, self.kernels)
         self.h1.fill(_FREE)
         self.expiry.fill(_EMPTY)
         if self.wide:
@@ -278,14 +295,14 @@ class Dedup:
         self.ttl = duration_micros(ttl, "ttl", name, positive=True)
         self.time_column = time_column
         self.dropped_count = 0
-        self._table = _KeyTable()
+        self._kernels = dedup_kernel.compiled()  # None: the vectorised numpy path
+        self._table = _KeyTable(kernels=self._kernels)
         self._clock = _NO_TIME  # newest time seen, in microseconds
         self._mode: str | None = None  # "exact" (one integer key) or "hashed"
         self._schema: pa.Schema | None = None
         # keys kept since the last changes() (None: too many, not recorded)
         self._kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = []
         self._kept_rows = 0
-        self._kernel = dedup_kernel.compiled()  # None: the vectorised numpy path
 
     @property
     def watermark(self) -> datetime | None:
@@ -404,7 +421,8 @@ class Dedup:
             check_fingerprint(meta, self.name)
         # snapshots of earlier versions may hold a key whose first word is now the free mark
         h1, h2 = _clear_of_free(keys.column("h1").to_numpy(), keys.column("h2").to_numpy())
-        self._table = _KeyTable.build(h1, h2, keys.column("expiry").to_numpy(), room=0)
+        expiry = keys.column("expiry").to_numpy()
+        self._table = _KeyTable.build(h1, h2, expiry, room=0, kernels=self._kernels)
         self._mode = meta["mode"]
         self._clock = _NO_TIME if meta["clock"] is None else int(meta["clock"])
         self.dropped_count = int(meta["dropped_count"])
@@ -475,11 +493,11 @@ class Dedup:
     def _decide(self, times: np.ndarray, h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
         """Which records to keep; updates the held keys."""
         table = self._reserve(len(times))
-        if self._kernel is not None:
+        if self._kernels is not None:
             if not table.wide and h2.any():
                 table.wide = True
             keep = np.zeros(len(times), bool)
-            table.used += self._kernel(
+            table.used += self._kernels.decide(
                 table.h1, table.h2, table.expiry, table.wide, _FREE,
                 h1, h2, times, self._clock, self.ttl, keep,
             )  # fmt: skip

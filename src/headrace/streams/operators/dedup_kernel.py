@@ -11,6 +11,7 @@ pays the compile (about a second).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -61,15 +62,45 @@ def decide_in_order(
     return claimed
 
 
+def insert_keys(
+    table_h1: np.ndarray,
+    table_h2: np.ndarray,
+    expiry: np.ndarray,
+    wide: bool,
+    free: np.uint64,
+    h1: np.ndarray,
+    h2: np.ndarray,
+    expires: np.ndarray,
+) -> None:
+    """Put keys that are not in the table (and differ from each other) in with their expiry:
+    a rebuild without the expired keys."""
+    mask = len(table_h1) - 1
+    for i in range(len(h1)):
+        at = np.int64(h1[i] & np.uint64(mask))
+        while table_h1[at] != free:
+            at = (at + 1) & mask
+        table_h1[at] = h1[i]
+        if wide:
+            table_h2[at] = h2[i]
+        expiry[at] = expires[i]
+
+
+@dataclass(frozen=True)
+class Kernels:
+    decide: Callable[..., int]
+    insert: Callable[..., None]
+
+
 @cache
-def compiled() -> Callable[..., int] | None:
-    """`decide_in_order` compiled, or None without numba (the numpy path is used instead)."""
+def compiled() -> Kernels | None:
+    """The loops compiled, or None without numba (the numpy path is used instead)."""
     try:
         import numba
     except ImportError:
         return None
     try:
         jit: Any = numba.njit(cache=True, nogil=True)
-        return jit(decide_in_order)
+        return Kernels(jit(decide_in_order), jit(insert_keys))
     except RuntimeError:  # no writable place for the cache (a read-only install): compile each run
-        return numba.njit(nogil=True)(decide_in_order)
+        jit = numba.njit(nogil=True)
+        return Kernels(jit(decide_in_order), jit(insert_keys))
