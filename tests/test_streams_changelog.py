@@ -26,9 +26,9 @@ from sqlalchemy import func, select
 from headrace.ledger import Ledger
 from headrace.ledger.checkpoints import commit_batch, reset_pipeline
 from headrace.ledger.schema import stream_state_changes
-from headrace.streams.changelog import encode_delta, merge
+from headrace.streams.changelog import decode_state, encode_delta, encode_state, merge
 from headrace.streams.log import encode_batch, open_log
-from headrace.streams.operators.base import Delta
+from headrace.streams.operators.base import Delta, Meta, meta_table
 from headrace.streams.operators.dedup import Dedup
 from headrace.streams.operators.windows import _Cols
 from headrace.streams.runner import PartitionRunner
@@ -127,9 +127,10 @@ def test_restore_from_deltas_equals_a_compacted_base_and_the_running_state(
         assert isinstance(from_deltas.stage(first.pipeline.stage_names[1])._state, _Cols)
 
 
-def test_whole_slot_checkpoints_of_earlier_versions_restore(ledger, tmp_path, events):
-    """Earlier versions wrote every slot whole in stream_state; they are read as the base."""
-    kind = "session"
+@pytest.mark.parametrize("kind", ["session", "numpy-tumbling"])
+def test_whole_slot_checkpoints_of_earlier_versions_restore(ledger, tmp_path, events, kind):
+    """Earlier versions wrote every slot whole in stream_state, the operators' counters too
+    (now JSON); they are read as the base."""
     old = Ledger(f"sqlite:///{tmp_path / 'old.db'}")
     first = _runner(old, events, kind)
     first.run_until_caught_up(max_batches=30)
@@ -333,3 +334,21 @@ def test_dedup_changes_rebuild_its_keys_and_stay_bounded_when_nobody_reads_them(
     late = unread.changes()["keys"]  # 400,000 keys kept, never asked for: not recorded
     assert late.reset
     assert _keys(late.upserts) == _keys(read.snapshot()["keys"])
+
+
+def test_counters_are_stored_as_json_and_read_back_as_their_one_row_table():
+    values = {
+        "config": "Dedup(key=['id'], ttl_us=60000000, time_column='ts')",
+        "clock": -(2**63) + 1, "late_count": 0, "watermark": 1.5e15, "nan": float("nan"),
+        "schema": b"\x00\xffarrow", "has_state": True, "mode": None,
+    }  # fmt: skip
+    data = encode_state(Meta(values))
+    assert data.startswith(b"headrace.meta/1\n")
+    back = decode_state(data)
+    want = meta_table(**values)
+    assert back.schema == want.schema
+    got = back.to_pylist()[0]
+    assert np.isnan(got.pop("nan")) and {**got, "nan": values["nan"]}.keys() == values.keys()
+    assert got == {k: v for k, v in values.items() if k != "nan"}
+    table = pa.table({"a": [1, 2]})  # other whole slots stay Arrow IPC
+    assert decode_state(encode_state(table)).equals(table)

@@ -21,6 +21,7 @@ deltas costs one pass over it.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping, Sequence
 
@@ -28,7 +29,7 @@ import polars as pl
 import pyarrow as pa
 
 from headrace.streams.log import decode_batch
-from headrace.streams.operators.base import Delta
+from headrace.streams.operators.base import Delta, Meta, meta_table
 
 DELETE = "__delete"
 _KEYS, _RESET = b"headrace.keys", b"headrace.reset"
@@ -45,6 +46,37 @@ def encode_table(table: pa.Table) -> bytes:
     with pa.ipc.new_stream(sink, table.schema, options=_WRITE) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
+
+
+_META = b"headrace.meta/1\n"  # a whole slot that starts so is a `Meta` as JSON, not Arrow IPC
+_BYTES = "$bytes"
+
+
+def encode_state(value: pa.Table | Meta) -> bytes:
+    """A whole (not keyed) state slot: a table as Arrow IPC, an operator's `Meta` as JSON."""
+    if not isinstance(value, Meta):
+        return encode_table(value)
+    return _META + json.dumps(value, separators=(",", ":"), default=_bytes_as_text).encode()
+
+
+def decode_state(data: bytes) -> pa.Table:
+    """What `encode_state` wrote, as a table (a `Meta` as its one-row table)."""
+    if not data.startswith(_META):
+        return decode_batch(data)
+    values = json.loads(data[len(_META) :], object_hook=_text_as_bytes)
+    return meta_table(**values)
+
+
+def _bytes_as_text(value: object) -> object:
+    if isinstance(value, bytes):
+        return {_BYTES: base64.b64encode(value).decode()}
+    raise TypeError(f"{type(value).__name__} is not a state value")
+
+
+def _text_as_bytes(obj: dict) -> object:
+    if len(obj) == 1 and _BYTES in obj:
+        return base64.b64decode(obj[_BYTES])
+    return obj
 
 
 def encode_delta(delta: Delta) -> bytes:

@@ -42,13 +42,13 @@ from headrace.streams.changelog import (
     base_seq,
     bundle,
     by_slot,
+    decode_state,
     encode_base,
     encode_delta,
-    encode_table,
+    encode_state,
     restore_slot,
 )
 from headrace.streams.compaction import Compactor
-from headrace.streams.log import decode_batch as bytes_to_table
 from headrace.streams.operators.base import Delta
 from headrace.streams.operators.windows import LATE_END, LATE_REASON, LATE_START
 from headrace.streams.pipeline import Pipeline, Stage
@@ -129,7 +129,7 @@ class PartitionRunner:
         keyed = by_slot(checkpoint.changes)
         tables, self._written = {}, {}
         for slot, data in checkpoint.state.items():
-            table = bytes_to_table(data)
+            table = decode_state(data)
             if slot in keyed or base_seq(table):
                 keyed.setdefault(slot, [])
             else:
@@ -470,7 +470,7 @@ class PartitionRunner:
                     elif not value.empty:
                         deltas[slot] = encode_delta(value)
                 else:
-                    current[slot] = encode_table(value)
+                    current[slot] = encode_state(value)
         changed: dict[str, bytes | None] = {
             slot: data for slot, data in current.items() if self._written.get(slot) != data
         }

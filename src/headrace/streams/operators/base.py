@@ -321,6 +321,13 @@ def meta_table(**values: object) -> pa.Table:
     return table
 
 
+class Meta(dict):
+    """An operator's counters as `changes()` gives them: the values of its one-row 'meta'
+    table, which the runner stores as JSON rather than as a table (building and encoding a
+    one-row table each batch cost more than the rest of a small batch's state). A restore gets
+    them back as the one-row table `meta_table` makes."""
+
+
 def read_meta(state: dict[str, pa.Table], name: str) -> dict[str, object]:
     table = state.get("meta")
     if table is None or table.num_rows != 1:

@@ -45,6 +45,7 @@ from headrace.streams.operators.base import (
     Delta,
     Duration,
     Emit,
+    Meta,
     as_table,
     check_config,
     check_fingerprint,
@@ -343,10 +344,10 @@ class Dedup:
                 "expiry": pa.array(self._table.expiry[held], pa.int64()),
             }
         )
-        return {"meta": self._meta(), "keys": keys}
+        return {"meta": meta_table(**self._meta()), "keys": keys}
 
-    def _meta(self) -> pa.Table:
-        return meta_table(
+    def _meta(self) -> Meta:
+        return Meta(
             config=self._config(),
             mode=self._mode,
             clock=None if self._clock == _NO_TIME else self._clock,

@@ -70,6 +70,7 @@ from headrace.streams.operators.base import (
     Emit,
     FrameChanges,
     FramesChanges,
+    Meta,
     as_polars,
     as_table,
     check_config,
@@ -242,7 +243,7 @@ class _Window:
                 for i, p in enumerate(self._pending)
             ]
             pending = pl.concat(numbered, how="vertical_relaxed").to_arrow()
-        return {"meta": self._meta(), "windows": windows, "pending": pending}
+        return {"meta": meta_table(**self._meta()), "windows": windows, "pending": pending}
 
     def changes(self) -> dict[str, pa.Table | Delta]:
         """`snapshot()` as changes: the open windows added, changed or closed, and the
@@ -268,12 +269,12 @@ class _Window:
         """The columns that identify an open window in `_state`."""
         raise NotImplementedError
 
-    def _meta(self) -> pa.Table:
+    def _meta(self) -> Meta:
         schema = self._schema
         if self._meta_cache is None or self._meta_cache[1] is not schema:  # once, not per batch
             serialized = None if schema is None else schema.serialize().to_pybytes()
             self._meta_cache = (self._config(), schema, serialized)
-        return meta_table(
+        return Meta(
             config=self._meta_cache[0],
             watermark=self._wm,
             max_time=self._max_time,
