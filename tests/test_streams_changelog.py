@@ -26,7 +26,15 @@ from sqlalchemy import func, select
 from headrace.ledger import Ledger
 from headrace.ledger.checkpoints import commit_batch, reset_pipeline
 from headrace.ledger.schema import stream_state_changes
-from headrace.streams.changelog import decode_state, encode_delta, encode_state, merge
+from headrace.streams.changelog import (
+    bundle,
+    decode_state,
+    encode_delta,
+    encode_state,
+    encode_table,
+    merge,
+    unbundle,
+)
 from headrace.streams.log import encode_batch, open_log
 from headrace.streams.operators.base import Delta, Meta, meta_table
 from headrace.streams.operators.dedup import Dedup
@@ -352,3 +360,26 @@ def test_counters_are_stored_as_json_and_read_back_as_their_one_row_table():
     assert got == {k: v for k, v in values.items() if k != "nan"}
     table = pa.table({"a": [1, 2]})  # other whole slots stay Arrow IPC
     assert decode_state(encode_state(table)).equals(table)
+
+
+def _old_bundle(deltas: dict[str, bytes]) -> bytes:
+    """How earlier versions bundled a batch's deltas: an Arrow table of slot and delta."""
+    return encode_table(pa.table({"slot": list(deltas), "delta": list(deltas.values())}))
+
+
+def test_bundles_of_both_formats_unbundle():
+    deltas = {"dedup/keys": b"\x00" * 70_000, "w/é/windows": b"", "w/pending": b"abc"}
+    assert unbundle(bundle(deltas)) == deltas
+    assert unbundle(_old_bundle(deltas)) == deltas
+
+
+def test_changelog_rows_of_earlier_versions_restore(ledger, events):
+    first = _runner(ledger, events, "tumbling")
+    first.run_until_caught_up(max_batches=30)
+    with ledger.begin() as conn:  # the changelog as earlier versions wrote it
+        c = stream_state_changes.c
+        for seq, data in conn.execute(select(c.seq, c.data)).all():
+            old = _old_bundle(unbundle(data))
+            conn.execute(stream_state_changes.update().where(c.seq == seq).values(data=old))
+    assert _deltas(ledger) >= 20
+    assert _state(_runner(ledger, events, "tumbling")) == _state(first)

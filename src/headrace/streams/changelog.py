@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
 from collections.abc import Mapping, Sequence
 
 import polars as pl
@@ -37,6 +38,7 @@ _EXPIRES, _HORIZON = b"headrace.expires", b"headrace.horizon"
 _SEQ = b"headrace.seq"
 
 
+_LENGTH = struct.Struct("<IQ")  # a bundled slot's name and delta lengths
 _WRITE = pa.ipc.IpcWriteOptions()  # made once: pyarrow reads environment variables for each
 
 
@@ -98,15 +100,33 @@ def encode_delta(delta: Delta) -> bytes:
     return encode_table(table.replace_schema_metadata(meta))
 
 
+_BUNDLE = b"headrace.bundle/1\n"
+
+
 def bundle(deltas: Mapping[str, bytes]) -> bytes:
-    """A batch's deltas, by slot, as one blob."""
-    slots = pa.array(list(deltas), pa.string())
-    return encode_table(pa.table({"slot": slots, "delta": pa.array(list(deltas.values()))}))
+    """A batch's deltas, by slot, as one blob: after a header, each slot's name and delta, each
+    preceded by its length (a table of them, which earlier versions wrote, cost more to encode
+    than the deltas themselves)."""
+    parts = [_BUNDLE]
+    for slot, delta in deltas.items():
+        name = slot.encode()
+        parts += (_LENGTH.pack(len(name), len(delta)), name, delta)
+    return b"".join(parts)
 
 
 def unbundle(data: bytes) -> dict[str, bytes]:
-    table = decode_batch(data)
-    return dict(zip(table["slot"].to_pylist(), table["delta"].to_pylist(), strict=True))
+    if not data.startswith(_BUNDLE):  # an Arrow table of slot and delta: earlier versions
+        table = decode_batch(data)
+        return dict(zip(table["slot"].to_pylist(), table["delta"].to_pylist(), strict=True))
+    out, at, view = {}, len(_BUNDLE), memoryview(data)
+    while at < len(data):
+        named, size = _LENGTH.unpack_from(data, at)
+        at += _LENGTH.size
+        slot = bytes(view[at : at + named]).decode()
+        at += named
+        out[slot] = bytes(view[at : at + size])
+        at += size
+    return out
 
 
 def by_slot(rows: Sequence[tuple[int, bytes]]) -> dict[str, list[tuple[int, bytes]]]:

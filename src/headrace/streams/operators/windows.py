@@ -761,9 +761,8 @@ class _Numpy:
     def finish(self, closed: _Cols) -> pa.Table:
         """The emitted table of closed windows (`closed` has _WSTART/_WEND)."""
         columns: dict[str, pa.Array] = {
-            # int64 viewed as timestamps: converting to them costs several times more
-            "window_start": pa.array(closed[_WSTART]).view(TIMESTAMP_UTC),
-            "window_end": pa.array(closed[_WEND]).view(TIMESTAMP_UTC),
+            "window_start": _timestamps(closed[_WSTART]),
+            "window_end": _timestamps(closed[_WEND]),
         }
         for agg, p, out in self.aggs:
             if isinstance(agg, Count):
@@ -845,6 +844,13 @@ class _Cols:
         cols = _Cols(columns)
         cols._polars = frame
         return cols
+
+
+def _timestamps(micros: np.ndarray) -> pa.Array:
+    """int64 microseconds as a timestamp array on the same memory: a tenth of the cost of
+    `pa.array(...)` with the type, or of viewing an int64 array as one."""
+    micros = np.ascontiguousarray(micros, np.int64)
+    return pa.Array.from_buffers(TIMESTAMP_UTC, len(micros), [None, pa.py_buffer(micros)])
 
 
 def _partial_names(agg: Agg, p: str) -> tuple[str, ...]:
