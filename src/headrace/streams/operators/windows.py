@@ -769,10 +769,11 @@ class _Numpy:
                 columns[out] = pa.array(closed[f"{p}n"])
             elif isinstance(agg, Sum | Mean):
                 n, s = closed[f"{p}n"], closed[f"{p}s"]
+                empty = n == 0
+                none = not empty.any()  # (np.errstate costs more than the division)
                 if isinstance(agg, Mean):
-                    with np.errstate(invalid="ignore", divide="ignore"):
-                        s = s / n
-                columns[out] = pa.array(s, mask=n == 0)
+                    s = s / n if none else np.divide(s, n, out=np.zeros(len(s)), where=~empty)
+                columns[out] = pa.array(s, mask=None if none else empty)
             else:
                 columns[out] = closed.arrow(f"{p}v")
         return pa.Table.from_arrays(list(columns.values()), names=list(columns))
