@@ -28,6 +28,7 @@ from headrace.ledger.checkpoints import commit_batch, reset_pipeline
 from headrace.ledger.schema import stream_state_changes
 from headrace.streams.changelog import (
     bundle,
+    decode_delta,
     decode_state,
     encode_delta,
     encode_state,
@@ -383,3 +384,26 @@ def test_changelog_rows_of_earlier_versions_restore(ledger, events):
             conn.execute(stream_state_changes.update().where(c.seq == seq).values(data=old))
     assert _deltas(ledger) >= 20
     assert _state(_runner(ledger, events, "tumbling")) == _state(first)
+
+
+def test_columns_of_zeros_are_left_out_of_a_delta_and_put_back():
+    n = 10_000
+    upserts = pa.table(
+        {
+            "h1": pa.array(np.arange(1, n + 1, dtype=np.uint64)),
+            "small": pa.array(np.zeros(n, np.int32)),
+            "h2": pa.array(np.zeros(n, np.uint64)),
+            "expiry": pa.array(np.arange(n, dtype=np.int64) + 10),
+        }
+    )
+    delta = Delta(("h1", "h2"), upserts, expires="expiry", horizon=5)
+    data = encode_delta(delta)
+    assert len(data) < upserts.nbytes - 110_000  # h2 and small (120 KB) are not written
+    back = decode_delta(data)
+    assert back.replace_schema_metadata(None).equals(upserts)
+    base = pa.table({"h1": pa.array([1, 99], pa.uint64()), "small": pa.array([0, 0], pa.int32()),
+                     "h2": pa.array([0, 0], pa.uint64()), "expiry": pa.array([3, 50])})  # fmt: skip
+    merged = merge(encode_table(base), [data]).sort_by("h1")
+    assert merged.column_names == upserts.column_names
+    assert merged["h1"].to_pylist() == [*range(1, n + 1)]  # 99 is among them, 1 upserted
+    assert merged["expiry"].to_pylist()[:2] == [10, 11]

@@ -26,6 +26,7 @@ import json
 import struct
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -36,6 +37,7 @@ DELETE = "__delete"
 _KEYS, _RESET = b"headrace.keys", b"headrace.reset"
 _EXPIRES, _HORIZON = b"headrace.expires", b"headrace.horizon"
 _SEQ = b"headrace.seq"
+_ZEROS = b"headrace.zeros"  # columns of zeros a delta leaves out: [[index, name, type], ...]
 
 
 _LENGTH = struct.Struct("<IQ")  # a bundled slot's name and delta lengths
@@ -97,7 +99,47 @@ def encode_delta(delta: Delta) -> bytes:
     if delta.expires is not None and delta.horizon is not None:
         meta[_EXPIRES] = delta.expires.encode()
         meta[_HORIZON] = str(int(delta.horizon)).encode()
+    table, zeros = _without_zeros(table)
+    if zeros:
+        meta[_ZEROS] = json.dumps(zeros).encode()
     return encode_table(table.replace_schema_metadata(meta))
+
+
+def _without_zeros(table: pa.Table) -> tuple[pa.Table, list[list]]:
+    """The table without its integer columns that hold only zeros (dedup's second key word
+    for integer keys: a third of each delta), and where they were: [index, name, type]."""
+    if not table.num_rows:
+        return table, []
+    zeros = []
+    for i, field in enumerate(table.schema):
+        if pa.types.is_integer(field.type) and _only_zeros(table.column(i)):
+            zeros.append([i, field.name, str(field.type)])
+    for i, _, _ in reversed(zeros):
+        table = table.remove_column(i)
+    return table, zeros
+
+
+def _only_zeros(column: pa.ChunkedArray) -> bool:
+    for chunk in column.chunks:
+        if not len(chunk):
+            continue
+        values = chunk.to_numpy(zero_copy_only=False)
+        # most columns that are not all zeros say so at once
+        if values[0] or values[-1] or np.count_nonzero(values) or chunk.null_count:
+            return False
+    return True
+
+
+def decode_delta(data: bytes) -> pa.Table:
+    """A delta as `encode_delta` wrote it, with the columns of zeros it left out put back."""
+    table = decode_batch(data)
+    meta = table.schema.metadata or {}
+    if _ZEROS not in meta:
+        return table
+    for i, name, kind in json.loads(meta[_ZEROS]):
+        kind = pa.type_for_alias(kind)
+        table = table.add_column(i, pa.field(name, kind), pa.array(np.zeros(table.num_rows), kind))
+    return table.replace_schema_metadata(meta)
 
 
 _BUNDLE = b"headrace.bundle/1\n"
@@ -164,7 +206,7 @@ def merge(base: bytes | None, deltas: Sequence[bytes]) -> pa.Table:
     """The table that `base` followed by `deltas` (in seq order) stand for."""
     if not deltas:
         return decode_batch(base) if base is not None else pa.table({})
-    tables = [decode_batch(d) for d in deltas]
+    tables = [decode_delta(d) for d in deltas]
     metas = [t.schema.metadata or {} for t in tables]
     first = max((i for i, m in enumerate(metas) if _RESET in m), default=-1)
     start = None if first >= 0 or base is None else pl.from_arrow(decode_batch(base))
