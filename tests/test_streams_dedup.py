@@ -460,4 +460,8 @@ def test_a_number_key_widened_from_integer_to_double_keeps_its_keys():
 
 def test_the_compiled_kernel_is_used_when_numba_is_installed(dedup_path):
     pytest.importorskip("numba")
-    assert (Dedup("id", 10)._kernels is not None) == (dedup_path == "compiled")
+    d = Dedup("id", 10)
+    assert d._kernels is None  # looked up when the first batch comes
+    d.process(events((1, 0)))
+    assert (d._kernels is not None) == (dedup_path == "compiled")
+    assert d._table.kernels is d._kernels

@@ -296,8 +296,11 @@ class Dedup:
         self.ttl = duration_micros(ttl, "ttl", name, positive=True)
         self.time_column = time_column
         self.dropped_count = 0
-        self._kernels = dedup_kernel.compiled()  # None: the vectorised numpy path
-        self._table = _KeyTable(kernels=self._kernels)
+        self._table = _KeyTable()
+        # the compiled loops, looked up when the first batch comes (importing numba takes a
+        # quarter of a second, which commands that only load the app should not pay)
+        self._kernels: dedup_kernel.Kernels | None = None
+        self._looked_up = False
         self._clock = _NO_TIME  # newest time seen, in microseconds
         self._mode: str | None = None  # "exact" (one integer key) or "hashed"
         self._schema: pa.Schema | None = None
@@ -423,7 +426,7 @@ class Dedup:
         # snapshots of earlier versions may hold a key whose first word is now the free mark
         h1, h2 = _clear_of_free(keys.column("h1").to_numpy(), keys.column("h2").to_numpy())
         expiry = keys.column("expiry").to_numpy()
-        self._table = _KeyTable.build(h1, h2, expiry, room=0, kernels=self._kernels)
+        self._table = _KeyTable.build(h1, h2, expiry, room=0, kernels=self._compiled())
         self._mode = meta["mode"]
         self._clock = _NO_TIME if meta["clock"] is None else int(meta["clock"])
         self.dropped_count = int(meta["dropped_count"])
@@ -493,12 +496,13 @@ class Dedup:
 
     def _decide(self, times: np.ndarray, h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
         """Which records to keep; updates the held keys."""
+        kernels = self._compiled()
         table = self._reserve(len(times))
-        if self._kernels is not None:
+        if kernels is not None:
             if not table.wide and h2.any():
                 table.wide = True
             keep = np.zeros(len(times), bool)
-            table.used += self._kernels.decide(
+            table.used += kernels.decide(
                 table.h1, table.h2, table.expiry, table.wide, _FREE,
                 h1, h2, times, self._clock, self.ttl, keep,
             )  # fmt: skip
@@ -579,6 +583,13 @@ class Dedup:
             keep[records[kept]] = True
             expiry[slots[kept]] = times[kept] + self.ttl
             todo = todo[~first]
+
+    def _compiled(self) -> dedup_kernel.Kernels | None:
+        """The compiled loops (None without numba: the numpy path), also for the table."""
+        if not self._looked_up:
+            self._kernels, self._looked_up = dedup_kernel.compiled(), True
+            self._table.kernels = self._kernels
+        return self._kernels
 
     def _reserve(self, incoming: int) -> _KeyTable:
         """The table, rebuilt without expired keys when `incoming` new keys would overload it."""
