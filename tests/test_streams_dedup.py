@@ -461,3 +461,13 @@ def test_a_number_key_widened_from_integer_to_double_keeps_its_keys():
 def test_the_compiled_kernel_is_used_when_numba_is_installed(dedup_path):
     pytest.importorskip("numba")
     assert (Dedup("id", 10)._kernels is not None) == (dedup_path == "compiled")
+
+
+def test_a_ttl_so_long_that_an_expiry_would_overflow_is_refused():
+    # timedelta.max ("forever") failed at the first batch with an OverflowError, and a ttl
+    # of 292,000 years wrapped the expiry below the record's time: duplicates went through
+    for ttl in (timedelta.max, timedelta(days=365 * 292_000), 1e300):
+        with pytest.raises(StreamError, match=r"ttl .* overflow"):
+            Dedup("id", ttl)
+    d = Dedup("id", timedelta(days=365 * 280_000))  # the longest keep their keys
+    assert kept(d.process(events((1, 0), (1, 1), (1, 10**9)))) == [0]
