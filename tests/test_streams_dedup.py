@@ -471,3 +471,22 @@ def test_a_ttl_so_long_that_an_expiry_would_overflow_is_refused():
             Dedup("id", ttl)
     d = Dedup("id", timedelta(days=365 * 280_000))  # the longest keep their keys
     assert kept(d.process(events((1, 0), (1, 1), (1, 10**9)))) == [0]
+
+
+def test_a_cache_file_numba_cannot_read_compiles_the_loop_again(dedup_path, monkeypatch, tmp_path):
+    # numba raises on a truncated cache file rather than compiling again (numba issue 10434):
+    # every batch failed until someone deleted it
+    numba = pytest.importorskip("numba")
+    if dedup_path == "numpy":
+        pytest.skip("the compiled loops only")
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+    compile_loops = dedup_kernel.compiled.__wrapped__  # new loops each time, cached in tmp_path
+    for _ in range(2):
+        kernels = compile_loops()
+        monkeypatch.setattr(dedup_kernel, "compiled", lambda k=kernels: k)
+        d = Dedup("id", 60)
+        assert kept(d.process(events((1, 0), (1, 1), (2, 2), (1, 70)))) == [0, 2, 3]
+        indexes = list(tmp_path.rglob("*.nbi"))
+        assert indexes
+        for index in indexes:  # as an interrupted write can leave it
+            index.write_bytes(b"")
