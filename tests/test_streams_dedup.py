@@ -473,6 +473,16 @@ def test_a_ttl_so_long_that_an_expiry_would_overflow_is_refused():
     assert kept(d.process(events((1, 0), (1, 1), (1, 10**9)))) == [0]
 
 
+def test_numba_with_its_jit_disabled_leaves_dedup_to_the_numpy_path(dedup_path, monkeypatch):
+    # NUMBA_DISABLE_JIT (set to debug or measure coverage) runs the loops as Python, record by
+    # record: a batch took 2.5 times as long as on the numpy path
+    numba = pytest.importorskip("numba")
+    if dedup_path == "numpy":
+        pytest.skip("whether the compiled loops are used")
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
+    assert dedup_kernel.compiled.__wrapped__() is None
+
+
 def test_a_cache_file_numba_cannot_read_compiles_the_loop_again(dedup_path, monkeypatch, tmp_path):
     # numba raises on a truncated cache file rather than compiling again (numba issue 10434):
     # every batch failed until someone deleted it

@@ -133,6 +133,8 @@ def compiled() -> Kernels | None:
         import numba
     except ImportError:
         return None
+    if numba.config.DISABLE_JIT:  # the loops would run as Python, slower than the numpy path
+        return None
     try:
         return Kernels(_Cached(numba.njit, decide_in_order), _Cached(numba.njit, insert_keys))
     except RuntimeError:  # no writable place for the cache (a read-only install): compile each run
