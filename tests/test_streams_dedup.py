@@ -465,3 +465,42 @@ def test_the_compiled_kernel_is_used_when_numba_is_installed(dedup_path):
     d.process(events((1, 0)))
     assert (d._kernels is not None) == (dedup_path == "compiled")
     assert d._table.kernels is d._kernels
+
+
+def test_a_ttl_so_long_that_an_expiry_would_overflow_is_refused():
+    # timedelta.max ("forever") failed at the first batch with an OverflowError, and a ttl
+    # of 292,000 years wrapped the expiry below the record's time: duplicates went through
+    for ttl in (timedelta.max, timedelta(days=365 * 292_000), 1e300):
+        with pytest.raises(StreamError, match=r"ttl .* overflow"):
+            Dedup("id", ttl)
+    d = Dedup("id", timedelta(days=365 * 280_000))  # the longest keep their keys
+    assert kept(d.process(events((1, 0), (1, 1), (1, 10**9)))) == [0]
+
+
+def test_numba_with_its_jit_disabled_leaves_dedup_to_the_numpy_path(dedup_path, monkeypatch):
+    # NUMBA_DISABLE_JIT (set to debug or measure coverage) runs the loops as Python, record by
+    # record: a batch took 2.5 times as long as on the numpy path
+    numba = pytest.importorskip("numba")
+    if dedup_path == "numpy":
+        pytest.skip("whether the compiled loops are used")
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
+    assert dedup_kernel.compiled.__wrapped__() is None
+
+
+def test_a_cache_file_numba_cannot_read_compiles_the_loop_again(dedup_path, monkeypatch, tmp_path):
+    # numba raises on a truncated cache file rather than compiling again (numba issue 10434):
+    # every batch failed until someone deleted it
+    numba = pytest.importorskip("numba")
+    if dedup_path == "numpy":
+        pytest.skip("the compiled loops only")
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+    compile_loops = dedup_kernel.compiled.__wrapped__  # new loops each time, cached in tmp_path
+    for _ in range(2):
+        kernels = compile_loops()
+        monkeypatch.setattr(dedup_kernel, "compiled", lambda k=kernels: k)
+        d = Dedup("id", 60)
+        assert kept(d.process(events((1, 0), (1, 1), (2, 2), (1, 70)))) == [0, 2, 3]
+        indexes = list(tmp_path.rglob("*.nbi"))
+        assert indexes
+        for index in indexes:  # as an interrupted write can leave it
+            index.write_bytes(b"")

@@ -483,6 +483,8 @@ def test_errors_name_the_operator_and_the_problem():
         w.process(pa.table({"ts": ["2024-01-01"], "x": [1.0]}))
     with pytest.raises(StreamError, match="greater than zero"):
         TumblingWindow(0, time_column="ts", aggs={"n": agg.count()})
+    with pytest.raises(StreamError, match=r"grace .* overflow"):  # was an OverflowError later
+        TumblingWindow(10, time_column="ts", aggs={"n": agg.count()}, grace=timedelta.max)
     with pytest.raises(StreamError, match="aggs"):
         TumblingWindow(10, time_column="ts", aggs={})
     with pytest.raises(StreamError, match="window_start"):

@@ -240,6 +240,12 @@ def duration_micros(value: Duration, what: str, name: str, *, positive: bool) ->
     if micros < 0 or (positive and micros == 0):
         bound = "greater than zero" if positive else "zero or more"
         raise StreamError(subject(name), f"{what} is {value!r}", f"make {what} {bound}")
+    if micros > _LONGEST:  # a time plus it would wrap around (dedup's expiry, a window's end)
+        raise StreamError(
+            subject(name),
+            f"{what} is {value!r}: a time plus it would overflow (times are 64-bit microseconds)",
+            f"make {what} at most {_LONGEST // 86_400_000_000:,} days (about 284,000 years)",
+        )
     return micros
 
 
@@ -256,6 +262,8 @@ def instant_micros(value: datetime, what: str, name: str) -> int:
 
 
 _LAST_MICROS = instant_micros(datetime.max, "the last instant", "base")
+# the longest duration: added to any time up to the last instant it stays an int64
+_LONGEST = int(np.iinfo(np.int64).max) - _LAST_MICROS
 
 
 def micros_datetime(micros: int | None) -> datetime | None:

@@ -5,17 +5,21 @@ the rule record by record; a loop compiled with numba applies it literally, one 
 other, on the same open-addressing table (the same arrays, the same free mark, linear probing).
 Both give the same decisions and the same held keys; the runner uses this one when numba is
 installed. Compiled code is cached beside this module, so only the first process on a machine
-pays the compile (about a second).
+pays the compile (about a second); where the cache cannot be written (a read-only install) or
+read (a corrupt file), each process compiles the loops.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger("headrace.streams")
 
 
 def decide_in_order(
@@ -91,6 +95,37 @@ class Kernels:
     insert: Callable[..., None]
 
 
+class _Cached:
+    """A loop compiled with numba's cache, compiled again without it if a call fails: numba
+    raises on a cache file it cannot read (a truncated or corrupt one, numba issue 10434)
+    rather than compiling again, which would fail every batch until someone deleted it. The
+    loops raise nothing of their own, so a failing call failed before it ran."""
+
+    def __init__(self, jit: Any, func: Callable[..., Any]) -> None:
+        self._func = func
+        self._call = jit(cache=True, nogil=True)(func)  # RuntimeError: nowhere to cache
+        self._cached = True
+
+    def __call__(self, *args: Any) -> Any:
+        try:
+            return self._call(*args)
+        except Exception as exc:
+            if not self._cached:
+                raise
+            log.warning(
+                "numba's cache of %s failed (%r): compiled without it (delete the cache files, "
+                "%s.%s-*.nbi and .nbc, to cache it again)", self._func.__name__, exc,
+                __name__.rpartition(".")[2], self._func.__name__,
+            )  # fmt: skip
+            from numba import njit
+
+            self._call, self._cached = njit(nogil=True)(self._func), False
+            return self._call(*args)
+
+    def __deepcopy__(self, memo: dict) -> _Cached:  # operators are copied from a template
+        return self
+
+
 @cache
 def compiled() -> Kernels | None:
     """The loops compiled, or None without numba (the numpy path is used instead)."""
@@ -98,9 +133,10 @@ def compiled() -> Kernels | None:
         import numba
     except ImportError:
         return None
+    if numba.config.DISABLE_JIT:  # the loops would run as Python, slower than the numpy path
+        return None
     try:
-        jit: Any = numba.njit(cache=True, nogil=True)
-        return Kernels(jit(decide_in_order), jit(insert_keys))
+        return Kernels(_Cached(numba.njit, decide_in_order), _Cached(numba.njit, insert_keys))
     except RuntimeError:  # no writable place for the cache (a read-only install): compile each run
         jit = numba.njit(nogil=True)
         return Kernels(jit(decide_in_order), jit(insert_keys))
