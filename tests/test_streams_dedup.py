@@ -504,3 +504,31 @@ def test_a_cache_file_numba_cannot_read_compiles_the_loop_again(dedup_path, monk
         assert indexes
         for index in indexes:  # as an interrupted write can leave it
             index.write_bytes(b"")
+
+
+@pytest.mark.parametrize("rounds", [1, 16])
+def test_keys_kept_many_times_in_one_batch_follow_the_rule(rounds, monkeypatch):
+    # the numpy path decided such keys in one round per kept record: a million records of one
+    # key, each kept, took a million rounds; past a few rounds they go one by one
+    from headrace.streams.operators import dedup as dedup_module
+
+    monkeypatch.setattr(dedup_module, "_ROUNDS", rounds)
+    rng = np.random.default_rng(3)
+    n = 20_000
+    keys = rng.choice([1, 2, 3, 4, 5, 6], n, p=[0.5, 0.3, 0.1, 0.05, 0.03, 0.02])
+    seconds = np.cumsum(rng.integers(0, 3, n)) - rng.integers(0, 4, n)  # some disorder
+    table = pa.table(
+        {
+            "id": pa.array(keys),
+            "_ingest_time": pa.array(seconds * 1_000_000, pa.timestamp("us")),
+            "n": np.arange(n),
+        }
+    )
+    d = Dedup("id", 2)  # each key is kept thousands of times in the batch
+    got = np.zeros(n, bool)
+    for start in (0, 15_000):
+        part = table.slice(start, 15_000 if start == 0 else n - start)
+        got[d.process(part).main.column("n").to_numpy()] = True
+    want = reference(keys.tolist(), (seconds * 1_000_000).tolist(), 2_000_000)
+    assert got.tolist() == want
+    assert 1_000 < got.sum() < n - 1_000

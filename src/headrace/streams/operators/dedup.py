@@ -61,6 +61,7 @@ _FREE = np.uint64(0x9E37_79B9_7F4A_7C15)  # first word of a free slot; no key ha
 _EMPTY = np.iinfo(np.int64).min  # expiry of a free slot, or of a key that is not held
 _NO_TIME = _EMPTY
 _MIN_CAPACITY = 1024
+_ROUNDS = 16  # rounds for the keys seen several times in a batch; the rest one by one
 _FEW = 128  # keys still probing: from here on one by one (see `_KeyTable._probe_each`)
 _SEEDS = (0x5EED_0001, 0x5EED_0002)
 _NO_KEYS = pa.table(
@@ -570,7 +571,12 @@ class Dedup:
         records, slots, times, clocks = records[order], slots[order], times[order], clocks[order]
         expiry = self._table.expiry
         todo = np.arange(len(times))
+        rounds = 0
         while todo.size:
+            rounds += 1
+            if rounds > _ROUNDS:  # a key kept many times: rounds would cost todo.size each
+                self._decide_each(todo, records, slots, times, clocks, keep)
+                return
             held = expiry[slots[todo]]
             todo = todo[(times[todo] >= held) | (held <= clocks[todo])]
             if not todo.size:
@@ -583,6 +589,25 @@ class Dedup:
             keep[records[kept]] = True
             expiry[slots[kept]] = times[kept] + self.ttl
             todo = todo[~first]
+
+    def _decide_each(
+        self,
+        todo: np.ndarray,
+        records: np.ndarray,
+        slots: np.ndarray,
+        times: np.ndarray,
+        clocks: np.ndarray,
+        keep: np.ndarray,
+    ) -> None:
+        """`_decide_repeats`' undecided records one by one, by key and in arrival order (the
+        rule itself: a million records of one key, each kept, took a million rounds)."""
+        expiry, ttl = self._table.expiry, self.ttl
+        for i in todo.tolist():
+            slot, t = int(slots[i]), int(times[i])
+            held = int(expiry[slot])
+            if t >= held or held <= int(clocks[i]):
+                keep[records[i]] = True
+                expiry[slot] = t + ttl
 
     def _compiled(self) -> dedup_kernel.Kernels | None:
         """The compiled loops (None without numba: the numpy path), also for the table."""
