@@ -172,8 +172,11 @@ class _Pending:
 
 
 def _error_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    text = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    first = text[0] if text else ""
+    if first.endswith(":") and len(text) > 1:  # "Initialization failure from server:\n<why>"
+        first = f"{first} {text[1]}"
+    return f"{type(exc).__name__}: {first}".rstrip(": ")
 
 
 class RayExecutor:

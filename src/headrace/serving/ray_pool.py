@@ -161,8 +161,7 @@ class RayPool:
                     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
                     kwargs["runtime_env"] = {"py_modules": [package]}
                 try:
-                    with rx._keep_signal_handlers():
-                        ray.init(address=self.address, **kwargs)
+                    self._init(ray, kwargs)
                 except Exception as exc:
                     raise ExecutorError(
                         'serving = "ray"',
@@ -176,6 +175,27 @@ class RayPool:
                     self._ray_processes = [p for p in rx._children() if p.pid not in before]
             # headrace's front is the HTTP entry: no Serve proxy
             serve.start(proxy_location="Disabled")
+
+    def _init(self, ray: Any, kwargs: dict[str, Any]) -> None:
+        """`ray.init`; through a Ray Client address, tried up to three times: the head starts a
+        server process for each client, which can fail to come up in time on a loaded head
+        ("Initialization failure from server"), and a new try gets a new one."""
+        from headrace.executors import ray_executor as rx
+
+        attempts = 3 if str(self.address or "").startswith("ray://") else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                with rx._keep_signal_handlers():
+                    ray.init(address=self.address, **kwargs)
+                return
+            except ConnectionAbortedError as exc:
+                if attempt == attempts:
+                    raise
+                logger.warning(
+                    "Ray Client at %s: %s; trying again (%d of %d)",
+                    self.address, rx._error_line(exc), attempt + 1, attempts,
+                )  # fmt: skip
+                time.sleep(2.0 * attempt)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Call into Ray unless the pool has stopped it."""
