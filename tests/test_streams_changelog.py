@@ -396,7 +396,7 @@ def test_columns_of_zeros_are_left_out_of_a_delta_and_put_back():
             "expiry": pa.array(np.arange(n, dtype=np.int64) + 10),
         }
     )
-    delta = Delta(("h1", "h2"), upserts, expires="expiry", horizon=5)
+    delta = Delta(("h1", "h2"), upserts, expires="expiry", horizon=5, zeros=("small", "h2"))
     data = encode_delta(delta)
     assert len(data) < upserts.nbytes - 110_000  # h2 and small (120 KB) are not written
     back = decode_delta(data)

@@ -532,3 +532,14 @@ def test_keys_kept_many_times_in_one_batch_follow_the_rule(rounds, monkeypatch):
     want = reference(keys.tolist(), (seconds * 1_000_000).tolist(), 2_000_000)
     assert got.tolist() == want
     assert 1_000 < got.sum() < n - 1_000
+
+
+def test_integer_keys_say_their_second_words_are_zeros_and_hashed_keys_do_not():
+    for keys, zeros in ((range(1_010), ("h2",)), ([f"k{i}" for i in range(1_010)], ())):
+        d = Dedup("id", 600)
+        d.process(events(*((k, 0) for k in keys[:1_000])))
+        d.changes()  # the whole table; from here on what changed
+        d.process(events(*((k, 1) for k in keys[1_000:])))
+        delta = d.changes()["keys"]
+        assert not delta.reset and delta.upserts.num_rows == 10
+        assert delta.zeros == zeros

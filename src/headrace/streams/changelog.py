@@ -99,35 +99,25 @@ def encode_delta(delta: Delta) -> bytes:
     if delta.expires is not None and delta.horizon is not None:
         meta[_EXPIRES] = delta.expires.encode()
         meta[_HORIZON] = str(int(delta.horizon)).encode()
-    table, zeros = _without_zeros(table)
+    table, zeros = _without_zeros(table, delta.zeros)
     if zeros:
         meta[_ZEROS] = json.dumps(zeros).encode()
     return encode_table(table.replace_schema_metadata(meta))
 
 
-def _without_zeros(table: pa.Table) -> tuple[pa.Table, list[list]]:
-    """The table without its integer columns that hold only zeros (dedup's second key word
-    for integer keys: a third of each delta), and where they were: [index, name, type]."""
-    if not table.num_rows:
-        return table, []
+def _without_zeros(table: pa.Table, names: Sequence[str]) -> tuple[pa.Table, list[list]]:
+    """The table without the columns its operator knows hold only zeros (`Delta.zeros`: dedup's
+    second key word for integer keys, a third of each delta), and where they were: [index,
+    name, type]."""
     zeros = []
-    for i, field in enumerate(table.schema):
-        if pa.types.is_integer(field.type) and _only_zeros(table.column(i)):
-            zeros.append([i, field.name, str(field.type)])
+    for name in names:
+        i = table.schema.get_field_index(name)
+        if i >= 0 and table.num_rows:
+            zeros.append([i, name, str(table.schema.field(i).type)])
+    zeros.sort()
     for i, _, _ in reversed(zeros):
         table = table.remove_column(i)
     return table, zeros
-
-
-def _only_zeros(column: pa.ChunkedArray) -> bool:
-    for chunk in column.chunks:
-        if not len(chunk):
-            continue
-        values = chunk.to_numpy(zero_copy_only=False)
-        # most columns that are not all zeros say so at once
-        if values[0] or values[-1] or np.count_nonzero(values) or chunk.null_count:
-            return False
-    return True
 
 
 def decode_delta(data: bytes) -> pa.Table:

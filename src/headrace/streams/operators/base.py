@@ -77,7 +77,8 @@ class Delta:
     rows that were added or changed, `deletes` the key columns of rows removed. With `reset`
     the upserts are the whole table: whatever came before is dropped. With `expires`, rows whose
     value in that column is at or before `horizon` are gone too, without being listed (how dedup
-    drops expired keys: the horizon only moves forward).
+    drops expired keys: the horizon only moves forward). Columns named in `zeros` hold only
+    zeros (integers, no nulls): they are left out of the encoded delta and put back on reading.
     """
 
     keys: tuple[str, ...]
@@ -86,6 +87,7 @@ class Delta:
     reset: bool = False
     expires: str | None = None
     horizon: int | None = None
+    zeros: tuple[str, ...] = ()  # integer columns of upserts known to hold only zeros
 
     @property
     def empty(self) -> bool:

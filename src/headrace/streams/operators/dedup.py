@@ -389,7 +389,9 @@ class Dedup:
                 "expiry": pa.array(expiry, pa.int64()),
             }
         )
-        delta = Delta(("h1", "h2"), keys, expires="expiry", horizon=horizon)
+        # integer keys have no second word: h2 is then all zeros, and not written
+        zeros = () if h2.any() else ("h2",)
+        delta = Delta(("h1", "h2"), keys, expires="expiry", horizon=horizon, zeros=zeros)
         return {"meta": self._meta(), "keys": delta}
 
     def _held_after(self) -> int:
