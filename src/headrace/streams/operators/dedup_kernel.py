@@ -95,7 +95,7 @@ class Kernels:
     insert: Callable[..., None]
 
 
-class _Cached:
+class CachedLoop:
     """A loop compiled with numba's cache, compiled again without it if a call fails: numba
     raises on a cache file it cannot read (a truncated or corrupt one, numba issue 10434)
     rather than compiling again, which would fail every batch until someone deleted it. The
@@ -115,14 +115,14 @@ class _Cached:
             log.warning(
                 "numba's cache of %s failed (%r): compiled without it (delete the cache files, "
                 "%s.%s-*.nbi and .nbc, to cache it again)", self._func.__name__, exc,
-                __name__.rpartition(".")[2], self._func.__name__,
+                self._func.__module__.rpartition(".")[2], self._func.__name__,
             )  # fmt: skip
             from numba import njit
 
             self._call, self._cached = njit(nogil=True)(self._func), False
             return self._call(*args)
 
-    def __deepcopy__(self, memo: dict) -> _Cached:  # operators are copied from a template
+    def __deepcopy__(self, memo: dict) -> CachedLoop:  # operators are copied from a template
         return self
 
 
@@ -136,7 +136,7 @@ def compiled() -> Kernels | None:
     if numba.config.DISABLE_JIT:  # the loops would run as Python, slower than the numpy path
         return None
     try:
-        return Kernels(_Cached(numba.njit, decide_in_order), _Cached(numba.njit, insert_keys))
+        return Kernels(CachedLoop(numba.njit, decide_in_order), CachedLoop(numba.njit, insert_keys))
     except RuntimeError:  # no writable place for the cache (a read-only install): compile each run
         jit = numba.njit(nogil=True)
         return Kernels(jit(decide_in_order), jit(insert_keys))

@@ -50,7 +50,7 @@ import pyarrow as pa
 
 from headrace.errors import StreamError
 from headrace.streams.hashing import FINGERPRINT
-from headrace.streams.operators import hll
+from headrace.streams.operators import hll, window_kernel
 from headrace.streams.operators.aggregations import (
     SEQ,
     TIME,
@@ -674,6 +674,8 @@ class _Numpy:
     def __init__(self, aggs: Mapping[str, Agg], prefix: Mapping[str, str]) -> None:
         self.aggs = [(a, prefix[out], out) for out, a in aggs.items()]
         self.columns = list(dict.fromkeys(a.column for a in aggs.values() if a.column))
+        # counts, sums and means only: the compiled loop can take the whole batch
+        self.sums_only = all(isinstance(a, Count | Sum | Mean) for a in aggs.values())
 
     def values(
         self, table: pa.Table, valid: np.ndarray | None
@@ -700,6 +702,9 @@ class _Numpy:
     ) -> _Cols:
         """One batch's partial aggregates per window start, as the polars path's group-by
         makes them (`index`: the record of each (record, window) pair; None: one each)."""
+        compiled = self._compiled_partials(values, index, starts, hop)
+        if compiled is not None:
+            return compiled
         group, ws = _groups(starts, hop)
         size = len(ws)
         out: dict[str, tuple[np.ndarray, np.ndarray | None]] = {_WS: (ws, None)}
@@ -739,8 +744,47 @@ class _Numpy:
         key = held[0].key()
         return held if all(h.key() == key for h in held[1:]) else None
 
+    def _compiled_partials(
+        self, values: dict[str, Any], index: np.ndarray | None, starts: np.ndarray, hop: int
+    ) -> _Cols | None:
+        """`partials` in one compiled loop, for counts, sums and means of columns without
+        nulls (float64, and int64 for means); None otherwise or without numba."""
+        sums = window_kernel.compiled()
+        if sums is None or not self.sums_only or not len(starts):
+            return None
+        floats = []
+        for agg, _, _ in self.aggs:
+            if agg.column is None:
+                continue
+            array, ok = values[agg.column]
+            if ok is not None:
+                return None  # nulls: counts and sums skip them, the numpy calls do that
+            if isinstance(agg, Count):
+                continue
+            if array.dtype != np.float64 and not isinstance(agg, Mean):
+                return None  # int64 sums, kept int64: the numpy calls
+            floats.append(array if index is None else array[index])
+        matrix = np.empty((len(floats), len(starts)))
+        for row, array in enumerate(floats):
+            matrix[row] = array  # an int64 column of a mean becomes float64, as in `partials`
+        ones = np.ones((1, len(starts)), np.int64)
+        ws, fsums, isums = sums(np.ascontiguousarray(starts, np.int64), int(hop), matrix, ones)
+        if not len(ws):
+            return None
+        out: dict[str, tuple[np.ndarray, np.ndarray | None]] = {_WS: (ws, None)}
+        row = 0
+        for agg, p, _ in self.aggs:
+            if agg.column is not None and not isinstance(agg, Count):
+                out[f"{p}s"] = (fsums[row], None)
+                row += 1
+            out[f"{p}n"] = (isums[0].copy(), None)
+        return _Cols(out)
+
     def merge(self, parts: list[_Cols], hop: int) -> _Cols:
         """The frames' rows merged per window start, sorted by it (the open windows)."""
+        compiled = self._compiled_merge(parts, hop)
+        if compiled is not None:
+            return compiled
         ws = np.concatenate([p[_WS] for p in parts])
         group, starts = _groups(ws, hop)
         size = len(starts)
@@ -757,6 +801,39 @@ class _Numpy:
                 else:  # counts and sums: never null
                     out[name] = (_sums(group, x, size), None)
         return _Cols(out)
+
+    def _compiled_merge(self, parts: list[_Cols], hop: int) -> _Cols | None:
+        """`merge` in one compiled loop when every column is a count or a sum (no min or max);
+        None otherwise or without numba."""
+        sums = window_kernel.compiled()
+        if sums is None or not self.sums_only:
+            return None
+        ws = np.concatenate([p[_WS] for p in parts])
+        names = []  # in `merge`'s order
+        for agg, p, _ in self.aggs:
+            names += (f"{p}n",) if isinstance(agg, Count) else _partial_names(agg, p)
+        if any(set(part.columns) != {_WS, *names} for part in parts):
+            return None
+        floats = [n for n in names if parts[0].columns[n][0].dtype == np.float64]
+        ints = [n for n in names if parts[0].columns[n][0].dtype == np.int64]
+        if len(floats) + len(ints) != len(names) or not len(ws):
+            return None
+        fx, ix = np.empty((len(floats), len(ws))), np.empty((len(ints), len(ws)), np.int64)
+        for rows, matrix in ((floats, fx), (ints, ix)):
+            for r, name in enumerate(rows):
+                at = 0
+                for part in parts:
+                    column, ok = part.columns[name]
+                    if ok is not None:
+                        return None
+                    matrix[r, at : at + len(column)] = column
+                    at += len(column)
+        starts, fsums, isums = sums(ws, int(hop), fx, ix)
+        if not len(starts):
+            return None
+        by_name = {n: fsums[r] for r, n in enumerate(floats)}
+        by_name.update({n: isums[r] for r, n in enumerate(ints)})
+        return _Cols({_WS: (starts, None), **{n: (by_name[n], None) for n in names}})
 
     def finish(self, closed: _Cols) -> pa.Table:
         """The emitted table of closed windows (`closed` has _WSTART/_WEND)."""
