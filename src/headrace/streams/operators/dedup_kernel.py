@@ -11,15 +11,13 @@ read (a corrupt file), each process compiles the loops.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
 
 import numpy as np
 
-log = logging.getLogger("headrace.streams")
+from headrace.streams.operators.compiled_loops import compile_loops
 
 
 def decide_in_order(
@@ -95,48 +93,8 @@ class Kernels:
     insert: Callable[..., None]
 
 
-class CachedLoop:
-    """A loop compiled with numba's cache, compiled again without it if a call fails: numba
-    raises on a cache file it cannot read (a truncated or corrupt one, numba issue 10434)
-    rather than compiling again, which would fail every batch until someone deleted it. The
-    loops raise nothing of their own, so a failing call failed before it ran."""
-
-    def __init__(self, jit: Any, func: Callable[..., Any]) -> None:
-        self._func = func
-        self._call = jit(cache=True, nogil=True)(func)  # RuntimeError: nowhere to cache
-        self._cached = True
-
-    def __call__(self, *args: Any) -> Any:
-        try:
-            return self._call(*args)
-        except Exception as exc:
-            if not self._cached:
-                raise
-            log.warning(
-                "numba's cache of %s failed (%r): compiled without it (delete the cache files, "
-                "%s.%s-*.nbi and .nbc, to cache it again)", self._func.__name__, exc,
-                self._func.__module__.rpartition(".")[2], self._func.__name__,
-            )  # fmt: skip
-            from numba import njit
-
-            self._call, self._cached = njit(nogil=True)(self._func), False
-            return self._call(*args)
-
-    def __deepcopy__(self, memo: dict) -> CachedLoop:  # operators are copied from a template
-        return self
-
-
 @cache
 def compiled() -> Kernels | None:
     """The loops compiled, or None without numba (the numpy path is used instead)."""
-    try:
-        import numba
-    except ImportError:
-        return None
-    if numba.config.DISABLE_JIT:  # the loops would run as Python, slower than the numpy path
-        return None
-    try:
-        return Kernels(CachedLoop(numba.njit, decide_in_order), CachedLoop(numba.njit, insert_keys))
-    except RuntimeError:  # no writable place for the cache (a read-only install): compile each run
-        jit = numba.njit(nogil=True)
-        return Kernels(jit(decide_in_order), jit(insert_keys))
+    loops = compile_loops(decide_in_order, insert_keys)
+    return None if loops is None else Kernels(*loops)

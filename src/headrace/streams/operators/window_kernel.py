@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from headrace.streams.operators.dedup_kernel import CachedLoop
+from headrace.streams.operators.compiled_loops import compile_loops
 
 
 def group_sums(
@@ -63,13 +63,5 @@ def group_sums(
 @cache
 def compiled() -> Callable[..., Any] | None:
     """`group_sums` compiled, or None without numba (the numpy calls are used instead)."""
-    try:
-        import numba
-    except ImportError:
-        return None
-    if numba.config.DISABLE_JIT:  # the loop would run as Python, slower than numpy
-        return None
-    try:
-        return CachedLoop(numba.njit, group_sums)
-    except RuntimeError:  # no writable place for the cache (a read-only install): compile each run
-        return numba.njit(nogil=True)(group_sums)
+    loops = compile_loops(group_sums)
+    return None if loops is None else loops[0]
