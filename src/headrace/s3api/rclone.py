@@ -243,7 +243,10 @@ def _front_ready(
     with contextlib.suppress(OSError):  # it died already: its log says why
         proc.stdin.write(upstream.encode() + b"\n")
         proc.stdin.close()
-    ready = select.select([proc.stdout], [], [], max(0.1, deadline - time.monotonic()))[0]
+    # poll, not select: select fails on descriptors past 1023, which a busy process reaches
+    poller = select.poll()
+    poller.register(proc.stdout, select.POLLIN)
+    ready = poller.poll(1000 * max(0.1, deadline - time.monotonic()))
     line = proc.stdout.readline().decode(errors="replace").strip() if ready else ""
     proc.stdout.close()  # the front writes this one line only
     if line.startswith("listening on "):

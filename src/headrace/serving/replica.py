@@ -69,6 +69,7 @@ class Replica:
 
     def __init__(self, config: dict[str, Any], sock: socket.socket | None = None) -> None:
         self.sock: Any = sock
+        self._poller: Any = None  # select.poll on sock, made on first use
         # inside the front's serve folder when given, so the front removes it even after a kill
         scratch = config.get("scratch")
         if scratch:
@@ -197,13 +198,21 @@ class Replica:
             del buf[:pos]
         return frames
 
+    def _readable(self, timeout: float) -> bool:
+        """Whether the front's socket has data within `timeout` seconds (poll: select fails on
+        descriptors past 1023, which a handler that opens many files takes us to)."""
+        if self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(self.sock, select.POLLIN)
+        return bool(self._poller.poll(1000 * timeout))
+
     def fill(self, route: Route, index: int, items: list, out: list[bytes]) -> None:
         """Adaptive batching: a batch that is not full waits up to max_wait_ms for more
         requests of its route; under load the batch is whatever queued meanwhile."""
         deadline = time.monotonic() + route.wait
         while len(items) < route.batch:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+            if left <= 0 or not self._readable(left):
                 return
             frames = self.read(block=False)
             if frames is None:
