@@ -56,7 +56,34 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+_DESCRIPTORS_LEFT: list[tuple[int, str]] = []  # (descriptors a test left open, its id)
+
+
+def _open_descriptors() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # not Linux
+        return 0
+
+
+@pytest.fixture(autouse=True)
+def _descriptors_left_open(request):
+    """Which tests leave descriptors open in the test process: a whole run once went past
+    1,024 of them (see the summary line)."""
+    before = _open_descriptors()
+    yield
+    left = _open_descriptors() - before
+    if left > 0:
+        _DESCRIPTORS_LEFT.append((left, request.node.nodeid))
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if sum(n for n, _ in _DESCRIPTORS_LEFT) >= 100:
+        worst = sorted(_DESCRIPTORS_LEFT, reverse=True)[:5]
+        terminalreporter.write_line(
+            f"descriptors left open by tests: {sum(n for n, _ in _DESCRIPTORS_LEFT)}, most by "
+            + ", ".join(f"{node} ({n})" for n, node in worst)
+        )
     skipped = [
         report
         for report in terminalreporter.stats.get("skipped", [])

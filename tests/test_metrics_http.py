@@ -336,3 +336,21 @@ def test_a_busy_port_is_a_config_error(endpoint):
     server, _ = endpoint()
     with pytest.raises(ConfigError, match="cannot be bound: Address already in use"):
         endpoint(f"127.0.0.1:{server.server_port}")
+
+
+def test_a_coordinator_run_in_a_thread_frees_its_metrics_port_when_it_stops(tmp_path):
+    # as tests and notebooks run one: the endpoint kept listening after the coordinator stopped
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    from headrace.app import load_app
+    from headrace.config import load_settings
+    from tests.coordinator_thread import coordinator_thread
+
+    app_dir = Path(__file__).parent / "apps" / "flows"
+    settings = load_settings(app_dir, home=str(tmp_path / "home"), poll_interval=0.2, workers=1)
+    with coordinator_thread(settings, load_app(settings)) as coordinator:
+        port = urlparse(coordinator.metrics_url).port
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()

@@ -135,6 +135,7 @@ class Coordinator:
         self.watch = watch
         self.metrics = Metrics()
         self.metrics_url = ""
+        self._metrics_server: Any = None  # the metrics and console endpoint, stopped last
         self.s3_endpoint: S3Endpoint | None = None
         self._worker_env: dict[str, str] = {}  # what every handler gets: the S3 endpoint's
         self._layers: dict[str, str] = {}  # function name -> folder of its requirements
@@ -221,7 +222,9 @@ class Coordinator:
                     lambda: self._routes,
                 )
             )
-            _, self.metrics_url = serve_metrics(self.metrics, self.settings.metrics, self.console)
+            self._metrics_server, self.metrics_url = serve_metrics(
+                self.metrics, self.settings.metrics, self.console
+            )
         self.s3_endpoint = start_s3_endpoint(self.settings, self.store)
         if self.s3_endpoint is not None:
             self._worker_env = self.s3_endpoint.client_environment()
@@ -814,6 +817,9 @@ class Coordinator:
         if self.id:
             self.ledger.mark_stopped(self.id)
         self._remove_info()
+        if self._metrics_server is not None:  # its port is free again (a coordinator in a
+            self._metrics_server.shutdown()  # thread, as tests and notebooks run one, kept it)
+            self._metrics_server.server_close()
         self.ledger.close()
         # no id: it stopped before registering in the ledger (e.g. an unconfigured topic)
         log.info("coordinator %s stopped", self.id or "(not yet registered)")
