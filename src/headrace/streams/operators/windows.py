@@ -789,18 +789,25 @@ class _Numpy:
         group, starts = _groups(ws, hop)
         size = len(starts)
         out: dict[str, tuple[np.ndarray, np.ndarray | None]] = {_WS: (starts, None)}
-        for agg, p, _ in self.aggs:
-            for name in (f"{p}n",) if isinstance(agg, Count) else _partial_names(agg, p):
-                x, ok = _column(parts, name)
-                if name.endswith("v"):
-                    g = group if ok is None else group[ok]
-                    x = x if ok is None else x[ok]
-                    more = np.bincount(g, minlength=size) > 0
-                    fold = np.fmin if isinstance(agg, Min) else np.fmax
-                    out[name] = (_extremes(g, x, size, fold), _mask(more))
-                else:  # counts and sums: never null
-                    out[name] = (_sums(group, x, size), None)
+        for agg, name in self.partial_columns():
+            x, ok = _column(parts, name)
+            if name.endswith("v"):
+                g = group if ok is None else group[ok]
+                x = x if ok is None else x[ok]
+                more = np.bincount(g, minlength=size) > 0
+                fold = np.fmin if isinstance(agg, Min) else np.fmax
+                out[name] = (_extremes(g, x, size, fold), _mask(more))
+            else:  # counts and sums: never null
+                out[name] = (_sums(group, x, size), None)
         return _Cols(out)
+
+    def partial_columns(self) -> list[tuple[Agg, str]]:
+        """Each partial-aggregate column with its aggregation, in the frames' order."""
+        return [
+            (agg, name)
+            for agg, p, _ in self.aggs
+            for name in ((f"{p}n",) if isinstance(agg, Count) else _partial_names(agg, p))
+        ]
 
     def _compiled_merge(self, parts: list[_Cols], hop: int) -> _Cols | None:
         """`merge` in one compiled loop when every column is a count or a sum (no min or max);
@@ -809,9 +816,7 @@ class _Numpy:
         if sums is None or not self.sums_only:
             return None
         ws = np.concatenate([p[_WS] for p in parts])
-        names = []  # in `merge`'s order
-        for agg, p, _ in self.aggs:
-            names += (f"{p}n",) if isinstance(agg, Count) else _partial_names(agg, p)
+        names = [name for _, name in self.partial_columns()]
         if any(set(part.columns) != {_WS, *names} for part in parts):
             return None
         floats = [n for n in names if parts[0].columns[n][0].dtype == np.float64]
@@ -821,13 +826,9 @@ class _Numpy:
         fx, ix = np.empty((len(floats), len(ws))), np.empty((len(ints), len(ws)), np.int64)
         for rows, matrix in ((floats, fx), (ints, ix)):
             for r, name in enumerate(rows):
-                at = 0
-                for part in parts:
-                    column, ok = part.columns[name]
-                    if ok is not None:
-                        return None
-                    matrix[r, at : at + len(column)] = column
-                    at += len(column)
+                matrix[r], ok = _column(parts, name)
+                if ok is not None:
+                    return None
         starts, fsums, isums = sums(ws, int(hop), fx, ix)
         if not len(starts):
             return None
